@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` (set up, then run the main job on the sample sites)
+# and `make test` (set up, then run the tests). Both are idempotent: set-up re-runs only when
+# pyproject.toml or constraints.txt change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup sysdeps demo test bench schema clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# R (rms, pROC) for the conformance tests and Debian's chromium for the browser tests.
+# Installed when missing and we are root; otherwise those tests skip (CI makes them required).
+sysdeps:
+	@if command -v Rscript >/dev/null && Rscript -e 'library(rms);library(pROC);library(jsonlite)' >/dev/null 2>&1 \
+	    && test -x /usr/bin/chromium; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing R (rms, pROC, jsonlite) and chromium with apt-get ..."; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        r-base-core r-cran-rms r-cran-proc r-cran-jsonlite chromium) >/dev/null || \
+	    echo "warning: apt-get could not install R/chromium: their tests will be skipped"; \
+	else echo "note: R/chromium missing and not root: their tests will be skipped"; fi
+
+demo: setup
+	$(BIN)/validate demo
+
+test: setup sysdeps
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+schema: setup
+	$(BIN)/python -m validate.protocol > protocols/schema.json
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

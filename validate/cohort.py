@@ -1,0 +1,311 @@
+"""Site manifests and subgroups: from a protocol to the cases of each site.
+
+A site's manifest is a CSV with one row per case: identifiers, the label, the image path (image kinds)
+or feature columns (tabular), and case attributes. :func:`load_site_manifest` reads one, checks it
+against the protocol and returns a standard frame; :func:`check_protocol_cohorts` runs every check over
+every site and reports all problems at once. :func:`derive_subgroups` turns attributes into the
+protocol's subgroup columns (categories, numeric bands, intersections).
+
+Row numbers in messages are data rows (row 1 is the first case); the file line is given too.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from validate.errors import InputError, InputErrors, ProblemCollector
+from validate.protocol import Protocol, Site
+
+MISSING_TOKENS = {"", "NA", "N/A", "NaN", "nan", "?", "null", "None"}
+MISSING_GROUP = "missing"
+
+
+@dataclass
+class SiteCohort:
+    """The checked cases of one site, in the standard column names."""
+
+    site: Site
+    cases: pd.DataFrame  # case_id, patient_id, site, y | y_<label>, [image_path], [features], attributes
+    manifest_path: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def _row_error(message: str, *, file: Path, row: int, field: str, expected: str | None = None) -> InputError:
+    # row is 0-based here; the header is line 1, so data row r (1-based) sits on line r + 1
+    return InputError(message, file=file, row=row + 1, line=row + 2, field=field, expected=expected)
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """Read a manifest CSV as strings (missing cells become ''), with a clear error if unreadable."""
+    if not path.exists():
+        raise InputError("manifest not found", file=path, expected="a CSV file with one row per case")
+    if path.is_dir():
+        raise InputError("is a folder, not a manifest", file=path, expected="a CSV file")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", file=path, expected="a CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise InputError("manifest is empty", file=path, expected="a header row and one row per case") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"not a readable CSV: {exc}", file=path) from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _label_map(protocol: Protocol) -> dict[str, int]:
+    """Accepted label spellings -> class index (names, and integer indices as text)."""
+    if protocol.task == "binary":
+        neg, pos = protocol.binary_classes
+        mapping = {neg: 0, pos: 1, "0": 0, "1": 1}
+    else:
+        classes = protocol.classes or []
+        mapping = {c: i for i, c in enumerate(classes)}
+        mapping.update({str(i): i for i in range(len(classes))})
+    return mapping
+
+
+def _inside(root: Path, candidate: Path) -> bool:
+    try:
+        candidate.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: bool = False) -> SiteCohort:
+    """Read and check one site's manifest; raise :class:`InputErrors` with every problem found.
+
+    ``check_files`` also reports image files that do not exist (as warnings: scoring records them as
+    per-case failures, so one missing image does not stop a run).
+    """
+    if isinstance(site, str):
+        site = protocol.site(site)
+    index = protocol.sites.index(site)
+    manifest_path = protocol.resolve(site.manifest)
+    problems = ProblemCollector()
+    if not manifest_path.exists():
+        raise InputError("manifest not found", file=manifest_path, field=f"sites[{index}].manifest",
+                         expected=f"a CSV file (declared in {protocol.path}, line {protocol.line_of('sites', index, 'manifest')})")
+    df = read_manifest(manifest_path)
+    cols = protocol.columns
+    image_kind = protocol.input.kind != "tabular"
+
+    required = [cols.case_id]
+    if protocol.task == "multilabel":
+        required += [f"y_{lab}" for lab in protocol.labels or []]
+    else:
+        required.append(cols.label)
+    if image_kind:
+        required.append(cols.image)
+    else:
+        required += list(protocol.input.features or [])
+    required += list(protocol.attributes)
+    required += [g.column for g in protocol.subgroups if g.column]
+    seen = set()
+    for col in required:
+        if col in seen:
+            continue
+        seen.add(col)
+        if col not in df.columns:
+            problems.add(InputError(f"required column `{col}` is missing", file=manifest_path, line=1, field=col,
+                                    expected=f"columns including {', '.join(dict.fromkeys(required))}"))
+    if len(df) == 0:
+        problems.add(InputError(f"site `{site.id}` has no cases", file=manifest_path,
+                                expected="at least one row after the header"))
+    if problems.problems:
+        problems.raise_if_any()
+
+    out = pd.DataFrame({"case_id": df[cols.case_id].str.strip()})
+    out["site"] = site.id
+    blank_ids = np.flatnonzero(out["case_id"].eq("").to_numpy())
+    for r in blank_ids[:20]:
+        problems.add(_row_error("empty case_id", file=manifest_path, row=int(r), field=cols.case_id,
+                                expected="a non-empty identifier unique within the site"))
+    dup = out["case_id"].duplicated(keep="first") & out["case_id"].ne("")
+    for r in np.flatnonzero(dup.to_numpy())[:20]:
+        first = int(np.flatnonzero(out["case_id"].eq(out["case_id"].iloc[r]).to_numpy())[0])
+        problems.add(_row_error(f"duplicate case_id {out['case_id'].iloc[r]!r} (first at row {first + 1})",
+                                file=manifest_path, row=int(r), field=cols.case_id,
+                                expected="case_id unique within the site"))
+    if cols.patient_id in df.columns:
+        pid = df[cols.patient_id].str.strip()
+        out["patient_id"] = pid.where(pid.ne(""), out["case_id"])
+    else:
+        out["patient_id"] = out["case_id"]
+
+    # labels
+    if protocol.task == "multilabel":
+        for lab in protocol.labels or []:
+            col = f"y_{lab}"
+            vals = df[col].str.strip()
+            bad = ~vals.isin(["0", "1"])
+            for r in np.flatnonzero(bad.to_numpy())[:20]:
+                problems.add(_row_error(f"label value {vals.iloc[r]!r} is not 0 or 1", file=manifest_path,
+                                        row=int(r), field=col, expected="0 or 1"))
+            out[col] = pd.to_numeric(vals.where(~bad, "0")).astype("int64")
+    else:
+        mapping = _label_map(protocol)
+        vals = df[cols.label].str.strip()
+        y = vals.map(mapping)
+        for r in np.flatnonzero(y.isna().to_numpy())[:20]:
+            problems.add(_row_error(f"label {vals.iloc[r]!r} is not a declared class", file=manifest_path,
+                                    row=int(r), field=cols.label,
+                                    expected=f"one of {protocol.classes} (or their indices 0..{len(protocol.classes) - 1})"))
+        out["y"] = y.fillna(-1).astype("int64")
+
+    # inputs
+    if image_kind:
+        root_rel = site.image_root
+        if root_rel is None:
+            problems.add(InputError(f"site `{site.id}` has image inputs but no image_root", file=protocol.path,
+                                    line=protocol.line_of("sites", index), field=f"sites[{index}].image_root",
+                                    expected="the folder that holds this site's images"))
+        else:
+            root = protocol.resolve(root_rel)
+            if not root.is_dir():
+                problems.add(InputError("image root not found", file=protocol.path,
+                                        line=protocol.line_of("sites", index, "image_root"),
+                                        field=f"sites[{index}].image_root", expected=f"an existing folder ({root})"))
+            real_root = Path(os.path.realpath(root))
+            paths = []
+            for r, rel in enumerate(df[cols.image].str.strip()):
+                if rel == "":
+                    problems.add(_row_error("empty image path", file=manifest_path, row=r, field=cols.image,
+                                            expected="a path relative to the image root"))
+                    paths.append("")
+                    continue
+                candidate = Path(rel)
+                full = candidate if candidate.is_absolute() else real_root / candidate
+                resolved = Path(os.path.realpath(full))
+                if candidate.is_absolute() or not _inside(real_root, resolved):
+                    problems.add(_row_error(f"image path {rel!r} points outside the image root", file=manifest_path,
+                                            row=r, field=cols.image,
+                                            expected=f"a path inside {real_root} (no '..', no absolute paths, no links out)"))
+                    paths.append("")
+                    continue
+                paths.append(str(resolved))
+            out["image_path"] = paths
+    else:
+        for feat in protocol.input.features or []:
+            raw = df[feat].str.strip()
+            missing = raw.isin(MISSING_TOKENS)
+            num = pd.to_numeric(raw.where(~missing), errors="coerce")
+            bad = num.isna() & ~missing
+            for r in np.flatnonzero(bad.to_numpy())[:20]:
+                problems.add(_row_error(f"value {raw.iloc[r]!r} is not a number", file=manifest_path, row=int(r),
+                                        field=feat, expected="a number, or an empty cell for missing"))
+            out[f"feature:{feat}"] = num.astype("float64")
+
+    # attributes (kept as text unless numeric) and the acquisition date
+    for attr in dict.fromkeys(list(protocol.attributes) + [g.column for g in protocol.subgroups if g.column]):
+        raw = df[attr].str.strip()
+        missing = raw.isin(MISSING_TOKENS)
+        num = pd.to_numeric(raw.where(~missing), errors="coerce")
+        if (num.notna() | missing).all() and (~missing).any():
+            out[attr] = num.astype("float64")
+        else:
+            out[attr] = raw.where(~missing, None)
+    if cols.acquired_at in df.columns:
+        raw = df[cols.acquired_at].str.strip()
+        dates = pd.to_datetime(raw.where(raw.ne("")), errors="coerce", format="ISO8601")
+        for r in np.flatnonzero((dates.isna() & raw.ne("")).to_numpy())[:20]:
+            problems.add(_row_error(f"date {raw.iloc[r]!r} is not an ISO date", file=manifest_path, row=int(r),
+                                    field=cols.acquired_at, expected="YYYY-MM-DD or an ISO timestamp"))
+        out["acquired_at"] = dates
+    problems.raise_if_any()
+
+    warnings: list[str] = []
+    if check_files and "image_path" in out:
+        for r, p in enumerate(out["image_path"]):
+            if p and not Path(p).is_file():
+                warnings.append(f"{manifest_path}, row {r + 1} (line {r + 2}): image file not found: {p}")
+    return SiteCohort(site=site, cases=out.reset_index(drop=True), manifest_path=manifest_path, warnings=warnings)
+
+
+def load_cohorts(protocol: Protocol, *, check_files: bool = False) -> list[SiteCohort]:
+    """Every site's cohort; all problems over all sites reported together."""
+    problems = ProblemCollector()
+    cohorts = []
+    for site in protocol.sites:
+        try:
+            cohorts.append(load_site_manifest(protocol, site, check_files=check_files))
+        except InputError as exc:
+            problems.add(exc)
+    problems.raise_if_any()
+    _check_subgroup_columns(protocol, cohorts)
+    return cohorts
+
+
+def _check_subgroup_columns(protocol: Protocol, cohorts: list[SiteCohort]) -> None:
+    """A subgroup column present but entirely empty at one site is as good as absent: say so."""
+    problems = ProblemCollector()
+    for c in cohorts:
+        for i, g in enumerate(protocol.subgroups):
+            if g.column and c.cases[g.column].isna().all():
+                problems.add(InputError(
+                    f"subgroup `{g.name}` uses column `{g.column}`, which is empty at site `{c.site.id}`",
+                    file=c.manifest_path, line=1, field=g.column,
+                    expected=f"values for every site (declared at {protocol.path}, line {protocol.line_of('subgroups', i)})"))
+            if g.bands is not None and g.column and c.cases[g.column].dtype == object:
+                problems.add(InputError(
+                    f"subgroup `{g.name}` bands column `{g.column}`, which is not numeric at site `{c.site.id}`",
+                    file=c.manifest_path, line=1, field=g.column, expected="numbers (or empty cells for missing)"))
+    problems.raise_if_any()
+
+
+# ---- subgroups -----------------------------------------------------------------------------------
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def band_labels(cuts: list[float]) -> list[str]:
+    """Labels of the bands [-inf, c0), [c0, c1), ..., [ck, inf).
+
+    Integer cut points read as clinicians write age bands: ``<40``, ``40-59``, ``>=60``.
+    """
+    integer = all(float(c).is_integer() for c in cuts)
+    labels = [f"<{_fmt(cuts[0])}"]
+    for a, b in zip(cuts, cuts[1:]):
+        labels.append(f"{_fmt(a)}-{_fmt(b - 1)}" if integer else f"[{_fmt(a)}, {_fmt(b)})")
+    labels.append(f">={_fmt(cuts[-1])}")
+    return labels
+
+
+def derive_subgroups(cases: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+    """One text column per declared subgroup, named by the subgroup; missing values form the group
+    ``"missing"`` so they stay visible rather than silently dropped."""
+    out = pd.DataFrame(index=cases.index)
+    for g in protocol.subgroups:
+        if g.intersection:
+            parts = [out[name] for name in g.intersection]
+            col = parts[0].astype(str)
+            for part in parts[1:]:
+                col = col + " & " + part.astype(str)
+            out[g.name] = col
+            continue
+        values = cases[g.column] if g.column in cases.columns else pd.Series([None] * len(cases), index=cases.index)
+        if g.bands is not None:
+            num = pd.to_numeric(values, errors="coerce")
+            labels = band_labels(g.bands)
+            idx = np.searchsorted(np.asarray(g.bands, dtype=float), num.to_numpy(dtype=float), side="right")
+            col = pd.Series([labels[i] for i in idx], index=cases.index, dtype=object)
+            col[num.isna()] = MISSING_GROUP
+        else:
+            col = values.map(_category_text)
+        out[g.name] = col.astype(str)
+    return out
+
+
+def _category_text(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return MISSING_GROUP
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)

@@ -1,0 +1,1 @@
+"""Subcommands of the validate CLI, one module each (NAME, HELP, register, run)."""
