@@ -27,8 +27,10 @@ sysdeps:
 	    echo "warning: apt-get could not install R/chromium: their tests will be skipped"; \
 	else echo "note: R/chromium missing and not root: their tests will be skipped"; fi
 
+# Exit code 1 means "a release gate failed": the demo completed and says so (the heart model's AUROC
+# interval at VA Long Beach is below the protocol's goal). Only bad input (2) or a crash fails make.
 demo: setup
-	$(BIN)/validate demo
+	@$(BIN)/validate demo; rc=$$?; if [ $$rc -eq 1 ]; then echo "demo finished: at least one gate failed (see runs/)"; exit 0; fi; exit $$rc
 
 test: setup sysdeps
 	$(BIN)/python -m pytest -q
