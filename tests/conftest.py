@@ -1,6 +1,7 @@
 """Shared test helpers: locations of real data and the external references (R, Chromium)."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -22,9 +23,10 @@ def _require(env: str, available: bool, what: str):
 
 def _fail_marker(what: str):
     def deco(fn):
+        # functools.wraps keeps the signature, so pytest still passes fixtures and parameters
+        @functools.wraps(fn)
         def wrapper(*a, **k):
             pytest.fail(f"{what} is required (VALIDATE_REQUIRE_*=1) but not installed")
-        wrapper.__name__ = fn.__name__
         return wrapper
     return deco
 

@@ -1,0 +1,344 @@
+"""Scoring throughput against its ceiling, and peak memory against the number of cases.
+
+The ceiling is a bare loop over the same inputs, preloaded as normalised float32 tensors (on the
+scoring device), through the same model with the same batch size: what the model alone allows. The
+evaluator (``validate.scoring.evaluator.score_shards``) has to read and decode every file, preprocess
+it, move it to the device and map outputs to logits; its throughput divided by the ceiling's is the
+ratio printed (target >= 0.90). Each figure is the best of ``--repeats`` interleaved runs, so that
+other processes on a shared machine disturb both sides alike.
+
+Parts (``--part``, default all that fit the machine):
+
+- ``chest``: the chest sample protocol (28x28 PNG sites and one DICOM site, the sample CNN).
+- ``resnet``: a ResNet-shaped plain torch.nn model (``--arch resnet18`` on 3x224x224 by default,
+  ``resnet50`` for the GPU check) on ``--n`` generated 224x224 RGB PNGs, random weights.
+- ``memory``: peak resident memory of a fresh process scoring N and 10N chest-like cases end to end
+  (``score_protocol``); the ratio should stay below 1.2.
+
+Run: ``.venv/bin/python benchmarks/bench_scoring.py`` (CPU, a few minutes on 2 cores), or on a GPU
+machine see ``benchmarks/gpu_check.sh``. ``--json FILE`` writes the numbers. The ``resnet`` part
+needs only torch, numpy and Pillow (no pandas, pydantic or pydicom).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from validate.scoring.evaluator import (EngineOptions, ImageCases, default_workers, resolve_device,  # noqa: E402
+                                        score_shards)
+from validate.scoring.inputs import Preprocessing, normalise, read_case  # noqa: E402
+
+
+# ---- models ----------------------------------------------------------------------------------------
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int = 1):
+        super().__init__()
+        cout = width * 4
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNet(nn.Module):
+    """The ResNet layout (He et al. 2016) in plain torch.nn, one logit out, random weights."""
+
+    def __init__(self, arch: str = "resnet18", outputs: int = 1):
+        super().__init__()
+        block, layers = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}[arch]
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], 64
+        for i, n in enumerate(layers):
+            width = 64 * 2 ** i
+            for j in range(n):
+                stages.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
+                cin = width * block.expansion
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Linear(cin, outputs)
+
+    def forward(self, x):
+        return self.head(self.stages(self.stem(x)).mean(dim=(2, 3)))
+
+
+# ---- inputs ----------------------------------------------------------------------------------------
+
+def _write_png(args: tuple) -> None:
+    from PIL import Image
+
+    path, seed, size = args
+    rng = np.random.default_rng(seed)
+    # smooth structure plus noise: compresses like a photograph, not like pure noise or flat colour
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = np.stack([np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4) + c / 3)) for c in range(3)], -1)
+    img = np.clip(127.5 + 80 * base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(path)
+
+
+def make_pngs(folder: Path, n_unique: int, size: int = 224) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"img-{i:05d}.png" for i in range(n_unique)]
+    todo = [(p, i, size) for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(max(1, min(16, os.cpu_count() or 1))) as pool:
+            pool.map(_write_png, todo, chunksize=16)
+    return paths
+
+
+# ---- measurements ------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ceiling_pass(model, batches: list[torch.Tensor], device: torch.device, amp: str) -> tuple[float, np.ndarray]:
+    """Seconds for one bare pass over preloaded batches (already normalised, on the device), and the
+    outputs. Outputs stay on the device until the end: no per-batch synchronisation in the ceiling."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    _sync(device)
+    t = time.perf_counter()
+    outs = []
+    with torch.inference_mode():
+        for x in batches:
+            if dtype is not None:
+                with torch.autocast(device.type, dtype=dtype):
+                    outs.append(model(x))
+            else:
+                outs.append(model(x))
+        y = torch.cat(outs).float().cpu().numpy()
+    _sync(device)
+    return time.perf_counter() - t, y
+
+
+def evaluator_pass(model, datasets: list, spec: Preprocessing, options: EngineOptions,
+                   shard_size: int) -> tuple[float, np.ndarray]:
+    _sync(options.device)
+    t = time.perf_counter()
+    logits = []
+    for ds in datasets:
+        n = len(ds)
+        res = score_shards(model, ds, range((n + shard_size - 1) // shard_size), n_cases=n, shard_size=shard_size,
+                           n_outputs=1, spec=spec, options=options)
+        logits.extend(res[s].logits for s in sorted(res))
+    _sync(options.device)
+    return time.perf_counter() - t, np.concatenate(logits)
+
+
+def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.device, channels_last: bool):
+    batches = []
+    for ds in datasets:
+        x = torch.from_numpy(np.stack([read_case(p, spec) for p in ds.paths]))
+        x = normalise(x, spec).to(device)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        batches.extend(x[i:i + batch_size] for i in range(0, len(x), batch_size))
+    return batches
+
+
+def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: torch.device, batch_size: int,
+            amp: str, workers_list: list[int], repeats: int, shard_size: int = 512) -> dict:
+    channels_last = device.type == "cuda"
+    n = sum(len(d) for d in datasets)
+    t0 = time.perf_counter()
+    batches = preload(datasets, spec, batch_size, device, channels_last)
+    preload_s = time.perf_counter() - t0
+    ceiling_pass(model, batches[:2], device, amp)  # warm-up (cudnn autotune, allocator)
+    best_ceiling = float("inf")
+    best_eval = {w: float("inf") for w in workers_list}
+    diff = 0.0
+    for _ in range(repeats):
+        t, want = ceiling_pass(model, batches, device, amp)
+        best_ceiling = min(best_ceiling, t)
+        for w in workers_list:
+            options = EngineOptions(device=device, batch_size=batch_size, workers=w, amp=amp, channels_last=channels_last)
+            t, got = evaluator_pass(model, datasets, spec, options, shard_size)
+            best_eval[w] = min(best_eval[w], t)
+            diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
+    del batches
+    result = {"part": name, "cases": n, "device": str(device), "batch_size": batch_size, "amp": amp,
+              "ceiling_cases_per_s": n / best_ceiling, "max_abs_logit_diff_vs_ceiling": diff,
+              "serial_decode_cases_per_s": n / preload_s,
+              "evaluator": {str(w): {"cases_per_s": n / t, "ratio": best_ceiling / t} for w, t in best_eval.items()},
+              "default_workers": default_workers(spec, device, n)}
+    print(f"\n[{name}] {n} cases, batch {batch_size}, amp {amp}, on {device}")
+    print(f"  ceiling (preloaded tensors): {n / best_ceiling:10.1f} cases/s")
+    print(f"  decoding alone, 1 process  : {n / preload_s:10.1f} cases/s")
+    print(f"  max |logit - ceiling logit|: {diff:.2e}")
+    for w, t in best_eval.items():
+        mark = "  <- default" if w == result["default_workers"] else ""
+        print(f"  evaluator, workers={w:<2}     : {n / t:10.1f} cases/s   ratio {best_ceiling / t:.3f}{mark}")
+    return result
+
+
+# ---- parts -----------------------------------------------------------------------------------------
+
+def part_chest(args, device: torch.device) -> dict:
+    from validate.cohort import load_site_manifest
+    from validate.protocol import load_protocol
+    from validate.scoring.checkpoints import load_checkpoint
+
+    protocol = load_protocol(REPO / "protocols" / "chest.yaml")
+    spec = Preprocessing.from_protocol(protocol.input)
+    ckpt = load_checkpoint(protocol.resolve(protocol.model.checkpoint), format=protocol.model.format)
+    ckpt.prepare(device, channels_last=device.type == "cuda")
+    datasets = [ImageCases(load_site_manifest(protocol, s).cases["image_path"].tolist(), spec) for s in protocol.sites]
+    workers = sorted({0, 1, 2} | {default_workers(spec, device, 1000)})
+    res = compare("chest sample sites (28x28 PNG + DICOM, sample CNN)", ckpt, datasets, spec, device=device,
+                  batch_size=args.batch_size or 128, amp=args.amp, workers_list=workers, repeats=args.repeats)
+    # the same sites with the DICOM site left out, to show what DICOM parsing costs
+    png_only = [d for d, s in zip(datasets, protocol.sites) if s.id != "vendor_b"]
+    res["png_only"] = compare("chest PNG sites only", ckpt, png_only, spec, device=device,
+                              batch_size=args.batch_size or 128, amp=args.amp, workers_list=[0],
+                              repeats=args.repeats)
+    return res
+
+
+def part_resnet(args, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model = ResNet(args.arch).eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    folder = Path(args.images or (Path(tempfile.gettempdir()) / "validate-bench-png224"))
+    unique = make_pngs(folder, min(args.n, args.unique))
+    paths = [str(unique[i % len(unique)]) for i in range(args.n)]  # decoded afresh every time
+    spec = Preprocessing(kind="image", size=(224, 224), channels=3, scale=255.0, mean=(0.485, 0.456, 0.406),
+                         std=(0.229, 0.224, 0.225))
+    ds = ImageCases(paths, spec)
+    workers = args.workers if args.workers is not None else sorted({0, default_workers(spec, device, args.n)})
+    batch = args.batch_size or (32 if device.type == "cpu" else 128)
+    return compare(f"{args.arch}-shaped, 3x224x224 PNG, random weights", model, [ds], spec, device=device,
+                   batch_size=batch, amp=args.amp, workers_list=list(workers), repeats=args.repeats)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def memory_child(n: int, work: Path) -> None:
+    """Score n chest-like cases end to end (fresh cache) and print the peak RSS in MB."""
+    from validate.scoring import score_protocol
+
+    src = sorted((REPO / "sample_sites" / "chest" / "development" / "images").glob("*.png"))
+    manifest = work / f"site{n}.csv"
+    with open(manifest, "w") as fh:
+        fh.write("case_id,patient_id,label,image,sex\n")
+        for i in range(n):
+            fh.write(f"c{i},p{i},{i % 2},{src[i % len(src)].name},{'FM'[i % 2]}\n")
+    protocol = work / f"p{n}.yaml"
+    protocol.write_text(
+        "name: mem\ntask: binary\nclasses: [normal, pneumonia]\n"
+        "input: {kind: image, size: [28, 28], channels: 1, scale: 255.0, mean: [0.5], std: [0.5]}\n"
+        f"model: {{checkpoint: {REPO / 'sample_sites/chest/model.pt2'}, format: export}}\n"
+        f"sites: [{{id: s, manifest: {manifest}, image_root: {src[0].parent}, role: development}}]\n"
+        "attributes: [sex]\n")
+    before = _peak_rss_mb()
+    result = score_protocol(protocol, out_dir=work / f"out{n}", batch_size=128, workers=0)
+    assert result.counts["scored"] == n
+    print(json.dumps({"n": n, "peak_rss_mb": _peak_rss_mb(), "rss_before_mb": before}))
+
+
+def part_memory(args) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (args.memory_n, 10 * args.memory_n):
+            run = subprocess.run([sys.executable, __file__, "--memory-child", str(n), tmp], capture_output=True,
+                                 text=True, check=True)
+            out[n] = json.loads(run.stdout.strip().splitlines()[-1])
+    small, large = out[args.memory_n]["peak_rss_mb"], out[10 * args.memory_n]["peak_rss_mb"]
+    print(f"\n[memory] peak RSS scoring {args.memory_n} cases: {small:.0f} MB; {10 * args.memory_n} cases: "
+          f"{large:.0f} MB; growth x{large / small:.3f} (target < 1.2)")
+    return {"part": "memory", "runs": out, "growth": large / small}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", action="append", choices=["chest", "resnet", "memory"],
+                        help="which parts (repeatable; default: all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
+    parser.add_argument("--n", type=int, default=256, help="images for the resnet part")
+    parser.add_argument("--unique", type=int, default=512, help="distinct PNG files behind the n images")
+    parser.add_argument("--images", default=None, help="folder for the generated PNGs (kept between runs)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workers", type=int, action="append", default=None, help="evaluator workers to try")
+    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-n", type=int, default=1000)
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(int(args.memory_child[0]), Path(args.memory_child[1]))
+        return 0
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    print(f"torch {torch.__version__}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f", {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+    parts = args.part or ["chest", "resnet", "memory"]
+    results = {"device": str(device), "torch": torch.__version__}
+    for part in parts:
+        if part == "chest":
+            results["chest"] = part_chest(args, device)
+        elif part == "resnet":
+            results["resnet"] = part_resnet(args, device)
+        elif part == "memory":
+            results["memory"] = part_memory(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The validate dashboard: ``streamlit run dashboard/app.py -- RUNS_DIR`` (or ``validate dashboard RUNS_DIR``).
+
+Every sub-folder of RUNS_DIR holding ``provenance.json`` or ``metrics.json`` is a run (RUNS_DIR may
+itself be one). The run picked in the sidebar is shown on every page.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:  # `streamlit run` puts dashboard/ on the path, not the repository
+    sys.path.insert(0, str(_REPO))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import data, ui  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PAGES = [
+    ("views/overview.py", "Overview", "overview", ":material/fact_check:"),
+    ("views/reliability.py", "Reliability", "reliability", ":material/show_chart:"),
+    ("views/subgroups.py", "Subgroups", "subgroups", ":material/groups:"),
+    ("views/calibration.py", "Calibration methods", "calibration", ":material/tune:"),
+    ("views/discrimination.py", "Discrimination", "discrimination", ":material/ssid_chart:"),
+    ("views/cases.py", "Cases", "cases", ":material/image_search:"),
+    ("views/compare.py", "Compare runs", "compare", ":material/compare_arrows:"),
+]
+SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_up:")
+
+st.set_page_config(page_title="validate · dashboard", page_icon=":material/verified:", layout="wide")
+
+runs_dir = data.runs_dir_from_argv()
+run = ui.sidebar(runs_dir)
+st.session_state["_current_run"] = run
+
+pages = list(PAGES)
+if run is not None and run.shift:
+    pages.insert(5, SHIFT_PAGE)
+nav = st.navigation([st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview"))
+                     for f, t, u, i in pages])
+
+if run is None:
+    st.title("validate dashboard")
+    if not data.discover_runs(runs_dir):
+        st.info(f"No results bundles in `{Path(runs_dir).resolve()}`. A bundle is a folder holding "
+                "`metrics.json` or `provenance.json`; make some with `validate demo` (writes `runs/`) or "
+                "`validate run PROTOCOL --out DIR`, then start `validate dashboard DIR`.")
+    st.stop()
+
+nav.run()

@@ -1,0 +1,366 @@
+"""Bundle JSON -> tables for the pages (pure pandas; no statistics are computed here).
+
+Each builder returns two frames over the same rows: ``display`` (what a reviewer reads: an
+estimate with its interval as text, e.g. ``0.832 (0.781 to 0.880)``) and ``data`` (the same numbers as
+separate numeric columns ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``: what the CSV
+download holds).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Optional
+
+import pandas as pd
+
+METRIC_LABELS = {
+    "auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score", "scaled_brier": "Scaled Brier",
+    "log_loss": "Log loss", "calibration_intercept": "Calibration intercept",
+    "calibration_slope": "Calibration slope", "eavg": "E_avg", "e50": "E50", "e90": "E90", "emax": "E_max",
+    "ici": "ICI", "ece": "ECE", "ece_adaptive": "Adaptive ECE", "mce": "MCE", "accuracy": "Accuracy",
+    "auroc_macro": "Macro AUROC", "ece_classwise": "Classwise ECE", "prevalence": "Prevalence",
+}
+# the Overview's columns, per task, in reading order (those absent from a bundle are skipped)
+KEY_METRICS = {
+    "binary": ("auroc", "ece", "calibration_slope", "calibration_intercept"),
+    "multiclass": ("auroc_macro", "accuracy", "ece", "ece_classwise", "brier"),
+    "multilabel": ("auroc_macro", "auroc", "ece", "brier"),
+}
+# metrics for which larger is better (to say which direction a delta goes)
+HIGHER_IS_BETTER = {"auroc", "auprc", "scaled_brier", "accuracy", "auroc_macro"}
+VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
+
+
+def label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(estimate, ci_low, ci_high) of a metric entry: an interval dict, a bare number or missing."""
+    if isinstance(entry, Mapping):
+        return (_num(entry.get("estimate", entry.get("statistic"))), _num(entry.get("ci_low")),
+                _num(entry.get("ci_high")))
+    return _num(entry), None, None
+
+
+def _num(x: Any) -> Optional[float]:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fmt(x: Optional[float], digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def p_text(p: Optional[float]) -> str:
+    """A p-value for reading: four decimals, or ``< 0.0001``."""
+    if p is None:
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def interval_text(entry: Any, digits: int = 3) -> str:
+    est, lo, hi = triplet(entry)
+    if est is None:
+        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+        return f"— ({reason})" if reason else "—"
+    if lo is None or hi is None:
+        return fmt(est, digits)
+    return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
+
+
+def metric_names(blocks: Iterable[Mapping]) -> list[str]:
+    """Metric keys holding an estimate (interval dicts or numbers), in first-seen order."""
+    seen: dict[str, None] = {}
+    skip = {"n", "n_events", "prevalence", "insufficient", "insufficient_reason", "reason", "classes", "labels"}
+    for b in blocks:
+        for k, v in (b or {}).items():
+            if k in skip or k in seen:
+                continue
+            if isinstance(v, Mapping) and "estimate" in v:
+                seen[k] = None
+    return list(seen)
+
+
+def insufficient_reason(block: Mapping) -> Optional[str]:
+    if not block or not block.get("insufficient"):
+        return None
+    r = block.get("insufficient_reason") or block.get("reason") or "too few cases or events"
+    return str(r)
+
+
+def _metric_columns(row: dict, data: dict, block: Mapping, metrics: Iterable[str]) -> None:
+    for m in metrics:
+        entry = block.get(m)
+        est, lo, hi = triplet(entry)
+        row[label(m)] = interval_text(entry)
+        data[m], data[f"{m}_ci_low"], data[f"{m}_ci_high"] = est, lo, hi
+
+
+def _counts(row: dict, data: dict, block: Mapping) -> None:
+    n, events, prev = block.get("n"), block.get("n_events"), triplet(block.get("prevalence"))[0]
+    row["n"], row["Events"], row["Prevalence"] = n, events, fmt(prev)
+    data["n"], data["n_events"], data["prevalence"] = n, events, prev
+
+
+# ---- Overview ------------------------------------------------------------------------------------
+
+def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]:
+    """``{site: {metric: worst verdict}}`` over the gate rows judged on that site, plus ``"*"`` per
+    site for the worst verdict of any of its rows."""
+    rank = {"pass": 0, "warn": 1, "fail": 2}
+    out: dict[str, dict[str, str]] = {}
+    for r in (gates or {}).get("rows") or []:
+        site = r.get("site")
+        if not site:
+            continue
+        v = r.get("verdict") or "pass"
+        cell = out.setdefault(str(site), {})
+        for key in (r.get("metric") if not r.get("calibration") else None, "*"):
+            if key and rank.get(v, 0) >= rank.get(cell.get(key, "pass"), 0):
+                cell[key] = v
+    return out
+
+
+def key_metrics(run) -> list[str]:
+    blocks = [run.metrics.get("overall") or {}, *(run.metrics.get("sites") or {}).values()]
+    present = set(metric_names(blocks))
+    return [m for m in KEY_METRICS.get(run.task, KEY_METRICS["binary"]) if m in present]
+
+
+def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One row per site (then the pooled row): n, events, prevalence and the key metrics with their
+    intervals, and the worst gate verdict of the site. Also returns, for colouring, a frame of the
+    same shape as ``display`` holding the gate verdict behind each cell ('' where no gate applies)."""
+    verdicts = gate_verdicts_by_site(run.gates)
+    metrics = key_metrics(run)
+    rows, data, colours = [], [], []
+    items = [(s, b) for s, b in (run.metrics.get("sites") or {}).items()]
+    if run.metrics.get("overall"):
+        items.append(("All sites", run.metrics["overall"]))
+    for site, block in items:
+        row = {"Site": site, "Name": run.site_name(site), "Role": run.site_role(site)}
+        d = {"site": site, "name": row["Name"], "role": row["Role"]}
+        _counts(row, d, block)
+        _metric_columns(row, d, block, metrics)
+        v = verdicts.get(site, {})
+        row["Gates"] = v.get("*", "")
+        row["Note"] = insufficient_reason(block) or ""
+        d["gates"], d["insufficient"] = row["Gates"], bool(block.get("insufficient"))
+        rows.append(row)
+        data.append(d)
+        colours.append({col: v.get(m, "") for col, m in [(label(m), m) for m in metrics]} | {"Gates": row["Gates"]})
+    display = pd.DataFrame(rows)
+    if (display["Name"] == "").all():
+        display = display.drop(columns=["Name"])
+    if run.task != "binary":  # counts of one event class mean nothing for several classes or labels
+        display = display.drop(columns=[c for c in ("Events", "Prevalence") if display[c].isna().all()
+                                        or (display[c] == "—").all()])
+    colour = pd.DataFrame(colours, index=display.index).reindex(columns=display.columns).astype(object).fillna("")
+    return display, pd.DataFrame(data), colour
+
+
+def style_by_verdict(display: pd.DataFrame, colour: pd.DataFrame):
+    """A Styler painting each cell by the gate verdict behind it (text in the Gates column says it too)."""
+    return display.style.apply(
+        lambda _: colour.map(lambda v: f"background-color: {VERDICT_COLOURS[v]}" if v in VERDICT_COLOURS else ""),
+        axis=None)
+
+
+def cohort_table(run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per site from ``sites.json``: cases, patients, prevalence (Wilson interval) or class counts, the
+    make-up of each subgroup and the cases excluded from scoring."""
+    rows, data = [], []
+    for site, e in ((run.cohorts or {}).get("sites") or {}).items():
+        row = {"Site": site, "Name": e.get("name") or "", "Role": e.get("role") or "", "n": e.get("n"),
+               "Patients": e.get("patients")}
+        d = {"site": site, "name": row["Name"], "role": row["Role"], "n": e.get("n"), "patients": e.get("patients")}
+        if "prevalence" in e:
+            row["Events"] = e.get("n_events")
+            row["Prevalence"] = interval_text(e.get("prevalence"))
+            d["n_events"] = e.get("n_events")
+            d["prevalence"], d["prevalence_ci_low"], d["prevalence_ci_high"] = triplet(e.get("prevalence"))
+        for key in ("classes", "labels"):
+            if isinstance(e.get(key), Mapping):
+                row[key.capitalize()] = ", ".join(
+                    f"{k} {v.get('n_events') if isinstance(v, Mapping) else v}" for k, v in e[key].items())
+                d[key] = row[key.capitalize()]
+        for name, counts in (e.get("make_up") or {}).items():
+            row[name] = ", ".join(f"{g} {k}" for g, k in counts.items())
+            d[f"make_up_{name}"] = row[name]
+        excluded = e.get("excluded") or {}
+        row["Excluded"] = e.get("n_excluded", sum(excluded.values()))
+        row["Why excluded"] = "; ".join(f"{r}: {k}" for r, k in excluded.items())
+        d["n_excluded"], d["excluded"] = row["Excluded"], row["Why excluded"]
+        rows.append(row)
+        data.append(d)
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+def gate_table(gates: Optional[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, data = [], []
+    for r in (gates or {}).get("rows") or []:
+        op = ">=" if r.get("direction") == "min" else "<="
+        rule = f"{r.get('metric')} {r.get('on')} {op} {r.get('threshold')}"
+        if r.get("calibration"):
+            rule += f" after {r['calibration']}"
+        rows.append({"Verdict": r.get("verdict"), "Gate": r.get("gate"), "Item": r.get("item"), "Rule": rule,
+                     "Value": fmt(_num(r.get("value"))),
+                     "Estimate (CI)": interval_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
+                                                     "ci_high": r.get("ci_high")}),
+                     "n": r.get("n"), "Reason": r.get("reason")})
+        data.append({k: r.get(k) for k in ("verdict", "gate", "item", "metric", "scope", "on", "direction",
+                                            "threshold", "value", "estimate", "ci_low", "ci_high", "n",
+                                            "n_events", "site", "subgroup", "group", "calibration", "reason")})
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+# ---- Subgroups -----------------------------------------------------------------------------------
+
+def subgroup_names(run) -> list[str]:
+    names = list((run.metrics.get("subgroups") or {}).keys())
+    for s in ((run.subgroups or {}).get("sites") or {}).values():
+        for a in (s.get("subgroups") or {}):
+            if a not in names:
+                names.append(a)
+    return names
+
+
+def subgroup_table(run, attribute: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per site x group of ``attribute``: n, events, the metric with its interval, the gap to the
+    site's own value with its interval (from ``subgroups.json``) and whether the group is too small.
+    Rows for the groups pooled over sites (``metrics.json``) come first, site ``All sites``."""
+    rows, data = [], []
+
+    def add(site: str, group: str, block: Mapping, gap: Any) -> None:
+        row = {"Site": site, "Group": group}
+        d = {"site": site, "subgroup": attribute, "group": group}
+        _counts(row, d, block)
+        _metric_columns(row, d, block, [metric])
+        g = triplet(gap)
+        row["Gap to site"] = interval_text(gap) if gap is not None else ""
+        d["gap"], d["gap_ci_low"], d["gap_ci_high"] = g
+        reason = insufficient_reason(block)
+        row["Insufficient"] = reason or ""
+        d["insufficient"] = reason is not None
+        rows.append(row)
+        data.append(d)
+
+    analysis = run.subgroups or {}
+    pooled = ((analysis.get("overall") or {}).get("subgroups") or {}).get(attribute)
+    if pooled:
+        for group, cell in pooled.items():
+            add("All sites", group, cell.get("block") or {}, (cell.get("gap") or {}).get(metric))
+    else:
+        for group, block in ((run.metrics.get("subgroups") or {}).get(attribute) or {}).items():
+            add("All sites", group, block, None)
+    for site, entry in (analysis.get("sites") or {}).items():
+        for group, cell in ((entry.get("subgroups") or {}).get(attribute) or {}).items():
+            add(site, group, cell.get("block") or {}, (cell.get("gap") or {}).get(metric))
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+# ---- Calibration methods -------------------------------------------------------------------------
+
+def calibration_table(calibration: Optional[Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Method x site: the metric with its interval on cases not used for fitting."""
+    rows, data = [], []
+    methods = (calibration or {}).get("methods") or {}
+    for method, entry in methods.items():
+        for site, block in (entry.get("sites") or {}).items():
+            row = {"Method": method, "Site": site}
+            d = {"method": method, "site": site}
+            _counts(row, d, block)
+            _metric_columns(row, d, block, [metric])
+            row["Insufficient"] = insufficient_reason(block) or ""
+            rows.append(row)
+            data.append(d)
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per external site and method, the local design's summary of ``metric`` over repeats."""
+    rows, data = [], []
+    for site, entry in (local.get("sites") or {}).items():
+        if "methods" not in (entry or {}):
+            rows.append({"Site": site, "Method": "—", label(metric): "", "Beats none (log loss)": "",
+                         "Note": entry.get("skipped", "")})
+            data.append({"site": site, "skipped": entry.get("skipped")})
+            continue
+        for method, summ in entry["methods"].items():
+            v = summ.get(metric) or {}
+            text = "—" if v.get("mean") is None else f"{fmt(v['mean'])} ({fmt(v.get('q025'))} to {fmt(v.get('q975'))})"
+            beats = summ.get("beats_none_log_loss")
+            fb = summ.get("fallbacks") or {}
+            rows.append({"Site": site, "Method": method, label(metric): text,
+                         "Beats none (log loss)": "" if beats is None else f"{beats:.0%}",
+                         "Note": f"{fb.get('count')} fit(s) failed: {fb.get('first_reason')}" if fb else ""})
+            data.append({"site": site, "method": method, "n_fit": entry.get("n_fit"), "n_eval": entry.get("n_eval"),
+                         "repeats": entry.get("repeats"), f"{metric}_mean": v.get("mean"), f"{metric}_sd": v.get("sd"),
+                         f"{metric}_q025": v.get("q025"), f"{metric}_q975": v.get("q975"), "beats_none_log_loss": beats})
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+def calibration_params_table(calibration: Optional[Mapping]) -> pd.DataFrame:
+    rows = []
+    for method, entry in ((calibration or {}).get("methods") or {}).items():
+        params = entry.get("params") or {}
+        text = ", ".join(f"{k} = {_param_text(v)}" for k, v in params.items()) or "—"
+        rows.append({"Method": method, "Fitted parameters": text})
+    return pd.DataFrame(rows)
+
+
+def _param_text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_param_text(x) for x in v[:6]) + (", …" if len(v) > 6 else "") + "]"
+    return str(v)
+
+
+# ---- Compare runs --------------------------------------------------------------------------------
+
+def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per site present in both runs (and the pooled block) and metric: both estimates with their
+    intervals and the difference new - base with its MOVER interval (:func:`dashboard.compare.mover_difference`)."""
+    from dashboard.compare import mover_difference
+
+    rows, data = [], []
+    sites_a = base.metrics.get("sites") or {}
+    sites_b = new.metrics.get("sites") or {}
+    items = [(s, sites_a[s], sites_b[s]) for s in sites_b if s in sites_a]
+    if base.metrics.get("overall") and new.metrics.get("overall"):
+        items.append(("All sites", base.metrics["overall"], new.metrics["overall"]))
+    for site, a, b in items:
+        for m in metrics:
+            ea, eb = a.get(m), b.get(m)
+            if ea is None and eb is None:
+                continue
+            ta, tb = triplet(ea), triplet(eb)
+            delta = mover_difference(tb, ta)
+            better = ""
+            if delta[0] is not None and delta[1] is not None and delta[2] is not None:
+                if delta[1] > 0 or delta[2] < 0:
+                    up = delta[1] > 0
+                    if m in HIGHER_IS_BETTER:
+                        better = "better" if up else "worse"
+                    elif m in ("calibration_slope", "calibration_intercept"):
+                        better = "changed"
+                    else:
+                        better = "worse" if up else "better"
+                else:
+                    better = "no clear change"
+            rows.append({"Site": site, "Metric": label(m), f"Baseline ({base.name})": interval_text(ea),
+                         f"New ({new.name})": interval_text(eb),
+                         "Difference (new − base)": interval_text(dict(zip(("estimate", "ci_low", "ci_high"), delta))),
+                         "n (base → new)": f"{a.get('n')} → {b.get('n')}", "Reading": better})
+            data.append({"site": site, "metric": m, "base_run": base.name, "new_run": new.name,
+                         "base": ta[0], "base_ci_low": ta[1], "base_ci_high": ta[2],
+                         "new": tb[0], "new_ci_low": tb[1], "new_ci_high": tb[2],
+                         "difference": delta[0], "difference_ci_low": delta[1], "difference_ci_high": delta[2],
+                         "n_base": a.get("n"), "n_new": b.get("n"), "reading": better})
+    return pd.DataFrame(rows), pd.DataFrame(data)

@@ -1,0 +1,104 @@
+"""Streamlit pieces shared by the pages: the run picker, tables with a CSV download, figures with a
+plain-language caption."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import data
+from validate.errors import InputError
+
+RUN_KEY = "run"
+RUNS_DIR_KEY = "_runs_dir"
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def sidebar(runs_dir: Path) -> Optional[data.Run]:
+    """Pick the run in the sidebar; keep it in the session for every page; offer its report."""
+    st.session_state[RUNS_DIR_KEY] = str(runs_dir)
+    runs = data.discover_runs(runs_dir)
+    if not runs:
+        return None
+    names = [_run_label(p, runs_dir) for p in runs]
+    by_name = dict(zip(names, runs))
+    if st.session_state.get(RUN_KEY) not in by_name:
+        st.session_state[RUN_KEY] = names[0]
+    with st.sidebar:
+        st.selectbox("Run", names, key=RUN_KEY, help=f"Results bundles found in {Path(runs_dir).resolve()}")
+    run = open_run(by_name[st.session_state[RUN_KEY]], runs_dir)
+    if run is not None and run.has_report:
+        with st.sidebar:
+            st.download_button("Download HTML report", data=lambda r=run: data.report_bytes(r),
+                               file_name=f"{run.name}-report.html", mime="text/html", key="dl-report",
+                               on_click="ignore", icon=":material/download:")
+    return run
+
+
+def _run_label(path: Path, runs_dir: Path) -> str:
+    root = Path(runs_dir).resolve()
+    return "." if path == root else str(path.relative_to(root))
+
+
+def open_run(path: Path, runs_dir: Path) -> Optional[data.Run]:
+    try:
+        return data.load_run(path, runs_dir)
+    except InputError as exc:
+        st.error(f"Cannot open this run: {exc}")
+        return None
+
+
+def current_run() -> data.Run:
+    """The run picked in the sidebar (the app stores it before the page runs); stops the page if none."""
+    run = st.session_state.get("_current_run")
+    if run is None:
+        st.info("No run is selected.")
+        st.stop()
+    return run
+
+
+def other_runs() -> list[tuple[str, Path]]:
+    runs_dir = Path(st.session_state.get(RUNS_DIR_KEY, "runs"))
+    return [(_run_label(p, runs_dir), p) for p in data.discover_runs(runs_dir)]
+
+
+def page_header(title: str, run: data.Run, intro: str) -> None:
+    st.title(title)
+    st.caption(f"Run **{run.name}** · protocol {run.title} · task {run.task}")
+    st.markdown(intro)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-").lower() or "table"
+
+
+def table(display: pd.DataFrame, key: str, *, csv: Optional[pd.DataFrame] = None, styler=None,
+          caption: Optional[str] = None, run: Optional[data.Run] = None, height: Optional[int] = None) -> None:
+    """A table and a button downloading it as CSV (the numeric ``csv`` frame when given)."""
+    if display is None or display.empty:
+        st.info("Nothing to show for this selection.")
+        return
+    kwargs = {"hide_index": True, "width": "stretch"}
+    if height:
+        kwargs["height"] = height
+    st.dataframe(styler if styler is not None else display, **kwargs)
+    if caption:
+        st.caption(caption)
+    frame = csv if csv is not None else display
+    prefix = f"{run.name}-" if run is not None else ""
+    st.download_button("Download CSV", data=frame.to_csv(index=False).encode("utf-8"),
+                       file_name=f"{slug(prefix + key)}.csv", mime="text/csv", key=f"dl-{key}",
+                       on_click="ignore", icon=":material/download:")
+
+
+def figure(fig, caption: str, key: str) -> None:
+    """A plotly figure from :mod:`validate.charts` with a plain-language caption under it."""
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG, width="stretch")
+    st.caption(caption)
+
+
+def missing(what: str, why: str) -> None:
+    st.info(f"{what} is not in this bundle: {why}")

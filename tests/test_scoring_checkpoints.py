@@ -1,0 +1,195 @@
+"""Checkpoint formats: each loads to the same function as the model it was saved from; unsafe
+pickles are refused without running their code; errors name the file and the format."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from test_scoring_support import tiny_model, write_factory
+from validate.errors import InputError
+from validate.scoring.checkpoints import detect_format, import_factory, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """The same perturbed tiny CNN saved in every format."""
+    root = tmp_path_factory.mktemp("ckpt")
+    code = root / "code"
+    write_factory(code)
+    model = tiny_model()
+    example = torch.randn(2, 1, 16, 16)
+    files = {}
+    files["state_dict"] = root / "model_state.pt"
+    torch.save(model.state_dict(), files["state_dict"])
+    from safetensors.torch import save_file
+
+    files["safetensors"] = root / "model.safetensors"
+    save_file(model.state_dict(), str(files["safetensors"]))
+    files["torchscript"] = root / "model_ts.pt"
+    torch.jit.save(torch.jit.trace(model, example), str(files["torchscript"]))
+    batch = torch.export.Dim("batch")
+    files["export"] = root / "model.pt2"
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), str(files["export"]))
+    files["export_static"] = root / "model_b1.pt2"
+    torch.export.save(torch.export.export(model, (example[:1],)), str(files["export_static"]))
+    files["onnx"] = root / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # the TorchScript-based exporter: 0.5 s here against ~10 s for the dynamo exporter, which the
+        # slow test below covers
+        torch.onnx.export(model, (example,), str(files["onnx"]), dynamo=False, input_names=["x"],
+                          output_names=["logit"], dynamic_axes={"x": {0: "batch"}, "logit": {0: "batch"}})
+    return {"root": root, "code": code, "model": model, "files": files}
+
+
+def _check_same(ckpt, model, atol=1e-5):
+    ckpt.prepare(torch.device("cpu"))
+    x = torch.randn(5, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        got = ckpt(x)
+        want = model(x)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= atol
+
+
+@pytest.mark.parametrize("name,fmt", [("export", "export"), ("export_static", "export"), ("torchscript", "torchscript"),
+                                      ("onnx", "onnx")])
+def test_self_contained_formats_load_and_match(saved, name, fmt):
+    path = saved["files"][name]
+    assert detect_format(path) == fmt
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == fmt
+    assert len(ckpt.sha256) == 64
+    _check_same(ckpt, saved["model"])
+
+
+def test_static_batch_export_is_fed_in_chunks(saved):
+    ckpt = load_checkpoint(saved["files"]["export_static"])
+    assert ckpt.static_batch == 1
+
+
+@pytest.mark.parametrize("name", ["state_dict", "safetensors"])
+def test_state_dict_with_factory_matches(saved, name):
+    path = saved["files"][name]
+    assert detect_format(path) == "state_dict"
+    ckpt = load_checkpoint(path, factory="tiny_def:build_model", factory_path=saved["code"])
+    assert ckpt.format == "state_dict"
+    _check_same(ckpt, saved["model"], atol=0.0)
+
+
+def test_sha256_is_the_files(saved):
+    import hashlib
+
+    path = saved["files"]["state_dict"]
+    ckpt = load_checkpoint(path, factory="tiny_def:build_model", factory_path=saved["code"])
+    assert ckpt.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_state_dict_without_factory_is_explained(saved):
+    with pytest.raises(InputError) as err:
+        load_checkpoint(saved["files"]["state_dict"])
+    text = str(err.value)
+    assert "state dict" in text and "factory" in text and str(saved["files"]["state_dict"]) in text
+
+
+def test_state_dict_not_fitting_the_factory_names_keys(saved):
+    with pytest.raises(InputError) as err:
+        load_checkpoint(saved["files"]["state_dict"], factory="tiny_def:build_tabular", factory_path=saved["code"])
+    assert "missing keys" in str(err.value) and "conv.weight" in str(err.value)
+
+
+def test_declared_format_that_does_not_match_is_named(saved):
+    with pytest.raises(InputError) as err:
+        load_checkpoint(saved["files"]["torchscript"], format="state_dict")
+    text = str(err.value)
+    assert "state_dict" in text and "TorchScript" in text
+
+
+def test_factory_is_imported_only_from_the_given_folder(tmp_path):
+    # a factory module named like a standard-library module: the protocol's file must win,
+    # and the standard module must stay what it was
+    import json as real_json
+
+    code = tmp_path / "code"
+    write_factory(code, name="json")
+    fn = import_factory("json:build_model", code)
+    assert isinstance(fn(), torch.nn.Module)
+    assert sys.modules["json"] is real_json
+    with pytest.raises(InputError) as err:
+        import_factory("nowhere:build_model", code)
+    assert "not found" in str(err.value)
+
+
+class _RunsCode:
+    """Unpickling this would create a folder: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_code_carrying_pickle_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(1), "payload": _RunsCode(marker)}, path)
+    assert detect_format(path) == "state_dict"
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path, factory="tiny_def:build_model", factory_path=tmp_path)
+    text = str(err.value)
+    assert "needs code to load" in text and "weights_only" in text and str(path) in text
+    assert not marker.exists()
+    # a plain (non-torch) pickle with the same payload is refused too
+    plain = tmp_path / "evil.pth"
+    plain.write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(InputError):
+        load_checkpoint(plain, factory="tiny_def:build_model", factory_path=tmp_path)
+    assert not marker.exists()
+
+
+def test_whole_pickled_module_is_refused(tmp_path, saved):
+    path = tmp_path / "full.pt"
+    torch.save(saved["model"], path)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path, factory="tiny_def:build_model", factory_path=saved["code"])
+    assert "TinyCNN" in str(err.value) or "needs code" in str(err.value)
+
+
+def test_missing_and_unknown_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt2")
+    odd = tmp_path / "model.bin"
+    odd.write_bytes(b"\x00\x01 not a model")
+    with pytest.raises(InputError, match="cannot tell its format"):
+        load_checkpoint(odd)
+
+
+def test_corrupt_export_names_format(tmp_path, saved):
+    bad = tmp_path / "broken.pt2"
+    data = saved["files"]["export"].read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as err:
+        load_checkpoint(bad, format="export")
+    assert "torch.export" in str(err.value) and str(bad) in str(err.value)
+
+
+@pytest.mark.slow
+def test_onnx_from_the_default_dynamo_exporter(tmp_path):
+    pytest.importorskip("onnxscript")
+    model = tiny_model()
+    path = tmp_path / "dynamo.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 1, 16, 16),), str(path),
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == "onnx"
+    _check_same(ckpt, model)
+    assert np.isfinite(ckpt.sha256 != "")

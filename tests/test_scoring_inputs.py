@@ -1,0 +1,246 @@
+"""Reading and preprocessing cases, checked against independent computations (Pillow, numpy, the
+DICOM standard's window formula written out here), and bad files becoming CaseErrors."""
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+
+from validate.scoring.inputs import (CaseError, Preprocessing, feature_matrix, is_dicom, normalise, read_case)
+
+GREY = Preprocessing(kind="image", size=(8, 8), channels=1, scale=255.0, mean=(0.5,), std=(0.5,))
+
+
+def _png(path, arr):
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_grey_png_raw_values_then_normalise(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)
+    x = read_case(_png(tmp_path / "a.png", arr), GREY)
+    assert x.dtype == np.uint8 and x.shape == (1, 8, 8)
+    assert np.array_equal(x[0], arr)
+    got = normalise(torch.from_numpy(x[None]), GREY).numpy()
+    want = (arr.astype(np.float32) / 255.0 - 0.5) / 0.5
+    assert np.abs(got[0, 0] - want).max() <= 1e-6
+
+
+def test_rgb_to_grey_is_pillow_luma_and_grey_to_rgb_repeats(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    path = _png(tmp_path / "c.png", rgb)
+    grey = read_case(path, GREY)
+    assert np.array_equal(grey[0], np.asarray(Image.open(path).convert("L")))
+    spec3 = Preprocessing(kind="image", size=(8, 8), channels=3, scale=255.0, mean=(0.1, 0.2, 0.3), std=(1, 2, 3))
+    x3 = read_case(path, spec3)
+    assert np.array_equal(x3, rgb.transpose(2, 0, 1))
+    g = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    xg = read_case(_png(tmp_path / "g.png", g), spec3)
+    assert all(np.array_equal(xg[c], g) for c in range(3))
+    got = normalise(torch.from_numpy(x3[None]), spec3).numpy()[0]
+    want = (rgb.transpose(2, 0, 1) / 255.0 - np.array([0.1, 0.2, 0.3])[:, None, None]) / np.array([1, 2, 3])[:, None, None]
+    assert np.abs(got - want).max() <= 1e-6
+
+
+def test_sixteen_bit_png_and_jpeg_and_tiff(tmp_path):
+    arr16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    Image.fromarray(arr16).save(tmp_path / "d.png")
+    x = read_case(tmp_path / "d.png", GREY)
+    assert x.dtype == np.float32 and np.array_equal(x[0], arr16.astype(np.float32))
+    arr = np.full((8, 8), 77, dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "e.jpg", quality=100)
+    Image.fromarray(arr).save(tmp_path / "f.tif")
+    assert np.abs(read_case(tmp_path / "e.jpg", GREY)[0].astype(int) - 77).max() <= 1
+    assert np.array_equal(read_case(tmp_path / "f.tif", GREY)[0], arr)
+
+
+def test_resize_matches_pillow_antialiased_bilinear(tmp_path):
+    arr = np.random.default_rng(2).integers(0, 256, (40, 30), dtype=np.uint8)
+    spec = Preprocessing(kind="image", size=(10, 12), channels=1, scale=255.0)
+    x = read_case(_png(tmp_path / "r.png", arr), spec)
+    assert x.shape == (1, 10, 12) and x.dtype == np.float32
+    # Pillow's bilinear filter on a float image (support widened when shrinking) is the reference
+    want = np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize((12, 10), Image.BILINEAR))
+    assert np.abs(x[0] - want).max() < 0.05
+
+
+def test_not_an_image_corrupt_and_truncated_are_case_errors(tmp_path):
+    (tmp_path / "text.png").write_text("hello, I am not a picture")
+    with pytest.raises(CaseError, match="not an image"):
+        read_case(tmp_path / "text.png", GREY)
+    good = _png(tmp_path / "good.png", np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8))
+    data = good.read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CaseError, match="corrupt or truncated"):
+        read_case(tmp_path / "trunc.png", GREY)
+    with pytest.raises(CaseError, match="not found"):
+        read_case(tmp_path / "missing.png", GREY)
+
+
+def _png_header_only(path, width, height):
+    """A tiny PNG whose header claims width x height pixels: a decompression bomb's calling card."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused(tmp_path):
+    with pytest.raises(CaseError, match="decompression bomb"):
+        read_case(_png_header_only(tmp_path / "bomb.png", 30000, 30000), GREY)  # 2x above Pillow's limit
+    with pytest.raises(CaseError, match="decompression bomb"):
+        read_case(_png_header_only(tmp_path / "bomb2.png", 10000, 9000), GREY)  # between 1x and 2x
+
+
+# ---- DICOM ---------------------------------------------------------------------------------------
+
+def _dicom(path, pixels, *, photometric="MONOCHROME2", bits=8, signed=False, slope=None, intercept=None,
+           center=None, width=None, frames=None, syntax=ExplicitVRLittleEndian, pixel_bytes=None):
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if bits <= 8 else 16
+    ds.BitsStored, ds.HighBit = bits, bits - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if center is not None:
+        ds.WindowCenter, ds.WindowWidth = center, width
+    if frames:
+        ds.NumberOfFrames = frames
+    ds.PixelData = pixel_bytes if pixel_bytes is not None else pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _window(x, c, w, ymin, ymax):
+    """DICOM PS3.3 C.11.2.1.2.1, the LINEAR window function, written out independently."""
+    x = np.asarray(x, dtype=np.float64)
+    y = ((x - (c - 0.5)) / (w - 1) + 0.5) * (ymax - ymin) + ymin
+    y = np.where(x <= c - 0.5 - (w - 1) / 2, ymin, y)
+    return np.where(x > c - 0.5 + (w - 1) / 2, ymax, y)
+
+
+def _dspec(window=None):
+    return Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=255.0, window=window)
+
+
+def test_dicom_raw_rescale_window_and_monochrome1(tmp_path):
+    px = np.random.default_rng(4).integers(0, 256, (8, 8), dtype=np.uint8)
+    plain = read_case(_dicom(tmp_path / "a.dcm", px), _dspec())
+    assert np.array_equal(plain[0], px.astype(np.float32))
+    # rescale slope/intercept (modality LUT), no window: rescaled values
+    res = read_case(_dicom(tmp_path / "b.dcm", px, slope=2.0, intercept=-10.0), _dspec())
+    assert np.allclose(res[0], px * 2.0 - 10.0)
+    # the file's own window, onto the stored range 0..255
+    win = read_case(_dicom(tmp_path / "c.dcm", px, center=100, width=80), _dspec())
+    assert np.allclose(win[0], _window(px, 100, 80, 0, 255), atol=1e-4)
+    # the protocol's window overrides the file's
+    over = read_case(tmp_path / "c.dcm", _dspec(window=(128.0, 200.0)))
+    assert np.allclose(over[0], _window(px, 128, 200, 0, 255), atol=1e-4)
+    # MONOCHROME1: inverted so that bright means dense
+    inv = read_case(_dicom(tmp_path / "d.dcm", px, photometric="MONOCHROME1"), _dspec())
+    assert np.allclose(inv[0], 255.0 - px)
+
+
+def test_dicom_sixteen_bit_signed_with_rescale_and_window(tmp_path):
+    px = np.random.default_rng(5).integers(-1000, 3000, (8, 8)).astype(np.int16)
+    path = _dicom(tmp_path / "ct.dcm", px, bits=16, signed=True, slope=1.0, intercept=-1024.0, center=40, width=400)
+    got = read_case(path, _dspec())
+    hu = px.astype(np.float64) - 1024.0
+    lo, hi = -(2 ** 15) - 1024.0, 2 ** 15 - 1 - 1024.0  # stored range after rescale
+    assert np.allclose(got[0], _window(hu, 40, 400, lo, hi), atol=1e-2)
+
+
+def test_dicom_by_preamble_without_extension(tmp_path):
+    px = np.zeros((8, 8), dtype=np.uint8)
+    path = _dicom(tmp_path / "noext", px)
+    assert is_dicom(path)
+    x = read_case(path, Preprocessing(kind="image", size=(8, 8), channels=1, scale=255.0))
+    assert x.shape == (1, 8, 8)
+
+
+def test_dicom_refusals(tmp_path):
+    px = np.zeros((2, 8, 8), dtype=np.uint8)
+    with pytest.raises(CaseError, match="multi-frame"):
+        read_case(_dicom(tmp_path / "mf.dcm", px, frames=2), _dspec())
+    jls = _dicom(tmp_path / "jls.dcm", px[0], syntax=JPEGLSLossless,
+                 pixel_bytes=pydicom.encaps.encapsulate([b"\xff\xd8\xff\xf7 not really jpeg-ls \xff\xd9"]))
+    with pytest.raises(CaseError, match="no decoder installed"):
+        read_case(jls, _dspec())
+    good = _dicom(tmp_path / "good.dcm", np.full((8, 8), 9, dtype=np.uint8)).read_bytes()
+    (tmp_path / "trunc.dcm").write_bytes(good[:-20])
+    with pytest.raises(CaseError, match="truncated|corrupt"):
+        read_case(tmp_path / "trunc.dcm", _dspec())
+    (tmp_path / "fake.dcm").write_text("not dicom at all")
+    with pytest.raises(CaseError):
+        read_case(tmp_path / "fake.dcm", _dspec())
+
+
+# ---- arrays and tables ---------------------------------------------------------------------------
+
+def test_npy_layouts_and_pickles(tmp_path):
+    spec = Preprocessing(kind="array", size=(4, 5), channels=1, scale=1.0)
+    hw = np.arange(20, dtype=np.float32).reshape(4, 5)
+    np.save(tmp_path / "hw.npy", hw)
+    np.save(tmp_path / "chw.npy", hw[None])
+    np.save(tmp_path / "hwc.npy", hw[:, :, None])
+    for name in ("hw", "chw", "hwc"):
+        assert np.array_equal(read_case(tmp_path / f"{name}.npy", spec)[0], hw)
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(CaseError, match="pickled objects are refused"):
+        read_case(tmp_path / "obj.npy", spec)
+    np.save(tmp_path / "bad.npy", np.zeros((2, 4, 5, 6)))
+    with pytest.raises(CaseError, match="shape"):
+        read_case(tmp_path / "bad.npy", spec)
+
+
+def test_feature_matrix_missing_is_nan_and_text_is_a_failure():
+    import pandas as pd
+
+    df = pd.DataFrame({"a": ["1", "", "3"], "b": ["2.5", "x", None]})
+    x, bad = feature_matrix(df, ["a", "b"])
+    assert x.dtype == np.float32 and x.shape == (3, 2)
+    assert x[0].tolist() == [1.0, 2.5] and np.isnan(x[1, 0]) and np.isnan(x[2, 1])
+    assert list(bad) == [1] and "'x'" in bad[1]
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_dicom_voi_functions_agree_with_pydicom(tmp_path, function):
+    # 12 bits stored in 16 (pydicom decodes these) and 8-bit (read from the bytes here): both against
+    # pydicom's own modality LUT and windowing, an implementation independent of ours
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    for bits, px in ((12, np.random.default_rng(6).integers(0, 4096, (8, 8)).astype(np.uint16)),
+                     (8, np.random.default_rng(7).integers(0, 256, (8, 8)).astype(np.uint8))):
+        path = _dicom(tmp_path / f"{function}{bits}.dcm", px, bits=bits, slope=0.5, intercept=10.0,
+                      center=float(px.mean()), width=float(px.std() * 3))
+        ds = pydicom.dcmread(path)
+        ds.VOILUTFunction = function
+        ds.save_as(path)
+        ds = pydicom.dcmread(path)
+        want = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=0, prefer_lut=False)
+        got = read_case(path, _dspec())[0]
+        assert np.allclose(got, want, atol=1e-3), (function, bits)
+
+
+def test_an_extension_that_lies_is_still_read(tmp_path):
+    arr = np.full((8, 8), 200, dtype=np.uint8)
+    Image.fromarray(arr).save(tmp_path / "really_a_tiff.png", format="TIFF")
+    assert np.array_equal(read_case(tmp_path / "really_a_tiff.png", GREY)[0], arr)

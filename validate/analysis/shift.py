@@ -1,0 +1,629 @@
+"""Dataset shift between sites, and drift over time: the content of ``shift.json``.
+
+:func:`shift_report` compares every external site with the development site(s) on what can differ —
+labels, case mix, the model's scores, the images, the embeddings, missing values — ranks what differs
+most, and flags a site when any difference is significant after correcting for the number of tests.
+It also reports the prior-shift adjustment of calibration (:mod:`validate.analysis.prior_shift`) and,
+when cases carry acquisition dates, temporal drift per site (:mod:`validate.analysis.drift`).
+The statistics themselves are in :mod:`validate.analysis.two_sample`.
+
+Input: a predictions table (DESIGN.md): ``site``, labels (``y``; multilabel ``y_<label>``), scores
+(``logit``/``p``; ``logit_<c>``/``p_<c>``), attribute columns, and optionally these columns that the
+scorer may add (per case, computed on the pixel array after dividing by the protocol's ``scale`` and
+before resizing or normalisation):
+
+- ``img_height``, ``img_width``: the stored image size in pixels;
+- ``img_mean``, ``img_std``, ``img_p01``, ``img_p05``, ``img_p25``, ``img_p50``, ``img_p75``,
+  ``img_p95``, ``img_p99`` (any numeric ``img_<name>`` other than size and histogram is tested the same
+  way): intensity statistics of the image;
+- ``img_hist_00`` … ``img_hist_NN``: the image's intensity histogram (counts or fractions; equal-width
+  bins on [0, 1], the same bins for every case);
+- ``manufacturer``, ``manufacturer_model``: DICOM (0008,0070) Manufacturer and (0008,1090)
+  Manufacturer's Model Name (categorical);
+- ``emb_0`` … ``emb_{D-1}``: a penultimate-layer embedding of the case.
+
+Output (``shift.json``; JSON-ready: every undefined number is ``None`` beside a ``reason``)::
+
+    {
+      "schema": "validate.shift/1",
+      "task": "binary" | "multiclass" | "multilabel",
+      "alpha": 0.05, "correction": "holm", "ci_level": 0.95, "seed": 0,
+      "thresholds": {"difference": 0.05, "smd": 0.1, "cramers_v": 0.1, "psi": 0.2, "mmd2": null},
+      "development": {"sites": [...], "n": int, "n_events": int | null, "prevalence": float | null},
+      "columns": {"attributes": {"<attr>": "numeric" | "categorical"}, "features": [...],
+                  "image_stats": [...], "image_size": bool, "image_histogram": int (bins),
+                  "equipment": [...], "embedding": int (dimensions)},
+      "sites": {
+        "<site>": {
+          "n": int, "n_events": int | {"<label>": int} | null,
+          "flagged": bool,        # any finding significant after correction (p_adjusted < alpha)
+          "material": bool,       # any finding significant AND beyond its practical threshold
+          "n_tests": int,         # findings with a p-value: the size of the correction's family
+          "labels":     {"prevalence": FINDING} | {"<label>": FINDING} | {"class_mix": FINDING} | null,
+          "case_mix":   {"<attr>": FINDING},
+          "scores":     {"<score>": FINDING},        # "p" for binary; the class/label name otherwise
+          "images":     {"intensity": {"<img_stat>": FINDING}, "size": FINDING | null,
+                         "histogram": {"site": [...], "reference": [...], "total_variation": x} | null}
+                        | null,
+          "equipment":  {"<column>": FINDING} | null,
+          "embedding":  FINDING | null,
+          "missingness": {"<feature>": FINDING} | null,
+          "prior_shift": PRIOR | {"<label>": PRIOR} | null,
+          "ranking": [ROW, ...]     # every finding, most different first
+        }
+      },
+      "flagged_sites": [...], "material_sites": [...],
+      "drift": {"freq": "M", "time_column": "acquired_at", "drift": bool, "flagged_sites": [...],
+                "sites": {"<site>": DRIFT}, "reason": "..." (only when no site could be analysed)}
+    }
+
+FINDING is the dict of a :mod:`validate.analysis.two_sample` function (``test``, ``statistic``,
+``p_value``, ``effect_name``, ``effect``, the two samples' summaries under ``site``/``reference``)
+plus ``p_adjusted`` (the chosen correction), ``p_holm``, ``q_bh`` (Benjamini–Hochberg),
+``threshold``, ``exceeds_threshold`` (|effect| > threshold; None when there is no threshold),
+``significant`` (p_adjusted < alpha) and ``flagged`` (= significant). ROW repeats, for ranking, ``id``
+("<group>:<name>"), ``group``, ``name``, ``test``, ``p_value``, ``p_adjusted``, ``effect_name``,
+``effect``, ``threshold``, ``exceeds_threshold``, ``flagged``, ``material`` and ``rank`` (1 = most
+different). PRIOR is :func:`validate.analysis.prior_shift.prior_shift_calibration`'s dict (binary;
+per label for multilabel; for multiclass ``{"old_prior": [...], "site_prior": [...], "em": {"prior": [...],
+...}}`` without intercepts), computed with the development site's observed prevalence as the model's
+prior. DRIFT is :func:`validate.analysis.drift.temporal_drift`'s dict (binary tasks; every site whose
+cases carry dates, development sites included).
+
+Multiplicity: within each site, all findings with a p-value form one family. ``correction="holm"``
+(default) controls the family-wise error rate (the chance that a site drawn from the development
+distribution is flagged at all is at most ``alpha``, whatever the dependence between tests);
+``"bh"`` controls the false discovery rate instead. Both adjusted values are always reported.
+
+Ranking: flagged findings first, ordered by |effect| / threshold (how many times the practical
+threshold the difference is; flagged findings without a threshold after those), then the rest by
+p-value; findings without a p-value last.
+
+Practical thresholds (``thresholds``; override any of them): absolute difference of a proportion
+(prevalence, missing rate) 0.05; |SMD| 0.1 (Austin 2009); Cramér's V 0.1 (Cohen 1988, small effect);
+PSI 0.2 (between Siddiqi's 0.1 "moderate" and 0.25 "major"); MMD² none (its scale depends on the
+embedding). A finding is ``material`` when it is significant and beyond its threshold: the statistical
+flag says the difference is real, the threshold says it is large enough to matter.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, softmax
+
+from validate.analysis import two_sample as ts
+from validate.errors import InputError
+
+SCHEMA = "validate.shift/1"
+
+DEFAULT_THRESHOLDS: dict[str, float | None] = {
+    "difference": 0.05,
+    "smd": 0.1,
+    "cramers_v": 0.1,
+    "psi": 0.2,
+    "mmd2": None,
+}
+
+IMAGE_SIZE_COLUMNS = ("img_height", "img_width")
+IMAGE_HIST_PREFIX = "img_hist_"
+IMAGE_PREFIX = "img_"
+EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model")
+EMBEDDING_PREFIX = "emb_"
+
+#: A numeric attribute with at most this many distinct values (both sites together) is treated as
+#: categorical: sex coded 0/1, chest-pain type 1–4, a 0–3 vessel count.
+CATEGORICAL_MAX_LEVELS = 10
+
+_CORRECTIONS = ("holm", "bh")
+
+
+# --------------------------------------------------------------------------- table reading
+
+def _task_and_outcomes(table: pd.DataFrame, task: str | None) -> tuple[str, list[str], list[str]]:
+    """(task, label names, score names) from the predictions columns."""
+    cols = list(table.columns)
+    ylabels = [c[2:] for c in cols if c.startswith("y_")]
+    scored = sorted({c.split("_", 1)[1] for c in cols if re.match(r"^(logit|p)_.+", c)})
+    if task is None:
+        if "y" in cols and ("logit" in cols or "p" in cols):
+            task = "binary"
+        elif ylabels:
+            task = "multilabel"
+        elif scored:
+            task = "multiclass"
+        elif "logit" in cols or "p" in cols:
+            task = "binary"
+        else:
+            raise InputError("no score column in the predictions table", field="logit",
+                             expected="logit or p (binary), logit_<class> or p_<class>")
+    if task == "binary":
+        if "logit" not in cols and "p" not in cols:
+            raise InputError("binary predictions need a score column", field="logit", expected="logit or p")
+        return task, ["y"], ["p"]
+    if task == "multilabel":
+        labels = ylabels or scored
+        for lab in labels:
+            if f"logit_{lab}" not in cols and f"p_{lab}" not in cols:
+                raise InputError(f"no score for label {lab!r}", field=f"logit_{lab}",
+                                 expected=f"logit_{lab} or p_{lab}")
+        return task, labels, labels
+    if task == "multiclass":
+        if not scored:
+            raise InputError("multiclass predictions need class score columns", field="logit_<class>",
+                             expected="logit_<class> or p_<class> per class")
+        return task, ["y"], scored
+    raise InputError(f"unknown task {task!r}", field="task", expected="binary, multiclass or multilabel")
+
+
+def _scores(table: pd.DataFrame, task: str, names: list[str]) -> np.ndarray:
+    """Probabilities: (n,) for binary, (n, K) otherwise (softmax for multiclass logits)."""
+    def col(prefix: str, name: str | None) -> str:
+        return prefix if name is None else f"{prefix}_{name}"
+
+    if task == "binary":
+        raw = table["logit"] if "logit" in table else table["p"]
+        _check_finite(raw, "logit" if "logit" in table else "p")
+        return expit(raw.to_numpy(float)) if "logit" in table else raw.to_numpy(float)
+    use_logit = all(col("logit", n) in table for n in names)
+    m = np.column_stack([table[col("logit" if use_logit else "p", n)].to_numpy(float) for n in names])
+    for j, n in enumerate(names):
+        _check_finite(pd.Series(m[:, j]), col("logit" if use_logit else "p", n))
+    if not use_logit:
+        return m
+    return softmax(m, axis=1) if task == "multiclass" else expit(m)
+
+
+def _check_finite(values: pd.Series, column: str) -> None:
+    arr = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise InputError("score is missing or not a finite number", row=int(bad[0]) + 1, field=column,
+                         expected="a finite number for every case")
+
+
+def _labels(table: pd.DataFrame, task: str, names: list[str], classes: list[str]) -> np.ndarray | None:
+    """Labels as floats: (n,) for binary/multiclass (class index), (n, L) for multilabel; None if absent."""
+    cols = ["y"] if task != "multilabel" else [f"y_{n}" for n in names]
+    if not all(c in table for c in cols):
+        return None
+    y = np.column_stack([pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in cols])
+    n_classes = 2 if task != "multiclass" else len(classes)
+    ok = np.isfinite(y) & (y >= 0) & (y < n_classes) & (np.mod(y, 1.0) == 0.0)
+    bad_row, bad_col = np.nonzero(~ok)
+    if bad_row.size:
+        expected = "0 or 1" if task != "multiclass" else f"a class index 0..{n_classes - 1}"
+        raise InputError(f"label {table[cols[bad_col[0]]].iloc[bad_row[0]]!r} is not valid", row=int(bad_row[0]) + 1,
+                         field=cols[bad_col[0]], expected=expected)
+    return y[:, 0] if task != "multilabel" else y
+
+
+def attribute_kind(values: pd.Series) -> str:
+    """'categorical' for non-numeric columns and numeric ones with at most
+    :data:`CATEGORICAL_MAX_LEVELS` distinct values; 'numeric' otherwise."""
+    if values.dtype == bool or not pd.api.types.is_numeric_dtype(values):
+        return "categorical"
+    return "categorical" if values.dropna().nunique() <= CATEGORICAL_MAX_LEVELS else "numeric"
+
+
+# --------------------------------------------------------------------------- one site
+
+def _finding(result: dict, group: str, name: str, thresholds: Mapping[str, float | None]) -> dict:
+    result = dict(result)
+    thr = thresholds.get(result.get("effect_name")) if result.get("effect_name") else None
+    result["threshold"] = thr
+    eff = result.get("effect")
+    result["exceeds_threshold"] = None if (thr is None or eff is None) else bool(abs(eff) > thr)
+    result["_id"] = (group, name)
+    return result
+
+
+def _column_shift(kind: str, a: pd.Series, b: pd.Series) -> dict:
+    if kind == "numeric":
+        return ts.numeric_shift(pd.to_numeric(a, errors="coerce").to_numpy(float),
+                                pd.to_numeric(b, errors="coerce").to_numpy(float))
+    return ts.categorical_shift(a, b)
+
+
+def _recorded_everywhere(a: pd.Series, b: pd.Series) -> str | None:
+    if b.notna().sum() == 0:
+        return "not recorded at the development site"
+    if a.notna().sum() == 0:
+        return "not recorded at this site"
+    return None
+
+
+def site_shift(site: pd.DataFrame, dev: pd.DataFrame, *, task: str, labels: list[str], score_names: list[str],
+               attributes: Mapping[str, str], features: Sequence[str], columns: Mapping[str, Any],
+               alpha: float = 0.05, correction: str = "holm", thresholds: Mapping[str, float | None] | None = None,
+               ci_level: float = 0.95, seed: int = 0, n_permutations: int = 500) -> dict:
+    """Every shift finding for one site against the development cases, corrected and ranked.
+
+    ``site`` and ``dev`` are predictions-table rows; the other arguments are what :func:`shift_report`
+    derives from the whole table (see the module docstring for the output).
+    """
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    findings: list[dict] = []
+    out: dict = {"n": int(len(site))}
+
+    def add(group: str, name: str, result: dict) -> dict:
+        f = _finding(result, group, name, thresholds)
+        findings.append(f)
+        return f
+
+    # labels
+    y_a, y_b = _labels(site, task, labels, score_names), _labels(dev, task, labels, score_names)
+    p_a, p_b = _scores(site, task, score_names), _scores(dev, task, score_names)
+    if y_a is None or y_b is None:
+        out["n_events"] = None
+        out["labels"] = None
+        out["labels_reason"] = "no label column"
+    elif task == "binary":
+        out["n_events"] = int(y_a.sum())
+        out["labels"] = {"prevalence": add("labels", "prevalence", ts.proportion_shift(
+            int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level))}
+    elif task == "multilabel":
+        out["n_events"] = {lab: int(y_a[:, j].sum()) for j, lab in enumerate(labels)}
+        out["labels"] = {lab: add("labels", lab, ts.proportion_shift(
+            int(y_a[:, j].sum()), y_a.shape[0], int(y_b[:, j].sum()), y_b.shape[0], level=ci_level))
+            for j, lab in enumerate(labels)}
+    else:
+        out["n_events"] = None
+        names = np.asarray(score_names, dtype=object)
+        out["labels"] = {"class_mix": add("labels", "class_mix", ts.categorical_shift(
+            names[y_a.astype(int)].tolist(), names[y_b.astype(int)].tolist()))}
+
+    # case mix
+    out["case_mix"] = {name: add("case_mix", name, _column_shift(kind, site[name], dev[name]))
+                       for name, kind in attributes.items()}
+
+    # scores
+    if task == "binary":
+        out["scores"] = {"p": add("scores", "p", ts.score_shift(p_a, p_b))}
+    else:
+        out["scores"] = {n: add("scores", n, ts.score_shift(p_a[:, j], p_b[:, j]))
+                         for j, n in enumerate(score_names)}
+
+    # images
+    if columns["image_stats"] or columns["image_size"] or columns["image_histogram"]:
+        images: dict = {"intensity": {}, "size": None, "histogram": None}
+        for c in columns["image_stats"]:
+            images["intensity"][c] = add("image_intensity", c, ts.numeric_shift(
+                site[c].to_numpy(float), dev[c].to_numpy(float)))
+        if columns["image_size"]:
+            images["size"] = add("image_size", "height x width",
+                                 ts.categorical_shift(_sizes(site), _sizes(dev)))
+        if columns["image_histogram"]:
+            hcols = columns["image_histogram_columns"]
+            images["histogram"] = ts.histogram_shift(site[hcols].to_numpy(float), dev[hcols].to_numpy(float))
+        out["images"] = images
+    else:
+        out["images"] = None
+
+    # equipment (DICOM manufacturer / model)
+    if columns["equipment"]:
+        eq = {}
+        for c in columns["equipment"]:
+            reason = _recorded_everywhere(site[c], dev[c])
+            res = ts.categorical_shift(site[c], dev[c])
+            if reason:
+                res.update({"statistic": None, "p_value": None, "effect": None, "reason": reason})
+            eq[c] = add("equipment", c, res)
+        out["equipment"] = eq
+    else:
+        out["equipment"] = None
+
+    # embeddings
+    if columns["embedding"]:
+        ecols = columns["embedding_columns"]
+        out["embedding"] = add("embedding", "penultimate", ts.mmd_permutation_test(
+            site[ecols].to_numpy(float), dev[ecols].to_numpy(float), n_permutations=n_permutations,
+            seed=seed))
+    else:
+        out["embedding"] = None
+
+    # missingness
+    if features:
+        miss = {}
+        for c in features:
+            res = ts.proportion_shift(int(site[c].isna().sum()), len(site), int(dev[c].isna().sum()), len(dev),
+                                      level=ci_level)
+            if res.get("p_value") is None and res.get("reason", "").startswith("the proportion is 0 or 1"):
+                res["reason"] = ("no missing values at either site" if site[c].isna().sum() == 0
+                                 else "missing for every case at both sites")
+            miss[c] = add("missingness", c, res)
+        out["missingness"] = miss
+    else:
+        out["missingness"] = None
+
+    # prior shift (descriptive, not a test)
+    z_a = _binary_logits(site) if task == "binary" else None
+    out["prior_shift"] = _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level)
+
+    _correct_and_rank(findings, alpha=alpha, correction=correction)
+    out["ranking"] = [f.pop("_row") for f in sorted(findings, key=lambda f: f["_row"]["rank"])]
+    for f in findings:
+        f.pop("_id")
+    out["n_tests"] = sum(1 for f in findings if f.get("p_value") is not None)
+    out["flagged"] = any(f["flagged"] for f in findings)
+    out["material"] = any(r["material"] for r in out["ranking"])
+    return out
+
+
+def _sizes(df: pd.DataFrame) -> list:
+    h, w = df["img_height"], df["img_width"]
+    return [None if (pd.isna(a) or pd.isna(b)) else f"{int(a)}x{int(b)}" for a, b in zip(h, w)]
+
+
+def _binary_logits(df: pd.DataFrame) -> np.ndarray:
+    if "logit" in df:
+        return df["logit"].to_numpy(float)
+    q = np.clip(df["p"].to_numpy(float), 1e-15, 1 - 1e-15)
+    return np.log(q) - np.log1p(-q)
+
+
+def _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level) -> dict | None:
+    from validate.analysis.prior_shift import em_prior, prior_shift_calibration
+
+    if y_a is None or y_b is None:
+        return None
+    if task == "binary":
+        return _one_prior(y_a, None, z_a, y_b, ci_level, prior_shift_calibration)
+    if task == "multilabel":
+        return {lab: _one_prior(y_a[:, j], p_a[:, j], None, y_b[:, j], ci_level, prior_shift_calibration)
+                for j, lab in enumerate(labels)}
+    k = p_a.shape[1]
+    old = np.bincount(y_b.astype(int), minlength=k) / y_b.size
+    new = np.bincount(y_a.astype(int), minlength=k) / y_a.size
+    if np.any(old == 0):
+        return {"reason": "a class is absent at the development site", "old_prior": old.tolist(),
+                "site_prior": new.tolist(), "em": None}
+    em = em_prior(p_a, old)
+    return {"old_prior": old.tolist(), "site_prior": new.tolist(),
+            "em": {"prior": em["prior"], "iterations": em["iterations"], "converged": em["converged"],
+                   "at_boundary": em["at_boundary"]}}
+
+
+def _one_prior(y_a, p_a, z_a, y_b, ci_level, fn) -> dict:
+    old = float(y_b.mean())
+    if old <= 0.0 or old >= 1.0:
+        return {"reason": "the development site has a single class: its prevalence cannot be adjusted from",
+                "old_prior": old}
+    return fn(y_a, p_a, logits=z_a, old_prior=old, ci_level=ci_level)
+
+
+def _correct_and_rank(findings: list[dict], *, alpha: float, correction: str) -> None:
+    tested = [f for f in findings if f.get("p_value") is not None]
+    pv = np.array([f["p_value"] for f in tested], dtype=float)
+    p_holm, q_bh = ts.holm(pv), ts.benjamini_hochberg(pv)
+    chosen = p_holm if correction == "holm" else q_bh
+    for f, ph, qb, pa in zip(tested, p_holm, q_bh, chosen):
+        f["p_holm"], f["q_bh"], f["p_adjusted"] = float(ph), float(qb), float(pa)
+        f["significant"] = bool(pa < alpha)
+        f["flagged"] = f["significant"]
+    for f in findings:
+        if f.get("p_value") is None:
+            f.update({"p_holm": None, "q_bh": None, "p_adjusted": None, "significant": False, "flagged": False})
+
+    def size(f: dict) -> float:
+        eff, thr = f.get("effect"), f.get("threshold")
+        return abs(eff) / thr if (eff is not None and thr) else 0.0
+
+    def key(f: dict) -> tuple:
+        if f["p_value"] is None:
+            return (2, 0.0, 0.0)
+        if f["flagged"]:
+            return (0, -size(f), f["p_value"])
+        return (1, f["p_value"], -size(f))
+
+    for rank, f in enumerate(sorted(findings, key=key), start=1):
+        group, name = f["_id"]
+        f["_row"] = {
+            "rank": rank, "id": f"{group}:{name}", "group": group, "name": name, "test": f.get("test"),
+            "statistic": f.get("statistic"), "p_value": f.get("p_value"), "p_adjusted": f["p_adjusted"],
+            "effect_name": f.get("effect_name"), "effect": f.get("effect"), "threshold": f.get("threshold"),
+            "exceeds_threshold": f.get("exceeds_threshold"), "flagged": f["flagged"],
+            "material": bool(f["flagged"] and f.get("exceeds_threshold")),
+        }
+        if f.get("p_value") is None and f.get("reason"):
+            f["_row"]["reason"] = f["reason"]
+
+
+# --------------------------------------------------------------------------- the whole run
+
+def _discover_columns(table: pd.DataFrame, attributes: Mapping[str, str]) -> dict:
+    cols = list(table.columns)
+    hist = sorted((c for c in cols if c.startswith(IMAGE_HIST_PREFIX) and c[len(IMAGE_HIST_PREFIX):].isdigit()),
+                  key=lambda c: int(c[len(IMAGE_HIST_PREFIX):]))
+    stats_cols = [c for c in cols if c.startswith(IMAGE_PREFIX) and c not in IMAGE_SIZE_COLUMNS
+                  and c not in hist and pd.api.types.is_numeric_dtype(table[c])]
+    emb = sorted((c for c in cols if c.startswith(EMBEDDING_PREFIX) and c[len(EMBEDDING_PREFIX):].isdigit()),
+                 key=lambda c: int(c[len(EMBEDDING_PREFIX):]))
+    return {
+        "image_stats": stats_cols,
+        "image_size": all(c in cols for c in IMAGE_SIZE_COLUMNS),
+        "image_histogram": len(hist),
+        "image_histogram_columns": hist,
+        "equipment": [c for c in EQUIPMENT_COLUMNS if c in cols and c not in attributes],
+        "embedding": len(emb),
+        "embedding_columns": emb,
+    }
+
+
+def _needed_columns(table, task, labels, score_names, kinds, features, columns) -> list[str]:
+    wanted = ["y"] + [f"y_{n}" for n in labels] + ["logit", "p"]
+    wanted += [f"{pre}_{n}" for n in score_names for pre in ("logit", "p")]
+    wanted += list(kinds) + list(features or []) + list(columns["image_stats"]) + list(IMAGE_SIZE_COLUMNS)
+    wanted += columns["image_histogram_columns"] + columns["equipment"] + columns["embedding_columns"]
+    seen: set = set()
+    return [c for c in wanted if c in table.columns and not (c in seen or seen.add(c))]
+
+
+def _attribute_kinds(table: pd.DataFrame, attributes: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    if attributes is None:
+        return {}
+    if isinstance(attributes, Mapping):
+        items = dict(attributes)
+    else:
+        items = {a: None for a in attributes}
+    kinds = {}
+    for name, kind in items.items():
+        if name not in table.columns:
+            raise InputError("attribute not in the predictions table", field=name,
+                             expected=f"one of the columns {sorted(map(str, table.columns))}")
+        if kind is None:
+            kind = attribute_kind(table[name])
+        if kind not in ("numeric", "categorical"):
+            raise InputError(f"unknown attribute kind {kind!r}", field=name, expected="numeric or categorical")
+        kinds[name] = kind
+    return kinds
+
+
+def _as_list(x: str | Sequence[str] | None) -> list[str]:
+    if x is None:
+        return []
+    return [x] if isinstance(x, str) else [str(v) for v in x]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain Python types with no NaN/inf (those become None)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    return obj
+
+
+def shift_report(table: pd.DataFrame, *, dev_sites: str | Sequence[str], external_sites: str | Sequence[str],
+                 attributes: Iterable[str] | Mapping[str, str] | None, features: Sequence[str] | None = None,
+                 alpha: float = 0.05, seed: int = 0, metric_settings: Any = None,
+                 time_column: str = "acquired_at", correction: str = "holm",
+                 thresholds: Mapping[str, float | None] | None = None, task: str | None = None,
+                 n_permutations: int = 500, drift_freq: str = "M", reference_windows: int = 3) -> dict:
+    """The content of ``shift.json`` for one run (structure in the module docstring).
+
+    ``table``: the predictions table. ``dev_sites``: the development site(s) (pooled as the reference);
+    ``external_sites``: the sites compared with it. ``attributes``: case-mix columns, a list (kinds
+    inferred by :func:`attribute_kind`) or a mapping name → "numeric" | "categorical". ``features``:
+    tabular input columns whose missing rate is compared (None: no missingness analysis).
+    ``metric_settings``: a :class:`validate.metrics.MetricSettings` (CI level, bootstrap replicates
+    and seed, cluster column, insufficiency rule) used for intervals and the drift windows.
+    ``time_column``: acquisition dates (ISO) for temporal drift, per site, where present.
+    Bad input (unknown site or column, missing scores) raises :class:`InputError`.
+    """
+    if correction not in _CORRECTIONS:
+        raise InputError(f"unknown correction {correction!r}", field="correction", expected="holm or bh")
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}", field="alpha")
+    if "site" not in table.columns:
+        raise InputError("no site column in the predictions table", field="site", expected="a site column")
+    dev_list, ext_list = _as_list(dev_sites), _as_list(external_sites)
+    present = set(table["site"].astype(str).unique())
+    for s in dev_list + ext_list:
+        if s not in present:
+            raise InputError(f"site {s!r} has no cases in the predictions table", field="site",
+                             expected=f"one of {sorted(present)}")
+    if not dev_list:
+        raise InputError("no development site given", field="dev_sites", expected="at least one site")
+    overlap = set(dev_list) & set(ext_list)
+    if overlap:
+        raise InputError(f"site(s) {sorted(overlap)} are both development and external", field="external_sites")
+    for f in features or []:
+        if f not in table.columns:
+            raise InputError("feature not in the predictions table", field=f,
+                             expected="the tabular feature columns carried into the predictions")
+
+    ci_level = float(getattr(metric_settings, "ci_level", 0.95))
+    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+    task, labels, score_names = _task_and_outcomes(table, task)
+    kinds = _attribute_kinds(table, attributes)
+    columns = _discover_columns(table, kinds)
+    site_col = table["site"].astype(str)
+    # split once, on the columns this analysis reads (taking string columns per site is what costs)
+    needed = _needed_columns(table, task, labels, score_names, kinds, features, columns)
+    by_site = {str(k): v for k, v in site_col.groupby(site_col, sort=False).indices.items()}
+    work = table[needed]
+    # check scores and labels once, on the whole table, so that a bad row is named by its table row
+    _scores(work, task, score_names)
+    _labels(work, task, labels, score_names)
+    dev = work.take(np.sort(np.concatenate([by_site[s] for s in dev_list]))).reset_index(drop=True)
+
+    y_dev = _labels(dev, task, labels, score_names)
+    development = {"sites": dev_list, "n": int(len(dev)), "n_events": None, "prevalence": None}
+    if y_dev is not None and task == "binary":
+        development.update({"n_events": int(y_dev.sum()), "prevalence": float(y_dev.mean())})
+    elif y_dev is not None and task == "multilabel":
+        development.update({"n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
+                            "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)}})
+
+    sites = {}
+    for s in ext_list:
+        part = work.take(by_site[s]).reset_index(drop=True)
+        sites[s] = site_shift(part, dev, task=task, labels=labels, score_names=score_names, attributes=kinds,
+                              features=list(features or []), columns=columns, alpha=alpha,
+                              correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
+                              n_permutations=n_permutations)
+
+    report = {
+        "schema": SCHEMA,
+        "task": task,
+        "alpha": alpha,
+        "correction": correction,
+        "ci_level": ci_level,
+        "seed": seed,
+        "thresholds": thresholds,
+        "development": development,
+        "columns": {"attributes": kinds, "features": list(features or []),
+                    **{k: v for k, v in columns.items() if not k.endswith("_columns")}},
+        "sites": sites,
+        "flagged_sites": [s for s in ext_list if sites[s]["flagged"]],
+        "material_sites": [s for s in ext_list if sites[s]["material"]],
+        "drift": _drift_section(table, site_col, dev_list + ext_list, task=task, labels=labels,
+                                score_names=score_names, time_column=time_column, freq=drift_freq,
+                                alpha=alpha, correction=correction, reference_windows=reference_windows,
+                                metric_settings=metric_settings),
+    }
+    return _jsonable(report)
+
+
+def _drift_section(table, site_col, sites, *, task, labels, score_names, time_column, freq, alpha, correction,
+                   reference_windows, metric_settings) -> dict:
+    base = {"freq": freq, "time_column": time_column, "drift": False, "flagged_sites": [], "sites": {}}
+    if time_column not in table.columns:
+        base["reason"] = f"no {time_column!r} column in the predictions table"
+        return base
+    if task != "binary":
+        base["reason"] = "temporal drift is computed for binary tasks"
+        return base
+    from validate.analysis.drift import parse_dates, temporal_drift
+
+    for s in sites:
+        part = table[site_col == s].reset_index(drop=True)
+        if part[time_column].isna().all() or (part[time_column].astype(str).str.strip() == "").all():
+            continue
+        dates = parse_dates(part[time_column], column=time_column)
+        y = _labels(part, task, labels, score_names)
+        p = _scores(part, task, score_names)
+        cluster = None
+        cluster_by = getattr(metric_settings, "cluster_by", None)
+        if cluster_by and cluster_by in part.columns:
+            cluster = part[cluster_by].astype(str).to_numpy()
+        base["sites"][s] = temporal_drift(y, p, dates, freq=freq, alpha=alpha, correction=correction,
+                                          reference_windows=reference_windows, settings=metric_settings,
+                                          clusters=cluster)
+    base["flagged_sites"] = [s for s, d in base["sites"].items() if d.get("drift")]
+    base["drift"] = bool(base["flagged_sites"])
+    if not base["sites"]:
+        base["reason"] = f"no site has dates in {time_column!r}"
+    return base

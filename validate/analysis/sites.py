@@ -1,0 +1,340 @@
+"""Per-site cohorts and curves, computed once into the bundle (``sites.json``, ``curves.json``).
+
+The report and the dashboard draw from these files and never recompute from the predictions:
+
+- :func:`cohort_summary` -> ``sites.json``: per site n, events, prevalence, patients, the make-up of
+  each declared (non-intersection) subgroup, and the cases excluded from scoring with their reasons.
+- :func:`site_curves` -> ``curves.json``: per site (and pooled) the ROC and precision-recall curves
+  with a pointwise bootstrap band, the reliability bins with a Wilson interval per bin, a lowess
+  smooth of the observed rate, and a histogram of predictions by outcome; for each calibration
+  method of the Calibration JSON, the reliability bins after that calibration at the sites it was
+  evaluated on.
+
+Binary tasks draw on p = P(positive). Multiclass tasks draw the top-label view (confidence = max
+probability against "prediction correct") plus one-vs-rest curves per class under ``classes``;
+multilabel tasks one set of curves per label under ``classes``.
+
+Curves are thinned to at most :data:`MAX_POINTS` points so a million-case site stays a small file;
+the thinning keeps the first and last points and is deterministic.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+MAX_POINTS = 400
+BAND_GRID = 101
+BAND_REPLICATES = 500  # pointwise ROC bands: enough for stable 2.5/97.5% quantiles, bounded cost
+
+
+def _finite(x) -> Optional[float]:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _list(a) -> list:
+    return [_finite(v) for v in np.asarray(a, dtype=np.float64).tolist()]
+
+
+def _thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+
+
+# ---- statistics drawn in the figures ---------------------------------------------------------------
+
+def wilson_interval(successes, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion (Wilson 1927; Agresti & Coull 1998): centre
+    (k + z²/2)/(n + z²), half-width z√(k(n−k)/n + z²/4)/(n + z²). NaN where n = 0.
+    Equals ``statsmodels.stats.proportion.proportion_confint(method="wilson")``."""
+    from scipy.stats import norm
+
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    z = norm.ppf(0.5 + level / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (k + z * z / 2) / (n + z * z)
+        half = z * np.sqrt(np.maximum(k * (n - k) / n, 0) + z * z / 4) / (n + z * z)
+        lo = np.where(n > 0, centre - half, np.nan)
+        hi = np.where(n > 0, centre + half, np.nan)
+    return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+
+
+def _roc_pr_points(y: np.ndarray, p: np.ndarray) -> dict:
+    """ROC (fpr, tpr) and precision-recall points at every distinct threshold, highest first; a case
+    is called positive when p >= threshold (as the operating points of the metrics engine)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    ends = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]  # last index of each tied run
+    tp = np.cumsum(ys)[ends]
+    fp = np.cumsum(1 - ys)[ends]
+    pos, neg = ys.sum(), ys.size - ys.sum()
+    tpr = np.r_[0.0, tp / pos] if pos else np.r_[0.0, np.full(ends.size, np.nan)]
+    fpr = np.r_[0.0, fp / neg] if neg else np.r_[0.0, np.full(ends.size, np.nan)]
+    thr = np.r_[np.inf, ps[ends]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = tp / (tp + fp)
+    recall = tp / pos if pos else np.full(ends.size, np.nan)
+    keep = _thin(tpr.size)
+    keep_pr = _thin(precision.size)
+    return {
+        "roc": {"fpr": _list(fpr[keep]), "tpr": _list(tpr[keep]),
+                "threshold": _list(thr[keep])},  # the first point (nothing called positive) has threshold None
+        "pr": {"recall": _list(recall[keep_pr]), "precision": _list(precision[keep_pr]),
+               "threshold": _list(ps[ends][keep_pr]), "prevalence": _finite(pos / ys.size) if ys.size else None},
+    }
+
+
+def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, level: float) -> Optional[dict]:
+    """Pointwise bootstrap band of the ROC curve by vertical averaging (Fawcett 2006, §8): for each
+    replicate (the metrics engine's case weights, clustered by patient, seeded) the TPR at a fixed grid
+    of FPR values (the step function's upper value at each FPR); the band is the percentile interval of
+    those TPRs at each grid point."""
+    from validate.metrics import iter_bootstrap_weights, percentile_interval
+
+    if n_rep <= 0 or y.min() == y.max():
+        return None
+    grid = np.linspace(0.0, 1.0, BAND_GRID)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    ends = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]
+    rows = []
+    for _, w in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, seed=seed, chunk=100):
+        ws = w[:, order]
+        tp = np.cumsum(ws * ys, axis=1)[:, ends]
+        fp = np.cumsum(ws * (1 - ys), axis=1)[:, ends]
+        pos, neg = tp[:, -1:], fp[:, -1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpr = np.c_[np.zeros(len(w)), tp / pos]
+            fpr = np.c_[np.zeros(len(w)), fp / neg]
+        for r in range(len(w)):
+            if not (np.isfinite(tpr[r, -1]) and np.isfinite(fpr[r, -1])):
+                continue
+            # upper envelope at each grid fpr: the largest tpr reached with fpr <= g
+            idx = np.searchsorted(fpr[r], grid, side="right") - 1
+            rows.append(tpr[r][idx])
+    if not rows:
+        return None
+    lo, hi = percentile_interval(np.asarray(rows), level)
+    return {"fpr": _list(grid), "tpr_low": _list(lo), "tpr_high": _list(hi), "replicates": len(rows),
+            "method": "bootstrap vertical averaging"}
+
+
+def reliability(y: np.ndarray, p: np.ndarray, *, bins: int, level: float) -> dict:
+    """Reliability bins of the metrics engine (equal-width, right-closed, as ECE) with a Wilson
+    interval on each bin's observed rate, and a histogram of predictions by outcome on the same bins."""
+    from validate.metrics import reliability_bins
+
+    rb = reliability_bins(y, p, bins=bins)
+    count = np.asarray(rb["count"])
+    events = np.rint(np.asarray(rb["mean_y"]) * count)
+    events = np.where(count > 0, events, 0)
+    lo, hi = wilson_interval(events, count, level)
+    edges = np.asarray(rb["edges"])
+    return {
+        "edges": _list(edges),
+        "count": [int(c) for c in count],
+        "events": [int(e) for e in events],
+        "mean_predicted": _list(rb["mean_p"]),
+        "observed": _list(rb["mean_y"]),
+        "observed_low": _list(lo),
+        "observed_high": _list(hi),
+        "interval": "wilson",
+    }
+
+
+def _smooth(y: np.ndarray, p: np.ndarray) -> Optional[dict]:
+    """The lowess smooth s(p) of ``rms::val.prob`` (the metrics engine's :func:`clowess`), thinned."""
+    from validate.metrics import clowess
+
+    if y.size < 3 or np.ptp(p) == 0:
+        return None
+    order = np.argsort(p, kind="stable")
+    xs = p[order]
+    fit = np.clip(clowess(xs, y[order].astype(np.float64)), 0, 1)
+    keep = _thin(xs.size, 200)
+    return {"p": _list(xs[keep]), "observed": _list(fit[keep]), "method": "lowess f=2/3 iter=0"}
+
+
+def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n_rep: int = 0,
+                  seed: int = 0, smooth: bool = True) -> dict:
+    """Every curve of one set of binary cases (see the module docstring)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    out: dict[str, Any] = {"n": int(y.size), "n_events": int(y.sum())}
+    if y.size == 0:
+        return out
+    out.update(_roc_pr_points(y, p))
+    band = _roc_band(y, p, clusters=clusters, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level)
+    if band:
+        out["roc"]["band"] = band
+    out["reliability"] = reliability(y, p, bins=bins, level=level)
+    if smooth:
+        sm = _smooth(y, p)
+        if sm:
+            out["smooth"] = sm
+    return out
+
+
+# ---- tables -> curves.json ---------------------------------------------------------------------------
+
+def probabilities(table, task: str, names: Sequence[str]) -> np.ndarray:
+    """Probabilities from a predictions table: binary (n,), multiclass (n, K) rows summing to 1,
+    multilabel (n, L). Logit columns are preferred (DESIGN.md), else probability columns."""
+    from validate.metrics import sigmoid
+
+    if task == "binary":
+        if "logit" in table.columns:
+            return sigmoid(table["logit"].to_numpy(np.float64))
+        return table["p"].to_numpy(np.float64)
+    if task == "multiclass":
+        if all(f"logit_{c}" in table.columns for c in names):
+            z = table[[f"logit_{c}" for c in names]].to_numpy(np.float64)
+            z = z - z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(axis=1, keepdims=True)
+        P = table[[f"p_{c}" for c in names]].to_numpy(np.float64)
+        return P / P.sum(axis=1, keepdims=True)
+    cols = []
+    for lab in names:
+        cols.append(sigmoid(table[f"logit_{lab}"].to_numpy(np.float64)) if f"logit_{lab}" in table.columns
+                    else table[f"p_{lab}"].to_numpy(np.float64))
+    return np.column_stack(cols)
+
+
+def _curves_of(table, task: str, names: Sequence[str], settings, cluster_col: Optional[str], smooth: bool) -> dict:
+    kw = dict(bins=settings.bins, level=settings.ci_level, n_rep=settings.n_bootstrap, seed=settings.seed,
+              clusters=table[cluster_col].to_numpy() if cluster_col and cluster_col in table.columns else None,
+              smooth=smooth)
+    P = probabilities(table, task, names)
+    if task == "binary":
+        return binary_curves(table["y"].to_numpy(), P, **kw)
+    if task == "multiclass":
+        y = table["y"].to_numpy().astype(np.int64)
+        conf, pred = P.max(axis=1), P.argmax(axis=1)
+        out = {"n": int(y.size), "top_label": binary_curves((pred == y).astype(float), conf, **{**kw, "n_rep": 0})}
+        out["classes"] = {c: binary_curves((y == k).astype(float), P[:, k], **kw) for k, c in enumerate(names)}
+        return out
+    out = {"n": int(len(table))}
+    out["classes"] = {lab: binary_curves(table[f"y_{lab}"].to_numpy(), P[:, j], **kw) for j, lab in enumerate(names)}
+    return out
+
+
+def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Optional[Sequence[str]] = None,
+                calibration: Optional[Mapping] = None, fit_on: Sequence[str] = (), smooth: bool = True) -> dict:
+    """``curves.json``: curves per site and pooled, plus reliability after each calibration method.
+
+    ``table``: the predictions table (original identifiers are not needed and not stored); ``names``:
+    class names (multiclass) or label names (multilabel), unused for binary; ``settings``: the
+    :class:`validate.metrics.MetricSettings` (bins, ci_level, n_bootstrap, seed, cluster_by);
+    ``calibration``: the Calibration JSON whose fitted parameters are applied to the sites it evaluated
+    (sites in ``fit_on`` are skipped: which of their cases were held out is not recorded).
+    """
+    cluster_col = settings.cluster_by
+    sites = list(sites) if sites is not None else sorted(table["site"].astype(str).unique())
+    out: dict[str, Any] = {"task": task, "bins": settings.bins, "ci_level": settings.ci_level,
+                           "band_replicates": min(settings.n_bootstrap, BAND_REPLICATES), "sites": {}}
+    site_col = table["site"].astype(str)
+    for s in sites:
+        part = table[site_col == s]
+        if len(part):
+            out["sites"][s] = _curves_of(part, task, names, settings, cluster_col, smooth)
+    out["overall"] = _curves_of(table, task, names, settings, cluster_col, smooth)
+    if calibration and task == "binary":
+        out["calibrated"] = calibrated_reliability(table, calibration, settings=settings, sites=sites, fit_on=fit_on)
+    return out
+
+
+def calibrated_reliability(table, calibration: Mapping, *, settings, sites: Sequence[str],
+                           fit_on: Sequence[str] = ()) -> dict:
+    """Reliability bins and histograms after each fitted method (binary), rebuilt from its parameters."""
+    from validate.calibrators import calibrator_from_json
+
+    if "logit" in table.columns:
+        z = table["logit"].to_numpy(np.float64)
+    else:
+        from validate.metrics import logit
+
+        z = logit(table["p"].to_numpy(np.float64))
+    y = table["y"].to_numpy(np.float64)
+    site_col = table["site"].astype(str).to_numpy()
+    out: dict[str, Any] = {}
+    for method, spec in sorted((calibration.get("methods") or {}).items()):
+        evaluated = [s for s in sites if s in (spec.get("sites") or {}) and s not in fit_on]
+        if method == "none" or not evaluated or spec.get("params") is None:  # None: the fit failed
+            continue
+        cal = calibrator_from_json(method, "binary", spec["params"])
+        per_site = {}
+        for s in evaluated:
+            mask = site_col == s
+            p = np.asarray(cal.predict_proba(z[mask]), dtype=np.float64)
+            if p.ndim == 2:
+                p = p[:, -1]
+            per_site[s] = {"n": int(mask.sum()), "n_events": int(y[mask].sum()),
+                           "reliability": reliability(y[mask], p, bins=settings.bins, level=settings.ci_level)}
+        out[method] = {"sites": per_site}
+    return out
+
+
+# ---- sites.json ------------------------------------------------------------------------------------
+
+def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: float = 0.95) -> dict:
+    """``sites.json``: per site n, events, prevalence (Wilson interval), patients, subgroup make-up and
+    exclusions.
+
+    ``groups``: the subgroup columns of :func:`validate.cohort.derive_subgroups` (aligned with
+    ``table``); ``failures``: the scoring failures (columns ``site``, ``reason``) — counted by reason,
+    never listed by case.
+    """
+    from validate.analysis.subgroups import group_sort_key
+
+    task = protocol.task
+    site_col = table["site"].astype(str)
+    plain = [g.name for g in protocol.subgroups if not g.intersection]
+    out: dict[str, Any] = {"task": task, "ci_level": ci_level, "sites": {}}
+    for site in protocol.sites:
+        mask = (site_col == site.id).to_numpy()
+        part = table[mask]
+        n = int(len(part))
+        entry: dict[str, Any] = {"name": site.display_name, "role": site.role, "n": n}
+        if "patient_id" in part.columns:
+            entry["patients"] = int(part["patient_id"].nunique())
+        if task == "binary" and n:
+            ev = int(part["y"].sum())
+            lo, hi = wilson_interval(ev, n, ci_level)
+            entry.update(n_events=ev, prevalence={"estimate": ev / n, "ci_low": _finite(lo), "ci_high": _finite(hi),
+                                                  "method": "wilson"})
+        elif task == "multiclass" and n:
+            counts = np.bincount(part["y"].to_numpy().astype(np.int64), minlength=len(protocol.classes))
+            entry["classes"] = {c: int(k) for c, k in zip(protocol.classes, counts)}
+        elif task == "multilabel" and n:
+            entry["labels"] = {lab: {"n_events": int(part[f"y_{lab}"].sum()),
+                                     "prevalence": float(part[f"y_{lab}"].mean())} for lab in protocol.labels}
+        make_up = {}
+        if groups is not None:
+            gpart = groups[mask]
+            for name in plain:
+                if name in gpart.columns:
+                    vc = gpart[name].value_counts()
+                    make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
+        entry["make_up"] = make_up
+        excluded: dict[str, int] = {}
+        if failures is not None and len(failures):
+            f = failures[failures["site"].astype(str) == site.id]
+            for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
+                excluded[reason] = int(k)
+        entry["excluded"] = excluded
+        entry["n_excluded"] = int(sum(excluded.values()))
+        out["sites"][site.id] = entry
+    return out
+
+
+def _reason_kind(reason: str) -> str:
+    """A failure reason without case-specific details (paths, numbers), so it can be counted."""
+    text = reason.split(":")[0].strip()
+    return text[:120] or "unknown"

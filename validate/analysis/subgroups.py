@@ -1,0 +1,297 @@
+"""Site x subgroup analysis (``subgroups.json``): blocks, gaps to the site, worst groups.
+
+For each site (and pooled over sites, under ``overall``), for each declared subgroup and
+intersection, and each of its groups:
+
+- the metric BLOCK of the group's cases, from the metrics engine (:func:`validate.metrics.metrics_report`),
+  with its intervals and its ``insufficient`` mark — groups too small to judge are kept and marked,
+  never hidden;
+- the gap ``d = metric(group) − metric(site)`` for the metrics of :data:`GAP_METRICS`, where the
+  site value is computed on all of the site's cases (the group included), with a paired bootstrap
+  percentile interval: both terms are evaluated on the same replicate weights (the engine's
+  clustered, seeded weights: :func:`validate.metrics.iter_bootstrap_weights`; pooled gaps are also
+  stratified by site), and a two-sided bootstrap p-value 2·min(P*(d ≤ 0), P*(d ≥ 0)) as in
+  :func:`validate.metrics.paired_bootstrap_difference`. Replicates in which the group was not drawn or
+  the metric is undefined are left out.
+- the worst group per metric: the group with the worst estimate among groups that are not
+  insufficient (lowest for metrics where higher is better, highest where lower is better, furthest
+  from 1 for the calibration slope and from 0 for the intercept); the groups left out as too small
+  are listed beside it.
+
+Group order: numeric bands by their lower bound (``<45``, ``45-54``, ...), other values
+alphabetically, ``missing`` last (:func:`group_sort_key`); ``groups`` in the output gives this order.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+GAP_METRICS = {
+    "binary": ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "sensitivity",
+               "specificity"),
+}
+HIGHER_IS_BETTER = {"auroc", "auprc", "scaled_brier", "sensitivity", "specificity", "ppv", "npv", "accuracy",
+                    "auroc_macro"}
+LOWER_IS_BETTER = {"brier", "log_loss", "ece", "ece_adaptive", "mce", "eavg", "e50", "e90", "emax", "ici",
+                   "ece_classwise"}
+TARGET = {"calibration_slope": 1.0, "calibration_intercept": 0.0}
+WORST_METRICS = ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "mce", "eavg",
+                 "ici", "calibration_intercept", "calibration_slope", "sensitivity", "specificity", "accuracy",
+                 "auroc_macro", "ece_classwise")
+MISSING = "missing"
+
+_NUM = re.compile(r"^(<|>=|\[)?\s*(-?\d+(?:\.\d+)?)")
+
+
+def group_sort_key(value: str) -> tuple:
+    """Natural order of group labels: bands by their lower bound, then text, ``missing`` last;
+    intersections ``"a & b"`` part by part."""
+    parts = str(value).split(" & ")
+    key = []
+    for part in parts:
+        if part == MISSING:
+            key.append((2, 0.0, part))
+            continue
+        m = _NUM.match(part)
+        if m:
+            x = float(m.group(2))
+            key.append((0, x - 0.5 if m.group(1) == "<" else x, part))
+        else:
+            key.append((1, 0.0, part))
+    return tuple(key)
+
+
+def badness(metric: str, estimate: Optional[float]) -> Optional[float]:
+    """How bad an estimate is on a common scale (larger = worse), or None if the direction is unknown."""
+    if estimate is None:
+        return None
+    if metric in HIGHER_IS_BETTER:
+        return -estimate
+    if metric in LOWER_IS_BETTER:
+        return estimate
+    if metric in TARGET:
+        return abs(estimate - TARGET[metric])
+    return None
+
+
+def _estimate(block: Mapping, metric: str) -> Optional[float]:
+    e = block.get(metric)
+    if isinstance(e, Mapping):
+        e = e.get("estimate")
+    if e is None or isinstance(e, bool):
+        return None
+    e = float(e)
+    return e if math.isfinite(e) else None
+
+
+def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str] = WORST_METRICS,
+                 gaps: Optional[Mapping[str, Mapping]] = None) -> dict:
+    """For each metric, the worst group among those not marked insufficient (see module docstring)."""
+    out = {}
+    small = sorted((g for g, b in blocks.items() if b.get("insufficient")), key=group_sort_key)
+    for m in metrics:
+        cands = [(badness(m, _estimate(b, m)), g) for g, b in blocks.items()
+                 if not b.get("insufficient") and _estimate(b, m) is not None]
+        cands = [c for c in cands if c[0] is not None]
+        if not cands and not small:
+            continue
+        row: dict[str, Any] = {"excluded_insufficient": small}
+        if cands:
+            worst_bad = max(c[0] for c in cands)
+            # ties go to the first group in natural order, so the choice is deterministic
+            g = sorted((c[1] for c in cands if c[0] == worst_bad), key=group_sort_key)[0]
+            e = blocks[g][m]
+            row.update(group=g, n=blocks[g].get("n"), n_events=blocks[g].get("n_events"),
+                       estimate=_estimate(blocks[g], m),
+                       ci_low=e.get("ci_low") if isinstance(e, Mapping) else None,
+                       ci_high=e.get("ci_high") if isinstance(e, Mapping) else None)
+            if gaps and g in gaps and m in (gaps[g] or {}):
+                row["gap"] = gaps[g][m]
+        else:
+            row["group"] = None
+        out[m] = row
+    return out
+
+
+# ---- paired bootstrap gaps ---------------------------------------------------------------------
+
+def _binary_metric_fns(y: np.ndarray, p: np.ndarray, settings) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Weighted metric functions of the engine, weights (k, n) -> (k,), sharing one sort of p."""
+    from validate.metrics import brier, log_loss, scaled_brier, weighted_auprc, weighted_auroc, weighted_ece
+    from validate.metrics.calibration import bin_index, weighted_ece_adaptive
+    from validate.metrics.discrimination import ScoreOrder
+    from validate.metrics.operating import weighted_operating_point
+
+    so = ScoreOrder.of(p)
+    idx = bin_index(p, settings.bins)
+    order = np.argsort(p, kind="stable")
+    t = float(settings.thresholds[0]) if settings.thresholds else 0.5
+
+    def op(name):
+        return lambda w: weighted_operating_point(y, p, t, w)[name]
+
+    return {
+        "auroc": lambda w: weighted_auroc(y, p, w, order=so),
+        "auprc": lambda w: weighted_auprc(y, p, w, order=so),
+        "brier": lambda w: brier(y, p, sample_weight=w),
+        "scaled_brier": lambda w: scaled_brier(y, p, sample_weight=w),
+        "log_loss": lambda w: log_loss(y, p, sample_weight=w),
+        "ece": lambda w: weighted_ece(y, p, w, bins=settings.bins, idx=idx),
+        "ece_adaptive": lambda w: weighted_ece_adaptive(y, p, w, bins=settings.bins, order=order),
+        "sensitivity": op("sensitivity"),
+        "specificity": op("specificity"),
+    }
+
+
+def _safe(fn, w) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(fn(w), dtype=np.float64).reshape(-1)
+
+
+def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Sequence[str],
+                clusters=None, strata=None) -> dict[str, dict[str, dict]]:
+    """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring)."""
+    from validate.metrics import iter_bootstrap_weights, percentile_interval
+
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    n = y.size
+    fns = {m: f for m, f in _binary_metric_fns(y, p, settings).items() if m in metrics}
+    ones = np.ones((1, n))
+    site_point = {m: _safe(f, ones)[0] for m, f in fns.items()}
+    mask_w = {g: m.astype(np.float64)[None, :] for g, m in masks.items()}
+    point = {g: {m: _safe(f, mw)[0] - site_point[m] for m, f in fns.items()} for g, mw in mask_w.items()}
+    reps: dict[str, dict[str, list]] = {g: {m: [] for m in fns} for g in masks}
+    if settings.n_bootstrap > 0:
+        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
+                                           seed=settings.seed, chunk=100):
+            base = {m: _safe(f, w) for m, f in fns.items()}
+            for g, mw in mask_w.items():
+                wg = w * mw
+                for m, f in fns.items():
+                    reps[g][m].append(_safe(f, wg) - base[m])
+    out: dict[str, dict[str, dict]] = {}
+    for g in masks:
+        out[g] = {}
+        for m in fns:
+            est = point[g][m]
+            entry: dict[str, Any] = {"estimate": _fin(est), "ci_low": None, "ci_high": None, "method": "bootstrap",
+                                     "p_value": None, "reference": _fin(site_point[m])}
+            if entry["estimate"] is not None and reps[g][m]:
+                d = np.concatenate(reps[g][m])
+                d = d[np.isfinite(d)]
+                if d.size:
+                    lo, hi = percentile_interval(d, settings.ci_level)
+                    entry.update(ci_low=_fin(lo), ci_high=_fin(hi), replicates=int(d.size),
+                                 p_value=_fin(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))))
+            out[g][m] = entry
+    return out
+
+
+def _fin(x) -> Optional[float]:
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+# ---- the analysis --------------------------------------------------------------------------------
+
+def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
+           stratify: bool) -> dict:
+    from validate.analysis.sites import probabilities
+
+    metrics = GAP_METRICS.get(task, ())
+    cluster_col = settings.cluster_by
+    clusters = table[cluster_col].to_numpy() if cluster_col and cluster_col in table.columns else None
+    strata = table["site"].astype(str).to_numpy() if stratify else None
+    out: dict[str, Any] = {"subgroups": {}, "worst": {}}
+    for attr in attrs:
+        col = groups[attr].astype(str).to_numpy()
+        blocks = blocks_by_attr.get(attr) or {}
+        values = sorted(set(col) | set(blocks), key=group_sort_key)
+        gaps: dict[str, dict] = {}
+        if metrics:
+            masks = {g: col == g for g in values if (col == g).any()}
+            gaps = paired_gaps(table["y"].to_numpy(), probabilities(table, task, ()), masks, settings=settings,
+                               metrics=metrics, clusters=clusters, strata=strata)
+        cells = {}
+        for g in values:
+            block = blocks.get(g)
+            if block is None:
+                block = {"n": 0, "insufficient": True, "reason": "no cases"}
+            cell: dict[str, Any] = {"block": block}
+            if g in gaps:
+                cell["gap"] = gaps[g]
+            cells[g] = cell
+        out["subgroups"][attr] = cells
+        out["worst"][attr] = worst_groups({g: c["block"] for g, c in cells.items()}, gaps=gaps)
+    return out
+
+
+def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[Mapping] = None,
+                      sites: Optional[Sequence[str]] = None, report_fn: Optional[Callable] = None,
+                      class_names: Optional[Sequence[str]] = None, label_names: Optional[Sequence[str]] = None) -> dict:
+    """``subgroups.json`` for a predictions ``table`` and its subgroup columns ``groups`` (the frame of
+    :func:`validate.cohort.derive_subgroups`, aligned with ``table``).
+
+    ``settings``: :class:`validate.metrics.MetricSettings`. ``metrics``: the run's Metrics JSON, whose
+    pooled subgroup blocks are reused under ``overall`` (computed when absent). ``report_fn``: the
+    metrics engine's ``metrics_report`` (injectable for tests). Site x group blocks are computed without
+    bootstrap intervals for the lowess/loess errors (eavg, e50, e90, emax, ici): one smoother fit per
+    replicate and cell is the dominant cost, and the pooled blocks of ``metrics.json`` carry them.
+    """
+    if report_fn is None:
+        from validate.metrics import metrics_report as report_fn
+    names = {k: list(v) for k, v in (("class_names", class_names), ("label_names", label_names)) if v}
+    attrs = list(groups.columns)
+    full = table.reset_index(drop=True).copy()
+    groups = groups.reset_index(drop=True)
+    for attr in attrs:
+        full[attr] = groups[attr].astype(str).to_numpy()
+    site_col = full["site"].astype(str)
+    sites = list(sites) if sites is not None else sorted(site_col.unique())
+    out: dict[str, Any] = {
+        "task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level, "seed": settings.seed,
+        "gap_metrics": list(GAP_METRICS.get(task, ())),
+        "gap_definition": "metric(group) - metric(site, all its cases); paired bootstrap percentile interval",
+        "attributes": attrs, "groups": {}, "sites": {},
+    }
+    for attr in attrs:
+        out["groups"][attr] = sorted(set(full[attr]), key=group_sort_key)
+    for s in sites:
+        part = full[site_col == s].reset_index(drop=True)
+        if not len(part):
+            continue
+        # lowess/loess intervals cost a smoother fit per replicate and block; site x group cells skip them
+        # (their point estimates stay) — the pooled blocks of metrics.json carry them
+        rep = report_fn(part, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
+                        **names)
+        out["sites"][s] = _level(part, part[attrs], attrs, task=task, settings=settings,
+                                 blocks_by_attr=rep.get("subgroups") or {}, stratify=False)
+    pooled = (metrics or {}).get("subgroups")
+    if pooled is None:
+        pooled = report_fn(full, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
+                           **names).get("subgroups") or {}
+    out["overall"] = _level(full, full[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled,
+                            stratify=True)
+    return out
+
+
+def insufficient_cells(analysis: Mapping) -> list[dict]:
+    """Every (level, subgroup, group) marked insufficient, with n, events and the reason (for the
+    report's limitations section)."""
+    rows = []
+    levels = [("overall", analysis.get("overall") or {})] + sorted((analysis.get("sites") or {}).items())
+    for level, data in levels:
+        for attr, cells in sorted((data.get("subgroups") or {}).items()):
+            for g in sorted(cells, key=group_sort_key):
+                b = cells[g].get("block") or {}
+                if b.get("insufficient"):
+                    rows.append({"site": "all sites" if level == "overall" else level, "subgroup": attr,
+                                 "group": g, "n": b.get("n"),
+                                 "n_events": b.get("n_events"), "reason": b.get("reason")})
+    return rows

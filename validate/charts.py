@@ -1,0 +1,821 @@
+"""The figure builder: every plotly figure of the HTML report and the dashboard.
+
+Pure functions from bundle data (the parsed JSON files of :mod:`validate.bundle`) to
+``plotly.graph_objects.Figure``; nothing here reads files, computes statistics or knows where the
+figure will be shown. One module, so that a reliability diagram looks the same everywhere.
+
+Inputs by file:
+
+- ``curves.json`` (:mod:`validate.analysis.sites`): :func:`reliability_figure`, :func:`roc_figure`,
+  :func:`pr_figure`;
+- ``metrics.json``: :func:`operating_points_figure`, :func:`calibration_forest`, :func:`metric_forest`,
+  and the legends of :func:`roc_figure`;
+- ``subgroups.json`` (:mod:`validate.analysis.subgroups`): :func:`subgroup_forest`,
+  :func:`gap_forest`, :func:`subgroup_heatmap`;
+- ``calibration.json``: :func:`calibration_methods_figure`, :func:`sample_size_figure`,
+  :func:`transfer_matrix_figure`;
+- ``shift.json``: :func:`shift_summary_figure`, :func:`drift_figure`.
+
+Every number shown carries its n and interval (in the legend, the hover text or a text column).
+Cells and points with too little data are drawn hollow or grey and labelled, never hidden.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+# Okabe-Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+           "#999999", "#8C510A", "#01665E", "#762A83")
+GREY = "#9a9a9a"
+FAIL = "#C0392B"
+PASS = "#1E8449"
+WARN = "#D68910"
+FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12)
+METRIC_LABELS = {
+    "auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score", "scaled_brier": "Scaled Brier",
+    "log_loss": "Log loss", "ece": "ECE", "ece_adaptive": "Adaptive ECE", "mce": "MCE", "eavg": "Eavg",
+    "e50": "E50", "e90": "E90", "emax": "Emax", "ici": "ICI", "calibration_intercept": "Calibration intercept",
+    "calibration_slope": "Calibration slope", "sensitivity": "Sensitivity", "specificity": "Specificity",
+    "ppv": "PPV", "npv": "NPV", "accuracy": "Accuracy", "auroc_macro": "Macro AUROC",
+    "ece_classwise": "Classwise ECE", "prevalence": "Prevalence", "mean_score": "Mean score",
+}
+REFERENCE = {"calibration_slope": 1.0, "calibration_intercept": 0.0}
+_AXIS = dict(gridcolor="#E8ECF3", linecolor="#C9D0DC", zerolinecolor="#D5DAE3", automargin=True, ticks="")
+# a small template: plotly_white's look without its per-trace-type definitions, which every figure
+# would otherwise copy, validate and embed
+TEMPLATE = dict(layout=dict(paper_bgcolor="white", plot_bgcolor="white", font=FONT, colorway=list(PALETTE),
+                            xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(align="left"),
+                            legend=dict(bgcolor="rgba(255,255,255,0.85)")))
+
+
+# ---- formatting -----------------------------------------------------------------------------------
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for display: ``digits`` decimals (significant digits for very small/large values)."""
+    if x is None:
+        return "—"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(x):
+        return "—"
+    if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 10 ** 5):
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}"
+
+
+def entry_text(entry: Any, digits: int = 3) -> str:
+    """``0.842 (0.801–0.879)`` for a metric entry; the bare value for a number; — when undefined."""
+    if isinstance(entry, Mapping):
+        est = entry.get("estimate", entry.get("statistic"))
+        lo, hi = entry.get("ci_low"), entry.get("ci_high")
+        if est is None:
+            return "—"
+        if lo is None or hi is None:
+            return fmt(est, digits)
+        return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
+    return fmt(entry, digits)
+
+
+def n_text(n: Any, events: Any = None) -> str:
+    if n is None:
+        return "n=—"
+    return f"n={n}" if events is None else f"n={n}, {events} events"
+
+
+def site_colors(sites: Iterable[str]) -> dict[str, str]:
+    """A fixed colour per site, in the given order (the same order gives the same colours everywhere)."""
+    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(sites)}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+_TEMPLATE_OBJ: list = []
+
+
+def _template() -> go.layout.Template:
+    # built once: validating the template dict costs more than drawing most figures
+    if not _TEMPLATE_OBJ:
+        _TEMPLATE_OBJ.append(go.layout.Template(TEMPLATE))
+    return _TEMPLATE_OBJ[0]
+
+
+def _layout(fig: go.Figure, title: Optional[str], *, height: int = 420, **kw) -> go.Figure:
+    fig.update_layout(template=_template(), title=dict(text=title or "", x=0.01, xanchor="left"),
+                      height=height, margin=dict(l=60, r=20, t=60 if title else 30, b=50), **kw)
+    return fig
+
+
+def _entry(block: Optional[Mapping], metric: str) -> Optional[Mapping]:
+    if not block:
+        return None
+    node: Any = block
+    for part in metric.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    if isinstance(node, Mapping):
+        return node
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return {"estimate": node, "ci_low": None, "ci_high": None}
+    return None
+
+
+def _est(entry: Optional[Mapping]) -> Optional[float]:
+    if not entry:
+        return None
+    v = entry.get("estimate")
+    return None if v is None else float(v)
+
+
+def _empty(title: Optional[str], message: str, height: int = 220) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=14, color="#555"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title, height=height)
+
+
+# ---- reliability -----------------------------------------------------------------------------------
+
+def reliability_figure(curve: Mapping, *, title: Optional[str] = None,
+                       calibrated: Optional[Mapping[str, Mapping]] = None, color: str = PALETTE[0],
+                       ci_level: float = 0.95) -> go.Figure:
+    """Reliability diagram with a Wilson interval band per bin, the lowess smooth, the diagonal of
+    perfect calibration, and below it a histogram of predictions by outcome.
+
+    ``curve``: one entry of ``curves.json`` (``sites[s]``, ``overall``), holding ``reliability`` (and
+    optionally ``smooth``). ``calibrated``: ``{label: curve}`` drawn over it (e.g. after a method).
+    """
+    rel = (curve or {}).get("reliability")
+    if not rel:
+        return _empty(title, "No cases: nothing to draw")
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.04)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash", width=1),
+                             name="perfect calibration", hoverinfo="skip"), row=1, col=1)
+    _reliability_traces(fig, rel, "uncalibrated" if calibrated else "observed rate per bin", color, ci_level,
+                        n=curve.get("n"))
+    sm = curve.get("smooth")
+    if sm:
+        fig.add_trace(go.Scatter(x=sm["p"], y=sm["observed"], mode="lines", line=dict(color=color, width=1.5,
+                                 dash="dot"), name="lowess smooth", hoverinfo="skip"), row=1, col=1)
+    for i, (label, other) in enumerate((calibrated or {}).items()):
+        orel = (other or {}).get("reliability")
+        if orel:
+            _reliability_traces(fig, orel, label, PALETTE[(i + 1) % len(PALETTE)], ci_level, n=other.get("n"),
+                                band=False)
+    edges = rel["edges"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    events = rel.get("events") or [0] * len(centres)
+    non_events = [c - e for c, e in zip(rel["count"], events)]
+    fig.add_trace(go.Bar(x=centres, y=non_events, width=widths, name="predictions: non-events",
+                         marker=dict(color=_rgba(GREY, 0.7)),
+                         hovertemplate="p in bin %{x:.2f}: %{y} non-events<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Bar(x=centres, y=events, width=widths, name="predictions: events",
+                         marker=dict(color=_rgba(color, 0.7)),
+                         hovertemplate="p in bin %{x:.2f}: %{y} events<extra></extra>"), row=2, col=1)
+    fig.update_layout(barmode="stack", bargap=0)
+    fig.update_xaxes(range=[0, 1], row=1, col=1)
+    fig.update_xaxes(range=[0, 1], title_text="Predicted probability", row=2, col=1)
+    fig.update_yaxes(range=[0, 1], title_text="Observed rate", row=1, col=1)
+    fig.update_yaxes(title_text="Cases", row=2, col=1)
+    return _layout(fig, title, height=600, legend=dict(orientation="h", yanchor="top", y=-0.14, x=0))
+
+
+def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: float, *, n=None, band: bool = True):
+    keep = [i for i, c in enumerate(rel["count"]) if c]
+    x = [rel["mean_predicted"][i] for i in keep]
+    y = [rel["observed"][i] for i in keep]
+    lo = [rel["observed_low"][i] for i in keep]
+    hi = [rel["observed_high"][i] for i in keep]
+    counts = [rel["count"][i] for i in keep]
+    events = [(rel.get("events") or [None] * len(rel["count"]))[i] for i in keep]
+    if band and keep:
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], mode="lines", fill="toself", fillcolor=_rgba(color, 0.18),
+                                 line=dict(width=0), name=f"{ci_level:.0%} interval (Wilson)", hoverinfo="skip"),
+                      row=1, col=1)
+    text = [f"bin {fmt(rel['edges'][i], 2)}–{fmt(rel['edges'][i + 1], 2)}<br>mean p {fmt(a)}<br>observed {fmt(b)} "
+            f"({fmt(c)}–{fmt(d)})<br>n={k}, {e} events"
+            for i, a, b, c, d, k, e in zip(keep, x, y, lo, hi, counts, events)]
+    label = name if n is None else f"{name} (n={n})"
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, line=dict(color=color, width=2),
+                             marker=dict(size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts], color=color),
+                             error_y=None if band else dict(type="data", symmetric=False,
+                                                            array=[b - a for a, b in zip(y, hi)],
+                                                            arrayminus=[a - b for a, b in zip(y, lo)],
+                                                            color=color, thickness=1),
+                             text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+
+
+# ---- discrimination ----------------------------------------------------------------------------------
+
+def roc_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None, *, sites: Optional[Sequence[str]] = None,
+               title: Optional[str] = None, colors: Optional[Mapping[str, str]] = None,
+               ci_level: float = 0.95) -> go.Figure:
+    """ROC curves of several sites with a pointwise bootstrap band each; the legend gives AUROC with its
+    interval and n; markers show each site's operating points (protocol threshold: circle; the
+    threshold carried from the development site: diamond, with sensitivity/specificity intervals).
+
+    ``curves``: ``curves.json["sites"]`` (or any ``{name: curve}``); ``metrics``: Metrics JSON.
+    """
+    sites = list(sites) if sites is not None else list(curves)
+    colors = dict(colors or site_colors(sites))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash", width=1),
+                             name="chance", hoverinfo="skip"))
+    blocks = _site_blocks(metrics)
+    for s in sites:
+        c = curves.get(s) or {}
+        roc = c.get("roc")
+        if not roc:
+            continue
+        color = colors.get(s, PALETTE[0])
+        block = blocks.get(s) or {}
+        band = roc.get("band")
+        if band:
+            fig.add_trace(go.Scatter(x=band["fpr"] + band["fpr"][::-1], y=band["tpr_high"] + band["tpr_low"][::-1],
+                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.13), line=dict(width=0),
+                                     legendgroup=s, showlegend=False, hoverinfo="skip", name=f"{s} band"))
+        auroc = _entry(block, "auroc")
+        label = f"{s}: AUROC {entry_text(auroc)}, {n_text(c.get('n'), c.get('n_events'))}"
+        if block.get("insufficient"):
+            label += " (insufficient)"
+        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(color=color, width=2,
+                                 shape="hv"), name=label, legendgroup=s,
+                                 customdata=[fmt(t) for t in roc.get("threshold") or [None] * len(roc["fpr"])],
+                                 hovertemplate=f"{s}<br>1 − specificity %{{x:.3f}}<br>sensitivity %{{y:.3f}}"
+                                               "<br>threshold %{customdata}<extra></extra>"))
+        _operating_markers(fig, s, block, color)
+    fig.update_xaxes(range=[-0.01, 1.01], title_text="1 − specificity (false positive rate)", constrain="domain")
+    fig.update_yaxes(range=[-0.01, 1.01], title_text="Sensitivity (true positive rate)", scaleanchor="x")
+    return _layout(fig, title, height=520, legend_title_text=f"AUROC ({ci_level:.0%} CI)")
+
+
+def _operating_markers(fig: go.Figure, site: str, block: Mapping, color: str) -> None:
+    points = []
+    for op in block.get("operating_points") or []:
+        points.append(("circle", f"threshold {fmt(op.get('threshold'))}", op))
+    tgt = block.get("target_sensitivity")
+    if isinstance(tgt, Mapping) and tgt.get("threshold") is not None and tgt.get("sensitivity"):
+        how = "carried from development" if tgt.get("carried") else "set here"
+        points.append(("diamond", f"threshold {fmt(tgt['threshold'])} for sensitivity {fmt(tgt.get('target'), 2)} "
+                                  f"({how})", tgt))
+    for symbol, label, op in points:
+        sens, spec = op.get("sensitivity") or {}, op.get("specificity") or {}
+        if _est(sens) is None or _est(spec) is None:
+            continue
+        x, y = 1 - spec["estimate"], sens["estimate"]
+        ex = _err(1 - spec["estimate"], 1 - spec["ci_high"] if spec.get("ci_high") is not None else None,
+                  1 - spec["ci_low"] if spec.get("ci_low") is not None else None)
+        ey = _err(y, sens.get("ci_low"), sens.get("ci_high"))
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers", legendgroup=site, showlegend=False, name=f"{site} {label}",
+            marker=dict(symbol=symbol, size=11, color="white", line=dict(color=color, width=2)),
+            error_x=ex, error_y=ey,
+            hovertemplate=(f"{site}: {label}<br>sensitivity {entry_text(sens)}<br>specificity {entry_text(spec)}"
+                           "<extra></extra>")))
+
+
+def _err(value, lo, hi) -> Optional[dict]:
+    if value is None or lo is None or hi is None:
+        return None
+    return dict(type="data", symmetric=False, array=[max(0.0, hi - value)], arrayminus=[max(0.0, value - lo)],
+                thickness=1, width=3)
+
+
+def pr_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None, *, sites: Optional[Sequence[str]] = None,
+              title: Optional[str] = None, colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+    """Precision-recall curves per site; the legend gives AUPRC with its interval and n, and each site's
+    prevalence (the precision of a random ranking) is drawn as a dotted line."""
+    sites = list(sites) if sites is not None else list(curves)
+    colors = dict(colors or site_colors(sites))
+    blocks = _site_blocks(metrics)
+    fig = go.Figure()
+    for s in sites:
+        c = curves.get(s) or {}
+        pr = c.get("pr")
+        if not pr:
+            continue
+        color = colors.get(s, PALETTE[0])
+        label = f"{s}: AUPRC {entry_text(_entry(blocks.get(s), 'auprc'))}, {n_text(c.get('n'), c.get('n_events'))}"
+        fig.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", line=dict(color=color, width=2),
+                                 name=label, legendgroup=s,
+                                 hovertemplate=f"{s}<br>recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra></extra>"))
+        if pr.get("prevalence") is not None:
+            fig.add_trace(go.Scatter(x=[0, 1], y=[pr["prevalence"]] * 2, mode="lines", legendgroup=s, showlegend=False,
+                                     line=dict(color=color, dash="dot", width=1), hoverinfo="skip"))
+    fig.update_xaxes(range=[0, 1.01], title_text="Recall (sensitivity)")
+    fig.update_yaxes(range=[0, 1.02], title_text="Precision (PPV)")
+    return _layout(fig, title, height=460)
+
+
+def operating_points_figure(metrics: Mapping, *, sites: Optional[Sequence[str]] = None,
+                            title: Optional[str] = None) -> go.Figure:
+    """Sensitivity and specificity per site, with intervals, at the protocol's first threshold and at the
+    threshold set for the target sensitivity at the development site and carried unchanged to the
+    others: how the operating point moves when the threshold travels."""
+    blocks = _site_blocks(metrics)
+    sites = list(sites) if sites is not None else list(blocks)
+    panels = []
+    first = next((b.get("operating_points") for b in blocks.values() if b.get("operating_points")), None)
+    if first:
+        panels.append(("fixed", f"Threshold {fmt(first[0].get('threshold'))} (protocol)"))
+    tgt = next((b.get("target_sensitivity") for b in blocks.values() if isinstance(b.get("target_sensitivity"), Mapping)
+                and b["target_sensitivity"].get("carried")), None)
+    if tgt:
+        panels.append(("carried", f"Threshold {fmt(tgt.get('threshold'))} carried from development "
+                                  f"(sensitivity {fmt(tgt.get('target'), 2)} there)"))
+    if not panels:
+        return _empty(title, "No operating points in metrics.json")
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels], shared_yaxes=True)
+    for j, (kind, _) in enumerate(panels, start=1):
+        for k, (metric, color) in enumerate((("sensitivity", PALETTE[0]), ("specificity", PALETTE[1]))):
+            xs, ys, lo, hi, text = [], [], [], [], []
+            for s in sites:
+                b = blocks.get(s) or {}
+                op = (b.get("operating_points") or [{}])[0] if kind == "fixed" else (b.get("target_sensitivity") or {})
+                e = op.get(metric) if isinstance(op, Mapping) else None
+                if not isinstance(e, Mapping) or e.get("estimate") is None:
+                    continue
+                xs.append(s)
+                ys.append(e["estimate"])
+                lo.append(e.get("ci_low"))
+                hi.append(e.get("ci_high"))
+                text.append(f"{s} {metric} {entry_text(e)}<br>{n_text(b.get('n'), b.get('n_events'))}"
+                            + (" (insufficient)" if b.get("insufficient") else ""))
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="markers", name=metric.capitalize(), legendgroup=metric, showlegend=j == 1,
+                marker=dict(size=10, color=color, symbol="circle" if k == 0 else "square"),
+                error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi)],
+                             arrayminus=[(v - lo_) if lo_ is not None else 0 for v, lo_ in zip(ys, lo)], thickness=1.2),
+                text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=str(k)), row=1, col=j)
+    fig.update_yaxes(range=[0, 1.02], title_text="Proportion", row=1, col=1)
+    fig.update_layout(scattermode="group")
+    return _layout(fig, title, height=400)
+
+
+def _site_blocks(metrics: Optional[Mapping]) -> dict:
+    if not metrics:
+        return {}
+    out = dict(metrics.get("sites") or {})
+    if metrics.get("overall"):
+        out.setdefault("overall", metrics["overall"])
+    return out
+
+
+# ---- forest plots --------------------------------------------------------------------------------
+
+def forest_figure(rows: Sequence[Mapping], *, title: Optional[str] = None, x_title: str = "",
+                  reference: Optional[float] = None, ci_level: float = 0.95, height: Optional[int] = None) -> go.Figure:
+    """A forest plot: one row per item, point estimate with interval, and a text column with the
+    estimate, interval and n. Rows marked ``insufficient`` are drawn hollow grey and labelled.
+
+    ``rows``: ``{"label", "estimate", "ci_low", "ci_high", "n", "n_events", "insufficient", "color"}``,
+    drawn top to bottom in the given order.
+    """
+    if not rows:
+        return _empty(title, "Nothing to show")
+    labels = [r["label"] for r in rows]
+    fig = go.Figure()
+    for kind in ("ok", "small"):
+        sel = [r for r in rows if bool(r.get("insufficient")) == (kind == "small") and r.get("estimate") is not None]
+        if not sel:
+            continue
+        est = [r["estimate"] for r in sel]
+        fig.add_trace(go.Scatter(
+            x=est, y=[r["label"] for r in sel], mode="markers",
+            name=f"estimate ({ci_level:.0%} CI)" if kind == "ok" else "too little data (insufficient)",
+            marker=dict(size=10, symbol="square" if kind == "ok" else "square-open",
+                        color=[r.get("color") or PALETTE[0] for r in sel] if kind == "ok" else GREY,
+                        line=dict(width=1.5, color=GREY if kind == "small" else None)),
+            error_x=dict(type="data", symmetric=False,
+                         array=[(r["ci_high"] - r["estimate"]) if r.get("ci_high") is not None else 0 for r in sel],
+                         arrayminus=[(r["estimate"] - r["ci_low"]) if r.get("ci_low") is not None else 0 for r in sel],
+                         thickness=1.5, width=4, color="#444" if kind == "ok" else GREY),
+            text=[_forest_text(r) for r in sel], hovertemplate="%{y}<br>%{text}<extra></extra>"))
+    undefined = [r for r in rows if r.get("estimate") is None]
+    if undefined:
+        fig.add_trace(go.Scatter(x=[None] * len(undefined), y=[r["label"] for r in undefined], mode="markers",
+                                 name="undefined", marker=dict(color=GREY), hoverinfo="skip", showlegend=False))
+    if reference is not None:
+        fig.add_vline(x=reference, line=dict(color="#666", dash="dash", width=1))
+    # the text column: every number with its interval and n
+    fig.add_trace(go.Scatter(x=[1.02] * len(rows), y=labels, xaxis="x2", mode="text", showlegend=False,
+                             text=[_forest_text(r) for r in rows], textposition="middle right",
+                             textfont=dict(size=11, color="#333"), hoverinfo="skip"))
+    fig.update_layout(
+        xaxis=dict(domain=[0, 0.5], title_text=x_title, zeroline=False),
+        xaxis2=dict(domain=[0.52, 1.0], range=[1, 2], visible=False),
+        yaxis=dict(autorange="reversed", categoryorder="array", categoryarray=labels, type="category"),
+        showlegend=False)
+    return _layout(fig, title, height=height or max(220, 100 + 30 * len(rows)))
+
+
+def _forest_text(r: Mapping) -> str:
+    est = r.get("estimate")
+    if est is None:
+        body = "undefined" + (f": {r['reason']}" if r.get("reason") else "")
+    else:
+        body = entry_text({"estimate": est, "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})
+    n, ev = r.get("n"), r.get("n_events")
+    tail = "n=—" if n is None else (f"n={n}" if ev is None else f"n={n} ({ev})")
+    if r.get("insufficient"):
+        tail += " insufficient"
+    return f"{body}  {tail}"
+
+
+def _row(label: str, block: Optional[Mapping], metric: str, **extra) -> dict:
+    e = _entry(block, metric) or {}
+    reason = ((block or {}).get("undefined") or {}).get(metric)
+    return dict(label=label, estimate=e.get("estimate"), ci_low=e.get("ci_low"), ci_high=e.get("ci_high"),
+                n=(block or {}).get("n"), n_events=(block or {}).get("n_events"),
+                insufficient=bool((block or {}).get("insufficient")), reason=reason, **extra)
+
+
+def metric_forest(metrics: Mapping, metric: str, *, sites: Optional[Sequence[str]] = None, title: Optional[str] = None,
+                  include_overall: bool = True, colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+    """One metric per site (and pooled) from the Metrics JSON, as a forest plot."""
+    site_blocks = metrics.get("sites") or {}
+    sites = list(sites) if sites is not None else list(site_blocks)
+    colors = dict(colors or site_colors(sites))
+    rows = [_row(s, site_blocks.get(s), metric, color=colors.get(s)) for s in sites]
+    if include_overall and metrics.get("overall"):
+        rows.append(_row("all sites (pooled)", metrics["overall"], metric, color="#333"))
+    return forest_figure(rows, title=title, x_title=metric_label(metric), reference=REFERENCE.get(metric),
+                         ci_level=metrics.get("ci_level", 0.95))
+
+
+def calibration_forest(metrics: Mapping, *, sites: Optional[Sequence[str]] = None, title: Optional[str] = None,
+                       colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+    """Calibration slope (reference 1) and calibration-in-the-large intercept (reference 0) per site with
+    Wald intervals, side by side: slope < 1 means predictions too extreme, intercept < 0 too high."""
+    site_blocks = metrics.get("sites") or {}
+    sites = list(sites) if sites is not None else list(site_blocks)
+    colors = dict(colors or site_colors(sites))
+    items = [(s, site_blocks.get(s), colors.get(s)) for s in sites]
+    if metrics.get("overall"):
+        items.append(("all sites (pooled)", metrics["overall"], "#333"))
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=["Calibration slope (ideal 1)", "Calibration intercept (ideal 0)"])
+    labels = [i[0] for i in items]
+    for col, metric in enumerate(("calibration_slope", "calibration_intercept"), start=1):
+        rows = [_row(lbl, blk, metric, color=c) for lbl, blk, c in items]
+        for small in (False, True):
+            sel = [r for r in rows if r["insufficient"] == small and r["estimate"] is not None]
+            if not sel:
+                continue
+            fig.add_trace(go.Scatter(
+                x=[r["estimate"] for r in sel], y=[r["label"] for r in sel], mode="markers",
+                marker=dict(size=10, symbol="square-open" if small else "square",
+                            color=GREY if small else [r["color"] for r in sel]),
+                error_x=dict(type="data", symmetric=False,
+                             array=[(r["ci_high"] - r["estimate"]) if r["ci_high"] is not None else 0 for r in sel],
+                             arrayminus=[(r["estimate"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in sel],
+                             thickness=1.5, width=4, color=GREY if small else "#444"),
+                name="too little data" if small else "estimate (Wald CI)", showlegend=col == 1,
+                legendgroup="small" if small else "ok",
+                text=[_forest_text(r) for r in sel], hovertemplate="%{y}<br>%{text}<extra></extra>"), row=1, col=col)
+        fig.add_vline(x=REFERENCE[metric], line=dict(color="#666", dash="dash", width=1), row=1, col=col)
+    fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels, type="category")
+    fig.update_layout(legend=dict(orientation="h", y=-0.15, x=0))
+    return _layout(fig, title, height=max(260, 110 + 32 * len(items)))
+
+
+def _level(analysis: Mapping, site: str) -> Mapping:
+    return (analysis.get("overall") if site in ("overall", None) else (analysis.get("sites") or {}).get(site)) or {}
+
+
+def subgroup_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overall", title: Optional[str] = None,
+                    metrics: Optional[Mapping] = None) -> go.Figure:
+    """Each group of subgroup ``attr`` at ``site`` (``"overall"``: pooled over sites) with its interval,
+    and the site's own value as the dashed reference line. ``analysis``: ``subgroups.json``;
+    ``metrics``: Metrics JSON (for the site's value when no gap was computed for ``metric``)."""
+    cells = (_level(analysis, site).get("subgroups") or {}).get(attr) or {}
+    order = (analysis.get("groups") or {}).get(attr) or list(cells)
+    rows, ref = [], None
+    for g in order:
+        if g not in cells:
+            continue
+        rows.append(_row(str(g), cells[g].get("block"), metric))
+        gap = (cells[g].get("gap") or {}).get(metric)
+        if ref is None and isinstance(gap, Mapping):
+            ref = gap.get("reference")
+    if ref is None and metrics:
+        blk = metrics.get("overall") if site in ("overall", None) else (metrics.get("sites") or {}).get(site)
+        ref = _est(_entry(blk, metric))
+    where = "all sites" if site in ("overall", None) else f"site {site}"
+    return forest_figure(rows, title=title or f"{metric_label(metric)} by {attr} ({where}; dashed: {where} value)",
+                         x_title=metric_label(metric), reference=ref, ci_level=analysis.get("ci_level", 0.95))
+
+
+def gap_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overall",
+               title: Optional[str] = None) -> go.Figure:
+    """Each group's gap to its site's value, ``metric(group) − metric(site)``, with its paired bootstrap
+    interval; 0 (no gap) is the dashed reference."""
+    cells = (_level(analysis, site).get("subgroups") or {}).get(attr) or {}
+    order = (analysis.get("groups") or {}).get(attr) or list(cells)
+    rows = []
+    for g in order:
+        if g not in cells:
+            continue
+        gap = (cells[g].get("gap") or {}).get(metric) or {}
+        blk = cells[g].get("block") or {}
+        rows.append(dict(label=str(g), estimate=gap.get("estimate"), ci_low=gap.get("ci_low"),
+                         ci_high=gap.get("ci_high"), n=blk.get("n"), n_events=blk.get("n_events"),
+                         insufficient=bool(blk.get("insufficient"))))
+    where = "all sites" if site in ("overall", None) else f"site {site}"
+    return forest_figure(rows, title=title or f"Gap in {metric_label(metric)} to {where} by {attr}",
+                         x_title=f"{metric_label(metric)}: group − {where}", reference=0.0,
+                         ci_level=analysis.get("ci_level", 0.95))
+
+
+def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Optional[Sequence[str]] = None,
+                     title: Optional[str] = None, include_overall: bool = True) -> go.Figure:
+    """Site x group heatmap of ``metric``: each cell shows the estimate, its interval and n; cells with
+    too little data are grey with their numbers and marked "insufficient"; cells without cases are blank."""
+    level_sites = analysis.get("sites") or {}
+    sites = list(sites) if sites is not None else list(level_sites)
+    rows = [(s, _level(analysis, s)) for s in sites]
+    if include_overall and analysis.get("overall"):
+        rows.append(("all sites", analysis["overall"]))
+    groups = (analysis.get("groups") or {}).get(attr) or sorted(
+        {g for _, lv in rows for g in ((lv.get("subgroups") or {}).get(attr) or {})})
+    if not groups or not rows:
+        return _empty(title, f"No groups for {attr}")
+    z_ok, z_small, text = [], [], []
+    for _, lv in rows:
+        cells = (lv.get("subgroups") or {}).get(attr) or {}
+        zr_ok, zr_small, tr = [], [], []
+        for g in groups:
+            blk = (cells.get(g) or {}).get("block") or {}
+            e = _entry(blk, metric)
+            est = _est(e)
+            if not blk.get("n"):
+                zr_ok.append(None)
+                zr_small.append(None)
+                tr.append("no cases")
+                continue
+            label = (f"{fmt(est, 2)}<br>({fmt(e.get('ci_low'), 2)} to {fmt(e.get('ci_high'), 2)})<br>n={blk.get('n')}"
+                     if e and est is not None and e.get("ci_low") is not None else f"{fmt(est, 2)}<br>n={blk.get('n')}")
+            if blk.get("insufficient"):
+                zr_ok.append(None)
+                zr_small.append(0 if est is None else 1)
+                tr.append(label + "<br><i>insufficient</i>")
+            else:
+                zr_ok.append(est)
+                zr_small.append(None)
+                tr.append(label)
+        z_ok.append(zr_ok)
+        z_small.append(zr_small)
+        text.append(tr)
+    ylabels = [r[0] for r in rows]
+    higher_better = metric in ("auroc", "auprc", "scaled_brier", "sensitivity", "specificity", "ppv", "npv",
+                               "accuracy", "auroc_macro")
+    if metric in REFERENCE:
+        vals = [abs(v - REFERENCE[metric]) for r in z_ok for v in r if v is not None]
+        span = max(vals) if vals else 1.0
+        scale, zmin, zmax = "RdBu", REFERENCE[metric] - span, REFERENCE[metric] + span
+    else:
+        vals = [v for r in z_ok for v in r if v is not None]
+        scale = "Viridis" if higher_better else "Viridis_r"
+        zmin, zmax = (min(vals), max(vals)) if vals else (0, 1)
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(z=z_small, x=groups, y=ylabels, colorscale=[[0, "#e6e6e6"], [1, "#cfcfcf"]], zmin=0,
+                             zmax=1, showscale=False, hoverinfo="skip", xgap=2, ygap=2))
+    fig.add_trace(go.Heatmap(z=z_ok, x=groups, y=ylabels, colorscale=scale, zmin=zmin, zmax=zmax, xgap=2, ygap=2,
+                             text=text, texttemplate="%{text}", textfont=dict(size=10),
+                             colorbar=dict(title=metric_label(metric)),
+                             hovertemplate="%{y}, " + attr + "=%{x}<br>%{text}<extra></extra>"))
+    # the grey cells need their text too: a text-only layer over both
+    fig.add_trace(go.Scatter(x=[g for r in z_small for g, v in zip(groups, r) if v is not None],
+                             y=[lbl for lbl, r in zip(ylabels, z_small) for v in r if v is not None],
+                             text=[t for tr, r in zip(text, z_small) for t, v in zip(tr, r) if v is not None],
+                             mode="text", textfont=dict(size=10, color="#555"), showlegend=False,
+                             hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", title_text=attr)
+    return _layout(fig, title or f"{metric_label(metric)} by site and {attr}", height=max(260, 120 + 60 * len(rows)))
+
+
+# ---- calibration methods -------------------------------------------------------------------------------
+
+def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sites: Optional[Sequence[str]] = None,
+                               title: Optional[str] = None) -> go.Figure:
+    """Method x site comparison of the Calibration JSON: ``metric`` after each method (``none`` =
+    uncalibrated) at each evaluated site, with intervals; the recommended method is marked."""
+    methods = calibration.get("methods") or {}
+    if not methods:
+        return _empty(title, "No calibration methods in calibration.json")
+    names = (["none"] if "none" in methods else []) + sorted(m for m in methods if m != "none")
+    all_sites = []
+    for m in names:
+        for s in (methods[m].get("sites") or {}):
+            if s not in all_sites:
+                all_sites.append(s)
+    sites = list(sites) if sites is not None else all_sites
+    rec = calibration.get("recommended")
+    fig = go.Figure()
+    for i, m in enumerate(names):
+        blocks = methods[m].get("sites") or {}
+        xs, ys, lo, hi, text, hollow = [], [], [], [], [], []
+        for s in sites:
+            blk = blocks.get(s)
+            e = _entry(blk, metric)
+            if _est(e) is None:
+                continue
+            xs.append(s)
+            ys.append(e["estimate"])
+            lo.append(e.get("ci_low"))
+            hi.append(e.get("ci_high"))
+            hollow.append(bool(blk.get("insufficient")))
+            text.append(f"{m} at {s}: {metric_label(metric)} {entry_text(e)}<br>{n_text(blk.get('n'), blk.get('n_events'))}"
+                        + (" (insufficient)" if blk.get("insufficient") else ""))
+        color = GREY if m == "none" else PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="markers", name=m + (" (recommended)" if m == rec else "") + (" = uncalibrated" if m == "none" else ""),
+            marker=dict(size=[13 if m == rec else 9] * len(xs), color=color,
+                        symbol=["diamond-open" if h else ("diamond" if m == rec else "circle") for h in hollow],
+                        line=dict(width=1.5, color=color)),
+            error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi)],
+                         arrayminus=[(v - l) if l is not None else 0 for v, l in zip(ys, lo)], thickness=1.2, color=color),
+            text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=m))
+    ref = REFERENCE.get(metric)
+    if ref is not None:
+        fig.add_hline(y=ref, line=dict(color="#666", dash="dash", width=1))
+    fit_on = ", ".join(calibration.get("fit_on") or [])
+    default_title = f"{metric_label(metric)} after each method ({calibration.get('design', 'held-out')}, fitted on {fit_on or '—'})"
+    fig.update_layout(scattermode="group")
+    fig.update_yaxes(title_text=metric_label(metric))
+    fig.update_xaxes(title_text="Site (evaluated on cases not used for fitting)", type="category")
+    return _layout(fig, title or default_title, height=440)
+
+
+def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: Optional[str] = None) -> go.Figure:
+    """How many local cases recalibration needs: ``metric`` after local recalibration against the number of
+    fitting cases, one line per (site, method) with the spread over repetitions as a band.
+
+    ``rows``: ``{"site", "method", "n_fit", "mean", "low", "high", "repeats"}`` (``low``/``high``: the
+    spread reported by the sample-size design), plus optional ``"baseline"`` (the uncalibrated value on
+    the same evaluation cases, drawn dotted).
+    """
+    if not rows:
+        return _empty(title, "No sample-size design in this run")
+    keys = []
+    for r in rows:
+        k = (r["site"], r["method"])
+        if k not in keys:
+            keys.append(k)
+    methods = sorted({k[1] for k in keys})
+    site_list = list(dict.fromkeys(k[0] for k in keys))
+    if len(methods) == 1:  # one method: a colour per site
+        colors = {k: PALETTE[site_list.index(k[0]) % len(PALETTE)] for k in keys}
+        dashes = {k: "solid" for k in keys}
+    else:  # several: a colour per method, a dash per site
+        styles = ("solid", "dash", "dot", "dashdot", "longdash")
+        colors = {k: PALETTE[methods.index(k[1]) % len(PALETTE)] for k in keys}
+        dashes = {k: styles[site_list.index(k[0]) % len(styles)] for k in keys}
+    fig = go.Figure()
+    for site, method in keys:
+        sel = sorted((r for r in rows if r["site"] == site and r["method"] == method), key=lambda r: r["n_fit"])
+        x = [r["n_fit"] for r in sel]
+        color = colors[(site, method)]
+        if all(r.get("low") is not None and r.get("high") is not None for r in sel):
+            fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["high"] for r in sel] + [r["low"] for r in sel][::-1],
+                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.12), line=dict(width=0),
+                                     legendgroup=f"{site}/{method}", showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(
+            x=x, y=[r["mean"] for r in sel], mode="lines+markers", name=f"{site}: {method}",
+            legendgroup=f"{site}/{method}", line=dict(color=color, dash=dashes[(site, method)]),
+            text=[f"{site}, {method}, {r['n_fit']} fitting cases: mean {fmt(r['mean'])} "
+                  f"(spread {fmt(r.get('low'))}–{fmt(r.get('high'))}), {r.get('repeats', '?')} repeats" for r in sel],
+            hovertemplate="%{text}<extra></extra>"))
+        base = [r.get("baseline") for r in sel]
+        if any(b is not None for b in base):
+            fig.add_trace(go.Scatter(x=x, y=base, mode="lines", showlegend=False, legendgroup=f"{site}/{method}",
+                                     line=dict(color=_rgba(color, 0.7), dash="dot", width=1),
+                                     hovertemplate=f"{site} uncalibrated: %{{y:.3f}}<extra></extra>"))
+    sizes = sorted({r["n_fit"] for r in rows})
+    fig.update_xaxes(type="log", title_text="Local cases used for fitting", tickvals=sizes,
+                     ticktext=[str(v) for v in sizes])
+    fig.update_yaxes(title_text=metric_label(metric))
+    return _layout(fig, title or f"{metric_label(metric)} after local recalibration by fitting-set size", height=440)
+
+
+def transfer_matrix_figure(matrix: Mapping[str, Mapping[str, Any]], metric: str = "ece", *,
+                           title: Optional[str] = None) -> go.Figure:
+    """Fit on site i (rows), evaluate on site j (columns): ``metric`` (with its interval when given) in
+    each cell. ``matrix[fit][eval]`` is a number, a metric entry or a BLOCK holding ``metric``."""
+    fits = list(matrix)
+    # columns in the rows' order, so the (empty) diagonal runs corner to corner
+    evals = [f for f in fits if any(f in (matrix[g] or {}) for g in fits)]
+    for f in fits:
+        for e in matrix[f] or {}:
+            if e not in evals:
+                evals.append(e)
+    if not fits or not evals:
+        return _empty(title, "No transfer design in this run")
+    z, text = [], []
+    for f in fits:
+        zr, tr = [], []
+        for e in evals:
+            cell = (matrix[f] or {}).get(e)
+            if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+                ent = {"estimate": cell}
+            else:
+                ent = cell if isinstance(cell, Mapping) and "estimate" in cell else _entry(cell, metric)
+            zr.append(_est(ent))
+            n = cell.get("n") if isinstance(cell, Mapping) else None
+            tr.append("—" if ent is None else entry_text(ent, 3) + (f"<br>n={n}" if n is not None else "")
+                      + ("<br><i>insufficient</i>" if isinstance(cell, Mapping) and cell.get("insufficient") else ""))
+        z.append(zr)
+        text.append(tr)
+    lower_better = metric not in ("auroc", "auprc", "scaled_brier", "accuracy")
+    fig = go.Figure(go.Heatmap(z=z, x=evals, y=fits, text=text, texttemplate="%{text}", textfont=dict(size=10),
+                               colorscale="Viridis_r" if lower_better else "Viridis", xgap=2, ygap=2,
+                               colorbar=dict(title=metric_label(metric)),
+                               hovertemplate="fit on %{y}, evaluated at %{x}<br>%{text}<extra></extra>"))
+    fig.update_xaxes(title_text="Evaluated at", type="category")
+    fig.update_yaxes(title_text="Fitted on", type="category", autorange="reversed")
+    return _layout(fig, title or f"Transfer: {metric_label(metric)} when fitted at one site, used at another",
+                   height=max(300, 140 + 55 * len(fits)))
+
+
+# ---- shift and drift ---------------------------------------------------------------------------------
+
+def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: Optional[str] = None) -> go.Figure:
+    """What differs most between ``site`` and the development site: the top findings of ``shift.json``'s
+    ranking, as −log10 of the multiplicity-adjusted p-value, coloured by whether the difference is
+    significant and beyond its practical threshold (material)."""
+    info = (shift.get("sites") or {}).get(site) or {}
+    ranking = [r for r in (info.get("ranking") or []) if r.get("p_adjusted") is not None][:top]
+    if not ranking:
+        return _empty(title, f"No shift findings for {site}")
+    alpha = shift.get("alpha", 0.05)
+    xs = [min(50.0, -math.log10(max(r["p_adjusted"], 1e-300))) for r in ranking]
+    labels = [r.get("id") or f"{r.get('group')}:{r.get('name')}" for r in ranking]
+    colors = [FAIL if r.get("material") else (WARN if r.get("flagged") else GREY) for r in ranking]
+    short = [f"{r.get('effect_name') or 'effect'} {fmt(r.get('effect'), 2)}" for r in ranking]
+    hover = [f"{r.get('test')}: {r.get('effect_name') or 'effect'} {fmt(r.get('effect'))}"
+             + (f" (practical threshold {fmt(r.get('threshold'))})" if r.get("threshold") is not None else "")
+             + f"<br>p {fmt(r.get('p_value'))}, adjusted p {fmt(r.get('p_adjusted'))}" for r in ranking]
+    fig = go.Figure(go.Bar(x=xs, y=labels, orientation="h", marker_color=colors, text=short, textposition="auto",
+                           customdata=hover, hovertemplate="%{y}<br>%{customdata}<extra></extra>", name="findings",
+                           cliponaxis=False))
+    fig.add_vline(x=-math.log10(alpha), line=dict(color="#666", dash="dash", width=1))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title_text=f"−log10 adjusted p ({shift.get('correction', 'holm')})")
+    default = f"{site} against development (n={info.get('n')})"
+    return _layout(fig, title or default, height=max(280, 90 + 30 * len(ranking)), showlegend=False)
+
+
+def drift_figure(drift: Mapping, *, metrics: Sequence[str] = ("auroc", "ece", "calibration_intercept", "prevalence",
+                                                               "mean_score"),
+                 title: Optional[str] = None) -> go.Figure:
+    """Metrics per time window with intervals (one panel each), reference windows shaded, and windows
+    flagged by the change detector marked in red. ``drift``: one site of ``shift.json["drift"]["sites"]``."""
+    windows = drift.get("windows") or []
+    if not windows:
+        return _empty(title, drift.get("reason") or "No dated cases")
+    metrics = [m for m in metrics if any(isinstance(w.get(m), Mapping) for w in windows)]
+    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.03,
+                        subplot_titles=[metric_label(m) for m in metrics])
+    x = [w["window"] for w in windows]
+    for i, m in enumerate(metrics, start=1):
+        est = [(w.get(m) or {}).get("estimate") for w in windows]
+        lo = [(w.get(m) or {}).get("ci_low") for w in windows]
+        hi = [(w.get(m) or {}).get("ci_high") for w in windows]
+        fig.add_trace(go.Scatter(x=x, y=[h if h is not None else e for h, e in zip(hi, est)], mode="lines",
+                                 line=dict(width=0), showlegend=False, hoverinfo="skip"), row=i, col=1)
+        fig.add_trace(go.Scatter(x=x, y=[v if v is not None else e for v, e in zip(lo, est)], mode="lines",
+                                 line=dict(width=0), fill="tonexty", fillcolor=_rgba(PALETTE[0], 0.15),
+                                 showlegend=False, hoverinfo="skip"), row=i, col=1)
+        colors = [FAIL if w.get("flagged") or w.get("cusum_alarm") else (GREY if w.get("insufficient") else PALETTE[0])
+                  for w in windows]
+        text = [f"{w['window']}: {metric_label(m)} {entry_text(w.get(m))}<br>n={w.get('n')}, {w.get('n_events')} events"
+                + (" (reference)" if w.get("reference") else "") + (" — flagged" if w.get("flagged") else "")
+                + (" — insufficient" if w.get("insufficient") else "") for w in windows]
+        fig.add_trace(go.Scatter(x=x, y=est, mode="lines+markers", line=dict(color=PALETTE[0], width=1.5),
+                                 marker=dict(color=colors, size=8), name=metric_label(m), showlegend=False,
+                                 text=text, hovertemplate="%{text}<extra></extra>"), row=i, col=1)
+    refs = [w["window"] for w in windows if w.get("reference")]
+    if refs:
+        for i in range(1, len(metrics) + 1):
+            fig.add_vrect(x0=refs[0], x1=refs[-1], fillcolor="#dddddd", opacity=0.35, line_width=0, row=i, col=1)
+    fig.update_xaxes(type="category")
+    return _layout(fig, title or "Metrics per window (shaded: reference windows; red: flagged)",
+                   height=max(300, 170 * len(metrics)))

@@ -1,0 +1,119 @@
+"""``validate metrics PREDICTIONS``: discrimination and calibration metrics with intervals.
+
+Prints a table (pooled and per site, key metrics with their intervals) and writes the Metrics JSON of
+DESIGN.md with ``--json``. With ``--protocol`` the protocol's metric settings, class or label names,
+subgroups and development site are used; without it the task is inferred from the columns.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from validate.errors import EXIT_OK, InputError
+
+NAME = "metrics"
+HELP = "metrics with confidence intervals (overall, per site, per subgroup) from a predictions table"
+
+TASKS = ("binary", "multiclass", "multilabel")
+KEY_METRICS = {
+    "binary": ["auroc", "calibration_intercept", "calibration_slope", "ece", "brier"],
+    "multiclass": ["accuracy", "auroc_macro", "ece", "ece_classwise", "brier"],
+    "multilabel": ["auroc_macro", "auprc_macro", "ece_macro", "brier_macro"],
+}
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("predictions", metavar="PREDICTIONS", help="predictions table (.parquet or .csv)")
+    parser.add_argument("--protocol", metavar="P", help="protocol YAML: metric settings, classes, subgroups")
+    parser.add_argument("--task", choices=TASKS, help="task (default: from the protocol, else the columns)")
+    parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap replicates (overrides the protocol)")
+    parser.add_argument("--seed", type=int, metavar="S", help="bootstrap seed (overrides the protocol)")
+    parser.add_argument("--json", metavar="OUT", help="write the Metrics JSON here (atomically)")
+
+
+def _fmt(e) -> str:
+    if e is None:
+        return "—"
+    if isinstance(e, dict) and "estimate" in e:
+        if e["estimate"] is None:
+            return "—"
+        text = f"{e['estimate']:.3f}"
+        if e.get("ci_low") is not None and e.get("ci_high") is not None:
+            text += f" [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
+        return text
+    return str(e)
+
+
+def format_table(report: dict) -> str:
+    """A readable table: one row per block (overall, sites), key metrics with their intervals."""
+    keys = KEY_METRICS[report["task"]]
+    rows = [("overall", report["overall"])] + [(f"site {s}", b) for s, b in report["sites"].items()]
+    header = ["", "n", "events"] + keys
+    body = []
+    for name, b in rows:
+        flag = " *" if b.get("insufficient") else ""
+        body.append([name + flag, str(b["n"]), str(b["n_events"])] + [_fmt(b.get(k)) for k in keys])
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    level = int(round(report["ci_level"] * 100))
+    lines.append(f"[{level}% intervals: AUROC DeLong, intercept/slope Wald, others bootstrap "
+                 f"({report['n_bootstrap']} replicates, seed {report['seed']})]")
+    if any(b.get("insufficient") for _, b in rows):
+        lines.append("* insufficient: " + "; ".join(f"{n}: {b['reason']}" for n, b in rows if b.get("insufficient")))
+    for attr, groups in report.get("subgroups", {}).items():
+        lines.append("")
+        lines.append(f"subgroup {attr}:")
+        for value, b in groups.items():
+            flag = " *" if b.get("insufficient") else ""
+            lines.append(f"  {value}{flag}: n={b['n']} events={b['n_events']} "
+                         + " ".join(f"{k}={_fmt(b.get(k))}" for k in keys[:2]))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from validate.io import atomic_write_json
+    from validate.metrics import MetricSettings, metrics_report
+    from validate.predictions import read_predictions
+
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise InputError(f"--bootstrap {args.bootstrap} is negative", field="--bootstrap",
+                         expected="a number of replicates >= 0")
+    protocol = None
+    task = args.task
+    class_names = label_names = None
+    subgroup_columns: list[str] = []
+    development = None
+    metrics_section = None
+    if args.protocol:
+        from validate.protocol import load_protocol
+
+        protocol = load_protocol(args.protocol)
+        if task and task != protocol.task:
+            raise InputError(f"--task {task} contradicts the protocol's task {protocol.task}", field="--task",
+                             expected=protocol.task)
+        task = protocol.task
+        if task == "multiclass":
+            class_names = protocol.classes
+        if task == "multilabel":
+            label_names = protocol.labels
+        subgroup_columns = [g.name for g in protocol.subgroups]
+        devs = protocol.sites_with_role("development")
+        development = devs[0].id if devs else None
+        metrics_section = protocol.metrics
+    settings = MetricSettings.from_protocol(metrics_section, n_bootstrap=args.bootstrap, seed=args.seed)
+    table = read_predictions(args.predictions, task=task, class_names=class_names, label_names=label_names)
+    subgroups = None
+    if protocol is not None and subgroup_columns:
+        from validate.cohort import derive_subgroups
+
+        subgroups = derive_subgroups(table.frame, protocol)
+    report = metrics_report(table, settings=settings, class_names=class_names, label_names=label_names,
+                            subgroup_columns=subgroup_columns, subgroups=subgroups, development_site=development)
+    print(format_table(report))
+    if args.json:
+        atomic_write_json(Path(args.json), report)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return EXIT_OK

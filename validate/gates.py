@@ -1,0 +1,609 @@
+"""Release gates: judge the protocol's gates against a run's results.
+
+A gate names a metric, a scope, a bound (``min`` or ``max``), the quantity judged (the ``estimate``
+or a confidence bound: regulators judge the interval bound against a goal set in advance),
+optionally a calibration method after which it is judged, and a policy for data too thin to judge
+(``fail``, ``warn`` or ``pass``). Judging is pure: it reads the Metrics JSON, the Calibration JSON
+and the subgroup analysis (``subgroups.json``) and returns one row per gate x scope item.
+
+Scopes (definitions used here):
+
+- ``overall``: the pooled block of ``metrics.json`` (with ``calibration``: the calibration JSON's
+  ``overall`` block when it has one).
+- ``each_site``: every site of ``metrics.json`` (with ``calibration``: every site evaluated in the
+  calibration JSON for that method, i.e. on cases not used for fitting).
+- ``each_subgroup:<attr>``: every group of the subgroup ``<attr>``, pooled over sites
+  (``metrics.json`` ``subgroups``).
+- ``worst_subgroup:<attr>``: one row, the group with the worst judged quantity (lowest for ``min``,
+  highest for ``max``) among groups with enough data. Groups too small to judge are not candidates;
+  when any exist, the row's verdict is at least the insufficient policy's verdict (``pass`` ignores
+  them), and when none can be judged the policy decides alone.
+- ``subgroup_gap:<attr>``: every (site, group) of the subgroup analysis: the gap between the group's
+  value and its site's value, ``d = group - site``, with a paired bootstrap interval ``[lo, hi]``. A
+  gap gate bounds the *size* of the gap, ``|d|``, whose interval follows from that of ``d``:
+  ``estimate`` = ``|d|``; ``ci_high`` = ``max(|lo|, |hi|)`` (the largest gap the data allow);
+  ``ci_low`` = ``0`` if the interval covers 0, else ``min(|lo|, |hi|)``.
+
+Shift and drift (``shift.json``): three counts can be gated at scope ``each_site`` or ``overall``
+(the sum over sites), e.g. ``{metric: drift_windows_flagged, scope: each_site, max: 0}``:
+``drift_windows_flagged`` (time windows flagged by the drift detector chosen in ``shift.json``),
+``shift_material_findings`` (differences from the development site that are significant after
+correction *and* beyond their practical threshold) and ``shift_flagged_findings`` (significant
+ones). A site without dated cases, or the development site itself for the shift counts, has no
+value: the insufficient policy decides.
+
+A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
+``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
+The overall verdict is ``fail`` if any row fails, else ``warn`` if any warns, else ``pass``;
+the exit code is 1 for ``fail`` and 0 otherwise (DESIGN.md).
+
+Outputs: :meth:`GateReport.to_json` (``gates.json``), :meth:`GateReport.to_junit` (``junit.xml``:
+one testcase per row; failures as ``<failure>``, warnings as ``<skipped>`` so GitLab and Jenkins show
+them without failing the pipeline) and :meth:`GateReport.to_markdown` (a pull-request comment).
+"""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Optional
+
+from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
+
+VERDICTS = ("pass", "warn", "fail")
+_RANK = {v: i for i, v in enumerate(VERDICTS)}
+SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
+ON = ("estimate", "ci_low", "ci_high")
+POLICIES = ("fail", "warn", "pass")
+_SYMBOL = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
+SHIFT_METRICS = ("drift_windows_flagged", "shift_material_findings", "shift_flagged_findings")
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate as declared in a protocol (``gates:`` list), normalised."""
+
+    metric: str
+    scope: str
+    direction: str  # "min" | "max"
+    threshold: float
+    on: str = "estimate"
+    calibration: Optional[str] = None
+    insufficient: str = "warn"
+    name: Optional[str] = None
+    index: int = 0  # position in the protocol's gate list (for error messages)
+
+    @property
+    def kind(self) -> str:
+        return self.scope.partition(":")[0]
+
+    @property
+    def attribute(self) -> Optional[str]:
+        return self.scope.partition(":")[2] or None
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.metric} {self.scope} {self.direction} {_thr(self.threshold)}"
+
+    def describe(self) -> str:
+        op = ">=" if self.direction == "min" else "<="
+        after = f" after {self.calibration}" if self.calibration else ""
+        return f"{self.metric} {self.on}{after} {op} {_thr(self.threshold)}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("index")
+        d["name"] = self.label
+        return d
+
+
+def gate_specs(gates: Iterable[Any]) -> list[GateSpec]:
+    """Normalise protocol gates (pydantic ``Gate`` objects or plain dicts) to :class:`GateSpec`."""
+    specs = []
+    for i, g in enumerate(gates):
+        get = (lambda k, d=None: g.get(k, d)) if isinstance(g, Mapping) else (lambda k, d=None: getattr(g, k, d))
+        lo, hi = get("min"), get("max")
+        if (lo is None) == (hi is None):
+            raise InputError("a gate needs exactly one of `min` or `max`", field=f"gates[{i}]")
+        specs.append(GateSpec(
+            metric=str(get("metric")), scope=str(get("scope", "overall") or "overall"),
+            direction="min" if lo is not None else "max", threshold=float(lo if lo is not None else hi),
+            on=get("on", "estimate") or "estimate", calibration=get("calibration"),
+            insufficient=get("insufficient", "warn") or "warn", name=get("name"), index=i))
+    return specs
+
+
+@dataclass
+class GateRow:
+    """The verdict of one gate on one scope item."""
+
+    gate: str
+    metric: str
+    scope: str
+    item: str
+    on: str
+    direction: str
+    threshold: float
+    verdict: str
+    reason: str
+    value: Optional[float] = None
+    estimate: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    n: Optional[int] = None
+    n_events: Optional[int] = None
+    site: Optional[str] = None
+    subgroup: Optional[str] = None
+    group: Optional[str] = None
+    calibration: Optional[str] = None
+    insufficient: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class GateReport:
+    """All rows of a judgement, with the overall verdict and the three output formats."""
+
+    gates: list[GateSpec]
+    rows: list[GateRow]
+    name: str = "validate"
+    counts: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = {v: sum(r.verdict == v for r in self.rows) for v in VERDICTS}
+
+    @property
+    def verdict(self) -> str:
+        return worst_verdict(r.verdict for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_GATE_FAILED if self.verdict == "fail" else EXIT_OK
+
+    # ---- gates.json --------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """The ``gates.json`` content: deterministic (no times, no case ids)."""
+        return {
+            "name": self.name,
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "counts": dict(self.counts),
+            "gates": [g.to_dict() for g in self.gates],
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+    # ---- junit.xml ---------------------------------------------------------------------------
+    def to_junit(self) -> str:
+        """JUnit XML, one ``<testcase>`` per row, as GitLab and Jenkins read it.
+
+        ``fail`` rows carry ``<failure>``; ``warn`` rows carry ``<skipped message=...>`` (shown but
+        not failing, as a warning is meant to be) and the details in ``<system-out>``.
+        """
+        n, fails, warns = len(self.rows), self.counts["fail"], self.counts["warn"]
+        root = ET.Element("testsuites", name=f"validate gates: {self.name}", tests=str(n),
+                          failures=str(fails), errors="0", skipped=str(warns), time="0")
+        suite = ET.SubElement(root, "testsuite", name=f"validate gates: {self.name}", tests=str(n),
+                              failures=str(fails), errors="0", skipped=str(warns), time="0")
+        props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="verdict", value=self.verdict)
+        for row in self.rows:
+            case = ET.SubElement(suite, "testcase", classname=f"gates.{_junit_name(row.gate)}",
+                                 name=f"{row.item}: {_row_rule(row)}", time="0")
+            details = _row_details(row)
+            if row.verdict == "fail":
+                fail = ET.SubElement(case, "failure", message=row.reason, type="GateFailed")
+                fail.text = details
+            elif row.verdict == "warn":
+                ET.SubElement(case, "skipped", message=f"warning: {row.reason}")
+                ET.SubElement(case, "system-out").text = details
+            else:
+                ET.SubElement(case, "system-out").text = details
+        ET.indent(root)
+        return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+    # ---- Markdown ----------------------------------------------------------------------------
+    def to_markdown(self, *, ci_level: Optional[float] = None, max_rows: int = 60) -> str:
+        """A summary fit for a pull-request comment: verdict, counts, then failing rows first."""
+        v = self.verdict
+        lines = [f"### {_SYMBOL[v]} Release gates: **{v.upper()}** ({self.name})", ""]
+        if not self.rows:
+            lines.append("No gates are declared in the protocol.")
+            return "\n".join(lines) + "\n"
+        c = self.counts
+        lines.append(f"{len(self.rows)} check(s) from {len(self.gates)} gate(s): "
+                     f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail.")
+        lines.append("")
+        level = f"{ci_level:.0%} CI" if ci_level else "CI"
+        lines.append(f"| | Gate | Item | Rule | Value | Estimate ({level}) | n (events) | Reason |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        ordered = sorted(self.rows, key=lambda r: -_RANK[r.verdict])  # stable: protocol order within a verdict
+        for row in ordered[:max_rows]:
+            lines.append("| " + " | ".join([
+                _SYMBOL[row.verdict], _md(row.gate), _md(row.item), _md(_row_rule(row)), _fmt(row.value),
+                _interval_text(row.estimate, row.ci_low, row.ci_high), _n_text(row.n, row.n_events),
+                _md(row.reason)]) + " |")
+        if len(ordered) > max_rows:
+            lines.append(f"\n… and {len(ordered) - max_rows} more row(s) in gates.json.")
+        return "\n".join(lines) + "\n"
+
+
+def worst_verdict(verdicts: Iterable[str]) -> str:
+    worst = "pass"
+    for v in verdicts:
+        if _RANK[v] > _RANK[worst]:
+            worst = v
+    return worst
+
+
+# ---- judging -------------------------------------------------------------------------------------
+
+def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optional[Mapping] = None,
+                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None) -> None:
+    """Raise :class:`InputError` (all problems at once) for gates the results cannot answer:
+    an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results."""
+    problems = ProblemCollector()
+    file = getattr(protocol, "path", None)
+
+    def err(spec: GateSpec, key: str, message: str, expected: str) -> None:
+        line = protocol.line_of("gates", spec.index, key) if hasattr(protocol, "line_of") else None
+        problems.add(InputError(f"gate `{spec.label}`: {message}", file=file, line=line,
+                                field=f"gates[{spec.index}].{key}", expected=expected))
+
+    known_metrics = _metric_paths(metrics.get("overall") or {})
+    for blk in (metrics.get("sites") or {}).values():
+        known_metrics |= _metric_paths(blk)
+    for spec in specs:
+        if spec.kind not in SCOPE_KINDS or (spec.kind in ("overall", "each_site")) == bool(spec.attribute):
+            err(spec, "scope", f"unknown scope `{spec.scope}`",
+                "overall, each_site, each_subgroup:<attr>, worst_subgroup:<attr> or subgroup_gap:<attr>")
+            continue
+        if spec.on not in ON:
+            err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
+        if spec.insufficient not in POLICIES:
+            err(spec, "insufficient", f"unknown policy `{spec.insufficient}`", "fail, warn or pass")
+        if spec.metric in SHIFT_METRICS:
+            if spec.kind not in ("overall", "each_site") or spec.calibration is not None:
+                err(spec, "scope", f"{spec.metric} is counted per site from shift.json",
+                    "scope each_site or overall, without `calibration`")
+            elif not shift or "sites" not in shift:
+                err(spec, "metric", f"{spec.metric} needs the shift analysis (shift.json), which is absent or empty",
+                    "a bundle whose protocol has a development site and external sites")
+            elif spec.on != "estimate":
+                err(spec, "on", f"{spec.metric} is a count without an interval", "on: estimate")
+            continue
+        if spec.metric not in known_metrics:
+            import difflib
+
+            near = difflib.get_close_matches(spec.metric, sorted(known_metrics), n=1)
+            hint = f"; did you mean `{near[0]}`?" if near else ""
+            err(spec, "metric", f"metric `{spec.metric}` is not in metrics.json{hint}",
+                f"one of {', '.join(sorted(k for k in known_metrics if '.' not in k))} "
+                f"(or a dotted path such as hosmer_lemeshow.p_value, or {', '.join(SHIFT_METRICS)})")
+        attr = spec.attribute
+        if spec.kind in ("each_subgroup", "worst_subgroup") and attr not in (metrics.get("subgroups") or {}):
+            err(spec, "scope", f"subgroup `{attr}` is not in metrics.json",
+                f"one of {sorted(metrics.get('subgroups') or {})}")
+        if spec.kind == "subgroup_gap":
+            if subgroups is None:
+                err(spec, "scope", "subgroup_gap needs the subgroup analysis (subgroups.json), which is absent",
+                    "a bundle with subgroups.json")
+            elif not any(attr in (s.get("subgroups") or {}) for s in (subgroups.get("sites") or {}).values()):
+                err(spec, "scope", f"subgroup `{attr}` is not in the subgroup analysis",
+                    "a subgroup declared in the protocol")
+        if spec.calibration is not None:
+            methods = (calibration or {}).get("methods") or {}
+            if spec.calibration not in methods:
+                err(spec, "calibration", f"calibration method `{spec.calibration}` is not in calibration.json",
+                    f"one of {sorted(methods) or 'the fitted methods'}")
+            elif spec.kind not in ("overall", "each_site"):
+                err(spec, "scope", f"scope {spec.kind} cannot be judged after calibration: "
+                    "calibration.json holds per-site blocks", "scope overall or each_site with `calibration`")
+            elif spec.kind == "overall" and not methods[spec.calibration].get("overall"):
+                err(spec, "scope", "calibration.json has no pooled block to judge `overall` after calibration",
+                    "scope each_site with `calibration`")
+    problems.raise_if_any()
+
+
+def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional[Mapping] = None,
+                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
+                name: Optional[str] = None) -> GateReport:
+    """Judge every gate; return a :class:`GateReport`.
+
+    ``gates``: the protocol's gate list (pydantic objects or dicts); ``metrics``: Metrics JSON;
+    ``calibration``: Calibration JSON (needed by gates with ``calibration``); ``subgroups``: the
+    subgroup analysis of :mod:`validate.analysis.subgroups` (needed by ``subgroup_gap``); ``shift``:
+    ``shift.json`` (needed by the shift and drift counts); ``protocol``: only used to locate problems (file and line). Raises :class:`InputError` when a
+    gate asks for something the results do not hold (see :func:`check_gates`).
+    """
+    specs = gates if all(isinstance(g, GateSpec) for g in gates) else gate_specs(gates)
+    specs = list(specs)
+    check_gates(specs, metrics, calibration=calibration, subgroups=subgroups, shift=shift, protocol=protocol)
+    rows: list[GateRow] = []
+    for spec in specs:
+        if spec.metric in SHIFT_METRICS:
+            rows.extend(_judge_shift(spec, metrics, shift or {}))
+        else:
+            rows.extend(_judge_one(spec, metrics, calibration, subgroups))
+    return GateReport(gates=specs, rows=rows, name=name or getattr(protocol, "name", None) or "validate")
+
+
+def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
+               subgroups: Optional[Mapping]) -> list[GateRow]:
+    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
+                threshold=spec.threshold, calibration=spec.calibration)
+    kind, attr = spec.kind, spec.attribute
+    if kind == "overall":
+        block = (calibration["methods"][spec.calibration]["overall"] if spec.calibration
+                 else metrics.get("overall") or {})
+        return [_judge_block(spec, block, base, item="overall")]
+    if kind == "each_site":
+        sites = (calibration["methods"][spec.calibration].get("sites") or {} if spec.calibration
+                 else metrics.get("sites") or {})
+        return [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+    groups = (metrics.get("subgroups") or {}).get(attr) or {}
+    if kind == "each_subgroup":
+        return [_judge_block(spec, groups[g], base, item=f"{attr}={g}", subgroup=attr, group=g)
+                for g in sorted(groups)]
+    if kind == "worst_subgroup":
+        return [_judge_worst(spec, groups, base, attr)]
+    return _judge_gaps(spec, subgroups or {}, base, attr)
+
+
+def shift_counts(shift: Mapping, site: str) -> dict:
+    """The gateable shift and drift counts of one site (a BLOCK-like dict; ``undefined`` says why a
+    count is missing)."""
+    out: dict[str, Any] = {"undefined": {}}
+    info = (shift.get("sites") or {}).get(site)
+    if info is None:
+        why = "the development site is the reference of the shift analysis" if site in (
+            (shift.get("development") or {}).get("sites") or []) else "not compared in shift.json"
+        out["undefined"].update(shift_material_findings=why, shift_flagged_findings=why)
+    else:
+        ranking = info.get("ranking") or []
+        out["shift_material_findings"] = sum(bool(r.get("material")) for r in ranking)
+        out["shift_flagged_findings"] = sum(bool(r.get("flagged")) for r in ranking)
+    drift = ((shift.get("drift") or {}).get("sites") or {}).get(site)
+    if not drift or not drift.get("windows"):
+        out["undefined"]["drift_windows_flagged"] = (drift or {}).get("reason") or (
+            shift.get("drift") or {}).get("reason") or "no dated cases at this site"
+    else:
+        detector = drift.get("detector", "tests")
+        flag = {"tests": lambda w: w.get("flagged"), "cusum": lambda w: w.get("cusum_alarm")}.get(
+            detector, lambda w: w.get("flagged") or w.get("cusum_alarm"))
+        out["drift_windows_flagged"] = sum(bool(flag(w)) for w in drift["windows"])
+    return out
+
+
+def _judge_shift(spec: GateSpec, metrics: Mapping, shift: Mapping) -> list[GateRow]:
+    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
+                threshold=spec.threshold, calibration=None)
+    sites = metrics.get("sites") or {}
+    blocks = {}
+    for s in sorted(sites):
+        blocks[s] = {**shift_counts(shift, s), "n": sites[s].get("n"), "n_events": sites[s].get("n_events")}
+    if spec.kind == "each_site":
+        return [_judge_block(spec, blocks[s], base, item=f"site {s}", site=s) for s in sorted(blocks)]
+    counts = [b[spec.metric] for b in blocks.values() if spec.metric in b]
+    total: dict[str, Any] = {"n": (metrics.get("overall") or {}).get("n"), "undefined": {}}
+    if counts:
+        total[spec.metric] = sum(counts)
+    else:
+        total["undefined"][spec.metric] = "no site has a value"
+    return [_judge_block(spec, total, base, item="overall")]
+
+
+def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str, **where) -> GateRow:
+    entry = _lookup(block, spec.metric)
+    est, lo, hi = _entry_triplet(entry)
+    value = {"estimate": est, "ci_low": lo, "ci_high": hi}[spec.on]
+    row = GateRow(**base, item=item, verdict="pass", reason="", value=value, estimate=est, ci_low=lo,
+                  ci_high=hi, n=_int(block.get("n")), n_events=_int(block.get("n_events")), **where)
+    short = _insufficient_reason(block)
+    if short is not None:
+        row.insufficient = True
+        return _apply_policy(spec, row, f"too little data ({short})")
+    if value is None:
+        why = _undefined_reason(entry, spec, block)
+        return _apply_policy(spec, row, why)
+    return _compare(spec, row)
+
+
+def _judge_worst(spec: GateSpec, groups: Mapping, base: dict, attr: str) -> GateRow:
+    candidates, small = [], []
+    for g in sorted(groups):
+        row = _judge_block(spec, groups[g], base, item=f"worst {attr}: {attr}={g}", subgroup=attr, group=g)
+        if row.insufficient or row.value is None:
+            small.append(g)
+        else:
+            candidates.append(row)
+    if not candidates:
+        row = GateRow(**base, item=f"worst {attr}", verdict="pass", reason="", subgroup=attr, insufficient=True)
+        return _apply_policy(spec, row, f"no group of {attr} has enough data to judge ({', '.join(small) or 'none'})")
+    sign = 1.0 if spec.direction == "min" else -1.0
+    worst = min(candidates, key=lambda r: sign * r.value)
+    if small:
+        note = f"{len(small)} group(s) too small to judge: {', '.join(small)}"
+        worst.reason = f"{worst.reason}; {note}"
+        if _RANK[spec.insufficient] > _RANK[worst.verdict]:
+            worst.verdict = spec.insufficient
+            worst.reason += f" (insufficient policy: {spec.insufficient})"
+    return worst
+
+
+def _judge_gaps(spec: GateSpec, analysis: Mapping, base: dict, attr: str) -> list[GateRow]:
+    rows = []
+    sites = analysis.get("sites") or {}
+    for s in sorted(sites):
+        groups = ((sites[s].get("subgroups") or {}).get(attr)) or {}
+        for g in sorted(groups):
+            cell = groups[g]
+            block = cell.get("block") or {}
+            gap = (cell.get("gap") or {}).get(spec.metric)
+            d, dlo, dhi = _entry_triplet(gap)
+            abs_est = None if d is None else abs(d)
+            if dlo is None or dhi is None:
+                abs_lo = abs_hi = None
+            else:
+                abs_hi = max(abs(dlo), abs(dhi))
+                abs_lo = 0.0 if dlo <= 0 <= dhi else min(abs(dlo), abs(dhi))
+            value = {"estimate": abs_est, "ci_low": abs_lo, "ci_high": abs_hi}[spec.on]
+            row = GateRow(**base, item=f"site {s}: {attr}={g} (|gap|)", verdict="pass", reason="", value=value,
+                          estimate=d, ci_low=dlo, ci_high=dhi, n=_int(block.get("n")),
+                          n_events=_int(block.get("n_events")), site=s, subgroup=attr, group=g)
+            short = _insufficient_reason(block)
+            if short is not None:
+                row.insufficient = True
+                rows.append(_apply_policy(spec, row, f"too little data ({short})"))
+            elif value is None:
+                rows.append(_apply_policy(spec, row, (gap or {}).get("reason") or
+                                          f"gap in {spec.metric} is undefined for this group"))
+            else:
+                rows.append(_compare(spec, row, what="|gap|"))
+    return rows
+
+
+def _compare(spec: GateSpec, row: GateRow, what: Optional[str] = None) -> GateRow:
+    ok = row.value >= spec.threshold if spec.direction == "min" else row.value <= spec.threshold
+    op = (">=" if ok else "<") if spec.direction == "min" else ("<=" if ok else ">")
+    label = what or spec.metric
+    row.verdict = "pass" if ok else "fail"
+    row.reason = f"{label} {spec.on} {_fmt(row.value)} {op} {_thr(spec.threshold)}"
+    return row
+
+
+def _apply_policy(spec: GateSpec, row: GateRow, why: str) -> GateRow:
+    row.verdict = spec.insufficient
+    row.reason = f"{why}; insufficient policy: {spec.insufficient}"
+    return row
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+
+def _metric_paths(block: Mapping, prefix: str = "") -> set[str]:
+    """Dotted paths of the metric entries of a BLOCK (``auroc``, ``hosmer_lemeshow.p_value``, ...)."""
+    out = set()
+    for k, v in (block or {}).items():
+        path = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            if "estimate" in v:
+                out.add(path)
+            else:
+                if "statistic" in v or "p_value" in v:
+                    out.add(path)
+                out |= _metric_paths(v, path + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.add(path)
+    return out
+
+
+def _lookup(block: Mapping, path: str) -> Any:
+    node: Any = block
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _entry_triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    if entry is None:
+        return None, None, None
+    if isinstance(entry, Mapping):
+        if "estimate" in entry:
+            return _num(entry.get("estimate")), _num(entry.get("ci_low")), _num(entry.get("ci_high"))
+        if "statistic" in entry:
+            return _num(entry.get("statistic")), None, None
+        return None, None, None
+    return _num(entry), None, None
+
+
+def _insufficient_reason(block: Mapping) -> Optional[str]:
+    if not block.get("insufficient"):
+        return None
+    reason = block.get("insufficient_reason") or block.get("reason")
+    if isinstance(reason, (list, tuple)):
+        reason = "; ".join(map(str, reason))
+    return str(reason) if reason else "marked insufficient"
+
+
+def _undefined_reason(entry: Any, spec: GateSpec, block: Mapping) -> str:
+    # metrics BLOCKs give the reason of a null metric under "undefined": {metric: reason}
+    reason = (block.get("undefined") or {}).get(spec.metric.split(".")[0])
+    if isinstance(entry, Mapping):
+        if entry.get("estimate") is not None and spec.on != "estimate":
+            return f"{spec.metric} has no interval here, so {spec.on} cannot be judged"
+        reason = reason or entry.get("reason")
+    if reason:
+        return f"{spec.metric} undefined: {reason}"
+    return f"{spec.metric} is undefined here"
+
+
+def _num(x: Any) -> Optional[float]:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int(x: Any) -> Optional[int]:
+    return None if x is None else int(x)
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _fmt(x: Optional[float]) -> str:
+    """A judged value: three decimals (significant digits when tiny or huge)."""
+    if x is None:
+        return "—"
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 0.001):
+        return f"{x:.3g}"
+    return f"{x:.3f}"
+
+
+def _thr(x: Optional[float]) -> str:
+    """A threshold as the protocol declares it (0.65, not 0.650)."""
+    return "—" if x is None else f"{x:g}"
+
+
+def _interval_text(est: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
+    if est is None:
+        return "—"
+    if lo is None or hi is None:
+        return _fmt(est)
+    return f"{_fmt(est)} ({_fmt(lo)} to {_fmt(hi)})"
+
+
+def _n_text(n: Optional[int], events: Optional[int]) -> str:
+    if n is None:
+        return "—"
+    return f"{n}" if events is None else f"{n} ({events})"
+
+
+def _row_rule(row: GateRow) -> str:
+    op = ">=" if row.direction == "min" else "<="
+    what = f"|gap| {row.metric}" if row.scope.startswith("subgroup_gap") else row.metric
+    after = f" after {row.calibration}" if row.calibration else ""
+    return f"{what} {row.on}{after} {op} {_thr(row.threshold)}"
+
+
+def _row_details(row: GateRow) -> str:
+    return (f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
+            f"value: {_fmt(row.value)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
+            f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}")
+
+
+def _junit_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,452 @@
+"""Metric BLOCKs (DESIGN.md, Metrics JSON): every metric of a set of cases with its interval.
+
+Intervals: DeLong for AUROC, Wald for calibration intercept and slope, bootstrap percentile for the
+rest (replicate weights from :mod:`validate.metrics.bootstrap`, clustered by patient and stratified by
+site when given).
+
+Insufficiency rule (documented contract): a block is ``insufficient`` when it has fewer than
+``min_cases`` cases, or fewer than ``min_events`` events, or fewer than ``min_events`` non-events
+(multiclass: the rarest class; multilabel: the rarest label's events or non-events). Its numbers are
+kept; ``"insufficient": true`` and ``"reason"`` are added.
+
+Undefined metrics (e.g. AUROC with one class, PPV with no positive call) are ``null`` — never NaN — and
+the reason is given under ``"undefined": {metric: reason}``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.calibration import (
+    bin_index, calibration_intercept, calibration_slope, hosmer_lemeshow, spiegelhalter_z,
+)
+from validate.metrics.checks import as_labels, as_probabilities, clip_probability, logit as to_logit
+from validate.metrics.discrimination import ScoreOrder, delong_ci, weighted_auprc, weighted_auroc
+from validate.metrics.operating import OPERATING_METRICS, threshold_for_sensitivity, weighted_operating_point
+from validate.metrics.settings import MetricSettings
+from validate.metrics.smooth import _ici, _lowess_errors, clowess, _interp_ties_mean, loess_smooth
+
+BOOTSTRAP_CHUNK = 100
+# below this many cases the smoothers are cheaper on the expanded sample than from segment moments
+SMOOTH_ENGINE_MIN_N = 1000
+LOWESS_METRICS = ("eavg", "e50", "e90", "emax")
+
+
+def _num(x) -> Optional[float]:
+    """A JSON number: None for NaN/inf."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def entry(estimate, lo=None, hi=None, method: str = "bootstrap") -> dict:
+    """One metric entry ``{"estimate", "ci_low", "ci_high", "method"}`` with NaN mapped to None."""
+    est = _num(estimate)
+    return {"estimate": est, "ci_low": _num(lo) if est is not None else None,
+            "ci_high": _num(hi) if est is not None else None, "method": method}
+
+
+def insufficiency(n: int, counts: dict, settings: MetricSettings) -> Optional[str]:
+    """The reason a block is insufficient, or None. ``counts`` maps a description ("events",
+    "non-events", "cases of class x") to its count; each must reach ``min_events``."""
+    reasons = []
+    if n < settings.min_cases:
+        reasons.append(f"{n} cases < min_cases {settings.min_cases}")
+    for what, c in counts.items():
+        if c < settings.min_events:
+            reasons.append(f"{c} {what} < min_events {settings.min_events}")
+    return "; ".join(reasons) or None
+
+
+class _BinaryData:
+    """One block's cases sorted once by p; weighted metrics of replicate weights in that order."""
+
+    def __init__(self, y, p, bins):
+        self.order = np.argsort(p, kind="stable")
+        self.y = y[self.order]
+        self.p = p[self.order]
+        self.n = y.size
+        self.bins = bins
+        starts = np.flatnonzero(np.r_[True, self.p[1:] != self.p[:-1]])
+        self.score_order = ScoreOrder(np.arange(self.n), starts)
+        self.ties = starts.size < self.n
+        idx = bin_index(self.p, bins)
+        # bin indicator: per-bin sums of all replicates are one matrix product
+        self.bin_matrix = np.zeros((self.n, bins))
+        self.bin_matrix[np.arange(self.n), idx] = 1.0
+        q = clip_probability(self.p)
+        nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
+        # columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count
+        self.linear = np.column_stack([(self.p - self.y) ** 2, nll, self.y,
+                                       self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix])
+
+    def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False) -> dict:
+        """Metric values for replicate weights ``ws`` (k, n) given in sorted order (AUROC only on
+        request: blocks give it a DeLong interval)."""
+        from validate.metrics.calibration import weighted_ece_adaptive
+
+        B = self.bins
+        tot = ws.sum(axis=1)
+        lin = ws @ self.linear
+        out = {}
+        if auroc:
+            out["auroc"] = weighted_auroc(self.y, self.p, ws, order=self.score_order)
+        if self.ties:
+            out["auprc"] = weighted_auprc(self.y, self.p, ws, order=self.score_order)
+        else:
+            out["auprc"] = _auprc_untied(self.y, ws)
+        brier = lin[:, 0] / tot
+        prev = lin[:, 2] / tot
+        ref = prev * (1 - prev)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["scaled_brier"] = np.where(ref > 0, 1 - brier / np.where(ref > 0, ref, 1.0), np.nan)
+        out["brier"] = brier
+        out["log_loss"] = lin[:, 1] / tot
+        d = lin[:, 3:3 + B]
+        cnt = lin[:, 3 + B:3 + 2 * B]
+        out["ece"] = np.abs(d).sum(axis=1) / tot
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = np.where(cnt > 0, np.abs(d) / np.where(cnt > 0, cnt, 1.0), -np.inf)
+        out["mce"] = gap.max(axis=1)
+        out["ece_adaptive"] = weighted_ece_adaptive(self.y, self.p, ws, bins=self.bins, order=np.arange(self.n))
+        for t in thresholds:
+            for k, v in weighted_operating_point(self.y, self.p, t, ws).items():
+                out[f"{k}@{t!r}"] = v
+        if want_smooth:
+            if self.n >= SMOOTH_ENGINE_MIN_N:
+                out.update(self.smooth_replicates_fast(ws))
+            else:
+                sm = {m: np.empty(ws.shape[0]) for m in (*LOWESS_METRICS, "ici")}
+                for r in range(ws.shape[0]):
+                    for m, v in self.smooth_replicate(ws[r]).items():
+                        sm[m][r] = v
+                out.update(sm)
+        return out
+
+    def smooth_replicates_fast(self, ws: np.ndarray) -> dict:
+        """As :meth:`smooth_replicate` for every row of ``ws``, from segment moments of the counts
+        (no expanded samples): see :mod:`validate.metrics.smooth_bootstrap`."""
+        from validate.metrics.smooth_bootstrap import SortedCases, smooth_errors
+
+        if getattr(self, "_sorted_cases", None) is None:
+            self._sorted_cases = SortedCases(self.p, self.y)
+        return smooth_errors(self._sorted_cases, ws)
+
+    def smooth_replicate(self, w: np.ndarray) -> dict:
+        """Lowess and loess errors of the replicate sample (cases repeated by their counts, kept in sorted
+        order): these smoothers depend on the multiset, so they are evaluated on it directly."""
+        rep = np.repeat(np.arange(self.n), w.astype(np.int64))
+        xs, ys = self.p[rep], self.y[rep]
+        if xs.size < 3 or xs[0] == xs[-1]:
+            e = np.full(xs.size, abs(xs[0] - ys.mean())) if xs.size else np.full(1, np.nan)
+            ici = float(e.mean())
+        else:
+            fit = clowess(xs, ys)
+            e = np.abs(xs - _interp_ties_mean(xs, fit, xs))
+            try:
+                ici = float(np.mean(np.abs(xs - loess_smooth(xs, ys))))
+            except ValueError:
+                ici = float("nan")
+        return {"eavg": e.mean(), "e50": np.quantile(e, 0.5), "e90": np.quantile(e, 0.9), "emax": e.max(),
+                "ici": ici}
+
+
+def _auprc_untied(y: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """Average precision of replicate weights (k, n) over cases sorted by a score without ties:
+    Σ_i w_i y_i · precision at case i, precision = TP/(TP+FP) counting cases scored at least as high."""
+    rev = ws[:, ::-1]
+    yr = y[::-1]
+    tp = np.cumsum(rev * yr, axis=1)
+    called = np.cumsum(rev, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(called > 0, tp / np.where(called > 0, called, 1.0), 0.0)
+        out = (rev * yr * precision).sum(axis=1) / tp[:, -1]
+    return np.where(tp[:, -1] > 0, out, np.nan)
+
+
+def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=None, strata=None,
+                 threshold_carry: Optional[float] = None, logits=None, smooth_intervals: bool = True) -> dict:
+    """The DESIGN.md BLOCK of a binary model on one set of cases.
+
+    ``y`` 0/1 labels, ``p`` probabilities of class 1 (``logits``, when given, are used for the
+    calibration intercept and slope instead of logit(p), avoiding the 1e-15 clip). ``clusters``
+    (patient ids) and ``strata`` (sites) shape the bootstrap. ``threshold_carry``: the threshold
+    found for ``settings.target_sensitivity`` at the development site; without it the block finds its own.
+    ``smooth_intervals=False`` skips the bootstrap of the lowess/loess errors (the costliest part).
+    """
+    y = as_labels(y)
+    p = as_probabilities(p, y.size)
+    n = int(y.size)
+    events = int(y.sum())
+    block: dict = {"n": n, "n_events": events, "prevalence": _num(events / n) if n else None}
+    undefined: dict[str, str] = {}
+    if n == 0:
+        block["insufficient"] = True
+        block["reason"] = "no cases"
+        return block
+    one_class = events == 0 or events == n
+    single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
+    z = to_logit(p) if logits is None else np.asarray(logits, dtype=np.float64)
+    level = settings.ci_level
+
+    # point estimates
+    data = _BinaryData(y, p, settings.bins)
+    ones = np.ones((1, n))
+    thresholds = list(settings.thresholds)
+    target = settings.target_sensitivity
+    carried = threshold_carry is not None
+    t_target = None
+    if target is not None:
+        t_target = float(threshold_carry) if carried else threshold_for_sensitivity(y, p, target)
+        if not math.isfinite(t_target):
+            t_target = None
+    op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
+    point = {k: float(v[0]) for k, v in data.replicate(ones, op_thresholds, want_smooth=False).items()}
+    point.update(_lowess_errors(y, p))
+    point["ici"] = _ici(y, p)
+
+    # bootstrap
+    reps: dict[str, list] = {}
+    if settings.n_bootstrap > 0:
+        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
+                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
+            vals = data.replicate(w[:, data.order], op_thresholds, want_smooth=smooth_intervals)
+            for k, v in vals.items():
+                reps.setdefault(k, []).append(np.asarray(v))
+    reps_arr = {k: np.concatenate(v) for k, v in reps.items()}
+
+    def boot(name: str, key: Optional[str] = None) -> dict:
+        key = key or name
+        est = point[key]
+        if key in reps_arr:
+            lo, hi = percentile_interval(reps_arr[key], level)
+            return entry(est, lo, hi, "bootstrap")
+        return entry(est, None, None, "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap")
+
+    # discrimination
+    if one_class:
+        block["auroc"] = None
+        block["auprc"] = None
+        undefined["auroc"] = undefined["auprc"] = single_reason
+    else:
+        d = delong_ci(y, p, level=level)
+        block["auroc"] = entry(d["estimate"], d["ci_low"], d["ci_high"], "delong")
+        block["auroc"]["se"] = _num(d["se"])
+        block["auprc"] = boot("auprc")
+    block["brier"] = boot("brier")
+    if one_class:
+        block["scaled_brier"] = None
+        undefined["scaled_brier"] = single_reason + ": the reference Brier score is 0"
+    else:
+        block["scaled_brier"] = boot("scaled_brier")
+    block["log_loss"] = boot("log_loss")
+
+    # logistic recalibration
+    if one_class:
+        block["calibration_intercept"] = block["calibration_slope"] = None
+        undefined["calibration_intercept"] = undefined["calibration_slope"] = single_reason + ": no finite maximum likelihood"
+    else:
+        ci = calibration_intercept(y, logits=z, level=level)
+        cs = calibration_slope(y, logits=z, level=level)
+        block["calibration_intercept"] = entry(ci["estimate"], ci["ci_low"], ci["ci_high"], "wald")
+        if cs["converged"]:
+            block["calibration_slope"] = entry(cs["estimate"], cs["ci_low"], cs["ci_high"], "wald")
+        else:
+            block["calibration_slope"] = None
+            undefined["calibration_slope"] = "logistic fit did not converge (perfect separation or constant p)"
+
+    # smoothed and binned calibration
+    for m in (*LOWESS_METRICS, "ici", "ece", "ece_adaptive", "mce"):
+        block[m] = boot(m)
+    hl = hosmer_lemeshow(y, p)
+    block["hosmer_lemeshow"] = {k: (_num(v) if k in ("statistic", "p_value") else v) for k, v in hl.items()}
+    sz = spiegelhalter_z(y, p)
+    block["spiegelhalter_z"] = {k: _num(v) for k, v in sz.items()}
+    if sz["statistic"] is None:
+        undefined["spiegelhalter_z"] = "all p in {0, 1/2, 1}: zero variance"
+
+    # operating points
+    def op_entries(t) -> dict:
+        out = {"threshold": float(t)}
+        for m in OPERATING_METRICS:
+            out[m] = boot(m, f"{m}@{t!r}")
+            if out[m]["estimate"] is None:
+                out[m] = None
+        return out
+
+    ops = [op_entries(t) for t in thresholds]
+    block["operating_points"] = ops
+    if ops:
+        for m in OPERATING_METRICS:
+            block[m] = ops[0][m]
+            if block[m] is None:
+                undefined[m] = _op_reason(m, thresholds[0])
+    if target is not None:
+        tgt = {"target": float(target), "threshold": t_target, "carried": carried}
+        if t_target is None:
+            undefined["target_sensitivity"] = "no events to set a threshold on"
+        else:
+            tgt.update({k: v for k, v in op_entries(t_target).items() if k != "threshold"})
+        block["target_sensitivity"] = tgt
+
+    reason = insufficiency(n, {"events": events, "non-events": n - events}, settings)
+    if reason:
+        block["insufficient"] = True
+        block["reason"] = reason
+    if undefined:
+        block["undefined"] = undefined
+    return block
+
+
+def _op_reason(metric: str, t: float) -> str:
+    return {"sensitivity": "no events", "specificity": "no non-events",
+            "ppv": f"no case called positive at threshold {t}",
+            "npv": f"no case called negative at threshold {t}"}[metric]
+
+
+
+def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clusters, strata) -> dict:
+    """Entries for metrics whose replicate values ``stat(weights (k, n)) -> {name: (k,)}`` gives."""
+    reps: dict[str, list] = {}
+    if settings.n_bootstrap > 0:
+        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
+                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
+            for k, v in stat(w).items():
+                reps.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+    out = {}
+    for k, est in point.items():
+        if k in reps:
+            lo, hi = percentile_interval(np.concatenate(reps[k]), settings.ci_level)
+            out[k] = entry(est, lo, hi, "bootstrap")
+        else:
+            out[k] = entry(est, None, None, "none")
+    return out
+
+
+def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class_names=None, clusters=None,
+                     strata=None, smooth_intervals: bool = True) -> dict:
+    """The DESIGN.md BLOCK of a multiclass model: ``accuracy``, ``auroc_macro`` (one-vs-rest),
+    top-label ``ece``, ``ece_classwise``, multiclass ``brier`` and ``log_loss`` with bootstrap intervals,
+    and a one-vs-rest binary BLOCK per class under ``classes``.
+
+    ``n_events`` and ``prevalence`` are those of the rarest class (the count that limits the estimates);
+    ``class_counts`` gives every class. Insufficient when the rarest class has fewer than
+    ``min_events`` cases or n < ``min_cases``.
+    """
+    from validate.metrics.multiclass import _brier_terms, _nll_terms, multiclass_args
+
+    y, P = multiclass_args(y, P)
+    n, K = P.shape
+    names = list(class_names) if class_names is not None else [str(k) for k in range(K)]
+    if len(names) != K:
+        raise ValueError(f"{len(names)} class names for {K} probability columns")
+    counts = np.bincount(y, minlength=K)
+    rare = int(counts.min()) if n else 0
+    block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
+                   "class_counts": {nm: int(c) for nm, c in zip(names, counts)}}
+    if n == 0:
+        block.update(insufficient=True, reason="no cases")
+        return block
+    conf = P.max(axis=1)
+    correct = (P.argmax(axis=1) == y).astype(np.float64)
+    brier_t, nll_t = _brier_terms(y, P), _nll_terms(y, P)
+    onehot = [(y == k).astype(np.float64) for k in range(K)]
+    conf_idx = bin_index(conf, settings.bins)
+    class_idx = [bin_index(P[:, k], settings.bins) for k in range(K)]
+    orders = [ScoreOrder.of(P[:, k]) for k in range(K)]
+    present = [0 < counts[k] < n for k in range(K)]
+
+    def stat(w):
+        tot = w.sum(axis=1)
+        from validate.metrics.calibration import weighted_ece
+        out = {"accuracy": w @ correct / tot, "brier": w @ brier_t / tot, "log_loss": w @ nll_t / tot,
+               "ece": weighted_ece(correct, conf, w, bins=settings.bins, idx=conf_idx),
+               "ece_classwise": np.mean([weighted_ece(onehot[k], P[:, k], w, bins=settings.bins, idx=class_idx[k])
+                                         for k in range(K)], axis=0)}
+        if all(present):
+            out["auroc_macro"] = np.mean([weighted_auroc(onehot[k], P[:, k], w, order=orders[k])
+                                          for k in range(K)], axis=0)
+        return out
+
+    point = {k: float(v[0]) for k, v in stat(np.ones((1, n))).items()}
+    entries = _bootstrap_entries(point, stat, n, settings, clusters, strata)
+    undefined = {}
+    block.update(entries)
+    if "auroc_macro" not in block:
+        block["auroc_macro"] = None
+        undefined["auroc_macro"] = "a class is absent (or is every case): its one-vs-rest AUROC is undefined"
+    block["classes"] = {names[k]: binary_block(onehot[k], P[:, k], settings=settings, clusters=clusters,
+                                               strata=strata, smooth_intervals=smooth_intervals)
+                        for k in range(K)}
+    reason = insufficiency(int(n), {f"cases of class {names[k]}": int(counts[k]) for k in range(K)}, settings)
+    if reason:
+        block.update(insufficient=True, reason=reason)
+    if undefined:
+        block["undefined"] = undefined
+    return block
+
+
+MACRO_METRICS = ("auroc", "auprc", "brier", "log_loss", "ece")
+
+
+def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label_names=None, clusters=None,
+                     strata=None, smooth_intervals: bool = True) -> dict:
+    """The DESIGN.md BLOCK of a multilabel model: a binary BLOCK per label under ``labels`` and macro
+    averages (unweighted mean over labels where defined) ``auroc_macro``, ``auprc_macro``,
+    ``brier_macro``, ``log_loss_macro``, ``ece_macro`` with bootstrap intervals of the mean (repeated
+    under ``macro`` by plain metric name: ``macro["ece"]`` is ``ece_macro``).
+    ``n_events``/``prevalence`` are the rarest label's; insufficient when any label has fewer than
+    ``min_events`` events or non-events, or n < ``min_cases``."""
+    Y = np.asarray(Y)
+    P = np.asarray(P, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape != P.shape:
+        raise ValueError(f"Y and P must be matrices of the same shape, got {Y.shape} and {P.shape}")
+    n, L = Y.shape
+    names = list(label_names) if label_names is not None else [str(k) for k in range(L)]
+    Yf = np.column_stack([as_labels(Y[:, k], f"Y[:, {k}]") for k in range(L)]) if L else Y.astype(float)
+    for k in range(L):
+        as_probabilities(P[:, k], n, f"P[:, {k}]")
+    events = Yf.sum(axis=0).astype(int)
+    limiting = np.minimum(events, n - events)
+    rare = int(limiting.min()) if L else 0
+    block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
+                   "label_counts": {nm: int(e) for nm, e in zip(names, events)}}
+    if n == 0:
+        block.update(insufficient=True, reason="no cases")
+        return block
+    block["labels"] = {names[k]: binary_block(Yf[:, k], P[:, k], settings=settings, clusters=clusters,
+                                              strata=strata, smooth_intervals=smooth_intervals)
+                       for k in range(L)}
+    data = [_BinaryData(Yf[:, k], P[:, k], settings.bins) for k in range(L)]
+    defined = [0 < events[k] < n for k in range(L)]
+
+    def stat(w):
+        per = [d.replicate(w[:, d.order], [], want_smooth=False, auroc=True) for d in data]
+        out = {}
+        for m in MACRO_METRICS:
+            ks = [k for k in range(L) if defined[k] or m not in ("auroc", "auprc")]
+            if ks:
+                out[f"{m}_macro"] = np.mean([per[k][m] for k in ks], axis=0)
+        return out
+
+    point = {k: float(v[0]) for k, v in stat(np.ones((1, n))).items()}
+    block.update(_bootstrap_entries(point, stat, n, settings, clusters, strata))
+    undefined = {f"{m}_macro": "no label with both classes" for m in MACRO_METRICS if f"{m}_macro" not in block}
+    for k in undefined:
+        block[k] = None
+    # the same entries by plain metric name, for code that compares metrics across tasks
+    block["macro"] = {m: block[f"{m}_macro"] for m in MACRO_METRICS}
+    counts = {}
+    for nm, e in zip(names, events):
+        counts[f"events of {nm}"] = int(e)
+        counts[f"non-events of {nm}"] = int(n - e)
+    reason = insufficiency(int(n), counts, settings)
+    if reason:
+        block.update(insufficient=True, reason=reason)
+    if undefined:
+        block["undefined"] = undefined
+    return block

@@ -1,0 +1,51 @@
+"""Metric settings: the ``metrics:`` section of a protocol, with its defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Optional
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """How metrics and their intervals are computed.
+
+    ``bins``: equal-width bins for ECE/MCE (and equal-mass bins for adaptive ECE).
+    ``n_bootstrap``: bootstrap replicates for percentile intervals (0 = no bootstrap intervals).
+    ``ci_level``: two-sided level of every interval. ``seed``: bootstrap seed (deterministic).
+    ``cluster_by``: column whose repeated values are resampled together (``None``: cases).
+    ``thresholds``: probability thresholds of the reported operating points.
+    ``target_sensitivity``: sensitivity whose threshold is found at the development site and carried
+    to the other sites. ``min_events``/``min_cases``: the insufficiency rule (see
+    :func:`validate.metrics.blocks.insufficiency`).
+    """
+
+    bins: int = 15
+    n_bootstrap: int = 1000
+    ci_level: float = 0.95
+    seed: int = 0
+    thresholds: tuple[float, ...] = (0.5,)
+    target_sensitivity: Optional[float] = 0.9
+    min_events: int = 10
+    min_cases: int = 30
+    cluster_by: Optional[str] = "patient_id"
+
+    @classmethod
+    def from_protocol(cls, metrics: Any = None, **overrides: Any) -> "MetricSettings":
+        """Settings from a protocol's ``metrics`` section (a pydantic model, a dict or ``None``).
+
+        Keyword ``overrides`` that are not ``None`` win (e.g. ``n_bootstrap`` from the command line).
+        """
+        if metrics is None:
+            values: dict[str, Any] = {}
+        elif isinstance(metrics, dict):
+            values = dict(metrics)
+        elif hasattr(metrics, "model_dump"):
+            values = metrics.model_dump()
+        else:
+            values = {f.name: getattr(metrics, f.name) for f in fields(cls) if hasattr(metrics, f.name)}
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "thresholds" in values and values["thresholds"] is not None:
+            values["thresholds"] = tuple(float(t) for t in values["thresholds"])
+        return replace(cls(), **values)

@@ -1,0 +1,555 @@
+"""Lowess (Eavg/E50/E90/Emax) and loess (ICI) errors of bootstrap replicates from case counts.
+
+A replicate repeats case j c_j times. R's ``clowess`` and ``loess`` on the expanded sample only ever
+need, at each local fit, sums over a window of tricube-weighted powers:
+Σ c_j K(d_j / h) d_j^k (and the same with y_j), d = x − x_s. The tricube (1 − |u|³)³ is a polynomial
+of degree 9 on each side of x_s, so these sums follow from per-segment moments Σ c_j (x_j − a_g)^m of
+contiguous segments of the sorted cases, shifted to x_s by the binomial theorem; only the few cases in
+segments cut by a window edge are weighted one by one, with R's exact rules. Moments are taken about
+each segment's own centre and only segments lying inside the window (|a_g − x_s| ≤ h) are shifted, so
+no cancellation occurs. The window positions, fit points and kd-tree cells are those of the expanded
+sample (positions are cumulative counts), so every replicate equals the point-estimate code on the
+materialised resample up to rounding (~1e-12; tests/test_metrics_bootstrap.py compares them).
+"""
+from __future__ import annotations
+
+from math import comb
+
+import numpy as np
+
+_BINOM = np.array([[comb(e, m) for m in range(14)] for e in range(14)], dtype=np.float64)
+
+
+class SortedCases:
+    """Cases sorted by x (ascending, stable), cut into leaves of ``leaf`` consecutive cases, with the
+    powers used for moments and the dyadic tree (heap layout, leaves at ``size + g``) whose nodes
+    unite consecutive leaves: any run of whole leaves is the union of at most 2 log2(G) nodes."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, leaf: int | None = None):
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.float64)
+        n = self.x.size
+        self.n = n
+        L = leaf or int(min(32, max(8, n // 256)))
+        self.L = L
+        self.seg_start = np.arange(0, n, L)
+        self.G = self.seg_start.size
+        self.seg_end = np.r_[self.seg_start[1:], n]
+        self.seg_of = np.repeat(np.arange(self.G), self.seg_end - self.seg_start)
+        self.center = 0.5 * (self.x[self.seg_start] + self.x[self.seg_end - 1])
+        v = self.x - self.center[self.seg_of]
+        V = np.cumprod(np.column_stack([np.ones(n)] + [v] * 13), axis=1)  # v^0 .. v^13
+        VV = np.concatenate([V, self.y[:, None] * V[:, :12]], axis=1)  # (n, 26)
+        self.VV = np.zeros((self.G * L, 26))
+        self.VV[:n] = VV
+        self.VV = self.VV.reshape(self.G, L, 26)
+        self.tie_end = np.searchsorted(self.x, self.x, side="right") - 1
+        size = 1
+        while size < self.G:
+            size *= 2
+        self.size = size
+        # node case ranges and centres (empty padding nodes get a finite dummy centre)
+        first = np.full(2 * size, n, dtype=np.int64)
+        last = np.full(2 * size, -1, dtype=np.int64)
+        first[size:size + self.G] = self.seg_start
+        last[size:size + self.G] = self.seg_end - 1
+        for p in range(size - 1, 0, -1):
+            first[p] = min(first[2 * p], first[2 * p + 1])
+            last[p] = max(last[2 * p], last[2 * p + 1])
+        ok = last >= 0
+        self.node_center = np.where(ok, 0.5 * (self.x[np.minimum(first, n - 1)] + self.x[np.maximum(last, 0)]),
+                                    self.x[-1])
+        self.node_center[size:size + self.G] = self.center
+
+    def moments(self, W: np.ndarray) -> np.ndarray:
+        """Tree of moments for replicate counts W (R, n): T[node, :, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
+        (m ≤ 11)) over the node's cases, v = x − node centre; shape (2 size, 26, R). A parent's moments
+        are its children's shifted to its centre (binomial theorem, in place)."""
+        W = np.atleast_2d(W)
+        R = W.shape[0]
+        Wp = np.zeros((R, self.G * self.L))
+        Wp[:, :self.n] = W
+        T = np.zeros((2 * self.size, 26, R))
+        # (R, L) blocks of the counts times (L, 26) blocks of powers: BLAS-friendly strides
+        leaf = np.matmul(Wp.reshape(R, self.G, self.L).transpose(1, 0, 2), self.VV)  # (G, R, 26)
+        T[self.size:self.size + self.G] = leaf.transpose(0, 2, 1)
+        e = np.subtract.outer(np.arange(14), np.arange(14))
+        low = e >= 0
+        e = np.maximum(e, 0)
+        lvl = self.size
+        while lvl > 1:
+            par = np.arange(lvl // 2, lvl)
+            acc = T[lvl // 2:lvl]
+            for child in (2 * par, 2 * par + 1):
+                t = self.node_center[child] - self.node_center[par]
+                # B[m, k] = C(m, k) t^(m − k): moments of (v + t) from moments of v
+                tp = np.cumprod(np.column_stack([np.ones(t.size)] + [t] * 13), axis=1)
+                B = np.where(low, _BINOM * tp[:, e], 0.0)
+                # einsum's loop beats a batched BLAS call on these 14 x 14 blocks
+                acc[:, :14] += np.einsum("pmk,pkr->pmr", B, T[child, :14])
+                acc[:, 14:] += np.einsum("pmk,pkr->pmr", B[:, :12, :12], T[child, 14:])
+            lvl //= 2
+        return T
+
+    def cover(self, g0: np.ndarray, g1: np.ndarray):
+        """(query, node) pairs whose nodes partition the leaves [g0, g1) of each query."""
+        l = g0.astype(np.int64) + self.size
+        r = g1.astype(np.int64) + self.size
+        q = np.arange(l.size)
+        qs, ns = [], []
+        while True:
+            act = l < r
+            if not act.any():
+                break
+            m1 = act & (l & 1 == 1)
+            qs.append(q[m1])
+            ns.append(l[m1])
+            l = l + m1
+            m2 = act & (r & 1 == 1)
+            r = r - m2
+            qs.append(q[m2])
+            ns.append(r[m2])
+            l >>= 1
+            r >>= 1
+        return np.concatenate(qs), np.concatenate(ns)
+
+
+def _dot(a, b) -> float:
+    # einsum's own loop, not BLAS: a threaded BLAS dot stalls for milliseconds on a busy machine
+    return float(np.einsum("i,i->", a, b))
+
+
+def _shifted(M: np.ndarray, t: np.ndarray, h: np.ndarray, emax: int) -> np.ndarray:
+    """Σ c ((x − x_s)/h)^e for e ≤ emax, one column per (fit, segment) pair, from the segment moments
+    M (pairs, ≥ emax+1) about the centres, with t = (a_g − x_s)/h: moments of (v + t) from moments of
+    v by the in-place binomial (Taylor) shift D_e += t D_(e−1), in units of h."""
+    inv = 1.0 / h
+    D = np.empty((emax + 1, t.size))
+    hp = np.ones(t.size)
+    for m in range(emax + 1):
+        np.multiply(M[:, m], hp, out=D[m])
+        hp *= inv
+    tmp = np.empty(t.size)
+    for k in range(1, emax + 1):
+        for e in range(emax, k - 1, -1):
+            np.multiply(t, D[e - 1], out=tmp)
+            D[e] += tmp
+    return D
+
+
+def _gather(lo: np.ndarray, hi: np.ndarray):
+    """Padded index matrix of the cases in [lo, hi) per query, and its validity mask."""
+    width = int(np.max(hi - lo, initial=0))
+    idx = lo[:, None] + np.arange(max(width, 1))[None, :]
+    ok = idx < hi[:, None]
+    return np.where(ok, idx, 0), ok
+
+
+def _direct_sums(sc, W, rq, xs, h, lo, hi, kc, ky, exact_w, mult=None):
+    """Σ m K u^k and Σ m y K u^k over cases [lo, hi) weighted one by one with ``exact_w``; m is the
+    replicate count (or ``mult`` for a single partial case)."""
+    idx, ok = _gather(lo, np.maximum(lo, hi))
+    d = sc.x[idx] - xs[:, None]
+    w = np.where(ok, exact_w(np.abs(d), h[:, None]), 0.0)
+    w = w * (mult[:, None] if mult is not None else W[rq[:, None], idx])
+    u = d / np.where(h > 0, h, 1.0)[:, None]
+    K = max(kc, ky) + 1
+    up = np.empty((K,) + u.shape)
+    up[0] = w
+    for k in range(1, K):
+        up[k] = up[k - 1] * u
+    return np.einsum("kqw->qk", up[: kc + 1]), np.einsum("kqw,qw->qk", up[: ky + 1], sc.y[idx])
+
+
+def _poly_sums(sc, W, TM, rq, xs, h, lo, hi, side, kc, ky, exact_w):
+    """Σ c K u^k (k ≤ kc) and Σ c y K u^k (k ≤ ky), u = (x − x_s)/h, over cases [lo, hi) lying on one
+    side (``side`` = ±1) of x_s, where K(u) = (1 − |u|³)³ = 1 − 3s u³ + 3u⁶ − s u⁹. Query q belongs to
+    replicate rq[q]."""
+    Q = xs.size
+    S = np.zeros((Q, kc + 1))
+    T = np.zeros((Q, ky + 1))
+    lo = np.minimum(lo, hi)
+    g_lo = sc.seg_of[np.minimum(lo, sc.n - 1)]
+    g0 = np.where(sc.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first segment fully inside
+    g_hi = sc.seg_of[np.maximum(hi - 1, 0)]
+    g1 = np.where(sc.seg_end[g_hi] == hi, g_hi + 1, g_hi)   # one past the last fully inside
+    full = (g0 < g1) & (hi > lo)
+    cut1 = np.where(full, sc.seg_start[np.minimum(g0, sc.G - 1)], hi)
+    cut2 = np.where(full, np.where(g1 >= sc.G, hi, sc.seg_start[np.minimum(g1, sc.G - 1)]), hi)
+    for a, b in ((lo, np.minimum(cut1, hi)), (np.maximum(cut2, lo), hi)):
+        Sd, Td = _direct_sums(sc, W, rq, xs, h, a, b, kc, ky, exact_w)
+        S += Sd
+        T += Td
+    if full.any():
+        rows = np.flatnonzero(full)
+        qi, node = sc.cover(g0[rows], g1[rows])
+        pf = rows[qi]
+        t = (sc.node_center[node] - xs[pf]) / h[pf]
+        Mp = TM[node, :, rq[pf]]
+        s = float(side)
+        Dc = _shifted(Mp[:, :14], t, h[pf], kc + 9)
+        Dy = _shifted(Mp[:, 14:], t, h[pf], ky + 9)
+        for k in range(kc + 1):
+            v = Dc[k] - 3 * s * Dc[k + 3] + 3 * Dc[k + 6] - s * Dc[k + 9]
+            S[:, k] += np.bincount(pf, weights=v, minlength=Q)
+        for k in range(ky + 1):
+            v = Dy[k] - 3 * s * Dy[k + 3] + 3 * Dy[k + 6] - s * Dy[k + 9]
+            T[:, k] += np.bincount(pf, weights=v, minlength=Q)
+    return S, T
+
+
+def _lowess_w(r, h):
+    # C lowest(): 1 within 0.001 h, tricube up to 0.999 h, 0 beyond
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = r / h
+    q = q * q * q
+    t = 1.0 - q
+    return np.where(r <= 0.999 * h, np.where(r <= 0.001 * h, 1.0, t * t * t), 0.0)
+
+
+def _loess_w(r, h):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = r / h
+    return np.where(q < 1.0, (1.0 - q ** 3) ** 3, 0.0)
+
+
+class _Positions:
+    """Positions of the expanded sample: position p belongs to case case_at(p)."""
+
+    def __init__(self, c: np.ndarray):
+        self.end = np.cumsum(c.astype(np.int64))
+        self.N = int(self.end[-1])
+
+    def case_at(self, pos):
+        return np.searchsorted(self.end, pos, side="right")
+
+
+def _window_starts(x, P: _Positions, centres: np.ndarray, width: int) -> np.ndarray:
+    """First position k <= N − width with centre − x[k] <= x[k + width] − centre: the start of the
+    window of nearest positions as clowess (and loess) find it; vectorised bisection."""
+    lo = np.zeros(centres.size, dtype=np.int64)
+    hi = np.full(centres.size, P.N - width, dtype=np.int64)
+    while True:
+        act = lo < hi
+        if not act.any():
+            return lo
+        mid = (lo + hi) // 2
+        move = (centres - x[P.case_at(mid)]) > (x[P.case_at(np.minimum(mid + width, P.N - 1))] - centres)
+        lo = np.where(act & move, mid + 1, lo)
+        hi = np.where(act & ~move, mid, hi)
+
+
+class _BatchPositions:
+    """Positions of the expanded samples of all replicates at once: row r's cumulative counts are
+    offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position)."""
+
+    def __init__(self, W: np.ndarray):
+        R, n = W.shape
+        self.n = n
+        self.end = np.cumsum(W.astype(np.int64), axis=1)
+        self.N = self.end[:, -1].copy()
+        self.off = np.arange(R, dtype=np.int64) * (int(self.N.max(initial=0)) + 1)
+        self.flat = (self.end + self.off[:, None]).ravel()
+
+    def case_at(self, r, pos):
+        return np.searchsorted(self.flat, pos + self.off[r], side="right") - r * self.n
+
+
+def _window_starts_batch(x, P: _BatchPositions, r, centres, width):
+    """_window_starts for queries of several replicates (row r, window width per query)."""
+    N = P.N[r]
+    lo = np.zeros(centres.size, dtype=np.int64)
+    hi = N - width
+    while True:
+        act = lo < hi
+        if not act.any():
+            return lo
+        mid = (lo + hi) // 2
+        move = (centres - x[P.case_at(r, mid)]) > (x[P.case_at(r, np.minimum(mid + width, N - 1))] - centres)
+        lo = np.where(act & move, mid + 1, lo)
+        hi = np.where(act & ~move, mid, hi)
+
+
+def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
+    """_lowess_plan of every replicate, the fit-point walk stepped for all replicates together."""
+    x = sc.x
+    R = P.N.size
+    rows = np.arange(R)
+    N = P.N
+    first = P.case_at(rows, np.zeros(R, dtype=np.int64))
+    last = P.case_at(rows, np.maximum(N - 1, 0))
+    rng = x[np.minimum(last, sc.n - 1)] - x[np.minimum(first, sc.n - 1)]
+    valid = (N >= 2) & (rng > 0)
+    plans = [None] * R
+    if not valid.any():
+        return plans
+    delta = 0.01 * rng
+    ns = np.maximum(2, np.minimum(N, np.floor(f * N + 1e-7).astype(np.int64)))
+    k = first.copy()
+    act = valid.copy()
+    fr, fk = [], []
+    while act.any():
+        ra = rows[act]
+        ka = k[act]
+        fr.append(ra)
+        fk.append(ka)
+        last_pos = P.end[ra, sc.tie_end[ka]] - 1
+        go = last_pos < N[ra] - 1
+        ra, ka, last_pos = ra[go], ka[go], last_pos[go]
+        nc = np.searchsorted(x, x[ka] + delta[ra], side="right")
+        k[ra] = P.case_at(ra, np.maximum(last_pos + 1, P.end[ra, nc - 1] - 1))
+        act[:] = False
+        act[ra] = True
+    rq = np.concatenate(fr)
+    fits = np.concatenate(fk)
+    order = np.argsort(rq, kind="stable")
+    rq, fits = rq[order], fits[order]
+    xs = x[fits]
+    w = ns[rq]
+    nleft = _window_starts_batch(x, P, rq, xs, w)
+    kl = P.case_at(rq, nleft)
+    h = np.maximum(xs - x[kl], x[P.case_at(rq, nleft + w - 1)] - xs)
+    h9, h1 = 0.999 * h, 0.001 * h
+    start = kl + 1
+    cols = {"fits": fits, "xs": xs, "h": h, "kl": kl, "mult": (P.end[rq, kl] - nleft).astype(np.float64),
+            "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
+            "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
+            "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
+            "d": np.maximum(np.searchsorted(x, xs + h9, side="right"), start)}
+    bounds = np.searchsorted(rq, np.arange(R + 1))
+    for r in np.flatnonzero(valid):
+        sl = slice(bounds[r], bounds[r + 1])
+        plans[r] = {k_: v[sl] for k_, v in cols.items()}
+        plans[r]["range"] = rng[r]
+    return plans
+
+
+def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float, cell: float) -> list:
+    """_loess_plan of every replicate: the k-d tree per replicate, the neighbourhoods together."""
+    from validate.metrics.smooth import _kd_splits
+
+    x = sc.x
+    R = W.shape[0]
+    plans = [None] * R
+    qs, rs = [], []
+    for r in range(R):
+        N = int(P.N[r])
+        if N == 0:
+            continue
+        c = W[r].astype(np.int64)
+        rep = np.repeat(x, c)
+        if rep[0] == rep[-1]:
+            continue
+        fc = int(np.floor(N * (span * cell)))
+        splits, lo_v, hi_v = _kd_splits(rep, fc)
+        q = np.array(sorted([lo_v, hi_v] + splits))
+        qs.append(q)
+        rs.append(np.full(q.size, r))
+    if not qs:
+        return plans
+    q = np.concatenate(qs)
+    rq = np.concatenate(rs)
+    N = P.N[rq]
+    nf = np.minimum(N, np.floor(N * span).astype(np.int64))
+    left = _window_starts_batch(x, P, rq, q, nf)
+    d1 = x[P.case_at(rq, left)] - q
+    d2 = x[P.case_at(rq, left + nf - 1)] - q
+    h = np.sqrt(np.maximum(d1 * d1, d2 * d2))  # sqrt of the nf-th smallest squared distance
+    cols = {"q": q, "h": h, "lo": np.searchsorted(x, q - h, side="left"),
+            "mid": np.searchsorted(x, q, side="left"), "hi": np.searchsorted(x, q + h, side="right")}
+    bounds = np.searchsorted(rq, np.arange(R + 1))
+    for r in np.unique(rq):
+        sl = slice(bounds[r], bounds[r + 1])
+        plans[r] = {k_: v[sl] for k_, v in cols.items()}
+    return plans
+
+
+def _error_summary(e, c) -> dict:
+    """Mean, type-7 median and 90th percentile, and maximum of e over the expanded sample."""
+    ci = c.astype(np.int64)
+    N = int(ci.sum())
+    rep = np.repeat(e, ci)
+    ks, fr = [], []
+    for q in (0.5, 0.9):
+        pos = (N - 1) * q
+        lo = int(np.floor(pos))
+        ks += [lo, min(lo + 1, N - 1)]
+        fr.append(pos - lo)
+    part = np.partition(rep, sorted(set(ks)))
+    return {"eavg": float(_dot(c, e) / N),
+            "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
+            "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
+            "emax": float(e[ci > 0].max())}
+
+
+def _lowess_plan(sc: SortedCases, c: np.ndarray, f: float):
+    """Fit points and windows of clowess on the expanded sample (they depend on x and the counts
+    only), or None when the smooth is a constant."""
+    x = sc.x
+    P = _Positions(c)
+    N = P.N
+    present = np.flatnonzero(c > 0)
+    rng = x[present[-1]] - x[present[0]]
+    if N < 2 or rng == 0:
+        return None
+    delta = 0.01 * rng
+    ns = max(2, min(N, int(f * N + 1e-7)))
+    fits = []
+    k = int(P.case_at(0))
+    end = P.end
+    while True:
+        fits.append(k)
+        last_pos = int(end[sc.tie_end[k]]) - 1
+        if last_pos >= N - 1:
+            break
+        nc = int(np.searchsorted(x, x[k] + delta, side="right"))
+        k = int(P.case_at(max(last_pos + 1, int(end[nc - 1]) - 1)))
+    fits = np.asarray(fits)
+    xs = x[fits]
+    nleft = _window_starts(x, P, xs, ns)
+    kl = P.case_at(nleft)
+    h = np.maximum(xs - x[kl], x[P.case_at(nleft + ns - 1)] - xs)
+    h9, h1 = 0.999 * h, 0.001 * h
+    start = kl + 1
+    return {"fits": fits, "xs": xs, "h": h, "kl": kl, "mult": (end[kl] - nleft).astype(np.float64),
+            "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
+            "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
+            "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
+            "d": np.maximum(np.searchsorted(x, xs + h9, side="right"), start), "range": rng}
+
+
+def _loess_plan(sc: SortedCases, c: np.ndarray, span: float, cell: float):
+    """Vertices and neighbourhoods of R's loess on the expanded sample, or None for constant x."""
+    from validate.metrics.smooth import _kd_splits
+
+    x = sc.x
+    P = _Positions(c)
+    N = P.N
+    present = np.flatnonzero(c > 0)
+    if x[present[0]] == x[present[-1]]:
+        return None
+    nf = min(N, int(np.floor(N * span)))
+    fc = int(np.floor(N * (span * cell)))
+    splits, lo_v, hi_v = _kd_splits(np.repeat(x, c.astype(np.int64)), fc)
+    q = np.array(sorted([lo_v, hi_v] + splits))
+    left = _window_starts(x, P, q, nf)
+    d1 = x[P.case_at(left)] - q
+    d2 = x[P.case_at(left + nf - 1)] - q
+    h = np.sqrt(np.maximum(d1 * d1, d2 * d2))  # sqrt of the nf-th smallest squared distance
+    return {"q": q, "h": h, "lo": np.searchsorted(x, q - h, side="left"),
+            "mid": np.searchsorted(x, q, side="left"), "hi": np.searchsorted(x, q + h, side="right")}
+
+
+def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
+    """Σ c |x − s(x)| for the cubic Hermite interpolant s of ``smooth._hermite`` (a point on a split
+    belongs to the lower cell; points outside the vertices use the end cells), evaluated cell by cell
+    on the sorted x in Horner form."""
+    b = np.searchsorted(x, verts, side="right")
+    b[0] = 0
+    b[-1] = x.size
+    total = 0.0
+    for j in range(verts.size - 1):
+        lo, hi = b[j], b[j + 1]
+        if j == verts.size - 2:
+            hi = x.size
+        if hi <= lo:
+            continue
+        width = verts[j + 1] - verts[j]
+        s0, s1 = slopes[j] * width, slopes[j + 1] * width
+        dv = vals[j + 1] - vals[j]
+        a2, a3 = 3 * dv - 2 * s0 - s1, s0 + s1 - 2 * dv
+        xx = x[lo:hi]
+        h = (xx - verts[j]) / width
+        fit = vals[j] + h * (s0 + h * (a2 + h * a3))
+        total += float(_dot(c[lo:hi], np.abs(xx - fit)))
+    return total
+
+
+def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span: float = 0.75,
+                  cell: float = 0.2) -> dict:
+    """Eavg, E50, E90, Emax (R's ``lowess(p, y, iter = 0)``) and ICI (R's ``loess(y ~ p)``) of every
+    replicate in W (R, n): replicate r repeats case j W[r, j] times. Returns arrays of shape (R,).
+    Window sums of all replicates are evaluated together (see the module docstring)."""
+    W = np.ascontiguousarray(np.atleast_2d(np.asarray(W, dtype=np.float64)))
+    R = W.shape[0]
+    x, y = sc.x, sc.y
+    TM = sc.moments(W)
+    out = {k: np.full(R, np.nan) for k in ("eavg", "e50", "e90", "emax", "ici")}
+    P = _BatchPositions(W)
+    lplans = _lowess_plans(sc, P, f)
+    oplans = _loess_plans(sc, P, W, span, cell)
+    # ---- lowess: all fits of all replicates at once
+    lrows = [r for r in range(R) if lplans[r] is not None]
+    if lrows:
+        cat = {k: np.concatenate([lplans[r][k] for r in lrows]) for k in ("fits", "xs", "h", "kl", "mult",
+                                                                        "a", "b", "c", "d")}
+        sizes = [lplans[r]["fits"].size for r in lrows]
+        rq = np.repeat(np.asarray(lrows), sizes)
+        xs, h = cat["xs"], cat["h"]
+        S = np.zeros((xs.size, 3))
+        T = np.zeros((xs.size, 2))
+        Sd, Td = _direct_sums(sc, W, rq, xs, h, cat["kl"], cat["kl"] + 1, 2, 1, _lowess_w, mult=cat["mult"])
+        S += Sd
+        T += Td
+        Sd, Td = _direct_sums(sc, W, rq, xs, h, cat["b"], cat["c"], 2, 1, _lowess_w)
+        S += Sd
+        T += Td
+        poly = np.flatnonzero(h > 0)
+        if poly.size:
+            for lo_, hi_, side in ((cat["a"], cat["b"], -1), (cat["c"], cat["d"], 1)):
+                Sp, Tp = _poly_sums(sc, W, TM, rq[poly], xs[poly], h[poly], lo_[poly], hi_[poly], side,
+                                    2, 1, _lowess_w)
+                S[poly] += Sp
+                T[poly] += Tp
+        hs = np.where(h > 0, h, 1.0)
+        ok = S[:, 0] > 0
+        S0 = np.where(ok, S[:, 0], 1.0)
+        abar = hs * S[:, 1] / S0                  # weighted mean of x − x_s
+        var = hs * hs * S[:, 2] / S0 - abar * abar  # weighted variance of x
+        rng = np.repeat([lplans[r]["range"] for r in lrows], sizes)
+        slope = (h > 0) & (np.sqrt(np.maximum(var, 0.0)) > 0.001 * rng)
+        bcoef = np.where(slope, -abar / np.where(slope, var, 1.0), 0.0)
+        ys = (T[:, 0] + bcoef * (hs * T[:, 1] - abar * T[:, 0])) / S0
+        ys = np.where(ok, ys, y[cat["fits"]])
+        bounds = np.r_[0, np.cumsum(sizes)]
+        for i, r in enumerate(lrows):
+            sl = slice(bounds[i], bounds[i + 1])
+            e = np.abs(x - np.interp(x, xs[sl], ys[sl]))
+            for k, v in _error_summary(e, W[r]).items():
+                out[k][r] = v
+    for r in range(R):
+        if lplans[r] is None:
+            e = np.abs(x - _dot(W[r], y) / W[r].sum())
+            for k, v in _error_summary(e, W[r]).items():
+                out[k][r] = v
+    # ---- loess: all vertices of all replicates at once
+    orows = [r for r in range(R) if oplans[r] is not None]
+    if orows:
+        sizes = [oplans[r]["q"].size for r in orows]
+        rq = np.repeat(np.asarray(orows), sizes)
+        q = np.concatenate([oplans[r]["q"] for r in orows])
+        h = np.concatenate([oplans[r]["h"] for r in orows])
+        S = np.zeros((q.size, 5))
+        T = np.zeros((q.size, 3))
+        lo = np.concatenate([oplans[r]["lo"] for r in orows])
+        mid = np.concatenate([oplans[r]["mid"] for r in orows])
+        hi = np.concatenate([oplans[r]["hi"] for r in orows])
+        for a, b, side in ((lo, mid, -1), (mid, hi, 1)):
+            Sp, Tp = _poly_sums(sc, W, TM, rq, q, h, a, b, side, 4, 2, _loess_w)
+            S += Sp
+            T += Tp
+        A = np.stack([S[:, 0:3], S[:, 1:4], S[:, 2:5]], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            try:
+                beta = np.linalg.solve(A, T[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:
+                beta = np.stack([np.linalg.lstsq(a_, t_, rcond=None)[0] for a_, t_ in zip(A, T)])
+        vals, slopes = beta[:, 0], beta[:, 1] / h
+        bounds = np.r_[0, np.cumsum(sizes)]
+        for i, r in enumerate(orows):
+            sl = slice(bounds[i], bounds[i + 1])
+            out["ici"][r] = _hermite_abs_error(x, W[r], q[sl], vals[sl], slopes[sl]) / W[r].sum()
+    for r in range(R):
+        if oplans[r] is None:
+            out["ici"][r] = abs(x[W[r] > 0][0] - _dot(W[r], y) / W[r].sum())
+    return out

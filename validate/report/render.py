@@ -1,0 +1,601 @@
+"""The HTML report: one self-contained file a reviewer can open on a closed hospital network.
+
+plotly.js is embedded once, inline (``plotly.offline.get_plotlyjs()``); figures come from
+:mod:`validate.charts` and the data from the bundle files (nothing is recomputed from predictions).
+Sections follow the order a reviewer reads: verdict; protocol and provenance; cohorts; discrimination;
+calibration; subgroups; calibration methods; shift and drift; limitations. Every number is shown with
+its n and its interval.
+"""
+from __future__ import annotations
+
+import html
+import json
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from validate import charts
+from validate.charts import entry_text, fmt, metric_label
+
+SITE_METRICS_DISCRIMINATION = ("auroc", "auprc")
+SITE_METRICS_CALIBRATION = ("calibration_intercept", "calibration_slope", "ece", "eavg", "ici", "brier",
+                            "scaled_brier", "log_loss")
+SUBGROUP_METRICS = ("auroc", "ece", "calibration_slope")
+METHOD_METRICS = ("ece", "brier", "log_loss", "calibration_slope", "calibration_intercept", "auroc")
+
+CSS = """
+:root { --ink:#1d2330; --muted:#5b6475; --line:#d9dde5; --pass:#1E8449; --warn:#B9770E; --fail:#C0392B;
+        --bg:#f6f7f9; }
+* { box-sizing: border-box; }
+body { font-family: Inter, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink); margin: 0; background: var(--bg);
+       font-size: 14px; line-height: 1.45; }
+header { background: #1d2330; color: #fff; padding: 18px 32px; }
+header h1 { margin: 0 0 4px 0; font-size: 22px; }
+header p { margin: 0; color: #c9cfdb; }
+nav { background: #fff; border-bottom: 1px solid var(--line); padding: 8px 32px; position: sticky; top: 0; z-index: 10; }
+nav a { margin-right: 14px; color: #2c4f8a; text-decoration: none; font-size: 13px; }
+main { max-width: 1280px; margin: 0 auto; padding: 8px 32px 48px; }
+section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 16px 22px; margin: 18px 0; }
+h2 { font-size: 19px; margin: 4px 0 10px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+p.note, .muted { color: var(--muted); font-size: 13px; }
+table { border-collapse: collapse; margin: 8px 0 14px; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
+th { background: #f0f2f6; font-weight: 600; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.verdict { font-size: 20px; font-weight: 700; padding: 12px 16px; border-radius: 6px; color: #fff; display: inline-block; }
+.v-pass { background: var(--pass); } .v-warn { background: var(--warn); } .v-fail { background: var(--fail); }
+.tag { font-weight: 600; padding: 1px 6px; border-radius: 4px; color: #fff; font-size: 12px; }
+.tag.pass { background: var(--pass); } .tag.warn { background: var(--warn); } .tag.fail { background: var(--fail); }
+.small { font-size: 12px; }
+.insufficient { color: #7a7a7a; font-style: italic; }
+.grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 10px; }
+.figure { margin: 6px 0 14px; min-height: 200px; }
+.scroll { overflow-x: auto; max-width: 100%; }
+details pre { background: #f4f5f8; padding: 10px; overflow: auto; font-size: 12px; max-height: 420px; }
+code { background: #f0f2f6; padding: 0 3px; border-radius: 3px; }
+"""
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+class _Figures:
+    """Collects figures as HTML divs (plotly.js itself is embedded once per file)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.titles: list[str] = []
+
+    def html(self, fig, caption: Optional[str] = None) -> str:
+        self.count += 1
+        div_id = f"figure-{self.count}"
+        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                           config={"displaylogo": False, "responsive": True})
+        self.titles.append(div_id)
+        cap = f'<p class="note">{esc(caption)}</p>' if caption else ""
+        return f'<div class="figure validate-figure" data-figure="{div_id}">{body}{cap}</div>'
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool = False, cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = []
+    for r in rows:
+        cells = []
+        for c in r:
+            if isinstance(c, tuple):  # (html, css class)
+                cells.append(f'<td class="{c[1]}">{c[0]}</td>')
+            else:
+                cells.append(f"<td>{c if raw else esc(c)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+            "</table></div>")
+
+
+def _num(text: str) -> tuple:
+    return (esc(text), "num")
+
+
+def _tag(verdict: str) -> tuple:
+    return (f'<span class="tag {verdict}">{verdict.upper()}</span>', "")
+
+
+def _block_cell(block: Optional[Mapping], metric: str) -> tuple:
+    if not block:
+        return ("—", "num")
+    e = block.get(metric)
+    if e is None:
+        why = (block.get("undefined") or {}).get(metric)
+        return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
+    if isinstance(e, Mapping) and "statistic" in e and "estimate" not in e:
+        return (esc(f"{fmt(e.get('statistic'))} (p {fmt(e.get('p_value'))})"), "num")
+    return (esc(entry_text(e)), "num")
+
+
+def _n_cell(block: Optional[Mapping]) -> tuple:
+    if not block:
+        return ("—", "num")
+    text = f"{block.get('n', '—')}"
+    if block.get("n_events") is not None:
+        text += f" ({block['n_events']})"
+    if block.get("insufficient"):
+        return (f'{esc(text)} <span class="insufficient" title="{esc(block.get("reason"))}">insufficient</span>', "num")
+    return (esc(text), "num")
+
+
+# ---- sections -----------------------------------------------------------------------------------
+
+def _verdict(bundle, figs: _Figures) -> str:
+    gates = bundle.gates or {"verdict": "pass", "rows": [], "counts": {"pass": 0, "warn": 0, "fail": 0}}
+    v = gates.get("verdict", "pass")
+    counts = gates.get("counts") or {}
+    rows = gates.get("rows") or []
+    ci = (bundle.metrics or {}).get("ci_level", 0.95)
+    out = [f'<div class="verdict v-{v}">Release gates: {v.upper()}</div>']
+    if not rows:
+        out.append('<p>No gates are declared in the protocol: the verdict is PASS by default.</p>')
+    else:
+        out.append(f"<p>{len(rows)} check(s) from {len(gates.get('gates') or [])} gate(s): "
+                   f"{counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, {counts.get('fail', 0)} fail. "
+                   "Failing checks first.</p>")
+        rank = {"fail": 0, "warn": 1, "pass": 2}
+        ordered = sorted(rows, key=lambda r: rank.get(r["verdict"], 3))
+        out.append(_table(
+            ["", "Gate", "Item", "Rule", "Value", f"Estimate ({ci:.0%} CI)", "n (events)", "Reason"],
+            [[_tag(r["verdict"]), esc(r["gate"]), esc(r["item"]), esc(_rule(r)), _num(fmt(r.get("value"))),
+              _num(entry_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})),
+              _num(f"{r.get('n', '—')}" + (f" ({r['n_events']})" if r.get("n_events") is not None else "")),
+              esc(r.get("reason"))] for r in ordered], raw=True))
+    return _section("verdict", "1. Verdict", "".join(out))
+
+
+def _rule(r: Mapping) -> str:
+    op = ">=" if r.get("direction") == "min" else "<="
+    what = f"|gap| {r['metric']}" if str(r.get("scope", "")).startswith("subgroup_gap") else r["metric"]
+    after = f" after {r['calibration']}" if r.get("calibration") else ""
+    return f"{what} {r.get('on')}{after} {op} {fmt(r.get('threshold'))}"
+
+
+def _provenance(bundle, figs: _Figures) -> str:
+    prov = bundle.provenance or {}
+    proto = prov.get("protocol") or {}
+    ck = prov.get("checkpoint") or {}
+    src = prov.get("predictions_source") or {}
+    metrics = bundle.metrics or {}
+    rows = [
+        ("Protocol", f"{proto.get('name')} v{proto.get('version')} ({proto.get('path')})"),
+        ("Protocol sha256", proto.get("sha256")),
+        ("Model checkpoint", f"{ck.get('path')} (format {ck.get('format')})" if ck else "—"),
+        ("Checkpoint sha256", ck.get("sha256") if ck else "—"),
+    ]
+    if src:
+        rows.append(("Predictions file", f"{src.get('path')} (sha256 {src.get('sha256')})"))
+    rows += [
+        ("Device", prov.get("device")),
+        ("Started / finished", f"{prov.get('started_at')} / {prov.get('finished_at')}"),
+        ("Seeds", ", ".join(f"{k} {v}" for k, v in (prov.get("seeds") or {}).items())),
+        ("Bootstrap", f"{metrics.get('n_bootstrap')} replicates, {metrics.get('ci_level', 0.95):.0%} intervals"),
+        ("Case identifiers", prov.get("case_ids")),
+        ("Command", " ".join(prov.get("command") or [])),
+    ]
+    sw = prov.get("software") or {}
+    out = [_table(["Item", "Value"], [[esc(k), f"<code>{esc(v)}</code>" if "sha256" in k else esc(v)] for k, v in rows],
+                  raw=True)]
+    out.append("<h3>Software</h3>")
+    out.append(_table(["Package", "Version"], [[esc(k), esc(v or "not installed")] for k, v in sw.items()], raw=True))
+    try:
+        text = bundle.protocol_text
+    except OSError:
+        text = ""
+    if text:
+        out.append(f"<details><summary>The protocol that ran (protocol.yaml)</summary><pre>{esc(text)}</pre></details>")
+    files = prov.get("files") or {}
+    if files:
+        out.append("<details><summary>sha256 of the bundle's files</summary>"
+                   + _table(["File", "sha256"], [[esc(k), f"<code>{esc(v)}</code>"] for k, v in files.items()], raw=True)
+                   + "</details>")
+    return _section("provenance", "2. Protocol and provenance", "".join(out))
+
+
+def _site_order(bundle) -> list[str]:
+    sites = bundle.sites or {}
+    order = list((sites.get("sites") or {}).keys())
+    metrics_sites = list(((bundle.metrics or {}).get("sites") or {}).keys())
+    return [s for s in order if s in metrics_sites] + [s for s in metrics_sites if s not in order]
+
+
+def _cohorts(bundle, figs: _Figures) -> str:
+    sites = (bundle.sites or {}).get("sites") or {}
+    blocks = (bundle.metrics or {}).get("sites") or {}
+    ci = (bundle.sites or {}).get("ci_level", 0.95)
+    order = _site_order(bundle)
+    rows = []
+    for s in order:
+        info = sites.get(s) or {}
+        blk = blocks.get(s) or {}
+        prev = info.get("prevalence")
+        prev_text = entry_text(prev) if isinstance(prev, Mapping) else fmt(blk.get("prevalence"))
+        excl = info.get("excluded") or {}
+        excl_text = "; ".join(f"{k}: {v}" for k, v in excl.items()) or "none"
+        rows.append([esc(s), esc(info.get("name", s)), esc(info.get("role", "")), _num(str(blk.get("n", info.get("n")))),
+                     _num(str(info.get("patients", "—"))), _num(str(blk.get("n_events", "—"))), _num(prev_text),
+                     _num(str(info.get("n_excluded", 0))), esc(excl_text)])
+    out = [_table(["Site", "Name", "Role", "n", "Patients", "Events", f"Prevalence ({ci:.0%} CI, Wilson)", "Excluded",
+                   "Why excluded (from failures.csv)"], rows, raw=True)]
+    attrs = []
+    for info in sites.values():
+        for a in (info.get("make_up") or {}):
+            if a not in attrs:
+                attrs.append(a)
+    for a in attrs:
+        groups = []
+        for info in sites.values():
+            for g in (info.get("make_up") or {}).get(a, {}):
+                if g not in groups:
+                    groups.append(g)
+        from validate.analysis.subgroups import group_sort_key
+
+        groups.sort(key=group_sort_key)
+        trows = []
+        for s in order:
+            mk = ((sites.get(s) or {}).get("make_up") or {}).get(a) or {}
+            total = sum(mk.values()) or 1
+            trows.append([esc(s)] + [_num(f"{mk.get(g, 0)} ({mk.get(g, 0) / total:.0%})") for g in groups])
+        out.append(f"<h3>Make-up by {esc(a)}</h3>")
+        out.append(_table(["Site"] + groups, trows, raw=True))
+    return _section("cohorts", "3. Cohorts per site", "".join(out))
+
+
+def _discrimination(bundle, figs: _Figures) -> str:
+    metrics = bundle.metrics or {}
+    curves = bundle.curves or {}
+    order = _site_order(bundle)
+    colors = charts.site_colors(order)
+    blocks = metrics.get("sites") or {}
+    ci = metrics.get("ci_level", 0.95)
+    out = []
+    if metrics.get("task") == "binary":
+        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in SITE_METRICS_DISCRIMINATION]
+                for s in order]
+        rows.append([esc("all sites (pooled)"), _n_cell(metrics.get("overall"))]
+                    + [_block_cell(metrics.get("overall"), m) for m in SITE_METRICS_DISCRIMINATION])
+        out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in SITE_METRICS_DISCRIMINATION],
+                          rows, raw=True))
+        if curves.get("sites"):
+            out.append(figs.html(charts.roc_figure(curves["sites"], metrics, sites=order, colors=colors, ci_level=ci,
+                                                   title="ROC curve per site"),
+                                 "Shaded: pointwise bootstrap band of each curve. Circles: the protocol's threshold; "
+                                 "diamonds: the threshold set for the target sensitivity at the development site and "
+                                 "carried unchanged to every other site (bars: intervals)."))
+            out.append(figs.html(charts.pr_figure(curves["sites"], metrics, sites=order, colors=colors,
+                                                  title="Precision-recall curve per site"),
+                                 "Dotted lines: each site's prevalence, the precision of a random ranking."))
+        out.append(figs.html(charts.operating_points_figure(metrics, sites=order,
+                                                            title="Operating points as the threshold travels")))
+        out.append(_operating_table(metrics, order))
+    else:
+        keys = ["accuracy", "auroc_macro"] if metrics.get("task") == "multiclass" else ["auroc_macro"]
+        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys] for s in order]
+        out.append(_table(["Site", "n"] + [metric_label(k) for k in keys], rows, raw=True))
+        for s in order:
+            per = ((curves.get("sites") or {}).get(s) or {}).get("classes") or {}
+            if per:
+                out.append(figs.html(charts.roc_figure(per, None, title=f"One-vs-rest ROC curves at {s}")))
+    return _section("discrimination", "4. Discrimination", "".join(out))
+
+
+def _operating_table(metrics: Mapping, order: Sequence[str]) -> str:
+    blocks = metrics.get("sites") or {}
+    rows = []
+    for s in order:
+        b = blocks.get(s) or {}
+        for op in b.get("operating_points") or []:
+            rows.append([esc(s), _num(f"{fmt(op.get('threshold'))} (protocol)")]
+                        + [_num(entry_text(op.get(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
+                        + [_n_cell(b)])
+        t = b.get("target_sensitivity")
+        if isinstance(t, Mapping) and t.get("threshold") is not None:
+            how = "carried" if t.get("carried") else "set here"
+            rows.append([esc(s), _num(f"{fmt(t.get('threshold'))} ({how}, target {fmt(t.get('target'), 2)})")]
+                        + [_num(entry_text(t.get(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
+                        + [_n_cell(b)])
+    if not rows:
+        return ""
+    return _table(["Site", "Threshold", "Sensitivity", "Specificity", "PPV", "NPV", "n (events)"], rows, raw=True)
+
+
+def _calibration(bundle, figs: _Figures) -> str:
+    metrics = bundle.metrics or {}
+    curves = bundle.curves or {}
+    order = _site_order(bundle)
+    colors = charts.site_colors(order)
+    blocks = metrics.get("sites") or {}
+    ci = metrics.get("ci_level", 0.95)
+    out = []
+    keys = SITE_METRICS_CALIBRATION if metrics.get("task") == "binary" else ("ece", "brier", "log_loss")
+    rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
+            + [_block_cell(blocks.get(s), "hosmer_lemeshow")] for s in order]
+    rows.append([esc("all sites (pooled)"), _n_cell(metrics.get("overall"))]
+                + [_block_cell(metrics.get("overall"), m) for m in keys] + [_block_cell(metrics.get("overall"), "hosmer_lemeshow")])
+    out.append(_table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True))
+    out.append(f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope, bootstrap percentile for the rest.</p>')
+    if metrics.get("task") == "binary":
+        out.append(figs.html(charts.calibration_forest(metrics, sites=order, colors=colors,
+                                                       title="Calibration slope and intercept per site"),
+                             "Slope below 1: predictions too extreme at that site; intercept below 0: risks overestimated."))
+    grid = []
+    for s in order:
+        c = (curves.get("sites") or {}).get(s)
+        if not c:
+            continue
+        if metrics.get("task") == "multiclass":
+            c = c.get("top_label") or {}
+        if not c.get("reliability"):
+            continue
+        # the recommended method drawn over the uncalibrated curve (all methods: the dashboard)
+        rec = (bundle.calibration or {}).get("recommended")
+        after = ((curves.get("calibrated") or {}).get(rec) or {}).get("sites", {}).get(s) if rec else None
+        grid.append(figs.html(charts.reliability_figure(
+            c, title=f"Reliability at {s} ({charts.n_text(c.get('n'), c.get('n_events'))})",
+            calibrated={f"after {rec} (recommended)": after} if after else None,
+            color=colors.get(s, charts.PALETTE[0]), ci_level=ci)))
+    if grid:
+        out.append("<h3>Reliability diagrams</h3><p class=\"note\">Each point is a bin of predictions (equal width, as "
+                   "ECE); the band is the Wilson interval of the observed rate; the dotted line is the lowess smooth; "
+                   "below, the predictions per bin by outcome.</p>")
+        out.append('<div class="grid2">' + "".join(grid) + "</div>")
+    return _section("calibration", "5. Calibration", "".join(out))
+
+
+def _subgroups(bundle, figs: _Figures) -> str:
+    analysis = bundle.subgroups
+    metrics = bundle.metrics or {}
+    if not analysis or not analysis.get("attributes"):
+        return _section("subgroups", "6. Subgroups", "<p>No subgroups are declared in the protocol.</p>")
+    order = _site_order(bundle)
+    ci = analysis.get("ci_level", 0.95)
+    out = [f'<p class="note">Blocks per subgroup, pooled over sites and per site; gaps are group − site value with '
+           f"a paired bootstrap {ci:.0%} interval. Groups with too little data are shown grey and marked "
+           "insufficient.</p>"]
+    task = analysis.get("task")
+    keys = [m for m in SUBGROUP_METRICS if task == "binary" or m == "ece"]
+    for attr in analysis["attributes"]:
+        out.append(f"<h3>{esc(attr)}</h3>")
+        pooled = ((analysis.get("overall") or {}).get("subgroups") or {}).get(attr) or {}
+        groups = (analysis.get("groups") or {}).get(attr) or list(pooled)
+        rows = []
+        for g in groups:
+            cell = pooled.get(g) or {}
+            b = cell.get("block") or {}
+            gap = (cell.get("gap") or {}).get("auroc") if task == "binary" else None
+            rows.append([esc(g), _n_cell(b)] + [_block_cell(b, m) for m in keys]
+                        + ([_num(entry_text(gap))] if task == "binary" else []))
+        out.append(_table(["Group (all sites)", "n (events)"] + [metric_label(m) for m in keys]
+                          + (["AUROC gap to all sites"] if task == "binary" else []), rows, raw=True))
+        main = "auroc" if task == "binary" else "ece"
+        wide = len(groups) > 4  # many groups (intersections): full width, one figure per row
+        out.append('<div class="grid2">' if not wide else "<div>")
+        out.append(figs.html(charts.subgroup_forest(analysis, attr, main, site="overall", metrics=metrics),
+                             "Squares: estimate with interval; hollow grey: too little data; dashed: the value over "
+                             "all cases." if attr == analysis["attributes"][0] else None))
+        out.append(figs.html(charts.subgroup_heatmap(analysis, attr, main, sites=order)))
+        out.append("</div>")
+        worst_rows = []
+        for level in ["overall"] + order:
+            data = (analysis.get("overall") if level == "overall" else (analysis.get("sites") or {}).get(level)) or {}
+            w = (data.get("worst") or {}).get(attr) or {}
+            for m in keys:
+                r = w.get(m)
+                if not r:
+                    continue
+                worst_rows.append([esc("all sites" if level == "overall" else level), esc(metric_label(m)),
+                                   esc(r.get("group") or "none judgeable"),
+                                   _num(entry_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
+                                                    "ci_high": r.get("ci_high")})),
+                                   _num(entry_text(r.get("gap")) if r.get("gap") else "—"),
+                                   _num(f"{r.get('n', '—')} ({r.get('n_events', '—')})"),
+                                   esc(", ".join(r.get("excluded_insufficient") or []) or "none")])
+        if worst_rows:
+            out.append("<details><summary>Worst group per metric, per site</summary>"
+                       + _table(["Site", "Metric", "Worst group", "Estimate (CI)", "Gap to site (CI)", "n (events)",
+                                 "Too small to judge"], worst_rows, raw=True) + "</details>")
+    return _section("subgroups", "6. Subgroups", "".join(out))
+
+
+def _methods(bundle, figs: _Figures) -> str:
+    cal = bundle.calibration
+    if not cal or not cal.get("methods"):
+        return _section("methods", "7. Calibration method comparison", "<p>No calibration comparison in this run.</p>")
+    out = [f"<p>Design <b>{esc(cal.get('design'))}</b>: methods fitted on {esc(', '.join(cal.get('fit_on') or []))}, "
+           f"evaluated on cases not used for fitting. Recommended: <b>{esc(cal.get('recommended') or '—')}</b>."
+           + (f" {esc(cal['recommendation_note'])}" if cal.get("recommendation_note") else "") + "</p>"]
+    out.append(figs.html(charts.calibration_methods_figure(cal, "ece")))
+    methods = cal["methods"]
+    names = (["none"] if "none" in methods else []) + sorted(m for m in methods if m != "none")
+    sites = []
+    for m in names:
+        for s in (methods[m].get("sites") or {}):
+            if s not in sites:
+                sites.append(s)
+    rows = []
+    for s in sites:
+        for m in names:
+            b = (methods[m].get("sites") or {}).get(s)
+            if b is None:
+                continue
+            change = ((methods[m].get("change_vs_none") or {}).get(s) or {}).get("ece")
+            rows.append([esc(s), esc(m + (" (recommended)" if m == cal.get("recommended") else "")), _n_cell(b)]
+                        + [_block_cell(b, k) for k in METHOD_METRICS]
+                        + [_num(entry_text(change) if change else "—")])
+    out.append(_table(["Site", "Method", "n (events)"] + [metric_label(k) for k in METHOD_METRICS]
+                      + ["ECE change vs none (paired CI)"], rows, raw=True))
+    failed = [f"{m}: {methods[m]['error']}" for m in names if methods[m].get("error")]
+    if failed:
+        out.append(f'<p class="note">Fits that failed (left out of the recommendation): {esc("; ".join(failed))}.</p>')
+    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].get('params') or {}, sort_keys=True)[:300])}</code>"]
+              for m in names]
+    out.append("<details><summary>Fitted parameters</summary>" + _table(["Method", "Parameters"], params, raw=True)
+               + "</details>")
+    for kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
+        html_part = builder(cal, figs)
+        if html_part:
+            out.append(html_part)
+    return _section("methods", "7. Calibration method comparison", "".join(out))
+
+
+def _sample_size(cal: Mapping, figs: _Figures) -> str:
+    from validate.report.adapters import sample_size_rows
+
+    rec = cal.get("recommended")
+    method = rec if rec and rec != "none" else None
+    rows = sample_size_rows(cal, "ece", methods=[method] if method else None)
+    if not rows:
+        return ""
+    shown = method or "each method"
+    return ("<h3>How many local cases recalibration needs</h3>"
+            + figs.html(charts.sample_size_figure(rows, "ece", title=f"ECE after local recalibration with {shown}, "
+                                                                     "by number of local fitting cases"),
+                        "Lines: mean ECE over the repeats on the site's remaining cases; band: 2.5–97.5% of the "
+                        "repeats; dotted: the same cases uncalibrated. Below the dotted line recalibration helps."))
+
+
+def _transfer(cal: Mapping, figs: _Figures) -> str:
+    from validate.report.adapters import transfer_matrix
+
+    matrix = transfer_matrix(cal, "ece")
+    if not matrix:
+        return ""
+    rec = cal.get("recommended")
+    method = rec if rec in matrix and rec != "none" else next((m for m in matrix if m != "none"), next(iter(matrix)))
+    return (f"<h3>Transfer between sites ({esc(method)})</h3>"
+            + figs.html(charts.transfer_matrix_figure(matrix[method], "ece",
+                                                      title=f"ECE after {method} fitted at one site (rows), used at "
+                                                            "another (columns)"),
+                        "Point estimates; each row's calibrator is fitted on all of that site's cases."))
+
+
+def _shift(bundle, figs: _Figures) -> str:
+    shift = bundle.shift
+    if not shift or "sites" not in shift:
+        why = (shift or {}).get("reason") or "no shift analysis in this bundle"
+        return _section("shift", "8. Dataset shift and drift", f"<p>No shift analysis: {esc(why)}.</p>")
+    dev = shift.get("development") or {}
+    out = [f"<p>Each external site against the development site(s) {esc(', '.join(dev.get('sites') or []))} "
+           f"(n={dev.get('n')}); p-values corrected ({esc(shift.get('correction'))}) within each site, "
+           f"alpha {fmt(shift.get('alpha'), 2)}. Flagged: {esc(', '.join(shift.get('flagged_sites') or []) or 'none')}; "
+           f"material (significant and beyond its practical threshold): "
+           f"{esc(', '.join(shift.get('material_sites') or []) or 'none')}.</p>"]
+    rows = []
+    for s, info in (shift.get("sites") or {}).items():
+        top = [r for r in (info.get("ranking") or []) if r.get("flagged")][:3]
+        rows.append([esc(s), _num(str(info.get("n"))), esc("yes" if info.get("flagged") else "no"),
+                     esc("yes" if info.get("material") else "no"), _num(str(info.get("n_tests"))),
+                     esc("; ".join(f"{r.get('id')} ({r.get('effect_name')} {fmt(r.get('effect'))}, adj. p "
+                                   f"{fmt(r.get('p_adjusted'))})" for r in top) or "—")])
+    out.append(_table(["Site", "n", "Flagged", "Material", "Tests", "Largest flagged differences"], rows, raw=True))
+    grid = [figs.html(charts.shift_summary_figure(shift, s)) for s in (shift.get("sites") or {})]
+    if grid:
+        out.append('<p class="note">What differs most per site: bars are −log10 of the adjusted p-value; red: '
+                   'significant and beyond its practical threshold (material), amber: significant, grey: not '
+                   "significant; dashed: alpha.</p>")
+        out.append('<div class="grid2">' + "".join(grid) + "</div>")
+    drift = shift.get("drift") or {}
+    dsites = drift.get("sites") or {}
+    if dsites:
+        out.append(f"<h3>Temporal drift (windows: {esc(drift.get('freq'))})</h3>")
+        for s, d in dsites.items():
+            if d.get("windows"):
+                flagged = ", ".join(d.get("flagged_windows") or []) or "none"
+                out.append(figs.html(charts.drift_figure(d, title=f"{s}: metrics per window (flagged: {flagged})")))
+    elif drift.get("reason"):
+        out.append(f'<p class="note">Temporal drift: {esc(drift["reason"])}.</p>')
+    return _section("shift", "8. Dataset shift and drift", "".join(out))
+
+
+def _limitations(bundle, figs: _Figures) -> str:
+    from validate.analysis.subgroups import insufficient_cells
+
+    metrics = bundle.metrics or {}
+    out = []
+    items = []
+    for s, b in (metrics.get("sites") or {}).items():
+        if b.get("insufficient"):
+            items.append(f"Site <b>{esc(s)}</b> has too little data for trustworthy estimates: {esc(b.get('reason'))}.")
+        for m, why in (b.get("undefined") or {}).items():
+            items.append(f"At site <b>{esc(s)}</b>, {esc(metric_label(m))} is undefined: {esc(why)}.")
+    roles = {s: (info or {}).get("role") for s, info in ((bundle.sites or {}).get("sites") or {}).items()}
+    dev = [s for s, r in roles.items() if r == "development"]
+    if dev:
+        items.append(f"Metrics at the development site(s) {esc(', '.join(dev))} are apparent (in-sample) performance "
+                     "when the model was fitted there; judge generalisation by the external sites.")
+    fails = bundle.failures
+    if len(fails):
+        by = fails.groupby([fails["site"].astype(str), fails["reason"].astype(str).str.split(":").str[0]]).size()
+        items.append(f"{len(fails)} case(s) could not be read or scored and are excluded: "
+                     + "; ".join(f"{esc(site)}: {esc(reason)} ({k})" for (site, reason), k in by.items()) + ".")
+    gates = bundle.gates or {}
+    small_gates = [r for r in gates.get("rows") or [] if r.get("insufficient")]
+    if small_gates:
+        items.append(f"{len(small_gates)} gate check(s) were decided by their insufficient-data policy "
+                     f"({', '.join(sorted({esc(r['gate']) for r in small_gates}))}).")
+    out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else "<p>None noted.</p>")
+    cells = insufficient_cells(bundle.subgroups or {})
+    if cells:
+        out.append(f"<h3>Subgroup cells with too little data ({len(cells)})</h3>")
+        out.append(_table(["Site", "Subgroup", "Group", "n", "Events", "Reason"],
+                          [[c["site"], c["subgroup"], c["group"], c.get("n"), c.get("n_events"), c.get("reason")]
+                           for c in cells]))
+    return _section("limitations", "9. Limitations", "".join(out))
+
+
+def _section(anchor: str, title: str, body: str) -> str:
+    return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
+
+
+SECTIONS = (("verdict", "Verdict", _verdict), ("provenance", "Provenance", _provenance),
+            ("cohorts", "Cohorts", _cohorts), ("discrimination", "Discrimination", _discrimination),
+            ("calibration", "Calibration", _calibration), ("subgroups", "Subgroups", _subgroups),
+            ("methods", "Calibration methods", _methods), ("shift", "Shift & drift", _shift),
+            ("limitations", "Limitations", _limitations))
+
+
+def render_report(bundle) -> str:
+    """The report of a bundle (a :class:`validate.bundle.Bundle`) as one self-contained HTML string."""
+    from plotly.offline import get_plotlyjs
+
+    figs = _Figures()
+    body = "".join(fn(bundle, figs) for _, _, fn in SECTIONS)
+    prov = bundle.provenance or {}
+    proto = prov.get("protocol") or {}
+    gates = bundle.gates or {}
+    title = f"Validation report: {proto.get('name', bundle.path.name)} v{proto.get('version', '')}"
+    desc = ""
+    try:
+        import yaml
+
+        desc = (yaml.safe_load(bundle.protocol_text) or {}).get("description") or ""
+    except Exception:  # the description is decoration; a protocol copy that does not parse is shown raw above
+        desc = ""
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in SECTIONS)
+    plotly_js = get_plotlyjs()
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<meta name=\"validate-figures\" content=\"{figs.count}\">"
+        f"<meta name=\"validate-verdict\" content=\"{esc(gates.get('verdict', 'pass'))}\">"
+        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        f"<script type=\"text/javascript\">{plotly_js}</script></head>"
+        f"<body data-figures=\"{figs.count}\"><header><h1>{esc(title)}</h1>"
+        f"<p>{esc(desc)}</p><p>Run {esc(prov.get('started_at'))} · bundle {esc(bundle.path.name)} · "
+        f"verdict {esc(str(gates.get('verdict', 'pass')).upper())}</p></header><nav>{nav}</nav><main>{body}</main>"
+        "</body></html>\n")
+
+
+def write_report(bundle, path=None):
+    """Render and write ``report.html`` atomically (default: into the bundle folder); returns the path."""
+    from pathlib import Path
+
+    from validate.io import atomic_write_text
+
+    path = Path(path) if path is not None else bundle.path / "report.html"
+    atomic_write_text(path, render_report(bundle))
+    return path

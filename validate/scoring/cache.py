@@ -1,0 +1,117 @@
+"""Shard cache: a re-run scores only what is missing, and a killed run resumes where it stopped.
+
+A site's cases are cut into shards of ``shard_size`` consecutive manifest rows. A finished shard is
+written as one ``.npz`` file (temporary name, fsync, rename: a killed run never leaves a shard that
+looks whole but is not) at::
+
+    <cache>/<site>/<run key>/shard-<index>-<rows key>.npz
+
+The run key hashes what changes every score (checkpoint sha256, preprocessing, the output mapping,
+autocast, shard size); the rows key hashes the shard's own manifest content (case ids and their
+inputs: image path, size and modification time, or feature values). So a changed image or row
+rescores only its shard, and a different checkpoint or preprocessing never reuses old scores. The
+device is not part of the key: CPU and GPU scores of the same model agree to float32 rounding.
+
+Image shards also hold each case's image statistics and DICOM equipment (see
+:class:`~validate.scoring.evaluator.ShardResult`), stored under the names of their columns, so a
+cached run gives the same predictions table as a fresh one. :data:`CACHE_VERSION` is part of the run
+key: raise it whenever what a shard holds, or how it is computed, changes, so that older shards are
+never read as if they were complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from validate.io import atomic_path
+from validate.scoring.evaluator import ShardResult
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS
+
+# 2: shards of image sites carry per-case image statistics and DICOM equipment
+CACHE_VERSION = 2
+
+
+def run_key(*, checkpoint_sha256: str, preprocessing: dict, output: dict, amp: str, shard_size: int) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, "checkpoint": checkpoint_sha256, "preprocessing": preprocessing,
+                       "output": output, "amp": amp, "shard_size": shard_size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def image_rows_key(case_ids: Sequence[str], paths: Sequence[str]) -> str:
+    """Content key of image cases: ids, paths, and each file's size and modification time."""
+    h = hashlib.sha256()
+    for cid, p in zip(case_ids, paths):
+        try:
+            st = os.stat(p)
+            ident = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            ident = "missing"
+        h.update(f"{cid}\t{p}\t{ident}\n".encode())
+    return h.hexdigest()
+
+
+def tabular_rows_key(case_ids: Sequence[str], features: np.ndarray, bad: dict[int, str], offset: int) -> str:
+    h = hashlib.sha256()
+    h.update("\n".join(map(str, case_ids)).encode())
+    h.update(np.ascontiguousarray(features, dtype=np.float32).tobytes())
+    h.update(json.dumps({str(k - offset): v for k, v in sorted(bad.items())}).encode())
+    return h.hexdigest()
+
+
+class ShardCache:
+    """The shards of one site under one run key."""
+
+    def __init__(self, root: Path, site: str, key: str):
+        self.dir = Path(root) / site / key[:24]
+
+    def path(self, index: int, rows_key: str) -> Path:
+        return self.dir / f"shard-{index:06d}-{rows_key[:16]}.npz"
+
+    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[ShardResult]:
+        """The cached shard if present, readable and about the same cases; else None."""
+        path = self.path(index, rows_key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                stored_ids = z["case_id"].tolist()
+                res = ShardResult(positions=z["positions"].astype(np.int64), logits=z["logits"].astype(np.float64),
+                                  failures=[(int(p), str(r), str(s)) for p, r, s in
+                                            zip(z["fail_position"], z["fail_reason"], z["fail_stage"])])
+                if "image_stats" in z.files:
+                    if z["image_stat_columns"].tolist() != list(IMAGE_STAT_COLUMNS):
+                        return None  # statistics of another definition: recompute rather than mislabel
+                    res.image_stats = z["image_stats"].astype(np.float64)
+                    res.equipment = z["equipment"].astype(object)
+        except Exception:
+            return None  # unreadable: score it again (the rename makes this rare: only foreign damage)
+        if stored_ids != [str(c) for c in case_ids]:
+            return None
+        return res
+
+    def save(self, index: int, rows_key: str, case_ids: Sequence[str], result: ShardResult) -> Path:
+        path = self.path(index, rows_key)
+        for stale in self.dir.glob(f"shard-{index:06d}-*.npz") if self.dir.exists() else []:
+            if stale != path:
+                stale.unlink(missing_ok=True)
+        fails = result.failures
+        extras = {}
+        if result.image_stats is not None:
+            n = len(result.positions)
+            extras = {"image_stats": np.asarray(result.image_stats, dtype=np.float64),
+                      "image_stat_columns": np.asarray(IMAGE_STAT_COLUMNS, dtype=str),
+                      "equipment": np.asarray(result.equipment if result.equipment is not None
+                                              else np.full((n, 2), ""), dtype=str).reshape(n, 2)}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, case_id=np.asarray([str(c) for c in case_ids], dtype=str),
+                         positions=result.positions.astype(np.int64), logits=result.logits.astype(np.float64),
+                         fail_position=np.asarray([f[0] for f in fails], dtype=np.int64),
+                         fail_reason=np.asarray([f[1] for f in fails], dtype=str),
+                         fail_stage=np.asarray([f[2] for f in fails], dtype=str), **extras)
+        return path

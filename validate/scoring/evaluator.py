@@ -1,0 +1,377 @@
+"""The batch evaluator: cases in, logits out, as fast as the model allows.
+
+One loop per site over batches that never cross a shard boundary (so each finished shard can be
+cached at once). Decoding runs in DataLoader workers when that helps, raw pixels go to the device
+(pinned memory, non-blocking copies on CUDA) and are normalised there; the model runs under
+``torch.inference_mode`` with optional autocast and channels-last; a batch's outputs are copied back
+only after the next batch has been launched, so the accelerator does not wait for the host.
+
+Failures never stop a site: a case that cannot be read, or whose output is NaN/Inf, is returned as a
+failure row (position, reason, stage) and its logits are NaN.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from validate.errors import InputError
+from validate.scoring.inputs import (IMAGE_STAT_COLUMNS, CaseError, Preprocessing, finite_rows, normalise,
+                                     read_case_with_stats)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Above this many pixels per case, decoding costs about as much as a small model's forward pass and
+# workers pay off even on a CPU; below it, on 2 cores, the worker processes only take cores from
+# the model (measured with benchmarks/bench_scoring.py, see the report).
+SMALL_IMAGE_PIXELS = 64 * 64
+
+
+# ---- device and defaults -------------------------------------------------------------------------
+
+def resolve_device(name: str = "auto", *, local_rank: Optional[int] = None) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must exist."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {name!r}", field="--device", expected="auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("CUDA is not available on this machine", field="--device",
+                             expected="auto or cpu (or a machine with an NVIDIA GPU)")
+        if device.index is None:
+            device = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
+            raise InputError(f"no CUDA device {device.index} (this machine has {torch.cuda.device_count()})",
+                             field="--device", expected=f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("MPS is not available on this machine", field="--device", expected="auto or cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unsupported device type {device.type!r}", field="--device", expected="auto, cpu, cuda or mps")
+    return device
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        return os.cpu_count() or 1
+
+
+def default_workers(spec: Preprocessing, device: torch.device, n_cases: int) -> int:
+    """DataLoader workers when ``--workers`` is not given.
+
+    Tabular inputs are sliced from memory: no workers. On a CPU device the model and the decoders
+    share the cores; with 2 cores or small images (<= 64x64) worker processes lose more to start-up
+    and contention than they gain, so decoding stays in the main process. With an accelerator (or
+    many cores and large images) decoding overlaps the forward pass in up to 16 workers, keeping one
+    core for the main process.
+    """
+    if spec.kind == "tabular" or n_cases < 64:
+        return 0
+    cpus = available_cpus()
+    pixels = spec.size[0] * spec.size[1] if spec.size else 0
+    if device.type == "cpu":
+        if cpus <= 2 or pixels <= SMALL_IMAGE_PIXELS:
+            return 0
+        return min(4, cpus // 2)
+    if pixels <= SMALL_IMAGE_PIXELS:
+        return max(0, min(2, cpus - 1))
+    # a 224x224 PNG costs ~1-2 ms of one core to decode; a ResNet-50 on an H100 takes ~0.1-0.4 ms per
+    # image, so every spare core is needed to keep up
+    return max(0, min(16, cpus - 1))
+
+
+# ---- datasets ------------------------------------------------------------------------------------
+
+class ImageCases(torch.utils.data.Dataset):
+    """Image-like cases; indexed by a list of positions, it returns that whole batch (see collate).
+
+    Besides the pixels, each read case gives its image statistics (``stats``: float64
+    ``[n_ok, len(IMAGE_STAT_COLUMNS)]``, taken from the same decode before resizing) and its DICOM
+    equipment (``equipment``: one ``(manufacturer, model)`` pair per read case, ``""`` if none).
+    """
+
+    def __init__(self, paths: Sequence[str], spec: Preprocessing):
+        self.paths = list(paths)
+        self.spec = spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, positions: Sequence[int]) -> dict:
+        ok, arrays, failed, stats, equipment = [], [], [], [], []
+        for pos in positions:
+            try:
+                arr, values, equip = read_case_with_stats(self.paths[pos], self.spec)
+                arrays.append(arr)
+                stats.append(values)
+                equipment.append(equip)
+                ok.append(pos)
+            except CaseError as exc:
+                failed.append((int(pos), exc.reason, exc.stage))
+            except Exception as exc:  # a reader bug must not stop the site either
+                failed.append((int(pos), f"{type(exc).__name__}: {exc}", "read"))
+        x = None
+        if arrays:
+            if all(a.dtype == np.uint8 for a in arrays):
+                x = torch.from_numpy(np.stack(arrays))
+            else:
+                x = torch.from_numpy(np.stack([a.astype(np.float32, copy=False) for a in arrays]))
+        return {"positions": torch.as_tensor(list(positions), dtype=torch.int64),
+                "ok": torch.as_tensor(ok, dtype=torch.int64), "x": x, "failed": failed,
+                "stats": torch.from_numpy(np.stack(stats)) if stats else None, "equipment": equipment}
+
+
+class TabularCases(torch.utils.data.Dataset):
+    """Feature rows already in memory (``[N, F]`` float32, NaN for missing); bad rows are failures."""
+
+    def __init__(self, features: np.ndarray, bad: Optional[dict[int, str]] = None):
+        self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        self.bad = dict(bad or {})
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, positions: Sequence[int]) -> dict:
+        pos = torch.as_tensor(list(positions), dtype=torch.int64)
+        failed = [(int(p), self.bad[int(p)], "read") for p in pos.tolist() if int(p) in self.bad]
+        ok = pos if not failed else torch.as_tensor([p for p in pos.tolist() if p not in self.bad], dtype=torch.int64)
+        return {"positions": pos, "ok": ok, "x": self.features[ok] if len(ok) else None, "failed": failed}
+
+
+def shard_batches(shards: Sequence[int], n_cases: int, shard_size: int, batch_size: int) -> list[list[int]]:
+    """Batches of positions for the given shards, none crossing a shard boundary."""
+    out = []
+    for s in shards:
+        start, stop = s * shard_size, min(n_cases, (s + 1) * shard_size)
+        for b in range(start, stop, batch_size):
+            out.append(list(range(b, min(stop, b + batch_size))))
+    return out
+
+
+# ---- results -------------------------------------------------------------------------------------
+
+@dataclass
+class ShardResult:
+    """Scores of one shard: ``positions`` (case rows in the site), ``logits`` (NaN where failed).
+
+    Image inputs also carry, row for row with ``positions``, ``image_stats`` (float64
+    ``[n, len(IMAGE_STAT_COLUMNS)]``, NaN where the case could not be read) and ``equipment`` (str
+    ``[n, 2]``: DICOM manufacturer and model, ``""`` where unknown); both are None for tabular inputs.
+    """
+
+    positions: np.ndarray
+    logits: np.ndarray
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (position, reason, stage)
+    image_stats: Optional[np.ndarray] = None
+    equipment: Optional[np.ndarray] = None
+
+
+@dataclass
+class EngineOptions:
+    device: torch.device
+    batch_size: int = 64
+    workers: int = 0
+    amp: str = "none"
+    channels_last: Optional[bool] = None  # None: on CUDA for 4-D inputs
+    progress: bool = False
+
+
+class Progress:
+    """``site: 1200/5000 cases, 850 cases/s`` on stderr, rewritten in place; silent when not a terminal."""
+
+    def __init__(self, site: str, total: int, enabled: bool):
+        self.site, self.total, self.enabled = site, total, enabled and total > 0
+        self.done = 0
+        self.start = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.last < 0.2 and self.done < self.total:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-9)
+        sys.stderr.write(f"\r{self.site}: {self.done}/{self.total} cases, {rate:,.0f} cases/s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batches: list[list[int]], *, workers: int,
+                pin_memory: bool) -> torch.utils.data.DataLoader:
+    """A loader that hands each batch's positions to the dataset in one call (no per-item collate)."""
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(prefetch_factor=2, worker_init_fn=_quiet_worker, persistent_workers=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=workers,
+                                       pin_memory=pin_memory, **kwargs)
+
+
+def _quiet_worker(_: int) -> None:
+    # a decoding worker needs no intra-op threads of its own: they would only fight the model's
+    torch.set_num_threads(1)
+
+
+def run_batches(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.utils.data.Dataset,
+                batches: list[list[int]], spec: Preprocessing, options: EngineOptions, *,
+                input_device: Optional[torch.device] = None,
+                to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
+                progress: Optional[Progress] = None) -> Iterator[tuple[list[int], np.ndarray, list, dict]]:
+    """Score ``batches`` of ``dataset``; yield ``(positions, logits, failures, extras)`` per batch, in
+    order. ``extras`` holds, for image datasets, ``image_stats`` and ``equipment`` row for row with
+    ``positions`` (see :class:`ShardResult`); it is empty for tabular ones.
+
+    ``model`` takes a normalised float32 batch on ``input_device`` (default: the options' device);
+    ``to_logits`` maps the raw output ``[n, k]`` to logit columns (and raises InputError when the
+    shape does not fit the protocol).
+    """
+    device = options.device
+    input_device = input_device or device
+    cuda = input_device.type == "cuda"
+    amp_dtype = AMP_DTYPES[options.amp]
+    # channels-last pays on CUDA convolutions; a host-side runtime (ONNX on the CPU) wants plain layout
+    channels_last = (options.channels_last if options.channels_last is not None else True) and cuda
+    loader = make_loader(dataset, batches, workers=options.workers, pin_memory=cuda)
+    pending = None
+    for batch in loader:
+        out = None
+        x = batch["x"]
+        if x is not None and len(x):
+            # contexts per batch, not around the generator: they are thread-wide and must not leak
+            # into the caller's code between yields
+            autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
+                        else contextlib.nullcontext())
+            with torch.inference_mode(), autocast:
+                x = x.to(input_device, non_blocking=cuda)
+                x = normalise(x, spec)
+                if channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = _to_host(model(x))
+        if pending is not None:  # the previous batch is read back only once this one is queued
+            yield _finish(*pending, to_logits, progress)
+        pending = (batch, out)
+    if pending is not None:
+        yield _finish(*pending, to_logits, progress)
+
+
+def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, Optional[Any]]:
+    """Start copying a batch's outputs to the host. On CUDA the copy goes into pinned memory behind the
+    batch's kernels, with an event to wait on, so the next batch's kernels can be queued meanwhile."""
+    out = out.detach()
+    if not out.is_cuda:
+        return out, None
+    host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(out.float(), non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _finish(batch: dict, out: Optional[tuple[torch.Tensor, Any]], to_logits: Callable,
+            progress: Optional[Progress]) -> tuple[list[int], np.ndarray, list, dict]:
+    positions = batch["positions"].tolist()
+    failures = list(batch["failed"])
+    ok = batch["ok"].tolist()
+    logits = None
+    if out is not None:
+        host, event = out
+        if event is not None:
+            event.synchronize()
+        values = host.float().numpy()
+        values = values.reshape(len(values), -1) if values.ndim != 2 else values
+        if len(values) != len(ok):
+            raise InputError(f"the model returned {len(values)} rows for a batch of {len(ok)} cases",
+                             field="model.checkpoint", expected="one output row per input case")
+        logits = to_logits(values)
+        finite = finite_rows(logits)
+        for i in np.flatnonzero(~finite):
+            failures.append((ok[i], "model output is NaN or Inf", "score"))
+        logits = np.where(finite[:, None], logits, np.nan)
+    width = logits.shape[1] if logits is not None else None
+    full = np.full((len(positions), width or 1), np.nan, dtype=np.float64)
+    if logits is not None:
+        where = {p: i for i, p in enumerate(positions)}
+        full[[where[p] for p in ok]] = logits
+    if progress is not None:
+        progress.update(len(positions))
+    return positions, full, failures, _case_extras(batch, positions, ok)
+
+
+def _case_extras(batch: dict, positions: list[int], ok: list[int]) -> dict:
+    """The batch's per-case image statistics and equipment, row for row with ``positions``."""
+    if "equipment" not in batch:  # tabular: nothing but the features, which the manifest holds
+        return {}
+    stats = np.full((len(positions), len(IMAGE_STAT_COLUMNS)), np.nan, dtype=np.float64)
+    equipment = np.full((len(positions), 2), "", dtype=object)
+    if ok:
+        rows = [positions.index(p) for p in ok]
+        if batch.get("stats") is not None:
+            stats[rows] = np.asarray(batch["stats"], dtype=np.float64)
+        equipment[rows] = np.asarray([list(e) for e in batch["equipment"]], dtype=object).reshape(len(ok), 2)
+    return {"image_stats": stats, "equipment": equipment}
+
+
+def score_shards(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.utils.data.Dataset,
+                 shards: Sequence[int], *, n_cases: int, shard_size: int, n_outputs: int,
+                 spec: Preprocessing, options: EngineOptions, input_device: Optional[torch.device] = None,
+                 to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
+                 progress: Optional[Progress] = None,
+                 on_shard: Optional[Callable[[int, ShardResult], None]] = None) -> dict[int, ShardResult]:
+    """Score whole shards; ``on_shard(index, result)`` runs as soon as each shard is complete."""
+    shards = sorted(shards)
+    batches = shard_batches(shards, n_cases, shard_size, options.batch_size)
+    results: dict[int, ShardResult] = {}
+    current: Optional[int] = None
+    parts: list[tuple[list[int], np.ndarray, list, dict]] = []
+
+    def close(s: int) -> None:
+        positions = np.asarray([p for ps, _, _, _ in parts for p in ps], dtype=np.int64)
+        logits = (np.concatenate([_width(lg, n_outputs) for _, lg, _, _ in parts]) if parts
+                  else np.zeros((0, n_outputs)))
+        failures = [f for _, _, fs, _ in parts for f in fs]
+        extras = {k: np.concatenate([ex[k] for _, _, _, ex in parts])
+                  for k in ("image_stats", "equipment") if parts and all(k in ex for _, _, _, ex in parts)}
+        res = ShardResult(positions=positions, logits=logits, failures=sorted(failures), **extras)
+        results[s] = res
+        if on_shard is not None:
+            on_shard(s, res)
+
+    for positions, logits, failures, extras in run_batches(model, dataset, batches, spec, options,
+                                                           input_device=input_device, to_logits=to_logits,
+                                                           progress=progress):
+        s = positions[0] // shard_size
+        if current is not None and s != current:
+            close(current)
+            parts = []
+        current = s
+        parts.append((positions, logits, failures, extras))
+    if current is not None:
+        close(current)
+    return results
+
+
+def _width(logits: np.ndarray, n_outputs: int) -> np.ndarray:
+    # a batch in which every case failed carries one NaN column; give it the model's width
+    if logits.shape[1] == n_outputs:
+        return logits
+    return np.full((len(logits), n_outputs), np.nan)

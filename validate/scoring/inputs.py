@@ -1,0 +1,580 @@
+"""Cases to model inputs: reading images, DICOM, arrays and feature columns, then preprocessing.
+
+A case is read into raw pixel values ``[C, H, W]`` (``uint8`` kept as it is, anything else as
+``float32``) at the protocol's size and channel count; dividing by ``scale`` and normalising
+``(x - mean) / std`` happens once per batch in :func:`normalise`, on the scoring device, so that
+8-bit images travel to an accelerator at a quarter of the bytes.
+
+A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame or
+undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`: the evaluator records it in
+``failures.csv`` and the site goes on.
+
+This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM file is read.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+# Pillow's own default (about 89.5 megapixels), set explicitly so that the guard does not depend on
+# another library lowering or lifting it. A larger image is refused as a possible decompression bomb.
+MAX_IMAGE_PIXELS = 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+ARRAY_SUFFIXES = (".npy",)
+PILLOW_FORMATS = {".png": ("PNG",), ".jpg": ("JPEG",), ".jpeg": ("JPEG",), ".tif": ("TIFF",), ".tiff": ("TIFF",)}
+# files named as ordinary raster images skip the DICOM preamble probe (one open() less per case)
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")
+# ITU-R BT.601 luma, the weights Pillow's convert("L") uses: one rule for every source of colour
+LUMA = (0.299, 0.587, 0.114)
+
+
+class CaseError(Exception):
+    """One case could not be turned into a model input; ``stage`` is "read" or "preprocess"."""
+
+    def __init__(self, reason: str, stage: str = "read"):
+        super().__init__(reason)
+        self.reason = reason
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the protocol's ``input`` block asks for, as plain values (no pydantic needed)."""
+
+    kind: str                                   # image | dicom | array | tabular
+    size: Optional[tuple[int, int]] = None      # (height, width)
+    channels: int = 1
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    window: Optional[tuple[float, float]] = None  # (center, width), overrides the DICOM's own VOI
+    features: tuple[str, ...] = ()
+
+    @classmethod
+    def from_protocol(cls, spec: Any) -> "Preprocessing":
+        window = (float(spec.window.center), float(spec.window.width)) if spec.window is not None else None
+        return cls(kind=spec.kind, size=tuple(spec.size) if spec.size else None, channels=int(spec.channels),
+                   scale=float(spec.scale), mean=tuple(float(m) for m in spec.mean),
+                   std=tuple(float(s) for s in spec.std), window=window,
+                   features=tuple(spec.features or ()))
+
+    def key(self) -> dict:
+        """Everything that changes the model's input; part of the cache key."""
+        return {"kind": self.kind, "size": list(self.size) if self.size else None, "channels": self.channels,
+                "scale": self.scale, "mean": list(self.mean), "std": list(self.std),
+                "window": list(self.window) if self.window else None, "features": list(self.features),
+                "resize": "bilinear-antialias" if self.size else None}
+
+    @property
+    def case_shape(self) -> tuple[int, ...]:
+        if self.kind == "tabular":
+            return (len(self.features),)
+        assert self.size is not None
+        return (self.channels, self.size[0], self.size[1])
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+def is_dicom(path: Path) -> bool:
+    """DICOM by extension, or by the ``DICM`` marker after the 128-byte preamble (PS3.10 7.1)."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def read_pillow(path: Path, channels: int) -> np.ndarray:
+    """PNG, JPEG, TIFF (and other single-frame formats Pillow reads) as ``[H, W, C]`` raw values."""
+    try:
+        with warnings.catch_warnings():
+            # the warning Pillow gives between 1x and 2x the limit becomes a refusal, like the error above 2x
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with _open_image(path) as im:
+                w, h = im.size
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise CaseError(f"image is {w}x{h} = {w * h} pixels, above the {MAX_IMAGE_PIXELS} pixel limit "
+                                    "(decompression bomb guard)")
+                if getattr(im, "n_frames", 1) > 1:
+                    raise CaseError(f"{im.format} file holds {im.n_frames} frames; one image per case expected")
+                return _pillow_pixels(im, channels)
+    except CaseError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CaseError(f"decompression bomb guard: {exc}") from None
+    except FileNotFoundError:
+        raise CaseError("image file not found") from None
+    except Image.UnidentifiedImageError:
+        raise CaseError("not an image Pillow can read (expected PNG, JPEG or TIFF)") from None
+    except Exception as exc:  # truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, zlib.error
+        raise CaseError(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+
+
+def _open_image(path: Path) -> Image.Image:
+    # naming the format the extension promises skips Pillow's probing of every plugin (~30% of the
+    # time for a small PNG); a file whose extension lies is probed in full
+    hint = PILLOW_FORMATS.get(path.suffix.lower())
+    if hint is not None:
+        try:
+            return Image.open(path, formats=hint)
+        except Image.UnidentifiedImageError:
+            pass
+    return Image.open(path)
+
+
+def _pillow_pixels(im: Image.Image, channels: int) -> np.ndarray:
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(im).astype(np.float32)  # 16-bit and 32-bit grey: raw values, `scale` divides them
+        return _to_channels(arr[:, :, None], channels)
+    if mode == "1":
+        im = im.convert("L")
+    elif mode not in ("L", "RGB"):
+        # palettes, alpha, CMYK, YCbCr: to RGB (alpha dropped) first, then as any colour image
+        im = im.convert("RGB")
+    if channels == 1 and im.mode == "RGB":
+        im = im.convert("L")
+    arr = np.asarray(im)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return _to_channels(arr, channels)
+
+
+def read_array(path: Path, channels: int) -> np.ndarray:
+    """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CaseError("array file not found") from None
+    except Exception as exc:
+        raise CaseError(f"not a readable .npy array (pickled objects are refused): {type(exc).__name__}: {exc}") from None
+    if not isinstance(arr, np.ndarray):
+        raise CaseError("expected one array in a .npy file, found an archive of several")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind not in "uif":
+        raise CaseError(f"array of dtype {arr.dtype} is not numeric", stage="preprocess")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    elif arr.ndim == 3:
+        if arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # [C, H, W] -> [H, W, C]
+        elif arr.shape[-1] not in (1, 3, 4):
+            raise CaseError(f"array of shape {arr.shape} has no channel axis of size 1 or 3", stage="preprocess")
+    else:
+        raise CaseError(f"array of shape {arr.shape}: expected [H, W], [H, W, C] or [C, H, W]", stage="preprocess")
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise CaseError("array holds NaN or Inf values", stage="preprocess")
+    return _to_channels(arr, channels)
+
+
+def read_dicom(path: Path, channels: int, window: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """One DICOM frame as ``[H, W, C]`` float32 display values (see :func:`read_dicom_case`)."""
+    return read_dicom_case(path, channels, window)[0]
+
+
+def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, float]] = None
+                    ) -> tuple[np.ndarray, tuple[str, str]]:
+    """One DICOM frame as ``[H, W, C]`` float32 display values, and its equipment
+    ``(Manufacturer (0008,0070), Manufacturer's Model Name (0008,1090))``, ``""`` where absent.
+
+    Pixel values go through the Modality LUT (Rescale Slope/Intercept, or a Modality LUT Sequence),
+    then the VOI transform: the protocol's window if given, else the file's VOI LUT Sequence, else its
+    Window Center/Width (first view) with its VOI LUT Function (LINEAR, LINEAR_EXACT, SIGMOID), as
+    DICOM PS3.3 C.11.2 defines them. A window's output spans the stored value range after rescale (for
+    unsigned 8-bit data 0..255; pydicom's ``apply_windowing`` uses the same), so ``scale`` divides it
+    as for an ordinary image. MONOCHROME1 is inverted within that range, so that bright means dense.
+
+    Uncompressed little-endian grey frames whose stored bits fill their allocation are read straight
+    from the bytes (pydicom's general decoder costs milliseconds per small file); all else goes
+    through pydicom's ``pixel_array``.
+    """
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:  # pragma: no cover - pydicom is a dependency; kept for the GPU benchmark machine
+        raise CaseError("reading DICOM needs pydicom, which is not installed") from None
+    try:
+        ds = pydicom.dcmread(path)
+    except FileNotFoundError:
+        raise CaseError("DICOM file not found") from None
+    except InvalidDicomError as exc:
+        raise CaseError(f"not a DICOM file: {exc}") from None
+    except Exception as exc:
+        raise CaseError(f"corrupt or truncated DICOM: {type(exc).__name__}: {exc}") from None
+    if "PixelData" not in ds:
+        raise CaseError("DICOM holds no pixel data (PixelData element missing)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise CaseError(f"multi-frame DICOM ({frames} frames) is not supported: give one frame per case")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        from pydicom.pixels import get_decoder
+
+        decoder = get_decoder(syntax)
+        if not decoder.is_available:
+            needs = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
+            raise CaseError(f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
+                            f"install one of: {needs}")
+    raw = _native_pixels(ds, syntax)
+    if raw is None:
+        try:
+            raw = ds.pixel_array
+        except Exception as exc:
+            raise CaseError(f"corrupt or truncated DICOM pixel data: {type(exc).__name__}: {exc}") from None
+    equipment = (_tag_text(ds, "Manufacturer"), _tag_text(ds, "ManufacturerModelName"))
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
+        return _to_channels(raw.astype(np.float32), channels), equipment
+    if raw.ndim != 2:
+        raise CaseError(f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame",
+                        stage="preprocess")
+    try:
+        arr, lo, hi = _display_values(ds, raw, window)
+    except CaseError:
+        raise
+    except Exception as exc:
+        raise CaseError(f"DICOM rescale/VOI could not be applied: {type(exc).__name__}: {exc}",
+                        stage="preprocess") from None
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        arr = lo + hi - arr
+    return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+
+
+def _tag_text(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # a malformed element must not cost the case its pixels
+        return ""
+    return "" if value is None else str(value).strip()
+
+
+_NATIVE_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.dtype("<u2"), (16, 1): np.dtype("<i2")}
+
+
+def _native_pixels(ds: Any, syntax: Any) -> Optional[np.ndarray]:
+    """The frame straight from uncompressed little-endian bytes, or None to let pydicom decode it."""
+    if syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):  # implicit / explicit VR little endian
+        return None
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    alloc, stored = int(ds.get("BitsAllocated", 0)), int(ds.get("BitsStored", 0))
+    dtype = _NATIVE_DTYPES.get((alloc, int(ds.get("PixelRepresentation", 0))))
+    if dtype is None or stored != alloc:  # packed high bits need masking / sign extension: pydicom's job
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    need = rows * cols * alloc // 8
+    if len(data) < need:
+        raise CaseError(f"truncated DICOM pixel data: {len(data)} bytes, {rows}x{cols}x{alloc} bits need {need}")
+    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+
+
+def _display_values(ds: Any, raw: np.ndarray, window: Optional[tuple[float, float]]
+                    ) -> tuple[np.ndarray, float, float]:
+    """Modality LUT then VOI (PS3.3 C.11.1, C.11.2); returns the values and their output range."""
+    if ds.get("ModalityLUTSequence"):
+        from pydicom.pixels import apply_modality_lut
+
+        arr = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+    else:
+        arr = raw.astype(np.float64)
+        slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+        if slope is not None and intercept is not None and (float(slope) != 1.0 or float(intercept) != 0.0):
+            arr = arr * float(slope) + float(intercept)
+    lo, hi = _stored_range(ds)
+    if window is not None:
+        return _window(arr, window[0], window[1], "LINEAR", lo, hi), lo, hi
+    if ds.get("VOILUTSequence"):
+        from pydicom.pixels import apply_voi_lut
+
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64), 0.0, float(2 ** bits - 1)
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is not None and width is not None:
+        center = float(center[0] if _multi(center) else center)
+        width = float(width[0] if _multi(width) else width)
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+        return _window(arr, center, width, function, lo, hi), lo, hi
+    return arr, lo, hi
+
+
+def _multi(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue"
+
+
+def _window(x: np.ndarray, center: float, width: float, function: str, lo: float, hi: float) -> np.ndarray:
+    """The VOI window functions of DICOM PS3.3 C.11.2.1.2 onto the output range [lo, hi]."""
+    span = hi - lo
+    if function == "SIGMOID":
+        if width <= 0:
+            raise CaseError(f"window width {width} must be > 0 for SIGMOID", stage="preprocess")
+        return span / (1.0 + np.exp(-4.0 * (x - center) / width)) + lo
+    if function == "LINEAR_EXACT":
+        if width <= 0:
+            raise CaseError(f"window width {width} must be > 0 for LINEAR_EXACT", stage="preprocess")
+        y = ((x - center) / width + 0.5) * span + lo
+        return np.clip(y, lo, hi)
+    if width < 1:
+        raise CaseError(f"window width {width} must be >= 1 for LINEAR", stage="preprocess")
+    if width == 1:  # the formula divides by width - 1: a one-value window is a threshold
+        return np.where(x < center - 0.5, lo, hi).astype(np.float64)
+    y = ((x - (center - 0.5)) / (width - 1) + 0.5) * span + lo
+    return np.clip(y, lo, hi)
+
+
+def _stored_range(ds: Any) -> tuple[float, float]:
+    """The range of stored values after the Modality LUT: the span a window maps onto (as pydicom)."""
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.get("BitsStored", 8))
+    if int(ds.get("PixelRepresentation", 0)) == 0:
+        lo, hi = 0.0, float(2 ** bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = sorted((lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)))
+    return lo, hi
+
+
+def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
+    """``[H, W, C]`` to the protocol's channel count: grey repeated to 3, colour to luma, alpha dropped."""
+    c = arr.shape[-1]
+    if c == 4:
+        arr, c = arr[:, :, :3], 3
+    if c == channels:
+        return arr
+    if c == 1 and channels == 3:
+        return np.repeat(arr, 3, axis=2)
+    if c == 3 and channels == 1:
+        luma = arr.astype(np.float32) @ np.asarray(LUMA, dtype=np.float32)
+        return luma[:, :, None]
+    raise CaseError(f"{c} channel(s) cannot become the {channels} the protocol expects", stage="preprocess")
+
+
+# ---- one case ------------------------------------------------------------------------------------
+
+def read_case(path: str | Path, spec: Preprocessing) -> np.ndarray:
+    """Read one image-like case into ``[C, H, W]`` raw values at the protocol's size.
+
+    The reader is chosen per file: DICOM by extension or preamble, ``.npy`` as an array, anything
+    else through Pillow; so a DICOM site and a PNG site differ only in their files.
+    """
+    return read_case_with_stats(path, spec, stats=False)[0]
+
+
+def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True
+                         ) -> tuple[np.ndarray, Optional[np.ndarray], tuple[str, str]]:
+    """:func:`read_case`, plus the case's :func:`image_stats` (taken from the same decoded array,
+    before resizing; None when ``stats`` is false) and its DICOM equipment ``(manufacturer, model)``
+    (``("", "")`` for other files)."""
+    if not path:
+        raise CaseError("no image path for this case")
+    path = Path(path)
+    suffix = path.suffix.lower()
+    equipment = ("", "")
+    if suffix in ARRAY_SUFFIXES or spec.kind == "array":
+        arr = read_array(path, spec.channels)
+    elif spec.kind == "dicom" or (suffix not in RASTER_SUFFIXES and is_dicom(path)):
+        arr, equipment = read_dicom_case(path, spec.channels, spec.window)
+    else:
+        arr = read_pillow(path, spec.channels)
+    values = image_stats(arr, spec.scale) if stats else None
+    if spec.size is not None and tuple(arr.shape[:2]) != tuple(spec.size):
+        arr = resize(arr, spec.size)
+    return arr.transpose(2, 0, 1), values, equipment  # a view: the batch's np.stack makes the one copy
+
+
+# ---- per-case image statistics (dataset-shift inputs) ----------------------------------------------
+
+IMAGE_HIST_BINS = 16
+IMAGE_PERCENTILES = (1, 5, 50, 95, 99)
+#: Columns of :func:`image_stats`, in order; validate.analysis.shift reads them from the predictions.
+IMAGE_STAT_COLUMNS = (("img_height", "img_width", "img_mean", "img_std")
+                      + tuple(f"img_p{q:02d}" for q in IMAGE_PERCENTILES)
+                      + tuple(f"img_hist_{b:02d}" for b in range(IMAGE_HIST_BINS)))
+#: DICOM equipment columns: (0008,0070) Manufacturer, (0008,1090) Manufacturer's Model Name.
+EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model")
+
+
+# integer-valued images spanning at most this many levels are summarised from a bincount (exact, one
+# pass); wider or fractional ones from numpy's percentile (a partition: ~10x slower on large images)
+MAX_COUNTED_LEVELS = 1 << 17
+
+
+def image_stats(arr: np.ndarray, scale: float) -> np.ndarray:
+    """Intensity summary of one decoded image ``[H, W, C]`` (before resizing), as float64 values in
+    the order of :data:`IMAGE_STAT_COLUMNS`.
+
+    Definitions, on ``v = pixel / scale`` over all finite pixels of all channels (after the channel
+    conversion the model sees): ``img_height``, ``img_width`` the stored size; ``img_mean`` the mean;
+    ``img_std`` the population standard deviation (ddof 0); ``img_pNN`` the NN-th percentile with
+    linear interpolation between order statistics (numpy's default, Hyndman & Fan 1996 type 7);
+    ``img_hist_BB`` the fraction of pixels in bin BB of 16 equal-width bins on [0, 1] (half-open
+    except the last, as ``numpy.histogram``; values below 0 count in the first bin, above 1 in the
+    last, so the fractions sum to 1).
+
+    Images of integer values (8-bit, and in practice most 16-bit PNGs and DICOMs) take one
+    ``bincount`` pass from which every statistic follows exactly; others use numpy's mean, var and
+    percentile on the float32 values.
+    """
+    h, w = arr.shape[:2]
+    out = np.full(len(IMAGE_STAT_COLUMNS), np.nan, dtype=np.float64)
+    out[0], out[1] = h, w
+    x = arr.reshape(-1)
+    if x.dtype == np.uint8:
+        counts, offset = np.bincount(x, minlength=256), 0
+    else:
+        counts, offset = _integer_counts(x)
+    if counts is not None:
+        n = int(counts.sum())
+        if n == 0:
+            return out
+        counts = counts.astype(np.float64)
+        levels = _levels(len(counts), offset, float(scale))
+        mean = counts @ levels / n
+        var = max(counts @ (levels - mean) ** 2 / n, 0.0)
+        pct = _percentiles_from_counts(counts, levels, n)
+        hist = np.bincount(_bins(levels), weights=counts, minlength=IMAGE_HIST_BINS)
+    else:
+        if not np.isfinite(x.min() + x.max()):  # a float image with NaN/Inf pixels: its finite ones
+            x = x[np.isfinite(x)]
+        n = x.size
+        if n == 0:
+            return out
+        mean = float(np.mean(x, dtype=np.float64)) / scale
+        var = float(np.var(x, dtype=np.float64)) / (scale * scale)
+        pct = np.percentile(x, IMAGE_PERCENTILES).astype(np.float64) / scale
+        v = x / np.asarray(scale, dtype=x.dtype)
+        hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
+    out[2], out[3] = mean, np.sqrt(var)
+    out[4:4 + len(IMAGE_PERCENTILES)] = pct
+    out[4 + len(IMAGE_PERCENTILES):] = hist / n
+    return out
+
+
+def _integer_counts(x: np.ndarray) -> tuple[Optional[np.ndarray], int]:
+    """Counts of each level from the minimum, when ``x`` holds integers within a modest span."""
+    if x.size == 0:
+        return None, 0
+    lo, hi = x.min(), x.max()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= MAX_COUNTED_LEVELS or abs(lo) >= 2 ** 31:
+        return None, 0
+    xi = x.astype(np.int32)
+    if not (xi == x).all():
+        return None, 0
+    offset = int(lo)
+    if offset:
+        xi -= offset
+    return np.bincount(xi, minlength=int(hi) - offset + 1), offset
+
+
+@functools.lru_cache(maxsize=8)
+def _levels(n_levels: int, offset: int, scale: float) -> np.ndarray:
+    levels = (np.arange(n_levels, dtype=np.float64) + offset) / scale
+    levels.setflags(write=False)
+    return levels
+
+
+def _percentiles_from_counts(counts: np.ndarray, levels: np.ndarray, n: int) -> np.ndarray:
+    """Type-7 percentiles: the order statistics around ``(n - 1) q``, read off the cumulative counts."""
+    cum = np.cumsum(counts)
+    pos = (n - 1) * (np.asarray(IMAGE_PERCENTILES, dtype=np.float64) / 100.0)
+    lo = np.floor(pos)
+    v_lo = levels[np.searchsorted(cum, lo, side="right")]
+    v_hi = levels[np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right")]
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def _bins(v: np.ndarray) -> np.ndarray:
+    """Bin floor(v * 16) clipped into 0..15: numpy.histogram's bins on [0, 1], out-of-range values kept."""
+    return np.clip(np.floor(v * IMAGE_HIST_BINS), 0, IMAGE_HIST_BINS - 1).astype(np.intp)
+
+
+def resize(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``[H, W, C]`` to ``size`` by bilinear interpolation with antialiasing (torch, half-pixel centres)."""
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise CaseError(f"image of size {arr.shape[1]}x{arr.shape[0]} is empty", stage="preprocess")
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
+    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear",
+                                          align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).numpy()
+
+
+def normalise(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """Raw values to model input, ``(x / scale - mean) / std`` per channel, in float32.
+
+    Computed as one fused multiply-add, ``x * a + b`` with ``a = 1 / (scale * std)`` and
+    ``b = -mean / std`` (float64 constants), which agrees with the three-step form to float32 rounding
+    and passes over a large batch once instead of three times.
+    """
+    x = batch.to(torch.float32)
+    if spec.kind == "tabular":
+        return x
+    c = x.shape[1]
+    mean = np.broadcast_to(np.asarray(spec.mean, dtype=np.float64), (c,))
+    std = np.broadcast_to(np.asarray(spec.std, dtype=np.float64), (c,))
+    a = 1.0 / (spec.scale * std)
+    b = -mean / std
+    if np.all(a == a[0]) and np.all(b == b[0]):
+        # in place when .to() made a copy (8-bit input); never write into the caller's tensor
+        y = x.mul_(float(a[0])) if x is not batch else x.mul(float(a[0]))
+        return y.add_(float(b[0]))
+    a_t, b_t = _channel_constants(tuple(a), tuple(b), x.dim(), str(x.device))
+    return torch.addcmul(b_t, x, a_t)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_constants(a: tuple, b: tuple, dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a copy from pageable host memory would wait for all queued GPU work
+    shape = (1, len(a)) + (1,) * (dim - 2)
+    return (torch.tensor(a, dtype=torch.float32, device=device).reshape(shape),
+            torch.tensor(b, dtype=torch.float32, device=device).reshape(shape))
+
+
+def feature_matrix(cases: Any, features: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
+    """Tabular inputs ``[N, F]`` float32 with NaN for missing, and rows whose values are not numbers.
+
+    ``cases`` is a DataFrame holding each feature either as ``feature:<name>`` (what
+    :func:`validate.cohort.load_site_manifest` returns, already numeric) or under its own name.
+    """
+    import pandas as pd
+
+    cols = []
+    bad: dict[int, str] = {}
+    for feat in features:
+        col = f"feature:{feat}" if f"feature:{feat}" in cases.columns else feat
+        raw = cases[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        text = raw.astype(str).str.strip()
+        wrong = num.isna() & raw.notna() & ~text.isin(["", "nan", "NaN", "NA", "?", "None"])
+        for r in np.flatnonzero(wrong.to_numpy()):
+            bad.setdefault(int(r), f"feature `{feat}` value {raw.iloc[r]!r} is not a number")
+        cols.append(num.to_numpy(dtype=np.float64))
+    x = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(cases), 0), np.float32)
+    return x, bad
+
+
+def finite_rows(values: np.ndarray) -> np.ndarray:
+    """Rows of model output that are all finite (NaN/Inf rows become failures)."""
+    return np.isfinite(values).reshape(len(values), -1).all(axis=1)
+
+
+__all__ = ["CaseError", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
+           "read_dicom_case", "read_array", "is_dicom", "resize", "normalise", "feature_matrix", "finite_rows",
+           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS"]
+
