@@ -110,13 +110,18 @@ def test_moment_engine_equals_smoothers_on_expanded_sample():
     from validate.metrics.blocks import _BinaryData
 
     rng = np.random.default_rng(12)
-    for n, digits in ((1500, None), (1200, 2)):
+    # n = 10000: leaves of 32 cases and a deep tree; clustered: replicates of different sizes
+    for n, digits, reps, clustered in ((1500, None, 4, False), (1200, 2, 4, False), (10000, 3, 2, False),
+                                       (3000, None, 4, True)):
         p = rng.beta(1.2, 6, n)
         if digits:
             p = np.round(p, digits)
         y = (rng.random(n) < p).astype(float)
         data = _BinaryData(y, p, 15)
-        W = bootstrap_weights(4, n, seed=n)
+        clusters = rng.integers(0, n // 3, n) if clustered else None
+        W = bootstrap_weights(reps, n, clusters=clusters, seed=n)
+        if clustered:
+            assert np.unique(W.sum(axis=1)).size > 1
         fast = data.smooth_replicates_fast(W)
         for r, w in enumerate(W):
             slow = data.smooth_replicate(w)

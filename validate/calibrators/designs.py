@@ -32,7 +32,7 @@ includes 0 (the data do not clearly separate them).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -41,6 +41,7 @@ from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError
 from validate.calibrators.binning import predicted_class_changed
 from validate.calibrators.registry import check_method, export_params, get_calibrator, methods_for
 from validate.errors import InputError
+from validate.metrics.settings import section_values
 
 DESIGNS = ("held-out", "local", "transfer", "sample-size")
 #: Fewest cases left for evaluation in the local and sample-size designs.
@@ -70,17 +71,7 @@ class CalibrationSettings:
     @classmethod
     def from_protocol(cls, calibration: Any = None, **overrides: Any) -> "CalibrationSettings":
         """From a protocol's ``calibration`` (pydantic model, dict or None); non-None overrides win."""
-        if calibration is None:
-            values: dict = {}
-        elif isinstance(calibration, dict):
-            values = dict(calibration)
-        elif hasattr(calibration, "model_dump"):
-            values = calibration.model_dump()
-        else:
-            values = {f.name: getattr(calibration, f.name) for f in fields(cls) if hasattr(calibration, f.name)}
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = section_values(cls, calibration, overrides)
         for k in ("designs", "methods", "fit_on", "sample_sizes"):
             if values.get(k) is not None:
                 values[k] = tuple(values[k])

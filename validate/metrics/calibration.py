@@ -110,10 +110,14 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         return {**empty, "estimate": float(beta[1]), "intercept": float(beta[0]), "iterations": it}
-    se = float(np.sqrt(cov[1, 1]))
+    # a numerically singular information matrix (separation) can leave a negative variance: the
+    # standard error is then undefined (NaN, reported as null), not a warning on the console
+    with np.errstate(invalid="ignore"):
+        se = float(np.sqrt(cov[1, 1]))
+        intercept_se = float(np.sqrt(cov[0, 0]))
     lo, hi = _wald(float(beta[1]), se, level)
     return {"estimate": float(beta[1]), "se": se, "ci_low": lo, "ci_high": hi, "intercept": float(beta[0]),
-            "intercept_se": float(np.sqrt(cov[0, 0])), "converged": converged and np.isfinite(se),
+            "intercept_se": intercept_se, "converged": converged and np.isfinite(se),
             "iterations": it}
 
 

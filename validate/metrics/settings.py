@@ -5,6 +5,23 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 
+def section_values(cls, section: Any, overrides: dict) -> dict:
+    """The fields of dataclass ``cls`` found in a protocol section (a pydantic model, a dict, an object
+    or ``None``), with the keyword ``overrides`` that are not ``None`` winning."""
+    if section is None:
+        values: dict[str, Any] = {}
+    elif isinstance(section, dict):
+        values = dict(section)
+    elif hasattr(section, "model_dump"):
+        values = section.model_dump()
+    else:
+        values = {f.name: getattr(section, f.name) for f in fields(cls) if hasattr(section, f.name)}
+    known = {f.name for f in fields(cls)}
+    values = {k: v for k, v in values.items() if k in known}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 @dataclass(frozen=True)
 class MetricSettings:
     """How metrics and their intervals are computed.
@@ -35,17 +52,7 @@ class MetricSettings:
 
         Keyword ``overrides`` that are not ``None`` win (e.g. ``n_bootstrap`` from the command line).
         """
-        if metrics is None:
-            values: dict[str, Any] = {}
-        elif isinstance(metrics, dict):
-            values = dict(metrics)
-        elif hasattr(metrics, "model_dump"):
-            values = metrics.model_dump()
-        else:
-            values = {f.name: getattr(metrics, f.name) for f in fields(cls) if hasattr(metrics, f.name)}
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in values.items() if k in known}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = section_values(cls, metrics, overrides)
         if "thresholds" in values and values["thresholds"] is not None:
             values["thresholds"] = tuple(float(t) for t in values["thresholds"])
         return replace(cls(), **values)

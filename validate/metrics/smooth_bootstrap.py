@@ -3,13 +3,16 @@
 A replicate repeats case j c_j times. R's ``clowess`` and ``loess`` on the expanded sample only ever
 need, at each local fit, sums over a window of tricube-weighted powers:
 Σ c_j K(d_j / h) d_j^k (and the same with y_j), d = x − x_s. The tricube (1 − |u|³)³ is a polynomial
-of degree 9 on each side of x_s, so these sums follow from per-segment moments Σ c_j (x_j − a_g)^m of
-contiguous segments of the sorted cases, shifted to x_s by the binomial theorem; only the few cases in
-segments cut by a window edge are weighted one by one, with R's exact rules. Moments are taken about
-each segment's own centre and only segments lying inside the window (|a_g − x_s| ≤ h) are shifted, so
-no cancellation occurs. The window positions, fit points and kd-tree cells are those of the expanded
-sample (positions are cumulative counts), so every replicate equals the point-estimate code on the
-materialised resample up to rounding (~1e-12; tests/test_metrics_bootstrap.py compares them).
+of degree 9 on each side of x_s, so these sums follow from moments Σ c_j (x_j − a_g)^m of runs of the
+sorted cases, shifted to x_s by the binomial theorem. The runs are the nodes of a dyadic tree over
+leaves of consecutive cases (a parent's moments are its children's shifted to its centre), so a
+window is the union of O(log n) nodes plus the cases of the two leaves cut by its edges, which are
+weighted one by one with R's exact rules. Moments are taken about each node's own centre and only
+nodes lying inside the window (|a_g − x_s| ≤ h) are shifted, so no cancellation occurs. The window
+positions, fit points and kd-tree cells are those of the expanded sample (positions are cumulative
+counts; one flattened searchsorted serves all replicates of a batch), so every replicate equals the
+point-estimate code on the materialised resample up to rounding (~1e-14;
+tests/test_metrics_bootstrap.py compares them).
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ class SortedCases:
         self.y = np.asarray(y, dtype=np.float64)
         n = self.x.size
         self.n = n
-        L = leaf or int(min(32, max(8, n // 256)))
+        # short leaves keep the one-by-one edge sums small; at most 4096 leaves bound the tree's memory
+        # (2 size x 26 x replicates floats)
+        L = leaf or max(int(min(32, max(8, n // 256))), -(-n // 4096))
         self.L = L
         self.seg_start = np.arange(0, n, L)
         self.G = self.seg_start.size
@@ -64,7 +69,7 @@ class SortedCases:
     def moments(self, W: np.ndarray) -> np.ndarray:
         """Tree of moments for replicate counts W (R, n): T[node, :, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
         (m ≤ 11)) over the node's cases, v = x − node centre; shape (2 size, 26, R). A parent's moments
-        are its children's shifted to its centre (binomial theorem, in place)."""
+        are its children's shifted to its centre: B(t) M with B[m, k] = C(m, k) t^(m − k)."""
         W = np.atleast_2d(W)
         R = W.shape[0]
         Wp = np.zeros((R, self.G * self.L))
@@ -85,9 +90,8 @@ class SortedCases:
                 # B[m, k] = C(m, k) t^(m − k): moments of (v + t) from moments of v
                 tp = np.cumprod(np.column_stack([np.ones(t.size)] + [t] * 13), axis=1)
                 B = np.where(low, _BINOM * tp[:, e], 0.0)
-                # einsum's loop beats a batched BLAS call on these 14 x 14 blocks
-                acc[:, :14] += np.einsum("pmk,pkr->pmr", B, T[child, :14])
-                acc[:, 14:] += np.einsum("pmk,pkr->pmr", B[:, :12, :12], T[child, 14:])
+                acc[:, :14] += np.matmul(B, T[child, :14])
+                acc[:, 14:] += np.matmul(B[:, :12, :12], T[child, 14:])
             lvl //= 2
         return T
 
@@ -213,32 +217,6 @@ def _loess_w(r, h):
     return np.where(q < 1.0, (1.0 - q ** 3) ** 3, 0.0)
 
 
-class _Positions:
-    """Positions of the expanded sample: position p belongs to case case_at(p)."""
-
-    def __init__(self, c: np.ndarray):
-        self.end = np.cumsum(c.astype(np.int64))
-        self.N = int(self.end[-1])
-
-    def case_at(self, pos):
-        return np.searchsorted(self.end, pos, side="right")
-
-
-def _window_starts(x, P: _Positions, centres: np.ndarray, width: int) -> np.ndarray:
-    """First position k <= N − width with centre − x[k] <= x[k + width] − centre: the start of the
-    window of nearest positions as clowess (and loess) find it; vectorised bisection."""
-    lo = np.zeros(centres.size, dtype=np.int64)
-    hi = np.full(centres.size, P.N - width, dtype=np.int64)
-    while True:
-        act = lo < hi
-        if not act.any():
-            return lo
-        mid = (lo + hi) // 2
-        move = (centres - x[P.case_at(mid)]) > (x[P.case_at(np.minimum(mid + width, P.N - 1))] - centres)
-        lo = np.where(act & move, mid + 1, lo)
-        hi = np.where(act & ~move, mid, hi)
-
-
 class _BatchPositions:
     """Positions of the expanded samples of all replicates at once: row r's cumulative counts are
     offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position)."""
@@ -256,7 +234,9 @@ class _BatchPositions:
 
 
 def _window_starts_batch(x, P: _BatchPositions, r, centres, width):
-    """_window_starts for queries of several replicates (row r, window width per query)."""
+    """First position k <= N − width with centre − x[k] <= x[k + width] − centre in replicate r's
+    expanded sample: the start of the window of nearest positions as clowess (and loess) find it;
+    bisection vectorised over queries of several replicates (row r and width per query)."""
     N = P.N[r]
     lo = np.zeros(centres.size, dtype=np.int64)
     hi = N - width
@@ -271,7 +251,9 @@ def _window_starts_batch(x, P: _BatchPositions, r, centres, width):
 
 
 def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
-    """_lowess_plan of every replicate, the fit-point walk stepped for all replicates together."""
+    """Fit points and windows of clowess on each replicate's expanded sample (they depend on x and the
+    counts only), or None where the smooth is a constant; the fit-point walk is stepped for all
+    replicates together."""
     x = sc.x
     R = P.N.size
     rows = np.arange(R)
@@ -325,7 +307,8 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
 
 
 def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float, cell: float) -> list:
-    """_loess_plan of every replicate: the k-d tree per replicate, the neighbourhoods together."""
+    """Vertices and neighbourhoods of R's loess on each replicate's expanded sample, or None for
+    constant x: the k-d tree per replicate, the neighbourhoods of all vertices together."""
     from validate.metrics.smooth import _kd_splits
 
     x = sc.x
@@ -380,64 +363,6 @@ def _error_summary(e, c) -> dict:
             "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
             "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
             "emax": float(e[ci > 0].max())}
-
-
-def _lowess_plan(sc: SortedCases, c: np.ndarray, f: float):
-    """Fit points and windows of clowess on the expanded sample (they depend on x and the counts
-    only), or None when the smooth is a constant."""
-    x = sc.x
-    P = _Positions(c)
-    N = P.N
-    present = np.flatnonzero(c > 0)
-    rng = x[present[-1]] - x[present[0]]
-    if N < 2 or rng == 0:
-        return None
-    delta = 0.01 * rng
-    ns = max(2, min(N, int(f * N + 1e-7)))
-    fits = []
-    k = int(P.case_at(0))
-    end = P.end
-    while True:
-        fits.append(k)
-        last_pos = int(end[sc.tie_end[k]]) - 1
-        if last_pos >= N - 1:
-            break
-        nc = int(np.searchsorted(x, x[k] + delta, side="right"))
-        k = int(P.case_at(max(last_pos + 1, int(end[nc - 1]) - 1)))
-    fits = np.asarray(fits)
-    xs = x[fits]
-    nleft = _window_starts(x, P, xs, ns)
-    kl = P.case_at(nleft)
-    h = np.maximum(xs - x[kl], x[P.case_at(nleft + ns - 1)] - xs)
-    h9, h1 = 0.999 * h, 0.001 * h
-    start = kl + 1
-    return {"fits": fits, "xs": xs, "h": h, "kl": kl, "mult": (end[kl] - nleft).astype(np.float64),
-            "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
-            "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
-            "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
-            "d": np.maximum(np.searchsorted(x, xs + h9, side="right"), start), "range": rng}
-
-
-def _loess_plan(sc: SortedCases, c: np.ndarray, span: float, cell: float):
-    """Vertices and neighbourhoods of R's loess on the expanded sample, or None for constant x."""
-    from validate.metrics.smooth import _kd_splits
-
-    x = sc.x
-    P = _Positions(c)
-    N = P.N
-    present = np.flatnonzero(c > 0)
-    if x[present[0]] == x[present[-1]]:
-        return None
-    nf = min(N, int(np.floor(N * span)))
-    fc = int(np.floor(N * (span * cell)))
-    splits, lo_v, hi_v = _kd_splits(np.repeat(x, c.astype(np.int64)), fc)
-    q = np.array(sorted([lo_v, hi_v] + splits))
-    left = _window_starts(x, P, q, nf)
-    d1 = x[P.case_at(left)] - q
-    d2 = x[P.case_at(left + nf - 1)] - q
-    h = np.sqrt(np.maximum(d1 * d1, d2 * d2))  # sqrt of the nf-th smallest squared distance
-    return {"q": q, "h": h, "lo": np.searchsorted(x, q - h, side="left"),
-            "mid": np.searchsorted(x, q, side="left"), "hi": np.searchsorted(x, q + h, side="right")}
 
 
 def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
