@@ -127,3 +127,41 @@ def test_moment_engine_equals_smoothers_on_expanded_sample():
             slow = data.smooth_replicate(w)
             for k in ("eavg", "e50", "e90", "emax", "ici"):
                 assert fast[k][r] == pytest.approx(slow[k], rel=1e-9, abs=1e-12), k
+
+
+@pytest.mark.parametrize("block", [1, 3, 16, 256])
+def test_blocked_adaptive_ece_equals_array_split_of_expanded_sample(block):
+    """The blocked adaptive-ECE kernel (block sums, then one block cumulated per edge) against equal-mass
+    groups formed directly by ``np.array_split`` of the expanded sorted sample, with sparse and heavy
+    counts so edges fall inside, between and after blocks."""
+    from validate.metrics.calibration import ece_adaptive_sorted
+
+    rng = np.random.default_rng(11)
+    for trial in range(12):
+        n = int(rng.integers(2, 400))
+        p = np.sort(rng.random(n))
+        y = (rng.random(n) < p).astype(float)
+        lam = (0.05, 0.5, 1.0, 3.0)[trial % 4]
+        W = rng.poisson(lam, (4, n)).astype(float)
+        W[:, 0] += 1  # no empty replicate
+        bins = int(rng.integers(2, 16))
+        got = ece_adaptive_sorted(y, p, W, bins, block=block)
+        for r in range(4):
+            idx = np.repeat(np.arange(n), W[r].astype(int))
+            groups = np.array_split(np.arange(idx.size), bins)
+            expected = sum(abs((y[idx][g] - p[idx][g]).sum()) for g in groups) / idx.size
+            assert got[r] == pytest.approx(expected, rel=1e-10, abs=1e-14)
+
+
+def test_untied_auprc_kernel_equals_sklearn_weighted():
+    """The event-segment average precision used for untied scores equals scikit-learn's with counts."""
+    from validate.metrics.blocks import _auprc_untied
+
+    rng = np.random.default_rng(12)
+    n = 3000
+    p = np.sort(rng.random(n))
+    y = (rng.random(n) < p).astype(int)
+    W = rng.poisson(1.0, (5, n)).astype(float)
+    got = _auprc_untied(np.flatnonzero(y), W)
+    for r in range(5):
+        assert got[r] == pytest.approx(skm.average_precision_score(y, p, sample_weight=W[r]), rel=1e-12)

@@ -25,7 +25,7 @@ from validate.metrics.calibration import (
 )
 from validate.metrics.checks import as_labels, as_probabilities, clip_probability, logit as to_logit
 from validate.metrics.discrimination import ScoreOrder, delong_ci, weighted_auprc, weighted_auroc
-from validate.metrics.operating import OPERATING_METRICS, threshold_for_sensitivity, weighted_operating_point
+from validate.metrics.operating import OPERATING_METRICS, threshold_for_sensitivity
 from validate.metrics.settings import MetricSettings
 from validate.metrics.smooth import _ici, _lowess_errors, clowess, _interp_ties_mean, loess_smooth
 
@@ -83,22 +83,40 @@ class _BinaryData:
         # columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count
         self.linear = np.column_stack([(self.p - self.y) ** 2, nll, self.y,
                                        self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix])
+        self.positives = np.flatnonzero(self.y)
+        self.y_float = self.y.astype(np.float64)
+        self._with_calls: dict = {}
+
+    def linear_with_calls(self, thresholds) -> np.ndarray:
+        """:attr:`linear` followed, per threshold t, by the columns [p >= t, y·(p >= t)]: one matrix
+        product then gives every replicate's called-positive weight and true positives."""
+        key = tuple(float(t) for t in thresholds)
+        mat = self._with_calls.get(key)
+        if mat is None:
+            cols = [self.linear]
+            for t in key:
+                call = (self.p >= t).astype(np.float64)
+                cols.append(np.column_stack([call, self.y * call]))
+            mat = np.ascontiguousarray(np.column_stack(cols)) if key else self.linear
+            self._with_calls[key] = mat
+        return mat
 
     def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False) -> dict:
         """Metric values for replicate weights ``ws`` (k, n) given in sorted order (AUROC only on
         request: blocks give it a DeLong interval)."""
-        from validate.metrics.calibration import weighted_ece_adaptive
+        from validate.metrics.calibration import ece_adaptive_sorted
 
         B = self.bins
+        ws = np.ascontiguousarray(ws, dtype=np.float64)
         tot = ws.sum(axis=1)
-        lin = ws @ self.linear
+        lin = ws @ self.linear_with_calls(thresholds)
         out = {}
         if auroc:
             out["auroc"] = weighted_auroc(self.y, self.p, ws, order=self.score_order)
         if self.ties:
             out["auprc"] = weighted_auprc(self.y, self.p, ws, order=self.score_order)
         else:
-            out["auprc"] = _auprc_untied(self.y, ws)
+            out["auprc"] = _auprc_untied(self.positives, ws)
         brier = lin[:, 0] / tot
         prev = lin[:, 2] / tot
         ref = prev * (1 - prev)
@@ -112,9 +130,20 @@ class _BinaryData:
         with np.errstate(invalid="ignore", divide="ignore"):
             gap = np.where(cnt > 0, np.abs(d) / np.where(cnt > 0, cnt, 1.0), -np.inf)
         out["mce"] = gap.max(axis=1)
-        out["ece_adaptive"] = weighted_ece_adaptive(self.y, self.p, ws, bins=self.bins, order=np.arange(self.n))
-        for t in thresholds:
-            for k, v in weighted_operating_point(self.y, self.p, t, ws).items():
+        out["ece_adaptive"] = ece_adaptive_sorted(self.y_float, self.p, ws, self.bins)
+        # operating points from the called/true-positive columns: with count weights every sum is an
+        # exact integer, so FN, FP, TN by difference equal their direct sums
+        events = lin[:, 2]
+        for i, t in enumerate(thresholds):
+            called = lin[:, 3 + 2 * B + 2 * i]
+            tp = lin[:, 4 + 2 * B + 2 * i]
+            fp = called - tp
+            tn = (tot - events) - fp
+            fn = events - tp
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vals = {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+                        "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
+            for k, v in vals.items():
                 out[f"{k}@{t!r}"] = v
         if want_smooth:
             if self.n >= SMOOTH_ENGINE_MIN_N:
@@ -155,17 +184,47 @@ class _BinaryData:
                 "ici": ici}
 
 
-def _auprc_untied(y: np.ndarray, ws: np.ndarray) -> np.ndarray:
+def _in_order(w: np.ndarray, order: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Replicate weights (r, n) with columns permuted to ``order``, C-contiguous (the replicate kernels
+    run along rows). Weights arriving column-major (as a column gather leaves them) are gathered as rows
+    of the transpose, a cache-sized chunk of cases at a time, instead of one strided gather."""
+    if w.flags.c_contiguous or not w.flags.f_contiguous:
+        return np.take(w, order, axis=1)
+    wt = w.T
+    out = np.empty((w.shape[0], order.size), dtype=w.dtype)
+    for c0 in range(0, order.size, chunk):
+        out[:, c0:c0 + chunk] = np.take(wt, order[c0:c0 + chunk], axis=0).T
+    return out
+
+
+def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
     """Average precision of replicate weights (k, n) over cases sorted by a score without ties:
-    Σ_i w_i y_i · precision at case i, precision = TP/(TP+FP) counting cases scored at least as high."""
-    rev = ws[:, ::-1]
-    yr = y[::-1]
-    tp = np.cumsum(rev * yr, axis=1)
-    called = np.cumsum(rev, axis=1)
+    Σ_i w_i y_i · precision at case i / Σ_i w_i y_i, precision = TP/(TP+FP) counting cases scored at
+    least as high. ``positives``: ascending positions of the events.
+
+    Only events carry terms, so the weight called at each event is a segment sum between consecutive
+    events (one reduceat pass over the weights) cumulated from the top: no (k, n) cumulative sums."""
+    k = ws.shape[0]
+    if positives.size == 0:
+        return np.full(k, np.nan)
+    # suffix sums as total − exclusive prefix: forward cumulative sums over C-contiguous rows (exact for
+    # count weights, whose partial sums are integers); in place, the arrays are (k, events)
+    called = np.add.reduceat(ws, positives, axis=1)       # weight in [event m, event m+1)
+    cum = np.cumsum(called, axis=1)
+    called -= cum
+    called += cum[:, -1:]                                  # weight scored at least as high as event m
+    wp = np.take(ws, positives, axis=1)
+    tp = np.cumsum(wp, axis=1)
+    total = tp[:, -1].copy()
+    tp *= -1.0
+    tp += total[:, None]
+    tp += wp                                               # events scored at least as high as event m
+    # called = 0 only where tp = 0 (and w = 0): precision 0 there, as defined
+    np.maximum(called, np.finfo(np.float64).tiny, out=called)
+    precision = np.divide(tp, called, out=tp)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(called > 0, tp / np.where(called > 0, called, 1.0), 0.0)
-        out = (rev * yr * precision).sum(axis=1) / tp[:, -1]
-    return np.where(tp[:, -1] > 0, out, np.nan)
+        out = np.einsum("ij,ij->i", wp, precision) / total
+    return np.where(total > 0, out, np.nan)
 
 
 def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=None, strata=None,
@@ -214,7 +273,7 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
                                            seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
-            vals = data.replicate(w[:, data.order], op_thresholds, want_smooth=smooth_intervals)
+            vals = data.replicate(_in_order(w, data.order), op_thresholds, want_smooth=smooth_intervals)
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
     reps_arr = {k: np.concatenate(v) for k, v in reps.items()}
@@ -425,7 +484,7 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     defined = [0 < events[k] < n for k in range(L)]
 
     def stat(w):
-        per = [d.replicate(w[:, d.order], [], want_smooth=False, auroc=True) for d in data]
+        per = [d.replicate(_in_order(w, d.order), [], want_smooth=False, auroc=True) for d in data]
         out = {}
         for m in MACRO_METRICS:
             ks = [k for k in range(L) if defined[k] or m not in ("auroc", "auprc")]

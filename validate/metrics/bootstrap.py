@@ -34,6 +34,8 @@ class Resampling:
         _, stratum_start, stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
         self.unit_of_case = unit_of_case.reshape(-1)
         self.n_units = uniq.size
+        # each case its own unit, in case order (no clusters, strata contiguous): no gather needed
+        self.identity = bool(self.n_units == self.n and np.array_equal(self.unit_of_case, np.arange(self.n)))
         self.slot_start = np.repeat(stratum_start, stratum_size)
         self.slot_size = np.repeat(stratum_size, stratum_size).astype(np.float64)
 
@@ -44,7 +46,10 @@ class Resampling:
         drawn = self.slot_start + np.floor(u * self.slot_size).astype(np.int64)
         drawn += (np.arange(k) * self.n_units)[:, None]
         counts = np.bincount(drawn.ravel(), minlength=k * self.n_units).reshape(k, self.n_units)
-        return counts[:, self.unit_of_case].astype(np.float64)
+        if self.identity:
+            return counts.astype(np.float64)
+        # np.take keeps the result row-major, which the replicate metrics read row by row
+        return np.take(counts, self.unit_of_case, axis=1).astype(np.float64)
 
 
 def _codes(values, n: int, name: str) -> np.ndarray:
