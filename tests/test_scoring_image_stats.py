@@ -13,10 +13,8 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from test_scoring_support import tiny_model, write_factory, write_protocol
+from test_scoring_support import dicom_dataset, tiny_model, write_factory, write_protocol
 from validate.scoring import score_protocol
 from validate.scoring.inputs import (IMAGE_STAT_COLUMNS, Preprocessing, image_stats, read_case,
                                      read_case_with_stats)
@@ -42,15 +40,7 @@ def assert_stats(got, want: dict) -> None:
 
 
 def _dicom(path, pixels, *, bits_stored=None, manufacturer=None, model=None, center=None, width=None):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
+    ds = dicom_dataset(*pixels.shape)
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = pixels.dtype.itemsize * 8
     ds.BitsStored = bits_stored or ds.BitsAllocated

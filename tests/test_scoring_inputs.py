@@ -10,9 +10,9 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
+from test_scoring_support import dicom_dataset
 from validate.scoring.inputs import (CaseError, Preprocessing, feature_matrix, is_dicom, normalise, read_case)
 
 GREY = Preprocessing(kind="image", size=(8, 8), channels=1, scale=255.0, mean=(0.5,), std=(0.5,))
@@ -105,15 +105,7 @@ def test_decompression_bomb_is_refused(tmp_path):
 
 def _dicom(path, pixels, *, photometric="MONOCHROME2", bits=8, signed=False, slope=None, intercept=None,
            center=None, width=None, frames=None, syntax=ExplicitVRLittleEndian, pixel_bytes=None):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
+    ds = dicom_dataset(*pixels.shape[-2:], syntax=syntax)
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 8 if bits <= 8 else 16
     ds.BitsStored, ds.HighBit = bits, bits - 1

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_scoring_support import (TINY_DEF, chest_like_images, image_input, png_protocol, reference_inputs,
+from test_scoring_support import (TINY_DEF, chest_like_images, dicom_dataset, image_input, png_protocol, reference_inputs,
                                   tiny_model, write_factory, write_png_site, write_protocol)
 from validate.cli import main
 from validate.errors import InputError
@@ -26,17 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _truncated_dicom(path: Path) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds = dicom_dataset(16, 16)
+    ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = bytes(256)
     ds.save_as(path, enforce_file_format=True)

@@ -87,6 +87,24 @@ def _tiny_module():
     return sys.modules[name]
 
 
+def dicom_dataset(rows: int, cols: int, *, syntax=None):
+    """A single-frame DICOM dataset (digital X-ray SOP class; explicit VR little endian unless
+    ``syntax`` says otherwise) with its file meta. Callers set the pixel module and PixelData."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    return ds
+
+
 def chest_like_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
