@@ -30,6 +30,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap replicates (overrides the protocol)")
     parser.add_argument("--seed", type=int, metavar="S", help="bootstrap seed (overrides the protocol)")
     parser.add_argument("--json", metavar="OUT", help="write the Metrics JSON here (atomically)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes computing blocks side by side (default: one per CPU when the "
+                             "bootstrap is large; 1 = this process only)")
 
 
 def _fmt(e) -> str:
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
 
         subgroups = derive_subgroups(table.frame, protocol)
     report = metrics_report(table, settings=settings, class_names=class_names, label_names=label_names,
-                            subgroup_columns=subgroup_columns, subgroups=subgroups, development_site=development)
+                            subgroup_columns=subgroup_columns, subgroups=subgroups, development_site=development,
+                            workers=args.workers)
     print(format_table(report))
     if args.json:
         atomic_write_json(Path(args.json), report)

@@ -272,8 +272,8 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
-                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
-            vals = data.replicate(_in_order(w, data.order), op_thresholds, want_smooth=smooth_intervals)
+                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK, order=data.order):
+            vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals)
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
     reps_arr = {k: np.concatenate(v) for k, v in reps.items()}

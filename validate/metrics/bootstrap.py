@@ -20,9 +20,13 @@ RNG_BLOCK = 50
 
 
 class Resampling:
-    """Units (clusters within strata) of a sample of n cases, prepared once for many replicates."""
+    """Units (clusters within strata) of a sample of n cases, prepared once for many replicates.
 
-    def __init__(self, n: int, clusters=None, strata=None):
+    ``order`` (a permutation of the cases) asks for weight columns in that order — column i is case
+    order[i] — so a caller that keeps its cases sorted gets its weights without a column gather of
+    every replicate."""
+
+    def __init__(self, n: int, clusters=None, strata=None, order=None):
         self.n = int(n)
         strata_codes = _codes(strata, self.n, "strata")
         cluster_codes = _codes(clusters, self.n, "clusters") if clusters is not None else np.arange(self.n)
@@ -31,25 +35,43 @@ class Resampling:
         uniq, unit_of_case = np.unique(pair, return_inverse=True)
         unit_stratum = uniq // (cluster_codes.max() + 1)
         # units are sorted by stratum (np.unique sorts the pair code)
-        _, stratum_start, stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
+        _, self.stratum_start, self.stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
         self.unit_of_case = unit_of_case.reshape(-1)
         self.n_units = uniq.size
-        # each case its own unit, in case order (no clusters, strata contiguous): no gather needed
-        self.identity = bool(self.n_units == self.n and np.array_equal(self.unit_of_case, np.arange(self.n)))
-        self.slot_start = np.repeat(stratum_start, stratum_size)
-        self.slot_size = np.repeat(stratum_size, stratum_size).astype(np.float64)
+        order = None if order is None else np.asarray(order, dtype=np.intp)
+        if order is not None and (order.shape != (self.n,) or
+                                  not np.array_equal(np.sort(order), np.arange(self.n))):
+            raise ValueError(f"order must be a permutation of {self.n} cases")
+        # each case its own unit in case order (no clusters, strata contiguous): counts of units are
+        # counts of cases; with an order, a unit's draws are counted straight into its column
+        identity = bool(self.n_units == self.n and np.array_equal(self.unit_of_case, np.arange(self.n)))
+        self.column_of_unit = None
+        self.unit_of_column = None
+        if identity and order is not None:
+            self.column_of_unit = np.empty(self.n, dtype=np.intp)
+            self.column_of_unit[order] = np.arange(self.n)
+        elif not identity:
+            self.unit_of_column = self.unit_of_case if order is None else self.unit_of_case[order]
+        self.dtype = np.int32 if self.n_units < 2 ** 31 else np.int64
 
     def block(self, seed: int, b: int, k: int) -> np.ndarray:
-        """Case weights of replicates b*50 .. b*50+k-1 (k <= 50), shape (k, n)."""
+        """Case weights of replicates b*50 .. b*50+k-1 (k <= 50), shape (k, n): within each stratum,
+        as many unit draws (uniform integers, NumPy's unbiased bounded generator) as it holds units."""
         rng = np.random.default_rng([int(seed), int(b)])
-        u = rng.random((RNG_BLOCK, self.n_units))[:k]
-        drawn = self.slot_start + np.floor(u * self.slot_size).astype(np.int64)
-        drawn += (np.arange(k) * self.n_units)[:, None]
-        counts = np.bincount(drawn.ravel(), minlength=k * self.n_units).reshape(k, self.n_units)
-        if self.identity:
-            return counts.astype(np.float64)
-        # np.take keeps the result row-major, which the replicate metrics read row by row
-        return np.take(counts, self.unit_of_case, axis=1).astype(np.float64)
+        drawn = np.empty((RNG_BLOCK, self.n_units), dtype=self.dtype)
+        for start, size in zip(self.stratum_start, self.stratum_size):
+            part = drawn[:, start:start + size]
+            part[...] = rng.integers(0, size, size=(RNG_BLOCK, size), dtype=self.dtype)
+            part += start
+        out = np.empty((k, self.n))
+        for r in range(k):
+            if self.column_of_unit is not None:
+                out[r] = np.bincount(self.column_of_unit[drawn[r]], minlength=self.n)
+            elif self.unit_of_column is not None:
+                out[r] = np.bincount(drawn[r], minlength=self.n_units)[self.unit_of_column]
+            else:
+                out[r] = np.bincount(drawn[r], minlength=self.n)
+        return out
 
 
 def _codes(values, n: int, name: str) -> np.ndarray:
@@ -63,10 +85,11 @@ def _codes(values, n: int, name: str) -> np.ndarray:
 
 
 def iter_bootstrap_weights(n_rep: int, n: int, *, clusters=None, strata=None, seed: int = 0,
-                           chunk: int = RNG_BLOCK) -> Iterator[tuple[int, np.ndarray]]:
+                           chunk: int = RNG_BLOCK, order=None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_replicate, weights)`` chunks of at most ``chunk`` replicates (rounded to whole
-    RNG blocks of 50), weights of shape (k, n) float64 counts. Deterministic in ``seed``."""
-    res = Resampling(n, clusters, strata)
+    RNG blocks of 50), weights of shape (k, n) float64 counts. Deterministic in ``seed``; with
+    ``order``, the same weights with columns permuted (column i is case order[i])."""
+    res = Resampling(n, clusters, strata, order)
     per = max(1, int(chunk) // RNG_BLOCK)
     nblocks = -(-int(n_rep) // RNG_BLOCK)
     for b0 in range(0, nblocks, per):

@@ -10,6 +10,7 @@ import pandas as pd
 from validate.metrics.blocks import binary_block, multiclass_block, multilabel_block
 from validate.metrics.operating import threshold_for_sensitivity
 from validate.metrics.settings import MetricSettings
+from validate.metrics.workers import choose_workers, run_blocks
 
 MISSING_VALUE = "missing"
 
@@ -26,7 +27,8 @@ def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> Optional[np.ndar
 def metrics_report(table, *, task: Optional[str] = None, settings: MetricSettings = MetricSettings(),
                    class_names: Optional[Sequence[str]] = None, label_names: Optional[Sequence[str]] = None,
                    subgroup_columns: Sequence[str] = (), subgroups: Optional[pd.DataFrame] = None,
-                   development_site: Optional[str] = None, smooth_intervals: bool = True) -> dict:
+                   development_site: Optional[str] = None, smooth_intervals: bool = True,
+                   workers: Optional[int] = None) -> dict:
     """The whole Metrics JSON from a predictions table.
 
     ``table``: a :class:`validate.predictions.PredictionsTable` or a predictions DataFrame.
@@ -37,6 +39,8 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
     The bootstrap resamples ``settings.cluster_by`` (patient) clusters when a value repeats.
     ``development_site``: where the threshold for ``settings.target_sensitivity`` is found (binary);
     it is then carried unchanged to every other block. Without it each block finds its own.
+    ``workers``: processes evaluating the blocks side by side (same numbers; see
+    :mod:`validate.metrics.workers`); ``None`` decides from the amount of work.
     """
     from validate.predictions import PredictionsTable, table_from_frame
 
@@ -55,33 +59,35 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
             t = threshold_for_sensitivity(table.y()[dev], table.prob()[dev], settings.target_sensitivity)
             carry = t if np.isfinite(t) else None
 
-    def block(mask: np.ndarray, stratified: bool, own_threshold: bool = False) -> dict:
+    # blocks are described first, then evaluated (here or in worker processes), then placed
+    jobs: list[dict] = []
+    places: list[tuple] = []
+
+    def block(place: tuple, mask: np.ndarray, stratified: bool, own_threshold: bool = False) -> None:
         sub = frame.loc[mask]
-        strata = sub["site"].to_numpy(dtype=object) if stratified else None
-        clusters = _clusters(sub, settings)
+        job = {"task": task, "settings": settings, "smooth_intervals": smooth_intervals,
+               "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
+               "clusters": _clusters(sub, settings)}
         if task == "binary":
-            return binary_block(table.y()[mask], table.prob()[mask], settings=settings, clusters=clusters,
-                                strata=strata, threshold_carry=None if own_threshold else carry,
-                                logits=table.logit()[mask], smooth_intervals=smooth_intervals)
-        if task == "multiclass":
-            return multiclass_block(table.y()[mask], table.probs()[mask], settings=settings,
-                                    class_names=names or None, clusters=clusters, strata=strata,
-                                    smooth_intervals=smooth_intervals)
-        return multilabel_block(table.Y()[mask], table.probs()[mask], settings=settings,
-                                label_names=names or None, clusters=clusters, strata=strata,
-                                smooth_intervals=smooth_intervals)
+            job.update(y=table.y()[mask], p=table.prob()[mask], logits=table.logit()[mask],
+                       threshold_carry=None if own_threshold else carry)
+        elif task == "multiclass":
+            job.update(y=table.y()[mask], p=table.probs()[mask], names=names or None)
+        else:
+            job.update(y=table.Y()[mask], p=table.probs()[mask], names=names or None)
+        jobs.append(job)
+        places.append(place)
 
     everyone = np.ones(len(frame), dtype=bool)
     site_ids = frame["site"].to_numpy(dtype=object)
     report = {"task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level,
-              "seed": settings.seed, "overall": block(everyone, stratified=True), "sites": {}, "subgroups": {}}
+              "seed": settings.seed, "overall": None, "sites": {}, "subgroups": {}}
+    block(("overall",), everyone, stratified=True)
     sites = table.sites()
-    for site in sites:
-        if len(sites) == 1 and carry is None:
-            # one site: its block is the pooled block (same cases, a single stratum)
-            report["sites"][site] = copy.deepcopy(report["overall"])
-            continue
-        report["sites"][site] = block(site_ids == site, stratified=False, own_threshold=(site == development_site))
+    single = len(sites) == 1 and carry is None
+    if not single:
+        for site in sites:
+            block(("sites", site), site_ids == site, stratified=False, own_threshold=(site == development_site))
     for col in subgroup_columns:
         if subgroups is not None and col in subgroups:
             values = subgroups[col].reset_index(drop=True)
@@ -91,5 +97,33 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
             raise ValueError(f"subgroup column {col!r} is neither derived nor a table attribute")
         labels = values.map(lambda v: MISSING_VALUE if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
         labels = labels.to_numpy(dtype=object)
-        report["subgroups"][col] = {v: block(labels == v, stratified=True) for v in sorted(set(labels))}
+        report["subgroups"][col] = {}
+        for v in sorted(set(labels)):
+            block(("subgroups", col, v), labels == v, stratified=True)
+
+    sizes = [len(job["y"]) for job in jobs]
+    results = run_blocks(_block, jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))
+    for place, result in zip(places, results):
+        if place == ("overall",):
+            report["overall"] = result
+        elif place[0] == "sites":
+            report["sites"][place[1]] = result
+        else:
+            report["subgroups"][place[1]][place[2]] = result
+    if single:
+        # one site: its block is the pooled block (same cases, a single stratum)
+        report["sites"][sites[0]] = copy.deepcopy(report["overall"])
     return report
+
+
+def _block(*, task: str, y, p, settings: MetricSettings, clusters, strata, smooth_intervals: bool,
+           logits=None, threshold_carry=None, names=None) -> dict:
+    """One BLOCK (module level, so that worker processes can run it)."""
+    if task == "binary":
+        return binary_block(y, p, settings=settings, clusters=clusters, strata=strata,
+                            threshold_carry=threshold_carry, logits=logits, smooth_intervals=smooth_intervals)
+    if task == "multiclass":
+        return multiclass_block(y, p, settings=settings, class_names=names, clusters=clusters, strata=strata,
+                                smooth_intervals=smooth_intervals)
+    return multilabel_block(y, p, settings=settings, label_names=names, clusters=clusters, strata=strata,
+                            smooth_intervals=smooth_intervals)

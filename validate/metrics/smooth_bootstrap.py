@@ -20,6 +20,7 @@ from math import comb
 
 import numpy as np
 
+_CHUNK = 4096  # pairs per pass of the moment shift: its 14 rows stay in cache
 _BINOM = np.array([[comb(e, m) for m in range(14)] for e in range(14)], dtype=np.float64)
 
 
@@ -67,31 +68,41 @@ class SortedCases:
         self.node_center[size:size + self.G] = self.center
 
     def moments(self, W: np.ndarray) -> np.ndarray:
-        """Tree of moments for replicate counts W (R, n): T[node, :, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
-        (m ≤ 11)) over the node's cases, v = x − node centre; shape (2 size, 26, R). A parent's moments
+        """Tree of moments for replicate counts W (R, n): T[node, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
+        (m ≤ 11)) over the node's cases, v = x − node centre; shape (2 size, R, 26). A parent's moments
         are its children's shifted to its centre: B(t) M with B[m, k] = C(m, k) t^(m − k)."""
         W = np.atleast_2d(W)
         R = W.shape[0]
-        Wp = np.zeros((R, self.G * self.L))
-        Wp[:, :self.n] = W
-        T = np.zeros((2 * self.size, 26, R))
-        # (R, L) blocks of the counts times (L, 26) blocks of powers: BLAS-friendly strides
-        leaf = np.matmul(Wp.reshape(R, self.G, self.L).transpose(1, 0, 2), self.VV)  # (G, R, 26)
-        T[self.size:self.size + self.G] = leaf.transpose(0, 2, 1)
+        # the tree's buffer is kept for the next chunk of replicates: fresh pages of ~100 MB cost more
+        # to fault in than the moments of the lowest level
+        T = getattr(self, "_tree", None)
+        if T is None or T.shape[1] != R:
+            T = self._tree = np.empty((2 * self.size, R, 26))
+        T[:self.size] = 0.0
+        T[self.size + self.G:] = 0.0
+        if self.G * self.L == self.n:
+            Wr = W.reshape(R, self.G, self.L)
+        else:
+            Wp = np.zeros((R, self.G * self.L))
+            Wp[:, :self.n] = W
+            Wr = Wp.reshape(R, self.G, self.L)
+        # (R, L) blocks of the counts times (L, 26) blocks of powers
+        np.matmul(Wr.transpose(1, 0, 2), self.VV, out=T[self.size:self.size + self.G])
         e = np.subtract.outer(np.arange(14), np.arange(14))
         low = e >= 0
         e = np.maximum(e, 0)
-        lvl = self.size
+        lvl, real = self.size, self.G
         while lvl > 1:
-            par = np.arange(lvl // 2, lvl)
-            acc = T[lvl // 2:lvl]
+            real = -(-real // 2)  # parents with at least one leaf below: the rest stay zero
+            par = np.arange(lvl // 2, lvl // 2 + real)
+            acc = T[par[0]:par[-1] + 1]
             for child in (2 * par, 2 * par + 1):
                 t = self.node_center[child] - self.node_center[par]
-                # B[m, k] = C(m, k) t^(m − k): moments of (v + t) from moments of v
                 tp = np.cumprod(np.column_stack([np.ones(t.size)] + [t] * 13), axis=1)
-                B = np.where(low, _BINOM * tp[:, e], 0.0)
-                acc[:, :14] += np.matmul(B, T[child, :14])
-                acc[:, 14:] += np.matmul(B[:, :12, :12], T[child, 14:])
+                # row vectors of moments times B^T: moments of (v + t) from moments of v
+                BT = np.where(low, _BINOM * tp[:, e], 0.0).transpose(0, 2, 1)
+                acc[:, :, :14] += np.matmul(T[child, :, :14], BT)
+                acc[:, :, 14:] += np.matmul(T[child, :, 14:], BT[:, :12, :12])
             lvl //= 2
         return T
 
@@ -117,88 +128,127 @@ class SortedCases:
             r >>= 1
         return np.concatenate(qs), np.concatenate(ns)
 
+    def split(self, lo: np.ndarray, hi: np.ndarray):
+        """Case ranges [lo, hi) as the runs of whole leaves [g0, g1) they contain (empty where none) and
+        the two ranges of cases in the leaves cut at either end."""
+        lo = np.minimum(lo, hi)
+        g_lo = self.seg_of[np.minimum(lo, self.n - 1)]
+        g0 = np.where(self.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first leaf fully inside
+        g_hi = self.seg_of[np.maximum(hi - 1, 0)]
+        g1 = np.where(self.seg_end[g_hi] == hi, g_hi + 1, g_hi)   # one past the last fully inside
+        full = (g0 < g1) & (hi > lo)
+        cut1 = np.where(full, self.seg_start[np.minimum(g0, self.G - 1)], hi)
+        cut2 = np.where(full, np.where(g1 >= self.G, hi, self.seg_start[np.minimum(g1, self.G - 1)]), hi)
+        g1 = np.where(full, g1, g0)
+        return g0, g1, (lo, np.minimum(cut1, hi)), (np.maximum(cut2, lo), hi)
+
 
 def _dot(a, b) -> float:
     # einsum's own loop, not BLAS: a threaded BLAS dot stalls for milliseconds on a busy machine
     return float(np.einsum("i,i->", a, b))
 
 
-def _shifted(M: np.ndarray, t: np.ndarray, h: np.ndarray, emax: int) -> np.ndarray:
-    """Σ c ((x − x_s)/h)^e for e ≤ emax, one column per (fit, segment) pair, from the segment moments
-    M (pairs, ≥ emax+1) about the centres, with t = (a_g − x_s)/h: moments of (v + t) from moments of
-    v by the in-place binomial (Taylor) shift D_e += t D_(e−1), in units of h."""
-    inv = 1.0 / h
-    D = np.empty((emax + 1, t.size))
-    hp = np.ones(t.size)
-    for m in range(emax + 1):
-        np.multiply(M[:, m], hp, out=D[m])
-        hp *= inv
-    tmp = np.empty(t.size)
-    for k in range(1, emax + 1):
-        for e in range(emax, k - 1, -1):
-            np.multiply(t, D[e - 1], out=tmp)
-            D[e] += tmp
-    return D
+def _node_sums(M: np.ndarray, t: np.ndarray, h: np.ndarray, side: np.ndarray, kmax: int) -> np.ndarray:
+    """Σ c K(u) u^k (k ≤ kmax) over the node of each (fit, node) pair, u = (x − x_s)/h, from the node's
+    moments M (pairs, ≥ kmax + 10) about its centre a_g, with t = (a_g − x_s)/h (|t| ≤ 1: the node
+    lies in the window) and s = ``side`` = ±1 the side of x_s it lies on. The moments of v/h + t follow
+    from those of v/h by the in-place binomial (Taylor) shift D_e += t D_(e−1); then
+    K(u) u^k = u^k − 3s u^(k+3) + 3 u^(k+6) − s u^(k+9). Returns shape (kmax + 1, pairs)."""
+    emax = kmax + 9
+    out = np.empty((kmax + 1, t.size))
+    D = np.empty((emax + 1, _CHUNK))
+    tmp = np.empty(_CHUNK)
+    hp = np.empty(_CHUNK)
+    for c0 in range(0, t.size, _CHUNK):  # a cache-sized chunk of pairs at a time
+        c1 = min(t.size, c0 + _CHUNK)
+        m_, t_, inv, d, tm, hq = M[c0:c1], t[c0:c1], 1.0 / h[c0:c1], D[:, :c1 - c0], tmp[:c1 - c0], hp[:c1 - c0]
+        hq[:] = 1.0
+        for m in range(emax + 1):
+            np.multiply(m_[:, m], hq, out=d[m])
+            hq *= inv
+        for k in range(1, emax + 1):
+            for e in range(emax, k - 1, -1):
+                np.multiply(t_, d[e - 1], out=tm)
+                d[e] += tm
+        s_ = side[c0:c1]
+        out[:, c0:c1] = d[:kmax + 1] + 3 * d[6:kmax + 7] - s_ * (3 * d[3:kmax + 4] + d[9:kmax + 10])
+    return out
 
 
-def _gather(lo: np.ndarray, hi: np.ndarray):
-    """Padded index matrix of the cases in [lo, hi) per query, and its validity mask."""
-    width = int(np.max(hi - lo, initial=0))
-    idx = lo[:, None] + np.arange(max(width, 1))[None, :]
-    ok = idx < hi[:, None]
-    return np.where(ok, idx, 0), ok
-
-
-def _direct_sums(sc, W, rq, xs, h, lo, hi, kc, ky, exact_w, mult=None):
-    """Σ m K u^k and Σ m y K u^k over cases [lo, hi) weighted one by one with ``exact_w``; m is the
-    replicate count (or ``mult`` for a single partial case)."""
-    idx, ok = _gather(lo, np.maximum(lo, hi))
-    d = sc.x[idx] - xs[:, None]
-    w = np.where(ok, exact_w(np.abs(d), h[:, None]), 0.0)
-    w = w * (mult[:, None] if mult is not None else W[rq[:, None], idx])
-    u = d / np.where(h > 0, h, 1.0)[:, None]
-    K = max(kc, ky) + 1
-    up = np.empty((K,) + u.shape)
-    up[0] = w
-    for k in range(1, K):
-        up[k] = up[k - 1] * u
-    return np.einsum("kqw->qk", up[: kc + 1]), np.einsum("kqw,qw->qk", up[: ky + 1], sc.y[idx])
-
-
-def _poly_sums(sc, W, TM, rq, xs, h, lo, hi, side, kc, ky, exact_w):
-    """Σ c K u^k (k ≤ kc) and Σ c y K u^k (k ≤ ky), u = (x − x_s)/h, over cases [lo, hi) lying on one
-    side (``side`` = ±1) of x_s, where K(u) = (1 − |u|³)³ = 1 − 3s u³ + 3u⁶ − s u⁹. Query q belongs to
-    replicate rq[q]."""
+def _direct_sums(sc, W, rq, xs, h, parts, kc, ky, exact_w):
+    """Σ m K u^k (k ≤ kc) and Σ m y K u^k (k ≤ ky), u = (x − x_s)/h, over cases weighted one by one with
+    ``exact_w``. ``parts`` are (lo, hi, mult) triples of case ranges [lo, hi) per query: m is query
+    rq's replicate count, or ``mult`` (per query) where given. All ranges in one flat pass."""
     Q = xs.size
+    qids, idxs, ms = [], [], []
+    for lo, hi, mult in parts:
+        lens = np.maximum(hi - lo, 0)
+        tot = int(lens.sum())
+        if tot == 0:
+            continue
+        q = np.repeat(np.arange(Q), lens)
+        first = np.cumsum(lens) - lens
+        idx = np.arange(tot) - np.repeat(first - lo, lens)
+        qids.append(q)
+        idxs.append(idx)
+        ms.append(W.ravel()[rq[q] * W.shape[1] + idx] if mult is None else mult[q])
     S = np.zeros((Q, kc + 1))
     T = np.zeros((Q, ky + 1))
-    lo = np.minimum(lo, hi)
-    g_lo = sc.seg_of[np.minimum(lo, sc.n - 1)]
-    g0 = np.where(sc.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first segment fully inside
-    g_hi = sc.seg_of[np.maximum(hi - 1, 0)]
-    g1 = np.where(sc.seg_end[g_hi] == hi, g_hi + 1, g_hi)   # one past the last fully inside
-    full = (g0 < g1) & (hi > lo)
-    cut1 = np.where(full, sc.seg_start[np.minimum(g0, sc.G - 1)], hi)
-    cut2 = np.where(full, np.where(g1 >= sc.G, hi, sc.seg_start[np.minimum(g1, sc.G - 1)]), hi)
-    for a, b in ((lo, np.minimum(cut1, hi)), (np.maximum(cut2, lo), hi)):
-        Sd, Td = _direct_sums(sc, W, rq, xs, h, a, b, kc, ky, exact_w)
-        S += Sd
-        T += Td
-    if full.any():
-        rows = np.flatnonzero(full)
-        qi, node = sc.cover(g0[rows], g1[rows])
-        pf = rows[qi]
+    if not qids:
+        return S, T
+    q_all = np.concatenate(qids)
+    idx_all = np.concatenate(idxs)
+    m_all = np.concatenate(ms)
+    K = max(kc, ky)
+    for c0 in range(0, q_all.size, _CHUNK * 8):  # cache-sized chunks of cases
+        q, idx = q_all[c0:c0 + _CHUNK * 8], idx_all[c0:c0 + _CHUNK * 8]
+        d = sc.x[idx] - xs[q]
+        hq = h[q]
+        w = exact_w(np.abs(d), hq)
+        w *= m_all[c0:c0 + _CHUNK * 8]
+        u = d / np.where(hq > 0, hq, 1.0)
+        wy = w * sc.y[idx]
+        for k in range(K + 1):
+            if k <= kc:
+                S[:, k] += np.bincount(q, weights=w, minlength=Q)
+            if k <= ky:
+                T[:, k] += np.bincount(q, weights=wy, minlength=Q)
+            if k < K:
+                w *= u
+                wy *= u
+    return S, T
+
+
+def _window_sums(sc, W, TM, rq, xs, h, sides, kc, ky, exact_w, extra=()):
+    """Σ c K u^k (k ≤ kc) and Σ c y K u^k (k ≤ ky) over windows given per side as case ranges
+    ``sides`` = [(lo, hi, s), ...] (cases of [lo, hi) lie on side s = ±1 of x_s, where the kernel is
+    the polynomial (1 − |u|³)³): the cases of leaves cut by a range edge one by one, whole leaves from
+    the tree nodes that cover them. ``extra`` are further (lo, hi, mult) ranges summed case by case."""
+    Q = xs.size
+    parts = list(extra)
+    qs, ns, ss = [], [], []
+    for lo, hi, s in sides:
+        g0, g1, cut_a, cut_b = sc.split(lo, hi)
+        parts += [(*cut_a, None), (*cut_b, None)]
+        rows = np.flatnonzero(g0 < g1)
+        if rows.size:
+            qi, node = sc.cover(g0[rows], g1[rows])
+            qs.append(rows[qi])
+            ns.append(node)
+            ss.append(np.full(qi.size, float(s)))
+    S, T = _direct_sums(sc, W, rq, xs, h, parts, kc, ky, exact_w)
+    if qs:
+        pf = np.concatenate(qs)
+        node = np.concatenate(ns)
+        side = np.concatenate(ss)
         t = (sc.node_center[node] - xs[pf]) / h[pf]
-        Mp = TM[node, :, rq[pf]]
-        s = float(side)
-        Dc = _shifted(Mp[:, :14], t, h[pf], kc + 9)
-        Dy = _shifted(Mp[:, 14:], t, h[pf], ky + 9)
+        Mp = TM[node, rq[pf]]
+        Vc = _node_sums(Mp[:, :14], t, h[pf], side, kc)
+        Vy = _node_sums(Mp[:, 14:], t, h[pf], side, ky)
         for k in range(kc + 1):
-            v = Dc[k] - 3 * s * Dc[k + 3] + 3 * Dc[k + 6] - s * Dc[k + 9]
-            S[:, k] += np.bincount(pf, weights=v, minlength=Q)
+            S[:, k] += np.bincount(pf, weights=Vc[k], minlength=Q)
         for k in range(ky + 1):
-            v = Dy[k] - 3 * s * Dy[k + 3] + 3 * Dy[k + 6] - s * Dy[k + 9]
-            T[:, k] += np.bincount(pf, weights=v, minlength=Q)
+            T[:, k] += np.bincount(pf, weights=Vy[k], minlength=Q)
     return S, T
 
 
@@ -411,21 +461,13 @@ def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span:
         sizes = [lplans[r]["fits"].size for r in lrows]
         rq = np.repeat(np.asarray(lrows), sizes)
         xs, h = cat["xs"], cat["h"]
-        S = np.zeros((xs.size, 3))
-        T = np.zeros((xs.size, 2))
-        Sd, Td = _direct_sums(sc, W, rq, xs, h, cat["kl"], cat["kl"] + 1, 2, 1, _lowess_w, mult=cat["mult"])
-        S += Sd
-        T += Td
-        Sd, Td = _direct_sums(sc, W, rq, xs, h, cat["b"], cat["c"], 2, 1, _lowess_w)
-        S += Sd
-        T += Td
-        poly = np.flatnonzero(h > 0)
-        if poly.size:
-            for lo_, hi_, side in ((cat["a"], cat["b"], -1), (cat["c"], cat["d"], 1)):
-                Sp, Tp = _poly_sums(sc, W, TM, rq[poly], xs[poly], h[poly], lo_[poly], hi_[poly], side,
-                                    2, 1, _lowess_w)
-                S[poly] += Sp
-                T[poly] += Tp
+        poly = h > 0
+        # the partial case at the window's start (its copies before position nleft are outside), the
+        # cases within 0.001 h (weight 1), and the tricube ranges on either side
+        S, T = _window_sums(sc, W, TM, rq, xs, h,
+                            [(cat["a"], np.where(poly, cat["b"], cat["a"]), -1),
+                             (cat["c"], np.where(poly, cat["d"], cat["c"]), 1)], 2, 1, _lowess_w,
+                            extra=[(cat["kl"], cat["kl"] + 1, cat["mult"]), (cat["b"], cat["c"], None)])
         hs = np.where(h > 0, h, 1.0)
         ok = S[:, 0] > 0
         S0 = np.where(ok, S[:, 0], 1.0)
@@ -454,15 +496,10 @@ def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span:
         rq = np.repeat(np.asarray(orows), sizes)
         q = np.concatenate([oplans[r]["q"] for r in orows])
         h = np.concatenate([oplans[r]["h"] for r in orows])
-        S = np.zeros((q.size, 5))
-        T = np.zeros((q.size, 3))
         lo = np.concatenate([oplans[r]["lo"] for r in orows])
         mid = np.concatenate([oplans[r]["mid"] for r in orows])
         hi = np.concatenate([oplans[r]["hi"] for r in orows])
-        for a, b, side in ((lo, mid, -1), (mid, hi, 1)):
-            Sp, Tp = _poly_sums(sc, W, TM, rq, q, h, a, b, side, 4, 2, _loess_w)
-            S += Sp
-            T += Tp
+        S, T = _window_sums(sc, W, TM, rq, q, h, [(lo, mid, -1), (mid, hi, 1)], 4, 2, _loess_w)
         A = np.stack([S[:, 0:3], S[:, 1:4], S[:, 2:5]], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             try:
