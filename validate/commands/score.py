@@ -34,6 +34,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="any case that cannot be scored is fatal (exit 2)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="shard cache folder (default OUT/cache)")
     parser.add_argument("--shard-size", type=int, default=512, help="cases per cached shard (default 512)")
+    parser.add_argument("--cache-inputs", action="store_true",
+                        help="also keep the decoded inputs in the cache, so that scoring other checkpoints on "
+                             "the same cohort skips decoding (holds the cohort's pixels: keep the cache folder "
+                             "where the images may be)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{protocol.name}-score"
     result = score_protocol(protocol, checkpoint=args.checkpoint, out_dir=out, device=args.device,
                             batch_size=args.batch_size, workers=args.workers, amp=args.amp, strict=args.strict,
-                            cache_dir=args.cache_dir, shard_size=args.shard_size)
+                            cache_dir=args.cache_dir, shard_size=args.shard_size, cache_inputs=args.cache_inputs)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return EXIT_OK  # under torchrun, rank 0 alone reports
     c = result.counts
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
              f"on {result.device}"]
     for site, sc in c["sites"].items():
         lines.append(f"  {site}: {sc['scored']}/{sc['cases']} scored, {sc['failed']} failed")
-    lines.append(f"total: {c['scored']}/{c['cases']} scored, {c['failed']} failed, {c['cached']} from cache")
+    lines.append(f"total: {c['scored']}/{c['cases']} scored, {c['failed']} failed, {c['cached']} from cache"
+                 + (f", {c['inputs_cached']} decoded inputs from cache" if "inputs_cached" in c else ""))
     for row in result.failures.head(3).itertuples(index=False):
         lines.append(f"  failed: {row.site}/{row.case_id} ({row.stage}): {row.reason}")
     if len(result.failures) > 3:

@@ -274,7 +274,8 @@ class _BatchPositions:
     def __init__(self, W: np.ndarray):
         R, n = W.shape
         self.n = n
-        self.end = np.cumsum(W.astype(np.int64), axis=1)
+        self.counts = W.astype(np.int64)  # the integer counts, converted once for every use below
+        self.end = np.cumsum(self.counts, axis=1)
         self.N = self.end[:, -1].copy()
         self.off = np.arange(R, dtype=np.int64) * (int(self.N.max(initial=0)) + 1)
         self.flat = (self.end + self.off[:, None]).ravel()
@@ -369,7 +370,7 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
         N = int(P.N[r])
         if N == 0:
             continue
-        c = W[r].astype(np.int64)
+        c = P.counts[r]
         rep = np.repeat(x, c)
         if rep[0] == rep[-1]:
             continue
@@ -397,10 +398,9 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
     return plans
 
 
-def _error_summary(e, c) -> dict:
-    """Mean, type-7 median and 90th percentile, and maximum of e over the expanded sample."""
-    ci = c.astype(np.int64)
-    N = int(ci.sum())
+def _error_summary(e, c, ci, N) -> dict:
+    """Mean, type-7 median and 90th percentile, and maximum of e over the expanded sample (c the
+    counts as floats, ci as integers, N their sum)."""
     rep = np.repeat(e, ci)
     ks, fr = [], []
     for q in (0.5, 0.9):
@@ -408,11 +408,11 @@ def _error_summary(e, c) -> dict:
         lo = int(np.floor(pos))
         ks += [lo, min(lo + 1, N - 1)]
         fr.append(pos - lo)
-    part = np.partition(rep, sorted(set(ks)))
+    part = np.partition(rep, sorted(set(ks + [N - 1])))  # N − 1: the maximum comes with the quantiles
     return {"eavg": float(_dot(c, e) / N),
             "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
             "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
-            "emax": float(e[ci > 0].max())}
+            "emax": float(part[N - 1])}
 
 
 def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
@@ -482,12 +482,12 @@ def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span:
         for i, r in enumerate(lrows):
             sl = slice(bounds[i], bounds[i + 1])
             e = np.abs(x - np.interp(x, xs[sl], ys[sl]))
-            for k, v in _error_summary(e, W[r]).items():
+            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
                 out[k][r] = v
     for r in range(R):
         if lplans[r] is None:
             e = np.abs(x - _dot(W[r], y) / W[r].sum())
-            for k, v in _error_summary(e, W[r]).items():
+            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
                 out[k][r] = v
     # ---- loess: all vertices of all replicates at once
     orows = [r for r in range(R) if oplans[r] is not None]

@@ -218,7 +218,8 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
         raise CaseError(f"corrupt or truncated DICOM: {type(exc).__name__}: {exc}") from None
     if "PixelData" not in ds:
         raise CaseError("DICOM holds no pixel data (PixelData element missing)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    hdr = _Header(ds)
+    frames = int(hdr.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise CaseError(f"multi-frame DICOM ({frames} frames) is not supported: give one frame per case")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -230,28 +231,64 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
             needs = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
             raise CaseError(f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
                             f"install one of: {needs}")
-    raw = _native_pixels(ds, syntax)
+    raw = _native_pixels(hdr, syntax)
     if raw is None:
         try:
             raw = ds.pixel_array
         except Exception as exc:
             raise CaseError(f"corrupt or truncated DICOM pixel data: {type(exc).__name__}: {exc}") from None
-    equipment = (_tag_text(ds, "Manufacturer"), _tag_text(ds, "ManufacturerModelName"))
+    equipment = (_tag_text(hdr, "Manufacturer"), _tag_text(hdr, "ManufacturerModelName"))
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
         return _to_channels(raw.astype(np.float32), channels), equipment
     if raw.ndim != 2:
         raise CaseError(f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame",
                         stage="preprocess")
     try:
-        arr, lo, hi = _display_values(ds, raw, window)
+        arr, lo, hi = _display_values(hdr, raw, window)
     except CaseError:
         raise
     except Exception as exc:
         raise CaseError(f"DICOM rescale/VOI could not be applied: {type(exc).__name__}: {exc}",
                         stage="preprocess") from None
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+    if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+
+
+class _Header:
+    """The DICOM elements a case needs, each converted once on first use and looked up by tag (a
+    keyword lookup of a dataset costs tens of microseconds on first access; a small file is read in
+    well under a millisecond, so the lookups were half its cost). ``ds`` is the dataset itself, for
+    pydicom's LUT helpers."""
+
+    def __init__(self, ds: Any):
+        self.ds = ds
+        self._values: dict[str, Any] = {}
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        if keyword not in self._values:
+            tag = _tag_of(keyword)
+            self._values[keyword] = self.ds[tag].value if tag in self.ds else None
+        value = self._values[keyword]
+        return default if value is None else value
+
+    def __getattr__(self, keyword: str) -> Any:
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        value = self.get(keyword)
+        if value is None:
+            raise AttributeError(keyword)
+        return value
+
+
+@functools.lru_cache(maxsize=None)
+def _tag_of(keyword: str) -> int:
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # pragma: no cover - the keywords used here are all in the dictionary
+        raise KeyError(keyword)
+    return tag
 
 
 def _tag_text(ds: Any, keyword: str) -> str:
@@ -289,7 +326,7 @@ def _display_values(ds: Any, raw: np.ndarray, window: Optional[tuple[float, floa
     if ds.get("ModalityLUTSequence"):
         from pydicom.pixels import apply_modality_lut
 
-        arr = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
+        arr = np.asarray(apply_modality_lut(raw, ds.ds), dtype=np.float64)
     else:
         arr = raw.astype(np.float64)
         slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
@@ -302,7 +339,8 @@ def _display_values(ds: Any, raw: np.ndarray, window: Optional[tuple[float, floa
         from pydicom.pixels import apply_voi_lut
 
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return np.asarray(apply_voi_lut(arr, ds, index=0, prefer_lut=True), dtype=np.float64), 0.0, float(2 ** bits - 1)
+        return (np.asarray(apply_voi_lut(arr, ds.ds, index=0, prefer_lut=True), dtype=np.float64), 0.0,
+                float(2 ** bits - 1))
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is not None and width is not None:
         center = float(center[0] if _multi(center) else center)
@@ -411,6 +449,9 @@ IMAGE_STAT_COLUMNS = (("img_height", "img_width", "img_mean", "img_std")
 EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model")
 
 
+# images of at most this many values (pixels x channels) are summarised from one sort
+SORTED_STATS_MAX_PIXELS = 16384
+_PERCENTILE_FRACTIONS = np.asarray(IMAGE_PERCENTILES, dtype=np.float64) / 100.0
 # integer-valued images spanning at most this many levels are summarised from a bincount (exact, one
 # pass); wider or fractional ones from numpy's percentile (a partition: ~10x slower on large images)
 MAX_COUNTED_LEVELS = 1 << 17
@@ -428,40 +469,60 @@ def image_stats(arr: np.ndarray, scale: float) -> np.ndarray:
     except the last, as ``numpy.histogram``; values below 0 count in the first bin, above 1 in the
     last, so the fractions sum to 1).
 
-    Images of integer values (8-bit, and in practice most 16-bit PNGs and DICOMs) take one
-    ``bincount`` pass from which every statistic follows exactly; others use numpy's mean, var and
-    percentile on the float32 values.
+    8-bit images are summarised from one ``bincount`` of their 256 levels; other small images (at
+    most :data:`SORTED_STATS_MAX_PIXELS` values) from one sort of their values; larger images of integer values (8-bit, and in practice most 16-bit PNGs and
+    DICOMs) from one ``bincount`` pass; others by numpy's mean, var and percentile on the float32
+    values. All three follow the definitions above exactly (tests compare them with numpy's).
     """
     h, w = arr.shape[:2]
     out = np.full(len(IMAGE_STAT_COLUMNS), np.nan, dtype=np.float64)
     out[0], out[1] = h, w
     x = arr.reshape(-1)
-    if x.dtype == np.uint8:
-        counts, offset = np.bincount(x, minlength=256), 0
-    else:
-        counts, offset = _integer_counts(x)
-    if counts is not None:
-        n = int(counts.sum())
+    if x.size <= SORTED_STATS_MAX_PIXELS and x.dtype != np.uint8:
+        # small images: one sort of the pixels gives every statistic (cheaper than a bincount over
+        # the value range plus a dozen small array operations, and exact for any dtype)
+        v = np.sort(x)
+        if v.dtype.kind == "f" and not np.isfinite(v[0] + v[-1] if v.size else 0.0):
+            v = v[np.isfinite(v)]
+        n = v.size
         if n == 0:
             return out
-        counts = counts.astype(np.float64)
-        levels = _levels(len(counts), offset, float(scale))
-        mean = counts @ levels / n
-        var = max(counts @ (levels - mean) ** 2 / n, 0.0)
-        pct = _percentiles_from_counts(counts, levels, n)
-        hist = np.bincount(_bins(levels), weights=counts, minlength=IMAGE_HIST_BINS)
-    else:
-        if not np.isfinite(x.min() + x.max()):  # a float image with NaN/Inf pixels: its finite ones
-            x = x[np.isfinite(x)]
-        n = x.size
-        if n == 0:
-            return out
-        mean = float(np.mean(x, dtype=np.float64)) / scale
-        var = float(np.var(x, dtype=np.float64)) / (scale * scale)
-        pct = np.percentile(x, IMAGE_PERCENTILES).astype(np.float64) / scale
-        v = x / np.asarray(scale, dtype=x.dtype)
+        v = v.astype(np.float64) / float(scale)
+        mean = v.mean()
+        d = v - mean
+        var = float(d @ d) / n
+        pos = (n - 1) * _PERCENTILE_FRACTIONS
+        lo = pos.astype(np.intp)
+        v_lo = v[lo]
+        pct = v_lo + (pos - lo) * (v[np.minimum(lo + 1, n - 1)] - v_lo)
         hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
-    out[2], out[3] = mean, np.sqrt(var)
+    else:
+        if x.dtype == np.uint8:
+            counts, offset = np.bincount(x, minlength=256), 0
+        else:
+            counts, offset = _integer_counts(x)
+        if counts is not None:
+            n = int(counts.sum())
+            if n == 0:
+                return out
+            counts = counts.astype(np.float64)
+            levels, level_bins = _levels(len(counts), offset, float(scale))
+            mean = counts @ levels / n
+            var = max(counts @ (levels - mean) ** 2 / n, 0.0)
+            pct = _percentiles_from_counts(counts, levels, n)
+            hist = np.bincount(level_bins, weights=counts, minlength=IMAGE_HIST_BINS)
+        else:
+            if not np.isfinite(x.min() + x.max()):  # a float image with NaN/Inf pixels: its finite ones
+                x = x[np.isfinite(x)]
+            n = x.size
+            if n == 0:
+                return out
+            mean = float(np.mean(x, dtype=np.float64)) / scale
+            var = float(np.var(x, dtype=np.float64)) / (scale * scale)
+            pct = np.percentile(x, IMAGE_PERCENTILES).astype(np.float64) / scale
+            v = x / np.asarray(scale, dtype=x.dtype)
+            hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
+    out[2], out[3] = mean, np.sqrt(max(var, 0.0))
     out[4:4 + len(IMAGE_PERCENTILES)] = pct
     out[4 + len(IMAGE_PERCENTILES):] = hist / n
     return out
@@ -484,20 +545,23 @@ def _integer_counts(x: np.ndarray) -> tuple[Optional[np.ndarray], int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _levels(n_levels: int, offset: int, scale: float) -> np.ndarray:
+def _levels(n_levels: int, offset: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The value of each counted level and its histogram bin (kept: most sites repeat one range)."""
     levels = (np.arange(n_levels, dtype=np.float64) + offset) / scale
     levels.setflags(write=False)
-    return levels
+    level_bins = _bins(levels)
+    level_bins.setflags(write=False)
+    return levels, level_bins
 
 
 def _percentiles_from_counts(counts: np.ndarray, levels: np.ndarray, n: int) -> np.ndarray:
     """Type-7 percentiles: the order statistics around ``(n - 1) q``, read off the cumulative counts."""
     cum = np.cumsum(counts)
-    pos = (n - 1) * (np.asarray(IMAGE_PERCENTILES, dtype=np.float64) / 100.0)
+    pos = (n - 1) * _PERCENTILE_FRACTIONS
     lo = np.floor(pos)
-    v_lo = levels[np.searchsorted(cum, lo, side="right")]
-    v_hi = levels[np.searchsorted(cum, np.minimum(lo + 1, n - 1), side="right")]
-    return v_lo + (pos - lo) * (v_hi - v_lo)
+    k = len(pos)
+    at = levels[np.searchsorted(cum, np.concatenate([lo, np.minimum(lo + 1, n - 1)]), side="right")]
+    return at[:k] + (pos - lo) * (at[k:] - at[:k])
 
 
 def _bins(v: np.ndarray) -> np.ndarray:

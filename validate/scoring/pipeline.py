@@ -27,6 +27,7 @@ from validate.scoring.cache import ShardCache, image_rows_key, run_key, tabular_
 from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpoint
 from validate.scoring.evaluator import (AMP_DTYPES, EngineOptions, ImageCases, Progress, ShardResult, TabularCases,
                                         default_workers, resolve_device, score_shards)
+from validate.scoring.input_cache import DecodedCases, InputCache, input_key
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix
 from validate.scoring.outputs import (failures_frame, logit_columns, make_to_logits, predictions_frame,
                                       read_predictions_file, write_failures, write_predictions)
@@ -65,7 +66,8 @@ def _as_protocol(protocol: Any) -> Any:
 def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, out_dir: str | Path,
                    device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE, workers: Optional[int] = None,
                    amp: str = "none", strict: bool = False, cache_dir: Optional[str | Path] = None,
-                   shard_size: int = DEFAULT_SHARD_SIZE, progress: Optional[bool] = None) -> ScoreResult:
+                   shard_size: int = DEFAULT_SHARD_SIZE, progress: Optional[bool] = None,
+                   cache_inputs: bool = False) -> ScoreResult:
     """Score every site of ``protocol`` (a Protocol or a protocol file) with ``checkpoint``.
 
     ``checkpoint`` defaults to the protocol's ``model.checkpoint`` (relative to the protocol file); a
@@ -73,7 +75,9 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     command-line path). ``cache_dir`` defaults to ``out_dir/cache``. ``workers=None`` picks
     :func:`validate.scoring.evaluator.default_workers`. ``progress=None`` shows progress only when
     stderr is a terminal. With ``strict``, any failed case raises InputError (after failures.csv is
-    written). Raises InputError for bad input.
+    written). ``cache_inputs`` keeps each shard's decoded inputs in the cache, so that scoring
+    another checkpoint on the same cohort skips decoding (see :mod:`validate.scoring.input_cache`).
+    Raises InputError for bad input.
     """
     protocol = _as_protocol(protocol)
     if batch_size < 1:
@@ -102,14 +106,14 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     try:
         return _score(protocol, ckpt, ctx, out_dir=out_dir, device=device, batch_size=batch_size, workers=workers,
                       amp=amp, strict=strict, cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
-                      shard_size=shard_size, progress=progress)
+                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs)
     finally:
         ctx.close()
 
 
 def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir: Path, device: str,
            batch_size: int, workers: Optional[int], amp: str, strict: bool, cache_dir: Path, shard_size: int,
-           progress: Optional[bool]) -> ScoreResult:
+           progress: Optional[bool], cache_inputs: bool = False) -> ScoreResult:
     from validate.cohort import load_site_manifest
 
     started = time.time()
@@ -133,6 +137,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
     cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
     mine: dict[str, dict[int, ShardResult]] = {}
     cached_cases = 0
+    decoded_cases = 0  # cases whose decoded inputs came from the input cache
     error: Optional[BaseException] = None
     try:
         for cohort in cohorts:
@@ -163,14 +168,24 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                     done[s] = hit
                     cached_cases += bounds[s][1] - bounds[s][0]
             todo = [s for s in shard_ids if s not in done]
+            inputs = None
+            if todo and cache_inputs and spec.kind != "tabular":
+                inputs = InputCache(cache_dir, site, input_key(preprocessing=spec.key(), shard_size=shard_size))
+                found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
+                decoded_cases += sum(bounds[s][1] - bounds[s][0] for s in found)
+                dataset = DecodedCases(dataset, inputs, found, shard_size)
             if todo:
                 n_todo = sum(bounds[s][1] - bounds[s][0] for s in todo)
                 options = EngineOptions(device=dev, batch_size=batch_size, amp=amp, channels_last=channels_last,
                                         workers=workers if workers is not None else default_workers(spec, dev, n_todo))
                 bar = Progress(site, n_todo, bool(progress))
 
-                def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids) -> None:
+                def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids,
+                             inputs=inputs) -> None:
                     cache.save(s, keys[s], ids[slice(*bounds[s])], res)
+                    if inputs is not None and res.decoded is not None:
+                        inputs.save(s, keys[s], ids[slice(*bounds[s])], res.decoded)
+                    res.decoded = None  # the pixels are not needed once saved
 
                 try:
                     done.update(score_shards(ckpt, dataset, todo, n_cases=n, shard_size=shard_size,
@@ -189,8 +204,10 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
 
     merged: dict[str, dict[int, ShardResult]] = {c.site.id: {} for c in cohorts}
     total_cached = 0
-    for part, cached in ctx.gather((mine, cached_cases)):
+    total_decoded = 0
+    for part, cached, decoded_n in ctx.gather((mine, cached_cases, decoded_cases)):
         total_cached += cached
+        total_decoded += decoded_n
         for site, shards in part.items():
             merged[site].update(shards)
 
@@ -231,6 +248,8 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
               "scored": sum(c["scored"] for c in site_counts.values()),
               "failed": sum(c["failed"] for c in site_counts.values()),
               "cached": total_cached, "sites": site_counts}
+    if cache_inputs:
+        counts["inputs_cached"] = total_decoded
     result = ScoreResult(predictions=predictions, failures=failures_df, checkpoint_sha256=ckpt.sha256,
                          checkpoint_format=ckpt.format, checkpoint_path=ckpt.path, device=str(dev), counts=counts,
                          out_dir=out_dir)

@@ -1,0 +1,89 @@
+"""Decoded inputs kept between runs: a second checkpoint on the same cohort is scored without decoding,
+with the same predictions, failures and image statistics as a fresh run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from test_scoring_pipeline import _truncated_dicom
+from test_scoring_support import chest_like_images, png_protocol, reference_inputs, tiny_model
+from validate.scoring import inputs as inputs_module
+from validate.scoring import score_protocol
+
+
+def _site_with_bad_cases(tmp_path, n=40):
+    images = chest_like_images(n, seed=5)
+    protocol = png_protocol(tmp_path, images)
+    site = tmp_path / "data" / "a"
+    (site / "a-0003.png").write_bytes(b"garbage, not an image")
+    (site / "a-0007.png").unlink()
+    _truncated_dicom(site / "a-0007.dcm")
+    manifest = tmp_path / "data" / "a.csv"
+    manifest.write_text(manifest.read_text().replace("a-0007.png", "a-0007.dcm"))
+    return images, protocol
+
+
+def _second_checkpoint(tmp_path):
+    path = tmp_path / "other_state.pt"
+    torch.save(tiny_model(seed=7).state_dict(), path)
+    return path
+
+
+def test_another_checkpoint_reuses_the_decoded_inputs(tmp_path, monkeypatch):
+    images, protocol = _site_with_bad_cases(tmp_path)
+    first = score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8,
+                           shard_size=16, cache_inputs=True)
+    assert first.counts["inputs_cached"] == 0 and first.counts["failed"] == 2
+    assert len(sorted((tmp_path / "cache" / "a").glob("inputs-*/shard-*.npz"))) == 3
+
+    other = _second_checkpoint(tmp_path)
+    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
+                           batch_size=8, shard_size=16)
+
+    reads = []
+    real = inputs_module.read_case_with_stats
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("validate.scoring.evaluator.read_case_with_stats", counting)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
+                          batch_size=8, shard_size=16, cache_inputs=True)
+    assert reads == []  # nothing decoded: every shard's inputs came from the cache
+    assert warm.counts["inputs_cached"] == 40 and warm.counts["cached"] == 0  # new checkpoint: new scores
+    pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
+    pd.testing.assert_frame_equal(warm.failures, fresh.failures)
+    keep = [i for i in range(40) if i not in (3, 7)]
+    model = tiny_model(seed=7)
+    with torch.inference_mode():
+        bare = model(reference_inputs(images[keep]))[:, 0].numpy()
+    assert np.abs(warm.predictions["logit"].to_numpy() - bare).max() <= 1e-5
+
+
+def test_a_changed_image_is_decoded_again(tmp_path):
+    images, protocol = _site_with_bad_cases(tmp_path, n=48)
+    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
+                   cache_inputs=True)
+    new = images[20].copy()
+    new = 255 - new
+    Image.fromarray(new).save(tmp_path / "data" / "a" / "a-0020.png")
+    other = _second_checkpoint(tmp_path)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
+                          batch_size=8, shard_size=16, cache_inputs=True)
+    assert warm.counts["inputs_cached"] == 32  # shard 1 (cases 16..31) decoded afresh
+    with torch.inference_mode():
+        want = tiny_model(seed=7)(reference_inputs(new[None]))[0, 0].item()
+    row = warm.predictions.set_index("case_id").loc["a-0020"]
+    assert abs(row["logit"] - want) <= 1e-5
+    assert row["img_mean"] == pytest.approx(np.mean(new / 255.0), rel=1e-12)
+
+
+def test_without_the_flag_no_pixels_are_kept(tmp_path):
+    _, protocol = _site_with_bad_cases(tmp_path, n=20)
+    result = score_protocol(protocol, out_dir=tmp_path / "out", batch_size=8, shard_size=16)
+    assert "inputs_cached" not in result.counts
+    assert not list((tmp_path / "out" / "cache").rglob("inputs-*"))

@@ -1,0 +1,169 @@
+"""Decoded inputs kept between runs: score many checkpoints on one cohort, decode it once.
+
+A release gate scores every candidate checkpoint on the same fixed test cohorts, and a calibration
+study re-scores them with each model variant. Decoding (PNG/JPEG/DICOM parsing, windowing, resizing)
+does not depend on the checkpoint, and for small models it costs more than the forward pass. With
+``cache_inputs`` the evaluator stores each shard's preprocessed inputs — the raw values the model's
+normalisation starts from, as they went into the batch — with the cases that could not be read,
+their image statistics and DICOM equipment, at::
+
+    <cache>/<site>/inputs-<input key>/shard-<index>-<rows key>.npz
+
+The input key hashes the preprocessing and the shard size (not the checkpoint); the rows key is the
+scores cache's (case ids, paths, file sizes and modification times), so an edited or replaced image
+invalidates its shard. Files are written atomically (temporary name, then rename), like score shards.
+
+These files hold pixel data of the cohort: they stay under the cache directory the user chose (by
+default the run's ``out/cache``) and are never part of a bundle. Off by default.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from validate.io import atomic_path
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS
+
+INPUT_CACHE_VERSION = 1
+
+
+def input_key(*, preprocessing: dict, shard_size: int) -> str:
+    blob = json.dumps({"version": INPUT_CACHE_VERSION, "preprocessing": preprocessing, "shard_size": shard_size},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class DecodedShard:
+    """One shard's decoded cases: ``positions`` (site rows that were read, ascending), ``x`` their
+    inputs ``[n, C, H, W]`` (uint8 or float32), ``image_stats`` and ``equipment`` row for row, and
+    ``failures`` (position, reason, stage) of the cases that could not be read."""
+
+    positions: np.ndarray
+    x: np.ndarray
+    image_stats: np.ndarray
+    equipment: np.ndarray
+    failures: list
+
+    def batch(self, positions: Sequence[int]) -> dict:
+        """The batch dict of :class:`validate.scoring.evaluator.ImageCases` for these positions (a run of
+        consecutive site rows, as the evaluator's batches are)."""
+        import torch
+
+        pos = np.asarray(positions, dtype=np.int64)
+        lo = int(np.searchsorted(self.positions, pos[0])) if len(pos) else 0
+        hi = int(np.searchsorted(self.positions, pos[-1], side="right")) if len(pos) else 0
+        rows = slice(lo, hi)  # a batch is a run of consecutive positions: its read cases are a run too
+        if len(pos) and pos[-1] - pos[0] + 1 != len(pos):  # not a run: pick the cases one by one
+            rows = np.flatnonzero(np.isin(self.positions, pos))
+            hi, lo = len(rows), 0
+        ok = self.positions[rows]
+        wanted = set(pos.tolist()) if self.failures else set()
+        failed = [f for f in self.failures if f[0] in wanted]
+        return {"positions": torch.from_numpy(pos), "ok": torch.from_numpy(ok.copy()),
+                "x": torch.from_numpy(self.x[rows]) if hi > lo else None, "failed": failed,
+                "stats": torch.from_numpy(self.image_stats[rows]) if hi > lo else None,
+                "equipment": [tuple(e) for e in self.equipment[rows].tolist()]}
+
+
+class InputCache:
+    """The decoded-input shards of one site under one input key."""
+
+    def __init__(self, root: Path, site: str, key: str):
+        self.dir = Path(root) / site / f"inputs-{key[:24]}"
+
+    def path(self, index: int, rows_key: str) -> Path:
+        return self.dir / f"shard-{index:06d}-{rows_key[:16]}.npz"
+
+    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[DecodedShard]:
+        """The shard if present, readable and about the same cases; else None (decode again)."""
+        path = self.path(index, rows_key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                table = z["cases"]
+                x = z["x"]
+        except Exception:
+            return None  # unreadable (foreign damage): decode it again
+        if meta.get("case_id") != [str(c) for c in case_ids] or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS):
+            return None
+        n = len(table)
+        return DecodedShard(positions=table[:, 0].astype(np.int64), x=x, image_stats=table[:, 1:],
+                            equipment=np.asarray(meta["equipment"], dtype=object).reshape(n, 2),
+                            failures=[(int(p), str(r), str(s)) for p, r, s in meta["failures"]])
+
+    def save(self, index: int, rows_key: str, case_ids: Sequence[str], shard: DecodedShard) -> Path:
+        path = self.path(index, rows_key)
+        if self.dir.exists():
+            for stale in self.dir.glob(f"shard-{index:06d}-*.npz"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
+        n = len(shard.positions)
+        # three members: the inputs, one float table (position, statistics) and the rest as JSON, so
+        # that a warm run parses three headers per shard, not one per field
+        table = np.column_stack([np.asarray(shard.positions, dtype=np.float64),
+                                 np.asarray(shard.image_stats, dtype=np.float64).reshape(n, -1)])
+        meta = {"case_id": [str(c) for c in case_ids], "image_stat_columns": list(IMAGE_STAT_COLUMNS),
+                "equipment": [[str(a), str(b)] for a, b in np.asarray(shard.equipment, dtype=object).reshape(n, 2)],
+                "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures]}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=shard.x, cases=table, meta=np.asarray(json.dumps(meta)))
+        return path
+
+
+class DecodedCases:
+    """A dataset serving batches from decoded shards where the cache has them, and from ``cases`` (an
+    :class:`~validate.scoring.evaluator.ImageCases`) elsewhere. ``shards`` maps the index of each shard
+    found in ``cache`` to its (rows key, case ids); a shard is read when its first batch is asked for
+    (in the process asking: DataLoader workers read their own), one at a time. Batches never cross a
+    shard boundary. A shard that turns out unreadable is decoded from ``cases`` instead."""
+
+    keep_inputs = True  # the evaluator hands the decoded inputs of fresh shards back for saving
+
+    def __init__(self, cases, cache: Optional[InputCache], shards: dict[int, tuple[str, Sequence[str]]],
+                 shard_size: int):
+        self.cases = cases
+        self.cache = cache
+        self.shards = shards
+        self.shard_size = shard_size
+        self._current: tuple[Optional[int], Optional[DecodedShard]] = (None, None)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, positions: Sequence[int]) -> dict:
+        s = int(positions[0]) // self.shard_size if len(positions) else None
+        if s in self.shards and self.cache is not None:
+            if self._current[0] != s:
+                self._current = (s, None)  # drop the previous shard before reading the next
+                self._current = (s, self.cache.load(s, *self.shards[s]))
+            hit = self._current[1]
+            if hit is not None:
+                batch = hit.batch(positions)
+                batch["from_cache"] = True
+                return batch
+        return self.cases[positions]
+
+
+def collect(parts: list[tuple[list[int], Optional[np.ndarray]]], stats: np.ndarray, equipment: np.ndarray,
+            positions: np.ndarray, failures: list) -> DecodedShard:
+    """A :class:`DecodedShard` from a scored shard: the decoded batches ``parts`` ((ok positions, x)),
+    and the shard's per-case statistics and equipment (row for row with ``positions``). Only failures
+    of reading count: a NaN output belongs to the checkpoint, not to the input."""
+    ok = [p for ps, _ in parts for p in ps]
+    xs = [x for _, x in parts if x is not None and len(x)]
+    x = np.concatenate(xs) if xs else np.zeros((0,), dtype=np.uint8)
+    rows = np.searchsorted(positions, ok) if len(ok) else np.zeros(0, dtype=np.int64)
+    order = np.argsort(ok, kind="stable")
+    return DecodedShard(positions=np.asarray(ok, dtype=np.int64)[order], x=x[order] if len(ok) else x,
+                        image_stats=np.asarray(stats, dtype=np.float64)[rows][order],
+                        equipment=np.asarray(equipment, dtype=object)[rows][order],
+                        failures=sorted(f for f in failures if f[2] != "score"))
