@@ -8,22 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from test_scoring_pipeline import _truncated_dicom
-from test_scoring_support import chest_like_images, png_protocol, reference_inputs, tiny_model
+from test_scoring_support import chest_like_images, png_protocol_with_bad_cases, reference_inputs, tiny_model
 from validate.scoring import inputs as inputs_module
 from validate.scoring import score_protocol
 
 
 def _site_with_bad_cases(tmp_path, n=40):
     images = chest_like_images(n, seed=5)
-    protocol = png_protocol(tmp_path, images)
-    site = tmp_path / "data" / "a"
-    (site / "a-0003.png").write_bytes(b"garbage, not an image")
-    (site / "a-0007.png").unlink()
-    _truncated_dicom(site / "a-0007.dcm")
-    manifest = tmp_path / "data" / "a.csv"
-    manifest.write_text(manifest.read_text().replace("a-0007.png", "a-0007.dcm"))
-    return images, protocol
+    return images, png_protocol_with_bad_cases(tmp_path, images)
 
 
 def _second_checkpoint(tmp_path):

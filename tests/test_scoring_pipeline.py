@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from test_scoring_support import (TINY_DEF, chest_like_images, dicom_dataset, image_input, png_protocol, reference_inputs,
-                                  tiny_model, write_factory, write_png_site, write_protocol)
+from test_scoring_support import (TINY_DEF, chest_like_images, image_input, png_protocol,
+                                  png_protocol_with_bad_cases, reference_inputs, tiny_model, write_factory,
+                                  write_png_site, write_protocol)
 from validate.cli import main
 from validate.errors import InputError
 from validate.scoring import score_protocol
@@ -25,25 +26,9 @@ from validate.scoring import score_protocol
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _truncated_dicom(path: Path) -> None:
-    ds = dicom_dataset(16, 16)
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = bytes(256)
-    ds.save_as(path, enforce_file_format=True)
-    path.write_bytes(path.read_bytes()[:-100])
-
-
 def test_logits_equal_a_bare_forward_pass_and_bad_cases_are_failures(tmp_path):
     images = chest_like_images(40)
-    protocol = png_protocol(tmp_path, images)
-    site = tmp_path / "data" / "a"
-    # case 3: not a PNG at all; case 7: truncated DICOM; the site must go on
-    (site / "a-0003.png").write_bytes(b"garbage, not an image")
-    (site / "a-0007.png").unlink()
-    _truncated_dicom(site / "a-0007.dcm")
-    manifest = tmp_path / "data" / "a.csv"
-    manifest.write_text(manifest.read_text().replace("a-0007.png", "a-0007.dcm"))
+    protocol = png_protocol_with_bad_cases(tmp_path, images)  # case 3 not an image, case 7 truncated DICOM
 
     result = score_protocol(protocol, out_dir=tmp_path / "out", batch_size=8, shard_size=16)
     assert result.counts["cases"] == 40 and result.counts["failed"] == 2 and result.counts["scored"] == 38

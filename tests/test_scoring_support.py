@@ -172,3 +172,25 @@ def test_support_models_are_deterministic():
     a, b = tiny_model(), tiny_model()
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(a(x), b(x))
+
+
+def truncated_dicom(path: Path) -> None:
+    ds = dicom_dataset(16, 16)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(256)
+    ds.save_as(path, enforce_file_format=True)
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def png_protocol_with_bad_cases(tmp_path: Path, images: np.ndarray) -> Path:
+    """:func:`png_protocol` whose case 3 is not an image at all and case 7 a truncated DICOM: the
+    site must go on past both."""
+    protocol = png_protocol(tmp_path, images)
+    site = tmp_path / "data" / "a"
+    (site / "a-0003.png").write_bytes(b"garbage, not an image")
+    (site / "a-0007.png").unlink()
+    truncated_dicom(site / "a-0007.dcm")
+    manifest = tmp_path / "data" / "a.csv"
+    manifest.write_text(manifest.read_text().replace("a-0007.png", "a-0007.dcm"))
+    return protocol
