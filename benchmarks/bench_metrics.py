@@ -166,7 +166,7 @@ def main():
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--replicates", type=int, default=1000)
-    ap.add_argument("--naive-replicates", type=int, default=3)
+    ap.add_argument("--naive-replicates", type=int, default=5)
     ap.add_argument("--workers", type=int, default=None,
                     help="metric worker processes (default: the automatic choice; 1 = one process)")
     ap.add_argument("--skip-smooth-split", action="store_true",
