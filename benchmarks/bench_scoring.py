@@ -242,7 +242,9 @@ def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: to
     caches = None
     best_warm = float("inf")
     if warm:
-        options = EngineOptions(device=device, batch_size=batch_size, workers=0, amp=amp, channels_last=channels_last)
+        # the first scoring of the cohort, which leaves the decoded inputs behind, decodes as fast as it can
+        options = EngineOptions(device=device, batch_size=batch_size, workers=max(workers_list), amp=amp,
+                                channels_last=channels_last)
         caches = fill_input_cache(model, datasets, spec, options, shard_size, Path(tmp.name))
     for _ in range(repeats):
         t, want = ceiling_pass(model, batches, device, amp)
