@@ -77,3 +77,18 @@ def _fails(x):
 def test_an_error_inside_a_block_propagates_from_a_worker():
     with pytest.raises(ZeroDivisionError, match="job"):
         run_blocks(_fails, [{"x": 1}, {"x": 2}], [1, 2], workers=2)
+
+
+def _inside_a_pool_worker(_):
+    return run_blocks(_square, [{"x": 2}, {"x": 3}], [1, 1], workers=2)
+
+
+def _square(x):
+    return x * x
+
+
+def test_a_pool_worker_evaluates_its_blocks_itself():
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(1) as pool:  # pool workers are daemonic: no children allowed
+        assert pool.map(_inside_a_pool_worker, [0]) == [[4, 9]]

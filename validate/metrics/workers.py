@@ -80,7 +80,10 @@ def run_blocks(fn: Callable[..., Any], jobs: Sequence[dict], sizes: Sequence[int
     """``[fn(**job) for job in jobs]``, in ``workers`` processes when ``workers`` > 1. ``fn`` must be a
     module-level function and the jobs picklable. A pool that cannot start or dies falls back to this
     process (the same numbers, only slower); an exception raised by ``fn`` itself propagates."""
-    if workers <= 1 or len(jobs) <= 1:
+    import multiprocessing as mp
+
+    # a daemonic process (itself a pool worker) may not start children: evaluate here
+    if workers <= 1 or len(jobs) <= 1 or mp.current_process().daemon:
         return [fn(**job) for job in jobs]
     order = sorted(range(len(jobs)), key=lambda i: -int(sizes[i]))  # largest first
     results: list = [None] * len(jobs)
