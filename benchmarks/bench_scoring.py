@@ -255,9 +255,9 @@ def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: to
             best_eval[w] = min(best_eval[w], t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
         if caches is not None:
-            # reading decoded shards is cheap next to decoding: the main process on a CPU; on an
-            # accelerator a few workers read the next shard while the current one is scored
-            warm_workers = 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 2) - 1))
+            # reading decoded (memory-mapped) shards is cheap next to decoding: the main process on a
+            # CPU; on an accelerator two workers slice the next batches while the current one is scored
+            warm_workers = 0 if device.type == "cpu" else 2
             options = EngineOptions(device=device, batch_size=batch_size, workers=warm_workers, amp=amp,
                                     channels_last=channels_last)
             t, got = warm_pass(model, datasets, caches, spec, options, shard_size)

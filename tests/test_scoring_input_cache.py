@@ -56,6 +56,39 @@ def test_another_checkpoint_reuses_the_decoded_inputs(tmp_path, monkeypatch):
     assert np.abs(warm.predictions["logit"].to_numpy() - bare).max() <= 1e-5
 
 
+def test_loader_workers_read_the_cached_shards_themselves(tmp_path):
+    _, protocol = _site_with_bad_cases(tmp_path, n=40)
+    first = score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8,
+                           shard_size=16, cache_inputs=True, workers=2)
+    assert first.counts["inputs_cached"] == 0
+    other = _second_checkpoint(tmp_path)
+    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
+                           batch_size=8, shard_size=16)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
+                          batch_size=8, shard_size=16, cache_inputs=True, workers=2)
+    assert warm.counts["inputs_cached"] == 40
+    pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
+    pd.testing.assert_frame_equal(warm.failures, fresh.failures)
+
+
+def test_an_incomplete_shard_is_decoded_again(tmp_path):
+    _, protocol = _site_with_bad_cases(tmp_path, n=40)
+    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
+                   cache_inputs=True)
+    inputs = sorted((tmp_path / "cache" / "a").glob("inputs-*/shard-000001-*-x.npy"))
+    assert len(inputs) == 1
+    inputs[0].write_bytes(inputs[0].read_bytes()[:200])  # cut short: the shard must not be trusted
+    other = _second_checkpoint(tmp_path)
+    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
+                           batch_size=8, shard_size=16)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
+                          batch_size=8, shard_size=16, cache_inputs=True)
+    pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
+    assert warm.counts["inputs_cached"] == 24  # shards 0 and 2; shard 1 was decoded
+    # decoded again and saved whole
+    assert np.load(inputs[0]).shape == (16, 1, 16, 16)
+
+
 def test_a_changed_image_is_decoded_again(tmp_path):
     images, protocol = _site_with_bad_cases(tmp_path, n=48)
     score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,

@@ -7,11 +7,13 @@ does not depend on the checkpoint, and for small models it costs more than the f
 normalisation starts from, as they went into the batch — with the cases that could not be read,
 their image statistics and DICOM equipment, at::
 
-    <cache>/<site>/inputs-<input key>/shard-<index>-<rows key>.npz
+    <cache>/<site>/inputs-<input key>/shard-<index>-<rows key>-x.npy   (the inputs, memory-mapped)
+    <cache>/<site>/inputs-<input key>/shard-<index>-<rows key>.npz     (ids, statistics, failures)
 
 The input key hashes the preprocessing and the shard size (not the checkpoint); the rows key is the
 scores cache's (case ids, paths, file sizes and modification times), so an edited or replaced image
-invalidates its shard. Files are written atomically (temporary name, then rename), like score shards.
+invalidates its shard. Files are written atomically (temporary name, then rename), like score shards,
+the inputs first: the index file marks a shard complete.
 
 These files hold pixel data of the cohort: they stay under the cache directory the user chose (by
 default the run's ``out/cache``) and are never part of a bundle. Off by default.
@@ -78,10 +80,17 @@ class InputCache:
         self.dir = Path(root) / site / f"inputs-{key[:24]}"
 
     def path(self, index: int, rows_key: str) -> Path:
+        """The shard's index file (case ids, positions, statistics, equipment, failures); its inputs
+        are the ``.npy`` beside it (:meth:`inputs_path`), written first: the index marks it complete."""
         return self.dir / f"shard-{index:06d}-{rows_key[:16]}.npz"
 
+    def inputs_path(self, index: int, rows_key: str) -> Path:
+        return self.dir / f"shard-{index:06d}-{rows_key[:16]}-x.npy"
+
     def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[DecodedShard]:
-        """The shard if present, readable and about the same cases; else None (decode again)."""
+        """The shard if present, readable and about the same cases; else None (decode again). The
+        inputs are memory-mapped (copy on write): a batch reads only its own rows, in whichever
+        process asks for them."""
         path = self.path(index, rows_key)
         if not path.exists():
             return None
@@ -89,33 +98,39 @@ class InputCache:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 table = z["cases"]
-                x = z["x"]
+            x = np.load(self.inputs_path(index, rows_key), mmap_mode="c", allow_pickle=False)
         except Exception:
-            return None  # unreadable (foreign damage): decode it again
-        if meta.get("case_id") != [str(c) for c in case_ids] or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS):
-            return None
+            return None  # unreadable or incomplete (foreign damage): decode it again
         n = len(table)
+        if (meta.get("case_id") != [str(c) for c in case_ids] or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS)
+                or list(x.shape) != meta.get("x_shape") or str(x.dtype) != meta.get("x_dtype")):
+            return None
         return DecodedShard(positions=table[:, 0].astype(np.int64), x=x, image_stats=table[:, 1:],
                             equipment=np.asarray(meta["equipment"], dtype=object).reshape(n, 2),
                             failures=[(int(p), str(r), str(s)) for p, r, s in meta["failures"]])
 
     def save(self, index: int, rows_key: str, case_ids: Sequence[str], shard: DecodedShard) -> Path:
         path = self.path(index, rows_key)
+        keep = {path, self.inputs_path(index, rows_key)}
         if self.dir.exists():
-            for stale in self.dir.glob(f"shard-{index:06d}-*.npz"):
-                if stale != path:
+            for stale in self.dir.glob(f"shard-{index:06d}-*"):
+                if stale not in keep and not stale.name.startswith("."):
                     stale.unlink(missing_ok=True)
         n = len(shard.positions)
-        # three members: the inputs, one float table (position, statistics) and the rest as JSON, so
-        # that a warm run parses three headers per shard, not one per field
+        x = np.ascontiguousarray(shard.x)
+        with atomic_path(self.inputs_path(index, rows_key)) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, x, allow_pickle=False)
+        # one float table (position, statistics) and the rest as JSON: two headers to parse per shard
         table = np.column_stack([np.asarray(shard.positions, dtype=np.float64),
                                  np.asarray(shard.image_stats, dtype=np.float64).reshape(n, -1)])
         meta = {"case_id": [str(c) for c in case_ids], "image_stat_columns": list(IMAGE_STAT_COLUMNS),
                 "equipment": [[str(a), str(b)] for a, b in np.asarray(shard.equipment, dtype=object).reshape(n, 2)],
-                "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures]}
+                "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures],
+                "x_shape": list(x.shape), "x_dtype": str(x.dtype)}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, x=shard.x, cases=table, meta=np.asarray(json.dumps(meta)))
+                np.savez(fh, cases=table, meta=np.asarray(json.dumps(meta)))
         return path
 
 

@@ -137,7 +137,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
     cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
     mine: dict[str, dict[int, ShardResult]] = {}
     cached_cases = 0
-    decoded_cases = 0  # cases whose decoded inputs came from the input cache
+    served = [0]  # cases whose decoded inputs came from the input cache
     error: Optional[BaseException] = None
     try:
         for cohort in cohorts:
@@ -172,7 +172,6 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
             if todo and cache_inputs and spec.kind != "tabular":
                 inputs = InputCache(cache_dir, site, input_key(preprocessing=spec.key(), shard_size=shard_size))
                 found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
-                decoded_cases += sum(bounds[s][1] - bounds[s][0] for s in found)
                 dataset = DecodedCases(dataset, inputs, found, shard_size)
             if todo:
                 n_todo = sum(bounds[s][1] - bounds[s][0] for s in todo)
@@ -183,8 +182,11 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids,
                              inputs=inputs) -> None:
                     cache.save(s, keys[s], ids[slice(*bounds[s])], res)
-                    if inputs is not None and res.decoded is not None:
-                        inputs.save(s, keys[s], ids[slice(*bounds[s])], res.decoded)
+                    if inputs is not None:
+                        if res.decoded is not None:
+                            inputs.save(s, keys[s], ids[slice(*bounds[s])], res.decoded)
+                        else:  # no decoded inputs came back: the shard was read from the input cache
+                            served[0] += len(res.positions)
                     res.decoded = None  # the pixels are not needed once saved
 
                 try:
@@ -205,7 +207,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
     merged: dict[str, dict[int, ShardResult]] = {c.site.id: {} for c in cohorts}
     total_cached = 0
     total_decoded = 0
-    for part, cached, decoded_n in ctx.gather((mine, cached_cases, decoded_cases)):
+    for part, cached, decoded_n in ctx.gather((mine, cached_cases, served[0])):
         total_cached += cached
         total_decoded += decoded_n
         for site, shards in part.items():
