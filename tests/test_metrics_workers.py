@@ -92,3 +92,16 @@ def test_a_pool_worker_evaluates_its_blocks_itself():
 
     with mp.get_context("fork").Pool(1) as pool:  # pool workers are daemonic: no children allowed
         assert pool.map(_inside_a_pool_worker, [0]) == [[4, 9]]
+
+
+def test_automatic_choice_leaves_memory_for_the_workers(monkeypatch):
+    import validate.metrics.workers as w
+
+    monkeypatch.delenv("VALIDATE_METRICS_WORKERS", raising=False)
+    monkeypatch.setattr(w, "available_cpus", lambda: 8)
+    sizes = [100_000] * 6
+    monkeypatch.setattr(w, "_available_memory", lambda: 64 * 2**30)
+    assert w.choose_workers(None, sizes, 1000) == 6  # blocks, not CPUs, are the limit
+    monkeypatch.setattr(w, "_available_memory", lambda: 3 * 2**30)  # 1.5 GiB usable: one 1 GB block
+    assert w.choose_workers(None, sizes, 1000) == 1
+    assert w.choose_workers(4, sizes, 1000) == 4  # an explicit count is obeyed
