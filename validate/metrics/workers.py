@@ -24,17 +24,17 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Sequence
 
 from validate.errors import InputError
+from validate.machine import available_cpus
+from validate.machine import available_memory as _available_memory
 
 # ~2 s of single-process work (e.g. 5,000 cases x 1,000 replicates): below it a pool costs more than
 # it saves
 AUTO_MIN_WORK = 5_000_000
 
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
+# peak memory of a binary block per case while its bootstrap runs (chunks of 100 replicates: weights,
+# integer counts and cumulative positions, the moment tree of the smoothers): measured ~0.7 GB for
+# 100,000 cases with benchmarks/bench_metrics.py; rounded up
+BYTES_PER_CASE = 10_000
 
 
 def choose_workers(workers: Optional[int], sizes: Sequence[int], n_bootstrap: int) -> int:
@@ -62,19 +62,6 @@ def choose_workers(workers: Optional[int], sizes: Sequence[int], n_bootstrap: in
     if free is not None:  # each worker may hold the largest block's replicate arrays at once
         n = min(n, int(0.5 * free // max(BYTES_PER_CASE * max(int(s) for s in sizes), 1)))
     return max(1, n)
-
-
-# peak memory of a binary block per case while its bootstrap runs (chunks of 100 replicates: weights,
-# integer counts and cumulative positions, the moment tree of the smoothers): measured ~0.7 GB for
-# 100,000 cases with benchmarks/bench_metrics.py; rounded up
-BYTES_PER_CASE = 10_000
-
-
-def _available_memory() -> Optional[int]:
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-        return None
 
 
 def _limit_threads() -> None:

@@ -12,7 +12,6 @@ failure row (position, reason, stage) and its logits are NaN.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from validate.errors import InputError
+from validate.machine import available_cpus
 from validate.scoring.inputs import (IMAGE_STAT_COLUMNS, CaseError, Preprocessing, finite_rows, normalise,
                                      read_case_with_stats)
 
@@ -61,13 +61,6 @@ def resolve_device(name: str = "auto", *, local_rank: Optional[int] = None) -> t
     elif device.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device type {device.type!r}", field="--device", expected="auto, cpu, cuda or mps")
     return device
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS
-        return os.cpu_count() or 1
 
 
 def default_workers(spec: Preprocessing, device: torch.device, n_cases: int) -> int:
