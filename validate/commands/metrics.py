@@ -106,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
         devs = protocol.sites_with_role("development")
         development = devs[0].id if devs else None
         metrics_section = protocol.metrics
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers} is not positive", field="--workers",
+                         expected="an integer >= 1 (1 = no worker processes)")
     settings = MetricSettings.from_protocol(metrics_section, n_bootstrap=args.bootstrap, seed=args.seed)
     table = read_predictions(args.predictions, task=task, class_names=class_names, label_names=label_names)
     subgroups = None
