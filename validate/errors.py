@@ -1,8 +1,12 @@
-"""Errors for bad user input.
+"""Errors for bad user input, and the exit-code contract.
 
 Every problem a user can fix (a protocol key, a manifest row, a predictions column) is raised as an
 :class:`InputError` that names where it is (file, YAML line or CSV row, field) and what was expected.
 The CLI prints these as one line each and exits with code 2; it never shows a traceback for them.
+
+Exit codes (DESIGN.md): 0 every gate passes, 1 a gate failed, 2 bad input (the user can fix a file or
+a flag), 3 the run could not complete (environment or internal error: one line on stderr, the
+traceback in a log file). A crash must never read as "a gate failed" (1) nor as a pass (0).
 """
 from __future__ import annotations
 
@@ -12,6 +16,15 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INCOMPLETE = 3
+
+
+class RunIncomplete(Exception):
+    """The run could not complete for a reason outside the user's files (exit 3).
+
+    Raised where the cause is known and can be said in one line (a full disk, a read-only output
+    folder, code that tried to end the process); anything unexpected is reported the same way by the CLI.
+    """
 
 
 class InputError(Exception):
