@@ -3,11 +3,30 @@
 Columns: ``case_id`` (unique per site; defaults to the 1-based row number), ``site`` (defaults to
 one site named ``"all"``), ``patient_id`` (defaults to ``case_id``); labels ``y`` (binary 0/1,
 multiclass 0..K-1) or ``y_<label>`` (multilabel 0/1); scores ``logit``/``p`` (binary),
-``logit_<class>``/``p_<class>`` (multiclass), ``logit_<label>``/``p_<label>`` (multilabel). Logits are
-preferred; probabilities given without logits become logits after clipping to [1e-15, 1 − 1e-15]
-(multiclass: log-probabilities with the same floor) and are kept as given for the metrics. Any other
-column is a case attribute. Parquet is native; CSV with the same columns is accepted (a bare ``y,p``
-CSV is a valid table).
+``logit_<class>``/``p_<class>`` (multiclass), ``logit_<label>``/``p_<label>`` (multilabel).
+
+One reader, logits preferred (DESIGN.md): when a score is given both as logits and as probabilities,
+the two must agree — |clip(sigmoid(logit)) − clip(p)| <= :data:`AGREEMENT` for every row (multiclass:
+softmax of the logits against the probabilities), both clipped to [1e-15, 1 − 1e-15] — else bad input;
+the logits are then the table's scores and the probabilities are dropped. Probabilities given without
+logits are kept as given; their logits (clipped to [1e-15, 1 − 1e-15]; multiclass: log-probabilities
+with the same floor) are derived on demand, never stored, so a standardised frame read again is read
+the same way. Multiclass probability rows must sum to 1 within :data:`ROW_SUM_TOLERANCE`.
+
+Ranking metrics rank :meth:`PredictionsTable.score` / :meth:`PredictionsTable.scores`: the logits when
+given (sigmoid saturates to 1.0 above ~36.7 in float64 and would tie distinct cases), else the
+probabilities.
+
+Identifiers (``case_id``, ``site``, ``patient_id``) and the ``text_columns`` a caller declares
+(categorical attributes) are strings, never type-guessed: a CSV is read with those columns as text
+(``"007"`` stays ``"007"``); a Parquet/DataFrame column of integers becomes their decimal text, and a
+float column is accepted only where every value is a whole number below 2^53 (``7.0`` → ``"7"``, as
+the integer it stands for) — a fraction, or a float too large to hold every digit, is bad input.
+The bootstrap cluster of a case is (site, patient_id) (:func:`cluster_keys`); without a
+``patient_id`` that is (site, case_id), so equal case ids at two sites are two clusters.
+
+Any other column is a case attribute. Parquet is native; CSV with the same columns is accepted (a bare
+``y,p`` CSV is a valid table); a CSV header naming a column twice is bad input.
 
 Every problem is an :class:`~validate.errors.InputError` naming the file, the column, the 1-based data
 row (CSV: the file line too) and what was expected; all problems are reported at once.
@@ -25,6 +44,13 @@ import pandas as pd
 from validate.errors import InputError, ProblemCollector
 
 PROB_FLOOR = 1e-15
+# logits and probabilities given together must agree this closely (in probability, both clipped)
+AGREEMENT = 1e-6
+# multiclass probability rows: |sum − 1| above this is bad input. Loose enough for probabilities
+# stored in float32 (sums 1 ± ~1e-6) or rounded to 4 decimals for up to 20 classes; tight enough to
+# catch per-class sigmoids or unnormalised scores (sums like 1.5).
+ROW_SUM_TOLERANCE = 1e-3
+ID_COLUMNS = ("case_id", "site", "patient_id")
 TASKS = ("binary", "multiclass", "multilabel")
 DEFAULT_SITE = "all"
 RESERVED = {"case_id", "site", "patient_id", "y", "logit", "p"}
@@ -36,7 +62,8 @@ class PredictionsTable:
     """A checked predictions table.
 
     ``frame`` holds the standard columns (``case_id``, ``site``, ``patient_id`` as strings; labels;
-    logits always; probabilities when they were given) plus attributes. ``names`` are the class names
+    the scores in the one form they are read from: logits when given, else probabilities) plus
+    attributes. ``names`` are the class names
     (multiclass; binary: None) or label names (multilabel), in column order.
     """
 
@@ -86,35 +113,93 @@ class PredictionsTable:
         """Multilabel labels [N, L] float64 0/1."""
         return self.frame[[f"y_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
 
+    def _column(self, name: str) -> np.ndarray:
+        return self.frame[name].to_numpy(dtype=np.float64)
+
     def logit(self) -> np.ndarray:
-        """Binary logits [N]."""
-        return self.frame["logit"].to_numpy(dtype=np.float64)
+        """Binary logits [N]: as given, else logit(p) with p clipped to [1e-15, 1 − 1e-15]."""
+        return self._column("logit") if "logit" in self.frame else _clip_logit(self._column("p"))
 
     def prob(self) -> np.ndarray:
-        """Binary probabilities [N]: as given, else sigmoid(logit)."""
-        if "p" in self.frame:
-            return self.frame["p"].to_numpy(dtype=np.float64)
-        from scipy.special import expit
+        """Binary probabilities [N]: sigmoid(logit) when logits were given, else p as given."""
+        if "logit" in self.frame:
+            from scipy.special import expit
 
-        return expit(self.logit())
+            return expit(self._column("logit"))
+        return self._column("p")
+
+    def score(self) -> np.ndarray:
+        """Binary ranking score [N] for AUROC, AUPRC and curves: the logits when given, else p. Never
+        sigmoid(logit), which ties every logit above ~36.7 at 1.0."""
+        return self._column("logit") if "logit" in self.frame else self._column("p")
+
+    def _label_logit(self, nm: str) -> np.ndarray:
+        if f"logit_{nm}" in self.frame:
+            return self._column(f"logit_{nm}")
+        p = self._column(f"p_{nm}")
+        return _clip_log(p) if self.task == "multiclass" else _clip_logit(p)
 
     def logits(self) -> np.ndarray:
         """Multiclass logits (or log-probabilities) [N, K]; multilabel logits [N, L]."""
-        return self.frame[[f"logit_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
+        return np.column_stack([self._label_logit(nm) for nm in self.names])
 
     def probs(self) -> np.ndarray:
-        """Multiclass softmax probabilities [N, K] (as given when given); multilabel sigmoid [N, L]."""
-        cols = [f"p_{nm}" for nm in self.names]
-        if all(c in self.frame for c in cols):
-            return self.frame[cols].to_numpy(dtype=np.float64)
-        z = self.logits()
+        """Multiclass probabilities [N, K]: softmax of the logits when given, else as given; multilabel
+        [N, L]: per label sigmoid(logit) when given, else p."""
         if self.task == "multiclass":
-            from scipy.special import softmax
+            if all(f"logit_{nm}" in self.frame for nm in self.names):
+                from scipy.special import softmax
 
-            return softmax(z, axis=1)
+                return softmax(self.logits(), axis=1)
+            return self.frame[[f"p_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
         from scipy.special import expit
 
-        return expit(z)
+        return np.column_stack([expit(self._column(f"logit_{nm}")) if f"logit_{nm}" in self.frame
+                                else self._column(f"p_{nm}") for nm in self.names])
+
+    def scores(self) -> np.ndarray:
+        """Ranking scores [N, K] (multiclass, one-vs-rest) or [N, L] (multilabel), monotone in the
+        probabilities without their float64 saturation: multiclass with logits, the one-vs-rest
+        log-odds z_k − logsumexp_{j≠k} z_j = log(p_k / (1 − p_k)); multilabel, each label's logit;
+        probabilities as given where no logits were."""
+        if self.task == "multiclass":
+            if all(f"logit_{nm}" in self.frame for nm in self.names):
+                return one_vs_rest_log_odds(self.logits())
+            return self.probs()
+        return np.column_stack([self.score_of(nm) for nm in self.names])
+
+    def score_of(self, nm: str) -> np.ndarray:
+        """Multilabel ranking score of one label: its logit when given, else its p."""
+        return self._column(f"logit_{nm}") if f"logit_{nm}" in self.frame else self._column(f"p_{nm}")
+
+    def clusters(self, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
+        """Bootstrap cluster keys (site, ``column``): see :func:`cluster_keys`."""
+        return cluster_keys(self.frame, column)
+
+
+def one_vs_rest_log_odds(z: np.ndarray) -> np.ndarray:
+    """log(p_k / (1 − p_k)) of softmax(z) for every class k, from the logits without forming p:
+    z_k − logsumexp_{j≠k} z_j. Monotone in p_k, and distinct where p_k rounds to 1.0."""
+    from scipy.special import logsumexp
+
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty_like(z)
+    for k in range(z.shape[1]):
+        others = np.delete(z, k, axis=1)
+        out[:, k] = z[:, k] - logsumexp(others, axis=1)
+    return out
+
+
+def cluster_keys(frame: pd.DataFrame, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
+    """Bootstrap cluster of each case: the pair (site, ``column``) as one string, or None when
+    ``column`` is None or absent. A patient id is only unique within its site (a site's ``c0`` is
+    not another site's ``c0``; ``patient_id`` defaults to ``case_id``), and every bootstrap stratified
+    by site resamples (site, cluster) units anyway, so qualifying by site changes nothing there and
+    keeps an unstratified pooled bootstrap from merging cases of different sites."""
+    if not column or column not in frame:
+        return None
+    site = frame["site"].astype(str) if "site" in frame else pd.Series([DEFAULT_SITE] * len(frame), index=frame.index)
+    return (site + "\x1f" + frame[column].astype(str)).to_numpy(dtype=object)
 
 
 def attribute_columns(frame: pd.DataFrame, task: Optional[str] = None, names: Optional[Sequence[str]] = None) -> list[str]:
@@ -130,8 +215,18 @@ def attribute_columns(frame: pd.DataFrame, task: Optional[str] = None, names: Op
 
 # ---------------------------------------------------------------- reading
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
-    """The raw table and whether it came from CSV (for line numbers)."""
+def _csv_header(path: Path) -> list[str]:
+    """The CSV's header names as pandas reads them (leading spaces skipped), before pandas renames a
+    repeated name ``y`` to ``y.1``."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return next(csv.reader(fh, skipinitialspace=True), [])
+
+
+def _read_frame(path: Path, text_columns: Sequence[str] = ()) -> tuple[pd.DataFrame, bool]:
+    """The raw table and whether it came from CSV (for line numbers). CSV identifiers and
+    ``text_columns`` are read as text, never type-guessed."""
     if not path.exists():
         raise InputError("predictions file not found", file=path, expected="a .parquet or .csv file")
     if path.is_dir():
@@ -144,7 +239,16 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
             raise InputError(f"not a readable Parquet table ({type(exc).__name__}: {exc})", file=path,
                              expected="a Parquet file with the predictions columns") from None
     try:
-        df = pd.read_csv(path, skipinitialspace=True, keep_default_na=True)
+        header = _csv_header(path)
+        seen: set[str] = set()
+        for c in header:
+            if c.strip() in seen:
+                raise InputError(f"column {c.strip()!r} appears twice in the header", file=path, line=1,
+                                 field=c.strip(), expected="unique column names")
+            seen.add(c.strip())
+        wanted = set(ID_COLUMNS) | {str(c) for c in text_columns}
+        text = {c: str for c in header if c.strip() in wanted}  # keyed by the names pandas sees
+        df = pd.read_csv(path, skipinitialspace=True, keep_default_na=True, dtype=text or None)
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", file=path, expected="a CSV table with a header row") from None
     except pd.errors.EmptyDataError:
@@ -154,8 +258,6 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
                          expected="comma-separated columns with a header row") from None
     df.columns = [str(c).strip() for c in df.columns]
     return df, True
-
-
 def infer_task(columns: Sequence[str]) -> str:
     """binary if ``logit``/``p`` columns, multilabel if ``y_<label>`` columns, multiclass if
     ``logit_<class>``/``p_<class>`` columns without ``y_<label>``."""
@@ -244,17 +346,103 @@ def _clip_log(p: np.ndarray) -> np.ndarray:
     return np.log(np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR))
 
 
-def _ids(df: pd.DataFrame, col: str, default) -> pd.Series:
+def _clip_logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
+    return np.log(q) - np.log1p(-q)
+
+
+_EXACT_FLOAT = 2.0 ** 53  # every integer below this is a float64; above, digits may already be lost
+
+
+def _id_text(v):
+    """An identifier as text: strings as given, integers in decimal; a float only when it is a whole
+    number below 2^53 (``7.0`` → ``"7"``); None for a fraction or a float beyond 2^53 (bad input)."""
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer() and abs(v) < _EXACT_FLOAT:
+            return str(int(v))
+        return None
+    return str(v)
+
+
+def _category_text(v):
+    """A declared categorical attribute as text (as an identifier; a fraction keeps its decimal
+    text); missing stays missing."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return v
+    t = _id_text(v)
+    return str(v) if t is None else t
+
+
+def _ids(df: pd.DataFrame, col: str, default, chk: Optional["_Checker"] = None) -> pd.Series:
+    """The column ``col`` as identifier text (see :func:`_id_text`), ``default`` when absent."""
     if col not in df:
         return default
-    s = df[col]
-    return s.map(lambda v: "" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)))
+    s = df[col].map(_id_text)
+    bad = s.isna().to_numpy()
+    if bad.any() and chk is not None:
+        i = int(np.flatnonzero(bad)[0])
+        chk.add(f"{_show(df[col].iloc[i])} is a floating-point number that is not an exact whole number "
+                f"({int(bad.sum())} such row(s)); ids must not be type-guessed", row=i, field=col,
+                expected="identifiers stored as text (or integers)")
+    return s  # None where reported: neither "" (missing) nor an id
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)
+
+
+def _rows_text(rows: np.ndarray, k: int = 5) -> str:
+    shown = ", ".join(str(int(r) + 1) for r in rows[:k])
+    return shown + (", ..." if rows.size > k else "")
+
+
+def _agree(chk: "_Checker", from_logits: np.ndarray, given: np.ndarray, logit_cols: list[str], p_cols: list[str],
+           how: str = "sigmoid") -> None:
+    """Logits and probabilities given together must say the same: |clip(f(logit)) − clip(p)| <=
+    :data:`AGREEMENT` (both clipped to the floor, so a logit of 40 and p = 1 agree). Names the first
+    disagreeing rows and columns."""
+    a = np.clip(from_logits, PROB_FLOOR, 1 - PROB_FLOOR)
+    b = np.clip(given, PROB_FLOOR, 1 - PROB_FLOOR)
+    bad = np.abs(a - b) > AGREEMENT
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    i = int(rows[0])
+    j = int(np.flatnonzero(bad[i])[0])
+    cols = sorted({p_cols[c] for c in np.flatnonzero(bad.any(axis=0))}, key=p_cols.index)
+    chk.add(f"{p_cols[j]} = {float(given[i, j])!r} disagrees with {how}({'logits' if how == 'softmax' else logit_cols[j]})"
+            f" = {float(from_logits[i, j])!r} in {rows.size} row(s) (data rows {_rows_text(rows)}; column(s) "
+            f"{', '.join(cols)}); logits are used when both are given", row=i, field=p_cols[j],
+            expected=f"probabilities equal to {how} of the logits within {AGREEMENT:g}, or only one of them")
+
+
+def _row_sums(chk: "_Checker", P: np.ndarray, cols: list[str]) -> None:
+    """Multiclass probabilities must sum to 1 per row within :data:`ROW_SUM_TOLERANCE`."""
+    s = P.sum(axis=1)
+    bad = np.abs(s - 1.0) > ROW_SUM_TOLERANCE
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad)
+    i = int(rows[0])
+    chk.add(f"class probabilities sum to {float(s[i]):.6g}, not 1, in {rows.size} row(s) (data rows "
+            f"{_rows_text(rows)})", row=i, field=cols[0],
+            expected=f"{', '.join(cols)} summing to 1 within {ROW_SUM_TOLERANCE:g} in every row")
 
 
 def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
                      label_names: Optional[Sequence[str]] = None, path: Optional[Path] = None,
-                     csv: bool = False) -> PredictionsTable:
-    """Check a raw predictions DataFrame and standardise it (see the module docstring)."""
+                     csv: bool = False, text_columns: Sequence[str] = ()) -> PredictionsTable:
+    """Check a raw predictions DataFrame and standardise it (see the module docstring).
+    ``text_columns``: attributes declared categorical, kept as identifier text."""
     chk = _Checker(path, csv)
     df = df.reset_index(drop=True)
     if df.shape[1] == 0:
@@ -275,9 +463,9 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
 
     out = pd.DataFrame(index=df.index)
     rows = pd.Series([str(i + 1) for i in range(len(df))], index=df.index)
-    out["case_id"] = _ids(df, "case_id", rows)
-    out["site"] = _ids(df, "site", pd.Series([DEFAULT_SITE] * len(df), index=df.index))
-    out["patient_id"] = _ids(df, "patient_id", out["case_id"])
+    out["case_id"] = _ids(df, "case_id", rows, chk)
+    out["site"] = _ids(df, "site", pd.Series([DEFAULT_SITE] * len(df), index=df.index), chk)
+    out["patient_id"] = _ids(df, "patient_id", out["case_id"], chk)
     for col in ("case_id", "site"):
         empty = out[col] == ""
         if empty.any():
@@ -305,15 +493,13 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
                 out["logit"] = z
             if "p" in df:
                 p = chk.probability(df, "p")
-                if p is not None:
-                    out["p"] = p
+                if p is not None and z is not None:
+                    _agree(chk, _sigmoid(z)[:, None], p[:, None], ["logit"], ["p"])
         elif "p" in df:
             given = "p"
             p = chk.probability(df, "p")
             if p is not None:
                 out["p"] = p
-                q = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
-                out["logit"] = np.log(q) - np.log1p(-q)
         else:
             chk.add("missing column", field="logit", expected="binary scores `logit` (or probabilities `p`)")
     elif task == "multiclass":
@@ -328,19 +514,28 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
             miss = [f"logit_{nm}" for nm in names if f"logit_{nm}" not in df]
             chk.add("missing column(s) " + ", ".join(miss), field=miss[0],
                     expected=f"`logit_<class>` or `p_<class>` for every class {names}")
+        zs, ps = {}, {}
         if have_logits:
             for nm in names:
                 z = chk.numeric(df, f"logit_{nm}", what="a finite logit")
                 if z is not None:
-                    out[f"logit_{nm}"] = z
+                    zs[nm] = out[f"logit_{nm}"] = z
         if have_probs:
             given = "logit" if have_logits else "p"
             for nm in names:
                 p = chk.probability(df, f"p_{nm}")
                 if p is not None:
-                    out[f"p_{nm}"] = p
+                    ps[nm] = p
                     if not have_logits:
-                        out[f"logit_{nm}"] = _clip_log(p)
+                        out[f"p_{nm}"] = p
+            if len(ps) == len(names):
+                P = np.column_stack([ps[nm] for nm in names])
+                _row_sums(chk, P, [f"p_{nm}" for nm in names])
+                if have_logits and len(zs) == len(names):
+                    from scipy.special import softmax
+
+                    _agree(chk, softmax(np.column_stack([zs[nm] for nm in names]), axis=1), P,
+                           [f"logit_{nm}" for nm in names], [f"p_{nm}" for nm in names], how="softmax")
         if "y" not in df:
             chk.add("missing column", field="y", expected=f"class index 0..{max(len(names), 2) - 1}")
         elif names:
@@ -364,21 +559,20 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
                     out[f"logit_{nm}"] = z
                 if f"p_{nm}" in df:
                     p = chk.probability(df, f"p_{nm}")
-                    if p is not None:
-                        out[f"p_{nm}"] = p
+                    if p is not None and z is not None:
+                        _agree(chk, _sigmoid(z)[:, None], p[:, None], [f"logit_{nm}"], [f"p_{nm}"])
             elif f"p_{nm}" in df:
                 given = "p"
                 p = chk.probability(df, f"p_{nm}")
                 if p is not None:
                     out[f"p_{nm}"] = p
-                    q = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
-                    out[f"logit_{nm}"] = np.log(q) - np.log1p(-q)
             else:
                 chk.add("missing column", field=f"logit_{nm}", expected=f"scores `logit_{nm}` or `p_{nm}`")
     chk.problems.raise_if_any()
+    text = set(text_columns)
     for c in attribute_columns(df, task, names):
         if c not in out:
-            out[c] = df[c]
+            out[c] = df[c].map(_category_text) if c in text else df[c]
     return PredictionsTable(out, task, names, path, given)
 
 
@@ -402,16 +596,25 @@ def _multiclass_labels(chk: _Checker, col: pd.Series, names: list[str]) -> Optio
 
 
 def read_predictions(path: str | Path, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
-                     label_names: Optional[Sequence[str]] = None) -> PredictionsTable:
+                     label_names: Optional[Sequence[str]] = None, text_columns: Sequence[str] = ()) -> PredictionsTable:
     """Read and check a predictions table (Parquet by suffix ``.parquet``/``.pq``, else CSV).
 
     ``task`` (binary | multiclass | multilabel) is inferred from the columns when not given;
     ``class_names``/``label_names`` (from the protocol) fix the expected score columns and their order.
+    ``text_columns``: attributes declared categorical (the protocol's subgroup columns without bands),
+    read as text like the identifiers.
     Raises :class:`~validate.errors.InputError` (or ``InputErrors``) naming file, column, row, expected.
     """
     path = Path(path)
-    df, csv = _read_frame(path)
-    return table_from_frame(df, task=task, class_names=class_names, label_names=label_names, path=path, csv=csv)
+    df, csv = _read_frame(path, text_columns)
+    return table_from_frame(df, task=task, class_names=class_names, label_names=label_names, path=path, csv=csv,
+                            text_columns=text_columns)
+
+
+def categorical_columns(protocol) -> list[str]:
+    """The columns a protocol declares categorical (subgroups on a column without ``bands``): read as
+    text, like the identifiers."""
+    return [g.column for g in getattr(protocol, "subgroups", None) or [] if g.column and g.bands is None]
 
 
 def write_predictions(table: PredictionsTable | pd.DataFrame, path: str | Path) -> None:

@@ -65,12 +65,17 @@ def wilson_interval(successes, n, level: float = 0.95) -> tuple[np.ndarray, np.n
     return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
 
 
-def _roc_pr_points(y: np.ndarray, p: np.ndarray) -> dict:
+def _roc_pr_points(y: np.ndarray, p: np.ndarray, score: Optional[np.ndarray] = None) -> dict:
     """ROC (fpr, tpr) and precision-recall points at every distinct threshold, highest first; a case
-    is called positive when p >= threshold (as the operating points of the metrics engine)."""
-    order = np.argsort(-p, kind="stable")
+    is called positive when p >= threshold (as the operating points of the metrics engine).
+
+    ``score`` (default p), monotone in p, is what is ranked: the logits when the model gave them, whose
+    distinct values stay distinct where sigmoid rounds them all to 1.0. Thresholds are shown as p."""
+    score = p if score is None else np.asarray(score, dtype=np.float64)
+    order = np.argsort(-score, kind="stable")
     ps, ys = p[order], y[order]
-    ends = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]  # last index of each tied run
+    ss = score[order]
+    ends = np.r_[np.flatnonzero(ss[1:] != ss[:-1]), ss.size - 1]  # last index of each tied run
     tp = np.cumsum(ys)[ends]
     fp = np.cumsum(1 - ys)[ends]
     pos, neg = ys.sum(), ys.size - ys.sum()
@@ -90,7 +95,8 @@ def _roc_pr_points(y: np.ndarray, p: np.ndarray) -> dict:
     }
 
 
-def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, level: float) -> Optional[dict]:
+def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, level: float,
+              score: Optional[np.ndarray] = None) -> Optional[dict]:
     """Pointwise bootstrap band of the ROC curve by vertical averaging (Fawcett 2006, §8): for each
     replicate (the metrics engine's case weights, clustered by patient, seeded) the TPR at a fixed grid
     of FPR values (the step function's upper value at each FPR); the band is the percentile interval of
@@ -100,8 +106,9 @@ def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, 
     if n_rep <= 0 or y.min() == y.max():
         return None
     grid = np.linspace(0.0, 1.0, BAND_GRID)
-    order = np.argsort(-p, kind="stable")
-    ys, ps = y[order], p[order]
+    ps = p if score is None else np.asarray(score, dtype=np.float64)  # ranked as in _roc_pr_points
+    order = np.argsort(-ps, kind="stable")
+    ys, ps = y[order], ps[order]
     ends = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]
     rows = []
     for _, w in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, seed=seed, chunk=100):
@@ -162,15 +169,17 @@ def _smooth(y: np.ndarray, p: np.ndarray) -> Optional[dict]:
 
 
 def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n_rep: int = 0,
-                  seed: int = 0, smooth: bool = True) -> dict:
-    """Every curve of one set of binary cases (see the module docstring)."""
+                  seed: int = 0, smooth: bool = True, score=None) -> dict:
+    """Every curve of one set of binary cases (see the module docstring). ``score``: what the ROC and
+    precision-recall curves rank (the logits when given; default p)."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     out: dict[str, Any] = {"n": int(y.size), "n_events": int(y.sum())}
     if y.size == 0:
         return out
-    out.update(_roc_pr_points(y, p))
-    band = _roc_band(y, p, clusters=clusters, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level)
+    out.update(_roc_pr_points(y, p, score))
+    band = _roc_band(y, p, clusters=clusters, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level,
+                     score=score)
     if band:
         out["roc"]["band"] = band
     out["reliability"] = reliability(y, p, bins=bins, level=level)
@@ -207,21 +216,46 @@ def probabilities(table, task: str, names: Sequence[str]) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def _curves_of(table, task: str, names: Sequence[str], settings, cluster_col: Optional[str], smooth: bool) -> dict:
-    kw = dict(bins=settings.bins, level=settings.ci_level, n_rep=settings.n_bootstrap, seed=settings.seed,
-              clusters=table[cluster_col].to_numpy() if cluster_col and cluster_col in table.columns else None,
-              smooth=smooth)
-    P = probabilities(table, task, names)
+def ranking_scores(table, task: str, names: Sequence[str]) -> np.ndarray:
+    """What ranking statistics (ROC and PR curves, AUROC, AUPRC) rank, shaped as :func:`probabilities`
+    and monotone in it: the logits when given (binary, multilabel; multiclass: the one-vs-rest log-odds
+    z_k − logsumexp_{j≠k} z_j), else the probabilities. sigmoid/softmax saturate to 1.0 in float64
+    (logits above ~36.7) and would tie cases the model ranked apart."""
+    from validate.predictions import one_vs_rest_log_odds
+
     if task == "binary":
-        return binary_curves(table["y"].to_numpy(), P, **kw)
+        if "logit" in table.columns:
+            return table["logit"].to_numpy(np.float64)
+        return table["p"].to_numpy(np.float64)
+    if task == "multiclass":
+        if all(f"logit_{c}" in table.columns for c in names):
+            return one_vs_rest_log_odds(table[[f"logit_{c}" for c in names]].to_numpy(np.float64))
+        return probabilities(table, task, names)
+    return np.column_stack([table[f"logit_{lab}"].to_numpy(np.float64) if f"logit_{lab}" in table.columns
+                            else table[f"p_{lab}"].to_numpy(np.float64) for lab in names])
+
+
+def _curves_of(table, task: str, names: Sequence[str], settings, cluster_col: Optional[str], smooth: bool) -> dict:
+    from validate.predictions import cluster_keys
+
+    kw = dict(bins=settings.bins, level=settings.ci_level, n_rep=settings.n_bootstrap, seed=settings.seed,
+              clusters=cluster_keys(table, cluster_col), smooth=smooth)
+    P = probabilities(table, task, names)
+    S = ranking_scores(table, task, names)
+    if task == "binary":
+        return binary_curves(table["y"].to_numpy(), P, score=S, **kw)
     if task == "multiclass":
         y = table["y"].to_numpy().astype(np.int64)
         conf, pred = P.max(axis=1), P.argmax(axis=1)
-        out = {"n": int(y.size), "top_label": binary_curves((pred == y).astype(float), conf, **{**kw, "n_rep": 0})}
-        out["classes"] = {c: binary_curves((y == k).astype(float), P[:, k], **kw) for k, c in enumerate(names)}
+        # the largest one-vs-rest log-odds ranks as the largest probability (same increasing map per class)
+        out = {"n": int(y.size), "top_label": binary_curves((pred == y).astype(float), conf,
+                                                            score=S.max(axis=1), **{**kw, "n_rep": 0})}
+        out["classes"] = {c: binary_curves((y == k).astype(float), P[:, k], score=S[:, k], **kw)
+                          for k, c in enumerate(names)}
         return out
     out = {"n": int(len(table))}
-    out["classes"] = {lab: binary_curves(table[f"y_{lab}"].to_numpy(), P[:, j], **kw) for j, lab in enumerate(names)}
+    out["classes"] = {lab: binary_curves(table[f"y_{lab}"].to_numpy(), P[:, j], score=S[:, j], **kw)
+                      for j, lab in enumerate(names)}
     return out
 
 

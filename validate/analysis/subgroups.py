@@ -118,14 +118,16 @@ def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str] = WORST_M
 
 # ---- paired bootstrap gaps ---------------------------------------------------------------------
 
-def _binary_metric_fns(y: np.ndarray, p: np.ndarray, settings) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Weighted metric functions of the engine, weights (k, n) -> (k,), sharing one sort of p."""
+def _binary_metric_fns(y: np.ndarray, p: np.ndarray, settings,
+                       score: Optional[np.ndarray] = None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """Weighted metric functions of the engine, weights (k, n) -> (k,), sharing one sort of p. AUROC
+    and AUPRC rank ``score`` (the logits when given; default p): sigmoid ties logits above ~36.7."""
     from validate.metrics import brier, log_loss, scaled_brier, weighted_auprc, weighted_auroc, weighted_ece
     from validate.metrics.calibration import bin_index, weighted_ece_adaptive
     from validate.metrics.discrimination import ScoreOrder
     from validate.metrics.operating import weighted_operating_point
 
-    so = ScoreOrder.of(p)
+    so = ScoreOrder.of(p if score is None else score)
     idx = bin_index(p, settings.bins)
     order = np.argsort(p, kind="stable")
     t = float(settings.thresholds[0]) if settings.thresholds else 0.5
@@ -152,14 +154,16 @@ def _safe(fn, w) -> np.ndarray:
 
 
 def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Sequence[str],
-                clusters=None, strata=None) -> dict[str, dict[str, dict]]:
-    """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring)."""
+                clusters=None, strata=None, score=None) -> dict[str, dict[str, dict]]:
+    """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring).
+    ``score``: what AUROC and AUPRC rank (the logits when given; default p)."""
     from validate.metrics import iter_bootstrap_weights, percentile_interval
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     n = y.size
-    fns = {m: f for m, f in _binary_metric_fns(y, p, settings).items() if m in metrics}
+    score = None if score is None else np.asarray(score, dtype=np.float64)
+    fns = {m: f for m, f in _binary_metric_fns(y, p, settings, score).items() if m in metrics}
     ones = np.ones((1, n))
     site_point = {m: _safe(f, ones)[0] for m, f in fns.items()}
     mask_w = {g: m.astype(np.float64)[None, :] for g, m in masks.items()}
@@ -202,11 +206,11 @@ def _fin(x) -> Optional[float]:
 
 def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
            stratify: bool) -> dict:
-    from validate.analysis.sites import probabilities
+    from validate.analysis.sites import probabilities, ranking_scores
+    from validate.predictions import cluster_keys
 
     metrics = GAP_METRICS.get(task, ())
-    cluster_col = settings.cluster_by
-    clusters = table[cluster_col].to_numpy() if cluster_col and cluster_col in table.columns else None
+    clusters = cluster_keys(table, settings.cluster_by)
     strata = table["site"].astype(str).to_numpy() if stratify else None
     out: dict[str, Any] = {"subgroups": {}, "worst": {}}
     for attr in attrs:
@@ -217,7 +221,8 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
         if metrics:
             masks = {g: col == g for g in values if (col == g).any()}
             gaps = paired_gaps(table["y"].to_numpy(), probabilities(table, task, ()), masks, settings=settings,
-                               metrics=metrics, clusters=clusters, strata=strata)
+                               metrics=metrics, clusters=clusters, strata=strata,
+                               score=ranking_scores(table, task, ()))
         cells = {}
         for g in values:
             block = blocks.get(g)

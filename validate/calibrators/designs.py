@@ -91,22 +91,26 @@ class _Cases:
     clusters: Optional[np.ndarray]
     names: Optional[list[str]] = None
     sites: list[str] = field(default_factory=list)
+    # what the uncalibrated AUROC/AUPRC rank (the logits when given: sigmoid ties them above ~36.7)
+    s: Optional[np.ndarray] = None
 
     @classmethod
     def of(cls, table, cluster_by: Optional[str]) -> "_Cases":
         task = table.task
         frame = table.frame
+        from validate.predictions import cluster_keys
+
         if task == "binary":
-            y, z, p = table.y().astype(np.int64), table.logit(), table.prob()
+            y, z, p, s = table.y().astype(np.int64), table.logit(), table.prob(), table.score()
         elif task == "multiclass":
-            y, z, p = table.y(), table.logits(), table.probs()
+            y, z, p, s = table.y(), table.logits(), table.probs(), table.scores()
         else:
-            y, z, p = table.Y().astype(np.int64), table.logits(), table.probs()
+            y, z, p, s = table.Y().astype(np.int64), table.logits(), table.probs(), table.scores()
         clusters = None
-        if cluster_by and cluster_by in frame:
-            v = frame[cluster_by].astype(str).to_numpy(dtype=object)
+        v = cluster_keys(frame, cluster_by)  # (site, patient): a case id is unique only within its site
+        if v is not None:
             clusters = v if len(set(v)) < len(v) else None
-        return cls(task, y, z, p, table.site_ids, clusters, table.names, table.sites())
+        return cls(task, y, z, p, table.site_ids, clusters, table.names, table.sites(), s)
 
     def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.y[idx], self.z[idx], self.p[idx]
@@ -161,12 +165,13 @@ def _finite(x) -> Optional[float]:
     return x if np.isfinite(x) else None
 
 
-def _block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool = False) -> dict:
+def _block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool = False,
+           uncalibrated: bool = False) -> dict:
     """The metrics engine's BLOCK; if the engine fails on these predictions (e.g. a smoother on a step
     map's few distinct values), a reduced block with the point estimates of the compared metrics and
     the engine's message under ``error``, so one metric cannot sink the whole comparison."""
     try:
-        return _engine_block(cases, y, p, idx, settings, smooth_intervals, stratified)
+        return _engine_block(cases, y, p, idx, settings, smooth_intervals, stratified, uncalibrated)
     except ValueError as exc:
         fns = _metric_functions(cases.task, settings.bins)
         block = {"n": int(len(idx)), "error": f"metrics engine: {exc}"}
@@ -175,19 +180,23 @@ def _block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratifie
         return block
 
 
-def _engine_block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool) -> dict:
+def _engine_block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool,
+                  uncalibrated: bool = False) -> dict:
+    """``uncalibrated``: ``p`` are the table's own probabilities, so the ranking metrics rank the
+    table's scores (its logits when given) instead of p, which float64 saturates to 1.0."""
     from validate.metrics import binary_block, multiclass_block, multilabel_block
 
     clusters = cases.clusters_at(idx)
     strata = cases.site[idx] if stratified else None
+    scores = cases.s[idx] if uncalibrated and cases.s is not None else None
     if cases.task == "binary":
         return binary_block(y.astype(np.float64), p, settings=settings, clusters=clusters, strata=strata,
-                            smooth_intervals=smooth_intervals)
+                            smooth_intervals=smooth_intervals, scores=scores)
     if cases.task == "multiclass":
         return multiclass_block(y, p, settings=settings, class_names=cases.names, clusters=clusters, strata=strata,
-                                smooth_intervals=smooth_intervals)
+                                smooth_intervals=smooth_intervals, scores=scores)
     return multilabel_block(y.astype(np.float64), p, settings=settings, label_names=cases.names, clusters=clusters,
-                            strata=strata, smooth_intervals=smooth_intervals)
+                            strata=strata, smooth_intervals=smooth_intervals, scores=scores)
 
 
 def _estimate(block: dict, metric: str) -> Optional[float]:
@@ -286,7 +295,7 @@ def _held_out(cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings
             out[m]["error"] = err
     for s, idx in eval_sets.items():
         y, z, p0 = cases.at(idx)
-        out["none"]["sites"][s] = _block(cases, y, p0, idx, settings, smooth_intervals)
+        out["none"]["sites"][s] = _block(cases, y, p0, idx, settings, smooth_intervals, uncalibrated=True)
         for m in methods:
             cal = fitted[m]
             if cal is None:
@@ -306,7 +315,8 @@ def _held_out(cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings
     if eval_sets:  # pooled over every evaluated case, bootstrap stratified by site (for `overall` gates)
         pooled = np.concatenate(list(eval_sets.values()))
         y, z, p0 = cases.at(pooled)
-        out["none"]["overall"] = _block(cases, y, p0, pooled, settings, smooth_intervals, stratified=True)
+        out["none"]["overall"] = _block(cases, y, p0, pooled, settings, smooth_intervals, stratified=True,
+                                        uncalibrated=True)
         for m in methods:
             if fitted[m] is not None:
                 out[m]["overall"] = _block(cases, y, fitted[m].predict_proba(z), pooled, settings, smooth_intervals,

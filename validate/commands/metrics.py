@@ -79,7 +79,7 @@ def format_table(report: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from validate.io import atomic_write_json
     from validate.metrics import MetricSettings, metrics_report
-    from validate.predictions import read_predictions
+    from validate.predictions import categorical_columns, read_predictions
 
     if args.bootstrap is not None and args.bootstrap < 0:
         raise InputError(f"--bootstrap {args.bootstrap} is negative", field="--bootstrap",
@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers {args.workers} is not positive", field="--workers",
                          expected="an integer >= 1 (1 = no worker processes)")
     settings = MetricSettings.from_protocol(metrics_section, n_bootstrap=args.bootstrap, seed=args.seed)
-    table = read_predictions(args.predictions, task=task, class_names=class_names, label_names=label_names)
+    text = categorical_columns(protocol) if protocol is not None else []
+    table = read_predictions(args.predictions, task=task, class_names=class_names, label_names=label_names,
+                             text_columns=text)
     subgroups = None
     if protocol is not None and subgroup_columns:
         from validate.cohort import derive_subgroups

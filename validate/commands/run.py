@@ -79,7 +79,7 @@ def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir
     import pandas as pd
 
     from validate.io import sha256_file
-    from validate.predictions import read_predictions
+    from validate.predictions import categorical_columns, read_predictions
 
     empty_failures = pd.DataFrame(columns=["site", "case_id", "reason", "stage"])
     source = predictions
@@ -94,7 +94,8 @@ def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir
         if not source.exists():
             raise InputError("predictions file not found", file=source, field="--predictions",
                              expected="a Parquet or CSV predictions table")
-        table = read_predictions(source, task=protocol.task, **_names(protocol))
+        table = read_predictions(source, task=protocol.task, text_columns=categorical_columns(protocol),
+                                 **_names(protocol))
         return {"frame": table.frame, "failures": empty_failures, "device": "none (predictions file)",
                 "checkpoint": None, "predictions_source": {"path": str(source.resolve()), "sha256": sha256_file(source)}}
 

@@ -63,15 +63,23 @@ def insufficiency(n: int, counts: dict, settings: MetricSettings) -> Optional[st
 
 
 class _BinaryData:
-    """One block's cases sorted once by p; weighted metrics of replicate weights in that order."""
+    """One block's cases sorted once by their ranking score; weighted metrics of replicate weights in
+    that order.
 
-    def __init__(self, y, p, bins):
-        self.order = np.argsort(p, kind="stable")
+    ``score`` (default p) is any score monotone in p — the logits when the model gave them: AUROC and
+    AUPRC rank it and its ties are the ties of the ranking. sigmoid(logit) is 1.0 for every logit above
+    ~36.7 in float64, so ranking p would tie cases the model told apart. p is non-decreasing in this
+    order too, as the calibration metrics need."""
+
+    def __init__(self, y, p, bins, score=None):
+        score = p if score is None else score
+        self.order = np.argsort(score, kind="stable")
         self.y = y[self.order]
         self.p = p[self.order]
         self.n = y.size
         self.bins = bins
-        starts = np.flatnonzero(np.r_[True, self.p[1:] != self.p[:-1]])
+        s = score[self.order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         self.score_order = ScoreOrder(np.arange(self.n), starts)
         self.ties = starts.size < self.n
         idx = bin_index(self.p, bins)
@@ -184,6 +192,22 @@ class _BinaryData:
                 "ici": ici}
 
 
+def _ranking_scores(scores, p: np.ndarray) -> np.ndarray:
+    """The scores AUROC and AUPRC rank: ``scores`` when given (checked finite, one per case), else p."""
+    if scores is None:
+        return p
+    from validate.metrics.checks import as_scores
+
+    return as_scores(scores, p.size, "scores")
+
+
+def _ranking_matrix(scores, P: np.ndarray) -> np.ndarray:
+    S = np.asarray(scores, dtype=np.float64)
+    if S.shape != P.shape or not np.all(np.isfinite(S)):
+        raise ValueError(f"scores must be finite and of the probabilities' shape {P.shape}, got {S.shape}")
+    return S
+
+
 def _in_order(w: np.ndarray, order: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Replicate weights (r, n) with columns permuted to ``order``, C-contiguous (the replicate kernels
     run along rows). Weights arriving column-major (as a column gather leaves them) are gathered as rows
@@ -228,11 +252,14 @@ def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
 
 
 def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=None, strata=None,
-                 threshold_carry: Optional[float] = None, logits=None, smooth_intervals: bool = True) -> dict:
+                 threshold_carry: Optional[float] = None, logits=None, smooth_intervals: bool = True,
+                 scores=None) -> dict:
     """The DESIGN.md BLOCK of a binary model on one set of cases.
 
     ``y`` 0/1 labels, ``p`` probabilities of class 1 (``logits``, when given, are used for the
-    calibration intercept and slope instead of logit(p), avoiding the 1e-15 clip). ``clusters``
+    calibration intercept and slope instead of logit(p), avoiding the 1e-15 clip). ``scores``: what
+    AUROC (with its DeLong interval) and AUPRC rank — any score monotone in p; default ``logits`` when
+    given, else p (see :class:`_BinaryData`). ``clusters``
     (patient ids) and ``strata`` (sites) shape the bootstrap. ``threshold_carry``: the threshold
     found for ``settings.target_sensitivity`` at the development site; without it the block finds its own.
     ``smooth_intervals=False`` skips the bootstrap of the lowess/loess errors (the costliest part).
@@ -250,10 +277,11 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     one_class = events == 0 or events == n
     single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
     z = to_logit(p) if logits is None else np.asarray(logits, dtype=np.float64)
+    rank = _ranking_scores(scores if scores is not None else logits, p)
     level = settings.ci_level
 
     # point estimates
-    data = _BinaryData(y, p, settings.bins)
+    data = _BinaryData(y, p, settings.bins, rank)
     ones = np.ones((1, n))
     thresholds = list(settings.thresholds)
     target = settings.target_sensitivity
@@ -292,7 +320,7 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
         block["auprc"] = None
         undefined["auroc"] = undefined["auprc"] = single_reason
     else:
-        d = delong_ci(y, p, level=level)
+        d = delong_ci(y, rank, level=level)
         block["auroc"] = entry(d["estimate"], d["ci_low"], d["ci_high"], "delong")
         block["auroc"]["se"] = _num(d["se"])
         block["auprc"] = boot("auprc")
@@ -387,14 +415,16 @@ def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clus
 
 
 def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class_names=None, clusters=None,
-                     strata=None, smooth_intervals: bool = True) -> dict:
+                     strata=None, smooth_intervals: bool = True, scores=None) -> dict:
     """The DESIGN.md BLOCK of a multiclass model: ``accuracy``, ``auroc_macro`` (one-vs-rest),
     top-label ``ece``, ``ece_classwise``, multiclass ``brier`` and ``log_loss`` with bootstrap intervals,
     and a one-vs-rest binary BLOCK per class under ``classes``.
 
     ``n_events`` and ``prevalence`` are those of the rarest class (the count that limits the estimates);
     ``class_counts`` gives every class. Insufficient when the rarest class has fewer than
-    ``min_events`` cases or n < ``min_cases``.
+    ``min_events`` cases or n < ``min_cases``. ``scores`` (n, K): what the one-vs-rest AUROCs rank,
+    monotone in each column of P (e.g. the one-vs-rest log-odds of the logits, which do not saturate);
+    default P.
     """
     from validate.metrics.multiclass import _brier_terms, _nll_terms, multiclass_args
 
@@ -416,7 +446,8 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     onehot = [(y == k).astype(np.float64) for k in range(K)]
     conf_idx = bin_index(conf, settings.bins)
     class_idx = [bin_index(P[:, k], settings.bins) for k in range(K)]
-    orders = [ScoreOrder.of(P[:, k]) for k in range(K)]
+    S = P if scores is None else _ranking_matrix(scores, P)
+    orders = [ScoreOrder.of(S[:, k]) for k in range(K)]
     present = [0 < counts[k] < n for k in range(K)]
 
     def stat(w):
@@ -439,7 +470,7 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
         block["auroc_macro"] = None
         undefined["auroc_macro"] = "a class is absent (or is every case): its one-vs-rest AUROC is undefined"
     block["classes"] = {names[k]: binary_block(onehot[k], P[:, k], settings=settings, clusters=clusters,
-                                               strata=strata, smooth_intervals=smooth_intervals)
+                                               strata=strata, smooth_intervals=smooth_intervals, scores=S[:, k])
                         for k in range(K)}
     reason = insufficiency(int(n), {f"cases of class {names[k]}": int(counts[k]) for k in range(K)}, settings)
     if reason:
@@ -453,13 +484,14 @@ MACRO_METRICS = ("auroc", "auprc", "brier", "log_loss", "ece")
 
 
 def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label_names=None, clusters=None,
-                     strata=None, smooth_intervals: bool = True) -> dict:
+                     strata=None, smooth_intervals: bool = True, scores=None) -> dict:
     """The DESIGN.md BLOCK of a multilabel model: a binary BLOCK per label under ``labels`` and macro
     averages (unweighted mean over labels where defined) ``auroc_macro``, ``auprc_macro``,
     ``brier_macro``, ``log_loss_macro``, ``ece_macro`` with bootstrap intervals of the mean (repeated
     under ``macro`` by plain metric name: ``macro["ece"]`` is ``ece_macro``).
     ``n_events``/``prevalence`` are the rarest label's; insufficient when any label has fewer than
-    ``min_events`` events or non-events, or n < ``min_cases``."""
+    ``min_events`` events or non-events, or n < ``min_cases``. ``scores`` (n, L): what the AUROCs and
+    AUPRCs rank (e.g. the logits), monotone in each column of P; default P."""
     Y = np.asarray(Y)
     P = np.asarray(P, dtype=np.float64)
     if Y.ndim != 2 or Y.shape != P.shape:
@@ -477,10 +509,11 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
+    S = P if scores is None else _ranking_matrix(scores, P)
     block["labels"] = {names[k]: binary_block(Yf[:, k], P[:, k], settings=settings, clusters=clusters,
-                                              strata=strata, smooth_intervals=smooth_intervals)
+                                              strata=strata, smooth_intervals=smooth_intervals, scores=S[:, k])
                        for k in range(L)}
-    data = [_BinaryData(Yf[:, k], P[:, k], settings.bins) for k in range(L)]
+    data = [_BinaryData(Yf[:, k], P[:, k], settings.bins, S[:, k]) for k in range(L)]
     defined = [0 < events[k] < n for k in range(L)]
 
     def stat(w):

@@ -27,9 +27,9 @@ def _loglik(y, eta):
 def calibration_intercept(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     """Calibration-in-the-large: α in logit P(y = 1) = α + logit(p), the slope fixed at 1 (an offset).
 
-    Maximum likelihood by Newton–Raphson to full convergence (|step| < 1e-12), with step halving
-    when a step lowers the likelihood; Wald interval α ± z √(1 / Σ p̂(1 − p̂)). Equal to R's
-    ``glm(y ~ 1 + offset(qlogis(p)), binomial)`` with ``confint.default`` and to statsmodels ``GLM``
+    Maximum likelihood by Newton–Raphson on the score equation to full convergence (|step| < 1e-12),
+    safeguarded by bisection inside a bracket of the root; Wald interval α ± z √(1 / Σ p̂(1 − p̂)).
+    Equal to R's ``glm(y ~ 1 + offset(qlogis(p)), binomial)`` with ``confint.default`` and to statsmodels ``GLM``
     with ``offset`` (Steyerberg, Clinical Prediction Models, 2nd ed., ch. 15; Van Calster et al. 2016).
     ``logits`` may be given instead of ``p`` (avoids the clipping at 1e-15).
     Returns ``{"estimate", "se", "ci_low", "ci_high", "converged", "iterations"}``; NaN estimate if
@@ -39,27 +39,34 @@ def calibration_intercept(y, p=None, *, logits=None, level: float = 0.95) -> dic
     nan = float("nan")
     if y.min() == y.max():
         return {"estimate": nan, "se": nan, "ci_low": nan, "ci_high": nan, "converged": False, "iterations": 0}
+    # the score g(α) = Σ y − Σ sigmoid(z + α) falls from Σ y > 0 to Σ y − n < 0: Newton steps kept
+    # inside a bracket of the root, bisecting when a step leaves it. Plain Newton from α = 0 overshoots
+    # by ~1e18 when the logits saturate (p(1 − p) ~ e^-40), and no step halving brings it back.
+    target = float(np.sum(y))
+    reach = float(np.max(np.abs(z))) + 50.0  # beyond it every sigmoid(z + α) is within e^-50 of 0 or 1
+    lo, hi = -reach, reach
     a = 0.0
-    ll = _loglik(y, z + a)
     converged = False
     it = 0
     for it in range(1, _MAX_ITER + 1):
-        mu = expit(z + a)
-        info = float(np.sum(mu * (1.0 - mu)))
-        step = float(np.sum(y - mu)) / info
-        t = 1.0
-        while True:
-            new = a + t * step
-            new_ll = _loglik(y, z + new)
-            if new_ll >= ll - 1e-12 * abs(ll) or t < 1e-10:
-                break
-            t /= 2
-        a, ll = new, new_ll
-        if abs(t * step) < 1e-12 * max(1.0, abs(a)):
+        g = target - float(np.sum(expit(z + a)))
+        if g > 0:
+            lo = a
+        elif g < 0:
+            hi = a
+        else:
             converged = True
             break
-    mu = expit(z + a)
-    se = float(1.0 / np.sqrt(np.sum(mu * (1.0 - mu))))
+        info = float(np.sum(_bernoulli_variance(z + a)))
+        new = a + g / info if info > 0 else np.nan
+        if not lo < new < hi:
+            new = 0.5 * (lo + hi)
+        step, a = new - a, new
+        if abs(step) < 1e-12 * max(1.0, abs(a)):
+            converged = True
+            break
+    info = float(np.sum(_bernoulli_variance(z + a)))
+    se = float(1.0 / np.sqrt(info)) if info > 0 else nan
     lo, hi = _wald(a, se, level)
     return {"estimate": a, "se": se, "ci_low": lo, "ci_high": hi, "converged": converged, "iterations": it}
 
@@ -87,7 +94,7 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     it = 0
     for it in range(1, _MAX_ITER + 1):
         mu = expit(X @ beta)
-        wts = mu * (1.0 - mu)
+        wts = _bernoulli_variance(X @ beta)
         info = X.T @ (X * wts[:, None])
         try:
             step = np.linalg.solve(info, X.T @ (y - mu))
@@ -104,8 +111,7 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
         if np.max(np.abs(t * step)) < 1e-12 * max(1.0, np.max(np.abs(beta))):
             converged = True
             break
-    mu = expit(X @ beta)
-    info = X.T @ (X * (mu * (1.0 - mu))[:, None])
+    info = X.T @ (X * _bernoulli_variance(X @ beta)[:, None])
     try:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
@@ -119,6 +125,12 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     return {"estimate": float(beta[1]), "se": se, "ci_low": lo, "ci_high": hi, "intercept": float(beta[0]),
             "intercept_se": intercept_se, "converged": converged and np.isfinite(se),
             "iterations": it}
+
+
+def _bernoulli_variance(x: np.ndarray) -> np.ndarray:
+    """p(1 − p) at p = sigmoid(x), as sigmoid(x)·sigmoid(−x): 1 − p is exactly 0 in float64 for
+    x above ~36.7, which made the information of a saturated model 0 (a division by zero)."""
+    return expit(x) * expit(-x)
 
 
 def _logit_args(y, p, logits):

@@ -16,11 +16,14 @@ MISSING_VALUE = "missing"
 
 
 def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> Optional[np.ndarray]:
-    """Cluster ids for the bootstrap: the ``cluster_by`` column when some value repeats, else None."""
-    col = settings.cluster_by
-    if not col or col not in frame:
+    """Cluster ids for the bootstrap: (site, ``cluster_by``) when some pair repeats, else None. The
+    site is part of the key: without a ``patient_id`` it defaults to ``case_id``, which is unique only
+    within a site (:func:`validate.predictions.cluster_keys`)."""
+    from validate.predictions import cluster_keys
+
+    v = cluster_keys(frame, settings.cluster_by)
+    if v is None:
         return None
-    v = frame[col].astype(str).to_numpy(dtype=object)
     return v if pd.Series(v).duplicated().any() else None
 
 
@@ -70,11 +73,10 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
                "clusters": _clusters(sub, settings)}
         if task == "binary":
             job.update(y=table.y()[mask], p=table.prob()[mask], logits=table.logit()[mask],
-                       threshold_carry=None if own_threshold else carry)
-        elif task == "multiclass":
-            job.update(y=table.y()[mask], p=table.probs()[mask], names=names or None)
+                       scores=table.score()[mask], threshold_carry=None if own_threshold else carry)
         else:
-            job.update(y=table.Y()[mask], p=table.probs()[mask], names=names or None)
+            job.update(y=(table.y() if task == "multiclass" else table.Y())[mask], p=table.probs()[mask],
+                       scores=table.scores()[mask], names=names or None)
         jobs.append(job)
         places.append(place)
 
@@ -117,13 +119,15 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
 
 
 def _block(*, task: str, y, p, settings: MetricSettings, clusters, strata, smooth_intervals: bool,
-           logits=None, threshold_carry=None, names=None) -> dict:
-    """One BLOCK (module level, so that worker processes can run it)."""
+           logits=None, threshold_carry=None, names=None, scores=None) -> dict:
+    """One BLOCK (module level, so that worker processes can run it). ``scores``: what the ranking
+    metrics rank (the table's logits when given; see :meth:`PredictionsTable.score`)."""
     if task == "binary":
         return binary_block(y, p, settings=settings, clusters=clusters, strata=strata,
-                            threshold_carry=threshold_carry, logits=logits, smooth_intervals=smooth_intervals)
+                            threshold_carry=threshold_carry, logits=logits, smooth_intervals=smooth_intervals,
+                            scores=scores)
     if task == "multiclass":
         return multiclass_block(y, p, settings=settings, class_names=names, clusters=clusters, strata=strata,
-                                smooth_intervals=smooth_intervals)
+                                smooth_intervals=smooth_intervals, scores=scores)
     return multilabel_block(y, p, settings=settings, label_names=names, clusters=clusters, strata=strata,
-                            smooth_intervals=smooth_intervals)
+                            smooth_intervals=smooth_intervals, scores=scores)
