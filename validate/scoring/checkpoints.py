@@ -228,10 +228,13 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
     if fmt == "export":
         ckpt.model, ckpt.static_batch, ckpt.input_shape, ckpt.output_shape = _load_export(path)
     elif fmt == "torchscript":
+        # TorchScript runs no Python: its code/ is TorchScript, and its pickles go through the C++
+        # unpickler, which builds only tensors and TorchScript types (a Python global is "Unknown type name")
         try:
-            ckpt.model = torch.jit.load(str(path), map_location="cpu")
+            with _torch_logs_captured():
+                ckpt.model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise _error(path, fmt, f"torch.jit.load failed: {type(exc).__name__}: {exc}") from None
+            raise _error(path, fmt, f"torch.jit.load failed: {type(exc).__name__}: {_first_line(exc)}") from None
     elif fmt == "state_dict":
         ckpt.model = _load_state_dict_model(path, factory, factory_path)
     elif fmt == "onnx":
@@ -312,8 +315,9 @@ def _load_weights_only(data: bytes) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    """The first non-empty line of an exception's text: messages here are one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
