@@ -259,3 +259,27 @@ def test_declared_shapes_that_do_not_fit_the_protocol_are_bad_input(saved):
     # a format that declares nothing (TorchScript) is left to the first batch
     check_declared_shapes(load_checkpoint(saved["files"]["torchscript"]), Preprocessing(kind="tabular", features=("a",)),
                           binary)
+
+
+def test_honest_export_with_numbered_children_buffers_and_string_arguments_loads(tmp_path):
+    # nn.Sequential names its weights "0.weight"; einsum's equation is a string argument: an honest
+    # program has both, and the inspection must let them through
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+            self.register_buffer("scale", torch.tensor(2.0))
+
+        def forward(self, x):
+            return torch.einsum("bi,i->bi", self.seq(x) * self.scale, torch.ones(2)).softmax(-1)
+
+    torch.manual_seed(0)
+    for name, model in (("sequential", torch.nn.Sequential(torch.nn.Linear(4, 2))), ("wrapped", Model())):
+        x = torch.randn(3, 4)
+        path = tmp_path / f"{name}.pt2"
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},)), str(path))
+        ckpt = load_checkpoint(path)
+        ckpt.prepare(torch.device("cpu"))
+        with torch.inference_mode():
+            assert torch.allclose(ckpt(x), model(x), atol=1e-6)
+        assert ckpt.input_shape == (None, 4) and ckpt.output_shape == (None, 2)

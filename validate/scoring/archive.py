@@ -55,12 +55,13 @@ _REFUSED_PLACES = (
     ("data/constants/", "a legacy pickled constants file (torch.load falls back to weights_only=False)"),
     ("serialized_", "a pre-2.8 torch.export pickle (torch.load falls back to weights_only=False)"),
 )
-IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
-DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.\w+)*")
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+# weight and module names: nn.Sequential numbers its children, so "0.weight" is a name too
+DOTTED_NAME = re.compile(r"\w+(\.\w+)*", re.ASCII)
 # JSON fields whose text torch keeps as text (or writes into generated code with repr, or parses as
 # JSON): any characters are fine there
 _FREE_TEXT_FIELDS = {"stack_trace", "nn_module_stack", "source_fn_stack", "torch_fn", "custom", "in_spec",
-                     "out_spec", "as_string", "as_strings", "torch_version", "doc_string"}
+                     "out_spec", "as_string", "as_strings", "torch_version", "doc_string", "from_node"}
 
 
 class ArchiveRefused(Exception):

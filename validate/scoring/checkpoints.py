@@ -10,9 +10,15 @@ Formats (the protocol's ``model.format``; ``auto`` detects from the file):
 - ``onnx``: an ONNX graph run by onnxruntime (CUDA execution provider when asked for and present).
 - ``predictions``: a predictions table made elsewhere (``.parquet``/``.csv``): scoring is skipped.
 
-Safety: ``torch.load`` runs only with ``weights_only=True``; a pickle that needs code to load (a whole
-pickled ``nn.Module``, a custom class) is refused with an explanation, and nothing is imported that
-the protocol did not name. Every error names the checkpoint file and its format.
+Safety: a checkpoint never runs code. ``torch.load`` runs only with ``weights_only=True``; a pickle
+that needs code to load (a whole pickled ``nn.Module``, a custom class) is refused with an
+explanation. A ``.pt2`` is inspected before torch reads it (:mod:`validate.scoring.archive`): torch's
+own loader would unpickle some entries without restriction and eval or exec some strings of the
+graph, so anything beyond tensors and a graph of operators is refused, naming the archive entry.
+TorchScript runs no Python (its pickles go through the C++ unpickler, which builds only tensors and
+TorchScript types). Nothing is imported that the protocol did not name: the factory module of a state
+dict (``model.factory``) is code the user chose to run. Every error names the checkpoint file and its
+format.
 """
 from __future__ import annotations
 
