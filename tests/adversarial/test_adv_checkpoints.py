@@ -286,3 +286,28 @@ def test_legacy_torch_save_pickle_with_code_is_refused_and_not_run(tmp_path):
         load_checkpoint(path, factory="x:y", factory_path=tmp_path)
     assert not marker.exists()
     assert "needs code to load" in str(err.value)
+
+
+def test_an_entry_twice_is_refused(tmp_path):
+    """Two weights configs of one name: Python's zipfile reads the honest one, torch's reader the one
+    that sends a weight through torch.load(weights_only=False). The inspected copy must be the loaded one."""
+    import warnings
+
+    marker = tmp_path / "PWNED"
+    config = "model/data/weights/model_weights_config.json"
+    with zipfile.ZipFile(HEART) as zf:
+        honest = {n: zf.read(n) for n in zf.namelist()}
+    evil = json.loads(honest[config])
+    evil["config"]["linear.bias"].update(use_pickle=True, path_name="weight_99")
+    path = tmp_path / "twice.pt2"
+    with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        zf.writestr(config, json.dumps(evil))
+        zf.writestr("model/data/weights/weight_99", _torch_bytes(Payload(
+            f"{_touch(marker)} or __import__('torch').nn.Parameter(__import__('torch').zeros(1))")))
+        for name, data in honest.items():
+            zf.writestr(name, data)
+    with pytest.raises(InputError) as err:
+        load_checkpoint(path, format="export")
+    assert not marker.exists(), "the checkpoint ran code"
+    assert "appears twice" in str(err.value) and config in str(err.value)

@@ -82,6 +82,13 @@ def inspect_export_archive(path: Path, *, load_restricted: Callable[[bytes], Any
     """
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                # Python's zipfile reads the last copy, torch's reader another: what is inspected
+                # must be what torch loads
+                raise ArchiveRefused(name, "appears twice in the archive")
+            seen.add(name)
         root = _root_folder(names)
         rel = {n[len(root) + 1:]: n for n in names}
         for short, full in rel.items():
