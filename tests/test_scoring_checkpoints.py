@@ -193,3 +193,93 @@ def test_onnx_from_the_default_dynamo_exporter(tmp_path):
     assert ckpt.format == "onnx"
     _check_same(ckpt, model)
     assert np.isfinite(ckpt.sha256 != "")
+
+
+# ---- .pt2 inspection and declared shapes ----------------------------------------------------------
+
+def test_shape_expressions_may_use_sympy_constructors_only():
+    from validate.scoring.archive import ArchiveRefused, _check_python_expression, _sympy_names
+    from validate.scoring.archive import IDENTIFIER
+
+    honest = ["Symbol('s77', positive=True, integer=True)", "Mul(Integer(6), Symbol('s77', positive=True, integer=True))",
+              "FloorDiv(s0, 2) + Max(1, u0)", "Eq(Mod(s1, 2), 0)", "-oo", "1.5*s0"]
+    for text in honest:
+        _check_python_expression(text, "here", _sympy_names(), strings=IDENTIFIER)
+    hostile = ["__import__('os').system('x')", "Symbol('s0').__class__", "s0[0]", "(lambda: 1)()", "open('f')",
+               "Symbol('a b')", "eval('1')", "Integer(1); Integer(2)", "(s0 := 1)"]
+    for text in hostile:
+        with pytest.raises(ArchiveRefused):
+            _check_python_expression(text, "here", _sympy_names(), strings=IDENTIFIER)
+
+
+def test_node_targets_must_be_operators():
+    from validate.scoring.archive import ArchiveRefused, _check_target
+
+    for ok in ("torch.ops.aten.linear.default", "torch.ops.aten.__and__.Tensor", "_operator.add", "torch.sym_int",
+               "torch.ops.higher_order.cond"):
+        _check_target(ok, "here")
+    for bad in ("torch.ops.load_library", "torch.os.system", "builtins.eval", "torch.ops.aten.linear",
+                "torch.ops.aten.__class__.__init__", "#custom:op", "torch.ops.nowhere.op.default"):
+        with pytest.raises(ArchiveRefused):
+            _check_target(bad, "here")
+
+
+def test_both_test_exports_pass_inspection(saved):
+    # the dynamic-batch and the static-batch programs written by this torch, as the loader sees them
+    for name in ("export", "export_static"):
+        ckpt = load_checkpoint(saved["files"][name])
+        assert ckpt.input_shape[1:] == (1, 16, 16) and ckpt.output_shape[1:] == (1,)
+    assert load_checkpoint(saved["files"]["export"]).input_shape[0] is None
+    assert load_checkpoint(saved["files"]["export_static"]).input_shape[0] == 1
+
+
+def test_declared_shapes_that_do_not_fit_the_protocol_are_bad_input(saved):
+    from validate.scoring.evaluator import check_declared_shapes
+    from validate.scoring.inputs import Preprocessing
+    from validate.scoring.outputs import make_to_logits
+
+    binary = make_to_logits(task="binary", n_columns=1, output="logits", positive_index=1,
+                            checkpoint=saved["files"]["onnx"], fmt="onnx")
+    three = make_to_logits(task="multiclass", n_columns=3, output="logits", positive_index=1,
+                           checkpoint=saved["files"]["onnx"], fmt="onnx")
+    onnx = load_checkpoint(saved["files"]["onnx"])
+    onnx.prepare(torch.device("cpu"))
+    assert onnx.input_shape == (None, 1, 16, 16) and onnx.output_shape == (None, 1)
+    image = Preprocessing(kind="image", size=(16, 16), channels=1)
+    check_declared_shapes(onnx, image, binary)  # fits
+    with pytest.raises(InputError) as err:
+        check_declared_shapes(onnx, Preprocessing(kind="tabular", features=("a", "b")), binary)
+    assert "[N, 1, 16, 16]" in str(err.value) and "[N, 2]" in str(err.value)
+    with pytest.raises(InputError) as err:
+        check_declared_shapes(onnx, Preprocessing(kind="image", size=(32, 32), channels=1), binary)
+    assert "[N, 1, 32, 32]" in str(err.value)
+    with pytest.raises(InputError) as err:  # right input, one output for three classes
+        check_declared_shapes(onnx, image, three)
+    assert "returns [N, 1]" in str(err.value) and "[N, 3]" in str(err.value)
+    # a format that declares nothing (TorchScript) is left to the first batch
+    check_declared_shapes(load_checkpoint(saved["files"]["torchscript"]), Preprocessing(kind="tabular", features=("a",)),
+                          binary)
+
+
+def test_honest_export_with_numbered_children_buffers_and_string_arguments_loads(tmp_path):
+    # nn.Sequential names its weights "0.weight"; einsum's equation is a string argument: an honest
+    # program has both, and the inspection must let them through
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+            self.register_buffer("scale", torch.tensor(2.0))
+
+        def forward(self, x):
+            return torch.einsum("bi,i->bi", self.seq(x) * self.scale, torch.ones(2)).softmax(-1)
+
+    torch.manual_seed(0)
+    for name, model in (("sequential", torch.nn.Sequential(torch.nn.Linear(4, 2))), ("wrapped", Model())):
+        x = torch.randn(3, 4)
+        path = tmp_path / f"{name}.pt2"
+        torch.export.save(torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},)), str(path))
+        ckpt = load_checkpoint(path)
+        ckpt.prepare(torch.device("cpu"))
+        with torch.inference_mode():
+            assert torch.allclose(ckpt(x), model(x), atol=1e-6)
+        assert ckpt.input_shape == (None, 4) and ckpt.output_shape == (None, 2)

@@ -10,27 +10,37 @@ Formats (the protocol's ``model.format``; ``auto`` detects from the file):
 - ``onnx``: an ONNX graph run by onnxruntime (CUDA execution provider when asked for and present).
 - ``predictions``: a predictions table made elsewhere (``.parquet``/``.csv``): scoring is skipped.
 
-Safety: ``torch.load`` runs only with ``weights_only=True``; a pickle that needs code to load (a whole
-pickled ``nn.Module``, a custom class) is refused with an explanation, and nothing is imported that
-the protocol did not name. Every error names the checkpoint file and its format.
+Safety: a checkpoint never runs code. ``torch.load`` runs only with ``weights_only=True``; a pickle
+that needs code to load (a whole pickled ``nn.Module``, a custom class) is refused with an
+explanation. A ``.pt2`` is inspected before torch reads it (:mod:`validate.scoring.archive`): torch's
+own loader would unpickle some entries without restriction and eval or exec some strings of the
+graph, so anything beyond tensors and a graph of operators is refused, naming the archive entry.
+TorchScript runs no Python (its pickles go through the C++ unpickler, which builds only tensors and
+TorchScript types). Nothing is imported that the protocol did not name: the factory module of a state
+dict (``model.factory``) is code the user chose to run. Every error names the checkpoint file and its
+format.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
+import logging
 import pickle
 import re
 import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from validate.errors import InputError
 from validate.io import sha256_file
+from validate.scoring.archive import ArchiveRefused, inspect_export_archive
 
 FORMATS = ("export", "torchscript", "state_dict", "onnx", "predictions")
 FORMAT_NAMES = {
@@ -101,6 +111,10 @@ class Checkpoint:
     model: Any = None
     static_batch: Optional[int] = None  # a graph traced with a fixed batch size is fed in chunks of it
     input_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # the shapes the file declares for its one input and its (first) output, None for a dynamic
+    # dimension; None where the format does not say (TorchScript, a factory's module)
+    input_shape: Optional[tuple[Optional[int], ...]] = None
+    output_shape: Optional[tuple[Optional[int], ...]] = None
     _onnx_input: Optional[str] = None
     _onnx_dtype: Any = None
 
@@ -147,6 +161,9 @@ class Checkpoint:
         dim0 = inputs[0].shape[0] if inputs[0].shape else None
         self.static_batch = dim0 if isinstance(dim0, int) and dim0 > 0 else None
         self._onnx_input = inputs[0].name
+        self.input_shape = _declared_shape(inputs[0].shape)
+        outputs = session.get_outputs()
+        self.output_shape = _declared_shape(outputs[0].shape) if outputs else None
         self._onnx_dtype = np.float16 if inputs[0].type == "tensor(float16)" else np.float32
         self.model = session
         self.input_device = torch.device("cpu")  # onnxruntime copies host arrays to its device itself
@@ -215,12 +232,15 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
     if fmt == "predictions":
         return ckpt
     if fmt == "export":
-        ckpt.model, ckpt.static_batch = _load_export(path)
+        ckpt.model, ckpt.static_batch, ckpt.input_shape, ckpt.output_shape = _load_export(path)
     elif fmt == "torchscript":
+        # TorchScript runs no Python: its code/ is TorchScript, and its pickles go through the C++
+        # unpickler, which builds only tensors and TorchScript types (a Python global is "Unknown type name")
         try:
-            ckpt.model = torch.jit.load(str(path), map_location="cpu")
+            with _torch_logs_captured():
+                ckpt.model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise _error(path, fmt, f"torch.jit.load failed: {type(exc).__name__}: {exc}") from None
+            raise _error(path, fmt, f"torch.jit.load failed: {type(exc).__name__}: {_first_line(exc)}") from None
     elif fmt == "state_dict":
         ckpt.model = _load_state_dict_model(path, factory, factory_path)
     elif fmt == "onnx":
@@ -231,23 +251,102 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
     return ckpt
 
 
-def _load_export(path: Path) -> tuple[Any, Optional[int]]:
+def _load_export(path: Path) -> tuple[Any, Optional[int], Optional[tuple], Optional[tuple]]:
+    """The program's module, its static batch size (None if dynamic) and its declared input/output shapes."""
+    _inspect_export(path)
     try:
-        program = torch.export.load(str(path))
+        with _torch_logs_captured():  # torch logs a traceback itself before raising; the message is ours
+            program = torch.export.load(str(path))
     except Exception as exc:
-        raise _error(path, "export", f"torch.export.load failed: {type(exc).__name__}: {exc}") from None
-    static = None
+        raise _error(path, "export", f"torch.export.load failed: {type(exc).__name__}: {_first_line(exc)}") from None
+    input_shape, output_shape = _export_shapes(program)
+    static = input_shape[0] if input_shape else None  # exported without a dynamic batch dimension
     try:
-        user_inputs = set(program.graph_signature.user_inputs)
-        for node in program.graph.nodes:
-            if node.op == "placeholder" and node.name in user_inputs:
-                val = node.meta.get("val")
-                if val is not None and val.dim() > 0 and isinstance(val.shape[0], int):
-                    static = int(val.shape[0])  # exported without a dynamic batch dimension
-                break
-    except Exception:
-        static = None
-    return program.module(), static
+        with _torch_logs_captured():
+            module = program.module()
+    except Exception as exc:
+        raise _error(path, "export", f"the exported program could not be rebuilt: {type(exc).__name__}: "
+                     f"{_first_line(exc)}") from None
+    return module, static, input_shape, output_shape
+
+
+def _export_shapes(program: Any) -> tuple[Optional[tuple], Optional[tuple]]:
+    """The shapes (None for a symbolic dimension) of the first user input and the first user output."""
+    def shape_of(node: Any) -> Optional[tuple]:
+        val = getattr(node, "meta", {}).get("val")
+        if not isinstance(val, torch.Tensor):
+            return None
+        return tuple(int(d) if isinstance(d, int) else None for d in val.shape)
+
+    try:
+        signature = program.graph_signature
+        user_inputs = list(signature.user_inputs)
+        user_outputs = list(signature.user_outputs)
+        nodes = {n.name: n for n in program.graph.nodes}
+        first_in = nodes.get(user_inputs[0]) if user_inputs else None
+        first_out = nodes.get(user_outputs[0]) if user_outputs else None
+        return (shape_of(first_in) if first_in is not None else None,
+                shape_of(first_out) if first_out is not None else None)
+    except Exception:  # metadata is a convenience: without it the first batch tells
+        return None, None
+
+
+def _declared_shape(dims: Any) -> Optional[tuple[Optional[int], ...]]:
+    if not isinstance(dims, (list, tuple)):
+        return None
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
+
+
+def _inspect_export(path: Path) -> None:
+    """Refuse, before torch reads it, a .pt2 that carries anything that could run code (see
+    :mod:`validate.scoring.archive`), naming the archive entry; an empty or cut file is named as such."""
+    if path.stat().st_size == 0:
+        raise _error(path, "export", "the file is empty", expected="a .pt2 written by torch.export.save")
+    try:
+        inspect_export_archive(path, load_restricted=_load_weights_only)
+    except zipfile.BadZipFile as exc:
+        raise _error(path, "export", f"not a readable zip archive, so not a .pt2 (truncated or damaged?): {exc}",
+                     expected="a .pt2 written by torch.export.save") from None
+    except ArchiveRefused as exc:
+        raise _error(path, "export", f"refused, archive entry {exc.entry}: {exc.reason}. A checkpoint may hold "
+                     "tensors and a graph of torch operators only; nothing in it is run",
+                     expected="a .pt2 written by torch.export.save from a plain model") from None
+    except (OSError, EOFError, ValueError, KeyError, RuntimeError) as exc:  # a zip whose members cannot be read
+        raise _error(path, "export", f"the archive cannot be read (truncated or damaged?): {type(exc).__name__}: "
+                     f"{_first_line(exc)}", expected="a .pt2 written by torch.export.save") from None
+
+
+def _load_weights_only(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text: messages here are one line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _torch_logs_captured() -> Iterator[list[logging.LogRecord]]:
+    """Keep torch's own log records (warnings with tracebacks) off the terminal while it loads a file.
+
+    torch.export.load logs "Ran into the following error when deserializing" with the full traceback
+    before it raises; our InputError says what went wrong instead.
+    """
+    records: list[logging.LogRecord] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("torch")  # the parent of torch.export's and torch._export's loggers
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers = [_Keep(level=logging.DEBUG)]  # torch may have put its own stderr handler here
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved
 
 
 def _load_state_dict_model(path: Path, factory: Optional[str], factory_path: Optional[str | Path]) -> torch.nn.Module:

@@ -345,6 +345,7 @@ def score_shards(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.u
                  progress: Optional[Progress] = None,
                  on_shard: Optional[Callable[[int, ShardResult], None]] = None) -> dict[int, ShardResult]:
     """Score whole shards; ``on_shard(index, result)`` runs as soon as each shard is complete."""
+    check_declared_shapes(model, spec, to_logits)
     shards = sorted(shards)
     batches = shard_batches(shards, n_cases, shard_size, options.batch_size)
     results: dict[int, ShardResult] = {}
@@ -380,6 +381,59 @@ def score_shards(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.u
     if current is not None:
         close(current)
     return results
+
+
+def _shape_text(shape: Sequence[Optional[int]]) -> str:
+    return "[" + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
+                           for i, d in enumerate(shape)) + "]"
+
+
+def check_declared_shapes(model: Any, spec: Preprocessing, to_logits: Callable[[np.ndarray], np.ndarray]) -> None:
+    """A checkpoint made for another protocol is bad input (exit 2), found before any case is read.
+
+    Where the file declares its shapes (a torch.export program, an ONNX graph: ``input_shape`` and
+    ``output_shape`` on the model, None for a dynamic dimension), the input must be the protocol's
+    ``[N, *case_shape]`` (``[N, features]`` for tabular input, ``[N, channels, height, width]`` for
+    images) and the output width must be one ``to_logits`` accepts for the task's classes. The error
+    names both shapes, so a swapped checkpoint reads as such rather than as a crash inside the model.
+    """
+    declared_in = getattr(model, "input_shape", None)
+    declared_out = getattr(model, "output_shape", None)
+    try:
+        case_shape = tuple(spec.case_shape)
+    except (AssertionError, TypeError):
+        return  # the protocol's input has no fixed shape (an array without size): the first batch tells
+    given = (None, *case_shape)
+    path = getattr(model, "path", None)
+    if declared_in is not None:
+        fits = len(declared_in) == len(given) and all(d is None or d == g for d, g in zip(declared_in[1:], given[1:]))
+        if not fits:
+            what = (f"{len(spec.features)} input.features" if spec.kind == "tabular" else
+                    f"{spec.kind} input of {spec.channels} channel(s) at {case_shape[-2]}x{case_shape[-1]}")
+            returns = f" and returns {_shape_text(declared_out)}" if declared_out else ""
+            widths = " or ".join(f"[N, {k}]" for k in _accepted_widths(to_logits))
+            raise InputError(f"the model takes input {_shape_text(declared_in)}{returns}, but this protocol gives it "
+                             f"{_shape_text(given)} ({what}) and reads {widths or 'its output'} for its classes: "
+                             "the checkpoint was made for another protocol", file=path, field="model.checkpoint",
+                             expected=f"a model taking {_shape_text(given)}")
+    if declared_out is not None and len(declared_out) == 2 and declared_out[1] is not None:
+        try:
+            to_logits(np.zeros((1, declared_out[1])))
+        except InputError as exc:
+            raise InputError(f"the model returns {_shape_text(declared_out)}: {exc.message}", file=path,
+                             field="model.checkpoint", expected=exc.expected) from None
+
+
+def _accepted_widths(to_logits: Callable[[np.ndarray], np.ndarray], most: int = 1024) -> list[int]:
+    """The output widths the protocol's task accepts (binary: 1 or 2; K classes: K)."""
+    widths = []
+    for k in range(1, most + 1):
+        try:
+            to_logits(np.zeros((1, k)))
+        except InputError:
+            continue
+        widths.append(k)
+    return widths
 
 
 def _width(logits: np.ndarray, n_outputs: int) -> np.ndarray:
