@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.adversarial.conftest import REPO, Unchanged, run_cli
+from tests.adversarial.harness import REPO, Unchanged, run_cli
 from validate.errors import InputError
 from validate.scoring.checkpoints import load_checkpoint
 

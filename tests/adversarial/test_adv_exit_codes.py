@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from tests.adversarial.conftest import Unchanged, run_cli
+from tests.adversarial.harness import Unchanged, run_cli
 
 
 def _factory_protocol(tmp_path: Path, body: str) -> Path:

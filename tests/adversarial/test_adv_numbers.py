@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from tests.adversarial.conftest import Unchanged, run_cli
+from tests.adversarial.harness import Unchanged, run_cli
 
 
 def test_saturated_logits_are_ranked_as_logits(tmp_path):

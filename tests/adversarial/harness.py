@@ -1,4 +1,4 @@
-"""Helpers for the hostile-input tests: run the real command line, and prove nothing else changed on disk.
+"""Helpers for the hostile-input tests (a module, not a conftest: tests/conftest.py owns that name): run the real command line, and prove nothing else changed on disk.
 
 Every test in this folder runs ``python -m validate ...`` in a subprocess (the console users and CI
 see), then asserts three things: the exit code of the contract (0 pass, 1 gate failed, 2 bad input,
@@ -13,8 +13,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +89,3 @@ class Unchanged:
         assert not (added or removed or changed), f"disk changed: added {added}, removed {removed}, changed {changed}"
         return False
 
-
-@pytest.fixture
-def cli():
-    return run_cli
