@@ -236,3 +236,23 @@ def test_an_extension_that_lies_is_still_read(tmp_path):
     arr = np.full((8, 8), 200, dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "really_a_tiff.png", format="TIFF")
     assert np.array_equal(read_case(tmp_path / "really_a_tiff.png", GREY)[0], arr)
+
+
+# ---- failure reasons never carry paths -------------------------------------------------------------
+
+def test_failure_reasons_name_the_fault_not_the_file(tmp_path):
+    from validate.scoring.inputs import scrub_paths
+
+    patient = tmp_path / "DOE_JOHN_19700101"
+    patient.mkdir()
+    (patient / "scan.png").mkdir()  # a folder where the image should be: IsADirectoryError quotes its path
+    np.save(patient / "cut.npy", np.zeros((4, 4)))
+    (patient / "cut.npy").write_bytes((patient / "cut.npy").read_bytes()[:100])
+    for name, spec in (("scan.png", GREY), ("cut.npy", Preprocessing(kind="array", size=(4, 4)))):
+        with pytest.raises(CaseError) as err:
+            read_case(patient / name, spec)
+        assert "DOE_JOHN" not in err.value.reason and str(tmp_path) not in err.value.reason, err.value.reason
+    assert "Is a directory" in CaseError(f"x: [Errno 21] Is a directory: '{patient}/scan.png'").reason
+    assert scrub_paths(f"failed on {patient}/a.dcm or C:\\Users\\DOE\\a.dcm") == "failed on <path> or <path>"
+    assert scrub_paths("16/3 and a/b stay") == "16/3 and a/b stay"  # ratios and relative fragments are not paths
+    assert scrub_paths("cannot open scan.dcm here", "scan.dcm") == "cannot open <path> here"

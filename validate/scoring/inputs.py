@@ -14,6 +14,7 @@ This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +39,39 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 class CaseError(Exception):
-    """One case could not be turned into a model input; ``stage`` is "read" or "preprocess"."""
+    """One case could not be turned into a model input; ``stage`` is "read" or "preprocess".
+
+    ``reason`` goes into ``failures.csv`` and from there into the results bundle, which leaves the
+    site: it names a category of fault and never holds a file path (see :func:`exception_text`)."""
 
     def __init__(self, reason: str, stage: str = "read"):
+        reason = scrub_paths(reason)
         super().__init__(reason)
         self.reason = reason
         self.stage = stage
+
+
+# An absolute path inside a message: POSIX (/x, ~/x), Windows (C:\x, C:/x, \\server\x) or a file URL,
+# starting a message or after a space, quote, bracket, "=" or ":"; it runs to the next space or quote.
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[<=:,]))(?:file://|~|[A-Za-z]:)?[\\/][^\s'\"]+")
+
+
+def scrub_paths(text: str, *paths: Any) -> str:
+    """``text`` with each of ``paths`` (and every other absolute path in it) replaced by ``<path>``.
+
+    Exception messages of the libraries that read images often quote the file they failed on; a
+    site's folders can be named after patients, and failure reasons travel in the bundle."""
+    text = str(text)
+    for p in sorted({str(q) for q in paths if q}, key=len, reverse=True):
+        text = text.replace(p, "<path>")
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``TypeName: message`` of a reading error, without the file names an OSError carries."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"  # "[Errno 21] Is a directory: '/…/x.png'" minus the path
+    return scrub_paths(f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +147,7 @@ def read_pillow(path: Path, channels: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise CaseError("not an image Pillow can read (expected PNG, JPEG or TIFF)") from None
     except Exception as exc:  # truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, zlib.error
-        raise CaseError(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"corrupt or truncated image: {exception_text(exc)}") from None
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -159,7 +187,7 @@ def read_array(path: Path, channels: int) -> np.ndarray:
     except FileNotFoundError:
         raise CaseError("array file not found") from None
     except Exception as exc:
-        raise CaseError(f"not a readable .npy array (pickled objects are refused): {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"not a readable .npy array (pickled objects are refused): {exception_text(exc)}") from None
     if not isinstance(arr, np.ndarray):
         raise CaseError("expected one array in a .npy file, found an archive of several")
     if arr.dtype == bool:
@@ -215,7 +243,7 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     except InvalidDicomError as exc:
         raise CaseError(f"not a DICOM file: {exc}") from None
     except Exception as exc:
-        raise CaseError(f"corrupt or truncated DICOM: {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"corrupt or truncated DICOM: {exception_text(exc)}") from None
     if "PixelData" not in ds:
         raise CaseError("DICOM holds no pixel data (PixelData element missing)")
     hdr = _Header(ds)
@@ -236,7 +264,7 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
         try:
             raw = ds.pixel_array
         except Exception as exc:
-            raise CaseError(f"corrupt or truncated DICOM pixel data: {type(exc).__name__}: {exc}") from None
+            raise CaseError(f"corrupt or truncated DICOM pixel data: {exception_text(exc)}") from None
     equipment = (_tag_text(hdr, "Manufacturer"), _tag_text(hdr, "ManufacturerModelName"))
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
         return _to_channels(raw.astype(np.float32), channels), equipment
@@ -248,7 +276,7 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     except CaseError:
         raise
     except Exception as exc:
-        raise CaseError(f"DICOM rescale/VOI could not be applied: {type(exc).__name__}: {exc}",
+        raise CaseError(f"DICOM rescale/VOI could not be applied: {exception_text(exc)}",
                         stage="preprocess") from None
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
@@ -638,7 +666,7 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
     return np.isfinite(values).reshape(len(values), -1).all(axis=1)
 
 
-__all__ = ["CaseError", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
+__all__ = ["CaseError", "scrub_paths", "exception_text", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
            "read_dicom_case", "read_array", "is_dicom", "resize", "normalise", "feature_matrix", "finite_rows",
            "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS"]
 

@@ -28,7 +28,7 @@ from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpo
 from validate.scoring.evaluator import (AMP_DTYPES, EngineOptions, ImageCases, Progress, ShardResult, TabularCases,
                                         default_workers, resolve_device, score_shards)
 from validate.scoring.input_cache import DecodedCases, InputCache, input_key
-from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix, scrub_paths
 from validate.scoring.outputs import (failures_frame, logit_columns, make_to_logits, predictions_frame,
                                       read_predictions_file, write_failures, write_predictions)
 
@@ -180,7 +180,8 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 bar = Progress(site, n_todo, bool(progress))
 
                 def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids,
-                             inputs=inputs) -> None:
+                             inputs=inputs, cases=cases) -> None:
+                    _scrub_failures(res, cases, spec, protocol)
                     cache.save(s, keys[s], ids[slice(*bounds[s])], res)
                     if inputs is not None:
                         if res.decoded is not None:
@@ -224,6 +225,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
         failures: list[tuple[int, str, str]] = []
         for s in sorted(merged[site]):
             res = merged[site][s]
+            _scrub_failures(res, cases, spec, protocol)  # shards from the cache too
             if len(res.positions):
                 logits[res.positions] = res.logits
                 if image and res.image_stats is not None:
@@ -268,6 +270,25 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                          f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
                          field="--strict")
     return result
+
+
+def _scrub_failures(res: ShardResult, cases: Any, spec: Preprocessing, protocol: Any) -> None:
+    """Failure reasons without paths: they go into failures.csv and the bundle, and a site's folders
+    (its image root, the folders above it) may be named after patients. The case id identifies the
+    case; the manifest gives its file."""
+    if not res.failures:
+        return
+    hide: list[str] = []
+    if spec.kind != "tabular" and "image_path" in cases.columns:
+        paths = cases["image_path"].astype(str).tolist()
+    else:
+        paths = None
+    for site in protocol.sites:
+        root = protocol.resolve(site.image_root) if site.image_root else None
+        if root is not None:
+            hide += [str(root), str(Path(root).resolve())]
+    res.failures = [(p, scrub_paths(r, *(hide + ([paths[p]] if paths is not None and 0 <= p < len(paths) else []))), st)
+                    for p, r, st in res.failures]
 
 
 def _write(result: ScoreResult, out_dir: Path, *, strict: bool, summary: dict) -> dict:
