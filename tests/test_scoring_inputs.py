@@ -256,3 +256,50 @@ def test_failure_reasons_name_the_fault_not_the_file(tmp_path):
     assert scrub_paths(f"failed on {patient}/a.dcm or C:\\Users\\DOE\\a.dcm") == "failed on <path> or <path>"
     assert scrub_paths("16/3 and a/b stay") == "16/3 and a/b stay"  # ratios and relative fragments are not paths
     assert scrub_paths("cannot open scan.dcm here", "scan.dcm") == "cannot open <path> here"
+
+
+# ---- values outside the protocol's scale -----------------------------------------------------------
+
+def test_values_beyond_the_scale_are_refused_when_scoring(tmp_path):
+    """Regression: a 16-bit PNG under `scale: 255` was normalised to ~513 and scored (logit 4360)."""
+    from validate.scoring.inputs import read_case_with_stats
+
+    arr16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040  # up to 65520
+    Image.fromarray(arr16).save(tmp_path / "deep.png")
+    with pytest.raises(CaseError, match="pixel values up to 65520 exceed input.scale 255") as err:
+        read_case_with_stats(tmp_path / "deep.png", GREY)
+    assert err.value.stage == "preprocess"
+    # the same file under the scale of its bit depth is read, and plain read_case (thumbnails) still reads it
+    deep = Preprocessing(kind="image", size=(8, 8), channels=1, scale=65535.0)
+    assert np.array_equal(read_case_with_stats(tmp_path / "deep.png", deep)[0][0], arr16.astype(np.float32))
+    assert np.array_equal(read_case(tmp_path / "deep.png", GREY)[0], arr16.astype(np.float32))
+    # 1% beyond the scale is tolerated, 2% is not (the rule: max |value| <= 1.01 * scale)
+    Image.fromarray(np.full((8, 8), 257, dtype=np.uint16)).save(tmp_path / "near.png")
+    Image.fromarray(np.full((8, 8), 261, dtype=np.uint16)).save(tmp_path / "over.png")
+    assert read_case_with_stats(tmp_path / "near.png", GREY)[0].max() == 257
+    with pytest.raises(CaseError, match="261 exceed"):
+        read_case_with_stats(tmp_path / "over.png", GREY)
+    # 12-bit DICOM: its window output spans 0..4095, so scale 4095 fits and 255 does not
+    px = np.random.default_rng(9).integers(0, 4096, (8, 8)).astype(np.uint16)
+    px[0, 0] = 4095
+    path = _dicom(tmp_path / "d12.dcm", px, bits=12)
+    with pytest.raises(CaseError, match="exceed input.scale 255"):
+        read_case_with_stats(path, _dspec())
+    got = read_case_with_stats(path, Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=4095.0))[0]
+    assert np.array_equal(got[0], pydicom.dcmread(path).pixel_array.astype(np.float32))
+    # integer arrays are checked like images; float arrays keep the range their producer gave them
+    np.save(tmp_path / "u16.npy", arr16)
+    np.save(tmp_path / "z.npy", np.linspace(-4, 4, 64, dtype=np.float32).reshape(8, 8))
+    spec = Preprocessing(kind="array", size=(8, 8), channels=1, scale=255.0)
+    with pytest.raises(CaseError, match="exceed input.scale 255"):
+        read_case_with_stats(tmp_path / "u16.npy", spec)
+    assert read_case_with_stats(tmp_path / "z.npy", spec)[0].min() == -4.0
+
+
+def test_signed_dicom_within_its_scale_is_scored(tmp_path):
+    from validate.scoring.inputs import read_case_with_stats
+
+    px = np.random.default_rng(5).integers(-1000, 3000, (8, 8)).astype(np.int16)
+    path = _dicom(tmp_path / "ct.dcm", px, bits=16, signed=True, slope=1.0, intercept=-1024.0, center=40, width=400)
+    spec = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=65535.0)  # the window's output span
+    assert read_case_with_stats(path, spec)[0].min() < 0  # negative values fit |value| <= scale

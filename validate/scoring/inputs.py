@@ -180,8 +180,9 @@ def _pillow_pixels(im: Image.Image, channels: int) -> np.ndarray:
     return _to_channels(arr, channels)
 
 
-def read_array(path: Path, channels: int) -> np.ndarray:
-    """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3."""
+def read_array(path: Path, channels: int, scale: Optional[float] = None) -> np.ndarray:
+    """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3.
+    With ``scale``, an array of integers is checked against it (:func:`check_value_range`)."""
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -203,6 +204,8 @@ def read_array(path: Path, channels: int) -> np.ndarray:
             raise CaseError(f"array of shape {arr.shape} has no channel axis of size 1 or 3", stage="preprocess")
     else:
         raise CaseError(f"array of shape {arr.shape}: expected [H, W], [H, W, C] or [C, H, W]", stage="preprocess")
+    if scale is not None and arr.dtype.kind in "ui":
+        check_value_range(arr, scale)
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float32)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -434,35 +437,69 @@ def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 
 # ---- one case ------------------------------------------------------------------------------------
 
-def read_case(path: str | Path, spec: Preprocessing) -> np.ndarray:
+def read_case(path: str | Path, spec: Preprocessing, *, check_range: bool = False) -> np.ndarray:
     """Read one image-like case into ``[C, H, W]`` raw values at the protocol's size.
 
     The reader is chosen per file: DICOM by extension or preamble, ``.npy`` as an array, anything
-    else through Pillow; so a DICOM site and a PNG site differ only in their files.
+    else through Pillow; so a DICOM site and a PNG site differ only in their files. With
+    ``check_range`` a case outside the protocol's value range is refused (:func:`check_value_range`),
+    as scoring does.
     """
-    return read_case_with_stats(path, spec, stats=False)[0]
+    return read_case_with_stats(path, spec, stats=False, check_range=check_range)[0]
 
 
-def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True
+def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True, check_range: bool = True
                          ) -> tuple[np.ndarray, Optional[np.ndarray], tuple[str, str]]:
     """:func:`read_case`, plus the case's :func:`image_stats` (taken from the same decoded array,
     before resizing; None when ``stats`` is false) and its DICOM equipment ``(manufacturer, model)``
-    (``("", "")`` for other files)."""
+    (``("", "")`` for other files). This is what scoring reads: unless ``check_range`` is false, a case
+    whose values do not fit the protocol's ``scale`` is a :class:`CaseError` (:func:`check_value_range`)."""
     if not path:
         raise CaseError("no image path for this case")
     path = Path(path)
     suffix = path.suffix.lower()
     equipment = ("", "")
-    if suffix in ARRAY_SUFFIXES or spec.kind == "array":
-        arr = read_array(path, spec.channels)
+    is_array = suffix in ARRAY_SUFFIXES or spec.kind == "array"
+    if is_array:
+        arr = read_array(path, spec.channels, scale=spec.scale if check_range else None)
     elif spec.kind == "dicom" or (suffix not in RASTER_SUFFIXES and is_dicom(path)):
         arr, equipment = read_dicom_case(path, spec.channels, spec.window)
     else:
         arr = read_pillow(path, spec.channels)
+    if check_range and not is_array:
+        check_value_range(arr, spec.scale)
     values = image_stats(arr, spec.scale) if stats else None
     if spec.size is not None and tuple(arr.shape[:2]) != tuple(spec.size):
         arr = resize(arr, spec.size)
     return arr.transpose(2, 0, 1), values, equipment  # a view: the batch's np.stack makes the one copy
+
+
+# Raw values may reach this much beyond ``scale`` (in magnitude) before a case is refused: room for a
+# rounding or a filter overshoot, far less than one extra bit of depth (a factor of 2).
+RANGE_TOLERANCE = 0.01
+
+
+def check_value_range(arr: np.ndarray, scale: float) -> None:
+    """Refuse a case whose raw values lie outside what the protocol's ``scale`` declares.
+
+    The protocol divides raw values by ``scale`` and expects the result in [0, 1] (signed DICOM data
+    after rescale and windowing in [-1, 1]); so a case with ``max |value| > scale * (1 + 0.01)`` was
+    read at another bit depth than the model was given (a 16-bit PNG, values up to 65535, under
+    ``scale: 255``) and would be scored on inputs hundreds of times outside the model's range. It is a
+    failure (stage "preprocess") rather than a silently wrong score. Floating-point ``.npy`` arrays are
+    not checked: their producer chose their range (e.g. already standardised values)."""
+    if arr.size == 0:
+        return
+    limit = float(scale) * (1.0 + RANGE_TOLERANCE)
+    if arr.dtype == np.uint8 and limit >= 255.0:
+        return  # cannot exceed: no pass over the pixels
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    peak = max(abs(lo), abs(hi))
+    if peak > limit:
+        value = f"{hi:g}" if abs(hi) >= abs(lo) else f"{lo:g}"
+        raise CaseError(f"pixel values up to {value} exceed input.scale {float(scale):g} (more than "
+                        f"{1 + RANGE_TOLERANCE:g} x scale): the image has another bit depth or range than the "
+                        "protocol declares", stage="preprocess")
 
 
 # ---- per-case image statistics (dataset-shift inputs) ----------------------------------------------
@@ -668,5 +705,5 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
 
 __all__ = ["CaseError", "scrub_paths", "exception_text", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
            "read_dicom_case", "read_array", "is_dicom", "resize", "normalise", "feature_matrix", "finite_rows",
-           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS"]
+           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS", "check_value_range"]
 
