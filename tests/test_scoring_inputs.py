@@ -303,3 +303,56 @@ def test_signed_dicom_within_its_scale_is_scored(tmp_path):
     path = _dicom(tmp_path / "ct.dcm", px, bits=16, signed=True, slope=1.0, intercept=-1024.0, center=40, width=400)
     spec = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=65535.0)  # the window's output span
     assert read_case_with_stats(path, spec)[0].min() < 0  # negative values fit |value| <= scale
+
+
+# ---- PALETTE COLOR -------------------------------------------------------------------------------
+
+def _palette_dicom(path, indices, luts, bits):
+    """A PALETTE COLOR DICOM: 8-bit stored indices, Red/Green/Blue LUTs of ``bits``-bit entries."""
+    ds = dicom_dataset(*indices.shape)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    dtype = np.uint8 if bits == 8 else np.dtype("<u2")
+    for colour, lut in zip(("Red", "Green", "Blue"), luts):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [len(lut), 0, bits])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", np.asarray(lut, dtype=dtype).tobytes())
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_palette_colour_dicom_is_read_through_its_palette(tmp_path, bits):
+    """Regression: PALETTE COLOR DICOMs were read as grey indices, up to the whole range off the display."""
+    from pydicom.pixels import apply_color_lut
+
+    from validate.scoring.inputs import read_case_with_stats
+
+    rng = np.random.default_rng(12)
+    indices = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    top = 255 if bits == 8 else 65535
+    luts = [rng.integers(0, top + 1, 256) for _ in range(3)]
+    path = _palette_dicom(tmp_path / f"pal{bits}.dcm", indices, luts, bits)
+    want = np.stack([lut[indices] for lut in luts], axis=-1).astype(np.float64)  # the lookup by hand
+    ds = pydicom.dcmread(path)
+    assert np.array_equal(apply_color_lut(ds.pixel_array, ds), want)  # and by pydicom
+    spec3 = Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=float(top))
+    got, stats, _ = read_case_with_stats(path, spec3)
+    assert np.array_equal(got, want.transpose(2, 0, 1))
+    # one channel: the luma of the displayed colours, as for any colour image
+    spec1 = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=float(top))
+    grey = read_case_with_stats(path, spec1)[0][0]
+    assert np.allclose(grey, want @ np.array([0.299, 0.587, 0.114]), rtol=1e-6, atol=1e-6 * top)
+    if bits == 16:  # 16-bit entries under scale 255: refused, never scored
+        with pytest.raises(CaseError, match="exceed input.scale 255"):
+            read_case_with_stats(path, Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=255.0))
+
+
+def test_a_palette_that_cannot_be_applied_is_a_case_error(tmp_path):
+    path = _palette_dicom(tmp_path / "p.dcm", np.zeros((8, 8), np.uint8), [np.zeros(256)] * 3, 8)
+    ds = pydicom.dcmread(path)
+    del ds.RedPaletteColorLookupTableDescriptor
+    ds.save_as(path)
+    with pytest.raises(CaseError, match="PALETTE COLOR") as err:
+        read_case(path, Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=255.0))
+    assert err.value.stage == "preprocess"

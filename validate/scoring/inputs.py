@@ -269,6 +269,8 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
         except Exception as exc:
             raise CaseError(f"corrupt or truncated DICOM pixel data: {exception_text(exc)}") from None
     equipment = (_tag_text(hdr, "Manufacturer"), _tag_text(hdr, "ManufacturerModelName"))
+    if str(hdr.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
+        return _to_channels(_palette_colours(hdr, raw), channels), equipment
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
         return _to_channels(raw.astype(np.float32), channels), equipment
     if raw.ndim != 2:
@@ -284,6 +286,29 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+
+
+def _palette_colours(hdr: "_Header", raw: np.ndarray) -> np.ndarray:
+    """A PALETTE COLOR frame as the display shows it: each stored value looked up in the Red, Green
+    and Blue Palette Color LUTs (PS3.3 C.7.6.3.1.5-6, by pydicom's ``apply_color_lut``; values below
+    the first mapped one take the first entry, above the last the last), as ``[H, W, 3]`` float32.
+
+    The stored values are indices, not intensities: read as grey they differ from the displayed image
+    by up to the whole range. The RGB values are the LUT entries themselves, 0..255 for 8-bit entries
+    and 0..65535 for 16-bit ones (as an RGB DICOM's samples at that depth), so ``scale`` must be the
+    entries' maximum: a 16-bit palette under ``scale: 255`` is refused by :func:`check_value_range`.
+    Colour goes to the model's channels as for any colour image (luma for one channel)."""
+    if raw.ndim != 2:
+        raise CaseError(f"PALETTE COLOR DICOM pixel array of shape {raw.shape} is not a single frame of indices",
+                        stage="preprocess")
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(raw, hdr.ds)
+    except Exception as exc:
+        raise CaseError(f"PALETTE COLOR DICOM whose palette could not be applied: {exception_text(exc)}",
+                        stage="preprocess") from None
+    return rgb[..., :3].astype(np.float32)
 
 
 class _Header:
