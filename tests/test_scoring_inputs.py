@@ -356,3 +356,76 @@ def test_a_palette_that_cannot_be_applied_is_a_case_error(tmp_path):
     with pytest.raises(CaseError, match="PALETTE COLOR") as err:
         read_case(path, Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=255.0))
     assert err.value.stage == "preprocess"
+
+
+# ---- DICOM decompression bombs ---------------------------------------------------------------------
+
+def _deflated(path, rows, cols, pixel_bytes):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom_dataset(rows, cols, syntax=DeflatedExplicitVRLittleEndian)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixel_bytes
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from validate.scoring.inputs import CaseError, Preprocessing, read_case_with_stats
+spec = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=255.0)
+read_case_with_stats(Path(sys.argv[1]), spec)  # warm up: imports, pydicom's dictionaries
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_case_with_stats(Path(sys.argv[2]), spec)
+    print("read", end=" ")
+except CaseError as exc:
+    print("refused:", exc.reason, end=" ")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_deflated_dicom_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path):
+    """Regression: a ~100 KB deflated DICOM declaring 10000x10000 pixels took gigabytes to refuse."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    small = _deflated(tmp_path / "small.dcm", 8, 8, bytes(range(64)))
+    bomb = _deflated(tmp_path / "bomb.dcm", 10000, 10000, bytes(10000 * 10000))
+    assert bomb.stat().st_size < 200_000  # 100 MB of pixels in a small file
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(small), str(bomb)], capture_output=True, text=True,
+                         cwd=repo, timeout=300)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    grown_kib = int(words[-1])
+    assert words[0] == "refused:" and "decompression bomb guard" in out.stdout, out.stdout
+    assert "10000x10000" in out.stdout
+    assert grown_kib < 30 * 1024, f"peak RSS grew by {grown_kib} KiB reading a 100 MB bomb"  # decoded: 97,656 KiB
+
+
+def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_lying_headers_are_refused(tmp_path):
+    px = np.random.default_rng(13).integers(0, 256, (8, 8), dtype=np.uint8)
+    path = _deflated(tmp_path / "ok.dcm", 8, 8, px.tobytes())
+    assert np.array_equal(read_case(path, _dspec())[0], pydicom.dcmread(path).pixel_array.astype(np.float32))
+    # a small header with far more pixel data than it declares: refused before it is all inflated
+    liar = _deflated(tmp_path / "liar.dcm", 8, 8, bytes(40 * 2 ** 20))
+    with pytest.raises(CaseError, match="inflates beyond"):
+        read_case(liar, _dspec())
+    # a cut deflate stream is a truncated file, not a crash
+    data = path.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-30])
+    with pytest.raises(CaseError, match="truncated"):
+        read_case(tmp_path / "cut.dcm", _dspec())
+
+
+def test_an_uncompressed_dicom_declaring_too_many_pixels_is_refused_from_its_header(tmp_path):
+    path = _dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint8))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 10000, 10000
+    ds.save_as(path)
+    with pytest.raises(CaseError, match="10000x10000 pixels.*decompression bomb guard"):
+        read_case(path, _dspec())

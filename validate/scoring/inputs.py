@@ -240,7 +240,9 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     except ImportError:  # pragma: no cover - pydicom is a dependency; kept for the GPU benchmark machine
         raise CaseError("reading DICOM needs pydicom, which is not installed") from None
     try:
-        ds = pydicom.dcmread(path)
+        ds = _read_deflated(path) if _transfer_syntax(path) == DEFLATED else pydicom.dcmread(path)
+    except CaseError:
+        raise
     except FileNotFoundError:
         raise CaseError("DICOM file not found") from None
     except InvalidDicomError as exc:
@@ -250,6 +252,7 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     if "PixelData" not in ds:
         raise CaseError("DICOM holds no pixel data (PixelData element missing)")
     hdr = _Header(ds)
+    _check_declared_size(hdr)  # before any decoder allocates the frame
     frames = int(hdr.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise CaseError(f"multi-frame DICOM ({frames} frames) is not supported: give one frame per case")
@@ -286,6 +289,130 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
+# Data elements a deflated file may hold besides its frames (overlays, icons, private data) are
+# inflated up to this many bytes; anything beyond is refused as a decompression bomb
+DICOM_HEADER_BYTES = 16 * 2 ** 20
+
+
+def _transfer_syntax(path: Path) -> Optional[str]:
+    """The file meta's Transfer Syntax UID (a few hundred bytes read), or None when there is none."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except FileNotFoundError:
+        raise
+    except Exception:
+        return None  # let dcmread say what is wrong with the file
+    return str(meta.get("TransferSyntaxUID", "") or "") or None
+
+
+def _declared_pixels(ds: Any) -> tuple[int, int]:
+    """``(pixels, bytes)`` the header declares: Rows x Columns x NumberOfFrames, and that times
+    SamplesPerPixel x BitsAllocated / 8."""
+    def number(keyword: str, default: int) -> int:
+        value = ds.get(keyword, default)
+        try:
+            return int(value) if value not in (None, "") else default
+        except (TypeError, ValueError):
+            raise CaseError(f"DICOM {keyword} {value!r} is not a number") from None
+
+    rows, cols, frames = number("Rows", 0), number("Columns", 0), max(number("NumberOfFrames", 1), 1)
+    samples, bits = max(number("SamplesPerPixel", 1), 1), max(number("BitsAllocated", 8), 1)
+    pixels = rows * cols * frames
+    return pixels, pixels * samples * ((bits + 7) // 8)
+
+
+def _check_declared_size(ds: Any) -> None:
+    """The PNG rule for DICOM, from the header alone: Rows x Columns x NumberOfFrames above
+    :data:`MAX_IMAGE_PIXELS`, or SamplesPerPixel above 4, is refused before anything is decoded."""
+    pixels, _ = _declared_pixels(ds)
+    if pixels > MAX_IMAGE_PIXELS:
+        rows, cols, frames = ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames", 1) or 1
+        raise CaseError(f"DICOM declares {rows}x{cols} pixels x {frames} frame(s) = {pixels} pixels, above the "
+                        f"{MAX_IMAGE_PIXELS} pixel limit (decompression bomb guard)")
+    samples = ds.get("SamplesPerPixel", 1)
+    if samples not in (None, "") and int(samples) > 4:
+        raise CaseError(f"DICOM declares {samples} samples per pixel; at most 4 (RGBA) are images")
+
+
+def _read_deflated(path: Path) -> Any:
+    """A Deflated Explicit VR Little Endian file, inflated with a bound (pydicom inflates the whole
+    data set at once, so a small file could claim gigabytes before its header is looked at).
+
+    The data set is inflated until its Pixel Data element is reached (at most
+    :data:`DICOM_HEADER_BYTES`); the header's size is checked (:func:`_check_declared_size`); the rest
+    is inflated only up to what the header declares for the frames plus :data:`DICOM_HEADER_BYTES`.
+    The result is the dataset pydicom's ``dcmread`` would give."""
+    import zlib
+
+    from pydicom.dataset import FileDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    with open(path, "rb") as fh:
+        preamble = read_preamble(fh, False)
+        file_meta = _read_file_meta_info(fh)
+        pending = fh.read()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    data = bytearray()
+
+    def inflate(limit: int) -> None:
+        nonlocal pending
+        while len(data) < limit and not inflater.eof:
+            try:
+                out = inflater.decompress(pending, limit - len(data))
+            except zlib.error as exc:
+                raise CaseError(f"corrupt or truncated DICOM: the deflated data set cannot be inflated ({exc})") from None
+            pending = inflater.unconsumed_tail
+            if not out and not pending:
+                break  # input exhausted before the end of the stream
+            data.extend(out)
+
+    step = 64 * 1024
+    while True:
+        inflate(step)
+        header, at_pixels = _parse_until_pixels(bytes(data), read_dataset, DicomBytesIO)
+        if at_pixels or inflater.eof or len(data) < step:
+            break
+        if step >= DICOM_HEADER_BYTES:
+            raise CaseError(f"deflated DICOM header inflates beyond {DICOM_HEADER_BYTES} bytes before its pixel "
+                            "data (decompression bomb guard)")
+        step = min(step * 4, DICOM_HEADER_BYTES)
+    if header is not None:
+        _check_declared_size(header)
+        limit = _declared_pixels(header)[1] + DICOM_HEADER_BYTES
+        inflate(limit + 1)
+        if len(data) > limit:
+            raise CaseError(f"deflated DICOM inflates beyond the {limit} bytes its header declares "
+                            "(decompression bomb guard)")
+    if not inflater.eof:
+        raise CaseError("corrupt or truncated DICOM: the deflated data set ends early")
+    buffer = DicomBytesIO(bytes(data))
+    dataset = read_dataset(buffer, False, True)
+    ds = FileDataset(str(path), dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _parse_until_pixels(data: bytes, read_dataset: Any, bytes_io: Any) -> tuple[Any, bool]:
+    """The elements before Pixel Data (7FE0,0010) in ``data``, and whether Pixel Data was reached."""
+    reached = []
+
+    def stop(tag: Any, vr: Any, length: Any) -> bool:
+        if tag == 0x7FE00010:
+            reached.append(True)
+            return True
+        return False
+
+    try:
+        header = read_dataset(bytes_io(data), False, True, stop_when=stop)
+    except Exception:
+        return None, False  # cut inside an element: inflate more
+    return header, bool(reached)
 
 
 def _palette_colours(hdr: "_Header", raw: np.ndarray) -> np.ndarray:
