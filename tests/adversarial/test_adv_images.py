@@ -83,3 +83,40 @@ def test_failure_reasons_hold_no_path_and_no_patient_folder(tmp_path):
     for shard in (tmp_path / "score" / "cache").rglob("shard-*.npz"):
         with np.load(shard) as z:  # the cache keeps the same scrubbed reasons
             assert not any(PATIENT_FOLDER in str(r) or "/" in str(r) for r in z["fail_reason"])
+
+
+def test_a_tampered_score_shard_is_scored_again_at_the_command_line(tmp_path):
+    protocol = _image_protocol(tmp_path, tmp_path / "images")
+    first = run_cli("score", protocol, "--out", tmp_path / "score", "--hash-inputs", cwd=tmp_path)
+    assert first.code == 0, first.text
+    want = pd.read_parquet(tmp_path / "score" / "predictions.parquet")
+    shard = next((tmp_path / "score" / "cache" / "a").rglob("shard-000000-*.npz"))
+    with np.load(shard) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["logits"] = arrays["logits"] + 7.0
+    with open(shard, "wb") as fh:
+        np.savez(fh, **arrays)
+    with Unchanged(tmp_path, allow=["score/cache", "score/predictions.parquet", "score/failures.csv",
+                                    "score/scoring.json"]):
+        again = run_cli("score", protocol, "--out", tmp_path / "score", "--hash-inputs", cwd=tmp_path)
+    assert again.code == 0, again.text
+    assert "warning: cached scores a/" in again.err and "does not match its checksum" in again.err
+    assert "24 from cache" in again.out  # site b's shard only
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "score" / "predictions.parquet"), want)
+
+
+def test_kept_case_ids_of_300_characters_score_and_run(tmp_path):
+    """Regression: over-long kept case ids crashed a run with a traceback."""
+    protocol = _image_protocol(tmp_path, tmp_path / "images", extra={"keep_case_ids": True})
+    for site in ("a", "b"):
+        manifest = tmp_path / f"{site}.csv"
+        df = pd.read_csv(manifest, dtype=str)
+        df["case_id"] = ["C" * 290 + f"{i:010d}" for i in range(len(df))]
+        df.to_csv(manifest, index=False)
+    with Unchanged(tmp_path, allow=["runs", "out", ".cache"]):
+        r = run_cli("run", protocol, "--out", tmp_path / "out", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
+    assert r.code in (0, 1), r.text
+    names = [p.name for p in (tmp_path / "out" / "thumbnails").rglob("*.png")]
+    assert names and all(n.startswith("id-") and len(n) == 47 for n in names)
+    ids = set(pd.read_parquet(tmp_path / "out" / "predictions.parquet")["case_id"])
+    assert len(ids) == 24 and all(len(i) == 300 for i in ids)  # the same ids at both sites

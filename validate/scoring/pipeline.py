@@ -23,7 +23,7 @@ import torch
 from validate.errors import InputError
 from validate.io import atomic_write_json
 from validate.scoring import distributed
-from validate.scoring.cache import ShardCache, image_rows_key, run_key, tabular_rows_key
+from validate.scoring.cache import ShardCache, ci_mode, image_rows_key, run_key, tabular_rows_key
 from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpoint
 from validate.scoring.evaluator import (AMP_DTYPES, EngineOptions, ImageCases, Progress, ShardResult, TabularCases,
                                         default_workers, resolve_device, score_shards)
@@ -67,7 +67,7 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
                    device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE, workers: Optional[int] = None,
                    amp: str = "none", strict: bool = False, cache_dir: Optional[str | Path] = None,
                    shard_size: int = DEFAULT_SHARD_SIZE, progress: Optional[bool] = None,
-                   cache_inputs: bool = False) -> ScoreResult:
+                   cache_inputs: bool = False, hash_inputs: Optional[bool] = None) -> ScoreResult:
     """Score every site of ``protocol`` (a Protocol or a protocol file) with ``checkpoint``.
 
     ``checkpoint`` defaults to the protocol's ``model.checkpoint`` (relative to the protocol file); a
@@ -77,6 +77,8 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     stderr is a terminal. With ``strict``, any failed case raises InputError (after failures.csv is
     written). ``cache_inputs`` keeps each shard's decoded inputs in the cache, so that scoring
     another checkpoint on the same cohort skips decoding (see :mod:`validate.scoring.input_cache`).
+    ``hash_inputs`` keys cached shards by the content of each image file rather than its size and
+    modification time; ``None`` turns it on in CI (:func:`validate.scoring.cache.ci_mode`).
     Raises InputError for bad input.
     """
     protocol = _as_protocol(protocol)
@@ -106,14 +108,15 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     try:
         return _score(protocol, ckpt, ctx, out_dir=out_dir, device=device, batch_size=batch_size, workers=workers,
                       amp=amp, strict=strict, cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
-                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs)
+                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs,
+                      hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs))
     finally:
         ctx.close()
 
 
 def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir: Path, device: str,
            batch_size: int, workers: Optional[int], amp: str, strict: bool, cache_dir: Path, shard_size: int,
-           progress: Optional[bool], cache_inputs: bool = False) -> ScoreResult:
+           progress: Optional[bool], cache_inputs: bool = False, hash_inputs: bool = False) -> ScoreResult:
     from validate.cohort import load_site_manifest
 
     started = time.time()
@@ -156,7 +159,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 dataset = ImageCases(paths, spec)
 
                 def rows_key(s: int, lo: int, hi: int, paths=paths) -> str:
-                    return image_rows_key(ids[lo:hi], paths[lo:hi])
+                    return image_rows_key(ids[lo:hi], paths[lo:hi], content=hash_inputs)
             cache = ShardCache(cache_dir, site, key)
             shard_ids = ctx.mine(range(math.ceil(n / shard_size)))
             bounds = {s: (s * shard_size, min(n, (s + 1) * shard_size)) for s in shard_ids}
@@ -263,6 +266,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
             "task": protocol.task, "classes": protocol.classes, "labels": protocol.labels,
             "checkpoint_sha256": ckpt.sha256, "checkpoint_format": ckpt.format, "device": str(dev),
             "world_size": ctx.world, "amp": amp, "batch_size": batch_size, "shard_size": shard_size,
+            "cache_keys": "file content (sha256)" if hash_inputs else "file size and modification time",
             "counts": counts, "started": started, "finished": time.time()})
     if strict and counts["failed"]:
         first = failure_rows[0]
