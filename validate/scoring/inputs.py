@@ -7,7 +7,11 @@ A case is read into raw pixel values ``[C, H, W]`` (``uint8`` kept as it is, any
 
 A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame or
 undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`: the evaluator records it in
-``failures.csv`` and the site goes on.
+``failures.csv`` and the site goes on. So does a case scored with values beyond the protocol's
+``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
+(:data:`MAX_IMAGE_PIXELS`) holds for DICOM too, checked on the header's Rows x Columns x frames before
+anything is decoded, and deflated DICOM is inflated only as far as its header declares. PALETTE COLOR
+DICOM is read through its palette, as displayed. Reasons never carry file paths (:func:`scrub_paths`).
 
 This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM file is read.
 """
@@ -229,6 +233,10 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     DICOM PS3.3 C.11.2 defines them. A window's output spans the stored value range after rescale (for
     unsigned 8-bit data 0..255; pydicom's ``apply_windowing`` uses the same), so ``scale`` divides it
     as for an ordinary image. MONOCHROME1 is inverted within that range, so that bright means dense.
+
+    PALETTE COLOR frames are looked up in their palette (:func:`_palette_colours`), with no rescale or
+    window (their stored values are indices). Before decoding, the header's pixel count is held to
+    :data:`MAX_IMAGE_PIXELS` (:func:`_check_declared_size`).
 
     Uncompressed little-endian grey frames whose stored bits fill their allocation are read straight
     from the bytes (pydicom's general decoder costs milliseconds per small file); all else goes
