@@ -18,7 +18,8 @@ rows key hashes each image file's content (SHA-256) instead: every file is read 
 costs about as much as decoding a PNG. It is on by default when the environment variable ``CI`` is
 ``true`` or ``1`` (:func:`ci_mode`), where a verdict must never rest on a stale score.
 
-Each shard's SHA-256 is stored beside it (``shard-….npz.sha256``, written after the shard) and checked
+Each shard's SHA-256 is stored beside it (``shard-….npz.sha256``, written just before the shard is
+renamed into place) and checked
 on every read: a shard that was changed, cut short or has lost its checksum is scored again, with a
 warning on stderr, never trusted.
 
@@ -63,11 +64,13 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def write_checksum(path: Path) -> None:
-    """``path``'s SHA-256 into ``path.sha256`` (atomically, after ``path`` itself is complete)."""
+def write_checksum(path: Path, written: Path) -> None:
+    """The SHA-256 of ``written`` (the complete temporary file about to be renamed to ``path``) into
+    ``path.sha256``. Called before the rename: a run killed in between leaves at most a checksum
+    without its shard (harmless), never a shard without its checksum (which would be scored again)."""
     from validate.io import atomic_write_text
 
-    atomic_write_text(Path(str(path) + CHECKSUM_SUFFIX), file_sha256(path) + "\n")
+    atomic_write_text(Path(str(path) + CHECKSUM_SUFFIX), file_sha256(written) + "\n")
 
 
 def checksum_ok(path: Path, what: str) -> bool:
@@ -169,5 +172,5 @@ class ShardCache:
                          fail_position=np.asarray([f[0] for f in fails], dtype=np.int64),
                          fail_reason=np.asarray([f[1] for f in fails], dtype=str),
                          fail_stage=np.asarray([f[2] for f in fails], dtype=str), **extras)
-        write_checksum(path)
+            write_checksum(path, tmp)
         return path

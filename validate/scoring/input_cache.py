@@ -144,7 +144,7 @@ class InputCache:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, cases=table, meta=np.asarray(json.dumps(meta)))
-        write_checksum(path)
+            write_checksum(path, tmp)
         return path
 
 
