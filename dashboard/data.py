@@ -258,14 +258,16 @@ def has_thumbnails(run: Run, site: str) -> bool:
 def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], size: int = 96) -> Optional[bytes]:
     """A PNG thumbnail of one case, or ``None``.
 
-    Looked up, in order: the bundle's ``thumbnails/<site>/<case_id>.png`` (a bundle may carry its own
+    Looked up, in order: the bundle's ``thumbnails/<site>/<thumbnail_name(case_id)>.png`` (a bundle may carry its own
     thumbnails so it can be reviewed without the images), then ``image`` (the path recorded in the
     predictions) under the site's image root. Paths escaping the bundle or the image root are refused.
     """
     candidates: list[tuple[Path, list[Path]]] = []
     bundle = Path(run.path)
     own_dir = bundle / THUMBNAIL_DIR / str(site)
-    candidates.append((own_dir / f"{case_id}.png", [own_dir]))
+    from validate.thumbnails import thumbnail_name  # the file name validate run gave it
+
+    candidates.append((own_dir / f"{thumbnail_name(case_id)}.png", [own_dir]))
     root = image_roots(run).get(str(site))
     if root is not None and image and isinstance(image, str):
         candidates.append((root / image, [root]))

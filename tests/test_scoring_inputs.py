@@ -236,3 +236,196 @@ def test_an_extension_that_lies_is_still_read(tmp_path):
     arr = np.full((8, 8), 200, dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "really_a_tiff.png", format="TIFF")
     assert np.array_equal(read_case(tmp_path / "really_a_tiff.png", GREY)[0], arr)
+
+
+# ---- failure reasons never carry paths -------------------------------------------------------------
+
+def test_failure_reasons_name_the_fault_not_the_file(tmp_path):
+    from validate.scoring.inputs import scrub_paths
+
+    patient = tmp_path / "DOE_JOHN_19700101"
+    patient.mkdir()
+    (patient / "scan.png").mkdir()  # a folder where the image should be: IsADirectoryError quotes its path
+    np.save(patient / "cut.npy", np.zeros((4, 4)))
+    (patient / "cut.npy").write_bytes((patient / "cut.npy").read_bytes()[:100])
+    for name, spec in (("scan.png", GREY), ("cut.npy", Preprocessing(kind="array", size=(4, 4)))):
+        with pytest.raises(CaseError) as err:
+            read_case(patient / name, spec)
+        assert "DOE_JOHN" not in err.value.reason and str(tmp_path) not in err.value.reason, err.value.reason
+    assert "Is a directory" in CaseError(f"x: [Errno 21] Is a directory: '{patient}/scan.png'").reason
+    assert scrub_paths(f"failed on {patient}/a.dcm or C:\\Users\\DOE\\a.dcm") == "failed on <path> or <path>"
+    assert scrub_paths("16/3 and a/b stay") == "16/3 and a/b stay"  # ratios and relative fragments are not paths
+    assert scrub_paths("cannot open scan.dcm here", "scan.dcm") == "cannot open <path> here"
+
+
+# ---- values outside the protocol's scale -----------------------------------------------------------
+
+def test_values_beyond_the_scale_are_refused_when_scoring(tmp_path):
+    """Regression: a 16-bit PNG under `scale: 255` was normalised to ~513 and scored (logit 4360)."""
+    from validate.scoring.inputs import read_case_with_stats
+
+    arr16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040  # up to 65520
+    Image.fromarray(arr16).save(tmp_path / "deep.png")
+    with pytest.raises(CaseError, match="pixel values up to 65520 exceed input.scale 255") as err:
+        read_case_with_stats(tmp_path / "deep.png", GREY)
+    assert err.value.stage == "preprocess"
+    # the same file under the scale of its bit depth is read, and plain read_case (thumbnails) still reads it
+    deep = Preprocessing(kind="image", size=(8, 8), channels=1, scale=65535.0)
+    assert np.array_equal(read_case_with_stats(tmp_path / "deep.png", deep)[0][0], arr16.astype(np.float32))
+    assert np.array_equal(read_case(tmp_path / "deep.png", GREY)[0], arr16.astype(np.float32))
+    # 1% beyond the scale is tolerated, 2% is not (the rule: max |value| <= 1.01 * scale)
+    Image.fromarray(np.full((8, 8), 257, dtype=np.uint16)).save(tmp_path / "near.png")
+    Image.fromarray(np.full((8, 8), 261, dtype=np.uint16)).save(tmp_path / "over.png")
+    assert read_case_with_stats(tmp_path / "near.png", GREY)[0].max() == 257
+    with pytest.raises(CaseError, match="261 exceed"):
+        read_case_with_stats(tmp_path / "over.png", GREY)
+    # 12-bit DICOM: its window output spans 0..4095, so scale 4095 fits and 255 does not
+    px = np.random.default_rng(9).integers(0, 4096, (8, 8)).astype(np.uint16)
+    px[0, 0] = 4095
+    path = _dicom(tmp_path / "d12.dcm", px, bits=12)
+    with pytest.raises(CaseError, match="exceed input.scale 255"):
+        read_case_with_stats(path, _dspec())
+    got = read_case_with_stats(path, Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=4095.0))[0]
+    assert np.array_equal(got[0], pydicom.dcmread(path).pixel_array.astype(np.float32))
+    # integer arrays are checked like images; float arrays keep the range their producer gave them
+    np.save(tmp_path / "u16.npy", arr16)
+    np.save(tmp_path / "z.npy", np.linspace(-4, 4, 64, dtype=np.float32).reshape(8, 8))
+    spec = Preprocessing(kind="array", size=(8, 8), channels=1, scale=255.0)
+    with pytest.raises(CaseError, match="exceed input.scale 255"):
+        read_case_with_stats(tmp_path / "u16.npy", spec)
+    assert read_case_with_stats(tmp_path / "z.npy", spec)[0].min() == -4.0
+
+
+def test_signed_dicom_within_its_scale_is_scored(tmp_path):
+    from validate.scoring.inputs import read_case_with_stats
+
+    px = np.random.default_rng(5).integers(-1000, 3000, (8, 8)).astype(np.int16)
+    path = _dicom(tmp_path / "ct.dcm", px, bits=16, signed=True, slope=1.0, intercept=-1024.0, center=40, width=400)
+    spec = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=65535.0)  # the window's output span
+    assert read_case_with_stats(path, spec)[0].min() < 0  # negative values fit |value| <= scale
+
+
+# ---- PALETTE COLOR -------------------------------------------------------------------------------
+
+def _palette_dicom(path, indices, luts, bits):
+    """A PALETTE COLOR DICOM: 8-bit stored indices, Red/Green/Blue LUTs of ``bits``-bit entries."""
+    ds = dicom_dataset(*indices.shape)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    dtype = np.uint8 if bits == 8 else np.dtype("<u2")
+    for colour, lut in zip(("Red", "Green", "Blue"), luts):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [len(lut), 0, bits])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", np.asarray(lut, dtype=dtype).tobytes())
+    ds.PixelData = indices.astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_palette_colour_dicom_is_read_through_its_palette(tmp_path, bits):
+    """Regression: PALETTE COLOR DICOMs were read as grey indices, up to the whole range off the display."""
+    from pydicom.pixels import apply_color_lut
+
+    from validate.scoring.inputs import read_case_with_stats
+
+    rng = np.random.default_rng(12)
+    indices = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    top = 255 if bits == 8 else 65535
+    luts = [rng.integers(0, top + 1, 256) for _ in range(3)]
+    path = _palette_dicom(tmp_path / f"pal{bits}.dcm", indices, luts, bits)
+    want = np.stack([lut[indices] for lut in luts], axis=-1).astype(np.float64)  # the lookup by hand
+    ds = pydicom.dcmread(path)
+    assert np.array_equal(apply_color_lut(ds.pixel_array, ds), want)  # and by pydicom
+    spec3 = Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=float(top))
+    got, stats, _ = read_case_with_stats(path, spec3)
+    assert np.array_equal(got, want.transpose(2, 0, 1))
+    # one channel: the luma of the displayed colours, as for any colour image
+    spec1 = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=float(top))
+    grey = read_case_with_stats(path, spec1)[0][0]
+    assert np.allclose(grey, want @ np.array([0.299, 0.587, 0.114]), rtol=1e-6, atol=1e-6 * top)
+    if bits == 16:  # 16-bit entries under scale 255: refused, never scored
+        with pytest.raises(CaseError, match="exceed input.scale 255"):
+            read_case_with_stats(path, Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=255.0))
+
+
+def test_a_palette_that_cannot_be_applied_is_a_case_error(tmp_path):
+    path = _palette_dicom(tmp_path / "p.dcm", np.zeros((8, 8), np.uint8), [np.zeros(256)] * 3, 8)
+    ds = pydicom.dcmread(path)
+    del ds.RedPaletteColorLookupTableDescriptor
+    ds.save_as(path)
+    with pytest.raises(CaseError, match="PALETTE COLOR") as err:
+        read_case(path, Preprocessing(kind="dicom", size=(8, 8), channels=3, scale=255.0))
+    assert err.value.stage == "preprocess"
+
+
+# ---- DICOM decompression bombs ---------------------------------------------------------------------
+
+def _deflated(path, rows, cols, pixel_bytes):
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom_dataset(rows, cols, syntax=DeflatedExplicitVRLittleEndian)
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixel_bytes
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+from validate.scoring.inputs import CaseError, Preprocessing, read_case_with_stats
+spec = Preprocessing(kind="dicom", size=(8, 8), channels=1, scale=255.0)
+read_case_with_stats(Path(sys.argv[1]), spec)  # warm up: imports, pydicom's dictionaries
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    read_case_with_stats(Path(sys.argv[2]), spec)
+    print("read", end=" ")
+except CaseError as exc:
+    print("refused:", exc.reason, end=" ")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_deflated_dicom_bomb_is_refused_from_its_header_in_bounded_memory(tmp_path):
+    """Regression: a ~100 KB deflated DICOM declaring 10000x10000 pixels took gigabytes to refuse."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    small = _deflated(tmp_path / "small.dcm", 8, 8, bytes(range(64)))
+    bomb = _deflated(tmp_path / "bomb.dcm", 10000, 10000, bytes(10000 * 10000))
+    assert bomb.stat().st_size < 200_000  # 100 MB of pixels in a small file
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(small), str(bomb)], capture_output=True, text=True,
+                         cwd=repo, timeout=300)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    grown_kib = int(words[-1])
+    assert words[0] == "refused:" and "decompression bomb guard" in out.stdout, out.stdout
+    assert "10000x10000" in out.stdout
+    assert grown_kib < 30 * 1024, f"peak RSS grew by {grown_kib} KiB reading a 100 MB bomb"  # decoded: 97,656 KiB
+
+
+def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_lying_headers_are_refused(tmp_path):
+    px = np.random.default_rng(13).integers(0, 256, (8, 8), dtype=np.uint8)
+    path = _deflated(tmp_path / "ok.dcm", 8, 8, px.tobytes())
+    assert np.array_equal(read_case(path, _dspec())[0], pydicom.dcmread(path).pixel_array.astype(np.float32))
+    # a small header with far more pixel data than it declares: refused before it is all inflated
+    liar = _deflated(tmp_path / "liar.dcm", 8, 8, bytes(40 * 2 ** 20))
+    with pytest.raises(CaseError, match="inflates beyond"):
+        read_case(liar, _dspec())
+    # a cut deflate stream is a truncated file, not a crash
+    data = path.read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-30])
+    with pytest.raises(CaseError, match="truncated"):
+        read_case(tmp_path / "cut.dcm", _dspec())
+
+
+def test_an_uncompressed_dicom_declaring_too_many_pixels_is_refused_from_its_header(tmp_path):
+    path = _dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint8))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 10000, 10000
+    ds.save_as(path)
+    with pytest.raises(CaseError, match="10000x10000 pixels.*decompression bomb guard"):
+        read_case(path, _dspec())

@@ -279,3 +279,22 @@ def test_multilabel_tabular_gives_a_logit_per_label(tmp_path):
         want = model(torch.tensor([[0.5, 1.0], [-1.0, 2.0]])).numpy()
     assert np.abs(pred[["logit_edema", "logit_effusion"]].to_numpy()[:2] - want).max() <= 1e-6
     assert result.failures["case_id"].tolist() == ["c3"] and len(pred) == 2
+
+
+def test_a_sixteen_bit_image_under_scale_255_is_a_counted_failure(tmp_path):
+    """Regression: a 16-bit PNG under `scale: 255` gave a logit in the thousands and was counted as scored."""
+    images = chest_like_images(20, seed=4)
+    protocol = png_protocol(tmp_path, images)
+    deep = images[5].astype(np.uint16) * 257  # the same picture at 16 bits: 0..65535
+    Image.fromarray(deep).save(tmp_path / "data" / "a" / "a-0005.png")
+    result = score_protocol(protocol, out_dir=tmp_path / "out", batch_size=8, shard_size=16)
+    assert result.counts["failed"] == 1 and result.counts["scored"] == 19
+    assert result.counts["sites"]["a"]["failed"] == 1
+    fails = pd.read_csv(tmp_path / "out" / "failures.csv")
+    assert fails["case_id"].tolist() == ["a-0005"] and fails["stage"].tolist() == ["preprocess"]
+    assert f"pixel values up to {deep.max()} exceed input.scale 255" in fails["reason"][0]
+    assert "a-0005" not in set(result.predictions["case_id"])
+    keep = [i for i in range(20) if i != 5]
+    with torch.inference_mode():
+        bare = tiny_model()(reference_inputs(images[keep]))[:, 0].numpy()
+    assert np.abs(result.predictions["logit"].to_numpy() - bare).max() <= 1e-5

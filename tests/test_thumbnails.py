@@ -141,3 +141,62 @@ def test_the_dashboard_shows_the_bundles_thumbnails_for_its_top_cases(image_run)
         png = thumbnail(run, case["site"], case["case_id"], None)
         assert png is not None and Image.open(io.BytesIO(png)).format == "PNG"
 
+
+
+# ---- kept case ids of any length or character --------------------------------------------------------
+
+def _sha_name(case_id: str) -> str:
+    return "id-" + hashlib.sha256(case_id.encode()).hexdigest()[:40]
+
+
+def test_thumbnail_names_are_bounded_and_plain():
+    from validate.thumbnails import thumbnail_name
+
+    assert thumbnail_name("MRN-001.a_b") == "MRN-001.a_b"
+    long_id = "X" * 300
+    assert thumbnail_name(long_id) == _sha_name(long_id)
+    for odd in ("../../etc/passwd", ".hidden", "a/b", "with space", "é"):
+        assert thumbnail_name(odd) == _sha_name(odd)
+    # a plain name that looks like a hashed one is hashed too: no two ids share a file
+    lookalike = "id-" + "0" * 40
+    assert thumbnail_name(lookalike) == _sha_name(lookalike)
+
+
+def test_kept_case_ids_of_300_characters_get_hashed_thumbnail_names(tmp_path):
+    """Regression: `keep_case_ids: true` with 300-character ids crashed the run (file name too long)."""
+    from dashboard.data import load_run, thumbnail
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "imgs").mkdir()
+    manifest, rows = [], []
+    for i in range(30):
+        case = "X" * 290 + f"{i:010d}"
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "imgs" / f"i{i}.png")
+        manifest.append({"case_id": case, "patient_id": f"p{i}", "label": ["neg", "pos"][i % 2], "image": f"i{i}.png"})
+        for site in ("s", "t"):
+            rows.append({"case_id": case, "site": site, "patient_id": f"p{i}", "y": i % 2,
+                         "logit": float(rng.normal(0, 2))})
+    pd.DataFrame(manifest).to_csv(tmp_path / "s.csv", index=False)
+    pd.DataFrame(rows).to_csv(tmp_path / "pred.csv", index=False)
+    protocol = tmp_path / "p.yaml"
+    protocol.write_text("""name: long
+version: "0.1"
+task: binary
+classes: [neg, pos]
+keep_case_ids: true
+input: {kind: image, size: [16, 16], channels: 1, scale: 255.0}
+model: {checkpoint: pred.csv, format: predictions}
+sites:
+  - {id: s, manifest: s.csv, image_root: imgs, role: development}
+  - {id: t, manifest: s.csv, image_root: imgs, role: external}
+metrics: {n_bootstrap: 10, seed: 0, bins: 5, thresholds: [0.5]}
+calibration: {designs: [held-out], methods: [temperature], fit_on: [s], seed: 0}
+""")
+    result = run_protocol(protocol, out=tmp_path / "runs" / "long")
+    stored = sorted(p.name for p in (result.bundle / "thumbnails" / "s").iterdir())
+    assert stored and all(len(name) == len("id-") + 40 + len(".png") for name in stored)
+    ids = {_sha_name(c) + ".png": c for c in pd.read_csv(tmp_path / "s.csv")["case_id"]}
+    assert set(stored) <= set(ids)
+    run = load_run(result.bundle, tmp_path / "runs")
+    for name in stored:  # the dashboard finds each by the same rule (no image root needed)
+        assert thumbnail(run, "s", ids[name], None) is not None

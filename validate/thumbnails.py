@@ -3,9 +3,11 @@
 For image-input protocols (``input.kind`` image, dicom or array) ``validate run`` writes, per site, a
 PNG of each of the cases the Cases page ranks first (:func:`validate.analysis.cases.confident_errors`,
 ``per_site`` of them at each operating threshold, and for each label of a multilabel task) to
-``thumbnails/<site>/<case name>.png``, where the case name is the identifier the bundle's
-``predictions.parquet`` holds (the keyed hash unless the protocol keeps case ids). A reviewer with
-only the bundle then sees the images without access to the site's files.
+``thumbnails/<site>/<file name>.png``, where the file name is :func:`thumbnail_name` of the identifier
+the bundle's ``predictions.parquet`` holds (the keyed hash unless the protocol keeps case ids): that
+identifier itself when it is a plain, short file name, else ``id-`` and the first 40 hex digits of its
+SHA-256, so that a kept case id of any length or character never makes an unwritable (or escaping) file
+name. A reviewer with only the bundle then sees the images without access to the site's files.
 
 The image paths come from the site manifests, read at run time; no path or file name is written to the
 bundle (a PNG made from an array carries no metadata). Images are decoded exactly as for scoring
@@ -18,6 +20,7 @@ A case whose image cannot be read simply has no thumbnail (scoring already recor
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -30,6 +33,20 @@ ERRORS_PER_SITE = 20
 IMAGE_KINDS = ("image", "dicom", "array")
 # a kept case id becomes a file name only when it is a plain one (no separators, no leading dot)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+# longer identifiers are hashed: file systems refuse names over 255 bytes, and archives and some
+# tools paths over 260 characters
+MAX_NAME_LENGTH = 64
+
+
+def thumbnail_name(case_name: str) -> str:
+    """The file name (without ``.png``) of a case's thumbnail: ``case_name`` when it is a plain name of
+    at most :data:`MAX_NAME_LENGTH` characters, else ``id-`` + the first 40 hex digits of the SHA-256 of
+    its UTF-8 bytes (the dashboard looks thumbnails up by the same rule). The ``id-`` names are 43
+    characters long, so they never collide with a plain name kept as it is."""
+    name = str(case_name)
+    if len(name) <= MAX_NAME_LENGTH and SAFE_NAME.match(name) and not (len(name) == 43 and name.startswith("id-")):
+        return name
+    return "id-" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 def selected_cases(frame: Any, protocol: Any, per_site: int = ERRORS_PER_SITE) -> list[tuple[str, str]]:
@@ -136,13 +153,13 @@ def write_thumbnails(writer: Any, frame: Any, protocol: Any, name_of: Callable[[
     for site, case in cases:
         path = paths.get((site, case))
         name = name_of(case)
-        if path is None or not name or not SAFE_NAME.match(name):
+        if path is None or not name:
             continue
         try:
             png = thumbnail_png(path, spec, scale=spec.scale)
         except (CaseError, OSError, ValueError):
             counts["unreadable"] += 1
             continue
-        writer.write_bytes(f"{THUMBNAIL_DIR}/{site}/{name}.png", png)
+        writer.write_bytes(f"{THUMBNAIL_DIR}/{site}/{thumbnail_name(name)}.png", png)
         counts["written"] += 1
     return counts

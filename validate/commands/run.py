@@ -37,6 +37,9 @@ def register(parser) -> None:
     parser.add_argument("--cache-inputs", action="store_true",
                         help="keep decoded inputs in the scoring cache: the next checkpoint on these cohorts skips "
                              "decoding (the cache then holds the cohort's pixels)")
+    parser.add_argument("--hash-inputs", action="store_true", default=None,
+                        help="key the scoring cache by each image file's content (sha256), not its size and "
+                             "modification time (default on when the environment variable CI is true or 1)")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
 
 
@@ -55,7 +58,8 @@ class RunResult:
 def run(args) -> int:
     result = run_protocol(args.protocol, checkpoint=args.checkpoint, predictions=args.predictions, out=args.out,
                           runs_dir=args.runs_dir, cache_dir=args.cache, device=args.device,
-                          batch_size=args.batch_size, workers=args.workers, cache_inputs=args.cache_inputs)
+                          batch_size=args.batch_size, workers=args.workers, cache_inputs=args.cache_inputs,
+                          hash_inputs=args.hash_inputs)
     if args.quiet:
         print(result.summary.splitlines()[-1])
     else:
@@ -74,7 +78,7 @@ def _names(protocol) -> dict:
 
 
 def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir: Path, cache_dir=None,
-                     device="auto", batch_size=64, workers=None, cache_inputs=False) -> dict:
+                     device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> dict:
     """The predictions frame, the failures, and what made them (for provenance)."""
     import pandas as pd
 
@@ -102,7 +106,7 @@ def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir
     from validate.scoring import score_protocol
 
     res = score_protocol(protocol, checkpoint=checkpoint, out_dir=scoring_dir, device=device, batch_size=batch_size,
-                         workers=workers, cache_dir=cache_dir, cache_inputs=cache_inputs)
+                         workers=workers, cache_dir=cache_dir, cache_inputs=cache_inputs, hash_inputs=hash_inputs)
     failures = res.failures if res.failures is not None else empty_failures
     ck = {"path": str(res.checkpoint_path), "sha256": res.checkpoint_sha256, "format": res.checkpoint_format}
     if res.checkpoint_format == "predictions":
@@ -208,7 +212,7 @@ def write_bundle(target: Path, protocol, parts: dict, loaded: dict, *, started: 
 
 
 def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, runs_dir="runs", cache_dir=None,
-                 device="auto", batch_size=64, workers=None, cache_inputs=False) -> RunResult:
+                 device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary."""
     from validate.bundle import default_bundle_dir, now_iso
     from validate.protocol import load_protocol
@@ -220,7 +224,8 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
     cache_root = Path(cache_dir) if cache_dir else target.resolve().parent / ".cache"
     loaded = load_predictions(protocol, checkpoint=checkpoint, predictions=predictions,
                               scoring_dir=cache_root / protocol.name, cache_dir=cache_root / "shards",
-                              device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs)
+                              device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs,
+                              hash_inputs=hash_inputs)
     parts = analyse(protocol, loaded["frame"], loaded["failures"])
     bundle = write_bundle(target, protocol, parts, loaded, started=started)
     summary = summarise(protocol, parts, loaded, bundle, seconds=time.perf_counter() - t0)

@@ -38,6 +38,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                         help="also keep the decoded inputs in the cache, so that scoring other checkpoints on "
                              "the same cohort skips decoding (holds the cohort's pixels: keep the cache folder "
                              "where the images may be)")
+    parser.add_argument("--hash-inputs", action="store_true", default=None,
+                        help="key cached shards by each image file's content (sha256) instead of its size and "
+                             "modification time, so a replaced image is never served a stale score; on by default "
+                             "when the environment variable CI is true or 1")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{protocol.name}-score"
     result = score_protocol(protocol, checkpoint=args.checkpoint, out_dir=out, device=args.device,
                             batch_size=args.batch_size, workers=args.workers, amp=args.amp, strict=args.strict,
-                            cache_dir=args.cache_dir, shard_size=args.shard_size, cache_inputs=args.cache_inputs)
+                            cache_dir=args.cache_dir, shard_size=args.shard_size, cache_inputs=args.cache_inputs,
+                            hash_inputs=args.hash_inputs)
     if int(os.environ.get("RANK", "0") or 0) != 0:
         return EXIT_OK  # under torchrun, rank 0 alone reports
     c = result.counts

@@ -12,6 +12,17 @@ inputs: image path, size and modification time, or feature values). So a changed
 rescores only its shard, and a different checkpoint or preprocessing never reuses old scores. The
 device is not part of the key: CPU and GPU scores of the same model agree to float32 rounding.
 
+Size and modification time miss an image replaced by another of the same size whose modification
+time was set back (a copy tool that keeps times, a restore from backup). With ``hash_inputs`` the
+rows key hashes each image file's content (SHA-256) instead: every file is read once per run, which
+costs about as much as decoding a PNG. It is on by default when the environment variable ``CI`` is
+``true`` or ``1`` (:func:`ci_mode`), where a verdict must never rest on a stale score.
+
+Each shard's SHA-256 is stored beside it (``shard-….npz.sha256``, written just before the shard is
+renamed into place) and checked
+on every read: a shard that was changed, cut short or has lost its checksum is scored again, with a
+warning on stderr, never trusted.
+
 Image shards also hold each case's image statistics and DICOM equipment (see
 :class:`~validate.scoring.evaluator.ShardResult`), stored under the names of their columns, so a
 cached run gives the same predictions table as a fresh one. :data:`CACHE_VERSION` is part of the run
@@ -23,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -33,7 +45,49 @@ from validate.scoring.evaluator import ShardResult
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
 
 # 2: shards of image sites carry per-case image statistics and DICOM equipment
-CACHE_VERSION = 2
+# 3: each shard has a checksum file; failure reasons hold no paths
+CACHE_VERSION = 3
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def ci_mode() -> bool:
+    """Whether the environment says this is a CI run (``CI`` set to ``true`` or ``1``, as GitHub
+    Actions, GitLab CI and most others set it): image files are then keyed by content."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksum(path: Path, written: Path) -> None:
+    """The SHA-256 of ``written`` (the complete temporary file about to be renamed to ``path``) into
+    ``path.sha256``. Called before the rename: a run killed in between leaves at most a checksum
+    without its shard (harmless), never a shard without its checksum (which would be scored again)."""
+    from validate.io import atomic_write_text
+
+    atomic_write_text(Path(str(path) + CHECKSUM_SUFFIX), file_sha256(written) + "\n")
+
+
+def checksum_ok(path: Path, what: str) -> bool:
+    """Whether ``path`` matches its stored checksum; if not, say so on stderr (it will be redone)."""
+    try:
+        stored = Path(str(path) + CHECKSUM_SUFFIX).read_text().strip()
+    except OSError:
+        stored = ""
+    try:
+        actual = file_sha256(path)
+    except OSError:
+        return False
+    if stored == actual:
+        return True
+    why = "has no checksum" if not stored else "does not match its checksum (changed since it was written)"
+    print(f"warning: {what} {path.parent.parent.name}/{path.name} {why}; not used, computed again", file=sys.stderr)
+    return False
 
 
 def run_key(*, checkpoint_sha256: str, preprocessing: dict, output: dict, amp: str, shard_size: int) -> str:
@@ -42,13 +96,17 @@ def run_key(*, checkpoint_sha256: str, preprocessing: dict, output: dict, amp: s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def image_rows_key(case_ids: Sequence[str], paths: Sequence[str]) -> str:
-    """Content key of image cases: ids, paths, and each file's size and modification time."""
+def image_rows_key(case_ids: Sequence[str], paths: Sequence[str], *, content: bool = False) -> str:
+    """Content key of image cases: ids, paths, and each file's size and modification time, or with
+    ``content`` the SHA-256 of each file's bytes."""
     h = hashlib.sha256()
     for cid, p in zip(case_ids, paths):
         try:
-            st = os.stat(p)
-            ident = f"{st.st_size}:{st.st_mtime_ns}"
+            if content:
+                ident = "sha256:" + file_sha256(p)
+            else:
+                st = os.stat(p)
+                ident = f"{st.st_size}:{st.st_mtime_ns}"
         except OSError:
             ident = "missing"
         h.update(f"{cid}\t{p}\t{ident}\n".encode())
@@ -75,7 +133,7 @@ class ShardCache:
     def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[ShardResult]:
         """The cached shard if present, readable and about the same cases; else None."""
         path = self.path(index, rows_key)
-        if not path.exists():
+        if not path.exists() or not checksum_ok(path, "cached scores"):
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -96,8 +154,8 @@ class ShardCache:
 
     def save(self, index: int, rows_key: str, case_ids: Sequence[str], result: ShardResult) -> Path:
         path = self.path(index, rows_key)
-        for stale in self.dir.glob(f"shard-{index:06d}-*.npz") if self.dir.exists() else []:
-            if stale != path:
+        for stale in self.dir.glob(f"shard-{index:06d}-*") if self.dir.exists() else []:
+            if stale not in (path, Path(str(path) + CHECKSUM_SUFFIX)) and not stale.name.startswith("."):
                 stale.unlink(missing_ok=True)
         fails = result.failures
         extras = {}
@@ -114,4 +172,5 @@ class ShardCache:
                          fail_position=np.asarray([f[0] for f in fails], dtype=np.int64),
                          fail_reason=np.asarray([f[1] for f in fails], dtype=str),
                          fail_stage=np.asarray([f[2] for f in fails], dtype=str), **extras)
+            write_checksum(path, tmp)
         return path

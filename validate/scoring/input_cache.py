@@ -11,9 +11,12 @@ their image statistics and DICOM equipment, at::
     <cache>/<site>/inputs-<input key>/shard-<index>-<rows key>.npz     (ids, statistics, failures)
 
 The input key hashes the preprocessing and the shard size (not the checkpoint); the rows key is the
-scores cache's (case ids, paths, file sizes and modification times), so an edited or replaced image
-invalidates its shard. Files are written atomically (temporary name, then rename), like score shards,
-the inputs first: the index file marks a shard complete.
+scores cache's (case ids, paths, file sizes and modification times, or with ``hash_inputs`` the
+files' content), so an edited or replaced image invalidates its shard. Files are written atomically
+(temporary name, then rename), like score shards, the inputs first: the index file marks a shard
+complete. The index holds the SHA-256 of the inputs file, and the index's own SHA-256 is stored
+beside it (``….npz.sha256``); both are checked when a shard is read, and a shard that fails either is
+decoded again (with a warning on stderr).
 
 These files hold pixel data of the cohort: they stay under the cache directory the user chose (by
 default the run's ``out/cache``) and are never part of a bundle. Off by default.
@@ -29,9 +32,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from validate.io import atomic_path
+from validate.scoring.cache import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
 
-INPUT_CACHE_VERSION = 1
+# 2: checksums of the index and the inputs
+INPUT_CACHE_VERSION = 2
 
 
 def input_key(*, preprocessing: dict, shard_size: int) -> str:
@@ -92,13 +97,20 @@ class InputCache:
         inputs are memory-mapped (copy on write): a batch reads only its own rows, in whichever
         process asks for them."""
         path = self.path(index, rows_key)
-        if not path.exists():
+        if not path.exists() or not checksum_ok(path, "cached inputs"):
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 table = z["cases"]
-            x = np.load(self.inputs_path(index, rows_key), mmap_mode="c", allow_pickle=False)
+            inputs = self.inputs_path(index, rows_key)
+            if file_sha256(inputs) != meta.get("x_sha256"):
+                import sys
+
+                print(f"warning: cached inputs {inputs.parent.parent.name}/{inputs.name} do not match the checksum "
+                      "in their index (changed since they were written); not used, decoded again", file=sys.stderr)
+                return None
+            x = np.load(inputs, mmap_mode="c", allow_pickle=False)
         except Exception:
             return None  # unreadable or incomplete (foreign damage): decode it again
         n = len(table)
@@ -111,7 +123,7 @@ class InputCache:
 
     def save(self, index: int, rows_key: str, case_ids: Sequence[str], shard: DecodedShard) -> Path:
         path = self.path(index, rows_key)
-        keep = {path, self.inputs_path(index, rows_key)}
+        keep = {path, self.inputs_path(index, rows_key), Path(str(path) + CHECKSUM_SUFFIX)}
         if self.dir.exists():
             for stale in self.dir.glob(f"shard-{index:06d}-*"):
                 if stale not in keep and not stale.name.startswith("."):
@@ -127,10 +139,12 @@ class InputCache:
         meta = {"case_id": [str(c) for c in case_ids], "image_stat_columns": list(IMAGE_STAT_COLUMNS),
                 "equipment": [[str(a), str(b)] for a, b in np.asarray(shard.equipment, dtype=object).reshape(n, 2)],
                 "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures],
-                "x_shape": list(x.shape), "x_dtype": str(x.dtype)}
+                "x_shape": list(x.shape), "x_dtype": str(x.dtype),
+                "x_sha256": file_sha256(self.inputs_path(index, rows_key))}
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, cases=table, meta=np.asarray(json.dumps(meta)))
+            write_checksum(path, tmp)
         return path
 
 

@@ -7,13 +7,18 @@ A case is read into raw pixel values ``[C, H, W]`` (``uint8`` kept as it is, any
 
 A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame or
 undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`: the evaluator records it in
-``failures.csv`` and the site goes on.
+``failures.csv`` and the site goes on. So does a case scored with values beyond the protocol's
+``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
+(:data:`MAX_IMAGE_PIXELS`) holds for DICOM too, checked on the header's Rows x Columns x frames before
+anything is decoded, and deflated DICOM is inflated only as far as its header declares. PALETTE COLOR
+DICOM is read through its palette, as displayed. Reasons never carry file paths (:func:`scrub_paths`).
 
 This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM file is read.
 """
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +43,39 @@ LUMA = (0.299, 0.587, 0.114)
 
 
 class CaseError(Exception):
-    """One case could not be turned into a model input; ``stage`` is "read" or "preprocess"."""
+    """One case could not be turned into a model input; ``stage`` is "read" or "preprocess".
+
+    ``reason`` goes into ``failures.csv`` and from there into the results bundle, which leaves the
+    site: it names a category of fault and never holds a file path (see :func:`exception_text`)."""
 
     def __init__(self, reason: str, stage: str = "read"):
+        reason = scrub_paths(reason)
         super().__init__(reason)
         self.reason = reason
         self.stage = stage
+
+
+# An absolute path inside a message: POSIX (/x, ~/x), Windows (C:\x, C:/x, \\server\x) or a file URL,
+# starting a message or after a space, quote, bracket, "=" or ":"; it runs to the next space or quote.
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[<=:,]))(?:file://|~|[A-Za-z]:)?[\\/][^\s'\"]+")
+
+
+def scrub_paths(text: str, *paths: Any) -> str:
+    """``text`` with each of ``paths`` (and every other absolute path in it) replaced by ``<path>``.
+
+    Exception messages of the libraries that read images often quote the file they failed on; a
+    site's folders can be named after patients, and failure reasons travel in the bundle."""
+    text = str(text)
+    for p in sorted({str(q) for q in paths if q}, key=len, reverse=True):
+        text = text.replace(p, "<path>")
+    return _ABSOLUTE_PATH.sub("<path>", text)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``TypeName: message`` of a reading error, without the file names an OSError carries."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"  # "[Errno 21] Is a directory: '/…/x.png'" minus the path
+    return scrub_paths(f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +151,7 @@ def read_pillow(path: Path, channels: int) -> np.ndarray:
     except Image.UnidentifiedImageError:
         raise CaseError("not an image Pillow can read (expected PNG, JPEG or TIFF)") from None
     except Exception as exc:  # truncated or corrupt data surfaces as OSError, SyntaxError, ValueError, zlib.error
-        raise CaseError(f"corrupt or truncated image: {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"corrupt or truncated image: {exception_text(exc)}") from None
 
 
 def _open_image(path: Path) -> Image.Image:
@@ -152,14 +184,15 @@ def _pillow_pixels(im: Image.Image, channels: int) -> np.ndarray:
     return _to_channels(arr, channels)
 
 
-def read_array(path: Path, channels: int) -> np.ndarray:
-    """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3."""
+def read_array(path: Path, channels: int, scale: Optional[float] = None) -> np.ndarray:
+    """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3.
+    With ``scale``, an array of integers is checked against it (:func:`check_value_range`)."""
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise CaseError("array file not found") from None
     except Exception as exc:
-        raise CaseError(f"not a readable .npy array (pickled objects are refused): {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"not a readable .npy array (pickled objects are refused): {exception_text(exc)}") from None
     if not isinstance(arr, np.ndarray):
         raise CaseError("expected one array in a .npy file, found an archive of several")
     if arr.dtype == bool:
@@ -175,6 +208,8 @@ def read_array(path: Path, channels: int) -> np.ndarray:
             raise CaseError(f"array of shape {arr.shape} has no channel axis of size 1 or 3", stage="preprocess")
     else:
         raise CaseError(f"array of shape {arr.shape}: expected [H, W], [H, W, C] or [C, H, W]", stage="preprocess")
+    if scale is not None and arr.dtype.kind in "ui":
+        check_value_range(arr, scale)
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float32)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
@@ -199,6 +234,10 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     unsigned 8-bit data 0..255; pydicom's ``apply_windowing`` uses the same), so ``scale`` divides it
     as for an ordinary image. MONOCHROME1 is inverted within that range, so that bright means dense.
 
+    PALETTE COLOR frames are looked up in their palette (:func:`_palette_colours`), with no rescale or
+    window (their stored values are indices). Before decoding, the header's pixel count is held to
+    :data:`MAX_IMAGE_PIXELS` (:func:`_check_declared_size`).
+
     Uncompressed little-endian grey frames whose stored bits fill their allocation are read straight
     from the bytes (pydicom's general decoder costs milliseconds per small file); all else goes
     through pydicom's ``pixel_array``.
@@ -209,16 +248,19 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     except ImportError:  # pragma: no cover - pydicom is a dependency; kept for the GPU benchmark machine
         raise CaseError("reading DICOM needs pydicom, which is not installed") from None
     try:
-        ds = pydicom.dcmread(path)
+        ds = _read_deflated(path) if _transfer_syntax(path) == DEFLATED else pydicom.dcmread(path)
+    except CaseError:
+        raise
     except FileNotFoundError:
         raise CaseError("DICOM file not found") from None
     except InvalidDicomError as exc:
         raise CaseError(f"not a DICOM file: {exc}") from None
     except Exception as exc:
-        raise CaseError(f"corrupt or truncated DICOM: {type(exc).__name__}: {exc}") from None
+        raise CaseError(f"corrupt or truncated DICOM: {exception_text(exc)}") from None
     if "PixelData" not in ds:
         raise CaseError("DICOM holds no pixel data (PixelData element missing)")
     hdr = _Header(ds)
+    _check_declared_size(hdr)  # before any decoder allocates the frame
     frames = int(hdr.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise CaseError(f"multi-frame DICOM ({frames} frames) is not supported: give one frame per case")
@@ -236,8 +278,10 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
         try:
             raw = ds.pixel_array
         except Exception as exc:
-            raise CaseError(f"corrupt or truncated DICOM pixel data: {type(exc).__name__}: {exc}") from None
+            raise CaseError(f"corrupt or truncated DICOM pixel data: {exception_text(exc)}") from None
     equipment = (_tag_text(hdr, "Manufacturer"), _tag_text(hdr, "ManufacturerModelName"))
+    if str(hdr.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
+        return _to_channels(_palette_colours(hdr, raw), channels), equipment
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
         return _to_channels(raw.astype(np.float32), channels), equipment
     if raw.ndim != 2:
@@ -248,11 +292,158 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     except CaseError:
         raise
     except Exception as exc:
-        raise CaseError(f"DICOM rescale/VOI could not be applied: {type(exc).__name__}: {exc}",
+        raise CaseError(f"DICOM rescale/VOI could not be applied: {exception_text(exc)}",
                         stage="preprocess") from None
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
+# Data elements a deflated file may hold besides its frames (overlays, icons, private data) are
+# inflated up to this many bytes; anything beyond is refused as a decompression bomb
+DICOM_HEADER_BYTES = 16 * 2 ** 20
+
+
+def _transfer_syntax(path: Path) -> Optional[str]:
+    """The file meta's Transfer Syntax UID (a few hundred bytes read), or None when there is none."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(path)
+    except FileNotFoundError:
+        raise
+    except Exception:
+        return None  # let dcmread say what is wrong with the file
+    return str(meta.get("TransferSyntaxUID", "") or "") or None
+
+
+def _declared_pixels(ds: Any) -> tuple[int, int]:
+    """``(pixels, bytes)`` the header declares: Rows x Columns x NumberOfFrames, and that times
+    SamplesPerPixel x BitsAllocated / 8."""
+    def number(keyword: str, default: int) -> int:
+        value = ds.get(keyword, default)
+        try:
+            return int(value) if value not in (None, "") else default
+        except (TypeError, ValueError):
+            raise CaseError(f"DICOM {keyword} {value!r} is not a number") from None
+
+    rows, cols, frames = number("Rows", 0), number("Columns", 0), max(number("NumberOfFrames", 1), 1)
+    samples, bits = max(number("SamplesPerPixel", 1), 1), max(number("BitsAllocated", 8), 1)
+    pixels = rows * cols * frames
+    return pixels, pixels * samples * ((bits + 7) // 8)
+
+
+def _check_declared_size(ds: Any) -> None:
+    """The PNG rule for DICOM, from the header alone: Rows x Columns x NumberOfFrames above
+    :data:`MAX_IMAGE_PIXELS`, or SamplesPerPixel above 4, is refused before anything is decoded."""
+    pixels, _ = _declared_pixels(ds)
+    if pixels > MAX_IMAGE_PIXELS:
+        rows, cols, frames = ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames", 1) or 1
+        raise CaseError(f"DICOM declares {rows}x{cols} pixels x {frames} frame(s) = {pixels} pixels, above the "
+                        f"{MAX_IMAGE_PIXELS} pixel limit (decompression bomb guard)")
+    samples = ds.get("SamplesPerPixel", 1)
+    if samples not in (None, "") and int(samples) > 4:
+        raise CaseError(f"DICOM declares {samples} samples per pixel; at most 4 (RGBA) are images")
+
+
+def _read_deflated(path: Path) -> Any:
+    """A Deflated Explicit VR Little Endian file, inflated with a bound (pydicom inflates the whole
+    data set at once, so a small file could claim gigabytes before its header is looked at).
+
+    The data set is inflated until its Pixel Data element is reached (at most
+    :data:`DICOM_HEADER_BYTES`); the header's size is checked (:func:`_check_declared_size`); the rest
+    is inflated only up to what the header declares for the frames plus :data:`DICOM_HEADER_BYTES`.
+    The result is the dataset pydicom's ``dcmread`` would give."""
+    import zlib
+
+    from pydicom.dataset import FileDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    with open(path, "rb") as fh:
+        preamble = read_preamble(fh, False)
+        file_meta = _read_file_meta_info(fh)
+        pending = fh.read()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    data = bytearray()
+
+    def inflate(limit: int) -> None:
+        nonlocal pending
+        while len(data) < limit and not inflater.eof:
+            try:
+                out = inflater.decompress(pending, limit - len(data))
+            except zlib.error as exc:
+                raise CaseError(f"corrupt or truncated DICOM: the deflated data set cannot be inflated ({exc})") from None
+            pending = inflater.unconsumed_tail
+            if not out and not pending:
+                break  # input exhausted before the end of the stream
+            data.extend(out)
+
+    step = 64 * 1024
+    while True:
+        inflate(step)
+        header, at_pixels = _parse_until_pixels(bytes(data), read_dataset, DicomBytesIO)
+        if at_pixels or inflater.eof or len(data) < step:
+            break
+        if step >= DICOM_HEADER_BYTES:
+            raise CaseError(f"deflated DICOM header inflates beyond {DICOM_HEADER_BYTES} bytes before its pixel "
+                            "data (decompression bomb guard)")
+        step = min(step * 4, DICOM_HEADER_BYTES)
+    if header is not None:
+        _check_declared_size(header)
+        limit = _declared_pixels(header)[1] + DICOM_HEADER_BYTES
+        inflate(limit + 1)
+        if len(data) > limit:
+            raise CaseError(f"deflated DICOM inflates beyond the {limit} bytes its header declares "
+                            "(decompression bomb guard)")
+    if not inflater.eof:
+        raise CaseError("corrupt or truncated DICOM: the deflated data set ends early")
+    buffer = DicomBytesIO(bytes(data))
+    dataset = read_dataset(buffer, False, True)
+    ds = FileDataset(str(path), dataset, preamble, file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds
+
+
+def _parse_until_pixels(data: bytes, read_dataset: Any, bytes_io: Any) -> tuple[Any, bool]:
+    """The elements before Pixel Data (7FE0,0010) in ``data``, and whether Pixel Data was reached."""
+    reached = []
+
+    def stop(tag: Any, vr: Any, length: Any) -> bool:
+        if tag == 0x7FE00010:
+            reached.append(True)
+            return True
+        return False
+
+    try:
+        header = read_dataset(bytes_io(data), False, True, stop_when=stop)
+    except Exception:
+        return None, False  # cut inside an element: inflate more
+    return header, bool(reached)
+
+
+def _palette_colours(hdr: "_Header", raw: np.ndarray) -> np.ndarray:
+    """A PALETTE COLOR frame as the display shows it: each stored value looked up in the Red, Green
+    and Blue Palette Color LUTs (PS3.3 C.7.6.3.1.5-6, by pydicom's ``apply_color_lut``; values below
+    the first mapped one take the first entry, above the last the last), as ``[H, W, 3]`` float32.
+
+    The stored values are indices, not intensities: read as grey they differ from the displayed image
+    by up to the whole range. The RGB values are the LUT entries themselves, 0..255 for 8-bit entries
+    and 0..65535 for 16-bit ones (as an RGB DICOM's samples at that depth), so ``scale`` must be the
+    entries' maximum: a 16-bit palette under ``scale: 255`` is refused by :func:`check_value_range`.
+    Colour goes to the model's channels as for any colour image (luma for one channel)."""
+    if raw.ndim != 2:
+        raise CaseError(f"PALETTE COLOR DICOM pixel array of shape {raw.shape} is not a single frame of indices",
+                        stage="preprocess")
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(raw, hdr.ds)
+    except Exception as exc:
+        raise CaseError(f"PALETTE COLOR DICOM whose palette could not be applied: {exception_text(exc)}",
+                        stage="preprocess") from None
+    return rgb[..., :3].astype(np.float32)
 
 
 class _Header:
@@ -406,35 +597,69 @@ def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 
 # ---- one case ------------------------------------------------------------------------------------
 
-def read_case(path: str | Path, spec: Preprocessing) -> np.ndarray:
+def read_case(path: str | Path, spec: Preprocessing, *, check_range: bool = False) -> np.ndarray:
     """Read one image-like case into ``[C, H, W]`` raw values at the protocol's size.
 
     The reader is chosen per file: DICOM by extension or preamble, ``.npy`` as an array, anything
-    else through Pillow; so a DICOM site and a PNG site differ only in their files.
+    else through Pillow; so a DICOM site and a PNG site differ only in their files. With
+    ``check_range`` a case outside the protocol's value range is refused (:func:`check_value_range`),
+    as scoring does.
     """
-    return read_case_with_stats(path, spec, stats=False)[0]
+    return read_case_with_stats(path, spec, stats=False, check_range=check_range)[0]
 
 
-def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True
+def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True, check_range: bool = True
                          ) -> tuple[np.ndarray, Optional[np.ndarray], tuple[str, str]]:
     """:func:`read_case`, plus the case's :func:`image_stats` (taken from the same decoded array,
     before resizing; None when ``stats`` is false) and its DICOM equipment ``(manufacturer, model)``
-    (``("", "")`` for other files)."""
+    (``("", "")`` for other files). This is what scoring reads: unless ``check_range`` is false, a case
+    whose values do not fit the protocol's ``scale`` is a :class:`CaseError` (:func:`check_value_range`)."""
     if not path:
         raise CaseError("no image path for this case")
     path = Path(path)
     suffix = path.suffix.lower()
     equipment = ("", "")
-    if suffix in ARRAY_SUFFIXES or spec.kind == "array":
-        arr = read_array(path, spec.channels)
+    is_array = suffix in ARRAY_SUFFIXES or spec.kind == "array"
+    if is_array:
+        arr = read_array(path, spec.channels, scale=spec.scale if check_range else None)
     elif spec.kind == "dicom" or (suffix not in RASTER_SUFFIXES and is_dicom(path)):
         arr, equipment = read_dicom_case(path, spec.channels, spec.window)
     else:
         arr = read_pillow(path, spec.channels)
+    if check_range and not is_array:
+        check_value_range(arr, spec.scale)
     values = image_stats(arr, spec.scale) if stats else None
     if spec.size is not None and tuple(arr.shape[:2]) != tuple(spec.size):
         arr = resize(arr, spec.size)
     return arr.transpose(2, 0, 1), values, equipment  # a view: the batch's np.stack makes the one copy
+
+
+# Raw values may reach this much beyond ``scale`` (in magnitude) before a case is refused: room for a
+# rounding or a filter overshoot, far less than one extra bit of depth (a factor of 2).
+RANGE_TOLERANCE = 0.01
+
+
+def check_value_range(arr: np.ndarray, scale: float) -> None:
+    """Refuse a case whose raw values lie outside what the protocol's ``scale`` declares.
+
+    The protocol divides raw values by ``scale`` and expects the result in [0, 1] (signed DICOM data
+    after rescale and windowing in [-1, 1]); so a case with ``max |value| > scale * (1 + 0.01)`` was
+    read at another bit depth than the model was given (a 16-bit PNG, values up to 65535, under
+    ``scale: 255``) and would be scored on inputs hundreds of times outside the model's range. It is a
+    failure (stage "preprocess") rather than a silently wrong score. Floating-point ``.npy`` arrays are
+    not checked: their producer chose their range (e.g. already standardised values)."""
+    if arr.size == 0:
+        return
+    limit = float(scale) * (1.0 + RANGE_TOLERANCE)
+    if arr.dtype == np.uint8 and limit >= 255.0:
+        return  # cannot exceed: no pass over the pixels
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    peak = max(abs(lo), abs(hi))
+    if peak > limit:
+        value = f"{hi:g}" if abs(hi) >= abs(lo) else f"{lo:g}"
+        raise CaseError(f"pixel values up to {value} exceed input.scale {float(scale):g} (more than "
+                        f"{1 + RANGE_TOLERANCE:g} x scale): the image has another bit depth or range than the "
+                        "protocol declares", stage="preprocess")
 
 
 # ---- per-case image statistics (dataset-shift inputs) ----------------------------------------------
@@ -638,7 +863,7 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
     return np.isfinite(values).reshape(len(values), -1).all(axis=1)
 
 
-__all__ = ["CaseError", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
+__all__ = ["CaseError", "scrub_paths", "exception_text", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
            "read_dicom_case", "read_array", "is_dicom", "resize", "normalise", "feature_matrix", "finite_rows",
-           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS"]
+           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS", "check_value_range"]
 

@@ -23,12 +23,12 @@ import torch
 from validate.errors import InputError
 from validate.io import atomic_write_json
 from validate.scoring import distributed
-from validate.scoring.cache import ShardCache, image_rows_key, run_key, tabular_rows_key
+from validate.scoring.cache import ShardCache, ci_mode, image_rows_key, run_key, tabular_rows_key
 from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpoint
 from validate.scoring.evaluator import (AMP_DTYPES, EngineOptions, ImageCases, Progress, ShardResult, TabularCases,
                                         default_workers, resolve_device, score_shards)
 from validate.scoring.input_cache import DecodedCases, InputCache, input_key
-from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix, scrub_paths
 from validate.scoring.outputs import (failures_frame, logit_columns, make_to_logits, predictions_frame,
                                       read_predictions_file, write_failures, write_predictions)
 
@@ -67,7 +67,7 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
                    device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE, workers: Optional[int] = None,
                    amp: str = "none", strict: bool = False, cache_dir: Optional[str | Path] = None,
                    shard_size: int = DEFAULT_SHARD_SIZE, progress: Optional[bool] = None,
-                   cache_inputs: bool = False) -> ScoreResult:
+                   cache_inputs: bool = False, hash_inputs: Optional[bool] = None) -> ScoreResult:
     """Score every site of ``protocol`` (a Protocol or a protocol file) with ``checkpoint``.
 
     ``checkpoint`` defaults to the protocol's ``model.checkpoint`` (relative to the protocol file); a
@@ -77,6 +77,8 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     stderr is a terminal. With ``strict``, any failed case raises InputError (after failures.csv is
     written). ``cache_inputs`` keeps each shard's decoded inputs in the cache, so that scoring
     another checkpoint on the same cohort skips decoding (see :mod:`validate.scoring.input_cache`).
+    ``hash_inputs`` keys cached shards by the content of each image file rather than its size and
+    modification time; ``None`` turns it on in CI (:func:`validate.scoring.cache.ci_mode`).
     Raises InputError for bad input.
     """
     protocol = _as_protocol(protocol)
@@ -106,14 +108,15 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     try:
         return _score(protocol, ckpt, ctx, out_dir=out_dir, device=device, batch_size=batch_size, workers=workers,
                       amp=amp, strict=strict, cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
-                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs)
+                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs,
+                      hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs))
     finally:
         ctx.close()
 
 
 def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir: Path, device: str,
            batch_size: int, workers: Optional[int], amp: str, strict: bool, cache_dir: Path, shard_size: int,
-           progress: Optional[bool], cache_inputs: bool = False) -> ScoreResult:
+           progress: Optional[bool], cache_inputs: bool = False, hash_inputs: bool = False) -> ScoreResult:
     from validate.cohort import load_site_manifest
 
     started = time.time()
@@ -156,7 +159,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 dataset = ImageCases(paths, spec)
 
                 def rows_key(s: int, lo: int, hi: int, paths=paths) -> str:
-                    return image_rows_key(ids[lo:hi], paths[lo:hi])
+                    return image_rows_key(ids[lo:hi], paths[lo:hi], content=hash_inputs)
             cache = ShardCache(cache_dir, site, key)
             shard_ids = ctx.mine(range(math.ceil(n / shard_size)))
             bounds = {s: (s * shard_size, min(n, (s + 1) * shard_size)) for s in shard_ids}
@@ -180,7 +183,8 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 bar = Progress(site, n_todo, bool(progress))
 
                 def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids,
-                             inputs=inputs) -> None:
+                             inputs=inputs, cases=cases) -> None:
+                    _scrub_failures(res, cases, spec, protocol)
                     cache.save(s, keys[s], ids[slice(*bounds[s])], res)
                     if inputs is not None:
                         if res.decoded is not None:
@@ -224,6 +228,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
         failures: list[tuple[int, str, str]] = []
         for s in sorted(merged[site]):
             res = merged[site][s]
+            _scrub_failures(res, cases, spec, protocol)  # shards from the cache too
             if len(res.positions):
                 logits[res.positions] = res.logits
                 if image and res.image_stats is not None:
@@ -261,6 +266,7 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
             "task": protocol.task, "classes": protocol.classes, "labels": protocol.labels,
             "checkpoint_sha256": ckpt.sha256, "checkpoint_format": ckpt.format, "device": str(dev),
             "world_size": ctx.world, "amp": amp, "batch_size": batch_size, "shard_size": shard_size,
+            "cache_keys": "file content (sha256)" if hash_inputs else "file size and modification time",
             "counts": counts, "started": started, "finished": time.time()})
     if strict and counts["failed"]:
         first = failure_rows[0]
@@ -268,6 +274,25 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                          f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
                          field="--strict")
     return result
+
+
+def _scrub_failures(res: ShardResult, cases: Any, spec: Preprocessing, protocol: Any) -> None:
+    """Failure reasons without paths: they go into failures.csv and the bundle, and a site's folders
+    (its image root, the folders above it) may be named after patients. The case id identifies the
+    case; the manifest gives its file."""
+    if not res.failures:
+        return
+    hide: list[str] = []
+    if spec.kind != "tabular" and "image_path" in cases.columns:
+        paths = cases["image_path"].astype(str).tolist()
+    else:
+        paths = None
+    for site in protocol.sites:
+        root = protocol.resolve(site.image_root) if site.image_root else None
+        if root is not None:
+            hide += [str(root), str(Path(root).resolve())]
+    res.failures = [(p, scrub_paths(r, *(hide + ([paths[p]] if paths is not None and 0 <= p < len(paths) else []))), st)
+                    for p, r, st in res.failures]
 
 
 def _write(result: ScoreResult, out_dir: Path, *, strict: bool, summary: dict) -> dict:
