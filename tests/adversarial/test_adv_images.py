@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.adversarial.conftest import Unchanged, run_cli
+from tests.adversarial.harness import Unchanged, run_cli
 from tests.test_scoring_support import tiny_model, write_factory
 
 PATIENT_FOLDER = "DOE_JOHN_19700101"    # a per-patient folder inside the image root
