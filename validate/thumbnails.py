@@ -4,7 +4,8 @@ For image-input protocols (``input.kind`` image, dicom or array) ``validate run`
 PNG of each of the cases the Cases page ranks first (:func:`validate.analysis.cases.confident_errors`,
 ``per_site`` of them at each operating threshold, and for each label of a multilabel task) to
 ``thumbnails/<site>/<case name>.png``, where the case name is the identifier the bundle's
-``predictions.parquet`` holds (the keyed hash unless the protocol keeps case ids). A reviewer with
+``predictions.parquet`` holds (the keyed hash unless the protocol keeps case ids; a kept id that is not
+a plain file name of at most :data:`MAX_NAME_BYTES` bytes gets no thumbnail). A reviewer with
 only the bundle then sees the images without access to the site's files.
 
 The image paths come from the site manifests, read at run time; no path or file name is written to the
@@ -30,6 +31,9 @@ ERRORS_PER_SITE = 20
 IMAGE_KINDS = ("image", "dicom", "array")
 # a kept case id becomes a file name only when it is a plain one (no separators, no leading dot)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
+# ... and short enough: file systems allow 255 bytes a name, and the atomic write's temporary name
+# (".<name>.png.<8 chars>.tmp") adds 18; a longer kept id simply has no thumbnail
+MAX_NAME_BYTES = 200
 
 
 def selected_cases(frame: Any, protocol: Any, per_site: int = ERRORS_PER_SITE) -> list[tuple[str, str]]:
@@ -136,7 +140,7 @@ def write_thumbnails(writer: Any, frame: Any, protocol: Any, name_of: Callable[[
     for site, case in cases:
         path = paths.get((site, case))
         name = name_of(case)
-        if path is None or not name or not SAFE_NAME.match(name):
+        if path is None or not name or not SAFE_NAME.match(name) or len(name.encode("utf-8")) > MAX_NAME_BYTES:
             continue
         try:
             png = thumbnail_png(path, spec, scale=spec.scale)
