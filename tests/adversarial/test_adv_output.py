@@ -191,6 +191,8 @@ def test_report_out_does_not_replace_a_file_it_did_not_write(workspace, tmp_path
         r1 = run_cli("report", bundle, "--out", mine, cwd=tmp_path)
         r2 = run_cli("report", bundle, "--out", folder, cwd=tmp_path)
         r3 = run_cli("report", bundle, "--out", other / "report.html", cwd=tmp_path)
+        r4 = run_cli("report", bundle, "--out", bundle / "copy.html", cwd=tmp_path)
+    assert r4.code == 2 and "a results bundle" in r4.err, r4.text
     assert r1.code == 2 and "not a report written by validate" in r1.err and str(mine) in r1.err, r1.text
     assert r2.code == 2 and "it is a folder" in r2.err, r2.text
     assert r3.code == 2 and "a results bundle" in r3.err, r3.text

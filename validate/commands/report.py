@@ -33,7 +33,7 @@ def check_out(out: Path, bundle_path: Path) -> None:
     resolved = out.resolve()
     if resolved.is_dir():
         refuse(f"it is a folder (give a file name, e.g. {out / 'report.html'})")
-    if resolved.parent != bundle_path.resolve():
+    if resolved != bundle_path.resolve() / "report.html":  # the bundle's own report is its to refresh
         above = ancestor_problem(resolved)
         if above:
             refuse(above)
