@@ -272,7 +272,11 @@ def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], size: int
     if root is not None and image and isinstance(image, str):
         candidates.append((root / image, [root]))
     for path, roots in candidates:
-        if not within(path, roots) or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        try:
+            usable = within(path, roots) and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        except OSError:  # e.g. a kept case id longer than a file name may be
+            usable = False
+        if not usable:
             continue
         try:
             return _thumbnail_png(path, size)

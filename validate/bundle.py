@@ -14,6 +14,20 @@ when complete (each file is itself written to a temporary name and renamed), so 
 leaves a folder that looks like a whole bundle. A bundle being replaced is moved aside first and
 removed after the new one is in place.
 
+What a run may replace (:func:`target_problem`): nothing the user owns is deleted. The target may be a
+path that does not exist, an empty folder, or a bundle this suite wrote: a folder whose
+``provenance.json`` is a JSON object carrying ``"bundle_format": "validate-results-bundle/1"`` (bundles
+of earlier versions: ``validate_version``, ``software`` and ``files``) and which holds nothing but
+bundle files (:data:`BUNDLE_FILES`, ``thumbnails/<site>/*.png``, and the hidden temporary files of an
+interrupted write). Anything else (a file, a folder holding anything else, a mount point, a folder
+inside a bundle) is refused before any work starts, and checked again just before the rename.
+
+Staging folders (``.<name>.partial-<8 hex>``) hold a marker file, ``.validate-staging``, that the
+writing process keeps locked (``flock``) while it runs. The lock dies with the process, even on
+``kill -9``, so the next writer into the same parent removes a staging folder whose marker it can lock
+(an abandoned one) and leaves one whose writer is still running; a hidden folder without our marker is
+never touched.
+
 Case identifiers: a manifest's ``case_id`` and ``patient_id`` may be patient identifiers, so unless the
 protocol sets ``keep_case_ids: true`` both are replaced in ``predictions.parquet`` and
 ``failures.csv`` by a keyed hash, HMAC-SHA256(key, id), first 20 hex digits. The key is a secret the
@@ -28,21 +42,24 @@ Hashing keeps equal identifiers equal within a run, so clusters (patients) stay 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import hmac
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from validate.errors import InputError
+from validate.errors import InputError, RunIncomplete
 from validate.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, to_json_text
 
 REQUIRED_FILES = ("provenance.json", "protocol.yaml", "predictions.parquet", "metrics.json", "calibration.json",
@@ -52,6 +69,14 @@ JSON_FILES = ("provenance.json", "metrics.json", "calibration.json", "shift.json
 ID_COLUMNS = ("case_id", "patient_id")
 CASE_ID_KEY_ENV = "VALIDATE_CASE_ID_KEY"
 THUMBNAIL_DIR = "thumbnails"
+# every file name `validate run` (and `validate gate` / `validate report` into a bundle) puts in a bundle
+BUNDLE_FILES = frozenset(REQUIRED_FILES + JSON_FILES + ("report.html", "junit.xml", "failures.csv", "gates.md"))
+BUNDLE_FORMAT = "validate-results-bundle/1"
+STAGING_MARKER = ".validate-staging"
+STAGING_NAME = re.compile(r"^\.(?P<name>.+)\.partial-[0-9a-f]{8}$")
+ASIDE_NAME = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{8}$")
+# the temporary name validate.io.atomic_path gives a file while it is written
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 SOFTWARE = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "plotly", "pydantic", "netcal",
             "onnxruntime", "pydicom", "pillow", "validate")
 
@@ -120,6 +145,7 @@ def make_provenance(*, protocol: Any, started_at: str, finished_at: str, checkpo
     metrics = getattr(protocol, "metrics", None)
     calibration = getattr(protocol, "calibration", None)
     prov = {
+        "bundle_format": BUNDLE_FORMAT,
         "validate_version": software_versions()["validate"],
         "protocol": {
             "name": getattr(protocol, "name", None),
@@ -161,33 +187,273 @@ def default_bundle_dir(runs_dir: str | Path, protocol_name: str, when: Optional[
     return path
 
 
+# ---- what a run may replace ----------------------------------------------------------------------
+
+def is_our_provenance(prov: Any) -> bool:
+    """Whether a parsed ``provenance.json`` was written by this suite (marker, or the keys of earlier versions)."""
+    if not isinstance(prov, dict):
+        return False
+    if prov.get("bundle_format") == BUNDLE_FORMAT:
+        return True
+    return (isinstance(prov.get("validate_version"), str) and isinstance(prov.get("software"), dict)
+            and isinstance(prov.get("files"), dict))
+
+
+def _is_bundle_file_name(name: str) -> bool:
+    if name in BUNDLE_FILES or name == STAGING_MARKER:
+        return True
+    temp = TEMP_NAME.match(name)  # left by a write that was killed half way
+    return bool(temp and temp.group("name") in BUNDLE_FILES)
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """The entries of ``folder`` that no bundle holds (relative names; links count as foreign)."""
+    foreign = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            foreign.append(entry.name)
+        elif entry.name == THUMBNAIL_DIR and entry.is_dir():
+            for site in sorted(entry.iterdir()):
+                if site.is_symlink() or not site.is_dir():
+                    foreign.append(f"{THUMBNAIL_DIR}/{site.name}")
+                    continue
+                foreign += [f"{THUMBNAIL_DIR}/{site.name}/{f.name}" for f in sorted(site.iterdir())
+                            if f.is_symlink() or not f.is_file()
+                            or not (f.suffix == ".png" or (f.name.startswith(".") and f.name.endswith(".tmp")))]
+        elif not (entry.is_file() and _is_bundle_file_name(entry.name)):
+            foreign.append(entry.name)
+    return foreign
+
+
+def not_our_bundle(folder: Path) -> Optional[str]:
+    """None when ``folder`` is a bundle this suite wrote and holds nothing else; otherwise why not."""
+    prov_file = folder / "provenance.json"
+    if not prov_file.is_file() or prov_file.is_symlink():
+        return "it is not a results bundle (no provenance.json)"
+    try:
+        prov = json.loads(prov_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "its provenance.json is not valid JSON, so it is not a bundle written by validate"
+    if not is_our_provenance(prov):
+        return "its provenance.json was not written by validate"
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        return f"it holds {shown}, which a results bundle does not"
+    return None
+
+
+def ancestor_problem(path: Path) -> Optional[str]:
+    """Why nothing can be created at ``path`` because of what lies above it: its nearest existing
+    ancestor is a file, or a results bundle (a bundle must hold only bundle files). None if fine."""
+    for ancestor in path.parents:
+        if ancestor.exists() or ancestor.is_symlink():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file, not a folder"
+            if not_our_bundle(ancestor) is None:
+                return f"{ancestor} is a results bundle, which holds only the files validate writes there"
+            return None
+    return None
+
+
+def target_problem(target: Path) -> Optional[str]:
+    """Why a bundle may not be written at ``target`` (None: it may). See the module docstring."""
+    above = ancestor_problem(target)
+    if above:
+        return above
+    if not (target.exists() or target.is_symlink()):
+        return None
+    if not target.is_dir():
+        return "it is a file, and a results bundle is a folder"
+    if os.path.ismount(target):
+        return "it is a mount point, which cannot be replaced atomically"
+    if not any(target.iterdir()):
+        return None
+    why = not_our_bundle(target)
+    return None if why is None else f"it exists and {why}"
+
+
+def check_target(target: Path, when: str = "") -> None:
+    """Raise :class:`InputError` when a bundle may not be written at ``target``."""
+    why = target_problem(target)
+    if why:
+        raise InputError(f"will not write the results bundle here: {why}{when}", file=target, field="--out",
+                         expected="a new folder name, an empty folder, or an earlier bundle of validate to "
+                                  "replace (move or delete what is there, or choose another --out)")
+
+
+def _lock(fh, blocking: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): staging folders are then never judged abandoned
+        return blocking
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def _abandoned_staging(folder: Path) -> bool:
+    """A staging folder of ours whose writer is gone: our marker, which nobody holds locked."""
+    marker = folder / STAGING_MARKER
+    if folder.is_symlink() or not marker.is_file() or marker.is_symlink():
+        return False
+    try:
+        with open(marker, "r+", encoding="utf-8") as fh:
+            content = json.loads(fh.read() or "null")
+            if not (isinstance(content, dict) and content.get("validate_staging")) or not _lock(fh, blocking=False):
+                return False
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return not foreign_entries(folder)
+
+
+def remove_abandoned(parent: Path) -> list[Path]:
+    """Remove what killed runs left in ``parent``: staging folders nobody writes any more, and earlier
+    bundles moved aside (``.<name>.old-*``) whose replacement is in place. Returns what was removed."""
+    removed = []
+    try:
+        entries = sorted(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        staging, aside = STAGING_NAME.match(entry.name), ASIDE_NAME.match(entry.name)
+        if staging and _abandoned_staging(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        elif aside and (parent / aside.group("name")).is_dir() and not_our_bundle(entry) is None:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+# the content a file validate writes starts with (or, for gates.json, the keys it holds)
+_SIGNATURES = {"junit.xml": b'<testsuites name="validate gates: ', "gates.md": b"### ",
+               "report.html": b'<meta name="validate-verdict"'}
+
+
+def written_by_validate(path: Path) -> bool:
+    """Whether the file at ``path`` is a gates.json, junit.xml, gates.md or report.html that validate wrote,
+    judged by its content (so that an output of validate may be refreshed, and nothing else replaced)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    if path.name == "gates.json" or path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and {"verdict", "rows", "counts", "exit_code"} <= set(data)
+    if path.suffix == ".md":
+        first = head.split(b"\n", 1)[0]
+        return first.startswith(_SIGNATURES["gates.md"]) and b"Release gates: **" in first
+    if path.suffix == ".xml":
+        return _SIGNATURES["junit.xml"] in head
+    return _SIGNATURES["report.html"] in head
+
+
+ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+                      errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                      errno.EDQUOT: "disk quota exceeded"}
+
+
+def environment_cause(exc: BaseException) -> Optional[str]:
+    """The machine's reason (full disk, read-only, no permission) behind an exception, if that is what it is.
+
+    Libraries re-raise OS errors in their own types (pyarrow, pandas), so the chain and the message
+    are searched as well as ``errno``.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            return ENVIRONMENT_ERRNOS[exc.errno]
+        text = str(exc)
+        for code, words in ENVIRONMENT_ERRNOS.items():
+            if os.strerror(code) in text:
+                return words
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class BundleWriter:
     """Assemble a bundle in a staging folder; :meth:`commit` moves it into place atomically.
 
-    Use as a context manager: on an exception the staging folder is removed and the target is left
-    untouched (an earlier bundle there stays whole).
+    Creating one checks the target (:func:`check_target`, an :class:`InputError` when it holds
+    something that is not ours), removes what killed runs left beside it (:func:`remove_abandoned`) and
+    creates the staging folder, so a run can do this before its long work and fail early. Use as a
+    context manager: on an exception the staging folder is removed and the target is left untouched (an
+    earlier bundle there stays whole); a full disk or read-only folder is reported as
+    :class:`RunIncomplete` naming the folder.
     """
 
     def __init__(self, target: str | Path):
         self.target = Path(target).resolve()
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = self.target.parent / f".{self.target.name}.partial-{secrets.token_hex(4)}"
-        self.staging.mkdir()
         self.committed = False
+        self._marker = None
+        check_target(self.target)
+        try:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            remove_abandoned(self.target.parent)
+            self.staging = self.target.parent / f".{self.target.name}.partial-{secrets.token_hex(4)}"
+            self.staging.mkdir()
+        except OSError as exc:
+            self._raise_environment(exc)
+            raise
+        try:
+            self._marker = open(self.staging / STAGING_MARKER, "w+", encoding="utf-8")
+            _lock(self._marker, blocking=True)
+            self._marker.write(json.dumps({"validate_staging": 1, "target": self.target.name, "pid": os.getpid(),
+                                           "host": platform.node(), "started_at": now_iso()}))
+            self._marker.flush()
+        except OSError as exc:
+            self.abort()
+            self._raise_environment(exc)
+            raise
+
+    def _raise_environment(self, exc: BaseException) -> None:
+        cause = environment_cause(exc)
+        if cause:
+            todo = ("free some space or choose another --out" if cause in (ENVIRONMENT_ERRNOS[errno.ENOSPC],
+                                                                          ENVIRONMENT_ERRNOS[errno.EDQUOT])
+                    else "choose a folder you can write to with --out")
+            raise RunIncomplete(f"cannot write the results bundle in {self.target.parent}: {cause}; the unfinished "
+                                f"bundle was removed ({todo})") from exc
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        # a full disk or read-only folder while writing into the staging folder: said as such (exit 3)
+        try:
+            yield
+        except (InputError, RunIncomplete):
+            raise
+        except Exception as exc:  # noqa: BLE001 - pyarrow and pandas wrap OS errors in their own types
+            self._raise_environment(exc)
+            raise
 
     def path(self, name: str) -> Path:
         return self.staging / name
 
     def write_json(self, name: str, obj: Any) -> Path:
-        atomic_write_json(self.path(name), obj)
+        with self._writing():
+            atomic_write_json(self.path(name), obj)
         return self.path(name)
 
     def write_text(self, name: str, text: str) -> Path:
-        atomic_write_text(self.path(name), text)
+        with self._writing():
+            atomic_write_text(self.path(name), text)
         return self.path(name)
 
     def write_bytes(self, name: str, data: bytes) -> Path:
-        atomic_write_bytes(self.path(name), data)
+        with self._writing():
+            atomic_write_bytes(self.path(name), data)
         return self.path(name)
 
     def copy_file(self, source: str | Path, name: str) -> Path:
@@ -197,7 +463,7 @@ class BundleWriter:
         """A pandas table as Parquet (``.parquet``) or CSV, written atomically."""
         from validate.io import atomic_path
 
-        with atomic_path(self.path(name)) as tmp:
+        with self._writing(), atomic_path(self.path(name)) as tmp:
             if name.endswith(".parquet"):
                 table.to_parquet(tmp, index=False)
             else:
@@ -209,18 +475,39 @@ class BundleWriter:
                 if p.is_file() and not p.name.startswith(".") and p.name != "provenance.json"}
 
     def commit(self) -> Path:
-        """Move the staging folder onto the target (replacing an earlier bundle there)."""
+        """Move the staging folder onto the target (replacing an earlier bundle there, or an empty folder).
+
+        The target is checked again: a run takes long, and what is there may have changed meanwhile.
+        """
+        check_target(self.target, when=" (it changed while the run was working; its results were not kept)")
         old = None
-        if self.target.exists():
+        if self.target.exists() and any(self.target.iterdir()):
             old = self.target.parent / f".{self.target.name}.old-{secrets.token_hex(4)}"
             os.replace(self.target, old)
-        os.replace(self.staging, self.target)
+        try:
+            with self._writing():
+                os.replace(self.staging, self.target)  # onto a missing path or an empty folder: atomic
+        except BaseException:
+            if old is not None:
+                os.replace(old, self.target)  # the earlier bundle goes back where it was
+            raise
+        self.committed = True
+        self._release(self.target / STAGING_MARKER)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        self.committed = True
         return self.target
 
+    def _release(self, marker: Path) -> None:
+        if self._marker is not None:
+            self._marker.close()  # closing drops the lock
+            self._marker = None
+        try:
+            marker.unlink()
+        except OSError:
+            pass
+
     def abort(self) -> None:
+        self._release(self.staging / STAGING_MARKER)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> "BundleWriter":
@@ -347,9 +634,60 @@ class Bundle:
     def name(self) -> str:
         return self.display_name or self.path.name
 
+    def missing_implied_files(self) -> dict[str, str]:
+        """Files the bundle's protocol implies that are not there (name -> why it is needed)."""
+        try:
+            text = self.protocol_text
+        except OSError:
+            return {}
+        return {name: why for name, why in implied_files(text).items() if not (self.path / name).is_file()}
+
+    def require_implied_files(self) -> None:
+        """Raise :class:`InputError` naming the first file the protocol implies that is missing."""
+        missing = self.missing_implied_files()
+        if missing:
+            name, why = next(iter(missing.items()))
+            others = f" (also missing: {', '.join(list(missing)[1:])})" if len(missing) > 1 else ""
+            raise InputError(f"incomplete results bundle: {name} is missing, but {why}{others}", file=self.path,
+                             expected="the bundle as `validate run` wrote it; run the protocol again")
+
+
+def implied_files(protocol_text: str) -> dict[str, str]:
+    """The bundle files a protocol implies beyond the always-present ones, each with the reason.
+
+    ``gates.json`` when gates are declared (without it a report would read "no gates declared", a
+    false PASS); ``calibration.json`` when a calibration section is declared; ``subgroups.json`` when
+    subgroups are; ``shift.json`` when the sites include a development site and another site. The
+    bundle's protocol copy is read as plain YAML (its relative paths point beside the original file).
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(protocol_text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    out = {}
+    if data.get("gates"):
+        out["gates.json"] = "its protocol.yaml declares gates"
+    if data.get("calibration"):
+        out["calibration.json"] = "its protocol.yaml declares a calibration section"
+    if data.get("subgroups"):
+        out["subgroups.json"] = "its protocol.yaml declares subgroups"
+    sites = [s for s in data.get("sites") or [] if isinstance(s, dict)]
+    if any(s.get("role") == "development" for s in sites) and len(sites) > 1:
+        out["shift.json"] = "its protocol.yaml declares a development site and other sites"
+    return out
+
 
 def read_bundle(path: str | Path) -> Bundle:
-    """Open a bundle folder; raise :class:`InputError` naming what is missing if it is not one."""
+    """Open a bundle folder; raise :class:`InputError` naming what is missing if it is not one.
+
+    Missing is: ``provenance.json``, ``metrics.json`` or ``protocol.yaml``, or a file the bundle's own
+    protocol implies (:func:`implied_files`): a bundle that lost its ``gates.json`` must not be
+    re-reported as having no gates.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError("bundle folder not found", file=path, expected="a folder written by `validate run`")
@@ -359,7 +697,9 @@ def read_bundle(path: str | Path) -> Bundle:
     if missing:
         raise InputError(f"not a complete results bundle: missing {', '.join(missing)}", file=path,
                          expected=f"a folder holding {', '.join(REQUIRED_FILES)}")
-    return Bundle(path=path.resolve())
+    bundle = Bundle(path=path.resolve())
+    bundle.require_implied_files()
+    return bundle
 
 
 def json_bytes(obj: Any) -> bytes:

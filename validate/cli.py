@@ -74,7 +74,8 @@ def write_crash_log(args, text: str) -> Path | None:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     for folder in _log_candidates(args):
         try:
-            if not folder.is_dir():
+            # a bundle holds only its own files (a later run may replace it only then): no log goes there
+            if not folder.is_dir() or any((folder / m).is_file() for m in ("provenance.json", "metrics.json")):
                 continue
             path = folder / f"validate-error-{stamp}-{os.getpid()}.log"
             with open(path, "x", encoding="utf-8") as fh:

@@ -5,10 +5,19 @@ existing run); the bundle's own metrics, calibration and subgroup analysis are u
 (``gates.json``, ``junit.xml``, ``gates.md``) go to ``--out DIR``; without ``--out`` they refresh the
 bundle's own files only when the bundle's own protocol is judged (the bundle stays the record of
 what ran), and are otherwise printed only. Exit codes: 0 every gate passes, 1 a gate failed, 2 bad input.
+
+``--out`` never replaces a file it did not write (:func:`check_out`): an existing ``gates.json``,
+``junit.xml`` or ``gates.md`` there must be validate's own (judged by its content), ``--out`` must be a
+folder, and it may not be another results bundle (or lie inside one) when another protocol is judged.
+Other files in the folder are left alone.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+from validate.errors import InputError
+
+OUTPUTS = ("gates.json", "junit.xml", "gates.md")
 
 NAME = "gate"
 HELP = "judge the protocol's gates again on an existing results bundle (no re-scoring)"
@@ -33,6 +42,32 @@ def regate(bundle_path, protocol_path=None):
                                subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol)
 
 
+def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:
+    """Raise :class:`InputError` when writing the gate files into ``out`` would replace or spoil
+    something that is not validate's own output (rules in the module docstring)."""
+    from validate.bundle import ancestor_problem, not_our_bundle, written_by_validate
+
+    def refuse(why: str, file: Path = out) -> None:
+        raise InputError(f"will not write the gate files here: {why}", file=file, field="--out",
+                         expected="a folder for gates.json, junit.xml and gates.md (a new or empty one, or one "
+                                  "validate wrote them to before)")
+
+    out = out.resolve()
+    if out.exists() and not out.is_dir():
+        refuse("it is a file, and --out names a folder")
+    above = ancestor_problem(out)
+    if above:
+        refuse(above)
+    if out.is_dir() and out != bundle_path.resolve() and not_our_bundle(out) is None:
+        refuse("it is another results bundle; its gate files must stay those of its own run")
+    if out.is_dir() and out == bundle_path.resolve() and other_protocol:
+        refuse("it is the bundle itself; gates of another protocol would no longer match its protocol.yaml")
+    for name in OUTPUTS:
+        file = out / name
+        if (file.exists() or file.is_symlink()) and not written_by_validate(file):
+            refuse(f"{name} there was not written by validate", file)
+
+
 def run(args) -> int:
     from validate.io import atomic_write_json, atomic_write_text
 
@@ -40,6 +75,7 @@ def run(args) -> int:
     ci = (bundle.metrics or {}).get("ci_level")
     out = Path(args.out) if args.out else (bundle.path if not args.protocol else None)
     if out is not None:
+        check_out(out, bundle.path, other_protocol=bool(args.protocol))
         atomic_write_json(out / "gates.json", report.to_json())
         atomic_write_text(out / "junit.xml", report.to_junit())
         atomic_write_text(out / "gates.md", report.to_markdown(ci_level=ci))

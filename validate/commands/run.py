@@ -3,7 +3,10 @@
 
 Every stage can start from a file: ``--predictions PATH`` (or ``model.format: predictions`` in the
 protocol) skips scoring. The bundle is assembled beside its target and renamed into place when whole
-(:class:`validate.bundle.BundleWriter`). Exit codes: 0 every gate passes, 1 a gate failed, 2 bad input.
+(:class:`validate.bundle.BundleWriter`). ``--out`` may name a new path, an empty folder, or an earlier
+bundle of validate (replaced); anything else there is refused before scoring starts (exit 2), so a run
+never deletes the user's files. Exit codes: 0 every gate passes, 1 a gate failed, 2 bad input, 3 the
+run could not complete (e.g. a full disk: the staging folder is removed, an earlier bundle stays whole).
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ def register(parser) -> None:
     parser.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (overrides model.checkpoint)")
     parser.add_argument("--predictions", metavar="PATH",
                         help="a predictions table (Parquet or CSV) to validate instead of scoring a checkpoint")
-    parser.add_argument("--out", metavar="DIR", help="bundle folder (default: RUNS_DIR/<protocol>-<timestamp>)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="bundle folder (default: RUNS_DIR/<protocol>-<timestamp>): a new path, an empty folder, "
+                             "or an earlier bundle to replace; any other existing path is refused")
     parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where default bundle folders go (runs)")
     parser.add_argument("--cache", metavar="DIR",
                         help="scoring cache folder (default: .cache beside the bundle folder); it holds the "
@@ -169,9 +174,10 @@ def analyse(protocol, frame, failures) -> dict:
             "curves": curves, "sites": sites, "gates": gates, "settings": settings, "order": order}
 
 
-def write_bundle(target: Path, protocol, parts: dict, loaded: dict, *, started: str) -> Path:
-    """Assemble and commit the bundle, the report included."""
-    from validate.bundle import Bundle, BundleWriter, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
+def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Path:
+    """Assemble the bundle, the report included, in the staging folder of ``w`` (a
+    :class:`validate.bundle.BundleWriter`) and commit it."""
+    from validate.bundle import Bundle, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
 
     from validate.thumbnails import write_thumbnails
@@ -187,47 +193,49 @@ def write_bundle(target: Path, protocol, parts: dict, loaded: dict, *, started: 
         failures = pseudonymise(failures, key)
         name_of = lambda case: hash_ids([case], key)[0]  # noqa: E731 - the name predictions.parquet holds
     gates = parts["gates"]
-    with BundleWriter(target) as w:
-        w.copy_file(protocol.path, "protocol.yaml")
-        w.write_table("predictions.parquet", frame)
-        w.write_table("failures.csv", failures)
-        w.write_json("metrics.json", parts["metrics"])
-        w.write_json("calibration.json", parts["calibration"] or {})
-        w.write_json("shift.json", parts["shift"] or {"reason": "no development and external site pair to compare"})
-        w.write_json("subgroups.json", parts["subgroups"])
-        w.write_json("curves.json", parts["curves"])
-        w.write_json("sites.json", parts["sites"])
-        w.write_json("gates.json", gates.to_json())
-        w.write_text("junit.xml", gates.to_junit())
-        w.write_text("gates.md", gates.to_markdown(ci_level=parts["settings"].ci_level))
-        # image protocols: the Cases page's images, from the manifests' paths (no path enters the bundle)
-        write_thumbnails(w, original, protocol, name_of)
-        prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
-                               checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
-                               device=loaded.get("device"), case_ids=ids,
-                               extra={"files": w.file_hashes(), "scoring_counts": loaded.get("counts")})
-        w.write_json("provenance.json", prov)
-        w.write_text("report.html", render_report(Bundle(path=w.staging, display_name=w.target.name)))
-        return w.commit()
+    w.copy_file(protocol.path, "protocol.yaml")
+    w.write_table("predictions.parquet", frame)
+    w.write_table("failures.csv", failures)
+    w.write_json("metrics.json", parts["metrics"])
+    w.write_json("calibration.json", parts["calibration"] or {})
+    w.write_json("shift.json", parts["shift"] or {"reason": "no development and external site pair to compare"})
+    w.write_json("subgroups.json", parts["subgroups"])
+    w.write_json("curves.json", parts["curves"])
+    w.write_json("sites.json", parts["sites"])
+    w.write_json("gates.json", gates.to_json())
+    w.write_text("junit.xml", gates.to_junit())
+    w.write_text("gates.md", gates.to_markdown(ci_level=parts["settings"].ci_level))
+    # image protocols: the Cases page's images, from the manifests' paths (no path enters the bundle)
+    write_thumbnails(w, original, protocol, name_of)
+    prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
+                           checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
+                           device=loaded.get("device"), case_ids=ids,
+                           extra={"files": w.file_hashes(), "scoring_counts": loaded.get("counts")})
+    w.write_json("provenance.json", prov)
+    w.write_text("report.html", render_report(Bundle(path=w.staging, display_name=w.target.name)))
+    return w.commit()
 
 
 def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, runs_dir="runs", cache_dir=None,
                  device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary."""
-    from validate.bundle import default_bundle_dir, now_iso
+    from validate.bundle import BundleWriter, default_bundle_dir, now_iso
     from validate.protocol import load_protocol
 
     protocol = load_protocol(protocol_path)
     started = now_iso()
     t0 = time.perf_counter()
     target = Path(out) if out else default_bundle_dir(runs_dir, protocol.name)
-    cache_root = Path(cache_dir) if cache_dir else target.resolve().parent / ".cache"
-    loaded = load_predictions(protocol, checkpoint=checkpoint, predictions=predictions,
-                              scoring_dir=cache_root / protocol.name, cache_dir=cache_root / "shards",
-                              device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs,
-                              hash_inputs=hash_inputs)
-    parts = analyse(protocol, loaded["frame"], loaded["failures"])
-    bundle = write_bundle(target, protocol, parts, loaded, started=started)
+    # the output is checked and its staging folder made before any scoring: a path holding the user's
+    # files, or a folder that cannot be written, is refused in seconds, not after an hour of scoring
+    with BundleWriter(target) as writer:
+        cache_root = Path(cache_dir) if cache_dir else writer.target.parent / ".cache"
+        loaded = load_predictions(protocol, checkpoint=checkpoint, predictions=predictions,
+                                  scoring_dir=cache_root / protocol.name, cache_dir=cache_root / "shards",
+                                  device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs,
+                                  hash_inputs=hash_inputs)
+        parts = analyse(protocol, loaded["frame"], loaded["failures"])
+        bundle = write_bundle(writer, protocol, parts, loaded, started=started)
     summary = summarise(protocol, parts, loaded, bundle, seconds=time.perf_counter() - t0)
     return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary)
 

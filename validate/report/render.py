@@ -559,9 +559,14 @@ SECTIONS = (("verdict", "Verdict", _verdict), ("provenance", "Provenance", _prov
 
 
 def render_report(bundle) -> str:
-    """The report of a bundle (a :class:`validate.bundle.Bundle`) as one self-contained HTML string."""
+    """The report of a bundle (a :class:`validate.bundle.Bundle`) as one self-contained HTML string.
+
+    A bundle missing a file its protocol implies is refused (:class:`validate.errors.InputError`): without
+    ``gates.json`` the verdict below would read PASS for a protocol whose gates failed.
+    """
     from plotly.offline import get_plotlyjs
 
+    bundle.require_implied_files()
     figs = _Figures()
     body = "".join(fn(bundle, figs) for _, _, fn in SECTIONS)
     prov = bundle.provenance or {}
