@@ -54,6 +54,9 @@ the exit code is 1 for ``fail`` and 0 otherwise (DESIGN.md).
 Outputs: :meth:`GateReport.to_json` (``gates.json``), :meth:`GateReport.to_junit` (``junit.xml``:
 one testcase per row; failures as ``<failure>``, warnings as ``<skipped>`` so GitLab and Jenkins show
 them without failing the pipeline) and :meth:`GateReport.to_markdown` (a pull-request comment).
+Text from the protocol and the manifests (gate names, site ids, subgroup values, reasons) is made safe
+for each format by :mod:`validate.escape`: JUnit stays well-formed XML whatever the characters, and the
+Markdown comment carries no HTML, link, image or @mention.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
+from validate.escape import markdown_text, xml_text
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
@@ -198,21 +202,24 @@ class GateReport:
         not failing, as a warning is meant to be) and the details in ``<system-out>``.
         """
         n, fails, warns = len(self.rows), self.counts["fail"], self.counts["warn"]
-        root = ET.Element("testsuites", name=f"validate gates: {self.name}", tests=str(n),
+        # every text from a protocol or a manifest goes through xml_text: one control character would
+        # make the whole file not well-formed, and CI would drop every result in it
+        x = xml_text
+        root = ET.Element("testsuites", name=x(f"validate gates: {self.name}"), tests=str(n),
                           failures=str(fails), errors="0", skipped=str(warns), time="0")
-        suite = ET.SubElement(root, "testsuite", name=f"validate gates: {self.name}", tests=str(n),
+        suite = ET.SubElement(root, "testsuite", name=x(f"validate gates: {self.name}"), tests=str(n),
                               failures=str(fails), errors="0", skipped=str(warns), time="0")
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="verdict", value=self.verdict)
         for row in self.rows:
-            case = ET.SubElement(suite, "testcase", classname=f"gates.{_junit_name(row.gate)}",
-                                 name=f"{row.item}: {_row_rule(row)}", time="0")
-            details = _row_details(row)
+            case = ET.SubElement(suite, "testcase", classname=x(f"gates.{_junit_name(row.gate)}"),
+                                 name=x(f"{row.item}: {_row_rule(row)}"), time="0")
+            details = x(_row_details(row))
             if row.verdict == "fail":
-                fail = ET.SubElement(case, "failure", message=row.reason, type="GateFailed")
+                fail = ET.SubElement(case, "failure", message=x(row.reason), type="GateFailed")
                 fail.text = details
             elif row.verdict == "warn":
-                ET.SubElement(case, "skipped", message=f"warning: {row.reason}")
+                ET.SubElement(case, "skipped", message=x(f"warning: {row.reason}"))
                 ET.SubElement(case, "system-out").text = details
             else:
                 ET.SubElement(case, "system-out").text = details
@@ -721,4 +728,5 @@ def _junit_name(text: str) -> str:
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from a protocol or a manifest as inert Markdown (:func:`validate.escape.markdown_text`)."""
+    return markdown_text(text)

@@ -230,6 +230,7 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
 
 def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: float) -> str:
     from validate.charts import entry_text
+    from validate.escape import terminal_text
 
     metrics = parts["metrics"]
     gates = parts["gates"]
@@ -259,7 +260,8 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
         lines.append(f"Gates: {len(gates.rows)} check(s): {c['pass']} pass, {c['warn']} warn, {c['fail']} fail")
         for r in gates.rows:
             if r.verdict != "pass":
-                lines.append(f"  {r.verdict.upper():<4} {r.gate} [{r.item}]: {r.reason}")
+                # gate names and subgroup values are data: no escape sequence reaches the terminal
+                lines.append(terminal_text(f"  {r.verdict.upper():<4} {r.gate} [{r.item}]: {r.reason}"))
     cal = parts.get("calibration") or {}
     if cal.get("recommended"):
         lines.append(f"Calibration: recommended method {cal['recommended']} ({cal.get('design')}, fitted on "
