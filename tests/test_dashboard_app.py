@@ -425,3 +425,21 @@ def test_hostile_bundle_texts_render_as_text(tmp_path, monkeypatch):
     for t in hostile:
         assert "![p](" not in t and "<img" not in t and "](javascript:" not in t and "https://" not in t, t
     assert any("\\!\\[p\\]" in t or "!\\[p\\]" in t for t in hostile), hostile
+
+
+def test_overview_lists_a_declared_site_without_scored_cases(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    runs = tmp_path / "runs"
+    folder = write_fixture_run(runs / "vanished")
+    proto = (folder / "protocol.yaml").read_text()
+    (folder / "protocol.yaml").write_text(proto.replace(
+        "  - {id: beta,", "  - {id: delta, name: Delta Clinic, manifest: delta.csv, role: external}\n  - {id: beta,"))
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(runs))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = frame_with(at, "AUROC")
+    assert list(table["Site"]) == ["alpha", "beta", "gamma", "delta", "All sites"]
+    delta = table[table["Site"] == "delta"].iloc[0]
+    assert int(delta["n"]) == 0 and "no scored case" in delta["Note"]
