@@ -395,3 +395,19 @@ def test_declared_band_without_cases_is_shown_and_decided_by_the_policy(tmp_path
     assert each["age_band=60-79"].verdict == "fail" and "no case in this declared band" in each["age_band=60-79"].reason
     worst = next(r for r in report.rows if r.scope == "worst_subgroup:age_band")
     assert worst.verdict == "warn" and "60-79" in worst.reason and ">=80" in worst.reason
+
+
+def test_calibrated_gate_does_not_drop_a_scored_site_the_calibration_left_out():
+    # beta is scored but missing from platt's evaluated sites; alpha is the fitting site (rightly absent)
+    partial = {**CALIBRATION, "methods": {**CALIBRATION["methods"], "platt": {
+        **CALIBRATION["methods"]["platt"], "sites": {"gamma": CALIBRATION["methods"]["platt"]["sites"]["gamma"]}}}}
+    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+                   calibration=partial)
+    assert verdicts(report) == {"site gamma": "pass", "site beta": "fail"}
+    beta = next(r for r in report.rows if r.item == "site beta")
+    assert "not evaluated after platt" in beta.reason and beta.n == 400
+    # a site the comparison never meant to evaluate (not among its external sites) is not a gap
+    meant = {**partial, "external_sites": ["gamma"]}
+    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+                   calibration=meant)
+    assert verdicts(report) == {"site gamma": "pass"}

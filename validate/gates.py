@@ -11,7 +11,8 @@ Scopes (definitions used here):
 - ``overall``: the pooled block of ``metrics.json`` (with ``calibration``: the calibration JSON's
   ``overall`` block when it has one).
 - ``each_site``: every site of ``metrics.json`` (with ``calibration``: every site evaluated in the
-  calibration JSON for that method, i.e. on cases not used for fitting).
+  calibration JSON for that method, i.e. on cases not used for fitting; a scored site the comparison
+  meant to evaluate (its ``external_sites``) but did not gets a row decided by the insufficient policy).
 - ``each_subgroup:<attr>``: every group of the subgroup ``<attr>``, pooled over sites
   (``metrics.json`` ``subgroups``).
 - ``worst_subgroup:<attr>``: one row, the group with the worst judged quantity (lowest for ``min``,
@@ -456,7 +457,10 @@ def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
     if kind == "each_site":
         sites = (calibration["methods"][spec.calibration].get("sites") or {} if spec.calibration
                  else metrics.get("sites") or {})
-        return [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+        rows = [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+        if spec.calibration:
+            rows += _not_evaluated_after_calibration(spec, base, metrics, calibration, sites)
+        return rows
     groups = (metrics.get("subgroups") or {}).get(attr) or {}
     if kind == "each_subgroup":
         return [_judge_block(spec, groups[g], base, item=f"{attr}={g}", subgroup=attr, group=g)
@@ -464,6 +468,27 @@ def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
     if kind == "worst_subgroup":
         return [_judge_worst(spec, groups, base, attr)]
     return _judge_gaps(spec, subgroups or {}, base, attr)
+
+
+def _not_evaluated_after_calibration(spec: GateSpec, base: dict, metrics: Mapping, calibration: Mapping,
+                                     evaluated: Mapping) -> list[GateRow]:
+    """Rows for the scored sites a calibrated ``each_site`` gate cannot judge: sites the comparison
+    meant to evaluate (``external_sites``; without that key, every scored site not fitted on) that
+    are absent from that method's evaluated sites in calibration.json."""
+    fitted = set(map(str, calibration.get("fit_on") or []))
+    meant = calibration.get("external_sites")
+    expected = [str(s) for s in meant] if meant is not None else [s for s in metrics.get("sites") or {}
+                                                                   if s not in fitted]
+    rows = []
+    for s in sorted(expected):
+        if s in evaluated or s not in (metrics.get("sites") or {}):
+            continue
+        blk = metrics["sites"][s]
+        row = GateRow(**base, item=f"site {s}", verdict="pass", reason="", n=_int(blk.get("n")),
+                      n_events=_int(blk.get("n_events")), site=s, insufficient=True)
+        rows.append(_apply_policy(spec, row, f"site {s} was not evaluated after {spec.calibration} "
+                                  "(absent from calibration.json)"))
+    return rows
 
 
 def shift_counts(shift: Mapping, site: str) -> dict:
