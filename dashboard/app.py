@@ -28,7 +28,10 @@ PAGES = [
 ]
 SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_up:")
 
-st.set_page_config(page_title="validate · dashboard", page_icon=":material/verified:", layout="wide")
+# the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
+# it from a public font host on every page load (no request may leave the machine)
+ICON = HERE / "icon.png"
+st.set_page_config(page_title="validate · dashboard", page_icon=str(ICON), layout="wide")
 
 runs_dir = data.runs_dir_from_argv()
 run = ui.sidebar(runs_dir)

@@ -132,6 +132,12 @@ def key_metrics(run) -> list[str]:
     return [m for m in KEY_METRICS.get(run.task, KEY_METRICS["binary"]) if m in present]
 
 
+def _declared_sites(run) -> list[str]:
+    """The protocol's sites, in its order (``sites.json`` lists each, scored or not)."""
+    declared = [str(s.get("id")) for s in run.protocol.get("sites") or [] if isinstance(s, dict) and s.get("id")]
+    return declared or list(((run.cohorts or {}).get("sites") or {}).keys())
+
+
 def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One row per site (then the pooled row): n, events, prevalence and the key metrics with their
     intervals, and the worst gate verdict of the site. Also returns, for colouring, a frame of the
@@ -140,6 +146,9 @@ def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     metrics = key_metrics(run)
     rows, data, colours = [], [], []
     items = [(s, b) for s, b in (run.metrics.get("sites") or {}).items()]
+    # a declared site without a single scored case has no block: show it, it is why the run failed
+    items += [(s, {"n": 0, "insufficient": True, "reason": "no scored case (every case failed to read or score)"})
+              for s in _declared_sites(run) if s not in (run.metrics.get("sites") or {})]
     if run.metrics.get("overall"):
         items.append(("All sites", run.metrics["overall"]))
     for site, block in items:

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import data
 from validate.errors import InputError
+from validate.escape import csv_safe, markdown_text as md  # noqa: F401 (md: for the pages)
 
 RUN_KEY = "run"
 RUNS_DIR_KEY = "_runs_dir"
@@ -47,7 +48,7 @@ def open_run(path: Path, runs_dir: Path) -> Optional[data.Run]:
     try:
         return data.load_run(path, runs_dir)
     except InputError as exc:
-        st.error(f"Cannot open this run: {exc}")
+        st.error(f"Cannot open this run: {md(exc)}")
         return None
 
 
@@ -67,7 +68,8 @@ def other_runs() -> list[tuple[str, Path]]:
 
 def page_header(title: str, run: data.Run, intro: str) -> None:
     st.title(title)
-    st.caption(f"Run **{run.name}** · protocol {run.title} · task {run.task}")
+    # a bundle's texts are data: inert Markdown (no image, link or HTML from a hostile bundle)
+    st.caption(f"Run **{md(run.name)}** · protocol {md(run.title)} · task {md(run.task)}")
     st.markdown(intro)
 
 
@@ -89,9 +91,15 @@ def table(display: pd.DataFrame, key: str, *, csv: Optional[pd.DataFrame] = None
         st.caption(caption)
     frame = csv if csv is not None else display
     prefix = f"{run.name}-" if run is not None else ""
-    st.download_button("Download CSV", data=frame.to_csv(index=False).encode("utf-8"),
+    st.download_button("Download CSV", data=csv_bytes(frame),
                        file_name=f"{slug(prefix + key)}.csv", mime="text/csv", key=f"dl-{key}",
                        on_click="ignore", icon=":material/download:")
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    """A table as the CSV a spreadsheet can open safely: text cells starting with ``= + - @``, a tab
+    or a carriage return get a leading ``'`` (OWASP; numbers stay numbers, :mod:`validate.escape`)."""
+    return csv_safe(frame).to_csv(index=False).encode("utf-8")
 
 
 def figure(fig, caption: str, key: str) -> None:
@@ -101,4 +109,4 @@ def figure(fig, caption: str, key: str) -> None:
 
 
 def missing(what: str, why: str) -> None:
-    st.info(f"{what} is not in this bundle: {why}")
+    st.info(f"{what} is not in this bundle: {md(why)}")

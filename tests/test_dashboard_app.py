@@ -391,3 +391,55 @@ def test_calibration_designs_sample_size_transfer_and_local(app, runs):
     assert numbers(row["ECE"]) == pytest.approx([e["mean"], e["q025"], e["q975"]], abs=5e-4)
     assert row["Beats none (log loss)"] == "80%"
     assert "too few" in local[local["Site"] == "gamma"].iloc[0]["Note"]
+
+
+def test_csv_download_cells_are_no_spreadsheet_formulas():
+    from dashboard.ui import csv_bytes
+
+    frame = pd.DataFrame({"case_id": ["=cmd|' /C calc'!A0", "@SUM(1)", "+1+1x", "-2+3", "-0.5", "ok"],
+                          "estimate": [-0.5, 0.25, -1e-4, 0.0, 1.5, -3.0]})
+    data = csv_bytes(frame)
+    back = pd.read_csv(__import__("io").BytesIO(data), dtype={"case_id": str})
+    assert back["case_id"].tolist() == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1+1x", "'-2+3", "-0.5", "ok"]
+    assert back["estimate"].dtype.kind == "f" and back["estimate"].tolist() == [-0.5, 0.25, -1e-4, 0.0, 1.5, -3.0]
+
+
+def test_hostile_bundle_texts_render_as_text(tmp_path, monkeypatch):
+    """A bundle is data: a protocol version or run name holding Markdown (an image that would load
+    from the network, a link) is shown as text, not rendered."""
+    from streamlit.testing.v1 import AppTest
+
+    runs = tmp_path / "runs"
+    folder = write_fixture_run(runs / "evil")
+    prov = json.loads((folder / "provenance.json").read_text())
+    prov["protocol"]["version"] = "![p](https://evil.example/p.png) <img src=x onerror=alert(1)>"
+    prov["checkpoint"]["path"] = "`x` [y](javascript:alert(1))"
+    (folder / "provenance.json").write_text(json.dumps(prov))
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(runs))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    texts = [e.value for e in at.markdown] + [e.value for e in at.caption]
+    hostile = [t for t in texts if "evil.example" in t or "javascript" in t]
+    assert hostile, texts
+    for t in hostile:
+        assert "![p](" not in t and "<img" not in t and "](javascript:" not in t and "https://" not in t, t
+    assert any("\\!\\[p\\]" in t or "!\\[p\\]" in t for t in hostile), hostile
+
+
+def test_overview_lists_a_declared_site_without_scored_cases(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    runs = tmp_path / "runs"
+    folder = write_fixture_run(runs / "vanished")
+    proto = (folder / "protocol.yaml").read_text()
+    (folder / "protocol.yaml").write_text(proto.replace(
+        "  - {id: beta,", "  - {id: delta, name: Delta Clinic, manifest: delta.csv, role: external}\n  - {id: beta,"))
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(runs))
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    table = frame_with(at, "AUROC")
+    assert list(table["Site"]) == ["alpha", "beta", "gamma", "delta", "All sites"]
+    delta = table[table["Site"] == "delta"].iloc[0]
+    assert int(delta["n"]) == 0 and "no scored case" in delta["Note"]

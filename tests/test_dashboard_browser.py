@@ -140,3 +140,51 @@ def _wait_idle(page, timeout: float = 30.0) -> None:
             time.sleep(0.7)  # plotly draws after the script run ends
             return
         time.sleep(0.25)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@requires_browser
+def test_no_request_leaves_the_machine(tmp_path):
+    """Every request the dashboard makes on every page goes to its own server on 127.0.0.1; the
+    favicon included (a ``:material/...:`` or emoji page icon is fetched from a public font host)."""
+    from urllib.parse import urljoin, urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    runs = tmp_path / "runs"
+    write_fixture_run(runs / "fixture-v2", image_root=tmp_path / "images" / "gamma", auroc_shift=0.015, seed=1)
+    write_fixture_run(runs / "fixture-v1", image_root=tmp_path / "images" / "gamma")
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    requests, icons = [], []
+    try:
+        wait_healthy(f"{base}/_stcore/health", proc)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS, headless=True)
+            try:
+                context = browser.new_context(viewport={"width": 1400, "height": 2400})
+                context.on("request", lambda r: requests.append(r.url))  # pages, workers, fetches, images
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                for url_path, needs_figure in PAGES.items():
+                    page.goto(f"{base}/{'' if url_path == 'overview' else url_path}", wait_until="domcontentloaded")
+                    page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=60_000)
+                    page.wait_for_selector(".main-svg" if needs_figure else '[data-testid="stDataFrame"]',
+                                           timeout=60_000)
+                    _wait_idle(page)
+                    # headless Chromium may not fetch the favicon itself: judge the address the page gives it
+                    hrefs = page.evaluate("Array.from(document.querySelectorAll('link[rel~=icon]')).map(l => l.href)")
+                    icons.extend(urljoin(page.url, h) for h in hrefs)
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+        log.close()
+    assert requests and icons
+    outside = sorted({u for u in requests + icons
+                      if not (u.startswith(("data:", "blob:")) or urlparse(u).hostname == "127.0.0.1")})
+    assert outside == [], outside

@@ -295,3 +295,119 @@ def test_shift_and_drift_counts_as_gates():
         judge({"metric": "drift_windows_flagged", "scope": "each_site", "max": 0}, shift=None)
     with pytest.raises(InputError, match="each_site or overall"):
         judge({"metric": "drift_windows_flagged", "scope": "each_subgroup:sex", "max": 0}, shift=SHIFT)
+
+
+# ---- declared sites without scored cases, undefined values, empty scopes (issue #12, item 3) -----------
+
+def test_declared_site_without_scored_cases_fails_every_per_site_gate_and_the_builtin_check():
+    # "delta" is declared but has no block in metrics.json: all its cases failed to read or score
+    cohort = {"sites": {"delta": {"n": 0, "excluded": {"cannot read image": 7, "model output is NaN or Inf": 2}}}}
+    report = judge({"name": "lenient", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
+                   {"name": "pooled", "metric": "auroc", "min": 0.5},
+                   {"name": "gap", "metric": "auroc", "scope": "subgroup_gap:sex", "max": 1.0, "insufficient": "pass"},
+                   sites=["alpha", "beta", "gamma", "delta"], cohort=cohort)
+    assert report.verdict == "fail" and report.exit_code == 1
+    by = {(r.gate, r.item): r for r in report.rows}
+    lenient = by[("lenient", "site delta")]
+    assert lenient.verdict == "fail" and lenient.n == 0
+    assert "no scored case at declared site delta: 9 case(s) excluded" in lenient.reason
+    assert "cannot read image (7)" in lenient.reason and "model output is NaN or Inf (2)" in lenient.reason
+    assert by[("gap", "site delta: sex (|gap|)")].verdict == "fail"
+    # the built-in check: one row per declared site, in protocol order
+    builtin = [r for r in report.rows if r.gate == "sites scored"]
+    assert [(r.item, r.verdict, r.n) for r in builtin] == [
+        ("site alpha", "pass", 300), ("site beta", "pass", 400), ("site gamma", "pass", 200), ("site delta", "fail", 0)]
+    assert all(r.builtin for r in builtin) and not any(r.builtin for r in report.rows if r.gate != "sites scored")
+    # a pooled gate is judged on the cases there are and names the missing site
+    pooled = by[("pooled", "overall")]
+    assert pooled.verdict == "pass" and "without declared site(s) delta" in pooled.reason
+    data = report.to_json()
+    assert data["counts"]["fail"] == 3 and {r["item"] for r in data["rows"] if r["verdict"] == "fail"} == {
+        "site delta", "site delta: sex (|gap|)"}
+
+
+def test_builtin_check_is_judged_without_gates_and_only_where_sites_are_declared():
+    assert judge().rows == []  # no declared sites known: nothing to check against
+    report = judge(sites=["alpha", "beta"])
+    assert report.verdict == "pass" and [r.item for r in report.rows] == ["site alpha", "site beta"]
+    md = report.to_markdown()
+    assert "No gates" not in md and "built-in check" in md and "| scored cases &gt;= 1 | 300 |" in md
+    report = judge(sites=["alpha", "omega"])
+    assert report.verdict == "fail" and report.rows[1].reason.startswith("no scored case at declared site omega")
+    root = ET.fromstring(report.to_junit().encode())
+    failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == [("gates.sites_scored", "site omega: scored cases >= 1")]
+
+
+def test_protocol_declares_the_sites(tmp_path):
+    from validate.protocol import load_protocol
+
+    (tmp_path / "m.csv").write_text("case_id,label,x\n1,0,1\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ntask: binary\nclasses: [no, yes]\ninput: {kind: tabular, features: [x]}\n"
+        "sites: [{id: alpha, manifest: m.csv, role: development}, {id: zeta, manifest: m.csv, role: external}]\n"
+        "gates:\n  - {metric: ece, scope: each_site, max: 1, insufficient: pass}\n")
+    report = judge_gates(load_protocol(tmp_path / "p.yaml").gates, METRICS,
+                         protocol=load_protocol(tmp_path / "p.yaml"))
+    failed = {(r.gate, r.item) for r in report.rows if r.verdict == "fail"}
+    assert failed == {("sites scored", "site zeta"), ("ece each_site max 1", "site zeta")}
+
+
+@pytest.mark.parametrize("policy", ["fail", "warn", "pass"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, "n/a", True, "missing"])
+def test_undefined_value_follows_the_policy_never_the_comparison(policy, bad):
+    site = block(100, 50, entry(0.8, 0.7, 0.9), entry(0.05, 0.03, 0.07))
+    if bad == "missing":
+        site.pop("auroc")
+    else:
+        site["auroc"] = entry(bad, 0.7, 0.9)
+    metrics = {**METRICS, "sites": {**METRICS["sites"], "odd": site}}
+    report = judge_gates([{"metric": "auroc", "scope": "each_site", "max": 2.0, "insufficient": policy}], metrics)
+    row = next(r for r in report.rows if r.item == "site odd")
+    assert row.verdict == policy and row.value is None
+    assert f"insufficient policy: {policy}" in row.reason and "undefined" in row.reason
+
+
+def test_scope_without_any_block_is_a_row_decided_by_the_policy():
+    metrics = {**METRICS, "subgroups": {**METRICS["subgroups"], "empty": {}}}
+    for kind in ("each_subgroup", "worst_subgroup"):
+        report = judge_gates([{"name": "g", "metric": "auroc", "scope": f"{kind}:empty", "min": 0.5,
+                               "insufficient": "fail"}], metrics)
+        assert len(report.rows) == 1 and report.verdict == "fail", kind
+        assert "insufficient policy: fail" in report.rows[0].reason
+
+
+def test_declared_band_without_cases_is_shown_and_decided_by_the_policy(tmp_path):
+    from validate.protocol import load_protocol
+
+    (tmp_path / "m.csv").write_text("case_id,label,x,age\n1,0,1,50\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ntask: binary\nclasses: [no, yes]\ninput: {kind: tabular, features: [x]}\n"
+        "sites: [{id: alpha, manifest: m.csv, role: development}]\nattributes: [age]\n"
+        "subgroups: [{name: age_band, column: age, bands: [40, 60, 80]}]\n"
+        "gates:\n  - {metric: auroc, scope: each_subgroup:age_band, min: 0.5, insufficient: fail}\n"
+        "  - {metric: auroc, scope: worst_subgroup:age_band, min: 0.5, insufficient: warn}\n")
+    protocol = load_protocol(tmp_path / "p.yaml")
+    report = judge_gates(protocol.gates, METRICS, protocol=protocol, sites=["alpha"])
+    # METRICS holds <40, 40-59 and >=60; the protocol's bands are <40, 40-59, 60-79, >=80
+    each = {r.item: r for r in report.rows if r.scope == "each_subgroup:age_band"}
+    assert set(each) == {"age_band=<40", "age_band=40-59", "age_band=60-79", "age_band=>=60", "age_band=>=80"}
+    assert each["age_band=60-79"].verdict == "fail" and "no case in this declared band" in each["age_band=60-79"].reason
+    worst = next(r for r in report.rows if r.scope == "worst_subgroup:age_band")
+    assert worst.verdict == "warn" and "60-79" in worst.reason and ">=80" in worst.reason
+
+
+def test_calibrated_gate_does_not_drop_a_scored_site_the_calibration_left_out():
+    # beta is scored but missing from platt's evaluated sites; alpha is the fitting site (rightly absent)
+    partial = {**CALIBRATION, "methods": {**CALIBRATION["methods"], "platt": {
+        **CALIBRATION["methods"]["platt"], "sites": {"gamma": CALIBRATION["methods"]["platt"]["sites"]["gamma"]}}}}
+    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+                   calibration=partial)
+    assert verdicts(report) == {"site gamma": "pass", "site beta": "fail"}
+    beta = next(r for r in report.rows if r.item == "site beta")
+    assert "not evaluated after platt" in beta.reason and beta.n == 400
+    # a site the comparison never meant to evaluate (not among its external sites) is not a gap
+    meant = {**partial, "external_sites": ["gamma"]}
+    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+                   calibration=meant)
+    assert verdicts(report) == {"site gamma": "pass"}

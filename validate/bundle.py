@@ -460,14 +460,16 @@ class BundleWriter:
         return self.write_bytes(name, Path(source).read_bytes())
 
     def write_table(self, name: str, table) -> Path:
-        """A pandas table as Parquet (``.parquet``) or CSV, written atomically."""
+        """A pandas table as Parquet (``.parquet``) or CSV (text cells escaped against spreadsheet
+        formulas, :func:`validate.escape.csv_safe`), written atomically."""
+        from validate.escape import csv_safe
         from validate.io import atomic_path
 
         with self._writing(), atomic_path(self.path(name)) as tmp:
             if name.endswith(".parquet"):
                 table.to_parquet(tmp, index=False)
-            else:
-                table.to_csv(tmp, index=False)
+            else:  # text cells that a spreadsheet would run as a formula are quoted (validate.escape)
+                csv_safe(table).to_csv(tmp, index=False)
         return self.path(name)
 
     def file_hashes(self) -> dict[str, str]:
@@ -611,11 +613,13 @@ class Bundle:
         """``failures.csv`` as a DataFrame (empty when every case was scored)."""
         import pandas as pd
 
+        from validate.escape import csv_unsafe
+
         file = self.path / "failures.csv"
         if not file.exists() or file.stat().st_size == 0:
             return pd.DataFrame(columns=["site", "case_id", "reason"])
         try:
-            return pd.read_csv(file, dtype=str, keep_default_na=False)
+            return csv_unsafe(pd.read_csv(file, dtype=str, keep_default_na=False))
         except pd.errors.EmptyDataError:
             return pd.DataFrame(columns=["site", "case_id", "reason"])
 

@@ -11,7 +11,8 @@ Scopes (definitions used here):
 - ``overall``: the pooled block of ``metrics.json`` (with ``calibration``: the calibration JSON's
   ``overall`` block when it has one).
 - ``each_site``: every site of ``metrics.json`` (with ``calibration``: every site evaluated in the
-  calibration JSON for that method, i.e. on cases not used for fitting).
+  calibration JSON for that method, i.e. on cases not used for fitting; a scored site the comparison
+  meant to evaluate (its ``external_sites``) but did not gets a row decided by the insufficient policy).
 - ``each_subgroup:<attr>``: every group of the subgroup ``<attr>``, pooled over sites
   (``metrics.json`` ``subgroups``).
 - ``worst_subgroup:<attr>``: one row, the group with the worst judged quantity (lowest for ``min``,
@@ -34,21 +35,39 @@ value: the insufficient policy decides.
 
 A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
 ``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
+
+Declared sites with no scored case. A site the protocol declares but whose every case failed to read
+or score (or that the predictions do not hold) has no block in ``metrics.json``; it must not vanish
+from the verdict. When the declared sites are known (``sites=``, or the protocol's ``sites``):
+
+- the built-in check ``sites scored`` (:data:`SITES_SCORED`) adds one row per declared site, failing
+  where the site has no scored case; it is judged whether or not the protocol declares gates;
+- every gate judged per site (``each_site``, ``subgroup_gap``) gets a ``fail`` row for such a site,
+  whatever its insufficient policy (a site without cases is not "too little data", it is missing);
+- pooled scopes (``overall``, ``each_subgroup``, ``worst_subgroup``) are judged on the cases there are,
+  and their reason names the missing sites (the built-in check already fails the run).
+
+A gate that yields no row at all (e.g. a subgroup with no group) gets one row decided by its
+insufficient policy, so that no declared gate is ever absent from the verdict.
 The overall verdict is ``fail`` if any row fails, else ``warn`` if any warns, else ``pass``;
 the exit code is 1 for ``fail`` and 0 otherwise (DESIGN.md).
 
 Outputs: :meth:`GateReport.to_json` (``gates.json``), :meth:`GateReport.to_junit` (``junit.xml``:
 one testcase per row; failures as ``<failure>``, warnings as ``<skipped>`` so GitLab and Jenkins show
 them without failing the pipeline) and :meth:`GateReport.to_markdown` (a pull-request comment).
+Text from the protocol and the manifests (gate names, site ids, subgroup values, reasons) is made safe
+for each format by :mod:`validate.escape`: JUnit stays well-formed XML whatever the characters, and the
+Markdown comment carries no HTML, link, image or @mention.
 """
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
+from validate.escape import markdown_text, xml_text
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
@@ -57,6 +76,7 @@ ON = ("estimate", "ci_low", "ci_high")
 POLICIES = ("fail", "warn", "pass")
 _SYMBOL = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 SHIFT_METRICS = ("drift_windows_flagged", "shift_material_findings", "shift_flagged_findings")
+SITES_SCORED = "sites scored"  # the built-in check: every declared site has at least one scored case
 
 
 @dataclass(frozen=True)
@@ -137,6 +157,7 @@ class GateRow:
     group: Optional[str] = None
     calibration: Optional[str] = None
     insufficient: bool = False
+    builtin: bool = False  # a check of the suite itself (SITES_SCORED), not a gate of the protocol
 
     def to_dict(self) -> dict:
         return {k: _clean(v) for k, v in asdict(self).items()}
@@ -182,21 +203,24 @@ class GateReport:
         not failing, as a warning is meant to be) and the details in ``<system-out>``.
         """
         n, fails, warns = len(self.rows), self.counts["fail"], self.counts["warn"]
-        root = ET.Element("testsuites", name=f"validate gates: {self.name}", tests=str(n),
+        # every text from a protocol or a manifest goes through xml_text: one control character would
+        # make the whole file not well-formed, and CI would drop every result in it
+        x = xml_text
+        root = ET.Element("testsuites", name=x(f"validate gates: {self.name}"), tests=str(n),
                           failures=str(fails), errors="0", skipped=str(warns), time="0")
-        suite = ET.SubElement(root, "testsuite", name=f"validate gates: {self.name}", tests=str(n),
+        suite = ET.SubElement(root, "testsuite", name=x(f"validate gates: {self.name}"), tests=str(n),
                               failures=str(fails), errors="0", skipped=str(warns), time="0")
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="verdict", value=self.verdict)
         for row in self.rows:
-            case = ET.SubElement(suite, "testcase", classname=f"gates.{_junit_name(row.gate)}",
-                                 name=f"{row.item}: {_row_rule(row)}", time="0")
-            details = _row_details(row)
+            case = ET.SubElement(suite, "testcase", classname=x(f"gates.{_junit_name(row.gate)}"),
+                                 name=x(f"{row.item}: {_row_rule(row)}"), time="0")
+            details = x(_row_details(row))
             if row.verdict == "fail":
-                fail = ET.SubElement(case, "failure", message=row.reason, type="GateFailed")
+                fail = ET.SubElement(case, "failure", message=x(row.reason), type="GateFailed")
                 fail.text = details
             elif row.verdict == "warn":
-                ET.SubElement(case, "skipped", message=f"warning: {row.reason}")
+                ET.SubElement(case, "skipped", message=x(f"warning: {row.reason}"))
                 ET.SubElement(case, "system-out").text = details
             else:
                 ET.SubElement(case, "system-out").text = details
@@ -207,12 +231,14 @@ class GateReport:
     def to_markdown(self, *, ci_level: Optional[float] = None, max_rows: int = 60) -> str:
         """A summary fit for a pull-request comment: verdict, counts, then failing rows first."""
         v = self.verdict
-        lines = [f"### {_SYMBOL[v]} Release gates: **{v.upper()}** ({self.name})", ""]
+        lines = [f"### {_SYMBOL[v]} Release gates: **{v.upper()}** ({_md(self.name)})", ""]
         if not self.rows:
             lines.append("No gates are declared in the protocol.")
             return "\n".join(lines) + "\n"
         c = self.counts
-        lines.append(f"{len(self.rows)} check(s) from {len(self.gates)} gate(s): "
+        builtin = " and the built-in check that every declared site has scored cases" if any(
+            r.builtin for r in self.rows) else ""
+        lines.append(f"{len(self.rows)} check(s) from {len(self.gates)} gate(s){builtin}: "
                      f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail.")
         lines.append("")
         level = f"{ci_level:.0%} CI" if ci_level else "CI"
@@ -221,8 +247,8 @@ class GateReport:
         ordered = sorted(self.rows, key=lambda r: -_RANK[r.verdict])  # stable: protocol order within a verdict
         for row in ordered[:max_rows]:
             lines.append("| " + " | ".join([
-                _SYMBOL[row.verdict], _md(row.gate), _md(row.item), _md(_row_rule(row)), _fmt(row.value),
-                _interval_text(row.estimate, row.ci_low, row.ci_high), _n_text(row.n, row.n_events),
+                _SYMBOL[row.verdict], _md(row.gate), _md(row.item), _md(_row_rule(row)), _value_text(row),
+                _value_text(row) if row.builtin else _interval_text(row.estimate, row.ci_low, row.ci_high), _n_text(row.n, row.n_events),
                 _md(row.reason)]) + " |")
         if len(ordered) > max_rows:
             lines.append(f"\n… and {len(ordered) - max_rows} more row(s) in gates.json.")
@@ -308,25 +334,115 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
 
 def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional[Mapping] = None,
                 subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
-                name: Optional[str] = None) -> GateReport:
+                name: Optional[str] = None, sites: Optional[Sequence[str]] = None,
+                cohort: Optional[Mapping] = None) -> GateReport:
     """Judge every gate; return a :class:`GateReport`.
 
     ``gates``: the protocol's gate list (pydantic objects or dicts); ``metrics``: Metrics JSON;
     ``calibration``: Calibration JSON (needed by gates with ``calibration``); ``subgroups``: the
     subgroup analysis of :mod:`validate.analysis.subgroups` (needed by ``subgroup_gap``); ``shift``:
-    ``shift.json`` (needed by the shift and drift counts); ``protocol``: only used to locate problems (file and line). Raises :class:`InputError` when a
-    gate asks for something the results do not hold (see :func:`check_gates`).
+    ``shift.json`` (needed by the shift and drift counts); ``protocol``: locates problems (file and
+    line) and declares the sites; ``sites``: the declared site ids (default: the protocol's), judged by
+    the built-in :data:`SITES_SCORED` check; ``cohort``: ``sites.json``, whose exclusion counts explain a
+    site without scored cases. Raises :class:`InputError` when a gate asks for something the results do
+    not hold (see :func:`check_gates`).
     """
     specs = gates if all(isinstance(g, GateSpec) for g in gates) else gate_specs(gates)
     specs = list(specs)
     check_gates(specs, metrics, calibration=calibration, subgroups=subgroups, shift=shift, protocol=protocol)
+    declared = _declared_sites(sites, protocol)
+    metrics = _with_empty_bands(metrics, protocol)
+    scored = metrics.get("sites") or {}
+    missing = {s: _missing_reason(s, cohort) for s in (declared or []) if s not in scored}
     rows: list[GateRow] = []
     for spec in specs:
         if spec.metric in SHIFT_METRICS:
-            rows.extend(_judge_shift(spec, metrics, shift or {}))
+            judged = _judge_shift(spec, metrics, shift or {})
         else:
-            rows.extend(_judge_one(spec, metrics, calibration, subgroups))
+            judged = _judge_one(spec, metrics, calibration, subgroups)
+        rows.extend(_with_missing_sites(spec, judged, missing))
+    if declared is not None:
+        rows.extend(_sites_scored(declared, scored, missing))
     return GateReport(gates=specs, rows=rows, name=name or getattr(protocol, "name", None) or "validate")
+
+
+def _declared_sites(sites: Optional[Sequence[str]], protocol: Any) -> Optional[list[str]]:
+    if sites is not None:
+        return [str(s) for s in sites]
+    declared = getattr(protocol, "sites", None)
+    if not declared:
+        return None
+    return [str(getattr(s, "id", s)) for s in declared]
+
+
+def _with_empty_bands(metrics: Mapping, protocol: Any) -> Mapping:
+    """``metrics`` with a block for every declared band of a banded subgroup that holds no case
+    (``{"n": 0, "insufficient": true}``), so that an ``each_subgroup`` or ``worst_subgroup`` gate shows
+    the empty band, decided by its insufficient policy, instead of judging the other bands alone."""
+    from validate.cohort import band_labels
+
+    declared = {g.name: band_labels(list(g.bands)) for g in getattr(protocol, "subgroups", None) or []
+                if getattr(g, "bands", None)}
+    observed = metrics.get("subgroups") or {}
+    if not any(set(labels) - set(observed.get(name) or {}) for name, labels in declared.items()
+               if name in observed):
+        return metrics
+    subgroups = {name: dict(groups) for name, groups in observed.items()}
+    for name, labels in declared.items():
+        if name in subgroups:
+            for label in labels:
+                subgroups[name].setdefault(label, {"n": 0, "n_events": 0, "insufficient": True,
+                                                   "reason": "no case in this declared band"})
+    return {**metrics, "subgroups": subgroups}
+
+
+def _missing_reason(site: str, cohort: Optional[Mapping]) -> str:
+    """Why a declared site has no block: no case scored, with the exclusions of ``sites.json``."""
+    info = ((cohort or {}).get("sites") or {}).get(site) or {}
+    excluded = info.get("excluded") or {}
+    if excluded:
+        kinds = "; ".join(f"{k} ({v})" for k, v in sorted(excluded.items()))
+        return f"no scored case at declared site {site}: {sum(excluded.values())} case(s) excluded: {kinds}"
+    return (f"no scored case at declared site {site}: every case failed to read or score, "
+            "or the predictions hold none")
+
+
+def _with_missing_sites(spec: GateSpec, rows: list[GateRow], missing: Mapping[str, str]) -> list[GateRow]:
+    """A gate's rows with the declared sites that have no scored case accounted for (module docstring)."""
+    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
+                threshold=spec.threshold, calibration=spec.calibration)
+    if missing and spec.kind in ("each_site", "subgroup_gap"):
+        for s, why in sorted(missing.items()):
+            item = f"site {s}" if spec.kind == "each_site" else f"site {s}: {spec.attribute} (|gap|)"
+            rows.append(GateRow(**base, item=item, verdict="fail", reason=f"{why}; a missing site fails every gate "
+                                "judged per site", n=0, site=s, insufficient=True))
+    elif missing:
+        note = f"pooled without declared site(s) {', '.join(sorted(missing))}, which have no scored case"
+        for row in rows:
+            row.reason = f"{row.reason}; {note}" if row.reason else note
+    if not rows:
+        row = GateRow(**base, item=spec.scope, verdict="pass", reason="", insufficient=True,
+                      subgroup=spec.attribute)
+        rows.append(_apply_policy(spec, row, f"nothing to judge: scope {spec.scope} has no block in the results"))
+    return rows
+
+
+def _sites_scored(declared: Sequence[str], scored: Mapping, missing: Mapping[str, str]) -> list[GateRow]:
+    """The built-in :data:`SITES_SCORED` rows: one per declared site, ``fail`` when it has no scored case."""
+    rows = []
+    for s in declared:
+        blk = scored.get(s) or {}
+        n = _int(blk.get("n"))
+        row = GateRow(gate=SITES_SCORED, metric="n", scope="each_site", item=f"site {s}", on="estimate",
+                      direction="min", threshold=1.0, verdict="pass", reason="", value=None if n is None else float(n),
+                      estimate=None if n is None else float(n), n=n or 0, n_events=_int(blk.get("n_events")),
+                      site=s, builtin=True)
+        if s in missing or not n:
+            row.verdict, row.reason = "fail", missing.get(s) or f"no scored case at declared site {s}"
+        else:
+            row.reason = f"{n} scored case(s) >= 1"
+        rows.append(row)
+    return rows
 
 
 def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
@@ -341,7 +457,10 @@ def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
     if kind == "each_site":
         sites = (calibration["methods"][spec.calibration].get("sites") or {} if spec.calibration
                  else metrics.get("sites") or {})
-        return [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+        rows = [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+        if spec.calibration:
+            rows += _not_evaluated_after_calibration(spec, base, metrics, calibration, sites)
+        return rows
     groups = (metrics.get("subgroups") or {}).get(attr) or {}
     if kind == "each_subgroup":
         return [_judge_block(spec, groups[g], base, item=f"{attr}={g}", subgroup=attr, group=g)
@@ -349,6 +468,27 @@ def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
     if kind == "worst_subgroup":
         return [_judge_worst(spec, groups, base, attr)]
     return _judge_gaps(spec, subgroups or {}, base, attr)
+
+
+def _not_evaluated_after_calibration(spec: GateSpec, base: dict, metrics: Mapping, calibration: Mapping,
+                                     evaluated: Mapping) -> list[GateRow]:
+    """Rows for the scored sites a calibrated ``each_site`` gate cannot judge: sites the comparison
+    meant to evaluate (``external_sites``; without that key, every scored site not fitted on) that
+    are absent from that method's evaluated sites in calibration.json."""
+    fitted = set(map(str, calibration.get("fit_on") or []))
+    meant = calibration.get("external_sites")
+    expected = [str(s) for s in meant] if meant is not None else [s for s in metrics.get("sites") or {}
+                                                                   if s not in fitted]
+    rows = []
+    for s in sorted(expected):
+        if s in evaluated or s not in (metrics.get("sites") or {}):
+            continue
+        blk = metrics["sites"][s]
+        row = GateRow(**base, item=f"site {s}", verdict="pass", reason="", n=_int(blk.get("n")),
+                      n_events=_int(blk.get("n_events")), site=s, insufficient=True)
+        rows.append(_apply_policy(spec, row, f"site {s} was not evaluated after {spec.calibration} "
+                                  "(absent from calibration.json)"))
+    return rows
 
 
 def shift_counts(shift: Mapping, site: str) -> dict:
@@ -590,14 +730,21 @@ def _n_text(n: Optional[int], events: Optional[int]) -> str:
 
 def _row_rule(row: GateRow) -> str:
     op = ">=" if row.direction == "min" else "<="
+    if row.builtin:
+        return f"scored cases {op} {_thr(row.threshold)}"
     what = f"|gap| {row.metric}" if row.scope.startswith("subgroup_gap") else row.metric
     after = f" after {row.calibration}" if row.calibration else ""
     return f"{what} {row.on}{after} {op} {_thr(row.threshold)}"
 
 
+def _value_text(row: GateRow) -> str:
+    """The judged value; the built-in check's is a count of cases."""
+    return _n_text(row.n, None) if row.builtin else _fmt(row.value)
+
+
 def _row_details(row: GateRow) -> str:
     return (f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
-            f"value: {_fmt(row.value)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
+            f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
             f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}")
 
 
@@ -606,4 +753,5 @@ def _junit_name(text: str) -> str:
 
 
 def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """Text from a protocol or a manifest as inert Markdown (:func:`validate.escape.markdown_text`)."""
+    return markdown_text(text)

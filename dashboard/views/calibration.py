@@ -12,15 +12,15 @@ if not cal or not cal.get("methods"):
     ui.missing("calibration.json", "no calibration methods were compared in this run")
     st.stop()
 
-fit_on = ", ".join(cal.get("fit_on") or []) or "—"
+fit_on = ui.md(", ".join(cal.get("fit_on") or []) or "—")
 recommended = cal.get("recommended")
 if recommended:
     why = cal.get("recommendation_note") or cal.get("recommended_reason") or ""
-    note = f" Note: {why}" if why else ""
-    st.success(f"**Recommended: {recommended}** (design {cal.get('design', '—')}, fitted on {fit_on}).{note}",
+    note = f" Note: {ui.md(why)}" if why else ""
+    st.success(f"**Recommended: {ui.md(recommended)}** (design {ui.md(cal.get('design', '—'))}, fitted on {fit_on}).{note}",
                icon=":material/recommend:")
 else:
-    st.info(f"No method is recommended (design {cal.get('design', '—')}, fitted on {fit_on}).")
+    st.info(f"No method is recommended (design {ui.md(cal.get('design', '—'))}, fitted on {fit_on}).")
 
 blocks = [b for m in cal["methods"].values() for b in (m.get("sites") or {}).values()]
 metrics = tables.metric_names(blocks)

@@ -36,7 +36,7 @@ site = st.selectbox("Site", sites, key="cases-site")
 row = counts[counts["site"] == site]
 n_cases, n_err = (int(row["cases"].iloc[0]), int(row["errors"].iloc[0])) if len(row) else (0, 0)
 shown = top[top["site"] == site].drop(columns=["site"])
-st.markdown(f"**{site}**: {n_err} error(s) among {n_cases} cases; the {len(shown)} most confident are shown. "
+st.markdown(f"**{ui.md(site)}**: {n_err} error(s) among {n_cases} cases; the {len(shown)} most confident are shown. "
             + ("Images come from this site's image folder." if site in roots else ""))
 
 display = shown.copy()

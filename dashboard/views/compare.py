@@ -19,9 +19,10 @@ base = ui.open_run(dict(others)[base_name], st.session_state.get(ui.RUNS_DIR_KEY
 if base is None:
     st.stop()
 
-st.markdown(f"**New**: {run.name} ({run.title}) · **Baseline**: {base.name} ({base.title})")
+st.markdown(f"**New**: {ui.md(run.name)} ({ui.md(run.title)}) · **Baseline**: {ui.md(base.name)} ({ui.md(base.title)})")
 if base.task != run.task:
-    st.warning(f"The runs have different tasks ({base.task} vs {run.task}); only metrics they share are compared.")
+    st.warning(f"The runs have different tasks ({ui.md(base.task)} vs {ui.md(run.task)}); only metrics they share "
+               "are compared.")
 
 candidates = [m for m in tables.metric_names([*(base.metrics.get("sites") or {}).values(),
                                               *(run.metrics.get("sites") or {}).values()])]
@@ -30,7 +31,7 @@ chosen = st.multiselect("Metrics", candidates, default=default, format_func=tabl
 shared = [s for s in run.sites if s in set(base.sites)]
 missing_sites = sorted(set(run.sites) ^ set(base.sites))
 if missing_sites:
-    st.caption(f"Sites in only one of the runs (not compared): {', '.join(missing_sites)}")
+    st.caption(f"Sites in only one of the runs (not compared): {ui.md(', '.join(missing_sites))}")
 
 display, numeric = tables.compare_table(base, run, chosen)
 ui.table(display, f"compare-{base.name}", csv=numeric, run=run,

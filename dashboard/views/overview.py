@@ -94,9 +94,10 @@ else:
                      "pseudonymised unless the protocol keeps them.")
 
 with st.expander("Provenance"):
-    st.markdown(f"Protocol **{proto.get('name', '—')}** v{proto.get('version', '—')} · sha256 "
-                f"`{proto.get('sha256') or '—'}`  \nCheckpoint `{ckpt.get('path') or '—'}` · sha256 "
-                f"`{ckpt.get('sha256') or '—'}`  \nStarted {prov.get('started_at', '—')} · finished "
-                f"{prov.get('finished_at', '—')} · device {prov.get('device') or '—'} · seeds "
-                f"{prov.get('seeds') or '—'}")
+    md = ui.md  # provenance is data from the bundle: inert Markdown
+    st.markdown(f"Protocol **{md(proto.get('name', '—'))}** v{md(proto.get('version', '—'))} · sha256 "
+                f"{md(proto.get('sha256') or '—')}  \nCheckpoint {md(ckpt.get('path') or '—')} · sha256 "
+                f"{md(ckpt.get('sha256') or '—')}  \nStarted {md(prov.get('started_at', '—'))} · finished "
+                f"{md(prov.get('finished_at', '—'))} · device {md(prov.get('device') or '—')} · seeds "
+                f"{md(prov.get('seeds') or '—')}")
     st.json(prov.get("software") or {}, expanded=False)

@@ -15,14 +15,14 @@ if not shift:
     st.stop()
 
 if not shift.get("sites") and not (shift.get("drift") or {}).get("sites"):
-    st.info(f"This run has no site comparison or drift analysis: {shift.get('reason') or 'nothing to compare'}.")
+    st.info(f"This run has no site comparison or drift analysis: {ui.md(shift.get('reason') or 'nothing to compare')}.")
     st.stop()
 
 dev = shift.get("development") or {}
 alpha = shift.get("alpha", 0.05)
 correction = {"holm": "Holm (family-wise error)", "bh": "Benjamini–Hochberg (false discovery rate)"}.get(
     shift.get("correction"), shift.get("correction") or "—")
-st.markdown(f"Reference: **{', '.join(dev.get('sites') or []) or '—'}** (n = {dev.get('n', '—')}, prevalence "
+st.markdown(f"Reference: **{ui.md(', '.join(dev.get('sites') or []) or '—')}** (n = {dev.get('n', '—')}, prevalence "
             f"{tables.fmt(tables.triplet(dev.get('prevalence'))[0])}). A difference is *flagged* when its p-value, "
             f"corrected for the number of tests at that site by {correction}, is below {alpha}; it is *material* when "
             "it is flagged and also larger than its practical threshold.")
@@ -74,11 +74,11 @@ if sites:
 drift = shift.get("drift") or {}
 st.subheader("Drift over time")
 if not drift.get("sites"):
-    st.info(f"No temporal drift analysis: {drift.get('reason') or 'the cases carry no acquisition dates'}.")
+    st.info(f"No temporal drift analysis: {ui.md(drift.get('reason') or 'the cases carry no acquisition dates')}.")
 else:
     dsites = list(drift["sites"].keys())
     flagged = drift.get("flagged_sites") or []
-    st.markdown(f"Drift flagged at: **{', '.join(flagged) or 'no site'}**.")
+    st.markdown(f"Drift flagged at: **{ui.md(', '.join(flagged) or 'no site')}**.")
     dsite = st.selectbox("Site (drift)", dsites, key="drift-site")
     d = drift["sites"][dsite]
     metric = st.selectbox("Metric (drift)", ["auroc", "ece", "calibration_intercept", "prevalence", "mean_score"],

@@ -39,7 +39,8 @@ def regate(bundle_path, protocol_path=None):
     bundle = read_bundle(bundle_path)
     protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
     return bundle, judge_gates(protocol.gates, bundle.metrics, calibration=bundle.calibration,
-                               subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol)
+                               subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol,
+                               cohort=bundle.sites)
 
 
 def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:

@@ -169,7 +169,7 @@ def analyse(protocol, frame, failures) -> dict:
                          calibration=calibration, fit_on=protocol.calibration_fit_sites)
     sites = cohort_summary(frame, protocol, groups, failures, ci_level=settings.ci_level)
     gates = judge_gates(protocol.gates, metrics, calibration=calibration, subgroups=subgroups, shift=shift,
-                        protocol=protocol)
+                        protocol=protocol, cohort=sites)
     return {"table": table, "metrics": metrics, "calibration": calibration, "shift": shift, "subgroups": subgroups,
             "curves": curves, "sites": sites, "gates": gates, "settings": settings, "order": order}
 
@@ -244,12 +244,13 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
 
 def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: float) -> str:
     from validate.charts import entry_text
+    from validate.escape import terminal_text
 
     metrics = parts["metrics"]
     gates = parts["gates"]
     failures = loaded["failures"]
     ci = parts["settings"].ci_level
-    lines = [f"{protocol.name} v{protocol.version}: {len(parts['order'])} site(s), {metrics['overall'].get('n')} case(s) "
+    lines = [f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), {metrics['overall'].get('n')} case(s) "
              f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"]
     if protocol.task == "binary":
         keys = ("auroc", "ece", "calibration_slope")
@@ -260,10 +261,12 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     head = f"  {'site':<14} {'role':<12} {'n':>6} {'events':>6}  " + "  ".join(
         f"{k + f' ({ci:.0%} CI)':<24}" for k in keys)
     lines.append(head)
-    for s in parts["order"]:
+    for s in [site.id for site in protocol.sites]:  # every declared site: one without scored cases shows as 0
         b = metrics["sites"].get(s) or {}
         role = protocol.site(s).role
         flag = "  [insufficient]" if b.get("insufficient") else ""
+        if s not in metrics["sites"]:
+            flag = "  [no scored case]"
         lines.append(f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get('n_events', '')):>6}  "
                      + "  ".join(f"{entry_text(b.get(k)):<24}" for k in keys) + flag)
     c = gates.counts
@@ -271,7 +274,8 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
         lines.append(f"Gates: {len(gates.rows)} check(s): {c['pass']} pass, {c['warn']} warn, {c['fail']} fail")
         for r in gates.rows:
             if r.verdict != "pass":
-                lines.append(f"  {r.verdict.upper():<4} {r.gate} [{r.item}]: {r.reason}")
+                # gate names and subgroup values are data: no escape sequence reaches the terminal
+                lines.append(terminal_text(f"  {r.verdict.upper():<4} {r.gate} [{r.item}]: {r.reason}"))
     cal = parts.get("calibration") or {}
     if cal.get("recommended"):
         lines.append(f"Calibration: recommended method {cal['recommended']} ({cal.get('design')}, fitted on "

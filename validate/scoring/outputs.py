@@ -158,9 +158,10 @@ def write_predictions(df: Any, path: Path, *, task: Optional[str] = None, classe
 
 
 def write_failures(df: Any, path: Path) -> None:
+    from validate.escape import csv_safe  # no spreadsheet formula from a case id or reason (OWASP)
     from validate.io import atomic_write_text
 
-    atomic_write_text(path, df.to_csv(index=False))
+    atomic_write_text(path, csv_safe(df).to_csv(index=False))
 
 
 def read_predictions_file(path: Path, *, task: str, classes: Optional[list[str]] = None,
