@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from tests.adversarial.conftest import Unchanged, run_cli
+from tests.adversarial.harness import Unchanged, run_cli
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))

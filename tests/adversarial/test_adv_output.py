@@ -343,7 +343,13 @@ def test_over_long_kept_case_ids_give_a_whole_bundle(tmp_path):
 
     stored = pd.read_parquet(bundle / "predictions.parquet")
     assert stored["case_id"].str.len().min() >= 300  # kept as they are
-    assert not (bundle / "thumbnails").exists()       # too long to be a file name: no thumbnail
+    # too long to be a file name: the thumbnail is named by the id's hash (validate.thumbnails.thumbnail_name)
+    import hashlib
+
+    names = {p.stem for p in (bundle / "thumbnails").rglob("*.png")}
+    assert names and all(n.startswith("id-") and len(n) == 43 for n in names), names
+    hashed = {"id-" + hashlib.sha256(c.encode()).hexdigest()[:40] for c in stored["case_id"]}
+    assert names <= hashed
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["b"]
 
 
