@@ -369,3 +369,14 @@ gates:
     protocol = load_protocol(write_tabular(tmp_path, TABULAR[:TABULAR.index("gates:")] + gates))
     check_protocol_gates(protocol)
     assert len(protocol.gates) == 10
+
+
+def test_duplicate_keys_compared_as_read(tmp_path):
+    # `~` and `null` are the same key once read, as are 16 and 0x10: the later one would silently win
+    path = tmp_path / "p.yaml"
+    path.write_text("name: toy\n~: 1\nnull: 2\n16: a\n0x10: b\n")
+    with pytest.raises(InputErrors) as info:
+        load_protocol(path)
+    assert [(p.line, p.message) for p in info.value.problems] == [
+        (3, "duplicate key `null`: first at line 2, again at line 3"),
+        (5, "duplicate key `0x10`: first at line 4, again at line 5")]

@@ -458,7 +458,7 @@ def _inspect_nodes(root: yaml.Node, file: Path) -> None:
                 for k, v in node.value:
                     children += [k, v]
                     if isinstance(k, yaml.ScalarNode):
-                        ident = (k.tag, k.value)
+                        ident = _key_identity(k)
                         line = k.start_mark.line + 1
                         if ident in seen and k.value != "<<":
                             problems.append(InputError(
@@ -487,6 +487,22 @@ def _inspect_nodes(root: yaml.Node, file: Path) -> None:
     visit(root, 0)
     if problems:
         raise InputErrors(problems)
+
+
+def _key_identity(key: yaml.ScalarNode) -> Any:
+    """What a scalar key reads as, compared as the mapping built from it will compare it (``~`` and
+    ``null`` are one key, as are ``16``, ``0x10`` and ``16.0``)."""
+    if key.tag == "tag:yaml.org,2002:str":
+        return key.value
+    loader = _Loader("")
+    try:
+        value = loader.construct_object(key)
+        hash(value)
+        return value
+    except (yaml.YAMLError, TypeError, ValueError):
+        return (key.tag, key.value)
+    finally:
+        loader.dispose()
 
 
 def _yaml_lines(root: Optional[yaml.Node]) -> dict[tuple, int]:
