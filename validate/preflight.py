@@ -100,7 +100,7 @@ def _gate_problems(protocol) -> list[InputError]:
             if gate.metric not in valid:
                 err(i, gate, "metric", f"the subgroup analysis has no gap in `{gate.metric}` for a {task} task"
                     + _nearest(gate.metric, valid), f"one of {', '.join(valid)}" if valid
-                    else f"another scope: gaps are computed for binary tasks only")
+                    else "another scope: gaps are computed for binary tasks only")
             continue
         if after not in blocks:
             blocks[after] = probe_block(protocol, smooth_intervals=False)

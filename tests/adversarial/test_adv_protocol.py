@@ -11,7 +11,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from tests.adversarial.conftest import Unchanged, run_cli
