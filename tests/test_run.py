@@ -122,6 +122,7 @@ def test_bad_input_exits_2_with_a_located_message(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
     assert main(["gate", str(tmp_path / "nope")]) == 2
     assert "bundle folder not found" in capsys.readouterr().err
+    proto = make_protocol(tmp_path, "plain.yaml", n_bootstrap=0)  # the typo is now refused before any input is read
     stray = pd.read_csv(tmp_path / "predictions.csv")
     stray.loc[0, "site"] = "elsewhere"
     stray.to_csv(tmp_path / "stray.csv", index=False)

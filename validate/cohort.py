@@ -41,7 +41,12 @@ def _row_error(message: str, *, file: Path, row: int, field: str, expected: str 
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
-    """Read a manifest CSV as strings (missing cells become ''), with a clear error if unreadable."""
+    """Read a manifest CSV as strings (missing cells become ''), with a clear error if unreadable.
+
+    Every cell is read as text: identifiers stay exactly as written (``"007"`` is not ``"7"``; a
+    19-digit id beside a blank cell does not become a float), and numbers are parsed later, column by
+    column, only where the protocol asks for a number. A column header given twice is an error
+    (pandas would quietly rename the second ``label.1`` and read only the first)."""
     if not path.exists():
         raise InputError("manifest not found", file=path, expected="a CSV file with one row per case")
     if path.is_dir():
@@ -54,8 +59,23 @@ def read_manifest(path: Path) -> pd.DataFrame:
         raise InputError("manifest is empty", file=path, expected="a header row and one row per case") from None
     except pd.errors.ParserError as exc:
         raise InputError(f"not a readable CSV: {exc}", file=path) from None
+    _check_header(path)
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a header that names a column twice (after trimming spaces, as the columns are read)."""
+    header = pd.read_csv(path, dtype=str, header=None, nrows=1, keep_default_na=False, skipinitialspace=True)
+    names = [str(c).strip() for c in header.iloc[0]] if len(header) else []
+    first: dict[str, int] = {}
+    problems = ProblemCollector()
+    for i, name in enumerate(names, start=1):
+        if name in first:
+            problems.add(InputError(f"column `{name}` appears twice in the header (columns {first[name]} and {i})",
+                                    file=path, line=1, field=name, expected="each column name once"))
+        first.setdefault(name, i)
+    problems.raise_if_any()
 
 
 def _label_map(protocol: Protocol) -> dict[str, int]:
@@ -202,12 +222,13 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
                                         field=feat, expected="a number, or an empty cell for missing"))
             out[f"feature:{feat}"] = num.astype("float64")
 
-    # attributes (kept as text unless numeric) and the acquisition date
+    # attributes and the acquisition date
+    categorical = categorical_columns(protocol)
     for attr in dict.fromkeys(list(protocol.attributes) + [g.column for g in protocol.subgroups if g.column]):
         raw = df[attr].str.strip()
         missing = raw.isin(MISSING_TOKENS)
         num = pd.to_numeric(raw.where(~missing), errors="coerce")
-        if (num.notna() | missing).all() and (~missing).any():
+        if attr not in categorical and (num.notna() | missing).all() and (~missing).any():
             out[attr] = num.astype("float64")
         else:
             out[attr] = raw.where(~missing, None)
@@ -226,6 +247,15 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
             if p and not Path(p).is_file():
                 warnings.append(f"{manifest_path}, row {r + 1} (line {r + 2}): image file not found: {p}")
     return SiteCohort(site=site, cases=out.reset_index(drop=True), manifest_path=manifest_path, warnings=warnings)
+
+
+def categorical_columns(protocol: Protocol) -> set[str]:
+    """Columns the protocol declares categorical: those of a subgroup without ``bands``. They are kept
+    as text, always: codes such as ``007`` and ``7`` are different groups, and a column of digits is
+    still a category. A column also cut into bands is numeric. Other attributes are numbers when every
+    present value is one, text otherwise."""
+    banded = {g.column for g in protocol.subgroups if g.column and g.bands is not None}
+    return {g.column for g in protocol.subgroups if g.column and g.bands is None} - banded
 
 
 def load_cohorts(protocol: Protocol, *, check_files: bool = False) -> list[SiteCohort]:

@@ -619,6 +619,12 @@ def _apply_policy(spec: GateSpec, row: GateRow, why: str) -> GateRow:
     return row
 
 
+def gateable_metrics(block: Mapping) -> set[str]:
+    """The metric names a gate may name, given one metrics BLOCK: the block's dotted metric paths
+    (``auroc``, ``hosmer_lemeshow.p_value``) and the shift and drift counts (:data:`SHIFT_METRICS`)."""
+    return _metric_paths(block) | set(SHIFT_METRICS)
+
+
 # ---- small helpers -----------------------------------------------------------------------------
 
 def _metric_paths(block: Mapping, prefix: str = "") -> set[str]:

@@ -30,8 +30,25 @@ CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
 GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
 
 
+#: A name that becomes a folder or file name (protocol name, site id, subgroup name): letters, digits,
+#: `_`, `.` and `-`, not starting with a dot (so never `.`, `..` or a hidden file), at most 100
+#: characters. It excludes `/`, `\\`, NUL and every other control character, so it cannot leave the
+#: folder it is written into.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+SAFE_NAME_RULE = "letters, digits, _ . - only, not starting with a dot, at most 100 characters"
+_SAFE_SCHEMA = {"pattern": "^" + SAFE_NAME.pattern + "$"}  # for editors; the validator gives the message
+
+
+def _safe_name(value: str, what: str) -> str:
+    if not SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} cannot be a {what}: it becomes a folder or file name "
+                         f"({SAFE_NAME_RULE})")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: YAML reads .nan, .inf and -.inf as floats; no setting of a protocol means them
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Window(_Strict):
@@ -100,11 +117,16 @@ class Columns(_Strict):
 
 
 class Site(_Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    id: str = Field(description=f"site id: {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
     name: Optional[str] = None
     manifest: str
     image_root: Optional[str] = None
     role: Role = "external"
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        return _safe_name(v, "site id")
 
     @property
     def display_name(self) -> str:
@@ -114,10 +136,15 @@ class Site(_Strict):
 class Subgroup(_Strict):
     """A categorical column, a numeric column banded at cut points, or an intersection of subgroups."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description=f"subgroup name: {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
     column: Optional[str] = None
     bands: Optional[list[float]] = Field(None, description="cut points; bands are [a, b) e.g. <40, 40-59, >=60")
     intersection: Optional[list[str]] = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return _safe_name(v, "subgroup name")
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Subgroup":
@@ -173,6 +200,14 @@ class Gate(_Strict):
     calibration: Optional[str] = None
     insufficient: Literal["fail", "warn", "pass"] = "warn"
 
+    @field_validator("min", "max", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        # YAML `min: true` would otherwise be read as the bound 1.0
+        if isinstance(v, bool):
+            raise ValueError(f"a bound is a number, not {str(v).lower()}")
+        return v
+
     @field_validator("scope")
     @classmethod
     def _scope_form(cls, v: str) -> str:
@@ -207,7 +242,7 @@ class Gate(_Strict):
 class Protocol(_Strict):
     """A validation protocol. ``path`` (not a YAML key) is the file it was loaded from."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description=f"protocol name (default bundle folder runs/<name>-<time>): {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
     version: str = "1"
     description: Optional[str] = None
     task: Task
@@ -228,6 +263,11 @@ class Protocol(_Strict):
     _path: Optional[Path] = PrivateAttr(None)
     _sha256: Optional[str] = PrivateAttr(None)
     _lines: dict = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _safe(cls, v: str) -> str:
+        return _safe_name(v, "protocol name")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Protocol":
@@ -326,9 +366,42 @@ class Protocol(_Strict):
 
 # ---- loading -----------------------------------------------------------------------------------
 
+#: Deepest nesting a protocol may have (a real one is about 5 deep). PyYAML composes nodes recursively,
+#: so a hostile ``[[[[...]]]]`` would otherwise end in a RecursionError.
+MAX_DEPTH = 50
+#: Most YAML nodes a protocol may expand to, aliases counted each time they are used. Aliases are
+#: legitimate, but ten lines of nested aliases ("billion laughs") expand to 10^9 nodes.
+MAX_EXPANDED_NODES = 100_000
+#: Largest protocol file read (a real one is a few KiB).
+MAX_BYTES = 4 * 1024 * 1024
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 also reads `on`, `off`, `yes`, `no` as booleans,
-    which would turn the gate key `on:` into True."""
+    which would turn the gate key `on:` into True.
+
+    Composition is bounded: nesting deeper than :data:`MAX_DEPTH` is refused while it is read, before
+    the recursive composer can overflow the stack."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -339,14 +412,107 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def _yaml_lines(text: str) -> dict[tuple, int]:
+def _compose(text: str, file: Path) -> Optional[yaml.Node]:
+    """The YAML node graph of ``text`` (aliases are shared nodes), nesting bounded."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_node()
+    except _TooDeep as exc:
+        raise InputError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=exc.line,
+                         expected="a protocol a few levels deep") from None
+    finally:
+        loader.dispose()
+
+
+def _construct(root: yaml.Node) -> Any:
+    """Python data from a checked node graph (see :func:`_inspect_nodes`)."""
+    loader = _Loader("")
+    try:
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _inspect_nodes(root: yaml.Node, file: Path) -> None:
+    """Refuse what YAML allows but a protocol must not hold: a key repeated in one mapping (the later
+    one would silently win), aliases that expand past :data:`MAX_EXPANDED_NODES` nodes or past
+    :data:`MAX_DEPTH` levels, and an alias inside its own anchor (a cycle).
+
+    Each node is visited once (aliases share nodes), so the check is linear in the file however far
+    its aliases expand."""
+    size: dict[int, int] = {}       # node id -> nodes it expands to
+    height: dict[int, int] = {}     # node id -> levels it expands to
+    open_: set[int] = set()
+    problems: list[InputError] = []
+
+    def visit(node: yaml.Node, depth: int) -> None:
+        key = id(node)
+        if key in open_:
+            raise InputError("an alias refers to a node that contains it (a cycle)", file=file,
+                             line=node.start_mark.line + 1, expected="aliases to complete, earlier nodes")
+        if key not in size:
+            open_.add(key)
+            children: list = []
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[tuple, int] = {}
+                for k, v in node.value:
+                    children += [k, v]
+                    if isinstance(k, yaml.ScalarNode):
+                        ident = _key_identity(k)
+                        line = k.start_mark.line + 1
+                        if ident in seen and k.value != "<<":
+                            problems.append(InputError(
+                                f"duplicate key `{k.value}`: first at line {seen[ident]}, again at line {line}",
+                                file=file, line=line, field=k.value,
+                                expected="each key once per mapping (the later one would silently win)"))
+                        seen.setdefault(ident, line)
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            total, tallest = 1, 0
+            for child in children:
+                visit(child, depth + 1)
+                total += size[id(child)]
+                tallest = max(tallest, height[id(child)])
+                if total > MAX_EXPANDED_NODES:
+                    break
+            open_.discard(key)
+            size[key], height[key] = total, tallest + 1
+        if size[key] > MAX_EXPANDED_NODES:
+            raise InputError(f"aliases expand to more than {MAX_EXPANDED_NODES} values", file=file,
+                             line=node.start_mark.line + 1, expected="a protocol without an alias bomb")
+        if depth + height[key] > MAX_DEPTH + 1:
+            raise InputError(f"nested too deeply once aliases are expanded (more than {MAX_DEPTH} levels)",
+                             file=file, line=node.start_mark.line + 1, expected="a protocol a few levels deep")
+
+    visit(root, 0)
+    if problems:
+        raise InputErrors(problems)
+
+
+def _key_identity(key: yaml.ScalarNode) -> Any:
+    """What a scalar key reads as, compared as the mapping built from it will compare it (``~`` and
+    ``null`` are one key, as are ``16``, ``0x10`` and ``16.0``)."""
+    if key.tag == "tag:yaml.org,2002:str":
+        return key.value
+    loader = _Loader("")
+    try:
+        value = loader.construct_object(key)
+        hash(value)
+        return value
+    except (yaml.YAMLError, TypeError, ValueError):
+        return (key.tag, key.value)
+    finally:
+        loader.dispose()
+
+
+def _yaml_lines(root: Optional[yaml.Node]) -> dict[tuple, int]:
     """Map each key path of a YAML document to the 1-based line where its key (or item) starts."""
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = k.value
+                key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark.line + 1)
                 lines[path + (key,)] = k.start_mark.line + 1
                 walk(v, path + (key,))
         elif isinstance(node, yaml.SequenceNode):
@@ -354,7 +520,6 @@ def _yaml_lines(text: str) -> dict[tuple, int]:
                 lines[path + (i,)] = item.start_mark.line + 1
                 walk(item, path + (i,))
 
-    root = yaml.compose(text, Loader=_Loader)
     if root is not None:
         walk(root, ())
     return lines
@@ -426,14 +591,20 @@ def load_protocol(path: str | Path, *, problems: Optional[list] = None) -> Proto
         raise InputError("protocol file not found", file=path, expected="a YAML protocol file")
     if path.is_dir():
         raise InputError("is a folder, not a protocol file", file=path, expected="a YAML protocol file")
+    if path.stat().st_size > MAX_BYTES:
+        raise InputError(f"protocol file is larger than {MAX_BYTES // (1024 * 1024)} MiB", file=path,
+                         expected="a YAML protocol file of a few KiB")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=path) from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-        lines = _yaml_lines(text)
+        root = _compose(text, path)
+        if root is not None:
+            _inspect_nodes(root, path)
+        lines = _yaml_lines(root)  # before construction, which rewrites merge keys (<<) in place
+        data = _construct(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -486,11 +657,14 @@ def _check_references(p: Protocol) -> None:
         problems.append(InputError("no site to fit calibration on", file=file, line=p.line_of("sites"),
                                    field="sites", expected="a site with role development or calibration, "
                                    "or calibration.fit_on"))
+    problems += _attribute_problems(p)
     for i, gate in enumerate(p.gates):
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
+            near = difflib.get_close_matches(attr, sorted(known), n=1)
             problems.append(InputError(
-                f"scope names subgroup `{attr}`, which is not declared",
+                f"scope names subgroup `{attr}`, which is not declared"
+                + (f"; did you mean `{kind}:{near[0]}`?" if near else ""),
                 file=file, line=p.line_of("gates", i, "scope"), field=f"gates[{i}].scope",
                 expected=f"one of {sorted(known) or 'the names under subgroups'}"))
         if gate.calibration is not None and gate.calibration != "none" and gate.calibration not in p.calibration.methods:
@@ -500,6 +674,35 @@ def _check_references(p: Protocol) -> None:
                 expected=f"one of {p.calibration.methods}"))
     if problems:
         raise InputErrors(problems)
+
+
+#: Columns of a site's standard case table (validate.cohort) that an attribute of the same name would
+#: overwrite: declaring `attributes: [site]` would replace the site of every case by a manifest column.
+RESERVED_COLUMNS = ("case_id", "patient_id", "site", "y", "image_path", "acquired_at")
+
+
+def _attribute_problems(p: Protocol) -> list[InputError]:
+    """Attributes and subgroup columns are copied into predictions, metrics and the bundle: none may be
+    an identifier column (its raw values, e.g. MRNs, would be written out as attributes or group
+    names) or take the name of a standard case column."""
+    problems = []
+    ids = {p.columns.case_id: "columns.case_id", p.columns.patient_id: "columns.patient_id"}
+    label_cols = {f"y_{lab}" for lab in p.labels or []}
+    used = [(f"attributes[{i}]", ("attributes", i), a) for i, a in enumerate(p.attributes)]
+    used += [(f"subgroups[{i}].column", ("subgroups", i, "column"), g.column)
+             for i, g in enumerate(p.subgroups) if g.column]
+    for field, loc, column in used:
+        if column in ids:
+            problems.append(InputError(
+                f"`{column}` is the identifier column ({ids[column]}): its raw values would be written into "
+                "predictions and bundles", file=p.path, line=p.line_of(*loc), field=field,
+                expected="a case attribute that does not identify a patient"))
+        elif column in RESERVED_COLUMNS or column in label_cols:
+            problems.append(InputError(
+                f"`{column}` is the name of a standard case column, which this attribute would overwrite",
+                file=p.path, line=p.line_of(*loc), field=field,
+                expected=f"another column name (not {', '.join(RESERVED_COLUMNS)} or y_<label>)"))
+    return problems
 
 
 def json_schema() -> dict:

@@ -34,12 +34,17 @@ def summarise(protocol, cohorts) -> list[str]:
 
 def run(args) -> int:
     from validate.cohort import load_cohorts
+    from validate.preflight import check_protocol_gates
     from validate.protocol import load_protocol
 
     problems: list[InputError] = []
     for path in args.protocols:
         try:
             protocol = load_protocol(path, problems=problems)
+            try:
+                check_protocol_gates(protocol)
+            except InputErrors as exc:  # reported with the manifests' problems, all in one pass
+                problems.extend(exc.problems)
             cohorts = load_cohorts(protocol, check_files=True)
         except InputErrors as exc:
             problems.extend(exc.problems)

@@ -220,9 +220,11 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
                  device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary."""
     from validate.bundle import BundleWriter, default_bundle_dir, now_iso
+    from validate.preflight import check_protocol_gates
     from validate.protocol import load_protocol
 
     protocol = load_protocol(protocol_path)
+    check_protocol_gates(protocol)  # every gate answerable before anything is scored
     started = now_iso()
     t0 = time.perf_counter()
     target = Path(out) if out else default_bundle_dir(runs_dir, protocol.name)

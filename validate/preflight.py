@@ -1,0 +1,174 @@
+"""Pre-run checks: can a run answer every gate of this protocol? Asked before anything is scored.
+
+:func:`validate.gates.check_gates` judges gates against a run's results; by then the cohort has been
+scored. Most of what it refuses is known from the protocol alone, and ``validate check`` used to say
+"ok" for a misspelt metric (``aurc``) that ``validate run`` refused only after scoring.
+:func:`check_protocol_gates` asks the same questions up front, from the engines themselves rather than
+from lists copied here:
+
+- metric names: the paths of a metrics BLOCK that the metrics engine builds for this protocol's task,
+  classes and settings on a small synthetic cohort (:func:`probe_block`), read with
+  :func:`validate.gates.gateable_metrics`; ``subgroup_gap`` gates: the gap metrics of the subgroup
+  analysis (:data:`validate.analysis.subgroups.GAP_METRICS`) for the task;
+- shift and drift counts: scope ``overall`` or ``each_site``, no calibration, ``on: estimate``, and a
+  development site plus another site to compare (what the shift analysis needs);
+- ``on: ci_low``/``ci_high``: the metric must carry an interval in such a block (a count or a test
+  statistic has none, so the gate would fall to its insufficient policy on every run);
+- calibration: every ``calibration.methods`` entry is a method of the calibrator registry valid for
+  the task (:func:`validate.calibrators.registry.check_method`), and a gate judged after calibration
+  has scope ``overall`` or ``each_site`` (calibration results are per site).
+
+Subgroup names in scopes and gate calibration methods missing from ``calibration.methods`` are
+checked when the protocol is loaded (:mod:`validate.protocol`). Problems are raised together as
+:class:`InputErrors`, each with the protocol file, line, field and, where one is close, the nearest
+valid name.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from validate.errors import InputError, InputErrors
+
+#: Cases of the synthetic probe cohort: enough for every metric of a BLOCK to be defined.
+PROBE_CASES = 240
+#: Bootstrap replicates of the probe (enough to tell whether a metric carries an interval).
+PROBE_BOOTSTRAP = 4
+
+
+def check_protocol_gates(protocol) -> None:
+    """Raise :class:`InputErrors` for every gate or calibration method a run could not answer."""
+    problems = _method_problems(protocol)
+    if protocol.gates:
+        problems += _gate_problems(protocol)
+    if problems:
+        raise InputErrors(problems)
+
+
+def _method_problems(protocol) -> list[InputError]:
+    from validate.calibrators.registry import check_method
+
+    problems = []
+    for i, method in enumerate(protocol.calibration.methods):
+        if method == "none":  # the uncalibrated baseline, always compared
+            continue
+        try:
+            check_method(method, protocol.task)
+        except InputError as exc:
+            problems.append(InputError(exc.message, file=protocol.path, line=protocol.line_of("calibration", "methods", i),
+                                       field=f"calibration.methods[{i}]", expected=exc.expected))
+    return problems
+
+
+def _gate_problems(protocol) -> list[InputError]:
+    from validate.analysis.subgroups import GAP_METRICS
+    from validate.gates import SHIFT_METRICS, gateable_metrics
+
+    problems: list[InputError] = []
+    task = protocol.task
+    blocks = {False: probe_block(protocol, smooth_intervals=True)}  # key: judged after calibration
+    dev = protocol.sites_with_role("development")
+    comparable = bool(dev) and len(protocol.sites) > len(dev)
+
+    def err(i: int, gate, key: str, message: str, expected: str) -> None:
+        problems.append(InputError(f"gate `{gate.label}`: {message}", file=protocol.path,
+                                   line=protocol.line_of("gates", i, key), field=f"gates[{i}].{key}",
+                                   expected=expected))
+
+    for i, gate in enumerate(protocol.gates):
+        kind = gate.scope.partition(":")[0]
+        after = gate.calibration is not None
+        if after and kind not in ("overall", "each_site"):
+            err(i, gate, "scope", f"scope {kind} cannot be judged after calibration: calibration results are "
+                "per site", "scope overall or each_site with `calibration`")
+        if gate.metric in SHIFT_METRICS:
+            if kind not in ("overall", "each_site") or after:
+                err(i, gate, "scope", f"{gate.metric} is counted per site by the shift analysis",
+                    "scope each_site or overall, without `calibration`")
+            elif gate.on != "estimate":
+                err(i, gate, "on", f"{gate.metric} is a count without an interval", "on: estimate")
+            if not comparable:
+                err(i, gate, "metric", f"{gate.metric} needs the shift analysis, which compares external sites "
+                    "with a development site; this protocol has no such pair", "a site with role development "
+                    "and another site")
+            continue
+        if kind == "subgroup_gap":
+            valid = list(GAP_METRICS.get(task, ()))
+            if gate.metric not in valid:
+                err(i, gate, "metric", f"the subgroup analysis has no gap in `{gate.metric}` for a {task} task"
+                    + _nearest(gate.metric, valid), f"one of {', '.join(valid)}" if valid
+                    else "another scope: gaps are computed for binary tasks only")
+            continue
+        if after not in blocks:
+            blocks[after] = probe_block(protocol, smooth_intervals=False)
+        block = blocks[after]
+        names = gateable_metrics(block) | _null_paths(block)
+        if gate.metric not in names:
+            plain = sorted(n for n in names if "." not in n)
+            err(i, gate, "metric", f"`{gate.metric}` is not a {task} metric" + _nearest(gate.metric, sorted(names)),
+                f"one of {', '.join(plain)} (or a dotted path such as hosmer_lemeshow.p_value)")
+        elif gate.on != "estimate" and not _has_interval(block, gate.metric):
+            err(i, gate, "on", f"`{gate.metric}` has no confidence interval"
+                + (" after calibration" if after else ""), "on: estimate")
+    return problems
+
+
+def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:
+    """A metrics BLOCK built by the metrics engine for this protocol's task, class or label names and
+    metric settings, on a small synthetic cohort where every metric is defined. Its keys are the
+    metric names a run's ``metrics.json`` (or, with ``smooth_intervals=False``, ``calibration.json``)
+    can hold; its values mean nothing."""
+    from validate.metrics import MetricSettings, binary_block, multiclass_block, multilabel_block
+
+    settings = MetricSettings.from_protocol(protocol.metrics)
+    settings = replace(settings, n_bootstrap=min(settings.n_bootstrap, PROBE_BOOTSTRAP), min_events=0, min_cases=0)
+    n = PROBE_CASES
+    spread = (np.arange(n) + 0.5) / n                 # probabilities spread over (0, 1)
+    if protocol.task == "binary":
+        y = (np.random.default_rng(0).random(n) < spread).astype(np.float64)  # calibrated: every metric defined
+        return binary_block(y, spread, settings=settings, logits=np.log(spread / (1 - spread)),
+                            smooth_intervals=smooth_intervals)
+    names = list(protocol.classes or protocol.labels or [])
+    k = len(names)
+    rng = np.random.default_rng(0)
+    if protocol.task == "multiclass":
+        probs = rng.dirichlet(np.ones(k), n)
+        y = np.array([rng.choice(k, p=row) for row in probs])
+        return multiclass_block(y, probs, settings=settings, class_names=names, smooth_intervals=smooth_intervals)
+    probs = rng.uniform(0.02, 0.98, (n, k))
+    y = (rng.random((n, k)) < probs).astype(np.float64)
+    return multilabel_block(y, probs, settings=settings, label_names=names, smooth_intervals=smooth_intervals)
+
+
+def _null_paths(block: Mapping, prefix: str = "") -> set[str]:
+    """Dotted paths of metrics the block names but leaves undefined (``null``), which a run on other
+    data may define (e.g. PPV at a threshold no probe case reaches)."""
+    out = set()
+    for k, v in block.items():
+        if v is None and k not in ("reason", "insufficient"):
+            out.add(f"{prefix}{k}")
+        elif isinstance(v, Mapping) and k != "undefined":
+            out |= _null_paths(v, f"{prefix}{k}.")
+    return out
+
+
+def _has_interval(block: Mapping, metric: str) -> bool:
+    """Whether the metric's entry in the block carries a confidence interval (an undefined entry is
+    given the benefit of the doubt)."""
+    node: Any = block
+    for part in metric.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return True
+        node = node[part]
+    if node is None:
+        return True
+    return isinstance(node, Mapping) and "estimate" in node and node.get("ci_low") is not None
+
+
+def _nearest(name: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    return f"; did you mean `{near[0]}`?" if near else ""
+
