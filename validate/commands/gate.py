@@ -34,13 +34,14 @@ def regate(bundle_path, protocol_path=None):
 
 
 def run(args) -> int:
+    from validate.contract import for_writing
     from validate.io import atomic_write_json, atomic_write_text
 
     bundle, report = regate(args.bundle, args.protocol)
     ci = (bundle.metrics or {}).get("ci_level")
     out = Path(args.out) if args.out else (bundle.path if not args.protocol else None)
     if out is not None:
-        atomic_write_json(out / "gates.json", report.to_json())
+        atomic_write_json(out / "gates.json", for_writing("gates.json", report.to_json()))
         atomic_write_text(out / "junit.xml", report.to_junit())
         atomic_write_text(out / "gates.md", report.to_markdown(ci_level=ci))
     if not args.quiet:
