@@ -40,8 +40,10 @@ test: setup sysdeps
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# the protocol's JSON Schema, and the bundle contract's (one file per bundle JSON, validate/contract.py)
 schema: setup
 	$(BIN)/python -m validate.protocol > protocols/schema.json
+	$(BIN)/python -m validate.contract schemas/bundle
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

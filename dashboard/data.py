@@ -191,7 +191,7 @@ def _load_run(path: str, identity: str) -> Run:
         provenance=provenance or {}, metrics=bundle.metrics or {},
         protocol=_read_protocol_copy(root / "protocol.yaml"),
         calibration=bundle.calibration, gates=bundle.gates, subgroups=bundle.subgroups,
-        curves=bundle.curves, shift=bundle.shift, cohorts=_optional_json(root / "sites.json"),
+        curves=bundle.curves, shift=bundle.shift, cohorts=bundle.sites,
         failures=bundle.failures,
         has_report=(root / "report.html").is_file(), has_predictions=(root / "predictions.parquet").is_file())
 

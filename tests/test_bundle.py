@@ -14,10 +14,20 @@ from validate.bundle import (BUNDLE_FORMAT, BundleWriter, case_id_key, default_b
 from validate.errors import InputError
 
 
+def minimal_metrics(n: int) -> dict:
+    """The smallest metrics.json its contract (validate.metrics/1) accepts: one site of ``n`` cases."""
+    return {"task": "binary", "n_bootstrap": 0, "ci_level": 0.95, "seed": 0, "overall": {"n": n},
+            "sites": {"s": {"n": n}}, "subgroups": {}}
+
+
+MINIMAL_PROVENANCE = {"protocol": {"name": "t", "version": "1", "sha256": None}, "checkpoint": None,
+                      "started_at": "x", "finished_at": "y", "device": "cpu", "seeds": {}, "software": {}}
+
+
 def write_minimal(target, metrics=None):
     with BundleWriter(target) as w:
-        w.write_json("metrics.json", metrics or {"task": "binary", "overall": {"n": 3}})
-        w.write_json("provenance.json", {"started_at": "x", "bundle_format": BUNDLE_FORMAT})
+        w.write_json("metrics.json", metrics or minimal_metrics(3))
+        w.write_json("provenance.json", {**MINIMAL_PROVENANCE, "bundle_format": BUNDLE_FORMAT})
         w.write_text("protocol.yaml", "name: t\n")
         w.write_table("predictions.parquet", pd.DataFrame({"case_id": ["a"], "y": [1], "p": [0.3]}))
         w.commit()
@@ -34,27 +44,28 @@ def test_commit_moves_a_complete_folder_into_place(tmp_path):
     assert len(b.failures) == 0
     # nothing left behind but the bundle
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["b1"]
-    assert (target / "metrics.json").read_bytes() == json_bytes({"task": "binary", "overall": {"n": 3}})
+    # the bytes are the engine's dict plus the contract id, nothing re-serialised
+    assert (target / "metrics.json").read_bytes() == json_bytes({**minimal_metrics(3), "schema": "validate.metrics/1"})
 
 
 def test_a_failed_run_leaves_the_previous_bundle_whole(tmp_path):
     target = tmp_path / "b"
-    write_minimal(target, {"task": "binary", "overall": {"n": 1}})
+    write_minimal(target, minimal_metrics(1))
     with pytest.raises(RuntimeError):
         with BundleWriter(target) as w:
-            w.write_json("metrics.json", {"task": "binary", "overall": {"n": 2}})
+            w.write_json("metrics.json", minimal_metrics(2))
             raise RuntimeError("killed")
     assert read_bundle(target).metrics["overall"]["n"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
     # a successful rerun replaces it
-    write_minimal(target, {"task": "binary", "overall": {"n": 5}})
+    write_minimal(target, minimal_metrics(5))
     assert read_bundle(target).metrics["overall"]["n"] == 5
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
 def test_uncommitted_writer_is_discarded(tmp_path):
     with BundleWriter(tmp_path / "b") as w:
-        w.write_json("metrics.json", {})
+        w.write_json("metrics.json", minimal_metrics(1))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -442,8 +442,12 @@ class BundleWriter:
         return self.staging / name
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Write a bundle JSON file; a contract file gains its ``schema`` id and is checked first
+        (:func:`validate.contract.for_writing`: a wrong shape is an internal error, nothing is written)."""
+        from validate.contract import for_writing
+
         with self._writing():
-            atomic_write_json(self.path(name), obj)
+            atomic_write_json(self.path(name), for_writing(name, obj))
         return self.path(name)
 
     def write_text(self, name: str, text: str) -> Path:
@@ -532,21 +536,47 @@ class Bundle:
     display_name: Optional[str] = None
 
     def _json(self, name: str, required: bool) -> Optional[dict]:
-        if name in self._cache:
-            return self._cache[name]
+        """The file's JSON, checked against its contract (:mod:`validate.contract`) on first read."""
+        self.model(name, required)
+        return self._cache[name]
+
+    def model(self, name: str, required: bool = False):
+        """Bundle file ``name`` as its contract model (:data:`validate.contract.MODELS`), None when absent.
+
+        Raises :class:`InputError` naming the file and key path when the file breaks its contract, or
+        names a version newer than this package reads."""
+        from validate.contract import parse
+
+        key = ("model", name)
+        if key in self._cache:
+            return self._cache[key]
         file = self.path / name
         if not file.exists():
             if required:
                 raise InputError(f"the bundle has no {name}", file=self.path,
                                  expected="a results bundle folder written by `validate run`")
-            self._cache[name] = None
+            self._cache[name] = self._cache[key] = None
             return None
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"not valid JSON: {exc}", file=file) from None
-        self._cache[name] = data
-        return data
+        model = parse(name, data, file=file)
+        self._cache[name], self._cache[key] = data, model
+        return model
+
+    @property
+    def typed(self) -> "TypedBundle":
+        """The JSON files as validated models: ``bundle.typed.metrics.sites["x"].n``."""
+        return TypedBundle(self)
+
+    def validate(self) -> "Bundle":
+        """Check every JSON file present against its contract now (not on first use); returns self."""
+        from validate.contract import MODELS
+
+        for name in MODELS:
+            self.model(name, name in ("provenance.json", "metrics.json"))
+        return self
 
     @property
     def provenance(self) -> dict:
@@ -685,8 +715,28 @@ def implied_files(protocol_text: str) -> dict[str, str]:
     return out
 
 
+class TypedBundle:
+    """A bundle's JSON files as their contract models (:mod:`validate.contract`); None where absent.
+
+    ``calibration`` and ``shift`` may be a :class:`validate.contract.NotComputed` (``computed`` False).
+    """
+
+    def __init__(self, bundle: Bundle):
+        self._bundle = bundle
+
+    provenance = property(lambda self: self._bundle.model("provenance.json", True))
+    metrics = property(lambda self: self._bundle.model("metrics.json", True))
+    calibration = property(lambda self: self._bundle.model("calibration.json"))
+    shift = property(lambda self: self._bundle.model("shift.json"))
+    gates = property(lambda self: self._bundle.model("gates.json"))
+    subgroups = property(lambda self: self._bundle.model("subgroups.json"))
+    curves = property(lambda self: self._bundle.model("curves.json"))
+    sites = property(lambda self: self._bundle.model("sites.json"))
+
+
 def read_bundle(path: str | Path) -> Bundle:
-    """Open a bundle folder; raise :class:`InputError` naming what is missing if it is not one.
+    """Open a bundle folder and check every JSON file against its contract (:mod:`validate.contract`);
+    raise :class:`InputError` naming what is missing or malformed (file, key path) if it is not one.
 
     Missing is: ``provenance.json``, ``metrics.json`` or ``protocol.yaml``, or a file the bundle's own
     protocol implies (:func:`implied_files`): a bundle that lost its ``gates.json`` must not be
@@ -703,7 +753,7 @@ def read_bundle(path: str | Path) -> Bundle:
                          expected=f"a folder holding {', '.join(REQUIRED_FILES)}")
     bundle = Bundle(path=path.resolve())
     bundle.require_implied_files()
-    return bundle
+    return bundle.validate()
 
 
 def json_bytes(obj: Any) -> bytes:

@@ -70,6 +70,7 @@ def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:
 
 
 def run(args) -> int:
+    from validate.contract import for_writing
     from validate.io import atomic_write_json, atomic_write_text
 
     bundle, report = regate(args.bundle, args.protocol)
@@ -77,7 +78,7 @@ def run(args) -> int:
     out = Path(args.out) if args.out else (bundle.path if not args.protocol else None)
     if out is not None:
         check_out(out, bundle.path, other_protocol=bool(args.protocol))
-        atomic_write_json(out / "gates.json", report.to_json())
+        atomic_write_json(out / "gates.json", for_writing("gates.json", report.to_json()))
         atomic_write_text(out / "junit.xml", report.to_junit())
         atomic_write_text(out / "gates.md", report.to_markdown(ci_level=ci))
     if not args.quiet:

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
+from validate.contract import Block, GateRowFile, MetricsFile
 
 SITE_METRICS_DISCRIMINATION = ("auroc", "auprc")
 SITE_METRICS_CALIBRATION = ("calibration_intercept", "calibration_slope", "ece", "eavg", "ici", "brier",
@@ -99,85 +100,82 @@ def _tag(verdict: str) -> tuple:
     return (f'<span class="tag {verdict}">{verdict.upper()}</span>', "")
 
 
-def _block_cell(block: Optional[Mapping], metric: str) -> tuple:
-    if not block:
+def _block_cell(block: Optional[Block], metric: str) -> tuple:
+    if block is None:
         return ("—", "num")
-    e = block.get(metric)
+    e = block.metric(metric)
     if e is None:
-        why = (block.get("undefined") or {}).get(metric)
+        why = block.undefined.get(metric)
         return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
     if isinstance(e, Mapping) and "statistic" in e and "estimate" not in e:
         return (esc(f"{fmt(e.get('statistic'))} (p {fmt(e.get('p_value'))})"), "num")
     return (esc(entry_text(e)), "num")
 
 
-def _n_cell(block: Optional[Mapping]) -> tuple:
-    if not block:
+def _n_cell(block: Optional[Block]) -> tuple:
+    if block is None:
         return ("—", "num")
-    text = f"{block.get('n', '—')}"
-    if block.get("n_events") is not None:
-        text += f" ({block['n_events']})"
-    if block.get("insufficient"):
-        return (f'{esc(text)} <span class="insufficient" title="{esc(block.get("reason"))}">insufficient</span>', "num")
+    text = f"{block.n}"
+    if block.n_events is not None:
+        text += f" ({block.n_events})"
+    if block.insufficient:
+        return (f'{esc(text)} <span class="insufficient" title="{esc(block.reason)}">insufficient</span>', "num")
     return (esc(text), "num")
 
 
 # ---- sections -----------------------------------------------------------------------------------
 
 def _verdict(bundle, figs: _Figures) -> str:
-    gates = bundle.gates or {"verdict": "pass", "rows": [], "counts": {"pass": 0, "warn": 0, "fail": 0}}
-    v = gates.get("verdict", "pass")
-    counts = gates.get("counts") or {}
-    rows = gates.get("rows") or []
-    ci = (bundle.metrics or {}).get("ci_level", 0.95)
+    gates = bundle.typed.gates
+    v = gates.verdict if gates else "pass"
+    rows = gates.rows if gates else []
+    ci = bundle.typed.metrics.ci_level
     out = [f'<div class="verdict v-{v}">Release gates: {v.upper()}</div>']
     if not rows:
         out.append('<p>No gates are declared in the protocol: the verdict is PASS by default.</p>')
     else:
-        out.append(f"<p>{len(rows)} check(s) from {len(gates.get('gates') or [])} gate(s): "
-                   f"{counts.get('pass', 0)} pass, {counts.get('warn', 0)} warn, {counts.get('fail', 0)} fail. "
-                   "Failing checks first.</p>")
+        c = gates.counts
+        out.append(f"<p>{len(rows)} check(s) from {len(gates.gates)} gate(s): "
+                   f"{c.pass_} pass, {c.warn} warn, {c.fail} fail. Failing checks first.</p>")
         rank = {"fail": 0, "warn": 1, "pass": 2}
-        ordered = sorted(rows, key=lambda r: rank.get(r["verdict"], 3))
+        ordered = sorted(rows, key=lambda r: rank[r.verdict])
         out.append(_table(
             ["", "Gate", "Item", "Rule", "Value", f"Estimate ({ci:.0%} CI)", "n (events)", "Reason"],
-            [[_tag(r["verdict"]), esc(r["gate"]), esc(r["item"]), esc(_rule(r)), _num(fmt(r.get("value"))),
-              _num(entry_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")})),
-              _num(f"{r.get('n', '—')}" + (f" ({r['n_events']})" if r.get("n_events") is not None else "")),
-              esc(r.get("reason"))] for r in ordered], raw=True))
+            [[_tag(r.verdict), esc(r.gate), esc(r.item), esc(_rule(r)), _num(fmt(r.value)),
+              _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+              _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
+              esc(r.reason)] for r in ordered], raw=True))
     return _section("verdict", "1. Verdict", "".join(out))
 
 
-def _rule(r: Mapping) -> str:
-    op = ">=" if r.get("direction") == "min" else "<="
-    what = f"|gap| {r['metric']}" if str(r.get("scope", "")).startswith("subgroup_gap") else r["metric"]
-    after = f" after {r['calibration']}" if r.get("calibration") else ""
-    return f"{what} {r.get('on')}{after} {op} {fmt(r.get('threshold'))}"
+def _rule(r: GateRowFile) -> str:
+    op = ">=" if r.direction == "min" else "<="
+    what = f"|gap| {r.metric}" if r.scope.startswith("subgroup_gap") else r.metric
+    after = f" after {r.calibration}" if r.calibration else ""
+    return f"{what} {r.on}{after} {op} {fmt(r.threshold)}"
 
 
 def _provenance(bundle, figs: _Figures) -> str:
-    prov = bundle.provenance or {}
-    proto = prov.get("protocol") or {}
-    ck = prov.get("checkpoint") or {}
-    src = prov.get("predictions_source") or {}
-    metrics = bundle.metrics or {}
+    prov = bundle.typed.provenance
+    proto, ck, src = prov.protocol, prov.checkpoint, prov.predictions_source
+    metrics = bundle.typed.metrics
     rows = [
-        ("Protocol", f"{proto.get('name')} v{proto.get('version')} ({proto.get('path')})"),
-        ("Protocol sha256", proto.get("sha256")),
-        ("Model checkpoint", f"{ck.get('path')} (format {ck.get('format')})" if ck else "—"),
-        ("Checkpoint sha256", ck.get("sha256") if ck else "—"),
+        ("Protocol", f"{proto.name} v{proto.version} ({proto.path})"),
+        ("Protocol sha256", proto.sha256),
+        ("Model checkpoint", f"{ck.path} (format {ck.format})" if ck else "—"),
+        ("Checkpoint sha256", ck.sha256 if ck else "—"),
     ]
     if src:
-        rows.append(("Predictions file", f"{src.get('path')} (sha256 {src.get('sha256')})"))
+        rows.append(("Predictions file", f"{src.path} (sha256 {src.sha256})"))
     rows += [
-        ("Device", prov.get("device")),
-        ("Started / finished", f"{prov.get('started_at')} / {prov.get('finished_at')}"),
-        ("Seeds", ", ".join(f"{k} {v}" for k, v in (prov.get("seeds") or {}).items())),
-        ("Bootstrap", f"{metrics.get('n_bootstrap')} replicates, {metrics.get('ci_level', 0.95):.0%} intervals"),
-        ("Case identifiers", prov.get("case_ids")),
-        ("Command", " ".join(prov.get("command") or [])),
+        ("Device", prov.device),
+        ("Started / finished", f"{prov.started_at} / {prov.finished_at}"),
+        ("Seeds", ", ".join(f"{k} {v}" for k, v in prov.seeds.items())),
+        ("Bootstrap", f"{metrics.n_bootstrap} replicates, {metrics.ci_level:.0%} intervals"),
+        ("Case identifiers", prov.case_ids),
+        ("Command", " ".join(prov.command)),
     ]
-    sw = prov.get("software") or {}
+    sw = prov.software
     out = [_table(["Item", "Value"], [[esc(k), f"<code>{esc(v)}</code>" if "sha256" in k else esc(v)] for k, v in rows],
                   raw=True)]
     out.append("<h3>Software</h3>")
@@ -188,7 +186,7 @@ def _provenance(bundle, figs: _Figures) -> str:
         text = ""
     if text:
         out.append(f"<details><summary>The protocol that ran (protocol.yaml)</summary><pre>{esc(text)}</pre></details>")
-    files = prov.get("files") or {}
+    files = prov.files
     if files:
         out.append("<details><summary>sha256 of the bundle's files</summary>"
                    + _table(["File", "sha256"], [[esc(k), f"<code>{esc(v)}</code>"] for k, v in files.items()], raw=True)
@@ -197,39 +195,40 @@ def _provenance(bundle, figs: _Figures) -> str:
 
 
 def _site_order(bundle) -> list[str]:
-    sites = bundle.sites or {}
-    order = list((sites.get("sites") or {}).keys())
-    metrics_sites = list(((bundle.metrics or {}).get("sites") or {}).keys())
+    cohorts = bundle.typed.sites
+    order = list(cohorts.sites) if cohorts else []
+    metrics_sites = list(bundle.typed.metrics.sites)
     return [s for s in order if s in metrics_sites] + [s for s in metrics_sites if s not in order]
 
 
 def _cohorts(bundle, figs: _Figures) -> str:
-    sites = (bundle.sites or {}).get("sites") or {}
-    blocks = (bundle.metrics or {}).get("sites") or {}
-    ci = (bundle.sites or {}).get("ci_level", 0.95)
+    cohorts = bundle.typed.sites
+    sites = cohorts.sites if cohorts else {}
+    blocks = bundle.typed.metrics.sites
+    ci = cohorts.ci_level if cohorts else 0.95
     order = _site_order(bundle)
     rows = []
     for s in order:
-        info = sites.get(s) or {}
-        blk = blocks.get(s) or {}
-        prev = info.get("prevalence")
-        prev_text = entry_text(prev) if isinstance(prev, Mapping) else fmt(blk.get("prevalence"))
-        excl = info.get("excluded") or {}
-        excl_text = "; ".join(f"{k}: {v}" for k, v in excl.items()) or "none"
-        rows.append([esc(s), esc(info.get("name", s)), esc(info.get("role", "")), _num(str(blk.get("n", info.get("n")))),
-                     _num(str(info.get("patients", "—"))), _num(str(blk.get("n_events", "—"))), _num(prev_text),
-                     _num(str(info.get("n_excluded", 0))), esc(excl_text)])
+        info, blk = sites.get(s), blocks.get(s)
+        prev = info.prevalence if info else None
+        prev_text = entry_text(prev.model_dump()) if prev else fmt(blk.prevalence if blk else None)
+        excl_text = "; ".join(f"{k}: {v}" for k, v in (info.excluded if info else {}).items()) or "none"
+        rows.append([esc(s), esc(info.name if info else s), esc(info.role if info else ""),
+                     _num(str(blk.n if blk else info.n)),
+                     _num(str(info.patients if info and info.patients is not None else "—")),
+                     _num(str(blk.n_events if blk and blk.n_events is not None else "—")), _num(prev_text),
+                     _num(str(info.n_excluded if info else 0)), esc(excl_text)])
     out = [_table(["Site", "Name", "Role", "n", "Patients", "Events", f"Prevalence ({ci:.0%} CI, Wilson)", "Excluded",
                    "Why excluded (from failures.csv)"], rows, raw=True)]
     attrs = []
     for info in sites.values():
-        for a in (info.get("make_up") or {}):
+        for a in info.make_up:
             if a not in attrs:
                 attrs.append(a)
     for a in attrs:
         groups = []
         for info in sites.values():
-            for g in (info.get("make_up") or {}).get(a, {}):
+            for g in info.make_up.get(a, {}):
                 if g not in groups:
                     groups.append(g)
         from validate.analysis.subgroups import group_sort_key
@@ -237,7 +236,7 @@ def _cohorts(bundle, figs: _Figures) -> str:
         groups.sort(key=group_sort_key)
         trows = []
         for s in order:
-            mk = ((sites.get(s) or {}).get("make_up") or {}).get(a) or {}
+            mk = sites[s].make_up.get(a, {}) if s in sites else {}
             total = sum(mk.values()) or 1
             trows.append([esc(s)] + [_num(f"{mk.get(g, 0)} ({mk.get(g, 0) / total:.0%})") for g in groups])
         out.append(f"<h3>Make-up by {esc(a)}</h3>")
@@ -246,18 +245,19 @@ def _cohorts(bundle, figs: _Figures) -> str:
 
 
 def _discrimination(bundle, figs: _Figures) -> str:
-    metrics = bundle.metrics or {}
+    typed = bundle.typed.metrics
+    metrics = bundle.metrics  # the figures of validate.charts read the JSON itself
     curves = bundle.curves or {}
     order = _site_order(bundle)
     colors = charts.site_colors(order)
-    blocks = metrics.get("sites") or {}
-    ci = metrics.get("ci_level", 0.95)
+    blocks = typed.sites
+    ci = typed.ci_level
     out = []
-    if metrics.get("task") == "binary":
+    if typed.task == "binary":
         rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in SITE_METRICS_DISCRIMINATION]
                 for s in order]
-        rows.append([esc("all sites (pooled)"), _n_cell(metrics.get("overall"))]
-                    + [_block_cell(metrics.get("overall"), m) for m in SITE_METRICS_DISCRIMINATION])
+        rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
+                    + [_block_cell(typed.overall, m) for m in SITE_METRICS_DISCRIMINATION])
         out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in SITE_METRICS_DISCRIMINATION],
                           rows, raw=True))
         if curves.get("sites"):
@@ -271,9 +271,9 @@ def _discrimination(bundle, figs: _Figures) -> str:
                                  "Dotted lines: each site's prevalence, the precision of a random ranking."))
         out.append(figs.html(charts.operating_points_figure(metrics, sites=order,
                                                             title="Operating points as the threshold travels")))
-        out.append(_operating_table(metrics, order))
+        out.append(_operating_table(typed, order))
     else:
-        keys = ["accuracy", "auroc_macro"] if metrics.get("task") == "multiclass" else ["auroc_macro"]
+        keys = ["accuracy", "auroc_macro"] if typed.task == "multiclass" else ["auroc_macro"]
         rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys] for s in order]
         out.append(_table(["Site", "n"] + [metric_label(k) for k in keys], rows, raw=True))
         for s in order:
@@ -283,16 +283,17 @@ def _discrimination(bundle, figs: _Figures) -> str:
     return _section("discrimination", "4. Discrimination", "".join(out))
 
 
-def _operating_table(metrics: Mapping, order: Sequence[str]) -> str:
-    blocks = metrics.get("sites") or {}
+def _operating_table(metrics: MetricsFile, order: Sequence[str]) -> str:
     rows = []
     for s in order:
-        b = blocks.get(s) or {}
-        for op in b.get("operating_points") or []:
-            rows.append([esc(s), _num(f"{fmt(op.get('threshold'))} (protocol)")]
-                        + [_num(entry_text(op.get(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
+        b = metrics.sites.get(s)
+        if b is None:
+            continue
+        for op in b.operating_points:
+            rows.append([esc(s), _num(f"{fmt(op.threshold)} (protocol)")]
+                        + [_num(entry_text(op.extra(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
                         + [_n_cell(b)])
-        t = b.get("target_sensitivity")
+        t = b.target_sensitivity
         if isinstance(t, Mapping) and t.get("threshold") is not None:
             how = "carried" if t.get("carried") else "set here"
             rows.append([esc(s), _num(f"{fmt(t.get('threshold'))} ({how}, target {fmt(t.get('target'), 2)})")]
@@ -304,21 +305,22 @@ def _operating_table(metrics: Mapping, order: Sequence[str]) -> str:
 
 
 def _calibration(bundle, figs: _Figures) -> str:
-    metrics = bundle.metrics or {}
+    typed = bundle.typed.metrics
+    metrics = bundle.metrics  # the figures of validate.charts read the JSON itself
     curves = bundle.curves or {}
     order = _site_order(bundle)
     colors = charts.site_colors(order)
-    blocks = metrics.get("sites") or {}
-    ci = metrics.get("ci_level", 0.95)
+    blocks = typed.sites
+    ci = typed.ci_level
     out = []
-    keys = SITE_METRICS_CALIBRATION if metrics.get("task") == "binary" else ("ece", "brier", "log_loss")
+    keys = SITE_METRICS_CALIBRATION if typed.task == "binary" else ("ece", "brier", "log_loss")
     rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
             + [_block_cell(blocks.get(s), "hosmer_lemeshow")] for s in order]
-    rows.append([esc("all sites (pooled)"), _n_cell(metrics.get("overall"))]
-                + [_block_cell(metrics.get("overall"), m) for m in keys] + [_block_cell(metrics.get("overall"), "hosmer_lemeshow")])
+    rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
+                + [_block_cell(typed.overall, m) for m in keys] + [_block_cell(typed.overall, "hosmer_lemeshow")])
     out.append(_table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True))
     out.append(f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope, bootstrap percentile for the rest.</p>')
-    if metrics.get("task") == "binary":
+    if typed.task == "binary":
         out.append(figs.html(charts.calibration_forest(metrics, sites=order, colors=colors,
                                                        title="Calibration slope and intercept per site"),
                              "Slope below 1: predictions too extreme at that site; intercept below 0: risks overestimated."))
@@ -327,12 +329,13 @@ def _calibration(bundle, figs: _Figures) -> str:
         c = (curves.get("sites") or {}).get(s)
         if not c:
             continue
-        if metrics.get("task") == "multiclass":
+        if typed.task == "multiclass":
             c = c.get("top_label") or {}
         if not c.get("reliability"):
             continue
         # the recommended method drawn over the uncalibrated curve (all methods: the dashboard)
-        rec = (bundle.calibration or {}).get("recommended")
+        cal = bundle.typed.calibration
+        rec = cal.recommended if cal is not None and cal.computed else None
         after = ((curves.get("calibrated") or {}).get(rec) or {}).get("sites", {}).get(s) if rec else None
         grid.append(figs.html(charts.reliability_figure(
             c, title=f"Reliability at {s} ({charts.n_text(c.get('n'), c.get('n_events'))})",
@@ -347,26 +350,27 @@ def _calibration(bundle, figs: _Figures) -> str:
 
 
 def _subgroups(bundle, figs: _Figures) -> str:
-    analysis = bundle.subgroups
-    metrics = bundle.metrics or {}
-    if not analysis or not analysis.get("attributes"):
+    typed = bundle.typed.subgroups
+    analysis = bundle.subgroups  # the figures of validate.charts read the JSON itself
+    metrics = bundle.metrics
+    if typed is None or not typed.attributes:
         return _section("subgroups", "6. Subgroups", "<p>No subgroups are declared in the protocol.</p>")
     order = _site_order(bundle)
-    ci = analysis.get("ci_level", 0.95)
+    ci = typed.ci_level
     out = [f'<p class="note">Blocks per subgroup, pooled over sites and per site; gaps are group − site value with '
            f"a paired bootstrap {ci:.0%} interval. Groups with too little data are shown grey and marked "
            "insufficient.</p>"]
-    task = analysis.get("task")
+    task = typed.task or bundle.typed.metrics.task
     keys = [m for m in SUBGROUP_METRICS if task == "binary" or m == "ece"]
-    for attr in analysis["attributes"]:
+    for attr in typed.attributes:
         out.append(f"<h3>{esc(attr)}</h3>")
-        pooled = ((analysis.get("overall") or {}).get("subgroups") or {}).get(attr) or {}
-        groups = (analysis.get("groups") or {}).get(attr) or list(pooled)
+        pooled = typed.overall.subgroups.get(attr, {}) if typed.overall else {}
+        groups = typed.groups.get(attr) or list(pooled)
         rows = []
         for g in groups:
-            cell = pooled.get(g) or {}
-            b = cell.get("block") or {}
-            gap = (cell.get("gap") or {}).get("auroc") if task == "binary" else None
+            cell = pooled.get(g)
+            b = cell.block if cell else None
+            gap = cell.gap.get("auroc") if cell and task == "binary" else None
             rows.append([esc(g), _n_cell(b)] + [_block_cell(b, m) for m in keys]
                         + ([_num(entry_text(gap))] if task == "binary" else []))
         out.append(_table(["Group (all sites)", "n (events)"] + [metric_label(m) for m in keys]
@@ -376,24 +380,23 @@ def _subgroups(bundle, figs: _Figures) -> str:
         out.append('<div class="grid2">' if not wide else "<div>")
         out.append(figs.html(charts.subgroup_forest(analysis, attr, main, site="overall", metrics=metrics),
                              "Squares: estimate with interval; hollow grey: too little data; dashed: the value over "
-                             "all cases." if attr == analysis["attributes"][0] else None))
+                             "all cases." if attr == typed.attributes[0] else None))
         out.append(figs.html(charts.subgroup_heatmap(analysis, attr, main, sites=order)))
         out.append("</div>")
         worst_rows = []
         for level in ["overall"] + order:
-            data = (analysis.get("overall") if level == "overall" else (analysis.get("sites") or {}).get(level)) or {}
-            w = (data.get("worst") or {}).get(attr) or {}
+            data = typed.overall if level == "overall" else typed.sites.get(level)
+            w = data.worst.get(attr, {}) if data else {}
             for m in keys:
                 r = w.get(m)
-                if not r:
+                if r is None:
                     continue
                 worst_rows.append([esc("all sites" if level == "overall" else level), esc(metric_label(m)),
-                                   esc(r.get("group") or "none judgeable"),
-                                   _num(entry_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
-                                                    "ci_high": r.get("ci_high")})),
-                                   _num(entry_text(r.get("gap")) if r.get("gap") else "—"),
-                                   _num(f"{r.get('n', '—')} ({r.get('n_events', '—')})"),
-                                   esc(", ".join(r.get("excluded_insufficient") or []) or "none")])
+                                   esc(r.group or "none judgeable"),
+                                   _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+                                   _num(entry_text(r.gap) if r.gap else "—"),
+                                   _num(f"{'—' if r.n is None else r.n} ({'—' if r.n_events is None else r.n_events})"),
+                                   esc(", ".join(r.excluded_insufficient) or "none")])
         if worst_rows:
             out.append("<details><summary>Worst group per metric, per site</summary>"
                        + _table(["Site", "Metric", "Worst group", "Estimate (CI)", "Gap to site (CI)", "n (events)",
@@ -402,36 +405,37 @@ def _subgroups(bundle, figs: _Figures) -> str:
 
 
 def _methods(bundle, figs: _Figures) -> str:
-    cal = bundle.calibration
-    if not cal or not cal.get("methods"):
+    typed = bundle.typed.calibration
+    cal = bundle.calibration  # the figures and adapters read the JSON itself
+    if typed is None or not typed.computed or not typed.methods:
         return _section("methods", "7. Calibration method comparison", "<p>No calibration comparison in this run.</p>")
-    out = [f"<p>Design <b>{esc(cal.get('design'))}</b>: methods fitted on {esc(', '.join(cal.get('fit_on') or []))}, "
-           f"evaluated on cases not used for fitting. Recommended: <b>{esc(cal.get('recommended') or '—')}</b>."
-           + (f" {esc(cal['recommendation_note'])}" if cal.get("recommendation_note") else "") + "</p>"]
+    out = [f"<p>Design <b>{esc(typed.design)}</b>: methods fitted on {esc(', '.join(typed.fit_on))}, "
+           f"evaluated on cases not used for fitting. Recommended: <b>{esc(typed.recommended or '—')}</b>."
+           + (f" {esc(typed.recommendation_note)}" if typed.recommendation_note else "") + "</p>"]
     out.append(figs.html(charts.calibration_methods_figure(cal, "ece")))
-    methods = cal["methods"]
+    methods = typed.methods
     names = (["none"] if "none" in methods else []) + sorted(m for m in methods if m != "none")
     sites = []
     for m in names:
-        for s in (methods[m].get("sites") or {}):
+        for s in methods[m].sites:
             if s not in sites:
                 sites.append(s)
     rows = []
     for s in sites:
         for m in names:
-            b = (methods[m].get("sites") or {}).get(s)
+            b = methods[m].sites.get(s)
             if b is None:
                 continue
-            change = ((methods[m].get("change_vs_none") or {}).get(s) or {}).get("ece")
-            rows.append([esc(s), esc(m + (" (recommended)" if m == cal.get("recommended") else "")), _n_cell(b)]
+            change = methods[m].change_vs_none.get(s, {}).get("ece")
+            rows.append([esc(s), esc(m + (" (recommended)" if m == typed.recommended else "")), _n_cell(b)]
                         + [_block_cell(b, k) for k in METHOD_METRICS]
                         + [_num(entry_text(change) if change else "—")])
     out.append(_table(["Site", "Method", "n (events)"] + [metric_label(k) for k in METHOD_METRICS]
                       + ["ECE change vs none (paired CI)"], rows, raw=True))
-    failed = [f"{m}: {methods[m]['error']}" for m in names if methods[m].get("error")]
+    failed = [f"{m}: {methods[m].error}" for m in names if methods[m].error]
     if failed:
         out.append(f'<p class="note">Fits that failed (left out of the recommendation): {esc("; ".join(failed))}.</p>')
-    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].get('params') or {}, sort_keys=True)[:300])}</code>"]
+    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].params or {}, sort_keys=True)[:300])}</code>"]
               for m in names]
     out.append("<details><summary>Fitted parameters</summary>" + _table(["Method", "Parameters"], params, raw=True)
                + "</details>")
@@ -474,55 +478,56 @@ def _transfer(cal: Mapping, figs: _Figures) -> str:
 
 
 def _shift(bundle, figs: _Figures) -> str:
-    shift = bundle.shift
-    if not shift or "sites" not in shift:
-        why = (shift or {}).get("reason") or "no shift analysis in this bundle"
+    typed = bundle.typed.shift
+    shift = bundle.shift  # the figures of validate.charts read the JSON itself
+    if typed is None or not typed.computed:
+        why = (typed.reason if typed is not None else None) or "no shift analysis in this bundle"
         return _section("shift", "8. Dataset shift and drift", f"<p>No shift analysis: {esc(why)}.</p>")
-    dev = shift.get("development") or {}
-    out = [f"<p>Each external site against the development site(s) {esc(', '.join(dev.get('sites') or []))} "
-           f"(n={dev.get('n')}); p-values corrected ({esc(shift.get('correction'))}) within each site, "
-           f"alpha {fmt(shift.get('alpha'), 2)}. Flagged: {esc(', '.join(shift.get('flagged_sites') or []) or 'none')}; "
+    dev = typed.development
+    out = [f"<p>Each external site against the development site(s) {esc(', '.join(dev.sites))} "
+           f"(n={dev.n}); p-values corrected ({esc(typed.correction)}) within each site, "
+           f"alpha {fmt(typed.alpha, 2)}. Flagged: {esc(', '.join(typed.flagged_sites) or 'none')}; "
            f"material (significant and beyond its practical threshold): "
-           f"{esc(', '.join(shift.get('material_sites') or []) or 'none')}.</p>"]
+           f"{esc(', '.join(typed.material_sites) or 'none')}.</p>"]
     rows = []
-    for s, info in (shift.get("sites") or {}).items():
-        top = [r for r in (info.get("ranking") or []) if r.get("flagged")][:3]
-        rows.append([esc(s), _num(str(info.get("n"))), esc("yes" if info.get("flagged") else "no"),
-                     esc("yes" if info.get("material") else "no"), _num(str(info.get("n_tests"))),
-                     esc("; ".join(f"{r.get('id')} ({r.get('effect_name')} {fmt(r.get('effect'))}, adj. p "
-                                   f"{fmt(r.get('p_adjusted'))})" for r in top) or "—")])
+    for s, info in typed.sites.items():
+        top = [r for r in info.ranking if r.flagged][:3]
+        rows.append([esc(s), _num(str(info.n)), esc("yes" if info.flagged else "no"),
+                     esc("yes" if info.material else "no"), _num(str(info.n_tests)),
+                     esc("; ".join(f"{r.id} ({r.effect_name} {fmt(r.effect)}, adj. p {fmt(r.p_adjusted)})"
+                                   for r in top) or "—")])
     out.append(_table(["Site", "n", "Flagged", "Material", "Tests", "Largest flagged differences"], rows, raw=True))
-    grid = [figs.html(charts.shift_summary_figure(shift, s)) for s in (shift.get("sites") or {})]
+    grid = [figs.html(charts.shift_summary_figure(shift, s)) for s in typed.sites]
     if grid:
         out.append('<p class="note">What differs most per site: bars are −log10 of the adjusted p-value; red: '
                    'significant and beyond its practical threshold (material), amber: significant, grey: not '
                    "significant; dashed: alpha.</p>")
         out.append('<div class="grid2">' + "".join(grid) + "</div>")
-    drift = shift.get("drift") or {}
-    dsites = drift.get("sites") or {}
-    if dsites:
-        out.append(f"<h3>Temporal drift (windows: {esc(drift.get('freq'))})</h3>")
-        for s, d in dsites.items():
-            if d.get("windows"):
-                flagged = ", ".join(d.get("flagged_windows") or []) or "none"
-                out.append(figs.html(charts.drift_figure(d, title=f"{s}: metrics per window (flagged: {flagged})")))
-    elif drift.get("reason"):
-        out.append(f'<p class="note">Temporal drift: {esc(drift["reason"])}.</p>')
+    drift = typed.drift
+    if drift.sites:
+        out.append(f"<h3>Temporal drift (windows: {esc(drift.freq)})</h3>")
+        for s, d in drift.sites.items():
+            if d.windows:
+                flagged = ", ".join(d.flagged_windows) or "none"
+                out.append(figs.html(charts.drift_figure(shift["drift"]["sites"][s],
+                                                         title=f"{s}: metrics per window (flagged: {flagged})")))
+    elif drift.reason:
+        out.append(f'<p class="note">Temporal drift: {esc(drift.reason)}.</p>')
     return _section("shift", "8. Dataset shift and drift", "".join(out))
 
 
 def _limitations(bundle, figs: _Figures) -> str:
     from validate.analysis.subgroups import insufficient_cells
 
-    metrics = bundle.metrics or {}
     out = []
     items = []
-    for s, b in (metrics.get("sites") or {}).items():
-        if b.get("insufficient"):
-            items.append(f"Site <b>{esc(s)}</b> has too little data for trustworthy estimates: {esc(b.get('reason'))}.")
-        for m, why in (b.get("undefined") or {}).items():
+    for s, b in bundle.typed.metrics.sites.items():
+        if b.insufficient:
+            items.append(f"Site <b>{esc(s)}</b> has too little data for trustworthy estimates: {esc(b.reason)}.")
+        for m, why in b.undefined.items():
             items.append(f"At site <b>{esc(s)}</b>, {esc(metric_label(m))} is undefined: {esc(why)}.")
-    roles = {s: (info or {}).get("role") for s, info in ((bundle.sites or {}).get("sites") or {}).items()}
+    cohorts = bundle.typed.sites
+    roles = {s: info.role for s, info in cohorts.sites.items()} if cohorts else {}
     dev = [s for s, r in roles.items() if r == "development"]
     if dev:
         items.append(f"Metrics at the development site(s) {esc(', '.join(dev))} are apparent (in-sample) performance "
@@ -532,11 +537,11 @@ def _limitations(bundle, figs: _Figures) -> str:
         by = fails.groupby([fails["site"].astype(str), fails["reason"].astype(str).str.split(":").str[0]]).size()
         items.append(f"{len(fails)} case(s) could not be read or scored and are excluded: "
                      + "; ".join(f"{esc(site)}: {esc(reason)} ({k})" for (site, reason), k in by.items()) + ".")
-    gates = bundle.gates or {}
-    small_gates = [r for r in gates.get("rows") or [] if r.get("insufficient")]
+    gates = bundle.typed.gates
+    small_gates = [r for r in gates.rows if r.insufficient] if gates else []
     if small_gates:
         items.append(f"{len(small_gates)} gate check(s) were decided by their insufficient-data policy "
-                     f"({', '.join(sorted({esc(r['gate']) for r in small_gates}))}).")
+                     f"({', '.join(sorted({esc(r.gate) for r in small_gates}))}).")
     out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else "<p>None noted.</p>")
     cells = insufficient_cells(bundle.subgroups or {})
     if cells:
@@ -569,10 +574,10 @@ def render_report(bundle) -> str:
     bundle.require_implied_files()
     figs = _Figures()
     body = "".join(fn(bundle, figs) for _, _, fn in SECTIONS)
-    prov = bundle.provenance or {}
-    proto = prov.get("protocol") or {}
-    gates = bundle.gates or {}
-    title = f"Validation report: {proto.get('name', bundle.path.name)} v{proto.get('version', '')}"
+    prov = bundle.typed.provenance
+    gates = bundle.typed.gates
+    verdict = gates.verdict if gates else "pass"
+    title = f"Validation report: {prov.protocol.name} v{prov.protocol.version}"
     desc = ""
     try:
         import yaml
@@ -586,12 +591,12 @@ def render_report(bundle) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<meta name=\"validate-figures\" content=\"{figs.count}\">"
-        f"<meta name=\"validate-verdict\" content=\"{esc(gates.get('verdict', 'pass'))}\">"
+        f"<meta name=\"validate-verdict\" content=\"{esc(verdict)}\">"
         f"<title>{esc(title)}</title><style>{CSS}</style>"
         f"<script type=\"text/javascript\">{plotly_js}</script></head>"
         f"<body data-figures=\"{figs.count}\"><header><h1>{esc(title)}</h1>"
-        f"<p>{esc(desc)}</p><p>Run {esc(prov.get('started_at'))} · bundle {esc(bundle.path.name)} · "
-        f"verdict {esc(str(gates.get('verdict', 'pass')).upper())}</p></header><nav>{nav}</nav><main>{body}</main>"
+        f"<p>{esc(desc)}</p><p>Run {esc(prov.started_at)} · bundle {esc(bundle.path.name)} · "
+        f"verdict {esc(verdict.upper())}</p></header><nav>{nav}</nav><main>{body}</main>"
         "</body></html>\n")
 
 

@@ -1,0 +1,627 @@
+"""The bundle contract: what each JSON file of a results bundle holds, typed and versioned.
+
+A results bundle is the interface between the engine (``validate run``, ``validate gate``) and every
+presentation (``report.html``, the dashboard, a reviewer's notebook). This module states that interface
+once, as pydantic models, one per file:
+
+==================  ===========================  ==========================================
+file                schema id                    model
+==================  ===========================  ==========================================
+metrics.json        ``validate.metrics/1``       :class:`MetricsFile`
+calibration.json    ``validate.calibration/1``   :class:`CalibrationFile`
+curves.json         ``validate.curves/1``        :class:`CurvesFile`
+subgroups.json      ``validate.subgroups/1``     :class:`SubgroupsFile`
+sites.json          ``validate.sites/1``         :class:`SitesFile`
+shift.json          ``validate.shift/1``         :class:`ShiftFile`
+gates.json          ``validate.gates/1``         :class:`GatesFile`
+provenance.json     ``validate.provenance/1``    :class:`ProvenanceFile`
+==================  ===========================  ==========================================
+
+Each file carries its id in a top-level ``schema`` field (``shift.json`` has done so since its first
+version; the others gained it with version 1). The JSON Schemas in ``schemas/bundle/`` are generated
+from these models (``python -m validate.contract schemas/bundle``, ``make schema``) and are the public
+contract for tools outside this package.
+
+Rules a reader relies on:
+
+- **Required keys are exact.** A key a reader needs (the structure presentation walks: ``sites``,
+  ``overall``, a block's ``n``, a gate row's ``verdict`` ...) is required; a bundle missing it, or
+  holding it under another name, is refused with the file and the key path, never shown as "no data".
+- **Open parts stay open.** Per-site, per-subgroup and per-method maps are keyed by the protocol's own
+  names, and a metric BLOCK holds one entry per metric (the metric set grows with the engine); those
+  are typed as maps and extra keys. Keys a reader does not know are kept (an addition within a version).
+- **Versions.** Renaming or removing a key, or changing its meaning, is a new version. A file of a newer
+  version than this package reads, or whose id names another file, is refused (exit 2, naming file and
+  id). A file without a ``schema`` field is version 0 (bundles written before the contract was
+  versioned): version 1 only added the field, so it is read as version 1 and validated the same way.
+- **Writing.** :func:`for_writing` adds the id and validates the content before it reaches the disk;
+  content that breaks the contract is an internal error (:class:`ContractViolation`, exit 3) — the
+  engine must never write a bundle its own readers refuse. The bytes written are those of the engine's
+  dict plus the ``schema`` field (the model is a check, not a re-serialisation), so numbers round-trip
+  exactly as before.
+- **Not computed.** ``calibration.json`` is ``{}`` when the protocol runs no calibration comparison
+  and ``shift.json`` is ``{"reason": ...}`` when there is no development/external pair; these read as
+  :class:`NotComputed` (``computed`` is False, ``reason`` says why).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from validate.errors import InputError
+
+Task = Literal["binary", "multiclass", "multilabel"]
+Verdict = Literal["pass", "warn", "fail"]
+Number = Optional[float]
+SCHEMA_ID = re.compile(r"^validate\.([a-z_]+)/(\d+)$")
+
+
+class ContractViolation(Exception):
+    """The engine produced content that breaks the bundle contract (an internal error: exit 3)."""
+
+
+class _Part(BaseModel):
+    """A part of a bundle file: declared keys typed, unknown keys kept (additions within a version)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def extra(self, key: str, default: Any = None) -> Any:
+        """An undeclared key (e.g. a metric entry of a BLOCK), or ``default``."""
+        return (self.model_extra or {}).get(key, default)
+
+
+class _File(_Part):
+    """A bundle JSON file: its contract name and version, and the ``schema`` id it carries."""
+
+    NAME: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    computed: ClassVar[bool] = True
+
+    schema_id: Optional[str] = Field(default=None, alias="schema",
+                                     description='"validate.<name>/<version>"; absent in version 0 files')
+
+    @classmethod
+    def schema_name(cls) -> str:
+        return f"validate.{cls.NAME}/{cls.VERSION}"
+
+
+class NotComputed(_Part):
+    """A file the engine writes when its analysis did not run (``{}`` or ``{"reason": ...}``)."""
+
+    computed: ClassVar[bool] = False
+    schema_id: Optional[str] = Field(default=None, alias="schema")
+    reason: Optional[str] = None
+
+
+# ---- shared pieces ------------------------------------------------------------------------------------
+
+class Entry(_Part):
+    """A number with its interval: ``{"estimate", "ci_low", "ci_high", "method"}`` (any may be null)."""
+
+    estimate: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    method: Optional[str] = None
+
+
+class OperatingPoint(_Part):
+    """Sensitivity, specificity, PPV and NPV (entries, as extra keys) at one threshold."""
+
+    threshold: Number
+
+
+class Block(_Part):
+    """A metric BLOCK (DESIGN.md, Metrics JSON): ``n`` and one entry per metric as extra keys.
+
+    ``insufficient`` marks a block with too few cases or events for a trustworthy estimate (its
+    numbers are kept); ``undefined`` maps a metric to why it could not be computed.
+    """
+
+    n: int
+    n_events: Any = None  # an int; per class or label a map
+    prevalence: Any = None
+    insufficient: bool = False
+    reason: Optional[str] = None
+    undefined: dict[str, Any] = {}
+    operating_points: list[OperatingPoint] = []
+    target_sensitivity: Optional[dict[str, Any]] = None
+    classes: Optional[dict[str, "Block"]] = None
+    labels: Optional[dict[str, "Block"]] = None
+
+    def metric(self, name: str) -> Any:
+        """The entry of metric ``name`` (a dict: an :class:`Entry`'s keys, or ``statistic``/``p_value``)."""
+        return self.extra(name)
+
+
+# ---- metrics.json -------------------------------------------------------------------------------------
+
+class MetricsFile(_File):
+    """``metrics.json``: blocks pooled over sites, per site, and per subgroup value (pooled over sites)."""
+
+    NAME: ClassVar[str] = "metrics"
+    task: Task
+    n_bootstrap: int
+    ci_level: float
+    seed: Optional[int]
+    overall: Block
+    sites: dict[str, Block]
+    subgroups: dict[str, dict[str, Block]] = {}
+
+
+# ---- calibration.json ---------------------------------------------------------------------------------
+
+class CalibrationMethod(_Part):
+    """One calibration method: fitted ``params`` and a BLOCK per evaluated site (``error`` if the fit failed)."""
+
+    params: Optional[dict[str, Any]]
+    sites: dict[str, Block]
+    overall: Optional[Block] = None
+    change_vs_none: dict[str, dict[str, Any]] = {}
+    error: Optional[str] = None
+
+
+class CalibrationFile(_File):
+    """``calibration.json``: the held-out comparison of calibration methods, and the optional designs."""
+
+    NAME: ClassVar[str] = "calibration"
+    task: Task
+    design: str
+    fit_on: list[str]
+    methods: dict[str, CalibrationMethod]
+    recommended: Optional[str]
+    recommendation_note: Optional[str] = None
+    designs: dict[str, Any] = {}
+
+
+# ---- curves.json --------------------------------------------------------------------------------------
+
+class RocBand(_Part):
+    fpr: list[Number]
+    tpr_low: list[Number]
+    tpr_high: list[Number]
+
+
+class Roc(_Part):
+    fpr: list[Number]
+    tpr: list[Number]
+    threshold: list[Number]
+    band: Optional[RocBand] = None
+
+
+class PrecisionRecall(_Part):
+    recall: list[Number]
+    precision: list[Number]
+    threshold: list[Number]
+    prevalence: Number = None
+
+
+class Reliability(_Part):
+    """Reliability bins: mean prediction and observed rate (Wilson interval) per bin, with counts."""
+
+    edges: list[Number]
+    count: list[int]
+    events: list[int]
+    mean_predicted: list[Number]
+    observed: list[Number]
+    observed_low: list[Number]
+    observed_high: list[Number]
+
+
+class Smooth(_Part):
+    p: list[Number]
+    observed: list[Number]
+
+
+class Curves(_Part):
+    """The curves of one set of cases; multiclass adds ``top_label``, multi-outcome tasks ``classes``."""
+
+    n: int
+    n_events: Optional[int] = None
+    roc: Optional[Roc] = None
+    pr: Optional[PrecisionRecall] = None
+    reliability: Optional[Reliability] = None
+    smooth: Optional[Smooth] = None
+    top_label: Optional["Curves"] = None
+    classes: Optional[dict[str, "Curves"]] = None
+
+
+class CalibratedCurves(_Part):
+    sites: dict[str, Curves]
+
+
+class CurvesFile(_File):
+    """``curves.json``: curves per site and pooled; reliability after each calibration method (binary)."""
+
+    NAME: ClassVar[str] = "curves"
+    task: Task
+    bins: int
+    ci_level: float
+    sites: dict[str, Curves]
+    overall: Curves
+    calibrated: dict[str, CalibratedCurves] = {}
+
+
+# ---- subgroups.json -----------------------------------------------------------------------------------
+
+class SubgroupCell(_Part):
+    """One group of one subgroup: its BLOCK and its gap entries to the site, per gap metric."""
+
+    block: Block
+    gap: dict[str, Optional[dict[str, Any]]] = {}
+
+
+class WorstGroup(_Part):
+    """The worst judgeable group for one metric (``group`` null when none is judgeable)."""
+
+    group: Optional[str]
+    estimate: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    gap: Optional[dict[str, Any]] = None
+    n: Optional[int] = None
+    n_events: Any = None  # an int; per class or label a map
+    excluded_insufficient: list[str] = []
+
+
+class SubgroupLevel(_Part):
+    """One site (or all sites pooled): cells per subgroup and group, worst group per subgroup and metric."""
+
+    subgroups: dict[str, dict[str, SubgroupCell]]
+    worst: dict[str, dict[str, WorstGroup]] = {}
+
+
+class SubgroupsFile(_File):
+    """``subgroups.json``: the site x subgroup analysis; ``groups`` gives each subgroup's group order."""
+
+    NAME: ClassVar[str] = "subgroups"
+    task: Optional[Task] = None
+    ci_level: float
+    attributes: list[str]
+    groups: dict[str, list[str]]
+    sites: dict[str, SubgroupLevel]
+    overall: Optional[SubgroupLevel]
+
+
+# ---- sites.json ---------------------------------------------------------------------------------------
+
+class SiteCohort(_Part):
+    """One site's cohort: size, events, prevalence (Wilson), make-up per subgroup, exclusions by reason."""
+
+    name: Optional[str]
+    role: str
+    n: int
+    patients: Optional[int] = None
+    n_events: Optional[int] = None
+    prevalence: Optional[Entry] = None
+    make_up: dict[str, dict[str, int]]
+    excluded: dict[str, int]
+    n_excluded: int
+
+
+class SitesFile(_File):
+    """``sites.json``: the cohort of each site, in the protocol's site order."""
+
+    NAME: ClassVar[str] = "sites"
+    task: Task
+    ci_level: float
+    sites: dict[str, SiteCohort]
+
+
+# ---- shift.json ---------------------------------------------------------------------------------------
+
+class ShiftFinding(_Part):
+    """One row of a site's ranking: a difference, its corrected p-value and whether it is flagged."""
+
+    id: str
+    group: str
+    name: str
+    p_value: Number
+    p_adjusted: Number
+    effect_name: Optional[str]
+    effect: Number
+    flagged: bool
+    material: bool = False
+    rank: Optional[int] = None
+
+
+class ShiftSite(_Part):
+    """One external site against the development site(s); the finding groups are extra keys."""
+
+    n: int
+    flagged: bool
+    material: bool
+    n_tests: int
+    ranking: list[ShiftFinding]
+
+
+class Development(_Part):
+    sites: list[str]
+    n: int
+
+
+class DriftSite(_Part):
+    """:func:`validate.analysis.drift.temporal_drift` of one site (windows with their metrics)."""
+
+    windows: list[dict[str, Any]] = []
+    flagged_windows: list[str] = []
+    drift: bool = False
+
+
+class Drift(_Part):
+    freq: Optional[str]
+    drift: bool
+    flagged_sites: list[str]
+    sites: dict[str, DriftSite]
+    reason: Optional[str] = None
+
+
+class ShiftFile(_File):
+    """``shift.json``: dataset shift per external site, and temporal drift (see :mod:`validate.analysis.shift`)."""
+
+    NAME: ClassVar[str] = "shift"
+    task: Task
+    alpha: float
+    correction: str
+    development: Development
+    sites: dict[str, ShiftSite]
+    flagged_sites: list[str]
+    material_sites: list[str]
+    drift: Drift
+
+
+# ---- gates.json ---------------------------------------------------------------------------------------
+
+class GateDeclared(_Part):
+    """A gate as the protocol declared it, normalised (:class:`validate.gates.GateSpec`)."""
+
+    metric: str
+    scope: str
+    direction: Literal["min", "max"]
+    threshold: float
+    on: str
+    name: str
+    calibration: Optional[str] = None
+    insufficient: str = "warn"
+
+
+class GateRowFile(_Part):
+    """The verdict of one gate on one scope item (:class:`validate.gates.GateRow`)."""
+
+    gate: str
+    metric: str
+    scope: str
+    item: str
+    on: str
+    direction: Literal["min", "max"]
+    threshold: float
+    verdict: Verdict
+    reason: str
+    value: Number = None
+    estimate: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    n: Optional[int] = None
+    n_events: Optional[int] = None
+    site: Optional[str] = None
+    subgroup: Optional[str] = None
+    group: Optional[str] = None
+    calibration: Optional[str] = None
+    insufficient: bool = False
+
+
+class VerdictCounts(_Part):
+    pass_: int = Field(alias="pass")
+    warn: int
+    fail: int
+
+
+class GatesFile(_File):
+    """``gates.json``: every gate row, the counts and the overall verdict (deterministic)."""
+
+    NAME: ClassVar[str] = "gates"
+    name: str
+    verdict: Verdict
+    exit_code: int
+    counts: VerdictCounts
+    gates: list[GateDeclared]
+    rows: list[GateRowFile]
+
+
+# ---- provenance.json ----------------------------------------------------------------------------------
+
+class ProtocolIdentity(_Part):
+    name: Optional[str]
+    version: Optional[str]
+    path: Optional[str] = None
+    sha256: Optional[str]
+
+
+class FileIdentity(_Part):
+    path: str
+    sha256: Optional[str]
+    format: Optional[str] = None
+
+
+class ProvenanceFile(_File):
+    """``provenance.json``: what is needed to repeat the run and to check it is the same run."""
+
+    NAME: ClassVar[str] = "provenance"
+    protocol: ProtocolIdentity
+    checkpoint: Optional[FileIdentity]
+    predictions_source: Optional[FileIdentity] = None
+    started_at: str
+    finished_at: str
+    device: Optional[str]
+    seeds: dict[str, Optional[int]]
+    software: dict[str, Optional[str]]
+    validate_version: Optional[str] = None
+    n_bootstrap: Optional[int] = None
+    platform: dict[str, Any] = {}
+    case_ids: Optional[str] = None
+    command: list[str] = []
+    files: dict[str, str] = {}
+    scoring_counts: Optional[dict[str, Any]] = None
+
+
+# ---- the contract -------------------------------------------------------------------------------------
+
+MODELS: dict[str, type[_File]] = {
+    "metrics.json": MetricsFile,
+    "calibration.json": CalibrationFile,
+    "curves.json": CurvesFile,
+    "subgroups.json": SubgroupsFile,
+    "sites.json": SitesFile,
+    "shift.json": ShiftFile,
+    "gates.json": GatesFile,
+    "provenance.json": ProvenanceFile,
+}
+# what an analysis that did not run writes in place of its file
+NOT_COMPUTED_KEYS = {"calibration.json": {"schema"}, "shift.json": {"schema", "reason"}}
+
+BundleFile = Union[_File, NotComputed]
+
+
+def _key_path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key path, message) per problem, first occurrence of each key path (the models hold no unions, so
+    pydantic's locations are key paths only)."""
+    seen: dict[str, str] = {}
+    for err in exc.errors(include_url=False):
+        seen.setdefault(_key_path(err["loc"]), "missing" if err["type"] == "missing" else err["msg"])
+    return list(seen.items())
+
+
+def _validate(model: type[BaseModel], data: Any) -> BaseModel:
+    return model.model_validate(data)
+
+
+def _model_for(name: str, data: dict) -> type[BaseModel]:
+    allowed = NOT_COMPUTED_KEYS.get(name)
+    if allowed is not None and set(data) <= allowed:
+        return NotComputed
+    return MODELS[name]
+
+
+def check_version(name: str, data: Any, *, file: Path | str | None = None) -> int:
+    """The contract version of bundle file ``name`` holding ``data`` (0 when it has no ``schema``).
+
+    Raises :class:`InputError` for a file that is not a JSON object, an id naming another file, or a
+    version newer than this package reads.
+    """
+    model = MODELS[name]
+    where = file if file is not None else name
+    if not isinstance(data, dict):
+        raise InputError(f"{name} holds a JSON {type(data).__name__}, not an object", file=where,
+                         expected=f"a {model.schema_name()} object")
+    sid = data.get("schema")
+    if sid is None:
+        return 0
+    m = SCHEMA_ID.match(sid) if isinstance(sid, str) else None
+    if not m or m.group(1) != model.NAME:
+        raise InputError(f"unknown bundle schema {sid!r}", file=where, field="schema",
+                         expected=f'"validate.{model.NAME}/<version>" (this validate reads up to {model.schema_name()})')
+    version = int(m.group(2))
+    if version > model.VERSION:
+        raise InputError(f"{name} is {sid}, newer than this validate reads ({model.schema_name()})", file=where,
+                         field="schema", expected=f"a bundle of version {model.VERSION} or older, or a newer validate "
+                                                  "to read this one")
+    return version
+
+
+def parse(name: str, data: Any, *, file: Path | str | None = None) -> BundleFile:
+    """Bundle file ``name`` (e.g. ``"metrics.json"``) as its model; :class:`InputError` naming the file,
+    the key path and what is wrong when it breaks the contract."""
+    check_version(name, data, file=file)
+    try:
+        return _validate(_model_for(name, data), data)
+    except ValidationError as exc:
+        problems = _problems(exc)
+        key, msg = problems[0]
+        more = f" (and {len(problems) - 1} more problem(s): {', '.join(k for k, _ in problems[1:4])}"  \
+               f"{' ...' if len(problems) > 4 else ''})" if len(problems) > 1 else ""
+        raise InputError(f"{'required key missing' if msg == 'missing' else msg}{more}",
+                         file=file if file is not None else name, field=key,
+                         expected=f"a {name} of contract {MODELS[name].schema_name()} "
+                                  f"(schemas/bundle/{MODELS[name].NAME}.schema.json)") from None
+
+
+def for_writing(name: str, obj: Any) -> Any:
+    """``obj`` with its ``schema`` id added, checked against the contract; other names pass unchanged.
+
+    Raises :class:`ContractViolation` (an internal error) when the engine's content breaks the contract.
+    """
+    model = MODELS.get(name)
+    if model is None:
+        return obj
+    if not isinstance(obj, dict):
+        raise ContractViolation(f"internal error: {name} content is a {type(obj).__name__}, not an object")
+    out = {**obj, "schema": model.schema_name()}
+    try:
+        _validate(_model_for(name, out), out)
+    except ValidationError as exc:
+        detail = "; ".join(f"{k}: {m}" for k, m in _problems(exc)[:5])
+        raise ContractViolation(f"internal error: the engine's {name} breaks contract {model.schema_name()}: "
+                                f"{detail}") from exc
+    return out
+
+
+# ---- JSON Schemas -------------------------------------------------------------------------------------
+
+def json_schema(name: str) -> dict:
+    """The JSON Schema of bundle file ``name`` (draft 2020-12), as committed in ``schemas/bundle/``."""
+    model = MODELS[name]
+    schema = model.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = model.schema_name()
+    schema["title"] = f"validate bundle: {name} ({model.schema_name()})"
+    props = schema.get("properties", {})
+    if "schema" in props:
+        props["schema"] = {"description": props["schema"].get("description", ""), "type": "string",
+                           "pattern": f"^validate\\.{model.NAME}/[0-9]+$"}
+    if name in NOT_COMPUTED_KEYS:
+        # the file of an analysis that did not run: only its id (and for shift.json the reason)
+        full = {k: v for k, v in schema.items() if k not in ("$defs", "$schema", "$id", "title")}
+        defs = {**schema.get("$defs", {}), model.__name__: full}
+        idle = {"type": "object", "additionalProperties": False,
+                "description": "The analysis did not run (calibration.json: no comparison in the protocol; "
+                               "shift.json: no development and external site pair).",
+                "properties": {k: ({"type": "string"} if k == "reason" else props["schema"])
+                               for k in sorted(NOT_COMPUTED_KEYS[name])}}
+        schema = {"$defs": defs, "anyOf": [{"$ref": f"#/$defs/{model.__name__}"}, idle],
+                  **{k: schema[k] for k in ("$schema", "$id", "title")}}
+    return schema
+
+
+def json_schemas() -> dict[str, dict]:
+    """``{"<name>.schema.json": schema}`` for every bundle file."""
+    return {f"{MODELS[n].NAME}.schema.json": json_schema(n) for n in MODELS}
+
+
+def write_schemas(folder: str | Path) -> list[Path]:
+    """Write every JSON Schema into ``folder`` (sorted keys, indent 2); returns the paths."""
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fname, schema in json_schemas().items():
+        path = folder / fname
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":  # python -m validate.contract schemas/bundle
+    import sys
+
+    for p in write_schemas(sys.argv[1] if len(sys.argv) > 1 else "schemas/bundle"):
+        print(p)
