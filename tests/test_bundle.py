@@ -162,7 +162,7 @@ def test_commit_checks_the_target_again(tmp_path):
     target = tmp_path / "b"
     with pytest.raises(InputError, match="not a results bundle.*changed while the run was working"):
         with BundleWriter(target) as w:
-            w.write_json("metrics.json", {})
+            w.write_json("metrics.json", minimal_metrics(1))
             target.mkdir()  # meanwhile (a run takes long) the user put a file there
             (target / "notes.txt").write_text("mine")
             w.commit()
@@ -172,7 +172,7 @@ def test_commit_checks_the_target_again(tmp_path):
 def test_commit_puts_the_earlier_bundle_back_when_the_rename_fails(tmp_path, monkeypatch):
     import os
 
-    target = write_minimal(tmp_path / "b", {"task": "binary", "overall": {"n": 1}})
+    target = write_minimal(tmp_path / "b", minimal_metrics(1))
     real = os.replace
     calls = []
 
@@ -186,7 +186,7 @@ def test_commit_puts_the_earlier_bundle_back_when_the_rename_fails(tmp_path, mon
 
     with pytest.raises(RunIncomplete, match="no space left"):
         with BundleWriter(target) as w:
-            w.write_json("metrics.json", {"task": "binary", "overall": {"n": 2}})
+            w.write_json("metrics.json", minimal_metrics(2))
             monkeypatch.setattr(os, "replace", failing)
             w.commit()
     monkeypatch.undo()
@@ -213,7 +213,7 @@ def test_abandoned_staging_is_removed_only_when_ours_and_unlocked(tmp_path):
     aside.rename(tmp_path / ".kept.old-00112233")
     write_minimal(tmp_path / "kept")
     with BundleWriter(tmp_path / "next") as w:
-        w.write_json("metrics.json", {})
+        w.write_json("metrics.json", minimal_metrics(1))
         w.abort()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["kept", live.staging.name, user.name, odd.name]), names
@@ -240,7 +240,7 @@ def test_read_bundle_refuses_a_bundle_missing_a_file_its_protocol_implies(tmp_pa
     with pytest.raises(InputError, match="gates.json is missing"):
         render_report(Bundle(path=target))
     (target / "gates.json").write_text('{"verdict": "fail", "rows": [], "counts": {}, "exit_code": 1}')
-    assert read_bundle(target).gates["verdict"] == "fail"
+    assert Bundle(path=target).missing_implied_files() == {}
 
 
 def test_written_by_validate_judges_by_content(tmp_path, synthetic_bundle):

@@ -374,8 +374,11 @@ WRITER = """
 import sys, time
 from validate.bundle import BundleWriter
 w = BundleWriter(sys.argv[1])
-w.write_json("metrics.json", {"task": "binary"})
-w.write_json("provenance.json", {"bundle_format": "validate-results-bundle/1"})
+w.write_json("metrics.json", {"task": "binary", "n_bootstrap": 0, "ci_level": 0.95, "seed": 0, "overall": {"n": 1},
+                              "sites": {}, "subgroups": {}})
+w.write_json("provenance.json", {"protocol": {"name": "t", "version": "1", "sha256": None}, "checkpoint": None,
+                                 "started_at": "x", "finished_at": "y", "device": "cpu", "seeds": {}, "software": {},
+                                 "bundle_format": "validate-results-bundle/1"})
 print(w.staging, flush=True)
 time.sleep(120)
 """
