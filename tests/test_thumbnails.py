@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from test_scoring_support import dicom_dataset
 
-from validate.commands.run import run_protocol
+from validate.pipeline import run_protocol
 
 KEY = "thumbnail-test-key"
 N = 50          # cases per site: about 25 errors, so the top-20 cut matters

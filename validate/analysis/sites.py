@@ -24,6 +24,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from validate.groups import group_sort_key
+
 MAX_POINTS = 400
 BAND_GRID = 101
 BAND_REPLICATES = 500  # pointwise ROC bands: enough for stable 2.5/97.5% quantiles, bounded cost
@@ -325,8 +327,6 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
     ``table``); ``failures``: the scoring failures (columns ``site``, ``reason``) — counted by reason,
     never listed by case.
     """
-    from validate.analysis.subgroups import group_sort_key
-
     task = protocol.task
     site_col = table["site"].astype(str)
     plain = [g.name for g in protocol.subgroups if not g.intersection]

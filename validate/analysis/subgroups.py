@@ -19,15 +19,17 @@ intersection, and each of its groups:
   are listed beside it.
 
 Group order: numeric bands by their lower bound (``<45``, ``45-54``, ...), other values
-alphabetically, ``missing`` last (:func:`group_sort_key`); ``groups`` in the output gives this order.
+alphabetically, ``missing`` last (:func:`validate.groups.group_sort_key`); ``groups`` in the output gives this order.
 """
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+
+from validate.analysis.sites import probabilities, ranking_scores
+from validate.groups import group_sort_key
 
 GAP_METRICS = {
     "binary": ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "sensitivity",
@@ -41,27 +43,6 @@ TARGET = {"calibration_slope": 1.0, "calibration_intercept": 0.0}
 WORST_METRICS = ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "mce", "eavg",
                  "ici", "calibration_intercept", "calibration_slope", "sensitivity", "specificity", "accuracy",
                  "auroc_macro", "ece_classwise")
-MISSING = "missing"
-
-_NUM = re.compile(r"^(<|>=|\[)?\s*(-?\d+(?:\.\d+)?)")
-
-
-def group_sort_key(value: str) -> tuple:
-    """Natural order of group labels: bands by their lower bound, then text, ``missing`` last;
-    intersections ``"a & b"`` part by part."""
-    parts = str(value).split(" & ")
-    key = []
-    for part in parts:
-        if part == MISSING:
-            key.append((2, 0.0, part))
-            continue
-        m = _NUM.match(part)
-        if m:
-            x = float(m.group(2))
-            key.append((0, x - 0.5 if m.group(1) == "<" else x, part))
-        else:
-            key.append((1, 0.0, part))
-    return tuple(key)
 
 
 def badness(metric: str, estimate: Optional[float]) -> Optional[float]:
@@ -206,7 +187,6 @@ def _fin(x) -> Optional[float]:
 
 def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
            stratify: bool) -> dict:
-    from validate.analysis.sites import probabilities, ranking_scores
     from validate.predictions import cluster_keys
 
     metrics = GAP_METRICS.get(task, ())

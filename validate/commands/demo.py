@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from validate.errors import EXIT_BAD_INPUT, InputError
+from validate.pipeline import run_protocol
 
 NAME = "demo"
 HELP = "run the sample protocols (protocols/heart.yaml, protocols/chest.yaml) into runs/"
@@ -32,8 +33,6 @@ def protocols_dir(given=None) -> Path:
 
 
 def run(args) -> int:
-    from validate.commands.run import run_protocol
-
     folder = protocols_dir(args.protocols_dir)
     worst = 0
     for name in SAMPLES:

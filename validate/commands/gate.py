@@ -9,13 +9,15 @@ what ran), and are otherwise printed only. Exit codes: 0 every gate passes, 1 a 
 ``--out`` never replaces a file it did not write (:func:`check_out`): an existing ``gates.json``,
 ``junit.xml`` or ``gates.md`` there must be validate's own (judged by its content), ``--out`` must be a
 folder, and it may not be another results bundle (or lie inside one) when another protocol is judged.
-Other files in the folder are left alone.
+Other files in the folder are left alone. The judging is the library's
+(:func:`validate.pipeline.regate`); this command checks where its files go, writes and prints them.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from validate.errors import InputError
+from validate.pipeline import regate
 
 OUTPUTS = ("gates.json", "junit.xml", "gates.md")
 
@@ -28,19 +30,6 @@ def register(parser) -> None:
     parser.add_argument("--protocol", metavar="P", help="judge this protocol's gates instead of the bundle's own")
     parser.add_argument("--out", metavar="DIR", help="write gates.json, junit.xml and gates.md here")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
-
-
-def regate(bundle_path, protocol_path=None):
-    """The :class:`validate.gates.GateReport` of a bundle judged with its own or another protocol."""
-    from validate.bundle import read_bundle
-    from validate.gates import judge_gates
-    from validate.protocol import load_protocol
-
-    bundle = read_bundle(bundle_path)
-    protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
-    return bundle, judge_gates(protocol.gates, bundle.metrics, calibration=bundle.calibration,
-                               subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol,
-                               cohort=bundle.sites)
 
 
 def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:

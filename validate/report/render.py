@@ -231,7 +231,7 @@ def _cohorts(bundle, figs: _Figures) -> str:
             for g in info.make_up.get(a, {}):
                 if g not in groups:
                     groups.append(g)
-        from validate.analysis.subgroups import group_sort_key
+        from validate.groups import group_sort_key
 
         groups.sort(key=group_sort_key)
         trows = []

@@ -34,60 +34,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from validate.io import atomic_path
+from validate.scoring.checksums import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
 from validate.scoring.evaluator import ShardResult
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
 
 # 2: shards of image sites carry per-case image statistics and DICOM equipment
 # 3: each shard has a checksum file; failure reasons hold no paths
 CACHE_VERSION = 3
-CHECKSUM_SUFFIX = ".sha256"
 
 
 def ci_mode() -> bool:
     """Whether the environment says this is a CI run (``CI`` set to ``true`` or ``1``, as GitHub
     Actions, GitLab CI and most others set it): image files are then keyed by content."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_checksum(path: Path, written: Path) -> None:
-    """The SHA-256 of ``written`` (the complete temporary file about to be renamed to ``path``) into
-    ``path.sha256``. Called before the rename: a run killed in between leaves at most a checksum
-    without its shard (harmless), never a shard without its checksum (which would be scored again)."""
-    from validate.io import atomic_write_text
-
-    atomic_write_text(Path(str(path) + CHECKSUM_SUFFIX), file_sha256(written) + "\n")
-
-
-def checksum_ok(path: Path, what: str) -> bool:
-    """Whether ``path`` matches its stored checksum; if not, say so on stderr (it will be redone)."""
-    try:
-        stored = Path(str(path) + CHECKSUM_SUFFIX).read_text().strip()
-    except OSError:
-        stored = ""
-    try:
-        actual = file_sha256(path)
-    except OSError:
-        return False
-    if stored == actual:
-        return True
-    why = "has no checksum" if not stored else "does not match its checksum (changed since it was written)"
-    print(f"warning: {what} {path.parent.parent.name}/{path.name} {why}; not used, computed again", file=sys.stderr)
-    return False
 
 
 def run_key(*, checkpoint_sha256: str, preprocessing: dict, output: dict, amp: str, shard_size: int) -> str:

@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from validate.io import atomic_path
-from validate.scoring.cache import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
+from validate.scoring.checksums import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
 
 # 2: checksums of the index and the inputs
