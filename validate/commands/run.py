@@ -179,7 +179,6 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     :class:`validate.bundle.BundleWriter`) and commit it."""
     from validate.bundle import Bundle, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
-
     from validate.thumbnails import write_thumbnails
 
     original = frame = parts["table"].frame

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
 
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
@@ -435,7 +436,7 @@ def _methods(bundle, figs: _Figures) -> str:
               for m in names]
     out.append("<details><summary>Fitted parameters</summary>" + _table(["Method", "Parameters"], params, raw=True)
                + "</details>")
-    for kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
+    for _kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
         html_part = builder(cal, figs)
         if html_part:
             out.append(html_part)
