@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sysdeps demo test bench schema clean
+.PHONY: setup sysdeps demo lint test bench schema clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,15 @@ sysdeps:
 demo: setup
 	@$(BIN)/validate demo; rc=$$?; if [ $$rc -eq 1 ]; then echo "demo finished: at least one gate failed (see runs/)"; exit 0; fi; exit $$rc
 
+# Lint and type check (configured in pyproject.toml): a finding fails `make test`, hence CI.
+LINT_PATHS := validate dashboard tests benchmarks sample_sites
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy
+
 # Plain `pytest` skips the tests marked slow (the default run stays under 3 minutes); `make test`
-# runs them all (-m "" clears the marker filter), as CI does.
-test: setup sysdeps
+# runs them all (-m "" clears the marker filter), as CI does, after the lint.
+test: setup sysdeps lint
 	$(BIN)/python -m pytest -q -m ""
 
 bench: setup

@@ -38,10 +38,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from validate.scoring.evaluator import (EngineOptions, ImageCases, default_workers, resolve_device,  # noqa: E402
-                                        score_shards)
+from validate.scoring.evaluator import EngineOptions, ImageCases, default_workers, resolve_device, score_shards  # noqa: E402
 from validate.scoring.inputs import Preprocessing, normalise, read_case  # noqa: E402
-
 
 # ---- models ----------------------------------------------------------------------------------------
 

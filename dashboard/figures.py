@@ -11,18 +11,17 @@ predictions by the same engine functions that wrote ``curves.json``
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Optional, Sequence
+from typing import Optional
 
 import pandas as pd
 import streamlit as st
 
+from dashboard import data as dash_data, tables
 from validate import charts
 from validate.report import adapters
-
-from dashboard import data as dash_data
-from dashboard import tables
 
 Group = Optional[tuple[str, str]]  # (subgroup name, group value); None = all patients
 

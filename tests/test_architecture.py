@@ -169,6 +169,6 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_import_validate_loads_no_numerical_library():
-    assert _loaded_after("import validate\nassert validate.__file__.startswith(%r)" % str(PACKAGE)) == []
+    assert _loaded_after(f"import validate\nassert validate.__file__.startswith({str(PACKAGE)!r})") == []
     # the pipeline's entry point itself is cheap to import: its stages load what they need when run
     assert _loaded_after("from validate import run_protocol, RunResult") == []

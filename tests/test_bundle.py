@@ -8,10 +8,21 @@ import json
 import pandas as pd
 import pytest
 
-from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
-from validate.bundle import (BUNDLE_FORMAT, BundleWriter, case_id_key, default_bundle_dir, hash_ids, json_bytes,
-                             make_provenance, pseudonymise, read_bundle, software_versions)
+from validate.bundle import (
+    BUNDLE_FORMAT,
+    BundleWriter,
+    case_id_key,
+    default_bundle_dir,
+    hash_ids,
+    json_bytes,
+    make_provenance,
+    pseudonymise,
+    read_bundle,
+    software_versions,
+)
 from validate.errors import InputError
+
+from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 
 def minimal_metrics(n: int) -> dict:
@@ -82,7 +93,7 @@ def test_read_bundle_names_what_is_missing(tmp_path):
         (tmp_path / "bad" / f).write_text("{}")
     (tmp_path / "bad" / "metrics.json").write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
-        read_bundle(tmp_path / "bad").metrics
+        _ = read_bundle(tmp_path / "bad").metrics
 
 
 def test_ids_are_keyed_hashes(monkeypatch):

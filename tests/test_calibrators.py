@@ -15,7 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from validate.calibrators import (
-    METHODS, CalibrationFitError, calibrator_from_json, get_calibrator, logits_from_probabilities,
+    METHODS,
+    CalibrationFitError,
+    calibrator_from_json,
+    get_calibrator,
+    logits_from_probabilities,
     methods_for,
 )
 from validate.errors import InputError
@@ -227,7 +231,8 @@ def test_bbq_enir_step_map_equals_netcal_transform(netcal, method):
     cal = get_calibrator(method, "binary").fit(z, y)
     p = 1.0 / (1.0 + np.exp(-z))
     ref = (BBQ() if method == "bbq" else ENIR())
-    import contextlib, io
+    import contextlib
+    import io
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         ref.fit(p, y)
     z_new = np.random.default_rng(14).normal(0, 5, 2000)

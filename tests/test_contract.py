@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
-
 from validate import contract
 from validate.bundle import BundleWriter, read_bundle
 from validate.errors import InputError
+
+from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas" / "bundle"

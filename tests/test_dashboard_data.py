@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd

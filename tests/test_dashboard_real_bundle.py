@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from test_run_helpers import make_protocol
-
 from test_dashboard_app import APP, figures, frame_with, numbers
+from test_run_helpers import make_protocol
 
 
 @pytest.fixture(scope="module")

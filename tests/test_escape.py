@@ -14,8 +14,7 @@ import markdown
 import pandas as pd
 import pytest
 
-from validate.escape import (ZWJ, csv_cell, csv_safe, csv_uncell, csv_unsafe, markdown_text, terminal_text,
-                             xml_text)
+from validate.escape import ZWJ, csv_cell, csv_safe, csv_uncell, csv_unsafe, markdown_text, terminal_text, xml_text
 from validate.gates import GateReport, GateRow, GateSpec
 
 # every character XML 1.0 forbids that a Python str can hold, one of each kind

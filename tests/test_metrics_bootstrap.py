@@ -6,8 +6,17 @@ import pytest
 from sklearn import metrics as skm
 
 from validate.metrics import (
-    MetricSettings, binary_block, bootstrap_weights, ece, ece_adaptive, ici, iter_bootstrap_weights,
-    lowess_calibration, mce, paired_bootstrap_difference, percentile_interval,
+    MetricSettings,
+    binary_block,
+    bootstrap_weights,
+    ece,
+    ece_adaptive,
+    ici,
+    iter_bootstrap_weights,
+    lowess_calibration,
+    mce,
+    paired_bootstrap_difference,
+    percentile_interval,
 )
 from validate.metrics.calibration import weighted_ece, weighted_ece_adaptive
 

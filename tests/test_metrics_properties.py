@@ -10,8 +10,15 @@ from hypothesis.extra import numpy as hnp
 
 from validate.io import to_json_text
 from validate.metrics import (
-    MetricSettings, auroc, binary_block, calibration_intercept, calibration_slope, ece, multiclass_block,
-    multilabel_block, threshold_for_sensitivity,
+    MetricSettings,
+    auroc,
+    binary_block,
+    calibration_intercept,
+    calibration_slope,
+    ece,
+    multiclass_block,
+    multilabel_block,
+    threshold_for_sensitivity,
 )
 
 FAST = settings(max_examples=40, deadline=None)

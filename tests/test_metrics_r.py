@@ -13,11 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import REPO, SHARED_DATA, requires_r
 from validate.metrics import (
-    calibration_intercept, calibration_slope, delong_ci, delong_paired_test, ece, hosmer_lemeshow, ici,
-    lowess_calibration, spiegelhalter_z, brier,
+    brier,
+    calibration_intercept,
+    calibration_slope,
+    delong_ci,
+    delong_paired_test,
+    ece,
+    hosmer_lemeshow,
+    ici,
+    lowess_calibration,
+    spiegelhalter_z,
 )
+
+from conftest import REPO, SHARED_DATA, requires_r
 
 pytestmark = pytest.mark.r
 TOL = dict(rel=1e-6, abs=1e-8)

@@ -5,12 +5,29 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from conftest import SHARED_DATA
 from validate.metrics import (
-    accuracy, auprc, auroc, auroc_macro, brier, calibration_intercept, calibration_slope, classwise_ece, ece,
-    ece_adaptive, log_loss, mce, multiclass_brier, multiclass_log_loss, scaled_brier, top_label_ece,
-    weighted_auprc, weighted_auroc, clowess,
+    accuracy,
+    auprc,
+    auroc,
+    auroc_macro,
+    brier,
+    calibration_intercept,
+    calibration_slope,
+    classwise_ece,
+    clowess,
+    ece,
+    ece_adaptive,
+    log_loss,
+    mce,
+    multiclass_brier,
+    multiclass_log_loss,
+    scaled_brier,
+    top_label_ece,
+    weighted_auprc,
+    weighted_auroc,
 )
+
+from conftest import SHARED_DATA
 
 TOL = dict(rel=1e-9, abs=1e-12)
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 import validate
-from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 from validate.io import to_json_text
+
+from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 DETERMINISTIC = ("metrics.json", "calibration.json", "gates.json", "subgroups.json", "curves.json", "sites.json")
 

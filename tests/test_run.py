@@ -3,14 +3,15 @@ contents, pseudonymised identifiers, re-entry without re-scoring, and byte-ident
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from test_run_helpers import GATE_FAIL, GATES_PASS, make_protocol, synthetic_bundle  # noqa: F401 (fixture)
 from validate.cli import main
+
+from test_run_helpers import GATE_FAIL, GATES_PASS, make_protocol, synthetic_bundle  # noqa: F401 (fixture)
 
 DESIGN_FILES = ("provenance.json", "protocol.yaml", "predictions.parquet", "metrics.json", "calibration.json",
                 "shift.json", "gates.json", "report.html", "junit.xml", "failures.csv")
@@ -130,7 +131,7 @@ def test_bad_input_exits_2_with_a_located_message(tmp_path, capsys):
     assert "elsewhere" in capsys.readouterr().err
 
 
-def _sample_protocol(repo, tmp_path, name: str, n_bootstrap: int = 30) -> "Path":
+def _sample_protocol(repo, tmp_path, name: str, n_bootstrap: int = 30) -> Path:
     """A copy of a sample protocol with absolute paths and fewer bootstrap replicates (the demo itself
     uses the protocol's own values)."""
     import re as _re

@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from test_scoring_support import chest_like_images, png_protocol, reference_inputs, tiny_model
 from validate.scoring import score_protocol
+
+from test_scoring_support import chest_like_images, png_protocol, reference_inputs, tiny_model
 
 
 def _rewrite_npz(path, **changes):

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from test_scoring_support import tiny_model, write_factory
 from validate.errors import InputError
 from validate.scoring.checkpoints import detect_format, import_factory, load_checkpoint
+
+from test_scoring_support import tiny_model, write_factory
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +199,7 @@ def test_onnx_from_the_default_dynamo_exporter(tmp_path):
 # ---- .pt2 inspection and declared shapes ----------------------------------------------------------
 
 def test_shape_expressions_may_use_sympy_constructors_only():
-    from validate.scoring.archive import ArchiveRefused, _check_python_expression, _sympy_names
-    from validate.scoring.archive import IDENTIFIER
+    from validate.scoring.archive import IDENTIFIER, ArchiveRefused, _check_python_expression, _sympy_names
 
     honest = ["Symbol('s77', positive=True, integer=True)", "Mul(Integer(6), Symbol('s77', positive=True, integer=True))",
               "FloorDiv(s0, 2) + Max(1, u0)", "Eq(Mod(s1, 2), 0)", "-oo", "1.5*s0"]

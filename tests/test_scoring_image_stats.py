@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from test_scoring_support import dicom_dataset, tiny_model, write_factory, write_protocol
 from validate.scoring import score_protocol
-from validate.scoring.inputs import (IMAGE_STAT_COLUMNS, Preprocessing, image_stats, read_case,
-                                     read_case_with_stats)
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, image_stats, read_case, read_case_with_stats
+
+from test_scoring_support import dicom_dataset, tiny_model, write_factory, write_protocol
 
 PERCENTILES = {"img_p01": 1, "img_p05": 5, "img_p50": 50, "img_p95": 95, "img_p99": 99}
 

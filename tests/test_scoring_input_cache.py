@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from validate.scoring import inputs as inputs_module, score_protocol
+
 from test_scoring_support import chest_like_images, png_protocol_with_bad_cases, reference_inputs, tiny_model
-from validate.scoring import inputs as inputs_module
-from validate.scoring import score_protocol
 
 
 def _site_with_bad_cases(tmp_path, n=40):

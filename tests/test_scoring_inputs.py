@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
+from validate.scoring.inputs import CaseError, Preprocessing, feature_matrix, is_dicom, normalise, read_case
+
 from test_scoring_support import dicom_dataset
-from validate.scoring.inputs import (CaseError, Preprocessing, feature_matrix, is_dicom, normalise, read_case)
 
 GREY = Preprocessing(kind="image", size=(8, 8), channels=1, scale=255.0, mean=(0.5,), std=(0.5,))
 

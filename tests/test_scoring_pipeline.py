@@ -16,12 +16,22 @@ import pytest
 import torch
 from PIL import Image
 
-from test_scoring_support import (TINY_DEF, chest_like_images, image_input, png_protocol,
-                                  png_protocol_with_bad_cases, reference_inputs, tiny_model, write_factory,
-                                  write_png_site, write_protocol)
 from validate.cli import main
 from validate.errors import InputError
 from validate.scoring import score_protocol
+
+from test_scoring_support import (
+    TINY_DEF,
+    chest_like_images,
+    image_input,
+    png_protocol,
+    png_protocol_with_bad_cases,
+    reference_inputs,
+    tiny_model,
+    write_factory,
+    write_png_site,
+    write_protocol,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

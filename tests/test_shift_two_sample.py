@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.proportion import (
-    confint_proportions_2indep, proportion_confint, proportions_ztest,
-)
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint, proportions_ztest
 from statsmodels.stats.weightstats import ttest_ind as sm_ttest_ind
 
 from validate.analysis import two_sample as ts

@@ -8,8 +8,7 @@ import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from validate.analysis.sites import binary_curves, cohort_summary, wilson_interval
-from validate.analysis.subgroups import (group_sort_key, insufficient_cells, paired_gaps, subgroup_analysis,
-                                         worst_groups)
+from validate.analysis.subgroups import group_sort_key, insufficient_cells, paired_gaps, subgroup_analysis, worst_groups
 from validate.metrics import MetricSettings, bootstrap_weights, percentile_interval
 
 
@@ -106,7 +105,7 @@ def test_subgroup_analysis_blocks_gaps_and_small_groups():
     for level in (out["sites"]["site0"], out["sites"]["site1"], out["overall"]):
         cells = level["subgroups"]["sex"]
         assert set(cells) == {"female", "male"}
-        for g, cell in cells.items():
+        for cell in cells.values():
             blk = cell["block"]
             # the gap's point estimate is the difference of the engine's AUROC estimates
             ref = cell["gap"]["auroc"]["reference"]

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_scoring_support import dicom_dataset
 
 from validate.pipeline import run_protocol
+
+from test_scoring_support import dicom_dataset
 
 KEY = "thumbnail-test-key"
 N = 50          # cases per site: about 25 errors, so the top-20 cut matters
@@ -40,7 +41,7 @@ def image_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("thumbs")
     rng = np.random.default_rng(7)
     rows, originals = [], {}
-    for site, role, suffix in (("png_site", "development", ".png"), ("dcm_site", "external", ".dcm")):
+    for site, _role, suffix in (("png_site", "development", ".png"), ("dcm_site", "external", ".dcm")):
         root = tmp / f"images_{site}"
         root.mkdir()
         manifest = []

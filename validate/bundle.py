@@ -54,10 +54,11 @@ import re
 import secrets
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from validate.errors import InputError, RunIncomplete
 from validate.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, to_json_text
@@ -516,7 +517,7 @@ class BundleWriter:
         self._release(self.staging / STAGING_MARKER)
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "BundleWriter":
+    def __enter__(self) -> BundleWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -566,11 +567,11 @@ class Bundle:
         return model
 
     @property
-    def typed(self) -> "TypedBundle":
+    def typed(self) -> TypedBundle:
         """The JSON files as validated models: ``bundle.typed.metrics.sites["x"].n``."""
         return TypedBundle(self)
 
-    def validate(self) -> "Bundle":
+    def validate(self) -> Bundle:
         """Check every JSON file present against its contract now (not on first use); returns self."""
         from validate.contract import MODELS
 

@@ -22,7 +22,8 @@ Cells and points with too little data are drawn hollow or grey and labelled, nev
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -652,7 +653,7 @@ def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sit
                         symbol=["diamond-open" if h else ("diamond" if m == rec else "circle") for h in hollow],
                         line=dict(width=1.5, color=color)),
             error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi)],
-                         arrayminus=[(v - l) if l is not None else 0 for v, l in zip(ys, lo)], thickness=1.2, color=color),
+                         arrayminus=[(v - low) if low is not None else 0 for v, low in zip(ys, lo)], thickness=1.2, color=color),
             text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=m))
     ref = REFERENCE.get(metric)
     if ref is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from validate.errors import InputError, InputErrors, ProblemCollector
+from validate.errors import InputError, ProblemCollector
 from validate.protocol import Protocol, Site
 
 MISSING_TOKENS = {"", "NA", "N/A", "NaN", "nan", "?", "null", "None"}

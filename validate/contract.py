@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -128,8 +128,8 @@ class Block(_Part):
     undefined: dict[str, Any] = {}
     operating_points: list[OperatingPoint] = []
     target_sensitivity: Optional[dict[str, Any]] = None
-    classes: Optional[dict[str, "Block"]] = None
-    labels: Optional[dict[str, "Block"]] = None
+    classes: Optional[dict[str, Block]] = None
+    labels: Optional[dict[str, Block]] = None
 
     def metric(self, name: str) -> Any:
         """The entry of metric ``name`` (a dict: an :class:`Entry`'s keys, or ``statistic``/``p_value``)."""
@@ -224,8 +224,8 @@ class Curves(_Part):
     pr: Optional[PrecisionRecall] = None
     reliability: Optional[Reliability] = None
     smooth: Optional[Smooth] = None
-    top_label: Optional["Curves"] = None
-    classes: Optional[dict[str, "Curves"]] = None
+    top_label: Optional[Curves] = None
+    classes: Optional[dict[str, Curves]] = None
 
 
 class CalibratedCurves(_Part):
@@ -542,7 +542,7 @@ def parse(name: str, data: Any, *, file: Path | str | None = None) -> BundleFile
     the key path and what is wrong when it breaks the contract."""
     check_version(name, data, file=file)
     try:
-        return _validate(_model_for(name, data), data)
+        return cast(BundleFile, _validate(_model_for(name, data), data))
     except ValidationError as exc:
         problems = _problems(exc)
         key, msg = problems[0]

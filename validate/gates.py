@@ -63,8 +63,9 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Optional
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
 from validate.escape import markdown_text, xml_text
@@ -121,7 +122,7 @@ def gate_specs(gates: Iterable[Any]) -> list[GateSpec]:
     """Normalise protocol gates (pydantic ``Gate`` objects or plain dicts) to :class:`GateSpec`."""
     specs = []
     for i, g in enumerate(gates):
-        get = (lambda k, d=None: g.get(k, d)) if isinstance(g, Mapping) else (lambda k, d=None: getattr(g, k, d))
+        get = (lambda k, d=None, g=g: g.get(k, d)) if isinstance(g, Mapping) else (lambda k, d=None, g=g: getattr(g, k, d))
         lo, hi = get("min"), get("max")
         if (lo is None) == (hi is None):
             raise InputError("a gate needs exactly one of `min` or `max`", field=f"gates[{i}]")

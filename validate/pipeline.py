@@ -22,6 +22,7 @@ this module (and ``validate``) stays cheap.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -150,14 +151,13 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     :class:`validate.bundle.BundleWriter`) and commit it."""
     from validate.bundle import Bundle, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
-
     from validate.thumbnails import write_thumbnails
 
     original = frame = parts["table"].frame
     failures = loaded["failures"]
     if protocol.keep_case_ids:
         ids = "kept as in the manifests (protocol keep_case_ids: true)"
-        name_of = str
+        name_of: Callable[[Any], Optional[str]] = str
     else:
         key, ids = case_id_key()
         frame = pseudonymise(frame, key)

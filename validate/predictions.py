@@ -34,9 +34,10 @@ row (CSV: the file line too) and what was expected; all problems are reported at
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -97,7 +98,7 @@ class PredictionsTable:
     def attribute_columns(self) -> list[str]:
         return attribute_columns(self.frame, self.task, self.names)
 
-    def subset(self, mask) -> "PredictionsTable":
+    def subset(self, mask) -> PredictionsTable:
         return PredictionsTable(self.frame.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True), self.task,
                                 self.names, self.path, self.given, list(self.notes))
 
@@ -380,7 +381,7 @@ def _category_text(v):
     return str(v) if t is None else t
 
 
-def _ids(df: pd.DataFrame, col: str, default, chk: Optional["_Checker"] = None) -> pd.Series:
+def _ids(df: pd.DataFrame, col: str, default, chk: Optional[_Checker] = None) -> pd.Series:
     """The column ``col`` as identifier text (see :func:`_id_text`), ``default`` when absent."""
     if col not in df:
         return default
@@ -405,7 +406,7 @@ def _rows_text(rows: np.ndarray, k: int = 5) -> str:
     return shown + (", ..." if rows.size > k else "")
 
 
-def _agree(chk: "_Checker", from_logits: np.ndarray, given: np.ndarray, logit_cols: list[str], p_cols: list[str],
+def _agree(chk: _Checker, from_logits: np.ndarray, given: np.ndarray, logit_cols: list[str], p_cols: list[str],
            how: str = "sigmoid") -> None:
     """Logits and probabilities given together must say the same: |clip(f(logit)) − clip(p)| <=
     :data:`AGREEMENT` (both clipped to the floor, so a logit of 40 and p = 1 agree). Names the first
@@ -425,7 +426,7 @@ def _agree(chk: "_Checker", from_logits: np.ndarray, given: np.ndarray, logit_co
             expected=f"probabilities equal to {how} of the logits within {AGREEMENT:g}, or only one of them")
 
 
-def _row_sums(chk: "_Checker", P: np.ndarray, cols: list[str]) -> None:
+def _row_sums(chk: _Checker, P: np.ndarray, cols: list[str]) -> None:
     """Multiclass probabilities must sum to 1 per row within :data:`ROW_SUM_TOLERANCE`."""
     s = P.sum(axis=1)
     bad = np.abs(s - 1.0) > ROW_SUM_TOLERANCE

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -78,7 +78,7 @@ class InputSpec(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> "InputSpec":
+    def _kind_fields(self) -> InputSpec:
         if self.kind == "tabular":
             if not self.features:
                 raise ValueError("input.kind tabular needs `features`: the manifest columns fed to the model")
@@ -147,7 +147,7 @@ class Subgroup(_Strict):
         return _safe_name(v, "subgroup name")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Subgroup":
+    def _one_kind(self) -> Subgroup:
         if (self.column is None) == (self.intersection is None):
             raise ValueError("a subgroup needs exactly one of `column` or `intersection`")
         if self.intersection is not None:
@@ -221,7 +221,7 @@ class Gate(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "Gate":
+    def _one_bound(self) -> Gate:
         if (self.min is None) == (self.max is None):
             raise ValueError("a gate needs exactly one of `min` or `max`")
         return self
@@ -270,7 +270,7 @@ class Protocol(_Strict):
         return _safe_name(v, "protocol name")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Protocol":
+    def _consistent(self) -> Protocol:
         problems = []
         if self.task in ("binary", "multiclass"):
             if not self.classes:

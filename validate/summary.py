@@ -18,6 +18,7 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     ci = parts["settings"].ci_level
     lines = [f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), {metrics['overall'].get('n')} case(s) "
              f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"]
+    keys: tuple[str, ...]
     if protocol.task == "binary":
         keys = ("auroc", "ece", "calibration_slope")
     elif protocol.task == "multiclass":

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
-from tests.adversarial.harness import REPO, Unchanged, run_cli
 from validate.errors import InputError
 from validate.scoring.checkpoints import load_checkpoint
+
+from tests.adversarial.harness import REPO, Unchanged, run_cli
 
 HEART = REPO / "sample_sites" / "heart" / "model.pt2"
 CHEST = REPO / "sample_sites" / "chest" / "model.pt2"
@@ -268,7 +267,7 @@ def test_torchscript_pickle_with_a_python_global_is_refused_and_not_run(tmp_path
     torch.jit.save(torch.jit.trace(tiny_model(), torch.randn(2, 1, 16, 16)), str(honest))
     for entry in ("honest/data.pkl", "honest/constants.pkl"):
         evil = craft(tmp_path / "evil.pt",
-                     lambda files: files.__setitem__(entry, pickle.dumps(Payload(_touch(marker)), protocol=2)),
+                     lambda files, entry=entry: files.__setitem__(entry, pickle.dumps(Payload(_touch(marker)), protocol=2)),
                      src=honest)
         with pytest.raises(InputError) as err:
             load_checkpoint(evil, format="torchscript")

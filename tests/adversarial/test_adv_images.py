@@ -2,7 +2,6 @@
 long kept case ids never crash a run, and a tampered cache is never trusted."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.adversarial.harness import REPO, Unchanged, run_cli
 from test_run_helpers import GATE_FAIL, GATES_PASS, make_protocol
+from tests.adversarial.harness import REPO, Unchanged, run_cli
 
 LOG = "validate-error-*"  # a crash log may be written beside the output (never inside a bundle)
 
@@ -307,7 +307,7 @@ def _long_id_image_protocol(folder: Path, id_length: int) -> Path:
 
     rng = np.random.default_rng(0)
     rows = []
-    for site, role in (("a", "development"), ("b", "external")):
+    for site, _role in (("a", "development"), ("b", "external")):
         (folder / f"img_{site}").mkdir(parents=True)
         manifest = []
         for i in range(30):

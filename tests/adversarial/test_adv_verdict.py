@@ -13,7 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
@@ -22,8 +21,7 @@ from tests.adversarial.harness import Unchanged, run_cli
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 from test_run_helpers import make_protocol, synthetic_predictions  # noqa: E402
-from test_scoring_support import (chest_like_images, image_input, tiny_model, write_factory,  # noqa: E402
-                                  write_png_site)
+from test_scoring_support import chest_like_images, image_input, tiny_model, write_factory, write_png_site  # noqa: E402
 
 GATES = [{"name": "auroc-per-site", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
          {"name": "auroc-overall", "metric": "auroc", "scope": "overall", "min": 0.0, "insufficient": "pass"}]

@@ -12,7 +12,8 @@ probability or, when only logits are stored, ``sigmoid(logit)`` / ``softmax(logi
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import numpy as np
 import pandas as pd

@@ -54,7 +54,8 @@ Output of :func:`temporal_drift` (JSON-ready, undefined numbers None beside a re
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

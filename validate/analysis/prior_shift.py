@@ -100,7 +100,7 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
         prior = old
         converged = False
         it = 0
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 (read after the loop: the iteration count)
             new = min(max(float(expit(z + (lg(prior) - lg(old))).mean()), PRIOR_FLOOR), 1 - PRIOR_FLOOR)
             done = abs(new - prior) < tol
             prior = new
@@ -122,7 +122,7 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
     prior = old.copy()
     converged = False
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (read after the loop: the iteration count)
         logw = logp + (np.log(prior) - np.log(old))
         post = np.exp(logw - logsumexp(logw, axis=1, keepdims=True))
         new = np.clip(post.mean(axis=0), PRIOR_FLOOR, None)

@@ -24,7 +24,8 @@ alphabetically, ``missing`` last (:func:`validate.groups.group_sort_key`); ``gro
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 

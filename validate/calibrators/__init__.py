@@ -9,12 +9,15 @@ calibrate each label on its own with any binary method. Inputs are logits; see
 >>> probs = cal.predict_proba(logits_new)
 >>> same = calibrator_from_json("temperature", "multiclass", cal.to_json())
 """
-from validate.calibrators.base import (
-    MIN_FIT_CASES, CalibrationFitError, Calibrator, logits_from_probabilities,
-)
+from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError, Calibrator, logits_from_probabilities
 from validate.calibrators.binning import predicted_class_changed
 from validate.calibrators.registry import (
-    METHODS, calibrator_from_json, check_method, export_params, get_calibrator, methods_for,
+    METHODS,
+    calibrator_from_json,
+    check_method,
+    export_params,
+    get_calibrator,
+    methods_for,
 )
 
 __all__ = [

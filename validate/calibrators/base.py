@@ -46,7 +46,7 @@ class Calibrator:
         self.n_classes: int | None = None
 
     # ---- public interface ---------------------------------------------------------------------
-    def fit(self, scores: Any, y: Any) -> "Calibrator":
+    def fit(self, scores: Any, y: Any) -> Calibrator:
         """Fit on logits ``scores`` (N or [N, K]) and labels ``y`` (0/1, or 0..K-1)."""
         scores, y, task = check_fit_data(scores, y, self.name, self.tasks)
         self.task = task
@@ -69,7 +69,7 @@ class Calibrator:
         return {"task": self.task, "n_classes": self.n_classes, **self._params()}
 
     @classmethod
-    def from_json(cls, params: dict) -> "Calibrator":
+    def from_json(cls, params: dict) -> Calibrator:
         """Rebuild a fitted calibrator from ``to_json()`` output."""
         obj = cls.__new__(cls)
         Calibrator.__init__(obj)

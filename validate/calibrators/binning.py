@@ -13,9 +13,7 @@ import io
 import numpy as np
 from scipy.optimize import isotonic_regression
 
-from validate.calibrators.base import (
-    CalibrationFitError, Calibrator, as_float_list, renormalise, sigmoid, softmax,
-)
+from validate.calibrators.base import CalibrationFitError, Calibrator, as_float_list, renormalise, sigmoid, softmax
 
 
 def predicted_class_changed(logits: np.ndarray, probs: np.ndarray) -> float:

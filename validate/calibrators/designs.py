@@ -32,14 +32,15 @@ includes 0 (the data do not clearly separate them).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError
 from validate.calibrators.binning import predicted_class_changed
-from validate.calibrators.registry import check_method, export_params, get_calibrator, methods_for
+from validate.calibrators.registry import check_method, export_params, get_calibrator
 from validate.errors import InputError
 from validate.metrics.settings import section_values
 
@@ -69,7 +70,7 @@ class CalibrationSettings:
     n_bootstrap: Optional[int] = None
 
     @classmethod
-    def from_protocol(cls, calibration: Any = None, **overrides: Any) -> "CalibrationSettings":
+    def from_protocol(cls, calibration: Any = None, **overrides: Any) -> CalibrationSettings:
         """From a protocol's ``calibration`` (pydantic model, dict or None); non-None overrides win."""
         values = section_values(cls, calibration, overrides)
         for k in ("designs", "methods", "fit_on", "sample_sizes"):
@@ -95,7 +96,7 @@ class _Cases:
     s: Optional[np.ndarray] = None
 
     @classmethod
-    def of(cls, table, cluster_by: Optional[str]) -> "_Cases":
+    def of(cls, table, cluster_by: Optional[str]) -> _Cases:
         task = table.task
         frame = table.frame
         from validate.predictions import cluster_keys
@@ -128,9 +129,7 @@ class _Cases:
 # ---- metrics (from the metrics engine) -----------------------------------------------------------
 def _metric_functions(task: str, bins: int) -> dict[str, Callable]:
     """metric name -> f(y, P, w) with w None (point) or (r, n) replicate weights -> float or (r,)."""
-    from validate.metrics import (
-        brier, log_loss, multiclass_brier, multiclass_log_loss, top_label_ece, weighted_ece,
-    )
+    from validate.metrics import brier, log_loss, multiclass_brier, multiclass_log_loss, top_label_ece, weighted_ece
 
     def ece_binary(y, p, w=None):
         ww = np.ones((1, y.size)) if w is None else w
@@ -307,7 +306,7 @@ def _held_out(cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings
             change = {}
             for metric in COMPARED:
                 f = fns[metric]
-                d = paired_bootstrap_difference(lambda w, f=f, p=p: f(y, p, w), lambda w, f=f: f(y, p0, w), len(idx),
+                d = paired_bootstrap_difference(lambda w, f=f, p=p, y=y: f(y, p, w), lambda w, f=f, y=y, p0=p0: f(y, p0, w), len(idx),
                                                 n_rep=n_boot, clusters=cases.clusters_at(idx),
                                                 seed=settings.seed, level=settings.ci_level)
                 change[metric] = {k: _clean(v) for k, v in d.items()}

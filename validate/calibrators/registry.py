@@ -6,11 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from validate.calibrators.base import Calibrator, CalibrationFitError, check_scores
+from validate.calibrators.base import CalibrationFitError, Calibrator, check_scores
 from validate.calibrators.binning import BBQ, ENIR, HistogramBinning, IsotonicCalibration
-from validate.calibrators.scaling import (
-    BetaCalibration, MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling,
-)
+from validate.calibrators.scaling import BetaCalibration, MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling
 from validate.errors import InputError
 
 _CLASSES: dict[str, type[Calibrator]] = {c.name: c for c in (
@@ -97,7 +95,7 @@ class PerLabel(Calibrator):
         self.options = options
         self.members: list[Calibrator] = []
 
-    def fit(self, scores: Any, y: Any) -> "PerLabel":
+    def fit(self, scores: Any, y: Any) -> PerLabel:
         s = np.asarray(scores, dtype=np.float64)
         y = np.asarray(y)
         if s.ndim != 2 or y.shape != s.shape:
@@ -124,7 +122,7 @@ class PerLabel(Calibrator):
         return {"task": "multilabel", "n_classes": self.n_classes, "labels": [m.to_json() for m in self.members]}
 
     @classmethod
-    def from_json_named(cls, method: str, params: dict) -> "PerLabel":
+    def from_json_named(cls, method: str, params: dict) -> PerLabel:
         obj = cls(method)
         try:
             obj.members = [_CLASSES[method].from_json(p) for p in params["labels"]]

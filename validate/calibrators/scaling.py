@@ -10,7 +10,13 @@ import numpy as np
 from scipy.optimize import minimize
 
 from validate.calibrators.base import (
-    CalibrationFitError, Calibrator, as_float_list, check_separable_binary, log_sigmoid, sigmoid, softmax,
+    CalibrationFitError,
+    Calibrator,
+    as_float_list,
+    check_separable_binary,
+    log_sigmoid,
+    sigmoid,
+    softmax,
 )
 
 # log T is searched in [-7, 7]: T from 0.0009 to 1100, far beyond any real network's miscalibration; an

@@ -65,6 +65,11 @@ def _fmt(entry) -> str:
     return text
 
 
+def _block_value(block: dict, key: str):
+    """``key`` of a binary block, or of a multiclass block's ``macro`` part."""
+    return block.get(key) if key in block else (block.get("macro") or {}).get(key)
+
+
 def format_summary(result: dict) -> str:
     """Method x site table of ECE, Brier and log loss (with intervals), and the recommendation."""
     header = ["site", "method", "n", "ece", "brier", "log_loss"]
@@ -75,8 +80,7 @@ def format_summary(result: dict) -> str:
             b = spec["sites"].get(s)
             if b is None:
                 continue
-            get = (lambda k: b.get(k) if k in b else (b.get("macro") or {}).get(k))
-            rows.append([s, m, str(b.get("n", "")), _fmt(get("ece")), _fmt(get("brier")), _fmt(get("log_loss"))])
+            rows.append([s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k)) for k in ("ece", "brier", "log_loss"))])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = [f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "
              f"evaluated on cases not used for fitting"]

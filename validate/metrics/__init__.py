@@ -5,29 +5,56 @@ docstring. The Metrics JSON contract (keys, blocks) is in DESIGN.md; :func:`metr
 from a predictions table, :func:`binary_block` / :func:`multiclass_block` / :func:`multilabel_block`
 build one BLOCK from arrays.
 """
-from validate.metrics.settings import MetricSettings
-from validate.metrics.checks import clip_probability, logit, sigmoid, PROB_FLOOR
-from validate.metrics.discrimination import (
-    auroc, delong_ci, delong_paired_test, auprc, weighted_auroc, weighted_auprc, ScoreOrder,
+from validate.metrics.blocks import binary_block, entry, insufficiency, multiclass_block, multilabel_block
+from validate.metrics.bootstrap import (
+    bootstrap_replicates,
+    bootstrap_weights,
+    iter_bootstrap_weights,
+    paired_bootstrap_difference,
+    percentile_interval,
 )
-from validate.metrics.scores import brier, scaled_brier, log_loss
 from validate.metrics.calibration import (
-    calibration_intercept, calibration_slope, ece, ece_adaptive, mce, reliability_bins,
-    hosmer_lemeshow, spiegelhalter_z, weighted_ece, weighted_ece_adaptive, bin_index, bin_edges,
+    bin_edges,
+    bin_index,
+    calibration_intercept,
+    calibration_slope,
+    ece,
+    ece_adaptive,
+    hosmer_lemeshow,
+    mce,
+    reliability_bins,
+    spiegelhalter_z,
+    weighted_ece,
+    weighted_ece_adaptive,
 )
-from validate.metrics.smooth import clowess, lowess_calibration, loess_smooth, ici
-from validate.metrics.operating import (
-    operating_point, operating_points, threshold_for_sensitivity, weighted_operating_point,
+from validate.metrics.checks import PROB_FLOOR, clip_probability, logit, sigmoid
+from validate.metrics.discrimination import (
+    ScoreOrder,
+    auprc,
+    auroc,
+    delong_ci,
+    delong_paired_test,
+    weighted_auprc,
+    weighted_auroc,
 )
 from validate.metrics.multiclass import (
-    accuracy, multiclass_brier, multiclass_log_loss, top_label_ece, classwise_ece, auroc_macro,
+    accuracy,
+    auroc_macro,
+    classwise_ece,
+    multiclass_brier,
+    multiclass_log_loss,
+    top_label_ece,
 )
-from validate.metrics.bootstrap import (
-    bootstrap_weights, iter_bootstrap_weights, percentile_interval, bootstrap_replicates,
-    paired_bootstrap_difference,
+from validate.metrics.operating import (
+    operating_point,
+    operating_points,
+    threshold_for_sensitivity,
+    weighted_operating_point,
 )
-from validate.metrics.blocks import binary_block, multiclass_block, multilabel_block, insufficiency, entry
 from validate.metrics.report import metrics_report
+from validate.metrics.scores import brier, log_loss, scaled_brier
+from validate.metrics.settings import MetricSettings
+from validate.metrics.smooth import clowess, ici, loess_smooth, lowess_calibration
 
 __all__ = [
     "MetricSettings", "clip_probability", "logit", "sigmoid", "PROB_FLOOR",

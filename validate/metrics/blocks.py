@@ -21,13 +21,17 @@ import numpy as np
 
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
 from validate.metrics.calibration import (
-    bin_index, calibration_intercept, calibration_slope, hosmer_lemeshow, spiegelhalter_z,
+    bin_index,
+    calibration_intercept,
+    calibration_slope,
+    hosmer_lemeshow,
+    spiegelhalter_z,
 )
 from validate.metrics.checks import as_labels, as_probabilities, clip_probability, logit as to_logit
 from validate.metrics.discrimination import ScoreOrder, delong_ci, weighted_auprc, weighted_auroc
 from validate.metrics.operating import OPERATING_METRICS, threshold_for_sensitivity
 from validate.metrics.settings import MetricSettings
-from validate.metrics.smooth import _ici, _lowess_errors, clowess, _interp_ties_mean, loess_smooth
+from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clowess, loess_smooth
 
 BOOTSTRAP_CHUNK = 100
 # below this many cases the smoothers are cheaper on the expanded sample than from segment moments

@@ -12,7 +12,7 @@ whatever chunk size the caller uses. Percentile intervals use type-7 quantiles o
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

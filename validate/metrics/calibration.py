@@ -48,7 +48,7 @@ def calibration_intercept(y, p=None, *, logits=None, level: float = 0.95) -> dic
     a = 0.0
     converged = False
     it = 0
-    for it in range(1, _MAX_ITER + 1):
+    for it in range(1, _MAX_ITER + 1):  # noqa: B007 (read after the loop: the iteration count)
         g = target - float(np.sum(expit(z + a)))
         if g > 0:
             lo = a
@@ -92,7 +92,7 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     ll = _loglik(y, X @ beta)
     converged = False
     it = 0
-    for it in range(1, _MAX_ITER + 1):
+    for it in range(1, _MAX_ITER + 1):  # noqa: B007 (read after the loop: the iteration count)
         mu = expit(X @ beta)
         wts = _bernoulli_variance(X @ beta)
         info = X.T @ (X * wts[:, None])

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from validate.metrics.checks import as_scores, as_labels, as_weights
+from validate.metrics.checks import as_labels, as_scores, as_weights
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ScoreOrder:
     starts: np.ndarray
 
     @classmethod
-    def of(cls, score: np.ndarray) -> "ScoreOrder":
+    def of(cls, score: np.ndarray) -> ScoreOrder:
         order = np.argsort(score, kind="stable")
         s = score[order]
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])

@@ -47,7 +47,7 @@ class MetricSettings:
     cluster_by: Optional[str] = "patient_id"
 
     @classmethod
-    def from_protocol(cls, metrics: Any = None, **overrides: Any) -> "MetricSettings":
+    def from_protocol(cls, metrics: Any = None, **overrides: Any) -> MetricSettings:
         """Settings from a protocol's ``metrics`` section (a pydantic model, a dict or ``None``).
 
         Keyword ``overrides`` that are not ``None`` win (e.g. ``n_bootstrap`` from the command line).

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 from validate.errors import InputError
-from validate.machine import available_cpus
-from validate.machine import available_memory as _available_memory
+from validate.machine import available_cpus, available_memory as _available_memory
 
 # ~2 s of single-process work (e.g. 5,000 cases x 1,000 replicates): below it a pool costs more than
 # it saves

@@ -2,7 +2,8 @@
 ``local``; :mod:`validate.calibrators.designs`) in the shapes the figure builder takes."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 
 def _designs(calibration: Mapping) -> Mapping:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
 
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
@@ -214,7 +215,7 @@ def _cohorts(bundle, figs: _Figures) -> str:
         prev_text = entry_text(prev.model_dump()) if prev else fmt(blk.prevalence if blk else None)
         excl_text = "; ".join(f"{k}: {v}" for k, v in (info.excluded if info else {}).items()) or "none"
         rows.append([esc(s), esc(info.name if info else s), esc(info.role if info else ""),
-                     _num(str(blk.n if blk else info.n)),
+                     _num(str(blk.n if blk else info.n if info else 0)),
                      _num(str(info.patients if info and info.patients is not None else "—")),
                      _num(str(blk.n_events if blk and blk.n_events is not None else "—")), _num(prev_text),
                      _num(str(info.n_excluded if info else 0)), esc(excl_text)])
@@ -439,7 +440,7 @@ def _methods(bundle, figs: _Figures) -> str:
               for m in names]
     out.append("<details><summary>Fitted parameters</summary>" + _table(["Method", "Parameters"], params, raw=True)
                + "</details>")
-    for kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
+    for _kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
         html_part = builder(cal, figs)
         if html_part:
             out.append(html_part)

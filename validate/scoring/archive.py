@@ -31,8 +31,9 @@ import keyword
 import re
 import tokenize
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 # the entries torch.export.save writes, relative to the archive's root folder
 _FIXED_ENTRIES = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
@@ -259,7 +260,7 @@ def _sympy_names() -> frozenset[str]:
                 "floor", "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality",
                 "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan", "And", "Or", "Not", "Xor",
                 "Piecewise", "ExprCondPair", "Tuple", "oo", "zoo", "nan", "pi", "E", "I", "true", "false",
-                "True", "False", "None", "Integer", "NegativeOne", "One", "Zero", "Half", "Infinity",
+                "True", "False", "None", "NegativeOne", "One", "Zero", "Half", "Infinity",
                 "NegativeInfinity", "BooleanTrue", "BooleanFalse"}
         functions = {name for name, obj in vars(torch_functions).items()
                      if isinstance(obj, type) and issubclass(obj, sympy.Basic)}

@@ -14,16 +14,23 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from validate.errors import InputError
 from validate.machine import available_cpus
-from validate.scoring.inputs import (IMAGE_STAT_COLUMNS, CaseError, Preprocessing, finite_rows, normalise,
-                                     read_case_with_stats)
+from validate.scoring.inputs import (
+    IMAGE_STAT_COLUMNS,
+    CaseError,
+    Preprocessing,
+    finite_rows,
+    normalise,
+    read_case_with_stats,
+)
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Above this many pixels per case, decoding costs about as much as a small model's forward pass and

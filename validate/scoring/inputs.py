@@ -20,9 +20,10 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -92,7 +93,7 @@ class Preprocessing:
     features: tuple[str, ...] = ()
 
     @classmethod
-    def from_protocol(cls, spec: Any) -> "Preprocessing":
+    def from_protocol(cls, spec: Any) -> Preprocessing:
         window = (float(spec.window.center), float(spec.window.width)) if spec.window is not None else None
         return cls(kind=spec.kind, size=tuple(spec.size) if spec.size else None, channels=int(spec.channels),
                    scale=float(spec.scale), mean=tuple(float(m) for m in spec.mean),
@@ -423,7 +424,7 @@ def _parse_until_pixels(data: bytes, read_dataset: Any, bytes_io: Any) -> tuple[
     return header, bool(reached)
 
 
-def _palette_colours(hdr: "_Header", raw: np.ndarray) -> np.ndarray:
+def _palette_colours(hdr: _Header, raw: np.ndarray) -> np.ndarray:
     """A PALETTE COLOR frame as the display shows it: each stored value looked up in the Red, Green
     and Blue Palette Color LUTs (PS3.3 C.7.6.3.1.5-6, by pydicom's ``apply_color_lut``; values below
     the first mapped one take the first entry, above the last the last), as ``[H, W, 3]`` float32.
@@ -472,7 +473,7 @@ class _Header:
         return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tag_of(keyword: str) -> int:
     from pydicom.datadict import tag_for_keyword
 

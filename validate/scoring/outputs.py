@@ -9,8 +9,9 @@ floor), as DESIGN.md requires, never coarser.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 

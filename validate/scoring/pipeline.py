@@ -25,12 +25,28 @@ from validate.io import atomic_write_json
 from validate.scoring import distributed
 from validate.scoring.cache import ShardCache, ci_mode, image_rows_key, run_key, tabular_rows_key
 from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpoint
-from validate.scoring.evaluator import (AMP_DTYPES, EngineOptions, ImageCases, Progress, ShardResult, TabularCases,
-                                        default_workers, resolve_device, score_shards)
+from validate.scoring.evaluator import (
+    AMP_DTYPES,
+    EngineOptions,
+    ImageCases,
+    Progress,
+    ShardResult,
+    TabularCases,
+    default_workers,
+    resolve_device,
+    score_shards,
+)
 from validate.scoring.input_cache import DecodedCases, InputCache, input_key
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing, feature_matrix, scrub_paths
-from validate.scoring.outputs import (failures_frame, logit_columns, make_to_logits, predictions_frame,
-                                      read_predictions_file, write_failures, write_predictions)
+from validate.scoring.outputs import (
+    failures_frame,
+    logit_columns,
+    make_to_logits,
+    predictions_frame,
+    read_predictions_file,
+    write_failures,
+    write_predictions,
+)
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 512
@@ -152,13 +168,13 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
                 feats, bad = feature_matrix(cases, spec.features)
                 dataset: Any = TabularCases(feats, bad)
 
-                def rows_key(s: int, lo: int, hi: int, feats=feats, bad=bad) -> str:
+                def rows_key(s: int, lo: int, hi: int, ids=ids, feats=feats, bad=bad) -> str:
                     return tabular_rows_key(ids[lo:hi], feats[lo:hi], {k: v for k, v in bad.items() if lo <= k < hi}, lo)
             else:
                 paths = cases["image_path"].astype(str).tolist()
                 dataset = ImageCases(paths, spec)
 
-                def rows_key(s: int, lo: int, hi: int, paths=paths) -> str:
+                def rows_key(s: int, lo: int, hi: int, ids=ids, paths=paths) -> str:
                     return image_rows_key(ids[lo:hi], paths[lo:hi], content=hash_inputs)
             cache = ShardCache(cache_dir, site, key)
             shard_ids = ctx.mine(range(math.ceil(n / shard_size)))
