@@ -10,8 +10,8 @@ the two must agree — |clip(sigmoid(logit)) − clip(p)| <= :data:`AGREEMENT` f
 softmax of the logits against the probabilities), both clipped to [1e-15, 1 − 1e-15] — else bad input;
 the logits are then the table's scores and the probabilities are dropped. Probabilities given without
 logits are kept as given; their logits (logit(p) with p clipped to [1e-15, 1 − 1e-15]; multiclass:
-log-probabilities log(clip(p, 1e-15, 1))) are derived on demand, never stored, so a standardised frame read again is read
-the same way. Multiclass probability rows must sum to 1 within :data:`ROW_SUM_TOLERANCE`.
+log-probabilities log(clip(p, 1e-15, 1))) are derived on demand, never stored, so a standardised
+frame read again is read the same way. Multiclass probability rows must sum to 1 within :data:`ROW_SUM_TOLERANCE`.
 
 Ranking metrics rank :meth:`PredictionsTable.score` / :meth:`PredictionsTable.scores`: the logits when
 given (sigmoid saturates to 1.0 above ~36.7 in float64 and would tie distinct cases), else the

@@ -427,7 +427,8 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Sequence[str], external_sites: str | Sequence[str],
+def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Sequence[str],
+                 external_sites: str | Sequence[str],
                  attributes: Iterable[str] | Mapping[str, str] | None, features: Sequence[str] | None = None,
                  alpha: float = 0.05, seed: int = 0, metric_settings: Any = None,
                  time_column: str = "acquired_at", correction: str = "holm",
@@ -436,10 +437,10 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
     """The content of ``shift.json`` for one run (structure in the module docstring).
 
     ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
-    read through :func:`~validate.predictions.as_table` with ``task``). ``dev_sites``: the development site(s) (pooled as the reference);
-    ``external_sites``: the sites compared with it. ``attributes``: case-mix columns, a list (kinds
-    inferred by :func:`attribute_kind`) or a mapping name → "numeric" | "categorical". ``features``:
-    tabular input columns whose missing rate is compared (None: no missingness analysis).
+    read through :func:`~validate.predictions.as_table` with ``task``). ``dev_sites``: the development
+    site(s) (pooled as the reference); ``external_sites``: the sites compared with it. ``attributes``:
+    case-mix columns, a list (kinds inferred by :func:`attribute_kind`) or a mapping name → "numeric" |
+    "categorical". ``features``: tabular input columns whose missing rate is compared (None: no missingness analysis).
     ``metric_settings``: a :class:`validate.metrics.MetricSettings` (CI level, bootstrap replicates
     and seed, cluster column, insufficiency rule) used for intervals and the drift windows.
     ``time_column``: acquisition dates (ISO) for temporal drift, per site, where present.
@@ -491,8 +492,8 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
 
     sites = {}
     for s in ext_list:
-        sites[s] = site_shift(work.subset(site_ids == s), dev, attributes=kinds, features=list(features or []), columns=columns, alpha=alpha,
-                              correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
+        sites[s] = site_shift(work.subset(site_ids == s), dev, attributes=kinds, features=list(features or []),
+                              columns=columns, alpha=alpha, correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
                               n_permutations=n_permutations)
 
     report = {
