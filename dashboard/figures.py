@@ -281,7 +281,8 @@ def _group_curve(run, site: str, method: str, group: tuple[str, str]) -> Optiona
 @st.cache_data(show_spinner="Computing the reliability bins of this group…", max_entries=64)
 def _group_curve_cached(path: str, identity: str, site: str, method: str, subgroup: str, value: str, bins: int,
                         level: float) -> Optional[dict]:
-    from validate.analysis.sites import binary_curves, calibrated_reliability, probabilities
+    from validate.analysis.sites import binary_curves, calibrated_reliability
+    from validate.predictions import as_table
 
     run = dash_data._load_run(path, identity)
     pred = dash_data._read_predictions(path, identity)
@@ -301,11 +302,11 @@ def _group_curve_cached(path: str, identity: str, site: str, method: str, subgro
         out = calibrated_reliability(part, run.calibration, settings=settings, sites=[site], fit_on=[])
         return ((out.get(method) or {}).get("sites") or {}).get(site)
     names = list(run.protocol.get("classes") or [])
-    P = probabilities(part, run.task, names)
+    table = as_table(part, task=run.task, class_names=names if run.task == "multiclass" else None)
+    P, y = table.probabilities(), table.labels()
     if run.task == "multiclass":
-        y = part["y"].to_numpy().astype(int)
         return binary_curves((P.argmax(axis=1) == y).astype(float), P.max(axis=1), bins=bins, level=level)
-    return binary_curves(part["y"].to_numpy(), P, bins=bins, level=level)
+    return binary_curves(y, P, bins=bins, level=level)
 
 
 def _group_labels(run, pred: pd.DataFrame, subgroup: str) -> Optional[pd.Series]:

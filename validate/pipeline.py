@@ -132,14 +132,14 @@ def analyse(protocol, frame, failures) -> dict:
 
         features = [f for f in (protocol.input.features or []) if f in frame.columns]
         attributes = [a for a in protocol.attributes if a in frame.columns]
-        shift = shift_report(frame, dev_sites=dev, external_sites=external, attributes=attributes, features=features,
+        shift = shift_report(table, dev_sites=dev, external_sites=external, attributes=attributes, features=features,
                              seed=settings.seed, metric_settings=settings, task=protocol.task)
-    subgroups = subgroup_analysis(frame, groups, task=protocol.task, settings=settings, metrics=metrics, sites=order,
+    subgroups = subgroup_analysis(table, groups, task=protocol.task, settings=settings, metrics=metrics, sites=order,
                                   **names)
     curve_names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
-    curves = site_curves(frame, task=protocol.task, names=curve_names, settings=settings, sites=order,
+    curves = site_curves(table, task=protocol.task, names=curve_names, settings=settings, sites=order,
                          calibration=calibration, fit_on=protocol.calibration_fit_sites)
-    sites = cohort_summary(frame, protocol, groups, failures, ci_level=settings.ci_level)
+    sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
     gates = judge_gates(protocol.gates, metrics, calibration=calibration, subgroups=subgroups, shift=shift,
                         protocol=protocol, cohort=sites)
     return {"table": table, "metrics": metrics, "calibration": calibration, "shift": shift, "subgroups": subgroups,

@@ -9,13 +9,21 @@ One reader, logits preferred (DESIGN.md): when a score is given both as logits a
 the two must agree — |clip(sigmoid(logit)) − clip(p)| <= :data:`AGREEMENT` for every row (multiclass:
 softmax of the logits against the probabilities), both clipped to [1e-15, 1 − 1e-15] — else bad input;
 the logits are then the table's scores and the probabilities are dropped. Probabilities given without
-logits are kept as given; their logits (clipped to [1e-15, 1 − 1e-15]; multiclass: log-probabilities
-with the same floor) are derived on demand, never stored, so a standardised frame read again is read
-the same way. Multiclass probability rows must sum to 1 within :data:`ROW_SUM_TOLERANCE`.
+logits are kept as given; their logits (logit(p) with p clipped to [1e-15, 1 − 1e-15]; multiclass:
+log-probabilities log(clip(p, 1e-15, 1))) are derived on demand, never stored, so a standardised
+frame read again is read the same way. Multiclass probability rows must sum to 1 within :data:`ROW_SUM_TOLERANCE`.
 
 Ranking metrics rank :meth:`PredictionsTable.score` / :meth:`PredictionsTable.scores`: the logits when
 given (sigmoid saturates to 1.0 above ~36.7 in float64 and would tie distinct cases), else the
 probabilities.
+
+This module is the only parser of the predictions contract (task, labels, scores, ids, attributes):
+every analysis takes a :class:`PredictionsTable` (:func:`as_table` turns a DataFrame into one) and
+reads its arrays — :meth:`~PredictionsTable.labels`, :meth:`~PredictionsTable.probabilities`,
+:meth:`~PredictionsTable.scores`, :meth:`~PredictionsTable.logits`, shaped (n,) for binary and
+(n, K) / (n, L) otherwise — and its views (:meth:`~PredictionsTable.site`,
+:meth:`~PredictionsTable.by_site`, :meth:`~PredictionsTable.subset`); nothing else reads the
+``y``/``logit``/``p`` columns by name. The floor and the transforms are :mod:`validate.numerics`.
 
 Identifiers (``case_id``, ``site``, ``patient_id``) and the ``text_columns`` a caller declares
 (categorical attributes) are strings, never type-guessed: a CSV is read with those columns as text
@@ -34,7 +42,7 @@ row (CSV: the file line too) and what was expected; all problems are reported at
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -43,8 +51,11 @@ import numpy as np
 import pandas as pd
 
 from validate.errors import InputError, ProblemCollector
+from validate.numerics import PROB_FLOOR, log_probability, logit, one_vs_rest_log_odds, sigmoid, softmax
 
-PROB_FLOOR = 1e-15
+__all__ = ["PROB_FLOOR", "PredictionsTable", "as_table", "attribute_columns", "categorical_columns",
+           "cluster_keys", "infer_task", "one_vs_rest_log_odds", "read_predictions", "table_from_frame",
+           "write_predictions"]
 # logits and probabilities given together must agree this closely (in probability, both clipped)
 AGREEMENT = 1e-6
 # multiclass probability rows: |sum − 1| above this is bad input. Loose enough for probabilities
@@ -102,93 +113,142 @@ class PredictionsTable:
         return PredictionsTable(self.frame.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True), self.task,
                                 self.names, self.path, self.given, list(self.notes))
 
-    # -- labels and scores as float64/int arrays
-    def y(self) -> np.ndarray:
-        """Binary: 0/1 float64; multiclass: int64 class index."""
+    # -- views
+    def site(self, site_id: str) -> PredictionsTable:
+        """The cases of one site, as a table of their own (rows renumbered from 0)."""
+        return self.subset(self.frame["site"].astype(str).to_numpy() == str(site_id))
+
+    def by_site(self, sites: Optional[Sequence[str]] = None) -> Iterator[tuple[str, PredictionsTable]]:
+        """(site, table of its cases) for each site of ``sites`` (default: every site in order of first
+        appearance) that has cases."""
+        ids = self.frame["site"].astype(str).to_numpy()
+        for s in (self.sites() if sites is None else sites):
+            mask = ids == str(s)
+            if mask.any():
+                yield str(s), self.subset(mask)
+
+    def with_attributes(self, columns: pd.DataFrame) -> PredictionsTable:
+        """The table with ``columns`` (row-aligned, e.g. derived subgroup columns) added as case
+        attributes; a column of the same name is replaced. Ids, labels and scores are untouched."""
+        frame = self.frame.copy()
+        columns = columns.reset_index(drop=True)
+        for c in columns.columns:
+            if c in ID_COLUMNS or c in RESERVED or _PREFIXED.match(str(c)):
+                raise ValueError(f"{c!r} is a predictions column, not an attribute")
+            frame[c] = columns[c].to_numpy()
+        return PredictionsTable(frame, self.task, self.names, self.path, self.given, list(self.notes))
+
+    def keep_attributes(self, columns: Sequence[str]) -> PredictionsTable:
+        """The table with only the case attributes in ``columns`` (ids, labels and scores kept): a
+        lighter table to split by site when an analysis reads only a few attributes."""
+        drop = set(self.attribute_columns()) - set(columns)
+        keep = [c for c in self.frame.columns if c not in drop]
+        return PredictionsTable(self.frame[keep], self.task, self.names, self.path, self.given, list(self.notes))
+
+    # -- labels and scores as float64/int arrays, shaped by the task: (n,) for binary, (n, K) for
+    # multiclass scores, (n, L) for multilabel. These are the only readers of the label and score
+    # columns; every analysis takes its arrays from here.
+    def labels(self) -> np.ndarray:
+        """Binary (n,) float64 0/1; multiclass (n,) int64 class index into :attr:`names`; multilabel
+        (n, L) float64 0/1."""
         if self.task == "multilabel":
-            raise ValueError("multilabel tables have Y(), one column per label")
+            return self.frame[[f"y_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
         v = self.frame["y"].to_numpy()
         return v.astype(np.int64) if self.task == "multiclass" else v.astype(np.float64)
 
-    def Y(self) -> np.ndarray:
-        """Multilabel labels [N, L] float64 0/1."""
-        return self.frame[[f"y_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
-
-    def _column(self, name: str) -> np.ndarray:
-        return self.frame[name].to_numpy(dtype=np.float64)
-
-    def logit(self) -> np.ndarray:
-        """Binary logits [N]: as given, else logit(p) with p clipped to [1e-15, 1 − 1e-15]."""
-        return self._column("logit") if "logit" in self.frame else _clip_logit(self._column("p"))
-
-    def prob(self) -> np.ndarray:
-        """Binary probabilities [N]: sigmoid(logit) when logits were given, else p as given."""
-        if "logit" in self.frame:
-            from scipy.special import expit
-
-            return expit(self._column("logit"))
-        return self._column("p")
-
-    def score(self) -> np.ndarray:
-        """Binary ranking score [N] for AUROC, AUPRC and curves: the logits when given, else p. Never
-        sigmoid(logit), which ties every logit above ~36.7 at 1.0."""
-        return self._column("logit") if "logit" in self.frame else self._column("p")
-
-    def _label_logit(self, nm: str) -> np.ndarray:
-        if f"logit_{nm}" in self.frame:
-            return self._column(f"logit_{nm}")
-        p = self._column(f"p_{nm}")
-        return _clip_log(p) if self.task == "multiclass" else _clip_logit(p)
-
-    def logits(self) -> np.ndarray:
-        """Multiclass logits (or log-probabilities) [N, K]; multilabel logits [N, L]."""
-        return np.column_stack([self._label_logit(nm) for nm in self.names])
-
-    def probs(self) -> np.ndarray:
-        """Multiclass probabilities [N, K]: softmax of the logits when given, else as given; multilabel
-        [N, L]: per label sigmoid(logit) when given, else p."""
+    def probabilities(self) -> np.ndarray:
+        """P(positive) (binary), class probabilities (multiclass; softmax of the logits when given,
+        else as given — not renormalised, rows sum to 1 within :data:`ROW_SUM_TOLERANCE`), per-label
+        P(label) (multilabel): sigmoid(logit) when the logits were given, else p as given."""
+        if self.task == "binary":
+            return sigmoid(self._column("logit")) if "logit" in self.frame else self._column("p")
         if self.task == "multiclass":
-            if all(f"logit_{nm}" in self.frame for nm in self.names):
-                from scipy.special import softmax
-
+            if self._has_logits():
                 return softmax(self.logits(), axis=1)
             return self.frame[[f"p_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
-        from scipy.special import expit
-
-        return np.column_stack([expit(self._column(f"logit_{nm}")) if f"logit_{nm}" in self.frame
+        return np.column_stack([sigmoid(self._column(f"logit_{nm}")) if f"logit_{nm}" in self.frame
                                 else self._column(f"p_{nm}") for nm in self.names])
 
+    def logits(self) -> np.ndarray:
+        """Logits as given, else derived from the probabilities after the floor: binary and per label
+        logit(clip(p)); multiclass log(clip(p)) (log-probabilities, exact stand-ins for logits)."""
+        if self.task == "binary":
+            return self._column("logit") if "logit" in self.frame else logit(self._column("p"))
+        return np.column_stack([self._label_logit(nm) for nm in self.names])
+
     def scores(self) -> np.ndarray:
-        """Ranking scores [N, K] (multiclass, one-vs-rest) or [N, L] (multilabel), monotone in the
-        probabilities without their float64 saturation: multiclass with logits, the one-vs-rest
-        log-odds z_k − logsumexp_{j≠k} z_j = log(p_k / (1 − p_k)); multilabel, each label's logit;
-        probabilities as given where no logits were."""
+        """What ranking statistics (AUROC, AUPRC, ROC and PR curves) rank, shaped as
+        :meth:`probabilities` and monotone in it, without the float64 saturation of sigmoid/softmax
+        (which ties every logit above ~36.7 at 1.0): binary and per label the logit when given;
+        multiclass the one-vs-rest log-odds z_k − logsumexp_{j≠k} z_j = log(p_k / (1 − p_k)) when
+        logits were given; else the probabilities as given."""
+        if self.task == "binary":
+            return self._column("logit") if "logit" in self.frame else self._column("p")
         if self.task == "multiclass":
-            if all(f"logit_{nm}" in self.frame for nm in self.names):
+            if self._has_logits():
                 return one_vs_rest_log_odds(self.logits())
-            return self.probs()
+            return self.probabilities()
         return np.column_stack([self.score_of(nm) for nm in self.names])
 
     def score_of(self, nm: str) -> np.ndarray:
         """Multilabel ranking score of one label: its logit when given, else its p."""
         return self._column(f"logit_{nm}") if f"logit_{nm}" in self.frame else self._column(f"p_{nm}")
 
+    def _has_logits(self) -> bool:
+        return all(f"logit_{nm}" in self.frame for nm in self.names)
+
+    def _column(self, name: str) -> np.ndarray:
+        return self.frame[name].to_numpy(dtype=np.float64)
+
+    def _label_logit(self, nm: str) -> np.ndarray:
+        if f"logit_{nm}" in self.frame:
+            return self._column(f"logit_{nm}")
+        p = self._column(f"p_{nm}")
+        return log_probability(p) if self.task == "multiclass" else logit(p)
+
+    # -- the same arrays under their per-shape names (kept for existing callers)
+    def y(self) -> np.ndarray:
+        """Binary or multiclass :meth:`labels`."""
+        if self.task == "multilabel":
+            raise ValueError("multilabel tables have Y(), one column per label")
+        return self.labels()
+
+    def Y(self) -> np.ndarray:
+        """Multilabel :meth:`labels` [N, L]."""
+        return self.frame[[f"y_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
+
+    def logit(self) -> np.ndarray:
+        """Binary :meth:`logits` [N]."""
+        return self._column("logit") if "logit" in self.frame else logit(self._column("p"))
+
+    def prob(self) -> np.ndarray:
+        """Binary :meth:`probabilities` [N]."""
+        return sigmoid(self._column("logit")) if "logit" in self.frame else self._column("p")
+
+    def score(self) -> np.ndarray:
+        """Binary :meth:`scores` [N]."""
+        return self._column("logit") if "logit" in self.frame else self._column("p")
+
+    def probs(self) -> np.ndarray:
+        """Multiclass or multilabel :meth:`probabilities`."""
+        return self.probabilities()
+
     def clusters(self, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
         """Bootstrap cluster keys (site, ``column``): see :func:`cluster_keys`."""
         return cluster_keys(self.frame, column)
 
 
-def one_vs_rest_log_odds(z: np.ndarray) -> np.ndarray:
-    """log(p_k / (1 − p_k)) of softmax(z) for every class k, from the logits without forming p:
-    z_k − logsumexp_{j≠k} z_j. Monotone in p_k, and distinct where p_k rounds to 1.0."""
-    from scipy.special import logsumexp
+def as_table(table, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
+             label_names: Optional[Sequence[str]] = None) -> PredictionsTable:
+    """``table`` as a :class:`PredictionsTable`: itself when it is one, else a predictions DataFrame
+    checked and standardised by :func:`table_from_frame` (the one parser of the predictions contract).
+    The entry point of every analysis that accepts either."""
+    if isinstance(table, PredictionsTable):
+        if task is not None and task != table.task:
+            raise ValueError(f"table holds a {table.task} task, not {task}")
+        return table
+    return table_from_frame(table, task=task, class_names=class_names or None, label_names=label_names or None)
 
-    z = np.asarray(z, dtype=np.float64)
-    out = np.empty_like(z)
-    for k in range(z.shape[1]):
-        others = np.delete(z, k, axis=1)
-        out[:, k] = z[:, k] - logsumexp(others, axis=1)
-    return out
 
 
 def cluster_keys(frame: pd.DataFrame, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
@@ -343,15 +403,6 @@ def _show(v) -> str:
     return repr(v.item() if hasattr(v, "item") else v)
 
 
-def _clip_log(p: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR))
-
-
-def _clip_logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, PROB_FLOOR, 1 - PROB_FLOOR)
-    return np.log(q) - np.log1p(-q)
-
-
 _EXACT_FLOAT = 2.0 ** 53  # every integer below this is a float64; above, digits may already be lost
 
 
@@ -393,12 +444,6 @@ def _ids(df: pd.DataFrame, col: str, default, chk: Optional[_Checker] = None) ->
                 f"({int(bad.sum())} such row(s)); ids must not be type-guessed", row=i, field=col,
                 expected="identifiers stored as text (or integers)")
     return s  # None where reported: neither "" (missing) nor an id
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return expit(z)
 
 
 def _rows_text(rows: np.ndarray, k: int = 5) -> str:
@@ -495,7 +540,7 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
             if "p" in df:
                 p = chk.probability(df, "p")
                 if p is not None and z is not None:
-                    _agree(chk, _sigmoid(z)[:, None], p[:, None], ["logit"], ["p"])
+                    _agree(chk, sigmoid(z)[:, None], p[:, None], ["logit"], ["p"])
         elif "p" in df:
             given = "p"
             p = chk.probability(df, "p")
@@ -561,7 +606,7 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
                 if f"p_{nm}" in df:
                     p = chk.probability(df, f"p_{nm}")
                     if p is not None and z is not None:
-                        _agree(chk, _sigmoid(z)[:, None], p[:, None], [f"logit_{nm}"], [f"p_{nm}"])
+                        _agree(chk, sigmoid(z)[:, None], p[:, None], [f"logit_{nm}"], [f"p_{nm}"])
             elif f"p_{nm}" in df:
                 given = "p"
                 p = chk.probability(df, f"p_{nm}")

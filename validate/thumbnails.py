@@ -55,8 +55,11 @@ def selected_cases(frame: Any, protocol: Any, per_site: int = ERRORS_PER_SITE) -
     the ``per_site`` most confident errors per site at each of the protocol's thresholds (binary,
     multilabel: for each label; multiclass: the top-label call)."""
     from validate.analysis.cases import confident_errors
+    from validate.predictions import as_table
 
     task = protocol.task
+    frame = as_table(frame, task=task, class_names=protocol.classes if task == "multiclass" else None,
+                     label_names=protocol.labels if task == "multilabel" else None)  # read once, for every call
     thresholds = [0.5] if task == "multiclass" else [float(t) for t in (protocol.metrics.thresholds or [0.5])]
     labels = list(protocol.labels or []) if task == "multilabel" else [None]
     seen: dict[tuple[str, str], None] = {}

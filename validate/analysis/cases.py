@@ -8,7 +8,8 @@ operating-point rule of :mod:`validate.metrics.operating`); an error is a call t
 label; its *confidence* is the probability the model gave to the wrong call (``p`` for a false
 positive, ``1 - p`` for a false negative). Multiclass: the call is the most probable class and the
 confidence its probability (top-label confidence, as in the top-label ECE). ``p`` is the stored
-probability or, when only logits are stored, ``sigmoid(logit)`` / ``softmax(logits)``.
+probability :meth:`validate.predictions.PredictionsTable.probabilities` (``sigmoid(logit)`` /
+``softmax(logits)`` when logits are stored): the table is read by the one predictions reader.
 """
 from __future__ import annotations
 
@@ -18,65 +19,59 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from validate.metrics import sigmoid
+from validate.predictions import PredictionsTable, as_table, attribute_columns as _case_attributes
 
-SKIP_PREFIXES = ("logit", "p_", "y_", "img_", "emb_")
-SKIP_COLUMNS = {"site", "case_id", "patient_id", "y", "p", "logit", "image", "acquired_at"}
+# case attributes that are not worth a column on the Cases page: image statistics and embeddings the
+# scorer adds, the image path, the acquisition date
+NOT_SHOWN_PREFIXES = ("img_", "emb_")
+NOT_SHOWN_COLUMNS = {"image", "acquired_at"}
 
 
-def attribute_columns(pred: pd.DataFrame, declared: Sequence[str] = ()) -> list[str]:
-    """The case attributes to show: the protocol's declared ones, else every non-score column."""
-    cols = [c for c in declared if c in pred.columns]
+def attribute_columns(pred: PredictionsTable | pd.DataFrame, declared: Sequence[str] = ()) -> list[str]:
+    """The case attributes to show: the protocol's declared ones, else every attribute of the table
+    (not an id, label or score) other than image statistics, embeddings, the image path and the date."""
+    frame = pred.frame if isinstance(pred, PredictionsTable) else pred
+    cols = [c for c in declared if c in frame.columns]
     if cols:
         return cols
-    return [c for c in pred.columns if c not in SKIP_COLUMNS and not c.startswith(SKIP_PREFIXES)]
+    return [c for c in _case_attributes(frame) if c not in NOT_SHOWN_COLUMNS
+            and not str(c).startswith(NOT_SHOWN_PREFIXES)]
 
 
-def _binary_scores(pred: pd.DataFrame, suffix: str = "") -> Optional[np.ndarray]:
-    if f"p{suffix}" in pred.columns:
-        return pred[f"p{suffix}"].to_numpy(np.float64)
-    if f"logit{suffix}" in pred.columns:
-        return sigmoid(pred[f"logit{suffix}"].to_numpy(np.float64))
-    return None
+def _none() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.DataFrame(), pd.DataFrame()
 
 
-def _class_probabilities(pred: pd.DataFrame, classes: Sequence[str]) -> Optional[np.ndarray]:
-    if all(f"p_{c}" in pred.columns for c in classes):
-        return pred[[f"p_{c}" for c in classes]].to_numpy(np.float64)
-    if all(f"logit_{c}" in pred.columns for c in classes):
-        z = pred[[f"logit_{c}" for c in classes]].to_numpy(np.float64)
-        z = z - z.max(axis=1, keepdims=True)  # the usual shift: softmax is unchanged, exp cannot overflow
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-    return None
-
-
-def confident_errors(pred: pd.DataFrame, *, task: str, classes: Sequence[str] = (), label: Optional[str] = None,
-                     threshold: float = 0.5, per_site: int = 10, attributes: Sequence[str] = (),
-                     image_column: str = "image") -> tuple[pd.DataFrame, pd.DataFrame]:
+def confident_errors(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
+                     label: Optional[str] = None, threshold: float = 0.5, per_site: int = 10,
+                     attributes: Sequence[str] = (), image_column: str = "image") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Up to ``per_site`` errors per site, most confident first, and a per-site count.
 
+    ``pred``: a :class:`~validate.predictions.PredictionsTable`, or a predictions DataFrame (the
+    bundle's ``predictions.parquet``) read through :func:`~validate.predictions.as_table`.
     First frame: ``site``, ``case_id``, ``true``, ``called``, ``confidence``, ``p`` (binary: P(positive)),
     ``image`` (when recorded), then the attributes. Second: ``site``, ``cases``, ``errors``.
     """
+    table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None)
+    frame = table.frame
     names = list(classes) if classes else ["0", "1"]
     if task == "multiclass":
-        prob = _class_probabilities(pred, names)
-        if prob is None:
-            return pd.DataFrame(), pd.DataFrame()
-        y = pred["y"].to_numpy()
+        names = list(table.names)
+        prob = table.probabilities()
+        y = table.labels()
         call = prob.argmax(axis=1)
         conf = prob.max(axis=1)
         p_col = None
         true = [names[int(v)] if 0 <= int(v) < len(names) else str(v) for v in y]
         called = [names[int(v)] for v in call]
     else:
-        suffix = f"_{label}" if task == "multilabel" and label else ""
-        p = _binary_scores(pred, suffix)
-        ycol = f"y{suffix}"
-        if p is None or ycol not in pred.columns:
-            return pd.DataFrame(), pd.DataFrame()
-        y = pred[ycol].to_numpy().astype(int)
+        if task == "multilabel":
+            if not label or label not in (table.names or []):
+                return _none()
+            j = table.names.index(label)
+            p, y = table.probabilities()[:, j], table.labels()[:, j].astype(int)
+        else:
+            p, y = table.probabilities(), table.labels().astype(int)
         call = (p >= threshold).astype(int)
         conf = np.where(call == 1, p, 1.0 - p)
         p_col = p
@@ -84,7 +79,8 @@ def confident_errors(pred: pd.DataFrame, *, task: str, classes: Sequence[str] = 
             if task == "multilabel" else ["0", "1"]
         true = [pair[v] for v in y]
         called = [pair[v] for v in call]
-    out = pd.DataFrame({"site": pred["site"].astype(str).to_numpy(), "case_id": pred["case_id"].astype(str).to_numpy(),
+    pred = frame
+    out = pd.DataFrame({"site": table.site_ids.astype(str), "case_id": table.case_ids.astype(str),
                         "true": true, "called": called, "confidence": conf})
     if p_col is not None:
         out["p"] = p_col

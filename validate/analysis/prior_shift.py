@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit, logsumexp
 
+from validate.numerics import log_probability, logit
+
 # Priors are kept inside (PRIOR_FLOOR, 1 − PRIOR_FLOOR) so that their logits stay finite; EM can walk
 # towards a boundary when the scores carry no evidence of one class.
 PRIOR_FLOOR = 1e-12
@@ -35,12 +37,6 @@ PRIOR_FLOOR = 1e-12
 #: probabilities this does not happen; it is the signature of scores that are miscalibrated, or shifted
 #: in another way than by the prior.
 BOUNDARY = 1e-4
-_P_FLOOR = 1e-15  # the DESIGN.md probability floor before any logit
-
-
-def _logit(p: np.ndarray | float) -> np.ndarray:
-    q = np.clip(np.asarray(p, dtype=float), _P_FLOOR, 1 - _P_FLOOR)
-    return np.log(q) - np.log1p(-q)
 
 
 def _check_prior(prior: Any, k: int | None, name: str) -> np.ndarray:
@@ -66,12 +62,12 @@ def adjust_to_prior(p: np.ndarray, old_prior: Any, new_prior: Any) -> np.ndarray
     if p.ndim == 1:
         old = float(_check_prior(old_prior, 1, "old_prior")[0])
         new = float(_check_prior(new_prior, 1, "new_prior")[0])
-        return expit(_logit(p) + (_logit(new) - _logit(old)))
+        return expit(logit(p) + (logit(new) - logit(old)))
     if p.ndim != 2:
         raise ValueError(f"p must be 1-D (binary) or 2-D (multiclass), got shape {p.shape}")
     old = _check_prior(old_prior, p.shape[1], "old_prior")
     new = _check_prior(new_prior, p.shape[1], "new_prior")
-    logw = np.log(np.clip(p, _P_FLOOR, None)) + (np.log(new) - np.log(old))
+    logw = log_probability(p) + (np.log(new) - np.log(old))
     return np.exp(logw - logsumexp(logw, axis=1, keepdims=True))
 
 
@@ -92,7 +88,7 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
     prior ran to within :data:`BOUNDARY` of 0 (or 1): then π̂ is not a usable prevalence estimate}``.
     """
     if logits is not None or np.asarray(p).ndim == 1:
-        z = np.asarray(logits, dtype=float) if logits is not None else _logit(p)
+        z = np.asarray(logits, dtype=float) if logits is not None else logit(p)
         old = float(_check_prior(old_prior, 1, "old_prior")[0])
         def lg(q: float) -> float:
             return math.log(q) - math.log1p(-q)
@@ -118,7 +114,7 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
     if p.ndim != 2:
         raise ValueError(f"p must be 1-D (binary) or 2-D (multiclass), got shape {p.shape}")
     old = _check_prior(old_prior, p.shape[1], "old_prior")
-    logp = np.log(np.clip(p, _P_FLOOR, None))
+    logp = log_probability(p)
     prior = old.copy()
     converged = False
     it = 0
@@ -182,7 +178,7 @@ def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_p
     None beside a ``reason``.
     """
     y = np.asarray(y, dtype=float)
-    z = np.asarray(logits, dtype=float) if logits is not None else _logit(p)
+    z = np.asarray(logits, dtype=float) if logits is not None else logit(p)
     n = y.size
     events = int(y.sum())
     out: dict = {"old_prior": float(old_prior), "n": int(n), "n_events": events,
@@ -199,7 +195,7 @@ def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_p
         out["em"]["intercept"] = None
         return out
     prev = events / n
-    shift = float(_logit(prev) - _logit(old_prior))
+    shift = float(logit(prev) - logit(old_prior))
     out["prior_log_odds_shift"] = shift
     plain = _intercept_entry(y, z, ci_level)
     known = _intercept_entry(y, z + shift, ci_level)
@@ -209,7 +205,7 @@ def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_p
         out["em"]["intercept"] = None
         out["em"]["intercept_reason"] = "the EM estimate is at the boundary: no adjusted intercept"
     else:
-        out["em"]["intercept"] = _intercept_entry(y, z + float(_logit(em["prior"]) - _logit(old_prior)),
+        out["em"]["intercept"] = _intercept_entry(y, z + float(logit(em["prior"]) - logit(old_prior)),
                                                   ci_level)
     a, b = plain.get("estimate"), known.get("estimate")
     if a is None or b is None or a == 0:

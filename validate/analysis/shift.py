@@ -7,8 +7,9 @@ It also reports the prior-shift adjustment of calibration (:mod:`validate.analys
 when cases carry acquisition dates, temporal drift per site (:mod:`validate.analysis.drift`).
 The statistics themselves are in :mod:`validate.analysis.two_sample`.
 
-Input: a predictions table (DESIGN.md): ``site``, labels (``y``; multilabel ``y_<label>``), scores
-(``logit``/``p``; ``logit_<c>``/``p_<c>``), attribute columns, and optionally these columns that the
+Input: a predictions table (DESIGN.md), read only through :class:`validate.predictions.PredictionsTable`
+(its labels, its probabilities — sigmoid/softmax of the logits when given — and, for the prior shift,
+its logits), with attribute columns, and optionally these columns that the
 scorer may add (per case, computed on the pixel array after dividing by the protocol's ``scale`` and
 before resizing or normalisation):
 
@@ -88,16 +89,15 @@ flag says the difference is real, the threshold says it is large enough to matte
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, softmax
 
 from validate.analysis import two_sample as ts
 from validate.errors import InputError
+from validate.predictions import PredictionsTable, as_table
 
 SCHEMA = "validate.shift/1"
 
@@ -124,82 +124,14 @@ _CORRECTIONS = ("holm", "bh")
 
 # --------------------------------------------------------------------------- table reading
 
-def _task_and_outcomes(table: pd.DataFrame, task: str | None) -> tuple[str, list[str], list[str]]:
-    """(task, label names, score names) from the predictions columns."""
-    cols = list(table.columns)
-    ylabels = [c[2:] for c in cols if c.startswith("y_")]
-    scored = sorted({c.split("_", 1)[1] for c in cols if re.match(r"^(logit|p)_.+", c)})
-    if task is None:
-        if "y" in cols and ("logit" in cols or "p" in cols):
-            task = "binary"
-        elif ylabels:
-            task = "multilabel"
-        elif scored:
-            task = "multiclass"
-        elif "logit" in cols or "p" in cols:
-            task = "binary"
-        else:
-            raise InputError("no score column in the predictions table", field="logit",
-                             expected="logit or p (binary), logit_<class> or p_<class>")
-    if task == "binary":
-        if "logit" not in cols and "p" not in cols:
-            raise InputError("binary predictions need a score column", field="logit", expected="logit or p")
-        return task, ["y"], ["p"]
-    if task == "multilabel":
-        labels = ylabels or scored
-        for lab in labels:
-            if f"logit_{lab}" not in cols and f"p_{lab}" not in cols:
-                raise InputError(f"no score for label {lab!r}", field=f"logit_{lab}",
-                                 expected=f"logit_{lab} or p_{lab}")
-        return task, labels, labels
-    if task == "multiclass":
-        if not scored:
-            raise InputError("multiclass predictions need class score columns", field="logit_<class>",
-                             expected="logit_<class> or p_<class> per class")
-        return task, ["y"], scored
-    raise InputError(f"unknown task {task!r}", field="task", expected="binary, multiclass or multilabel")
-
-
-def _scores(table: pd.DataFrame, task: str, names: list[str]) -> np.ndarray:
-    """Probabilities: (n,) for binary, (n, K) otherwise (softmax for multiclass logits)."""
-    def col(prefix: str, name: str | None) -> str:
-        return prefix if name is None else f"{prefix}_{name}"
-
-    if task == "binary":
-        raw = table["logit"] if "logit" in table else table["p"]
-        _check_finite(raw, "logit" if "logit" in table else "p")
-        return expit(raw.to_numpy(float)) if "logit" in table else raw.to_numpy(float)
-    use_logit = all(col("logit", n) in table for n in names)
-    m = np.column_stack([table[col("logit" if use_logit else "p", n)].to_numpy(float) for n in names])
-    for j, n in enumerate(names):
-        _check_finite(pd.Series(m[:, j]), col("logit" if use_logit else "p", n))
-    if not use_logit:
-        return m
-    return softmax(m, axis=1) if task == "multiclass" else expit(m)
-
-
-def _check_finite(values: pd.Series, column: str) -> None:
-    arr = pd.to_numeric(values, errors="coerce").to_numpy(float)
-    bad = np.flatnonzero(~np.isfinite(arr))
-    if bad.size:
-        raise InputError("score is missing or not a finite number", row=int(bad[0]) + 1, field=column,
-                         expected="a finite number for every case")
-
-
-def _labels(table: pd.DataFrame, task: str, names: list[str], classes: list[str]) -> np.ndarray | None:
-    """Labels as floats: (n,) for binary/multiclass (class index), (n, L) for multilabel; None if absent."""
-    cols = ["y"] if task != "multilabel" else [f"y_{n}" for n in names]
-    if not all(c in table for c in cols):
-        return None
-    y = np.column_stack([pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in cols])
-    n_classes = 2 if task != "multiclass" else len(classes)
-    ok = np.isfinite(y) & (y >= 0) & (y < n_classes) & (np.mod(y, 1.0) == 0.0)
-    bad_row, bad_col = np.nonzero(~ok)
-    if bad_row.size:
-        expected = "0 or 1" if task != "multiclass" else f"a class index 0..{n_classes - 1}"
-        raise InputError(f"label {table[cols[bad_col[0]]].iloc[bad_row[0]]!r} is not valid", row=int(bad_row[0]) + 1,
-                         field=cols[bad_col[0]], expected=expected)
-    return y[:, 0] if task != "multilabel" else y
+def _outcome_names(table: PredictionsTable) -> tuple[list[str], list[str]]:
+    """(label names, score names) of the shift findings: binary ``["y"]``, ``["p"]``; multiclass
+    ``["y"]`` and the class names in the table's class order (the order its class indices refer to);
+    multilabel the label names for both."""
+    if table.task == "binary":
+        return ["y"], ["p"]
+    names = list(table.names or [])
+    return (["y"], names) if table.task == "multiclass" else (names, names)
 
 
 def attribute_kind(values: pd.Series) -> str:
@@ -237,15 +169,18 @@ def _recorded_everywhere(a: pd.Series, b: pd.Series) -> str | None:
     return None
 
 
-def site_shift(site: pd.DataFrame, dev: pd.DataFrame, *, task: str, labels: list[str], score_names: list[str],
-               attributes: Mapping[str, str], features: Sequence[str], columns: Mapping[str, Any],
+def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Mapping[str, str],
+               features: Sequence[str], columns: Mapping[str, Any],
                alpha: float = 0.05, correction: str = "holm", thresholds: Mapping[str, float | None] | None = None,
                ci_level: float = 0.95, seed: int = 0, n_permutations: int = 500) -> dict:
     """Every shift finding for one site against the development cases, corrected and ranked.
 
-    ``site`` and ``dev`` are predictions-table rows; the other arguments are what :func:`shift_report`
-    derives from the whole table (see the module docstring for the output).
+    ``site`` and ``dev`` are predictions tables (one site's cases, the development cases); labels and
+    probabilities come from the tables, attributes from their columns; the other arguments are what
+    :func:`shift_report` derives from the whole table (see the module docstring for the output).
     """
+    task = site.task
+    labels, score_names = _outcome_names(site)
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     findings: list[dict] = []
     out: dict = {"n": int(len(site))}
@@ -256,13 +191,10 @@ def site_shift(site: pd.DataFrame, dev: pd.DataFrame, *, task: str, labels: list
         return f
 
     # labels
-    y_a, y_b = _labels(site, task, labels, score_names), _labels(dev, task, labels, score_names)
-    p_a, p_b = _scores(site, task, score_names), _scores(dev, task, score_names)
-    if y_a is None or y_b is None:
-        out["n_events"] = None
-        out["labels"] = None
-        out["labels_reason"] = "no label column"
-    elif task == "binary":
+    y_a, y_b = site.labels(), dev.labels()
+    p_a, p_b = site.probabilities(), dev.probabilities()
+    z_a = site.logits() if task == "binary" else None  # prior shift: the logits, without the clip when given
+    if task == "binary":
         out["n_events"] = int(y_a.sum())
         out["labels"] = {"prevalence": add("labels", "prevalence", ts.proportion_shift(
             int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level))}
@@ -275,8 +207,9 @@ def site_shift(site: pd.DataFrame, dev: pd.DataFrame, *, task: str, labels: list
         out["n_events"] = None
         names = np.asarray(score_names, dtype=object)
         out["labels"] = {"class_mix": add("labels", "class_mix", ts.categorical_shift(
-            names[y_a.astype(int)].tolist(), names[y_b.astype(int)].tolist()))}
+            names[y_a].tolist(), names[y_b].tolist()))}
 
+    site, dev = site.frame, dev.frame  # the attributes, images, equipment and embeddings are columns
     # case mix
     out["case_mix"] = {name: add("case_mix", name, _column_shift(kind, site[name], dev[name]))
                        for name, kind in attributes.items()}
@@ -341,7 +274,6 @@ def site_shift(site: pd.DataFrame, dev: pd.DataFrame, *, task: str, labels: list
         out["missingness"] = None
 
     # prior shift (descriptive, not a test)
-    z_a = _binary_logits(site) if task == "binary" else None
     out["prior_shift"] = _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level)
 
     _correct_and_rank(findings, alpha=alpha, correction=correction)
@@ -359,26 +291,17 @@ def _sizes(df: pd.DataFrame) -> list:
     return [None if (pd.isna(a) or pd.isna(b)) else f"{int(a)}x{int(b)}" for a, b in zip(h, w)]
 
 
-def _binary_logits(df: pd.DataFrame) -> np.ndarray:
-    if "logit" in df:
-        return df["logit"].to_numpy(float)
-    q = np.clip(df["p"].to_numpy(float), 1e-15, 1 - 1e-15)
-    return np.log(q) - np.log1p(-q)
-
-
 def _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level) -> dict | None:
     from validate.analysis.prior_shift import em_prior, prior_shift_calibration
 
-    if y_a is None or y_b is None:
-        return None
     if task == "binary":
         return _one_prior(y_a, None, z_a, y_b, ci_level, prior_shift_calibration)
     if task == "multilabel":
         return {lab: _one_prior(y_a[:, j], p_a[:, j], None, y_b[:, j], ci_level, prior_shift_calibration)
                 for j, lab in enumerate(labels)}
     k = p_a.shape[1]
-    old = np.bincount(y_b.astype(int), minlength=k) / y_b.size
-    new = np.bincount(y_a.astype(int), minlength=k) / y_a.size
+    old = np.bincount(y_b, minlength=k) / y_b.size
+    new = np.bincount(y_a, minlength=k) / y_a.size
     if np.any(old == 0):
         return {"reason": "a class is absent at the development site", "old_prior": old.tolist(),
                 "site_prior": new.tolist(), "em": None}
@@ -454,10 +377,9 @@ def _discover_columns(table: pd.DataFrame, attributes: Mapping[str, str]) -> dic
     }
 
 
-def _needed_columns(table, task, labels, score_names, kinds, features, columns) -> list[str]:
-    wanted = ["y"] + [f"y_{n}" for n in labels] + ["logit", "p"]
-    wanted += [f"{pre}_{n}" for n in score_names for pre in ("logit", "p")]
-    wanted += list(kinds) + list(features or []) + list(columns["image_stats"]) + list(IMAGE_SIZE_COLUMNS)
+def _needed_attributes(table: pd.DataFrame, kinds, features, columns) -> list[str]:
+    """The attribute columns the per-site analysis reads (ids, labels and scores travel with the table)."""
+    wanted = list(kinds) + list(features or []) + list(columns["image_stats"]) + list(IMAGE_SIZE_COLUMNS)
     wanted += columns["image_histogram_columns"] + columns["equipment"] + columns["embedding_columns"]
     seen: set = set()
     return [c for c in wanted if c in table.columns and not (c in seen or seen.add(c))]
@@ -506,7 +428,8 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def shift_report(table: pd.DataFrame, *, dev_sites: str | Sequence[str], external_sites: str | Sequence[str],
+def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Sequence[str],
+                 external_sites: str | Sequence[str],
                  attributes: Iterable[str] | Mapping[str, str] | None, features: Sequence[str] | None = None,
                  alpha: float = 0.05, seed: int = 0, metric_settings: Any = None,
                  time_column: str = "acquired_at", correction: str = "holm",
@@ -514,23 +437,27 @@ def shift_report(table: pd.DataFrame, *, dev_sites: str | Sequence[str], externa
                  n_permutations: int = 500, drift_freq: str = "M", reference_windows: int = 3) -> dict:
     """The content of ``shift.json`` for one run (structure in the module docstring).
 
-    ``table``: the predictions table. ``dev_sites``: the development site(s) (pooled as the reference);
-    ``external_sites``: the sites compared with it. ``attributes``: case-mix columns, a list (kinds
-    inferred by :func:`attribute_kind`) or a mapping name → "numeric" | "categorical". ``features``:
-    tabular input columns whose missing rate is compared (None: no missingness analysis).
+    ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
+    read through :func:`~validate.predictions.as_table` with ``task``). ``dev_sites``: the development
+    site(s) (pooled as the reference); ``external_sites``: the sites compared with it. ``attributes``:
+    case-mix columns, a list (kinds inferred by :func:`attribute_kind`) or a mapping name → "numeric" |
+    "categorical". ``features``: tabular input columns whose missing rate is compared (None: no missingness analysis).
     ``metric_settings``: a :class:`validate.metrics.MetricSettings` (CI level, bootstrap replicates
     and seed, cluster column, insufficiency rule) used for intervals and the drift windows.
     ``time_column``: acquisition dates (ISO) for temporal drift, per site, where present.
-    Bad input (unknown site or column, missing scores) raises :class:`InputError`.
+    Bad input (unknown site or column, missing or non-finite scores, bad labels) raises
+    :class:`InputError`; rows are named by their row in the table.
     """
     if correction not in _CORRECTIONS:
         raise InputError(f"unknown correction {correction!r}", field="correction", expected="holm or bh")
     if not 0.0 < alpha < 1.0:
         raise InputError(f"alpha must lie in (0, 1), got {alpha!r}", field="alpha")
-    if "site" not in table.columns:
+    if not isinstance(table, PredictionsTable) and "site" not in table.columns:
         raise InputError("no site column in the predictions table", field="site", expected="a site column")
+    table = as_table(table, task=task)
+    frame = table.frame
     dev_list, ext_list = _as_list(dev_sites), _as_list(external_sites)
-    present = set(table["site"].astype(str).unique())
+    present = set(table.sites())
     for s in dev_list + ext_list:
         if s not in present:
             raise InputError(f"site {s!r} has no cases in the predictions table", field="site",
@@ -541,39 +468,33 @@ def shift_report(table: pd.DataFrame, *, dev_sites: str | Sequence[str], externa
     if overlap:
         raise InputError(f"site(s) {sorted(overlap)} are both development and external", field="external_sites")
     for f in features or []:
-        if f not in table.columns:
+        if f not in frame.columns:
             raise InputError("feature not in the predictions table", field=f,
                              expected="the tabular feature columns carried into the predictions")
 
     ci_level = float(getattr(metric_settings, "ci_level", 0.95))
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    task, labels, score_names = _task_and_outcomes(table, task)
-    kinds = _attribute_kinds(table, attributes)
-    columns = _discover_columns(table, kinds)
-    site_col = table["site"].astype(str)
-    # split once, on the columns this analysis reads (taking string columns per site is what costs)
-    needed = _needed_columns(table, task, labels, score_names, kinds, features, columns)
-    by_site = {str(k): v for k, v in site_col.groupby(site_col, sort=False).indices.items()}
-    work = table[needed]
-    # check scores and labels once, on the whole table, so that a bad row is named by its table row
-    _scores(work, task, score_names)
-    _labels(work, task, labels, score_names)
-    dev = work.take(np.sort(np.concatenate([by_site[s] for s in dev_list]))).reset_index(drop=True)
+    task = table.task
+    labels, _ = _outcome_names(table)
+    kinds = _attribute_kinds(frame, attributes)
+    columns = _discover_columns(frame, kinds)
+    # split once, keeping only the attributes this analysis reads (taking string columns per site is what costs)
+    work = table.keep_attributes(_needed_attributes(frame, kinds, features, columns))
+    site_ids = work.site_ids.astype(str)
+    dev = work.subset(np.isin(site_ids, dev_list))
 
-    y_dev = _labels(dev, task, labels, score_names)
+    y_dev = dev.labels()
     development = {"sites": dev_list, "n": int(len(dev)), "n_events": None, "prevalence": None}
-    if y_dev is not None and task == "binary":
+    if task == "binary":
         development.update({"n_events": int(y_dev.sum()), "prevalence": float(y_dev.mean())})
-    elif y_dev is not None and task == "multilabel":
+    elif task == "multilabel":
         development.update({"n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
                             "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)}})
 
     sites = {}
     for s in ext_list:
-        part = work.take(by_site[s]).reset_index(drop=True)
-        sites[s] = site_shift(part, dev, task=task, labels=labels, score_names=score_names, attributes=kinds,
-                              features=list(features or []), columns=columns, alpha=alpha,
-                              correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
+        sites[s] = site_shift(work.subset(site_ids == s), dev, attributes=kinds, features=list(features or []),
+                              columns=columns, alpha=alpha, correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
                               n_permutations=n_permutations)
 
     report = {
@@ -590,36 +511,35 @@ def shift_report(table: pd.DataFrame, *, dev_sites: str | Sequence[str], externa
         "sites": sites,
         "flagged_sites": [s for s in ext_list if sites[s]["flagged"]],
         "material_sites": [s for s in ext_list if sites[s]["material"]],
-        "drift": _drift_section(table, site_col, dev_list + ext_list, task=task, labels=labels,
-                                score_names=score_names, time_column=time_column, freq=drift_freq,
+        "drift": _drift_section(table, dev_list + ext_list, time_column=time_column, freq=drift_freq,
                                 alpha=alpha, correction=correction, reference_windows=reference_windows,
                                 metric_settings=metric_settings),
     }
     return _jsonable(report)
 
 
-def _drift_section(table, site_col, sites, *, task, labels, score_names, time_column, freq, alpha, correction,
-                   reference_windows, metric_settings) -> dict:
+def _drift_section(table: PredictionsTable, sites, *, time_column, freq, alpha, correction, reference_windows,
+                   metric_settings) -> dict:
     base = {"freq": freq, "time_column": time_column, "drift": False, "flagged_sites": [], "sites": {}}
-    if time_column not in table.columns:
+    if time_column not in table.frame.columns:
         base["reason"] = f"no {time_column!r} column in the predictions table"
         return base
-    if task != "binary":
+    if table.task != "binary":
         base["reason"] = "temporal drift is computed for binary tasks"
         return base
     from validate.analysis.drift import parse_dates, temporal_drift
 
     for s in sites:
-        part = table[site_col == s].reset_index(drop=True)
-        if part[time_column].isna().all() or (part[time_column].astype(str).str.strip() == "").all():
+        part = table.site(s)
+        when = part.frame[time_column]
+        if when.isna().all() or (when.astype(str).str.strip() == "").all():
             continue
-        dates = parse_dates(part[time_column], column=time_column)
-        y = _labels(part, task, labels, score_names)
-        p = _scores(part, task, score_names)
+        dates = parse_dates(when, column=time_column)
+        y, p = part.labels(), part.probabilities()
         cluster = None
         cluster_by = getattr(metric_settings, "cluster_by", None)
-        if cluster_by and cluster_by in part.columns:
-            cluster = part[cluster_by].astype(str).to_numpy()
+        if cluster_by and cluster_by in part.frame.columns:
+            cluster = part.frame[cluster_by].astype(str).to_numpy()
         base["sites"][s] = temporal_drift(y, p, dates, freq=freq, alpha=alpha, correction=correction,
                                           reference_windows=reference_windows, settings=metric_settings,
                                           clusters=cluster)

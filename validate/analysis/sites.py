@@ -26,6 +26,8 @@ from typing import Any, Optional
 import numpy as np
 
 from validate.groups import group_sort_key
+from validate.numerics import wilson_interval  # noqa: F401 - one definition (NaN where n = 0)
+from validate.predictions import PredictionsTable, as_table
 
 MAX_POINTS = 400
 BAND_GRID = 101
@@ -50,23 +52,6 @@ def _thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
 
 
 # ---- statistics drawn in the figures ---------------------------------------------------------------
-
-def wilson_interval(successes, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion (Wilson 1927; Agresti & Coull 1998): centre
-    (k + z²/2)/(n + z²), half-width z√(k(n−k)/n + z²/4)/(n + z²). NaN where n = 0.
-    Equals ``statsmodels.stats.proportion.proportion_confint(method="wilson")``."""
-    from scipy.stats import norm
-
-    k = np.asarray(successes, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    z = norm.ppf(0.5 + level / 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        centre = (k + z * z / 2) / (n + z * z)
-        half = z * np.sqrt(np.maximum(k * (n - k) / n, 0) + z * z / 4) / (n + z * z)
-        lo = np.where(n > 0, centre - half, np.nan)
-        hi = np.where(n > 0, centre + half, np.nan)
-    return np.clip(lo, 0, 1), np.clip(hi, 0, 1)
-
 
 def _roc_pr_points(y: np.ndarray, p: np.ndarray, score: Optional[np.ndarray] = None) -> dict:
     """ROC (fpr, tpr) and precision-recall points at every distinct threshold, highest first; a case
@@ -195,60 +180,16 @@ def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n
 
 # ---- tables -> curves.json ---------------------------------------------------------------------------
 
-def probabilities(table, task: str, names: Sequence[str]) -> np.ndarray:
-    """Probabilities from a predictions table: binary (n,), multiclass (n, K) rows summing to 1,
-    multilabel (n, L). Logit columns are preferred (DESIGN.md), else probability columns."""
-    from validate.metrics import sigmoid
-
-    if task == "binary":
-        if "logit" in table.columns:
-            return sigmoid(table["logit"].to_numpy(np.float64))
-        return table["p"].to_numpy(np.float64)
-    if task == "multiclass":
-        if all(f"logit_{c}" in table.columns for c in names):
-            z = table[[f"logit_{c}" for c in names]].to_numpy(np.float64)
-            z = z - z.max(axis=1, keepdims=True)
-            e = np.exp(z)
-            return e / e.sum(axis=1, keepdims=True)
-        P = table[[f"p_{c}" for c in names]].to_numpy(np.float64)
-        return P / P.sum(axis=1, keepdims=True)
-    cols = []
-    for lab in names:
-        cols.append(sigmoid(table[f"logit_{lab}"].to_numpy(np.float64)) if f"logit_{lab}" in table.columns
-                    else table[f"p_{lab}"].to_numpy(np.float64))
-    return np.column_stack(cols)
-
-
-def ranking_scores(table, task: str, names: Sequence[str]) -> np.ndarray:
-    """What ranking statistics (ROC and PR curves, AUROC, AUPRC) rank, shaped as :func:`probabilities`
-    and monotone in it: the logits when given (binary, multilabel; multiclass: the one-vs-rest log-odds
-    z_k − logsumexp_{j≠k} z_j), else the probabilities. sigmoid/softmax saturate to 1.0 in float64
-    (logits above ~36.7) and would tie cases the model ranked apart."""
-    from validate.predictions import one_vs_rest_log_odds
-
-    if task == "binary":
-        if "logit" in table.columns:
-            return table["logit"].to_numpy(np.float64)
-        return table["p"].to_numpy(np.float64)
-    if task == "multiclass":
-        if all(f"logit_{c}" in table.columns for c in names):
-            return one_vs_rest_log_odds(table[[f"logit_{c}" for c in names]].to_numpy(np.float64))
-        return probabilities(table, task, names)
-    return np.column_stack([table[f"logit_{lab}"].to_numpy(np.float64) if f"logit_{lab}" in table.columns
-                            else table[f"p_{lab}"].to_numpy(np.float64) for lab in names])
-
-
-def _curves_of(table, task: str, names: Sequence[str], settings, cluster_col: Optional[str], smooth: bool) -> dict:
-    from validate.predictions import cluster_keys
-
+def _curves_of(table: PredictionsTable, settings, cluster_col: Optional[str], smooth: bool) -> dict:
+    """Every curve of one set of cases: probabilities and ranking scores come from the table
+    (:meth:`~validate.predictions.PredictionsTable.probabilities`, ``.scores()``: the logits when given)."""
     kw = dict(bins=settings.bins, level=settings.ci_level, n_rep=settings.n_bootstrap, seed=settings.seed,
-              clusters=cluster_keys(table, cluster_col), smooth=smooth)
-    P = probabilities(table, task, names)
-    S = ranking_scores(table, task, names)
-    if task == "binary":
-        return binary_curves(table["y"].to_numpy(), P, score=S, **kw)
-    if task == "multiclass":
-        y = table["y"].to_numpy().astype(np.int64)
+              clusters=table.clusters(cluster_col), smooth=smooth)
+    y, P, S = table.labels(), table.probabilities(), table.scores()
+    if table.task == "binary":
+        return binary_curves(y, P, score=S, **kw)
+    names = table.names
+    if table.task == "multiclass":
         conf, pred = P.max(axis=1), P.argmax(axis=1)
         # the largest one-vs-rest log-odds ranks as the largest probability (same increasing map per class)
         out = {"n": int(y.size), "top_label": binary_curves((pred == y).astype(float), conf,
@@ -257,8 +198,7 @@ def _curves_of(table, task: str, names: Sequence[str], settings, cluster_col: Op
                           for k, c in enumerate(names)}
         return out
     out = {"n": int(len(table))}
-    out["classes"] = {lab: binary_curves(table[f"y_{lab}"].to_numpy(), P[:, j], score=S[:, j], **kw)
-                      for j, lab in enumerate(names)}
+    out["classes"] = {lab: binary_curves(y[:, j], P[:, j], score=S[:, j], **kw) for j, lab in enumerate(names)}
     return out
 
 
@@ -266,40 +206,42 @@ def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Opti
                 calibration: Optional[Mapping] = None, fit_on: Sequence[str] = (), smooth: bool = True) -> dict:
     """``curves.json``: curves per site and pooled, plus reliability after each calibration method.
 
-    ``table``: the predictions table (original identifiers are not needed and not stored); ``names``:
-    class names (multiclass) or label names (multilabel), unused for binary; ``settings``: the
+    ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
+    read through :func:`~validate.predictions.as_table`; original identifiers are not needed and not
+    stored); ``names``: class names (multiclass) or label names (multilabel), unused for binary; ``settings``: the
     :class:`validate.metrics.MetricSettings` (bins, ci_level, n_bootstrap, seed, cluster_by);
     ``calibration``: the Calibration JSON whose fitted parameters are applied to the sites it evaluated
     (sites in ``fit_on`` are skipped: which of their cases were held out is not recorded).
     """
+    table = as_table(table, task=task, **_names(task, names))
     cluster_col = settings.cluster_by
-    sites = list(sites) if sites is not None else sorted(table["site"].astype(str).unique())
+    sites = list(sites) if sites is not None else sorted(set(table.site_ids.astype(str)))
     out: dict[str, Any] = {"task": task, "bins": settings.bins, "ci_level": settings.ci_level,
                            "band_replicates": min(settings.n_bootstrap, BAND_REPLICATES), "sites": {}}
-    site_col = table["site"].astype(str)
-    for s in sites:
-        part = table[site_col == s]
-        if len(part):
-            out["sites"][s] = _curves_of(part, task, names, settings, cluster_col, smooth)
-    out["overall"] = _curves_of(table, task, names, settings, cluster_col, smooth)
+    for s, part in table.by_site(sites):
+        out["sites"][s] = _curves_of(part, settings, cluster_col, smooth)
+    out["overall"] = _curves_of(table, settings, cluster_col, smooth)
     if calibration and task == "binary":
         out["calibrated"] = calibrated_reliability(table, calibration, settings=settings, sites=sites, fit_on=fit_on)
     return out
 
 
+def _names(task: str, names: Optional[Sequence[str]]) -> dict:
+    """The class or label names of ``task`` as :func:`~validate.predictions.as_table` takes them."""
+    if not names or task == "binary":
+        return {}
+    return {"class_names" if task == "multiclass" else "label_names": list(names)}
+
+
 def calibrated_reliability(table, calibration: Mapping, *, settings, sites: Sequence[str],
                            fit_on: Sequence[str] = ()) -> dict:
-    """Reliability bins and histograms after each fitted method (binary), rebuilt from its parameters."""
+    """Reliability bins and histograms after each fitted method (binary), rebuilt from its parameters
+    and applied to the table's logits (derived from p after the floor when only p was given)."""
     from validate.calibrators import calibrator_from_json
 
-    if "logit" in table.columns:
-        z = table["logit"].to_numpy(np.float64)
-    else:
-        from validate.metrics import logit
-
-        z = logit(table["p"].to_numpy(np.float64))
-    y = table["y"].to_numpy(np.float64)
-    site_col = table["site"].astype(str).to_numpy()
+    table = as_table(table, task="binary")
+    z, y = table.logits(), table.labels()
+    site_col = table.site_ids.astype(str)
     out: dict[str, Any] = {}
     for method, spec in sorted((calibration.get("methods") or {}).items()):
         evaluated = [s for s in sites if s in (spec.get("sites") or {}) and s not in fit_on]
@@ -329,27 +271,29 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
     never listed by case.
     """
     task = protocol.task
-    site_col = table["site"].astype(str)
+    classes = list(getattr(protocol, "classes", None) or [])
+    table = as_table(table, task=task, **_names(task, classes if task == "multiclass"
+                                                else getattr(protocol, "labels", None)))
+    site_col = table.site_ids.astype(str)
+    y = table.labels()
     plain = [g.name for g in protocol.subgroups if not g.intersection]
     out: dict[str, Any] = {"task": task, "ci_level": ci_level, "sites": {}}
     for site in protocol.sites:
-        mask = (site_col == site.id).to_numpy()
-        part = table[mask]
-        n = int(len(part))
+        mask = site_col == site.id
+        n = int(mask.sum())
         entry: dict[str, Any] = {"name": site.display_name, "role": site.role, "n": n}
-        if "patient_id" in part.columns:
-            entry["patients"] = int(part["patient_id"].nunique())
+        entry["patients"] = int(len(set(table.patient_ids[mask])))
         if task == "binary" and n:
-            ev = int(part["y"].sum())
+            ev = int(y[mask].sum())
             lo, hi = wilson_interval(ev, n, ci_level)
             entry.update(n_events=ev, prevalence={"estimate": ev / n, "ci_low": _finite(lo), "ci_high": _finite(hi),
                                                   "method": "wilson"})
         elif task == "multiclass" and n:
-            counts = np.bincount(part["y"].to_numpy().astype(np.int64), minlength=len(protocol.classes))
-            entry["classes"] = {c: int(k) for c, k in zip(protocol.classes, counts)}
+            counts = np.bincount(y[mask], minlength=len(classes))
+            entry["classes"] = {c: int(k) for c, k in zip(classes, counts)}
         elif task == "multilabel" and n:
-            entry["labels"] = {lab: {"n_events": int(part[f"y_{lab}"].sum()),
-                                     "prevalence": float(part[f"y_{lab}"].mean())} for lab in protocol.labels}
+            entry["labels"] = {lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
+                               for j, lab in enumerate(table.names)}
         make_up = {}
         if groups is not None:
             gpart = groups[mask]

@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 import numpy as np
 
-from validate.analysis.sites import probabilities, ranking_scores
 from validate.groups import group_sort_key
 
 GAP_METRICS = {
@@ -188,11 +187,9 @@ def _fin(x) -> Optional[float]:
 
 def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
            stratify: bool) -> dict:
-    from validate.predictions import cluster_keys
-
     metrics = GAP_METRICS.get(task, ())
-    clusters = cluster_keys(table, settings.cluster_by)
-    strata = table["site"].astype(str).to_numpy() if stratify else None
+    clusters = table.clusters(settings.cluster_by)
+    strata = table.site_ids.astype(str) if stratify else None
     out: dict[str, Any] = {"subgroups": {}, "worst": {}}
     for attr in attrs:
         col = groups[attr].astype(str).to_numpy()
@@ -201,9 +198,8 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
         gaps: dict[str, dict] = {}
         if metrics:
             masks = {g: col == g for g in values if (col == g).any()}
-            gaps = paired_gaps(table["y"].to_numpy(), probabilities(table, task, ()), masks, settings=settings,
-                               metrics=metrics, clusters=clusters, strata=strata,
-                               score=ranking_scores(table, task, ()))
+            gaps = paired_gaps(table.labels(), table.probabilities(), masks, settings=settings,
+                               metrics=metrics, clusters=clusters, strata=strata, score=table.scores())
         cells = {}
         for g in values:
             block = blocks.get(g)
@@ -221,8 +217,9 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
 def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[Mapping] = None,
                       sites: Optional[Sequence[str]] = None, report_fn: Optional[Callable] = None,
                       class_names: Optional[Sequence[str]] = None, label_names: Optional[Sequence[str]] = None) -> dict:
-    """``subgroups.json`` for a predictions ``table`` and its subgroup columns ``groups`` (the frame of
-    :func:`validate.cohort.derive_subgroups`, aligned with ``table``).
+    """``subgroups.json`` for a predictions ``table`` (a :class:`~validate.predictions.PredictionsTable`,
+    or a DataFrame read through :func:`~validate.predictions.as_table`) and its subgroup columns
+    ``groups`` (the frame of :func:`validate.cohort.derive_subgroups`, aligned with ``table``).
 
     ``settings``: :class:`validate.metrics.MetricSettings`. ``metrics``: the run's Metrics JSON, whose
     pooled subgroup blocks are reused under ``overall`` (computed when absent). ``report_fn``: the
@@ -232,14 +229,13 @@ def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[M
     """
     if report_fn is None:
         from validate.metrics import metrics_report as report_fn
+    from validate.predictions import as_table
+
     names = {k: list(v) for k, v in (("class_names", class_names), ("label_names", label_names)) if v}
     attrs = list(groups.columns)
-    full = table.reset_index(drop=True).copy()
-    groups = groups.reset_index(drop=True)
-    for attr in attrs:
-        full[attr] = groups[attr].astype(str).to_numpy()
-    site_col = full["site"].astype(str)
-    sites = list(sites) if sites is not None else sorted(site_col.unique())
+    full = as_table(table, task=task, **names).with_attributes(groups.astype(str))
+    site_col = full.site_ids.astype(str)
+    sites = list(sites) if sites is not None else sorted(set(site_col))
     out: dict[str, Any] = {
         "task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level, "seed": settings.seed,
         "gap_metrics": list(GAP_METRICS.get(task, ())),
@@ -247,22 +243,19 @@ def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[M
         "attributes": attrs, "groups": {}, "sites": {},
     }
     for attr in attrs:
-        out["groups"][attr] = sorted(set(full[attr]), key=group_sort_key)
-    for s in sites:
-        part = full[site_col == s].reset_index(drop=True)
-        if not len(part):
-            continue
+        out["groups"][attr] = sorted(set(full.frame[attr]), key=group_sort_key)
+    for s, part in full.by_site(sites):
         # lowess/loess intervals cost a smoother fit per replicate and block; site x group cells skip them
         # (their point estimates stay) — the pooled blocks of metrics.json carry them
         rep = report_fn(part, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
                         **names)
-        out["sites"][s] = _level(part, part[attrs], attrs, task=task, settings=settings,
+        out["sites"][s] = _level(part, part.frame[attrs], attrs, task=task, settings=settings,
                                  blocks_by_attr=rep.get("subgroups") or {}, stratify=False)
     pooled = (metrics or {}).get("subgroups")
     if pooled is None:
         pooled = report_fn(full, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
                            **names).get("subgroups") or {}
-    out["overall"] = _level(full, full[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled,
+    out["overall"] = _level(full, full.frame[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled,
                             stratify=True)
     return out
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from validate.numerics import wilson_interval  # noqa: F401 - one definition; NaN where n = 0
+
 #: Proportions below this are floored before the logarithm of the PSI (an empty bin would be
 #: infinite). 1e-4 is the floor most PSI implementations use; it caps one empty bin's contribution
 #: at about (p - 1e-4) * ln(p / 1e-4), i.e. 0.69 for a decile bin (p = 0.1).
@@ -52,22 +54,6 @@ def _z(level: float) -> float:
 
 # --------------------------------------------------------------------------- proportions
 
-def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n.
-
-    Definition (Wilson 1927, JASA 22:209; Newcombe 1998, Stat Med 17:857, method 3):
-    centre (p + z²/2n) / (1 + z²/n), half-width z / (1 + z²/n) · sqrt(p(1-p)/n + z²/4n²),
-    z the two-sided normal quantile for ``level``. Equal to statsmodels'
-    ``proportion_confint(method="wilson")``.
-    """
-    if n <= 0:
-        raise ValueError("wilson_interval needs n > 0")
-    z = _z(level)
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def newcombe_difference(k_a: int, n_a: int, k_b: int, n_b: int, level: float = 0.95) -> tuple[float, float, float]:

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from validate.errors import InputError
+from validate.numerics import PROB_FLOOR, log_probability, log_sigmoid, logit, sigmoid, softmax  # noqa: F401 - re-exported
 
-PROB_FLOOR = 1e-15
 #: Fewest cases any calibrator is fitted on: below this no calibration map is trustworthy.
 MIN_FIT_CASES = 10
 
@@ -174,38 +174,15 @@ def check_separable_binary(z: np.ndarray, y: np.ndarray, name: str) -> None:
 
 
 # ---- links ---------------------------------------------------------------------------------
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)) without overflow."""
-    from scipy.special import expit
-
-    return expit(z)
-
-
-def log_sigmoid(z: np.ndarray) -> np.ndarray:
-    """log(sigmoid(z)) = -log(1 + exp(-z)), stable for large |z|."""
-    return -np.logaddexp(0.0, -z)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by the row maximum for stability."""
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    return e
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) after the 1e-15 floor."""
-    q = np.clip(np.asarray(p, dtype=np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
-    return np.log(q) - np.log1p(-q)
+# sigmoid, log_sigmoid, softmax and logit: validate.numerics (imported above), one definition each
 
 
 def logits_from_probabilities(p: Any, task: str) -> np.ndarray:
     """Logits from probabilities, as DESIGN.md prescribes: binary ``logit(clip(p, 1e-15, 1 - 1e-15))``;
     multiclass ``log(clip(p, 1e-15, 1))`` (log-probabilities: softmax is unchanged by a per-row shift, so
     they are exact stand-ins for logits). Never clipped coarser than 1e-15."""
-    p = np.asarray(p, dtype=np.float64)
     if task == "multiclass":
-        return np.log(np.clip(p, PROB_FLOOR, 1.0))
+        return log_probability(p)
     return logit(p)
 
 

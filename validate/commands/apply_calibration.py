@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from validate.errors import EXIT_OK, InputError
 
 NAME = "apply-calibration"
@@ -45,7 +43,7 @@ def load_calibration(path: Path) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from validate.calibrators import calibrator_from_json
-    from validate.calibrators.base import PROB_FLOOR
+    from validate.numerics import log_probability, logit
     from validate.predictions import read_predictions, write_predictions
 
     path = Path(args.calibration)
@@ -71,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                          expected=f"score columns for {names}, in that order")
     frame = table.frame.copy()
     if method == "none":
-        probs = table.prob() if task == "binary" else table.probs()
+        probs = table.probabilities()
     else:
         if spec.get("params") is None:
             raise InputError(f"method {method!r} has no fitted parameters"
@@ -81,20 +79,15 @@ def run(args: argparse.Namespace) -> int:
         if task == "multiclass" and k is None:
             k = len(table.names)
         cal = calibrator_from_json(method, task, spec["params"], n_classes=k)
-        z = table.logit() if task == "binary" else table.logits()
+        z = table.logits()
         probs = cal.predict_proba(z)
     if task == "binary":
         frame["p"] = probs
-        q = np.clip(probs, PROB_FLOOR, 1 - PROB_FLOOR)
-        frame["logit"] = np.log(q) - np.log1p(-q)
+        frame["logit"] = logit(probs)
     else:
         for j, nm in enumerate(table.names):
             frame[f"p_{nm}"] = probs[:, j]
-            if task == "multiclass":
-                frame[f"logit_{nm}"] = np.log(np.clip(probs[:, j], PROB_FLOOR, 1.0))
-            else:
-                q = np.clip(probs[:, j], PROB_FLOOR, 1 - PROB_FLOOR)
-                frame[f"logit_{nm}"] = np.log(q) - np.log1p(-q)
+            frame[f"logit_{nm}"] = log_probability(probs[:, j]) if task == "multiclass" else logit(probs[:, j])
     write_predictions(frame, Path(args.out))
     print(f"applied {method} to {len(frame)} case(s); wrote {args.out}", file=sys.stderr)
     return EXIT_OK

@@ -8,25 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-PROB_FLOOR = 1e-15
-
-
-def clip_probability(p: np.ndarray) -> np.ndarray:
-    """``p`` clipped to [1e-15, 1 - 1e-15] (float64)."""
-    return np.clip(np.asarray(p, dtype=np.float64), PROB_FLOOR, 1.0 - PROB_FLOOR)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) after clipping ``p`` to [1e-15, 1 - 1e-15]."""
-    q = clip_probability(p)
-    return np.log(q) - np.log1p(-q)
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """The logistic function 1 / (1 + exp(-z)), overflow-free (scipy.special.expit)."""
-    from scipy.special import expit
-
-    return expit(np.asarray(z, dtype=np.float64))
+# the floor and the links are defined once, in validate.numerics; re-exported here for the metrics
+from validate.numerics import PROB_FLOOR, clip_probability, logit, sigmoid  # noqa: F401
 
 
 def as_labels(y, name: str = "y") -> np.ndarray:

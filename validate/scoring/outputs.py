@@ -4,8 +4,8 @@ Model outputs become logits as the protocol says (``model.output``): binary ``[N
 class's logit (or probability); binary ``[N, 2]`` is per class, in the order of ``classes``, and
 becomes ``logit = l_pos - l_neg`` (the log-odds of the two-class softmax) or ``p_pos``; multiclass
 ``[N, K]`` gives ``logit_<class>``; multilabel ``[N, L]`` gives ``logit_<label>``. Probabilities
-become logits after clipping to [1e-15, 1 - 1e-15] (multiclass: log-probabilities with the same
-floor), as DESIGN.md requires, never coarser.
+become logits after clipping to [1e-15, 1 - 1e-15] (multiclass: log-probabilities log(clip(p, 1e-15,
+1))), as :mod:`validate.numerics` defines them, as DESIGN.md requires, never coarser.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any, Optional
 import numpy as np
 
 from validate.errors import InputError
+from validate.numerics import log_probability, logit
 
-EPS = 1e-15
 FAILURE_COLUMNS = ["site", "case_id", "reason", "stage"]
 
 
@@ -55,17 +55,15 @@ def make_to_logits(*, task: str, n_columns: int, output: str, positive_index: in
             else:
                 raise shape_error(k)
             if output == "probabilities":
-                p = np.clip(col, EPS, 1 - EPS)
-                col = np.log(p) - np.log1p(-p)
+                col = logit(col)
             return col[:, None]
         if k != n_columns:
             raise shape_error(k)
         if output == "logits":
             return v
-        p = np.clip(v, EPS, 1 - EPS)
         if task == "multiclass":
-            return np.log(np.clip(v, EPS, 1.0))
-        return np.log(p) - np.log1p(-p)
+            return log_probability(v)
+        return logit(v)
 
     return convert
 
