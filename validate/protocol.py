@@ -486,7 +486,17 @@ def _check_references(p: Protocol) -> None:
         problems.append(InputError("no site to fit calibration on", file=file, line=p.line_of("sites"),
                                    field="sites", expected="a site with role development or calibration, "
                                    "or calibration.fit_on"))
+    from validate.gates import SHIFT_METRICS
+    from validate.metrics.registry import check_gate_metric
+
     for i, gate in enumerate(p.gates):
+        # a metric name the task's BLOCKs cannot hold is known now, not after every analysis ran
+        wrong = None if gate.metric in SHIFT_METRICS else check_gate_metric(gate.metric, p.task)
+        if wrong:
+            problems.append(InputError(
+                wrong, file=file, line=p.line_of("gates", i, "metric"), field=f"gates[{i}].metric",
+                expected=f"a {p.task} metric of validate.metrics.registry, a BLOCK field such as n, or one of "
+                         f"{', '.join(SHIFT_METRICS)}"))
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
             problems.append(InputError(
