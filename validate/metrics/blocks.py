@@ -1,8 +1,11 @@
 """Metric BLOCKs (DESIGN.md, Metrics JSON): every metric of a set of cases with its interval.
 
-Intervals: DeLong for AUROC, Wald for calibration intercept and slope, bootstrap percentile for the
-rest (replicate weights from :mod:`validate.metrics.bootstrap`, clustered by patient and stratified by
-site when given).
+Which entries a binary BLOCK holds, and how each gets its interval, is declared in
+:mod:`validate.metrics.registry` (one entry per metric): DeLong for AUROC, Wald for calibration
+intercept and slope, a test's statistic and p-value for Hosmer-Lemeshow and Spiegelhalter, bootstrap
+percentile for the rest (the registry's replicate kernels, :mod:`validate.metrics.replicates`, on
+replicate weights from :mod:`validate.metrics.bootstrap`, clustered by patient and stratified by site
+when given).
 
 Insufficiency rule (documented contract): a block is ``insufficient`` when it has fewer than
 ``min_cases`` cases, or fewer than ``min_events`` events, or fewer than ``min_events`` non-events
@@ -25,7 +28,7 @@ from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
 from validate.metrics.operating import threshold_for_sensitivity
-from validate.metrics.replicates import LOWESS_METRICS, SMOOTH_ENGINE_MIN_N, BinaryCases  # noqa: F401
+from validate.metrics.replicates import BinaryCases
 from validate.metrics.settings import MetricSettings
 
 BOOTSTRAP_CHUNK = 100
