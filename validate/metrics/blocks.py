@@ -329,7 +329,8 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     return block
 
 
-MACRO_METRICS = ("auroc", "auprc", "brier", "log_loss", "ece")
+#: The binary metrics a multilabel BLOCK averages over labels: the registry's ``<metric>_macro`` entries.
+MACRO_METRICS = tuple(m.name[:-len("_macro")] for m in registry.metrics_for("multilabel") if m.name.endswith("_macro"))
 
 
 def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label_names=None, clusters=None,
@@ -367,7 +368,8 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
         per = [d.replicate(_in_order(w, d.order), [], want_smooth=False, auroc=True) for d in data]
         out = {}
         for m in MACRO_METRICS:
-            ks = [k for k in range(L) if defined[k] or m not in ("auroc", "auprc")]
+            # metrics undefined with one class (AUROC, AUPRC) average over the labels that have both
+            ks = [k for k in range(L) if defined[k] or registry.get(m, "binary").one_class is None]
             if ks:
                 out[f"{m}_macro"] = np.mean([per[k][m] for k in ks], axis=0)
         return out
