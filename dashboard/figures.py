@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from validate import charts
+from validate.metrics import registry
 from validate.report import adapters
 
 from dashboard import data as dash_data
@@ -103,7 +104,8 @@ def method_comparison(run, metric: str):
     return charts.calibration_methods_figure(run.calibration, metric)
 
 
-DESIGN_METRICS = ("ece", "brier", "log_loss")  # what the repeated and transfer designs record
+# what the repeated and transfer designs record: the registry's calibration-ranking metrics
+DESIGN_METRICS = registry.names("calibration_ranking", "binary")
 
 
 def _designs(run) -> dict:
