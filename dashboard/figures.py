@@ -21,6 +21,7 @@ import streamlit as st
 
 from dashboard import data as dash_data, tables
 from validate import charts
+from validate.metrics import registry
 from validate.report import adapters
 
 Group = Optional[tuple[str, str]]  # (subgroup name, group value); None = all patients
@@ -102,7 +103,8 @@ def method_comparison(run, metric: str):
     return charts.calibration_methods_figure(run.calibration, metric)
 
 
-DESIGN_METRICS = ("ece", "brier", "log_loss")  # what the repeated and transfer designs record
+# what the repeated and transfer designs record: the registry's calibration-ranking metrics
+DESIGN_METRICS = registry.names("calibration_ranking", "binary")
 
 
 def _designs(run) -> dict:

@@ -13,26 +13,14 @@ from typing import Any, Optional
 
 import pandas as pd
 
-METRIC_LABELS = {
-    "auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score", "scaled_brier": "Scaled Brier",
-    "log_loss": "Log loss", "calibration_intercept": "Calibration intercept",
-    "calibration_slope": "Calibration slope", "eavg": "E_avg", "e50": "E50", "e90": "E90", "emax": "E_max",
-    "ici": "ICI", "ece": "ECE", "ece_adaptive": "Adaptive ECE", "mce": "MCE", "accuracy": "Accuracy",
-    "auroc_macro": "Macro AUROC", "ece_classwise": "Classwise ECE", "prevalence": "Prevalence",
-}
-# the Overview's columns, per task, in reading order (those absent from a bundle are skipped)
-KEY_METRICS = {
-    "binary": ("auroc", "ece", "calibration_slope", "calibration_intercept"),
-    "multiclass": ("auroc_macro", "accuracy", "ece", "ece_classwise", "brier"),
-    "multilabel": ("auroc_macro", "auroc", "ece", "brier"),
-}
-# metrics for which larger is better (to say which direction a delta goes)
-HIGHER_IS_BETTER = {"auroc", "auprc", "scaled_brier", "accuracy", "auroc_macro"}
+from validate.metrics import registry
+
 VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
 
 
 def label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+    """The metric's display name (validate.metrics.registry)."""
+    return registry.label(metric)
 
 
 def triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
@@ -130,7 +118,9 @@ def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]
 def key_metrics(run) -> list[str]:
     blocks = [run.metrics.get("overall") or {}, *(run.metrics.get("sites") or {}).values()]
     present = set(metric_names(blocks))
-    return [m for m in KEY_METRICS.get(run.task, KEY_METRICS["binary"]) if m in present]
+    task = run.task if run.task in registry.TASKS else "binary"
+    # the Overview's columns: the registry's "overview" list, in reading order (those absent are skipped)
+    return [m for m in registry.names("overview", task) if m in present]
 
 
 def _declared_sites(run) -> list[str]:
@@ -356,12 +346,13 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
             if delta[0] is not None and delta[1] is not None and delta[2] is not None:
                 if delta[1] > 0 or delta[2] < 0:
                     up = delta[1] > 0
-                    if m in HIGHER_IS_BETTER:
+                    direction = getattr(registry.get(m), "direction", None)
+                    if direction == "higher":
                         better = "better" if up else "worse"
-                    elif m in ("calibration_slope", "calibration_intercept"):
-                        better = "changed"
-                    else:
+                    elif direction == "lower":
                         better = "worse" if up else "better"
+                    else:  # a target value (calibration slope, intercept) or no direction
+                        better = "changed"
                 else:
                     better = "no clear change"
             rows.append({"Site": site, "Metric": label(m), f"Baseline ({base.name})": interval_text(ea),

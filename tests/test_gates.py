@@ -245,7 +245,7 @@ def test_protocol_gate_objects(tmp_path):
         "subgroups: [{name: sex, column: x}]\n"
         "gates:\n"
         "  - {metric: auroc, scope: each_site, min: 0.75, on: ci_low}\n"
-        "  - {name: bad, metric: nope, min: 0.5}\n")
+        "  - {name: bad, metric: mce, min: 0.5}\n")
     protocol = load_protocol(tmp_path / "p.yaml")
     specs = gate_specs(protocol.gates)
     assert specs[0].on == "ci_low" and specs[0].insufficient == "warn"
@@ -253,9 +253,35 @@ def test_protocol_gate_objects(tmp_path):
     # ci_low: alpha 0.86 pass, beta 0.74 fail, gamma 0.65 fail
     assert verdicts(report) == {"site alpha": "pass", "site beta": "fail", "site gamma": "fail"}
     assert report.name == "t"
+    # a registered metric absent from these results: known only when judging, located in the protocol
     with pytest.raises(InputError) as exc:
         judge_gates(protocol.gates, METRICS, protocol=protocol)
-    assert "p.yaml" in str(exc.value) and "line 9" in str(exc.value)
+    assert "p.yaml" in str(exc.value) and "line 9" in str(exc.value) and "not in metrics.json" in str(exc.value)
+
+
+def test_unknown_gate_metric_is_refused_when_the_protocol_loads(tmp_path):
+    """A metric name no BLOCK of the task can hold is refused before anything runs: by the pre-run gate
+    check (validate.preflight, what `validate check` and `validate run` ask before scoring)."""
+    from validate.preflight import check_protocol_gates
+    from validate.protocol import load_protocol
+
+    (tmp_path / "m.csv").write_text("case_id,label,x\n1,0,1\n")
+    (tmp_path / "p.yaml").write_text(
+        "name: t\ntask: binary\nclasses: [no, yes]\ninput: {kind: tabular, features: [x]}\n"
+        "sites: [{id: alpha, manifest: m.csv, role: development}]\n"
+        "gates:\n"
+        "  - {metric: hosmer_lemeshow.p_value, min: 0.05}\n"
+        "  - {metric: target_sensitivity.specificity, min: 0.5}\n"
+        "  - {name: bad, metric: aurco, min: 0.5}\n"
+        "  - {metric: accuracy, min: 0.5}\n")
+    protocol = load_protocol(tmp_path / "p.yaml")  # names are judged by the pre-run check, not the loader
+    with pytest.raises(InputError) as exc:
+        check_protocol_gates(protocol)
+    text = str(exc.value)
+    assert "p.yaml" in text and "line 9" in text and "gates[2].metric" in text and "did you mean `auroc`" in text
+    # accuracy is a multiclass metric: no binary BLOCK holds it
+    assert "gates[3].metric" in text and "`accuracy` is not a binary metric" in text
+    assert "gates[0]" not in text and "gates[1]" not in text
 
 
 def test_overall_gate_after_calibration_needs_the_pooled_block():

@@ -127,7 +127,9 @@ def test_bad_input_exits_2_with_a_located_message(tmp_path, capsys):
     stray = pd.read_csv(tmp_path / "predictions.csv")
     stray.loc[0, "site"] = "elsewhere"
     stray.to_csv(tmp_path / "stray.csv", index=False)
-    assert main(["run", str(proto), "--predictions", str(tmp_path / "stray.csv"), "--out", str(tmp_path / "c")]) == 2
+    # (a protocol whose gates are fine: the gate typo above is refused by the pre-run gate check, before this)
+    fine = make_protocol(tmp_path, "fine.yaml", n_bootstrap=0)
+    assert main(["run", str(fine), "--predictions", str(tmp_path / "stray.csv"), "--out", str(tmp_path / "c")]) == 2
     assert "elsewhere" in capsys.readouterr().err
 
 

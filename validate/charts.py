@@ -28,6 +28,8 @@ from typing import Any, Optional
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate.metrics import registry
+
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
            "#999999", "#8C510A", "#01665E", "#762A83")
@@ -36,15 +38,8 @@ FAIL = "#C0392B"
 PASS = "#1E8449"
 WARN = "#D68910"
 FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=12)
-METRIC_LABELS = {
-    "auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier score", "scaled_brier": "Scaled Brier",
-    "log_loss": "Log loss", "ece": "ECE", "ece_adaptive": "Adaptive ECE", "mce": "MCE", "eavg": "Eavg",
-    "e50": "E50", "e90": "E90", "emax": "Emax", "ici": "ICI", "calibration_intercept": "Calibration intercept",
-    "calibration_slope": "Calibration slope", "sensitivity": "Sensitivity", "specificity": "Specificity",
-    "ppv": "PPV", "npv": "NPV", "accuracy": "Accuracy", "auroc_macro": "Macro AUROC",
-    "ece_classwise": "Classwise ECE", "prevalence": "Prevalence", "mean_score": "Mean score",
-}
-REFERENCE = {"calibration_slope": 1.0, "calibration_intercept": 0.0}
+# labels, directions and target values of the metrics: validate.metrics.registry
+REFERENCE = {m.name: m.target for m in registry.METRICS if m.target is not None}
 _AXIS = dict(gridcolor="#E8ECF3", linecolor="#C9D0DC", zerolinecolor="#D5DAE3", automargin=True, ticks="")
 # a small template: plotly_white's look without its per-trace-type definitions, which every figure
 # would otherwise copy, validate and embed
@@ -56,7 +51,14 @@ TEMPLATE = dict(layout=dict(paper_bgcolor="white", plot_bgcolor="white", font=FO
 # ---- formatting -----------------------------------------------------------------------------------
 
 def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric.replace("_", " "))
+    return registry.label(metric)
+
+
+def _higher_is_better(metric: str) -> bool:
+    """True where the registry says higher is better; lower-is-better, target and unknown metrics get
+    the reversed colour scale."""
+    m = registry.get(metric)
+    return m is not None and m.direction == "higher"
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -585,8 +587,7 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
         z_small.append(zr_small)
         text.append(tr)
     ylabels = [r[0] for r in rows]
-    higher_better = metric in ("auroc", "auprc", "scaled_brier", "sensitivity", "specificity", "ppv", "npv",
-                               "accuracy", "auroc_macro")
+    higher_better = _higher_is_better(metric)
     if metric in REFERENCE:
         vals = [abs(v - REFERENCE[metric]) for r in z_ok for v in r if v is not None]
         span = max(vals) if vals else 1.0
@@ -745,7 +746,7 @@ def transfer_matrix_figure(matrix: Mapping[str, Mapping[str, Any]], metric: str 
                       + ("<br><i>insufficient</i>" if isinstance(cell, Mapping) and cell.get("insufficient") else ""))
         z.append(zr)
         text.append(tr)
-    lower_better = metric not in ("auroc", "auprc", "scaled_brier", "accuracy")
+    lower_better = not _higher_is_better(metric)
     fig = go.Figure(go.Heatmap(z=z, x=evals, y=fits, text=text, texttemplate="%{text}", textfont=dict(size=10),
                                colorscale="Viridis_r" if lower_better else "Viridis", xgap=2, ygap=2,
                                colorbar=dict(title=metric_label(metric)),

@@ -9,7 +9,7 @@ from lists copied here:
 - metric names: the paths of a metrics BLOCK that the metrics engine builds for this protocol's task,
   classes and settings on a small synthetic cohort (:func:`probe_block`), read with
   :func:`validate.gates.gateable_metrics`; ``subgroup_gap`` gates: the gap metrics of the subgroup
-  analysis (:data:`validate.analysis.subgroups.GAP_METRICS`) for the task;
+  analysis (:func:`validate.analysis.subgroups.gap_metrics`) for the task;
 - shift and drift counts: scope ``overall`` or ``each_site``, no calibration, ``on: estimate``, and a
   development site plus another site to compare (what the shift analysis needs);
 - ``on: ci_low``/``ci_high``: the metric must carry an interval in such a block (a count or a test
@@ -65,7 +65,7 @@ def _method_problems(protocol) -> list[InputError]:
 
 
 def _gate_problems(protocol) -> list[InputError]:
-    from validate.analysis.subgroups import GAP_METRICS
+    from validate.analysis.subgroups import gap_metrics
     from validate.gates import SHIFT_METRICS, gateable_metrics
 
     problems: list[InputError] = []
@@ -97,7 +97,7 @@ def _gate_problems(protocol) -> list[InputError]:
                     "and another site")
             continue
         if kind == "subgroup_gap":
-            valid = list(GAP_METRICS.get(task, ()))
+            valid = list(gap_metrics(task))
             if gate.metric not in valid:
                 err(i, gate, "metric", f"the subgroup analysis has no gap in `{gate.metric}` for a {task} task"
                     + _nearest(gate.metric, valid), f"one of {', '.join(valid)}" if valid

@@ -18,13 +18,9 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     ci = parts["settings"].ci_level
     lines = [f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), {metrics['overall'].get('n')} case(s) "
              f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"]
-    keys: tuple[str, ...]
-    if protocol.task == "binary":
-        keys = ("auroc", "ece", "calibration_slope")
-    elif protocol.task == "multiclass":
-        keys = ("accuracy", "auroc_macro", "ece")
-    else:
-        keys = ("auroc_macro",)
+    from validate.metrics import registry
+
+    keys = registry.names("run_summary", protocol.task)
     head = f"  {'site':<14} {'role':<12} {'n':>6} {'events':>6}  " + "  ".join(
         f"{k + f' ({ci:.0%} CI)':<24}" for k in keys)
     lines.append(head)

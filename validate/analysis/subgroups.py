@@ -6,7 +6,8 @@ intersection, and each of its groups:
 - the metric BLOCK of the group's cases, from the metrics engine (:func:`validate.metrics.metrics_report`),
   with its intervals and its ``insufficient`` mark — groups too small to judge are kept and marked,
   never hidden;
-- the gap ``d = metric(group) − metric(site)`` for the metrics of :data:`GAP_METRICS`, where the
+- the gap ``d = metric(group) − metric(site)`` for the metrics of the registry's ``subgroup_gaps`` list
+  (:mod:`validate.metrics.registry`, with their weighted functions), where the
   site value is computed on all of the site's cases (the group included), with a paired bootstrap
   percentile interval: both terms are evaluated on the same replicate weights (the engine's
   clustered, seeded weights: :func:`validate.metrics.iter_bootstrap_weights`; pooled gaps are also
@@ -14,9 +15,9 @@ intersection, and each of its groups:
   :func:`validate.metrics.paired_bootstrap_difference`. Replicates in which the group was not drawn or
   the metric is undefined are left out.
 - the worst group per metric: the group with the worst estimate among groups that are not
-  insufficient (lowest for metrics where higher is better, highest where lower is better, furthest
-  from 1 for the calibration slope and from 0 for the intercept); the groups left out as too small
-  are listed beside it.
+  insufficient, for the metrics of the registry's ``subgroup_worst`` list, by the registry's direction
+  (lowest where higher is better, highest where lower is better, furthest from the target value: 1 for
+  the calibration slope, 0 for the intercept); the groups left out as too small are listed beside it.
 
 Group order: numeric bands by their lower bound (``<45``, ``45-54``, ...), other values
 alphabetically, ``missing`` last (:func:`validate.groups.group_sort_key`); ``groups`` in the output gives this order.
@@ -29,33 +30,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from validate.groups import group_sort_key
-
-GAP_METRICS = {
-    "binary": ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "sensitivity",
-               "specificity"),
-}
-HIGHER_IS_BETTER = {"auroc", "auprc", "scaled_brier", "sensitivity", "specificity", "ppv", "npv", "accuracy",
-                    "auroc_macro"}
-LOWER_IS_BETTER = {"brier", "log_loss", "ece", "ece_adaptive", "mce", "eavg", "e50", "e90", "emax", "ici",
-                   "ece_classwise"}
-TARGET = {"calibration_slope": 1.0, "calibration_intercept": 0.0}
-WORST_METRICS = ("auroc", "auprc", "brier", "scaled_brier", "log_loss", "ece", "ece_adaptive", "mce", "eavg",
-                 "ici", "calibration_intercept", "calibration_slope", "sensitivity", "specificity", "accuracy",
-                 "auroc_macro", "ece_classwise")
-
-
-def badness(metric: str, estimate: Optional[float]) -> Optional[float]:
-    """How bad an estimate is on a common scale (larger = worse), or None if the direction is unknown."""
-    if estimate is None:
-        return None
-    if metric in HIGHER_IS_BETTER:
-        return -estimate
-    if metric in LOWER_IS_BETTER:
-        return estimate
-    if metric in TARGET:
-        return abs(estimate - TARGET[metric])
-    return None
+from validate.groups import MISSING, group_sort_key  # noqa: F401 - re-exported
+from validate.metrics import registry
+from validate.metrics.registry import badness  # noqa: F401  (re-exported: how bad an estimate is)
 
 
 def _estimate(block: Mapping, metric: str) -> Optional[float]:
@@ -68,7 +45,17 @@ def _estimate(block: Mapping, metric: str) -> Optional[float]:
     return e if math.isfinite(e) else None
 
 
-def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str] = WORST_METRICS,
+def worst_metrics(task: str) -> tuple[str, ...]:
+    """The metrics whose worst group is named (the registry's ``subgroup_worst`` list of the task)."""
+    return registry.names("subgroup_worst", task)
+
+
+def gap_metrics(task: str) -> tuple[str, ...]:
+    """The metrics with a paired gap to the site (the registry's ``subgroup_gaps`` list of the task)."""
+    return registry.names("subgroup_gaps", task)
+
+
+def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str],
                  gaps: Optional[Mapping[str, Mapping]] = None) -> dict:
     """For each metric, the worst group among those not marked insufficient (see module docstring)."""
     out = {}
@@ -100,33 +87,18 @@ def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str] = WORST_M
 # ---- paired bootstrap gaps ---------------------------------------------------------------------
 
 def _binary_metric_fns(y: np.ndarray, p: np.ndarray, settings,
-                       score: Optional[np.ndarray] = None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Weighted metric functions of the engine, weights (k, n) -> (k,), sharing one sort of p. AUROC
-    and AUPRC rank ``score`` (the logits when given; default p): sigmoid ties logits above ~36.7."""
-    from validate.metrics import brier, log_loss, scaled_brier, weighted_auprc, weighted_auroc, weighted_ece
-    from validate.metrics.calibration import bin_index, weighted_ece_adaptive
-    from validate.metrics.discrimination import ScoreOrder
-    from validate.metrics.operating import weighted_operating_point
+                       metrics: Sequence[str], score: Optional[np.ndarray] = None
+                       ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The registry's weighted functions of ``metrics``, weights (k, n) -> (k,), sharing one sort of p
+    (operating points at the first threshold, else 0.5). The ranking metrics (AUROC, AUPRC) rank
+    ``score`` (the logits when given; default p): sigmoid ties logits above ~36.7."""
+    from functools import partial
 
-    so = ScoreOrder.of(p if score is None else score)
-    idx = bin_index(p, settings.bins)
-    order = np.argsort(p, kind="stable")
+    from validate.metrics.replicates import WeightedCases
+
     t = float(settings.thresholds[0]) if settings.thresholds else 0.5
-
-    def op(name):
-        return lambda w: weighted_operating_point(y, p, t, w)[name]
-
-    return {
-        "auroc": lambda w: weighted_auroc(y, p, w, order=so),
-        "auprc": lambda w: weighted_auprc(y, p, w, order=so),
-        "brier": lambda w: brier(y, p, sample_weight=w),
-        "scaled_brier": lambda w: scaled_brier(y, p, sample_weight=w),
-        "log_loss": lambda w: log_loss(y, p, sample_weight=w),
-        "ece": lambda w: weighted_ece(y, p, w, bins=settings.bins, idx=idx),
-        "ece_adaptive": lambda w: weighted_ece_adaptive(y, p, w, bins=settings.bins, order=order),
-        "sensitivity": op("sensitivity"),
-        "specificity": op("specificity"),
-    }
+    cases = WeightedCases(y, p, bins=settings.bins, threshold=t, score=score)
+    return {m: partial(registry.get(m, "binary").weighted, cases) for m in metrics}
 
 
 def _safe(fn, w) -> np.ndarray:
@@ -144,7 +116,7 @@ def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Seq
     p = np.asarray(p, dtype=np.float64)
     n = y.size
     score = None if score is None else np.asarray(score, dtype=np.float64)
-    fns = {m: f for m, f in _binary_metric_fns(y, p, settings, score).items() if m in metrics}
+    fns = _binary_metric_fns(y, p, settings, metrics, score)
     ones = np.ones((1, n))
     site_point = {m: _safe(f, ones)[0] for m, f in fns.items()}
     mask_w = {g: m.astype(np.float64)[None, :] for g, m in masks.items()}
@@ -187,7 +159,7 @@ def _fin(x) -> Optional[float]:
 
 def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
            stratify: bool) -> dict:
-    metrics = GAP_METRICS.get(task, ())
+    metrics = gap_metrics(task)
     clusters = table.clusters(settings.cluster_by)
     strata = table.site_ids.astype(str) if stratify else None
     out: dict[str, Any] = {"subgroups": {}, "worst": {}}
@@ -210,7 +182,7 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
                 cell["gap"] = gaps[g]
             cells[g] = cell
         out["subgroups"][attr] = cells
-        out["worst"][attr] = worst_groups({g: c["block"] for g, c in cells.items()}, gaps=gaps)
+        out["worst"][attr] = worst_groups({g: c["block"] for g, c in cells.items()}, worst_metrics(task), gaps=gaps)
     return out
 
 
@@ -238,7 +210,7 @@ def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[M
     sites = list(sites) if sites is not None else sorted(set(site_col))
     out: dict[str, Any] = {
         "task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level, "seed": settings.seed,
-        "gap_metrics": list(GAP_METRICS.get(task, ())),
+        "gap_metrics": list(gap_metrics(task)),
         "gap_definition": "metric(group) - metric(site, all its cases); paired bootstrap percentile interval",
         "attributes": attrs, "groups": {}, "sites": {},
     }

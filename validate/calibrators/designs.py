@@ -42,13 +42,16 @@ from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError
 from validate.calibrators.binning import predicted_class_changed
 from validate.calibrators.registry import check_method, export_params, get_calibrator
 from validate.errors import InputError
+from validate.metrics import registry
 from validate.metrics.settings import section_values
 
 DESIGNS = ("held-out", "local", "transfer", "sample-size")
 #: Fewest cases left for evaluation in the local and sample-size designs.
 MIN_EVAL_CASES = 20
-#: The metrics that rank methods and get paired intervals (DESIGN.md BLOCK keys).
-COMPARED = ("ece", "brier", "log_loss")
+#: The metrics that rank methods and get paired intervals: the registry's ``calibration_ranking`` list
+#: (DESIGN.md BLOCK keys; a multilabel model's are the binary ones, averaged over labels). All three are
+#: lower-is-better, so "1 = lowest" in the ranking is "1 = best" (:func:`_recommend` follows the registry).
+COMPARED = registry.names("calibration_ranking", "binary")
 
 
 @dataclass(frozen=True)
@@ -128,25 +131,19 @@ class _Cases:
 
 # ---- metrics (from the metrics engine) -----------------------------------------------------------
 def _metric_functions(task: str, bins: int) -> dict[str, Callable]:
-    """metric name -> f(y, P, w) with w None (point) or (r, n) replicate weights -> float or (r,)."""
-    from validate.metrics import brier, log_loss, multiclass_brier, multiclass_log_loss, top_label_ece, weighted_ece
+    """metric name -> f(y, P, w) with w None (point) or (r, n) replicate weights -> float or (r,): the
+    registry's weighted functions of the compared metrics (multilabel: the mean over labels of the binary
+    ones, as the metrics engine's macro averages)."""
+    from validate.metrics.replicates import WeightedCases
 
-    def ece_binary(y, p, w=None):
-        ww = np.ones((1, y.size)) if w is None else w
-        out = weighted_ece(y.astype(np.float64), p, ww, bins=bins)
-        return float(out[0]) if w is None else out
+    def registered(metric):
+        return lambda y, P, w=None: metric.weighted(WeightedCases(y, P, bins=bins), w)
 
-    if task == "binary":
-        return {"ece": ece_binary,
-                "brier": lambda y, p, w=None: brier(y.astype(np.float64), p, sample_weight=w),
-                "log_loss": lambda y, p, w=None: log_loss(y.astype(np.float64), p, sample_weight=w)}
-    if task == "multiclass":
-        return {"ece": lambda y, P, w=None: top_label_ece(y, P, bins=bins, sample_weight=w),
-                "brier": lambda y, P, w=None: multiclass_brier(y, P, sample_weight=w),
-                "log_loss": lambda y, P, w=None: multiclass_log_loss(y, P, sample_weight=w)}
+    if task in ("binary", "multiclass"):
+        return {m: registered(registry.get(m, task)) for m in COMPARED}
     binary = _metric_functions("binary", bins)
 
-    def macro(name):  # multilabel: the mean over labels, as the metrics engine's macro averages
+    def macro(name):
         def f(Y, P, w=None):
             vals = [binary[name](Y[:, j], P[:, j], w) for j in range(Y.shape[1])]
             return float(np.mean(vals)) if w is None else np.mean(vals, axis=0)
@@ -370,6 +367,8 @@ def _recommend(values: dict[str, dict[str, dict[str, Optional[float]]]], sites: 
         for metric in COMPARED:
             vals = np.array([values[m].get(s, {}).get(metric) if values[m].get(s) else None for m in methods],
                             dtype=float)
+            # best first: the registry's direction, so 1 = best (all compared metrics are lower-is-better)
+            vals = vals * (-1.0 if registry.get(metric).direction == "higher" else 1.0)
             vals = np.where(np.isnan(vals), np.inf, vals)
             ranks.append(_average_ranks(vals))
         per_site[s] = dict(zip(methods, np.mean(ranks, axis=0).tolist()))

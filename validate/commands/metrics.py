@@ -16,11 +16,6 @@ NAME = "metrics"
 HELP = "metrics with confidence intervals (overall, per site, per subgroup) from a predictions table"
 
 TASKS = ("binary", "multiclass", "multilabel")
-KEY_METRICS = {
-    "binary": ["auroc", "calibration_intercept", "calibration_slope", "ece", "brier"],
-    "multiclass": ["accuracy", "auroc_macro", "ece", "ece_classwise", "brier"],
-    "multilabel": ["auroc_macro", "auprc_macro", "ece_macro", "brier_macro"],
-}
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +45,9 @@ def _fmt(e) -> str:
 
 def format_table(report: dict) -> str:
     """A readable table: one row per block (overall, sites), key metrics with their intervals."""
-    keys = KEY_METRICS[report["task"]]
+    from validate.metrics import registry
+
+    keys = list(registry.names("cli", report["task"]))  # the key metrics: the registry's "cli" list
     rows = [("overall", report["overall"])] + [(f"site {s}", b) for s, b in report["sites"].items()]
     header = ["", "n", "events"] + keys
     body = []

@@ -1,8 +1,11 @@
 """Metric BLOCKs (DESIGN.md, Metrics JSON): every metric of a set of cases with its interval.
 
-Intervals: DeLong for AUROC, Wald for calibration intercept and slope, bootstrap percentile for the
-rest (replicate weights from :mod:`validate.metrics.bootstrap`, clustered by patient and stratified by
-site when given).
+Which entries a binary BLOCK holds, and how each gets its interval, is declared in
+:mod:`validate.metrics.registry` (one entry per metric): DeLong for AUROC, Wald for calibration
+intercept and slope, a test's statistic and p-value for Hosmer-Lemeshow and Spiegelhalter, bootstrap
+percentile for the rest (the registry's replicate kernels, :mod:`validate.metrics.replicates`, on
+replicate weights from :mod:`validate.metrics.bootstrap`, clustered by patient and stratified by site
+when given).
 
 Insufficiency rule (documented contract): a block is ``insufficient`` when it has fewer than
 ``min_cases`` cases, or fewer than ``min_events`` events, or fewer than ``min_events`` non-events
@@ -19,24 +22,16 @@ from typing import Optional
 
 import numpy as np
 
+from validate.metrics import registry
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
-from validate.metrics.calibration import (
-    bin_index,
-    calibration_intercept,
-    calibration_slope,
-    hosmer_lemeshow,
-    spiegelhalter_z,
-)
-from validate.metrics.checks import as_labels, as_probabilities, clip_probability, logit as to_logit
-from validate.metrics.discrimination import ScoreOrder, delong_ci, weighted_auprc, weighted_auroc
-from validate.metrics.operating import OPERATING_METRICS, threshold_for_sensitivity
+from validate.metrics.calibration import bin_index
+from validate.metrics.checks import as_labels, as_probabilities
+from validate.metrics.discrimination import ScoreOrder, weighted_auroc
+from validate.metrics.operating import threshold_for_sensitivity
+from validate.metrics.replicates import BinaryCases
 from validate.metrics.settings import MetricSettings
-from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clowess, loess_smooth
 
 BOOTSTRAP_CHUNK = 100
-# below this many cases the smoothers are cheaper on the expanded sample than from segment moments
-SMOOTH_ENGINE_MIN_N = 1000
-LOWESS_METRICS = ("eavg", "e50", "e90", "emax")
 
 
 def _num(x) -> Optional[float]:
@@ -66,134 +61,12 @@ def insufficiency(n: int, counts: dict, settings: MetricSettings) -> Optional[st
     return "; ".join(reasons) or None
 
 
-class _BinaryData:
-    """One block's cases sorted once by their ranking score; weighted metrics of replicate weights in
-    that order.
+class _BinaryData(BinaryCases):
+    """One block's cases sorted once by their ranking score (main's signature: ``score`` the fourth
+    argument); the registry's replicate kernels run on it."""
 
-    ``score`` (default p) is any score monotone in p — the logits when the model gave them: AUROC and
-    AUPRC rank it and its ties are the ties of the ranking. sigmoid(logit) is 1.0 for every logit above
-    ~36.7 in float64, so ranking p would tie cases the model told apart. p is non-decreasing in this
-    order too, as the calibration metrics need."""
-
-    def __init__(self, y, p, bins, score=None):
-        score = p if score is None else score
-        self.order = np.argsort(score, kind="stable")
-        self.y = y[self.order]
-        self.p = p[self.order]
-        self.n = y.size
-        self.bins = bins
-        s = score[self.order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        self.score_order = ScoreOrder(np.arange(self.n), starts)
-        self.ties = starts.size < self.n
-        idx = bin_index(self.p, bins)
-        # bin indicator: per-bin sums of all replicates are one matrix product
-        self.bin_matrix = np.zeros((self.n, bins))
-        self.bin_matrix[np.arange(self.n), idx] = 1.0
-        q = clip_probability(self.p)
-        nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
-        # columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count
-        self.linear = np.column_stack([(self.p - self.y) ** 2, nll, self.y,
-                                       self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix])
-        self.positives = np.flatnonzero(self.y)
-        self.y_float = self.y.astype(np.float64)
-        self._with_calls: dict = {}
-
-    def linear_with_calls(self, thresholds) -> np.ndarray:
-        """:attr:`linear` followed, per threshold t, by the columns [p >= t, y·(p >= t)]: one matrix
-        product then gives every replicate's called-positive weight and true positives."""
-        key = tuple(float(t) for t in thresholds)
-        mat = self._with_calls.get(key)
-        if mat is None:
-            cols = [self.linear]
-            for t in key:
-                call = (self.p >= t).astype(np.float64)
-                cols.append(np.column_stack([call, self.y * call]))
-            mat = np.ascontiguousarray(np.column_stack(cols)) if key else self.linear
-            self._with_calls[key] = mat
-        return mat
-
-    def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False) -> dict:
-        """Metric values for replicate weights ``ws`` (k, n) given in sorted order (AUROC only on
-        request: blocks give it a DeLong interval)."""
-        from validate.metrics.calibration import ece_adaptive_sorted
-
-        B = self.bins
-        ws = np.ascontiguousarray(ws, dtype=np.float64)
-        tot = ws.sum(axis=1)
-        lin = ws @ self.linear_with_calls(thresholds)
-        out = {}
-        if auroc:
-            out["auroc"] = weighted_auroc(self.y, self.p, ws, order=self.score_order)
-        if self.ties:
-            out["auprc"] = weighted_auprc(self.y, self.p, ws, order=self.score_order)
-        else:
-            out["auprc"] = _auprc_untied(self.positives, ws)
-        brier = lin[:, 0] / tot
-        prev = lin[:, 2] / tot
-        ref = prev * (1 - prev)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["scaled_brier"] = np.where(ref > 0, 1 - brier / np.where(ref > 0, ref, 1.0), np.nan)
-        out["brier"] = brier
-        out["log_loss"] = lin[:, 1] / tot
-        d = lin[:, 3:3 + B]
-        cnt = lin[:, 3 + B:3 + 2 * B]
-        out["ece"] = np.abs(d).sum(axis=1) / tot
-        with np.errstate(invalid="ignore", divide="ignore"):
-            gap = np.where(cnt > 0, np.abs(d) / np.where(cnt > 0, cnt, 1.0), -np.inf)
-        out["mce"] = gap.max(axis=1)
-        out["ece_adaptive"] = ece_adaptive_sorted(self.y_float, self.p, ws, self.bins)
-        # operating points from the called/true-positive columns: with count weights every sum is an
-        # exact integer, so FN, FP, TN by difference equal their direct sums
-        events = lin[:, 2]
-        for i, t in enumerate(thresholds):
-            called = lin[:, 3 + 2 * B + 2 * i]
-            tp = lin[:, 4 + 2 * B + 2 * i]
-            fp = called - tp
-            tn = (tot - events) - fp
-            fn = events - tp
-            with np.errstate(invalid="ignore", divide="ignore"):
-                vals = {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
-                        "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
-            for k, v in vals.items():
-                out[f"{k}@{t!r}"] = v
-        if want_smooth:
-            if self.n >= SMOOTH_ENGINE_MIN_N:
-                out.update(self.smooth_replicates_fast(ws))
-            else:
-                sm = {m: np.empty(ws.shape[0]) for m in (*LOWESS_METRICS, "ici")}
-                for r in range(ws.shape[0]):
-                    for m, v in self.smooth_replicate(ws[r]).items():
-                        sm[m][r] = v
-                out.update(sm)
-        return out
-
-    def smooth_replicates_fast(self, ws: np.ndarray) -> dict:
-        """As :meth:`smooth_replicate` for every row of ``ws``, from segment moments of the counts
-        (no expanded samples): see :mod:`validate.metrics.smooth_bootstrap`."""
-        from validate.metrics.smooth_bootstrap import SortedCases, smooth_errors
-
-        if getattr(self, "_sorted_cases", None) is None:
-            self._sorted_cases = SortedCases(self.p, self.y)
-        return smooth_errors(self._sorted_cases, ws)
-
-    def smooth_replicate(self, w: np.ndarray) -> dict:
-        """Lowess and loess errors of the replicate sample (cases repeated by their counts, kept in sorted
-        order): these smoothers depend on the multiset, so they are evaluated on it directly."""
-        rep = np.repeat(np.arange(self.n), w.astype(np.int64))
-        xs, ys = self.p[rep], self.y[rep]
-        if xs.size < 3 or xs[0] == xs[-1]:
-            e = np.full(xs.size, abs(xs[0] - ys.mean())) if xs.size else np.full(1, np.nan)
-            ici = float(e.mean())
-        else:
-            fit = clowess(xs, ys)
-            e = np.abs(xs - _interp_ties_mean(xs, fit, xs))
-            try:
-                ici = float(np.mean(np.abs(xs - loess_smooth(xs, ys))))
-            except ValueError:
-                ici = float("nan")
-        return {"eavg": e.mean(), "e50": np.quantile(e, 0.5), "e90": np.quantile(e, 0.9), "emax": e.max(),
-                "ici": ici}
+    def __init__(self, y, p, bins, score=None, logits=None):
+        super().__init__(y, p, bins, logits=logits, score=score)
 
 
 def _ranking_scores(scores, p: np.ndarray) -> np.ndarray:
@@ -263,7 +136,7 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     ``y`` 0/1 labels, ``p`` probabilities of class 1 (``logits``, when given, are used for the
     calibration intercept and slope instead of logit(p), avoiding the 1e-15 clip). ``scores``: what
     AUROC (with its DeLong interval) and AUPRC rank — any score monotone in p; default ``logits`` when
-    given, else p (see :class:`_BinaryData`). ``clusters``
+    given, else p (see :class:`~validate.metrics.replicates.BinaryCases`). ``clusters``
     (patient ids) and ``strata`` (sites) shape the bootstrap. ``threshold_carry``: the threshold
     found for ``settings.target_sensitivity`` at the development site; without it the block finds its own.
     ``smooth_intervals=False`` skips the bootstrap of the lowess/loess errors (the costliest part).
@@ -280,12 +153,11 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
         return block
     one_class = events == 0 or events == n
     single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
-    z = to_logit(p) if logits is None else np.asarray(logits, dtype=np.float64)
     rank = _ranking_scores(scores if scores is not None else logits, p)
     level = settings.ci_level
 
     # point estimates
-    data = _BinaryData(y, p, settings.bins, rank)
+    data = BinaryCases(y, p, settings.bins, logits=logits, score=rank)
     ones = np.ones((1, n))
     thresholds = list(settings.thresholds)
     target = settings.target_sensitivity
@@ -297,8 +169,10 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
             t_target = None
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
     point = {k: float(v[0]) for k, v in data.replicate(ones, op_thresholds, want_smooth=False).items()}
-    point.update(_lowess_errors(y, p))
-    point["ici"] = _ici(y, p)
+    metrics = registry.metrics_for("binary")
+    for m in metrics:
+        if m.interval == "bootstrap" and m.point is not None:
+            point[m.name] = m.point(data, level)
 
     # bootstrap
     reps: dict[str, list] = {}
@@ -318,52 +192,26 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
             return entry(est, lo, hi, "bootstrap")
         return entry(est, None, None, "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap")
 
-    # discrimination
-    if one_class:
-        block["auroc"] = None
-        block["auprc"] = None
-        undefined["auroc"] = undefined["auprc"] = single_reason
-    else:
-        d = delong_ci(y, rank, level=level)
-        block["auroc"] = entry(d["estimate"], d["ci_low"], d["ci_high"], "delong")
-        block["auroc"]["se"] = _num(d["se"])
-        block["auprc"] = boot("auprc")
-    block["brier"] = boot("brier")
-    if one_class:
-        block["scaled_brier"] = None
-        undefined["scaled_brier"] = single_reason + ": the reference Brier score is 0"
-    else:
-        block["scaled_brier"] = boot("scaled_brier")
-    block["log_loss"] = boot("log_loss")
-
-    # logistic recalibration
-    if one_class:
-        block["calibration_intercept"] = block["calibration_slope"] = None
-        undefined["calibration_intercept"] = undefined["calibration_slope"] = single_reason + ": no finite maximum likelihood"
-    else:
-        ci = calibration_intercept(y, logits=z, level=level)
-        cs = calibration_slope(y, logits=z, level=level)
-        block["calibration_intercept"] = entry(ci["estimate"], ci["ci_low"], ci["ci_high"], "wald")
-        if cs["converged"]:
-            block["calibration_slope"] = entry(cs["estimate"], cs["ci_low"], cs["ci_high"], "wald")
+    # one entry per registered metric, by its interval method (operating points below)
+    for m in metrics:
+        if m.at_threshold or m.interval == "none":
+            continue
+        if one_class and m.one_class is not None:
+            block[m.name] = None
+            undefined[m.name] = single_reason + (f": {m.one_class}" if m.one_class else "")
+        elif m.interval == "bootstrap":
+            block[m.name] = boot(m.name)
         else:
-            block["calibration_slope"] = None
-            undefined["calibration_slope"] = "logistic fit did not converge (perfect separation or constant p)"
-
-    # smoothed and binned calibration
-    for m in (*LOWESS_METRICS, "ici", "ece", "ece_adaptive", "mce"):
-        block[m] = boot(m)
-    hl = hosmer_lemeshow(y, p)
-    block["hosmer_lemeshow"] = {k: (_num(v) if k in ("statistic", "p_value") else v) for k, v in hl.items()}
-    sz = spiegelhalter_z(y, p)
-    block["spiegelhalter_z"] = {k: _num(v) for k, v in sz.items()}
-    if sz["statistic"] is None:
-        undefined["spiegelhalter_z"] = "all p in {0, 1/2, 1}: zero variance"
+            block[m.name], why = _ENTRY[m.interval](m, m.point(data, level))
+            if why:
+                undefined[m.name] = why
 
     # operating points
+    op_metrics = [m.name for m in metrics if m.at_threshold]
+
     def op_entries(t) -> dict:
         out = {"threshold": float(t)}
-        for m in OPERATING_METRICS:
+        for m in op_metrics:
             out[m] = boot(m, f"{m}@{t!r}")
             if out[m]["estimate"] is None:
                 out[m] = None
@@ -372,7 +220,7 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     ops = [op_entries(t) for t in thresholds]
     block["operating_points"] = ops
     if ops:
-        for m in OPERATING_METRICS:
+        for m in op_metrics:
             block[m] = ops[0][m]
             if block[m] is None:
                 undefined[m] = _op_reason(m, thresholds[0])
@@ -393,10 +241,34 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     return block
 
 
+def _delong_entry(m, d: dict) -> tuple[Optional[dict], Optional[str]]:
+    e = entry(d["estimate"], d["ci_low"], d["ci_high"], "delong")
+    e["se"] = _num(d["se"])
+    return e, None
+
+
+def _wald_entry(m, fit: dict) -> tuple[Optional[dict], Optional[str]]:
+    """A logistic fit's Wald entry; undefined when the fit did not converge and the declaration says
+    why (the slope; the intercept's one-parameter fit is kept as it is)."""
+    if not fit.get("converged", True) and m.why_undefined:
+        return None, m.why_undefined
+    return entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald"), None
+
+
+def _test_entry(m, result: dict) -> tuple[Optional[dict], Optional[str]]:
+    """A test's statistic and p-value as JSON numbers (other keys, e.g. df and groups, as they are);
+    the declared reason when there is no statistic."""
+    value = {k: (_num(v) if k in ("statistic", "p_value") else v) for k, v in result.items()}
+    return value, (m.why_undefined if result.get("statistic") is None else None)
+
+
+_ENTRY = {"delong": _delong_entry, "wald": _wald_entry, "test": _test_entry}
+
+
 def _op_reason(metric: str, t: float) -> str:
     return {"sensitivity": "no events", "specificity": "no non-events",
             "ppv": f"no case called positive at threshold {t}",
-            "npv": f"no case called negative at threshold {t}"}[metric]
+            "npv": f"no case called negative at threshold {t}"}.get(metric, f"undefined at threshold {t}")
 
 
 
@@ -484,7 +356,8 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     return block
 
 
-MACRO_METRICS = ("auroc", "auprc", "brier", "log_loss", "ece")
+#: The binary metrics a multilabel BLOCK averages over labels: the registry's ``<metric>_macro`` entries.
+MACRO_METRICS = tuple(m.name[:-len("_macro")] for m in registry.metrics_for("multilabel") if m.name.endswith("_macro"))
 
 
 def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label_names=None, clusters=None,
@@ -517,14 +390,15 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     block["labels"] = {names[k]: binary_block(Yf[:, k], P[:, k], settings=settings, clusters=clusters,
                                               strata=strata, smooth_intervals=smooth_intervals, scores=S[:, k])
                        for k in range(L)}
-    data = [_BinaryData(Yf[:, k], P[:, k], settings.bins, S[:, k]) for k in range(L)]
+    data = [BinaryCases(Yf[:, k], P[:, k], settings.bins, score=S[:, k]) for k in range(L)]
     defined = [0 < events[k] < n for k in range(L)]
 
     def stat(w):
         per = [d.replicate(_in_order(w, d.order), [], want_smooth=False, auroc=True) for d in data]
         out = {}
         for m in MACRO_METRICS:
-            ks = [k for k in range(L) if defined[k] or m not in ("auroc", "auprc")]
+            # metrics undefined with one class (AUROC, AUPRC) average over the labels that have both
+            ks = [k for k in range(L) if defined[k] or registry.get(m, "binary").one_class is None]
             if ks:
                 out[f"{m}_macro"] = np.mean([per[k][m] for k in ks], axis=0)
         return out

@@ -11,8 +11,6 @@ import numpy as np
 
 from validate.metrics.checks import as_weights, binary_args
 
-OPERATING_METRICS = ("sensitivity", "specificity", "ppv", "npv")
-
 
 def weighted_operating_point(y: np.ndarray, p: np.ndarray, threshold: float, w=None) -> dict:
     """Sensitivity, specificity, PPV, NPV with frequency weights (n,) or (r, n); NaN where a

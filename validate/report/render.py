@@ -16,12 +16,13 @@ from typing import Any, Optional
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile
+from validate.metrics import registry
 
-SITE_METRICS_DISCRIMINATION = ("auroc", "auprc")
-SITE_METRICS_CALIBRATION = ("calibration_intercept", "calibration_slope", "ece", "eavg", "ici", "brier",
-                            "scaled_brier", "log_loss")
-SUBGROUP_METRICS = ("auroc", "ece", "calibration_slope")
-METHOD_METRICS = ("ece", "brier", "log_loss", "calibration_slope", "calibration_intercept", "auroc")
+
+def _shown(table: str, task) -> tuple[str, ...]:
+    """The columns of one of the report's metric tables: the registry's ``report_<table>`` list."""
+    return registry.names(f"report_{table}", task if task in registry.TASKS else "binary")
+
 
 CSS = """
 :root { --ink:#1d2330; --muted:#5b6475; --line:#d9dde5; --pass:#1E8449; --warn:#B9770E; --fail:#C0392B;
@@ -255,11 +256,12 @@ def _discrimination(bundle, figs: _Figures) -> str:
     ci = typed.ci_level
     out = []
     if typed.task == "binary":
-        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in SITE_METRICS_DISCRIMINATION]
+        keys = _shown("discrimination", "binary")
+        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
                 for s in order]
         rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
-                    + [_block_cell(typed.overall, m) for m in SITE_METRICS_DISCRIMINATION])
-        out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in SITE_METRICS_DISCRIMINATION],
+                    + [_block_cell(typed.overall, m) for m in keys])
+        out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in keys],
                           rows, raw=True))
         if curves.get("sites"):
             out.append(figs.html(charts.roc_figure(curves["sites"], metrics, sites=order, colors=colors, ci_level=ci,
@@ -274,7 +276,7 @@ def _discrimination(bundle, figs: _Figures) -> str:
                                                             title="Operating points as the threshold travels")))
         out.append(_operating_table(typed, order))
     else:
-        keys = ["accuracy", "auroc_macro"] if typed.task == "multiclass" else ["auroc_macro"]
+        keys = _shown("discrimination", typed.task)
         rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys] for s in order]
         out.append(_table(["Site", "n"] + [metric_label(k) for k in keys], rows, raw=True))
         for s in order:
@@ -314,7 +316,7 @@ def _calibration(bundle, figs: _Figures) -> str:
     blocks = typed.sites
     ci = typed.ci_level
     out = []
-    keys = SITE_METRICS_CALIBRATION if typed.task == "binary" else ("ece", "brier", "log_loss")
+    keys = _shown("calibration", typed.task)
     rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
             + [_block_cell(blocks.get(s), "hosmer_lemeshow")] for s in order]
     rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
@@ -362,7 +364,7 @@ def _subgroups(bundle, figs: _Figures) -> str:
            f"a paired bootstrap {ci:.0%} interval. Groups with too little data are shown grey and marked "
            "insufficient.</p>"]
     task = typed.task or bundle.typed.metrics.task
-    keys = [m for m in SUBGROUP_METRICS if task == "binary" or m == "ece"]
+    keys = _shown("subgroups", task)
     for attr in typed.attributes:
         out.append(f"<h3>{esc(attr)}</h3>")
         pooled = typed.overall.subgroups.get(attr, {}) if typed.overall else {}
@@ -415,6 +417,7 @@ def _methods(bundle, figs: _Figures) -> str:
            + (f" {esc(typed.recommendation_note)}" if typed.recommendation_note else "") + "</p>"]
     out.append(figs.html(charts.calibration_methods_figure(cal, "ece")))
     methods = typed.methods
+    keys = _shown("methods", typed.task or bundle.typed.metrics.task)
     names = (["none"] if "none" in methods else []) + sorted(m for m in methods if m != "none")
     sites = []
     for m in names:
@@ -429,9 +432,9 @@ def _methods(bundle, figs: _Figures) -> str:
                 continue
             change = methods[m].change_vs_none.get(s, {}).get("ece")
             rows.append([esc(s), esc(m + (" (recommended)" if m == typed.recommended else "")), _n_cell(b)]
-                        + [_block_cell(b, k) for k in METHOD_METRICS]
+                        + [_block_cell(b, k) for k in keys]
                         + [_num(entry_text(change) if change else "—")])
-    out.append(_table(["Site", "Method", "n (events)"] + [metric_label(k) for k in METHOD_METRICS]
+    out.append(_table(["Site", "Method", "n (events)"] + [metric_label(k) for k in keys]
                       + ["ECE change vs none (paired CI)"], rows, raw=True))
     failed = [f"{m}: {methods[m].error}" for m in names if methods[m].error]
     if failed:
