@@ -28,7 +28,7 @@ from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
 from validate.metrics.operating import threshold_for_sensitivity
-from validate.metrics.replicates import BinaryCases
+from validate.metrics.replicates import BinaryCases, _auprc_untied  # noqa: F401 - re-exported
 from validate.metrics.settings import MetricSettings
 
 BOOTSTRAP_CHUNK = 100
@@ -96,36 +96,6 @@ def _in_order(w: np.ndarray, order: np.ndarray, chunk: int = 1024) -> np.ndarray
     for c0 in range(0, order.size, chunk):
         out[:, c0:c0 + chunk] = np.take(wt, order[c0:c0 + chunk], axis=0).T
     return out
-
-
-def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
-    """Average precision of replicate weights (k, n) over cases sorted by a score without ties:
-    Σ_i w_i y_i · precision at case i / Σ_i w_i y_i, precision = TP/(TP+FP) counting cases scored at
-    least as high. ``positives``: ascending positions of the events.
-
-    Only events carry terms, so the weight called at each event is a segment sum between consecutive
-    events (one reduceat pass over the weights) cumulated from the top: no (k, n) cumulative sums."""
-    k = ws.shape[0]
-    if positives.size == 0:
-        return np.full(k, np.nan)
-    # suffix sums as total − exclusive prefix: forward cumulative sums over C-contiguous rows (exact for
-    # count weights, whose partial sums are integers); in place, the arrays are (k, events)
-    called = np.add.reduceat(ws, positives, axis=1)       # weight in [event m, event m+1)
-    cum = np.cumsum(called, axis=1)
-    called -= cum
-    called += cum[:, -1:]                                  # weight scored at least as high as event m
-    wp = np.take(ws, positives, axis=1)
-    tp = np.cumsum(wp, axis=1)
-    total = tp[:, -1].copy()
-    tp *= -1.0
-    tp += total[:, None]
-    tp += wp                                               # events scored at least as high as event m
-    # called = 0 only where tp = 0 (and w = 0): precision 0 there, as defined
-    np.maximum(called, np.finfo(np.float64).tiny, out=called)
-    precision = np.divide(tp, called, out=tp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.einsum("ij,ij->i", wp, precision) / total
-    return np.where(total > 0, out, np.nan)
 
 
 def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=None, strata=None,

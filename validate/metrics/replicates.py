@@ -271,7 +271,6 @@ def auroc_kernel(d: Draw) -> np.ndarray:
 
 
 def auprc_kernel(d: Draw) -> np.ndarray:
-    from validate.metrics.blocks import _auprc_untied
     from validate.metrics.discrimination import weighted_auprc
 
     c = d.cases
@@ -413,3 +412,33 @@ def multiclass_log_loss_weighted(c: WeightedCases, w):
     from validate.metrics.multiclass import multiclass_log_loss
 
     return multiclass_log_loss(c.y, c.p, sample_weight=w)
+
+
+def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """Average precision of replicate weights (k, n) over cases sorted by a score without ties:
+    Σ_i w_i y_i · precision at case i / Σ_i w_i y_i, precision = TP/(TP+FP) counting cases scored at
+    least as high. ``positives``: ascending positions of the events.
+
+    Only events carry terms, so the weight called at each event is a segment sum between consecutive
+    events (one reduceat pass over the weights) cumulated from the top: no (k, n) cumulative sums."""
+    k = ws.shape[0]
+    if positives.size == 0:
+        return np.full(k, np.nan)
+    # suffix sums as total − exclusive prefix: forward cumulative sums over C-contiguous rows (exact for
+    # count weights, whose partial sums are integers); in place, the arrays are (k, events)
+    called = np.add.reduceat(ws, positives, axis=1)       # weight in [event m, event m+1)
+    cum = np.cumsum(called, axis=1)
+    called -= cum
+    called += cum[:, -1:]                                  # weight scored at least as high as event m
+    wp = np.take(ws, positives, axis=1)
+    tp = np.cumsum(wp, axis=1)
+    total = tp[:, -1].copy()
+    tp *= -1.0
+    tp += total[:, None]
+    tp += wp                                               # events scored at least as high as event m
+    # called = 0 only where tp = 0 (and w = 0): precision 0 there, as defined
+    np.maximum(called, np.finfo(np.float64).tiny, out=called)
+    precision = np.divide(tp, called, out=tp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.einsum("ij,ij->i", wp, precision) / total
+    return np.where(total > 0, out, np.nan)
