@@ -14,6 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from tests.adversarial.harness import Unchanged, run_cli
+from tests.test_check import DEV, EXT, write_tabular
 
 TABULAR = """\
 name: toy
@@ -46,27 +47,9 @@ gates:
     on: ci_low
 """
 
-DEV = """\
-case_id,patient_id,label,age,chol,sex
-d1,p1,present,35,200,F
-d2,p2,absent,45,,M
-d3,p2,present,61,250,F
-d4,p4,0,80,180,M
-"""
-
-EXT = """\
-case_id,label,age,chol,sex
-e1,1,52,210,M
-e2,absent,39,220,F
-"""
-
-
 def workspace(tmp_path: Path, protocol: str = TABULAR, dev: str = DEV, ext: str = EXT) -> Path:
-    (tmp_path / "dev.csv").write_text(dev)
-    (tmp_path / "ext.csv").write_text(ext)
-    path = tmp_path / "protocol.yaml"
-    path.write_text(protocol)
-    return path
+    """The manifests of tests/test_check.py beside ``protocol`` (this file's default declares calibration)."""
+    return write_tabular(tmp_path, protocol, dev, ext)
 
 
 def line_of(text: str, needle: str, nth: int = 1) -> int:
