@@ -622,7 +622,12 @@ class Bundle:
     @property
     def comparison(self) -> Optional[dict]:
         """``comparison.json`` (the paired comparison with a baseline model), None when the run had none."""
-        return self._json("comparison.json", False)
+        from validate.contract import MODELS
+
+        if "comparison.json" in MODELS:
+            return self._json("comparison.json", False)
+        file = self.path / "comparison.json"  # read as it is until its contract model is registered
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
     @property
     def gates_markdown(self) -> Optional[str]:
@@ -746,6 +751,7 @@ class TypedBundle:
     subgroups = property(lambda self: self._bundle.model("subgroups.json"))
     curves = property(lambda self: self._bundle.model("curves.json"))
     sites = property(lambda self: self._bundle.model("sites.json"))
+    comparison = property(lambda self: self._bundle.model("comparison.json"))
 
 
 def read_bundle(path: str | Path) -> Bundle:

@@ -169,13 +169,12 @@ def compare_models(protocol, table, baseline_frame, *, settings, order) -> dict:
     baseline's ``baseline_frame``, by :func:`validate.analysis.comparison.compare`: cases matched by
     (site, case id), every block (pooled, per site, per subgroup value, per subgroup value within each
     site) with its difference new − baseline and paired interval."""
-    from validate.analysis.comparison import compare as compare_predictions, match_cases
+    from validate.analysis.comparison import compare as compare_predictions
     from validate.cohort import derive_subgroups
 
     baseline = predictions_table(protocol, baseline_frame)
     _check_sites(protocol, baseline.frame, "the baseline's predictions")
-    new_matched, _, _ = match_cases(table, baseline)
-    groups = derive_subgroups(new_matched.frame, protocol)  # aligned to the matched cases
+    groups = derive_subgroups(table.frame, protocol)  # aligned with the new table's rows
     subgroups = {g.name: groups[g.name] for g in protocol.subgroups}
     return compare_predictions(table, baseline, settings=settings, subgroups=subgroups or None, sites=order)
 

@@ -83,14 +83,20 @@ def _baseline_problems(protocol, baseline: Optional[bool]) -> list[InputError]:
 
 
 def comparison_metrics(task: str) -> list[str]:
-    """The metrics the paired comparison reports a difference for: of the registry, AUROC (paired
-    DeLong) and every metric with a weighted function (the paired bootstrap applies the same replicate
-    weights to both models). Binary tasks only."""
+    """The metrics the paired comparison reports a difference for
+    (:func:`validate.analysis.comparison.compared_metrics`); binary tasks only."""
+    from validate.analysis.comparison import compared_metrics
+
+    return [m.name for m in compared_metrics()] if task == "binary" else []
+
+
+def _without_paired_interval(metric: str) -> bool:
+    """Whether a run's comparison gives ``metric``'s difference no interval: the smoothed calibration
+    errors (one smoother fit per replicate and model is not computed in a run)."""
     from validate.metrics import registry
 
-    if task != "binary":
-        return []
-    return [m.name for m in registry.metrics_for(task) if m.interval == "delong" or m.weighted is not None]
+    m = registry.get(metric, "binary")
+    return m is not None and m.smooth
 
 
 def _method_problems(protocol) -> list[InputError]:
@@ -131,6 +137,9 @@ def _gate_problems(protocol) -> list[InputError]:
             if valid and gate.metric not in valid:
                 err(i, gate, "metric", f"the paired comparison has no difference in `{gate.metric}`"
                     + _nearest(gate.metric, valid), f"one of {', '.join(valid)}")
+            elif gate.on != "estimate" and _without_paired_interval(gate.metric):
+                err(i, gate, "on", f"the difference in `{gate.metric}` has no paired interval in a run (a "
+                    "smoothed calibration error)", "on: estimate")
             continue
         if after and kind not in ("overall", "each_site"):
             err(i, gate, "scope", f"scope {kind} cannot be judged after calibration: calibration results are "
