@@ -622,12 +622,7 @@ class Bundle:
     @property
     def comparison(self) -> Optional[dict]:
         """``comparison.json`` (the paired comparison with a baseline model), None when the run had none."""
-        from validate.contract import MODELS
-
-        if "comparison.json" in MODELS:
-            return self._json("comparison.json", False)
-        file = self.path / "comparison.json"  # read as it is until its contract model is registered
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+        return self._json("comparison.json", False)
 
     @property
     def gates_markdown(self) -> Optional[str]:
