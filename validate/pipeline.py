@@ -138,7 +138,7 @@ def analyse(protocol, frame, failures) -> dict:
                                   **names)
     curve_names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
     curves = site_curves(table, task=protocol.task, names=curve_names, settings=settings, sites=order,
-                         calibration=calibration, fit_on=protocol.calibration_fit_sites)
+                         calibration=calibration, fit_on=protocol.calibration_fit_sites, groups=groups)
     sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
     gates = judge_gates(protocol.gates, metrics, calibration=calibration, subgroups=subgroups, shift=shift,
                         protocol=protocol, cohort=sites)
