@@ -1,26 +1,23 @@
 """The dashboard's figures: :mod:`validate.charts` (shared with the HTML report) fed from a loaded run.
 
-Nothing is drawn here: each function picks the bundle data a page needs and hands it to the shared
-builder, so a figure looks the same in the dashboard and in the report. Functions return ``None`` when
-the bundle lacks the data for that figure (the page then says so instead of drawing).
-
-The one computation: the Reliability page's subgroup filter. ``curves.json`` holds reliability bins per
-site, not per site x group, so for a chosen group the bins are computed on demand from the
-predictions by the same engine functions that wrote ``curves.json``
-(:func:`validate.analysis.sites.binary_curves`, :func:`validate.analysis.sites.calibrated_reliability`).
+Nothing is drawn or computed here: each function picks the bundle data a page needs and hands it to
+the shared builder, so a figure looks the same in the dashboard and in the report. Functions return
+``None`` when the bundle lacks the data for that figure (the page then says so instead of drawing).
+The Reliability page's subgroup filter shows the per-group diagrams the run stored in ``curves.json``
+(``subgroups``), read through the bundle contract (:class:`validate.contract.CurvesFile`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import data as dash_data, tables
-from validate import charts
+from dashboard import tables
+from validate import charts, contract
 from validate.metrics import registry
 from validate.report import adapters
 
@@ -198,65 +195,89 @@ def operating_points(run, sites: Sequence[str]):
 
 # ---- reliability ------------------------------------------------------------------------------------
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _typed_file(path: str, identity: str, name: str, _data: dict) -> contract.BundleFile:
+    """Bundle file ``name`` of the run at ``path`` as its contract model, parsed once per bundle identity
+    (the loader has already validated it; the model is shared read-only, never copied)."""
+    return contract.parse(name, _data, file=str(Path(path) / name))
+
+
+def _typed_curves(run) -> Optional[contract.CurvesFile]:
+    """``curves.json`` as :class:`validate.contract.CurvesFile`, or None when the run has none."""
+    if not run.curves:
+        return None
+    model = _typed_file(run.path, run.identity, "curves.json", run.curves)
+    return model if isinstance(model, contract.CurvesFile) else None
+
+
 @dataclass
 class ReliabilityOptions:
-    """What the Reliability page can show: sites, the methods stored per site, the subgroup filters."""
+    """What the Reliability page can show: sites, the methods stored per site, and per (site, method)
+    the groups whose diagram ``curves.json`` stores."""
 
     sites: list[str] = field(default_factory=list)
     methods: dict[str, list[str]] = field(default_factory=dict)
-    groups: list[tuple[str, str]] = field(default_factory=list)
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
 
     def methods_for(self, site: str) -> list[str]:
         return self.methods.get(site, ["none"])
 
     def groups_for(self, site: str, method: str) -> list[Group]:
-        return [None, *self.groups]
+        return [None, *self.groups.get((site, method), [])]
 
 
-def _subgroup_specs(run) -> list[dict]:
-    return [g for g in run.protocol.get("subgroups") or [] if isinstance(g, dict) and g.get("name")]
+def _group_level(curves: contract.CurvesFile, site: str) -> contract.GroupReliabilityLevel:
+    """The stored subgroup diagrams of ``site`` (``"overall"``: pooled), empty when none are stored."""
+    sub = curves.subgroups
+    if sub is None:
+        return {}
+    return sub.overall if site == "overall" else sub.sites.get(site, {})
+
+
+def _stored_groups(curves: contract.CurvesFile, site: str, method: str) -> list[tuple[str, str]]:
+    """(subgroup, group) with a stored diagram at ``site`` after ``method``, in the stored order."""
+    sub, level = curves.subgroups, _group_level(curves, site)
+    if sub is None:
+        return []
+    return [(a, g) for a in sub.attributes for g in sub.groups.get(a, [])
+            if method in level.get(a, {}).get(g, {})]
 
 
 def reliability_options(run) -> ReliabilityOptions:
-    curves = run.curves or {}
-    sites = [s for s in run.sites if s in (curves.get("sites") or {})]
-    if curves.get("overall") and sites:
+    curves = _typed_curves(run)
+    if curves is None:
+        return ReliabilityOptions()
+    sites = [s for s in run.sites if s in curves.sites]
+    if sites:
         sites.append("overall")
-    methods = {}
-    calibrated = curves.get("calibrated") or {}
-    for s in sites:
-        methods[s] = ["none"] + [m for m, entry in calibrated.items() if s in ((entry or {}).get("sites") or {})]
-    groups: list[tuple[str, str]] = []
-    if run.has_predictions and run.task != "multilabel":
-        analysis = run.subgroups or {}
-        order = analysis.get("groups") or {}
-        for spec in _subgroup_specs(run):
-            name = spec["name"]
-            values = order.get(name) or list(((run.metrics.get("subgroups") or {}).get(name) or {}).keys())
-            groups += [(name, str(v)) for v in values]
+    methods = {s: ["none"] + [m for m, entry in curves.calibrated.items() if s in entry.sites] for s in sites}
+    groups = {(s, m): _stored_groups(curves, s, m) for s in sites for m in methods[s]}
     return ReliabilityOptions(sites=sites, methods=methods, groups=groups)
 
 
-def _stored_curve(run, site: str, method: str) -> Optional[dict]:
-    curves = run.curves or {}
-    if method == "none":
-        c = curves.get("overall") if site == "overall" else (curves.get("sites") or {}).get(site)
-        if c and run.task == "multiclass":
-            c = c.get("top_label")
-        return c
-    return (((curves.get("calibrated") or {}).get(method) or {}).get("sites") or {}).get(site)
+def _stored_curve(curves: contract.CurvesFile, site: str, method: str, group: Group):
+    """The stored diagram of ``site`` after ``method`` for all patients or ``group``, or None."""
+    if group is not None:
+        return _group_level(curves, site).get(group[0], {}).get(group[1], {}).get(method)
+    if method != "none":
+        entry = curves.calibrated.get(method)
+        return entry.sites.get(site) if entry else None
+    curve = curves.overall if site == "overall" else curves.sites.get(site)
+    return curve.top_label if curve is not None and curves.task == "multiclass" else curve
 
 
 def reliability(run, site: str, method: str, group: Group = None):
     """The reliability diagram of ``site`` (``"overall"``: pooled) after ``method`` (``"none"``: as
-    shipped), for all patients or one subgroup ``group``."""
-    curve = _stored_curve(run, site, method) if group is None else _group_curve(run, site, method, group)
-    if not curve or not curve.get("reliability"):
+    shipped), for all patients or one subgroup ``group``, as ``curves.json`` stores it."""
+    curves = _typed_curves(run)
+    stored = None if curves is None else _stored_curve(curves, site, method, group)
+    if stored is None or stored.reliability is None:
         return None
+    curve = stored.model_dump(by_alias=True, exclude_none=True, include={"n", "reliability", "smooth"})
     where = "all sites" if site == "overall" else site
     who = "" if group is None else f", {group[0]} = {group[1]}"
     what = "uncalibrated" if method == "none" else f"after {method}"
-    return charts.reliability_figure(curve, title=f"{where}{who}: {what} (n={curve.get('n')})",
+    return charts.reliability_figure(curve, title=f"{where}{who}: {what} (n={stored.n})",
                                      color=charts.site_colors(run.sites + ["overall"]).get(site, charts.PALETTE[0]),
                                      ci_level=run.ci_level)
 
@@ -273,62 +294,6 @@ def reliability_block(run, site: str, method: str, group: Group = None) -> Optio
     if method == "none":
         return run.metrics.get("overall") if site == "overall" else (run.metrics.get("sites") or {}).get(site)
     return ((((run.calibration or {}).get("methods") or {}).get(method) or {}).get("sites") or {}).get(site)
-
-
-def _group_curve(run, site: str, method: str, group: tuple[str, str]) -> Optional[dict]:
-    bins = int((run.curves or {}).get("bins") or (run.protocol.get("metrics") or {}).get("bins") or 15)
-    return _group_curve_cached(run.path, run.identity, site, method, group[0], group[1], bins, run.ci_level)
-
-
-@st.cache_data(show_spinner="Computing the reliability bins of this group…", max_entries=64)
-def _group_curve_cached(path: str, identity: str, site: str, method: str, subgroup: str, value: str, bins: int,
-                        level: float) -> Optional[dict]:
-    from validate.analysis.sites import binary_curves, calibrated_reliability
-    from validate.predictions import as_table
-
-    run = dash_data._load_run(path, identity)
-    pred = dash_data._read_predictions(path, identity)
-    labels = _group_labels(run, pred, subgroup)
-    if labels is None:
-        return None
-    mask = labels == value
-    if site != "overall":
-        mask &= pred["site"].astype(str) == site
-    part = pred[mask.to_numpy()]
-    if part.empty:
-        return None
-    settings = SimpleNamespace(bins=bins, ci_level=level)
-    if method != "none":
-        if run.task != "binary" or not run.calibration:
-            return None
-        out = calibrated_reliability(part, run.calibration, settings=settings, sites=[site], fit_on=[])
-        return ((out.get(method) or {}).get("sites") or {}).get(site)
-    names = list(run.protocol.get("classes") or [])
-    table = as_table(part, task=run.task, class_names=names if run.task == "multiclass" else None)
-    P, y = table.probabilities(), table.labels()
-    if run.task == "multiclass":
-        return binary_curves((P.argmax(axis=1) == y).astype(float), P.max(axis=1), bins=bins, level=level)
-    return binary_curves(y, P, bins=bins, level=level)
-
-
-def _group_labels(run, pred: pd.DataFrame, subgroup: str) -> Optional[pd.Series]:
-    """Each case's group of ``subgroup``, derived from the case attributes by the protocol's definition
-    (:func:`validate.cohort.derive_subgroups`: categories, numeric bands, intersections); else the
-    predictions' own column of that name."""
-    specs = _subgroup_specs(run)
-    if any(s["name"] == subgroup for s in specs):
-        from validate.cohort import derive_subgroups
-
-        ns = [SimpleNamespace(name=s["name"], column=s.get("column"), bands=s.get("bands"),
-                              intersection=s.get("intersection")) for s in specs]
-        try:
-            derived = derive_subgroups(pred, SimpleNamespace(subgroups=ns))
-            return derived[subgroup]
-        except Exception:  # an attribute the predictions do not carry: fall back to a stored column
-            pass
-    if subgroup in pred.columns:
-        return pred[subgroup].astype(str)
-    return None
 
 
 # ---- shift and drift --------------------------------------------------------------------------------

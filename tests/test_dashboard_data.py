@@ -240,7 +240,8 @@ def curves_json(pred):
 
     settings = MetricSettings(n_bootstrap=20, cluster_by=None)
     return site_curves(pred.drop(columns=["image"]), task="binary", names=[], settings=settings,
-                       sites=list(SITES), calibration=calibration_json(), fit_on=["alpha"])
+                       sites=list(SITES), calibration=calibration_json(), fit_on=["alpha"],
+                       groups=pred[["sex"]].astype(str))
 
 
 PROTOCOL_YAML = """name: fixture

@@ -233,8 +233,31 @@ class CalibratedCurves(_Part):
     sites: dict[str, Curves]
 
 
+class GroupReliability(_Part):
+    """The reliability diagram of one group's cases under one method: its size, events and bins."""
+
+    n: int
+    n_events: int
+    reliability: Reliability
+
+
+# subgroup -> group -> method ("none" as shipped, else a calibration method) -> diagram
+GroupReliabilityLevel = dict[str, dict[str, dict[str, GroupReliability]]]
+
+
+class SubgroupCurves(_Part):
+    """Reliability per subgroup (:func:`validate.analysis.sites.subgroup_reliability`): per site and
+    pooled over sites, for every group with cases; ``attributes`` and ``groups`` give the order."""
+
+    attributes: list[str]
+    groups: dict[str, list[str]]
+    sites: dict[str, GroupReliabilityLevel]
+    overall: GroupReliabilityLevel
+
+
 class CurvesFile(_File):
-    """``curves.json``: curves per site and pooled; reliability after each calibration method (binary)."""
+    """``curves.json``: curves per site and pooled; reliability after each calibration method (binary)
+    and per subgroup (absent in bundles written before it was added, and for multilabel tasks)."""
 
     NAME: ClassVar[str] = "curves"
     task: Task
@@ -243,6 +266,7 @@ class CurvesFile(_File):
     sites: dict[str, Curves]
     overall: Curves
     calibrated: dict[str, CalibratedCurves] = {}
+    subgroups: Optional[SubgroupCurves] = None
 
 
 # ---- subgroups.json -----------------------------------------------------------------------------------

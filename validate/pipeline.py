@@ -230,7 +230,7 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
                                   **names)
     curve_names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
     curves = site_curves(table, task=protocol.task, names=curve_names, settings=settings, sites=order,
-                         calibration=calibration, fit_on=protocol.calibration_fit_sites)
+                         calibration=calibration, fit_on=protocol.calibration_fit_sites, groups=groups)
     sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
     comparison = None
     if baseline_frame is not None:

@@ -8,7 +8,8 @@ The report and the dashboard draw from these files and never recompute from the 
   with a pointwise bootstrap band, the reliability bins with a Wilson interval per bin, a lowess
   smooth of the observed rate, and a histogram of predictions by outcome; for each calibration
   method of the Calibration JSON, the reliability bins after that calibration at the sites it was
-  evaluated on.
+  evaluated on; and under ``subgroups`` (:func:`subgroup_reliability`) the reliability bins of every
+  group of every declared subgroup, per site and pooled, as shipped and after each method.
 
 Binary tasks draw on p = P(positive). Multiclass tasks draw the top-label view (confidence = max
 probability against "prediction correct") plus one-vs-rest curves per class under ``classes``;
@@ -203,15 +204,18 @@ def _curves_of(table: PredictionsTable, settings, cluster_col: Optional[str], sm
 
 
 def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Optional[Sequence[str]] = None,
-                calibration: Optional[Mapping] = None, fit_on: Sequence[str] = (), smooth: bool = True) -> dict:
-    """``curves.json``: curves per site and pooled, plus reliability after each calibration method.
+                calibration: Optional[Mapping] = None, fit_on: Sequence[str] = (), smooth: bool = True,
+                groups=None) -> dict:
+    """``curves.json``: curves per site and pooled, plus reliability after each calibration method, and
+    (given ``groups``) the reliability bins per subgroup (:func:`subgroup_reliability`).
 
     ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
     read through :func:`~validate.predictions.as_table`; original identifiers are not needed and not
     stored); ``names``: class names (multiclass) or label names (multilabel), unused for binary; ``settings``: the
     :class:`validate.metrics.MetricSettings` (bins, ci_level, n_bootstrap, seed, cluster_by);
     ``calibration``: the Calibration JSON whose fitted parameters are applied to the sites it evaluated
-    (sites in ``fit_on`` are skipped: which of their cases were held out is not recorded).
+    (sites in ``fit_on`` are skipped: which of their cases were held out is not recorded); ``groups``: the
+    subgroup columns of :func:`validate.cohort.derive_subgroups`, row-aligned with ``table``.
     """
     table = as_table(table, task=task, **_names(task, names))
     cluster_col = settings.cluster_by
@@ -223,6 +227,9 @@ def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Opti
     out["overall"] = _curves_of(table, settings, cluster_col, smooth)
     if calibration and task == "binary":
         out["calibrated"] = calibrated_reliability(table, calibration, settings=settings, sites=sites, fit_on=fit_on)
+    if groups is not None and len(groups.columns) and task != "multilabel":
+        out["subgroups"] = subgroup_reliability(table, groups, settings=settings, sites=sites,
+                                                calibration=calibration, fit_on=fit_on)
     return out
 
 
@@ -237,26 +244,106 @@ def calibrated_reliability(table, calibration: Mapping, *, settings, sites: Sequ
                            fit_on: Sequence[str] = ()) -> dict:
     """Reliability bins and histograms after each fitted method (binary), rebuilt from its parameters
     and applied to the table's logits (derived from p after the floor when only p was given)."""
-    from validate.calibrators import calibrator_from_json
-
     table = as_table(table, task="binary")
     z, y = table.logits(), table.labels()
     site_col = table.site_ids.astype(str)
     out: dict[str, Any] = {}
-    for method, spec in sorted((calibration.get("methods") or {}).items()):
-        evaluated = [s for s in sites if s in (spec.get("sites") or {}) and s not in fit_on]
-        if method == "none" or not evaluated or spec.get("params") is None:  # None: the fit failed
-            continue
-        cal = calibrator_from_json(method, "binary", spec["params"])
+    for method, cal, evaluated in _fitted_methods(calibration, sites, fit_on):
         per_site = {}
         for s in evaluated:
             mask = site_col == s
-            p = np.asarray(cal.predict_proba(z[mask]), dtype=np.float64)
-            if p.ndim == 2:
-                p = p[:, -1]
+            p = _calibrated(cal, z[mask])
             per_site[s] = {"n": int(mask.sum()), "n_events": int(y[mask].sum()),
                            "reliability": reliability(y[mask], p, bins=settings.bins, level=settings.ci_level)}
         out[method] = {"sites": per_site}
+    return out
+
+
+def _fitted_methods(calibration: Optional[Mapping], sites: Sequence[str], fit_on: Sequence[str]) -> list:
+    """(method, calibrator rebuilt from its fitted parameters, the sites of ``sites`` it was evaluated on)
+    for each method of the Calibration JSON with a successful fit (``params`` None: the fit failed),
+    leaving out ``"none"`` and the sites in ``fit_on``."""
+    from validate.calibrators import calibrator_from_json
+
+    out = []
+    for method, spec in sorted(((calibration or {}).get("methods") or {}).items()):
+        evaluated = [s for s in sites if s in (spec.get("sites") or {}) and s not in fit_on]
+        if method == "none" or not evaluated or spec.get("params") is None:
+            continue
+        out.append((method, calibrator_from_json(method, "binary", spec["params"]), evaluated))
+    return out
+
+
+def _calibrated(cal, z: np.ndarray) -> np.ndarray:
+    """P(positive) after calibrator ``cal`` applied to the logits ``z``."""
+    p = np.asarray(cal.predict_proba(z), dtype=np.float64)
+    return p[:, -1] if p.ndim == 2 else p
+
+
+# ---- reliability per subgroup -> curves.json "subgroups" --------------------------------------------
+
+def _reliability_cases(table: PredictionsTable) -> tuple[np.ndarray, np.ndarray]:
+    """(outcome, prediction) of each case as its reliability diagram bins them: binary y against
+    P(positive); multiclass the top-label view, "prediction correct" against the top probability."""
+    y, P = table.labels(), table.probabilities()
+    if table.task == "multiclass":
+        return (P.argmax(axis=1) == y).astype(np.float64), P.max(axis=1)
+    return y, P
+
+
+def _group_cells(y, by_method: Mapping[str, np.ndarray], col: np.ndarray, values: Sequence[str], *,
+                 settings) -> dict:
+    """``{group: {method: {n, n_events, reliability}}}`` for the groups of ``values`` with cases in
+    ``col`` (a group without cases has no diagram, so no entry)."""
+    cells: dict[str, Any] = {}
+    for g in values:
+        mask = col == g
+        if not mask.any():
+            continue
+        ym = y[mask]
+        cells[g] = {m: {"n": int(mask.sum()), "n_events": int(ym.sum()),
+                        "reliability": reliability(ym, p[mask], bins=settings.bins, level=settings.ci_level)}
+                    for m, p in by_method.items()}
+    return cells
+
+
+def subgroup_reliability(table, groups, *, settings, sites: Sequence[str], calibration: Optional[Mapping] = None,
+                         fit_on: Sequence[str] = ()) -> dict:
+    """The reliability bins of every group of every declared subgroup (bands and intersections
+    included), per site and pooled over sites (``overall``): the diagrams of the dashboard's
+    Reliability page with a subgroup filter, computed once here so that no presentation recomputes them.
+
+    Each cell holds, per method, ``n``, ``n_events`` and the bins of :func:`reliability` (equal-width,
+    right-closed, Wilson interval per bin) of the group's cases at that level: ``"none"`` as shipped
+    (binary: P(positive); multiclass: the top-label confidence against "prediction correct"), and for
+    binary tasks at each site where a method of ``calibration`` was evaluated (not in ``fit_on``), the
+    same cases after that method (:func:`calibrated_reliability`, restricted to the group). Only bins
+    are stored, never a case's values; a group with cases, however few, has its diagram (the page marks
+    small groups by their ``n``), a group without cases none.
+
+    ``groups``: the subgroup columns of :func:`validate.cohort.derive_subgroups`, row-aligned with
+    ``table``. ``attributes`` and ``groups`` in the output give the subgroup and group order
+    (:func:`validate.groups.group_sort_key`), as in ``subgroups.json``.
+    """
+    table = as_table(table)
+    if len(groups) != len(table):
+        raise ValueError(f"subgroup columns hold {len(groups)} rows for {len(table)} predictions")
+    attrs = [str(a) for a in groups.columns]
+    cols = {a: groups[a].astype(str).to_numpy() for a in attrs}
+    order = {a: sorted(set(cols[a]), key=group_sort_key) for a in attrs}
+    y, p = _reliability_cases(table)
+    site_col = table.site_ids.astype(str)
+    methods = _fitted_methods(calibration, sites, fit_on) if table.task == "binary" else []
+    z = table.logits() if methods else np.empty(len(table))
+    out: dict[str, Any] = {"attributes": attrs, "groups": order, "sites": {}}
+    for s in sites:
+        at = site_col == s
+        if not at.any():
+            continue
+        by_method = {"none": p[at]}
+        by_method.update({m: _calibrated(cal, z[at]) for m, cal, evaluated in methods if s in evaluated})
+        out["sites"][s] = {a: _group_cells(y[at], by_method, cols[a][at], order[a], settings=settings) for a in attrs}
+    out["overall"] = {a: _group_cells(y, {"none": p}, cols[a], order[a], settings=settings) for a in attrs}
     return out
 
 
