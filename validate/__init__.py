@@ -20,6 +20,7 @@ _EXPORTS = {
     "analyse": "validate.pipeline",
     "write_bundle": "validate.pipeline",
     "regate": "validate.pipeline",
+    "compare_bundles": "validate.pairing",
     "load_protocol": "validate.protocol",
     "read_predictions": "validate.predictions",
     "score_protocol": "validate.scoring",
@@ -30,14 +31,15 @@ _EXPORTS = {
 }
 
 __all__ = ["__version__", "run_protocol", "RunResult", "load_predictions", "analyse", "write_bundle", "regate",
-           "load_protocol", "read_predictions", "score_protocol", "metrics_report", "compare_calibration",
-           "judge_gates", "read_bundle"]
+           "compare_bundles", "load_protocol", "read_predictions", "score_protocol", "metrics_report",
+           "compare_calibration", "judge_gates", "read_bundle"]
 
 if TYPE_CHECKING:  # what a type checker and an editor see; at run time :func:`__getattr__` loads them
     from validate.bundle import read_bundle
     from validate.calibrators import compare_calibration
     from validate.gates import judge_gates
     from validate.metrics import metrics_report
+    from validate.pairing import compare_bundles
     from validate.pipeline import RunResult, analyse, load_predictions, regate, run_protocol, write_bundle
     from validate.predictions import read_predictions
     from validate.protocol import load_protocol

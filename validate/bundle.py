@@ -71,7 +71,8 @@ ID_COLUMNS = ("case_id", "patient_id")
 CASE_ID_KEY_ENV = "VALIDATE_CASE_ID_KEY"
 THUMBNAIL_DIR = "thumbnails"
 # every file name `validate run` (and `validate gate` / `validate report` into a bundle) puts in a bundle
-BUNDLE_FILES = frozenset(REQUIRED_FILES + JSON_FILES + ("report.html", "junit.xml", "failures.csv", "gates.md"))
+BUNDLE_FILES = frozenset(REQUIRED_FILES + JSON_FILES + ("report.html", "junit.xml", "failures.csv", "gates.md",
+                                                       "comparison.json", "baseline_predictions.parquet"))
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
 STAGING_NAME = re.compile(r"^\.(?P<name>.+)\.partial-[0-9a-f]{8}$")
@@ -90,6 +91,13 @@ def case_id_key() -> tuple[bytes, str]:
     if env:
         return env.encode("utf-8"), f"HMAC-SHA256 keyed by ${CASE_ID_KEY_ENV} (not stored)"
     return secrets.token_bytes(32), "HMAC-SHA256 with a random per-run key (not stored; hashes differ between runs)"
+
+
+def case_id_key_check(key: bytes) -> str:
+    """A fingerprint of the case-id key for provenance, HMAC-SHA256(key, b"validate case-id key check"),
+    first 16 hex digits: two bundles' hashed ids pair only when their checks are equal. It does not
+    reveal the key (nor any case's hash, which is HMAC of an id)."""
+    return hmac.new(key, b"validate case-id key check", hashlib.sha256).hexdigest()[:16]
 
 
 def hash_ids(values, key: bytes, digits: int = 20) -> list[Optional[str]]:
@@ -610,6 +618,11 @@ class Bundle:
     @property
     def sites(self) -> Optional[dict]:
         return self._json("sites.json", False)
+
+    @property
+    def comparison(self) -> Optional[dict]:
+        """``comparison.json`` (the paired comparison with a baseline model), None when the run had none."""
+        return self._json("comparison.json", False)
 
     @property
     def gates_markdown(self) -> Optional[str]:

@@ -385,6 +385,9 @@ class GateDeclared(_Part):
     name: str
     calibration: Optional[str] = None
     insufficient: str = "warn"
+    compare: Optional[Literal["baseline"]] = Field(
+        None, description="baseline: the gate judges the difference new − baseline (comparison.json); "
+                          "absent for a gate on one model")
 
 
 class GateRowFile(_Part):
@@ -410,6 +413,11 @@ class GateRowFile(_Part):
     group: Optional[str] = None
     calibration: Optional[str] = None
     insufficient: bool = False
+    # comparison gates only (absent otherwise): estimate/ci_low/ci_high are the difference new − baseline
+    compare: Optional[Literal["baseline"]] = None
+    margin: Number = Field(None, description="non-inferiority margin: -min, or max, of a comparison gate")
+    estimate_new: Number = None
+    estimate_baseline: Number = None
 
 
 class VerdictCounts(_Part):
@@ -464,6 +472,13 @@ class ProvenanceFile(_File):
     command: list[str] = []
     files: dict[str, str] = {}
     scoring_counts: Optional[dict[str, Any]] = None
+    case_id_key_check: Optional[str] = Field(
+        None, description="HMAC-SHA256(key, 'validate case-id key check'), first 16 hex digits, of the key the "
+                          "case ids were hashed with (never the key): two bundles pair by hashed id only when "
+                          "equal; null when the ids are kept")
+    baseline: Optional[dict[str, Any]] = Field(
+        None, description="the baseline model of the paired comparison: checkpoint or predictions_source, "
+                          "device, scoring_counts")
 
 
 # ---- the contract -------------------------------------------------------------------------------------

@@ -33,6 +33,16 @@ correction *and* beyond their practical threshold) and ``shift_flagged_findings`
 ones). A site without dated cases, or the development site itself for the shift counts, has no
 value: the insufficient policy decides.
 
+Comparison gates (``compare: baseline``) judge the paired difference d = new − baseline of
+``comparison.json`` (:mod:`validate.analysis.comparison`) instead of one model's value, at scope
+``overall``, ``each_site`` or ``each_subgroup:<attr>`` (a subgroup value pooled over sites), with the same
+quantities and insufficient policy: ``{metric: auroc, compare: baseline, scope: each_site, min: -0.02,
+on: ci_low}`` is non-inferiority with margin 0.02. The row's ``estimate``/``ci_low``/``ci_high`` are
+those of d; ``estimate_new``, ``estimate_baseline`` and ``margin`` come with them, and the reason says
+"superior", "non-inferior (margin m)", "inferior" or "non-inferiority not shown (margin m)"
+(:func:`comparison_verdict`). A site of ``metrics.json`` with no block in the comparison (no case scored
+by both models) fails.
+
 A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
 ``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
 
@@ -63,7 +73,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -78,6 +88,7 @@ POLICIES = ("fail", "warn", "pass")
 _SYMBOL = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 SHIFT_METRICS = ("drift_windows_flagged", "shift_material_findings", "shift_flagged_findings")
 SITES_SCORED = "sites scored"  # the built-in check: every declared site has at least one scored case
+COMPARISON_SCOPE_KINDS = ("overall", "each_site", "each_subgroup")  # scopes of a gate with compare: baseline
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class GateSpec:
     insufficient: str = "warn"
     name: Optional[str] = None
     index: int = 0  # position in the protocol's gate list (for error messages)
+    compare: Optional[str] = None  # "baseline": the gate judges new − baseline (comparison.json)
 
     @property
     def kind(self) -> str:
@@ -104,16 +116,20 @@ class GateSpec:
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.metric} {self.scope} {self.direction} {_thr(self.threshold)}"
+        vs = " vs baseline" if self.compare else ""
+        return self.name or f"{self.metric}{vs} {self.scope} {self.direction} {_thr(self.threshold)}"
 
     def describe(self) -> str:
         op = ">=" if self.direction == "min" else "<="
         after = f" after {self.calibration}" if self.calibration else ""
-        return f"{self.metric} {self.on}{after} {op} {_thr(self.threshold)}"
+        what = f"Δ {self.metric} (new − baseline)" if self.compare else self.metric
+        return f"{what} {self.on}{after} {op} {_thr(self.threshold)}"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("index")
+        if d["compare"] is None:  # absolute gates keep the gates.json they always had
+            d.pop("compare")
         d["name"] = self.label
         return d
 
@@ -130,7 +146,8 @@ def gate_specs(gates: Iterable[Any]) -> list[GateSpec]:
             metric=str(get("metric")), scope=str(get("scope", "overall") or "overall"),
             direction="min" if lo is not None else "max", threshold=float(lo if lo is not None else hi),
             on=get("on", "estimate") or "estimate", calibration=get("calibration"),
-            insufficient=get("insufficient", "warn") or "warn", name=get("name"), index=i))
+            insufficient=get("insufficient", "warn") or "warn", name=get("name"), index=i,
+            compare=get("compare")))
     return specs
 
 
@@ -159,9 +176,23 @@ class GateRow:
     calibration: Optional[str] = None
     insufficient: bool = False
     builtin: bool = False  # a check of the suite itself (SITES_SCORED), not a gate of the protocol
+    # a comparison gate (compare: baseline): estimate, ci_low and ci_high are those of the difference
+    # new − baseline; the two models' own estimates and the non-inferiority margin come with them
+    compare: Optional[str] = None
+    margin: Optional[float] = None
+    estimate_new: Optional[float] = None
+    estimate_baseline: Optional[float] = None
 
     def to_dict(self) -> dict:
-        return {k: _clean(v) for k, v in asdict(self).items()}
+        d = {k: _clean(v) for k, v in asdict(self).items()}
+        if self.compare is None:  # absolute gates keep the rows they always had
+            for k in COMPARISON_ROW_KEYS:
+                d.pop(k)
+        return d
+
+
+#: The keys only a comparison gate's row carries.
+COMPARISON_ROW_KEYS = ("compare", "margin", "estimate_new", "estimate_baseline")
 
 
 @dataclass
@@ -267,9 +298,11 @@ def worst_verdict(verdicts: Iterable[str]) -> str:
 # ---- judging -------------------------------------------------------------------------------------
 
 def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optional[Mapping] = None,
-                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None) -> None:
+                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
+                comparison: Optional[Mapping] = None) -> None:
     """Raise :class:`InputError` (all problems at once) for gates the results cannot answer:
-    an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results."""
+    an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results;
+    a comparison gate without a comparison (``comparison.json``) or naming what it does not hold."""
     problems = ProblemCollector()
     file = getattr(protocol, "path", None)
 
@@ -290,6 +323,9 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
             err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
         if spec.insufficient not in POLICIES:
             err(spec, "insufficient", f"unknown policy `{spec.insufficient}`", "fail, warn or pass")
+        if spec.compare is not None:
+            _check_comparison_gate(spec, comparison, err)
+            continue
         if spec.metric in SHIFT_METRICS:
             if spec.kind not in ("overall", "each_site") or spec.calibration is not None:
                 err(spec, "scope", f"{spec.metric} is counted per site from shift.json",
@@ -333,10 +369,39 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
     problems.raise_if_any()
 
 
+def _check_comparison_gate(spec: GateSpec, comparison: Optional[Mapping], err: Callable[..., None]) -> None:
+    """The problems of one comparison gate (``compare: baseline``) against ``comparison.json``."""
+    if spec.compare != "baseline":
+        err(spec, "compare", f"unknown comparison `{spec.compare}`", "compare: baseline")
+        return
+    if spec.kind not in COMPARISON_SCOPE_KINDS or (spec.kind == "each_subgroup") != bool(spec.attribute):
+        err(spec, "scope", f"scope `{spec.scope}` cannot compare with the baseline",
+            "overall, each_site or each_subgroup:<attr>")
+        return
+    if spec.calibration is not None:
+        err(spec, "calibration", "a comparison gate compares the models as scored", "no `calibration`")
+    if not comparison or "overall" not in comparison:
+        err(spec, "compare", "the results hold no comparison with a baseline model (comparison.json)",
+            "a run with a baseline: `validate run ... --baseline PATH` or model.baseline in the protocol")
+        return
+    known = set()
+    for blk in [comparison.get("overall") or {}, *(comparison.get("sites") or {}).values()]:
+        known |= set(blk.get("metrics") or {}) | set(blk.get("undefined") or {})
+    if spec.metric not in known:
+        import difflib
+
+        near = difflib.get_close_matches(spec.metric, sorted(known), n=1)
+        err(spec, "metric", f"metric `{spec.metric}` is not in comparison.json"
+            + (f"; did you mean `{near[0]}`?" if near else ""), f"one of {', '.join(sorted(known))}")
+    if spec.kind == "each_subgroup" and spec.attribute not in (comparison.get("subgroups") or {}):
+        err(spec, "scope", f"subgroup `{spec.attribute}` is not in comparison.json",
+            f"one of {sorted(comparison.get('subgroups') or {})}")
+
+
 def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional[Mapping] = None,
                 subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
                 name: Optional[str] = None, sites: Optional[Sequence[str]] = None,
-                cohort: Optional[Mapping] = None) -> GateReport:
+                cohort: Optional[Mapping] = None, comparison: Optional[Mapping] = None) -> GateReport:
     """Judge every gate; return a :class:`GateReport`.
 
     ``gates``: the protocol's gate list (pydantic objects or dicts); ``metrics``: Metrics JSON;
@@ -345,19 +410,23 @@ def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional
     ``shift.json`` (needed by the shift and drift counts); ``protocol``: locates problems (file and
     line) and declares the sites; ``sites``: the declared site ids (default: the protocol's), judged by
     the built-in :data:`SITES_SCORED` check; ``cohort``: ``sites.json``, whose exclusion counts explain a
-    site without scored cases. Raises :class:`InputError` when a gate asks for something the results do
-    not hold (see :func:`check_gates`).
+    site without scored cases; ``comparison``: ``comparison.json`` (needed by ``compare: baseline``
+    gates). Raises :class:`InputError` when a gate asks for something the results do not hold (see
+    :func:`check_gates`).
     """
     specs = gates if all(isinstance(g, GateSpec) for g in gates) else gate_specs(gates)
     specs = list(specs)
-    check_gates(specs, metrics, calibration=calibration, subgroups=subgroups, shift=shift, protocol=protocol)
+    check_gates(specs, metrics, calibration=calibration, subgroups=subgroups, shift=shift, protocol=protocol,
+                comparison=comparison)
     declared = _declared_sites(sites, protocol)
     metrics = _with_empty_bands(metrics, protocol)
     scored = metrics.get("sites") or {}
     missing = {s: _missing_reason(s, cohort) for s in (declared or []) if s not in scored}
     rows: list[GateRow] = []
     for spec in specs:
-        if spec.metric in SHIFT_METRICS:
+        if spec.compare is not None:
+            judged = _judge_comparison(spec, metrics, comparison or {})
+        elif spec.metric in SHIFT_METRICS:
             judged = _judge_shift(spec, metrics, shift or {})
         else:
             judged = _judge_one(spec, metrics, calibration, subgroups)
@@ -535,7 +604,8 @@ def _judge_shift(spec: GateSpec, metrics: Mapping, shift: Mapping) -> list[GateR
     return [_judge_block(spec, total, base, item="overall")]
 
 
-def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str, **where) -> GateRow:
+def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str,
+                 judge: Optional[Callable[[GateSpec, GateRow], GateRow]] = None, **where) -> GateRow:
     entry = _lookup(block, spec.metric)
     est, lo, hi = _entry_triplet(entry)
     value = {"estimate": est, "ci_low": lo, "ci_high": hi}[spec.on]
@@ -548,7 +618,79 @@ def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str, **whe
     if value is None:
         why = _undefined_reason(entry, spec, block)
         return _apply_policy(spec, row, why)
-    return _compare(spec, row)
+    return (judge or _compare)(spec, row)
+
+
+# ---- comparison gates (compare: baseline) ---------------------------------------------------------
+
+def _judge_comparison(spec: GateSpec, metrics: Mapping, comparison: Mapping) -> list[GateRow]:
+    """The rows of a comparison gate: one per block of ``comparison.json`` in its scope. A site of
+    ``metrics.json`` that the comparison has no block for (no case scored by both models) fails, as a
+    missing site does: it was not compared, which is not "too little data"."""
+    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
+                threshold=spec.threshold, calibration=None, compare=spec.compare, margin=_margin(spec))
+    if spec.kind == "overall":
+        return [_judge_delta(spec, comparison.get("overall") or {}, base, item="overall")]
+    if spec.kind == "each_site":
+        sites = comparison.get("sites") or {}
+        rows = [_judge_delta(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
+        for s in sorted(set(metrics.get("sites") or {}) - set(sites)):
+            rows.append(GateRow(**base, item=f"site {s}", verdict="fail", site=s, n=0, insufficient=True,
+                                reason=f"no case of site {s} was scored by both models: the baseline was not "
+                                       "compared there"))
+        return rows
+    attr = spec.attribute
+    groups = (comparison.get("subgroups") or {}).get(attr) or {}
+    return [_judge_delta(spec, (groups[g] or {}).get("overall") or {}, base, item=f"{attr}={g}", subgroup=attr,
+                         group=g) for g in sorted(groups)]
+
+
+def _judge_delta(spec: GateSpec, block: Mapping, base: dict, *, item: str, **where) -> GateRow:
+    """One comparison block (DELTA_BLOCK of ``comparison.json``) judged: the gate's quantity of the
+    difference new − baseline against its bound, with the non-inferiority wording."""
+    entry = (block.get("metrics") or {}).get(spec.metric) or {}
+    as_block = {"n": block.get("n"), "n_events": block.get("n_events"), "insufficient": block.get("insufficient"),
+                "reason": block.get("reason"), "undefined": block.get("undefined") or {}}
+    if entry:
+        as_block[spec.metric] = {"estimate": entry.get("delta"), "ci_low": entry.get("ci_low"),
+                                 "ci_high": entry.get("ci_high")}
+    row = _judge_block(spec, as_block, base, item=item, judge=_compare_delta, **where)
+    row.estimate_new, row.estimate_baseline = _num(entry.get("new")), _num(entry.get("baseline"))
+    return row
+
+
+def _margin(spec: GateSpec) -> float:
+    """The non-inferiority margin of a comparison gate: how much worse than the baseline the new model
+    may be (``min: -0.02`` for a metric where higher is better, ``max: 0.01`` where lower is)."""
+    return -spec.threshold if spec.direction == "min" else spec.threshold
+
+
+def comparison_verdict(direction: str, threshold: float, passed: bool, value: float,
+                       ci_low: Optional[float], ci_high: Optional[float]) -> str:
+    """The words of a comparison gate's verdict on the difference d = new − baseline.
+
+    For a lower bound (higher is better, ``min: -m``): "superior" when the interval lies above 0
+    (``ci_low > 0``), "non-inferior (margin m)" when the gate passes otherwise; when it fails,
+    "inferior" when the whole interval lies below the bound (``ci_high < -m``), else "non-inferiority
+    not shown (margin m)". Mirrored for an upper bound (lower is better, ``max: m``): superior when
+    ``ci_high < 0``, inferior when ``ci_low > m``. Without an interval the value stands for both bounds.
+    """
+    lo = value if ci_low is None else ci_low
+    hi = value if ci_high is None else ci_high
+    margin = _thr(-threshold if direction == "min" else threshold)
+    better = lo > 0 if direction == "min" else hi < 0
+    worse = hi < threshold if direction == "min" else lo > threshold
+    if passed:
+        return "superior" if better else f"non-inferior (margin {margin})"
+    return "inferior" if worse else f"non-inferiority not shown (margin {margin})"
+
+
+def _compare_delta(spec: GateSpec, row: GateRow) -> GateRow:
+    row = _compare(spec, row, what=f"Δ {spec.metric}")
+    words = comparison_verdict(spec.direction, spec.threshold, row.verdict == "pass", row.value, row.ci_low,
+                               row.ci_high)
+    row.reason = f"{row.reason}: {words}"
+    return row
 
 
 def _judge_worst(spec: GateSpec, groups: Mapping, base: dict, attr: str) -> GateRow:
@@ -740,6 +882,8 @@ def _row_rule(row: GateRow) -> str:
     if row.builtin:
         return f"scored cases {op} {_thr(row.threshold)}"
     what = f"|gap| {row.metric}" if row.scope.startswith("subgroup_gap") else row.metric
+    if row.compare:
+        what = f"Δ {row.metric} (new − {row.compare})"
     after = f" after {row.calibration}" if row.calibration else ""
     return f"{what} {row.on}{after} {op} {_thr(row.threshold)}"
 
@@ -752,7 +896,9 @@ def _value_text(row: GateRow) -> str:
 def _row_details(row: GateRow) -> str:
     return (f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
             f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
-            f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}")
+            f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}"
+            + (f"\nnew: {_fmt(row.estimate_new)}\nbaseline: {_fmt(row.estimate_baseline)}\n"
+               f"margin: {_thr(row.margin)}" if row.compare else ""))
 
 
 def _junit_name(text: str) -> str:

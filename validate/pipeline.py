@@ -33,12 +33,14 @@ from validate.summary import summarise
 
 @dataclass
 class RunResult:
-    """What a run made: the committed bundle folder, its gate report, the metrics (``metrics.json``)
-    and the summary ``validate run`` prints."""
+    """What a run made: the committed bundle folder, its gate report, the metrics (``metrics.json``),
+    the paired comparison with the baseline model (``comparison.json``, None without a baseline) and
+    the summary ``validate run`` prints."""
     bundle: Path
     gates: Any            # validate.gates.GateReport
     metrics: dict
     summary: str
+    comparison: Optional[dict] = None
 
     @property
     def exit_code(self) -> int:
@@ -93,6 +95,99 @@ def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir
             "predictions_source": None, "counts": res.counts}
 
 
+#: File suffixes that make ``--baseline PATH`` a predictions table rather than a checkpoint.
+PREDICTIONS_SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass
+class BaselineRequest:
+    """How the baseline model is obtained: ``protocol`` is the run's protocol with ``model`` replaced by
+    the baseline's model spec (``model.baseline``, else the protocol's own ``model`` for a
+    ``--baseline`` checkpoint), and ``checkpoint`` or ``predictions`` the ``--baseline`` file."""
+    protocol: Any
+    checkpoint: Optional[Path] = None
+    predictions: Optional[Path] = None
+
+
+def baseline_request(protocol, baseline=None) -> Optional[BaselineRequest]:
+    """The baseline of a run (``--baseline PATH`` wins over ``model.baseline``), None when it has none.
+
+    Raises :class:`InputError` before anything is scored for a ``--baseline`` file that does not exist
+    or a ``model.baseline`` that names no checkpoint."""
+    from validate.protocol import ModelSpec
+
+    spec = protocol.model.baseline
+    if baseline is None and spec is None:
+        return None
+    fields = (spec or protocol.model).model_dump(exclude={"baseline"}, exclude_unset=False)
+    if baseline is not None:
+        path = Path(baseline)
+        if not path.exists():
+            raise InputError("baseline file not found", file=path, field="--baseline",
+                             expected="the baseline model's checkpoint, or a Parquet or CSV predictions table")
+        fields["checkpoint"] = str(path.resolve())
+        as_table = path.suffix.lower() in PREDICTIONS_SUFFIXES
+        fields["format"] = "predictions" if as_table else ("auto" if spec is None else fields["format"])
+        request = BaselineRequest(protocol=None, predictions=path if as_table else None,
+                                  checkpoint=None if as_table else path)
+    else:
+        if spec.checkpoint is None:
+            raise InputError("model.baseline names no checkpoint", file=protocol.path,
+                             line=protocol.line_of("model", "baseline"), field="model.baseline.checkpoint",
+                             expected="the baseline model's file (relative to the protocol), or --baseline PATH")
+        request = BaselineRequest(protocol=None)
+    request.protocol = protocol.model_copy(update={"model": ModelSpec(**fields)})
+    return request
+
+
+def load_baseline(request: BaselineRequest, **scoring) -> dict:
+    """The baseline's predictions (as :func:`load_predictions` returns them), scored through the same
+    scoring path and shard cache as the new model (``scoring``: its keyword arguments)."""
+    return load_predictions(request.protocol, checkpoint=request.checkpoint, predictions=request.predictions,
+                            **scoring)
+
+
+def predictions_table(protocol, frame):
+    """The :class:`validate.predictions.PredictionsTable` of a predictions frame, read for ``protocol``'s
+    task and class or label names."""
+    from validate.predictions import table_from_frame
+
+    return table_from_frame(frame, task=protocol.task, **_names(protocol))
+
+
+def model_identity(loaded: dict, label: str) -> dict:
+    """``{"label", "source", "sha256"}`` of a model for comparison.json, from what
+    :func:`load_predictions` returned or a bundle's ``provenance.json`` (both hold ``checkpoint`` or
+    ``predictions_source``): the file's name, never its path."""
+    ident = loaded.get("checkpoint") or loaded.get("predictions_source") or {}
+    path = ident.get("path")
+    return {"label": label, "source": Path(path).name if path else None, "sha256": ident.get("sha256")}
+
+
+def compare_models(protocol, table, baseline_frame, *, settings, order) -> dict:
+    """The paired comparison (``comparison.json``) of the new model's predictions ``table`` with the
+    baseline's ``baseline_frame``, by :func:`validate.analysis.comparison.compare`: cases matched by
+    (site, case id), every block (pooled, per site, per subgroup value, per subgroup value within each
+    site) with its difference new − baseline and paired interval."""
+    from validate.analysis.comparison import compare as compare_predictions, match_cases
+    from validate.cohort import derive_subgroups
+
+    baseline = predictions_table(protocol, baseline_frame)
+    _check_sites(protocol, baseline.frame, "the baseline's predictions")
+    new_matched, _, _ = match_cases(table, baseline)
+    groups = derive_subgroups(new_matched.frame, protocol)  # aligned to the matched cases
+    subgroups = {g.name: groups[g.name] for g in protocol.subgroups}
+    return compare_predictions(table, baseline, settings=settings, subgroups=subgroups or None, sites=order)
+
+
+def _check_sites(protocol, frame, what: str = "predictions") -> None:
+    known = {s.id for s in protocol.sites}
+    stray = sorted(set(frame["site"].astype(str)) - known)
+    if stray:
+        raise InputError(f"{what} hold site(s) {stray} that the protocol does not declare", field="site",
+                         expected=f"sites among {sorted(known)}")
+
+
 def compare(protocol, table, settings) -> Optional[dict]:
     """The calibration comparison (Calibration JSON) of the protocol's primary design."""
     from validate.calibrators import compare_calibration
@@ -100,8 +195,10 @@ def compare(protocol, table, settings) -> Optional[dict]:
     return compare_calibration(table, protocol=protocol, settings=settings)
 
 
-def analyse(protocol, frame, failures) -> dict:
-    """Every JSON part of the bundle from the predictions frame (original identifiers; none is output)."""
+def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
+    """Every JSON part of the bundle from the predictions frame (original identifiers; none is output);
+    with ``baseline_frame`` (the baseline model's predictions) the paired comparison too, whose
+    ``compare: baseline`` gates are judged with the others."""
     from validate.analysis.sites import cohort_summary, site_curves
     from validate.analysis.subgroups import subgroup_analysis
     from validate.cohort import derive_subgroups
@@ -112,11 +209,7 @@ def analyse(protocol, frame, failures) -> dict:
     names = _names(protocol)
     table = table_from_frame(frame, task=protocol.task, **names)
     frame = table.frame
-    known = {s.id for s in protocol.sites}
-    stray = sorted(set(frame["site"].astype(str)) - known)
-    if stray:
-        raise InputError(f"predictions hold site(s) {stray} that the protocol does not declare", field="site",
-                         expected=f"sites among {sorted(known)}")
+    _check_sites(protocol, frame)
     order = [s.id for s in protocol.sites if (frame["site"] == s.id).any()]
     settings = MetricSettings.from_protocol(protocol.metrics)
     groups = derive_subgroups(frame, protocol)
@@ -140,28 +233,37 @@ def analyse(protocol, frame, failures) -> dict:
     curves = site_curves(table, task=protocol.task, names=curve_names, settings=settings, sites=order,
                          calibration=calibration, fit_on=protocol.calibration_fit_sites)
     sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
+    comparison = None
+    if baseline_frame is not None:
+        comparison = compare_models(protocol, table, baseline_frame, settings=settings, order=order)
     gates = judge_gates(protocol.gates, metrics, calibration=calibration, subgroups=subgroups, shift=shift,
-                        protocol=protocol, cohort=sites)
+                        protocol=protocol, cohort=sites, comparison=comparison)
     return {"table": table, "metrics": metrics, "calibration": calibration, "shift": shift, "subgroups": subgroups,
-            "curves": curves, "sites": sites, "gates": gates, "settings": settings, "order": order}
+            "curves": curves, "sites": sites, "gates": gates, "settings": settings, "order": order,
+            "comparison": comparison, "baseline_frame": baseline_frame}
 
 
 def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Path:
     """Assemble the bundle, the report included, in the staging folder of ``w`` (a
     :class:`validate.bundle.BundleWriter`) and commit it."""
-    from validate.bundle import Bundle, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
+    from validate.bundle import Bundle, case_id_key, case_id_key_check, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
     from validate.thumbnails import write_thumbnails
 
     original = frame = parts["table"].frame
     failures = loaded["failures"]
+    baseline_frame = parts.get("baseline_frame")
+    key_check = None
     if protocol.keep_case_ids:
         ids = "kept as in the manifests (protocol keep_case_ids: true)"
         name_of: Callable[[Any], Optional[str]] = str
     else:
         key, ids = case_id_key()
+        key_check = case_id_key_check(key)
         frame = pseudonymise(frame, key)
         failures = pseudonymise(failures, key)
+        if baseline_frame is not None:
+            baseline_frame = pseudonymise(baseline_frame, key)
         name_of = lambda case: hash_ids([case], key)[0]  # noqa: E731 - the name predictions.parquet holds
     gates = parts["gates"]
     w.copy_file(protocol.path, "protocol.yaml")
@@ -176,26 +278,47 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     w.write_json("gates.json", gates.to_json())
     w.write_text("junit.xml", gates.to_junit())
     w.write_text("gates.md", gates.to_markdown(ci_level=parts["settings"].ci_level))
+    if parts.get("comparison") is not None:
+        w.write_json("comparison.json", parts["comparison"])
+        w.write_table("baseline_predictions.parquet", baseline_frame)
     # image protocols: the Cases page's images, from the manifests' paths (no path enters the bundle)
     write_thumbnails(w, original, protocol, name_of)
     prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
                            checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
                            device=loaded.get("device"), case_ids=ids,
-                           extra={"files": w.file_hashes(), "scoring_counts": loaded.get("counts")})
+                           extra={"files": w.file_hashes(), "scoring_counts": loaded.get("counts"),
+                                  "case_id_key_check": key_check, **_baseline_provenance(loaded)})
     w.write_json("provenance.json", prov)
     w.write_text("report.html", render_report(Bundle(path=w.staging, display_name=w.target.name)))
     return w.commit()
 
 
+def _baseline_provenance(loaded: dict) -> dict:
+    """``{"baseline": {...}}`` for provenance.json when the run compared with a baseline, else ``{}``."""
+    base = loaded.get("baseline")
+    if not base:
+        return {}
+    return {"baseline": {"checkpoint": base.get("checkpoint"), "predictions_source": base.get("predictions_source"),
+                         "device": base.get("device"), "scoring_counts": base.get("counts")}}
+
+
 def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, runs_dir="runs", cache_dir=None,
-                 device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> RunResult:
-    """Run a protocol end to end; returns the bundle path, the gate report and the printed summary."""
+                 device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None,
+                 baseline=None) -> RunResult:
+    """Run a protocol end to end; returns the bundle path, the gate report and the printed summary.
+
+    ``baseline``: the model the new one is compared with (a checkpoint, or a ``.parquet``/``.csv``
+    predictions table); it wins over the protocol's ``model.baseline``. The baseline is scored on the
+    same cases through the same scoring cache, and the bundle gains ``comparison.json`` and
+    ``baseline_predictions.parquet``."""
     from validate.bundle import BundleWriter, default_bundle_dir, now_iso
     from validate.preflight import check_protocol_gates
     from validate.protocol import load_protocol
 
     protocol = load_protocol(protocol_path)
-    check_protocol_gates(protocol)  # every gate answerable before anything is scored
+    request = baseline_request(protocol, baseline)
+    # every gate answerable before anything is scored
+    check_protocol_gates(protocol, baseline=request is not None)
     started = now_iso()
     t0 = time.perf_counter()
     target = Path(out) if out else default_bundle_dir(runs_dir, protocol.name)
@@ -203,14 +326,22 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
     # files, or a folder that cannot be written, is refused in seconds, not after an hour of scoring
     with BundleWriter(target) as writer:
         cache_root = Path(cache_dir) if cache_dir else writer.target.parent / ".cache"
+        scoring = dict(cache_dir=cache_root / "shards", device=device, batch_size=batch_size, workers=workers,
+                       cache_inputs=cache_inputs, hash_inputs=hash_inputs)
         loaded = load_predictions(protocol, checkpoint=checkpoint, predictions=predictions,
-                                  scoring_dir=cache_root / protocol.name, cache_dir=cache_root / "shards",
-                                  device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs,
-                                  hash_inputs=hash_inputs)
-        parts = analyse(protocol, loaded["frame"], loaded["failures"])
+                                  scoring_dir=cache_root / protocol.name, **scoring)
+        baseline_frame = None
+        if request is not None:
+            loaded["baseline"] = load_baseline(request, scoring_dir=cache_root / f"{protocol.name}.baseline", **scoring)
+            baseline_frame = loaded["baseline"]["frame"]
+        parts = analyse(protocol, loaded["frame"], loaded["failures"], baseline_frame=baseline_frame)
+        if parts["comparison"] is not None:
+            parts["comparison"].update(new=model_identity(loaded, "new"),
+                                       baseline=model_identity(loaded["baseline"], "baseline"))
         bundle = write_bundle(writer, protocol, parts, loaded, started=started)
     summary = summarise(protocol, parts, loaded, bundle, seconds=time.perf_counter() - t0)
-    return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary)
+    return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary,
+                     comparison=parts["comparison"])
 
 
 def regate(bundle_path, protocol_path=None):
@@ -225,4 +356,4 @@ def regate(bundle_path, protocol_path=None):
     protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
     return bundle, judge_gates(protocol.gates, bundle.metrics, calibration=bundle.calibration,
                                subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol,
-                               cohort=bundle.sites)
+                               cohort=bundle.sites, comparison=bundle.comparison)

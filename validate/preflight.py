@@ -17,6 +17,9 @@ from lists copied here:
 - calibration: every ``calibration.methods`` entry is a method of the calibrator registry valid for
   the task (:func:`validate.calibrators.registry.check_method`), and a gate judged after calibration
   has scope ``overall`` or ``each_site`` (calibration results are per site).
+- comparison gates (``compare: baseline``): a baseline model to compare with (``model.baseline`` or
+  ``--baseline``), a binary task (the paired comparison's only task in this version) and a metric the
+  paired comparison reports (:func:`comparison_metrics`); a baseline of a non-binary task is refused too.
 
 Subgroup names in scopes and gate calibration methods missing from ``calibration.methods`` are
 checked when the protocol is loaded (:mod:`validate.protocol`). Problems are raised together as
@@ -28,7 +31,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -40,13 +43,54 @@ PROBE_CASES = 240
 PROBE_BOOTSTRAP = 4
 
 
-def check_protocol_gates(protocol) -> None:
-    """Raise :class:`InputErrors` for every gate or calibration method a run could not answer."""
+#: What the paired comparison refuses for multiclass and multilabel tasks (the engine says the same).
+BINARY_ONLY = "paired comparison supports binary tasks"
+
+
+def check_protocol_gates(protocol, *, baseline: Optional[bool] = None) -> None:
+    """Raise :class:`InputErrors` for every gate or calibration method a run could not answer.
+
+    ``baseline``: whether the run compares with a baseline model (``model.baseline`` or ``--baseline``);
+    None when not known yet (``validate check``: the run's flags may give one), then a comparison gate
+    without ``model.baseline`` is not refused here."""
     problems = _method_problems(protocol)
+    problems += _baseline_problems(protocol, baseline)
     if protocol.gates:
         problems += _gate_problems(protocol)
     if problems:
         raise InputErrors(problems)
+
+
+def _baseline_problems(protocol, baseline: Optional[bool]) -> list[InputError]:
+    """A comparison gate with no baseline to compare with, and a baseline for a task the paired
+    comparison does not support."""
+    problems = []
+    for i, gate in enumerate(protocol.gates):
+        if gate.compares and baseline is False:
+            problems.append(InputError(
+                f"gate `{gate.label}` compares with a baseline model, but the run has none", file=protocol.path,
+                line=protocol.line_of("gates", i, "compare"), field=f"gates[{i}].compare",
+                expected="a baseline: `validate run ... --baseline PATH` (a checkpoint or a predictions file), "
+                         "or model.baseline.checkpoint in the protocol"))
+    compares = bool(baseline) or protocol.model.baseline is not None or bool(protocol.comparison_gates)
+    if protocol.task != "binary" and compares:
+        where = ("model", "baseline") if protocol.model.baseline is not None else ("gates",)
+        problems.append(InputError(
+            f"{BINARY_ONLY}; this protocol's task is {protocol.task}", file=protocol.path,
+            line=protocol.line_of(*where), field=".".join(map(str, where)),
+            expected="task: binary, or no baseline and no `compare: baseline` gate"))
+    return problems
+
+
+def comparison_metrics(task: str) -> list[str]:
+    """The metrics the paired comparison reports a difference for: of the registry, AUROC (paired
+    DeLong) and every metric with a weighted function (the paired bootstrap applies the same replicate
+    weights to both models). Binary tasks only."""
+    from validate.metrics import registry
+
+    if task != "binary":
+        return []
+    return [m.name for m in registry.metrics_for(task) if m.interval == "delong" or m.weighted is not None]
 
 
 def _method_problems(protocol) -> list[InputError]:
@@ -82,6 +126,12 @@ def _gate_problems(protocol) -> list[InputError]:
     for i, gate in enumerate(protocol.gates):
         kind = gate.scope.partition(":")[0]
         after = gate.calibration is not None
+        if gate.compares:
+            valid = comparison_metrics(task)
+            if valid and gate.metric not in valid:
+                err(i, gate, "metric", f"the paired comparison has no difference in `{gate.metric}`"
+                    + _nearest(gate.metric, valid), f"one of {', '.join(valid)}")
+            continue
         if after and kind not in ("overall", "each_site"):
             err(i, gate, "scope", f"scope {kind} cannot be judged after calibration: calibration results are "
                 "per site", "scope overall or each_site with `calibration`")

@@ -28,6 +28,9 @@ InputKind = Literal["image", "dicom", "array", "tabular"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
 GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
+#: Scopes of a gate that compares with the baseline model (``compare: baseline``): comparison.json holds
+#: the pooled block, one per site and one per subgroup value (pooled over sites).
+COMPARISON_SCOPES = ("overall", "each_site", "each_subgroup")
 
 
 #: A name that becomes a folder or file name (protocol name, site id, subgroup name): letters, digits,
@@ -91,7 +94,9 @@ class InputSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class _ModelFields(_Strict):
+    """What a model is and how to read it (shared by ``model:`` and ``model.baseline:``)."""
+
     checkpoint: Optional[str] = Field(None, description="path relative to the protocol file; --checkpoint wins")
     format: Literal["auto", "export", "torchscript", "state_dict", "onnx", "predictions"] = "auto"
     factory: Optional[str] = Field(None, description="'module:function' building the nn.Module for a state dict")
@@ -104,6 +109,18 @@ class ModelSpec(_Strict):
         if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
             raise ValueError("factory must look like 'module:function'")
         return v
+
+
+class BaselineSpec(_ModelFields):
+    """The model a new one is compared with (``model.baseline``): scored on the same cases, through the
+    same scoring cache, for the paired comparison (``comparison.json``) and the ``compare: baseline``
+    gates. Paths are relative to the protocol file; ``validate run --baseline PATH`` wins."""
+
+
+class ModelSpec(_ModelFields):
+    baseline: Optional[BaselineSpec] = Field(
+        None, description="the model in service that this one is compared with (paired comparison, "
+                          "`compare: baseline` gates); --baseline wins")
 
 
 class Columns(_Strict):
@@ -199,6 +216,9 @@ class Gate(_Strict):
     on: Literal["estimate", "ci_low", "ci_high"] = "estimate"
     calibration: Optional[str] = None
     insufficient: Literal["fail", "warn", "pass"] = "warn"
+    compare: Optional[Literal["baseline"]] = Field(
+        None, description="baseline: judge the difference new − baseline (comparison.json) with its paired "
+                          "interval, e.g. min -0.02 on ci_low = non-inferior with margin 0.02")
 
     @field_validator("min", "max", mode="before")
     @classmethod
@@ -226,6 +246,19 @@ class Gate(_Strict):
             raise ValueError("a gate needs exactly one of `min` or `max`")
         return self
 
+    @model_validator(mode="after")
+    def _comparison_scope(self) -> Gate:
+        if self.compare is None:
+            return self
+        kind = self.scope.partition(":")[0]
+        if kind not in COMPARISON_SCOPES:
+            raise ValueError(f"a gate with `compare: baseline` has scope overall, each_site or "
+                             f"each_subgroup:<attribute>, not {kind}")
+        if self.calibration is not None:
+            raise ValueError("a gate with `compare: baseline` compares the models as scored; it takes no "
+                             "`calibration`")
+        return self
+
     @property
     def threshold(self) -> float:
         return self.min if self.min is not None else self.max  # type: ignore[return-value]
@@ -236,7 +269,13 @@ class Gate(_Strict):
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.metric} {self.scope} {self.direction} {self.threshold}"
+        vs = " vs baseline" if self.compare else ""
+        return self.name or f"{self.metric}{vs} {self.scope} {self.direction} {self.threshold}"
+
+    @property
+    def compares(self) -> bool:
+        """Whether the gate judges the difference from the baseline model (``compare: baseline``)."""
+        return self.compare is not None
 
 
 class Protocol(_Strict):
@@ -346,6 +385,11 @@ class Protocol(_Strict):
 
     def sites_with_role(self, role: str) -> list[Site]:
         return [s for s in self.sites if s.role == role]
+
+    @property
+    def comparison_gates(self) -> list[Gate]:
+        """The gates that judge the difference from the baseline model (``compare: baseline``)."""
+        return [g for g in self.gates if g.compares]
 
     @property
     def calibration_fit_sites(self) -> list[str]:

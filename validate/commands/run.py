@@ -3,7 +3,9 @@
 
 The command parses its flags, calls :func:`validate.pipeline.run_protocol` (the pipeline, a library
 call) and prints :attr:`~validate.pipeline.RunResult.summary`. Every stage can start from a file:
-``--predictions PATH`` (or ``model.format: predictions`` in the protocol) skips scoring. The bundle is
+``--predictions PATH`` (or ``model.format: predictions`` in the protocol) skips scoring. ``--baseline
+PATH`` (or ``model.baseline`` in the protocol) scores a second model on the same cases and adds the
+paired comparison (``comparison.json``) and its gates. The bundle is
 assembled beside its target and renamed into place when whole (:class:`validate.bundle.BundleWriter`).
 ``--out`` may name a new path, an empty folder, or an earlier bundle of validate (replaced); anything
 else there is refused before scoring starts (exit 2), so a run never deletes the user's files. Exit
@@ -27,6 +29,10 @@ def register(parser) -> None:
     parser.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (overrides model.checkpoint)")
     parser.add_argument("--predictions", metavar="PATH",
                         help="a predictions table (Parquet or CSV) to validate instead of scoring a checkpoint")
+    parser.add_argument("--baseline", metavar="PATH",
+                        help="the model to compare with (a checkpoint, or a .parquet/.csv predictions table; "
+                             "overrides model.baseline): scored on the same cases, paired differences in "
+                             "comparison.json, judged by `compare: baseline` gates")
     parser.add_argument("--out", metavar="DIR",
                         help="bundle folder (default: RUNS_DIR/<protocol>-<timestamp>): a new path, an empty folder, "
                              "or an earlier bundle to replace; any other existing path is refused")
@@ -50,7 +56,7 @@ def run(args) -> int:
     result = run_protocol(args.protocol, checkpoint=args.checkpoint, predictions=args.predictions, out=args.out,
                           runs_dir=args.runs_dir, cache_dir=args.cache, device=args.device,
                           batch_size=args.batch_size, workers=args.workers, cache_inputs=args.cache_inputs,
-                          hash_inputs=args.hash_inputs)
+                          hash_inputs=args.hash_inputs, baseline=args.baseline)
     if args.quiet:
         print(result.summary.splitlines()[-1])
     else:
