@@ -172,3 +172,44 @@ def test_ici_matches_r_loess(r_results, name):
 def test_ece_matches_r_by_hand(r_results, name):
     y, p, _, ref = _get(r_results, name)
     assert ece(y, p) == pytest.approx(ref["ece"], **TOL)
+
+
+# ---- paired comparison (validate.analysis.comparison) on the heart sites ---------------------------------
+
+@pytest.fixture(scope="module")
+def heart_roc_tests(tmp_path_factory):
+    """pROC::roc.test(paired = TRUE, method = "delong") of the shipped heart model against a second
+    model (tests/test_comparison.py: a six-feature logistic regression fitted on Cleveland) on each
+    heart site and pooled, on the logits both models give, and validate's comparison of the same pair."""
+    if shutil.which("Rscript") is None:
+        pytest.skip("Rscript not installed")
+    from test_comparison import HEART_SITES, heart_comparison, heart_pair
+
+    new, base = heart_pair()
+    tmp = tmp_path_factory.mktemp("roc_test")
+    args = []
+    for name in (*HEART_SITES, "pooled"):
+        mask = np.ones(len(new), dtype=bool) if name == "pooled" else new.site_ids == name
+        f = tmp / f"{name}.csv"
+        pd.DataFrame({"y": new.y()[mask].astype(int), "s1": new.logit()[mask], "s2": base.logit()[mask]}) \
+            .to_csv(f, index=False, float_format="%.17g")
+        args.append(f"{name}={f}")
+    proc = subprocess.run(["Rscript", str(REPO / "tests" / "r" / "roc_test.R"), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), heart_comparison()
+
+
+@requires_r
+@pytest.mark.parametrize("name", ["cleveland", "hungary", "switzerland", "va", "pooled"])
+def test_paired_auroc_delta_matches_proc_roc_test_on_heart_sites(heart_roc_tests, name):
+    ref, out = heart_roc_tests
+    r = ref[name]
+    e = (out["overall"] if name == "pooled" else out["sites"][name])["metrics"]["auroc"]
+    assert e["method"] == "delong_paired"
+    assert e["new"] == pytest.approx(r["auc1"], **TOL)
+    assert e["baseline"] == pytest.approx(r["auc2"], **TOL)
+    assert e["delta"] == pytest.approx(r["auc1"] - r["auc2"], **TOL)
+    assert e["p_value"] == pytest.approx(r["p_value"], **TOL)
+    assert e["ci_low"] == pytest.approx(r["ci_low"], **TOL)
+    assert e["ci_high"] == pytest.approx(r["ci_high"], **TOL)

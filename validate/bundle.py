@@ -746,6 +746,7 @@ class TypedBundle:
     subgroups = property(lambda self: self._bundle.model("subgroups.json"))
     curves = property(lambda self: self._bundle.model("curves.json"))
     sites = property(lambda self: self._bundle.model("sites.json"))
+    comparison = property(lambda self: self._bundle.model("comparison.json"))
 
 
 def read_bundle(path: str | Path) -> Bundle:

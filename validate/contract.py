@@ -15,6 +15,7 @@ sites.json          ``validate.sites/1``         :class:`SitesFile`
 shift.json          ``validate.shift/1``         :class:`ShiftFile`
 gates.json          ``validate.gates/1``         :class:`GatesFile`
 provenance.json     ``validate.provenance/1``    :class:`ProvenanceFile`
+comparison.json     ``validate.comparison/1``    :class:`ComparisonFile` (only with a baseline model)
 ==================  ===========================  ==========================================
 
 Each file carries its id in a top-level ``schema`` field (``shift.json`` has done so since its first
@@ -481,6 +482,91 @@ class ProvenanceFile(_File):
                           "device, scoring_counts")
 
 
+# ---- comparison.json ----------------------------------------------------------------------------------
+
+DeltaMethod = Literal["delong_paired", "bootstrap_paired"]
+
+
+class ModelIdentity(_Part):
+    """One side of a comparison: its label, the checkpoint or predictions file name (never an absolute
+    path) and the file's SHA-256 (null where unknown)."""
+
+    label: str
+    source: Optional[str] = None
+    sha256: Optional[str] = None
+
+
+class Matched(_Part):
+    """Cases matched on (site, case id): how many, how many one model only scored, and per site."""
+
+    n: int
+    n_new_only: int
+    n_baseline_only: int
+    sites: dict[str, int]
+
+
+class DeltaEntry(_Part):
+    """One metric of a DELTA_BLOCK: each model's estimate, Δ = new − baseline and its paired interval
+    (``delong_paired``: paired DeLong, with its two-sided p-value; ``bootstrap_paired``: percentile
+    interval of the paired bootstrap Δ replicates, ``p_value`` null)."""
+
+    new: Number
+    baseline: Number
+    delta: Number
+    ci_low: Number
+    ci_high: Number
+    method: DeltaMethod
+    p_value: Number = None
+
+
+class DeltaOperatingPoint(_Part):
+    """The operating-point metrics' Δ entries at one threshold."""
+
+    threshold: float
+    metrics: dict[str, DeltaEntry] = {}
+
+
+class DeltaBlock(_Part):
+    """Δ of every compared metric on one set of matched cases (:mod:`validate.analysis.comparison`).
+
+    ``insufficient`` marks a block below the insufficiency rule (its numbers are kept); ``undefined``
+    maps a metric to why it has no Δ."""
+
+    n: int
+    n_events: int
+    insufficient: bool = False
+    reason: Optional[str] = None
+    metrics: dict[str, DeltaEntry]
+    undefined: dict[str, str] = {}
+    operating_points: list[DeltaOperatingPoint] = []
+
+    def metric(self, name: str) -> Optional[DeltaEntry]:
+        """The Δ entry of metric ``name``, None when it has none (see :attr:`undefined`)."""
+        return self.metrics.get(name)
+
+
+class SubgroupDelta(_Part):
+    """One group of one subgroup: pooled over sites, and within each site where it has cases."""
+
+    overall: DeltaBlock
+    sites: dict[str, DeltaBlock] = {}
+
+
+class ComparisonFile(_File):
+    """``comparison.json``: the paired comparison of a new model with a baseline on the same cases."""
+
+    NAME: ClassVar[str] = "comparison"
+    new: ModelIdentity
+    baseline: ModelIdentity
+    level: float
+    n_boot: int
+    seed: Optional[int]
+    matched: Matched
+    overall: DeltaBlock
+    sites: dict[str, DeltaBlock]
+    subgroups: dict[str, dict[str, SubgroupDelta]] = {}
+
+
 # ---- the contract -------------------------------------------------------------------------------------
 
 MODELS: dict[str, type[_File]] = {
@@ -492,7 +578,10 @@ MODELS: dict[str, type[_File]] = {
     "shift.json": ShiftFile,
     "gates.json": GatesFile,
     "provenance.json": ProvenanceFile,
+    "comparison.json": ComparisonFile,
 }
+# files a bundle holds only when the run was given a baseline model (absent otherwise, never implied)
+BASELINE_FILES = ("comparison.json",)
 # what an analysis that did not run writes in place of its file
 NOT_COMPUTED_KEYS = {"calibration.json": {"schema"}, "shift.json": {"schema", "reason"}}
 
