@@ -8,12 +8,13 @@ import re
 import shutil
 
 import pytest
-
 from comparison_fixture import comparison
-from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
+
 from validate.bundle import Bundle
 from validate.errors import InputError
 from validate.report.render import render_report
+
+from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 GATE = {"metric": "auroc", "scope": "each_site", "direction": "min", "threshold": -0.02, "on": "ci_low",
         "name": "auroc-no-worse", "calibration": None, "insufficient": "warn", "compare": "baseline"}

@@ -172,7 +172,7 @@ def _comparison(bundle, figs: _Figures) -> str:
         return ""
     gates = bundle.typed.gates
     rows = [r for r in gates.rows if r.compare == "baseline"] if gates else []
-    bounds = {}
+    bounds: dict[str, float] = {}
     for g in (gates.gates if gates else []):
         if g.compare == "baseline":
             bounds.setdefault(g.metric, g.threshold)
