@@ -148,29 +148,40 @@ def _sample_protocol(repo, tmp_path, name: str, n_bootstrap: int = 30) -> Path:
 
 
 @pytest.mark.slow
-def test_demo_runs_both_sample_protocols_end_to_end(repo, tmp_path, capsys):
+def test_demo_runs_the_sample_protocols_end_to_end(repo, tmp_path, capsys):
+    samples = ("heart", "heart-compare", "chest")
     protocols = tmp_path / "protocols"
     protocols.mkdir()
-    for name in ("heart", "chest"):
+    for name in samples:
         _sample_protocol(repo, protocols, name)
     runs = tmp_path / "runs"
     code = main(["demo", "--protocols-dir", str(protocols), "--runs-dir", str(runs)])
-    bundles = sorted(p for p in runs.iterdir() if not p.name.startswith("."))
-    assert [b.name.split("-")[0] for b in bundles] == ["chest", "heart"]
+    bundles = {json.loads((p / "provenance.json").read_text())["protocol"]["name"]: p
+               for p in runs.iterdir() if not p.name.startswith(".")}
+    assert sorted(bundles) == sorted(samples)
     codes = []
-    for out in bundles:
+    for name, out in bundles.items():
         gates = json.loads((out / "gates.json").read_text())
         codes.append(gates["exit_code"])
         assert gates["exit_code"] == (1 if gates["verdict"] == "fail" else 0)
         for f in DESIGN_FILES + ("subgroups.json", "curves.json", "sites.json"):
             assert (out / f).is_file(), f
-        proto = protocols / f"{out.name.split('-')[0]}.yaml"
+        proto = protocols / f"{name}.yaml"
         metrics = json.loads((out / "metrics.json").read_text())
         declared = [ln.split("id: ")[1].strip() for ln in proto.read_text().splitlines() if ln.strip().startswith("- id:")]
         assert set(metrics["sites"]) == set(declared)
         prov = json.loads((out / "provenance.json").read_text())
         assert len(prov["checkpoint"]["sha256"]) == 64 and prov["device"]
         assert "Release gates: " + gates["verdict"].upper() in (out / "report.html").read_text()
+        # only the comparison protocol has a baseline, hence a comparison
+        assert (out / "comparison.json").is_file() == (name == "heart-compare"), name
+    comparison = json.loads((bundles["heart-compare"] / "comparison.json").read_text())
+    assert comparison["new"]["source"] == "model_v2.pt2" and comparison["baseline"]["source"] == "model.pt2"
+    # every case of the four heart sites scored by both models
+    assert comparison["matched"]["n"] == 920 and set(comparison["sites"]) == {"cleveland", "hungary", "switzerland", "va"}
+    compared = [r for r in json.loads((bundles["heart-compare"] / "gates.json").read_text())["rows"]
+                if r.get("compare") == "baseline"]
+    assert {r["gate"] for r in compared} == {"auroc-non-inferior-each-site", "ece-not-worse-overall", "brier-not-worse-each-sex"}
     assert code == max(codes)  # the demo's exit code is the worst of its runs
     printed = capsys.readouterr().out
-    assert printed.count("Report: ") == 2
+    assert printed.count("Report: ") == len(samples)

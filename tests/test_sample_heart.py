@@ -1,9 +1,10 @@
-"""The heart sample sites: manifests against the raw UCI files, the shipped model against references.
+"""The heart sample sites: manifests against the raw UCI files, the shipped models against references.
 
 References are independent of the code under test: the raw files are re-read here with pandas,
 the counts and prevalences are the ones SOURCES.md states, and the model is checked against
 scikit-learn's LogisticRegression fitted on an encoding re-implemented here from model_def's
-documentation.
+documentation. The second model (v2, ``model_v2.pt2``: the same regression without ``ca`` and
+``thal``) is checked the same way, on that encoding without those columns.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ SOURCES = {
     "switzerland": ("switzerland", 123, 93.5),
     "va": ("va", 200, 74.5),
 }
+# shipped model -> (state dict, torch.export program), as sample_sites/heart/README.md lists them
+CHECKPOINTS = {"v1": ("model_state.pt", "model.pt2"), "v2": ("model_v2_state.pt", "model_v2.pt2")}
+V2_LEFT_OUT = ("ca", "thal")
 
 
 def _raw(shared_data: Path, site: str) -> pd.DataFrame:
@@ -46,17 +50,25 @@ def _load_module(name: str):
     return module
 
 
-@pytest.fixture(scope="module")
-def program():
-    return torch.export.load(str(HEART / "model.pt2"))
+def _load_program(variant: str):
+    return torch.export.load(str(HEART / CHECKPOINTS[variant][1]))
 
 
-@pytest.fixture(scope="module")
-def state_model():
+def _load_state_model(variant: str):
     model_def = _load_module("model_def")
     model = model_def.build_model()
-    model.load_state_dict(torch.load(HEART / "model_state.pt", weights_only=True))
+    model.load_state_dict(torch.load(HEART / CHECKPOINTS[variant][0], weights_only=True))
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def program():
+    return _load_program("v1")
+
+
+@pytest.fixture(scope="module")
+def program_v2():
+    return _load_program("v2")
 
 
 def _x(frame: pd.DataFrame) -> torch.Tensor:
@@ -120,16 +132,18 @@ def test_export_gives_finite_logits_on_missing_values(program):
     assert one.shape == (1, 1) and torch.isfinite(one).all()
 
 
-def test_state_dict_and_factory_match_export(program, state_model):
+@pytest.mark.parametrize("variant", CHECKPOINTS)
+def test_state_dict_and_factory_match_export(variant):
     x = torch.cat([_x(_manifest(site)) for site in SOURCES])
     with torch.no_grad():
-        exported = program.module()(x)
-        eager = state_model(x)
+        exported = _load_program(variant).module()(x)
+        eager = _load_state_model(variant)(x)
     torch.testing.assert_close(eager, exported, atol=1e-6, rtol=0)
 
 
-def _reference_encoding(frame: pd.DataFrame, dev: pd.DataFrame) -> np.ndarray:
-    """model_def's documented encoding, re-implemented with pandas from its description."""
+def _reference_encoding(frame: pd.DataFrame, dev: pd.DataFrame, without: tuple[str, ...] = ()) -> np.ndarray:
+    """model_def's documented encoding, re-implemented with pandas from its description, leaving out
+    the columns of the features in ``without``."""
     def clean(f):
         f = f[FEATURES].astype(float).copy()
         f.loc[f["chol"] == 0, "chol"] = np.nan
@@ -139,10 +153,13 @@ def _reference_encoding(frame: pd.DataFrame, dev: pd.DataFrame) -> np.ndarray:
     f, d = clean(frame), clean(dev)
     cols = []
     for name in ["age", "trestbps", "chol", "thalach", "oldpeak", "ca"]:
-        cols.append(((f[name] - d[name].mean()) / d[name].std(ddof=0)).fillna(0.0))
+        if name not in without:
+            cols.append(((f[name] - d[name].mean()) / d[name].std(ddof=0)).fillna(0.0))
     for name in ["sex", "fbs", "exang"]:
         cols.append(f[name].fillna(d[name].mean()))
     for name, codes in {"cp": [1, 2, 3, 4], "restecg": [0, 1, 2], "slope": [1, 2, 3], "thal": [3, 6, 7]}.items():
+        if name in without:
+            continue
         known_dev = d[name].isin(codes)
         known = f[name].isin(codes)
         for code in codes:
@@ -170,34 +187,71 @@ def test_model_is_the_documented_penalised_logistic_regression(shared_data, prog
             assert 0.65 < roc_auc_score(raw["num"] > 0, got) < 0.95, site
 
 
-def test_training_reproduces_committed_weights(state_model):
+def test_v2_is_the_same_regression_without_ca_and_thal(shared_data, program_v2):
+    # v2 against sklearn fitted on the independent encoding without ca and thal (18 columns)
+    from sklearn.linear_model import LogisticRegression
+
+    dev = _raw(shared_data, "cleveland")
+    reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000)
+    reference.fit(_reference_encoding(dev, dev, V2_LEFT_OUT), (dev["num"] > 0).astype(int))
+    assert reference.coef_.shape == (1, 18)
+    for site in SOURCES:
+        raw = _raw(shared_data, site)
+        expected = reference.decision_function(_reference_encoding(raw, dev, V2_LEFT_OUT))
+        with torch.no_grad():
+            got = program_v2.module()(_x(raw)).squeeze(1).double().numpy()
+        np.testing.assert_allclose(got, expected, atol=2e-4, rtol=0, err_msg=site)
+
+
+def test_v2_ignores_ca_and_thal_and_differs_from_v1(program, program_v2):
+    # same 13 inputs; scrambling ca and thal (or blanking them) leaves v2's logits bit for bit
+    x = torch.cat([_x(_manifest(site)) for site in SOURCES])
+    scrambled = x.clone()
+    for name, value in zip(V2_LEFT_OUT, (3.0, 7.0)):
+        scrambled[:, FEATURES.index(name)] = value
+    blanked = x.clone()
+    blanked[:, [FEATURES.index(n) for n in V2_LEFT_OUT]] = float("nan")
+    with torch.no_grad():
+        v2 = program_v2.module()(x)
+        assert torch.equal(program_v2.module()(scrambled), v2)
+        assert torch.equal(program_v2.module()(blanked), v2)
+        assert not torch.equal(program.module()(scrambled), program.module()(x))  # v1 does use them
+        assert (v2 - program.module()(x)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("variant", CHECKPOINTS)
+def test_training_reproduces_committed_weights(variant):
     # the fit itself, in this process (it needs no seed: full-batch L-BFGS from zero on fixed rows)
     train_model = _load_module("train_model")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the script runs it
     try:
-        fresh = train_model.train(HEART).state_dict()
+        fresh = train_model.train(HEART, variant).state_dict()
     finally:
         torch.set_num_threads(threads)
-    committed = state_model.state_dict()
+    committed = _load_state_model(variant).state_dict()
     assert fresh.keys() == committed.keys()
     for key in committed:
         assert torch.equal(fresh[key], committed[key]), key
 
 
 @pytest.mark.slow
-def test_training_script_is_deterministic(tmp_path, program):
-    # the committed script end to end in a fresh process (imports dominate: ~10 s on a busy machine)
+def test_training_script_is_deterministic(tmp_path):
+    # the committed script end to end in a fresh process, both models (imports dominate: ~10-30 s)
     result = subprocess.run([sys.executable, str(HEART / "train_model.py"), "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("AUROC=") == 4
-    assert (tmp_path / "model_state.pt").read_bytes() == (HEART / "model_state.pt").read_bytes()
+    assert result.stdout.count("AUROC=") == 4 * len(CHECKPOINTS)
     x = torch.cat([_x(_manifest(site)) for site in SOURCES])
-    with torch.no_grad():
-        assert torch.equal(torch.export.load(str(tmp_path / "model.pt2")).module()(x), program.module()(x))
+    for variant, (state_file, export_file) in CHECKPOINTS.items():
+        assert (tmp_path / state_file).read_bytes() == (HEART / state_file).read_bytes(), variant
+        with torch.no_grad():
+            fresh = torch.export.load(str(tmp_path / export_file)).module()(x)
+            assert torch.equal(fresh, _load_program(variant).module()(x)), variant
 
 
-def test_checkpoints_are_small():
-    assert (HEART / "model_state.pt").stat().st_size < 20_000
-    assert (HEART / "model.pt2").stat().st_size < 200_000
+@pytest.mark.parametrize("variant", CHECKPOINTS)
+def test_checkpoints_are_small(variant):
+    state_file, export_file = CHECKPOINTS[variant]
+    assert (HEART / state_file).stat().st_size < 20_000
+    assert (HEART / export_file).stat().st_size < 200_000

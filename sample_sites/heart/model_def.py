@@ -45,6 +45,10 @@ ZERO_IS_MISSING = ["trestbps", "chol"]
 N_ENCODED = len(CONTINUOUS) + len(BINARY) + sum(len(v) for v in CATEGORICAL.values())
 
 
+# the input feature behind each of the N_ENCODED columns of ``HeartModel.encode``, in order
+ENCODED_FEATURES = CONTINUOUS + BINARY + [name for name, codes in CATEGORICAL.items() for _ in codes]
+
+
 def _index(names: list[str]) -> torch.Tensor:
     return torch.tensor([FEATURES.index(n) for n in names], dtype=torch.long)
 
