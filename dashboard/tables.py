@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
@@ -378,7 +379,8 @@ def comparison_rows(comparison: Mapping) -> list[tuple[str, str, Mapping]]:
     rows: list[tuple[str, str, Mapping]] = [("All sites", "All sites", comparison["overall"])]
     rows += [(site, site, block) for site, block in comparison["sites"].items()]
     for attr, values in (comparison.get("subgroups") or {}).items():  # optional in the contract
-        for value, cell in values.items():
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
             rows.append((f"{attr} = {value}", "All sites", cell["overall"]))
             rows += [(f"{attr} = {value}", site, block) for site, block in (cell.get("sites") or {}).items()]
     return rows

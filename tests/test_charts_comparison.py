@@ -87,3 +87,11 @@ def test_sites_and_subgroups_choose_the_rows(cmp):
     blocks = charts.comparison_blocks(cmp, sites=["va", "hungary"], subgroups=[])
     assert [b[0] for b in blocks] == ["all sites (pooled)", "va", "hungary"]
     assert blocks[1][1] is cmp["sites"]["va"]
+
+
+def test_subgroup_values_in_natural_order(cmp):
+    block = cmp["overall"]
+    cmp["subgroups"] = {"age_band": {v: {"overall": block, "sites": {}} for v in ("45-54", ">=65", "<45", "55-64")}}
+    labels = [b[0] for b in charts.comparison_blocks(cmp, sites=[])]
+    assert labels == ["all sites (pooled)", "age_band = <45 (all sites)", "age_band = 45-54 (all sites)",
+                      "age_band = 55-64 (all sites)", "age_band = >=65 (all sites)"]

@@ -29,6 +29,7 @@ from typing import Any, Optional
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
@@ -557,7 +558,8 @@ def comparison_blocks(comparison: Mapping, *, sites: Optional[Sequence[str]] = N
     each site, then each subgroup value pooled over sites (``"sex = female (all sites)"``) and, with
     ``within_sites``, each subgroup value within each site (``"sex = female at va"``).
 
-    ``sites``/``subgroups`` choose and order the sites and attributes (default: all, in file order).
+    ``sites``/``subgroups`` choose and order the sites and attributes (default: all, in file order);
+    the values of an attribute come in :func:`validate.groups.group_sort_key` order (bands by their bound).
     """
     rows: list[tuple[str, Mapping]] = []
     if comparison.get("overall") is not None:
@@ -568,7 +570,9 @@ def comparison_blocks(comparison: Mapping, *, sites: Optional[Sequence[str]] = N
             rows.append((str(s), site_blocks[s]))
     groups = comparison.get("subgroups") or {}
     for attr in (list(subgroups) if subgroups is not None else list(groups)):
-        for value, cell in (groups.get(attr) or {}).items():
+        values = groups.get(attr) or {}
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
             rows.append((f"{attr} = {value} (all sites)", cell["overall"]))
             if within_sites:
                 rows.extend((f"{attr} = {value} at {s}", b) for s, b in (cell.get("sites") or {}).items())

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 
@@ -238,7 +239,8 @@ def _delta_blocks(cmp) -> list[tuple[str, Any, bool]]:
     """(label, DELTA_BLOCK, within a site) in reading order: pooled, sites, subgroups (pooled, then per site)."""
     out = [(charts.POOLED_LABEL, cmp.overall, False)] + [(s, b, False) for s, b in cmp.sites.items()]
     for attr, values in cmp.subgroups.items():
-        for value, cell in values.items():
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
             out.append((f"{attr} = {value} (all sites)", cell.overall, False))
             out += [(f"{attr} = {value} at {s}", b, True) for s, b in cell.sites.items()]
     return out
