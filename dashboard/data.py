@@ -92,7 +92,7 @@ def bundle_identity(path: str | Path) -> str:
     """Resolved path plus size and mtime of every JSON file of the bundle (the cache key)."""
     path = Path(path).resolve()
     parts = [str(path)]
-    for name in (*JSON_FILES, "sites.json", "failures.csv"):
+    for name in (*JSON_FILES, "sites.json", "comparison.json", "failures.csv"):
         f = path / name
         try:
             s = f.stat()
@@ -120,6 +120,7 @@ class Run:
     curves: Optional[dict] = None
     shift: Optional[dict] = None
     cohorts: Optional[dict] = None  # sites.json: per-site make-up and exclusions
+    comparison: Optional[dict] = None  # comparison.json: the paired comparison with a baseline model
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["site", "case_id", "reason"]))
     has_report: bool = False
     has_predictions: bool = False
@@ -191,7 +192,7 @@ def _load_run(path: str, identity: str) -> Run:
         provenance=provenance or {}, metrics=bundle.metrics or {},
         protocol=_read_protocol_copy(root / "protocol.yaml"),
         calibration=bundle.calibration, gates=bundle.gates, subgroups=bundle.subgroups,
-        curves=bundle.curves, shift=bundle.shift, cohorts=bundle.sites,
+        curves=bundle.curves, shift=bundle.shift, cohorts=bundle.sites, comparison=bundle.comparison,
         failures=bundle.failures,
         has_report=(root / "report.html").is_file(), has_predictions=(root / "predictions.parquet").is_file())
 
@@ -221,6 +222,21 @@ def load_predictions(run: Run) -> pd.DataFrame:
 def report_bytes(run: Run) -> bytes:
     """The bundle's ``report.html`` (read on demand: the download button calls this on click)."""
     return (Path(run.path) / "report.html").read_bytes()
+
+
+@st.cache_data(show_spinner="Pairing the two runs' cases…", max_entries=8)
+def _paired_comparison(new_path: str, new_identity: str, base_path: str, base_identity: str,
+                       new_label: str, base_label: str) -> dict:
+    from validate import compare_bundles
+
+    return compare_bundles(new_path, base_path, new_label=new_label, baseline_label=base_label)
+
+
+def paired_comparison(new: Run, base: Run) -> dict:
+    """:func:`validate.compare_bundles` of two runs (a ``comparison.json`` dict), cached by both identities.
+
+    Raises :class:`InputError` when the library refuses to pair them."""
+    return _paired_comparison(new.path, new.identity, base.path, base.identity, new.name, base.name)
 
 
 # ---- images for the Cases page -------------------------------------------------------------------

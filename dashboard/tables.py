@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
@@ -364,4 +365,119 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
                          "new": tb[0], "new_ci_low": tb[1], "new_ci_high": tb[2],
                          "difference": delta[0], "difference_ci_low": delta[1], "difference_ci_high": delta[2],
                          "n_base": a.get("n"), "n_new": b.get("n"), "reading": better})
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+# ---- Paired model comparison (comparison.json, or validate.compare_bundles of two runs) ----------------
+
+METHOD_TEXT = {"delong_paired": "paired DeLong", "bootstrap_paired": "paired bootstrap"}
+
+
+def comparison_rows(comparison: Mapping) -> list[tuple[str, str, Mapping]]:
+    """``(block, site, DELTA_BLOCK)`` in reading order: pooled, each site, each subgroup value pooled
+    over sites, then within each site (the site column is ``All sites`` for pooled blocks)."""
+    rows: list[tuple[str, str, Mapping]] = [("All sites", "All sites", comparison["overall"])]
+    rows += [(site, site, block) for site, block in comparison["sites"].items()]
+    for attr, values in (comparison.get("subgroups") or {}).items():  # optional in the contract
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
+            rows.append((f"{attr} = {value}", "All sites", cell["overall"]))
+            rows += [(f"{attr} = {value}", site, block) for site, block in (cell.get("sites") or {}).items()]
+    return rows
+
+
+def comparison_metric_names(comparison: Mapping) -> list[str]:
+    """The metrics of the comparison's blocks (with a Δ or undefined), in first-seen order."""
+    seen: dict[str, None] = {}
+    for _, _, block in comparison_rows(comparison):
+        for m in (*block["metrics"], *(block.get("undefined") or {})):
+            seen.setdefault(m, None)
+    return list(seen)
+
+
+def delta_reading(metric: str, delta: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
+    """Which way a paired difference goes: ``better``/``worse`` when its interval excludes 0 (by the
+    registry's direction of the metric), ``changed`` for a metric with a target value, else ``no clear change``."""
+    if delta is None or lo is None or hi is None:
+        return ""
+    if lo <= 0 <= hi:
+        return "no clear change"
+    up = lo > 0
+    direction = getattr(registry.get(metric), "direction", None)
+    if direction == "higher":
+        return "better" if up else "worse"
+    if direction == "lower":
+        return "worse" if up else "better"
+    return "changed"
+
+
+def comparison_table(comparison: Mapping, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per block of a paired comparison and metric: n (events), the new and the baseline model's
+    values, Δ = new − baseline with its paired interval, the interval's method and (DeLong) p-value.
+
+    Raises ``KeyError`` on a comparison missing a required key (a renamed key must not read as "no data")."""
+    rows, data = [], []
+    metrics = list(metrics)
+    for block_name, site, block in comparison_rows(comparison):
+        for m in metrics:
+            entry = block["metrics"].get(m)
+            why = (block.get("undefined") or {}).get(m)
+            if entry is None and why is None:
+                continue
+            e = entry or {}
+            delta, lo, hi = _num(e.get("delta")), _num(e.get("ci_low")), _num(e.get("ci_high"))
+            diff = interval_text({"estimate": delta, "ci_low": lo, "ci_high": hi}) if entry else f"— ({why})"
+            note = insufficient_reason(block) or ""
+            rows.append({"Block": block_name, "Site": site, "Metric": label(m),
+                         "n (events)": f"{block['n']} ({block.get('n_events')})",
+                         "New": fmt(_num(e.get("new"))), "Baseline": fmt(_num(e.get("baseline"))),
+                         "Δ new − baseline (CI)": diff, "Method": METHOD_TEXT.get(str(e.get("method")), str(e.get("method") or "")),
+                         "p": p_text(_num(e.get("p_value"))), "Reading": delta_reading(m, delta, lo, hi),
+                         "Insufficient": note})
+            data.append({"block": block_name, "site": site, "metric": m, "n": block["n"],
+                         "n_events": block.get("n_events"), "new": _num(e.get("new")),
+                         "baseline": _num(e.get("baseline")), "delta": delta, "delta_ci_low": lo, "delta_ci_high": hi,
+                         "method": e.get("method"), "p_value": _num(e.get("p_value")), "undefined": why,
+                         "insufficient": bool(block.get("insufficient"))})
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+def comparison_gate_rows(gates: Optional[Mapping]) -> list[Mapping]:
+    """The rows of ``gates.json`` judged on the comparison (``compare: baseline``)."""
+    return [r for r in (gates or {}).get("rows") or [] if r.get("compare") == "baseline"]
+
+
+def comparison_gate_table(gates: Optional[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison gates' rows: verdict, gate, item, rule, Δ with its interval, n and the verdict
+    words (superior / non-inferior / inferior, with the margin) the engine wrote."""
+    rows, data = [], []
+    for r in comparison_gate_rows(gates):
+        op = ">=" if r.get("direction") == "min" else "<="
+        rows.append({"Verdict": r.get("verdict"), "Gate": r.get("gate"), "Item": r.get("item"),
+                     "Rule": f"Δ {r.get('metric')} {r.get('on')} {op} {r.get('threshold')}",
+                     "Δ (CI)": interval_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
+                                              "ci_high": r.get("ci_high")}),
+                     "n": r.get("n"), "Reading": r.get("reason")})
+        data.append({k: r.get(k) for k in ("verdict", "gate", "item", "metric", "scope", "on", "direction",
+                                            "threshold", "margin", "estimate", "ci_low", "ci_high",
+                                            "estimate_new", "estimate_baseline", "n", "n_events", "site",
+                                            "subgroup", "group", "reason")})
+    return pd.DataFrame(rows), pd.DataFrame(data)
+
+
+def side_by_side_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each run's own pooled and per-site estimates, one after the other, with no difference: for two
+    runs that are not comparable (different protocols), shown only when the reader insists."""
+    rows, data = [], []
+    for run in (base, new):
+        blocks = [*(run.metrics.get("sites") or {}).items()]
+        if run.metrics.get("overall"):
+            blocks.append(("All sites", run.metrics["overall"]))
+        for site, block in blocks:
+            row = {"Run": run.name, "Protocol": run.title, "Site": site}
+            d = {"run": run.name, "protocol": run.title, "site": site}
+            _counts(row, d, block)
+            _metric_columns(row, d, block, metrics)
+            rows.append(row)
+            data.append(d)
     return pd.DataFrame(rows), pd.DataFrame(data)

@@ -164,6 +164,12 @@ def test_cases_page_lists_the_most_confident_errors(app, runs):
 def test_compare_runs_differences_use_mover_intervals(app, runs):
     at = app("views/compare.py", run="fixture-v2")
     at.selectbox(key="compare-base").set_value("fixture-v1").run()
+    # the fixture bundles do not record which key hashed their ids: same sites, cases unknown, no Δ
+    assert "cannot be told" in " ".join(w.value for w in at.warning)
+    assert not any("Difference (new − base)" in getattr(df.value, "columns", []) for df in at.dataframe)
+    at.checkbox(key="compare-independent").check().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("independent cohorts (MOVER)" in h.value for h in at.subheader)
     a = load(runs, "fixture-v2", "metrics.json")["sites"]
     b = load(runs, "fixture-v1", "metrics.json")["sites"]
     table = frame_with(at, "Difference (new − base)")

@@ -14,7 +14,8 @@ Inputs by file:
   :func:`gap_forest`, :func:`subgroup_heatmap`;
 - ``calibration.json``: :func:`calibration_methods_figure`, :func:`sample_size_figure`,
   :func:`transfer_matrix_figure`;
-- ``shift.json``: :func:`shift_summary_figure`, :func:`drift_figure`.
+- ``shift.json``: :func:`shift_summary_figure`, :func:`drift_figure`;
+- ``comparison.json`` (a paired model comparison): :func:`comparison_forest` over :func:`comparison_blocks`.
 
 Every number shown carries its n and interval (in the legend, the hover text or a text column).
 Cells and points with too little data are drawn hollow or grey and labelled, never hidden.
@@ -28,6 +29,7 @@ from typing import Any, Optional
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
@@ -545,6 +547,92 @@ def gap_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overal
     return forest_figure(rows, title=title or f"Gap in {metric_label(metric)} to {where} by {attr}",
                          x_title=f"{metric_label(metric)}: group − {where}", reference=0.0,
                          ci_level=analysis.get("ci_level", 0.95))
+
+
+POOLED_LABEL = "all sites (pooled)"
+
+
+def comparison_blocks(comparison: Mapping, *, sites: Optional[Sequence[str]] = None,
+                      subgroups: Optional[Sequence[str]] = None, within_sites: bool = False) -> list[tuple[str, Mapping]]:
+    """The DELTA_BLOCKs of ``comparison.json`` as labelled rows, in reading order: the pooled block,
+    each site, then each subgroup value pooled over sites (``"sex = female (all sites)"``) and, with
+    ``within_sites``, each subgroup value within each site (``"sex = female at va"``).
+
+    ``sites``/``subgroups`` choose and order the sites and attributes (default: all, in file order);
+    the values of an attribute come in :func:`validate.groups.group_sort_key` order (bands by their bound).
+    """
+    rows: list[tuple[str, Mapping]] = []
+    if comparison.get("overall") is not None:
+        rows.append((POOLED_LABEL, comparison["overall"]))
+    site_blocks = comparison.get("sites") or {}
+    for s in (list(sites) if sites is not None else list(site_blocks)):
+        if s in site_blocks:
+            rows.append((str(s), site_blocks[s]))
+    groups = comparison.get("subgroups") or {}
+    for attr in (list(subgroups) if subgroups is not None else list(groups)):
+        values = groups.get(attr) or {}
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
+            rows.append((f"{attr} = {value} (all sites)", cell["overall"]))
+            if within_sites:
+                rows.extend((f"{attr} = {value} at {s}", b) for s, b in (cell.get("sites") or {}).items())
+    return rows
+
+
+def better_direction_text(metric: str) -> str:
+    """Which way of Δ = new − baseline is better, from the registry's direction (or target) of ``metric``."""
+    m = registry.get(metric)
+    if m is not None and m.direction == "higher":
+        return "higher is better →"
+    if m is not None and m.direction == "lower":
+        return "← lower is better"
+    if m is not None and m.direction == "target":
+        return f"no better side: the ideal value is {fmt(m.target, 2)}, compare the two values"
+    return "no better side"
+
+
+def _delta_row(label: str, block: Mapping, metric: str) -> dict:
+    entry = (block.get("metrics") or {}).get(metric) or {}
+    reason = (block.get("undefined") or {}).get(metric)
+    return dict(label=label, estimate=entry.get("delta"), ci_low=entry.get("ci_low"), ci_high=entry.get("ci_high"),
+                n=block.get("n"), n_events=block.get("n_events"), insufficient=bool(block.get("insufficient")),
+                reason=reason if entry.get("delta") is None else None)
+
+
+def _delta_range(rows: Sequence[Mapping], margin: Optional[float]) -> list[float]:
+    # zero and the margin always in view, whatever the intervals' spread
+    values = [0.0] + ([float(margin)] if margin is not None else [])
+    values += [float(r[k]) for r in rows for k in ("estimate", "ci_low", "ci_high") if r.get(k) is not None]
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo) if hi > lo else 0.01
+    return [lo - pad, hi + pad]
+
+
+def comparison_forest(blocks: Sequence[tuple[str, Mapping]], metric: str, margin: Optional[float] = None, *,
+                      title: Optional[str] = None, ci_level: float = 0.95, new_label: str = "new",
+                      baseline_label: str = "baseline") -> go.Figure:
+    """A forest plot of the paired difference Δ = new − baseline of ``metric`` per block, with its
+    interval (paired DeLong for AUROC, paired bootstrap otherwise, as ``comparison.json`` says), a solid
+    zero line (no difference) and, when a comparison gate gives one, a dashed line at its margin (the
+    gate's ``min`` on ``ci_low`` or ``max`` on ``ci_high``). The x axis says which side is better (from the
+    metric registry). Each row is labelled with its Δ, interval and n (events); insufficient blocks are
+    hollow grey, undefined ones say why.
+
+    ``blocks``: ``(label, DELTA_BLOCK)`` pairs, drawn top to bottom (:func:`comparison_blocks`).
+    """
+    rows = [_delta_row(label, block, metric) for label, block in blocks]
+    x_title = f"Δ {metric_label(metric)} ({new_label} − {baseline_label}) · {better_direction_text(metric)}"
+    fig = forest_figure(rows, title=title or f"{metric_label(metric)}: {new_label} − {baseline_label}",
+                        x_title=x_title, ci_level=ci_level)
+    if not rows:
+        return fig
+    fig.add_vline(x=0.0, line=dict(color="#333", width=1))
+    fig.update_layout(xaxis_range=_delta_range(rows, margin))
+    if margin is not None:
+        fig.add_vline(x=float(margin), line=dict(color=FAIL, dash="dash", width=1.5),
+                      annotation=dict(text=f"margin {fmt(margin)}", font=dict(size=11, color=FAIL)),
+                      annotation_position="top")
+    return fig
 
 
 def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Optional[Sequence[str]] = None,

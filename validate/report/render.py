@@ -16,6 +16,7 @@ from typing import Any, Optional
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile
+from validate.groups import group_sort_key
 from validate.metrics import registry
 
 
@@ -153,8 +154,115 @@ def _verdict(bundle, figs: _Figures) -> str:
 def _rule(r: GateRowFile) -> str:
     op = ">=" if r.direction == "min" else "<="
     what = f"|gap| {r.metric}" if r.scope.startswith("subgroup_gap") else r.metric
+    if r.compare == "baseline":
+        what = f"Δ {r.metric} (new − baseline)"
     after = f" after {r.calibration}" if r.calibration else ""
     return f"{what} {r.on}{after} {op} {fmt(r.threshold)}"
+
+
+# ---- model comparison (comparison.json: a run with a baseline model) -------------------------------
+
+_PAIRED_METHOD = {"delong_paired": "paired DeLong", "bootstrap_paired": "paired bootstrap"}
+
+
+def _comparison(bundle, figs: _Figures) -> str:
+    """Δ = new − baseline per block and metric with its paired interval and n, the comparison gates'
+    verdict words and a forest per gate metric; empty (no section) when the run had no baseline."""
+    cmp = bundle.model("comparison.json")
+    if cmp is None:
+        return ""
+    gates = bundle.typed.gates
+    rows = [r for r in gates.rows if r.compare == "baseline"] if gates else []
+    bounds: dict[str, float] = {}
+    for g in (gates.gates if gates else []):
+        if g.compare == "baseline":
+            bounds.setdefault(g.metric, g.threshold)
+    out = [_comparison_intro(cmp)]
+    if rows:
+        out.append(_comparison_gates(rows))
+    keys = _comparison_metrics(cmp, list(bounds))
+    blocks = _delta_blocks(cmp)
+    out.append(_table(["Block", "n (events)"] + [f"Δ {metric_label(m)} ({cmp.level:.0%} CI, {_delta_method(cmp, m)})"
+                                                 for m in keys],
+                      [[esc(label), _n_cell(b)] + [_delta_cell(b, m) for m in keys] for label, b, inner in blocks
+                       if not inner], raw=True))
+    within = [[esc(label), _n_cell(b)] + [_delta_cell(b, m) for m in keys] for label, b, inner in blocks if inner]
+    if within:
+        out.append("<details><summary>Subgroups within each site</summary>"
+                   + _table(["Block", "n (events)"] + [f"Δ {metric_label(m)}" for m in keys], within, raw=True)
+                   + "</details>")
+    data = bundle.comparison  # the figures of validate.charts read the JSON itself
+    for m in (list(bounds) or [k for k in ("auroc", "ece") if k in keys]):
+        fig = charts.comparison_forest(charts.comparison_blocks(data), m, bounds.get(m), ci_level=cmp.level,
+                                       new_label=cmp.new.label, baseline_label=cmp.baseline.label)
+        margin = f" Dashed: the gate's margin (Δ = {fmt(bounds[m])})." if m in bounds else ""
+        out.append(figs.html(fig, f"Δ {metric_label(m)} per block with its paired interval; solid: no difference."
+                                  + margin))
+    return _section("comparison", "1.1 Model comparison with the baseline", "".join(out))
+
+
+def _comparison_intro(cmp) -> str:
+    new, base, matched = cmp.new, cmp.baseline, cmp.matched
+    left = matched.n_new_only + matched.n_baseline_only
+    return (f"<p><b>New</b>: {esc(new.label)} ({esc(new.source)}, sha256 <code>{esc((new.sha256 or '')[:12])}</code>) "
+            f"against the <b>baseline</b>: {esc(base.label)} ({esc(base.source)}, sha256 "
+            f"<code>{esc((base.sha256 or '')[:12])}</code>). Both models scored the same {matched.n} cases, matched by "
+            f"site and case id" + (f"; {left} case(s) scored by one model only are left out "
+                                   f"({matched.n_new_only} new only, {matched.n_baseline_only} baseline only)"
+                                   if left else "") + ".</p>"
+            f'<p class="note">Δ = new − baseline. Intervals at {cmp.level:.0%}: paired DeLong for AUROC (as pROC\'s '
+            f"roc.test(paired=TRUE)), otherwise the same patient-clustered, site-stratified bootstrap replicates "
+            f"({cmp.n_boot}, seed {cmp.seed}) applied to both models (percentile interval of the Δ replicates). "
+            "Under each Δ: the new and the baseline model's values.</p>")
+
+
+def _comparison_gates(rows) -> str:
+    body = [[_tag(r.verdict), esc(r.gate), esc(r.item), esc(_rule(r)),
+             _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+             _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
+             esc(r.reason)] for r in sorted(rows, key=lambda r: {"fail": 0, "warn": 1, "pass": 2}[r.verdict])]
+    return ("<h3>Comparison gates</h3>"
+            + _table(["", "Gate", "Item", "Rule", "Δ (CI)", "n (events)", "Verdict"], body, raw=True))
+
+
+def _comparison_metrics(cmp, gate_metrics: list[str]) -> list[str]:
+    """The columns: the gate metrics, then the report's discrimination and calibration metrics, that the
+    comparison holds."""
+    present: set[str] = set()
+    for _, b, _ in _delta_blocks(cmp):
+        present |= set(b.metrics) | set(b.undefined)
+    wanted = [*gate_metrics, *_shown("discrimination", "binary"), *_shown("calibration", "binary")]
+    return [m for m in dict.fromkeys(wanted) if m in present]
+
+
+def _delta_blocks(cmp) -> list[tuple[str, Any, bool]]:
+    """(label, DELTA_BLOCK, within a site) in reading order: pooled, sites, subgroups (pooled, then per site)."""
+    out = [(charts.POOLED_LABEL, cmp.overall, False)] + [(s, b, False) for s, b in cmp.sites.items()]
+    for attr, values in cmp.subgroups.items():
+        for value in sorted(values, key=group_sort_key):
+            cell = values[value]
+            out.append((f"{attr} = {value} (all sites)", cell.overall, False))
+            out += [(f"{attr} = {value} at {s}", b, True) for s, b in cell.sites.items()]
+    return out
+
+
+def _delta_method(cmp, metric: str) -> str:
+    for _, b, _ in _delta_blocks(cmp):
+        e = b.metrics.get(metric)
+        if e is not None:
+            return _PAIRED_METHOD.get(e.method, e.method)
+    return "undefined"
+
+
+def _delta_cell(block, metric: str) -> tuple:
+    e = block.metrics.get(metric)
+    if e is None or e.delta is None:
+        why = block.undefined.get(metric) or "undefined"
+        return (f'<span class="insufficient" title="{esc(why)}">undefined</span>', "num")
+    p = f", p {fmt(e.p_value)}" if e.p_value is not None else ""
+    return (f'{esc(entry_text({"estimate": e.delta, "ci_low": e.ci_low, "ci_high": e.ci_high}))}'
+            f'<br><span class="small muted">new {esc(fmt(e.new))} · baseline {esc(fmt(e.baseline))}{esc(p)}</span>',
+            "num")
 
 
 def _provenance(bundle, figs: _Figures) -> str:
@@ -560,7 +668,8 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
 
 
-SECTIONS = (("verdict", "Verdict", _verdict), ("provenance", "Provenance", _provenance),
+SECTIONS = (("verdict", "Verdict", _verdict), ("comparison", "Model comparison", _comparison),
+            ("provenance", "Provenance", _provenance),
             ("cohorts", "Cohorts", _cohorts), ("discrimination", "Discrimination", _discrimination),
             ("calibration", "Calibration", _calibration), ("subgroups", "Subgroups", _subgroups),
             ("methods", "Calibration methods", _methods), ("shift", "Shift & drift", _shift),
@@ -577,7 +686,9 @@ def render_report(bundle) -> str:
 
     bundle.require_implied_files()
     figs = _Figures()
-    body = "".join(fn(bundle, figs) for _, _, fn in SECTIONS)
+    parts = [(anchor, title, fn(bundle, figs)) for anchor, title, fn in SECTIONS]
+    parts = [p for p in parts if p[2]]  # a section with nothing to say (no comparison) is left out
+    body = "".join(html_part for _, _, html_part in parts)
     prov = bundle.typed.provenance
     gates = bundle.typed.gates
     verdict = gates.verdict if gates else "pass"
@@ -589,7 +700,7 @@ def render_report(bundle) -> str:
         desc = (yaml.safe_load(bundle.protocol_text) or {}).get("description") or ""
     except Exception:  # the description is decoration; a protocol copy that does not parse is shown raw above
         desc = ""
-    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in SECTIONS)
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in parts)
     plotly_js = get_plotlyjs()
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
