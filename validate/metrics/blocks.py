@@ -27,8 +27,9 @@ from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interv
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
+from validate.metrics.kernels import _auprc_untied  # noqa: F401 - re-exported
 from validate.metrics.operating import threshold_for_sensitivity
-from validate.metrics.replicates import BinaryCases, _auprc_untied  # noqa: F401 - re-exported
+from validate.metrics.replicates import BinaryCases
 from validate.metrics.settings import MetricSettings
 
 BOOTSTRAP_CHUNK = 100
