@@ -203,7 +203,7 @@ def warm_pass(model, datasets: list, caches: list, spec: Preprocessing, options:
     _sync(options.device)
     t = time.perf_counter()
     logits = []
-    for ds, (cache, ids) in zip(datasets, caches):
+    for ds, (cache, ids) in zip(datasets, caches, strict=True):
         n = len(ds)
         shards = range((n + shard_size - 1) // shard_size)
         found = {s: ("bench", ids[s * shard_size:min(n, (s + 1) * shard_size)]) for s in shards}
@@ -299,7 +299,7 @@ def part_chest(args, device: torch.device) -> dict:
     res = compare("chest sample sites (28x28 PNG + DICOM, sample CNN)", ckpt, datasets, spec, device=device,
                   batch_size=args.batch_size or 128, amp=args.amp, workers_list=workers, repeats=args.repeats)
     # the same sites with the DICOM site left out, to show what DICOM parsing costs
-    png_only = [d for d, s in zip(datasets, protocol.sites) if s.id != "vendor_b"]
+    png_only = [d for d, s in zip(datasets, protocol.sites, strict=True) if s.id != "vendor_b"]
     res["png_only"] = compare("chest PNG sites only", ckpt, png_only, spec, device=device,
                               batch_size=args.batch_size or 128, amp=args.amp, workers_list=[0],
                               repeats=args.repeats)

@@ -52,6 +52,6 @@ def test_every_page_renders_a_real_bundle(real_runs, monkeypatch):
             site = next(iter(metrics["sites"]))
             rel = curves["sites"][site]["reliability"]
             line = [t for t in figures(at)[0]["data"] if t.get("mode") == "lines+markers"][0]
-            assert line["x"] == pytest.approx([m for m, c in zip(rel["mean_predicted"], rel["count"]) if c])
+            assert line["x"] == pytest.approx([m for m, c in zip(rel["mean_predicted"], rel["count"], strict=True) if c])
         if page in ("subgroups", "calibration", "discrimination"):
             assert figures(at), page

@@ -22,7 +22,7 @@ def _stream(rng, *, months=12, per_month=60, drift_from=None, drift_logit=0.0, y
     n = months * per_month
     month = np.repeat(np.arange(1, months + 1), per_month)
     day = rng.integers(1, 29, n)
-    dates = pd.Series([f"{year}-{m:02d}-{d:02d}" for m, d in zip(month, day)])
+    dates = pd.Series([f"{year}-{m:02d}-{d:02d}" for m, d in zip(month, day, strict=True)])
     true_logit = rng.normal(-0.4, 1.5, n)
     y = (rng.uniform(size=n) < expit(true_logit)).astype(float)
     offset = np.where((drift_from is not None) & (month >= (drift_from or 99)), drift_logit, 0.0)

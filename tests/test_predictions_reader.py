@@ -154,7 +154,7 @@ def test_shift_multiclass_uses_the_table_class_order():
     mix = skewed["labels"]["class_mix"]
     counts = np.bincount(df.loc[df.site == "skewed", "y"], minlength=3)
     # levels are sorted names; each name must count the cases whose index points at it
-    assert dict(zip(mix["levels"], mix["site"]["counts"])) == {c: int(k) for c, k in zip(classes, counts)}
+    assert dict(zip(mix["levels"], mix["site"]["counts"], strict=True)) == {c: int(k) for c, k in zip(classes, counts, strict=True)}
     assert np.allclose(skewed["prior_shift"]["site_prior"], counts / counts.sum())
     assert np.allclose(skewed["prior_shift"]["em"]["prior"], [0.7, 0.2, 0.1], atol=0.04)
 

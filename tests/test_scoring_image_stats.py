@@ -33,7 +33,7 @@ def reference_stats(pixels: np.ndarray, scale: float) -> dict:
 
 
 def assert_stats(got, want: dict) -> None:
-    got = dict(zip(IMAGE_STAT_COLUMNS, np.asarray(got, dtype=np.float64))) if not isinstance(got, dict) else got
+    got = dict(zip(IMAGE_STAT_COLUMNS, np.asarray(got, dtype=np.float64), strict=True)) if not isinstance(got, dict) else got
     assert set(want) == set(IMAGE_STAT_COLUMNS)
     for name in IMAGE_STAT_COLUMNS:
         assert got[name] == pytest.approx(want[name], rel=1e-6, abs=1e-9), name
@@ -93,7 +93,7 @@ def test_sixteen_bit_png_takes_the_float_path(tmp_path):
 
 def test_out_of_range_values_stay_in_the_end_bins():
     x = np.array([-3.0, 0.0, 0.5, 1.0, 7.0, 0.25], dtype=np.float32).reshape(2, 3, 1)
-    got = dict(zip(IMAGE_STAT_COLUMNS, image_stats(x, 1.0)))
+    got = dict(zip(IMAGE_STAT_COLUMNS, image_stats(x, 1.0), strict=True))
     want = reference_stats(x[:, :, 0], 1.0)
     assert_stats(got, want)
     assert got["img_hist_00"] == pytest.approx(2 / 6) and got["img_hist_15"] == pytest.approx(2 / 6)

@@ -314,7 +314,7 @@ def _palette_dicom(path, indices, luts, bits):
     ds.PhotometricInterpretation = "PALETTE COLOR"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     dtype = np.uint8 if bits == 8 else np.dtype("<u2")
-    for colour, lut in zip(("Red", "Green", "Blue"), luts):
+    for colour, lut in zip(("Red", "Green", "Blue"), luts, strict=True):
         setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [len(lut), 0, bits])
         setattr(ds, f"{colour}PaletteColorLookupTableData", np.asarray(lut, dtype=dtype).tobytes())
     ds.PixelData = indices.astype(np.uint8).tobytes()

@@ -57,7 +57,7 @@ def test_roc_points_match_sklearn_and_reliability_counts():
     assert sum(rel["count"]) == 300 and sum(rel["events"]) == int(y.sum())
     band = c["roc"]["band"]
     assert len(band["fpr"]) == 101 and band["replicates"] == 60
-    assert all(lo <= hi for lo, hi in zip(band["tpr_low"], band["tpr_high"]))
+    assert all(lo <= hi for lo, hi in zip(band["tpr_low"], band["tpr_high"], strict=True))
 
 
 def test_paired_gaps_equal_sklearn_on_the_same_replicates():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -106,32 +107,63 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
     """
     if isinstance(site, str):
         site = protocol.site(site)
-    index = protocol.sites.index(site)
-    manifest_path = protocol.resolve(site.manifest)
+    manifest_path, df = _open_manifest(protocol, site)
     problems = ProblemCollector()
+    _check_columns(protocol, site, df, manifest_path, problems)
+    out = _identifiers(protocol, site, df, manifest_path, problems)
+    _read_labels(protocol, df, out, manifest_path, problems)
+    if protocol.input.kind != "tabular":
+        _read_image_paths(protocol, site, df, out, manifest_path, problems)
+    else:
+        _read_features(protocol, df, out, manifest_path, problems)
+    _read_attributes(protocol, df, out)
+    _read_acquisition_dates(protocol, df, out, manifest_path, problems)
+    problems.raise_if_any()
+    warnings = _missing_image_files(out, manifest_path) if check_files else []
+    return SiteCohort(site=site, cases=out.reset_index(drop=True), manifest_path=manifest_path, warnings=warnings)
+
+
+def _open_manifest(protocol: Protocol, site: Site) -> tuple[Path, pd.DataFrame]:
+    """The site's manifest path (relative to the protocol) and its cells as text; a missing manifest
+    names the protocol line that declares it."""
+    index = protocol.sites.index(site)
+    manifest_path = _resolved(protocol, site.manifest)
     if not manifest_path.exists():
         raise InputError("manifest not found", file=manifest_path, field=f"sites[{index}].manifest",
                          expected=f"a CSV file (declared in {protocol.path}, line {protocol.line_of('sites', index, 'manifest')})")
-    df = read_manifest(manifest_path)
-    cols = protocol.columns
-    image_kind = protocol.input.kind != "tabular"
+    return manifest_path, read_manifest(manifest_path)
 
+
+def _resolved(protocol: Protocol, path: str) -> Path:
+    """A path the protocol declares (never None), relative to the protocol file."""
+    resolved = protocol.resolve(path)
+    assert resolved is not None  # resolve gives None only for None
+    return resolved
+
+
+def _required_columns(protocol: Protocol) -> list[str]:
+    """The manifest columns the protocol reads, in the order the message lists them (repeats kept)."""
+    cols = protocol.columns
     required = [cols.case_id]
     if protocol.task == "multilabel":
         required += [f"y_{lab}" for lab in protocol.labels or []]
     else:
         required.append(cols.label)
-    if image_kind:
+    if protocol.input.kind != "tabular":
         required.append(cols.image)
     else:
         required += list(protocol.input.features or [])
     required += list(protocol.attributes)
     required += [g.column for g in protocol.subgroups if g.column]
-    seen = set()
-    for col in required:
-        if col in seen:
-            continue
-        seen.add(col)
+    return required
+
+
+def _check_columns(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path,
+                   problems: ProblemCollector) -> None:
+    """Every required column present and at least one case, else raise every such problem: the row
+    checks that follow need the columns."""
+    required = _required_columns(protocol)
+    for col in dict.fromkeys(required):
         if col not in df.columns:
             problems.add(InputError(f"required column `{col}` is missing", file=manifest_path, line=1, field=col,
                                     expected=f"columns including {', '.join(dict.fromkeys(required))}"))
@@ -141,6 +173,12 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
     if problems.problems:
         problems.raise_if_any()
 
+
+def _identifiers(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path,
+                 problems: ProblemCollector) -> pd.DataFrame:
+    """The standard frame's first columns: case_id (non-empty, unique within the site), site, and
+    patient_id (the case_id where the manifest gives none)."""
+    cols = protocol.columns
     out = pd.DataFrame({"case_id": df[cols.case_id].str.strip()})
     out["site"] = site.id
     blank_ids = np.flatnonzero(out["case_id"].eq("").to_numpy())
@@ -158,8 +196,13 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
         out["patient_id"] = pid.where(pid.ne(""), out["case_id"])
     else:
         out["patient_id"] = out["case_id"]
+    return out
 
-    # labels
+
+def _read_labels(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
+                 problems: ProblemCollector) -> None:
+    """``y_<label>`` (0 or 1) per label of a multilabel task, else ``y``: the class index of a declared
+    class name or index (-1 where it is neither, reported)."""
     if protocol.task == "multilabel":
         for lab in protocol.labels or []:
             col = f"y_{lab}"
@@ -169,60 +212,73 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
                 problems.add(_row_error(f"label value {vals.iloc[r]!r} is not 0 or 1", file=manifest_path,
                                         row=int(r), field=col, expected="0 or 1"))
             out[col] = pd.to_numeric(vals.where(~bad, "0")).astype("int64")
-    else:
-        mapping = _label_map(protocol)
-        vals = df[cols.label].str.strip()
-        y = vals.map(mapping)
-        for r in np.flatnonzero(y.isna().to_numpy())[:20]:
-            problems.add(_row_error(f"label {vals.iloc[r]!r} is not a declared class", file=manifest_path,
-                                    row=int(r), field=cols.label,
-                                    expected=f"one of {protocol.classes} (or their indices 0..{len(protocol.classes) - 1})"))
-        out["y"] = y.fillna(-1).astype("int64")
+        return
+    label = protocol.columns.label
+    vals = df[label].str.strip()
+    y = vals.map(_label_map(protocol))
+    classes = protocol.classes or []  # declared for every task with a label column
+    for r in np.flatnonzero(y.isna().to_numpy())[:20]:
+        problems.add(_row_error(f"label {vals.iloc[r]!r} is not a declared class", file=manifest_path,
+                                row=int(r), field=label,
+                                expected=f"one of {classes} (or their indices 0..{len(classes) - 1})"))
+    out["y"] = y.fillna(-1).astype("int64")
 
-    # inputs
-    if image_kind:
-        root_rel = site.image_root
-        if root_rel is None:
-            problems.add(InputError(f"site `{site.id}` has image inputs but no image_root", file=protocol.path,
-                                    line=protocol.line_of("sites", index), field=f"sites[{index}].image_root",
-                                    expected="the folder that holds this site's images"))
-        else:
-            root = protocol.resolve(root_rel)
-            if not root.is_dir():
-                problems.add(InputError("image root not found", file=protocol.path,
-                                        line=protocol.line_of("sites", index, "image_root"),
-                                        field=f"sites[{index}].image_root", expected=f"an existing folder ({root})"))
-            real_root = Path(os.path.realpath(root))
-            paths = []
-            for r, rel in enumerate(df[cols.image].str.strip()):
-                if rel == "":
-                    problems.add(_row_error("empty image path", file=manifest_path, row=r, field=cols.image,
-                                            expected="a path relative to the image root"))
-                    paths.append("")
-                    continue
-                candidate = Path(rel)
-                full = candidate if candidate.is_absolute() else real_root / candidate
-                resolved = Path(os.path.realpath(full))
-                if candidate.is_absolute() or not _inside(real_root, resolved):
-                    problems.add(_row_error(f"image path {rel!r} points outside the image root", file=manifest_path,
-                                            row=r, field=cols.image,
-                                            expected=f"a path inside {real_root} (no '..', no absolute paths, no links out)"))
-                    paths.append("")
-                    continue
-                paths.append(str(resolved))
-            out["image_path"] = paths
-    else:
-        for feat in protocol.input.features or []:
-            raw = df[feat].str.strip()
-            missing = raw.isin(MISSING_TOKENS)
-            num = pd.to_numeric(raw.where(~missing), errors="coerce")
-            bad = num.isna() & ~missing
-            for r in np.flatnonzero(bad.to_numpy())[:20]:
-                problems.add(_row_error(f"value {raw.iloc[r]!r} is not a number", file=manifest_path, row=int(r),
-                                        field=feat, expected="a number, or an empty cell for missing"))
-            out[f"feature:{feat}"] = num.astype("float64")
 
-    # attributes and the acquisition date
+def _read_image_paths(protocol: Protocol, site: Site, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
+                      problems: ProblemCollector) -> None:
+    """``image_path``: each manifest path resolved inside the site's image root (links followed); a
+    path that is empty or leads outside the root is reported and left empty."""
+    index = protocol.sites.index(site)
+    if site.image_root is None:
+        problems.add(InputError(f"site `{site.id}` has image inputs but no image_root", file=protocol.path,
+                                line=protocol.line_of("sites", index), field=f"sites[{index}].image_root",
+                                expected="the folder that holds this site's images"))
+        return
+    root = _resolved(protocol, site.image_root)
+    if not root.is_dir():
+        problems.add(InputError("image root not found", file=protocol.path,
+                                line=protocol.line_of("sites", index, "image_root"),
+                                field=f"sites[{index}].image_root", expected=f"an existing folder ({root})"))
+    real_root = Path(os.path.realpath(root))
+    field_name = protocol.columns.image
+    paths = []
+    for r, rel in enumerate(df[field_name].str.strip()):
+        if rel == "":
+            problems.add(_row_error("empty image path", file=manifest_path, row=r, field=field_name,
+                                    expected="a path relative to the image root"))
+            paths.append("")
+            continue
+        candidate = Path(rel)
+        full = candidate if candidate.is_absolute() else real_root / candidate
+        resolved = Path(os.path.realpath(full))
+        if candidate.is_absolute() or not _inside(real_root, resolved):
+            problems.add(_row_error(f"image path {rel!r} points outside the image root", file=manifest_path,
+                                    row=r, field=field_name,
+                                    expected=f"a path inside {real_root} (no '..', no absolute paths, no links out)"))
+            paths.append("")
+            continue
+        paths.append(str(resolved))
+    out["image_path"] = paths
+
+
+def _read_features(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
+                   problems: ProblemCollector) -> None:
+    """``feature:<name>`` per tabular feature as float64: a missing token is NaN, any other text that
+    is not a number is reported."""
+    for feat in protocol.input.features or []:
+        raw = df[feat].str.strip()
+        missing = raw.isin(MISSING_TOKENS)
+        num = pd.to_numeric(raw.where(~missing), errors="coerce")
+        bad = num.isna() & ~missing
+        for r in np.flatnonzero(bad.to_numpy())[:20]:
+            problems.add(_row_error(f"value {raw.iloc[r]!r} is not a number", file=manifest_path, row=int(r),
+                                    field=feat, expected="a number, or an empty cell for missing"))
+        out[f"feature:{feat}"] = num.astype("float64")
+
+
+def _read_attributes(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame) -> None:
+    """The attributes and subgroup columns: numeric (float64) where every present value is a number
+    and the column is not declared categorical, else text with None for a missing token."""
     categorical = categorical_columns(protocol)
     for attr in dict.fromkeys(list(protocol.attributes) + [g.column for g in protocol.subgroups if g.column]):
         raw = df[attr].str.strip()
@@ -232,21 +288,31 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
             out[attr] = num.astype("float64")
         else:
             out[attr] = raw.where(~missing, None)
-    if cols.acquired_at in df.columns:
-        raw = df[cols.acquired_at].str.strip()
-        dates = pd.to_datetime(raw.where(raw.ne("")), errors="coerce", format="ISO8601")
-        for r in np.flatnonzero((dates.isna() & raw.ne("")).to_numpy())[:20]:
-            problems.add(_row_error(f"date {raw.iloc[r]!r} is not an ISO date", file=manifest_path, row=int(r),
-                                    field=cols.acquired_at, expected="YYYY-MM-DD or an ISO timestamp"))
-        out["acquired_at"] = dates
-    problems.raise_if_any()
 
+
+def _read_acquisition_dates(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
+                            problems: ProblemCollector) -> None:
+    """``acquired_at`` (ISO 8601 dates or timestamps; empty cells missing) when the manifest has the
+    column; any other text is reported."""
+    column = protocol.columns.acquired_at
+    if column not in df.columns:
+        return
+    raw = df[column].str.strip()
+    dates = pd.to_datetime(raw.where(raw.ne("")), errors="coerce", format="ISO8601")
+    for r in np.flatnonzero((dates.isna() & raw.ne("")).to_numpy())[:20]:
+        problems.add(_row_error(f"date {raw.iloc[r]!r} is not an ISO date", file=manifest_path, row=int(r),
+                                field=column, expected="YYYY-MM-DD or an ISO timestamp"))
+    out["acquired_at"] = dates
+
+
+def _missing_image_files(out: pd.DataFrame, manifest_path: Path) -> list[str]:
+    """One warning per case whose resolved image file does not exist."""
     warnings: list[str] = []
-    if check_files and "image_path" in out:
+    if "image_path" in out:
         for r, p in enumerate(out["image_path"]):
             if p and not Path(p).is_file():
                 warnings.append(f"{manifest_path}, row {r + 1} (line {r + 2}): image file not found: {p}")
-    return SiteCohort(site=site, cases=out.reset_index(drop=True), manifest_path=manifest_path, warnings=warnings)
+    return warnings
 
 
 def categorical_columns(protocol: Protocol) -> set[str]:
@@ -302,7 +368,7 @@ def band_labels(cuts: list[float]) -> list[str]:
     """
     integer = all(float(c).is_integer() for c in cuts)
     labels = [f"<{_fmt(cuts[0])}"]
-    for a, b in zip(cuts, cuts[1:]):
+    for a, b in pairwise(cuts):
         labels.append(f"{_fmt(a)}-{_fmt(b - 1)}" if integer else f"[{_fmt(a)}, {_fmt(b)})")
     labels.append(f">={_fmt(cuts[-1])}")
     return labels

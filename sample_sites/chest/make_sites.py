@@ -101,7 +101,7 @@ def site_pool(data: dict[str, np.ndarray]) -> list[tuple[str, int, int]]:
     seen: set[str] = set()
     pool = []
     for split in ("val", "test"):
-        for i, (img, lab) in enumerate(zip(data[f"{split}_images"], data[f"{split}_labels"].ravel())):
+        for i, (img, lab) in enumerate(zip(data[f"{split}_images"], data[f"{split}_labels"].ravel(), strict=True)):
             h = image_hash(img)
             if h in train or h in seen:
                 continue

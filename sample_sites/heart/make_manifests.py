@@ -70,7 +70,7 @@ def read_source(path: Path) -> list[dict[str, float]]:
                 continue
             if len(fields) != len(SOURCE_COLUMNS):
                 raise ValueError(f"{path}:{line}: {len(fields)} fields, expected {len(SOURCE_COLUMNS)}")
-            rows.append({name: _number(tok, path, line, name) for name, tok in zip(SOURCE_COLUMNS, fields)})
+            rows.append({name: _number(tok, path, line, name) for name, tok in zip(SOURCE_COLUMNS, fields, strict=True)})
     return rows
 
 

@@ -266,15 +266,7 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
     ``settings`` a :class:`validate.metrics.MetricSettings` for intervals and the insufficiency rule;
     ``clusters`` per-case patient ids for the bootstrap.
     """
-    if detector not in DETECTORS:
-        raise InputError(f"unknown drift detector {detector!r}", field="detector", expected=" | ".join(DETECTORS))
-    if correction not in ("holm", "bh"):
-        raise InputError(f"unknown correction {correction!r}", field="correction", expected="holm or bh")
-    unknown = set(tests) - set(WINDOW_TESTS)
-    if unknown:
-        raise InputError(f"unknown window test(s) {sorted(unknown)}", field="tests", expected=", ".join(WINDOW_TESTS))
-    if reference_windows < 1:
-        raise InputError("reference_windows must be at least 1", field="reference_windows")
+    _check_drift_options(detector, correction, tests, reference_windows)
     settings = _settings(settings)
     y = np.asarray(y, dtype=float)
     p = np.asarray(p, dtype=float)
@@ -287,20 +279,9 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
     if not dated.any():
         out["reason"] = "no case has a date"
         return out
-    try:
-        periods = dates[dated].dt.to_period(freq)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"unknown window frequency {freq!r}: {exc}", field="freq",
-                         expected="a pandas period alias such as M, W, Q or Y") from None
+    calendar, members = _calendar(dates[dated], freq)
     y, p = y[dated], p[dated]
     cl = None if clusters is None else np.asarray(clusters)[dated]
-    codes = pd.PeriodIndex(periods).asi8
-    first, last = periods.min(), periods.max()
-    calendar = pd.period_range(first, last, freq=first.freq)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], calendar.asi8, side="left"), \
-        np.searchsorted(codes[order], calendar.asi8, side="right")
-    members = {per: np.sort(order[lo:hi]) for per, lo, hi in zip(calendar, *bounds)}
     nonempty = [per for per in calendar if members[per].size]
     n_ref = min(reference_windows, max(1, len(nonempty) - 1))
     ref_set = set(nonempty[:n_ref])
@@ -319,12 +300,53 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
         if not w["reference"] and idx.size and len(nonempty) > 1:
             w["tests"] = _window_tests(y[idx], p[idx], y_r, p_r, tests)
         windows.append(w)
+    _adjust_window_tests(windows, correction=correction, alpha=alpha)
+    later = [(members[per], w) for per, w in zip(calendar, windows, strict=True) if per > nonempty[n_ref - 1]]
+    _cusum_windows(windows, later, {"score": p, "calibration": y - p}, ref_idx, cusum_k, cusum_h)
+    _verdict(out, windows, detector)
+    if len(nonempty) < 2:
+        out["reason"] = "a single window with cases: nothing to compare"
+    return out
 
-    # one family: every test of every later window
+
+def _check_drift_options(detector: str, correction: str, tests: Sequence[str], reference_windows: int) -> None:
+    """Refuse an unknown detector, correction or window test, or fewer than one reference window."""
+    if detector not in DETECTORS:
+        raise InputError(f"unknown drift detector {detector!r}", field="detector", expected=" | ".join(DETECTORS))
+    if correction not in ("holm", "bh"):
+        raise InputError(f"unknown correction {correction!r}", field="correction", expected="holm or bh")
+    unknown = set(tests) - set(WINDOW_TESTS)
+    if unknown:
+        raise InputError(f"unknown window test(s) {sorted(unknown)}", field="tests", expected=", ".join(WINDOW_TESTS))
+    if reference_windows < 1:
+        raise InputError("reference_windows must be at least 1", field="reference_windows")
+
+
+def _calendar(dates: pd.Series, freq: str) -> tuple[pd.PeriodIndex, dict]:
+    """Every calendar window from the first date's to the last's (empty ones included), and the
+    positions of each window's cases in date order of their window, ascending."""
+    try:
+        periods = dates.dt.to_period(freq)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"unknown window frequency {freq!r}: {exc}", field="freq",
+                         expected="a pandas period alias such as M, W, Q or Y") from None
+    codes = pd.PeriodIndex(periods).asi8
+    first, last = periods.min(), periods.max()
+    calendar = pd.period_range(first, last, freq=first.freq)
+    order = np.argsort(codes, kind="stable")
+    starts = np.searchsorted(codes[order], calendar.asi8, side="left")
+    ends = np.searchsorted(codes[order], calendar.asi8, side="right")
+    members = {per: np.sort(order[lo:hi]) for per, lo, hi in zip(calendar, starts, ends, strict=True)}
+    return calendar, members
+
+
+def _adjust_window_tests(windows: list[dict], *, correction: str, alpha: float) -> None:
+    """One family, every test of every later window: adjusted p-values (Holm or Benjamini-Hochberg),
+    significance at ``alpha``, and each window flagged when one of its tests is significant."""
     family = [t for w in windows if w["tests"] for t in w["tests"].values() if t.get("p_value") is not None]
     pv = np.array([t["p_value"] for t in family], dtype=float)
     adj = ts.holm(pv) if correction == "holm" else ts.benjamini_hochberg(pv)
-    for t, a in zip(family, adj):
+    for t, a in zip(family, adj, strict=True):
         t["p_adjusted"] = float(a)
         t["significant"] = bool(a < alpha)
     for w in windows:
@@ -333,16 +355,17 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
             t.setdefault("significant", False)
         w["flagged"] = any(t["significant"] for t in (w["tests"] or {}).values())
 
-    # CUSUM on the score and the calibration residual, standardised against the reference
-    last_ref = nonempty[n_ref - 1]
-    later = [(per, w) for per, w in zip(calendar, windows) if per > last_ref]
+
+def _cusum_windows(windows: list[dict], later: list[tuple[np.ndarray, dict]], series: dict[str, np.ndarray],
+                   ref_idx: np.ndarray, k: float, h: float) -> None:
+    """CUSUM of each series (the score, the calibration residual y − p) over the windows after the
+    reference, standardised against the reference cases; ``later``: (positions of its cases, window)."""
     cus = {}
-    for name, x in {"score": p, "calibration": y - p}.items():
+    for name, x in series.items():
         xr = x[ref_idx]
         sd = float(xr.std(ddof=1)) if xr.size > 1 else float("nan")
-        items = [None if members[per].size == 0 else (float(x[members[per]].mean()), int(members[per].size))
-                 for per, _ in later]
-        cus[name] = _cusum(items, float(xr.mean()), sd, int(xr.size), cusum_k, cusum_h)
+        items = [None if idx.size == 0 else (float(x[idx].mean()), int(idx.size)) for idx, _ in later]
+        cus[name] = _cusum(items, float(xr.mean()), sd, int(xr.size), k, h)
     for w in windows:
         w["cusum"] = None
         w["cusum_alarm"] = False
@@ -350,6 +373,10 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
         w["cusum"] = {name: cus[name][j] for name in cus}
         w["cusum_alarm"] = any(c is not None and c["alarm"] for c in w["cusum"].values())
 
+
+def _verdict(out: dict, windows: list[dict], detector: str) -> None:
+    """The windows, those flagged by the tests and by CUSUM, and the detector's verdict: drift and the
+    first window it flagged."""
     out["windows"] = windows
     out["flagged_windows"] = [w["window"] for w in windows if w["flagged"]]
     out["cusum_alarm_windows"] = [w["window"] for w in windows if w["cusum_alarm"]]
@@ -357,6 +384,3 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
               "either": sorted(set(out["flagged_windows"]) | set(out["cusum_alarm_windows"]))}[detector]
     out["first_flagged"] = chosen[0] if chosen else None
     out["drift"] = bool(chosen)
-    if len(nonempty) < 2:
-        out["reason"] = "a single window with cases: nothing to compare"
-    return out

@@ -169,6 +169,19 @@ def _recorded_everywhere(a: pd.Series, b: pd.Series) -> str | None:
     return None
 
 
+class _Findings:
+    """The findings of one site, in the order they were added (the ranking breaks ties by it)."""
+
+    def __init__(self, thresholds: Mapping[str, float | None]):
+        self.thresholds = thresholds
+        self.items: list[dict] = []
+
+    def add(self, group: str, name: str, result: dict) -> dict:
+        f = _finding(result, group, name, self.thresholds)
+        self.items.append(f)
+        return f
+
+
 def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Mapping[str, str],
                features: Sequence[str], columns: Mapping[str, Any],
                alpha: float = 0.05, correction: str = "holm", thresholds: Mapping[str, float | None] | None = None,
@@ -181,101 +194,104 @@ def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Map
     """
     task = site.task
     labels, score_names = _outcome_names(site)
-    thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    findings: list[dict] = []
+    findings = _Findings({**DEFAULT_THRESHOLDS, **(thresholds or {})})
     out: dict = {"n": int(len(site))}
-
-    def add(group: str, name: str, result: dict) -> dict:
-        f = _finding(result, group, name, thresholds)
-        findings.append(f)
-        return f
-
-    # labels
     y_a, y_b = site.labels(), dev.labels()
     p_a, p_b = site.probabilities(), dev.probabilities()
     z_a = site.logits() if task == "binary" else None  # prior shift: the logits, without the clip when given
-    if task == "binary":
-        out["n_events"] = int(y_a.sum())
-        out["labels"] = {"prevalence": add("labels", "prevalence", ts.proportion_shift(
-            int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level))}
-    elif task == "multilabel":
-        out["n_events"] = {lab: int(y_a[:, j].sum()) for j, lab in enumerate(labels)}
-        out["labels"] = {lab: add("labels", lab, ts.proportion_shift(
-            int(y_a[:, j].sum()), y_a.shape[0], int(y_b[:, j].sum()), y_b.shape[0], level=ci_level))
-            for j, lab in enumerate(labels)}
-    else:
-        out["n_events"] = None
-        names = np.asarray(score_names, dtype=object)
-        out["labels"] = {"class_mix": add("labels", "class_mix", ts.categorical_shift(
-            names[y_a].tolist(), names[y_b].tolist()))}
-
-    site, dev = site.frame, dev.frame  # the attributes, images, equipment and embeddings are columns
-    # case mix
-    out["case_mix"] = {name: add("case_mix", name, _column_shift(kind, site[name], dev[name]))
+    out["n_events"], out["labels"] = _label_shift(findings, task, labels, score_names, y_a, y_b, ci_level)
+    a, b = site.frame, dev.frame  # the attributes, images, equipment and embeddings are columns
+    out["case_mix"] = {name: findings.add("case_mix", name, _column_shift(kind, a[name], b[name]))
                        for name, kind in attributes.items()}
-
-    # scores
     if task == "binary":
-        out["scores"] = {"p": add("scores", "p", ts.score_shift(p_a, p_b))}
+        out["scores"] = {"p": findings.add("scores", "p", ts.score_shift(p_a, p_b))}
     else:
-        out["scores"] = {n: add("scores", n, ts.score_shift(p_a[:, j], p_b[:, j]))
+        out["scores"] = {n: findings.add("scores", n, ts.score_shift(p_a[:, j], p_b[:, j]))
                          for j, n in enumerate(score_names)}
-
-    # images
-    if columns["image_stats"] or columns["image_size"] or columns["image_histogram"]:
-        images: dict = {"intensity": {}, "size": None, "histogram": None}
-        for c in columns["image_stats"]:
-            images["intensity"][c] = add("image_intensity", c, ts.numeric_shift(
-                site[c].to_numpy(float), dev[c].to_numpy(float)))
-        if columns["image_size"]:
-            images["size"] = add("image_size", "height x width",
-                                 ts.categorical_shift(_sizes(site), _sizes(dev)))
-        if columns["image_histogram"]:
-            hcols = columns["image_histogram_columns"]
-            images["histogram"] = ts.histogram_shift(site[hcols].to_numpy(float), dev[hcols].to_numpy(float))
-        out["images"] = images
-    else:
-        out["images"] = None
-
-    # equipment (DICOM manufacturer / model)
-    if columns["equipment"]:
-        eq = {}
-        for c in columns["equipment"]:
-            reason = _recorded_everywhere(site[c], dev[c])
-            res = ts.categorical_shift(site[c], dev[c])
-            if reason:
-                res.update({"statistic": None, "p_value": None, "effect": None, "reason": reason})
-            eq[c] = add("equipment", c, res)
-        out["equipment"] = eq
-    else:
-        out["equipment"] = None
-
-    # embeddings
+    out["images"] = _image_shift(findings, a, b, columns)
+    out["equipment"] = _equipment_shift(findings, a, b, columns["equipment"])
     if columns["embedding"]:
         ecols = columns["embedding_columns"]
-        out["embedding"] = add("embedding", "penultimate", ts.mmd_permutation_test(
-            site[ecols].to_numpy(float), dev[ecols].to_numpy(float), n_permutations=n_permutations,
-            seed=seed))
+        out["embedding"] = findings.add("embedding", "penultimate", ts.mmd_permutation_test(
+            a[ecols].to_numpy(float), b[ecols].to_numpy(float), n_permutations=n_permutations, seed=seed))
     else:
         out["embedding"] = None
-
-    # missingness
-    if features:
-        miss = {}
-        for c in features:
-            res = ts.proportion_shift(int(site[c].isna().sum()), len(site), int(dev[c].isna().sum()), len(dev),
-                                      level=ci_level)
-            if res.get("p_value") is None and res.get("reason", "").startswith("the proportion is 0 or 1"):
-                res["reason"] = ("no missing values at either site" if site[c].isna().sum() == 0
-                                 else "missing for every case at both sites")
-            miss[c] = add("missingness", c, res)
-        out["missingness"] = miss
-    else:
-        out["missingness"] = None
-
+    out["missingness"] = _missingness_shift(findings, a, b, features, ci_level)
     # prior shift (descriptive, not a test)
     out["prior_shift"] = _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level)
+    _rank(out, findings.items, alpha=alpha, correction=correction)
+    return out
 
+
+def _label_shift(findings: _Findings, task: str, labels: list[str], score_names: list[str], y_a: np.ndarray,
+                 y_b: np.ndarray, ci_level: float) -> tuple[Any, dict]:
+    """The site's events and the shift of its labels: the prevalence (binary), each label's prevalence
+    (multilabel) or the class mix (multiclass, whose events are None)."""
+    if task == "binary":
+        return int(y_a.sum()), {"prevalence": findings.add("labels", "prevalence", ts.proportion_shift(
+            int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level))}
+    if task == "multilabel":
+        n_events = {lab: int(y_a[:, j].sum()) for j, lab in enumerate(labels)}
+        return n_events, {lab: findings.add("labels", lab, ts.proportion_shift(
+            int(y_a[:, j].sum()), y_a.shape[0], int(y_b[:, j].sum()), y_b.shape[0], level=ci_level))
+            for j, lab in enumerate(labels)}
+    names = np.asarray(score_names, dtype=object)
+    return None, {"class_mix": findings.add("labels", "class_mix", ts.categorical_shift(
+        names[y_a].tolist(), names[y_b].tolist()))}
+
+
+def _image_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
+                 columns: Mapping[str, Any]) -> dict | None:
+    """Intensity statistics, sizes (height x width) and the pooled histogram of the images; None
+    without image columns."""
+    if not (columns["image_stats"] or columns["image_size"] or columns["image_histogram"]):
+        return None
+    images: dict = {"intensity": {}, "size": None, "histogram": None}
+    for c in columns["image_stats"]:
+        images["intensity"][c] = findings.add("image_intensity", c, ts.numeric_shift(
+            site[c].to_numpy(float), dev[c].to_numpy(float)))
+    if columns["image_size"]:
+        images["size"] = findings.add("image_size", "height x width", ts.categorical_shift(_sizes(site), _sizes(dev)))
+    if columns["image_histogram"]:
+        hcols = columns["image_histogram_columns"]
+        images["histogram"] = ts.histogram_shift(site[hcols].to_numpy(float), dev[hcols].to_numpy(float))
+    return images
+
+
+def _equipment_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
+                     equipment: Sequence[str]) -> dict | None:
+    """The DICOM manufacturer / model mix; not tested where a site does not record it for every case."""
+    if not equipment:
+        return None
+    eq = {}
+    for c in equipment:
+        reason = _recorded_everywhere(site[c], dev[c])
+        res = ts.categorical_shift(site[c], dev[c])
+        if reason:
+            res.update({"statistic": None, "p_value": None, "effect": None, "reason": reason})
+        eq[c] = findings.add("equipment", c, res)
+    return eq
+
+
+def _missingness_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, features: Sequence[str],
+                       ci_level: float) -> dict | None:
+    """The share of missing values of each tabular feature; None without features."""
+    if not features:
+        return None
+    miss = {}
+    for c in features:
+        res = ts.proportion_shift(int(site[c].isna().sum()), len(site), int(dev[c].isna().sum()), len(dev),
+                                  level=ci_level)
+        if res.get("p_value") is None and res.get("reason", "").startswith("the proportion is 0 or 1"):
+            res["reason"] = ("no missing values at either site" if site[c].isna().sum() == 0
+                             else "missing for every case at both sites")
+        miss[c] = findings.add("missingness", c, res)
+    return miss
+
+
+def _rank(out: dict, findings: list[dict], *, alpha: float, correction: str) -> None:
+    """The findings corrected for multiplicity and ranked: ``ranking``, ``n_tests``, ``flagged`` and
+    ``material`` of the site."""
     _correct_and_rank(findings, alpha=alpha, correction=correction)
     out["ranking"] = [f.pop("_row") for f in sorted(findings, key=lambda f: f["_row"]["rank"])]
     for f in findings:
@@ -283,12 +299,11 @@ def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Map
     out["n_tests"] = sum(1 for f in findings if f.get("p_value") is not None)
     out["flagged"] = any(f["flagged"] for f in findings)
     out["material"] = any(r["material"] for r in out["ranking"])
-    return out
 
 
 def _sizes(df: pd.DataFrame) -> list:
     h, w = df["img_height"], df["img_width"]
-    return [None if (pd.isna(a) or pd.isna(b)) else f"{int(a)}x{int(b)}" for a, b in zip(h, w)]
+    return [None if (pd.isna(a) or pd.isna(b)) else f"{int(a)}x{int(b)}" for a, b in zip(h, w, strict=True)]
 
 
 def _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level) -> dict | None:
@@ -324,7 +339,7 @@ def _correct_and_rank(findings: list[dict], *, alpha: float, correction: str) ->
     pv = np.array([f["p_value"] for f in tested], dtype=float)
     p_holm, q_bh = ts.holm(pv), ts.benjamini_hochberg(pv)
     chosen = p_holm if correction == "holm" else q_bh
-    for f, ph, qb, pa in zip(tested, p_holm, q_bh, chosen):
+    for f, ph, qb, pa in zip(tested, p_holm, q_bh, chosen, strict=True):
         f["p_holm"], f["q_bh"], f["p_adjusted"] = float(ph), float(qb), float(pa)
         f["significant"] = bool(pa < alpha)
         f["flagged"] = f["significant"]
@@ -457,16 +472,7 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
     table = as_table(table, task=task)
     frame = table.frame
     dev_list, ext_list = _as_list(dev_sites), _as_list(external_sites)
-    present = set(table.sites())
-    for s in dev_list + ext_list:
-        if s not in present:
-            raise InputError(f"site {s!r} has no cases in the predictions table", field="site",
-                             expected=f"one of {sorted(present)}")
-    if not dev_list:
-        raise InputError("no development site given", field="dev_sites", expected="at least one site")
-    overlap = set(dev_list) & set(ext_list)
-    if overlap:
-        raise InputError(f"site(s) {sorted(overlap)} are both development and external", field="external_sites")
+    _check_sites(table, dev_list, ext_list)
     for f in features or []:
         if f not in frame.columns:
             raise InputError("feature not in the predictions table", field=f,
@@ -483,14 +489,7 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
     site_ids = work.site_ids.astype(str)
     dev = work.subset(np.isin(site_ids, dev_list))
 
-    y_dev = dev.labels()
-    development = {"sites": dev_list, "n": int(len(dev)), "n_events": None, "prevalence": None}
-    if task == "binary":
-        development.update({"n_events": int(y_dev.sum()), "prevalence": float(y_dev.mean())})
-    elif task == "multilabel":
-        development.update({"n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
-                            "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)}})
-
+    development = _development(dev, dev_list, labels)
     sites = {}
     for s in ext_list:
         sites[s] = site_shift(work.subset(site_ids == s), dev, attributes=kinds, features=list(features or []),
@@ -516,6 +515,33 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
                                 metric_settings=metric_settings),
     }
     return _jsonable(report)
+
+
+def _check_sites(table: PredictionsTable, dev_list: list[str], ext_list: list[str]) -> None:
+    """Refuse a site without cases, no development site, or a site both development and external."""
+    present = set(table.sites())
+    for s in dev_list + ext_list:
+        if s not in present:
+            raise InputError(f"site {s!r} has no cases in the predictions table", field="site",
+                             expected=f"one of {sorted(present)}")
+    if not dev_list:
+        raise InputError("no development site given", field="dev_sites", expected="at least one site")
+    overlap = set(dev_list) & set(ext_list)
+    if overlap:
+        raise InputError(f"site(s) {sorted(overlap)} are both development and external", field="external_sites")
+
+
+def _development(dev: PredictionsTable, dev_list: list[str], labels: list[str]) -> dict:
+    """The pooled development cases: their sites, cases, and events and prevalence (per label for a
+    multilabel task; None for a multiclass one)."""
+    y_dev = dev.labels()
+    development: dict = {"sites": dev_list, "n": int(len(dev)), "n_events": None, "prevalence": None}
+    if dev.task == "binary":
+        development.update({"n_events": int(y_dev.sum()), "prevalence": float(y_dev.mean())})
+    elif dev.task == "multilabel":
+        development.update({"n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
+                            "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)}})
+    return development
 
 
 def _drift_section(table: PredictionsTable, sites, *, time_column, freq, alpha, correction, reference_windows,

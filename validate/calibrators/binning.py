@@ -200,7 +200,7 @@ def _ensemble_step_map(models, scores, bounds_of) -> tuple[np.ndarray, np.ndarra
     upper = np.unique(np.concatenate([u for u, _ in parts] + [[1.0]]))
     upper = upper[(upper > 0) & (upper <= 1)]
     values = np.zeros_like(upper)
-    for w, (u, v) in zip(scores, parts):
+    for w, (u, v) in zip(scores, parts, strict=True):
         values += w * step_values(u, v, upper)
     return upper, np.clip(values, 0.0, 1.0)
 

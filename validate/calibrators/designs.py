@@ -371,7 +371,7 @@ def _recommend(values: dict[str, dict[str, dict[str, Optional[float]]]], sites: 
             vals = vals * (-1.0 if registry.get(metric).direction == "higher" else 1.0)
             vals = np.where(np.isnan(vals), np.inf, vals)
             ranks.append(_average_ranks(vals))
-        per_site[s] = dict(zip(methods, np.mean(ranks, axis=0).tolist()))
+        per_site[s] = dict(zip(methods, np.mean(ranks, axis=0).tolist(), strict=True))
     if not per_site:
         return {"method": None, "criterion": "no evaluation site", "mean_rank": {}}
     mean_rank = {m: float(np.mean([per_site[s][m] for s in per_site])) for m in methods}
@@ -526,66 +526,18 @@ def compare_calibration(table, *, task: Optional[str] = None, protocol: Any = No
     Raises :class:`InputError` for an unknown method, a method not valid for the task, an unknown
     site, an unknown design or no site left to evaluate.
     """
-    from validate.metrics import MetricSettings
-
     if task is not None and task != table.task:
         raise InputError(f"the predictions hold a {table.task} task, not {task}", field="task")
     task = table.task
-    if metric_settings is None:
-        metric_settings = settings
-    if isinstance(metric_settings, MetricSettings):
-        settings = metric_settings
-    else:
-        settings = MetricSettings.from_protocol(metric_settings if metric_settings is not None
-                                                else getattr(protocol, "metrics", None))
-    if n_bootstrap is not None:
-        settings = replace(settings, n_bootstrap=int(n_bootstrap))
-    if isinstance(calibration, CalibrationSettings):
-        cfg = calibration
-    else:
-        cfg = CalibrationSettings.from_protocol(calibration if calibration is not None
-                                                else getattr(protocol, "calibration", None))
-    cfg = replace(cfg, designs=tuple(designs) if designs is not None else cfg.designs,
-                  methods=tuple(methods) if methods is not None else cfg.methods,
-                  fit_on=tuple(fit_on) if fit_on is not None else cfg.fit_on)
-    if cfg.fit_on is None and protocol is not None:
-        cfg = replace(cfg, fit_on=tuple(protocol.calibration_fit_sites))
+    settings = _metric_settings(metric_settings if metric_settings is not None else settings, protocol, n_bootstrap)
+    cfg = _calibration_settings(calibration, protocol, methods=methods, designs=designs, fit_on=fit_on)
     n_boot = settings.n_bootstrap if cfg.n_bootstrap is None else cfg.n_bootstrap
-
-    for d in cfg.designs:
-        if d not in DESIGNS:
-            import difflib
-
-            near = difflib.get_close_matches(d, DESIGNS, n=1)
-            raise InputError(f"unknown calibration design {d!r}" + (f"; did you mean {near[0]!r}?" if near else ""),
-                             field="calibration.designs", expected=" | ".join(DESIGNS))
-    methods_list = []
-    for m in cfg.methods:
-        if m == "none":
-            continue  # always included
-        check_method(m, task)
-        if m not in methods_list:
-            methods_list.append(m)
+    _check_designs(cfg.designs)
+    methods_list = _methods_to_compare(cfg.methods, task)
     sites = table.sites()
-    if not cfg.fit_on:
-        raise InputError("no site to fit calibrators on", field="calibration.fit_on",
-                         expected="one or more site ids (--fit-on SITE[,SITE])")
-    for s in cfg.fit_on:
-        if s not in sites:
-            import difflib
-
-            near = difflib.get_close_matches(str(s), sites, n=1)
-            raise InputError(f"fit-on site {s!r} is not in the predictions" +
-                             (f"; did you mean {near[0]!r}?" if near else ""),
-                             field="fit_on", expected=f"one of {', '.join(sites)}")
-    fit_on_list = list(dict.fromkeys(cfg.fit_on))
-
+    fit_on_list = _fit_sites(cfg.fit_on, sites)
     cases = _Cases.of(table, settings.cluster_by)
-    if external_sites is None:
-        ext = [s.id for s in getattr(protocol, "sites", []) if getattr(s, "role", None) == "external"]
-        external = [s for s in ext if s in sites and s not in fit_on_list] or [s for s in sites if s not in fit_on_list]
-    else:
-        external = [s for s in external_sites if s in sites]
+    external = _external_sites(external_sites, protocol, sites, fit_on_list)
 
     held = _held_out(cases, methods_list, fit_on_list, external, cfg, settings, n_boot, smooth_intervals)
     if not any(held["methods"]["none"]["sites"].values()):
@@ -608,17 +560,104 @@ def compare_calibration(table, *, task: Optional[str] = None, protocol: Any = No
     }
     if cases.names:
         result["classes" if task == "multiclass" else "labels"] = list(cases.names)
-    fns = _metric_functions(task, settings.bins)
-    extra = {}
-    if "local" in cfg.designs:
-        extra["local"] = _local(cases, methods_list, external, cfg, fns)
-    if "transfer" in cfg.designs:
-        extra["transfer"] = _transfer(cases, methods_list, cfg, fns)
-    if "sample-size" in cfg.designs:
-        extra["sample_size"] = _sample_size(cases, methods_list, external, cfg, fns)
+    extra = _other_designs(cases, methods_list, external, cfg, _metric_functions(task, settings.bins))
     if extra:
         result["designs"] = extra
     return result
+
+
+def _metric_settings(given: Any, protocol: Any, n_bootstrap: Optional[int]) -> Any:
+    """The metric settings: ``given`` as is (a MetricSettings) or read from a protocol's metrics
+    section (``given``, else the protocol's); ``n_bootstrap`` overrides the replicates."""
+    from validate.metrics import MetricSettings
+
+    if isinstance(given, MetricSettings):
+        settings = given
+    else:
+        settings = MetricSettings.from_protocol(given if given is not None else getattr(protocol, "metrics", None))
+    if n_bootstrap is not None:
+        settings = replace(settings, n_bootstrap=int(n_bootstrap))
+    return settings
+
+
+def _calibration_settings(calibration: Any, protocol: Any, *, methods: Optional[Sequence[str]],
+                          designs: Optional[Sequence[str]], fit_on: Optional[Sequence[str]]) -> CalibrationSettings:
+    """The calibration settings (``calibration``, else the protocol's section), with explicit designs,
+    methods and fit sites winning; without fit sites, the protocol's calibration fit sites."""
+    if isinstance(calibration, CalibrationSettings):
+        cfg = calibration
+    else:
+        cfg = CalibrationSettings.from_protocol(calibration if calibration is not None
+                                                else getattr(protocol, "calibration", None))
+    cfg = replace(cfg, designs=tuple(designs) if designs is not None else cfg.designs,
+                  methods=tuple(methods) if methods is not None else cfg.methods,
+                  fit_on=tuple(fit_on) if fit_on is not None else cfg.fit_on)
+    if cfg.fit_on is None and protocol is not None:
+        cfg = replace(cfg, fit_on=tuple(protocol.calibration_fit_sites))
+    return cfg
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
+
+def _check_designs(designs: Sequence[str]) -> None:
+    """Refuse a design that is not one of :data:`DESIGNS`."""
+    for d in designs:
+        if d not in DESIGNS:
+            raise InputError(f"unknown calibration design {d!r}" + _did_you_mean(d, DESIGNS),
+                             field="calibration.designs", expected=" | ".join(DESIGNS))
+
+
+def _methods_to_compare(methods: Sequence[str], task: str) -> list[str]:
+    """The methods to fit, each checked for the task, once, in the order given ("none" is always
+    compared and not listed)."""
+    methods_list: list[str] = []
+    for m in methods:
+        if m == "none":
+            continue  # always included
+        check_method(m, task)
+        if m not in methods_list:
+            methods_list.append(m)
+    return methods_list
+
+
+def _fit_sites(fit_on: Optional[Sequence[str]], sites: list[str]) -> list[str]:
+    """The sites to fit on, each present in the predictions, once, in the order given."""
+    if not fit_on:
+        raise InputError("no site to fit calibrators on", field="calibration.fit_on",
+                         expected="one or more site ids (--fit-on SITE[,SITE])")
+    for s in fit_on:
+        if s not in sites:
+            raise InputError(f"fit-on site {s!r} is not in the predictions" + _did_you_mean(str(s), sites),
+                             field="fit_on", expected=f"one of {', '.join(sites)}")
+    return list(dict.fromkeys(fit_on))
+
+
+def _external_sites(external_sites: Optional[Sequence[str]], protocol: Any, sites: list[str],
+                    fit_on: list[str]) -> list[str]:
+    """Where the recommendation is judged: the given sites present in the predictions; by default the
+    protocol's external sites not fitted on, else every site not fitted on."""
+    if external_sites is not None:
+        return [s for s in external_sites if s in sites]
+    ext = [s.id for s in getattr(protocol, "sites", []) if getattr(s, "role", None) == "external"]
+    return [s for s in ext if s in sites and s not in fit_on] or [s for s in sites if s not in fit_on]
+
+
+def _other_designs(cases: _Cases, methods: list[str], external: list[str], cfg: CalibrationSettings,
+                   fns: dict) -> dict:
+    """The results of the designs besides held-out that the settings ask for, by JSON key."""
+    extra = {}
+    if "local" in cfg.designs:
+        extra["local"] = _local(cases, methods, external, cfg, fns)
+    if "transfer" in cfg.designs:
+        extra["transfer"] = _transfer(cases, methods, cfg, fns)
+    if "sample-size" in cfg.designs:
+        extra["sample_size"] = _sample_size(cases, methods, external, cfg, fns)
+    return extra
 
 
 __all__ = ["compare_calibration", "CalibrationSettings", "DESIGNS", "stratified_subset"]

@@ -27,8 +27,9 @@ from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interv
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
+from validate.metrics.kernels import _auprc_untied  # noqa: F401 - re-exported
 from validate.metrics.operating import threshold_for_sensitivity
-from validate.metrics.replicates import BinaryCases, _auprc_untied  # noqa: F401 - re-exported
+from validate.metrics.replicates import BinaryCases
 from validate.metrics.settings import MetricSettings
 
 BOOTSTRAP_CHUNK = 100
@@ -121,49 +122,93 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
         block["insufficient"] = True
         block["reason"] = "no cases"
         return block
-    one_class = events == 0 or events == n
-    single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
     rank = _ranking_scores(scores if scores is not None else logits, p)
-    level = settings.ci_level
-
-    # point estimates
     data = BinaryCases(y, p, settings.bins, logits=logits, score=rank)
-    ones = np.ones((1, n))
     thresholds = list(settings.thresholds)
-    target = settings.target_sensitivity
-    carried = threshold_carry is not None
-    t_target = None
-    if target is not None:
-        t_target = float(threshold_carry) if carried else threshold_for_sensitivity(y, p, target)
-        if not math.isfinite(t_target):
-            t_target = None
+    t_target = _target_threshold(y, p, settings.target_sensitivity, threshold_carry)
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
+    boot = _BinaryEntries(_binary_points(data, op_thresholds, settings.ci_level),
+                          _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals),
+                          settings, smooth_intervals)
+    _metric_entries(block, undefined, data, boot, events, settings.ci_level)
+    _operating_point_entries(block, undefined, boot, thresholds)
+    if settings.target_sensitivity is not None:
+        block["target_sensitivity"] = _target_entry(undefined, boot, settings.target_sensitivity, t_target,
+                                                    carried=threshold_carry is not None)
+    reason = insufficiency(n, {"events": events, "non-events": n - events}, settings)
+    if reason:
+        block["insufficient"] = True
+        block["reason"] = reason
+    if undefined:
+        block["undefined"] = undefined
+    return block
+
+
+def _target_threshold(y: np.ndarray, p: np.ndarray, target: Optional[float],
+                      threshold_carry: Optional[float]) -> Optional[float]:
+    """The threshold of the target sensitivity: the one carried from the development site, else the
+    highest threshold reaching ``target`` on these cases; None without a target or when undefined."""
+    if target is None:
+        return None
+    t = float(threshold_carry) if threshold_carry is not None else threshold_for_sensitivity(y, p, target)
+    return t if math.isfinite(t) else None
+
+
+def _binary_points(data: BinaryCases, op_thresholds: list, level: float) -> dict:
+    """Point estimates of every registered binary metric: each replicate kernel at unit weights
+    (operating points as ``name@threshold``), or the metric's own point function where a bootstrap
+    metric declares one (the smoothers)."""
+    ones = np.ones((1, data.n))
     point = {k: float(v[0]) for k, v in data.replicate(ones, op_thresholds, want_smooth=False).items()}
-    metrics = registry.metrics_for("binary")
-    for m in metrics:
+    for m in registry.metrics_for("binary"):
         if m.interval == "bootstrap" and m.point is not None:
             point[m.name] = m.point(data, level)
+    return point
 
-    # bootstrap
+
+def _binary_replicates(data: BinaryCases, op_thresholds: list, settings: MetricSettings, clusters, strata,
+                       smooth_intervals: bool) -> dict[str, np.ndarray]:
+    """``{name: (n_bootstrap,)}``: every kernel on the clustered, stratified bootstrap replicates, in
+    chunks; empty without replicates."""
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
-        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
+        for _, w in iter_bootstrap_weights(settings.n_bootstrap, data.n, clusters=clusters, strata=strata,
                                            seed=settings.seed, chunk=BOOTSTRAP_CHUNK, order=data.order):
             vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals)
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
-    reps_arr = {k: np.concatenate(v) for k, v in reps.items()}
+    return {k: np.concatenate(v) for k, v in reps.items()}
 
-    def boot(name: str, key: Optional[str] = None) -> dict:
+
+class _BinaryEntries:
+    """The bootstrap entries of one binary block: a point estimate with its percentile interval where
+    replicates were drawn, else with no interval."""
+
+    def __init__(self, point: dict, replicates: dict[str, np.ndarray], settings: MetricSettings,
+                 smooth_intervals: bool):
+        self.point = point
+        self.replicates = replicates
+        self.level = settings.ci_level
+        # without replicates for a key: none drawn at all, or the smoothers' skipped on purpose
+        self.no_interval = "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap"
+
+    def __call__(self, name: str, key: Optional[str] = None) -> dict:
         key = key or name
-        est = point[key]
-        if key in reps_arr:
-            lo, hi = percentile_interval(reps_arr[key], level)
+        est = self.point[key]
+        if key in self.replicates:
+            lo, hi = percentile_interval(self.replicates[key], self.level)
             return entry(est, lo, hi, "bootstrap")
-        return entry(est, None, None, "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap")
+        return entry(est, None, None, self.no_interval)
 
-    # one entry per registered metric, by its interval method (operating points below)
-    for m in metrics:
+
+def _metric_entries(block: dict, undefined: dict, data: BinaryCases, boot: _BinaryEntries, events: int,
+                    level: float) -> None:
+    """One entry per registered binary metric that is not an operating point, by its interval method;
+    with one class only, the metrics undefined then are None with the reason."""
+    n = data.n
+    one_class = events == 0 or events == n
+    single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
+    for m in registry.metrics_for("binary"):
         if m.at_threshold or m.interval == "none":
             continue
         if one_class and m.one_class is not None:
@@ -172,43 +217,47 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
         elif m.interval == "bootstrap":
             block[m.name] = boot(m.name)
         else:
+            assert m.point is not None  # the registry declares a point function for every other interval
             block[m.name], why = _ENTRY[m.interval](m, m.point(data, level))
             if why:
                 undefined[m.name] = why
 
-    # operating points
-    op_metrics = [m.name for m in metrics if m.at_threshold]
 
-    def op_entries(t) -> dict:
-        out = {"threshold": float(t)}
-        for m in op_metrics:
-            out[m] = boot(m, f"{m}@{t!r}")
-            if out[m]["estimate"] is None:
-                out[m] = None
-        return out
+def _op_metrics() -> list[str]:
+    return [m.name for m in registry.metrics_for("binary") if m.at_threshold]
 
-    ops = [op_entries(t) for t in thresholds]
+
+def _op_entries(boot: _BinaryEntries, t: float) -> dict:
+    """Every operating-point metric at threshold ``t`` (None where undefined)."""
+    out: dict = {"threshold": float(t)}
+    for m in _op_metrics():
+        out[m] = boot(m, f"{m}@{t!r}")
+        if out[m]["estimate"] is None:
+            out[m] = None
+    return out
+
+
+def _operating_point_entries(block: dict, undefined: dict, boot: _BinaryEntries, thresholds: list) -> None:
+    """``operating_points`` at the settings' thresholds; the block's own operating-point entries are the
+    first threshold's."""
+    ops = [_op_entries(boot, t) for t in thresholds]
     block["operating_points"] = ops
     if ops:
-        for m in op_metrics:
+        for m in _op_metrics():
             block[m] = ops[0][m]
             if block[m] is None:
                 undefined[m] = _op_reason(m, thresholds[0])
-    if target is not None:
-        tgt = {"target": float(target), "threshold": t_target, "carried": carried}
-        if t_target is None:
-            undefined["target_sensitivity"] = "no events to set a threshold on"
-        else:
-            tgt.update({k: v for k, v in op_entries(t_target).items() if k != "threshold"})
-        block["target_sensitivity"] = tgt
 
-    reason = insufficiency(n, {"events": events, "non-events": n - events}, settings)
-    if reason:
-        block["insufficient"] = True
-        block["reason"] = reason
-    if undefined:
-        block["undefined"] = undefined
-    return block
+
+def _target_entry(undefined: dict, boot: _BinaryEntries, target: float, t_target: Optional[float],
+                  carried: bool) -> dict:
+    """The operating point at the target sensitivity's threshold, and whether it was carried."""
+    tgt: dict = {"target": float(target), "threshold": t_target, "carried": carried}
+    if t_target is None:
+        undefined["target_sensitivity"] = "no events to set a threshold on"
+    else:
+        tgt.update({k: v for k, v in _op_entries(boot, t_target).items() if k != "threshold"})
+    return tgt
 
 
 def _delong_entry(m, d: dict) -> tuple[Optional[dict], Optional[str]]:
@@ -282,7 +331,7 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     counts = np.bincount(y, minlength=K)
     rare = int(counts.min()) if n else 0
     block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
-                   "class_counts": {nm: int(c) for nm, c in zip(names, counts)}}
+                   "class_counts": {nm: int(c) for nm, c in zip(names, counts, strict=True)}}
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
@@ -352,7 +401,7 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     limiting = np.minimum(events, n - events)
     rare = int(limiting.min()) if L else 0
     block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
-                   "label_counts": {nm: int(e) for nm, e in zip(names, events)}}
+                   "label_counts": {nm: int(e) for nm, e in zip(names, events, strict=True)}}
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
@@ -362,13 +411,14 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
                        for k in range(L)}
     data = [BinaryCases(Yf[:, k], P[:, k], settings.bins, score=S[:, k]) for k in range(L)]
     defined = [0 < events[k] < n for k in range(L)]
+    # metrics undefined with one class (AUROC, AUPRC) average over the labels that have both
+    needs_both = {m.name for m in registry.metrics_for("binary") if m.one_class is not None}
 
     def stat(w):
         per = [d.replicate(_in_order(w, d.order), [], want_smooth=False, auroc=True) for d in data]
         out = {}
         for m in MACRO_METRICS:
-            # metrics undefined with one class (AUROC, AUPRC) average over the labels that have both
-            ks = [k for k in range(L) if defined[k] or registry.get(m, "binary").one_class is None]
+            ks = [k for k in range(L) if defined[k] or m not in needs_both]
             if ks:
                 out[f"{m}_macro"] = np.mean([per[k][m] for k in ks], axis=0)
         return out
@@ -376,12 +426,12 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     point = {k: float(v[0]) for k, v in stat(np.ones((1, n))).items()}
     block.update(_bootstrap_entries(point, stat, n, settings, clusters, strata))
     undefined = {f"{m}_macro": "no label with both classes" for m in MACRO_METRICS if f"{m}_macro" not in block}
-    for k in undefined:
-        block[k] = None
+    for name in undefined:
+        block[name] = None
     # the same entries by plain metric name, for code that compares metrics across tasks
     block["macro"] = {m: block[f"{m}_macro"] for m in MACRO_METRICS}
     counts = {}
-    for nm, e in zip(names, events):
+    for nm, e in zip(names, events, strict=True):
         counts[f"events of {nm}"] = int(e)
         counts[f"non-events of {nm}"] = int(n - e)
     reason = insufficiency(int(n), counts, settings)

@@ -59,7 +59,7 @@ class Resampling:
         as many unit draws (uniform integers, NumPy's unbiased bounded generator) as it holds units."""
         rng = np.random.default_rng([int(seed), int(b)])
         drawn = np.empty((RNG_BLOCK, self.n_units), dtype=self.dtype)
-        for start, size in zip(self.stratum_start, self.stratum_size):
+        for start, size in zip(self.stratum_start, self.stratum_size, strict=True):
             part = drawn[:, start:start + size]
             part[...] = rng.integers(0, size, size=(RNG_BLOCK, size), dtype=self.dtype)
             part += start

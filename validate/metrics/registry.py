@@ -9,7 +9,7 @@ charts (:mod:`validate.charts`), the tables of the report, the dashboard and the
 protocol's gates are refused before a run by :mod:`validate.preflight`, which asks the metrics engine.
 
 Adding a binary metric is one :class:`Metric` entry in :data:`METRICS` with its functions (a replicate
-kernel for the blocks, see :mod:`validate.metrics.replicates`, and a weighted function where paired
+kernel for the blocks, see :mod:`validate.metrics.kernels`, and a weighted function where paired
 comparisons should use it) and a test against an independent reference; the entry's ``shown`` says in
 which tables it appears.
 
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from validate.metrics import replicates as R
+from validate.metrics import kernels as R
 
 TASKS = ("binary", "multiclass", "multilabel")
 BINARY, MULTICLASS, MULTILABEL = ("binary",), ("multiclass",), ("multilabel",)
@@ -70,7 +70,7 @@ class Metric:
         interval level, where it is not the replicate kernel at unit weights (DeLong, Wald and tests
         return their dict; the smoothers a number).
     replicate: the replicate kernel ``f(draw) -> (k,)`` (``f(draw, i)`` at threshold ``i`` for
-        operating-point metrics) of :mod:`validate.metrics.replicates`, binary blocks only.
+        operating-point metrics) of :mod:`validate.metrics.kernels`, binary blocks only.
     weighted: ``f(cases, w) -> (k,)`` on :class:`~validate.metrics.replicates.WeightedCases` for
         paired comparisons (subgroup gaps, recalibration designs); ``w=None`` gives the point estimate.
     ranking: computed from the order of the scores only (AUROC, AUPRC): the logit ranks as well as

@@ -12,7 +12,9 @@
   estimate.
 
 Both compute the same definitions (DESIGN.md, Metrics JSON); the kernels are the fast path of the
-metric blocks, the weighted functions the general one.
+metric blocks, the weighted functions the general one. The kernels and weighted functions themselves
+live in :mod:`validate.metrics.kernels`, which the registry names: these classes iterate over the
+registry, and the registry does not import them.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import clip_probability
 from validate.metrics.discrimination import ScoreOrder
+from validate.metrics.registry import metrics_for
 from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clowess, loess_smooth
 
 # below this many cases the smoothers are cheaper on the expanded sample than from segment moments
@@ -101,8 +104,6 @@ class BinaryCases:
         """Every registered binary metric with a replicate kernel, for replicate weights ``ws`` (k, n)
         given in sorted order: ``{name: (k,)}``, operating-point metrics as ``name@threshold``. AUROC
         (a DeLong interval in blocks) only when ``auroc``; the smoothers only when ``want_smooth``."""
-        from validate.metrics.registry import metrics_for
-
         draw = Draw(self, ws, thresholds)
         out = {}
         for m in metrics_for("binary"):
@@ -254,191 +255,3 @@ class WeightedCases:
     def ones(self, w):
         """``w``, or unit weights (1, n) for the point estimate when ``w`` is None."""
         return np.ones((1, self.y.shape[0])) if w is None else w
-
-
-# ---- replicate kernels of the binary metrics: f(draw) -> (k,), operating points f(draw, i) ------------
-
-def _divide(a, b):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return a / b
-
-
-def auroc_kernel(d: Draw) -> np.ndarray:
-    from validate.metrics.discrimination import weighted_auroc
-
-    c = d.cases
-    return weighted_auroc(c.y, c.score, d.ws, order=c.score_order)
-
-
-def auprc_kernel(d: Draw) -> np.ndarray:
-    from validate.metrics.discrimination import weighted_auprc
-
-    c = d.cases
-    if c.ties:
-        return weighted_auprc(c.y, c.score, d.ws, order=c.score_order)
-    return _auprc_untied(c.positives, d.ws)
-
-
-def brier_kernel(d: Draw) -> np.ndarray:
-    return d.lin[:, 0] / d.total
-
-
-def scaled_brier_kernel(d: Draw) -> np.ndarray:
-    brier = d.lin[:, 0] / d.total
-    prev = d.lin[:, 2] / d.total
-    ref = prev * (1 - prev)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ref > 0, 1 - brier / np.where(ref > 0, ref, 1.0), np.nan)
-
-
-def log_loss_kernel(d: Draw) -> np.ndarray:
-    return d.lin[:, 1] / d.total
-
-
-def ece_kernel(d: Draw) -> np.ndarray:
-    return np.abs(d.bin_gaps).sum(axis=1) / d.total
-
-
-def mce_kernel(d: Draw) -> np.ndarray:
-    cnt = d.bin_counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gap = np.where(cnt > 0, np.abs(d.bin_gaps) / np.where(cnt > 0, cnt, 1.0), -np.inf)
-    return gap.max(axis=1)
-
-
-def ece_adaptive_kernel(d: Draw) -> np.ndarray:
-    from validate.metrics.calibration import ece_adaptive_sorted
-
-    c = d.cases
-    return ece_adaptive_sorted(c.y_float, c.p, d.ws, c.bins)
-
-
-def smooth_kernel(name: str):
-    """The kernel of one of the smoother errors (eavg, e50, e90, emax, ici): one shared fit per replicate."""
-    def kernel(d: Draw) -> np.ndarray:
-        return d.smooth()[name]
-    kernel.__name__ = f"{name}_kernel"
-    return kernel
-
-
-def sensitivity_kernel(d: Draw, i: int) -> np.ndarray:
-    tp, fp, tn, fn = d.confusion(i)
-    return _divide(tp, tp + fn)
-
-
-def specificity_kernel(d: Draw, i: int) -> np.ndarray:
-    tp, fp, tn, fn = d.confusion(i)
-    return _divide(tn, tn + fp)
-
-
-def ppv_kernel(d: Draw, i: int) -> np.ndarray:
-    tp, fp, tn, fn = d.confusion(i)
-    return _divide(tp, tp + fp)
-
-
-def npv_kernel(d: Draw, i: int) -> np.ndarray:
-    tp, fp, tn, fn = d.confusion(i)
-    return _divide(tn, tn + fn)
-
-
-# ---- weighted functions f(cases, w) -> (k,) (w None: the point estimate) ---------------------------
-
-def auroc_weighted(c: WeightedCases, w) -> np.ndarray:
-    from validate.metrics.discrimination import weighted_auroc
-
-    return weighted_auroc(c.y, c.score, c.ones(w), order=c.score_order)
-
-
-def auprc_weighted(c: WeightedCases, w) -> np.ndarray:
-    from validate.metrics.discrimination import weighted_auprc
-
-    return weighted_auprc(c.y, c.score, c.ones(w), order=c.score_order)
-
-
-def brier_weighted(c: WeightedCases, w):
-    from validate.metrics.scores import brier
-
-    return brier(c.y_float, c.p, sample_weight=w)
-
-
-def scaled_brier_weighted(c: WeightedCases, w):
-    from validate.metrics.scores import scaled_brier
-
-    return scaled_brier(c.y_float, c.p, sample_weight=w)
-
-
-def log_loss_weighted(c: WeightedCases, w):
-    from validate.metrics.scores import log_loss
-
-    return log_loss(c.y_float, c.p, sample_weight=w)
-
-
-def ece_weighted(c: WeightedCases, w):
-    from validate.metrics.calibration import weighted_ece
-
-    out = weighted_ece(c.y_float, c.p, c.ones(w), bins=c.bins, idx=c.bin_idx)
-    return float(out[0]) if w is None else out
-
-
-def ece_adaptive_weighted(c: WeightedCases, w):
-    from validate.metrics.calibration import weighted_ece_adaptive
-
-    return weighted_ece_adaptive(c.y_float, c.p, c.ones(w), bins=c.bins, order=c.order)
-
-
-def operating_weighted(name: str):
-    """The weighted function of one operating-point metric at the cases' threshold."""
-    def weighted(c: WeightedCases, w):
-        from validate.metrics.operating import weighted_operating_point
-
-        return weighted_operating_point(c.y_float, c.p, c.threshold, c.ones(w))[name]
-    weighted.__name__ = f"{name}_weighted"
-    return weighted
-
-
-def top_label_ece_weighted(c: WeightedCases, w):
-    from validate.metrics.multiclass import top_label_ece
-
-    return top_label_ece(c.y, c.p, bins=c.bins, sample_weight=w)
-
-
-def multiclass_brier_weighted(c: WeightedCases, w):
-    from validate.metrics.multiclass import multiclass_brier
-
-    return multiclass_brier(c.y, c.p, sample_weight=w)
-
-
-def multiclass_log_loss_weighted(c: WeightedCases, w):
-    from validate.metrics.multiclass import multiclass_log_loss
-
-    return multiclass_log_loss(c.y, c.p, sample_weight=w)
-
-
-def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
-    """Average precision of replicate weights (k, n) over cases sorted by a score without ties:
-    Σ_i w_i y_i · precision at case i / Σ_i w_i y_i, precision = TP/(TP+FP) counting cases scored at
-    least as high. ``positives``: ascending positions of the events.
-
-    Only events carry terms, so the weight called at each event is a segment sum between consecutive
-    events (one reduceat pass over the weights) cumulated from the top: no (k, n) cumulative sums."""
-    k = ws.shape[0]
-    if positives.size == 0:
-        return np.full(k, np.nan)
-    # suffix sums as total − exclusive prefix: forward cumulative sums over C-contiguous rows (exact for
-    # count weights, whose partial sums are integers); in place, the arrays are (k, events)
-    called = np.add.reduceat(ws, positives, axis=1)       # weight in [event m, event m+1)
-    cum = np.cumsum(called, axis=1)
-    called -= cum
-    called += cum[:, -1:]                                  # weight scored at least as high as event m
-    wp = np.take(ws, positives, axis=1)
-    tp = np.cumsum(wp, axis=1)
-    total = tp[:, -1].copy()
-    tp *= -1.0
-    tp += total[:, None]
-    tp += wp                                               # events scored at least as high as event m
-    # called = 0 only where tp = 0 (and w = 0): precision 0 there, as defined
-    np.maximum(called, np.finfo(np.float64).tiny, out=called)
-    precision = np.divide(tp, called, out=tp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.einsum("ij,ij->i", wp, precision) / total
-    return np.where(total > 0, out, np.nan)

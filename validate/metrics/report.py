@@ -54,69 +54,97 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
     if task != table.task:
         raise ValueError(f"table holds a {table.task} task, not {task}")
     frame = table.frame
-    names = list(class_names or label_names or table.names or [])
-
-    carry = None
-    if task == "binary" and development_site is not None and settings.target_sensitivity is not None:
-        dev = (frame["site"] == development_site).to_numpy()
-        if dev.any():
-            t = threshold_for_sensitivity(table.y()[dev], table.prob()[dev], settings.target_sensitivity)
-            carry = t if np.isfinite(t) else None
-
+    carry = _carried_threshold(table, settings, development_site) if task == "binary" else None
     # blocks are described first, then evaluated (here or in worker processes), then placed
-    jobs: list[dict] = []
-    places: list[tuple] = []
-
-    def block(place: tuple, mask: np.ndarray, stratified: bool, own_threshold: bool = False) -> None:
-        sub = frame.loc[mask]
-        job = {"task": task, "settings": settings, "smooth_intervals": smooth_intervals,
-               "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
-               "clusters": _clusters(sub, settings)}
-        if task == "binary":
-            job.update(y=table.y()[mask], p=table.prob()[mask], logits=table.logit()[mask],
-                       scores=table.score()[mask], threshold_carry=None if own_threshold else carry)
-        else:
-            job.update(y=(table.y() if task == "multiclass" else table.Y())[mask], p=table.probs()[mask],
-                       scores=table.scores()[mask], names=names or None)
-        jobs.append(job)
-        places.append(place)
-
-    everyone = np.ones(len(frame), dtype=bool)
-    site_ids = frame["site"].to_numpy(dtype=object)
-    report = {"task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level,
-              "seed": settings.seed, "overall": None, "sites": {}, "subgroups": {}}
-    block(("overall",), everyone, stratified=True)
+    jobs = _BlockJobs(table, settings, smooth_intervals, carry, list(class_names or label_names or table.names or []))
+    report: dict = {"task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level,
+                    "seed": settings.seed, "overall": None, "sites": {}, "subgroups": {}}
+    jobs.add(("overall",), np.ones(len(frame), dtype=bool), stratified=True)
     sites = table.sites()
     single = len(sites) == 1 and carry is None
     if not single:
+        site_ids = frame["site"].to_numpy(dtype=object)
         for site in sites:
-            block(("sites", site), site_ids == site, stratified=False, own_threshold=(site == development_site))
+            jobs.add(("sites", site), site_ids == site, stratified=False, own_threshold=(site == development_site))
     for col in subgroup_columns:
-        if subgroups is not None and col in subgroups:
-            values = subgroups[col].reset_index(drop=True)
-        elif col in frame:
-            values = frame[col]
-        else:
-            raise ValueError(f"subgroup column {col!r} is neither derived nor a table attribute")
-        labels = values.map(lambda v: MISSING_VALUE if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-        labels = labels.to_numpy(dtype=object)
+        labels = _subgroup_labels(col, frame, subgroups)
         report["subgroups"][col] = {}
         for v in sorted(set(labels)):
-            block(("subgroups", col, v), labels == v, stratified=True)
+            jobs.add(("subgroups", col, v), labels == v, stratified=True)
 
-    sizes = [len(job["y"]) for job in jobs]
-    results = run_blocks(_block, jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))
-    for place, result in zip(places, results):
+    sizes = [len(job["y"]) for job in jobs.jobs]
+    results = run_blocks(_block, jobs.jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))
+    _place(report, jobs.places, results)
+    if single:
+        # one site: its block is the pooled block (same cases, a single stratum)
+        report["sites"][sites[0]] = copy.deepcopy(report["overall"])
+    return report
+
+
+def _carried_threshold(table, settings: MetricSettings, development_site: Optional[str]) -> Optional[float]:
+    """The threshold reaching ``settings.target_sensitivity`` at the development site (binary), carried
+    to every other block; None without a development site, a target, its cases or a finite threshold."""
+    if development_site is None or settings.target_sensitivity is None:
+        return None
+    dev = (table.frame["site"] == development_site).to_numpy()
+    if not dev.any():
+        return None
+    t = threshold_for_sensitivity(table.y()[dev], table.prob()[dev], settings.target_sensitivity)
+    return t if np.isfinite(t) else None
+
+
+class _BlockJobs:
+    """The blocks of one report, described as keyword arguments of :func:`_block` (so that worker
+    processes can evaluate them), with where each result goes in the report."""
+
+    def __init__(self, table, settings: MetricSettings, smooth_intervals: bool, carry: Optional[float],
+                 names: list[str]):
+        self.table, self.settings, self.smooth_intervals = table, settings, smooth_intervals
+        self.carry, self.names = carry, names
+        self.jobs: list[dict] = []
+        self.places: list[tuple] = []
+
+    def add(self, place: tuple, mask: np.ndarray, stratified: bool, own_threshold: bool = False) -> None:
+        """The block of the cases in ``mask``, bootstrapped by site strata when ``stratified``; a block
+        with ``own_threshold`` finds its own target-sensitivity threshold instead of the carried one."""
+        table, task = self.table, self.table.task
+        sub = table.frame.loc[mask]
+        job = {"task": task, "settings": self.settings, "smooth_intervals": self.smooth_intervals,
+               "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
+               "clusters": _clusters(sub, self.settings)}
+        if task == "binary":
+            job.update(y=table.y()[mask], p=table.prob()[mask], logits=table.logit()[mask],
+                       scores=table.score()[mask], threshold_carry=None if own_threshold else self.carry)
+        else:
+            job.update(y=(table.y() if task == "multiclass" else table.Y())[mask], p=table.probs()[mask],
+                       scores=table.scores()[mask], names=self.names or None)
+        self.jobs.append(job)
+        self.places.append(place)
+
+
+def _subgroup_labels(col: str, frame: pd.DataFrame, subgroups: Optional[pd.DataFrame]) -> np.ndarray:
+    """Each case's group of subgroup column ``col`` as text (derived subgroups first, then the table's
+    attributes); a missing value is the group ``"missing"``."""
+    if subgroups is not None and col in subgroups:
+        values = subgroups[col].reset_index(drop=True)
+    elif col in frame:
+        values = frame[col]
+    else:
+        raise ValueError(f"subgroup column {col!r} is neither derived nor a table attribute")
+    labels = values.map(lambda v: MISSING_VALUE if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return labels.to_numpy(dtype=object)
+
+
+def _place(report: dict, places: list[tuple], results: list) -> None:
+    """Each evaluated block at its place: ``("overall",)``, ``("sites", site)`` or ``("subgroups",
+    column, value)``."""
+    for place, result in zip(places, results, strict=True):
         if place == ("overall",):
             report["overall"] = result
         elif place[0] == "sites":
             report["sites"][place[1]] = result
         else:
             report["subgroups"][place[1]][place[2]] = result
-    if single:
-        # one site: its block is the pooled block (same cases, a single stratum)
-        report["sites"][sites[0]] = copy.deepcopy(report["overall"])
-    return report
 
 
 def _block(*, task: str, y, p, settings: MetricSettings, clusters, strata, smooth_intervals: bool,

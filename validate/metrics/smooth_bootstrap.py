@@ -505,7 +505,7 @@ def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span:
             try:
                 beta = np.linalg.solve(A, T[:, :, None])[:, :, 0]
             except np.linalg.LinAlgError:
-                beta = np.stack([np.linalg.lstsq(a_, t_, rcond=None)[0] for a_, t_ in zip(A, T)])
+                beta = np.stack([np.linalg.lstsq(a_, t_, rcond=None)[0] for a_, t_ in zip(A, T, strict=True)])
         vals, slopes = beta[:, 0], beta[:, 1] / h
         bounds = np.r_[0, np.cumsum(sizes)]
         for i, r in enumerate(orows):

@@ -66,7 +66,7 @@ def image_rows_key(case_ids: Sequence[str], paths: Sequence[str], *, content: bo
     """Content key of image cases: ids, paths, and each file's size and modification time, or with
     ``content`` the SHA-256 of each file's bytes."""
     h = hashlib.sha256()
-    for cid, p in zip(case_ids, paths):
+    for cid, p in zip(case_ids, paths, strict=True):
         try:
             if content:
                 ident = "sha256:" + file_sha256(p)
@@ -106,7 +106,7 @@ class ShardCache:
                 stored_ids = z["case_id"].tolist()
                 res = ShardResult(positions=z["positions"].astype(np.int64), logits=z["logits"].astype(np.float64),
                                   failures=[(int(p), str(r), str(s)) for p, r, s in
-                                            zip(z["fail_position"], z["fail_reason"], z["fail_stage"])])
+                                            zip(z["fail_position"], z["fail_reason"], z["fail_stage"], strict=True)])
                 if "image_stats" in z.files:
                     if z["image_stat_columns"].tolist() != list(IMAGE_STAT_COLUMNS):
                         return None  # statistics of another definition: recompute rather than mislabel

@@ -413,7 +413,7 @@ def check_declared_shapes(model: Any, spec: Preprocessing, to_logits: Callable[[
     given = (None, *case_shape)
     path = getattr(model, "path", None)
     if declared_in is not None:
-        fits = len(declared_in) == len(given) and all(d is None or d == g for d, g in zip(declared_in[1:], given[1:]))
+        fits = len(declared_in) == len(given) and all(d is None or d == g for d, g in zip(declared_in[1:], given[1:], strict=True))
         if not fits:
             what = (f"{len(spec.features)} input.features" if spec.kind == "tabular" else
                     f"{spec.kind} input of {spec.channels} channel(s) at {case_shape[-2]}x{case_shape[-1]}")

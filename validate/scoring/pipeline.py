@@ -130,12 +130,77 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
         ctx.close()
 
 
+@dataclass
+class _Scoring:
+    """What every site of one scoring run shares: the protocol, the checkpoint prepared on its device,
+    the preprocessing, the output columns and how logits are read, the cache key and the engine's
+    settings."""
+
+    protocol: Any
+    ckpt: Checkpoint
+    ctx: distributed.Context
+    dev: torch.device
+    spec: Preprocessing
+    columns: list
+    to_logits: Any
+    channels_last: bool
+    key: str
+    progress: bool
+    batch_size: int
+    workers: Optional[int]
+    amp: str
+    shard_size: int
+    cache_dir: Path
+    cache_inputs: bool
+    hash_inputs: bool
+    served: int = 0  # cases whose decoded inputs came from the input cache
+
+    @property
+    def image(self) -> bool:
+        return self.spec.kind != "tabular"
+
+
 def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir: Path, device: str,
            batch_size: int, workers: Optional[int], amp: str, strict: bool, cache_dir: Path, shard_size: int,
            progress: Optional[bool], cache_inputs: bool = False, hash_inputs: bool = False) -> ScoreResult:
     from validate.cohort import load_site_manifest
 
     started = time.time()
+    run = _prepare(protocol, ckpt, ctx, device=device, batch_size=batch_size, workers=workers, amp=amp,
+                   cache_dir=cache_dir, shard_size=shard_size, progress=progress, cache_inputs=cache_inputs,
+                   hash_inputs=hash_inputs)
+    cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
+    mine, cached_cases = _score_my_shards(run, cohorts)
+    merged, total_cached, total_decoded = _gather(ctx, cohorts, mine, cached_cases, run.served)
+
+    frames, failure_rows, site_counts = [], [], {}
+    for cohort in cohorts:
+        frame, rows, site_counts[cohort.site.id] = _assemble_site(run, cohort, merged[cohort.site.id])
+        frames.append(frame)
+        failure_rows.extend(rows)
+
+    import pandas as pd
+
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    counts = _counts(site_counts, total_cached, total_decoded if cache_inputs else None)
+    result = ScoreResult(predictions=predictions, failures=failures_frame(failure_rows),
+                         checkpoint_sha256=ckpt.sha256, checkpoint_format=ckpt.format, checkpoint_path=ckpt.path,
+                         device=str(run.dev), counts=counts, out_dir=out_dir)
+    if ctx.is_main:
+        result.files = _write(result, out_dir, strict=strict, summary=_summary(run, counts, started))
+    if strict and counts["failed"]:
+        first = failure_rows[0]
+        raise InputError(f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
+                         f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
+                         field="--strict")
+    return result
+
+
+def _prepare(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, device: str, batch_size: int,
+             workers: Optional[int], amp: str, cache_dir: Path, shard_size: int, progress: Optional[bool],
+             cache_inputs: bool, hash_inputs: bool) -> _Scoring:
+    """The device, the preprocessing and the output reading of the run; the checkpoint prepared on the
+    device; the cache key of the run's shards."""
     dev = resolve_device(device, local_rank=ctx.local_rank if ctx.active else None)
     spec = Preprocessing.from_protocol(protocol.input)
     columns = logit_columns(protocol.task, protocol.classes, protocol.labels)
@@ -152,144 +217,175 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
     key = run_key(checkpoint_sha256=ckpt.sha256, preprocessing=spec.key(),
                   output={"task": protocol.task, "columns": columns, "output": protocol.model.output,
                           "positive_index": positive_index}, amp=amp, shard_size=shard_size)
+    return _Scoring(protocol=protocol, ckpt=ckpt, ctx=ctx, dev=dev, spec=spec, columns=columns, to_logits=to_logits,
+                    channels_last=channels_last, key=key, progress=bool(progress), batch_size=batch_size,
+                    workers=workers, amp=amp, shard_size=shard_size, cache_dir=cache_dir,
+                    cache_inputs=cache_inputs, hash_inputs=hash_inputs)
 
-    cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
+
+def _score_my_shards(run: _Scoring, cohorts: list) -> tuple[dict[str, dict[int, ShardResult]], int]:
+    """This rank's shards of every site, from the cache or scored: ``({site: {shard: result}}, cases
+    found in the cache)``. Every rank learns whether one failed; the failure is raised on each."""
     mine: dict[str, dict[int, ShardResult]] = {}
     cached_cases = 0
-    served = [0]  # cases whose decoded inputs came from the input cache
     error: Optional[BaseException] = None
     try:
         for cohort in cohorts:
-            site = cohort.site.id
-            cases = cohort.cases
-            n = len(cases)
-            ids = cases["case_id"].astype(str).tolist()
-            if spec.kind == "tabular":
-                feats, bad = feature_matrix(cases, spec.features)
-                dataset: Any = TabularCases(feats, bad)
-
-                def rows_key(s: int, lo: int, hi: int, ids=ids, feats=feats, bad=bad) -> str:
-                    return tabular_rows_key(ids[lo:hi], feats[lo:hi], {k: v for k, v in bad.items() if lo <= k < hi}, lo)
-            else:
-                paths = cases["image_path"].astype(str).tolist()
-                dataset = ImageCases(paths, spec)
-
-                def rows_key(s: int, lo: int, hi: int, ids=ids, paths=paths) -> str:
-                    return image_rows_key(ids[lo:hi], paths[lo:hi], content=hash_inputs)
-            cache = ShardCache(cache_dir, site, key)
-            shard_ids = ctx.mine(range(math.ceil(n / shard_size)))
-            bounds = {s: (s * shard_size, min(n, (s + 1) * shard_size)) for s in shard_ids}
-            keys = {s: rows_key(s, *bounds[s]) for s in shard_ids}
-            done: dict[int, ShardResult] = {}
-            for s in shard_ids:
-                hit = cache.load(s, keys[s], ids[slice(*bounds[s])])
-                if hit is not None:
-                    done[s] = hit
-                    cached_cases += bounds[s][1] - bounds[s][0]
-            todo = [s for s in shard_ids if s not in done]
-            inputs = None
-            if todo and cache_inputs and spec.kind != "tabular":
-                inputs = InputCache(cache_dir, site, input_key(preprocessing=spec.key(), shard_size=shard_size))
-                found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
-                dataset = DecodedCases(dataset, inputs, found, shard_size)
-            if todo:
-                n_todo = sum(bounds[s][1] - bounds[s][0] for s in todo)
-                options = EngineOptions(device=dev, batch_size=batch_size, amp=amp, channels_last=channels_last,
-                                        workers=workers if workers is not None else default_workers(spec, dev, n_todo))
-                bar = Progress(site, n_todo, bool(progress))
-
-                def on_shard(s: int, res: ShardResult, cache=cache, keys=keys, bounds=bounds, ids=ids,
-                             inputs=inputs, cases=cases) -> None:
-                    _scrub_failures(res, cases, spec, protocol)
-                    cache.save(s, keys[s], ids[slice(*bounds[s])], res)
-                    if inputs is not None:
-                        if res.decoded is not None:
-                            inputs.save(s, keys[s], ids[slice(*bounds[s])], res.decoded)
-                        else:  # no decoded inputs came back: the shard was read from the input cache
-                            served[0] += len(res.positions)
-                    res.decoded = None  # the pixels are not needed once saved
-
-                try:
-                    done.update(score_shards(ckpt, dataset, todo, n_cases=n, shard_size=shard_size,
-                                             n_outputs=len(columns), spec=spec, options=options,
-                                             input_device=ckpt.input_device, to_logits=to_logits, progress=bar,
-                                             on_shard=on_shard))
-                finally:
-                    bar.close()
-            mine[site] = done
+            mine[cohort.site.id], cached = _score_site(run, cohort)
+            cached_cases += cached
     except BaseException as exc:  # noqa: BLE001 - every rank must learn that one failed, then re-raise
         error = exc
-    if not ctx.all_ok(error is None):
+    if not run.ctx.all_ok(error is None):
         if error is not None:
             raise error
         raise InputError("another scoring process failed; see its error above")
+    return mine, cached_cases
 
+
+def _site_dataset(run: _Scoring, cases: Any, ids: list[str]) -> tuple[Any, Any]:
+    """The site's cases as the evaluator reads them, and ``rows_key(shard, lo, hi)``: the cache key of
+    the rows [lo, hi) (their ids and features, or their ids and image files)."""
+    if not run.image:
+        feats, bad = feature_matrix(cases, run.spec.features)
+
+        def rows_key(s: int, lo: int, hi: int) -> str:
+            return tabular_rows_key(ids[lo:hi], feats[lo:hi], {k: v for k, v in bad.items() if lo <= k < hi}, lo)
+        return TabularCases(feats, bad), rows_key
+    paths = cases["image_path"].astype(str).tolist()
+
+    def image_key(s: int, lo: int, hi: int) -> str:
+        return image_rows_key(ids[lo:hi], paths[lo:hi], content=run.hash_inputs)
+    return ImageCases(paths, run.spec), image_key
+
+
+def _score_site(run: _Scoring, cohort: Any) -> tuple[dict[int, ShardResult], int]:
+    """This rank's shards of one site: those in the cache loaded, the others scored and cached as they
+    finish. Returns ``({shard: result}, cases found in the cache)``."""
+    site, cases = cohort.site.id, cohort.cases
+    n = len(cases)
+    ids = cases["case_id"].astype(str).tolist()
+    dataset, rows_key = _site_dataset(run, cases, ids)
+    cache = ShardCache(run.cache_dir, site, run.key)
+    shard_ids = run.ctx.mine(range(math.ceil(n / run.shard_size)))
+    bounds = {s: (s * run.shard_size, min(n, (s + 1) * run.shard_size)) for s in shard_ids}
+    keys = {s: rows_key(s, *bounds[s]) for s in shard_ids}
+    done: dict[int, ShardResult] = {}
+    cached_cases = 0
+    for s in shard_ids:
+        hit = cache.load(s, keys[s], ids[slice(*bounds[s])])
+        if hit is not None:
+            done[s] = hit
+            cached_cases += bounds[s][1] - bounds[s][0]
+    todo = [s for s in shard_ids if s not in done]
+    if not todo:
+        return done, cached_cases
+    inputs = None
+    if run.cache_inputs and run.image:
+        inputs = InputCache(run.cache_dir, site, input_key(preprocessing=run.spec.key(), shard_size=run.shard_size))
+        found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
+        dataset = DecodedCases(dataset, inputs, found, run.shard_size)
+
+    def on_shard(s: int, res: ShardResult) -> None:
+        _scrub_failures(res, cases, run.spec, run.protocol)
+        cache.save(s, keys[s], ids[slice(*bounds[s])], res)
+        if inputs is not None:
+            if res.decoded is not None:
+                inputs.save(s, keys[s], ids[slice(*bounds[s])], res.decoded)
+            else:  # no decoded inputs came back: the shard was read from the input cache
+                run.served += len(res.positions)
+        res.decoded = None  # the pixels are not needed once saved
+
+    done.update(_score_shards(run, site, dataset, todo, n, sum(bounds[s][1] - bounds[s][0] for s in todo),
+                              on_shard))
+    return done, cached_cases
+
+
+def _score_shards(run: _Scoring, site: str, dataset: Any, todo: list[int], n: int, n_todo: int,
+                  on_shard: Any) -> dict[int, ShardResult]:
+    """The evaluator on the shards ``todo`` of one site (``n`` cases, ``n_todo`` of them in ``todo``),
+    with a progress bar."""
+    workers = run.workers if run.workers is not None else default_workers(run.spec, run.dev, n_todo)
+    options = EngineOptions(device=run.dev, batch_size=run.batch_size, amp=run.amp,
+                            channels_last=run.channels_last, workers=workers)
+    bar = Progress(site, n_todo, run.progress)
+    try:
+        return score_shards(run.ckpt, dataset, todo, n_cases=n, shard_size=run.shard_size,
+                            n_outputs=len(run.columns), spec=run.spec, options=options,
+                            input_device=run.ckpt.input_device, to_logits=run.to_logits, progress=bar,
+                            on_shard=on_shard)
+    finally:
+        bar.close()
+
+
+def _gather(ctx: distributed.Context, cohorts: list, mine: dict[str, dict[int, ShardResult]], cached_cases: int,
+            served: int) -> tuple[dict[str, dict[int, ShardResult]], int, int]:
+    """Every rank's shards merged per site, with the cases found in the shard cache and in the input
+    cache summed over ranks."""
     merged: dict[str, dict[int, ShardResult]] = {c.site.id: {} for c in cohorts}
     total_cached = 0
     total_decoded = 0
-    for part, cached, decoded_n in ctx.gather((mine, cached_cases, served[0])):
+    for part, cached, decoded_n in ctx.gather((mine, cached_cases, served)):
         total_cached += cached
         total_decoded += decoded_n
         for site, shards in part.items():
             merged[site].update(shards)
+    return merged, total_cached, total_decoded
 
-    frames, failure_rows, site_counts = [], [], {}
-    for cohort in cohorts:
-        site, cases = cohort.site.id, cohort.cases
-        n = len(cases)
-        logits = np.full((n, len(columns)), np.nan)
-        image = spec.kind != "tabular"
-        stats = np.full((n, len(IMAGE_STAT_COLUMNS)), np.nan) if image else None
-        equipment = np.full((n, 2), "", dtype=object) if image else None
-        failures: list[tuple[int, str, str]] = []
-        for s in sorted(merged[site]):
-            res = merged[site][s]
-            _scrub_failures(res, cases, spec, protocol)  # shards from the cache too
-            if len(res.positions):
-                logits[res.positions] = res.logits
-                if image and res.image_stats is not None:
-                    stats[res.positions] = res.image_stats
-                if image and res.equipment is not None:
-                    equipment[res.positions] = res.equipment
-            failures.extend(res.failures)
-        failed_pos = {p for p, _, _ in failures}
-        ok = np.array([i not in failed_pos for i in range(n)], dtype=bool) & np.isfinite(logits).all(axis=1)
-        frames.append(predictions_frame(cases, logits, columns, ok, task=protocol.task, labels=protocol.labels,
-                                        attributes=list(protocol.attributes),
-                                        features=list(spec.features) if not image else None,
-                                        image_stats=stats, equipment=equipment))
-        ids = cases["case_id"].astype(str).tolist()
-        for p, reason, stage in sorted(failures):
-            failure_rows.append((site, ids[p], reason, stage))
-        site_counts[site] = {"cases": n, "scored": int(ok.sum()), "failed": int(n - ok.sum())}
 
-    import pandas as pd
+def _assemble_site(run: _Scoring, cohort: Any, shards: dict[int, ShardResult]) -> tuple[Any, list, dict]:
+    """One site's predictions in manifest order from its shards: ``(frame, failure rows (site, case id,
+    reason, stage), {"cases", "scored", "failed"})``. A case is scored when no stage failed on it and
+    every logit is finite."""
+    site, cases = cohort.site.id, cohort.cases
+    n = len(cases)
+    logits = np.full((n, len(run.columns)), np.nan)
+    image = run.image
+    stats = np.full((n, len(IMAGE_STAT_COLUMNS)), np.nan) if image else None
+    equipment = np.full((n, 2), "", dtype=object) if image else None
+    failures: list[tuple[int, str, str]] = []
+    for s in sorted(shards):
+        res = shards[s]
+        _scrub_failures(res, cases, run.spec, run.protocol)  # shards from the cache too
+        if len(res.positions):
+            logits[res.positions] = res.logits
+            if stats is not None and res.image_stats is not None:
+                stats[res.positions] = res.image_stats
+            if equipment is not None and res.equipment is not None:
+                equipment[res.positions] = res.equipment
+        failures.extend(res.failures)
+    failed_pos = {p for p, _, _ in failures}
+    ok = np.array([i not in failed_pos for i in range(n)], dtype=bool) & np.isfinite(logits).all(axis=1)
+    protocol = run.protocol
+    frame = predictions_frame(cases, logits, run.columns, ok, task=protocol.task, labels=protocol.labels,
+                              attributes=list(protocol.attributes),
+                              features=list(run.spec.features) if not image else None,
+                              image_stats=stats, equipment=equipment)
+    ids = cases["case_id"].astype(str).tolist()
+    rows = [(site, ids[p], reason, stage) for p, reason, stage in sorted(failures)]
+    return frame, rows, {"cases": n, "scored": int(ok.sum()), "failed": int(n - ok.sum())}
 
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    failures_df = failures_frame(failure_rows)
+
+def _counts(site_counts: dict, cached: int, inputs_cached: Optional[int]) -> dict:
+    """The run's counts: cases, scored and failed summed over sites, cases from the shard cache, per
+    site counts, and (with the input cache) cases whose decoded inputs came from it."""
     counts = {"cases": sum(c["cases"] for c in site_counts.values()),
               "scored": sum(c["scored"] for c in site_counts.values()),
               "failed": sum(c["failed"] for c in site_counts.values()),
-              "cached": total_cached, "sites": site_counts}
-    if cache_inputs:
-        counts["inputs_cached"] = total_decoded
-    result = ScoreResult(predictions=predictions, failures=failures_df, checkpoint_sha256=ckpt.sha256,
-                         checkpoint_format=ckpt.format, checkpoint_path=ckpt.path, device=str(dev), counts=counts,
-                         out_dir=out_dir)
-    if ctx.is_main:
-        result.files = _write(result, out_dir, strict=strict, summary={
-            "protocol": protocol.name, "protocol_sha256": protocol.sha256, "checkpoint": str(ckpt.path),
+              "cached": cached, "sites": site_counts}
+    if inputs_cached is not None:
+        counts["inputs_cached"] = inputs_cached
+    return counts
+
+
+def _summary(run: _Scoring, counts: dict, started: float) -> dict:
+    """The contents of scoring.json besides the files written."""
+    protocol, ckpt = run.protocol, run.ckpt
+    return {"protocol": protocol.name, "protocol_sha256": protocol.sha256, "checkpoint": str(ckpt.path),
             "task": protocol.task, "classes": protocol.classes, "labels": protocol.labels,
-            "checkpoint_sha256": ckpt.sha256, "checkpoint_format": ckpt.format, "device": str(dev),
-            "world_size": ctx.world, "amp": amp, "batch_size": batch_size, "shard_size": shard_size,
-            "cache_keys": "file content (sha256)" if hash_inputs else "file size and modification time",
-            "counts": counts, "started": started, "finished": time.time()})
-    if strict and counts["failed"]:
-        first = failure_rows[0]
-        raise InputError(f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-                         f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
-                         field="--strict")
-    return result
+            "checkpoint_sha256": ckpt.sha256, "checkpoint_format": ckpt.format, "device": str(run.dev),
+            "world_size": run.ctx.world, "amp": run.amp, "batch_size": run.batch_size, "shard_size": run.shard_size,
+            "cache_keys": "file content (sha256)" if run.hash_inputs else "file size and modification time",
+            "counts": counts, "started": started, "finished": time.time()}
 
 
 def _scrub_failures(res: ShardResult, cases: Any, spec: Preprocessing, protocol: Any) -> None:
