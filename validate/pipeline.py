@@ -151,7 +151,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     :class:`validate.bundle.BundleWriter`) and commit it."""
     from validate.bundle import Bundle, case_id_key, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
-    from validate.thumbnails import write_thumbnails
+    from validate.thumbnails import write_cases
 
     original = frame = parts["table"].frame
     failures = loaded["failures"]
@@ -176,8 +176,9 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     w.write_json("gates.json", gates.to_json())
     w.write_text("junit.xml", gates.to_junit())
     w.write_text("gates.md", gates.to_markdown(ci_level=parts["settings"].ci_level))
-    # image protocols: the Cases page's images, from the manifests' paths (no path enters the bundle)
-    write_thumbnails(w, original, protocol, name_of)
+    # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
+    # enters the bundle)
+    write_cases(w, original, protocol, name_of)
     prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
                            checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
                            device=loaded.get("device"), case_ids=ids,
