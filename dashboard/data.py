@@ -287,34 +287,24 @@ def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], name: Opt
     predictions) under the site's image root, decoded as the run decoded it. Paths escaping the
     bundle's thumbnail folder or the image root are refused.
     """
-    from dataclasses import replace
-
-    from validate.scoring.inputs import CaseError
-    from validate.thumbnails import thumbnail_name, thumbnail_png
+    from validate.thumbnails import picture_spec, thumbnail_name, thumbnail_png_or_none
 
     spec = image_spec(run)
-    candidates = []
     own_dir = Path(run.path) / THUMBNAIL_DIR / str(site)
     own = name or thumbnail_name(case_id)  # the file name validate run gave it
-    # the bundle's PNGs are 8-bit pictures, whatever the protocol's input kind
-    candidates.append((own_dir / f"{own}.png", own_dir, replace(spec or _picture_spec(), kind="image")))
+    candidates = [(own_dir / f"{own}.png", own_dir, picture_spec(spec))]
     root = image_roots(run).get(str(site))
     if root is not None and spec is not None and image and isinstance(image, str):
         candidates.append((root / image, root, spec))
     for path, folder, how in candidates:
         try:
-            if not (path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES):
-                continue
-            return thumbnail_png(path, how, roots=[folder], size=size, enlarge_to=size)
-        except (CaseError, OSError, ValueError):  # unreadable or refused: no thumbnail, the page goes on
-            continue
+            usable = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        except OSError:  # e.g. a kept case id longer than a file name may be
+            usable = False
+        png = thumbnail_png_or_none(path, how, roots=[folder], size=size, enlarge_to=size) if usable else None
+        if png is not None:
+            return png
     return None
-
-
-def _picture_spec():
-    from validate.scoring.inputs import Preprocessing
-
-    return Preprocessing(kind="image", channels=3, scale=255.0)
 
 
 # ---- the Cases page: the ranking validate run stored ----------------------------------------------

@@ -184,6 +184,28 @@ def thumbnail_png(path: str | Path, spec: Any, *, roots: Iterable[str | Path], s
     return buf.getvalue()
 
 
+def picture_spec(spec: Any = None) -> Any:
+    """How to read a PNG :func:`thumbnail_png` wrote (8-bit grey or RGB), whatever the protocol's input
+    kind: ``spec`` with kind ``image`` (its channel count kept), or RGB when there is no ``spec``."""
+    from dataclasses import replace
+
+    from validate.scoring.inputs import Preprocessing
+
+    return replace(spec if spec is not None else Preprocessing(kind="image", channels=3, scale=255.0), kind="image")
+
+
+def thumbnail_png_or_none(path: str | Path, spec: Any, *, roots: Iterable[str | Path], size: int = THUMBNAIL_SIZE,
+                          enlarge_to: int = 0) -> Optional[bytes]:
+    """:func:`thumbnail_png`, or ``None`` when the image cannot be read or is refused (a presentation
+    shows no picture rather than failing)."""
+    from validate.scoring.inputs import CaseError
+
+    try:
+        return thumbnail_png(path, spec, roots=roots, size=size, enlarge_to=enlarge_to)
+    except (CaseError, OSError, ValueError):
+        return None
+
+
 def to_uint8(arr: np.ndarray, scale: float) -> np.ndarray:
     """``[H, W, C]`` raw values as 8-bit display values (rule in the module docstring)."""
     if arr.dtype == np.uint8:
