@@ -133,6 +133,6 @@ def pairing(new: Any, base: Any, shared_cases: Callable[[], int]) -> Pairing:
 def shared_case_count(new_predictions: Any, base_predictions: Any) -> int:
     """How many (site, case id) pairs both predictions tables hold (ids as the bundles store them)."""
     def pairs(frame: Any) -> set:
-        return set(zip(frame["site"].astype(str), frame["case_id"].astype(str)))
+        return set(zip(frame["site"].astype(str), frame["case_id"].astype(str), strict=True))
 
     return len(pairs(new_predictions) & pairs(base_predictions))

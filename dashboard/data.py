@@ -7,12 +7,15 @@ predictions) is resolved, symlinks followed, and checked against those roots bef
 
 Caching: loaders are keyed by the bundle's *identity*, its resolved path plus the size and
 modification time of each of its JSON files, so a rerun written into the same folder is picked up
-while an unchanged bundle is read from disk once. The Overview needs only the small JSON files;
-``predictions.parquet`` is read only by the pages that show cases.
+while an unchanged bundle is read from disk once. The pages need only the small JSON files (the Cases
+page lists the ranking ``validate run`` stored in ``cases.json``).
+
+Images: every picture is made by :func:`validate.thumbnails.thumbnail_png`, the decoder ``validate run``
+stores the bundle's thumbnails with, reading through scoring's reader (DICOM rescale, window, palette
+and MONOCHROME1 handled as the model saw them) with its confinement and size guards.
 """
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -27,6 +30,7 @@ import yaml
 
 from validate.bundle import JSON_FILES, THUMBNAIL_DIR, Bundle, read_bundle
 from validate.errors import InputError
+from validate.thumbnails import THUMBNAIL_SIZE
 
 BUNDLE_MARKERS = ("provenance.json", "metrics.json")
 RUNS_ENV = "VALIDATE_DASHBOARD_RUNS"
@@ -121,6 +125,7 @@ class Run:
     shift: Optional[dict] = None
     cohorts: Optional[dict] = None  # sites.json: per-site make-up and exclusions
     comparison: Optional[dict] = None  # comparison.json: the paired comparison with a baseline model
+    cases: Optional[dict] = None  # cases.json: the most confident errors per site, ranked at run time
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["site", "case_id", "reason"]))
     has_report: bool = False
     has_predictions: bool = False
@@ -193,6 +198,7 @@ def _load_run(path: str, identity: str) -> Run:
         protocol=_read_protocol_copy(root / "protocol.yaml"),
         calibration=bundle.calibration, gates=bundle.gates, subgroups=bundle.subgroups,
         curves=bundle.curves, shift=bundle.shift, cohorts=bundle.sites, comparison=bundle.comparison,
+        cases=bundle.cases,
         failures=bundle.failures,
         has_report=(root / "report.html").is_file(), has_predictions=(root / "predictions.parquet").is_file())
 
@@ -271,91 +277,81 @@ def has_thumbnails(run: Run, site: str) -> bool:
     return folder.is_dir() and within(folder, [run.path])
 
 
-def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], size: int = 96) -> Optional[bytes]:
-    """A PNG thumbnail of one case, or ``None``.
+def image_spec(run: Run):
+    """How the run read its images (:func:`validate.thumbnails.display_spec` of the protocol copy's
+    ``input``), or ``None`` when the copy has no readable ``input`` block (then no site image is shown)."""
+    from pydantic import ValidationError
 
-    Looked up, in order: the bundle's ``thumbnails/<site>/<thumbnail_name(case_id)>.png`` (a bundle may carry its own
+    from validate.thumbnails import display_spec
+
+    block = run.protocol.get("input")
+    if not isinstance(block, dict):
+        return None
+    try:
+        return display_spec(block)
+    except (ValidationError, ValueError, TypeError):
+        return None
+
+
+def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], name: Optional[str] = None,
+              size: int = THUMBNAIL_SIZE) -> Optional[bytes]:
+    """A PNG of one case, or ``None``, made by :func:`validate.thumbnails.thumbnail_png` (the scoring
+    reader, its confinement and size guards), enlarged to about ``size`` pixels when small.
+
+    Looked up, in order: the bundle's ``thumbnails/<site>/<name>.png`` (``name`` as ``cases.json``
+    gives it, else :func:`validate.thumbnails.thumbnail_name` of ``case_id``: a bundle may carry its own
     thumbnails so it can be reviewed without the images), then ``image`` (the path recorded in the
-    predictions) under the site's image root. Paths escaping the bundle or the image root are refused.
+    predictions) under the site's image root, decoded as the run decoded it. Paths escaping the
+    bundle's thumbnail folder or the image root are refused.
     """
-    candidates: list[tuple[Path, list[Path]]] = []
-    bundle = Path(run.path)
-    own_dir = bundle / THUMBNAIL_DIR / str(site)
-    from validate.thumbnails import thumbnail_name  # the file name validate run gave it
+    from validate.thumbnails import picture_spec, thumbnail_name, thumbnail_png_or_none
 
-    candidates.append((own_dir / f"{thumbnail_name(case_id)}.png", [own_dir]))
+    spec = image_spec(run)
+    own_dir = Path(run.path) / THUMBNAIL_DIR / str(site)
+    own = name or thumbnail_name(case_id)  # the file name validate run gave it
+    candidates = [(own_dir / f"{own}.png", own_dir, picture_spec(spec))]
     root = image_roots(run).get(str(site))
-    if root is not None and image and isinstance(image, str):
-        candidates.append((root / image, [root]))
-    for path, roots in candidates:
+    if root is not None and spec is not None and image and isinstance(image, str):
+        candidates.append((root / image, root, spec))
+    for path, folder, how in candidates:
         try:
-            usable = within(path, roots) and path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            usable = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
         except OSError:  # e.g. a kept case id longer than a file name may be
             usable = False
-        if not usable:
-            continue
-        try:
-            return _thumbnail_png(path, size)
-        except Exception:  # an unreadable image must not break the page: no thumbnail instead
-            continue
+        png = thumbnail_png_or_none(path, how, roots=[folder], size=size, enlarge_to=size) if usable else None
+        if png is not None:
+            return png
     return None
 
 
-def _thumbnail_png(path: Path, size: int) -> bytes:
-    import numpy as np
-    from PIL import Image
+# ---- the Cases page: the ranking validate run stored ----------------------------------------------
 
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        arr = np.load(path, allow_pickle=False)
-        img = Image.fromarray(_to_uint8(arr))
-    elif suffix == ".dcm":
-        import pydicom
-
-        arr = pydicom.dcmread(str(path)).pixel_array
-        img = Image.fromarray(_to_uint8(arr))
-    else:
-        img = Image.open(path)
-        img.load()
-    if img.mode not in ("L", "RGB"):
-        img = img.convert("RGB")
-    img.thumbnail((size, size))
-    if max(img.size) < size:  # small images (28x28) are enlarged without smoothing, so pixels stay visible
-        scale = size / max(img.size)
-        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
-                         Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+def case_rankings(run: Run) -> list[dict]:
+    """The rankings of ``cases.json`` (label, threshold, per site: cases, errors, top errors)."""
+    return list((run.cases or {}).get("rankings") or [])
 
 
-def _to_uint8(arr):
-    import numpy as np
-
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = np.moveaxis(arr, 0, -1)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    lo, hi = np.nanmin(arr), np.nanmax(arr)
-    scaled = np.zeros_like(arr) if not math.isfinite(hi - lo) or hi <= lo else (arr - lo) / (hi - lo) * 255.0
-    return scaled.astype(np.uint8)
-
-
-@st.cache_data(show_spinner="Reading predictions…", max_entries=8)
-def _confident_errors(path: str, identity: str, task: str, classes: tuple, label: Optional[str],
-                      threshold: float, per_site: int, attributes: tuple, image_column: str):
-    from dashboard import cases
-
-    pred = _read_predictions(path, identity)
-    return cases.confident_errors(pred, task=task, classes=classes, label=label, threshold=threshold,
-                                  per_site=per_site, attributes=cases.attribute_columns(pred, attributes),
-                                  image_column=image_column)
-
-
-def confident_errors(run: Run, *, label: Optional[str] = None, threshold: float = 0.5, per_site: int = 10):
-    """:func:`validate.analysis.cases.confident_errors` on the run's predictions (cached by identity)."""
-    image_column = str((run.protocol.get("columns") or {}).get("image") or "image")
-    return _confident_errors(run.path, run.identity, run.task, tuple(run.protocol.get("classes") or ()), label,
-                             float(threshold), int(per_site), tuple(run.protocol.get("attributes") or ()),
-                             image_column)
+def confident_errors(run: Run, *, label: Optional[str] = None, threshold: Optional[float] = 0.5,
+                     per_site: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The stored ranking (``cases.json``) of ``label`` at ``threshold`` (multiclass: the one ranking),
+    as two frames: the errors (``site``, ``case_id``, ``true``, ``called``, ``confidence``, ``p``, ``image``,
+    ``thumbnail``, then the attributes), at most ``per_site`` per site in stored order, and per site
+    ``site``, ``cases``, ``errors``. Empty frames when the bundle has no such ranking. Nothing is
+    re-ranked: a smaller ``per_site`` keeps the first rows of each site."""
+    ranking = next((r for r in case_rankings(run) if r.get("label") == label
+                    and (r.get("threshold") is None or threshold is None
+                         or math.isclose(float(r["threshold"]), float(threshold)))), None)
+    if ranking is None:
+        return pd.DataFrame(), pd.DataFrame()
+    attributes = list((run.cases or {}).get("attributes") or [])
+    rows, counts = [], []
+    for site, entry in (ranking.get("sites") or {}).items():
+        counts.append({"site": site, "cases": entry.get("cases"), "errors": entry.get("errors")})
+        for case in (entry.get("top") or [])[:per_site]:
+            row = {"site": site, **{k: case.get(k) for k in ("case_id", "true", "called", "confidence")}}
+            for k in ("p", "image", "thumbnail"):
+                if case.get(k) is not None:
+                    row[k] = case[k]
+            row.update({a: (case.get("attributes") or {}).get(a) for a in attributes})
+            rows.append(row)
+    return pd.DataFrame(rows), pd.DataFrame(counts, columns=["site", "cases", "errors"])

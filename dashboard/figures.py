@@ -17,9 +17,8 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import tables
-from validate import charts, contract
+from validate import charts, contract, view
 from validate.metrics import registry
-from validate.report import adapters
 
 Group = Optional[tuple[str, str]]  # (subgroup name, group value); None = all patients
 
@@ -116,8 +115,8 @@ def sample_size_sites(run) -> list[str]:
 def sample_size_curve(run, metric: str = "ece", sites: Optional[Sequence[str]] = None,
                       methods: Optional[Sequence[str]] = None):
     """The sample-size design's curves, from the rows the report draws too
-    (:func:`validate.report.adapters.sample_size_rows`), so both presentations agree."""
-    rows = adapters.sample_size_rows(run.calibration or {}, metric, methods=methods, sites=sites)
+    (:func:`validate.report.view.sample_size_rows`), so both presentations agree."""
+    rows = view.sample_size_rows(run.calibration or {}, metric, methods=methods, sites=sites)
     if not rows:
         return None
     return charts.sample_size_figure(rows, metric)
@@ -128,9 +127,9 @@ def transfer_methods(run) -> list[str]:
 
 
 def transfer_matrix(run, metric: str = "ece", method: str = "none"):
-    """The transfer design's matrix for ``method`` (:func:`validate.report.adapters.transfer_matrix`, as
+    """The transfer design's matrix for ``method`` (:func:`validate.report.view.transfer_matrix`, as
     in the report)."""
-    matrix = adapters.transfer_matrix(run.calibration or {}, metric).get(method)
+    matrix = view.transfer_matrix(run.calibration or {}, metric).get(method)
     if not matrix:
         return None
     what = "uncalibrated" if method == "none" else f"{method} fitted at the row's site"

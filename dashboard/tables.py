@@ -3,11 +3,11 @@
 Each builder returns two frames over the same rows: ``display`` (what a reviewer reads: an
 estimate with its interval as text, e.g. ``0.832 (0.781 to 0.880)``) and ``data`` (the same numbers as
 separate numeric columns ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``: what the CSV
-download holds).
+download holds). The helpers that read entries, blocks and gate rows are shared with the report and
+live in :mod:`validate.view`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional
 
@@ -15,6 +15,16 @@ import pandas as pd
 
 from validate.groups import group_sort_key
 from validate.metrics import registry
+from validate.view import (  # noqa: F401 - the bundle-view helpers, re-exported for the pages
+    _num,
+    fmt,
+    gate_verdicts_by_site,
+    insufficient_reason,
+    interval_text,
+    metric_names,
+    p_text,
+    triplet,
+)
 
 VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
 
@@ -22,65 +32,6 @@ VERDICT_COLOURS = {"pass": "#d8f0d8", "warn": "#fff1c2", "fail": "#f8d0d0"}
 def label(metric: str) -> str:
     """The metric's display name (validate.metrics.registry)."""
     return registry.label(metric)
-
-
-def triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
-    """(estimate, ci_low, ci_high) of a metric entry: an interval dict, a bare number or missing."""
-    if isinstance(entry, Mapping):
-        return (_num(entry.get("estimate", entry.get("statistic"))), _num(entry.get("ci_low")),
-                _num(entry.get("ci_high")))
-    return _num(entry), None, None
-
-
-def _num(x: Any) -> Optional[float]:
-    if isinstance(x, bool) or x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def fmt(x: Optional[float], digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
-
-
-def p_text(p: Optional[float]) -> str:
-    """A p-value for reading: four decimals, or ``< 0.0001``."""
-    if p is None:
-        return "—"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def interval_text(entry: Any, digits: int = 3) -> str:
-    est, lo, hi = triplet(entry)
-    if est is None:
-        reason = entry.get("reason") if isinstance(entry, Mapping) else None
-        return f"— ({reason})" if reason else "—"
-    if lo is None or hi is None:
-        return fmt(est, digits)
-    return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
-
-
-def metric_names(blocks: Iterable[Mapping]) -> list[str]:
-    """Metric keys holding an estimate (interval dicts or numbers), in first-seen order."""
-    seen: dict[str, None] = {}
-    skip = {"n", "n_events", "prevalence", "insufficient", "insufficient_reason", "reason", "classes", "labels"}
-    for b in blocks:
-        for k, v in (b or {}).items():
-            if k in skip or k in seen:
-                continue
-            if isinstance(v, Mapping) and "estimate" in v:
-                seen[k] = None
-    return list(seen)
-
-
-def insufficient_reason(block: Mapping) -> Optional[str]:
-    if not block or not block.get("insufficient"):
-        return None
-    r = block.get("insufficient_reason") or block.get("reason") or "too few cases or events"
-    return str(r)
 
 
 def _metric_columns(row: dict, data: dict, block: Mapping, metrics: Iterable[str]) -> None:
@@ -98,23 +49,6 @@ def _counts(row: dict, data: dict, block: Mapping) -> None:
 
 
 # ---- Overview ------------------------------------------------------------------------------------
-
-def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]:
-    """``{site: {metric: worst verdict}}`` over the gate rows judged on that site, plus ``"*"`` per
-    site for the worst verdict of any of its rows."""
-    rank = {"pass": 0, "warn": 1, "fail": 2}
-    out: dict[str, dict[str, str]] = {}
-    for r in (gates or {}).get("rows") or []:
-        site = r.get("site")
-        if not site:
-            continue
-        v = r.get("verdict") or "pass"
-        cell = out.setdefault(str(site), {})
-        for key in (r.get("metric") if not r.get("calibration") else None, "*"):
-            if key and rank.get(v, 0) >= rank.get(cell.get(key, "pass"), 0):
-                cell[key] = v
-    return out
-
 
 def key_metrics(run) -> list[str]:
     blocks = [run.metrics.get("overall") or {}, *(run.metrics.get("sites") or {}).values()]
@@ -358,7 +292,7 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
                     better = "no clear change"
             rows.append({"Site": site, "Metric": label(m), f"Baseline ({base.name})": interval_text(ea),
                          f"New ({new.name})": interval_text(eb),
-                         "Difference (new − base)": interval_text(dict(zip(("estimate", "ci_low", "ci_high"), delta))),
+                         "Difference (new − base)": interval_text(dict(zip(("estimate", "ci_low", "ci_high"), delta, strict=True))),
                          "n (base → new)": f"{a.get('n')} → {b.get('n')}", "Reading": better})
             data.append({"site": site, "metric": m, "base_run": base.name, "new_run": new.name,
                          "base": ta[0], "base_ci_low": ta[1], "base_ci_high": ta[2],

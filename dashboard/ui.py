@@ -25,7 +25,7 @@ def sidebar(runs_dir: Path) -> Optional[data.Run]:
     if not runs:
         return None
     names = [_run_label(p, runs_dir) for p in runs]
-    by_name = dict(zip(names, runs))
+    by_name = dict(zip(names, runs, strict=True))
     if st.session_state.get(RUN_KEY) not in by_name:
         st.session_state[RUN_KEY] = names[0]
     with st.sidebar:

@@ -1,5 +1,20 @@
-"""The house's structural rules, read from the source: no import cycle among validate's modules, and
-``import validate`` stays cheap (the pipeline is loaded on first use, not on import).
+"""The house's structural rules, read from the source: no import cycle among validate's modules, the
+layers import only downwards, and ``import validate`` stays cheap (the pipeline is loaded on first use,
+not on import).
+
+The layers (the house rule; :data:`LAYERS`):
+
+- **core** (``validate.numerics``, ``.errors``, ``.escape``, ``.groups``, ``.contract``): plain helpers
+  and the bundle contract. They import no engine and no presentation module.
+- **engine** (``validate.analysis``, ``.metrics``, ``.calibrators``, ``.scoring``, ``.predictions``,
+  ``.cohort``, ``.protocol``): reads cases and predictions, computes. It imports no presentation module
+  (``validate.report``, ``validate.charts``, ``validate.view``, ``dashboard``) and not the CLI
+  (``validate.cli``, ``validate.commands``): a notebook can use it without either.
+- **presentation** (``dashboard``, ``validate.report``, ``validate.charts``, ``validate.view``): reads
+  bundles. It imports no engine internals: not ``validate.analysis``, ``.scoring``, ``.calibrators``,
+  ``.cohort``, nor ``validate.metrics`` other than ``validate.metrics.registry`` (the metric
+  declarations: names, labels, directions). Whatever it shows is computed at run time into the bundle;
+  images reach it through ``validate.thumbnails``, the one display decoder shared with ``validate run``.
 
 Import edges are collected with :mod:`ast` from every ``import validate...`` / ``from validate... import``
 in a module, at module level AND inside functions (a function-level import hides a cycle from Python's
@@ -15,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "validate"
+DASHBOARD = ROOT / "dashboard"
 
 
 # ---- the import graph --------------------------------------------------------------------------------
@@ -83,6 +99,19 @@ def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     modules = package_modules(package)
     return {m: import_edges(m, f.read_text(), modules, is_package=f.name == "__init__.py", root=package.name)
             for m, f in modules.items()}
+
+
+def house_graph(packages: tuple[Path, ...] = (PACKAGE, DASHBOARD)) -> dict[str, set[str]]:
+    """The import graph of validate and the dashboard together (edges within and between them)."""
+    modules: dict[str, Path] = {}
+    for package in packages:
+        modules.update(package_modules(package))
+    graph: dict[str, set[str]] = {}
+    for m, f in modules.items():
+        source = f.read_text()
+        graph[m] = set().union(*(import_edges(m, source, modules, is_package=f.name == "__init__.py", root=p.name)
+                                 for p in packages))
+    return graph
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -155,9 +184,8 @@ def test_no_import_cycle_in_the_analysis_package():
     assert find_cycles(analysis) == []
 
 
-# Known debt, listed so that nothing else can join it: BinaryCases.replicate (replicates) iterates the
-# registry, whose declarations name the replicate kernels. Split the kernels from the iteration to remove it.
-KNOWN_CYCLE_EDGES = {("validate.metrics.replicates", "validate.metrics.registry")}
+# Known debt, listed so that nothing else can join it (empty: the house has no import cycle today).
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
 def test_no_import_cycle_in_validate():
@@ -165,6 +193,67 @@ def test_no_import_cycle_in_validate():
     assert find_cycles(graph) == []
     # the exception is still needed (remove it from KNOWN_CYCLE_EDGES once the cycle is gone)
     assert all(e in import_graph()[m] for m, e in KNOWN_CYCLE_EDGES)
+
+
+# ---- the layers ----------------------------------------------------------------------------------
+
+def _in(module: str, prefixes) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+CORE = ("validate.numerics", "validate.errors", "validate.escape", "validate.groups", "validate.contract")
+ENGINE = ("validate.analysis", "validate.metrics", "validate.calibrators", "validate.scoring", "validate.predictions",
+          "validate.cohort", "validate.protocol")
+PRESENTATION = ("dashboard", "validate.report", "validate.charts", "validate.view")
+CLI = ("validate.cli", "validate.commands")
+ENGINE_INTERNALS = ("validate.analysis", "validate.scoring", "validate.calibrators", "validate.cohort",
+                    "validate.metrics")
+SHARED_WITH_PRESENTATION = ("validate.metrics.registry",)
+
+# layer: (who, what they may not import, what is allowed among those anyway)
+LAYERS = {
+    "core": (CORE, ENGINE + PRESENTATION + CLI, ()),
+    "engine": (ENGINE, PRESENTATION + CLI, ()),
+    "presentation": (PRESENTATION, ENGINE_INTERNALS, SHARED_WITH_PRESENTATION),
+}
+
+# Known exceptions to the layer rule, listed so that nothing else can join them (empty today; the list may
+# only shrink: the test fails when an exception listed here is no longer needed).
+KNOWN_LAYER_EXCEPTIONS: set[tuple[str, str]] = set()
+
+
+def layer_violations(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """``(module, imported)`` for every edge that breaks a rule of :data:`LAYERS`."""
+    out = set()
+    for who, forbidden, allowed in LAYERS.values():
+        for module, edges in graph.items():
+            if not _in(module, who):
+                continue
+            out |= {(module, e) for e in edges if _in(e, forbidden) and not _in(e, allowed)}
+    return out
+
+
+def test_layer_rule_sees_a_forbidden_import_at_any_depth():
+    graph = house_graph()
+    modules = {**package_modules(PACKAGE), **package_modules(DASHBOARD)}
+    for source in ("import validate.analysis.sites\n", "def page():\n    from validate.analysis import sites\n",
+                   "from validate.metrics.blocks import binary_block\n", "from validate.scoring import inputs\n"):
+        edges = set().union(*(import_edges("dashboard.tables", source, modules, root=r) for r in ("validate", "dashboard")))
+        broken = layer_violations({**graph, "dashboard.tables": graph["dashboard.tables"] | edges})
+        assert {("dashboard.tables", e) for e in edges} <= broken and edges, source
+    # the registry is shared with presentation; the engine may not reach up to the report or the CLI
+    assert layer_violations({"validate.charts": {"validate.metrics.registry"}}) == set()
+    assert layer_violations({"validate.analysis.sites": {"validate.report.render", "validate.commands.run"},
+                             "validate.contract": {"validate.predictions"}}) == {
+        ("validate.analysis.sites", "validate.report.render"), ("validate.analysis.sites", "validate.commands.run"),
+        ("validate.contract", "validate.predictions")}
+
+
+def test_layers_import_only_what_the_house_rule_allows():
+    broken = layer_violations(house_graph())
+    assert broken - KNOWN_LAYER_EXCEPTIONS == set(), "imports across the layers (see this module's docstring)"
+    # the exceptions are still needed: remove each from KNOWN_LAYER_EXCEPTIONS once its import is gone
+    assert KNOWN_LAYER_EXCEPTIONS - broken == set(), "no longer needed: remove from KNOWN_LAYER_EXCEPTIONS"
 
 
 HEAVY = ("torch", "netcal", "pandas", "scipy", "sklearn")

@@ -25,7 +25,7 @@ def _points(fig):
     for tr in fig.data:
         if tr.mode != "markers" or tr.error_x is None or tr.error_x.array is None:
             continue
-        for y, x, plus, minus in zip(tr.y, tr.x, tr.error_x.array, tr.error_x.arrayminus):
+        for y, x, plus, minus in zip(tr.y, tr.x, tr.error_x.array, tr.error_x.arrayminus, strict=True):
             out[y] = (x, x - minus, x + plus)
     return out
 
@@ -48,7 +48,7 @@ def test_forest_draws_the_files_deltas_and_intervals(cmp):
 
 def test_each_row_is_labelled_with_its_n_and_events(cmp):
     fig = charts.comparison_forest(charts.comparison_blocks(cmp), "ece")
-    text = dict(zip(fig.data[-1].y, fig.data[-1].text))
+    text = dict(zip(fig.data[-1].y, fig.data[-1].text, strict=True))
     assert text["va"] == "-0.011 (-0.041 to 0.020)  n=200 (149)"
     assert text["switzerland"].endswith("n=123 (115) insufficient")
 
@@ -76,7 +76,7 @@ def test_undefined_and_insufficient_blocks_are_shown_not_dropped(cmp):
     labels = [b[0] for b in blocks]
     assert "sex = female at va" in labels and "sex = male at va" in labels
     fig = charts.comparison_forest(blocks, "auroc")
-    text = dict(zip(fig.data[-1].y, fig.data[-1].text))
+    text = dict(zip(fig.data[-1].y, fig.data[-1].text, strict=True))
     assert text["sex = female at va"].startswith("undefined: one class only (no events)")
     assert text["sex = female at va"].endswith("n=6 (0) insufficient")
     hollow = [tr for tr in fig.data if tr.mode == "markers" and tr.marker.symbol == "square-open"]

@@ -35,6 +35,7 @@ REQUIRED_KEYS = {
     "sites.json": ("sites", "*", "role"),
     "shift.json": ("sites", "*", "ranking"),
     "gates.json": ("rows", 0, "verdict"),
+    "cases.json": ("rankings", 0, "sites"),
     "provenance.json": ("protocol", "sha256"),
 }
 
@@ -158,7 +159,8 @@ def test_dashboard_loader_refuses_a_renamed_key(bundle_copy, name):
     with pytest.raises(InputError) as exc:
         run = load_run(bundle_copy, bundle_copy.parent)
         # provenance is read on demand by some pages; every part must fail on first touch
-        for part in ("provenance", "metrics", "calibration", "gates", "subgroups", "curves", "shift", "cohorts"):
+        for part in ("provenance", "metrics", "calibration", "gates", "subgroups", "curves", "shift", "cohorts",
+                     "cases"):
             getattr(run, part)
     assert str(bundle_copy / name) in str(exc.value) and key in str(exc.value)
 

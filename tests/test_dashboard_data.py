@@ -244,6 +244,14 @@ def curves_json(pred):
                        groups=pred[["sex"]].astype(str))
 
 
+def cases_json(pred):
+    """cases.json as the engine writes it (validate.analysis.cases): the ranking the Cases page lists."""
+    from validate.analysis.cases import cases_file
+
+    return cases_file(pred, task="binary", classes=["absent", "present"], thresholds=[0.5], attributes=["sex"],
+                      per_site=20)
+
+
 PROTOCOL_YAML = """name: fixture
 version: "2.1"
 task: binary
@@ -285,6 +293,7 @@ def write_fixture_run(folder: Path, *, image_root: Path | None = None, shift: bo
     pred = predictions_frame(seed, with_images=image_root is not None)
     pred.to_parquet(folder / "predictions.parquet", index=False)
     (folder / "curves.json").write_text(json.dumps(curves_json(pred)))
+    (folder / "cases.json").write_text(json.dumps(cases_json(pred)))
     pd.DataFrame({"site": ["beta"], "case_id": ["beta-404"], "reason": ["image file not found: beta/404.png"]}) \
         .to_csv(folder / "failures.csv", index=False)
     (folder / "report.html").write_text("<html><body><h1>fixture report</h1></body></html>")
@@ -392,11 +401,15 @@ def test_thumbnails_stored_in_the_bundle_are_used_first(tmp_path):
     runs = tmp_path / "runs"
     b = write_fixture_run(runs / "b")  # no image root: predictions record no image path
     (b / "thumbnails" / "beta").mkdir(parents=True)
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(b / "thumbnails" / "beta" / "beta-030.png")
+    stored = np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(stored).save(b / "thumbnails" / "beta" / "beta-030.png")
     run = load_run(b, runs)
     assert has_thumbnails(run, "beta") and not has_thumbnails(run, "alpha")
     png = thumbnail(run, "beta", "beta-030", None)
-    assert png is not None and Image.open(__import__("io").BytesIO(png)).size == (96, 96)
+    # a small picture is enlarged by a whole factor (128 // 28 = 4), nearest neighbour: every value kept
+    shown = np.asarray(Image.open(__import__("io").BytesIO(png)))
+    assert shown.shape == (112, 112)
+    np.testing.assert_array_equal(shown, np.kron(stored, np.ones((4, 4), np.uint8)))
     # an identifier cannot walk out of the site's thumbnail folder, even to another file of the bundle
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(b / "secret.png")
     assert thumbnail(run, "beta", "../../secret", None) is None

@@ -207,7 +207,7 @@ def test_v2_ignores_ca_and_thal_and_differs_from_v1(program, program_v2):
     # same 13 inputs; scrambling ca and thal (or blanking them) leaves v2's logits bit for bit
     x = torch.cat([_x(_manifest(site)) for site in SOURCES])
     scrambled = x.clone()
-    for name, value in zip(V2_LEFT_OUT, (3.0, 7.0)):
+    for name, value in zip(V2_LEFT_OUT, (3.0, 7.0), strict=True):
         scrambled[:, FEATURES.index(name)] = value
     blanked = x.clone()
     blanked[:, [FEATURES.index(n) for n in V2_LEFT_OUT]] = float("nan")

@@ -128,7 +128,7 @@ def test_every_declared_group_is_stored_per_site_and_pooled(heart):
     for site in ("cleveland", "hungary", "switzerland", "va"):
         _, _, ms = _heart_cases(heart, site)
         counts = pd.Series([f"{s} & {b}" for s, b in zip(ms["sex_label"], pd.cut(
-            ms["age"], [-np.inf, 45, 55, 65, np.inf], right=False, labels=["<45", "45-54", "55-64", ">=65"]))])
+            ms["age"], [-np.inf, 45, 55, 65, np.inf], right=False, labels=["<45", "45-54", "55-64", ">=65"]), strict=True)])
         counts = counts.value_counts()
         stored = curves["sites"][site]["sex_x_age_band"]
         assert {g: c["none"]["n"] for g, c in stored.items()} == counts.to_dict()

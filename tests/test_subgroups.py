@@ -8,8 +8,9 @@ import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
 
 from validate.analysis.sites import binary_curves, cohort_summary, wilson_interval
-from validate.analysis.subgroups import group_sort_key, insufficient_cells, paired_gaps, subgroup_analysis, worst_groups
+from validate.analysis.subgroups import group_sort_key, paired_gaps, subgroup_analysis, worst_groups
 from validate.metrics import MetricSettings, bootstrap_weights, percentile_interval
+from validate.view import insufficient_cells
 
 
 def synthetic(n_sites=(160, 140), seed=0):

@@ -144,6 +144,38 @@ def test_the_dashboard_shows_the_bundles_thumbnails_for_its_top_cases(image_run)
 
 
 
+def test_cases_json_holds_the_ranking_and_the_dashboard_lists_it_without_predictions(image_run, tmp_path):
+    """cases.json: per site the top errors (hashed ids, confidence, thumbnail name) ranked as defined
+    above; the dashboard's Cases data come from it alone (predictions.parquet removed)."""
+    import json
+    import shutil
+
+    from dashboard.data import confident_errors, load_run
+
+    data = json.loads((image_run["bundle"] / "cases.json").read_text())
+    assert data["schema"] == "validate.cases/1" and data["per_site"] == TOP
+    (ranking,) = data["rankings"]
+    assert ranking["label"] is None and ranking["threshold"] == 0.5
+    rows = image_run["rows"]
+    for site, cases in _expected_top(rows).items():
+        entry = ranking["sites"][site]
+        g = rows[rows["site"] == site]
+        p = 1.0 / (1.0 + np.exp(-g["logit"].to_numpy()))
+        assert entry["cases"] == N and entry["errors"] == int(((p >= 0.5).astype(int) != g["y"]).sum())
+        assert [c["case_id"] for c in entry["top"]] == [_hashed(c) for c in cases]
+        assert [c["thumbnail"] for c in entry["top"]] == [_hashed(c) for c in cases]
+        by_id = dict(zip(g["case_id"], p, strict=True))
+        assert [c["confidence"] for c in entry["top"]] == pytest.approx(
+            [max(by_id[c], 1 - by_id[c]) for c in cases], abs=1e-12)
+    copy = tmp_path / "runs" / "copy"
+    shutil.copytree(image_run["bundle"], copy)
+    (copy / "predictions.parquet").unlink()
+    top, counts = confident_errors(load_run(copy, copy.parent), per_site=5)
+    assert len(top) == 2 * 5 and set(counts["cases"]) == {N}
+    assert list(top[top["site"] == "png_site"]["case_id"]) == \
+        [_hashed(c) for c in _expected_top(rows)["png_site"][:5]]
+
+
 # ---- kept case ids of any length or character --------------------------------------------------------
 
 def _sha_name(case_id: str) -> str:

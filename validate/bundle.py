@@ -5,6 +5,7 @@ Files (DESIGN.md): ``provenance.json``, ``protocol.yaml``, ``predictions.parquet
 Extra files written here: ``subgroups.json`` (site x subgroup analysis), ``curves.json`` (ROC points,
 reliability bins, histograms: computed once so the report and the dashboard never recompute),
 ``sites.json`` (cohort per site: n, prevalence, subgroup make-up, exclusions by reason),
+``cases.json`` (the most confident errors per site, ranked at run time, for the dashboard's Cases page),
 ``gates.md`` (the Markdown gate summary) and, for image protocols, ``thumbnails/<site>/<case id>.png``
 (the most confident errors per site, named by the identifier ``predictions.parquet`` holds; see
 :mod:`validate.thumbnails`).
@@ -66,7 +67,7 @@ from validate.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 REQUIRED_FILES = ("provenance.json", "protocol.yaml", "predictions.parquet", "metrics.json", "calibration.json",
                   "gates.json")
 JSON_FILES = ("provenance.json", "metrics.json", "calibration.json", "shift.json", "gates.json", "subgroups.json",
-              "curves.json", "sites.json")
+              "curves.json", "sites.json", "cases.json")
 ID_COLUMNS = ("case_id", "patient_id")
 CASE_ID_KEY_ENV = "VALIDATE_CASE_ID_KEY"
 THUMBNAIL_DIR = "thumbnails"
@@ -625,6 +626,10 @@ class Bundle:
         return self._json("comparison.json", False)
 
     @property
+    def cases(self) -> Optional[dict]:
+        return self._json("cases.json", False)
+
+    @property
     def gates_markdown(self) -> Optional[str]:
         f = self.path / "gates.md"
         return f.read_text(encoding="utf-8") if f.exists() else None
@@ -747,6 +752,7 @@ class TypedBundle:
     curves = property(lambda self: self._bundle.model("curves.json"))
     sites = property(lambda self: self._bundle.model("sites.json"))
     comparison = property(lambda self: self._bundle.model("comparison.json"))
+    cases = property(lambda self: self._bundle.model("cases.json"))
 
 
 def read_bundle(path: str | Path) -> Bundle:

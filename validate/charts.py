@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from typing import Any, Optional
 
 import plotly.graph_objects as go
@@ -184,10 +185,10 @@ def reliability_figure(curve: Mapping, *, title: Optional[str] = None,
             _reliability_traces(fig, orel, label, PALETTE[(i + 1) % len(PALETTE)], ci_level, n=other.get("n"),
                                 band=False)
     edges = rel["edges"]
-    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-    widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
+    centres = [(a + b) / 2 for a, b in pairwise(edges)]
+    widths = [b - a for a, b in pairwise(edges)]
     events = rel.get("events") or [0] * len(centres)
-    non_events = [c - e for c, e in zip(rel["count"], events)]
+    non_events = [c - e for c, e in zip(rel["count"], events, strict=True)]
     fig.add_trace(go.Bar(x=centres, y=non_events, width=widths, name="predictions: non-events",
                          marker=dict(color=_rgba(GREY, 0.7)),
                          hovertemplate="p in bin %{x:.2f}: %{y} non-events<extra></extra>"), row=2, col=1)
@@ -216,13 +217,13 @@ def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: floa
                       row=1, col=1)
     text = [f"bin {fmt(rel['edges'][i], 2)}–{fmt(rel['edges'][i + 1], 2)}<br>mean p {fmt(a)}<br>observed {fmt(b)} "
             f"({fmt(c)}–{fmt(d)})<br>n={k}, {e} events"
-            for i, a, b, c, d, k, e in zip(keep, x, y, lo, hi, counts, events)]
+            for i, a, b, c, d, k, e in zip(keep, x, y, lo, hi, counts, events, strict=True)]
     label = name if n is None else f"{name} (n={n})"
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, line=dict(color=color, width=2),
                              marker=dict(size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts], color=color),
                              error_y=None if band else dict(type="data", symmetric=False,
-                                                            array=[b - a for a, b in zip(y, hi)],
-                                                            arrayminus=[a - b for a, b in zip(y, lo)],
+                                                            array=[b - a for a, b in zip(y, hi, strict=True)],
+                                                            arrayminus=[a - b for a, b in zip(y, lo, strict=True)],
                                                             color=color, thickness=1),
                              text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
 
@@ -366,8 +367,8 @@ def operating_points_figure(metrics: Mapping, *, sites: Optional[Sequence[str]] 
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="markers", name=metric.capitalize(), legendgroup=metric, showlegend=j == 1,
                 marker=dict(size=10, color=color, symbol="circle" if k == 0 else "square"),
-                error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi)],
-                             arrayminus=[(v - lo_) if lo_ is not None else 0 for v, lo_ in zip(ys, lo)], thickness=1.2),
+                error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
+                             arrayminus=[(v - lo_) if lo_ is not None else 0 for v, lo_ in zip(ys, lo, strict=True)], thickness=1.2),
                 text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=str(k)), row=1, col=j)
     fig.update_yaxes(range=[0, 1.02], title_text="Proportion", row=1, col=1)
     fig.update_layout(scattermode="group")
@@ -692,9 +693,9 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
                              colorbar=dict(title=metric_label(metric)),
                              hovertemplate="%{y}, " + attr + "=%{x}<br>%{text}<extra></extra>"))
     # the grey cells need their text too: a text-only layer over both
-    fig.add_trace(go.Scatter(x=[g for r in z_small for g, v in zip(groups, r) if v is not None],
-                             y=[lbl for lbl, r in zip(ylabels, z_small) for v in r if v is not None],
-                             text=[t for tr, r in zip(text, z_small) for t, v in zip(tr, r) if v is not None],
+    fig.add_trace(go.Scatter(x=[g for r in z_small for g, v in zip(groups, r, strict=True) if v is not None],
+                             y=[lbl for lbl, r in zip(ylabels, z_small, strict=True) for v in r if v is not None],
+                             text=[t for tr, r in zip(text, z_small, strict=True) for t, v in zip(tr, r, strict=True) if v is not None],
                              mode="text", textfont=dict(size=10, color="#555"), showlegend=False,
                              hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
@@ -741,8 +742,8 @@ def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sit
             marker=dict(size=[13 if m == rec else 9] * len(xs), color=color,
                         symbol=["diamond-open" if h else ("diamond" if m == rec else "circle") for h in hollow],
                         line=dict(width=1.5, color=color)),
-            error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi)],
-                         arrayminus=[(v - low) if low is not None else 0 for v, low in zip(ys, lo)], thickness=1.2, color=color),
+            error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
+                         arrayminus=[(v - low) if low is not None else 0 for v, low in zip(ys, lo, strict=True)], thickness=1.2, color=color),
             text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=m))
     ref = REFERENCE.get(metric)
     if ref is not None:
@@ -889,9 +890,9 @@ def drift_figure(drift: Mapping, *, metrics: Sequence[str] = ("auroc", "ece", "c
         est = [(w.get(m) or {}).get("estimate") for w in windows]
         lo = [(w.get(m) or {}).get("ci_low") for w in windows]
         hi = [(w.get(m) or {}).get("ci_high") for w in windows]
-        fig.add_trace(go.Scatter(x=x, y=[h if h is not None else e for h, e in zip(hi, est)], mode="lines",
+        fig.add_trace(go.Scatter(x=x, y=[h if h is not None else e for h, e in zip(hi, est, strict=True)], mode="lines",
                                  line=dict(width=0), showlegend=False, hoverinfo="skip"), row=i, col=1)
-        fig.add_trace(go.Scatter(x=x, y=[v if v is not None else e for v, e in zip(lo, est)], mode="lines",
+        fig.add_trace(go.Scatter(x=x, y=[v if v is not None else e for v, e in zip(lo, est, strict=True)], mode="lines",
                                  line=dict(width=0), fill="tonexty", fillcolor=_rgba(PALETTE[0], 0.15),
                                  showlegend=False, hoverinfo="skip"), row=i, col=1)
         colors = [FAIL if w.get("flagged") or w.get("cusum_alarm") else (GREY if w.get("insufficient") else PALETTE[0])

@@ -14,6 +14,7 @@ subgroups.json      ``validate.subgroups/1``     :class:`SubgroupsFile`
 sites.json          ``validate.sites/1``         :class:`SitesFile`
 shift.json          ``validate.shift/1``         :class:`ShiftFile`
 gates.json          ``validate.gates/1``         :class:`GatesFile`
+cases.json          ``validate.cases/1``         :class:`CasesFile`
 provenance.json     ``validate.provenance/1``    :class:`ProvenanceFile`
 comparison.json     ``validate.comparison/1``    :class:`ComparisonFile` (only with a baseline model)
 ==================  ===========================  ==========================================
@@ -463,6 +464,49 @@ class GatesFile(_File):
     rows: list[GateRowFile]
 
 
+# ---- cases.json ---------------------------------------------------------------------------------------
+
+class CaseRow(_Part):
+    """One wrong call (:func:`validate.analysis.cases.confident_errors`)."""
+
+    case_id: Optional[str] = Field(description="the identifier predictions.parquet holds (keyed hash unless kept)")
+    true: str
+    called: str
+    confidence: float = Field(description="the probability the model gave to its wrong call")
+    p: Number = Field(default=None, description="binary or one label: P(positive); absent for multiclass")
+    thumbnail: Optional[str] = Field(default=None, description="file name (without .png) under thumbnails/<site>/")
+    image: Optional[str] = Field(default=None, description="the image path the predictions record, under the "
+                                                           "site's image root")
+    attributes: dict[str, Any] = {}
+
+
+class SiteErrors(_Part):
+    """One site at one ranking: its cases, its errors and the most confident errors, most confident first."""
+
+    cases: int
+    errors: int
+    top: list[CaseRow]
+
+
+class ErrorRanking(_Part):
+    """The errors at one operating threshold (multiclass: ``None``, the top-label call) of one label
+    (multilabel; else ``None``)."""
+
+    label: Optional[str]
+    threshold: Number
+    sites: dict[str, SiteErrors]
+
+
+class CasesFile(_File):
+    """``cases.json``: the Cases page's most confident errors per site, ranked at run time."""
+
+    NAME: ClassVar[str] = "cases"
+    task: Task
+    per_site: int
+    attributes: list[str]
+    rankings: list[ErrorRanking]
+
+
 # ---- provenance.json ----------------------------------------------------------------------------------
 
 class ProtocolIdentity(_Part):
@@ -601,6 +645,7 @@ MODELS: dict[str, type[_File]] = {
     "sites.json": SitesFile,
     "shift.json": ShiftFile,
     "gates.json": GatesFile,
+    "cases.json": CasesFile,
     "provenance.json": ProvenanceFile,
     "comparison.json": ComparisonFile,
 }

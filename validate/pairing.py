@@ -98,7 +98,7 @@ def check_same_key(new: Any, base: Any) -> None:
 def check_common_cases(new_frame: Any, base_frame: Any, new_path: Path, base_path: Path) -> None:
     """Refuse bundles with no (site, case id) in common."""
     def pairs(frame: Any) -> set:
-        return set(zip(frame["site"].astype(str), frame["case_id"].astype(str)))
+        return set(zip(frame["site"].astype(str), frame["case_id"].astype(str), strict=True))
 
     if not pairs(new_frame) & pairs(base_frame):
         raise InputError(f"no case of {new_path.name} is in {base_path.name} (matched by site and hashed case "

@@ -247,7 +247,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     :class:`validate.bundle.BundleWriter`) and commit it."""
     from validate.bundle import Bundle, case_id_key, case_id_key_check, hash_ids, make_provenance, now_iso, pseudonymise
     from validate.report import render_report
-    from validate.thumbnails import write_thumbnails
+    from validate.thumbnails import write_cases
 
     original = frame = parts["table"].frame
     failures = loaded["failures"]
@@ -280,8 +280,9 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     if parts.get("comparison") is not None:
         w.write_json("comparison.json", parts["comparison"])
         w.write_table("baseline_predictions.parquet", baseline_frame)
-    # image protocols: the Cases page's images, from the manifests' paths (no path enters the bundle)
-    write_thumbnails(w, original, protocol, name_of)
+    # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
+    # enters the bundle)
+    write_cases(w, original, protocol, name_of)
     prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
                            checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
                            device=loaded.get("device"), case_ids=ids,

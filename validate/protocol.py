@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -173,7 +174,7 @@ class Subgroup(_Strict):
             if len(self.intersection) < 2:
                 raise ValueError("an intersection names at least two subgroups")
         if self.bands is not None:
-            if not self.bands or any(b >= a for b, a in zip(self.bands, self.bands[1:])):
+            if not self.bands or any(b >= a for b, a in pairwise(self.bands)):
                 raise ValueError("bands must be one or more strictly increasing cut points")
         return self
 

@@ -10,11 +10,16 @@ positive, ``1 - p`` for a false negative). Multiclass: the call is the most prob
 confidence its probability (top-label confidence, as in the top-label ECE). ``p`` is the stored
 probability :meth:`validate.predictions.PredictionsTable.probabilities` (``sigmoid(logit)`` /
 ``softmax(logits)`` when logits are stored): the table is read by the one predictions reader.
+
+``validate run`` stores the rankings the protocol asks for in ``cases.json`` (:func:`cases_file`,
+contract :class:`validate.contract.CasesFile`), so the dashboard lists the cases without re-ranking
+predictions.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -96,3 +101,101 @@ def confident_errors(pred: PredictionsTable | pd.DataFrame, *, task: str, classe
     # stable sort so ties keep the file's order
     wrong = wrong.sort_values(["site", "confidence"], ascending=[True, False], kind="mergesort")
     return wrong.groupby("site", sort=False).head(per_site).reset_index(drop=True), counts
+
+
+def ranking_settings(protocol: Any) -> dict[str, Any]:
+    """What a protocol asks of the Cases page's rankings, as :func:`rankings` takes it: the task, its
+    classes or labels, the operating thresholds (multiclass: one ranking, by the top-label call), the
+    declared attributes and the predictions column that may hold an image path."""
+    task = protocol.task
+    thresholds = [0.5] if task == "multiclass" else [float(t) for t in (protocol.metrics.thresholds or [0.5])]
+    return {"task": task, "classes": list(protocol.classes or []),
+            "labels": list(protocol.labels or []) if task == "multilabel" else [],
+            "thresholds": thresholds, "attributes": list(protocol.attributes or []),
+            "image_column": protocol.columns.image}
+
+
+def rankings(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
+             labels: Sequence[str] = (), thresholds: Sequence[float] = (0.5,), attributes: Sequence[str] = (),
+             image_column: str = "image", per_site: int = 10
+             ) -> list[tuple[Optional[str], Optional[float], pd.DataFrame, pd.DataFrame]]:
+    """:func:`confident_errors` for each label (multilabel; else one ``None``) and each threshold
+    (multiclass: one ranking, threshold ``None``): ``(label, threshold, top, counts)``. Attributes as
+    :func:`attribute_columns` chooses them."""
+    table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None,
+                     label_names=list(labels) if task == "multilabel" and labels else None)  # read once
+    shown = attribute_columns(table, attributes)
+    out = []
+    for label in (list(labels) if task == "multilabel" else [None]):
+        for threshold in ([None] if task == "multiclass" else [float(t) for t in thresholds]):
+            top, counts = confident_errors(table, task=task, classes=classes, label=label,
+                                           threshold=0.5 if threshold is None else threshold, per_site=per_site,
+                                           attributes=shown, image_column=image_column)
+            out.append((label, threshold, top, counts))
+    return out
+
+
+def _json_value(v: Any) -> Any:
+    """A case attribute as JSON: numbers and text as they are, missing (None, NaN, NaT) as null,
+    anything else (dates) as text."""
+    if v is None or v is pd.NaT:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, str):
+        return v
+    try:
+        if pd.isna(v):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(v)
+
+
+def _case_row(row: pd.Series, attributes: Sequence[str], site: str, name: Optional[str],
+              thumbnails: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"case_id": name, "true": str(row["true"]), "called": str(row["called"]),
+                           "confidence": float(row["confidence"])}
+    if "p" in row.index:
+        out["p"] = float(row["p"])
+    if name is not None and (site, name) in thumbnails:
+        out["thumbnail"] = thumbnails[(site, name)]
+    if "image" in row.index and isinstance(row["image"], str) and row["image"]:
+        out["image"] = row["image"]
+    out["attributes"] = {a: _json_value(row[a]) for a in attributes if a in row.index}
+    return out
+
+
+def cases_file(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
+               labels: Sequence[str] = (), thresholds: Sequence[float] = (0.5,), attributes: Sequence[str] = (),
+               image_column: str = "image", per_site: int = 20,
+               name_of: Callable[[str], Optional[str]] = str,
+               thumbnails: Optional[Mapping[tuple[str, str], str]] = None) -> dict[str, Any]:
+    """``cases.json`` (contract :class:`validate.contract.CasesFile`): per ranking (label, threshold)
+    and site, the number of cases and errors and the ``per_site`` most confident errors, most confident
+    first (:func:`confident_errors`).
+
+    ``pred`` holds the original case ids; each stored ``case_id`` is ``name_of(case_id)``, the identifier
+    ``predictions.parquet`` holds (the keyed hash unless the protocol keeps ids). ``thumbnails``:
+    ``(site, stored identifier) -> file name`` (without ``.png``) under ``thumbnails/<site>/`` of each
+    thumbnail in the bundle; those rows name theirs.
+    """
+    table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None,
+                     label_names=list(labels) if task == "multilabel" and labels else None)
+    shown = attribute_columns(table, attributes)
+    out = []
+    for label, threshold, top, counts in rankings(table, task=task, classes=classes, labels=labels,
+                                                  thresholds=thresholds, attributes=shown,
+                                                  image_column=image_column, per_site=per_site):
+        sites: dict[str, dict[str, Any]] = {}
+        for _, c in counts.iterrows():
+            sites[str(c["site"])] = {"cases": int(c["cases"]), "errors": int(c["errors"]), "top": []}
+        for _, row in top.iterrows():
+            site = str(row["site"])
+            sites[site]["top"].append(_case_row(row, shown, site, name_of(str(row["case_id"])), thumbnails or {}))
+        out.append({"label": label, "threshold": threshold, "sites": sites})
+    return {"task": task, "per_site": int(per_site), "attributes": list(shown), "rankings": out}

@@ -377,7 +377,7 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
                                                   "method": "wilson"})
         elif task == "multiclass" and n:
             counts = np.bincount(y[mask], minlength=len(classes))
-            entry["classes"] = {c: int(k) for c, k in zip(classes, counts)}
+            entry["classes"] = {c: int(k) for c, k in zip(classes, counts, strict=True)}
         elif task == "multilabel" and n:
             entry["labels"] = {lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
                                for j, lab in enumerate(table.names)}

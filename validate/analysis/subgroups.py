@@ -230,19 +230,3 @@ def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[M
     out["overall"] = _level(full, full.frame[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled,
                             stratify=True)
     return out
-
-
-def insufficient_cells(analysis: Mapping) -> list[dict]:
-    """Every (level, subgroup, group) marked insufficient, with n, events and the reason (for the
-    report's limitations section)."""
-    rows = []
-    levels = [("overall", analysis.get("overall") or {})] + sorted((analysis.get("sites") or {}).items())
-    for level, data in levels:
-        for attr, cells in sorted((data.get("subgroups") or {}).items()):
-            for g in sorted(cells, key=group_sort_key):
-                b = cells[g].get("block") or {}
-                if b.get("insufficient"):
-                    rows.append({"site": "all sites" if level == "overall" else level, "subgroup": attr,
-                                 "group": g, "n": b.get("n"),
-                                 "n_events": b.get("n_events"), "reason": b.get("reason")})
-    return rows

@@ -84,9 +84,9 @@ def format_summary(result: dict) -> str:
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = [f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "
              f"evaluated on cases not used for fitting"]
-    lines.append("  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
+    lines.append("  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip())
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for m, spec in result["methods"].items():
         if spec.get("error"):
             lines.append(f"{m}: not fitted: {spec['error']}")

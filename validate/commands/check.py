@@ -26,7 +26,7 @@ def summarise(protocol, cohorts) -> list[str]:
             label_text = f"prevalence {cases['y'].mean():.1%} ({protocol.positive})"
         else:
             counts = cases["y"].value_counts().reindex(range(len(protocol.classes)), fill_value=0)
-            label_text = ", ".join(f"{name} {k}" for name, k in zip(protocol.classes, counts))
+            label_text = ", ".join(f"{name} {k}" for name, k in zip(protocol.classes, counts, strict=True))
         patients = cases["patient_id"].nunique()
         lines.append(f"  {c.site.id:<14} {c.site.role:<12} n={n:<6} patients={patients:<6} {label_text}")
     return lines

@@ -55,9 +55,9 @@ def format_table(report: dict) -> str:
         flag = " *" if b.get("insufficient") else ""
         body.append([name + flag, str(b["n"]), str(b["n_events"])] + [_fmt(b.get(k)) for k in keys])
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in body]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
     level = int(round(report["ci_level"] * 100))
     lines.append(f"[{level}% intervals: AUROC DeLong, intercept/slope Wald, others bootstrap "
                  f"({report['n_bootstrap']} replicates, seed {report['seed']})]")

@@ -559,7 +559,7 @@ def _methods(bundle, figs: _Figures) -> str:
 
 
 def _sample_size(cal: Mapping, figs: _Figures) -> str:
-    from validate.report.adapters import sample_size_rows
+    from validate.view import sample_size_rows
 
     rec = cal.get("recommended")
     method = rec if rec and rec != "none" else None
@@ -575,7 +575,7 @@ def _sample_size(cal: Mapping, figs: _Figures) -> str:
 
 
 def _transfer(cal: Mapping, figs: _Figures) -> str:
-    from validate.report.adapters import transfer_matrix
+    from validate.view import transfer_matrix
 
     matrix = transfer_matrix(cal, "ece")
     if not matrix:
@@ -629,7 +629,7 @@ def _shift(bundle, figs: _Figures) -> str:
 
 
 def _limitations(bundle, figs: _Figures) -> str:
-    from validate.analysis.subgroups import insufficient_cells
+    from validate.view import insufficient_cells
 
     out = []
     items = []

@@ -1,0 +1,160 @@
+"""Bundle views: the helpers both presentations (the HTML report and the dashboard) use to read a
+results bundle's JSON into the shapes they show. Pure reshaping of bundle data: nothing here computes a
+statistic, reads predictions or imports the engine (``validate.analysis``, ``.metrics``, ``.scoring``
+...); tests/test_architecture.py holds it to that.
+
+- entries: :func:`triplet`, :func:`fmt`, :func:`p_text`, :func:`interval_text`, :func:`metric_names`,
+  :func:`insufficient_reason` (a metric entry or BLOCK of the Metrics JSON as numbers and text);
+- gates: :func:`gate_verdicts_by_site` (``gates.json`` rows per site and metric);
+- subgroups: :func:`insufficient_cells` (``subgroups.json`` cells with too little data);
+- calibration designs: :func:`sample_size_rows`, :func:`transfer_matrix` (``calibration.json``'s
+  ``designs`` in the shapes :mod:`validate.charts` takes).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Optional
+
+from validate.groups import group_sort_key
+
+# ---- metric entries and blocks --------------------------------------------------------------------
+
+def triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(estimate, ci_low, ci_high) of a metric entry: an interval dict, a bare number or missing."""
+    if isinstance(entry, Mapping):
+        return (_num(entry.get("estimate", entry.get("statistic"))), _num(entry.get("ci_low")),
+                _num(entry.get("ci_high")))
+    return _num(entry), None, None
+
+
+def _num(x: Any) -> Optional[float]:
+    if isinstance(x, bool) or x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def fmt(x: Optional[float], digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def p_text(p: Optional[float]) -> str:
+    """A p-value for reading: four decimals, or ``< 0.0001``."""
+    if p is None:
+        return "—"
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def interval_text(entry: Any, digits: int = 3) -> str:
+    est, lo, hi = triplet(entry)
+    if est is None:
+        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+        return f"— ({reason})" if reason else "—"
+    if lo is None or hi is None:
+        return fmt(est, digits)
+    return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
+
+
+def metric_names(blocks: Iterable[Mapping]) -> list[str]:
+    """Metric keys holding an estimate (interval dicts or numbers), in first-seen order."""
+    seen: dict[str, None] = {}
+    skip = {"n", "n_events", "prevalence", "insufficient", "insufficient_reason", "reason", "classes", "labels"}
+    for b in blocks:
+        for k, v in (b or {}).items():
+            if k in skip or k in seen:
+                continue
+            if isinstance(v, Mapping) and "estimate" in v:
+                seen[k] = None
+    return list(seen)
+
+
+def insufficient_reason(block: Mapping) -> Optional[str]:
+    if not block or not block.get("insufficient"):
+        return None
+    r = block.get("insufficient_reason") or block.get("reason") or "too few cases or events"
+    return str(r)
+
+
+# ---- gates.json ----------------------------------------------------------------------------------
+
+def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]:
+    """``{site: {metric: worst verdict}}`` over the gate rows judged on that site, plus ``"*"`` per
+    site for the worst verdict of any of its rows."""
+    rank = {"pass": 0, "warn": 1, "fail": 2}
+    out: dict[str, dict[str, str]] = {}
+    for r in (gates or {}).get("rows") or []:
+        site = r.get("site")
+        if not site:
+            continue
+        v = r.get("verdict") or "pass"
+        cell = out.setdefault(str(site), {})
+        for key in (r.get("metric") if not r.get("calibration") else None, "*"):
+            if key and rank.get(v, 0) >= rank.get(cell.get(key, "pass"), 0):
+                cell[key] = v
+    return out
+
+
+# ---- subgroups.json ------------------------------------------------------------------------------
+
+def insufficient_cells(analysis: Mapping) -> list[dict]:
+    """Every (level, subgroup, group) marked insufficient, with n, events and the reason (for the
+    report's limitations section)."""
+    rows = []
+    levels = [("overall", analysis.get("overall") or {})] + sorted((analysis.get("sites") or {}).items())
+    for level, data in levels:
+        for attr, cells in sorted((data.get("subgroups") or {}).items()):
+            for g in sorted(cells, key=group_sort_key):
+                b = cells[g].get("block") or {}
+                if b.get("insufficient"):
+                    rows.append({"site": "all sites" if level == "overall" else level, "subgroup": attr,
+                                 "group": g, "n": b.get("n"),
+                                 "n_events": b.get("n_events"), "reason": b.get("reason")})
+    return rows
+
+
+# ---- calibration.json designs (validate.calibrators.designs) ----------------------------------------
+
+def _designs(calibration: Mapping) -> Mapping:
+    return (calibration or {}).get("designs") or {}
+
+
+def sample_size_rows(calibration: Mapping, metric: str = "ece", *, methods: Optional[Sequence[str]] = None,
+                     sites: Optional[Sequence[str]] = None) -> list[dict]:
+    """Rows for :func:`validate.charts.sample_size_figure`: per external site, method (not ``none``) and
+    fitting-set size, the mean of ``metric`` over repeats, its 2.5/97.5% quantiles as the spread, and
+    the uncalibrated mean on the same evaluation cases as ``baseline``."""
+    section = _designs(calibration).get("sample_size") or {}
+    rows = []
+    for site, info in (section.get("sites") or {}).items():
+        if sites is not None and site not in sites:
+            continue
+        for size, res in sorted((info.get("sizes") or {}).items(), key=lambda kv: int(kv[0])):
+            per = res.get("methods") or {}
+            base = ((per.get("none") or {}).get(metric) or {}).get("mean")
+            for method, stats in per.items():
+                if method == "none" or (methods is not None and method not in methods):
+                    continue
+                s = (stats or {}).get(metric) or {}
+                if s.get("mean") is None:
+                    continue
+                rows.append({"site": site, "method": method, "n_fit": int(res.get("n_fit", size)), "mean": s["mean"],
+                             "low": s.get("q025"), "high": s.get("q975"), "repeats": res.get("repeats"),
+                             "baseline": base, "n_eval": res.get("n_eval")})
+    return rows
+
+
+def transfer_matrix(calibration: Mapping, metric: str = "ece") -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
+    """``{method: {fit_site: {eval_site: {"estimate": value}}}}`` of ``metric`` from the transfer design
+    (point estimates, as :func:`validate.charts.transfer_matrix_figure` takes a matrix's cells)."""
+    section = _designs(calibration).get("transfer") or {}
+    out = {}
+    for method, by_metric in (section.get("methods") or {}).items():
+        matrix = (by_metric or {}).get(metric)
+        if matrix:
+            out[method] = {fit: {ev: {"estimate": v} for ev, v in (row or {}).items()}
+                           for fit, row in matrix.items()}
+    return out
