@@ -36,6 +36,7 @@ demo: setup
 LINT_PATHS := validate dashboard tests benchmarks sample_sites
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 # Plain `pytest` skips the tests marked slow (the default run stays under 3 minutes); `make test`

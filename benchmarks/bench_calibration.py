@@ -14,6 +14,7 @@ nearest model netcal has, and labelled so. bbq and enir *are* netcal's fits plus
 fitted ensemble to one step map, so their ratio is about 1 by construction; ENIR runs on ``--enir-n``
 cases (default 10,000) because netcal's fit grows faster than linearly with n.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,30 +71,90 @@ def cases(args, data):
     logits, probs, y, logit_b, prob_b, yb = data
     r = args.repeat
     return [
-        ("temperature (multiclass)", lambda: get_calibrator("temperature", "multiclass").fit(logits, y),
-         lambda: TemperatureScaling().fit(probs, y), "TemperatureScaling", r),
-        ("temperature (binary)", lambda: get_calibrator("temperature", "binary").fit(logit_b, yb),
-         lambda: TemperatureScaling().fit(prob_b, yb), "TemperatureScaling", r),
-        ("vector (multiclass)", lambda: get_calibrator("vector", "multiclass").fit(logits, y),
-         lambda: LogisticCalibration().fit(probs, y), "LogisticCalibration", 1),
-        ("matrix (multiclass)", lambda: get_calibrator("matrix", "multiclass").fit(logits, y),
-         lambda: LogisticCalibration().fit(probs, y), "LogisticCalibration [nearest: vector]", 1),
-        ("platt (binary)", lambda: get_calibrator("platt", "binary").fit(logit_b, yb),
-         lambda: LogisticCalibration().fit(prob_b, yb), "LogisticCalibration", r),
-        ("beta (binary)", lambda: get_calibrator("beta", "binary").fit(logit_b, yb),
-         lambda: BetaCalibration().fit(prob_b, yb), "BetaCalibration", r),
-        ("isotonic (binary)", lambda: get_calibrator("isotonic", "binary").fit(logit_b, yb),
-         lambda: IsotonicRegression().fit(prob_b, yb), "IsotonicRegression", r),
-        ("isotonic (multiclass)", lambda: get_calibrator("isotonic", "multiclass").fit(logits, y),
-         lambda: IsotonicRegression().fit(probs, y), "IsotonicRegression", r),
-        ("histogram (binary)", lambda: get_calibrator("histogram", "binary").fit(logit_b, yb),
-         lambda: HistogramBinning(bins=10).fit(prob_b, yb), "HistogramBinning", r),
-        ("histogram (multiclass)", lambda: get_calibrator("histogram", "multiclass").fit(logits, y),
-         lambda: HistogramBinning(bins=10).fit(probs, y), "HistogramBinning", r),
-        ("bbq (binary)", lambda: get_calibrator("bbq", "binary").fit(logit_b, yb),
-         lambda: BBQ().fit(prob_b, yb), "BBQ", 2),
-        (f"enir (binary, n={args.enir_n:,})", lambda: get_calibrator("enir", "binary").fit(logit_b[:args.enir_n], yb[:args.enir_n]),
-         lambda: ENIR().fit(prob_b[:args.enir_n], yb[:args.enir_n]), "ENIR", 2),
+        (
+            "temperature (multiclass)",
+            lambda: get_calibrator("temperature", "multiclass").fit(logits, y),
+            lambda: TemperatureScaling().fit(probs, y),
+            "TemperatureScaling",
+            r,
+        ),
+        (
+            "temperature (binary)",
+            lambda: get_calibrator("temperature", "binary").fit(logit_b, yb),
+            lambda: TemperatureScaling().fit(prob_b, yb),
+            "TemperatureScaling",
+            r,
+        ),
+        (
+            "vector (multiclass)",
+            lambda: get_calibrator("vector", "multiclass").fit(logits, y),
+            lambda: LogisticCalibration().fit(probs, y),
+            "LogisticCalibration",
+            1,
+        ),
+        (
+            "matrix (multiclass)",
+            lambda: get_calibrator("matrix", "multiclass").fit(logits, y),
+            lambda: LogisticCalibration().fit(probs, y),
+            "LogisticCalibration [nearest: vector]",
+            1,
+        ),
+        (
+            "platt (binary)",
+            lambda: get_calibrator("platt", "binary").fit(logit_b, yb),
+            lambda: LogisticCalibration().fit(prob_b, yb),
+            "LogisticCalibration",
+            r,
+        ),
+        (
+            "beta (binary)",
+            lambda: get_calibrator("beta", "binary").fit(logit_b, yb),
+            lambda: BetaCalibration().fit(prob_b, yb),
+            "BetaCalibration",
+            r,
+        ),
+        (
+            "isotonic (binary)",
+            lambda: get_calibrator("isotonic", "binary").fit(logit_b, yb),
+            lambda: IsotonicRegression().fit(prob_b, yb),
+            "IsotonicRegression",
+            r,
+        ),
+        (
+            "isotonic (multiclass)",
+            lambda: get_calibrator("isotonic", "multiclass").fit(logits, y),
+            lambda: IsotonicRegression().fit(probs, y),
+            "IsotonicRegression",
+            r,
+        ),
+        (
+            "histogram (binary)",
+            lambda: get_calibrator("histogram", "binary").fit(logit_b, yb),
+            lambda: HistogramBinning(bins=10).fit(prob_b, yb),
+            "HistogramBinning",
+            r,
+        ),
+        (
+            "histogram (multiclass)",
+            lambda: get_calibrator("histogram", "multiclass").fit(logits, y),
+            lambda: HistogramBinning(bins=10).fit(probs, y),
+            "HistogramBinning",
+            r,
+        ),
+        (
+            "bbq (binary)",
+            lambda: get_calibrator("bbq", "binary").fit(logit_b, yb),
+            lambda: BBQ().fit(prob_b, yb),
+            "BBQ",
+            2,
+        ),
+        (
+            f"enir (binary, n={args.enir_n:,})",
+            lambda: get_calibrator("enir", "binary").fit(logit_b[: args.enir_n], yb[: args.enir_n]),
+            lambda: ENIR().fit(prob_b[: args.enir_n], yb[: args.enir_n]),
+            "ENIR",
+            2,
+        ),
     ]
 
 
@@ -102,13 +163,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--enir-n", type=int, default=10_000,
-                    help="cases for ENIR (default 10,000: netcal's near-isotonic path grows faster than linearly; "
-                         "59 s at 20,000 cases here)")
+    ap.add_argument(
+        "--enir-n",
+        type=int,
+        default=10_000,
+        help="cases for ENIR (default 10,000: netcal's near-isotonic path grows faster than linearly; "
+        "59 s at 20,000 cases here)",
+    )
     ap.add_argument("--only", help="comma-separated method names (e.g. temperature,platt)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     import netcal  # noqa: F401  (import cost is not part of any fit)
+
     print(f"netcal imported in {time.perf_counter() - t0:.1f} s (excluded from timings)")
     data = simulate(args.n, args.k)
     only = set(args.only.split(",")) if args.only else None

@@ -10,6 +10,7 @@ time and more is expected. Target: seconds, not minutes, for the heart sample.
 
 Usage: .venv/bin/python benchmarks/bench_comparison.py [--n 920] [--sites 4] [--replicates 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,16 @@ def make_pair(n: int, sites: int, seed: int = 0):
     y = (rng.random(n) < 1 / (1 + np.exp(-truth))).astype(int)
     z_new = truth + rng.normal(0, 0.8, n)
     z_base = 0.8 * z_new + rng.normal(0, 0.7, n) + 0.1
-    ids = {"case_id": [f"c{i}" for i in range(n)], "site": site, "y": y,
-           "sex": np.where(rng.random(n) < 0.4, "female", "male")}
-    return (table_from_frame(pd.DataFrame({**ids, "logit": z_new})),
-            table_from_frame(pd.DataFrame({**ids, "logit": z_base})))
+    ids = {
+        "case_id": [f"c{i}" for i in range(n)],
+        "site": site,
+        "y": y,
+        "sex": np.where(rng.random(n) < 0.4, "female", "male"),
+    }
+    return (
+        table_from_frame(pd.DataFrame({**ids, "logit": z_new})),
+        table_from_frame(pd.DataFrame({**ids, "logit": z_base})),
+    )
 
 
 def main():
@@ -60,8 +67,10 @@ def main():
             metrics_report(part, settings=settings, subgroup_columns=["sex"], smooth_intervals=False, workers=1)
     t_blocks = time.perf_counter() - t0
     print(f"compare: {blocks} blocks x {args.replicates} paired replicates on {args.n} cases: {t_compare:.2f} s")
-    print(f"metrics blocks of the same cases, both models: {t_blocks:.2f} s "
-          f"(compare / blocks = {t_compare / t_blocks:.2f})")
+    print(
+        f"metrics blocks of the same cases, both models: {t_blocks:.2f} s "
+        f"(compare / blocks = {t_compare / t_blocks:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ the processes are both visible.
 
 Usage: .venv/bin/python benchmarks/bench_metrics.py [--n 100000] [--sites 5] [--replicates 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,11 @@ def naive_replicate(y, p, bins=15, thresholds=(0.5,), smooth=True):
 
     from validate.metrics import loess_smooth
 
-    out = {"auprc": skm.average_precision_score(y, p), "brier": skm.brier_score_loss(y, p),
-           "log_loss": skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))}
+    out = {
+        "auprc": skm.average_precision_score(y, p),
+        "brier": skm.brier_score_loss(y, p),
+        "log_loss": skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15)),
+    }
     prev = y.mean()
     out["scaled_brier"] = 1 - out["brier"] / (prev * (1 - prev))
     idx = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
@@ -167,37 +171,52 @@ def main():
     ap.add_argument("--sites", type=int, default=5)
     ap.add_argument("--replicates", type=int, default=1000)
     ap.add_argument("--naive-replicates", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="metric worker processes (default: the automatic choice; 1 = one process)")
-    ap.add_argument("--skip-smooth-split", action="store_true",
-                    help="skip the extra run without the lowess/loess intervals")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="metric worker processes (default: the automatic choice; 1 = one process)",
+    )
+    ap.add_argument(
+        "--skip-smooth-split", action="store_true", help="skip the extra run without the lowess/loess intervals"
+    )
     args = ap.parse_args()
 
     from validate.metrics.workers import choose_workers
 
     auto = choose_workers(args.workers, [args.n] + [args.n // args.sites] * args.sites, args.replicates)
-    ours, naive, mem, report = bench_a(args.n, args.sites, args.replicates, args.naive_replicates,
-                                       workers=args.workers)
+    ours, naive, mem, report = bench_a(args.n, args.sites, args.replicates, args.naive_replicates, workers=args.workers)
     print(f"(a) {args.n} predictions, {args.sites} sites, {args.replicates} replicates, full binary set")
     print(f"    ours   {ours:8.1f} s  ({auto} worker process{'es' if auto > 1 else ''}, the default here)")
-    print(f"    naive  {naive:8.1f} s  (loop of sklearn/statsmodels calls, {args.naive_replicates} replicates "
-          f"timed, scaled to {args.replicates})")
+    print(
+        f"    naive  {naive:8.1f} s  (loop of sklearn/statsmodels calls, {args.naive_replicates} replicates "
+        f"timed, scaled to {args.replicates})"
+    )
     print(f"    ratio  {naive / ours:8.1f} x   (target >= 20x)")
-    print(f"(c) peak RSS during (a): {mem.peak / 2**30:.2f} GiB "
-          f"(+{(mem.peak - mem.base) / 2**30:.2f} GiB over the {mem.base / 2**30:.2f} GiB before; workers "
-          f"included)  (target < 2 GB)")
+    print(
+        f"(c) peak RSS during (a): {mem.peak / 2**30:.2f} GiB "
+        f"(+{(mem.peak - mem.base) / 2**30:.2f} GiB over the {mem.base / 2**30:.2f} GiB before; workers "
+        f"included)  (target < 2 GB)"
+    )
     if auto > 1:
         o1, _, mem1, _ = bench_a(args.n, args.sites, args.replicates, 0, workers=1)
-        print(f"(a1) the same in one process: ours {o1:.1f} s, ratio {naive / o1:.1f} x; "
-              f"peak RSS {mem1.peak / 2**30:.2f} GiB")
+        print(
+            f"(a1) the same in one process: ours {o1:.1f} s, ratio {naive / o1:.1f} x; "
+            f"peak RSS {mem1.peak / 2**30:.2f} GiB"
+        )
     if not args.skip_smooth_split:
-        o2, n2, _, _ = bench_a(args.n, args.sites, args.replicates, args.naive_replicates, smooth_intervals=False,
-                               workers=args.workers)
-        print(f"(a') the same without the lowess/loess (Eavg..Emax, ICI) intervals: ours {o2:.1f} s, "
-              f"naive {n2:.1f} s, ratio {n2 / o2:.1f} x")
+        o2, n2, _, _ = bench_a(
+            args.n, args.sites, args.replicates, args.naive_replicates, smooth_intervals=False, workers=args.workers
+        )
+        print(
+            f"(a') the same without the lowess/loess (Eavg..Emax, ICI) intervals: ours {o2:.1f} s, "
+            f"naive {n2:.1f} s, ratio {n2 / o2:.1f} x"
+        )
     t_ours, t_bare = bench_b()
-    print(f"(b) ECE on 10^7 predictions: ours {t_ours * 1e3:.0f} ms, bare np.bincount pass {t_bare * 1e3:.0f} ms, "
-          f"ratio {t_ours / t_bare:.2f} x  (target <= 1.5x)")
+    print(
+        f"(b) ECE on 10^7 predictions: ours {t_ours * 1e3:.0f} ms, bare np.bincount pass {t_bare * 1e3:.0f} ms, "
+        f"ratio {t_ours / t_bare:.2f} x  (target <= 1.5x)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/bench_scoring.py`` (CPU, a few minutes on 2 c
 machine see ``benchmarks/gpu_check.sh``. ``--json FILE`` writes the numbers. The ``resnet`` part
 needs only torch, numpy and Pillow (no pandas, pydantic or pydicom).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,6 +43,7 @@ from validate.scoring.evaluator import EngineOptions, ImageCases, default_worker
 from validate.scoring.inputs import Preprocessing, normalise, read_case  # noqa: E402
 
 # ---- models ----------------------------------------------------------------------------------------
+
 
 class BasicBlock(nn.Module):
     expansion = 1
@@ -91,11 +93,12 @@ class ResNet(nn.Module):
     def __init__(self, arch: str = "resnet18", outputs: int = 1):
         super().__init__()
         block, layers = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}[arch]
-        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         stages, cin = [], 64
         for i, n in enumerate(layers):
-            width = 64 * 2 ** i
+            width = 64 * 2**i
             for j in range(n):
                 stages.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
                 cin = width * block.expansion
@@ -108,6 +111,7 @@ class ResNet(nn.Module):
 
 # ---- inputs ----------------------------------------------------------------------------------------
 
+
 def _write_png(args: tuple) -> None:
     from PIL import Image
 
@@ -115,7 +119,9 @@ def _write_png(args: tuple) -> None:
     rng = np.random.default_rng(seed)
     # smooth structure plus noise: compresses like a photograph, not like pure noise or flat colour
     yy, xx = np.mgrid[0:size, 0:size] / size
-    base = np.stack([np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4) + c / 3)) for c in range(3)], -1)
+    base = np.stack(
+        [np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4) + c / 3)) for c in range(3)], -1
+    )
     img = np.clip(127.5 + 80 * base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(img).save(path)
 
@@ -133,6 +139,7 @@ def make_pngs(folder: Path, n_unique: int, size: int = 224) -> list[Path]:
 
 
 # ---- measurements ------------------------------------------------------------------------------------
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -158,22 +165,32 @@ def ceiling_pass(model, batches: list[torch.Tensor], device: torch.device, amp: 
     return time.perf_counter() - t, y
 
 
-def evaluator_pass(model, datasets: list, spec: Preprocessing, options: EngineOptions,
-                   shard_size: int) -> tuple[float, np.ndarray]:
+def evaluator_pass(
+    model, datasets: list, spec: Preprocessing, options: EngineOptions, shard_size: int
+) -> tuple[float, np.ndarray]:
     _sync(options.device)
     t = time.perf_counter()
     logits = []
     for ds in datasets:
         n = len(ds)
-        res = score_shards(model, ds, range((n + shard_size - 1) // shard_size), n_cases=n, shard_size=shard_size,
-                           n_outputs=1, spec=spec, options=options)
+        res = score_shards(
+            model,
+            ds,
+            range((n + shard_size - 1) // shard_size),
+            n_cases=n,
+            shard_size=shard_size,
+            n_outputs=1,
+            spec=spec,
+            options=options,
+        )
         logits.extend(res[s].logits for s in sorted(res))
     _sync(options.device)
     return time.perf_counter() - t, np.concatenate(logits)
 
 
-def fill_input_cache(model, datasets: list, spec: Preprocessing, options: EngineOptions, shard_size: int,
-                     root: Path) -> list:
+def fill_input_cache(
+    model, datasets: list, spec: Preprocessing, options: EngineOptions, shard_size: int, root: Path
+) -> list:
     """Score once with ``cache_inputs`` so that each shard's decoded inputs are on disk (as
     ``validate score --cache-inputs`` leaves them); returns (cache, ids) per dataset."""
     from validate.scoring.input_cache import DecodedCases, InputCache, input_key
@@ -185,16 +202,26 @@ def fill_input_cache(model, datasets: list, spec: Preprocessing, options: Engine
         ids = [str(j) for j in range(n)]
 
         def save(s, res, cache=cache, ids=ids, n=n):
-            cache.save(s, "bench", ids[s * shard_size:min(n, (s + 1) * shard_size)], res.decoded)
+            cache.save(s, "bench", ids[s * shard_size : min(n, (s + 1) * shard_size)], res.decoded)
 
-        score_shards(model, DecodedCases(ds, None, {}, shard_size), range((n + shard_size - 1) // shard_size), n_cases=n,
-                     shard_size=shard_size, n_outputs=1, spec=spec, options=options, on_shard=save)
+        score_shards(
+            model,
+            DecodedCases(ds, None, {}, shard_size),
+            range((n + shard_size - 1) // shard_size),
+            n_cases=n,
+            shard_size=shard_size,
+            n_outputs=1,
+            spec=spec,
+            options=options,
+            on_shard=save,
+        )
         out.append((cache, ids))
     return out
 
 
-def warm_pass(model, datasets: list, caches: list, spec: Preprocessing, options: EngineOptions,
-              shard_size: int) -> tuple[float, np.ndarray]:
+def warm_pass(
+    model, datasets: list, caches: list, spec: Preprocessing, options: EngineOptions, shard_size: int
+) -> tuple[float, np.ndarray]:
     """The evaluator on a cohort whose decoded inputs are cached: the shard files are read (and
     checked) inside the timing, as a run with ``--cache-inputs`` does; by DataLoader workers when
     ``options.workers`` > 0."""
@@ -206,9 +233,17 @@ def warm_pass(model, datasets: list, caches: list, spec: Preprocessing, options:
     for ds, (cache, ids) in zip(datasets, caches, strict=True):
         n = len(ds)
         shards = range((n + shard_size - 1) // shard_size)
-        found = {s: ("bench", ids[s * shard_size:min(n, (s + 1) * shard_size)]) for s in shards}
-        res = score_shards(model, DecodedCases(ds, cache, found, shard_size), shards, n_cases=n, shard_size=shard_size,
-                           n_outputs=1, spec=spec, options=options)
+        found = {s: ("bench", ids[s * shard_size : min(n, (s + 1) * shard_size)]) for s in shards}
+        res = score_shards(
+            model,
+            DecodedCases(ds, cache, found, shard_size),
+            shards,
+            n_cases=n,
+            shard_size=shard_size,
+            n_outputs=1,
+            spec=spec,
+            options=options,
+        )
         logits.extend(res[s].logits for s in sorted(res))
     _sync(options.device)
     return time.perf_counter() - t, np.concatenate(logits)
@@ -221,12 +256,24 @@ def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.
         x = normalise(x, spec).to(device)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        batches.extend(x[i:i + batch_size] for i in range(0, len(x), batch_size))
+        batches.extend(x[i : i + batch_size] for i in range(0, len(x), batch_size))
     return batches
 
 
-def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: torch.device, batch_size: int,
-            amp: str, workers_list: list[int], repeats: int, shard_size: int = 512, warm: bool = True) -> dict:
+def compare(
+    name: str,
+    model,
+    datasets: list,
+    spec: Preprocessing,
+    *,
+    device: torch.device,
+    batch_size: int,
+    amp: str,
+    workers_list: list[int],
+    repeats: int,
+    shard_size: int = 512,
+    warm: bool = True,
+) -> dict:
     channels_last = device.type == "cuda"
     n = sum(len(d) for d in datasets)
     t0 = time.perf_counter()
@@ -241,14 +288,17 @@ def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: to
     best_warm = float("inf")
     if warm:
         # the first scoring of the cohort, which leaves the decoded inputs behind, decodes as fast as it can
-        options = EngineOptions(device=device, batch_size=batch_size, workers=max(workers_list), amp=amp,
-                                channels_last=channels_last)
+        options = EngineOptions(
+            device=device, batch_size=batch_size, workers=max(workers_list), amp=amp, channels_last=channels_last
+        )
         caches = fill_input_cache(model, datasets, spec, options, shard_size, Path(tmp.name))
     for _ in range(repeats):
         t, want = ceiling_pass(model, batches, device, amp)
         best_ceiling = min(best_ceiling, t)
         for w in workers_list:
-            options = EngineOptions(device=device, batch_size=batch_size, workers=w, amp=amp, channels_last=channels_last)
+            options = EngineOptions(
+                device=device, batch_size=batch_size, workers=w, amp=amp, channels_last=channels_last
+            )
             t, got = evaluator_pass(model, datasets, spec, options, shard_size)
             best_eval[w] = min(best_eval[w], t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
@@ -256,18 +306,26 @@ def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: to
             # reading decoded (memory-mapped) shards is cheap next to decoding: the main process on a
             # CPU; on an accelerator two workers slice the next batches while the current one is scored
             warm_workers = 0 if device.type == "cpu" else 2
-            options = EngineOptions(device=device, batch_size=batch_size, workers=warm_workers, amp=amp,
-                                    channels_last=channels_last)
+            options = EngineOptions(
+                device=device, batch_size=batch_size, workers=warm_workers, amp=amp, channels_last=channels_last
+            )
             t, got = warm_pass(model, datasets, caches, spec, options, shard_size)
             best_warm = min(best_warm, t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
     tmp.cleanup()
     del batches
-    result = {"part": name, "cases": n, "device": str(device), "batch_size": batch_size, "amp": amp,
-              "ceiling_cases_per_s": n / best_ceiling, "max_abs_logit_diff_vs_ceiling": diff,
-              "serial_decode_cases_per_s": n / preload_s,
-              "evaluator": {str(w): {"cases_per_s": n / t, "ratio": best_ceiling / t} for w, t in best_eval.items()},
-              "default_workers": default_workers(spec, device, n)}
+    result = {
+        "part": name,
+        "cases": n,
+        "device": str(device),
+        "batch_size": batch_size,
+        "amp": amp,
+        "ceiling_cases_per_s": n / best_ceiling,
+        "max_abs_logit_diff_vs_ceiling": diff,
+        "serial_decode_cases_per_s": n / preload_s,
+        "evaluator": {str(w): {"cases_per_s": n / t, "ratio": best_ceiling / t} for w, t in best_eval.items()},
+        "default_workers": default_workers(spec, device, n),
+    }
     if caches is not None:
         result["evaluator_inputs_cached"] = {"cases_per_s": n / best_warm, "ratio": best_ceiling / best_warm}
     print(f"\n[{name}] {n} cases, batch {batch_size}, amp {amp}, on {device}")
@@ -278,12 +336,15 @@ def compare(name: str, model, datasets: list, spec: Preprocessing, *, device: to
         mark = "  <- default" if w == result["default_workers"] else ""
         print(f"  evaluator, workers={w:<2}     : {n / t:10.1f} cases/s   ratio {best_ceiling / t:.3f}{mark}")
     if caches is not None:
-        print(f"  evaluator, decoded inputs cached (--cache-inputs, a later checkpoint on the same cohort): "
-              f"{n / best_warm:10.1f} cases/s   ratio {best_ceiling / best_warm:.3f}")
+        print(
+            f"  evaluator, decoded inputs cached (--cache-inputs, a later checkpoint on the same cohort): "
+            f"{n / best_warm:10.1f} cases/s   ratio {best_ceiling / best_warm:.3f}"
+        )
     return result
 
 
 # ---- parts -----------------------------------------------------------------------------------------
+
 
 def part_chest(args, device: torch.device) -> dict:
     from validate.cohort import load_site_manifest
@@ -296,13 +357,30 @@ def part_chest(args, device: torch.device) -> dict:
     ckpt.prepare(device, channels_last=device.type == "cuda")
     datasets = [ImageCases(load_site_manifest(protocol, s).cases["image_path"].tolist(), spec) for s in protocol.sites]
     workers = sorted({0, 1, 2} | {default_workers(spec, device, 1000)})
-    res = compare("chest sample sites (28x28 PNG + DICOM, sample CNN)", ckpt, datasets, spec, device=device,
-                  batch_size=args.batch_size or 128, amp=args.amp, workers_list=workers, repeats=args.repeats)
+    res = compare(
+        "chest sample sites (28x28 PNG + DICOM, sample CNN)",
+        ckpt,
+        datasets,
+        spec,
+        device=device,
+        batch_size=args.batch_size or 128,
+        amp=args.amp,
+        workers_list=workers,
+        repeats=args.repeats,
+    )
     # the same sites with the DICOM site left out, to show what DICOM parsing costs
     png_only = [d for d, s in zip(datasets, protocol.sites, strict=True) if s.id != "vendor_b"]
-    res["png_only"] = compare("chest PNG sites only", ckpt, png_only, spec, device=device,
-                              batch_size=args.batch_size or 128, amp=args.amp, workers_list=[0],
-                              repeats=args.repeats)
+    res["png_only"] = compare(
+        "chest PNG sites only",
+        ckpt,
+        png_only,
+        spec,
+        device=device,
+        batch_size=args.batch_size or 128,
+        amp=args.amp,
+        workers_list=[0],
+        repeats=args.repeats,
+    )
     return res
 
 
@@ -314,13 +392,23 @@ def part_resnet(args, device: torch.device) -> dict:
     folder = Path(args.images or (Path(tempfile.gettempdir()) / "validate-bench-png224"))
     unique = make_pngs(folder, min(args.n, args.unique))
     paths = [str(unique[i % len(unique)]) for i in range(args.n)]  # decoded afresh every time
-    spec = Preprocessing(kind="image", size=(224, 224), channels=3, scale=255.0, mean=(0.485, 0.456, 0.406),
-                         std=(0.229, 0.224, 0.225))
+    spec = Preprocessing(
+        kind="image", size=(224, 224), channels=3, scale=255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
     ds = ImageCases(paths, spec)
     workers = args.workers if args.workers is not None else sorted({0, default_workers(spec, device, args.n)})
     batch = args.batch_size or (32 if device.type == "cpu" else 128)
-    return compare(f"{args.arch}-shaped, 3x224x224 PNG, random weights", model, [ds], spec, device=device,
-                   batch_size=batch, amp=args.amp, workers_list=list(workers), repeats=args.repeats)
+    return compare(
+        f"{args.arch}-shaped, 3x224x224 PNG, random weights",
+        model,
+        [ds],
+        spec,
+        device=device,
+        batch_size=batch,
+        amp=args.amp,
+        workers_list=list(workers),
+        repeats=args.repeats,
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -343,7 +431,8 @@ def memory_child(n: int, work: Path) -> None:
         "input: {kind: image, size: [28, 28], channels: 1, scale: 255.0, mean: [0.5], std: [0.5]}\n"
         f"model: {{checkpoint: {REPO / 'sample_sites/chest/model.pt2'}, format: export}}\n"
         f"sites: [{{id: s, manifest: {manifest}, image_root: {src[0].parent}, role: development}}]\n"
-        "attributes: [sex]\n")
+        "attributes: [sex]\n"
+    )
     before = _peak_rss_mb()
     result = score_protocol(protocol, out_dir=work / f"out{n}", batch_size=128, workers=0)
     assert result.counts["scored"] == n
@@ -354,19 +443,23 @@ def part_memory(args) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in (args.memory_n, 10 * args.memory_n):
-            run = subprocess.run([sys.executable, __file__, "--memory-child", str(n), tmp], capture_output=True,
-                                 text=True, check=True)
+            run = subprocess.run(
+                [sys.executable, __file__, "--memory-child", str(n), tmp], capture_output=True, text=True, check=True
+            )
             out[n] = json.loads(run.stdout.strip().splitlines()[-1])
     small, large = out[args.memory_n]["peak_rss_mb"], out[10 * args.memory_n]["peak_rss_mb"]
-    print(f"\n[memory] peak RSS scoring {args.memory_n} cases: {small:.0f} MB; {10 * args.memory_n} cases: "
-          f"{large:.0f} MB; growth x{large / small:.3f} (target < 1.2)")
+    print(
+        f"\n[memory] peak RSS scoring {args.memory_n} cases: {small:.0f} MB; {10 * args.memory_n} cases: "
+        f"{large:.0f} MB; growth x{large / small:.3f} (target < 1.2)"
+    )
     return {"part": "memory", "runs": out, "growth": large / small}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", action="append", choices=["chest", "resnet", "memory"],
-                        help="which parts (repeatable; default: all)")
+    parser.add_argument(
+        "--part", action="append", choices=["chest", "resnet", "memory"], help="which parts (repeatable; default: all)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
     parser.add_argument("--n", type=int, default=256, help="images for the resnet part")
@@ -386,9 +479,11 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", {torch.get_num_threads()} threads, {os.cpu_count()} cpus")
+    print(
+        f"torch {torch.__version__}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f", {torch.get_num_threads()} threads, {os.cpu_count()} cpus"
+    )
     parts = args.part or ["chest", "resnet", "memory"]
     results = {"device": str(device), "torch": torch.__version__}
     for part in parts:

@@ -3,6 +3,7 @@
 Every sub-folder of RUNS_DIR holding ``provenance.json`` or ``metrics.json`` is a run (RUNS_DIR may
 itself be one). The run picked in the sidebar is shown on every page.
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,15 +44,18 @@ if run is not None and run.shift:
     pages.insert(5, SHIFT_PAGE)
 if run is not None and run.comparison:  # the run had a baseline model: shown before "Compare runs"
     pages.insert(len(pages) - 1, COMPARISON_PAGE)
-nav = st.navigation([st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview"))
-                     for f, t, u, i in pages])
+nav = st.navigation(
+    [st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview")) for f, t, u, i in pages]
+)
 
 if run is None:
     st.title("validate dashboard")
     if not data.discover_runs(runs_dir):
-        st.info(f"No results bundles in `{Path(runs_dir).resolve()}`. A bundle is a folder holding "
-                "`metrics.json` or `provenance.json`; make some with `validate demo` (writes `runs/`) or "
-                "`validate run PROTOCOL --out DIR`, then start `validate dashboard DIR`.")
+        st.info(
+            f"No results bundles in `{Path(runs_dir).resolve()}`. A bundle is a folder holding "
+            "`metrics.json` or `provenance.json`; make some with `validate demo` (writes `runs/`) or "
+            "`validate run PROTOCOL --out DIR`, then start `validate dashboard DIR`."
+        )
     st.stop()
 
 nav.run()

@@ -18,20 +18,23 @@ depends on what the two runs scored (:func:`pairing`):
 - **unrelated**: different protocols (a heart model and a chest model): never compared; each run's own
   numbers can be listed side by side on request, without a difference.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 PAIRED, INDEPENDENT, UNKNOWN, PARTIAL, UNRELATED = "paired", "independent", "unknown", "partial", "unrelated"
 MOVER_LABEL = "independent cohorts (MOVER)"
-SHARE_KEY_HINT = ("run both with the same secret in $VALIDATE_CASE_ID_KEY (a run without it draws a random key "
-                  "whose hashes match no other run), or run the new model once with `validate run ... --baseline "
-                  "OLD_CHECKPOINT`")
+SHARE_KEY_HINT = (
+    "run both with the same secret in $VALIDATE_CASE_ID_KEY (a run without it draws a random key "
+    "whose hashes match no other run), or run the new model once with `validate run ... --baseline "
+    "OLD_CHECKPOINT`"
+)
 
-Triplet = tuple[Optional[float], Optional[float], Optional[float]]
+Triplet = tuple[float | None, float | None, float | None]
 
 
 def mover_difference(new: Triplet, base: Triplet) -> Triplet:
@@ -75,11 +78,13 @@ class Pairing:
     why: str
 
 
-def protocol_identity(run: Any) -> tuple[Optional[str], Optional[str]]:
+def protocol_identity(run: Any) -> tuple[str | None, str | None]:
     """(name, version) of the protocol a run ran, from ``provenance.json`` (the protocol copy as fallback)."""
     p = run.provenance.get("protocol") or {}
-    return (p.get("name") or run.protocol.get("name"),
-            str(p.get("version") or run.protocol.get("version") or "") or None)
+    return (
+        p.get("name") or run.protocol.get("name"),
+        str(p.get("version") or run.protocol.get("version") or "") or None,
+    )
 
 
 def declared_sites(run: Any) -> list[str]:
@@ -88,7 +93,7 @@ def declared_sites(run: Any) -> list[str]:
     return ids or list(run.sites)
 
 
-def key_fingerprint(run: Any) -> Optional[str]:
+def key_fingerprint(run: Any) -> str | None:
     """``"kept"`` when the run kept the original case ids, else its ``case_id_key_check`` (None when the
     bundle does not record one: it cannot be paired with any other)."""
     if "kept" in str(run.provenance.get("case_ids") or ""):
@@ -97,7 +102,7 @@ def key_fingerprint(run: Any) -> Optional[str]:
     return str(check) if check else None
 
 
-def _ident(identity: tuple[Optional[str], Optional[str]]) -> str:
+def _ident(identity: tuple[str | None, str | None]) -> str:
     name, version = identity
     return f"{name} v{version}" if version else str(name)
 
@@ -107,31 +112,48 @@ def pairing(new: Any, base: Any, shared_cases: Callable[[], int]) -> Pairing:
     (site, case id) pairs both runs scored; it is only called when both hashed with one key."""
     a, b = protocol_identity(new), protocol_identity(base)
     if a != b or new.task != base.task:
-        return Pairing(UNRELATED, f"the runs are of different protocols ({_ident(a)} and {_ident(b)}): they measure "
-                                  "different models' tasks on different cohorts, and a difference between their "
-                                  "numbers means nothing")
+        return Pairing(
+            UNRELATED,
+            f"the runs are of different protocols ({_ident(a)} and {_ident(b)}): they measure "
+            "different models' tasks on different cohorts, and a difference between their "
+            "numbers means nothing",
+        )
     sites_a, sites_b = declared_sites(new), declared_sites(base)
     if not set(sites_a) & set(sites_b):
         return Pairing(INDEPENDENT, "the runs share no site, so no case was scored by both")
     ka, kb = key_fingerprint(new), key_fingerprint(base)
     if ka is None or kb is None or ka != kb:
-        why = ("one run does not record which key hashed its case ids" if None in (ka, kb) else
-               "one run keeps the original case ids and the other hashes them" if "kept" in (ka, kb) else
-               "their case ids were hashed with different keys")
-        return Pairing(UNKNOWN, f"both runs are of {_ident(a)} at the same sites, but {why}, so whether they scored "
-                                f"the same cases cannot be told. For the paired difference, {SHARE_KEY_HINT}")
+        why = (
+            "one run does not record which key hashed its case ids"
+            if None in (ka, kb)
+            else "one run keeps the original case ids and the other hashes them"
+            if "kept" in (ka, kb)
+            else "their case ids were hashed with different keys"
+        )
+        return Pairing(
+            UNKNOWN,
+            f"both runs are of {_ident(a)} at the same sites, but {why}, so whether they scored "
+            f"the same cases cannot be told. For the paired difference, {SHARE_KEY_HINT}",
+        )
     n = shared_cases()
     if n == 0:
         return Pairing(INDEPENDENT, "the runs hashed their case ids with one key and share no case")
     if sorted(sites_a) != sorted(sites_b):
-        return Pairing(PARTIAL, f"the runs share {n} case(s) but declare different sites ({', '.join(sites_b)} and "
-                                f"{', '.join(sites_a)}): neither one cohort scored twice nor two independent ones")
-    return Pairing(PAIRED, f"both runs are of {_ident(a)} and scored the same cases ({n} matched by site and hashed "
-                           "case id): the differences are paired, case by case")
+        return Pairing(
+            PARTIAL,
+            f"the runs share {n} case(s) but declare different sites ({', '.join(sites_b)} and "
+            f"{', '.join(sites_a)}): neither one cohort scored twice nor two independent ones",
+        )
+    return Pairing(
+        PAIRED,
+        f"both runs are of {_ident(a)} and scored the same cases ({n} matched by site and hashed "
+        "case id): the differences are paired, case by case",
+    )
 
 
 def shared_case_count(new_predictions: Any, base_predictions: Any) -> int:
     """How many (site, case id) pairs both predictions tables hold (ids as the bundles store them)."""
+
     def pairs(frame: Any) -> set:
         return set(zip(frame["site"].astype(str), frame["case_id"].astype(str), strict=True))
 

@@ -14,6 +14,7 @@ Images: every picture is made by :func:`validate.thumbnails.thumbnail_png`, the 
 stores the bundle's thumbnails with, reading through scoring's reader (DICOM rescale, window, palette
 and MONOCHROME1 handled as the model saw them) with its confinement and size guards.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
@@ -39,7 +39,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".np
 
 # ---- where the runs are --------------------------------------------------------------------------
 
-def runs_dir_from_argv(argv: Optional[list[str]] = None, environ: Optional[dict] = None) -> Path:
+
+def runs_dir_from_argv(argv: list[str] | None = None, environ: dict | None = None) -> Path:
     """RUNS_DIR: the argument after ``--`` of ``streamlit run dashboard/app.py -- RUNS_DIR``; else the
     environment variable ``VALIDATE_DASHBOARD_RUNS`` (how tests and ``validate dashboard`` pass it
     too); else ``runs``. Arguments only count when this process was started on ``app.py`` (under
@@ -108,6 +109,7 @@ def bundle_identity(path: str | Path) -> str:
 
 # ---- a loaded run --------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     """The small parts of one bundle, as the pages need them (all plain data, cache-friendly)."""
@@ -118,14 +120,14 @@ class Run:
     provenance: dict
     metrics: dict
     protocol: dict
-    calibration: Optional[dict] = None
-    gates: Optional[dict] = None
-    subgroups: Optional[dict] = None
-    curves: Optional[dict] = None
-    shift: Optional[dict] = None
-    cohorts: Optional[dict] = None  # sites.json: per-site make-up and exclusions
-    comparison: Optional[dict] = None  # comparison.json: the paired comparison with a baseline model
-    cases: Optional[dict] = None  # cases.json: the most confident errors per site, ranked at run time
+    calibration: dict | None = None
+    gates: dict | None = None
+    subgroups: dict | None = None
+    curves: dict | None = None
+    shift: dict | None = None
+    cohorts: dict | None = None  # sites.json: per-site make-up and exclusions
+    comparison: dict | None = None  # comparison.json: the paired comparison with a baseline model
+    cases: dict | None = None  # cases.json: the most confident errors per site, ranked at run time
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["site", "case_id", "reason"]))
     has_report: bool = False
     has_predictions: bool = False
@@ -175,7 +177,7 @@ def _read_protocol_copy(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _optional_json(path: Path) -> Optional[dict]:
+def _optional_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -193,14 +195,24 @@ def _load_run(path: str, identity: str) -> Run:
     bundle = Bundle(path=root)
     provenance = bundle.provenance if (root / "provenance.json").is_file() else {}
     return Run(
-        path=str(root), name=root.name, identity=identity,
-        provenance=provenance or {}, metrics=bundle.metrics or {},
+        path=str(root),
+        name=root.name,
+        identity=identity,
+        provenance=provenance or {},
+        metrics=bundle.metrics or {},
         protocol=_read_protocol_copy(root / "protocol.yaml"),
-        calibration=bundle.calibration, gates=bundle.gates, subgroups=bundle.subgroups,
-        curves=bundle.curves, shift=bundle.shift, cohorts=bundle.sites, comparison=bundle.comparison,
+        calibration=bundle.calibration,
+        gates=bundle.gates,
+        subgroups=bundle.subgroups,
+        curves=bundle.curves,
+        shift=bundle.shift,
+        cohorts=bundle.sites,
+        comparison=bundle.comparison,
         cases=bundle.cases,
         failures=bundle.failures,
-        has_report=(root / "report.html").is_file(), has_predictions=(root / "predictions.parquet").is_file())
+        has_report=(root / "report.html").is_file(),
+        has_predictions=(root / "predictions.parquet").is_file(),
+    )
 
 
 def load_run(path: str | Path, runs_dir: str | Path) -> Run:
@@ -210,8 +222,11 @@ def load_run(path: str | Path, runs_dir: str | Path) -> Run:
     """
     path = Path(path).resolve()
     if not within(path, [runs_dir]):
-        raise InputError("the dashboard only opens bundles inside its runs folder", file=path,
-                         expected=f"a folder under {Path(runs_dir).resolve()}")
+        raise InputError(
+            "the dashboard only opens bundles inside its runs folder",
+            file=path,
+            expected=f"a folder under {Path(runs_dir).resolve()}",
+        )
     return _load_run(str(path), bundle_identity(path))
 
 
@@ -231,8 +246,9 @@ def report_bytes(run: Run) -> bytes:
 
 
 @st.cache_data(show_spinner="Pairing the two runs' cases…", max_entries=8)
-def _paired_comparison(new_path: str, new_identity: str, base_path: str, base_identity: str,
-                       new_label: str, base_label: str) -> dict:
+def _paired_comparison(
+    new_path: str, new_identity: str, base_path: str, base_identity: str, new_label: str, base_label: str
+) -> dict:
     from validate import compare_bundles
 
     return compare_bundles(new_path, base_path, new_label=new_label, baseline_label=base_label)
@@ -246,6 +262,7 @@ def paired_comparison(new: Run, base: Run) -> dict:
 
 
 # ---- images for the Cases page -------------------------------------------------------------------
+
 
 def image_roots(run: Run) -> dict[str, Path]:
     """Per site, the existing image folder named by the protocol copy's ``image_root``.
@@ -293,8 +310,9 @@ def image_spec(run: Run):
         return None
 
 
-def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], name: Optional[str] = None,
-              size: int = THUMBNAIL_SIZE) -> Optional[bytes]:
+def thumbnail(
+    run: Run, site: str, case_id: str, image: str | None, name: str | None = None, size: int = THUMBNAIL_SIZE
+) -> bytes | None:
     """A PNG of one case, or ``None``, made by :func:`validate.thumbnails.thumbnail_png` (the scoring
     reader, its confinement and size guards), enlarged to about ``size`` pixels when small.
 
@@ -326,21 +344,31 @@ def thumbnail(run: Run, site: str, case_id: str, image: Optional[str], name: Opt
 
 # ---- the Cases page: the ranking validate run stored ----------------------------------------------
 
+
 def case_rankings(run: Run) -> list[dict]:
     """The rankings of ``cases.json`` (label, threshold, per site: cases, errors, top errors)."""
     return list((run.cases or {}).get("rankings") or [])
 
 
-def confident_errors(run: Run, *, label: Optional[str] = None, threshold: Optional[float] = 0.5,
-                     per_site: Optional[int] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def confident_errors(
+    run: Run, *, label: str | None = None, threshold: float | None = 0.5, per_site: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The stored ranking (``cases.json``) of ``label`` at ``threshold`` (multiclass: the one ranking),
     as two frames: the errors (``site``, ``case_id``, ``true``, ``called``, ``confidence``, ``p``, ``image``,
     ``thumbnail``, then the attributes), at most ``per_site`` per site in stored order, and per site
     ``site``, ``cases``, ``errors``. Empty frames when the bundle has no such ranking. Nothing is
     re-ranked: a smaller ``per_site`` keeps the first rows of each site."""
-    ranking = next((r for r in case_rankings(run) if r.get("label") == label
-                    and (r.get("threshold") is None or threshold is None
-                         or math.isclose(float(r["threshold"]), float(threshold)))), None)
+    ranking = next(
+        (
+            r
+            for r in case_rankings(run)
+            if r.get("label") == label
+            and (
+                r.get("threshold") is None or threshold is None or math.isclose(float(r["threshold"]), float(threshold))
+            )
+        ),
+        None,
+    )
     if ranking is None:
         return pd.DataFrame(), pd.DataFrame()
     attributes = list((run.cases or {}).get("attributes") or [])

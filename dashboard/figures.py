@@ -6,12 +6,12 @@ the shared builder, so a figure looks the same in the dashboard and in the repor
 The Reliability page's subgroup filter shows the per-group diagrams the run stored in ``curves.json``
 (``subgroups``), read through the bundle contract (:class:`validate.contract.CurvesFile`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
@@ -20,18 +20,18 @@ from dashboard import tables
 from validate import charts, contract, view
 from validate.metrics import registry
 
-Group = Optional[tuple[str, str]]  # (subgroup name, group value); None = all patients
+Group = tuple[str, str] | None  # (subgroup name, group value); None = all patients
 
 
 # ---- overview / compare ----------------------------------------------------------------------------
+
 
 def site_forest(run):
     """The Overview's forest plot: the first key metric (AUROC for binary) per site and pooled."""
     keys = tables.key_metrics(run)
     if not keys or not run.metrics.get("sites"):
         return None
-    return charts.metric_forest(run.metrics, keys[0], sites=run.sites,
-                                title=f"{charts.metric_label(keys[0])} per site")
+    return charts.metric_forest(run.metrics, keys[0], sites=run.sites, title=f"{charts.metric_label(keys[0])} per site")
 
 
 def calibration_forest(run):
@@ -48,27 +48,40 @@ def compare_forest(numeric: pd.DataFrame, metric: str, base_name: str, new_name:
     for r in numeric.itertuples(index=False):
         if r.difference is None or pd.isna(r.difference):
             continue
-        rows.append({"label": str(r.site), "estimate": float(r.difference),
-                     "ci_low": None if pd.isna(r.difference_ci_low) else float(r.difference_ci_low),
-                     "ci_high": None if pd.isna(r.difference_ci_high) else float(r.difference_ci_high),
-                     "n": r.n_new})
+        rows.append(
+            {
+                "label": str(r.site),
+                "estimate": float(r.difference),
+                "ci_low": None if pd.isna(r.difference_ci_low) else float(r.difference_ci_low),
+                "ci_high": None if pd.isna(r.difference_ci_high) else float(r.difference_ci_high),
+                "n": r.n_new,
+            }
+        )
     if not rows:
         return None
-    return charts.forest_figure(rows, title=f"{charts.metric_label(metric)}: {new_name} − {base_name}",
-                                x_title=f"Difference in {charts.metric_label(metric)} (MOVER interval)", reference=0.0)
+    return charts.forest_figure(
+        rows,
+        title=f"{charts.metric_label(metric)}: {new_name} − {base_name}",
+        x_title=f"Difference in {charts.metric_label(metric)} (MOVER interval)",
+        reference=0.0,
+    )
 
 
 # ---- subgroups --------------------------------------------------------------------------------------
 
-def _analysis(run) -> Optional[dict]:
+
+def _analysis(run) -> dict | None:
     """``subgroups.json``, or for a bundle without it the pooled groups of ``metrics.json`` in its shape."""
     if run.subgroups:
         return run.subgroups
     pooled = run.metrics.get("subgroups")
     if not pooled:
         return None
-    return {"overall": {"subgroups": {a: {g: {"block": b} for g, b in groups.items()} for a, groups in pooled.items()}},
-            "sites": {}, "ci_level": run.ci_level}
+    return {
+        "overall": {"subgroups": {a: {g: {"block": b} for g, b in groups.items()} for a, groups in pooled.items()}},
+        "sites": {},
+        "ci_level": run.ci_level,
+    }
 
 
 def subgroup_forest(run, attribute: str, metric: str, site: str = "overall"):
@@ -87,11 +100,13 @@ def gap_forest(run, attribute: str, metric: str, site: str = "overall"):
 def subgroup_heatmap(run, attribute: str, metric: str):
     if not run.subgroups or not run.subgroups.get("sites"):
         return None
-    return charts.subgroup_heatmap(run.subgroups, attribute, metric, sites=[s for s in run.sites
-                                                                             if s in run.subgroups["sites"]])
+    return charts.subgroup_heatmap(
+        run.subgroups, attribute, metric, sites=[s for s in run.sites if s in run.subgroups["sites"]]
+    )
 
 
 # ---- calibration methods ----------------------------------------------------------------------------
+
 
 def method_comparison(run, metric: str):
     if not run.calibration or not run.calibration.get("methods"):
@@ -108,12 +123,13 @@ def _designs(run) -> dict:
 
 
 def sample_size_sites(run) -> list[str]:
-    sites = ((_designs(run).get("sample_size") or {}).get("sites") or {})
+    sites = (_designs(run).get("sample_size") or {}).get("sites") or {}
     return [s for s, v in sites.items() if (v or {}).get("sizes")]
 
 
-def sample_size_curve(run, metric: str = "ece", sites: Optional[Sequence[str]] = None,
-                      methods: Optional[Sequence[str]] = None):
+def sample_size_curve(
+    run, metric: str = "ece", sites: Sequence[str] | None = None, methods: Sequence[str] | None = None
+):
     """The sample-size design's curves, from the rows the report draws too
     (:func:`validate.report.view.sample_size_rows`), so both presentations agree."""
     rows = view.sample_size_rows(run.calibration or {}, metric, methods=methods, sites=sites)
@@ -133,23 +149,25 @@ def transfer_matrix(run, metric: str = "ece", method: str = "none"):
     if not matrix:
         return None
     what = "uncalibrated" if method == "none" else f"{method} fitted at the row's site"
-    return charts.transfer_matrix_figure(matrix, metric, title=f"Transfer: {charts.metric_label(metric)}, {what}, "
-                                                               "evaluated at the column's site")
+    return charts.transfer_matrix_figure(
+        matrix, metric, title=f"Transfer: {charts.metric_label(metric)}, {what}, evaluated at the column's site"
+    )
 
 
 # ---- discrimination ---------------------------------------------------------------------------------
+
 
 def curve_classes(run) -> list[str]:
     """Classes (multiclass) or labels (multilabel) with one-vs-rest curves in ``curves.json``."""
     names: list[str] = []
     for c in ((run.curves or {}).get("sites") or {}).values():
-        for k in (c.get("classes") or {}):
+        for k in c.get("classes") or {}:
             if k not in names:
                 names.append(k)
     return names
 
 
-def _binary_view(run, cls: Optional[str] = None) -> tuple[dict, dict]:
+def _binary_view(run, cls: str | None = None) -> tuple[dict, dict]:
     """Per site the binary curve set and the metrics to label it with: binary tasks as stored; other
     tasks one class (or label) against the rest, or without ``cls`` the top-label view (multiclass)."""
     sites = (run.curves or {}).get("sites") or {}
@@ -169,16 +187,17 @@ def _binary_view(run, cls: Optional[str] = None) -> tuple[dict, dict]:
     return curves, {"sites": mblocks, "ci_level": run.ci_level}
 
 
-def roc(run, sites: Sequence[str], cls: Optional[str] = None):
+def roc(run, sites: Sequence[str], cls: str | None = None):
     curves, metrics = _binary_view(run, cls)
     if not curves or not any((curves.get(s) or {}).get("roc") for s in sites):
         return None
     title = None if cls is None else f"{cls} against the rest"
-    return charts.roc_figure(curves, metrics, sites=list(sites), colors=charts.site_colors(run.sites),
-                             ci_level=run.ci_level, title=title)
+    return charts.roc_figure(
+        curves, metrics, sites=list(sites), colors=charts.site_colors(run.sites), ci_level=run.ci_level, title=title
+    )
 
 
-def precision_recall(run, sites: Sequence[str], cls: Optional[str] = None):
+def precision_recall(run, sites: Sequence[str], cls: str | None = None):
     curves, metrics = _binary_view(run, cls)
     if not curves or not any((curves.get(s) or {}).get("pr") for s in sites):
         return None
@@ -194,6 +213,7 @@ def operating_points(run, sites: Sequence[str]):
 
 # ---- reliability ------------------------------------------------------------------------------------
 
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _typed_file(path: str, identity: str, name: str, _data: dict) -> contract.BundleFile:
     """Bundle file ``name`` of the run at ``path`` as its contract model, parsed once per bundle identity
@@ -201,7 +221,7 @@ def _typed_file(path: str, identity: str, name: str, _data: dict) -> contract.Bu
     return contract.parse(name, _data, file=str(Path(path) / name))
 
 
-def _typed_curves(run) -> Optional[contract.CurvesFile]:
+def _typed_curves(run) -> contract.CurvesFile | None:
     """``curves.json`` as :class:`validate.contract.CurvesFile`, or None when the run has none."""
     if not run.curves:
         return None
@@ -238,8 +258,7 @@ def _stored_groups(curves: contract.CurvesFile, site: str, method: str) -> list[
     sub, level = curves.subgroups, _group_level(curves, site)
     if sub is None:
         return []
-    return [(a, g) for a in sub.attributes for g in sub.groups.get(a, [])
-            if method in level.get(a, {}).get(g, {})]
+    return [(a, g) for a in sub.attributes for g in sub.groups.get(a, []) if method in level.get(a, {}).get(g, {})]
 
 
 def reliability_options(run) -> ReliabilityOptions:
@@ -276,12 +295,15 @@ def reliability(run, site: str, method: str, group: Group = None):
     where = "all sites" if site == "overall" else site
     who = "" if group is None else f", {group[0]} = {group[1]}"
     what = "uncalibrated" if method == "none" else f"after {method}"
-    return charts.reliability_figure(curve, title=f"{where}{who}: {what} (n={stored.n})",
-                                     color=charts.site_colors(run.sites + ["overall"]).get(site, charts.PALETTE[0]),
-                                     ci_level=run.ci_level)
+    return charts.reliability_figure(
+        curve,
+        title=f"{where}{who}: {what} (n={stored.n})",
+        color=charts.site_colors(run.sites + ["overall"]).get(site, charts.PALETTE[0]),
+        ci_level=run.ci_level,
+    )
 
 
-def reliability_block(run, site: str, method: str, group: Group = None) -> Optional[dict]:
+def reliability_block(run, site: str, method: str, group: Group = None) -> dict | None:
     """The metrics BLOCK matching the diagram (from metrics.json / calibration.json / subgroups.json)."""
     if group is not None:
         if method != "none":
@@ -297,13 +319,14 @@ def reliability_block(run, site: str, method: str, group: Group = None) -> Optio
 
 # ---- shift and drift --------------------------------------------------------------------------------
 
+
 def shift_ranking(run, site: str):
     if not run.shift or site not in (run.shift.get("sites") or {}):
         return None
     return charts.shift_summary_figure(run.shift, site)
 
 
-def drift(run, site: str, metric: Optional[str] = None):
+def drift(run, site: str, metric: str | None = None):
     d = (((run.shift or {}).get("drift") or {}).get("sites") or {}).get(site)
     if not d:
         return None

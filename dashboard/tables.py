@@ -6,10 +6,11 @@ separate numeric columns ``<metric>``, ``<metric>_ci_low``, ``<metric>_ci_high``
 download holds). The helpers that read entries, blocks and gate rows are shared with the report and
 live in :mod:`validate.view`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -50,6 +51,7 @@ def _counts(row: dict, data: dict, block: Mapping) -> None:
 
 # ---- Overview ------------------------------------------------------------------------------------
 
+
 def key_metrics(run) -> list[str]:
     blocks = [run.metrics.get("overall") or {}, *(run.metrics.get("sites") or {}).values()]
     present = set(metric_names(blocks))
@@ -73,8 +75,11 @@ def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rows, data, colours = [], [], []
     items = [(s, b) for s, b in (run.metrics.get("sites") or {}).items()]
     # a declared site without a single scored case has no block: show it, it is why the run failed
-    items += [(s, {"n": 0, "insufficient": True, "reason": "no scored case (every case failed to read or score)"})
-              for s in _declared_sites(run) if s not in (run.metrics.get("sites") or {})]
+    items += [
+        (s, {"n": 0, "insufficient": True, "reason": "no scored case (every case failed to read or score)"})
+        for s in _declared_sites(run)
+        if s not in (run.metrics.get("sites") or {})
+    ]
     if run.metrics.get("overall"):
         items.append(("All sites", run.metrics["overall"]))
     for site, block in items:
@@ -93,8 +98,9 @@ def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     if (display["Name"] == "").all():
         display = display.drop(columns=["Name"])
     if run.task != "binary":  # counts of one event class mean nothing for several classes or labels
-        display = display.drop(columns=[c for c in ("Events", "Prevalence") if display[c].isna().all()
-                                        or (display[c] == "—").all()])
+        display = display.drop(
+            columns=[c for c in ("Events", "Prevalence") if display[c].isna().all() or (display[c] == "—").all()]
+        )
     colour = pd.DataFrame(colours, index=display.index).reindex(columns=display.columns).astype(object).fillna("")
     return display, pd.DataFrame(data), colour
 
@@ -103,7 +109,8 @@ def style_by_verdict(display: pd.DataFrame, colour: pd.DataFrame):
     """A Styler painting each cell by the gate verdict behind it (text in the Gates column says it too)."""
     return display.style.apply(
         lambda _: colour.map(lambda v: f"background-color: {VERDICT_COLOURS[v]}" if v in VERDICT_COLOURS else ""),
-        axis=None)
+        axis=None,
+    )
 
 
 def cohort_table(run) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -111,8 +118,13 @@ def cohort_table(run) -> tuple[pd.DataFrame, pd.DataFrame]:
     make-up of each subgroup and the cases excluded from scoring."""
     rows, data = [], []
     for site, e in ((run.cohorts or {}).get("sites") or {}).items():
-        row = {"Site": site, "Name": e.get("name") or "", "Role": e.get("role") or "", "n": e.get("n"),
-               "Patients": e.get("patients")}
+        row = {
+            "Site": site,
+            "Name": e.get("name") or "",
+            "Role": e.get("role") or "",
+            "n": e.get("n"),
+            "Patients": e.get("patients"),
+        }
         d = {"site": site, "name": row["Name"], "role": row["Role"], "n": e.get("n"), "patients": e.get("patients")}
         if "prevalence" in e:
             row["Events"] = e.get("n_events")
@@ -122,7 +134,8 @@ def cohort_table(run) -> tuple[pd.DataFrame, pd.DataFrame]:
         for key in ("classes", "labels"):
             if isinstance(e.get(key), Mapping):
                 row[key.capitalize()] = ", ".join(
-                    f"{k} {v.get('n_events') if isinstance(v, Mapping) else v}" for k, v in e[key].items())
+                    f"{k} {v.get('n_events') if isinstance(v, Mapping) else v}" for k, v in e[key].items()
+                )
                 d[key] = row[key.capitalize()]
         for name, counts in (e.get("make_up") or {}).items():
             row[name] = ", ".join(f"{g} {k}" for g, k in counts.items())
@@ -136,30 +149,63 @@ def cohort_table(run) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
-def gate_table(gates: Optional[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def gate_table(gates: Mapping | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, data = [], []
     for r in (gates or {}).get("rows") or []:
         op = ">=" if r.get("direction") == "min" else "<="
         rule = f"{r.get('metric')} {r.get('on')} {op} {r.get('threshold')}"
         if r.get("calibration"):
             rule += f" after {r['calibration']}"
-        rows.append({"Verdict": r.get("verdict"), "Gate": r.get("gate"), "Item": r.get("item"), "Rule": rule,
-                     "Value": fmt(_num(r.get("value"))),
-                     "Estimate (CI)": interval_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
-                                                     "ci_high": r.get("ci_high")}),
-                     "n": r.get("n"), "Reason": r.get("reason")})
-        data.append({k: r.get(k) for k in ("verdict", "gate", "item", "metric", "scope", "on", "direction",
-                                            "threshold", "value", "estimate", "ci_low", "ci_high", "n",
-                                            "n_events", "site", "subgroup", "group", "calibration", "reason")})
+        rows.append(
+            {
+                "Verdict": r.get("verdict"),
+                "Gate": r.get("gate"),
+                "Item": r.get("item"),
+                "Rule": rule,
+                "Value": fmt(_num(r.get("value"))),
+                "Estimate (CI)": interval_text(
+                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")}
+                ),
+                "n": r.get("n"),
+                "Reason": r.get("reason"),
+            }
+        )
+        data.append(
+            {
+                k: r.get(k)
+                for k in (
+                    "verdict",
+                    "gate",
+                    "item",
+                    "metric",
+                    "scope",
+                    "on",
+                    "direction",
+                    "threshold",
+                    "value",
+                    "estimate",
+                    "ci_low",
+                    "ci_high",
+                    "n",
+                    "n_events",
+                    "site",
+                    "subgroup",
+                    "group",
+                    "calibration",
+                    "reason",
+                )
+            }
+        )
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
 # ---- Subgroups -----------------------------------------------------------------------------------
 
+
 def subgroup_names(run) -> list[str]:
     names = list((run.metrics.get("subgroups") or {}).keys())
     for s in ((run.subgroups or {}).get("sites") or {}).values():
-        for a in (s.get("subgroups") or {}):
+        for a in s.get("subgroups") or {}:
             if a not in names:
                 names.append(a)
     return names
@@ -201,7 +247,8 @@ def subgroup_table(run, attribute: str, metric: str) -> tuple[pd.DataFrame, pd.D
 
 # ---- Calibration methods -------------------------------------------------------------------------
 
-def calibration_table(calibration: Optional[Mapping], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def calibration_table(calibration: Mapping | None, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Method x site: the metric with its interval on cases not used for fitting."""
     rows, data = [], []
     methods = (calibration or {}).get("methods") or {}
@@ -222,8 +269,15 @@ def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.Da
     rows, data = [], []
     for site, entry in (local.get("sites") or {}).items():
         if "methods" not in (entry or {}):
-            rows.append({"Site": site, "Method": "—", label(metric): "", "Beats none (log loss)": "",
-                         "Note": entry.get("skipped", "")})
+            rows.append(
+                {
+                    "Site": site,
+                    "Method": "—",
+                    label(metric): "",
+                    "Beats none (log loss)": "",
+                    "Note": entry.get("skipped", ""),
+                }
+            )
             data.append({"site": site, "skipped": entry.get("skipped")})
             continue
         for method, summ in entry["methods"].items():
@@ -231,16 +285,33 @@ def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.Da
             text = "—" if v.get("mean") is None else f"{fmt(v['mean'])} ({fmt(v.get('q025'))} to {fmt(v.get('q975'))})"
             beats = summ.get("beats_none_log_loss")
             fb = summ.get("fallbacks") or {}
-            rows.append({"Site": site, "Method": method, label(metric): text,
-                         "Beats none (log loss)": "" if beats is None else f"{beats:.0%}",
-                         "Note": f"{fb.get('count')} fit(s) failed: {fb.get('first_reason')}" if fb else ""})
-            data.append({"site": site, "method": method, "n_fit": entry.get("n_fit"), "n_eval": entry.get("n_eval"),
-                         "repeats": entry.get("repeats"), f"{metric}_mean": v.get("mean"), f"{metric}_sd": v.get("sd"),
-                         f"{metric}_q025": v.get("q025"), f"{metric}_q975": v.get("q975"), "beats_none_log_loss": beats})
+            rows.append(
+                {
+                    "Site": site,
+                    "Method": method,
+                    label(metric): text,
+                    "Beats none (log loss)": "" if beats is None else f"{beats:.0%}",
+                    "Note": f"{fb.get('count')} fit(s) failed: {fb.get('first_reason')}" if fb else "",
+                }
+            )
+            data.append(
+                {
+                    "site": site,
+                    "method": method,
+                    "n_fit": entry.get("n_fit"),
+                    "n_eval": entry.get("n_eval"),
+                    "repeats": entry.get("repeats"),
+                    f"{metric}_mean": v.get("mean"),
+                    f"{metric}_sd": v.get("sd"),
+                    f"{metric}_q025": v.get("q025"),
+                    f"{metric}_q975": v.get("q975"),
+                    "beats_none_log_loss": beats,
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
-def calibration_params_table(calibration: Optional[Mapping]) -> pd.DataFrame:
+def calibration_params_table(calibration: Mapping | None) -> pd.DataFrame:
     rows = []
     for method, entry in ((calibration or {}).get("methods") or {}).items():
         params = entry.get("params") or {}
@@ -258,6 +329,7 @@ def _param_text(v: Any) -> str:
 
 
 # ---- Compare runs --------------------------------------------------------------------------------
+
 
 def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per site present in both runs (and the pooled block) and metric: both estimates with their
@@ -290,15 +362,39 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
                         better = "changed"
                 else:
                     better = "no clear change"
-            rows.append({"Site": site, "Metric": label(m), f"Baseline ({base.name})": interval_text(ea),
-                         f"New ({new.name})": interval_text(eb),
-                         "Difference (new − base)": interval_text(dict(zip(("estimate", "ci_low", "ci_high"), delta, strict=True))),
-                         "n (base → new)": f"{a.get('n')} → {b.get('n')}", "Reading": better})
-            data.append({"site": site, "metric": m, "base_run": base.name, "new_run": new.name,
-                         "base": ta[0], "base_ci_low": ta[1], "base_ci_high": ta[2],
-                         "new": tb[0], "new_ci_low": tb[1], "new_ci_high": tb[2],
-                         "difference": delta[0], "difference_ci_low": delta[1], "difference_ci_high": delta[2],
-                         "n_base": a.get("n"), "n_new": b.get("n"), "reading": better})
+            rows.append(
+                {
+                    "Site": site,
+                    "Metric": label(m),
+                    f"Baseline ({base.name})": interval_text(ea),
+                    f"New ({new.name})": interval_text(eb),
+                    "Difference (new − base)": interval_text(
+                        dict(zip(("estimate", "ci_low", "ci_high"), delta, strict=True))
+                    ),
+                    "n (base → new)": f"{a.get('n')} → {b.get('n')}",
+                    "Reading": better,
+                }
+            )
+            data.append(
+                {
+                    "site": site,
+                    "metric": m,
+                    "base_run": base.name,
+                    "new_run": new.name,
+                    "base": ta[0],
+                    "base_ci_low": ta[1],
+                    "base_ci_high": ta[2],
+                    "new": tb[0],
+                    "new_ci_low": tb[1],
+                    "new_ci_high": tb[2],
+                    "difference": delta[0],
+                    "difference_ci_low": delta[1],
+                    "difference_ci_high": delta[2],
+                    "n_base": a.get("n"),
+                    "n_new": b.get("n"),
+                    "reading": better,
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
@@ -329,7 +425,7 @@ def comparison_metric_names(comparison: Mapping) -> list[str]:
     return list(seen)
 
 
-def delta_reading(metric: str, delta: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
+def delta_reading(metric: str, delta: float | None, lo: float | None, hi: float | None) -> str:
     """Which way a paired difference goes: ``better``/``worse`` when its interval excludes 0 (by the
     registry's direction of the metric), ``changed`` for a metric with a target value, else ``no clear change``."""
     if delta is None or lo is None or hi is None:
@@ -362,40 +458,93 @@ def comparison_table(comparison: Mapping, metrics: Iterable[str]) -> tuple[pd.Da
             delta, lo, hi = _num(e.get("delta")), _num(e.get("ci_low")), _num(e.get("ci_high"))
             diff = interval_text({"estimate": delta, "ci_low": lo, "ci_high": hi}) if entry else f"— ({why})"
             note = insufficient_reason(block) or ""
-            rows.append({"Block": block_name, "Site": site, "Metric": label(m),
-                         "n (events)": f"{block['n']} ({block.get('n_events')})",
-                         "New": fmt(_num(e.get("new"))), "Baseline": fmt(_num(e.get("baseline"))),
-                         "Δ new − baseline (CI)": diff, "Method": METHOD_TEXT.get(str(e.get("method")), str(e.get("method") or "")),
-                         "p": p_text(_num(e.get("p_value"))), "Reading": delta_reading(m, delta, lo, hi),
-                         "Insufficient": note})
-            data.append({"block": block_name, "site": site, "metric": m, "n": block["n"],
-                         "n_events": block.get("n_events"), "new": _num(e.get("new")),
-                         "baseline": _num(e.get("baseline")), "delta": delta, "delta_ci_low": lo, "delta_ci_high": hi,
-                         "method": e.get("method"), "p_value": _num(e.get("p_value")), "undefined": why,
-                         "insufficient": bool(block.get("insufficient"))})
+            rows.append(
+                {
+                    "Block": block_name,
+                    "Site": site,
+                    "Metric": label(m),
+                    "n (events)": f"{block['n']} ({block.get('n_events')})",
+                    "New": fmt(_num(e.get("new"))),
+                    "Baseline": fmt(_num(e.get("baseline"))),
+                    "Δ new − baseline (CI)": diff,
+                    "Method": METHOD_TEXT.get(str(e.get("method")), str(e.get("method") or "")),
+                    "p": p_text(_num(e.get("p_value"))),
+                    "Reading": delta_reading(m, delta, lo, hi),
+                    "Insufficient": note,
+                }
+            )
+            data.append(
+                {
+                    "block": block_name,
+                    "site": site,
+                    "metric": m,
+                    "n": block["n"],
+                    "n_events": block.get("n_events"),
+                    "new": _num(e.get("new")),
+                    "baseline": _num(e.get("baseline")),
+                    "delta": delta,
+                    "delta_ci_low": lo,
+                    "delta_ci_high": hi,
+                    "method": e.get("method"),
+                    "p_value": _num(e.get("p_value")),
+                    "undefined": why,
+                    "insufficient": bool(block.get("insufficient")),
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 
-def comparison_gate_rows(gates: Optional[Mapping]) -> list[Mapping]:
+def comparison_gate_rows(gates: Mapping | None) -> list[Mapping]:
     """The rows of ``gates.json`` judged on the comparison (``compare: baseline``)."""
     return [r for r in (gates or {}).get("rows") or [] if r.get("compare") == "baseline"]
 
 
-def comparison_gate_table(gates: Optional[Mapping]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def comparison_gate_table(gates: Mapping | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The comparison gates' rows: verdict, gate, item, rule, Δ with its interval, n and the verdict
     words (superior / non-inferior / inferior, with the margin) the engine wrote."""
     rows, data = [], []
     for r in comparison_gate_rows(gates):
         op = ">=" if r.get("direction") == "min" else "<="
-        rows.append({"Verdict": r.get("verdict"), "Gate": r.get("gate"), "Item": r.get("item"),
-                     "Rule": f"Δ {r.get('metric')} {r.get('on')} {op} {r.get('threshold')}",
-                     "Δ (CI)": interval_text({"estimate": r.get("estimate"), "ci_low": r.get("ci_low"),
-                                              "ci_high": r.get("ci_high")}),
-                     "n": r.get("n"), "Reading": r.get("reason")})
-        data.append({k: r.get(k) for k in ("verdict", "gate", "item", "metric", "scope", "on", "direction",
-                                            "threshold", "margin", "estimate", "ci_low", "ci_high",
-                                            "estimate_new", "estimate_baseline", "n", "n_events", "site",
-                                            "subgroup", "group", "reason")})
+        rows.append(
+            {
+                "Verdict": r.get("verdict"),
+                "Gate": r.get("gate"),
+                "Item": r.get("item"),
+                "Rule": f"Δ {r.get('metric')} {r.get('on')} {op} {r.get('threshold')}",
+                "Δ (CI)": interval_text(
+                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")}
+                ),
+                "n": r.get("n"),
+                "Reading": r.get("reason"),
+            }
+        )
+        data.append(
+            {
+                k: r.get(k)
+                for k in (
+                    "verdict",
+                    "gate",
+                    "item",
+                    "metric",
+                    "scope",
+                    "on",
+                    "direction",
+                    "threshold",
+                    "margin",
+                    "estimate",
+                    "ci_low",
+                    "ci_high",
+                    "estimate_new",
+                    "estimate_baseline",
+                    "n",
+                    "n_events",
+                    "site",
+                    "subgroup",
+                    "group",
+                    "reason",
+                )
+            }
+        )
     return pd.DataFrame(rows), pd.DataFrame(data)
 
 

@@ -1,10 +1,10 @@
 """Streamlit pieces shared by the pages: the run picker, tables with a CSV download, figures with a
 plain-language caption."""
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
@@ -18,7 +18,7 @@ RUNS_DIR_KEY = "_runs_dir"
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def sidebar(runs_dir: Path) -> Optional[data.Run]:
+def sidebar(runs_dir: Path) -> data.Run | None:
     """Pick the run in the sidebar; keep it in the session for every page; offer its report."""
     st.session_state[RUNS_DIR_KEY] = str(runs_dir)
     runs = data.discover_runs(runs_dir)
@@ -33,9 +33,15 @@ def sidebar(runs_dir: Path) -> Optional[data.Run]:
     run = open_run(by_name[st.session_state[RUN_KEY]], runs_dir)
     if run is not None and run.has_report:
         with st.sidebar:
-            st.download_button("Download HTML report", data=lambda r=run: data.report_bytes(r),
-                               file_name=f"{run.name}-report.html", mime="text/html", key="dl-report",
-                               on_click="ignore", icon=":material/download:")
+            st.download_button(
+                "Download HTML report",
+                data=lambda r=run: data.report_bytes(r),
+                file_name=f"{run.name}-report.html",
+                mime="text/html",
+                key="dl-report",
+                on_click="ignore",
+                icon=":material/download:",
+            )
     return run
 
 
@@ -44,7 +50,7 @@ def _run_label(path: Path, runs_dir: Path) -> str:
     return "." if path == root else str(path.relative_to(root))
 
 
-def open_run(path: Path, runs_dir: Path) -> Optional[data.Run]:
+def open_run(path: Path, runs_dir: Path) -> data.Run | None:
     try:
         return data.load_run(path, runs_dir)
     except InputError as exc:
@@ -77,8 +83,16 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-").lower() or "table"
 
 
-def table(display: pd.DataFrame, key: str, *, csv: Optional[pd.DataFrame] = None, styler=None,
-          caption: Optional[str] = None, run: Optional[data.Run] = None, height: Optional[int] = None) -> None:
+def table(
+    display: pd.DataFrame,
+    key: str,
+    *,
+    csv: pd.DataFrame | None = None,
+    styler=None,
+    caption: str | None = None,
+    run: data.Run | None = None,
+    height: int | None = None,
+) -> None:
     """A table and a button downloading it as CSV (the numeric ``csv`` frame when given)."""
     if display is None or display.empty:
         st.info("Nothing to show for this selection.")
@@ -91,9 +105,15 @@ def table(display: pd.DataFrame, key: str, *, csv: Optional[pd.DataFrame] = None
         st.caption(caption)
     frame = csv if csv is not None else display
     prefix = f"{run.name}-" if run is not None else ""
-    st.download_button("Download CSV", data=csv_bytes(frame),
-                       file_name=f"{slug(prefix + key)}.csv", mime="text/csv", key=f"dl-{key}",
-                       on_click="ignore", icon=":material/download:")
+    st.download_button(
+        "Download CSV",
+        data=csv_bytes(frame),
+        file_name=f"{slug(prefix + key)}.csv",
+        mime="text/csv",
+        key=f"dl-{key}",
+        on_click="ignore",
+        icon=":material/download:",
+    )
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:

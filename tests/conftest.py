@@ -1,4 +1,5 @@
 """Shared test helpers: locations of real data and the external references (R, Chromium)."""
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,9 @@ def _fail_marker(what: str):
         @functools.wraps(fn)
         def wrapper(*a, **k):
             pytest.fail(f"{what} is required (VALIDATE_REQUIRE_*=1) but not installed")
+
         return wrapper
+
     return deco
 
 

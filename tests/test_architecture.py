@@ -20,6 +20,7 @@ Import edges are collected with :mod:`ast` from every ``import validate...`` / `
 in a module, at module level AND inside functions (a function-level import hides a cycle from Python's
 import machinery, not from a reader). Imports under ``if TYPE_CHECKING:`` never run and are left out.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,6 +35,7 @@ DASHBOARD = ROOT / "dashboard"
 
 
 # ---- the import graph --------------------------------------------------------------------------------
+
 
 def package_modules(package: Path = PACKAGE) -> dict[str, Path]:
     """Dotted module name -> file, for every module of the package (a package is its ``__init__``)."""
@@ -50,7 +52,8 @@ def _is_type_checking(node: ast.AST) -> bool:
     test = getattr(node, "test", None)
     return isinstance(node, ast.If) and (
         (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
 
 
 def _imports(tree: ast.AST):
@@ -70,6 +73,7 @@ def import_edges(module: str, source: str, modules, *, is_package: bool = False,
     """The modules of ``modules`` that ``module`` imports. ``from a.b import c`` is an edge to ``a.b.c``
     when that is a module, else to ``a.b``; a name below any known module goes to its nearest known
     ancestor."""
+
     def known(name: str) -> str | None:
         while name and name not in modules:
             name = name.rpartition(".")[0]
@@ -82,7 +86,7 @@ def import_edges(module: str, source: str, modules, *, is_package: bool = False,
         else:
             if node.level:
                 base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 parent = ".".join(base + ([node.module] if node.module else []))
             else:
                 parent = node.module or ""
@@ -97,8 +101,10 @@ def import_edges(module: str, source: str, modules, *, is_package: bool = False,
 
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
     modules = package_modules(package)
-    return {m: import_edges(m, f.read_text(), modules, is_package=f.name == "__init__.py", root=package.name)
-            for m, f in modules.items()}
+    return {
+        m: import_edges(m, f.read_text(), modules, is_package=f.name == "__init__.py", root=package.name)
+        for m, f in modules.items()
+    }
 
 
 def house_graph(packages: tuple[Path, ...] = (PACKAGE, DASHBOARD)) -> dict[str, set[str]]:
@@ -109,15 +115,16 @@ def house_graph(packages: tuple[Path, ...] = (PACKAGE, DASHBOARD)) -> dict[str, 
     graph: dict[str, set[str]] = {}
     for m, f in modules.items():
         source = f.read_text()
-        graph[m] = set().union(*(import_edges(m, source, modules, is_package=f.name == "__init__.py", root=p.name)
-                                 for p in packages))
+        graph[m] = set().union(
+            *(import_edges(m, source, modules, is_package=f.name == "__init__.py", root=p.name) for p in packages)
+        )
     return graph
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """One cycle per back edge of a depth-first search (``[a, b, ..., a]``); empty when the graph is
     acyclic (a DFS finds a back edge if and only if there is a cycle)."""
-    state: dict[str, int] = {}     # 1 on the current path, 2 done
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
     path: list[str] = []
     cycles = []
 
@@ -126,7 +133,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         path.append(v)
         for w in sorted(graph.get(v, ())):
             if state.get(w) == 1:
-                cycles.append(path[path.index(w):] + [w])
+                cycles.append(path[path.index(w) :] + [w])
             elif w not in state:
                 visit(w)
         path.pop()
@@ -139,6 +146,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 # ---- the finder finds what it must (else "no cycle" would prove nothing) ------------------------------
+
 
 def test_edges_include_function_level_imports_and_skip_type_checking_ones():
     modules = {"validate", "validate.a", "validate.b", "validate.c", "validate.d", "validate.pkg", "validate.pkg.e"}
@@ -153,15 +161,19 @@ def test_edges_include_function_level_imports_and_skip_type_checking_ones():
         "    from validate.d import T\n"
     )
     assert import_edges("validate.a", source, modules) == {"validate.b", "validate.c", "validate.pkg.e"}
-    assert import_edges("validate.pkg", "from . import e\nfrom .. import a\n", modules,
-                        is_package=True) == {"validate.pkg.e", "validate.a"}
+    assert import_edges("validate.pkg", "from . import e\nfrom .. import a\n", modules, is_package=True) == {
+        "validate.pkg.e",
+        "validate.a",
+    }
 
 
 def test_find_cycles_sees_a_cycle_hidden_in_a_function():
     modules = {"validate.x", "validate.y", "validate.z"}
-    graph = {"validate.x": import_edges("validate.x", "from validate.y import f\n", modules),
-             "validate.y": import_edges("validate.y", "def g():\n    from validate.x import h\n", modules),
-             "validate.z": import_edges("validate.z", "import validate.x\n", modules)}
+    graph = {
+        "validate.x": import_edges("validate.x", "from validate.y import f\n", modules),
+        "validate.y": import_edges("validate.y", "def g():\n    from validate.x import h\n", modules),
+        "validate.z": import_edges("validate.z", "import validate.x\n", modules),
+    }
     assert find_cycles(graph) == [["validate.x", "validate.y", "validate.x"]]
     graph["validate.y"] = set()
     assert find_cycles(graph) == []
@@ -169,18 +181,22 @@ def test_find_cycles_sees_a_cycle_hidden_in_a_function():
 
 def test_the_graph_holds_known_edges_of_this_package():
     graph = import_graph()
-    assert "validate.groups" in graph["validate.analysis.subgroups"]          # module level
-    assert "validate.predictions" in graph["validate.analysis.subgroups"]     # inside a function
-    assert "validate.scoring" in graph["validate.pipeline"]                    # inside load_predictions
+    assert "validate.groups" in graph["validate.analysis.subgroups"]  # module level
+    assert "validate.predictions" in graph["validate.analysis.subgroups"]  # inside a function
+    assert "validate.scoring" in graph["validate.pipeline"]  # inside load_predictions
     assert "validate.groups" in graph["validate.analysis.sites"]
 
 
 # ---- the rules -------------------------------------------------------------------------------------
 
+
 def test_no_import_cycle_in_the_analysis_package():
     graph = import_graph()
-    analysis = {m: {e for e in edges if e.startswith("validate.analysis")}
-                for m, edges in graph.items() if m.startswith("validate.analysis")}
+    analysis = {
+        m: {e for e in edges if e.startswith("validate.analysis")}
+        for m, edges in graph.items()
+        if m.startswith("validate.analysis")
+    }
     assert find_cycles(analysis) == []
 
 
@@ -197,17 +213,30 @@ def test_no_import_cycle_in_validate():
 
 # ---- the layers ----------------------------------------------------------------------------------
 
+
 def _in(module: str, prefixes) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 CORE = ("validate.numerics", "validate.errors", "validate.escape", "validate.groups", "validate.contract")
-ENGINE = ("validate.analysis", "validate.metrics", "validate.calibrators", "validate.scoring", "validate.predictions",
-          "validate.cohort", "validate.protocol")
+ENGINE = (
+    "validate.analysis",
+    "validate.metrics",
+    "validate.calibrators",
+    "validate.scoring",
+    "validate.predictions",
+    "validate.cohort",
+    "validate.protocol",
+)
 PRESENTATION = ("dashboard", "validate.report", "validate.charts", "validate.view")
 CLI = ("validate.cli", "validate.commands")
-ENGINE_INTERNALS = ("validate.analysis", "validate.scoring", "validate.calibrators", "validate.cohort",
-                    "validate.metrics")
+ENGINE_INTERNALS = (
+    "validate.analysis",
+    "validate.scoring",
+    "validate.calibrators",
+    "validate.cohort",
+    "validate.metrics",
+)
 SHARED_WITH_PRESENTATION = ("validate.metrics.registry",)
 
 # layer: (who, what they may not import, what is allowed among those anyway)
@@ -236,17 +265,29 @@ def layer_violations(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
 def test_layer_rule_sees_a_forbidden_import_at_any_depth():
     graph = house_graph()
     modules = {**package_modules(PACKAGE), **package_modules(DASHBOARD)}
-    for source in ("import validate.analysis.sites\n", "def page():\n    from validate.analysis import sites\n",
-                   "from validate.metrics.blocks import binary_block\n", "from validate.scoring import inputs\n"):
-        edges = set().union(*(import_edges("dashboard.tables", source, modules, root=r) for r in ("validate", "dashboard")))
+    for source in (
+        "import validate.analysis.sites\n",
+        "def page():\n    from validate.analysis import sites\n",
+        "from validate.metrics.blocks import binary_block\n",
+        "from validate.scoring import inputs\n",
+    ):
+        edges = set().union(
+            *(import_edges("dashboard.tables", source, modules, root=r) for r in ("validate", "dashboard"))
+        )
         broken = layer_violations({**graph, "dashboard.tables": graph["dashboard.tables"] | edges})
         assert {("dashboard.tables", e) for e in edges} <= broken and edges, source
     # the registry is shared with presentation; the engine may not reach up to the report or the CLI
     assert layer_violations({"validate.charts": {"validate.metrics.registry"}}) == set()
-    assert layer_violations({"validate.analysis.sites": {"validate.report.render", "validate.commands.run"},
-                             "validate.contract": {"validate.predictions"}}) == {
-        ("validate.analysis.sites", "validate.report.render"), ("validate.analysis.sites", "validate.commands.run"),
-        ("validate.contract", "validate.predictions")}
+    assert layer_violations(
+        {
+            "validate.analysis.sites": {"validate.report.render", "validate.commands.run"},
+            "validate.contract": {"validate.predictions"},
+        }
+    ) == {
+        ("validate.analysis.sites", "validate.report.render"),
+        ("validate.analysis.sites", "validate.commands.run"),
+        ("validate.contract", "validate.predictions"),
+    }
 
 
 def test_layers_import_only_what_the_house_rule_allows():

@@ -1,4 +1,5 @@
 """The results bundle: atomic assembly, reading back, pseudonymised identifiers, provenance."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,12 +28,26 @@ from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 def minimal_metrics(n: int) -> dict:
     """The smallest metrics.json its contract (validate.metrics/1) accepts: one site of ``n`` cases."""
-    return {"task": "binary", "n_bootstrap": 0, "ci_level": 0.95, "seed": 0, "overall": {"n": n},
-            "sites": {"s": {"n": n}}, "subgroups": {}}
+    return {
+        "task": "binary",
+        "n_bootstrap": 0,
+        "ci_level": 0.95,
+        "seed": 0,
+        "overall": {"n": n},
+        "sites": {"s": {"n": n}},
+        "subgroups": {},
+    }
 
 
-MINIMAL_PROVENANCE = {"protocol": {"name": "t", "version": "1", "sha256": None}, "checkpoint": None,
-                      "started_at": "x", "finished_at": "y", "device": "cpu", "seeds": {}, "software": {}}
+MINIMAL_PROVENANCE = {
+    "protocol": {"name": "t", "version": "1", "sha256": None},
+    "checkpoint": None,
+    "started_at": "x",
+    "finished_at": "y",
+    "device": "cpu",
+    "seeds": {},
+    "software": {},
+}
 
 
 def write_minimal(target, metrics=None):
@@ -115,10 +130,22 @@ def test_ids_are_keyed_hashes(monkeypatch):
 def test_provenance_records_versions_and_hashes(tmp_path):
     from types import SimpleNamespace
 
-    protocol = SimpleNamespace(name="heart", version="1.0", path=tmp_path / "p.yaml", sha256="ab" * 32,
-                               metrics=SimpleNamespace(seed=3, n_bootstrap=50), calibration=SimpleNamespace(seed=4))
-    prov = make_provenance(protocol=protocol, started_at="2024-01-01T00:00:00", finished_at="2024-01-01T00:01:00",
-                           checkpoint={"path": "m.pt2", "sha256": "cd" * 32}, device="cpu", case_ids="kept")
+    protocol = SimpleNamespace(
+        name="heart",
+        version="1.0",
+        path=tmp_path / "p.yaml",
+        sha256="ab" * 32,
+        metrics=SimpleNamespace(seed=3, n_bootstrap=50),
+        calibration=SimpleNamespace(seed=4),
+    )
+    prov = make_provenance(
+        protocol=protocol,
+        started_at="2024-01-01T00:00:00",
+        finished_at="2024-01-01T00:01:00",
+        checkpoint={"path": "m.pt2", "sha256": "cd" * 32},
+        device="cpu",
+        case_ids="kept",
+    )
     assert prov["protocol"]["sha256"] == "ab" * 32 and prov["checkpoint"]["sha256"] == "cd" * 32
     assert prov["seeds"] == {"metrics": 3, "calibration": 4} and prov["device"] == "cpu"
     sw = software_versions()
@@ -138,6 +165,7 @@ def test_default_bundle_dir_never_collides(tmp_path):
 
 
 # ---- what a run may replace (issue #12: nothing the user owns is deleted) ---------------------------
+
 
 def test_target_rules(tmp_path):
     from validate.bundle import target_problem
@@ -234,9 +262,11 @@ def test_abandoned_staging_is_removed_only_when_ours_and_unlocked(tmp_path):
 def test_read_bundle_refuses_a_bundle_missing_a_file_its_protocol_implies(tmp_path):
     from validate.bundle import implied_files
 
-    text = ("name: t\nsites:\n  - {id: a, role: development}\n  - {id: b}\n"
-            "subgroups: [{name: sex, column: sex}]\ncalibration: {methods: [platt]}\n"
-            "gates:\n  - {name: g, metric: auroc, scope: overall, min: 0.5}\n")
+    text = (
+        "name: t\nsites:\n  - {id: a, role: development}\n  - {id: b}\n"
+        "subgroups: [{name: sex, column: sex}]\ncalibration: {methods: [platt]}\n"
+        "gates:\n  - {name: g, metric: auroc, scope: overall, min: 0.5}\n"
+    )
     assert set(implied_files(text)) == {"gates.json", "calibration.json", "subgroups.json", "shift.json"}
     assert implied_files("name: t\nsites:\n  - {id: a}\n") == {}
     target = write_minimal(tmp_path / "b")

@@ -1,5 +1,6 @@
 """Comparison designs and the calibrate / apply-calibration commands, on simulated sites with known
 miscalibration and on the real heart sample sites scored by the shipped model."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,15 +32,17 @@ def binary_sites(seed=0, temperature=2.5, sizes=None):
     for site, n in sizes.items():
         z = rng.normal(0.3, 1.5, n)
         y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
-        frames.append(pd.DataFrame({"case_id": [f"{site}-{i}" for i in range(n)], "site": site,
-                                    "y": y, "logit": temperature * z}))
+        frames.append(
+            pd.DataFrame({"case_id": [f"{site}-{i}" for i in range(n)], "site": site, "y": y, "logit": temperature * z})
+        )
     return pd.concat(frames, ignore_index=True)
 
 
 def test_held_out_recovers_temperature_and_improves_external_sites():
     table = table_from_frame(binary_sites())
-    res = compare_calibration(table, methods=["temperature", "platt", "isotonic"], fit_on=["dev"],
-                              n_bootstrap=40, smooth_intervals=False)
+    res = compare_calibration(
+        table, methods=["temperature", "platt", "isotonic"], fit_on=["dev"], n_bootstrap=40, smooth_intervals=False
+    )
     # the DESIGN.md contract
     assert res["task"] == "binary" and res["design"] == "held-out" and res["fit_on"] == ["dev"]
     assert set(res["methods"]) == {"none", "temperature", "platt", "isotonic"}
@@ -67,13 +70,20 @@ def test_held_out_blocks_match_sklearn_on_the_calibrated_predictions():
     ext = frame[frame.site == "ext_a"]
     p = 1 / (1 + np.exp(-ext.logit.to_numpy() / T))
     assert res["methods"]["temperature"]["sites"]["ext_a"]["brier"]["estimate"] == pytest.approx(
-        brier_score_loss(ext.y, p), rel=1e-12)
+        brier_score_loss(ext.y, p), rel=1e-12
+    )
 
 
 def test_fit_fraction_evaluates_the_rest_of_the_fit_site():
     table = table_from_frame(binary_sites(seed=2))
-    res = compare_calibration(table, methods=["temperature"], fit_on=["dev"], n_bootstrap=0,
-                              calibration={"fit_fraction": 0.6}, smooth_intervals=False)
+    res = compare_calibration(
+        table,
+        methods=["temperature"],
+        fit_on=["dev"],
+        n_bootstrap=0,
+        calibration={"fit_fraction": 0.6},
+        smooth_intervals=False,
+    )
     assert res["held_out"]["n_fit"] == 360
     assert res["methods"]["temperature"]["sites"]["dev"]["n"] == 240
     assert res["held_out"]["evaluated"]["dev"].startswith("held-out part")
@@ -86,8 +96,14 @@ def test_repeated_designs_shapes_fallbacks_and_determinism():
     tiny = frame.site == "tiny"
     frame.loc[tiny, "y"] = (frame.loc[tiny, "logit"] > 0).astype(int)
     table = table_from_frame(frame)
-    kw = dict(methods=["temperature", "platt"], fit_on=["dev"], n_bootstrap=0, smooth_intervals=False,
-              designs=["held-out", "local", "transfer", "sample-size"], calibration=QUICK)
+    kw = dict(
+        methods=["temperature", "platt"],
+        fit_on=["dev"],
+        n_bootstrap=0,
+        smooth_intervals=False,
+        designs=["held-out", "local", "transfer", "sample-size"],
+        calibration=QUICK,
+    )
     res = compare_calibration(table, **kw)
     assert res == compare_calibration(table, **kw)  # seeded
     local = res["designs"]["local"]["sites"]
@@ -113,8 +129,9 @@ def test_repeated_designs_shapes_fallbacks_and_determinism():
 def test_failed_held_out_fit_is_reported_not_recommended():
     frame = binary_sites(seed=4)
     frame.loc[frame.site == "dev", "y"] = 1  # one class only at the fitting site
-    res = compare_calibration(table_from_frame(frame), methods=["temperature"], fit_on=["dev"], n_bootstrap=0,
-                              smooth_intervals=False)
+    res = compare_calibration(
+        table_from_frame(frame), methods=["temperature"], fit_on=["dev"], n_bootstrap=0, smooth_intervals=False
+    )
     assert res["methods"]["temperature"]["params"] is None
     assert "both outcomes" in res["methods"]["temperature"]["error"]
     assert res["recommended"] == "none"
@@ -130,14 +147,17 @@ def test_multiclass_from_probabilities_and_class_changes():
         q = np.exp(2.0 * z) / np.exp(2.0 * z).sum(axis=1, keepdims=True)  # over-confident, given as p_<class>
         frames.append(pd.DataFrame({"site": site, "y": y, "p_a": q[:, 0], "p_b": q[:, 1], "p_c": q[:, 2]}))
     table = table_from_frame(pd.concat(frames, ignore_index=True))
-    res = compare_calibration(table, methods=["temperature", "isotonic"], fit_on=["dev"], n_bootstrap=0,
-                              smooth_intervals=False)
+    res = compare_calibration(
+        table, methods=["temperature", "isotonic"], fit_on=["dev"], n_bootstrap=0, smooth_intervals=False
+    )
     assert res["classes"] == ["a", "b", "c"]
     assert res["methods"]["temperature"]["params"]["temperature"] == pytest.approx(2.0, rel=0.1)
     changed = res["methods"]["isotonic"]["predicted_class_changed"]["ext"]
     assert 0 <= changed < 0.2
-    assert res["methods"]["temperature"]["sites"]["ext"]["ece"]["estimate"] < \
-        res["methods"]["none"]["sites"]["ext"]["ece"]["estimate"]
+    assert (
+        res["methods"]["temperature"]["sites"]["ext"]["ece"]["estimate"]
+        < res["methods"]["none"]["sites"]["ext"]["ece"]["estimate"]
+    )
 
 
 def test_multilabel_each_label_on_its_own():
@@ -145,10 +165,18 @@ def test_multilabel_each_label_on_its_own():
     n = 800
     z = rng.normal(0, 1.5, (n, 2))
     y = (rng.random((n, 2)) < 1 / (1 + np.exp(-z))).astype(int)
-    frame = pd.DataFrame({"site": np.where(np.arange(n) < 500, "dev", "ext"), "y_a": y[:, 0], "y_b": y[:, 1],
-                          "logit_a": 3 * z[:, 0], "logit_b": 0.5 * z[:, 1]})
-    res = compare_calibration(table_from_frame(frame), methods=["temperature"], fit_on=["dev"], n_bootstrap=0,
-                              smooth_intervals=False)
+    frame = pd.DataFrame(
+        {
+            "site": np.where(np.arange(n) < 500, "dev", "ext"),
+            "y_a": y[:, 0],
+            "y_b": y[:, 1],
+            "logit_a": 3 * z[:, 0],
+            "logit_b": 0.5 * z[:, 1],
+        }
+    )
+    res = compare_calibration(
+        table_from_frame(frame), methods=["temperature"], fit_on=["dev"], n_bootstrap=0, smooth_intervals=False
+    )
     temps = [lab["temperature"] for lab in res["methods"]["temperature"]["params"]["labels"]]
     assert temps[0] == pytest.approx(3.0, rel=0.25) and temps[1] == pytest.approx(0.5, rel=0.25)
     to_json_text(res)
@@ -192,8 +220,18 @@ def heart_predictions(tmp_path_factory):
         df = pd.read_csv(HEART / f"{site}.csv")
         with torch.no_grad():
             z = model(torch.tensor(df[mod.FEATURES].to_numpy(dtype=np.float32))).numpy()[:, 0]
-        frames.append(pd.DataFrame({"case_id": df.case_id, "site": site, "patient_id": df.patient_id,
-                                    "y": df.label, "logit": z.astype(np.float64), "sex": df.sex_label}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "case_id": df.case_id,
+                    "site": site,
+                    "patient_id": df.patient_id,
+                    "y": df.label,
+                    "logit": z.astype(np.float64),
+                    "sex": df.sex_label,
+                }
+            )
+        )
     path = tmp_path_factory.mktemp("heart") / "predictions.csv"
     pd.concat(frames).to_csv(path, index=False)
     return path
@@ -201,8 +239,22 @@ def heart_predictions(tmp_path_factory):
 
 def test_calibrate_heart_protocol_all_designs(heart_predictions, tmp_path, capsys):
     out = tmp_path / "calibration.json"
-    rc = main(["calibrate", str(heart_predictions), "--protocol", str(REPO / "protocols" / "heart.yaml"),
-               "--bootstrap", "20", "--repeats", "2", "--sample-sizes", "25,50,110", "--json", str(out)])
+    rc = main(
+        [
+            "calibrate",
+            str(heart_predictions),
+            "--protocol",
+            str(REPO / "protocols" / "heart.yaml"),
+            "--bootstrap",
+            "20",
+            "--repeats",
+            "2",
+            "--sample-sizes",
+            "25,50,110",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["fit_on"] == ["cleveland"] and doc["design"] == "held-out"
@@ -217,12 +269,40 @@ def test_calibrate_heart_protocol_all_designs(heart_predictions, tmp_path, capsy
 
 def test_apply_calibration_reproduces_the_fitted_map(heart_predictions, tmp_path):
     cal = tmp_path / "cal.json"
-    assert main(["calibrate", str(heart_predictions), "--fit-on", "cleveland", "--methods", "temperature,isotonic",
-                 "--bootstrap", "0", "--json", str(cal)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                str(heart_predictions),
+                "--fit-on",
+                "cleveland",
+                "--methods",
+                "temperature,isotonic",
+                "--bootstrap",
+                "0",
+                "--json",
+                str(cal),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(cal.read_text())
     out = tmp_path / "calibrated.parquet"
-    assert main(["apply-calibration", str(heart_predictions), "--calibration", str(cal), "--method", "temperature",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "apply-calibration",
+                str(heart_predictions),
+                "--calibration",
+                str(cal),
+                "--method",
+                "temperature",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     src = pd.read_csv(heart_predictions)
     got = read_predictions(out)
     T = doc["methods"]["temperature"]["params"]["temperature"]
@@ -230,22 +310,39 @@ def test_apply_calibration_reproduces_the_fitted_map(heart_predictions, tmp_path
     assert list(got.frame["sex"]) == list(src["sex"])
     va = (got.frame.site == "va").to_numpy()
     assert brier_score_loss(got.y()[va], got.prob()[va]) == pytest.approx(
-        doc["methods"]["temperature"]["sites"]["va"]["brier"]["estimate"], rel=1e-10)
+        doc["methods"]["temperature"]["sites"]["va"]["brier"]["estimate"], rel=1e-10
+    )
     iso = get_calibrator("isotonic", "binary").fit(src.logit[src.site == "cleveland"], src.y[src.site == "cleveland"])
     out2 = tmp_path / "iso.csv"
-    assert main(["apply-calibration", str(heart_predictions), "--calibration", str(cal), "--method", "isotonic",
-                 "--out", str(out2)]) == 0
+    assert (
+        main(
+            [
+                "apply-calibration",
+                str(heart_predictions),
+                "--calibration",
+                str(cal),
+                "--method",
+                "isotonic",
+                "--out",
+                str(out2),
+            ]
+        )
+        == 0
+    )
     np.testing.assert_allclose(pd.read_csv(out2).p, iso.predict_proba(src.logit), atol=1e-12)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--fit-on", "clevelnd"], "did you mean 'cleveland'"),
-    (["--fit-on", "cleveland", "--methods", "temprature"], "did you mean 'temperature'"),
-    (["--fit-on", "cleveland", "--methods", "vector"], "does not apply to a binary task"),
-    (["--fit-on", "cleveland", "--design", "held_out"], "did you mean 'held-out'"),
-    ([], "--fit-on"),
-    (["--fit-on", "cleveland", "--fit-fraction", "1.5"], "outside (0, 1]"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--fit-on", "clevelnd"], "did you mean 'cleveland'"),
+        (["--fit-on", "cleveland", "--methods", "temprature"], "did you mean 'temperature'"),
+        (["--fit-on", "cleveland", "--methods", "vector"], "does not apply to a binary task"),
+        (["--fit-on", "cleveland", "--design", "held_out"], "did you mean 'held-out'"),
+        ([], "--fit-on"),
+        (["--fit-on", "cleveland", "--fit-fraction", "1.5"], "outside (0, 1]"),
+    ],
+)
 def test_calibrate_bad_input_exits_2(heart_predictions, capsys, argv, message):
     assert main(["calibrate", str(heart_predictions), *argv]) == 2
     assert message in capsys.readouterr().err
@@ -253,18 +350,52 @@ def test_calibrate_bad_input_exits_2(heart_predictions, capsys, argv, message):
 
 def test_apply_calibration_bad_input_exits_2(heart_predictions, tmp_path, capsys):
     cal = tmp_path / "cal.json"
-    assert main(["calibrate", str(heart_predictions), "--fit-on", "cleveland", "--methods", "platt",
-                 "--bootstrap", "0", "--json", str(cal)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                str(heart_predictions),
+                "--fit-on",
+                "cleveland",
+                "--methods",
+                "platt",
+                "--bootstrap",
+                "0",
+                "--json",
+                str(cal),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = str(tmp_path / "o.csv")
-    assert main(["apply-calibration", str(heart_predictions), "--calibration", str(cal), "--method", "plat",
-                 "--out", out]) == 2
+    assert (
+        main(["apply-calibration", str(heart_predictions), "--calibration", str(cal), "--method", "plat", "--out", out])
+        == 2
+    )
     assert "did you mean 'platt'" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    assert main(["apply-calibration", str(heart_predictions), "--calibration", str(bad), "--method", "platt",
-                 "--out", out]) == 2
+    assert (
+        main(
+            ["apply-calibration", str(heart_predictions), "--calibration", str(bad), "--method", "platt", "--out", out]
+        )
+        == 2
+    )
     assert "not valid JSON" in capsys.readouterr().err
-    assert main(["apply-calibration", str(heart_predictions), "--calibration", str(tmp_path / "missing.json"),
-                 "--method", "platt", "--out", out]) == 2
+    assert (
+        main(
+            [
+                "apply-calibration",
+                str(heart_predictions),
+                "--calibration",
+                str(tmp_path / "missing.json"),
+                "--method",
+                "platt",
+                "--out",
+                out,
+            ]
+        )
+        == 2
+    )
     assert "not found" in capsys.readouterr().err

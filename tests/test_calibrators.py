@@ -1,5 +1,6 @@
 """Calibrators against independent references: scikit-learn, netcal, statsmodels, known temperatures,
 and real CIFAR classifier outputs (Kumar et al. 2019; netcal examples)."""
+
 from __future__ import annotations
 
 import json
@@ -130,7 +131,7 @@ def test_beta_equals_statsmodels_logit_on_beta_features():
 
     rng = np.random.default_rng(5)
     s = rng.beta(0.6, 0.9, 3000)  # skewed scores where a and b differ
-    y = (rng.random(3000) < s ** 0.7).astype(int)
+    y = (rng.random(3000) < s**0.7).astype(int)
     z = np.log(s) - np.log1p(-s)
     feats = np.column_stack([np.log(s), -np.log1p(-s)])
     ref = sm.Logit(y, sm.add_constant(feats)).fit(disp=0, tol=1e-12, maxiter=200)
@@ -230,9 +231,10 @@ def test_bbq_enir_step_map_equals_netcal_transform(netcal, method):
     z, y = simulate_binary(400, temperature=2.0, seed=13)
     cal = get_calibrator(method, "binary").fit(z, y)
     p = 1.0 / (1.0 + np.exp(-z))
-    ref = (BBQ() if method == "bbq" else ENIR())
+    ref = BBQ() if method == "bbq" else ENIR()
     import contextlib
     import io
+
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         ref.fit(p, y)
     z_new = np.random.default_rng(14).normal(0, 5, 2000)
@@ -394,9 +396,14 @@ def test_probabilities_become_logits_with_the_1e15_floor():
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Loads numpy arrays and tuples only: the shared pickle cannot run arbitrary code."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -418,8 +425,9 @@ def _cifar(shared_data, name):
     return data["predictions"], data["ground_truth"]
 
 
-@pytest.mark.parametrize("name,min_ratio", [("vgg16", 2.0), ("wideresnet-16-4-cifar-10", 5.0),
-                                            ("densenet-bc-100-cifar-100", 5.0)])
+@pytest.mark.parametrize(
+    "name,min_ratio", [("vgg16", 2.0), ("wideresnet-16-4-cifar-10", 5.0), ("densenet-bc-100-cifar-100", 5.0)]
+)
 def test_temperature_scaling_cuts_top_label_ece_on_cifar(netcal, shared_data, name, min_ratio):
     from netcal.metrics import ECE
 

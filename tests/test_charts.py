@@ -1,5 +1,6 @@
 """The figure builder: each figure draws the numbers it is given, with n and interval, and marks
 groups with too little data instead of hiding them."""
+
 from __future__ import annotations
 
 import json
@@ -29,22 +30,56 @@ def curves():
 
 METRICS = {
     "ci_level": 0.95,
-    "overall": {"n": 400, "n_events": 200, "auroc": e(0.8, 0.75, 0.85), "calibration_slope": e(0.9, 0.7, 1.1),
-                "calibration_intercept": e(0.1, -0.1, 0.3)},
+    "overall": {
+        "n": 400,
+        "n_events": 200,
+        "auroc": e(0.8, 0.75, 0.85),
+        "calibration_slope": e(0.9, 0.7, 1.1),
+        "calibration_intercept": e(0.1, -0.1, 0.3),
+    },
     "sites": {
-        "alpha": {"n": 200, "n_events": 100, "auroc": e(0.82, 0.76, 0.88), "auprc": e(0.8, 0.7, 0.86),
-                  "calibration_slope": e(1.1, 0.8, 1.4), "calibration_intercept": e(0.0, -0.2, 0.2),
-                  "operating_points": [{"threshold": 0.5, "sensitivity": e(0.7, 0.6, 0.8),
-                                        "specificity": e(0.8, 0.7, 0.9), "ppv": None, "npv": None}],
-                  "target_sensitivity": {"target": 0.9, "threshold": 0.3, "carried": False,
-                                         "sensitivity": e(0.9, 0.85, 0.95), "specificity": e(0.5, 0.4, 0.6)}},
-        "beta": {"n": 20, "n_events": 4, "insufficient": True, "reason": "4 events < min_events 10",
-                 "auroc": e(0.7, 0.4, 1.0), "calibration_slope": None, "calibration_intercept": e(0.5, -0.5, 1.5),
-                 "undefined": {"calibration_slope": "did not converge"},
-                 "operating_points": [{"threshold": 0.5, "sensitivity": e(0.5, 0.1, 0.9),
-                                       "specificity": e(0.9, 0.7, 1.0)}],
-                 "target_sensitivity": {"target": 0.9, "threshold": 0.3, "carried": True,
-                                        "sensitivity": e(0.75, 0.3, 1.0), "specificity": e(0.4, 0.2, 0.6)}},
+        "alpha": {
+            "n": 200,
+            "n_events": 100,
+            "auroc": e(0.82, 0.76, 0.88),
+            "auprc": e(0.8, 0.7, 0.86),
+            "calibration_slope": e(1.1, 0.8, 1.4),
+            "calibration_intercept": e(0.0, -0.2, 0.2),
+            "operating_points": [
+                {
+                    "threshold": 0.5,
+                    "sensitivity": e(0.7, 0.6, 0.8),
+                    "specificity": e(0.8, 0.7, 0.9),
+                    "ppv": None,
+                    "npv": None,
+                }
+            ],
+            "target_sensitivity": {
+                "target": 0.9,
+                "threshold": 0.3,
+                "carried": False,
+                "sensitivity": e(0.9, 0.85, 0.95),
+                "specificity": e(0.5, 0.4, 0.6),
+            },
+        },
+        "beta": {
+            "n": 20,
+            "n_events": 4,
+            "insufficient": True,
+            "reason": "4 events < min_events 10",
+            "auroc": e(0.7, 0.4, 1.0),
+            "calibration_slope": None,
+            "calibration_intercept": e(0.5, -0.5, 1.5),
+            "undefined": {"calibration_slope": "did not converge"},
+            "operating_points": [{"threshold": 0.5, "sensitivity": e(0.5, 0.1, 0.9), "specificity": e(0.9, 0.7, 1.0)}],
+            "target_sensitivity": {
+                "target": 0.9,
+                "threshold": 0.3,
+                "carried": True,
+                "sensitivity": e(0.75, 0.3, 1.0),
+                "specificity": e(0.4, 0.2, 0.6),
+            },
+        },
     },
 }
 
@@ -95,7 +130,9 @@ def test_roc_legends_carry_interval_and_n(curves):
     assert len(markers) == 4
     carried = [m for m in markers if "carried" in m.name]
     assert len(carried) == 1 and carried[0].x[0] == pytest.approx(0.6) and carried[0].y[0] == pytest.approx(0.75)
-    assert carried[0].error_y.array[0] == pytest.approx(0.25) and carried[0].error_y.arrayminus[0] == pytest.approx(0.45)
+    assert carried[0].error_y.array[0] == pytest.approx(0.25) and carried[0].error_y.arrayminus[0] == pytest.approx(
+        0.45
+    )
     bands = [t for t in fig.data if t.fill == "toself"]
     assert len(bands) == 2
 
@@ -112,9 +149,11 @@ def test_pr_and_operating_points(curves):
 
 
 def test_forest_marks_insufficient_rows():
-    rows = [dict(label="a", estimate=0.8, ci_low=0.7, ci_high=0.9, n=100, n_events=40),
-            dict(label="b", estimate=0.6, ci_low=0.3, ci_high=0.9, n=12, n_events=3, insufficient=True),
-            dict(label="c", estimate=None, n=5, n_events=0, reason="one class")]
+    rows = [
+        dict(label="a", estimate=0.8, ci_low=0.7, ci_high=0.9, n=100, n_events=40),
+        dict(label="b", estimate=0.6, ci_low=0.3, ci_high=0.9, n=12, n_events=3, insufficient=True),
+        dict(label="c", estimate=None, n=5, n_events=0, reason="one class"),
+    ]
     fig = charts.forest_figure(rows, x_title="AUROC", reference=0.75)
     ok, small = fig.data[0], fig.data[1]
     assert list(ok.y) == ["a"] and ok.marker.symbol == "square"
@@ -128,7 +167,10 @@ def test_forest_marks_insufficient_rows():
 
 def test_calibration_forest_has_both_panels():
     fig = charts.calibration_forest(METRICS)
-    assert [a.text for a in fig.layout.annotations][:2] == ["Calibration slope (ideal 1)", "Calibration intercept (ideal 0)"]
+    assert [a.text for a in fig.layout.annotations][:2] == [
+        "Calibration slope (ideal 1)",
+        "Calibration intercept (ideal 0)",
+    ]
     slope_traces = [t for t in fig.data if t.xaxis == "x"]
     ys = [y for t in slope_traces for y in t.y]
     assert "beta" not in ys  # undefined slope: not drawn as a number
@@ -137,21 +179,44 @@ def test_calibration_forest_has_both_panels():
 
 
 ANALYSIS = {
-    "ci_level": 0.95, "attributes": ["sex"], "groups": {"sex": ["female", "male", "other"]},
-    "overall": {"subgroups": {"sex": {
-        "female": {"block": {"n": 150, "n_events": 60, "auroc": e(0.78, 0.7, 0.85)},
-                   "gap": {"auroc": {**e(-0.02, -0.06, 0.02), "reference": 0.8}}},
-        "male": {"block": {"n": 240, "n_events": 138, "auroc": e(0.81, 0.76, 0.86)},
-                 "gap": {"auroc": {**e(0.01, -0.02, 0.04), "reference": 0.8}}},
-        "other": {"block": {"n": 10, "n_events": 2, "insufficient": True, "reason": "few", "auroc": e(0.5, 0.1, 0.9)},
-                  "gap": {"auroc": {**e(-0.3, -0.7, 0.1), "reference": 0.8}}}}}},
+    "ci_level": 0.95,
+    "attributes": ["sex"],
+    "groups": {"sex": ["female", "male", "other"]},
+    "overall": {
+        "subgroups": {
+            "sex": {
+                "female": {
+                    "block": {"n": 150, "n_events": 60, "auroc": e(0.78, 0.7, 0.85)},
+                    "gap": {"auroc": {**e(-0.02, -0.06, 0.02), "reference": 0.8}},
+                },
+                "male": {
+                    "block": {"n": 240, "n_events": 138, "auroc": e(0.81, 0.76, 0.86)},
+                    "gap": {"auroc": {**e(0.01, -0.02, 0.04), "reference": 0.8}},
+                },
+                "other": {
+                    "block": {"n": 10, "n_events": 2, "insufficient": True, "reason": "few", "auroc": e(0.5, 0.1, 0.9)},
+                    "gap": {"auroc": {**e(-0.3, -0.7, 0.1), "reference": 0.8}},
+                },
+            }
+        }
+    },
     "sites": {
-        "alpha": {"subgroups": {"sex": {
-            "female": {"block": {"n": 80, "n_events": 30, "auroc": e(0.8, 0.7, 0.9)}},
-            "male": {"block": {"n": 120, "n_events": 70, "auroc": e(0.84, 0.78, 0.9)}}}}},
-        "beta": {"subgroups": {"sex": {
-            "female": {"block": {"n": 8, "n_events": 1, "insufficient": True, "auroc": e(0.6, 0.2, 1.0)}},
-            "male": {"block": {"n": 12, "n_events": 3, "insufficient": True, "auroc": None}}}}},
+        "alpha": {
+            "subgroups": {
+                "sex": {
+                    "female": {"block": {"n": 80, "n_events": 30, "auroc": e(0.8, 0.7, 0.9)}},
+                    "male": {"block": {"n": 120, "n_events": 70, "auroc": e(0.84, 0.78, 0.9)}},
+                }
+            }
+        },
+        "beta": {
+            "subgroups": {
+                "sex": {
+                    "female": {"block": {"n": 8, "n_events": 1, "insufficient": True, "auroc": e(0.6, 0.2, 1.0)}},
+                    "male": {"block": {"n": 12, "n_events": 3, "insufficient": True, "auroc": None}},
+                }
+            }
+        },
     },
 }
 
@@ -177,12 +242,27 @@ def test_heatmap_marks_small_and_empty_cells():
 
 
 CALIBRATION = {
-    "task": "binary", "design": "held-out", "fit_on": ["alpha"], "recommended": "platt",
-    "methods": {"none": {"params": {}, "sites": {"beta": {"n": 90, "n_events": 30, "ece": e(0.12, 0.08, 0.16)},
-                                                 "gamma": {"n": 15, "insufficient": True, "ece": e(0.2, 0.1, 0.3)}}},
-                "platt": {"params": {"a": 1}, "sites": {"beta": {"n": 90, "n_events": 30, "ece": e(0.05, 0.03, 0.08)},
-                                                        "gamma": {"n": 15, "insufficient": True, "ece": e(0.1, 0.05, 0.2)}}},
-                "isotonic": {"params": {}, "sites": {"beta": {"n": 90, "n_events": 30, "ece": e(0.06, 0.03, 0.09)}}}},
+    "task": "binary",
+    "design": "held-out",
+    "fit_on": ["alpha"],
+    "recommended": "platt",
+    "methods": {
+        "none": {
+            "params": {},
+            "sites": {
+                "beta": {"n": 90, "n_events": 30, "ece": e(0.12, 0.08, 0.16)},
+                "gamma": {"n": 15, "insufficient": True, "ece": e(0.2, 0.1, 0.3)},
+            },
+        },
+        "platt": {
+            "params": {"a": 1},
+            "sites": {
+                "beta": {"n": 90, "n_events": 30, "ece": e(0.05, 0.03, 0.08)},
+                "gamma": {"n": 15, "insufficient": True, "ece": e(0.1, 0.05, 0.2)},
+            },
+        },
+        "isotonic": {"params": {}, "sites": {"beta": {"n": 90, "n_events": 30, "ece": e(0.06, 0.03, 0.09)}}},
+    },
 }
 
 
@@ -197,13 +277,26 @@ def test_calibration_methods_figure():
 
 
 def test_sample_size_and_transfer():
-    rows = [{"site": "beta", "method": "platt", "n_fit": n, "mean": m, "low": m - 0.02, "high": m + 0.02,
-             "repeats": 20, "baseline": 0.12} for n, m in ((25, 0.09), (50, 0.07), (100, 0.05))]
+    rows = [
+        {
+            "site": "beta",
+            "method": "platt",
+            "n_fit": n,
+            "mean": m,
+            "low": m - 0.02,
+            "high": m + 0.02,
+            "repeats": 20,
+            "baseline": 0.12,
+        }
+        for n, m in ((25, 0.09), (50, 0.07), (100, 0.05))
+    ]
     fig = charts.sample_size_figure(rows, "ece")
     line = next(t for t in fig.data if t.mode == "lines+markers")
     assert list(line.x) == [25, 50, 100] and fig.layout.xaxis.type == "log"
-    matrix = {"alpha": {"beta": e(0.05, 0.03, 0.07), "gamma": e(0.1, 0.05, 0.15)},
-              "beta": {"alpha": {"n": 50, "ece": e(0.08, 0.05, 0.1), "insufficient": True}}}
+    matrix = {
+        "alpha": {"beta": e(0.05, 0.03, 0.07), "gamma": e(0.1, 0.05, 0.15)},
+        "beta": {"alpha": {"n": 50, "ece": e(0.08, 0.05, 0.1), "insufficient": True}},
+    }
     tm = charts.transfer_matrix_figure(matrix, "ece")
     hm = tm.data[0]
     assert list(hm.y) == ["alpha", "beta"] and list(hm.x) == ["alpha", "beta", "gamma"]  # diagonal first
@@ -213,21 +306,68 @@ def test_sample_size_and_transfer():
 
 
 def test_shift_and_drift_figures():
-    shift = {"alpha": 0.05, "correction": "holm", "sites": {"beta": {"n": 90, "ranking": [
-        {"id": "case_mix:age", "test": "welch_t", "effect_name": "smd", "effect": 0.6, "threshold": 0.1,
-         "p_value": 1e-6, "p_adjusted": 4e-6, "flagged": True, "material": True},
-        {"id": "scores:p", "test": "ks", "effect_name": "psi", "effect": 0.05, "threshold": 0.2, "p_value": 0.01,
-         "p_adjusted": 0.03, "flagged": True, "material": False},
-        {"id": "labels:prevalence", "test": "z", "effect_name": "difference", "effect": 0.01, "threshold": 0.05,
-         "p_value": 0.6, "p_adjusted": 1.0, "flagged": False, "material": False}]}}}
+    shift = {
+        "alpha": 0.05,
+        "correction": "holm",
+        "sites": {
+            "beta": {
+                "n": 90,
+                "ranking": [
+                    {
+                        "id": "case_mix:age",
+                        "test": "welch_t",
+                        "effect_name": "smd",
+                        "effect": 0.6,
+                        "threshold": 0.1,
+                        "p_value": 1e-6,
+                        "p_adjusted": 4e-6,
+                        "flagged": True,
+                        "material": True,
+                    },
+                    {
+                        "id": "scores:p",
+                        "test": "ks",
+                        "effect_name": "psi",
+                        "effect": 0.05,
+                        "threshold": 0.2,
+                        "p_value": 0.01,
+                        "p_adjusted": 0.03,
+                        "flagged": True,
+                        "material": False,
+                    },
+                    {
+                        "id": "labels:prevalence",
+                        "test": "z",
+                        "effect_name": "difference",
+                        "effect": 0.01,
+                        "threshold": 0.05,
+                        "p_value": 0.6,
+                        "p_adjusted": 1.0,
+                        "flagged": False,
+                        "material": False,
+                    },
+                ],
+            }
+        },
+    }
     fig = charts.shift_summary_figure(shift, "beta")
     bar = fig.data[0]
     assert list(bar.y) == ["case_mix:age", "scores:p", "labels:prevalence"]
     assert bar.x[0] == pytest.approx(-np.log10(4e-6)) and bar.x[2] == pytest.approx(0.0)
     assert list(bar.marker.color) == [charts.FAIL, charts.WARN, charts.GREY]
-    windows = [{"window": f"2021-0{i}", "n": 40, "n_events": 12, "reference": i <= 3, "flagged": i == 6,
-                "insufficient": False, "auroc": e(0.8 - 0.02 * i, 0.7, 0.9), "ece": e(0.05, 0.02, 0.08)}
-               for i in range(1, 7)]
+    windows = [
+        {
+            "window": f"2021-0{i}",
+            "n": 40,
+            "n_events": 12,
+            "reference": i <= 3,
+            "flagged": i == 6,
+            "insufficient": False,
+            "auroc": e(0.8 - 0.02 * i, 0.7, 0.9),
+            "ece": e(0.05, 0.02, 0.08),
+        }
+        for i in range(1, 7)
+    ]
     d = charts.drift_figure({"windows": windows}, metrics=("auroc", "ece", "prevalence"))
     assert [a.text for a in d.layout.annotations] == ["AUROC", "ECE"]
     est = [t for t in d.data if t.mode == "lines+markers"]
@@ -236,11 +376,17 @@ def test_shift_and_drift_figures():
 
 
 def test_every_figure_serialises(curves):
-    figs = [charts.reliability_figure(curves["alpha"]), charts.roc_figure(curves, METRICS),
-            charts.pr_figure(curves, METRICS), charts.operating_points_figure(METRICS),
-            charts.calibration_forest(METRICS), charts.metric_forest(METRICS, "auroc"),
-            charts.subgroup_forest(ANALYSIS, "sex", "auroc"), charts.subgroup_heatmap(ANALYSIS, "sex", "auroc"),
-            charts.calibration_methods_figure(CALIBRATION)]
+    figs = [
+        charts.reliability_figure(curves["alpha"]),
+        charts.roc_figure(curves, METRICS),
+        charts.pr_figure(curves, METRICS),
+        charts.operating_points_figure(METRICS),
+        charts.calibration_forest(METRICS),
+        charts.metric_forest(METRICS, "auroc"),
+        charts.subgroup_forest(ANALYSIS, "sex", "auroc"),
+        charts.subgroup_heatmap(ANALYSIS, "sex", "auroc"),
+        charts.calibration_methods_figure(CALIBRATION),
+    ]
     for fig in figs:
         spec = json.loads(fig.to_json())
         assert spec["data"] and spec["layout"]["template"]["layout"]["font"]["family"].startswith("Inter")

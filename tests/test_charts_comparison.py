@@ -1,6 +1,7 @@
 """The comparison forest (validate.charts.comparison_forest): it draws comparison.json's own Δ and
 intervals, one row per block labelled with its n, a zero line, the gate's margin dashed, and says
 on the axis which side is better."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,15 @@ def test_forest_draws_the_files_deltas_and_intervals(cmp):
         e = block["metrics"]["auroc"]
         assert points[label] == pytest.approx((e["delta"], e["ci_low"], e["ci_high"]), abs=1e-12), label
     # rows top to bottom: pooled, sites, subgroups
-    assert list(fig.layout.yaxis.categoryarray) == ["all sites (pooled)", "cleveland", "hungary", "switzerland", "va",
-                                                    "sex = female (all sites)", "sex = male (all sites)"]
+    assert list(fig.layout.yaxis.categoryarray) == [
+        "all sites (pooled)",
+        "cleveland",
+        "hungary",
+        "switzerland",
+        "va",
+        "sex = female (all sites)",
+        "sex = male (all sites)",
+    ]
 
 
 def test_each_row_is_labelled_with_its_n_and_events(cmp):
@@ -93,5 +101,10 @@ def test_subgroup_values_in_natural_order(cmp):
     block = cmp["overall"]
     cmp["subgroups"] = {"age_band": {v: {"overall": block, "sites": {}} for v in ("45-54", ">=65", "<45", "55-64")}}
     labels = [b[0] for b in charts.comparison_blocks(cmp, sites=[])]
-    assert labels == ["all sites (pooled)", "age_band = <45 (all sites)", "age_band = 45-54 (all sites)",
-                      "age_band = 55-64 (all sites)", "age_band = >=65 (all sites)"]
+    assert labels == [
+        "all sites (pooled)",
+        "age_band = <45 (all sites)",
+        "age_band = 45-54 (all sites)",
+        "age_band = 55-64 (all sites)",
+        "age_band = >=65 (all sites)",
+    ]

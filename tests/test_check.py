@@ -1,5 +1,6 @@
 """`validate check`: every bad input of issue 2 item 6 gets a message naming file, line/row, field and
 what was expected, and exit code 2; a good protocol exits 0."""
+
 from __future__ import annotations
 
 import json
@@ -235,8 +236,9 @@ def test_all_problems_reported_at_once(tmp_path, capsys):
 
 
 def test_intersection_and_gate_scope_references(tmp_path, capsys):
-    text = TABULAR.replace("intersection: [sex, age_band]", "intersection: [sex, age_bnd]") \
-        .replace("scope: each_site", "scope: worst_subgroup:ethnicity")
+    text = TABULAR.replace("intersection: [sex, age_band]", "intersection: [sex, age_bnd]").replace(
+        "scope: each_site", "scope: worst_subgroup:ethnicity"
+    )
     path = write_tabular(tmp_path, text)
     code, out = run_check(capsys, path)
     assert code == 2
@@ -290,11 +292,14 @@ def test_sample_protocols_check_clean(repo, capsys):
 
 # ---- issue #12: identifiers and categories read as written; loader bounds ------------------------
 
+
 def test_patient_ids_are_text_as_written(tmp_path):
     # "007" and "7" are two patients; two 19-digit ids one apart stay two (as floats they are equal)
-    dev = ("case_id,patient_id,label,age,chol,sex\n"
-           "1,007,present,35,200,F\n2,7,absent,45,,M\n3,1234567890123456789,present,61,250,F\n"
-           "4,1234567890123456788,0,80,180,M\n5,,1,50,190,F\n6,007,0,52,191,M\n")
+    dev = (
+        "case_id,patient_id,label,age,chol,sex\n"
+        "1,007,present,35,200,F\n2,7,absent,45,,M\n3,1234567890123456789,present,61,250,F\n"
+        "4,1234567890123456788,0,80,180,M\n5,,1,50,190,F\n6,007,0,52,191,M\n"
+    )
     cohorts = load_cohorts(load_protocol(write_tabular(tmp_path, dev=dev)))
     cases = cohorts[0].cases
     assert cases["patient_id"].nunique() == 5
@@ -305,10 +310,13 @@ def test_patient_ids_are_text_as_written(tmp_path):
 
 def test_categorical_subgroup_codes_stay_text(tmp_path):
     # a categorical subgroup of digit codes: "007" and "7" are different groups; the banded column stays numeric
-    text = TABULAR.replace("attributes: [sex, age]", "attributes: [sex, age, unit]") \
-        .replace("  - {name: sex, column: sex}\n", "  - {name: sex, column: sex}\n  - {name: unit, column: unit}\n")
-    dev = ("case_id,patient_id,label,age,chol,sex,unit\n"
-           "d1,p1,present,35,200,F,007\nd2,p2,absent,45,,M,7\nd3,p3,present,61,250,F,07\nd4,p4,0,80,180,M,\n")
+    text = TABULAR.replace("attributes: [sex, age]", "attributes: [sex, age, unit]").replace(
+        "  - {name: sex, column: sex}\n", "  - {name: sex, column: sex}\n  - {name: unit, column: unit}\n"
+    )
+    dev = (
+        "case_id,patient_id,label,age,chol,sex,unit\n"
+        "d1,p1,present,35,200,F,007\nd2,p2,absent,45,,M,7\nd3,p3,present,61,250,F,07\nd4,p4,0,80,180,M,\n"
+    )
     ext = "case_id,label,age,chol,sex,unit\ne1,1,52,210,M,7\ne2,absent,39,220,F,7\n"
     protocol = load_protocol(write_tabular(tmp_path, text, dev=dev, ext=ext))
     cases = load_cohorts(protocol)[0].cases
@@ -331,16 +339,22 @@ def test_duplicate_yaml_keys_name_both_lines(tmp_path):
         load_protocol(write_tabular(tmp_path, text))
     (problem,) = info.value.problems
     assert (problem.line, problem.field) == (line_of(text, "min: 0.1"), "min")
-    assert problem.message == f"duplicate key `min`: first at line {line_of(text, 'min: 0.7')}, " \
-                              f"again at line {line_of(text, 'min: 0.1')}"
+    assert (
+        problem.message == f"duplicate key `min`: first at line {line_of(text, 'min: 0.7')}, "
+        f"again at line {line_of(text, 'min: 0.1')}"
+    )
 
 
 def test_merge_keys_are_not_duplicates(tmp_path):
-    text = TABULAR.replace("gates:\n  - metric: auroc", "gates:\n  - &g\n    metric: auroc") + \
-        "  - <<: *g\n    scope: overall\n    min: 0.6\n"
+    text = (
+        TABULAR.replace("gates:\n  - metric: auroc", "gates:\n  - &g\n    metric: auroc")
+        + "  - <<: *g\n    scope: overall\n    min: 0.6\n"
+    )
     protocol = load_protocol(write_tabular(tmp_path, text))
     assert [(g.metric, g.scope, g.min, g.on) for g in protocol.gates] == [
-        ("auroc", "each_site", 0.7, "ci_low"), ("auroc", "overall", 0.6, "ci_low")]
+        ("auroc", "each_site", 0.7, "ci_low"),
+        ("auroc", "overall", 0.6, "ci_low"),
+    ]
     assert protocol.line_of("gates", 1, "scope") == line_of(text, "scope: overall")
 
 
@@ -366,7 +380,7 @@ gates:
   - {metric: drift_windows_flagged, scope: each_site, max: 0}
   - {metric: shift_material_findings, scope: overall, max: 3}
 """
-    protocol = load_protocol(write_tabular(tmp_path, TABULAR[:TABULAR.index("gates:")] + gates))
+    protocol = load_protocol(write_tabular(tmp_path, TABULAR[: TABULAR.index("gates:")] + gates))
     check_protocol_gates(protocol)
     assert len(protocol.gates) == 10
 
@@ -379,4 +393,5 @@ def test_duplicate_keys_compared_as_read(tmp_path):
         load_protocol(path)
     assert [(p.line, p.message) for p in info.value.problems] == [
         (3, "duplicate key `null`: first at line 2, again at line 3"),
-        (5, "duplicate key `0x10`: first at line 4, again at line 5")]
+        (5, "duplicate key `0x10`: first at line 4, again at line 5"),
+    ]

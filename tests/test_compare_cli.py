@@ -5,6 +5,7 @@ References are independent of the code under test: Δ = 0 exactly for a model ag
 definition), scikit-learn's AUROC difference for a deliberately worse model, and the run's own
 comparison.json for `validate compare` of the same predictions (a second path to the same numbers).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,15 @@ def fast_protocol(repo: Path, folder: Path, name: str, gates: str = GATES) -> Pa
     text = (repo / "protocols" / f"{name}.yaml").read_text()
     text = text.replace("../sample_sites", str(repo / "sample_sites"))
     text = re.sub(r"n_bootstrap: \d+", "n_bootstrap: 20", text)
-    text = re.sub(r"\nsubgroups:\n(  .*\n)+", "\nsubgroups:\n  - {name: sex, column: %s}\n"
-                  % ("sex_label" if name == "heart" else "sex"), text)
-    text = re.sub(r"\ncalibration:\n(  .*\n)+", "\ncalibration:\n  designs: [held-out]\n  methods: [temperature]\n",
-                  text)
-    text = text[:text.index("\ngates:")] + "\n" + gates
+    text = re.sub(
+        r"\nsubgroups:\n(  .*\n)+",
+        "\nsubgroups:\n  - {name: sex, column: %s}\n" % ("sex_label" if name == "heart" else "sex"),
+        text,
+    )
+    text = re.sub(
+        r"\ncalibration:\n(  .*\n)+", "\ncalibration:\n  designs: [held-out]\n  methods: [temperature]\n", text
+    )
+    text = text[: text.index("\ngates:")] + "\n" + gates
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
@@ -72,13 +77,26 @@ def runs(repo, tmp_path_factory):
     out: dict = {"root": root, "protocol": protocol, "cache": cache}
     out["same"] = run_cli("run", protocol, "--baseline", ckpt, "--out", root / "same", "--cache", cache, env=KEY)
     out["worse_file"] = worse_predictions(cache, root / "worse.parquet")
-    out["worse"] = run_cli("run", protocol, "--predictions", out["worse_file"], "--baseline", ckpt,
-                           "--out", root / "worse", "--cache", cache, env=KEY)
-    out["keyed_new"] = run_cli("run", plain, "--predictions", out["worse_file"], "--out", root / "keyed_new",
-                               "--cache", cache, env=KEY)
+    out["worse"] = run_cli(
+        "run",
+        protocol,
+        "--predictions",
+        out["worse_file"],
+        "--baseline",
+        ckpt,
+        "--out",
+        root / "worse",
+        "--cache",
+        cache,
+        env=KEY,
+    )
+    out["keyed_new"] = run_cli(
+        "run", plain, "--predictions", out["worse_file"], "--out", root / "keyed_new", "--cache", cache, env=KEY
+    )
     out["keyed_base"] = run_cli("run", plain, "--out", root / "keyed_base", "--cache", cache, env=KEY)
-    out["random_new"] = run_cli("run", plain, "--predictions", out["worse_file"], "--out", root / "random_new",
-                                "--cache", cache, env=NO_KEY)
+    out["random_new"] = run_cli(
+        "run", plain, "--predictions", out["worse_file"], "--out", root / "random_new", "--cache", cache, env=NO_KEY
+    )
     out["random_base"] = run_cli("run", plain, "--out", root / "random_base", "--cache", cache, env=NO_KEY)
     return out
 
@@ -134,8 +152,9 @@ def test_worse_model_fails_non_inferiority_with_junit_failure(runs):
     auroc = comparison["overall"]["metrics"]["auroc"]
     assert auroc["new"] == pytest.approx(roc_auc_score(new["y"], new["logit"]), abs=1e-12)
     assert auroc["baseline"] == pytest.approx(roc_auc_score(base["y"], base["logit"]), abs=1e-12)
-    assert auroc["delta"] == pytest.approx(roc_auc_score(new["y"], new["logit"]) - roc_auc_score(base["y"], base["logit"]),
-                                           abs=1e-12)
+    assert auroc["delta"] == pytest.approx(
+        roc_auc_score(new["y"], new["logit"]) - roc_auc_score(base["y"], base["logit"]), abs=1e-12
+    )
     assert auroc["ci_high"] < -0.02  # the whole interval below the margin: inferior
     gates = json.loads((bundle / "gates.json").read_text())
     row = next(r for r in gates["rows"] if r["gate"] == "auroc-non-inferior")
@@ -158,8 +177,16 @@ def test_gate_rejudges_comparison_gates_from_the_bundle(runs, tmp_path):
 def test_compare_pairs_bundles_of_one_key_as_the_run_did(runs, tmp_path):
     assert runs["keyed_new"].code == 0 and runs["keyed_base"].code == 0
     junit = tmp_path / "compare.xml"
-    res = run_cli("compare", runs["root"] / "keyed_new", runs["root"] / "keyed_base", "--protocol", runs["protocol"],
-                  "--json", "--junit", junit)
+    res = run_cli(
+        "compare",
+        runs["root"] / "keyed_new",
+        runs["root"] / "keyed_base",
+        "--protocol",
+        runs["protocol"],
+        "--json",
+        "--junit",
+        junit,
+    )
     assert res.code == 1, res.text
     got = json.loads(res.out)["comparison"]
     ran = json.loads((runs["root"] / "worse" / "comparison.json").read_text())
@@ -212,24 +239,43 @@ def test_compare_refuses_heart_against_chest(runs, repo, tmp_path):
 
 # ---- the verdict of a comparison gate on hand-made comparison blocks -------------------------------------
 
+
 def _comparison(lo: float, hi: float, *, insufficient: bool = False) -> dict:
-    block = {"n": 100, "n_events": 40, "insufficient": insufficient, "reason": "too few events" if insufficient else None,
-             "metrics": {"auroc": {"new": 0.8, "baseline": 0.8 - (lo + hi) / 2, "delta": (lo + hi) / 2, "ci_low": lo,
-                                   "ci_high": hi, "method": "delong_paired", "p_value": 0.5}}, "undefined": {}}
+    block = {
+        "n": 100,
+        "n_events": 40,
+        "insufficient": insufficient,
+        "reason": "too few events" if insufficient else None,
+        "metrics": {
+            "auroc": {
+                "new": 0.8,
+                "baseline": 0.8 - (lo + hi) / 2,
+                "delta": (lo + hi) / 2,
+                "ci_low": lo,
+                "ci_high": hi,
+                "method": "delong_paired",
+                "p_value": 0.5,
+            }
+        },
+        "undefined": {},
+    }
     return {"overall": block, "sites": {"a": block}, "subgroups": {}}
 
 
-@pytest.mark.parametrize("bound,lo,hi,verdict,words", [
-    ({"min": -0.02, "on": "ci_low"}, 0.01, 0.05, "pass", "superior"),
-    ({"min": -0.02, "on": "ci_low"}, -0.01, 0.03, "pass", "non-inferior (margin 0.02)"),
-    ({"min": -0.02, "on": "ci_low"}, -0.02, 0.03, "pass", "non-inferior (margin 0.02)"),  # the bound itself
-    ({"min": -0.02, "on": "ci_low"}, -0.05, -0.03, "fail", "inferior"),
-    ({"min": -0.02, "on": "ci_low"}, -0.05, 0.01, "fail", "non-inferiority not shown (margin 0.02)"),
-    ({"max": 0.01, "on": "ci_high"}, -0.05, -0.01, "pass", "superior"),
-    ({"max": 0.01, "on": "ci_high"}, -0.02, 0.005, "pass", "non-inferior (margin 0.01)"),
-    ({"max": 0.01, "on": "ci_high"}, 0.02, 0.05, "fail", "inferior"),
-    ({"max": 0.01, "on": "ci_high"}, -0.01, 0.03, "fail", "non-inferiority not shown (margin 0.01)"),
-])
+@pytest.mark.parametrize(
+    "bound,lo,hi,verdict,words",
+    [
+        ({"min": -0.02, "on": "ci_low"}, 0.01, 0.05, "pass", "superior"),
+        ({"min": -0.02, "on": "ci_low"}, -0.01, 0.03, "pass", "non-inferior (margin 0.02)"),
+        ({"min": -0.02, "on": "ci_low"}, -0.02, 0.03, "pass", "non-inferior (margin 0.02)"),  # the bound itself
+        ({"min": -0.02, "on": "ci_low"}, -0.05, -0.03, "fail", "inferior"),
+        ({"min": -0.02, "on": "ci_low"}, -0.05, 0.01, "fail", "non-inferiority not shown (margin 0.02)"),
+        ({"max": 0.01, "on": "ci_high"}, -0.05, -0.01, "pass", "superior"),
+        ({"max": 0.01, "on": "ci_high"}, -0.02, 0.005, "pass", "non-inferior (margin 0.01)"),
+        ({"max": 0.01, "on": "ci_high"}, 0.02, 0.05, "fail", "inferior"),
+        ({"max": 0.01, "on": "ci_high"}, -0.01, 0.03, "fail", "non-inferiority not shown (margin 0.01)"),
+    ],
+)
 def test_comparison_gate_verdict_words(bound, lo, hi, verdict, words):
     from validate.gates import judge_gates
 
@@ -246,8 +292,14 @@ def test_comparison_gate_insufficient_block_follows_the_policy_and_missing_compa
     from validate.gates import judge_gates
 
     metrics = {"overall": {"n": 100}, "sites": {"a": {"n": 100}, "b": {"n": 50}}}
-    gate = {"metric": "auroc", "compare": "baseline", "scope": "each_site", "min": -0.02, "on": "ci_low",
-            "insufficient": "warn"}
+    gate = {
+        "metric": "auroc",
+        "compare": "baseline",
+        "scope": "each_site",
+        "min": -0.02,
+        "on": "ci_low",
+        "insufficient": "warn",
+    }
     report = judge_gates([gate], metrics, comparison=_comparison(-0.05, -0.03, insufficient=True))
     by_item = {r.item: r for r in report.rows}
     assert by_item["site a"].verdict == "warn" and "too few events" in by_item["site a"].reason

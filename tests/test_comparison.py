@@ -7,6 +7,7 @@ hand-written binned errors and operating points; AUROC against scikit-learn here
 pROC::roc.test in tests/test_metrics_r.py. The second model is an honest second scorer: a logistic
 regression on a feature subset fitted with scikit-learn on Cleveland.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,6 +37,7 @@ N_BOOT = 200
 
 
 # ---- the two heart models ---------------------------------------------------------------------------
+
 
 @functools.lru_cache(maxsize=1)
 def heart_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -77,8 +79,14 @@ def heart_pair() -> tuple[PredictionsTable, PredictionsTable]:
 @functools.lru_cache(maxsize=4)
 def heart_comparison(n_boot: int = N_BOOT) -> dict:
     new, base = heart_pair()
-    return compare(new, base, settings=MetricSettings(n_bootstrap=n_boot), subgroups={"sex": new.frame["sex"]},
-                   new_label="heart model", baseline_label="six-feature LR")
+    return compare(
+        new,
+        base,
+        settings=MetricSettings(n_bootstrap=n_boot),
+        subgroups={"sex": new.frame["sex"]},
+        new_label="heart model",
+        baseline_label="six-feature LR",
+    )
 
 
 def _entries(out: dict):
@@ -97,6 +105,7 @@ def _entries(out: dict):
 
 
 # ---- identical models -------------------------------------------------------------------------------
+
 
 def test_same_predictions_as_both_models_give_exactly_zero():
     new, _ = heart_pair()
@@ -124,6 +133,7 @@ def test_same_predictions_smoothed_errors_with_intervals_are_zero_too():
 
 
 # ---- the bootstrap Δ intervals against a naive loop ---------------------------------------------------
+
 
 def _bins(p: np.ndarray, bins: int = 15) -> np.ndarray:
     """Equal-width bins, right-closed (a, b], 0 in the first."""
@@ -160,10 +170,10 @@ def _naive_metrics(y: np.ndarray, p: np.ndarray, z: np.ndarray, w: np.ndarray) -
         out.update(sensitivity=tp / (tp + fn), specificity=tn / (tn + fp), ppv=tp / (tp + fp), npv=tn / (tn + fn))
     if 0 < prev < 1:
         fam = sm.families.Binomial()
-        out["calibration_intercept"] = sm.GLM(yk, np.ones((yk.size, 1)), family=fam, offset=zk,
-                                              freq_weights=wk).fit(tol=1e-14).params[0]
-        out["calibration_slope"] = sm.GLM(yk, sm.add_constant(zk), family=fam,
-                                          freq_weights=wk).fit(tol=1e-14).params[1]
+        out["calibration_intercept"] = (
+            sm.GLM(yk, np.ones((yk.size, 1)), family=fam, offset=zk, freq_weights=wk).fit(tol=1e-14).params[0]
+        )
+        out["calibration_slope"] = sm.GLM(yk, sm.add_constant(zk), family=fam, freq_weights=wk).fit(tol=1e-14).params[1]
     return out
 
 
@@ -183,8 +193,12 @@ def _clustered_pair() -> tuple[PredictionsTable, PredictionsTable]:
     y = (rng.random(n) < 1 / (1 + np.exp(-(frailty - 0.3)))).astype(int)
     z1 = frailty + rng.normal(0, 0.7, n)
     z2 = 0.6 * z1 + rng.normal(0, 0.6, n) + 0.2
-    ids = {"case_id": [f"c{i}" for i in range(n)], "site": np.where(np.arange(n) < 250, "a", "b"),
-           "patient_id": [f"p{k}" for k in patient], "y": y}
+    ids = {
+        "case_id": [f"c{i}" for i in range(n)],
+        "site": np.where(np.arange(n) < 250, "a", "b"),
+        "patient_id": [f"p{k}" for k in patient],
+        "y": y,
+    }
     return table_from_frame(pd.DataFrame({**ids, "logit": z1})), table_from_frame(pd.DataFrame({**ids, "logit": z2}))
 
 
@@ -256,6 +270,7 @@ def test_block_estimates_equal_the_metrics_blocks():
 
 # ---- paired versus independent intervals -----------------------------------------------------------------
 
+
 def _mover(d1: dict, d2: dict) -> tuple[float, float]:
     """MOVER interval of θ1 − θ2 from two independent intervals (Newcombe 1998; Zou & Donner 2008)."""
     t1, l1, u1 = d1["estimate"], d1["ci_low"], d1["ci_high"]
@@ -270,8 +285,10 @@ def test_paired_interval_is_narrower_than_mover_on_correlated_models():
     new, base = heart_pair()
     out = heart_comparison()
     settings = MetricSettings(n_bootstrap=N_BOOT)
-    blocks = [binary_block(t.y(), t.prob(), settings=settings, strata=t.site_ids, logits=t.logit(),
-                           smooth_intervals=False) for t in (new, base)]
+    blocks = [
+        binary_block(t.y(), t.prob(), settings=settings, strata=t.site_ids, logits=t.logit(), smooth_intervals=False)
+        for t in (new, base)
+    ]
     for m in ("auroc", "auprc", "brier", "log_loss"):
         lo, hi = _mover(blocks[0][m], blocks[1][m])
         e = out["overall"]["metrics"][m]
@@ -280,10 +297,15 @@ def test_paired_interval_is_narrower_than_mover_on_correlated_models():
 
 # ---- blocks, subgroups, insufficiency ---------------------------------------------------------------------
 
+
 def test_blocks_cover_sites_subgroups_and_intersections_and_mark_insufficient_ones():
     out = heart_comparison()
-    assert out["matched"] == {"n": 920, "n_new_only": 0, "n_baseline_only": 0,
-                              "sites": {"cleveland": 303, "hungary": 294, "switzerland": 123, "va": 200}}
+    assert out["matched"] == {
+        "n": 920,
+        "n_new_only": 0,
+        "n_baseline_only": 0,
+        "sites": {"cleveland": 303, "hungary": 294, "switzerland": 123, "va": 200},
+    }
     assert list(out["sites"]) == list(HEART_SITES)
     assert set(out["subgroups"]["sex"]) == {"female", "male"}
     female = out["subgroups"]["sex"]["female"]
@@ -309,6 +331,7 @@ def test_one_class_block_lists_undefined_metrics_with_the_reason():
 
 
 # ---- matching ---------------------------------------------------------------------------------------------
+
 
 def test_partial_overlap_is_matched_and_counted():
     new_f, base_f = heart_frames()
@@ -356,6 +379,7 @@ def test_multiclass_is_refused():
 
 # ---- the calibration replicates at unit weights ---------------------------------------------------------
 
+
 def test_recalibration_replicates_at_unit_weights_are_the_wald_fits():
     from validate.analysis.comparison import _recalibration_replicates
     from validate.metrics.calibration import calibration_intercept, calibration_slope
@@ -364,15 +388,18 @@ def test_recalibration_replicates_at_unit_weights_are_the_wald_fits():
     y, z = new.y(), new.logit()
     ones = np.ones((1, y.size))
     assert _recalibration_replicates(y, z, ones, slope=False)[0] == pytest.approx(
-        calibration_intercept(y, logits=z)["estimate"], abs=1e-12)
+        calibration_intercept(y, logits=z)["estimate"], abs=1e-12
+    )
     assert _recalibration_replicates(y, z, ones, slope=True)[0] == pytest.approx(
-        calibration_slope(y, logits=z)["estimate"], abs=1e-12)
+        calibration_slope(y, logits=z)["estimate"], abs=1e-12
+    )
     # one class drawn: no finite maximum, NaN (left out of the interval)
     w = (y == 1).astype(float)[None, :]
     assert np.isnan(_recalibration_replicates(y, z, w, slope=True)[0])
 
 
 # ---- comparison.json contract ---------------------------------------------------------------------------
+
 
 def test_comparison_satisfies_its_contract_and_json_schema():
     import jsonschema

@@ -5,6 +5,7 @@ naming the file and the key path) and by the dashboard's loader — instead of s
 The JSON Schemas in schemas/bundle/ are checked with the `jsonschema` package, a validator independent
 of the pydantic models they are generated from.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,6 +77,7 @@ def bundle_copy(synthetic_bundle, tmp_path):  # noqa: F811 (fixture)
 
 # ---- the engine writes the contract -----------------------------------------------------------------
 
+
 def test_schema_files_are_current():
     committed = {p.name: json.loads(p.read_text()) for p in sorted(SCHEMAS.glob("*.schema.json"))}
     generated = json.loads(json.dumps(contract.json_schemas()))
@@ -113,8 +115,9 @@ def test_writer_refuses_content_that_breaks_the_contract(tmp_path):
     target = tmp_path / "b"
     with pytest.raises(contract.ContractViolation, match=r"metrics\.json.*sites"):
         with BundleWriter(target) as w:
-            w.write_json("metrics.json", {"task": "binary", "n_bootstrap": 0, "ci_level": 0.95, "seed": 0,
-                                          "overall": {"n": 1}})
+            w.write_json(
+                "metrics.json", {"task": "binary", "n_bootstrap": 0, "ci_level": 0.95, "seed": 0, "overall": {"n": 1}}
+            )
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -134,6 +137,7 @@ def test_a_wrong_shape_from_the_engine_is_an_internal_error(synthetic_bundle, tm
 
 
 # ---- a broken bundle is refused, naming file and key --------------------------------------------------
+
 
 @pytest.mark.parametrize("how", ["missing", "renamed"])
 @pytest.mark.parametrize("name", FILES)
@@ -159,8 +163,17 @@ def test_dashboard_loader_refuses_a_renamed_key(bundle_copy, name):
     with pytest.raises(InputError) as exc:
         run = load_run(bundle_copy, bundle_copy.parent)
         # provenance is read on demand by some pages; every part must fail on first touch
-        for part in ("provenance", "metrics", "calibration", "gates", "subgroups", "curves", "shift", "cohorts",
-                     "cases"):
+        for part in (
+            "provenance",
+            "metrics",
+            "calibration",
+            "gates",
+            "subgroups",
+            "curves",
+            "shift",
+            "cohorts",
+            "cases",
+        ):
             getattr(run, part)
     assert str(bundle_copy / name) in str(exc.value) and key in str(exc.value)
 
@@ -210,6 +223,7 @@ def test_analyses_that_did_not_run_read_as_not_computed(tmp_path):
 
 
 # ---- the sample protocols' bundles ----------------------------------------------------------------------
+
 
 def _sample_bundles() -> list[Path]:
     """Bundles of protocols/heart.yaml and chest.yaml: ``$VALIDATE_SAMPLE_RUNS`` (e.g. the runs/ folder of

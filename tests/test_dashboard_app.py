@@ -4,6 +4,7 @@ Expected values are read from the fixture's own JSON / parquet files and, where 
 something (the most confident errors, a difference between runs), recomputed here from their
 definitions with numpy/scipy, never taken from the dashboard's code.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,7 @@ def app(runs, monkeypatch):
         if run is not None:
             assert at.sidebar.selectbox(key="run").value == run
         return at
+
     return open_page
 
 
@@ -91,8 +93,12 @@ def test_overview_site_table_and_verdict(app, runs):
         row = table[table["Site"] == site].iloc[0]
         assert int(row["n"]) == block["n"] and int(row["Events"]) == block["n_events"]
         assert float(row["Prevalence"]) == pytest.approx(block["prevalence"], abs=5e-4)
-        for col, key in (("AUROC", "auroc"), ("ECE", "ece"), ("Calibration slope", "calibration_slope"),
-                         ("Calibration intercept", "calibration_intercept")):
+        for col, key in (
+            ("AUROC", "auroc"),
+            ("ECE", "ece"),
+            ("Calibration slope", "calibration_slope"),
+            ("Calibration intercept", "calibration_intercept"),
+        ):
             e = block[key]
             assert numbers(row[col]) == pytest.approx([e["estimate"], e["ci_low"], e["ci_high"]], abs=5e-4)
         verdicts = [r["verdict"] for r in gates["rows"] if r["site"] == site]
@@ -402,8 +408,12 @@ def test_calibration_designs_sample_size_transfer_and_local(app, runs):
 def test_csv_download_cells_are_no_spreadsheet_formulas():
     from dashboard.ui import csv_bytes
 
-    frame = pd.DataFrame({"case_id": ["=cmd|' /C calc'!A0", "@SUM(1)", "+1+1x", "-2+3", "-0.5", "ok"],
-                          "estimate": [-0.5, 0.25, -1e-4, 0.0, 1.5, -3.0]})
+    frame = pd.DataFrame(
+        {
+            "case_id": ["=cmd|' /C calc'!A0", "@SUM(1)", "+1+1x", "-2+3", "-0.5", "ok"],
+            "estimate": [-0.5, 0.25, -1e-4, 0.0, 1.5, -3.0],
+        }
+    )
     data = csv_bytes(frame)
     back = pd.read_csv(__import__("io").BytesIO(data), dtype={"case_id": str})
     assert back["case_id"].tolist() == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1+1x", "'-2+3", "-0.5", "ok"]
@@ -439,8 +449,11 @@ def test_overview_lists_a_declared_site_without_scored_cases(tmp_path, monkeypat
     runs = tmp_path / "runs"
     folder = write_fixture_run(runs / "vanished")
     proto = (folder / "protocol.yaml").read_text()
-    (folder / "protocol.yaml").write_text(proto.replace(
-        "  - {id: beta,", "  - {id: delta, name: Delta Clinic, manifest: delta.csv, role: external}\n  - {id: beta,"))
+    (folder / "protocol.yaml").write_text(
+        proto.replace(
+            "  - {id: beta,", "  - {id: delta, name: Delta Clinic, manifest: delta.csv, role: external}\n  - {id: beta,"
+        )
+    )
     monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(runs))
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()

@@ -4,6 +4,7 @@ Starts the real server (subprocess, a free port on 127.0.0.1), waits for its hea
 every page with Playwright driving Debian's chromium, and checks each page: no exception box, the
 site names, rendered plotly SVGs. A screenshot of each page goes to test-artifacts/dashboard/.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,11 +21,27 @@ from conftest import REPO, requires_browser
 from test_dashboard_data import write_fixture_run
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 # url path -> whether the page must show a plotly figure with the fixture bundle
-PAGES = {"overview": True, "reliability": True, "subgroups": True, "calibration": True, "discrimination": True,
-         "shift": True, "cases": False, "compare": False}
+PAGES = {
+    "overview": True,
+    "reliability": True,
+    "subgroups": True,
+    "calibration": True,
+    "discrimination": True,
+    "shift": True,
+    "cases": False,
+    "compare": False,
+}
 # what a page without a figure shows when ready: Compare runs, for the two fixture runs (which do not record
 # their case-id key), says it cannot tell whether they scored the same cases (tests/test_dashboard_compare*.py)
 READY = {"compare": '[data-testid="stAlert"]'}
@@ -81,8 +98,13 @@ def test_every_page_renders_in_chromium(tmp_path):
         os.utime(f, (old, old))
     port = free_port()
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -96,12 +118,15 @@ def test_every_page_renders_in_chromium(tmp_path):
                     # the default page (Overview) lives at the root URL
                     page.goto(f"{base}/{'' if url_path == 'overview' else url_path}", wait_until="domcontentloaded")
                     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=60_000)
-                    page.wait_for_selector(".main-svg" if needs_figure else READY.get(url_path, '[data-testid="stDataFrame"]'),
-                                           timeout=60_000)
+                    page.wait_for_selector(
+                        ".main-svg" if needs_figure else READY.get(url_path, '[data-testid="stDataFrame"]'),
+                        timeout=60_000,
+                    )
                     _wait_idle(page)
                     page.screenshot(path=str(ARTIFACTS / f"{url_path}.png"), full_page=True)
-                    assert page.locator('[data-testid="stException"]').count() == 0, \
+                    assert page.locator('[data-testid="stException"]').count() == 0, (
                         f"{url_path}: {page.locator('[data-testid=stException]').first.inner_text()[:500]}"
+                    )
                     # textContent, not innerText: tables are drawn on a canvas, their cells live in an
                     # accessible (invisible) table
                     text = page.locator('[data-testid="stMain"]').text_content()
@@ -161,8 +186,13 @@ def test_no_request_leaves_the_machine(tmp_path):
     write_fixture_run(runs / "fixture-v1", image_root=tmp_path / "images" / "gamma")
     port = free_port()
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     requests, icons = [], []
     try:
@@ -177,8 +207,10 @@ def test_no_request_leaves_the_machine(tmp_path):
                 for url_path, needs_figure in PAGES.items():
                     page.goto(f"{base}/{'' if url_path == 'overview' else url_path}", wait_until="domcontentloaded")
                     page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=60_000)
-                    page.wait_for_selector(".main-svg" if needs_figure else READY.get(url_path, '[data-testid="stDataFrame"]'),
-                                           timeout=60_000)
+                    page.wait_for_selector(
+                        ".main-svg" if needs_figure else READY.get(url_path, '[data-testid="stDataFrame"]'),
+                        timeout=60_000,
+                    )
                     _wait_idle(page)
                     # headless Chromium may not fetch the favicon itself: judge the address the page gives it
                     hrefs = page.evaluate("Array.from(document.querySelectorAll('link[rel~=icon]')).map(l => l.href)")
@@ -189,6 +221,7 @@ def test_no_request_leaves_the_machine(tmp_path):
         stop(proc)
         log.close()
     assert requests and icons
-    outside = sorted({u for u in requests + icons
-                      if not (u.startswith(("data:", "blob:")) or urlparse(u).hostname == "127.0.0.1")})
+    outside = sorted(
+        {u for u in requests + icons if not (u.startswith(("data:", "blob:")) or urlparse(u).hostname == "127.0.0.1")}
+    )
     assert outside == [], outside

@@ -1,4 +1,5 @@
 """`validate dashboard`: the streamlit command it starts, and its input errors."""
+
 from __future__ import annotations
 
 from validate.cli import main
@@ -8,7 +9,7 @@ def test_dashboard_binds_to_localhost_headless_without_usage_statistics(tmp_path
     assert main(["dashboard", str(tmp_path), "--port", "8765", "--print-command"]) == 0
     cmd = capsys.readouterr().out.split()
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
-    opts = dict(zip(cmd[5:cmd.index("--"):2], cmd[6:cmd.index("--"):2], strict=True))
+    opts = dict(zip(cmd[5 : cmd.index("--") : 2], cmd[6 : cmd.index("--") : 2], strict=True))
     assert opts["--server.address"] == "127.0.0.1"
     assert opts["--server.port"] == "8765"
     assert opts["--server.headless"] == "true"

@@ -1,6 +1,7 @@
 """Compare runs: which comparison two runs allow (dashboard.compare.pairing), the default baseline is a
 run of the same protocol, runs of different protocols are refused (their numbers only listed on
 request, never a difference), and the Model comparison page shows comparison.json's own numbers."""
+
 from __future__ import annotations
 
 import json
@@ -20,28 +21,35 @@ APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
 
 def fake_run(name="heart", version="1.0", sites=("a", "b"), key="k1", task="binary", case_ids=None):
-    prov = {"protocol": {"name": name, "version": version}, "case_id_key_check": key,
-            "case_ids": case_ids or "HMAC-SHA256 keyed by $VALIDATE_CASE_ID_KEY (not stored)"}
-    return SimpleNamespace(provenance=prov, protocol={"sites": [{"id": s} for s in sites]}, sites=list(sites),
-                           task=task)
+    prov = {
+        "protocol": {"name": name, "version": version},
+        "case_id_key_check": key,
+        "case_ids": case_ids or "HMAC-SHA256 keyed by $VALIDATE_CASE_ID_KEY (not stored)",
+    }
+    return SimpleNamespace(
+        provenance=prov, protocol={"sites": [{"id": s} for s in sites]}, sites=list(sites), task=task
+    )
 
 
 def never() -> int:
     raise AssertionError("cases counted where the keys already decide")
 
 
-@pytest.mark.parametrize("new, base, shared, kind", [
-    (fake_run(), fake_run(), lambda: 40, compare.PAIRED),
-    (fake_run(), fake_run(name="chest"), never, compare.UNRELATED),
-    (fake_run(), fake_run(version="1.1"), never, compare.UNRELATED),
-    (fake_run(), fake_run(key="k2"), never, compare.UNKNOWN),
-    (fake_run(), fake_run(key=None), never, compare.UNKNOWN),
-    (fake_run(case_ids="kept"), fake_run(), never, compare.UNKNOWN),
-    (fake_run(case_ids="kept", key=None), fake_run(case_ids="kept", key=None), lambda: 3, compare.PAIRED),
-    (fake_run(sites=("a",)), fake_run(sites=("c",), key="k2"), never, compare.INDEPENDENT),
-    (fake_run(), fake_run(), lambda: 0, compare.INDEPENDENT),
-    (fake_run(sites=("a", "b")), fake_run(sites=("a",)), lambda: 5, compare.PARTIAL),
-])
+@pytest.mark.parametrize(
+    "new, base, shared, kind",
+    [
+        (fake_run(), fake_run(), lambda: 40, compare.PAIRED),
+        (fake_run(), fake_run(name="chest"), never, compare.UNRELATED),
+        (fake_run(), fake_run(version="1.1"), never, compare.UNRELATED),
+        (fake_run(), fake_run(key="k2"), never, compare.UNKNOWN),
+        (fake_run(), fake_run(key=None), never, compare.UNKNOWN),
+        (fake_run(case_ids="kept"), fake_run(), never, compare.UNKNOWN),
+        (fake_run(case_ids="kept", key=None), fake_run(case_ids="kept", key=None), lambda: 3, compare.PAIRED),
+        (fake_run(sites=("a",)), fake_run(sites=("c",), key="k2"), never, compare.INDEPENDENT),
+        (fake_run(), fake_run(), lambda: 0, compare.INDEPENDENT),
+        (fake_run(sites=("a", "b")), fake_run(sites=("a",)), lambda: 5, compare.PARTIAL),
+    ],
+)
 def test_pairing(new, base, shared, kind):
     got = compare.pairing(new, base, shared)
     assert got.kind == kind, got.why
@@ -60,6 +68,7 @@ def test_shared_case_count_matches_site_and_id():
 
 
 # ---- the pages under AppTest -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
@@ -97,8 +106,9 @@ def test_runs_of_another_protocol_are_refused(runs, monkeypatch):
     at = open_page(runs, monkeypatch, "views/compare.py", "fixture-v2")
     at.selectbox(key="compare-base").set_value("chest-run").run()
     assert not at.exception
-    assert any("different protocols" in e.value and "fixture v2.1" in e.value and "chest v2.1" in e.value
-               for e in at.error)
+    assert any(
+        "different protocols" in e.value and "fixture v2.1" in e.value and "chest v2.1" in e.value for e in at.error
+    )
     assert len(at.dataframe) == 0 and len(at.get("plotly_chart")) == 0
     # the reader insists: each run's own numbers, labelled, and still no difference
     at.checkbox(key="compare-insist").check().run()
@@ -125,9 +135,19 @@ def run_with_comparison(tmp_path):
     folder = write_fixture_run(root / "fixture-v2")
     (folder / "comparison.json").write_text(json.dumps(comparison()))
     gates = json.loads((folder / "gates.json").read_text())
-    gates["gates"].append({"metric": "ece", "scope": "overall", "direction": "max", "threshold": 0.01,
-                           "on": "ci_high", "name": "ece-no-worse", "calibration": None, "insufficient": "warn",
-                           "compare": "baseline"})
+    gates["gates"].append(
+        {
+            "metric": "ece",
+            "scope": "overall",
+            "direction": "max",
+            "threshold": 0.01,
+            "on": "ci_high",
+            "name": "ece-no-worse",
+            "calibration": None,
+            "insufficient": "warn",
+            "compare": "baseline",
+        }
+    )
     (folder / "gates.json").write_text(json.dumps(gates))
     return root
 

@@ -11,6 +11,7 @@ and a chest run (two of its sites). The dashboard server runs on 127.0.0.1, poll
 - heart-v2 against the chest run: refused, no Δ, no figure.
 - the Model comparison page of heart-v2 draws its forest; its report has the comparison section.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def light_protocol(source: Path, target: Path, *, keep_sites: tuple[str, ...] = 
         head, _, rest = text.partition("\nsites:\n")
         body, tail = re.match(r"(?s)(.*?)(\n\S.*)", rest).groups()
         chunks = re.split(r"(?m)^(?=  - id: )", body)
-        body = "".join(c for c in chunks if re.match(r"  - id: (\S+)", c) and
-                       re.match(r"  - id: (\S+)", c).group(1) in keep_sites)
+        body = "".join(
+            c for c in chunks if re.match(r"  - id: (\S+)", c) and re.match(r"  - id: (\S+)", c).group(1) in keep_sites
+        )
         text = f"{head}\nsites:\n{body}{tail}"
     target.write_text(text, encoding="utf-8")
     return target
@@ -52,8 +54,13 @@ def validate_run(protocol: Path, out: Path, *extra: str, key: str | None = None)
     env = {k: v for k, v in os.environ.items() if k != "VALIDATE_CASE_ID_KEY"}
     if key:
         env["VALIDATE_CASE_ID_KEY"] = key
-    proc = subprocess.run([sys.executable, "-m", "validate", "run", str(protocol), "--out", str(out), "--quiet",
-                           *extra], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "validate", "run", str(protocol), "--out", str(out), "--quiet", *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: a gate failed, the bundle is whole
 
 
@@ -61,11 +68,20 @@ def validate_run(protocol: Path, out: Path, *extra: str, key: str | None = None)
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cmpbrowser")
     heart = light_protocol(REPO / "protocols" / "heart-compare.yaml", root / "heart-compare.yaml")
-    chest = light_protocol(REPO / "protocols" / "chest.yaml", root / "chest.yaml", keep_sites=("development", "control"))
+    chest = light_protocol(
+        REPO / "protocols" / "chest.yaml", root / "chest.yaml", keep_sites=("development", "control")
+    )
     runs = root / "runs"
     validate_run(chest, runs / "chest")
-    validate_run(heart, runs / "heart-v1", "--checkpoint", str(HEART / "model.pt2"), "--baseline",
-                 str(HEART / "model.pt2"), key="one key for both heart runs")
+    validate_run(
+        heart,
+        runs / "heart-v1",
+        "--checkpoint",
+        str(HEART / "model.pt2"),
+        "--baseline",
+        str(HEART / "model.pt2"),
+        key="one key for both heart runs",
+    )
     validate_run(heart, runs / "heart-v2", key="one key for both heart runs")
     now = time.time()
     for age, name in ((7200, "chest"), (3600, "heart-v1"), (0, "heart-v2")):  # heart-v2 opens first
@@ -78,8 +94,13 @@ def runs(tmp_path_factory):
 def server(runs, tmp_path_factory):
     port = free_port()
     log = open(tmp_path_factory.mktemp("server") / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "validate", "dashboard", str(runs), "--port", str(port)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(f"{base}/_stcore/health", proc)
@@ -110,8 +131,9 @@ def main_text(pg) -> str:
 
 
 def no_exception(pg) -> None:
-    assert pg.locator('[data-testid="stException"]').count() == 0, \
-        pg.locator('[data-testid="stException"]').first.inner_text()[:500]
+    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()[:500]
 
 
 @pytest.mark.browser

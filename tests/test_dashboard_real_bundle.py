@@ -1,6 +1,7 @@
 """The dashboard on a real bundle written by `validate run` (the synthetic three-site protocol of
 tests/test_run_helpers.py, started from its predictions file), not on the hand-written fixture: every
 page renders without an exception and shows the numbers of the bundle's own JSON files."""
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,8 @@ def test_every_page_renders_a_real_bundle(real_runs, monkeypatch):
             site = next(iter(metrics["sites"]))
             rel = curves["sites"][site]["reliability"]
             line = [t for t in figures(at)[0]["data"] if t.get("mode") == "lines+markers"][0]
-            assert line["x"] == pytest.approx([m for m, c in zip(rel["mean_predicted"], rel["count"], strict=True) if c])
+            assert line["x"] == pytest.approx(
+                [m for m, c in zip(rel["mean_predicted"], rel["count"], strict=True) if c]
+            )
         if page in ("subgroups", "calibration", "discrimination"):
             assert figures(at), page

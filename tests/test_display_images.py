@@ -8,6 +8,7 @@ COLOR lookup), the expected display pixels are computed here from pydicom's own 
 dashboard's picture of the site's image, the picture the run stores in the bundle, and the dashboard's
 picture of that stored PNG must all equal it.
 """
+
 from __future__ import annotations
 
 import io
@@ -61,8 +62,11 @@ def _palette(path: Path) -> np.ndarray:
     return apply_color_lut(ds.pixel_array, ds).astype(np.uint8)
 
 
-CASES = {"monochrome1-rescale": (_monochrome1_rescaled, 1), "voi-window": (_windowed, 1),
-         "palette-colour": (_palette, 3)}
+CASES = {
+    "monochrome1-rescale": (_monochrome1_rescaled, 1),
+    "voi-window": (_windowed, 1),
+    "palette-colour": (_palette, 3),
+}
 
 
 @pytest.mark.parametrize("kind", list(CASES))
@@ -74,9 +78,12 @@ def test_dashboard_bundle_and_scoring_show_a_special_dicom_alike(tmp_path, kind)
     runs, root = tmp_path / "runs", tmp_path / "images" / "gamma"
     bundle = write_fixture_run(runs / "b", image_root=root)
     protocol = bundle / "protocol.yaml"
-    protocol.write_text(protocol.read_text().replace(
-        "input: {kind: tabular, features: [x]}",
-        f"input: {{kind: dicom, size: [16, 16], channels: {channels}, scale: 255.0}}"))
+    protocol.write_text(
+        protocol.read_text().replace(
+            "input: {kind: tabular, features: [x]}",
+            f"input: {{kind: dicom, size: [16, 16], channels: {channels}, scale: 255.0}}",
+        )
+    )
     expected = make(root / "case.dcm")
     run = load_run(bundle, runs)
 
@@ -111,5 +118,6 @@ def test_the_display_decoder_keeps_scorings_guards(tmp_path):
     with pytest.raises(CaseError, match="outside its image root"):
         thumbnail_png(root / "link.npy", spec, roots=[root])
     np.save(root / "inside.npy", np.arange(16, dtype=np.uint8).reshape(4, 4))
-    assert _pixels(thumbnail_png(root / "inside.npy", spec, roots=[root])).tolist() == \
-        np.arange(16).reshape(4, 4).tolist()
+    assert (
+        _pixels(thumbnail_png(root / "inside.npy", spec, roots=[root])).tolist() == np.arange(16).reshape(4, 4).tolist()
+    )

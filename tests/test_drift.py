@@ -1,4 +1,5 @@
 """Temporal drift: per-window metrics against independent references, detection, false alarms."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -176,12 +177,15 @@ def test_shift_report_drift_section():
     rng = np.random.default_rng(9)
     y, p, dates = _stream(rng, drift_from=7, drift_logit=1.2)
     y0, p0, _ = _stream(rng, months=4, per_month=50)
-    table = pd.DataFrame({
-        "site": ["dev"] * y0.size + ["later"] * y.size, "y": np.r_[y0, y], "p": np.r_[p0, p],
-        "acquired_at": [None] * y0.size + dates.tolist(),
-    })
-    rep = shift_report(table, dev_sites="dev", external_sites="later", attributes=None,
-                       metric_settings=FAST)
+    table = pd.DataFrame(
+        {
+            "site": ["dev"] * y0.size + ["later"] * y.size,
+            "y": np.r_[y0, y],
+            "p": np.r_[p0, p],
+            "acquired_at": [None] * y0.size + dates.tolist(),
+        }
+    )
+    rep = shift_report(table, dev_sites="dev", external_sites="later", attributes=None, metric_settings=FAST)
     assert list(rep["drift"]["sites"]) == ["later"]
     assert rep["drift"]["drift"] and rep["drift"]["flagged_sites"] == ["later"]
     from validate.io import to_json_text

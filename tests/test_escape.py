@@ -1,6 +1,7 @@
 """validate.escape: exact escaped output for hostile text, checked against independent readers — the
 XML parsers of the standard library (expat, strict about XML 1.0), Python-Markdown as a renderer,
 and the csv module and pandas reading back what was written."""
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,22 @@ from validate.gates import GateReport, GateRow, GateSpec
 
 # every character XML 1.0 forbids that a Python str can hold, one of each kind
 XML_ILLEGAL = [chr(c) for c in range(0x20) if c not in (0x9, 0xA, 0xD)] + ["\ud800", "\udfff", "\ufffe", "\uffff"]
-HOSTILE = ["<script>alert(1)</script>", "x]]>y", "a&b", 'say "hi"', "@octocat", "[x](javascript:alert(1))",
-           "![p](https://evil.example/p.png)", "<https://evil.example>", "**bold** _it_ `code` ~~s~~ a|b",
-           "line\nbreak", "\x1b[31mred", "nul\x00", "sur\ud800rogate", "non\ufffechar"]
+HOSTILE = [
+    "<script>alert(1)</script>",
+    "x]]>y",
+    "a&b",
+    'say "hi"',
+    "@octocat",
+    "[x](javascript:alert(1))",
+    "![p](https://evil.example/p.png)",
+    "<https://evil.example>",
+    "**bold** _it_ `code` ~~s~~ a|b",
+    "line\nbreak",
+    "\x1b[31mred",
+    "nul\x00",
+    "sur\ud800rogate",
+    "non\ufffechar",
+]
 
 
 def test_xml_text_replaces_exactly_the_characters_xml_forbids():
@@ -36,10 +50,26 @@ def test_xml_text_replaces_exactly_the_characters_xml_forbids():
 
 def _report(names: list[str]) -> GateReport:
     spec = GateSpec(metric="auroc", scope="each_subgroup:sex", direction="min", threshold=0.5)
-    rows = [GateRow(gate=name, metric="auroc", scope="each_subgroup:sex", item=f"sex={name}", on="estimate",
-                    direction="min", threshold=0.5, verdict=("fail", "warn", "pass")[i % 3], reason=f"because {name}",
-                    value=0.4, estimate=0.4, n=10, n_events=4, subgroup="sex", group=name)
-            for i, name in enumerate(names)]
+    rows = [
+        GateRow(
+            gate=name,
+            metric="auroc",
+            scope="each_subgroup:sex",
+            item=f"sex={name}",
+            on="estimate",
+            direction="min",
+            threshold=0.5,
+            verdict=("fail", "warn", "pass")[i % 3],
+            reason=f"because {name}",
+            value=0.4,
+            estimate=0.4,
+            n=10,
+            n_events=4,
+            subgroup="sex",
+            group=name,
+        )
+        for i, name in enumerate(names)
+    ]
     return GateReport(gates=[spec], rows=rows, name="hostile")
 
 
@@ -66,7 +96,8 @@ def test_markdown_text_exact_output():
     assert markdown_text("@octocat and me@example.org") == f"@{ZWJ}octocat and me@{ZWJ}example.org"
     assert markdown_text("fixes #12") == f"fixes #{ZWJ}12"
     assert markdown_text("see https://e.example or www.e.example") == (
-        f"see https{ZWJ}://e.example or www{ZWJ}.e.example")
+        f"see https{ZWJ}://e.example or www{ZWJ}.e.example"
+    )
     assert markdown_text("a|b\nc") == "a\\|b c"
     assert markdown_text("**b** _i_ `c` ~s~ \\") == "\\*\\*b\\*\\* \\_i\\_ \\`c\\` \\~s\\~ \\\\"
     assert markdown_text("\x1b[31m\x9b") == "\\\\x1b\\[31m\\\\x9b"
@@ -95,27 +126,48 @@ def test_terminal_text_shows_control_characters():
     assert terminal_text("plain text, é 😀") == "plain text, é 😀"
 
 
-@pytest.mark.parametrize("cell,escaped", [
-    ("=1+1", "'=1+1"), ("+SUM(A1)", "'+SUM(A1)"), ("-x", "'-x"), ("@cmd", "'@cmd"), ("\tx", "'\tx"),
-    ("\rx", "'\rx"), ("'quoted", "''quoted"), ("'", "''"), ("-", "'-"),
-    ("-0.5", "-0.5"), ("+3", "+3"), ("-2e-3", "-2e-3"), ("plain", "plain"), ("", ""), ("a=b", "a=b")])
+@pytest.mark.parametrize(
+    "cell,escaped",
+    [
+        ("=1+1", "'=1+1"),
+        ("+SUM(A1)", "'+SUM(A1)"),
+        ("-x", "'-x"),
+        ("@cmd", "'@cmd"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("'quoted", "''quoted"),
+        ("'", "''"),
+        ("-", "'-"),
+        ("-0.5", "-0.5"),
+        ("+3", "+3"),
+        ("-2e-3", "-2e-3"),
+        ("plain", "plain"),
+        ("", ""),
+        ("a=b", "a=b"),
+    ],
+)
 def test_csv_cell_owasp_rule(cell, escaped):
     assert csv_cell(cell) == escaped
     assert csv_uncell(escaped) == cell
 
 
 def test_csv_safe_keeps_numbers_numbers_and_round_trips_text():
-    frame = pd.DataFrame({"case_id": ["=HYPERLINK(\"http://x\",\"y\")", "-7", "ok", "@a", None],
-                          "value": [-0.5, 1.0, -3.25, 0.0, 2.0], "count": [-1, 2, 3, 4, 5],
-                          "flag": [True, False, True, True, False]})
+    frame = pd.DataFrame(
+        {
+            "case_id": ['=HYPERLINK("http://x","y")', "-7", "ok", "@a", None],
+            "value": [-0.5, 1.0, -3.25, 0.0, 2.0],
+            "count": [-1, 2, 3, 4, 5],
+            "flag": [True, False, True, True, False],
+        }
+    )
     text = csv_safe(frame).to_csv(index=False)
     cells = list(csv.reader(io.StringIO(text)))
     assert cells[0] == ["case_id", "value", "count", "flag"]
-    assert [r[0] for r in cells[1:]] == ["'=HYPERLINK(\"http://x\",\"y\")", "-7", "ok", "'@a", ""]
+    assert [r[0] for r in cells[1:]] == ['\'=HYPERLINK("http://x","y")', "-7", "ok", "'@a", ""]
     assert [r[1] for r in cells[1:]] == ["-0.5", "1.0", "-3.25", "0.0", "2.0"]
     assert [r[2] for r in cells[1:]] == ["-1", "2", "3", "4", "5"]
     back = pd.read_csv(io.StringIO(text))
     assert back["value"].tolist() == [-0.5, 1.0, -3.25, 0.0, 2.0] and back["count"].dtype.kind == "i"
     text_back = csv_unsafe(pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False))
-    assert text_back["case_id"].tolist() == ["=HYPERLINK(\"http://x\",\"y\")", "-7", "ok", "@a", ""]
+    assert text_back["case_id"].tolist() == ['=HYPERLINK("http://x","y")', "-7", "ok", "@a", ""]
     assert csv_safe(pd.DataFrame({"=bad": [1]})).columns.tolist() == ["'=bad"]

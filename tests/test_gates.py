@@ -3,6 +3,7 @@
 Expected verdicts follow from the fixture numbers and the rule as stated in the protocol (value
 against threshold), not from running our own code first.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -18,14 +19,23 @@ def entry(est, lo, hi, method="bootstrap"):
 
 
 def block(n, events, auroc, ece, **extra):
-    b = {"n": n, "n_events": events, "prevalence": events / n, "auroc": auroc, "ece": ece,
-         "hosmer_lemeshow": {"statistic": 8.1, "df": 8, "p_value": 0.42}}
+    b = {
+        "n": n,
+        "n_events": events,
+        "prevalence": events / n,
+        "auroc": auroc,
+        "ece": ece,
+        "hosmer_lemeshow": {"statistic": 8.1, "df": 8, "p_value": 0.42},
+    }
     b.update(extra)
     return b
 
 
 METRICS = {
-    "task": "binary", "n_bootstrap": 200, "ci_level": 0.95, "seed": 0,
+    "task": "binary",
+    "n_bootstrap": 200,
+    "ci_level": 0.95,
+    "seed": 0,
     "overall": block(900, 400, entry(0.84, 0.81, 0.87, "delong"), entry(0.05, 0.03, 0.07)),
     "sites": {
         "alpha": block(300, 140, entry(0.90, 0.86, 0.93, "delong"), entry(0.03, 0.02, 0.05)),
@@ -38,45 +48,78 @@ METRICS = {
             "male": block(550, 280, entry(0.86, 0.83, 0.89, "delong"), entry(0.05, 0.03, 0.06)),
         },
         "age_band": {
-            "<40": dict(block(20, 3, entry(0.60, 0.30, 0.90, "delong"), entry(0.20, 0.10, 0.30)),
-                        insufficient=True, reason="3 events < min_events 10"),
+            "<40": dict(
+                block(20, 3, entry(0.60, 0.30, 0.90, "delong"), entry(0.20, 0.10, 0.30)),
+                insufficient=True,
+                reason="3 events < min_events 10",
+            ),
             "40-59": block(480, 200, entry(0.83, 0.79, 0.87, "delong"), entry(0.04, 0.03, 0.06)),
             ">=60": block(400, 197, entry(0.81, 0.77, 0.85, "delong"), entry(0.06, 0.04, 0.08)),
         },
         "single": {
-            "only_neg": {"n": 50, "n_events": 0, "prevalence": 0.0,
-                         "auroc": None, "undefined": {"auroc": "one class only"},
-                         "ece": entry(0.02, 0.01, 0.04)},
+            "only_neg": {
+                "n": 50,
+                "n_events": 0,
+                "prevalence": 0.0,
+                "auroc": None,
+                "undefined": {"auroc": "one class only"},
+                "ece": entry(0.02, 0.01, 0.04),
+            },
         },
     },
 }
 
 CALIBRATION = {
-    "task": "binary", "design": "held-out", "fit_on": ["alpha"],
+    "task": "binary",
+    "design": "held-out",
+    "fit_on": ["alpha"],
     "methods": {
         "none": {"params": {}, "sites": {"beta": METRICS["sites"]["beta"], "gamma": METRICS["sites"]["gamma"]}},
-        "platt": {"params": {"a": 1.0, "b": 0.1}, "sites": {
-            "beta": block(400, 160, entry(0.80, 0.74, 0.85, "delong"), entry(0.03, 0.02, 0.045)),
-            "gamma": block(200, 100, entry(0.72, 0.65, 0.79, "delong"), entry(0.06, 0.04, 0.09))}},
+        "platt": {
+            "params": {"a": 1.0, "b": 0.1},
+            "sites": {
+                "beta": block(400, 160, entry(0.80, 0.74, 0.85, "delong"), entry(0.03, 0.02, 0.045)),
+                "gamma": block(200, 100, entry(0.72, 0.65, 0.79, "delong"), entry(0.06, 0.04, 0.09)),
+            },
+        },
     },
     "recommended": "platt",
 }
 
 SUBGROUPS = {
     "sites": {
-        "alpha": {"subgroups": {"sex": {
-            "female": {"block": block(120, 50, entry(0.88, 0.8, 0.94), entry(0.05, 0.03, 0.08)),
-                       "gap": {"auroc": entry(-0.02, -0.08, 0.03)}},
-            "male": {"block": block(180, 90, entry(0.91, 0.87, 0.95), entry(0.03, 0.02, 0.05)),
-                     "gap": {"auroc": entry(0.01, -0.02, 0.04)}},
-        }}},
-        "beta": {"subgroups": {"sex": {
-            "female": {"block": block(150, 50, entry(0.70, 0.6, 0.78), entry(0.1, 0.07, 0.14)),
-                       "gap": {"auroc": entry(-0.10, -0.18, -0.04)}},
-            "male": {"block": dict(block(250, 8, entry(0.85, 0.8, 0.9), entry(0.1, 0.07, 0.14)),
-                                   insufficient=True, reason="8 events"),
-                     "gap": {"auroc": entry(0.05, 0.0, 0.1)}},
-        }}},
+        "alpha": {
+            "subgroups": {
+                "sex": {
+                    "female": {
+                        "block": block(120, 50, entry(0.88, 0.8, 0.94), entry(0.05, 0.03, 0.08)),
+                        "gap": {"auroc": entry(-0.02, -0.08, 0.03)},
+                    },
+                    "male": {
+                        "block": block(180, 90, entry(0.91, 0.87, 0.95), entry(0.03, 0.02, 0.05)),
+                        "gap": {"auroc": entry(0.01, -0.02, 0.04)},
+                    },
+                }
+            }
+        },
+        "beta": {
+            "subgroups": {
+                "sex": {
+                    "female": {
+                        "block": block(150, 50, entry(0.70, 0.6, 0.78), entry(0.1, 0.07, 0.14)),
+                        "gap": {"auroc": entry(-0.10, -0.18, -0.04)},
+                    },
+                    "male": {
+                        "block": dict(
+                            block(250, 8, entry(0.85, 0.8, 0.9), entry(0.1, 0.07, 0.14)),
+                            insufficient=True,
+                            reason="8 events",
+                        ),
+                        "gap": {"auroc": entry(0.05, 0.0, 0.1)},
+                    },
+                }
+            }
+        },
     },
 }
 
@@ -94,7 +137,7 @@ def verdicts(report: GateReport) -> dict:
 def test_overall_min_on_estimate_and_interval_bounds():
     # overall AUROC 0.84 (0.81 to 0.87)
     assert judge({"metric": "auroc", "min": 0.8}).verdict == "pass"
-    assert judge({"metric": "auroc", "min": 0.82, "on": "ci_low"}).verdict == "fail"   # 0.81 < 0.82
+    assert judge({"metric": "auroc", "min": 0.82, "on": "ci_low"}).verdict == "fail"  # 0.81 < 0.82
     assert judge({"metric": "auroc", "min": 0.86, "on": "ci_high"}).verdict == "pass"  # 0.87 >= 0.86
     row = judge({"metric": "auroc", "min": 0.82, "on": "ci_low"}).rows[0]
     assert (row.value, row.estimate, row.ci_low, row.ci_high, row.n, row.n_events) == (0.81, 0.84, 0.81, 0.87, 900, 400)
@@ -158,13 +201,16 @@ def test_worst_subgroup_with_no_judgeable_group():
     assert r.verdict == "warn" and r.group is None
 
 
-@pytest.mark.parametrize("on,expected", [
-    # beta/female gap -0.10 (-0.18 to -0.04): |gap| 0.10, ci_high 0.18, ci_low 0.04
-    # alpha/female -0.02 (-0.08, 0.03): 0.02, 0.08, 0 (covers 0); alpha/male 0.01 (-0.02, 0.04): 0.01, 0.04, 0
-    ("estimate", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "fail"}),
-    ("ci_high", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "fail"}),
-    ("ci_low", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "pass"}),
-])
+@pytest.mark.parametrize(
+    "on,expected",
+    [
+        # beta/female gap -0.10 (-0.18 to -0.04): |gap| 0.10, ci_high 0.18, ci_low 0.04
+        # alpha/female -0.02 (-0.08, 0.03): 0.02, 0.08, 0 (covers 0); alpha/male 0.01 (-0.02, 0.04): 0.01, 0.04, 0
+        ("estimate", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "fail"}),
+        ("ci_high", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "fail"}),
+        ("ci_low", {"alpha/female": "pass", "alpha/male": "pass", "beta/female": "pass"}),
+    ],
+)
 def test_subgroup_gap_bounds_the_size_of_the_gap(on, expected):
     report = judge({"metric": "auroc", "scope": "subgroup_gap:sex", "max": 0.09, "on": on, "insufficient": "warn"})
     got = {f"{r.site}/{r.group}": r.verdict for r in report.rows}
@@ -186,10 +232,12 @@ def test_gate_after_calibration_uses_calibration_blocks():
 
 def test_bad_gates_report_every_problem_at_once():
     with pytest.raises(InputErrors) as exc:
-        judge({"metric": "aurco", "min": 0.7},
-              {"metric": "auroc", "scope": "each_subgroup:race", "min": 0.7},
-              {"metric": "ece", "scope": "each_site", "max": 0.1, "calibration": "beta"},
-              {"metric": "ece", "scope": "each_subgroup:sex", "max": 0.1, "calibration": "platt"})
+        judge(
+            {"metric": "aurco", "min": 0.7},
+            {"metric": "auroc", "scope": "each_subgroup:race", "min": 0.7},
+            {"metric": "ece", "scope": "each_site", "max": 0.1, "calibration": "beta"},
+            {"metric": "ece", "scope": "each_subgroup:sex", "max": 0.1, "calibration": "platt"},
+        )
     text = str(exc.value)
     assert "did you mean `auroc`" in text and "gates[0].metric" in text
     assert "`race`" in text and "gates[1].scope" in text
@@ -208,8 +256,10 @@ def test_no_gates_passes():
 
 
 def test_junit_counts_failures_and_warnings():
-    report = judge({"metric": "ece", "scope": "each_site", "max": 0.1, "on": "ci_high", "name": "ece-sites"},
-                   {"metric": "auroc", "scope": "each_subgroup:age_band", "min": 0.7, "insufficient": "warn"})
+    report = judge(
+        {"metric": "ece", "scope": "each_site", "max": 0.1, "on": "ci_high", "name": "ece-sites"},
+        {"metric": "auroc", "scope": "each_subgroup:age_band", "min": 0.7, "insufficient": "warn"},
+    )
     root = ET.fromstring(report.to_junit().encode("utf-8"))
     cases = root.findall(".//testcase")
     assert len(cases) == len(report.rows) == 6
@@ -245,7 +295,8 @@ def test_protocol_gate_objects(tmp_path):
         "subgroups: [{name: sex, column: x}]\n"
         "gates:\n"
         "  - {metric: auroc, scope: each_site, min: 0.75, on: ci_low}\n"
-        "  - {name: bad, metric: mce, min: 0.5}\n")
+        "  - {name: bad, metric: mce, min: 0.5}\n"
+    )
     protocol = load_protocol(tmp_path / "p.yaml")
     specs = gate_specs(protocol.gates)
     assert specs[0].on == "ci_low" and specs[0].insufficient == "warn"
@@ -273,7 +324,8 @@ def test_unknown_gate_metric_is_refused_when_the_protocol_loads(tmp_path):
         "  - {metric: hosmer_lemeshow.p_value, min: 0.05}\n"
         "  - {metric: target_sensitivity.specificity, min: 0.5}\n"
         "  - {name: bad, metric: aurco, min: 0.5}\n"
-        "  - {metric: accuracy, min: 0.5}\n")
+        "  - {metric: accuracy, min: 0.5}\n"
+    )
     protocol = load_protocol(tmp_path / "p.yaml")  # names are judged by the pre-run check, not the loader
     with pytest.raises(InputError) as exc:
         check_protocol_gates(protocol)
@@ -287,8 +339,16 @@ def test_unknown_gate_metric_is_refused_when_the_protocol_loads(tmp_path):
 def test_overall_gate_after_calibration_needs_the_pooled_block():
     with pytest.raises(InputError, match="no pooled block"):
         judge({"metric": "ece", "max": 0.1, "calibration": "platt"})
-    pooled = {**CALIBRATION, "methods": {**CALIBRATION["methods"], "platt": {
-        **CALIBRATION["methods"]["platt"], "overall": block(600, 260, entry(0.78, 0.74, 0.82), entry(0.04, 0.03, 0.06))}}}
+    pooled = {
+        **CALIBRATION,
+        "methods": {
+            **CALIBRATION["methods"],
+            "platt": {
+                **CALIBRATION["methods"]["platt"],
+                "overall": block(600, 260, entry(0.78, 0.74, 0.82), entry(0.04, 0.03, 0.06)),
+            },
+        },
+    }
     report = judge({"metric": "ece", "max": 0.05, "on": "ci_high", "calibration": "platt"}, calibration=pooled)
     assert report.rows[0].value == 0.06 and report.rows[0].verdict == "fail" and report.rows[0].n == 600
 
@@ -296,23 +356,33 @@ def test_overall_gate_after_calibration_needs_the_pooled_block():
 SHIFT = {
     "development": {"sites": ["alpha"]},
     "sites": {
-        "beta": {"ranking": [{"id": "a", "flagged": True, "material": True}, {"id": "b", "flagged": True,
-                                                                              "material": False}]},
+        "beta": {
+            "ranking": [{"id": "a", "flagged": True, "material": True}, {"id": "b", "flagged": True, "material": False}]
+        },
         "gamma": {"ranking": [{"id": "a", "flagged": False, "material": False}]},
     },
-    "drift": {"sites": {"gamma": {"detector": "tests", "windows": [
-        {"window": "2024-01", "flagged": False}, {"window": "2024-02", "flagged": True, "cusum_alarm": True},
-        {"window": "2024-03", "flagged": True}]}}},
+    "drift": {
+        "sites": {
+            "gamma": {
+                "detector": "tests",
+                "windows": [
+                    {"window": "2024-01", "flagged": False},
+                    {"window": "2024-02", "flagged": True, "cusum_alarm": True},
+                    {"window": "2024-03", "flagged": True},
+                ],
+            }
+        }
+    },
 }
 
 
 def test_shift_and_drift_counts_as_gates():
-    r = judge({"metric": "shift_material_findings", "scope": "each_site", "max": 0, "insufficient": "pass"},
-              shift=SHIFT)
+    r = judge(
+        {"metric": "shift_material_findings", "scope": "each_site", "max": 0, "insufficient": "pass"}, shift=SHIFT
+    )
     assert verdicts(r) == {"site alpha": "pass", "site beta": "fail", "site gamma": "pass"}
     assert r.rows[0].insufficient is False and "reference" in r.rows[0].reason and r.rows[1].value == 1
-    r = judge({"metric": "drift_windows_flagged", "scope": "each_site", "max": 1, "insufficient": "warn"},
-              shift=SHIFT)
+    r = judge({"metric": "drift_windows_flagged", "scope": "each_site", "max": 1, "insufficient": "warn"}, shift=SHIFT)
     assert verdicts(r) == {"site alpha": "warn", "site beta": "warn", "site gamma": "fail"}
     assert r.rows[2].value == 2 and r.rows[2].n == 200
     r = judge({"metric": "shift_flagged_findings", "scope": "overall", "max": 2}, shift=SHIFT)
@@ -325,13 +395,17 @@ def test_shift_and_drift_counts_as_gates():
 
 # ---- declared sites without scored cases, undefined values, empty scopes (issue #12, item 3) -----------
 
+
 def test_declared_site_without_scored_cases_fails_every_per_site_gate_and_the_builtin_check():
     # "delta" is declared but has no block in metrics.json: all its cases failed to read or score
     cohort = {"sites": {"delta": {"n": 0, "excluded": {"cannot read image": 7, "model output is NaN or Inf": 2}}}}
-    report = judge({"name": "lenient", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
-                   {"name": "pooled", "metric": "auroc", "min": 0.5},
-                   {"name": "gap", "metric": "auroc", "scope": "subgroup_gap:sex", "max": 1.0, "insufficient": "pass"},
-                   sites=["alpha", "beta", "gamma", "delta"], cohort=cohort)
+    report = judge(
+        {"name": "lenient", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
+        {"name": "pooled", "metric": "auroc", "min": 0.5},
+        {"name": "gap", "metric": "auroc", "scope": "subgroup_gap:sex", "max": 1.0, "insufficient": "pass"},
+        sites=["alpha", "beta", "gamma", "delta"],
+        cohort=cohort,
+    )
     assert report.verdict == "fail" and report.exit_code == 1
     by = {(r.gate, r.item): r for r in report.rows}
     lenient = by[("lenient", "site delta")]
@@ -342,14 +416,20 @@ def test_declared_site_without_scored_cases_fails_every_per_site_gate_and_the_bu
     # the built-in check: one row per declared site, in protocol order
     builtin = [r for r in report.rows if r.gate == "sites scored"]
     assert [(r.item, r.verdict, r.n) for r in builtin] == [
-        ("site alpha", "pass", 300), ("site beta", "pass", 400), ("site gamma", "pass", 200), ("site delta", "fail", 0)]
+        ("site alpha", "pass", 300),
+        ("site beta", "pass", 400),
+        ("site gamma", "pass", 200),
+        ("site delta", "fail", 0),
+    ]
     assert all(r.builtin for r in builtin) and not any(r.builtin for r in report.rows if r.gate != "sites scored")
     # a pooled gate is judged on the cases there are and names the missing site
     pooled = by[("pooled", "overall")]
     assert pooled.verdict == "pass" and "without declared site(s) delta" in pooled.reason
     data = report.to_json()
     assert data["counts"]["fail"] == 3 and {r["item"] for r in data["rows"] if r["verdict"] == "fail"} == {
-        "site delta", "site delta: sex (|gap|)"}
+        "site delta",
+        "site delta: sex (|gap|)",
+    }
 
 
 def test_builtin_check_is_judged_without_gates_and_only_where_sites_are_declared():
@@ -362,7 +442,9 @@ def test_builtin_check_is_judged_without_gates_and_only_where_sites_are_declared
     assert report.verdict == "fail" and report.rows[1].reason.startswith("no scored case at declared site omega")
     root = ET.fromstring(report.to_junit().encode())
     failed = [c for c in root.iter("testcase") if c.find("failure") is not None]
-    assert [(c.get("classname"), c.get("name")) for c in failed] == [("gates.sites_scored", "site omega: scored cases >= 1")]
+    assert [(c.get("classname"), c.get("name")) for c in failed] == [
+        ("gates.sites_scored", "site omega: scored cases >= 1")
+    ]
 
 
 def test_protocol_declares_the_sites(tmp_path):
@@ -372,9 +454,9 @@ def test_protocol_declares_the_sites(tmp_path):
     (tmp_path / "p.yaml").write_text(
         "name: t\ntask: binary\nclasses: [no, yes]\ninput: {kind: tabular, features: [x]}\n"
         "sites: [{id: alpha, manifest: m.csv, role: development}, {id: zeta, manifest: m.csv, role: external}]\n"
-        "gates:\n  - {metric: ece, scope: each_site, max: 1, insufficient: pass}\n")
-    report = judge_gates(load_protocol(tmp_path / "p.yaml").gates, METRICS,
-                         protocol=load_protocol(tmp_path / "p.yaml"))
+        "gates:\n  - {metric: ece, scope: each_site, max: 1, insufficient: pass}\n"
+    )
+    report = judge_gates(load_protocol(tmp_path / "p.yaml").gates, METRICS, protocol=load_protocol(tmp_path / "p.yaml"))
     failed = {(r.gate, r.item) for r in report.rows if r.verdict == "fail"}
     assert failed == {("sites scored", "site zeta"), ("ece each_site max 1", "site zeta")}
 
@@ -397,8 +479,9 @@ def test_undefined_value_follows_the_policy_never_the_comparison(policy, bad):
 def test_scope_without_any_block_is_a_row_decided_by_the_policy():
     metrics = {**METRICS, "subgroups": {**METRICS["subgroups"], "empty": {}}}
     for kind in ("each_subgroup", "worst_subgroup"):
-        report = judge_gates([{"name": "g", "metric": "auroc", "scope": f"{kind}:empty", "min": 0.5,
-                               "insufficient": "fail"}], metrics)
+        report = judge_gates(
+            [{"name": "g", "metric": "auroc", "scope": f"{kind}:empty", "min": 0.5, "insufficient": "fail"}], metrics
+        )
         assert len(report.rows) == 1 and report.verdict == "fail", kind
         assert "insufficient policy: fail" in report.rows[0].reason
 
@@ -412,7 +495,8 @@ def test_declared_band_without_cases_is_shown_and_decided_by_the_policy(tmp_path
         "sites: [{id: alpha, manifest: m.csv, role: development}]\nattributes: [age]\n"
         "subgroups: [{name: age_band, column: age, bands: [40, 60, 80]}]\n"
         "gates:\n  - {metric: auroc, scope: each_subgroup:age_band, min: 0.5, insufficient: fail}\n"
-        "  - {metric: auroc, scope: worst_subgroup:age_band, min: 0.5, insufficient: warn}\n")
+        "  - {metric: auroc, scope: worst_subgroup:age_band, min: 0.5, insufficient: warn}\n"
+    )
     protocol = load_protocol(tmp_path / "p.yaml")
     report = judge_gates(protocol.gates, METRICS, protocol=protocol, sites=["alpha"])
     # METRICS holds <40, 40-59 and >=60; the protocol's bands are <40, 40-59, 60-79, >=80
@@ -425,15 +509,27 @@ def test_declared_band_without_cases_is_shown_and_decided_by_the_policy(tmp_path
 
 def test_calibrated_gate_does_not_drop_a_scored_site_the_calibration_left_out():
     # beta is scored but missing from platt's evaluated sites; alpha is the fitting site (rightly absent)
-    partial = {**CALIBRATION, "methods": {**CALIBRATION["methods"], "platt": {
-        **CALIBRATION["methods"]["platt"], "sites": {"gamma": CALIBRATION["methods"]["platt"]["sites"]["gamma"]}}}}
-    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
-                   calibration=partial)
+    partial = {
+        **CALIBRATION,
+        "methods": {
+            **CALIBRATION["methods"],
+            "platt": {
+                **CALIBRATION["methods"]["platt"],
+                "sites": {"gamma": CALIBRATION["methods"]["platt"]["sites"]["gamma"]},
+            },
+        },
+    }
+    report = judge(
+        {"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+        calibration=partial,
+    )
     assert verdicts(report) == {"site gamma": "pass", "site beta": "fail"}
     beta = next(r for r in report.rows if r.item == "site beta")
     assert "not evaluated after platt" in beta.reason and beta.n == 400
     # a site the comparison never meant to evaluate (not among its external sites) is not a gap
     meant = {**partial, "external_sites": ["gamma"]}
-    report = judge({"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
-                   calibration=meant)
+    report = judge(
+        {"metric": "ece", "scope": "each_site", "max": 0.5, "calibration": "platt", "insufficient": "fail"},
+        calibration=meant,
+    )
     assert verdicts(report) == {"site gamma": "pass"}

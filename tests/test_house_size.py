@@ -4,6 +4,7 @@ A function is measured from its ``def`` line to its last line (docstring and com
 AST gives them. The functions still over the ceiling are listed in LONG_FUNCTIONS_DEBT; the list only
 shrinks: an entry that is now short enough (or gone) fails the test until it is deleted.
 """
+
 from __future__ import annotations
 
 import ast
@@ -47,17 +48,25 @@ def package_function_lengths() -> dict[str, int]:
 
 
 def test_function_lengths_counts_def_to_last_line_and_nested_functions():
-    source = ("def short():\n    return 1\n\n\n"
-              "class C:\n    def method(self):\n        x = 1\n\n        return x\n\n\n"
-              "def outer():\n    def inner():\n        pass\n    if True:\n        def hidden():\n            pass\n"
-              "    return inner\n")
-    assert function_lengths(source, "m.py") == {"m.py:short": 2, "m.py:C.method": 4, "m.py:outer": 7,
-                                                "m.py:outer.inner": 2, "m.py:outer.hidden": 2}
+    source = (
+        "def short():\n    return 1\n\n\n"
+        "class C:\n    def method(self):\n        x = 1\n\n        return x\n\n\n"
+        "def outer():\n    def inner():\n        pass\n    if True:\n        def hidden():\n            pass\n"
+        "    return inner\n"
+    )
+    assert function_lengths(source, "m.py") == {
+        "m.py:short": 2,
+        "m.py:C.method": 4,
+        "m.py:outer": 7,
+        "m.py:outer.inner": 2,
+        "m.py:outer.hidden": 2,
+    }
 
 
 def test_no_function_over_the_ceiling_outside_the_debt_list():
-    too_long = {name: n for name, n in package_function_lengths().items()
-                if n > CEILING and name not in LONG_FUNCTIONS_DEBT}
+    too_long = {
+        name: n for name, n in package_function_lengths().items() if n > CEILING and name not in LONG_FUNCTIONS_DEBT
+    }
     assert too_long == {}, f"split these functions into named steps (ceiling {CEILING} lines): {too_long}"
 
 

@@ -2,6 +2,7 @@
 registered (and every registered metric appears), intervals and directions agree with what the blocks,
 gates and subgroup analysis do, and a metric added to the registry shows up in the block, the gaps,
 the report, the dashboard and the command-line tables without touching them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,14 +17,18 @@ from validate.metrics import MetricSettings, metrics_report, registry
 from validate.metrics.registry import Metric
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = MetricSettings(n_bootstrap=20, seed=1, thresholds=(0.5,), target_sensitivity=0.9, min_events=1,
-                          min_cases=1)
+SETTINGS = MetricSettings(n_bootstrap=20, seed=1, thresholds=(0.5,), target_sensitivity=0.9, min_events=1, min_cases=1)
 
 
 def _frame(task: str, n: int = 160) -> pd.DataFrame:
     rng = np.random.default_rng(7)
-    df = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "site": np.repeat(["a", "b"], n // 2),
-                       "sex": rng.choice(["F", "M"], n)})
+    df = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(n)],
+            "site": np.repeat(["a", "b"], n // 2),
+            "sex": rng.choice(["F", "M"], n),
+        }
+    )
     if task == "binary":
         df["p"] = rng.beta(2, 3, n)
         df["y"] = (rng.random(n) < df["p"]).astype(int)
@@ -42,8 +47,13 @@ def _frame(task: str, n: int = 160) -> pd.DataFrame:
 @pytest.fixture(scope="module", params=registry.TASKS)
 def report(request):
     task = request.param
-    rep = metrics_report(_frame(task), task=task, settings=SETTINGS, subgroup_columns=["sex"],
-                         development_site="a" if task == "binary" else None)
+    rep = metrics_report(
+        _frame(task),
+        task=task,
+        settings=SETTINGS,
+        subgroup_columns=["sex"],
+        development_site="a" if task == "binary" else None,
+    )
     return task, rep
 
 
@@ -110,12 +120,18 @@ def test_a_name_declared_for_several_tasks_has_one_label_and_direction():
 def _subgroup_metrics(metric: str, values: dict[str, float]) -> dict:
     def blk(v):
         return {"n": 100, "n_events": 40, metric: {"estimate": v, "ci_low": v, "ci_high": v, "method": "bootstrap"}}
-    return {"task": "binary", "overall": blk(0.5), "sites": {"a": blk(0.5)},
-            "subgroups": {"g": {k: blk(v) for k, v in values.items()}}}
+
+    return {
+        "task": "binary",
+        "overall": blk(0.5),
+        "sites": {"a": blk(0.5)},
+        "subgroups": {"g": {k: blk(v) for k, v in values.items()}},
+    }
 
 
-@pytest.mark.parametrize("metric", [m.name for m in registry.METRICS if m.direction in ("higher", "lower")
-                                    and m.in_block])
+@pytest.mark.parametrize(
+    "metric", [m.name for m in registry.METRICS if m.direction in ("higher", "lower") and m.in_block]
+)
 def test_direction_agrees_with_subgroup_worst_and_gates(metric):
     """The group the subgroup analysis calls worst is the one a natural gate (min where higher is better,
     max where lower is better) judges in its worst_subgroup scope."""
@@ -163,6 +179,7 @@ def test_gate_metric_names_are_checked_against_the_registry():
 
 # ---- a new metric: one registry entry, and everything iterates over it --------------------------------
 
+
 def _mean_p_kernel(draw):
     return draw.ws @ draw.cases.p / draw.total
 
@@ -172,10 +189,18 @@ def _mean_p_weighted(cases, w):
     return w @ cases.p / w.sum(axis=1)
 
 
-FAKE = Metric("mean_p", "Mean probability", ("binary",), "mean predicted probability", direction="lower",
-              replicate=_mean_p_kernel, weighted=_mean_p_weighted,
-              shown=dict(cli=9, run_summary=9, overview=9, report_calibration=9, report_subgroups=9,
-                         subgroup_gaps=99, subgroup_worst=99))
+FAKE = Metric(
+    "mean_p",
+    "Mean probability",
+    ("binary",),
+    "mean predicted probability",
+    direction="lower",
+    replicate=_mean_p_kernel,
+    weighted=_mean_p_weighted,
+    shown=dict(
+        cli=9, run_summary=9, overview=9, report_calibration=9, report_subgroups=9, subgroup_gaps=99, subgroup_worst=99
+    ),
+)
 
 
 @pytest.fixture()
@@ -207,21 +232,29 @@ def test_a_registered_metric_appears_in_blocks_gaps_and_tables(fake_metric):
     # the report's calibration table
     from validate.contract import parse
 
-    bundle = SimpleNamespace(metrics=rep, curves={}, sites={},
-                             typed=SimpleNamespace(metrics=parse("metrics.json", rep), sites=None))  # the typed view
+    bundle = SimpleNamespace(
+        metrics=rep, curves={}, sites={}, typed=SimpleNamespace(metrics=parse("metrics.json", rep), sites=None)
+    )  # the typed view
     html = render._calibration(bundle, render._Figures())
     assert "Mean probability" in html and render.esc(render.entry_text(entry)) in html
     # the dashboard's Overview
-    run = SimpleNamespace(metrics=rep, task="binary", gates={}, protocol={}, cohorts={}, site_name=lambda s: "",
-                          site_role=lambda s: "")
+    run = SimpleNamespace(
+        metrics=rep, task="binary", gates={}, protocol={}, cohorts={}, site_name=lambda s: "", site_role=lambda s: ""
+    )
     display, data, _ = tables.site_table(run)
     assert "Mean probability" in display.columns and data["mean_p"].iloc[-1] == pytest.approx(p.mean())
 
 
 def test_without_a_kernel_the_weighted_function_gives_the_block_entry(monkeypatch):
     """A new metric needs only its weighted function: the blocks fall back to it."""
-    bare = Metric("mean_p", "Mean probability", ("binary",), "mean predicted probability", direction="lower",
-                  weighted=_mean_p_weighted)
+    bare = Metric(
+        "mean_p",
+        "Mean probability",
+        ("binary",),
+        "mean predicted probability",
+        direction="lower",
+        weighted=_mean_p_weighted,
+    )
     monkeypatch.setattr(registry, "METRICS", registry.METRICS + (bare,))
     df = _frame("binary")
     rep = metrics_report(df, task="binary", settings=SETTINGS)

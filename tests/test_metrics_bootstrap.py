@@ -1,4 +1,5 @@
 """The vectorised bootstrap equals the naive one (resample, then call the reference implementation)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,12 +66,15 @@ def test_weighted_binned_errors_equal_expanded_sample():
     w = bootstrap_weights(20, 200, seed=3)
     for r in range(20):
         idx = np.repeat(np.arange(200), w[r].astype(int))
-        assert weighted_ece(y.astype(float), p, w[r:r + 1])[0] == pytest.approx(ece(y[idx], p[idx]), rel=1e-12)
-        assert weighted_ece(y.astype(float), p, w[r:r + 1], kind="mce")[0] == pytest.approx(mce(y[idx], p[idx]), rel=1e-12)
+        assert weighted_ece(y.astype(float), p, w[r : r + 1])[0] == pytest.approx(ece(y[idx], p[idx]), rel=1e-12)
+        assert weighted_ece(y.astype(float), p, w[r : r + 1], kind="mce")[0] == pytest.approx(
+            mce(y[idx], p[idx]), rel=1e-12
+        )
         order = np.argsort(p, kind="stable")
         idx_sorted = np.repeat(order, w[r][order].astype(int))
-        assert weighted_ece_adaptive(y.astype(float), p, w[r:r + 1])[0] == pytest.approx(
-            ece_adaptive(y[idx_sorted], p[idx_sorted]), rel=1e-10)
+        assert weighted_ece_adaptive(y.astype(float), p, w[r : r + 1])[0] == pytest.approx(
+            ece_adaptive(y[idx_sorted], p[idx_sorted]), rel=1e-10
+        )
 
 
 def test_block_intervals_equal_naive_loop():
@@ -120,8 +124,12 @@ def test_moment_engine_equals_smoothers_on_expanded_sample():
 
     rng = np.random.default_rng(12)
     # n = 10000: leaves of 32 cases and a deep tree; clustered: replicates of different sizes
-    for n, digits, reps, clustered in ((1500, None, 4, False), (1200, 2, 4, False), (10000, 3, 2, False),
-                                       (3000, None, 4, True)):
+    for n, digits, reps, clustered in (
+        (1500, None, 4, False),
+        (1200, 2, 4, False),
+        (10000, 3, 2, False),
+        (3000, None, 4, True),
+    ):
         p = rng.beta(1.2, 6, n)
         if digits:
             p = np.round(p, digits)

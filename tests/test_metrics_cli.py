@@ -1,4 +1,5 @@
 """`validate metrics` end to end: table output, Metrics JSON, bad input -> exit 2 with the place."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from validate.cli import main
 def preds(tmp_path):
     rng = np.random.default_rng(0)
     n = 240
-    df = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "site": np.repeat(["dev", "ext"], n // 2),
-                       "patient_id": [f"p{i // 2}" for i in range(n)], "sex": rng.choice(["F", "M"], n)})
+    df = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(n)],
+            "site": np.repeat(["dev", "ext"], n // 2),
+            "patient_id": [f"p{i // 2}" for i in range(n)],
+            "sex": rng.choice(["F", "M"], n),
+        }
+    )
     df["p"] = rng.beta(2, 3, n)
     df["y"] = (rng.random(n) < df["p"]).astype(int)
     f = tmp_path / "pred.csv"
@@ -48,12 +55,15 @@ def test_bare_csv(tmp_path, capsys):
     assert list(m["sites"]) == ["all"] and m["overall"]["brier"]["method"] == "none"
 
 
-@pytest.mark.parametrize("text, words", [
-    ("y,p\n1,0.9\n5,0.2\n", "row 2: y: label 5"),
-    ("y,p\n1,0.9\n0,1.5\n", "row 2: p: 1.5 is outside [0, 1]"),
-    ("y,p\n1,0.9\n0,\n", "row 2: p: missing value"),
-    ("a,b\n1,2\n", "cannot tell the task"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("y,p\n1,0.9\n5,0.2\n", "row 2: y: label 5"),
+        ("y,p\n1,0.9\n0,1.5\n", "row 2: p: 1.5 is outside [0, 1]"),
+        ("y,p\n1,0.9\n0,\n", "row 2: p: missing value"),
+        ("a,b\n1,2\n", "cannot tell the task"),
+    ],
+)
 def test_bad_input_exit_2(tmp_path, capsys, text, words):
     f = tmp_path / "bad.csv"
     f.write_text(text)

@@ -1,4 +1,5 @@
 """Property tests (hypothesis) and the block contract: undefined metrics, insufficiency, JSON safety."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,12 @@ def test_auroc_invariant_to_increasing_transforms(seed, kind):
     y = rng.integers(0, 2, n)
     y[:2] = [0, 1]
     s = np.round(rng.random(n), int(rng.integers(1, 4)))  # ties included
-    f = {"exp": np.exp, "cube": lambda v: v ** 3, "logit": lambda v: np.log((v + 1e-3) / (1.001 - v)),
-         "affine": lambda v: 3 * v - 7}[kind]
+    f = {
+        "exp": np.exp,
+        "cube": lambda v: v**3,
+        "logit": lambda v: np.log((v + 1e-3) / (1.001 - v)),
+        "affine": lambda v: 3 * v - 7,
+    }[kind]
     assert auroc(y, f(s)) == pytest.approx(auroc(y, s), abs=1e-12)
 
 
@@ -101,9 +106,28 @@ def test_block_keys_follow_design():
     p = rng.random(120)
     y = (rng.random(120) < p).astype(int)
     b = binary_block(y, p, settings=SMALL)
-    for k in ("n", "n_events", "prevalence", "auroc", "auprc", "brier", "scaled_brier", "log_loss",
-              "calibration_intercept", "calibration_slope", "eavg", "e50", "e90", "emax", "ici", "ece",
-              "ece_adaptive", "mce", "hosmer_lemeshow", "spiegelhalter_z"):
+    for k in (
+        "n",
+        "n_events",
+        "prevalence",
+        "auroc",
+        "auprc",
+        "brier",
+        "scaled_brier",
+        "log_loss",
+        "calibration_intercept",
+        "calibration_slope",
+        "eavg",
+        "e50",
+        "e90",
+        "emax",
+        "ici",
+        "ece",
+        "ece_adaptive",
+        "mce",
+        "hosmer_lemeshow",
+        "spiegelhalter_z",
+    ):
         assert k in b, k
     assert b["auroc"]["method"] == "delong"
     assert b["calibration_slope"]["method"] == "wald" and b["calibration_intercept"]["method"] == "wald"

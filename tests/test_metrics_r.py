@@ -3,6 +3,7 @@
 One Rscript call (tests/r/conformance.R) computes every reference for every data set; values must agree
 to 1e-6 (intervals included).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,8 @@ def _datasets() -> dict[str, pd.DataFrame]:
     # many ties: probabilities reported to two decimals
     n = 500
     p = np.round(rng.uniform(0.02, 0.98, n), 2)
-    y = (rng.random(n) < p ** 1.3).astype(int)
-    out["ties"] = pd.DataFrame({"y": y, "p": p, "p2": np.round(np.clip(p + rng.normal(0, .15, n), .01, .99), 2)})
+    y = (rng.random(n) < p**1.3).astype(int)
+    out["ties"] = pd.DataFrame({"y": y, "p": p, "p2": np.round(np.clip(p + rng.normal(0, 0.15, n), 0.01, 0.99), 2)})
     # real classifier outputs (WideResNet on CIFAR-10, netcal examples): "cat" against the rest, a sample
     # of 1500 images; probabilities kept inside [1e-7, 1 - 1e-7] so that R's qlogis stays finite
     path = SHARED_DATA / "calibration" / "wideresnet-16-4-cifar-10.npz"
@@ -53,9 +54,13 @@ def _datasets() -> dict[str, pd.DataFrame]:
         P = d["predictions"].astype(np.float64)
         lab = d["ground_truth"].reshape(-1)
         idx = rng.choice(P.shape[0], 1500, replace=False)
-        out["cifar_cat"] = pd.DataFrame({"y": (lab[idx] == 3).astype(int),
-                                         "p": np.clip(P[idx, 3], 1e-7, 1 - 1e-7),
-                                         "p2": np.clip(P[idx, 5], 1e-7, 1 - 1e-7)})
+        out["cifar_cat"] = pd.DataFrame(
+            {
+                "y": (lab[idx] == 3).astype(int),
+                "p": np.clip(P[idx, 3], 1e-7, 1 - 1e-7),
+                "p2": np.clip(P[idx, 5], 1e-7, 1 - 1e-7),
+            }
+        )
     return out
 
 
@@ -70,8 +75,9 @@ def r_results(tmp_path_factory):
         f = tmp / f"{name}.csv"
         df.to_csv(f, index=False, float_format="%.17g")
         args.append(f"{name}={f}")
-    proc = subprocess.run(["Rscript", str(REPO / "tests" / "r" / "conformance.R"), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["Rscript", str(REPO / "tests" / "r" / "conformance.R"), *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     ref = json.loads(proc.stdout)
     # the data as R read it back (the CSV round trip is exact with 17 digits)
@@ -176,6 +182,7 @@ def test_ece_matches_r_by_hand(r_results, name):
 
 # ---- paired comparison (validate.analysis.comparison) on the heart sites ---------------------------------
 
+
 @pytest.fixture(scope="module")
 def heart_roc_tests(tmp_path_factory):
     """pROC::roc.test(paired = TRUE, method = "delong") of the shipped heart model against a second
@@ -191,11 +198,13 @@ def heart_roc_tests(tmp_path_factory):
     for name in (*HEART_SITES, "pooled"):
         mask = np.ones(len(new), dtype=bool) if name == "pooled" else new.site_ids == name
         f = tmp / f"{name}.csv"
-        pd.DataFrame({"y": new.y()[mask].astype(int), "s1": new.logit()[mask], "s2": base.logit()[mask]}) \
-            .to_csv(f, index=False, float_format="%.17g")
+        pd.DataFrame({"y": new.y()[mask].astype(int), "s1": new.logit()[mask], "s2": base.logit()[mask]}).to_csv(
+            f, index=False, float_format="%.17g"
+        )
         args.append(f"{name}={f}")
-    proc = subprocess.run(["Rscript", str(REPO / "tests" / "r" / "roc_test.R"), *args],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["Rscript", str(REPO / "tests" / "r" / "roc_test.R"), *args], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), heart_comparison()
 

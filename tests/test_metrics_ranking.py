@@ -3,6 +3,7 @@
 References: scikit-learn's roc_auc_score / average_precision_score on the logits themselves, and R's
 pROC (auc, ci.auc DeLong) when Rscript is installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def _saturated(n: int = 300, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     z = rng.uniform(30, 70, n)
     y = (rng.random(n) < (z - 25) / 50).astype(int)
-    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "site": np.where(np.arange(n) % 2, "a", "b"),
-                         "y": y, "logit": z})
+    return pd.DataFrame(
+        {"case_id": [f"c{i}" for i in range(n)], "site": np.where(np.arange(n) % 2, "a", "b"), "y": y, "logit": z}
+    )
 
 
 def test_the_data_saturates_and_the_ranking_matters():
@@ -47,7 +49,8 @@ def test_metrics_report_ranks_logits():
         part = df[df.site == s]
         assert m["sites"][s]["auroc"]["estimate"] == pytest.approx(roc_auc_score(part.y, part.logit), abs=1e-12)
         assert m["sites"][s]["auprc"]["estimate"] == pytest.approx(
-            average_precision_score(part.y, part.logit), abs=1e-12)
+            average_precision_score(part.y, part.logit), abs=1e-12
+        )
     # the bootstrap interval of AUPRC surrounds the logit-ranked estimate, not the saturated one
     assert o["auprc"]["ci_low"] <= o["auprc"]["estimate"] <= o["auprc"]["ci_high"]
 
@@ -109,7 +112,8 @@ def test_multiclass_one_vs_rest_ranks_logits():
     ref = roc_auc_score(y == 2, t)
     assert m["overall"]["classes"]["c"]["auroc"]["estimate"] == pytest.approx(ref, abs=1e-12)
     assert m["overall"]["classes"]["c"]["auprc"]["estimate"] == pytest.approx(
-        average_precision_score(y == 2, t), abs=1e-12)
+        average_precision_score(y == 2, t), abs=1e-12
+    )
     # classes a and b: all their logits are 0, so their one-vs-rest log-odds are −log(1 + 1 + e^t)
     ref_a = roc_auc_score(y == 0, -np.logaddexp(np.log(2), t))
     ref_b = roc_auc_score(y == 1, -np.logaddexp(np.log(2), t))
@@ -128,7 +132,8 @@ def test_multilabel_ranks_logits():
     macro = (roc_auc_score(ya, za) + roc_auc_score(yb, zb)) / 2
     assert m["overall"]["auroc_macro"]["estimate"] == pytest.approx(macro, abs=1e-12)
     assert m["overall"]["auprc_macro"]["estimate"] == pytest.approx(
-        (average_precision_score(ya, za) + average_precision_score(yb, zb)) / 2, abs=1e-12)
+        (average_precision_score(ya, za) + average_precision_score(yb, zb)) / 2, abs=1e-12
+    )
 
 
 def test_curves_rank_logits():
@@ -153,14 +158,18 @@ def test_subgroup_gaps_rank_logits():
     df["sex"] = np.where(np.arange(len(df)) % 3 == 0, "F", "M")
     table = table_from_frame(df)
     groups = pd.DataFrame({"sex": df["sex"]})
-    out = subgroup_analysis(table.frame, groups, task="binary", settings=MetricSettings(n_bootstrap=0), sites=["a", "b"])
+    out = subgroup_analysis(
+        table.frame, groups, task="binary", settings=MetricSettings(n_bootstrap=0), sites=["a", "b"]
+    )
     gap = out["overall"]["subgroups"]["sex"]["F"]["gap"]["auroc"]
     f = df.sex == "F"
     assert gap["reference"] == pytest.approx(roc_auc_score(df.y, df.logit), abs=1e-12)
-    assert gap["estimate"] == pytest.approx(roc_auc_score(df.y[f], df.logit[f]) - roc_auc_score(df.y, df.logit),
-                                            abs=1e-12)
+    assert gap["estimate"] == pytest.approx(
+        roc_auc_score(df.y[f], df.logit[f]) - roc_auc_score(df.y, df.logit), abs=1e-12
+    )
     assert out["overall"]["subgroups"]["sex"]["F"]["gap"]["auprc"]["reference"] == pytest.approx(
-        average_precision_score(df.y, df.logit), abs=1e-12)
+        average_precision_score(df.y, df.logit), abs=1e-12
+    )
 
 
 def test_uncalibrated_comparison_block_ranks_logits():
@@ -179,9 +188,11 @@ def test_delong_interval_matches_proc_on_logits(tmp_path):
     df = _saturated()
     f = tmp_path / "d.csv"
     df.to_csv(f, index=False, float_format="%.17g")
-    script = ("suppressMessages(library(pROC)); d <- read.csv(commandArgs(TRUE)[1]);"
-              "r <- roc(d$y, d$logit, direction = '<', levels = c(0, 1), quiet = TRUE);"
-              "ci <- ci.auc(r, method = 'delong'); cat(sprintf('%.15f %.15f %.15f', ci[2], ci[1], ci[3]))")
+    script = (
+        "suppressMessages(library(pROC)); d <- read.csv(commandArgs(TRUE)[1]);"
+        "r <- roc(d$y, d$logit, direction = '<', levels = c(0, 1), quiet = TRUE);"
+        "ci <- ci.auc(r, method = 'delong'); cat(sprintf('%.15f %.15f %.15f', ci[2], ci[1], ci[3]))"
+    )
     proc = subprocess.run(["Rscript", "-e", script, str(f)], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0 and "pROC" in proc.stderr:
         pytest.skip("pROC not installed")

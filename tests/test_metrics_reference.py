@@ -1,4 +1,5 @@
 """Metric values against independent Python references: scikit-learn, statsmodels, netcal."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,11 +70,14 @@ def test_weighted_rank_metrics_match_sklearn_sample_weight(binary):
     q = np.round(p, 2)
     for r in range(3):
         assert weighted_auroc(y.astype(float), q, w[r]) == pytest.approx(
-            skm.roc_auc_score(y, q, sample_weight=w[r]), **TOL)
+            skm.roc_auc_score(y, q, sample_weight=w[r]), **TOL
+        )
         assert weighted_auprc(y.astype(float), q, w[r]) == pytest.approx(
-            skm.average_precision_score(y, q, sample_weight=w[r]), **TOL)
-    np.testing.assert_allclose(weighted_auroc(y.astype(float), q, w),
-                               [skm.roc_auc_score(y, q, sample_weight=wr) for wr in w], rtol=1e-12)
+            skm.average_precision_score(y, q, sample_weight=w[r]), **TOL
+        )
+    np.testing.assert_allclose(
+        weighted_auroc(y.astype(float), q, w), [skm.roc_auc_score(y, q, sample_weight=wr) for wr in w], rtol=1e-12
+    )
 
 
 def test_scores_match_sklearn(binary):
@@ -181,8 +185,9 @@ def test_multiclass_matches_sklearn(cifar):
     y, P = cifar
     assert accuracy(y, P) == pytest.approx(skm.accuracy_score(y, P.argmax(1)), **TOL)
     assert auroc_macro(y, P) == pytest.approx(skm.roc_auc_score(y, P, multi_class="ovr"), **TOL)
-    assert multiclass_log_loss(y, P) == pytest.approx(skm.log_loss(y, np.clip(P, 1e-15, 1 - 1e-15),
-                                                                   labels=range(10)), rel=1e-7)
+    assert multiclass_log_loss(y, P) == pytest.approx(
+        skm.log_loss(y, np.clip(P, 1e-15, 1 - 1e-15), labels=range(10)), rel=1e-7
+    )
     onehot = np.eye(10)[y]
     assert multiclass_brier(y, P) == pytest.approx(np.mean(((P - onehot) ** 2).sum(1)), **TOL)
     expected = np.mean([ece((y == k).astype(int), P[:, k]) for k in range(10)])

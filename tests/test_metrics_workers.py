@@ -1,5 +1,6 @@
 """Blocks evaluated in worker processes give the same report as one process (to rounding: BLAS sums
 in a different order with one thread per worker)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,15 @@ def _table(n=1500, seed=3):
     site = rng.choice(["a", "b", "c"], n)
     z = rng.normal(-0.5, 1.3, n)
     y = (rng.random(n) < 1 / (1 + np.exp(-(0.9 * z + (site == "b") * 0.5)))).astype(int)
-    return pd.DataFrame({"site": site, "y": y, "logit": z, "sex": rng.choice(["F", "M"], n),
-                         "patient_id": [f"p{i // 2}" for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "site": site,
+            "y": y,
+            "logit": z,
+            "sex": rng.choice(["F", "M"], n),
+            "patient_id": [f"p{i // 2}" for i in range(n)],
+        }
+    )
 
 
 def test_worker_processes_reproduce_the_single_process_report():

@@ -1,5 +1,6 @@
 """validate.numerics: the one floor, logit, sigmoid, softmax and Wilson interval, against independent
 references (scipy, statsmodels, hand-computed values)."""
+
 from __future__ import annotations
 
 import math
@@ -107,8 +108,10 @@ def test_one_definition_each():
     from validate.calibrators import base
     from validate.metrics import checks
 
-    assert checks.PROB_FLOOR is base.PROB_FLOOR is predictions.PROB_FLOOR is numerics.PROB_FLOOR or \
-        checks.PROB_FLOOR == base.PROB_FLOOR == predictions.PROB_FLOOR == numerics.PROB_FLOOR
+    assert (
+        checks.PROB_FLOOR is base.PROB_FLOOR is predictions.PROB_FLOOR is numerics.PROB_FLOOR
+        or checks.PROB_FLOOR == base.PROB_FLOOR == predictions.PROB_FLOOR == numerics.PROB_FLOOR
+    )
     assert checks.logit is base.logit is numerics.logit
     assert checks.sigmoid is base.sigmoid is numerics.sigmoid
     assert base.softmax is numerics.softmax and base.log_sigmoid is numerics.log_sigmoid

@@ -1,5 +1,6 @@
 """The pipeline as a library call: ``validate.run_protocol`` (and its stages) from a notebook gives the
 same bundle as ``validate run``, prints nothing, and its results are readable as objects."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,11 @@ def test_run_protocol_as_a_library_call_matches_the_command(synthetic_bundle, ca
 
 def test_stages_one_by_one_from_a_predictions_file(synthetic_bundle):
     protocol = validate.load_protocol(synthetic_bundle["protocol"])
-    loaded = validate.load_predictions(protocol, predictions=synthetic_bundle["folder"] / "predictions.csv",
-                                       scoring_dir=synthetic_bundle["folder"] / "unused")
+    loaded = validate.load_predictions(
+        protocol,
+        predictions=synthetic_bundle["folder"] / "predictions.csv",
+        scoring_dir=synthetic_bundle["folder"] / "unused",
+    )
     assert loaded["checkpoint"] is None and len(loaded["predictions_source"]["sha256"]) == 64
     parts = validate.analyse(protocol, loaded["frame"], loaded["failures"])
     on_disk = (synthetic_bundle["bundle"] / "gates.json").read_text()

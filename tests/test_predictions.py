@@ -1,4 +1,5 @@
 """Reading, checking and writing the predictions table."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,8 +28,16 @@ def test_bare_y_p_csv(tmp_path):
 
 
 def test_parquet_round_trip_and_attributes(tmp_path):
-    df = pd.DataFrame({"case_id": ["a", "b"], "site": ["s1", "s2"], "patient_id": ["p", "p"],
-                       "y": [0, 1], "logit": [-1.0, 2.0], "sex": ["F", "M"]})
+    df = pd.DataFrame(
+        {
+            "case_id": ["a", "b"],
+            "site": ["s1", "s2"],
+            "patient_id": ["p", "p"],
+            "y": [0, 1],
+            "logit": [-1.0, 2.0],
+            "sex": ["F", "M"],
+        }
+    )
     f = tmp_path / "pred.parquet"
     write_predictions(df, f)
     t = read_predictions(f)
@@ -58,16 +67,19 @@ def test_multilabel(tmp_path):
     assert t.Y().shape == (2, 2) and t.probs()[1, 1] == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("text, field, row, words", [
-    ("y,p\n1,0.9\n2,0.2\n", "y", 2, "label 2"),
-    ("y,p\n1,0.9\n0,1.2\n", "p", 2, "outside [0, 1]"),
-    ("y,p\n1,0.9\n0,\n", "p", 2, "missing value"),
-    ("y,p\n1,0.9\n0,abc\n", "p", 2, "'abc' is not a number"),
-    ("y,logit\n1,0.9\n0,inf\n", "logit", 2, "not finite"),
-    ("y,score\n1,0.9\n", "columns", None, "cannot tell the task"),
-    ("p\n0.9\n", "y", None, "missing column"),
-    ("case_id,y,p\na,1,0.9\na,0,0.1\n", "case_id", 2, "repeats"),
-])
+@pytest.mark.parametrize(
+    "text, field, row, words",
+    [
+        ("y,p\n1,0.9\n2,0.2\n", "y", 2, "label 2"),
+        ("y,p\n1,0.9\n0,1.2\n", "p", 2, "outside [0, 1]"),
+        ("y,p\n1,0.9\n0,\n", "p", 2, "missing value"),
+        ("y,p\n1,0.9\n0,abc\n", "p", 2, "'abc' is not a number"),
+        ("y,logit\n1,0.9\n0,inf\n", "logit", 2, "not finite"),
+        ("y,score\n1,0.9\n", "columns", None, "cannot tell the task"),
+        ("p\n0.9\n", "y", None, "missing column"),
+        ("case_id,y,p\na,1,0.9\na,0,0.1\n", "case_id", 2, "repeats"),
+    ],
+)
 def test_bad_input_names_column_and_row(tmp_path, text, field, row, words):
     with pytest.raises(InputError) as info:
         read_predictions(_csv(tmp_path, text))
@@ -105,6 +117,7 @@ def test_infer_task_and_attribute_columns():
 
 # ---- one reader: logits and probabilities given together must agree ------------------------------
 
+
 def _problems(err):
     return getattr(err, "problems", None) or [err]
 
@@ -131,17 +144,22 @@ def test_binary_logit_and_p_that_agree_read_the_logits(tmp_path):
     f = tmp_path / "pred.csv"
     df.to_csv(f, index=False, float_format="%.17g")
     t = read_predictions(f)
-    np.testing.assert_array_equal(t.score(), z)           # ranked by the logits: 40 < 45, not a tie
+    np.testing.assert_array_equal(t.score(), z)  # ranked by the logits: 40 < 45, not a tie
     np.testing.assert_allclose(t.prob(), 1 / (1 + np.exp(-z)), rtol=0, atol=0)
-    assert "p" not in t.frame                             # one reader: the logits
+    assert "p" not in t.frame  # one reader: the logits
 
 
 def test_multiclass_logits_and_probabilities_that_disagree(tmp_path):
     Z = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0], [3.0, 3.0, 0.0]])
     P = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
     P[2] = P[2][[2, 0, 1]]  # row 3 permuted: still sums to 1, disagrees
-    df = pd.DataFrame({"y": [0, 1, 2], **{f"logit_{c}": Z[:, k] for k, c in enumerate("abc")},
-                       **{f"p_{c}": P[:, k] for k, c in enumerate("abc")}})
+    df = pd.DataFrame(
+        {
+            "y": [0, 1, 2],
+            **{f"logit_{c}": Z[:, k] for k, c in enumerate("abc")},
+            **{f"p_{c}": P[:, k] for k, c in enumerate("abc")},
+        }
+    )
     f = tmp_path / "pred.csv"
     df.to_csv(f, index=False, float_format="%.17g")
     with pytest.raises(InputError) as info:
@@ -159,6 +177,7 @@ def test_multilabel_logit_and_p_that_disagree(tmp_path):
 
 
 # ---- multiclass probability rows sum to 1 --------------------------------------------------------
+
 
 def test_multiclass_rows_not_summing_to_one_are_bad_input(tmp_path):
     f = _csv(tmp_path, "y,p_a,p_b,p_c\n0,0.5,0.3,0.2\n1,0.5,0.5,0.5\n2,0.1,0.1,0.8\n1,0.9,0.9,0.1\n")
@@ -180,6 +199,7 @@ def test_multiclass_float32_rows_are_accepted(tmp_path):
 
 # ---- duplicated headers -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("header", ["case_id,y,logit,y", "case_id,y,logit, y"])
 def test_duplicate_label_column_is_bad_input(tmp_path, header):
     f = _csv(tmp_path, header + "\nc1,1,0.5,0\nc2,0,-0.5,1\n")
@@ -189,6 +209,7 @@ def test_duplicate_label_column_is_bad_input(tmp_path, header):
 
 
 # ---- identifiers are text ----------------------------------------------------------------------
+
 
 def test_csv_ids_are_not_type_guessed(tmp_path):
     # 400 patients: "7", "07", "007", "0007" ... are four patients, not one
@@ -239,6 +260,7 @@ def test_declared_categorical_columns_are_text(tmp_path):
 
 # ---- the bootstrap cluster is (site, patient_id), so (site, case_id) by default --------------------
 
+
 def _count_units(monkeypatch):
     from validate.metrics import bootstrap
 
@@ -255,8 +277,14 @@ def _count_units(monkeypatch):
 
 def _two_sites_sharing_case_ids(n=60):
     rng = np.random.default_rng(3)
-    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)] * 2, "site": ["cleveland"] * n + ["hungary"] * n,
-                         "y": rng.integers(0, 2, 2 * n), "logit": rng.normal(0, 1, 2 * n)})
+    return pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(n)] * 2,
+            "site": ["cleveland"] * n + ["hungary"] * n,
+            "y": rng.integers(0, 2, 2 * n),
+            "logit": rng.normal(0, 1, 2 * n),
+        }
+    )
 
 
 def test_case_ids_shared_by_two_sites_are_two_clusters(monkeypatch):

@@ -1,5 +1,6 @@
 """One predictions reader (issue #13): PredictionsTable hands every analysis its labels, probabilities,
 ranking scores and logits, and nothing else reads the label or score columns by name."""
+
 from __future__ import annotations
 
 import ast
@@ -18,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _binary(given: str) -> pd.DataFrame:
     z = np.array([-3.0, 0.0, 1.5, 40.0, 38.0, -0.5])
-    df = pd.DataFrame({"case_id": [f"c{i}" for i in range(6)], "site": ["a", "a", "a", "b", "b", "b"],
-                       "y": [0, 0, 1, 1, 1, 0], "age": [50, 60, 70, 40, 45, 80]})
+    df = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(6)],
+            "site": ["a", "a", "a", "b", "b", "b"],
+            "y": [0, 0, 1, 1, 1, 0],
+            "age": [50, 60, 70, 40, 45, 80],
+        }
+    )
     if given == "logit":
         df["logit"] = z
     else:
@@ -61,16 +68,18 @@ def test_multiclass_arrays():
     np.testing.assert_allclose(s[:2], special.logit(special.softmax(z[:2], axis=1)), rtol=1e-12)
     # probabilities given alone: kept as given (not renormalised), log-probabilities as logits
     P = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
-    tp = table_from_frame(pd.DataFrame({"y": [0, 1], **{f"p_{c}": P[:, j] for j, c in enumerate("abc")}}),
-                          task="multiclass")
+    tp = table_from_frame(
+        pd.DataFrame({"y": [0, 1], **{f"p_{c}": P[:, j] for j, c in enumerate("abc")}}), task="multiclass"
+    )
     np.testing.assert_array_equal(tp.probabilities(), P)
     np.testing.assert_array_equal(tp.scores(), P)
     np.testing.assert_allclose(tp.logits(), np.log(np.clip(P, 1e-15, 1.0)), rtol=0)
 
 
 def test_multilabel_arrays_per_label():
-    df = pd.DataFrame({"y_edema": [0, 1, 1], "y_nodule": [1, 0, 0], "logit_edema": [-1.0, 2.0, 0.5],
-                       "p_nodule": [0.9, 0.2, 0.0]})
+    df = pd.DataFrame(
+        {"y_edema": [0, 1, 1], "y_nodule": [1, 0, 0], "logit_edema": [-1.0, 2.0, 0.5], "p_nodule": [0.9, 0.2, 0.0]}
+    )
     t = table_from_frame(df, task="multilabel")
     assert t.names == ["edema", "nodule"]
     np.testing.assert_array_equal(t.labels(), [[0, 1], [1, 0], [1, 0]])
@@ -116,14 +125,15 @@ def test_analyses_read_a_table_and_a_frame_alike():
 
     rng = np.random.default_rng(5)
     n = 120
-    df = pd.DataFrame({"site": np.repeat(["a", "b"], n // 2), "y": rng.integers(0, 2, n),
-                       "logit": rng.normal(0, 2, n)})
+    df = pd.DataFrame({"site": np.repeat(["a", "b"], n // 2), "y": rng.integers(0, 2, n), "logit": rng.normal(0, 2, n)})
     t = table_from_frame(df, task="binary")
     settings = MetricSettings(n_bootstrap=20)
-    assert to_json_text(site_curves(t, task="binary", names=[], settings=settings)) == \
-        to_json_text(site_curves(df, task="binary", names=[], settings=settings))
-    proto = SimpleNamespace(task="binary", subgroups=[], sites=[SimpleNamespace(id=s, display_name=s, role="external")
-                                                                for s in "ab"])
+    assert to_json_text(site_curves(t, task="binary", names=[], settings=settings)) == to_json_text(
+        site_curves(df, task="binary", names=[], settings=settings)
+    )
+    proto = SimpleNamespace(
+        task="binary", subgroups=[], sites=[SimpleNamespace(id=s, display_name=s, role="external") for s in "ab"]
+    )
     assert cohort_summary(t, proto) == cohort_summary(df, proto)
     a, _ = confident_errors(t, task="binary", per_site=3)
     b, _ = confident_errors(df, task="binary", per_site=3)
@@ -147,14 +157,20 @@ def test_shift_multiclass_uses_the_table_class_order():
         return pd.DataFrame({"site": name, "y": y, **{f"logit_{c}": logits[:, j] for j, c in enumerate(classes)}})
 
     df = pd.concat([site("dev", [1 / 3] * 3, 3000), site("skewed", [0.7, 0.2, 0.1], 2000)], ignore_index=True)
-    rep = shift_report(table_from_frame(df, task="multiclass", class_names=classes), dev_sites="dev",
-                       external_sites="skewed", attributes=None)
+    rep = shift_report(
+        table_from_frame(df, task="multiclass", class_names=classes),
+        dev_sites="dev",
+        external_sites="skewed",
+        attributes=None,
+    )
     skewed = rep["sites"]["skewed"]
     assert list(skewed["scores"]) == classes
     mix = skewed["labels"]["class_mix"]
     counts = np.bincount(df.loc[df.site == "skewed", "y"], minlength=3)
     # levels are sorted names; each name must count the cases whose index points at it
-    assert dict(zip(mix["levels"], mix["site"]["counts"], strict=True)) == {c: int(k) for c, k in zip(classes, counts, strict=True)}
+    assert dict(zip(mix["levels"], mix["site"]["counts"], strict=True)) == {
+        c: int(k) for c, k in zip(classes, counts, strict=True)
+    }
     assert np.allclose(skewed["prior_shift"]["site_prior"], counts / counts.sum())
     assert np.allclose(skewed["prior_shift"]["em"]["prior"], [0.7, 0.2, 0.1], atol=0.04)
 
@@ -191,11 +207,17 @@ def _column_reads(text: str, names, prefixes):
     """Lines that read a column of ``names``/``prefixes`` by name: ``x["logit"]`` / ``x[f"p_{c}"]``
     (loads, not stores) and ``"logit" in x``."""
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and \
-                _names_a_column(node.slice, names, prefixes):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and _names_a_column(node.slice, names, prefixes)
+        ):
             yield node.lineno
-        elif isinstance(node, ast.Compare) and _names_a_column(node.left, names, prefixes) and \
-                any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+        elif (
+            isinstance(node, ast.Compare)
+            and _names_a_column(node.left, names, prefixes)
+            and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops)
+        ):
             yield node.lineno
 
 
@@ -215,9 +237,13 @@ def test_nothing_else_reads_score_columns_by_name():
 
 
 def test_one_definition_of_the_floor_and_the_transforms():
-    defs = re.compile(r"^def (logit|_logit|sigmoid|_sigmoid|softmax|log_softmax|log_sigmoid|wilson_interval|"
-                      r"_clip_logit|_clip_log|one_vs_rest_log_odds)\(", re.M)
+    defs = re.compile(
+        r"^def (logit|_logit|sigmoid|_sigmoid|softmax|log_softmax|log_sigmoid|wilson_interval|"
+        r"_clip_logit|_clip_log|one_vs_rest_log_odds)\(",
+        re.M,
+    )
     floors = re.compile(r"^\s*\w*(FLOOR|EPS)\w*\s*=\s*1e-15\b", re.M)
-    found = [(rel, m.group(0).strip()) for rel, text in _sources()
-             for pat in (defs, floors) for m in pat.finditer(text)]
+    found = [
+        (rel, m.group(0).strip()) for rel, text in _sources() for pat in (defs, floors) for m in pat.finditer(text)
+    ]
     assert {rel for rel, _ in found} == {"validate/numerics.py"}, found

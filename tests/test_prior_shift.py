@@ -1,4 +1,5 @@
 """Prior-shift adjustment against Bayes' rule on simulated data with known class densities."""
+
 from __future__ import annotations
 
 import numpy as np

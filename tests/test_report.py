@@ -1,5 +1,6 @@
 """The HTML report: self-contained (plotly.js inline once, nothing fetched), sections in reviewer order,
 and every figure rendered in headless Chromium with networking disabled."""
+
 from __future__ import annotations
 
 import re
@@ -9,10 +10,27 @@ import pytest
 from conftest import requires_browser
 from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SECTION_ORDER = ("verdict", "provenance", "cohorts", "discrimination", "calibration", "subgroups", "methods", "shift",
-                 "limitations")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SECTION_ORDER = (
+    "verdict",
+    "provenance",
+    "cohorts",
+    "discrimination",
+    "calibration",
+    "subgroups",
+    "methods",
+    "shift",
+    "limitations",
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +90,8 @@ def test_report_renders_every_figure_offline(synthetic_bundle, report_html, tmp_
             page.goto(path.as_uri())
             page.wait_for_function(
                 "document.querySelectorAll('.js-plotly-plot').length >= Number(document.body.dataset.figures)",
-                timeout=120_000)
+                timeout=120_000,
+            )
             plots = page.evaluate("document.querySelectorAll('.js-plotly-plot').length")
             svgs = page.evaluate("document.querySelectorAll('.js-plotly-plot svg.main-svg').length")
             empty = page.evaluate("""Array.from(document.querySelectorAll('.js-plotly-plot'))

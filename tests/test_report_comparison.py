@@ -1,6 +1,7 @@
 """The report's "Model comparison" section: shown when the bundle has comparison.json, every Δ with its
 interval, method and n as the file gives them, the comparison gates' verdict words, a forest per gate
 metric; a renamed key in comparison.json fails loudly instead of reading as "no data"."""
+
 from __future__ import annotations
 
 import json
@@ -16,17 +17,46 @@ from validate.report.render import render_report
 
 from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
-GATE = {"metric": "auroc", "scope": "each_site", "direction": "min", "threshold": -0.02, "on": "ci_low",
-        "name": "auroc-no-worse", "calibration": None, "insufficient": "warn", "compare": "baseline"}
+GATE = {
+    "metric": "auroc",
+    "scope": "each_site",
+    "direction": "min",
+    "threshold": -0.02,
+    "on": "ci_low",
+    "name": "auroc-no-worse",
+    "calibration": None,
+    "insufficient": "warn",
+    "compare": "baseline",
+}
 
 
 def _row(site: str, verdict: str, reason: str, delta: dict, n: int, events: int) -> dict:
-    return {"gate": "auroc-no-worse", "metric": "auroc", "scope": "each_site", "item": f"site {site}",
-            "on": "ci_low", "direction": "min", "threshold": -0.02, "verdict": verdict, "reason": reason,
-            "value": delta["ci_low"], "estimate": delta["delta"], "ci_low": delta["ci_low"],
-            "ci_high": delta["ci_high"], "n": n, "n_events": events, "site": site, "subgroup": None, "group": None,
-            "calibration": None, "insufficient": False, "compare": "baseline", "margin": 0.02,
-            "estimate_new": delta["new"], "estimate_baseline": delta["baseline"]}
+    return {
+        "gate": "auroc-no-worse",
+        "metric": "auroc",
+        "scope": "each_site",
+        "item": f"site {site}",
+        "on": "ci_low",
+        "direction": "min",
+        "threshold": -0.02,
+        "verdict": verdict,
+        "reason": reason,
+        "value": delta["ci_low"],
+        "estimate": delta["delta"],
+        "ci_low": delta["ci_low"],
+        "ci_high": delta["ci_high"],
+        "n": n,
+        "n_events": events,
+        "site": site,
+        "subgroup": None,
+        "group": None,
+        "calibration": None,
+        "insufficient": False,
+        "compare": "baseline",
+        "margin": 0.02,
+        "estimate_new": delta["new"],
+        "estimate_baseline": delta["baseline"],
+    }
 
 
 @pytest.fixture
@@ -38,9 +68,12 @@ def bundle_with_comparison(synthetic_bundle, tmp_path):  # noqa: F811
     gates = json.loads((folder / "gates.json").read_text())
     va, sw = cmp["sites"]["va"], cmp["sites"]["switzerland"]
     gates["gates"].append(GATE)
-    gates["rows"] += [_row("va", "pass", "superior: Δ auroc ci_low 0.003 > 0", va["metrics"]["auroc"], 200, 149),
-                      _row("switzerland", "fail", "inferior: Δ auroc ci_high 0.019 ... (margin 0.02)",
-                           sw["metrics"]["auroc"], 123, 115)]
+    gates["rows"] += [
+        _row("va", "pass", "superior: Δ auroc ci_low 0.003 > 0", va["metrics"]["auroc"], 200, 149),
+        _row(
+            "switzerland", "fail", "inferior: Δ auroc ci_high 0.019 ... (margin 0.02)", sw["metrics"]["auroc"], 123, 115
+        ),
+    ]
     (folder / "gates.json").write_text(json.dumps(gates))
     return folder
 
@@ -56,8 +89,11 @@ def test_section_shows_the_files_deltas_with_interval_method_and_n(bundle_with_c
     sec = _section(html)
     assert '<a href="#comparison">' in html
     # after the verdict, before provenance
-    assert html.index('<section id="verdict">') < html.index('<section id="comparison">') \
+    assert (
+        html.index('<section id="verdict">')
+        < html.index('<section id="comparison">')
         < html.index('<section id="provenance">')
+    )
     assert "Δ AUROC (95% CI, paired DeLong)" in sec and "Δ ECE (95% CI, paired bootstrap)" in sec
     # va: AUROC Δ 0.733 − 0.712 = 0.021 (0.003 to 0.039), n 200 with 149 events
     va_row = re.search(r"<tr><td>va</td>(.*?)</tr>", sec, re.S).group(1)

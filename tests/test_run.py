@@ -1,5 +1,6 @@
 """`validate run` / `gate` / `report` end to end from a predictions file: exit codes, JUnit, the bundle's
 contents, pseudonymised identifiers, re-entry without re-scoring, and byte-identical reruns."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,18 @@ from validate.cli import main
 
 from test_run_helpers import GATE_FAIL, GATES_PASS, make_protocol, synthetic_bundle  # noqa: F401 (fixture)
 
-DESIGN_FILES = ("provenance.json", "protocol.yaml", "predictions.parquet", "metrics.json", "calibration.json",
-                "shift.json", "gates.json", "report.html", "junit.xml", "failures.csv")
+DESIGN_FILES = (
+    "provenance.json",
+    "protocol.yaml",
+    "predictions.parquet",
+    "metrics.json",
+    "calibration.json",
+    "shift.json",
+    "gates.json",
+    "report.html",
+    "junit.xml",
+    "failures.csv",
+)
 DETERMINISTIC = ("metrics.json", "calibration.json", "gates.json", "subgroups.json", "curves.json", "sites.json")
 
 
@@ -73,12 +84,17 @@ gates:
   - {{name: small, metric: auroc, scope: subgroup_gap:sex, max: 0.9, on: estimate, insufficient: {policy}}}
 """
     proto = make_protocol(synthetic_bundle["folder"], f"policy_{policy}.yaml", gates=gates)
-    assert main(["gate", str(synthetic_bundle["bundle"]), "--protocol", str(proto), "--out", str(tmp_path), "-q"]) == code
+    assert (
+        main(["gate", str(synthetic_bundle["bundle"]), "--protocol", str(proto), "--out", str(tmp_path), "-q"]) == code
+    )
     rows = json.loads((tmp_path / "gates.json").read_text())["rows"]
     small = [r for r in rows if r["site"] == "ext_small" and r["group"] == "female"]
     assert small and small[0]["insufficient"] and small[0]["verdict"] == policy
-    case = next(c for c in ET.fromstring((tmp_path / "junit.xml").read_bytes()).iter("testcase")
-                if "ext_small" in c.get("name") and "female" in c.get("name"))
+    case = next(
+        c
+        for c in ET.fromstring((tmp_path / "junit.xml").read_bytes()).iter("testcase")
+        if "ext_small" in c.get("name") and "female" in c.get("name")
+    )
     if tag:
         assert case.find(tag) is not None
     else:
@@ -156,8 +172,11 @@ def test_demo_runs_the_sample_protocols_end_to_end(repo, tmp_path, capsys):
         _sample_protocol(repo, protocols, name)
     runs = tmp_path / "runs"
     code = main(["demo", "--protocols-dir", str(protocols), "--runs-dir", str(runs)])
-    bundles = {json.loads((p / "provenance.json").read_text())["protocol"]["name"]: p
-               for p in runs.iterdir() if not p.name.startswith(".")}
+    bundles = {
+        json.loads((p / "provenance.json").read_text())["protocol"]["name"]: p
+        for p in runs.iterdir()
+        if not p.name.startswith(".")
+    }
     assert sorted(bundles) == sorted(samples)
     codes = []
     for name, out in bundles.items():
@@ -168,7 +187,9 @@ def test_demo_runs_the_sample_protocols_end_to_end(repo, tmp_path, capsys):
             assert (out / f).is_file(), f
         proto = protocols / f"{name}.yaml"
         metrics = json.loads((out / "metrics.json").read_text())
-        declared = [ln.split("id: ")[1].strip() for ln in proto.read_text().splitlines() if ln.strip().startswith("- id:")]
+        declared = [
+            ln.split("id: ")[1].strip() for ln in proto.read_text().splitlines() if ln.strip().startswith("- id:")
+        ]
         assert set(metrics["sites"]) == set(declared)
         prov = json.loads((out / "provenance.json").read_text())
         assert len(prov["checkpoint"]["sha256"]) == 64 and prov["device"]
@@ -178,10 +199,22 @@ def test_demo_runs_the_sample_protocols_end_to_end(repo, tmp_path, capsys):
     comparison = json.loads((bundles["heart-compare"] / "comparison.json").read_text())
     assert comparison["new"]["source"] == "model_v2.pt2" and comparison["baseline"]["source"] == "model.pt2"
     # every case of the four heart sites scored by both models
-    assert comparison["matched"]["n"] == 920 and set(comparison["sites"]) == {"cleveland", "hungary", "switzerland", "va"}
-    compared = [r for r in json.loads((bundles["heart-compare"] / "gates.json").read_text())["rows"]
-                if r.get("compare") == "baseline"]
-    assert {r["gate"] for r in compared} == {"auroc-non-inferior-each-site", "ece-not-worse-overall", "brier-not-worse-each-sex"}
+    assert comparison["matched"]["n"] == 920 and set(comparison["sites"]) == {
+        "cleveland",
+        "hungary",
+        "switzerland",
+        "va",
+    }
+    compared = [
+        r
+        for r in json.loads((bundles["heart-compare"] / "gates.json").read_text())["rows"]
+        if r.get("compare") == "baseline"
+    ]
+    assert {r["gate"] for r in compared} == {
+        "auroc-non-inferior-each-site",
+        "ece-not-worse-overall",
+        "brier-not-worse-each-sex",
+    }
     assert code == max(codes)  # the demo's exit code is the worst of its runs
     printed = capsys.readouterr().out
     assert printed.count("Report: ") == len(samples)

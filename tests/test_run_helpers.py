@@ -5,6 +5,7 @@ The data are simulated (documented here): three sites; the development site's lo
 ``ext_flat`` has over-confident logits (true slope 0.6) and ``ext_small`` is a small site whose female
 group has too few cases to judge.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-SITES = (("dev", "development", 260, 1.0, 0.0), ("ext_flat", "external", 220, 1.0 / 0.6, 0.3),
-         ("ext_small", "external", 90, 1.0, -0.2))
+SITES = (
+    ("dev", "development", 260, 1.0, 0.0),
+    ("ext_flat", "external", 220, 1.0 / 0.6, 0.3),
+    ("ext_small", "external", 90, 1.0, -0.2),
+)
 
 
 def synthetic_predictions(seed: int = 0) -> pd.DataFrame:
@@ -27,8 +31,17 @@ def synthetic_predictions(seed: int = 0) -> pd.DataFrame:
         y = (rng.random(n) < 1 / (1 + np.exp(-(true + shift)))).astype(int)
         logit = true * stretch
         for i in range(n):
-            rows.append({"case_id": f"MRN{site.upper()}{i:05d}", "site": site, "patient_id": f"PT{site.upper()}{i:05d}",
-                         "y": int(y[i]), "logit": float(logit[i]), "sex": sex[i], "age": int(age[i])})
+            rows.append(
+                {
+                    "case_id": f"MRN{site.upper()}{i:05d}",
+                    "site": site,
+                    "patient_id": f"PT{site.upper()}{i:05d}",
+                    "y": int(y[i]),
+                    "logit": float(logit[i]),
+                    "sex": sex[i],
+                    "age": int(age[i]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -44,8 +57,9 @@ GATE_FAIL = """
 """
 
 
-def protocol_text(*, gates: str = GATES_PASS, n_bootstrap: int = 20, keep_case_ids: bool = False,
-                  predictions: str = "predictions.csv") -> str:
+def protocol_text(
+    *, gates: str = GATES_PASS, n_bootstrap: int = 20, keep_case_ids: bool = False, predictions: str = "predictions.csv"
+) -> str:
     sites = "\n".join(f"  - {{id: {s}, manifest: {s}.csv, role: {role}}}" for s, role, *_ in SITES)
     return f"""name: synthetic
 version: "0.1"

@@ -4,6 +4,7 @@ Every check here is made against an independent source: the PneumoniaMNIST array
 the shift formulas as README.md states them (re-implemented here, not imported from make_sites.py),
 pydicom's own LUT functions, and the README's site table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -71,8 +72,7 @@ def _source(npz, row) -> np.ndarray:
 
 
 def test_manifests_reference_files_inside_their_roots(sites):
-    assert set(sites) == {"development", "control", "vendor_b", "noisy_blur", "low_res", "drift_site",
-                          "low_prevalence"}
+    assert set(sites) == {"development", "control", "vendor_b", "noisy_blur", "low_res", "drift_site", "low_prevalence"}
     for sid, (rows, root) in sites.items():
         ids = [r["case_id"] for r in rows]
         assert len(ids) == len(set(ids)), sid
@@ -124,7 +124,7 @@ def test_vendor_b_is_the_documented_tone_curve(sites, images, npz):
     # README: window [0.10, 1.00] of full scale, clipped, then gamma 0.6, rounded to 8 bits
     for r in sites["vendor_b"][0]:
         x = np.clip((_source(npz, r) / 255.0 - 0.10) / 0.90, 0, 1)
-        expected = np.clip(np.round(255 * x ** 0.6), 0, 255).astype(np.uint8)
+        expected = np.clip(np.round(255 * x**0.6), 0, 255).astype(np.uint8)
         assert np.array_equal(images["vendor_b", r["case_id"]], expected), r["case_id"]
 
 
@@ -138,8 +138,10 @@ def test_low_res_is_box_down_bilinear_up(sites, images, npz):
 def test_noisy_blur_has_the_documented_blur_and_noise(sites, images, npz):
     from scipy.ndimage import gaussian_filter
 
-    resid = [images["noisy_blur", r["case_id"]] - gaussian_filter(_source(npz, r).astype(float), 1.0)
-             for r in sites["noisy_blur"][0]]
+    resid = [
+        images["noisy_blur", r["case_id"]] - gaussian_filter(_source(npz, r).astype(float), 1.0)
+        for r in sites["noisy_blur"][0]
+    ]
     resid = np.concatenate([x.ravel() for x in resid])
     assert abs(resid.mean()) < 0.5
     assert 14.0 < resid.std() < 16.0  # noise sd 15, rounding and rare clipping aside

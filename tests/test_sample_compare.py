@@ -8,6 +8,7 @@ computed once when v2 was built and written down here (the R conformance test of
 the DeLong code against live R); the gates' verdicts are derived here from those intervals by the
 rule of SPEC14 (pass when ci_low >= -margin; "superior" when ci_low > 0).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 HEART = REPO / "sample_sites" / "heart"
 COMPARE = REPO / "protocols" / "heart-compare.yaml"
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-            "thalach", "exang", "oldpeak", "slope", "ca", "thal"]
+FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 SITES = ["cleveland", "hungary", "switzerland", "va"]
 MARGIN = 0.05  # heart-compare.yaml's AUROC non-inferiority margin
 
@@ -82,9 +96,11 @@ def _protocol_copy(folder: Path, n_bootstrap: int) -> Path:
 
 # ---- the protocol ---------------------------------------------------------------------------------
 
+
 def test_check_accepts_the_comparison_protocol():
-    result = subprocess.run([sys.executable, "-m", "validate", "check", str(COMPARE)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "validate", "check", str(COMPARE)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert "heart-compare" in result.stdout and "ok: no problems found" in result.stdout
 
@@ -105,6 +121,7 @@ def test_comparison_protocol_is_heart_with_v2_against_v1():
 
 
 # ---- end to end -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def compare_run(tmp_path_factory):
@@ -128,8 +145,12 @@ def test_auroc_deltas_equal_sklearn_and_proc(compare_run):
     _, bundle = compare_run
     comparison = json.loads((bundle / "comparison.json").read_text())
     scores = _scores()
-    assert comparison["matched"] == {"n": 920, "n_new_only": 0, "n_baseline_only": 0,
-                                     "sites": {s: int((scores["site"] == s).sum()) for s in SITES}}
+    assert comparison["matched"] == {
+        "n": 920,
+        "n_new_only": 0,
+        "n_baseline_only": 0,
+        "sites": {s: int((scores["site"] == s).sum()) for s in SITES},
+    }
     blocks = {"overall": (comparison["overall"], scores)}
     blocks.update({s: (comparison["sites"][s], scores[scores["site"] == s]) for s in SITES})
     for name, (block, cases) in blocks.items():

@@ -6,6 +6,7 @@ scikit-learn's LogisticRegression fitted on an encoding re-implemented here from
 documentation. The second model (v2, ``model_v2.pt2``: the same regression without ``ca`` and
 ``thal``) is checked the same way, on that encoding without those columns.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,21 @@ import pytest
 import torch
 
 HEART = Path(__file__).resolve().parents[1] / "sample_sites" / "heart"
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-            "thalach", "exang", "oldpeak", "slope", "ca", "thal"]
+FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 # site id -> (UCI file stem, rows, prevalence in %), as ../shared/data/SOURCES.md states them
 SOURCES = {
     "cleveland": ("cleveland", 303, 45.9),
@@ -35,8 +49,9 @@ V2_LEFT_OUT = ("ca", "thal")
 
 def _raw(shared_data: Path, site: str) -> pd.DataFrame:
     stem = SOURCES[site][0]
-    return pd.read_csv(shared_data / "uci_heart" / f"processed.{stem}.data", header=None,
-                       names=FEATURES + ["num"], na_values="?")
+    return pd.read_csv(
+        shared_data / "uci_heart" / f"processed.{stem}.data", header=None, names=FEATURES + ["num"], na_values="?"
+    )
 
 
 def _manifest(site: str) -> pd.DataFrame:
@@ -77,6 +92,7 @@ def _x(frame: pd.DataFrame) -> torch.Tensor:
 
 # ---- manifests ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("site", SOURCES)
 def test_manifest_matches_source_row_for_row(shared_data, site):
     raw, manifest = _raw(shared_data, site), _manifest(site)
@@ -115,6 +131,7 @@ def test_make_manifests_reproduces_committed_files(shared_data, tmp_path):
 
 # ---- model -------------------------------------------------------------------------------------
 
+
 def test_export_gives_finite_logits_on_missing_values(program):
     module = program.module()
     for site in SOURCES:
@@ -144,6 +161,7 @@ def test_state_dict_and_factory_match_export(variant):
 def _reference_encoding(frame: pd.DataFrame, dev: pd.DataFrame, without: tuple[str, ...] = ()) -> np.ndarray:
     """model_def's documented encoding, re-implemented with pandas from its description, leaving out
     the columns of the features in ``without``."""
+
     def clean(f):
         f = f[FEATURES].astype(float).copy()
         f.loc[f["chol"] == 0, "chol"] = np.nan
@@ -238,8 +256,12 @@ def test_training_reproduces_committed_weights(variant):
 @pytest.mark.slow
 def test_training_script_is_deterministic(tmp_path):
     # the committed script end to end in a fresh process, both models (imports dominate: ~10-30 s)
-    result = subprocess.run([sys.executable, str(HEART / "train_model.py"), "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(HEART / "train_model.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("AUROC=") == 4 * len(CHECKPOINTS)
     x = torch.cat([_x(_manifest(site)) for site in SOURCES])

@@ -1,6 +1,7 @@
 """The caches never serve what they did not compute: a shard changed on disk is detected by its
 checksum and computed again (with a warning), and with content keys (``hash_inputs``, on in CI) an
 image replaced by another of the same size with its modification time set back is scored afresh."""
+
 from __future__ import annotations
 
 import os
@@ -63,15 +64,23 @@ def test_a_score_shard_without_its_checksum_is_not_trusted(tmp_path, capsys):
 def test_altered_cached_inputs_are_decoded_again_with_a_warning(tmp_path, capsys):
     images = chest_like_images(48, seed=5)
     protocol = png_protocol(tmp_path, images)
-    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
-                   cache_inputs=True)
+    score_protocol(
+        protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16, cache_inputs=True
+    )
     inputs = next((tmp_path / "cache").rglob("inputs-*/shard-000001-*-x.npy"))
     x = np.load(inputs)
     np.save(inputs, 255 - x)  # same shape and dtype, other pixels
     capsys.readouterr()
     other = _second_checkpoint(tmp_path)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True)
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     assert "do not match the checksum" in capsys.readouterr().err
     assert warm.counts["inputs_cached"] == 32
     with torch.inference_mode():
@@ -82,12 +91,25 @@ def test_altered_cached_inputs_are_decoded_again_with_a_warning(tmp_path, capsys
     _rewrite_npz(index, cases=lambda t: t + 0.0 * t - np.where(np.arange(t.shape[1]) == 3, 1.0, 0.0))
     third = tmp_path / "third_state.pt"  # a new checkpoint: no cached scores, the decoded inputs are read
     torch.save(tiny_model(seed=9).state_dict(), third)
-    again = score_protocol(protocol, checkpoint=third, out_dir=tmp_path / "three", cache_dir=tmp_path / "cache",
-                           batch_size=8, shard_size=16, cache_inputs=True)
+    again = score_protocol(
+        protocol,
+        checkpoint=third,
+        out_dir=tmp_path / "three",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     assert "does not match its checksum" in capsys.readouterr().err
     assert again.counts["inputs_cached"] == 32  # shards 0 and 1 (shard 1 saved afresh above)
-    fresh = score_protocol(protocol, checkpoint=third, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
-                           batch_size=8, shard_size=16)
+    fresh = score_protocol(
+        protocol,
+        checkpoint=third,
+        out_dir=tmp_path / "fresh",
+        cache_dir=tmp_path / "nocache",
+        batch_size=8,
+        shard_size=16,
+    )
     pd.testing.assert_frame_equal(again.predictions, fresh.predictions)
 
 
@@ -129,13 +151,21 @@ def test_content_keys_see_a_replaced_image_with_the_same_size_and_mtime(tmp_path
 def test_ci_mode_keys_by_content_by_default_for_scores_and_decoded_inputs(tmp_path, monkeypatch):
     monkeypatch.setenv("CI", "true")
     images, protocol = _uncompressed_site(tmp_path)
-    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
-                   cache_inputs=True)
+    score_protocol(
+        protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16, cache_inputs=True
+    )
     new = 255 - images[40]
     _same_size_replacement(tmp_path / "data" / "a" / "a-0040.png", new)
     other = _second_checkpoint(tmp_path)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True)
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     assert warm.counts["inputs_cached"] == 32  # shard 2 (cases 32..47) decoded afresh
     with torch.inference_mode():
         want = tiny_model(seed=7)(reference_inputs(new[None]))[0, 0].item()

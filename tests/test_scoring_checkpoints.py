@@ -1,5 +1,6 @@
 """Checkpoint formats: each loads to the same function as the model it was saved from; unsafe
 pickles are refused without running their code; errors name the file and the format."""
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,15 @@ def saved(tmp_path_factory):
         warnings.simplefilter("ignore")
         # the TorchScript-based exporter: 0.5 s here against ~10 s for the dynamo exporter, which the
         # slow test below covers
-        torch.onnx.export(model, (example,), str(files["onnx"]), dynamo=False, input_names=["x"],
-                          output_names=["logit"], dynamic_axes={"x": {0: "batch"}, "logit": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (example,),
+            str(files["onnx"]),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["logit"],
+            dynamic_axes={"x": {0: "batch"}, "logit": {0: "batch"}},
+        )
     return {"root": root, "code": code, "model": model, "files": files}
 
 
@@ -59,8 +67,9 @@ def _check_same(ckpt, model, atol=1e-5):
     assert float((got - want).abs().max()) <= atol
 
 
-@pytest.mark.parametrize("name,fmt", [("export", "export"), ("export_static", "export"), ("torchscript", "torchscript"),
-                                      ("onnx", "onnx")])
+@pytest.mark.parametrize(
+    "name,fmt", [("export", "export"), ("export_static", "export"), ("torchscript", "torchscript"), ("onnx", "onnx")]
+)
 def test_self_contained_formats_load_and_match(saved, name, fmt):
     path = saved["files"][name]
     assert detect_format(path) == fmt
@@ -188,8 +197,13 @@ def test_onnx_from_the_default_dynamo_exporter(tmp_path):
     path = tmp_path / "dynamo.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(2, 1, 16, 16),), str(path),
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        torch.onnx.export(
+            model,
+            (torch.randn(2, 1, 16, 16),),
+            str(path),
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
     ckpt = load_checkpoint(path)
     assert ckpt.format == "onnx"
     _check_same(ckpt, model)
@@ -198,15 +212,31 @@ def test_onnx_from_the_default_dynamo_exporter(tmp_path):
 
 # ---- .pt2 inspection and declared shapes ----------------------------------------------------------
 
+
 def test_shape_expressions_may_use_sympy_constructors_only():
     from validate.scoring.archive import IDENTIFIER, ArchiveRefused, _check_python_expression, _sympy_names
 
-    honest = ["Symbol('s77', positive=True, integer=True)", "Mul(Integer(6), Symbol('s77', positive=True, integer=True))",
-              "FloorDiv(s0, 2) + Max(1, u0)", "Eq(Mod(s1, 2), 0)", "-oo", "1.5*s0"]
+    honest = [
+        "Symbol('s77', positive=True, integer=True)",
+        "Mul(Integer(6), Symbol('s77', positive=True, integer=True))",
+        "FloorDiv(s0, 2) + Max(1, u0)",
+        "Eq(Mod(s1, 2), 0)",
+        "-oo",
+        "1.5*s0",
+    ]
     for text in honest:
         _check_python_expression(text, "here", _sympy_names(), strings=IDENTIFIER)
-    hostile = ["__import__('os').system('x')", "Symbol('s0').__class__", "s0[0]", "(lambda: 1)()", "open('f')",
-               "Symbol('a b')", "eval('1')", "Integer(1); Integer(2)", "(s0 := 1)"]
+    hostile = [
+        "__import__('os').system('x')",
+        "Symbol('s0').__class__",
+        "s0[0]",
+        "(lambda: 1)()",
+        "open('f')",
+        "Symbol('a b')",
+        "eval('1')",
+        "Integer(1); Integer(2)",
+        "(s0 := 1)",
+    ]
     for text in hostile:
         with pytest.raises(ArchiveRefused):
             _check_python_expression(text, "here", _sympy_names(), strings=IDENTIFIER)
@@ -215,11 +245,23 @@ def test_shape_expressions_may_use_sympy_constructors_only():
 def test_node_targets_must_be_operators():
     from validate.scoring.archive import ArchiveRefused, _check_target
 
-    for ok in ("torch.ops.aten.linear.default", "torch.ops.aten.__and__.Tensor", "_operator.add", "torch.sym_int",
-               "torch.ops.higher_order.cond"):
+    for ok in (
+        "torch.ops.aten.linear.default",
+        "torch.ops.aten.__and__.Tensor",
+        "_operator.add",
+        "torch.sym_int",
+        "torch.ops.higher_order.cond",
+    ):
         _check_target(ok, "here")
-    for bad in ("torch.ops.load_library", "torch.os.system", "builtins.eval", "torch.ops.aten.linear",
-                "torch.ops.aten.__class__.__init__", "#custom:op", "torch.ops.nowhere.op.default"):
+    for bad in (
+        "torch.ops.load_library",
+        "torch.os.system",
+        "builtins.eval",
+        "torch.ops.aten.linear",
+        "torch.ops.aten.__class__.__init__",
+        "#custom:op",
+        "torch.ops.nowhere.op.default",
+    ):
         with pytest.raises(ArchiveRefused):
             _check_target(bad, "here")
 
@@ -238,10 +280,12 @@ def test_declared_shapes_that_do_not_fit_the_protocol_are_bad_input(saved):
     from validate.scoring.inputs import Preprocessing
     from validate.scoring.outputs import make_to_logits
 
-    binary = make_to_logits(task="binary", n_columns=1, output="logits", positive_index=1,
-                            checkpoint=saved["files"]["onnx"], fmt="onnx")
-    three = make_to_logits(task="multiclass", n_columns=3, output="logits", positive_index=1,
-                           checkpoint=saved["files"]["onnx"], fmt="onnx")
+    binary = make_to_logits(
+        task="binary", n_columns=1, output="logits", positive_index=1, checkpoint=saved["files"]["onnx"], fmt="onnx"
+    )
+    three = make_to_logits(
+        task="multiclass", n_columns=3, output="logits", positive_index=1, checkpoint=saved["files"]["onnx"], fmt="onnx"
+    )
     onnx = load_checkpoint(saved["files"]["onnx"])
     onnx.prepare(torch.device("cpu"))
     assert onnx.input_shape == (None, 1, 16, 16) and onnx.output_shape == (None, 1)
@@ -257,8 +301,9 @@ def test_declared_shapes_that_do_not_fit_the_protocol_are_bad_input(saved):
         check_declared_shapes(onnx, image, three)
     assert "returns [N, 1]" in str(err.value) and "[N, 3]" in str(err.value)
     # a format that declares nothing (TorchScript) is left to the first batch
-    check_declared_shapes(load_checkpoint(saved["files"]["torchscript"]), Preprocessing(kind="tabular", features=("a",)),
-                          binary)
+    check_declared_shapes(
+        load_checkpoint(saved["files"]["torchscript"]), Preprocessing(kind="tabular", features=("a",)), binary
+    )
 
 
 def test_honest_export_with_numbered_children_buffers_and_string_arguments_loads(tmp_path):

@@ -5,6 +5,7 @@ Every expected value is computed here independently: numpy's mean/std/percentile
 pixels as Pillow or pydicom (``pixel_array``) decode them, divided by the protocol's scale; the
 features as pandas reads the manifest.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,11 @@ def reference_stats(pixels: np.ndarray, scale: float) -> dict:
 
 
 def assert_stats(got, want: dict) -> None:
-    got = dict(zip(IMAGE_STAT_COLUMNS, np.asarray(got, dtype=np.float64), strict=True)) if not isinstance(got, dict) else got
+    got = (
+        dict(zip(IMAGE_STAT_COLUMNS, np.asarray(got, dtype=np.float64), strict=True))
+        if not isinstance(got, dict)
+        else got
+    )
     assert set(want) == set(IMAGE_STAT_COLUMNS)
     for name in IMAGE_STAT_COLUMNS:
         assert got[name] == pytest.approx(want[name], rel=1e-6, abs=1e-9), name
@@ -69,7 +74,7 @@ def test_png_stats_are_taken_before_resizing(tmp_path):
     assert np.array_equal(x, read_case(path, spec)) and x.shape == (1, 8, 8)
     assert equipment == ("", "")
     assert_stats(stats, reference_stats(np.asarray(Image.open(path)), 255.0))
-    assert np.asarray(stats)[len(IMAGE_STAT_COLUMNS) - 16:].sum() == pytest.approx(1.0)
+    assert np.asarray(stats)[len(IMAGE_STAT_COLUMNS) - 16 :].sum() == pytest.approx(1.0)
 
 
 def test_colour_png_is_summarised_as_the_model_sees_it(tmp_path):
@@ -77,8 +82,7 @@ def test_colour_png_is_summarised_as_the_model_sees_it(tmp_path):
     path = tmp_path / "c.png"
     Image.fromarray(rgb).save(path)
     grey = Preprocessing(kind="image", size=(8, 8), channels=1, scale=255.0)
-    assert_stats(read_case_with_stats(path, grey)[1],
-                 reference_stats(np.asarray(Image.open(path).convert("L")), 255.0))
+    assert_stats(read_case_with_stats(path, grey)[1], reference_stats(np.asarray(Image.open(path).convert("L")), 255.0))
     colour = Preprocessing(kind="image", size=(8, 8), channels=3, scale=255.0, mean=(0, 0, 0), std=(1, 1, 1))
     assert_stats(read_case_with_stats(path, colour)[1], reference_stats(rgb, 255.0))  # all channels' pixels
 
@@ -118,8 +122,10 @@ def test_dicom_stats_and_equipment_tags(tmp_path):
 
 def test_scored_table_carries_image_columns_and_the_cache_keeps_them(tmp_path):
     rng = np.random.default_rng(5)
-    images = [(rng.random((h, w)) ** p * 255).astype(np.uint8) for h, w, p in
-              [(16, 16, 1.0), (20, 12, 2.0), (16, 16, 0.5), (9, 30, 1.0), (16, 16, 3.0), (16, 16, 1.0)]]
+    images = [
+        (rng.random((h, w)) ** p * 255).astype(np.uint8)
+        for h, w, p in [(16, 16, 1.0), (20, 12, 2.0), (16, 16, 0.5), (9, 30, 1.0), (16, 16, 3.0), (16, 16, 1.0)]
+    ]
     folder = tmp_path / "data" / "a"
     folder.mkdir(parents=True)
     rows = ["case_id,patient_id,label,image,sex"]
@@ -144,8 +150,13 @@ def test_scored_table_carries_image_columns_and_the_cache_keeps_them(tmp_path):
         tmp_path / "protocol.yaml",
         sites=[{"id": "a", "manifest": "data/a.csv", "image_root": "data/a", "role": "development"}],
         input={"kind": "image", "size": [16, 16], "channels": 1, "scale": 255.0, "mean": [0.5], "std": [0.5]},
-        model={"checkpoint": str(tmp_path / "model_state.pt"), "format": "state_dict",
-               "factory": "tiny_def:build_model", "factory_path": "code"})
+        model={
+            "checkpoint": str(tmp_path / "model_state.pt"),
+            "format": "state_dict",
+            "factory": "tiny_def:build_model",
+            "factory_path": "code",
+        },
+    )
 
     first = score_protocol(protocol, out_dir=tmp_path / "out", shard_size=4, batch_size=3)
     pred = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
@@ -163,26 +174,42 @@ def test_scored_table_carries_image_columns_and_the_cache_keeps_them(tmp_path):
 def test_manifest_manufacturer_wins_over_the_dicom_tag(tmp_path):
     from validate.scoring.outputs import predictions_frame
 
-    cases = pd.DataFrame({"case_id": ["x", "y"], "site": "s", "patient_id": ["x", "y"], "y": [0, 1],
-                          "manufacturer": ["from manifest", "from manifest"]})
+    cases = pd.DataFrame(
+        {
+            "case_id": ["x", "y"],
+            "site": "s",
+            "patient_id": ["x", "y"],
+            "y": [0, 1],
+            "manufacturer": ["from manifest", "from manifest"],
+        }
+    )
     equipment = np.array([["tag", "model 1"], ["", ""]], dtype=object)
-    out = predictions_frame(cases, np.zeros((2, 1)), ["logit"], np.array([True, True]), task="binary", labels=None,
-                            attributes=["manufacturer"], equipment=equipment)
+    out = predictions_frame(
+        cases,
+        np.zeros((2, 1)),
+        ["logit"],
+        np.array([True, True]),
+        task="binary",
+        labels=None,
+        attributes=["manufacturer"],
+        equipment=equipment,
+    )
     assert out["manufacturer"].tolist() == ["from manifest"] * 2
     assert out["manufacturer_model"].tolist() == ["model 1", None]
 
 
 def test_tabular_features_are_carried_with_nan_for_missing(tmp_path):
-    rows = ["case_id,label,age,chol,ca,sex", "c1,1,63,233,0,F", "c2,0,41,,?,M", "c3,1,57,0,2,F",
-            "c4,0,,250,,M"]
+    rows = ["case_id,label,age,chol,ca,sex", "c1,1,63,233,0,F", "c2,0,41,,?,M", "c3,1,57,0,2,F", "c4,0,,250,,M"]
     (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
     write_factory(tmp_path / "code")
     torch.save(tiny_model("build_tabular").state_dict(), tmp_path / "tab.pt")
-    protocol = write_protocol(tmp_path / "p.yaml", sites=[{"id": "s", "manifest": "s.csv", "role": "development"}],
-                              input={"kind": "tabular", "features": ["age", "chol", "ca"]},
-                              attributes=["sex", "age"],
-                              model={"checkpoint": "tab.pt", "factory": "tiny_def:build_tabular",
-                                     "factory_path": "code"})
+    protocol = write_protocol(
+        tmp_path / "p.yaml",
+        sites=[{"id": "s", "manifest": "s.csv", "role": "development"}],
+        input={"kind": "tabular", "features": ["age", "chol", "ca"]},
+        attributes=["sex", "age"],
+        model={"checkpoint": "tab.pt", "factory": "tiny_def:build_tabular", "factory_path": "code"},
+    )
     score_protocol(protocol, out_dir=tmp_path / "out")
     pred = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     manifest = pd.read_csv(tmp_path / "s.csv", na_values=["?"])

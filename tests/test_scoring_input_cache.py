@@ -1,5 +1,6 @@
 """Decoded inputs kept between runs: a second checkpoint on the same cohort is scored without decoding,
 with the same predictions, failures and image statistics as a fresh run."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,14 +27,21 @@ def _second_checkpoint(tmp_path):
 
 def test_another_checkpoint_reuses_the_decoded_inputs(tmp_path, monkeypatch):
     images, protocol = _site_with_bad_cases(tmp_path)
-    first = score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8,
-                           shard_size=16, cache_inputs=True)
+    first = score_protocol(
+        protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16, cache_inputs=True
+    )
     assert first.counts["inputs_cached"] == 0 and first.counts["failed"] == 2
     assert len(sorted((tmp_path / "cache" / "a").glob("inputs-*/shard-*.npz"))) == 3
 
     other = _second_checkpoint(tmp_path)
-    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
-                           batch_size=8, shard_size=16)
+    fresh = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "fresh",
+        cache_dir=tmp_path / "nocache",
+        batch_size=8,
+        shard_size=16,
+    )
 
     reads = []
     real = inputs_module.read_case_with_stats
@@ -43,8 +51,15 @@ def test_another_checkpoint_reuses_the_decoded_inputs(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr("validate.scoring.evaluator.read_case_with_stats", counting)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True)
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     assert reads == []  # nothing decoded: every shard's inputs came from the cache
     assert warm.counts["inputs_cached"] == 40 and warm.counts["cached"] == 0  # new checkpoint: new scores
     pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
@@ -58,14 +73,35 @@ def test_another_checkpoint_reuses_the_decoded_inputs(tmp_path, monkeypatch):
 
 def test_loader_workers_read_the_cached_shards_themselves(tmp_path):
     _, protocol = _site_with_bad_cases(tmp_path, n=40)
-    first = score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8,
-                           shard_size=16, cache_inputs=True, workers=2)
+    first = score_protocol(
+        protocol,
+        out_dir=tmp_path / "one",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+        workers=2,
+    )
     assert first.counts["inputs_cached"] == 0
     other = _second_checkpoint(tmp_path)
-    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
-                           batch_size=8, shard_size=16)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True, workers=2)
+    fresh = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "fresh",
+        cache_dir=tmp_path / "nocache",
+        batch_size=8,
+        shard_size=16,
+    )
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+        workers=2,
+    )
     assert warm.counts["inputs_cached"] == 40
     pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
     pd.testing.assert_frame_equal(warm.failures, fresh.failures)
@@ -73,16 +109,30 @@ def test_loader_workers_read_the_cached_shards_themselves(tmp_path):
 
 def test_an_incomplete_shard_is_decoded_again(tmp_path):
     _, protocol = _site_with_bad_cases(tmp_path, n=40)
-    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
-                   cache_inputs=True)
+    score_protocol(
+        protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16, cache_inputs=True
+    )
     inputs = sorted((tmp_path / "cache" / "a").glob("inputs-*/shard-000001-*-x.npy"))
     assert len(inputs) == 1
     inputs[0].write_bytes(inputs[0].read_bytes()[:200])  # cut short: the shard must not be trusted
     other = _second_checkpoint(tmp_path)
-    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "nocache",
-                           batch_size=8, shard_size=16)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True)
+    fresh = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "fresh",
+        cache_dir=tmp_path / "nocache",
+        batch_size=8,
+        shard_size=16,
+    )
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
     assert warm.counts["inputs_cached"] == 24  # shards 0 and 2; shard 1 was decoded
     # decoded again and saved whole
@@ -91,14 +141,22 @@ def test_an_incomplete_shard_is_decoded_again(tmp_path):
 
 def test_a_changed_image_is_decoded_again(tmp_path):
     images, protocol = _site_with_bad_cases(tmp_path, n=48)
-    score_protocol(protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16,
-                   cache_inputs=True)
+    score_protocol(
+        protocol, out_dir=tmp_path / "one", cache_dir=tmp_path / "cache", batch_size=8, shard_size=16, cache_inputs=True
+    )
     new = images[20].copy()
     new = 255 - new
     Image.fromarray(new).save(tmp_path / "data" / "a" / "a-0020.png")
     other = _second_checkpoint(tmp_path)
-    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_dir=tmp_path / "cache",
-                          batch_size=8, shard_size=16, cache_inputs=True)
+    warm = score_protocol(
+        protocol,
+        checkpoint=other,
+        out_dir=tmp_path / "two",
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        shard_size=16,
+        cache_inputs=True,
+    )
     assert warm.counts["inputs_cached"] == 32  # shard 1 (cases 16..31) decoded afresh
     with torch.inference_mode():
         want = tiny_model(seed=7)(reference_inputs(new[None]))[0, 0].item()

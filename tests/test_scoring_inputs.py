@@ -1,5 +1,6 @@
 """Reading and preprocessing cases, checked against independent computations (Pillow, numpy, the
 DICOM standard's window formula written out here), and bad files becoming CaseErrors."""
+
 from __future__ import annotations
 
 import struct
@@ -46,12 +47,14 @@ def test_rgb_to_grey_is_pillow_luma_and_grey_to_rgb_repeats(tmp_path):
     xg = read_case(_png(tmp_path / "g.png", g), spec3)
     assert all(np.array_equal(xg[c], g) for c in range(3))
     got = normalise(torch.from_numpy(x3[None]), spec3).numpy()[0]
-    want = (rgb.transpose(2, 0, 1) / 255.0 - np.array([0.1, 0.2, 0.3])[:, None, None]) / np.array([1, 2, 3])[:, None, None]
+    want = (rgb.transpose(2, 0, 1) / 255.0 - np.array([0.1, 0.2, 0.3])[:, None, None]) / np.array([1, 2, 3])[
+        :, None, None
+    ]
     assert np.abs(got - want).max() <= 1e-6
 
 
 def test_sixteen_bit_png_and_jpeg_and_tiff(tmp_path):
-    arr16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    arr16 = np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000
     Image.fromarray(arr16).save(tmp_path / "d.png")
     x = read_case(tmp_path / "d.png", GREY)
     assert x.dtype == np.float32 and np.array_equal(x[0], arr16.astype(np.float32))
@@ -87,11 +90,14 @@ def test_not_an_image_corrupt_and_truncated_are_case_errors(tmp_path):
 
 def _png_header_only(path, width, height):
     """A tiny PNG whose header claims width x height pixels: a decompression bomb's calling card."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -104,8 +110,22 @@ def test_decompression_bomb_is_refused(tmp_path):
 
 # ---- DICOM ---------------------------------------------------------------------------------------
 
-def _dicom(path, pixels, *, photometric="MONOCHROME2", bits=8, signed=False, slope=None, intercept=None,
-           center=None, width=None, frames=None, syntax=ExplicitVRLittleEndian, pixel_bytes=None):
+
+def _dicom(
+    path,
+    pixels,
+    *,
+    photometric="MONOCHROME2",
+    bits=8,
+    signed=False,
+    slope=None,
+    intercept=None,
+    center=None,
+    width=None,
+    frames=None,
+    syntax=ExplicitVRLittleEndian,
+    pixel_bytes=None,
+):
     ds = dicom_dataset(*pixels.shape[-2:], syntax=syntax)
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = 8 if bits <= 8 else 16
@@ -157,7 +177,7 @@ def test_dicom_sixteen_bit_signed_with_rescale_and_window(tmp_path):
     path = _dicom(tmp_path / "ct.dcm", px, bits=16, signed=True, slope=1.0, intercept=-1024.0, center=40, width=400)
     got = read_case(path, _dspec())
     hu = px.astype(np.float64) - 1024.0
-    lo, hi = -(2 ** 15) - 1024.0, 2 ** 15 - 1 - 1024.0  # stored range after rescale
+    lo, hi = -(2**15) - 1024.0, 2**15 - 1 - 1024.0  # stored range after rescale
     assert np.allclose(got[0], _window(hu, 40, 400, lo, hi), atol=1e-2)
 
 
@@ -173,8 +193,12 @@ def test_dicom_refusals(tmp_path):
     px = np.zeros((2, 8, 8), dtype=np.uint8)
     with pytest.raises(CaseError, match="multi-frame"):
         read_case(_dicom(tmp_path / "mf.dcm", px, frames=2), _dspec())
-    jls = _dicom(tmp_path / "jls.dcm", px[0], syntax=JPEGLSLossless,
-                 pixel_bytes=pydicom.encaps.encapsulate([b"\xff\xd8\xff\xf7 not really jpeg-ls \xff\xd9"]))
+    jls = _dicom(
+        tmp_path / "jls.dcm",
+        px[0],
+        syntax=JPEGLSLossless,
+        pixel_bytes=pydicom.encaps.encapsulate([b"\xff\xd8\xff\xf7 not really jpeg-ls \xff\xd9"]),
+    )
     with pytest.raises(CaseError, match="no decoder installed"):
         read_case(jls, _dspec())
     good = _dicom(tmp_path / "good.dcm", np.full((8, 8), 9, dtype=np.uint8)).read_bytes()
@@ -187,6 +211,7 @@ def test_dicom_refusals(tmp_path):
 
 
 # ---- arrays and tables ---------------------------------------------------------------------------
+
 
 def test_npy_layouts_and_pickles(tmp_path):
     spec = Preprocessing(kind="array", size=(4, 5), channels=1, scale=1.0)
@@ -220,10 +245,19 @@ def test_dicom_voi_functions_agree_with_pydicom(tmp_path, function):
     # pydicom's own modality LUT and windowing, an implementation independent of ours
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    for bits, px in ((12, np.random.default_rng(6).integers(0, 4096, (8, 8)).astype(np.uint16)),
-                     (8, np.random.default_rng(7).integers(0, 256, (8, 8)).astype(np.uint8))):
-        path = _dicom(tmp_path / f"{function}{bits}.dcm", px, bits=bits, slope=0.5, intercept=10.0,
-                      center=float(px.mean()), width=float(px.std() * 3))
+    for bits, px in (
+        (12, np.random.default_rng(6).integers(0, 4096, (8, 8)).astype(np.uint16)),
+        (8, np.random.default_rng(7).integers(0, 256, (8, 8)).astype(np.uint8)),
+    ):
+        path = _dicom(
+            tmp_path / f"{function}{bits}.dcm",
+            px,
+            bits=bits,
+            slope=0.5,
+            intercept=10.0,
+            center=float(px.mean()),
+            width=float(px.std() * 3),
+        )
         ds = pydicom.dcmread(path)
         ds.VOILUTFunction = function
         ds.save_as(path)
@@ -240,6 +274,7 @@ def test_an_extension_that_lies_is_still_read(tmp_path):
 
 
 # ---- failure reasons never carry paths -------------------------------------------------------------
+
 
 def test_failure_reasons_name_the_fault_not_the_file(tmp_path):
     from validate.scoring.inputs import scrub_paths
@@ -260,6 +295,7 @@ def test_failure_reasons_name_the_fault_not_the_file(tmp_path):
 
 
 # ---- values outside the protocol's scale -----------------------------------------------------------
+
 
 def test_values_beyond_the_scale_are_refused_when_scoring(tmp_path):
     """Regression: a 16-bit PNG under `scale: 255` was normalised to ~513 and scored (logit 4360)."""
@@ -307,6 +343,7 @@ def test_signed_dicom_within_its_scale_is_scored(tmp_path):
 
 
 # ---- PALETTE COLOR -------------------------------------------------------------------------------
+
 
 def _palette_dicom(path, indices, luts, bits):
     """A PALETTE COLOR DICOM: 8-bit stored indices, Red/Green/Blue LUTs of ``bits``-bit entries."""
@@ -361,6 +398,7 @@ def test_a_palette_that_cannot_be_applied_is_a_case_error(tmp_path):
 
 # ---- DICOM decompression bombs ---------------------------------------------------------------------
 
+
 def _deflated(path, rows, cols, pixel_bytes):
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
@@ -398,8 +436,9 @@ def test_a_deflated_dicom_bomb_is_refused_from_its_header_in_bounded_memory(tmp_
     bomb = _deflated(tmp_path / "bomb.dcm", 10000, 10000, bytes(10000 * 10000))
     assert bomb.stat().st_size < 200_000  # 100 MB of pixels in a small file
     repo = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(small), str(bomb)], capture_output=True, text=True,
-                         cwd=repo, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, str(small), str(bomb)], capture_output=True, text=True, cwd=repo, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     words = out.stdout.split()
     grown_kib = int(words[-1])
@@ -413,7 +452,7 @@ def test_a_deflated_dicom_reads_as_pydicom_reads_it_and_lying_headers_are_refuse
     path = _deflated(tmp_path / "ok.dcm", 8, 8, px.tobytes())
     assert np.array_equal(read_case(path, _dspec())[0], pydicom.dcmread(path).pixel_array.astype(np.float32))
     # a small header with far more pixel data than it declares: refused before it is all inflated
-    liar = _deflated(tmp_path / "liar.dcm", 8, 8, bytes(40 * 2 ** 20))
+    liar = _deflated(tmp_path / "liar.dcm", 8, 8, bytes(40 * 2**20))
     with pytest.raises(CaseError, match="inflates beyond"):
         read_case(liar, _dspec())
     # a cut deflate stream is a truncated file, not a crash

@@ -1,5 +1,6 @@
 """score_protocol and `validate score` end to end on sites made in tmp_path: logits equal a bare
 forward pass, bad cases become failures while the site goes on, the cache resumes, --strict is fatal."""
+
 from __future__ import annotations
 
 import os
@@ -72,7 +73,9 @@ def test_rerun_uses_the_cache_and_a_changed_image_rescores_only_its_shard(tmp_pa
     again = score_protocol(protocol, out_dir=out, batch_size=8, shard_size=16)
     assert again.counts["cached"] == 48
     pd.testing.assert_frame_equal(first.predictions, again.predictions)
-    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in sorted((out / "cache").rglob("shard-*.npz"))} == stamps
+    assert {
+        p.name: (p.stat().st_mtime_ns, p.stat().st_ino) for p in sorted((out / "cache").rglob("shard-*.npz"))
+    } == stamps
 
     new = images.copy()
     new[20] = 255 - new[20]
@@ -91,14 +94,22 @@ def test_nan_outputs_are_failures_and_strict_is_fatal(tmp_path, capsys):
     rows = ["case_id,label,f0,f1,f2,sex", "c1,pos,0.5,1,2,F", "c2,neg,-3,1,2,M", "c3,1,,1,2,F", "c4,0,1,x,2,M"]
     (tmp_path / "site.csv").write_text("\n".join(rows) + "\n")
     protocol = write_protocol(
-        tmp_path / "p.yaml", sites=[{"id": "s", "manifest": "site.csv", "role": "development"}],
+        tmp_path / "p.yaml",
+        sites=[{"id": "s", "manifest": "site.csv", "role": "development"}],
         input={"kind": "tabular", "features": ["f0", "f1", "f2"]},
-        model={"checkpoint": "tab.pt", "format": "state_dict", "factory": "tiny_def:build_tabular", "factory_path": "code"})
+        model={
+            "checkpoint": "tab.pt",
+            "format": "state_dict",
+            "factory": "tiny_def:build_tabular",
+            "factory_path": "code",
+        },
+    )
     # a non-numeric feature is a manifest error (the cohort checks it): remove that row first
     (tmp_path / "site.csv").write_text("\n".join(rows[:-1]) + "\n")
     result = score_protocol(protocol, out_dir=tmp_path / "out")
     assert result.failures.to_dict("records") == [
-        {"site": "s", "case_id": "c2", "reason": "model output is NaN or Inf", "stage": "score"}]
+        {"site": "s", "case_id": "c2", "reason": "model output is NaN or Inf", "stage": "score"}
+    ]
     assert result.predictions["case_id"].tolist() == ["c1", "c3"]
     x = torch.tensor([[0.5, 1, 2], [float("nan"), 1, 2]])
     with torch.inference_mode():
@@ -121,7 +132,9 @@ def test_multiclass_probabilities_become_log_probabilities(tmp_path):
     write_png_site(tmp_path / "data", "m", images, labels=[i % 3 for i in range(12)])
     code = tmp_path / "code"
     write_factory(code)
-    (code / "soft_def.py").write_text(TINY_DEF + "\n\ndef build_soft():\n    return torch.nn.Sequential(build_model3(), torch.nn.Softmax(dim=1))\n")
+    (code / "soft_def.py").write_text(
+        TINY_DEF + "\n\ndef build_soft():\n    return torch.nn.Sequential(build_model3(), torch.nn.Softmax(dim=1))\n"
+    )
     torch.manual_seed(0)
     ns: dict = {}
     exec((code / "soft_def.py").read_text(), ns)  # noqa: S102 - the test's own model
@@ -129,10 +142,18 @@ def test_multiclass_probabilities_become_log_probabilities(tmp_path):
     torch.save(model.state_dict(), tmp_path / "soft.pt")
     spec = image_input(16, channels=3)
     protocol = write_protocol(
-        tmp_path / "p.yaml", task="multiclass", classes=["a", "b", "c"],
+        tmp_path / "p.yaml",
+        task="multiclass",
+        classes=["a", "b", "c"],
         sites=[{"id": "m", "manifest": "data/m.csv", "image_root": "data/m", "role": "development"}],
-        input=spec, model={"checkpoint": "soft.pt", "factory": "soft_def:build_soft", "factory_path": "code",
-                           "output": "probabilities"})
+        input=spec,
+        model={
+            "checkpoint": "soft.pt",
+            "factory": "soft_def:build_soft",
+            "factory_path": "code",
+            "output": "probabilities",
+        },
+    )
     result = score_protocol(protocol, out_dir=tmp_path / "out", batch_size=5)
     assert [c for c in result.predictions.columns if c.startswith("logit")] == ["logit_a", "logit_b", "logit_c"]
     x = torch.from_numpy(((images.astype(np.float32) / 255 - 0.5) / 0.5).transpose(0, 3, 1, 2).copy())
@@ -150,8 +171,9 @@ def test_model_output_of_the_wrong_width_is_bad_input(tmp_path):
     ns: dict = {}
     exec((tmp_path / "code" / "wide_def.py").read_text(), ns)  # noqa: S102
     torch.save(ns["build_wide"]().state_dict(), tmp_path / "wide.pt")
-    protocol = png_protocol(tmp_path, images, model={"checkpoint": "wide.pt", "factory": "wide_def:build_wide",
-                                                     "factory_path": "code"})
+    protocol = png_protocol(
+        tmp_path, images, model={"checkpoint": "wide.pt", "factory": "wide_def:build_wide", "factory_path": "code"}
+    )
     with pytest.raises(InputError, match=r"returns 5 value\(s\) per case"):
         score_protocol(protocol, out_dir=tmp_path / "out")
 
@@ -172,12 +194,29 @@ def test_cli_uses_the_protocols_checkpoint_and_flags(tmp_path, capsys):
     shutil.move(tmp_path / "model_state.pt", tmp_path / "code" / "w.pt")
     text = protocol.read_text().replace(str(tmp_path / "model_state.pt"), "code/w.pt")
     protocol.write_text(text)  # relative to the protocol file, not to the working directory
-    code = main(["score", str(protocol), "--out", str(tmp_path / "o"), "--device", "cpu", "--batch-size", "3",
-                 "--workers", "0", "--amp", "none"])
+    code = main(
+        [
+            "score",
+            str(protocol),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "3",
+            "--workers",
+            "0",
+            "--amp",
+            "none",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "10/10 scored" in out and "state_dict" in out
-    assert main(["score", str(protocol), "--out", str(tmp_path / "o"), "--device", "cuda:7"]) == 2 or torch.cuda.device_count() > 7
+    assert (
+        main(["score", str(protocol), "--out", str(tmp_path / "o"), "--device", "cuda:7"]) == 2
+        or torch.cuda.device_count() > 7
+    )
     assert main(["score", str(protocol), "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "none.pt2")]) == 2
     err = capsys.readouterr().err
     assert "checkpoint file not found" in err
@@ -193,7 +232,9 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
     assert np.abs(result.predictions["logit"].to_numpy() - bare).max() < 0.1
 
 
-SLOW_DEF = TINY_DEF + '''
+SLOW_DEF = (
+    TINY_DEF
+    + """
 
 import os, time
 
@@ -205,7 +246,8 @@ class SlowCNN(TinyCNN):
 def build_slow():
     torch.manual_seed(0)
     return SlowCNN()
-'''
+"""
+)
 
 
 def test_resume_after_sigkill_does_not_rescore_finished_shards(tmp_path):
@@ -213,13 +255,31 @@ def test_resume_after_sigkill_does_not_rescore_finished_shards(tmp_path):
     write_factory(tmp_path / "code")
     (tmp_path / "code" / "slow_def.py").write_text(SLOW_DEF)
     torch.save(tiny_model().state_dict(), tmp_path / "slow.pt")
-    protocol = png_protocol(tmp_path, images, model={"checkpoint": "slow.pt", "factory": "slow_def:build_slow",
-                                                     "factory_path": "code"})
+    protocol = png_protocol(
+        tmp_path, images, model={"checkpoint": "slow.pt", "factory": "slow_def:build_slow", "factory_path": "code"}
+    )
     out = tmp_path / "out"
     env = dict(os.environ, SCORING_TEST_SLEEP="0.15", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "validate", "score", str(protocol), "--out", str(out),
-                             "--batch-size", "4", "--shard-size", "8", "--workers", "0"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "validate",
+            "score",
+            str(protocol),
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+            "--shard-size",
+            "8",
+            "--workers",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
@@ -254,9 +314,30 @@ def test_torchrun_two_processes_give_the_same_predictions(tmp_path):
     protocol = png_protocol(tmp_path, images)
     single = score_protocol(protocol, out_dir=tmp_path / "one", batch_size=4, shard_size=8)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    run = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "validate", "score",
-                          str(protocol), "--out", str(tmp_path / "two"), "--device", "cpu", "--batch-size", "4",
-                          "--shard-size", "8"], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "validate",
+            "score",
+            str(protocol),
+            "--out",
+            str(tmp_path / "two"),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--shard-size",
+            "8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     two = pd.read_parquet(tmp_path / "two" / "predictions.parquet")
     pd.testing.assert_frame_equal(single.predictions.reset_index(drop=True), two, check_exact=True)
@@ -268,21 +349,36 @@ def test_torchrun_two_processes_give_the_same_predictions(tmp_path):
 def test_multilabel_tabular_gives_a_logit_per_label(tmp_path):
     code = tmp_path / "code"
     code.mkdir()
-    (code / "ml_def.py").write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
-                                    "    return torch.nn.Linear(2, 2)\n")
+    (code / "ml_def.py").write_text(
+        "import torch\n\ndef build():\n    torch.manual_seed(0)\n    return torch.nn.Linear(2, 2)\n"
+    )
     torch.manual_seed(1)
     model = torch.nn.Linear(2, 2)
     torch.save(model.state_dict(), tmp_path / "ml.pt")
     rows = ["case_id,y_edema,y_effusion,a,b,sex", "c1,1,0,0.5,1,F", "c2,0,1,-1,2,M", "c3,1,1,,3,F"]
     (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
-    protocol = write_protocol(tmp_path / "p.yaml", task="multilabel", labels=["edema", "effusion"],
-                              sites=[{"id": "s", "manifest": "s.csv", "role": "development"}],
-                              input={"kind": "tabular", "features": ["a", "b"]},
-                              model={"checkpoint": "ml.pt", "factory": "ml_def:build", "factory_path": "code"})
+    protocol = write_protocol(
+        tmp_path / "p.yaml",
+        task="multilabel",
+        labels=["edema", "effusion"],
+        sites=[{"id": "s", "manifest": "s.csv", "role": "development"}],
+        input={"kind": "tabular", "features": ["a", "b"]},
+        model={"checkpoint": "ml.pt", "factory": "ml_def:build", "factory_path": "code"},
+    )
     result = score_protocol(protocol, out_dir=tmp_path / "out")
     pred = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
-    assert list(pred.columns) == ["case_id", "site", "patient_id", "y_edema", "y_effusion", "logit_edema",
-                                  "logit_effusion", "sex", "a", "b"]  # features carried for the shift analysis
+    assert list(pred.columns) == [
+        "case_id",
+        "site",
+        "patient_id",
+        "y_edema",
+        "y_effusion",
+        "logit_edema",
+        "logit_effusion",
+        "sex",
+        "a",
+        "b",
+    ]  # features carried for the shift analysis
     assert pred["y_effusion"].tolist() == [0, 1]
     # the NaN feature reaches the model as NaN (its output is then NaN: a failure, not a silent 0)
     with torch.inference_mode():

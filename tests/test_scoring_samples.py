@@ -1,6 +1,7 @@
 """The sample protocols (protocols/heart.yaml, protocols/chest.yaml): `validate score`'s logits equal a
 bare forward pass of the same model on inputs preprocessed here independently (pandas for the
 features; Pillow and pydicom for the images), for the export program and the state dict + factory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,21 @@ from validate.scoring import score_protocol
 REPO = Path(__file__).resolve().parents[1]
 HEART = REPO / "protocols" / "heart.yaml"
 CHEST = REPO / "protocols" / "chest.yaml"
-HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak",
-                  "slope", "ca", "thal"]
+HEART_FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 
 
 def _bare(model_file: Path, x: np.ndarray) -> np.ndarray:
@@ -36,8 +50,9 @@ def test_heart_logits_equal_bare_forward(tmp_path, form):
         # the protocol's own comment: the same model ships as a state dict with a factory
         text = HEART.read_text().replace("../sample_sites/", f"{REPO}/sample_sites/")
         text = text.replace("heart/model.pt2", "heart/model_state.pt").replace(
-            "  format: export\n", f"  format: state_dict\n  factory: model_def:build_model\n"
-                                  f"  factory_path: {REPO}/sample_sites/heart\n")
+            "  format: export\n",
+            f"  format: state_dict\n  factory: model_def:build_model\n  factory_path: {REPO}/sample_sites/heart\n",
+        )
         assert "model_state.pt" in text and "factory_path" in text
         (tmp_path / "heart.yaml").write_text(text)
         protocol = load_protocol(tmp_path / "heart.yaml")
@@ -70,8 +85,9 @@ def _chest_pixels(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("checkpoint", ["model.pt2", pytest.param("model_state.pt", marks=pytest.mark.slow)])
 def test_chest_logits_equal_bare_forward(tmp_path, checkpoint):
     protocol = load_protocol(CHEST)
-    result = score_protocol(protocol, checkpoint=REPO / "sample_sites/chest" / checkpoint, out_dir=tmp_path / "out",
-                            batch_size=128)
+    result = score_protocol(
+        protocol, checkpoint=REPO / "sample_sites/chest" / checkpoint, out_dir=tmp_path / "out", batch_size=128
+    )
     assert result.counts["failed"] == 0
     assert result.checkpoint_format == ("export" if checkpoint.endswith(".pt2") else "state_dict")
     pred = result.predictions
@@ -110,25 +126,35 @@ def test_every_checkpoint_format_scores_the_sample_protocol(tmp_path, name):
     source = HEART if name == "heart" else CHEST
     text = source.read_text().replace("../sample_sites/", f"{REPO}/sample_sites/")
     if name == "heart":
-        text = text.replace("  format: export\n", f"  format: export\n  factory: model_def:build_model\n"
-                                                  f"  factory_path: {REPO}/sample_sites/heart\n")
+        text = text.replace(
+            "  format: export\n",
+            f"  format: export\n  factory: model_def:build_model\n  factory_path: {REPO}/sample_sites/heart\n",
+        )
     (tmp_path / "p.yaml").write_text(text)
     protocol = load_protocol(tmp_path / "p.yaml")
     reference = score_protocol(protocol, out_dir=tmp_path / "ref", batch_size=256).predictions
     model = _sample_model(protocol)
     example = torch.zeros((4, 13)) if name == "heart" else torch.zeros((4, 1, 28, 28))
-    files = {"torchscript": tmp_path / "model_ts.pt", "safetensors": tmp_path / "model.safetensors",
-             "onnx": tmp_path / "model.onnx"}
+    files = {
+        "torchscript": tmp_path / "model_ts.pt",
+        "safetensors": tmp_path / "model.safetensors",
+        "onnx": tmp_path / "model.onnx",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(model, example), str(files["torchscript"]))
-        torch.onnx.export(model, (example,), str(files["onnx"]), dynamo=False, input_names=["x"],
-                          dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            model, (example,), str(files["onnx"]), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}}
+        )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(files["safetensors"]))
     for fmt, path in files.items():
         out = tmp_path / fmt
-        assert main(["score", str(tmp_path / "p.yaml"), "--checkpoint", str(path), "--out", str(out),
-                     "--batch-size", "256"]) == 0
+        assert (
+            main(
+                ["score", str(tmp_path / "p.yaml"), "--checkpoint", str(path), "--out", str(out), "--batch-size", "256"]
+            )
+            == 0
+        )
         pred = pd.read_parquet(out / "predictions.parquet")
         assert pred["case_id"].tolist() == reference["case_id"].tolist()
         assert np.abs(pred["logit"].to_numpy() - reference["logit"].to_numpy()).max() <= 1e-5, fmt

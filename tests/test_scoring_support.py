@@ -3,11 +3,11 @@
 Everything here is made from scratch in each test's temporary folder, so the tests do not depend on
 the sample sites (those are checked separately, when present).
 """
+
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from PIL import Image
 
 # The factory module a protocol names for state-dict checkpoints. `build_model(k)` is deterministic;
 # tests perturb the weights before saving so that a load that silently failed would be noticed.
-TINY_DEF = textwrap.dedent('''
+TINY_DEF = textwrap.dedent("""
     import torch
     from torch import nn
 
@@ -50,7 +50,7 @@ TINY_DEF = textwrap.dedent('''
     def build_tabular():
         torch.manual_seed(0)
         return TinyTabular()
-''')
+""")
 
 
 def write_factory(folder: Path, name: str = "tiny_def") -> Path:
@@ -110,8 +110,9 @@ def chest_like_images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, size=(n, size, size), dtype=np.uint8)
 
 
-def write_png_site(root: Path, site: str, images: np.ndarray, *, labels: Optional[list[int]] = None,
-                   suffix: str = ".png") -> Path:
+def write_png_site(
+    root: Path, site: str, images: np.ndarray, *, labels: list[int] | None = None, suffix: str = ".png"
+) -> Path:
     """A site folder of images and its manifest; returns the manifest path."""
     folder = root / site
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,11 +127,25 @@ def write_png_site(root: Path, site: str, images: np.ndarray, *, labels: Optiona
     return manifest
 
 
-def write_protocol(path: Path, *, sites: list[dict], input: dict, model: dict, task: str = "binary",
-                   classes: Optional[list[str]] = None, attributes: Optional[list[str]] = None,
-                   labels: Optional[list[str]] = None) -> Path:
-    doc = {"name": "t", "task": task, "input": input, "model": model, "sites": sites,
-           "attributes": attributes if attributes is not None else ["sex"]}
+def write_protocol(
+    path: Path,
+    *,
+    sites: list[dict],
+    input: dict,
+    model: dict,
+    task: str = "binary",
+    classes: list[str] | None = None,
+    attributes: list[str] | None = None,
+    labels: list[str] | None = None,
+) -> Path:
+    doc = {
+        "name": "t",
+        "task": task,
+        "input": input,
+        "model": model,
+        "sites": sites,
+        "attributes": attributes if attributes is not None else ["sex"],
+    }
     if task == "multilabel":
         doc["labels"] = labels
     else:
@@ -142,8 +157,14 @@ def write_protocol(path: Path, *, sites: list[dict], input: dict, model: dict, t
 
 
 def image_input(size: int = 16, channels: int = 1) -> dict:
-    return {"kind": "image", "size": [size, size], "channels": channels, "scale": 255.0,
-            "mean": [0.5] * channels, "std": [0.5] * channels}
+    return {
+        "kind": "image",
+        "size": [size, size],
+        "channels": channels,
+        "scale": 255.0,
+        "mean": [0.5] * channels,
+        "std": [0.5] * channels,
+    }
 
 
 def reference_inputs(images: np.ndarray) -> torch.Tensor:
@@ -153,16 +174,26 @@ def reference_inputs(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x[:, None])
 
 
-def png_protocol(tmp_path: Path, images: np.ndarray, *, model: Optional[dict] = None, site: str = "a",
-                 extra_sites: Optional[list[dict]] = None) -> Path:
+def png_protocol(
+    tmp_path: Path,
+    images: np.ndarray,
+    *,
+    model: dict | None = None,
+    site: str = "a",
+    extra_sites: list[dict] | None = None,
+) -> Path:
     """A one-site image protocol with the tiny CNN as a state dict + factory."""
     write_png_site(tmp_path / "data", site, images)
     if model is None:
         write_factory(tmp_path / "code")
         state = tmp_path / "model_state.pt"
         torch.save(tiny_model().state_dict(), state)
-        model = {"checkpoint": str(state), "format": "state_dict", "factory": "tiny_def:build_model",
-                 "factory_path": "code"}
+        model = {
+            "checkpoint": str(state),
+            "format": "state_dict",
+            "factory": "tiny_def:build_model",
+            "factory_path": "code",
+        }
     sites = [{"id": site, "manifest": f"data/{site}.csv", "image_root": f"data/{site}", "role": "development"}]
     sites += extra_sites or []
     return write_protocol(tmp_path / "protocol.yaml", sites=sites, input=image_input(images.shape[1]), model=model)

@@ -1,4 +1,5 @@
 """shift_report: injected shifts are flagged, exchangeable sites are not, false alarms stay at alpha."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,19 @@ from validate.errors import InputError
 from validate.io import to_json_text
 
 
-def _site(name: str, n: int, rng, *, age_shift=0.0, prevalence=0.4, missing_rate=0.05, contrast=1.0,
-          manufacturer=("GE", "Siemens"), emb_shift=0.0, size=28) -> pd.DataFrame:
+def _site(
+    name: str,
+    n: int,
+    rng,
+    *,
+    age_shift=0.0,
+    prevalence=0.4,
+    missing_rate=0.05,
+    contrast=1.0,
+    manufacturer=("GE", "Siemens"),
+    emb_shift=0.0,
+    size=28,
+) -> pd.DataFrame:
     """Cases of one simulated site: a calibrated logistic world, y drawn first (so prevalence can move
     without the class-conditional distributions moving: pure prior shift)."""
     y = (rng.uniform(size=n) < prevalence).astype(int)
@@ -28,12 +40,23 @@ def _site(name: str, n: int, rng, *, age_shift=0.0, prevalence=0.4, missing_rate
     chol[rng.uniform(size=n) < missing_rate] = np.nan
     img_mean = rng.normal(0.45, 0.05, n)
     img_std = rng.normal(0.2, 0.03, n) * contrast
-    frame = pd.DataFrame({
-        "case_id": [f"{name}-{i}" for i in range(n)], "site": name, "patient_id": [f"{name}-{i}" for i in range(n)],
-        "y": y, "logit": logit, "age": age, "sex": sex, "chol": chol,
-        "img_mean": img_mean, "img_std": img_std, "img_height": size, "img_width": size,
-        "manufacturer": rng.choice(list(manufacturer), n),
-    })
+    frame = pd.DataFrame(
+        {
+            "case_id": [f"{name}-{i}" for i in range(n)],
+            "site": name,
+            "patient_id": [f"{name}-{i}" for i in range(n)],
+            "y": y,
+            "logit": logit,
+            "age": age,
+            "sex": sex,
+            "chol": chol,
+            "img_mean": img_mean,
+            "img_std": img_std,
+            "img_height": size,
+            "img_width": size,
+            "manufacturer": rng.choice(list(manufacturer), n),
+        }
+    )
     emb = rng.normal(emb_shift, 1.0, (n, 4))
     for j in range(4):
         frame[f"emb_{j}"] = emb[:, j]
@@ -56,8 +79,14 @@ def table() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def report(table) -> dict:
-    return shift_report(table, dev_sites="dev", external_sites=["same", "older", "prevalent", "gaps", "scanner"],
-                        attributes=["age", "sex"], features=["chol"], n_permutations=200)
+    return shift_report(
+        table,
+        dev_sites="dev",
+        external_sites=["same", "older", "prevalent", "gaps", "scanner"],
+        attributes=["age", "sex"],
+        features=["chol"],
+        n_permutations=200,
+    )
 
 
 def _top(site: dict) -> str:
@@ -66,8 +95,14 @@ def _top(site: dict) -> str:
 
 def test_json_ready_and_deterministic(table, report):
     text = to_json_text(report)  # raises on NaN/inf or unserialisable values
-    again = shift_report(table, dev_sites="dev", external_sites=["same", "older", "prevalent", "gaps", "scanner"],
-                         attributes=["age", "sex"], features=["chol"], n_permutations=200)
+    again = shift_report(
+        table,
+        dev_sites="dev",
+        external_sites=["same", "older", "prevalent", "gaps", "scanner"],
+        attributes=["age", "sex"],
+        features=["chol"],
+        n_permutations=200,
+    )
     assert to_json_text(again) == text
     assert json.loads(text)["schema"] == "validate.shift/1"
 
@@ -85,8 +120,9 @@ def test_unshifted_site_not_flagged(report):
     assert "same" not in report["flagged_sites"]
 
 
-@pytest.mark.parametrize("name,top", [("older", "case_mix:age"), ("prevalent", "labels:prevalence"),
-                                      ("gaps", "missingness:chol")])
+@pytest.mark.parametrize(
+    "name,top", [("older", "case_mix:age"), ("prevalent", "labels:prevalence"), ("gaps", "missingness:chol")]
+)
 def test_injected_shift_flagged_and_ranked_first(report, name, top):
     site = report["sites"][name]
     assert site["flagged"] and site["material"]
@@ -116,8 +152,9 @@ def test_values_match_independent_references(table, report):
     a, b = ext["age"].to_numpy(), dev["age"].to_numpy()
     smd = (a.mean() - b.mean()) / np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     assert site["case_mix"]["age"]["effect"] == pytest.approx(smd)
-    chi2, p, _, _ = stats.chi2_contingency(pd.crosstab(pd.concat([ext, dev]).site, pd.concat([ext, dev]).sex),
-                                           correction=False)
+    chi2, p, _, _ = stats.chi2_contingency(
+        pd.crosstab(pd.concat([ext, dev]).site, pd.concat([ext, dev]).sex), correction=False
+    )
     assert site["case_mix"]["sex"]["statistic"] == pytest.approx(chi2)
     assert site["case_mix"]["sex"]["p_value"] == pytest.approx(p)
     prev = site["labels"]["prevalence"]
@@ -152,11 +189,16 @@ def _null_pair(rng, n_dev: int, n_site: int) -> pd.DataFrame:
     y = (rng.uniform(size=n) < 0.4).astype(int)
     chol = rng.normal(240, 40, n)
     chol[rng.uniform(size=n) < 0.05] = np.nan
-    return pd.DataFrame({
-        "site": np.r_[np.full(n_dev, "dev"), np.full(n_site, "null")], "y": y,
-        "logit": 1.6 * rng.normal(np.where(y == 1, 0.8, -0.8), 1.0) + np.log(0.4 / 0.6),
-        "age": rng.normal(60, 12, n).round(), "sex": rng.choice(np.array(["F", "M"]), n), "chol": chol,
-    })
+    return pd.DataFrame(
+        {
+            "site": np.r_[np.full(n_dev, "dev"), np.full(n_site, "null")],
+            "y": y,
+            "logit": 1.6 * rng.normal(np.where(y == 1, 0.8, -0.8), 1.0) + np.log(0.4 / 0.6),
+            "age": rng.normal(60, 12, n).round(),
+            "sex": rng.choice(np.array(["F", "M"]), n),
+            "chol": chol,
+        }
+    )
 
 
 def test_false_alarm_rate_near_alpha():
@@ -167,8 +209,14 @@ def test_false_alarm_rate_near_alpha():
     reps, alpha = 200, 0.05
     flagged = 0
     for _ in range(reps):
-        rep = shift_report(_null_pair(rng, 300, 150), dev_sites="dev", external_sites="null",
-                           attributes=["age", "sex"], features=["chol"], alpha=alpha)
+        rep = shift_report(
+            _null_pair(rng, 300, 150),
+            dev_sites="dev",
+            external_sites="null",
+            attributes=["age", "sex"],
+            features=["chol"],
+            alpha=alpha,
+        )
         assert rep["sites"]["null"]["n_tests"] == 5
         flagged += bool(rep["flagged_sites"])
     lo, hi = stats.binom.ppf([0.005, 0.995], reps, alpha)
@@ -176,8 +224,9 @@ def test_false_alarm_rate_near_alpha():
 
 
 def test_bh_correction_option(table):
-    rep = shift_report(table, dev_sites="dev", external_sites=["older"], attributes=["age"], correction="bh",
-                       n_permutations=50)
+    rep = shift_report(
+        table, dev_sites="dev", external_sites=["older"], attributes=["age"], correction="bh", n_permutations=50
+    )
     rows = rep["sites"]["older"]["ranking"]
     assert rep["correction"] == "bh"
     assert all(r["p_adjusted"] is None or r["p_adjusted"] <= 1 for r in rows)
@@ -186,8 +235,9 @@ def test_bh_correction_option(table):
 def test_untestable_findings_carry_reasons(table):
     t = table.copy()
     t["complete"] = 1.0
-    rep = shift_report(t, dev_sites="dev", external_sites=["same"], attributes=None, features=["complete"],
-                       n_permutations=50)
+    rep = shift_report(
+        t, dev_sites="dev", external_sites=["same"], attributes=None, features=["complete"], n_permutations=50
+    )
     miss = rep["sites"]["same"]["missingness"]["complete"]
     assert miss["p_value"] is None and miss["reason"] == "no missing values at either site"
     assert rep["sites"]["same"]["ranking"][-1]["reason"]
@@ -232,11 +282,14 @@ def test_multiclass_class_mix_scores_and_em():
         y = rng.choice(3, n, p=prior)
         x = rng.normal(means[y], 1.0)
         logits = -0.5 * (x[:, None] - means[None, :]) ** 2  # calibrated at equal priors
-        return pd.DataFrame({"site": name, "y": y, **{f"logit_{c}": logits[:, j] for j, c in
-                                                      enumerate(["a", "b", "c"])}})
+        return pd.DataFrame(
+            {"site": name, "y": y, **{f"logit_{c}": logits[:, j] for j, c in enumerate(["a", "b", "c"])}}
+        )
 
-    table = pd.concat([site("dev", [1 / 3] * 3, 3000), site("same", [1 / 3] * 3, 1500),
-                       site("skewed", [0.6, 0.3, 0.1], 1500)], ignore_index=True)
+    table = pd.concat(
+        [site("dev", [1 / 3] * 3, 3000), site("same", [1 / 3] * 3, 1500), site("skewed", [0.6, 0.3, 0.1], 1500)],
+        ignore_index=True,
+    )
     rep = shift_report(table, dev_sites="dev", external_sites=["same", "skewed"], attributes=None)
     assert rep["task"] == "multiclass"
     skewed = rep["sites"]["skewed"]
@@ -253,8 +306,10 @@ def test_multilabel_per_label_prevalence():
         logits = {f"logit_{lab}": rng.normal(0, 1, n) + 2 * ys[f"y_{lab}"] - 1 for lab in prev}
         return pd.DataFrame({"site": name, **ys, **logits})
 
-    table = pd.concat([site("dev", {"edema": 0.3, "nodule": 0.2}, 1000),
-                       site("ext", {"edema": 0.6, "nodule": 0.2}, 600)], ignore_index=True)
+    table = pd.concat(
+        [site("dev", {"edema": 0.3, "nodule": 0.2}, 1000), site("ext", {"edema": 0.6, "nodule": 0.2}, 600)],
+        ignore_index=True,
+    )
     rep = shift_report(table, dev_sites="dev", external_sites="ext", attributes=None)
     assert rep["task"] == "multilabel"
     labels = rep["sites"]["ext"]["labels"]

@@ -6,6 +6,7 @@ models rebuilt by their factories from the shipped state dicts (the chest CNN's 
 embedding is then available too). Per-case image statistics are computed here the way the
 scorer is asked to (see validate/analysis/shift.py: img_* columns on pixel / 255, before resizing).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -19,8 +20,21 @@ from validate.metrics import MetricSettings
 
 torch = pytest.importorskip("torch")
 
-HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak",
-                  "slope", "ca", "thal"]
+HEART_FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 CHEST_SITES = ["development", "control", "vendor_b", "noisy_blur", "low_res", "drift_site", "low_prevalence"]
 SETTINGS = MetricSettings(n_bootstrap=100)
 
@@ -75,10 +89,20 @@ def chest_table(repo) -> pd.DataFrame:
             z = net.head(emb)[:, 0].numpy().astype(float)
         flat = a.reshape(len(a), -1)
         q = np.percentile(flat, [1, 5, 50, 95, 99], axis=1)
-        cols = {"site": site, "y": (df["label"] == "pneumonia").astype(int), "logit": z,
-                "img_mean": flat.mean(axis=1), "img_std": flat.std(axis=1), "img_p01": q[0], "img_p05": q[1],
-                "img_p50": q[2], "img_p95": q[3], "img_p99": q[4],
-                "img_height": [i.shape[0] for i in imgs], "img_width": [i.shape[1] for i in imgs]}
+        cols = {
+            "site": site,
+            "y": (df["label"] == "pneumonia").astype(int),
+            "logit": z,
+            "img_mean": flat.mean(axis=1),
+            "img_std": flat.std(axis=1),
+            "img_p01": q[0],
+            "img_p05": q[1],
+            "img_p50": q[2],
+            "img_p95": q[3],
+            "img_p99": q[4],
+            "img_height": [i.shape[0] for i in imgs],
+            "img_width": [i.shape[1] for i in imgs],
+        }
         hist = np.stack([np.histogram(r, bins=16, range=(0.0, 1.0))[0] for r in flat])
         cols.update({f"img_hist_{j:02d}": hist[:, j] for j in range(16)})
         cols.update({f"emb_{j}": e for j, e in enumerate(emb.numpy().T)})
@@ -88,13 +112,25 @@ def chest_table(repo) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def chest_report(chest_table) -> dict:
-    return shift_report(chest_table, dev_sites="development", external_sites=CHEST_SITES[1:],
-                        attributes=["sex", "age"], metric_settings=SETTINGS, n_permutations=200)
+    return shift_report(
+        chest_table,
+        dev_sites="development",
+        external_sites=CHEST_SITES[1:],
+        attributes=["sex", "age"],
+        metric_settings=SETTINGS,
+        n_permutations=200,
+    )
 
 
 def test_heart_external_sites_flagged(heart_table):
-    rep = shift_report(heart_table, dev_sites="cleveland", external_sites=["hungary", "switzerland", "va"],
-                       attributes=["sex_label", "age"], features=HEART_FEATURES, metric_settings=SETTINGS)
+    rep = shift_report(
+        heart_table,
+        dev_sites="cleveland",
+        external_sites=["hungary", "switzerland", "va"],
+        attributes=["sex_label", "age"],
+        features=HEART_FEATURES,
+        metric_settings=SETTINGS,
+    )
     assert rep["flagged_sites"] == ["hungary", "switzerland", "va"]
     sites = rep["sites"]
     # Switzerland: 93.5% disease against Cleveland's 45.9% (SOURCES.md)

@@ -1,4 +1,5 @@
 """Two-sample shift statistics against independent references (statsmodels, scipy, hand formulas)."""
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,8 @@ def test_smd_by_hand():
     a = [1.0, 2.0, 3.0, 4.0]
     b = [2.0, 4.0, 6.0]
     expected = (statistics.mean(a) - statistics.mean(b)) / math.sqrt(
-        (statistics.variance(a) + statistics.variance(b)) / 2)
+        (statistics.variance(a) + statistics.variance(b)) / 2
+    )
     assert ts.standardized_mean_difference(np.array(a), np.array(b)) == pytest.approx(expected, rel=1e-14)
     assert expected == pytest.approx(-0.8911327886790069)
 
@@ -163,7 +165,8 @@ def test_psi_ties_at_edges():
 
 def _mmd2_loop(a, b, sigma):
     def k(x, y):
-        return math.exp(-np.sum((x - y) ** 2) / (2 * sigma ** 2))
+        return math.exp(-np.sum((x - y) ** 2) / (2 * sigma**2))
+
     m, n = len(a), len(b)
     saa = sum(k(a[i], a[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     sbb = sum(k(b[i], b[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))

@@ -5,6 +5,7 @@ References are independent of the code under test: group membership is re-derive
 manifest columns, bins are numpy's equal-width right-closed binning (as ECE), the interval per bin is
 statsmodels' Wilson interval, and calibrated probabilities are the Platt formula written out here.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,14 @@ def naive_bins(y, p, bins: int = BINS, level: float = 0.95) -> dict:
     idx = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
     count = np.array([(idx == b).sum() for b in range(bins)])
     events = np.array([y[idx == b].sum() for b in range(bins)])
-    out = {"count": count.tolist(), "events": events.astype(int).tolist(), "mean_predicted": [], "observed": [],
-           "observed_low": [], "observed_high": []}
+    out = {
+        "count": count.tolist(),
+        "events": events.astype(int).tolist(),
+        "mean_predicted": [],
+        "observed": [],
+        "observed_low": [],
+        "observed_high": [],
+    }
     for b in range(bins):
         if count[b] == 0:
             for k in ("mean_predicted", "observed", "observed_low", "observed_high"):
@@ -61,6 +68,7 @@ def assert_bins_equal(stored: dict, want: dict) -> None:
 
 # ---- the engine: curves.json holds every group's diagram -------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def heart(tmp_path_factory):
     """The heart sample scored by the engine, its subgroup columns, and curves.json with a Platt method
@@ -76,13 +84,31 @@ def heart(tmp_path_factory):
     loaded = load_predictions(protocol, scoring_dir=tmp_path_factory.mktemp("heart-scoring"), device="cpu")
     table = table_from_frame(loaded["frame"], task="binary")
     groups = derive_subgroups(table.frame, protocol)
-    calibration = {"methods": {"platt": {"params": {"intercept": -0.3, "slope": 0.8},
-                                         "sites": {"hungary": {"n": 1}, "va": {"n": 1}, "cleveland": {"n": 1}}}}}
+    calibration = {
+        "methods": {
+            "platt": {
+                "params": {"intercept": -0.3, "slope": 0.8},
+                "sites": {"hungary": {"n": 1}, "va": {"n": 1}, "cleveland": {"n": 1}},
+            }
+        }
+    }
     settings = MetricSettings(bins=BINS, n_bootstrap=0, cluster_by=None)
-    curves = site_curves(table, task="binary", names=[], settings=settings, sites=[s.id for s in protocol.sites],
-                         calibration=calibration, fit_on=["cleveland"], groups=groups)
-    manifests = pd.concat([pd.read_csv(REPO / "sample_sites" / "heart" / f"{s}.csv", dtype={"case_id": str})
-                           .assign(site=s) for s in ("cleveland", "hungary", "switzerland", "va")])
+    curves = site_curves(
+        table,
+        task="binary",
+        names=[],
+        settings=settings,
+        sites=[s.id for s in protocol.sites],
+        calibration=calibration,
+        fit_on=["cleveland"],
+        groups=groups,
+    )
+    manifests = pd.concat(
+        [
+            pd.read_csv(REPO / "sample_sites" / "heart" / f"{s}.csv", dtype={"case_id": str}).assign(site=s)
+            for s in ("cleveland", "hungary", "switzerland", "va")
+        ]
+    )
     return {"frame": table.frame, "curves": curves, "manifests": manifests.set_index("case_id")}
 
 
@@ -102,8 +128,10 @@ def test_stored_heart_group_diagram_equals_an_independent_recomputation(heart):
     women_45_54 = ((m["sex_label"] == "female") & (m["age"] >= 45) & (m["age"] < 55)).to_numpy()
     age_55_64 = ((m["age"] >= 55) & (m["age"] < 65)).to_numpy()
     level = heart["curves"]["subgroups"]["sites"]["hungary"]
-    for stored, mask in ((level["sex_x_age_band"]["female & 45-54"], women_45_54),
-                         (level["age_band"]["55-64"], age_55_64)):
+    for stored, mask in (
+        (level["sex_x_age_band"]["female & 45-54"], women_45_54),
+        (level["age_band"]["55-64"], age_55_64),
+    ):
         assert set(stored) == {"none", "platt"}
         for method, p in (("none", expit(z[mask])), ("platt", expit(0.8 * z[mask] - 0.3))):
             assert stored[method]["n"] == mask.sum() and stored[method]["n_events"] == y[mask].sum()
@@ -127,8 +155,18 @@ def test_every_declared_group_is_stored_per_site_and_pooled(heart):
     # a group with cases, however few, has its diagram; a group without cases has none
     for site in ("cleveland", "hungary", "switzerland", "va"):
         _, _, ms = _heart_cases(heart, site)
-        counts = pd.Series([f"{s} & {b}" for s, b in zip(ms["sex_label"], pd.cut(
-            ms["age"], [-np.inf, 45, 55, 65, np.inf], right=False, labels=["<45", "45-54", "55-64", ">=65"]), strict=True)])
+        counts = pd.Series(
+            [
+                f"{s} & {b}"
+                for s, b in zip(
+                    ms["sex_label"],
+                    pd.cut(
+                        ms["age"], [-np.inf, 45, 55, 65, np.inf], right=False, labels=["<45", "45-54", "55-64", ">=65"]
+                    ),
+                    strict=True,
+                )
+            ]
+        )
         counts = counts.value_counts()
         stored = curves["sites"][site]["sex_x_age_band"]
         assert {g: c["none"]["n"] for g, c in stored.items()} == counts.to_dict()
@@ -143,14 +181,23 @@ def test_multiclass_groups_use_the_top_label_view():
     n = 300
     logits = rng.normal(0, 1.5, (n, 3))
     y = rng.integers(0, 3, n)
-    frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "site": np.where(np.arange(n) < 200, "a", "b"),
-                          "y": np.array(["cat", "dog", "eel"])[y], **{f"logit_{c}": logits[:, k]
-                                                                       for k, c in enumerate(["cat", "dog", "eel"])}})
+    frame = pd.DataFrame(
+        {
+            "case_id": [f"c{i}" for i in range(n)],
+            "site": np.where(np.arange(n) < 200, "a", "b"),
+            "y": np.array(["cat", "dog", "eel"])[y],
+            **{f"logit_{c}": logits[:, k] for k, c in enumerate(["cat", "dog", "eel"])},
+        }
+    )
     table = table_from_frame(frame, task="multiclass", class_names=["cat", "dog", "eel"])
     groups = pd.DataFrame({"g": np.where(np.arange(n) % 3 == 0, "x", "z")})
-    out = subgroup_reliability(table, groups, settings=MetricSettings(bins=BINS), sites=["a", "b"],
-                               calibration={"methods": {"platt": {"params": {"intercept": 0, "slope": 1},
-                                                                  "sites": {"a": {}}}}})
+    out = subgroup_reliability(
+        table,
+        groups,
+        settings=MetricSettings(bins=BINS),
+        sites=["a", "b"],
+        calibration={"methods": {"platt": {"params": {"intercept": 0, "slope": 1}, "sites": {"a": {}}}}},
+    )
     P = softmax(logits, axis=1)
     mask = (frame["site"] == "a").to_numpy() & (groups["g"] == "x").to_numpy()
     correct = (P.argmax(axis=1) == y).astype(float)
@@ -173,8 +220,9 @@ def test_the_run_stores_subgroup_reliability_for_every_protocol_subgroup(synthet
     for site, level in [*sub["sites"].items(), ("overall", sub["overall"])]:
         stored = curves["subgroups"]["overall"] if site == "overall" else curves["subgroups"]["sites"][site]
         for attr, cells in level["subgroups"].items():
-            assert {g: c["none"]["n"] for g, c in stored[attr].items()} == \
-                {g: c["block"]["n"] for g, c in cells.items() if c["block"]["n"]}
+            assert {g: c["none"]["n"] for g, c in stored[attr].items()} == {
+                g: c["block"]["n"] for g, c in cells.items() if c["block"]["n"]
+            }
     pred = pd.read_parquet(bundle / "predictions.parquet")
     part = pred[(pred["site"] == "ext_flat") & (pred["sex"] == "female") & (pred["age"] >= 50) & (pred["age"] < 70)]
     y, z = part["y"].to_numpy(float), part["logit"].to_numpy(float)
@@ -189,6 +237,7 @@ def test_the_run_stores_subgroup_reliability_for_every_protocol_subgroup(synthet
 
 
 # ---- the dashboard reads, never computes ------------------------------------------------------------
+
 
 @pytest.fixture
 def dashboard_run(tmp_path):
@@ -257,8 +306,9 @@ def test_dashboard_figures_imports_no_engine_module():
     import ast
 
     tree = ast.parse((REPO / "dashboard" / "figures.py").read_text())
-    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
-        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
     assert not {m for m in names if m.startswith(("validate.analysis", "validate.predictions", "validate.cohort"))}
     assert "SimpleNamespace" not in (REPO / "dashboard" / "figures.py").read_text()
 

@@ -1,5 +1,6 @@
 """Site x subgroup analysis and the per-site curves, checked against independent references
 (scikit-learn, statsmodels) on the same bootstrap weights."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,17 @@ def synthetic(n_sites=(160, 140), seed=0):
         y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
         logit = z * (1.0 if k == 0 else 0.7) + rng.normal(0, 0.6, size=n)
         for i in range(n):
-            rows.append({"case_id": f"s{k}-{i}", "site": f"site{k}", "patient_id": f"s{k}-p{i // 2}", "y": y[i],
-                         "logit": logit[i], "sex": sex[i], "age": age[i]})
+            rows.append(
+                {
+                    "case_id": f"s{k}-{i}",
+                    "site": f"site{k}",
+                    "patient_id": f"s{k}-p{i // 2}",
+                    "y": y[i],
+                    "logit": logit[i],
+                    "sex": sex[i],
+                    "age": age[i],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -71,8 +81,9 @@ def test_paired_gaps_equal_sklearn_on_the_same_replicates():
     g = gaps["female"]
     # point estimate: sklearn on the group minus sklearn on all cases
     assert g["auroc"]["estimate"] == pytest.approx(roc_auc_score(y[female], p[female]) - roc_auc_score(y, p), abs=1e-12)
-    assert g["brier"]["estimate"] == pytest.approx(brier_score_loss(y[female], p[female]) - brier_score_loss(y, p),
-                                                   abs=1e-12)
+    assert g["brier"]["estimate"] == pytest.approx(
+        brier_score_loss(y[female], p[female]) - brier_score_loss(y, p), abs=1e-12
+    )
     # interval: a plain loop of sklearn calls with the engine's replicate weights as sample weights
     W = bootstrap_weights(40, y.size, clusters=clusters, seed=7)
     diffs = []
@@ -88,9 +99,11 @@ def test_paired_gaps_equal_sklearn_on_the_same_replicates():
 
 def test_worst_groups_skip_insufficient_and_follow_direction():
     e = lambda v: {"estimate": v, "ci_low": v - 0.1, "ci_high": v + 0.1}  # noqa: E731
-    blocks = {"a": {"n": 100, "auroc": e(0.80), "ece": e(0.05), "calibration_slope": e(1.3)},
-              "b": {"n": 90, "auroc": e(0.75), "ece": e(0.09), "calibration_slope": e(0.8)},
-              "c": {"n": 5, "insufficient": True, "auroc": e(0.5), "ece": e(0.3), "calibration_slope": e(3.0)}}
+    blocks = {
+        "a": {"n": 100, "auroc": e(0.80), "ece": e(0.05), "calibration_slope": e(1.3)},
+        "b": {"n": 90, "auroc": e(0.75), "ece": e(0.09), "calibration_slope": e(0.8)},
+        "c": {"n": 5, "insufficient": True, "auroc": e(0.5), "ece": e(0.3), "calibration_slope": e(3.0)},
+    }
     w = worst_groups(blocks, metrics=("auroc", "ece", "calibration_slope"))
     assert w["auroc"]["group"] == "b" and w["ece"]["group"] == "b"
     assert w["calibration_slope"]["group"] == "a"  # |1.3 - 1| > |0.8 - 1|
@@ -129,11 +142,19 @@ def test_cohort_summary_counts_and_exclusions():
     df = synthetic((50, 40))
     groups = pd.DataFrame({"sex": df["sex"]})
     site = lambda i, role: SimpleNamespace(id=f"site{i}", display_name=f"Site {i}", role=role)  # noqa: E731
-    protocol = SimpleNamespace(task="binary", subgroups=[SimpleNamespace(name="sex", intersection=None)],
-                               sites=[site(0, "development"), site(1, "external")])
-    failures = pd.DataFrame({"site": ["site1", "site1", "site1"], "case_id": ["MRN-778812", "MRN-778813", "MRN-778814"],
-                             "reason": ["corrupt or truncated image: OSError: bad", "image file not found",
-                                        "image file not found"], "stage": ["read"] * 3})
+    protocol = SimpleNamespace(
+        task="binary",
+        subgroups=[SimpleNamespace(name="sex", intersection=None)],
+        sites=[site(0, "development"), site(1, "external")],
+    )
+    failures = pd.DataFrame(
+        {
+            "site": ["site1", "site1", "site1"],
+            "case_id": ["MRN-778812", "MRN-778813", "MRN-778814"],
+            "reason": ["corrupt or truncated image: OSError: bad", "image file not found", "image file not found"],
+            "stage": ["read"] * 3,
+        }
+    )
     out = cohort_summary(df, protocol, groups, failures)
     s1 = out["sites"]["site1"]
     assert s1["n"] == 40 and s1["n_excluded"] == 3

@@ -6,6 +6,7 @@ cases are ranked here from the definition (binary call p >= 0.5; confidence = pr
 wrong call; top 20 per site), names are HMAC-SHA256 computed here with the standard library, and
 pixels are compared with Pillow's own thumbnail (PNG) and pydicom's pixel array (DICOM).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ from validate.pipeline import run_protocol
 from test_scoring_support import dicom_dataset
 
 KEY = "thumbnail-test-key"
-N = 50          # cases per site: about 25 errors, so the top-20 cut matters
+N = 50  # cases per site: about 25 errors, so the top-20 cut matters
 TOP = 20
 MARK = "RAWIMGNAME"  # in every image file name; must not appear in any file of the bundle
 
@@ -51,14 +52,15 @@ def image_run(tmp_path_factory):
             if suffix == ".png":  # 8-bit grey, larger than a thumbnail: must be reduced
                 px = rng.integers(0, 256, (160, 200), dtype=np.uint8)
                 Image.fromarray(px).save(root / name)
-            else:                 # 12-bit values: outside 0..scale, so stretched min to max
+            else:  # 12-bit values: outside 0..scale, so stretched min to max
                 px = rng.integers(0, 4096, (16, 16)).astype(np.uint16)
                 _dicom(root / name, px)
             originals[(site, case)] = root / name
             y = int(rng.random() < 0.5)
             manifest.append({"case_id": case, "patient_id": f"P{site}{i}", "label": ["neg", "pos"][y], "image": name})
-            rows.append({"case_id": case, "site": site, "patient_id": f"P{site}{i}", "y": y,
-                         "logit": float(rng.normal(0, 2))})
+            rows.append(
+                {"case_id": case, "site": site, "patient_id": f"P{site}{i}", "y": y, "logit": float(rng.normal(0, 2))}
+            )
         pd.DataFrame(manifest).to_csv(tmp / f"{site}.csv", index=False)
     pd.DataFrame(rows).to_csv(tmp / "predictions.csv", index=False)
     protocol = tmp / "tiny.yaml"
@@ -143,7 +145,6 @@ def test_the_dashboard_shows_the_bundles_thumbnails_for_its_top_cases(image_run)
         assert png is not None and Image.open(io.BytesIO(png)).format == "PNG"
 
 
-
 def test_cases_json_holds_the_ranking_and_the_dashboard_lists_it_without_predictions(image_run, tmp_path):
     """cases.json: per site the top errors (hashed ids, confidence, thumbnail name) ranked as defined
     above; the dashboard's Cases data come from it alone (predictions.parquet removed)."""
@@ -166,17 +167,18 @@ def test_cases_json_holds_the_ranking_and_the_dashboard_lists_it_without_predict
         assert [c["thumbnail"] for c in entry["top"]] == [_hashed(c) for c in cases]
         by_id = dict(zip(g["case_id"], p, strict=True))
         assert [c["confidence"] for c in entry["top"]] == pytest.approx(
-            [max(by_id[c], 1 - by_id[c]) for c in cases], abs=1e-12)
+            [max(by_id[c], 1 - by_id[c]) for c in cases], abs=1e-12
+        )
     copy = tmp_path / "runs" / "copy"
     shutil.copytree(image_run["bundle"], copy)
     (copy / "predictions.parquet").unlink()
     top, counts = confident_errors(load_run(copy, copy.parent), per_site=5)
     assert len(top) == 2 * 5 and set(counts["cases"]) == {N}
-    assert list(top[top["site"] == "png_site"]["case_id"]) == \
-        [_hashed(c) for c in _expected_top(rows)["png_site"][:5]]
+    assert list(top[top["site"] == "png_site"]["case_id"]) == [_hashed(c) for c in _expected_top(rows)["png_site"][:5]]
 
 
 # ---- kept case ids of any length or character --------------------------------------------------------
+
 
 def _sha_name(case_id: str) -> str:
     return "id-" + hashlib.sha256(case_id.encode()).hexdigest()[:40]
@@ -207,8 +209,9 @@ def test_kept_case_ids_of_300_characters_get_hashed_thumbnail_names(tmp_path):
         Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(tmp_path / "imgs" / f"i{i}.png")
         manifest.append({"case_id": case, "patient_id": f"p{i}", "label": ["neg", "pos"][i % 2], "image": f"i{i}.png"})
         for site in ("s", "t"):
-            rows.append({"case_id": case, "site": site, "patient_id": f"p{i}", "y": i % 2,
-                         "logit": float(rng.normal(0, 2))})
+            rows.append(
+                {"case_id": case, "site": site, "patient_id": f"p{i}", "y": i % 2, "logit": float(rng.normal(0, 2))}
+            )
     pd.DataFrame(manifest).to_csv(tmp_path / "s.csv", index=False)
     pd.DataFrame(rows).to_csv(tmp_path / "pred.csv", index=False)
     protocol = tmp_path / "p.yaml"

@@ -5,6 +5,7 @@ The pipeline and its stages are importable from here, e.g. ``validate.run_protoc
 validate`` imports no numerical library, so the command line and tools that only need the version or a
 stage stay fast to start.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,9 +31,23 @@ _EXPORTS = {
     "read_bundle": "validate.bundle",
 }
 
-__all__ = ["__version__", "run_protocol", "RunResult", "load_predictions", "analyse", "write_bundle", "regate",
-           "compare_bundles", "load_protocol", "read_predictions", "score_protocol", "metrics_report",
-           "compare_calibration", "judge_gates", "read_bundle"]
+__all__ = [
+    "__version__",
+    "run_protocol",
+    "RunResult",
+    "load_predictions",
+    "analyse",
+    "write_bundle",
+    "regate",
+    "compare_bundles",
+    "load_protocol",
+    "read_predictions",
+    "score_protocol",
+    "metrics_report",
+    "compare_calibration",
+    "judge_gates",
+    "read_bundle",
+]
 
 if TYPE_CHECKING:  # what a type checker and an editor see; at run time :func:`__getattr__` loads them
     from validate.bundle import read_bundle

@@ -41,6 +41,7 @@ so no such key is used. Reproducibility does not depend on the key: ``metrics.js
 and are computed from the original table before pseudonymisation; they are byte-identical across reruns.
 Hashing keeps equal identifiers equal within a run, so clusters (patients) stay intact.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,32 +60,64 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from validate.errors import InputError, RunIncomplete
 from validate.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, to_json_text
 
-REQUIRED_FILES = ("provenance.json", "protocol.yaml", "predictions.parquet", "metrics.json", "calibration.json",
-                  "gates.json")
-JSON_FILES = ("provenance.json", "metrics.json", "calibration.json", "shift.json", "gates.json", "subgroups.json",
-              "curves.json", "sites.json", "cases.json")
+REQUIRED_FILES = (
+    "provenance.json",
+    "protocol.yaml",
+    "predictions.parquet",
+    "metrics.json",
+    "calibration.json",
+    "gates.json",
+)
+JSON_FILES = (
+    "provenance.json",
+    "metrics.json",
+    "calibration.json",
+    "shift.json",
+    "gates.json",
+    "subgroups.json",
+    "curves.json",
+    "sites.json",
+    "cases.json",
+)
 ID_COLUMNS = ("case_id", "patient_id")
 CASE_ID_KEY_ENV = "VALIDATE_CASE_ID_KEY"
 THUMBNAIL_DIR = "thumbnails"
 # every file name `validate run` (and `validate gate` / `validate report` into a bundle) puts in a bundle
-BUNDLE_FILES = frozenset(REQUIRED_FILES + JSON_FILES + ("report.html", "junit.xml", "failures.csv", "gates.md",
-                                                       "comparison.json", "baseline_predictions.parquet"))
+BUNDLE_FILES = frozenset(
+    REQUIRED_FILES
+    + JSON_FILES
+    + ("report.html", "junit.xml", "failures.csv", "gates.md", "comparison.json", "baseline_predictions.parquet")
+)
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
 STAGING_NAME = re.compile(r"^\.(?P<name>.+)\.partial-[0-9a-f]{8}$")
 ASIDE_NAME = re.compile(r"^\.(?P<name>.+)\.old-[0-9a-f]{8}$")
 # the temporary name validate.io.atomic_path gives a file while it is written
 TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
-SOFTWARE = ("torch", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "plotly", "pydantic", "netcal",
-            "onnxruntime", "pydicom", "pillow", "validate")
+SOFTWARE = (
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pandas",
+    "pyarrow",
+    "plotly",
+    "pydantic",
+    "netcal",
+    "onnxruntime",
+    "pydicom",
+    "pillow",
+    "validate",
+)
 
 
 # ---- identifiers ---------------------------------------------------------------------------------
+
 
 def case_id_key() -> tuple[bytes, str]:
     """The key for hashing case identifiers and a description of where it came from (for provenance)."""
@@ -101,7 +134,7 @@ def case_id_key_check(key: bytes) -> str:
     return hmac.new(key, b"validate case-id key check", hashlib.sha256).hexdigest()[:16]
 
 
-def hash_ids(values, key: bytes, digits: int = 20) -> list[Optional[str]]:
+def hash_ids(values, key: bytes, digits: int = 20) -> list[str | None]:
     """HMAC-SHA256(key, id) as hex, first ``digits`` digits; missing values stay missing."""
     out = []
     for v in values:
@@ -123,11 +156,12 @@ def pseudonymise(table, key: bytes, columns: tuple[str, ...] = ID_COLUMNS):
 
 # ---- provenance --------------------------------------------------------------------------------
 
-def software_versions() -> dict[str, Optional[str]]:
+
+def software_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata (nothing is imported: netcal alone takes seconds)."""
     from importlib import metadata
 
-    versions: dict[str, Optional[str]] = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for dist in SOFTWARE:
         try:
             versions[dist] = metadata.version(dist)
@@ -144,9 +178,18 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def make_provenance(*, protocol: Any, started_at: str, finished_at: str, checkpoint: Optional[dict] = None,
-                    predictions_source: Optional[dict] = None, device: Optional[str] = None,
-                    case_ids: str = "kept", command: Optional[list[str]] = None, extra: Optional[dict] = None) -> dict:
+def make_provenance(
+    *,
+    protocol: Any,
+    started_at: str,
+    finished_at: str,
+    checkpoint: dict | None = None,
+    predictions_source: dict | None = None,
+    device: str | None = None,
+    case_ids: str = "kept",
+    command: list[str] | None = None,
+    extra: dict | None = None,
+) -> dict:
     """``provenance.json``: what is needed to repeat the run and to check it is the same run.
 
     ``protocol`` is a loaded :class:`validate.protocol.Protocol`; ``checkpoint`` e.g. ``{"path", "sha256",
@@ -174,8 +217,12 @@ def make_provenance(*, protocol: Any, started_at: str, finished_at: str, checkpo
         "started_at": started_at,
         "finished_at": finished_at,
         "software": software_versions(),
-        "platform": {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
-                     "python_implementation": platform.python_implementation()},
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python_implementation": platform.python_implementation(),
+        },
         "case_ids": case_ids,
         "command": command if command is not None else [os.path.basename(sys.argv[0])] + sys.argv[1:],
     }
@@ -186,7 +233,8 @@ def make_provenance(*, protocol: Any, started_at: str, finished_at: str, checkpo
 
 # ---- writing -------------------------------------------------------------------------------------
 
-def default_bundle_dir(runs_dir: str | Path, protocol_name: str, when: Optional[_dt.datetime] = None) -> Path:
+
+def default_bundle_dir(runs_dir: str | Path, protocol_name: str, when: _dt.datetime | None = None) -> Path:
     """``runs/<protocol>-<YYYYmmdd-HHMMSS>``; a numeric suffix keeps two runs in one second apart."""
     when = when or _dt.datetime.now()
     base = Path(runs_dir) / f"{protocol_name}-{when.strftime('%Y%m%d-%H%M%S')}"
@@ -199,14 +247,18 @@ def default_bundle_dir(runs_dir: str | Path, protocol_name: str, when: Optional[
 
 # ---- what a run may replace ----------------------------------------------------------------------
 
+
 def is_our_provenance(prov: Any) -> bool:
     """Whether a parsed ``provenance.json`` was written by this suite (marker, or the keys of earlier versions)."""
     if not isinstance(prov, dict):
         return False
     if prov.get("bundle_format") == BUNDLE_FORMAT:
         return True
-    return (isinstance(prov.get("validate_version"), str) and isinstance(prov.get("software"), dict)
-            and isinstance(prov.get("files"), dict))
+    return (
+        isinstance(prov.get("validate_version"), str)
+        and isinstance(prov.get("software"), dict)
+        and isinstance(prov.get("files"), dict)
+    )
 
 
 def _is_bundle_file_name(name: str) -> bool:
@@ -227,15 +279,19 @@ def foreign_entries(folder: Path) -> list[str]:
                 if site.is_symlink() or not site.is_dir():
                     foreign.append(f"{THUMBNAIL_DIR}/{site.name}")
                     continue
-                foreign += [f"{THUMBNAIL_DIR}/{site.name}/{f.name}" for f in sorted(site.iterdir())
-                            if f.is_symlink() or not f.is_file()
-                            or not (f.suffix == ".png" or (f.name.startswith(".") and f.name.endswith(".tmp")))]
+                foreign += [
+                    f"{THUMBNAIL_DIR}/{site.name}/{f.name}"
+                    for f in sorted(site.iterdir())
+                    if f.is_symlink()
+                    or not f.is_file()
+                    or not (f.suffix == ".png" or (f.name.startswith(".") and f.name.endswith(".tmp")))
+                ]
         elif not (entry.is_file() and _is_bundle_file_name(entry.name)):
             foreign.append(entry.name)
     return foreign
 
 
-def not_our_bundle(folder: Path) -> Optional[str]:
+def not_our_bundle(folder: Path) -> str | None:
     """None when ``folder`` is a bundle this suite wrote and holds nothing else; otherwise why not."""
     prov_file = folder / "provenance.json"
     if not prov_file.is_file() or prov_file.is_symlink():
@@ -253,7 +309,7 @@ def not_our_bundle(folder: Path) -> Optional[str]:
     return None
 
 
-def ancestor_problem(path: Path) -> Optional[str]:
+def ancestor_problem(path: Path) -> str | None:
     """Why nothing can be created at ``path`` because of what lies above it: its nearest existing
     ancestor is a file, or a results bundle (a bundle must hold only bundle files). None if fine."""
     for ancestor in path.parents:
@@ -266,7 +322,7 @@ def ancestor_problem(path: Path) -> Optional[str]:
     return None
 
 
-def target_problem(target: Path) -> Optional[str]:
+def target_problem(target: Path) -> str | None:
     """Why a bundle may not be written at ``target`` (None: it may). See the module docstring."""
     above = ancestor_problem(target)
     if above:
@@ -287,9 +343,13 @@ def check_target(target: Path, when: str = "") -> None:
     """Raise :class:`InputError` when a bundle may not be written at ``target``."""
     why = target_problem(target)
     if why:
-        raise InputError(f"will not write the results bundle here: {why}{when}", file=target, field="--out",
-                         expected="a new folder name, an empty folder, or an earlier bundle of validate to "
-                                  "replace (move or delete what is there, or choose another --out)")
+        raise InputError(
+            f"will not write the results bundle here: {why}{when}",
+            file=target,
+            field="--out",
+            expected="a new folder name, an empty folder, or an earlier bundle of validate to "
+            "replace (move or delete what is there, or choose another --out)",
+        )
 
 
 def _lock(fh, blocking: bool) -> bool:
@@ -341,8 +401,11 @@ def remove_abandoned(parent: Path) -> list[Path]:
 
 
 # the content a file validate writes starts with (or, for gates.json, the keys it holds)
-_SIGNATURES = {"junit.xml": b'<testsuites name="validate gates: ', "gates.md": b"### ",
-               "report.html": b'<meta name="validate-verdict"'}
+_SIGNATURES = {
+    "junit.xml": b'<testsuites name="validate gates: ',
+    "gates.md": b"### ",
+    "report.html": b'<meta name="validate-verdict"',
+}
 
 
 def written_by_validate(path: Path) -> bool:
@@ -369,12 +432,16 @@ def written_by_validate(path: Path) -> bool:
     return _SIGNATURES["report.html"] in head
 
 
-ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-                      errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-                      errno.EDQUOT: "disk quota exceeded"}
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EDQUOT: "disk quota exceeded",
+}
 
 
-def environment_cause(exc: BaseException) -> Optional[str]:
+def environment_cause(exc: BaseException) -> str | None:
     """The machine's reason (full disk, read-only, no permission) behind an exception, if that is what it is.
 
     Libraries re-raise OS errors in their own types (pyarrow, pandas), so the chain and the message
@@ -420,8 +487,17 @@ class BundleWriter:
         try:
             self._marker = open(self.staging / STAGING_MARKER, "w+", encoding="utf-8")
             _lock(self._marker, blocking=True)
-            self._marker.write(json.dumps({"validate_staging": 1, "target": self.target.name, "pid": os.getpid(),
-                                           "host": platform.node(), "started_at": now_iso()}))
+            self._marker.write(
+                json.dumps(
+                    {
+                        "validate_staging": 1,
+                        "target": self.target.name,
+                        "pid": os.getpid(),
+                        "host": platform.node(),
+                        "started_at": now_iso(),
+                    }
+                )
+            )
             self._marker.flush()
         except OSError as exc:
             self.abort()
@@ -431,11 +507,15 @@ class BundleWriter:
     def _raise_environment(self, exc: BaseException) -> None:
         cause = environment_cause(exc)
         if cause:
-            todo = ("free some space or choose another --out" if cause in (ENVIRONMENT_ERRNOS[errno.ENOSPC],
-                                                                          ENVIRONMENT_ERRNOS[errno.EDQUOT])
-                    else "choose a folder you can write to with --out")
-            raise RunIncomplete(f"cannot write the results bundle in {self.target.parent}: {cause}; the unfinished "
-                                f"bundle was removed ({todo})") from exc
+            todo = (
+                "free some space or choose another --out"
+                if cause in (ENVIRONMENT_ERRNOS[errno.ENOSPC], ENVIRONMENT_ERRNOS[errno.EDQUOT])
+                else "choose a folder you can write to with --out"
+            )
+            raise RunIncomplete(
+                f"cannot write the results bundle in {self.target.parent}: {cause}; the unfinished "
+                f"bundle was removed ({todo})"
+            ) from exc
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -487,8 +567,11 @@ class BundleWriter:
         return self.path(name)
 
     def file_hashes(self) -> dict[str, str]:
-        return {p.name: sha256_file(p) for p in sorted(self.staging.iterdir())
-                if p.is_file() and not p.name.startswith(".") and p.name != "provenance.json"}
+        return {
+            p.name: sha256_file(p)
+            for p in sorted(self.staging.iterdir())
+            if p.is_file() and not p.name.startswith(".") and p.name != "provenance.json"
+        }
 
     def commit(self) -> Path:
         """Move the staging folder onto the target (replacing an earlier bundle there, or an empty folder).
@@ -536,6 +619,7 @@ class BundleWriter:
 
 # ---- reading -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Bundle:
     """A results bundle on disk. JSON parts load on first use; ``predictions`` only when asked for."""
@@ -543,9 +627,9 @@ class Bundle:
     path: Path
     _cache: dict = field(default_factory=dict, repr=False)
     # the final folder name while the bundle is still being assembled in its staging folder
-    display_name: Optional[str] = None
+    display_name: str | None = None
 
-    def _json(self, name: str, required: bool) -> Optional[dict]:
+    def _json(self, name: str, required: bool) -> dict | None:
         """The file's JSON, checked against its contract (:mod:`validate.contract`) on first read."""
         self.model(name, required)
         return self._cache[name]
@@ -563,8 +647,11 @@ class Bundle:
         file = self.path / name
         if not file.exists():
             if required:
-                raise InputError(f"the bundle has no {name}", file=self.path,
-                                 expected="a results bundle folder written by `validate run`")
+                raise InputError(
+                    f"the bundle has no {name}",
+                    file=self.path,
+                    expected="a results bundle folder written by `validate run`",
+                )
             self._cache[name] = self._cache[key] = None
             return None
         try:
@@ -597,40 +684,40 @@ class Bundle:
         return self._json("metrics.json", True)
 
     @property
-    def calibration(self) -> Optional[dict]:
+    def calibration(self) -> dict | None:
         return self._json("calibration.json", False)
 
     @property
-    def shift(self) -> Optional[dict]:
+    def shift(self) -> dict | None:
         return self._json("shift.json", False)
 
     @property
-    def gates(self) -> Optional[dict]:
+    def gates(self) -> dict | None:
         return self._json("gates.json", False)
 
     @property
-    def subgroups(self) -> Optional[dict]:
+    def subgroups(self) -> dict | None:
         return self._json("subgroups.json", False)
 
     @property
-    def curves(self) -> Optional[dict]:
+    def curves(self) -> dict | None:
         return self._json("curves.json", False)
 
     @property
-    def sites(self) -> Optional[dict]:
+    def sites(self) -> dict | None:
         return self._json("sites.json", False)
 
     @property
-    def comparison(self) -> Optional[dict]:
+    def comparison(self) -> dict | None:
         """``comparison.json`` (the paired comparison with a baseline model), None when the run had none."""
         return self._json("comparison.json", False)
 
     @property
-    def cases(self) -> Optional[dict]:
+    def cases(self) -> dict | None:
         return self._json("cases.json", False)
 
     @property
-    def gates_markdown(self) -> Optional[str]:
+    def gates_markdown(self) -> str | None:
         f = self.path / "gates.md"
         return f.read_text(encoding="utf-8") if f.exists() else None
 
@@ -701,8 +788,11 @@ class Bundle:
         if missing:
             name, why = next(iter(missing.items()))
             others = f" (also missing: {', '.join(list(missing)[1:])})" if len(missing) > 1 else ""
-            raise InputError(f"incomplete results bundle: {name} is missing, but {why}{others}", file=self.path,
-                             expected="the bundle as `validate run` wrote it; run the protocol again")
+            raise InputError(
+                f"incomplete results bundle: {name} is missing, but {why}{others}",
+                file=self.path,
+                expected="the bundle as `validate run` wrote it; run the protocol again",
+            )
 
 
 def implied_files(protocol_text: str) -> dict[str, str]:
@@ -770,8 +860,11 @@ def read_bundle(path: str | Path) -> Bundle:
         raise InputError("not a folder", file=path, expected="a results bundle folder written by `validate run`")
     missing = [f for f in ("provenance.json", "metrics.json", "protocol.yaml") if not (path / f).exists()]
     if missing:
-        raise InputError(f"not a complete results bundle: missing {', '.join(missing)}", file=path,
-                         expected=f"a folder holding {', '.join(REQUIRED_FILES)}")
+        raise InputError(
+            f"not a complete results bundle: missing {', '.join(missing)}",
+            file=path,
+            expected=f"a folder holding {', '.join(REQUIRED_FILES)}",
+        )
     bundle = Bundle(path=path.resolve())
     bundle.require_implied_files()
     return bundle.validate()

@@ -20,12 +20,13 @@ Inputs by file:
 Every number shown carries its n and interval (in the legend, the hover text or a text column).
 Cells and points with too little data are drawn hollow or grey and labelled, never hidden.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
-from typing import Any, Optional
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -34,8 +35,20 @@ from validate.groups import group_sort_key
 from validate.metrics import registry
 
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-           "#999999", "#8C510A", "#01665E", "#762A83")
+PALETTE = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#CC79A7",
+    "#56B4E9",
+    "#D55E00",
+    "#F0E442",
+    "#000000",
+    "#999999",
+    "#8C510A",
+    "#01665E",
+    "#762A83",
+)
 GREY = "#9a9a9a"
 FAIL = "#C0392B"
 PASS = "#1E8449"
@@ -46,12 +59,22 @@ REFERENCE = {m.name: m.target for m in registry.METRICS if m.target is not None}
 _AXIS = dict(gridcolor="#E8ECF3", linecolor="#C9D0DC", zerolinecolor="#D5DAE3", automargin=True, ticks="")
 # a small template: plotly_white's look without its per-trace-type definitions, which every figure
 # would otherwise copy, validate and embed
-TEMPLATE = dict(layout=dict(paper_bgcolor="white", plot_bgcolor="white", font=FONT, colorway=list(PALETTE),
-                            xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(align="left"),
-                            legend=dict(bgcolor="rgba(255,255,255,0.85)")))
+TEMPLATE = dict(
+    layout=dict(
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        font=FONT,
+        colorway=list(PALETTE),
+        xaxis=_AXIS,
+        yaxis=_AXIS,
+        hoverlabel=dict(align="left"),
+        legend=dict(bgcolor="rgba(255,255,255,0.85)"),
+    )
+)
 
 
 # ---- formatting -----------------------------------------------------------------------------------
+
 
 def metric_label(metric: str) -> str:
     return registry.label(metric)
@@ -74,7 +97,7 @@ def fmt(x: Any, digits: int = 3) -> str:
         return str(x)
     if not math.isfinite(x):
         return "—"
-    if x != 0 and (abs(x) < 10 ** -digits or abs(x) >= 10 ** 5):
+    if x != 0 and (abs(x) < 10**-digits or abs(x) >= 10**5):
         return f"{x:.{digits}g}"
     return f"{x:.{digits}f}"
 
@@ -119,13 +142,18 @@ def _template() -> go.layout.Template:
     return _TEMPLATE_OBJ[0]
 
 
-def _layout(fig: go.Figure, title: Optional[str], *, height: int = 420, **kw) -> go.Figure:
-    fig.update_layout(template=_template(), title=dict(text=title or "", x=0.01, xanchor="left"),
-                      height=height, margin=dict(l=60, r=20, t=60 if title else 30, b=50), **kw)
+def _layout(fig: go.Figure, title: str | None, *, height: int = 420, **kw) -> go.Figure:
+    fig.update_layout(
+        template=_template(),
+        title=dict(text=title or "", x=0.01, xanchor="left"),
+        height=height,
+        margin=dict(l=60, r=20, t=60 if title else 30, b=50),
+        **kw,
+    )
     return fig
 
 
-def _entry(block: Optional[Mapping], metric: str) -> Optional[Mapping]:
+def _entry(block: Mapping | None, metric: str) -> Mapping | None:
     if not block:
         return None
     node: Any = block
@@ -140,17 +168,18 @@ def _entry(block: Optional[Mapping], metric: str) -> Optional[Mapping]:
     return None
 
 
-def _est(entry: Optional[Mapping]) -> Optional[float]:
+def _est(entry: Mapping | None) -> float | None:
     if not entry:
         return None
     v = entry.get("estimate")
     return None if v is None else float(v)
 
 
-def _empty(title: Optional[str], message: str, height: int = 220) -> go.Figure:
+def _empty(title: str | None, message: str, height: int = 220) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=14, color="#555"))
+    fig.add_annotation(
+        text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font=dict(size=14, color="#555")
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, title, height=height)
@@ -158,9 +187,15 @@ def _empty(title: Optional[str], message: str, height: int = 220) -> go.Figure:
 
 # ---- reliability -----------------------------------------------------------------------------------
 
-def reliability_figure(curve: Mapping, *, title: Optional[str] = None,
-                       calibrated: Optional[Mapping[str, Mapping]] = None, color: str = PALETTE[0],
-                       ci_level: float = 0.95) -> go.Figure:
+
+def reliability_figure(
+    curve: Mapping,
+    *,
+    title: str | None = None,
+    calibrated: Mapping[str, Mapping] | None = None,
+    color: str = PALETTE[0],
+    ci_level: float = 0.95,
+) -> go.Figure:
     """Reliability diagram with a Wilson interval band per bin, the lowess smooth, the diagonal of
     perfect calibration, and below it a histogram of predictions by outcome.
 
@@ -171,30 +206,70 @@ def reliability_figure(curve: Mapping, *, title: Optional[str] = None,
     if not rel:
         return _empty(title, "No cases: nothing to draw")
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.04)
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash", width=1),
-                             name="perfect calibration", hoverinfo="skip"), row=1, col=1)
-    _reliability_traces(fig, rel, "uncalibrated" if calibrated else "observed rate per bin", color, ci_level,
-                        n=curve.get("n"))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line=dict(color="#888", dash="dash", width=1),
+            name="perfect calibration",
+            hoverinfo="skip",
+        ),
+        row=1,
+        col=1,
+    )
+    _reliability_traces(
+        fig, rel, "uncalibrated" if calibrated else "observed rate per bin", color, ci_level, n=curve.get("n")
+    )
     sm = curve.get("smooth")
     if sm:
-        fig.add_trace(go.Scatter(x=sm["p"], y=sm["observed"], mode="lines", line=dict(color=color, width=1.5,
-                                 dash="dot"), name="lowess smooth", hoverinfo="skip"), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=sm["p"],
+                y=sm["observed"],
+                mode="lines",
+                line=dict(color=color, width=1.5, dash="dot"),
+                name="lowess smooth",
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
     for i, (label, other) in enumerate((calibrated or {}).items()):
         orel = (other or {}).get("reliability")
         if orel:
-            _reliability_traces(fig, orel, label, PALETTE[(i + 1) % len(PALETTE)], ci_level, n=other.get("n"),
-                                band=False)
+            _reliability_traces(
+                fig, orel, label, PALETTE[(i + 1) % len(PALETTE)], ci_level, n=other.get("n"), band=False
+            )
     edges = rel["edges"]
     centres = [(a + b) / 2 for a, b in pairwise(edges)]
     widths = [b - a for a, b in pairwise(edges)]
     events = rel.get("events") or [0] * len(centres)
     non_events = [c - e for c, e in zip(rel["count"], events, strict=True)]
-    fig.add_trace(go.Bar(x=centres, y=non_events, width=widths, name="predictions: non-events",
-                         marker=dict(color=_rgba(GREY, 0.7)),
-                         hovertemplate="p in bin %{x:.2f}: %{y} non-events<extra></extra>"), row=2, col=1)
-    fig.add_trace(go.Bar(x=centres, y=events, width=widths, name="predictions: events",
-                         marker=dict(color=_rgba(color, 0.7)),
-                         hovertemplate="p in bin %{x:.2f}: %{y} events<extra></extra>"), row=2, col=1)
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=non_events,
+            width=widths,
+            name="predictions: non-events",
+            marker=dict(color=_rgba(GREY, 0.7)),
+            hovertemplate="p in bin %{x:.2f}: %{y} non-events<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=events,
+            width=widths,
+            name="predictions: events",
+            marker=dict(color=_rgba(color, 0.7)),
+            hovertemplate="p in bin %{x:.2f}: %{y} events<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
     fig.update_layout(barmode="stack", bargap=0)
     fig.update_xaxes(range=[0, 1], row=1, col=1)
     fig.update_xaxes(range=[0, 1], title_text="Predicted probability", row=2, col=1)
@@ -212,27 +287,64 @@ def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: floa
     counts = [rel["count"][i] for i in keep]
     events = [(rel.get("events") or [None] * len(rel["count"]))[i] for i in keep]
     if band and keep:
-        fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], mode="lines", fill="toself", fillcolor=_rgba(color, 0.18),
-                                 line=dict(width=0), name=f"{ci_level:.0%} interval (Wilson)", hoverinfo="skip"),
-                      row=1, col=1)
-    text = [f"bin {fmt(rel['edges'][i], 2)}–{fmt(rel['edges'][i + 1], 2)}<br>mean p {fmt(a)}<br>observed {fmt(b)} "
-            f"({fmt(c)}–{fmt(d)})<br>n={k}, {e} events"
-            for i, a, b, c, d, k, e in zip(keep, x, y, lo, hi, counts, events, strict=True)]
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=hi + lo[::-1],
+                mode="lines",
+                fill="toself",
+                fillcolor=_rgba(color, 0.18),
+                line=dict(width=0),
+                name=f"{ci_level:.0%} interval (Wilson)",
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+    text = [
+        f"bin {fmt(rel['edges'][i], 2)}–{fmt(rel['edges'][i + 1], 2)}<br>mean p {fmt(a)}<br>observed {fmt(b)} "
+        f"({fmt(c)}–{fmt(d)})<br>n={k}, {e} events"
+        for i, a, b, c, d, k, e in zip(keep, x, y, lo, hi, counts, events, strict=True)
+    ]
     label = name if n is None else f"{name} (n={n})"
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, line=dict(color=color, width=2),
-                             marker=dict(size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts], color=color),
-                             error_y=None if band else dict(type="data", symmetric=False,
-                                                            array=[b - a for a, b in zip(y, hi, strict=True)],
-                                                            arrayminus=[a - b for a, b in zip(y, lo, strict=True)],
-                                                            color=color, thickness=1),
-                             text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines+markers",
+            name=label,
+            line=dict(color=color, width=2),
+            marker=dict(size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts], color=color),
+            error_y=None
+            if band
+            else dict(
+                type="data",
+                symmetric=False,
+                array=[b - a for a, b in zip(y, hi, strict=True)],
+                arrayminus=[a - b for a, b in zip(y, lo, strict=True)],
+                color=color,
+                thickness=1,
+            ),
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
 
 
 # ---- discrimination ----------------------------------------------------------------------------------
 
-def roc_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None, *, sites: Optional[Sequence[str]] = None,
-               title: Optional[str] = None, colors: Optional[Mapping[str, str]] = None,
-               ci_level: float = 0.95) -> go.Figure:
+
+def roc_figure(
+    curves: Mapping[str, Mapping],
+    metrics: Mapping | None = None,
+    *,
+    sites: Sequence[str] | None = None,
+    title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+    ci_level: float = 0.95,
+) -> go.Figure:
     """ROC curves of several sites with a pointwise bootstrap band each; the legend gives AUROC with its
     interval and n; markers show each site's operating points (protocol threshold: circle; the
     threshold carried from the development site: diamond, with sensitivity/specificity intervals).
@@ -242,8 +354,16 @@ def roc_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None,
     sites = list(sites) if sites is not None else list(curves)
     colors = dict(colors or site_colors(sites))
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#888", dash="dash", width=1),
-                             name="chance", hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line=dict(color="#888", dash="dash", width=1),
+            name="chance",
+            hoverinfo="skip",
+        )
+    )
     blocks = _site_blocks(metrics)
     for s in sites:
         c = curves.get(s) or {}
@@ -254,18 +374,37 @@ def roc_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None,
         block = blocks.get(s) or {}
         band = roc.get("band")
         if band:
-            fig.add_trace(go.Scatter(x=band["fpr"] + band["fpr"][::-1], y=band["tpr_high"] + band["tpr_low"][::-1],
-                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.13), line=dict(width=0),
-                                     legendgroup=s, showlegend=False, hoverinfo="skip", name=f"{s} band"))
+            fig.add_trace(
+                go.Scatter(
+                    x=band["fpr"] + band["fpr"][::-1],
+                    y=band["tpr_high"] + band["tpr_low"][::-1],
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.13),
+                    line=dict(width=0),
+                    legendgroup=s,
+                    showlegend=False,
+                    hoverinfo="skip",
+                    name=f"{s} band",
+                )
+            )
         auroc = _entry(block, "auroc")
         label = f"{s}: AUROC {entry_text(auroc)}, {n_text(c.get('n'), c.get('n_events'))}"
         if block.get("insufficient"):
             label += " (insufficient)"
-        fig.add_trace(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", line=dict(color=color, width=2,
-                                 shape="hv"), name=label, legendgroup=s,
-                                 customdata=[fmt(t) for t in roc.get("threshold") or [None] * len(roc["fpr"])],
-                                 hovertemplate=f"{s}<br>1 − specificity %{{x:.3f}}<br>sensitivity %{{y:.3f}}"
-                                               "<br>threshold %{customdata}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=roc["fpr"],
+                y=roc["tpr"],
+                mode="lines",
+                line=dict(color=color, width=2, shape="hv"),
+                name=label,
+                legendgroup=s,
+                customdata=[fmt(t) for t in roc.get("threshold") or [None] * len(roc["fpr"])],
+                hovertemplate=f"{s}<br>1 − specificity %{{x:.3f}}<br>sensitivity %{{y:.3f}}"
+                "<br>threshold %{customdata}<extra></extra>",
+            )
+        )
         _operating_markers(fig, s, block, color)
     fig.update_xaxes(range=[-0.01, 1.01], title_text="1 − specificity (false positive rate)", constrain="domain")
     fig.update_yaxes(range=[-0.01, 1.01], title_text="Sensitivity (true positive rate)", scaleanchor="x")
@@ -279,33 +418,60 @@ def _operating_markers(fig: go.Figure, site: str, block: Mapping, color: str) ->
     tgt = block.get("target_sensitivity")
     if isinstance(tgt, Mapping) and tgt.get("threshold") is not None and tgt.get("sensitivity"):
         how = "carried from development" if tgt.get("carried") else "set here"
-        points.append(("diamond", f"threshold {fmt(tgt['threshold'])} for sensitivity {fmt(tgt.get('target'), 2)} "
-                                  f"({how})", tgt))
+        points.append(
+            ("diamond", f"threshold {fmt(tgt['threshold'])} for sensitivity {fmt(tgt.get('target'), 2)} ({how})", tgt)
+        )
     for symbol, label, op in points:
         sens, spec = op.get("sensitivity") or {}, op.get("specificity") or {}
         if _est(sens) is None or _est(spec) is None:
             continue
         x, y = 1 - spec["estimate"], sens["estimate"]
-        ex = _err(1 - spec["estimate"], 1 - spec["ci_high"] if spec.get("ci_high") is not None else None,
-                  1 - spec["ci_low"] if spec.get("ci_low") is not None else None)
+        ex = _err(
+            1 - spec["estimate"],
+            1 - spec["ci_high"] if spec.get("ci_high") is not None else None,
+            1 - spec["ci_low"] if spec.get("ci_low") is not None else None,
+        )
         ey = _err(y, sens.get("ci_low"), sens.get("ci_high"))
-        fig.add_trace(go.Scatter(
-            x=[x], y=[y], mode="markers", legendgroup=site, showlegend=False, name=f"{site} {label}",
-            marker=dict(symbol=symbol, size=11, color="white", line=dict(color=color, width=2)),
-            error_x=ex, error_y=ey,
-            hovertemplate=(f"{site}: {label}<br>sensitivity {entry_text(sens)}<br>specificity {entry_text(spec)}"
-                           "<extra></extra>")))
+        fig.add_trace(
+            go.Scatter(
+                x=[x],
+                y=[y],
+                mode="markers",
+                legendgroup=site,
+                showlegend=False,
+                name=f"{site} {label}",
+                marker=dict(symbol=symbol, size=11, color="white", line=dict(color=color, width=2)),
+                error_x=ex,
+                error_y=ey,
+                hovertemplate=(
+                    f"{site}: {label}<br>sensitivity {entry_text(sens)}<br>specificity {entry_text(spec)}"
+                    "<extra></extra>"
+                ),
+            )
+        )
 
 
-def _err(value, lo, hi) -> Optional[dict]:
+def _err(value, lo, hi) -> dict | None:
     if value is None or lo is None or hi is None:
         return None
-    return dict(type="data", symmetric=False, array=[max(0.0, hi - value)], arrayminus=[max(0.0, value - lo)],
-                thickness=1, width=3)
+    return dict(
+        type="data",
+        symmetric=False,
+        array=[max(0.0, hi - value)],
+        arrayminus=[max(0.0, value - lo)],
+        thickness=1,
+        width=3,
+    )
 
 
-def pr_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None, *, sites: Optional[Sequence[str]] = None,
-              title: Optional[str] = None, colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+def pr_figure(
+    curves: Mapping[str, Mapping],
+    metrics: Mapping | None = None,
+    *,
+    sites: Sequence[str] | None = None,
+    title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Precision-recall curves per site; the legend gives AUPRC with its interval and n, and each site's
     prevalence (the precision of a random ranking) is drawn as a dotted line."""
     sites = list(sites) if sites is not None else list(curves)
@@ -319,19 +485,37 @@ def pr_figure(curves: Mapping[str, Mapping], metrics: Optional[Mapping] = None, 
             continue
         color = colors.get(s, PALETTE[0])
         label = f"{s}: AUPRC {entry_text(_entry(blocks.get(s), 'auprc'))}, {n_text(c.get('n'), c.get('n_events'))}"
-        fig.add_trace(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", line=dict(color=color, width=2),
-                                 name=label, legendgroup=s,
-                                 hovertemplate=f"{s}<br>recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=pr["recall"],
+                y=pr["precision"],
+                mode="lines",
+                line=dict(color=color, width=2),
+                name=label,
+                legendgroup=s,
+                hovertemplate=f"{s}<br>recall %{{x:.3f}}<br>precision %{{y:.3f}}<extra></extra>",
+            )
+        )
         if pr.get("prevalence") is not None:
-            fig.add_trace(go.Scatter(x=[0, 1], y=[pr["prevalence"]] * 2, mode="lines", legendgroup=s, showlegend=False,
-                                     line=dict(color=color, dash="dot", width=1), hoverinfo="skip"))
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, 1],
+                    y=[pr["prevalence"]] * 2,
+                    mode="lines",
+                    legendgroup=s,
+                    showlegend=False,
+                    line=dict(color=color, dash="dot", width=1),
+                    hoverinfo="skip",
+                )
+            )
     fig.update_xaxes(range=[0, 1.01], title_text="Recall (sensitivity)")
     fig.update_yaxes(range=[0, 1.02], title_text="Precision (PPV)")
     return _layout(fig, title, height=460)
 
 
-def operating_points_figure(metrics: Mapping, *, sites: Optional[Sequence[str]] = None,
-                            title: Optional[str] = None) -> go.Figure:
+def operating_points_figure(
+    metrics: Mapping, *, sites: Sequence[str] | None = None, title: str | None = None
+) -> go.Figure:
     """Sensitivity and specificity per site, with intervals, at the protocol's first threshold and at the
     threshold set for the target sensitivity at the development site and carried unchanged to the
     others: how the operating point moves when the threshold travels."""
@@ -341,11 +525,22 @@ def operating_points_figure(metrics: Mapping, *, sites: Optional[Sequence[str]] 
     first = next((b.get("operating_points") for b in blocks.values() if b.get("operating_points")), None)
     if first:
         panels.append(("fixed", f"Threshold {fmt(first[0].get('threshold'))} (protocol)"))
-    tgt = next((b.get("target_sensitivity") for b in blocks.values() if isinstance(b.get("target_sensitivity"), Mapping)
-                and b["target_sensitivity"].get("carried")), None)
+    tgt = next(
+        (
+            b.get("target_sensitivity")
+            for b in blocks.values()
+            if isinstance(b.get("target_sensitivity"), Mapping) and b["target_sensitivity"].get("carried")
+        ),
+        None,
+    )
     if tgt:
-        panels.append(("carried", f"Threshold {fmt(tgt.get('threshold'))} carried from development "
-                                  f"(sensitivity {fmt(tgt.get('target'), 2)} there)"))
+        panels.append(
+            (
+                "carried",
+                f"Threshold {fmt(tgt.get('threshold'))} carried from development "
+                f"(sensitivity {fmt(tgt.get('target'), 2)} there)",
+            )
+        )
     if not panels:
         return _empty(title, "No operating points in metrics.json")
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels], shared_yaxes=True)
@@ -362,20 +557,39 @@ def operating_points_figure(metrics: Mapping, *, sites: Optional[Sequence[str]] 
                 ys.append(e["estimate"])
                 lo.append(e.get("ci_low"))
                 hi.append(e.get("ci_high"))
-                text.append(f"{s} {metric} {entry_text(e)}<br>{n_text(b.get('n'), b.get('n_events'))}"
-                            + (" (insufficient)" if b.get("insufficient") else ""))
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="markers", name=metric.capitalize(), legendgroup=metric, showlegend=j == 1,
-                marker=dict(size=10, color=color, symbol="circle" if k == 0 else "square"),
-                error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
-                             arrayminus=[(v - lo_) if lo_ is not None else 0 for v, lo_ in zip(ys, lo, strict=True)], thickness=1.2),
-                text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=str(k)), row=1, col=j)
+                text.append(
+                    f"{s} {metric} {entry_text(e)}<br>{n_text(b.get('n'), b.get('n_events'))}"
+                    + (" (insufficient)" if b.get("insufficient") else "")
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=metric.capitalize(),
+                    legendgroup=metric,
+                    showlegend=j == 1,
+                    marker=dict(size=10, color=color, symbol="circle" if k == 0 else "square"),
+                    error_y=dict(
+                        type="data",
+                        symmetric=False,
+                        array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
+                        arrayminus=[(v - lo_) if lo_ is not None else 0 for v, lo_ in zip(ys, lo, strict=True)],
+                        thickness=1.2,
+                    ),
+                    text=text,
+                    hovertemplate="%{text}<extra></extra>",
+                    offsetgroup=str(k),
+                ),
+                row=1,
+                col=j,
+            )
     fig.update_yaxes(range=[0, 1.02], title_text="Proportion", row=1, col=1)
     fig.update_layout(scattermode="group")
     return _layout(fig, title, height=400)
 
 
-def _site_blocks(metrics: Optional[Mapping]) -> dict:
+def _site_blocks(metrics: Mapping | None) -> dict:
     if not metrics:
         return {}
     out = dict(metrics.get("sites") or {})
@@ -386,8 +600,16 @@ def _site_blocks(metrics: Optional[Mapping]) -> dict:
 
 # ---- forest plots --------------------------------------------------------------------------------
 
-def forest_figure(rows: Sequence[Mapping], *, title: Optional[str] = None, x_title: str = "",
-                  reference: Optional[float] = None, ci_level: float = 0.95, height: Optional[int] = None) -> go.Figure:
+
+def forest_figure(
+    rows: Sequence[Mapping],
+    *,
+    title: str | None = None,
+    x_title: str = "",
+    reference: float | None = None,
+    ci_level: float = 0.95,
+    height: int | None = None,
+) -> go.Figure:
     """A forest plot: one row per item, point estimate with interval, and a text column with the
     estimate, interval and n. Rows marked ``insufficient`` are drawn hollow grey and labelled.
 
@@ -403,32 +625,66 @@ def forest_figure(rows: Sequence[Mapping], *, title: Optional[str] = None, x_tit
         if not sel:
             continue
         est = [r["estimate"] for r in sel]
-        fig.add_trace(go.Scatter(
-            x=est, y=[r["label"] for r in sel], mode="markers",
-            name=f"estimate ({ci_level:.0%} CI)" if kind == "ok" else "too little data (insufficient)",
-            marker=dict(size=10, symbol="square" if kind == "ok" else "square-open",
-                        color=[r.get("color") or PALETTE[0] for r in sel] if kind == "ok" else GREY,
-                        line=dict(width=1.5, color=GREY if kind == "small" else None)),
-            error_x=dict(type="data", symmetric=False,
-                         array=[(r["ci_high"] - r["estimate"]) if r.get("ci_high") is not None else 0 for r in sel],
-                         arrayminus=[(r["estimate"] - r["ci_low"]) if r.get("ci_low") is not None else 0 for r in sel],
-                         thickness=1.5, width=4, color="#444" if kind == "ok" else GREY),
-            text=[_forest_text(r) for r in sel], hovertemplate="%{y}<br>%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=est,
+                y=[r["label"] for r in sel],
+                mode="markers",
+                name=f"estimate ({ci_level:.0%} CI)" if kind == "ok" else "too little data (insufficient)",
+                marker=dict(
+                    size=10,
+                    symbol="square" if kind == "ok" else "square-open",
+                    color=[r.get("color") or PALETTE[0] for r in sel] if kind == "ok" else GREY,
+                    line=dict(width=1.5, color=GREY if kind == "small" else None),
+                ),
+                error_x=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[(r["ci_high"] - r["estimate"]) if r.get("ci_high") is not None else 0 for r in sel],
+                    arrayminus=[(r["estimate"] - r["ci_low"]) if r.get("ci_low") is not None else 0 for r in sel],
+                    thickness=1.5,
+                    width=4,
+                    color="#444" if kind == "ok" else GREY,
+                ),
+                text=[_forest_text(r) for r in sel],
+                hovertemplate="%{y}<br>%{text}<extra></extra>",
+            )
+        )
     undefined = [r for r in rows if r.get("estimate") is None]
     if undefined:
-        fig.add_trace(go.Scatter(x=[None] * len(undefined), y=[r["label"] for r in undefined], mode="markers",
-                                 name="undefined", marker=dict(color=GREY), hoverinfo="skip", showlegend=False))
+        fig.add_trace(
+            go.Scatter(
+                x=[None] * len(undefined),
+                y=[r["label"] for r in undefined],
+                mode="markers",
+                name="undefined",
+                marker=dict(color=GREY),
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
     if reference is not None:
         fig.add_vline(x=reference, line=dict(color="#666", dash="dash", width=1))
     # the text column: every number with its interval and n
-    fig.add_trace(go.Scatter(x=[1.02] * len(rows), y=labels, xaxis="x2", mode="text", showlegend=False,
-                             text=[_forest_text(r) for r in rows], textposition="middle right",
-                             textfont=dict(size=11, color="#333"), hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=[1.02] * len(rows),
+            y=labels,
+            xaxis="x2",
+            mode="text",
+            showlegend=False,
+            text=[_forest_text(r) for r in rows],
+            textposition="middle right",
+            textfont=dict(size=11, color="#333"),
+            hoverinfo="skip",
+        )
+    )
     fig.update_layout(
         xaxis=dict(domain=[0, 0.5], title_text=x_title, zeroline=False),
         xaxis2=dict(domain=[0.52, 1.0], range=[1, 2], visible=False),
         yaxis=dict(autorange="reversed", categoryorder="array", categoryarray=labels, type="category"),
-        showlegend=False)
+        showlegend=False,
+    )
     return _layout(fig, title, height=height or max(220, 100 + 30 * len(rows)))
 
 
@@ -445,16 +701,31 @@ def _forest_text(r: Mapping) -> str:
     return f"{body}  {tail}"
 
 
-def _row(label: str, block: Optional[Mapping], metric: str, **extra) -> dict:
+def _row(label: str, block: Mapping | None, metric: str, **extra) -> dict:
     e = _entry(block, metric) or {}
     reason = ((block or {}).get("undefined") or {}).get(metric)
-    return dict(label=label, estimate=e.get("estimate"), ci_low=e.get("ci_low"), ci_high=e.get("ci_high"),
-                n=(block or {}).get("n"), n_events=(block or {}).get("n_events"),
-                insufficient=bool((block or {}).get("insufficient")), reason=reason, **extra)
+    return dict(
+        label=label,
+        estimate=e.get("estimate"),
+        ci_low=e.get("ci_low"),
+        ci_high=e.get("ci_high"),
+        n=(block or {}).get("n"),
+        n_events=(block or {}).get("n_events"),
+        insufficient=bool((block or {}).get("insufficient")),
+        reason=reason,
+        **extra,
+    )
 
 
-def metric_forest(metrics: Mapping, metric: str, *, sites: Optional[Sequence[str]] = None, title: Optional[str] = None,
-                  include_overall: bool = True, colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+def metric_forest(
+    metrics: Mapping,
+    metric: str,
+    *,
+    sites: Sequence[str] | None = None,
+    title: str | None = None,
+    include_overall: bool = True,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """One metric per site (and pooled) from the Metrics JSON, as a forest plot."""
     site_blocks = metrics.get("sites") or {}
     sites = list(sites) if sites is not None else list(site_blocks)
@@ -462,12 +733,22 @@ def metric_forest(metrics: Mapping, metric: str, *, sites: Optional[Sequence[str
     rows = [_row(s, site_blocks.get(s), metric, color=colors.get(s)) for s in sites]
     if include_overall and metrics.get("overall"):
         rows.append(_row("all sites (pooled)", metrics["overall"], metric, color="#333"))
-    return forest_figure(rows, title=title, x_title=metric_label(metric), reference=REFERENCE.get(metric),
-                         ci_level=metrics.get("ci_level", 0.95))
+    return forest_figure(
+        rows,
+        title=title,
+        x_title=metric_label(metric),
+        reference=REFERENCE.get(metric),
+        ci_level=metrics.get("ci_level", 0.95),
+    )
 
 
-def calibration_forest(metrics: Mapping, *, sites: Optional[Sequence[str]] = None, title: Optional[str] = None,
-                       colors: Optional[Mapping[str, str]] = None) -> go.Figure:
+def calibration_forest(
+    metrics: Mapping,
+    *,
+    sites: Sequence[str] | None = None,
+    title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """Calibration slope (reference 1) and calibration-in-the-large intercept (reference 0) per site with
     Wald intervals, side by side: slope < 1 means predictions too extreme, intercept < 0 too high."""
     site_blocks = metrics.get("sites") or {}
@@ -476,8 +757,13 @@ def calibration_forest(metrics: Mapping, *, sites: Optional[Sequence[str]] = Non
     items = [(s, site_blocks.get(s), colors.get(s)) for s in sites]
     if metrics.get("overall"):
         items.append(("all sites (pooled)", metrics["overall"], "#333"))
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-                        subplot_titles=["Calibration slope (ideal 1)", "Calibration intercept (ideal 0)"])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.06,
+        subplot_titles=["Calibration slope (ideal 1)", "Calibration intercept (ideal 0)"],
+    )
     labels = [i[0] for i in items]
     for col, metric in enumerate(("calibration_slope", "calibration_intercept"), start=1):
         rows = [_row(lbl, blk, metric, color=c) for lbl, blk, c in items]
@@ -485,17 +771,34 @@ def calibration_forest(metrics: Mapping, *, sites: Optional[Sequence[str]] = Non
             sel = [r for r in rows if r["insufficient"] == small and r["estimate"] is not None]
             if not sel:
                 continue
-            fig.add_trace(go.Scatter(
-                x=[r["estimate"] for r in sel], y=[r["label"] for r in sel], mode="markers",
-                marker=dict(size=10, symbol="square-open" if small else "square",
-                            color=GREY if small else [r["color"] for r in sel]),
-                error_x=dict(type="data", symmetric=False,
-                             array=[(r["ci_high"] - r["estimate"]) if r["ci_high"] is not None else 0 for r in sel],
-                             arrayminus=[(r["estimate"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in sel],
-                             thickness=1.5, width=4, color=GREY if small else "#444"),
-                name="too little data" if small else "estimate (Wald CI)", showlegend=col == 1,
-                legendgroup="small" if small else "ok",
-                text=[_forest_text(r) for r in sel], hovertemplate="%{y}<br>%{text}<extra></extra>"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[r["estimate"] for r in sel],
+                    y=[r["label"] for r in sel],
+                    mode="markers",
+                    marker=dict(
+                        size=10,
+                        symbol="square-open" if small else "square",
+                        color=GREY if small else [r["color"] for r in sel],
+                    ),
+                    error_x=dict(
+                        type="data",
+                        symmetric=False,
+                        array=[(r["ci_high"] - r["estimate"]) if r["ci_high"] is not None else 0 for r in sel],
+                        arrayminus=[(r["estimate"] - r["ci_low"]) if r["ci_low"] is not None else 0 for r in sel],
+                        thickness=1.5,
+                        width=4,
+                        color=GREY if small else "#444",
+                    ),
+                    name="too little data" if small else "estimate (Wald CI)",
+                    showlegend=col == 1,
+                    legendgroup="small" if small else "ok",
+                    text=[_forest_text(r) for r in sel],
+                    hovertemplate="%{y}<br>%{text}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
         fig.add_vline(x=REFERENCE[metric], line=dict(color="#666", dash="dash", width=1), row=1, col=col)
     fig.update_yaxes(autorange="reversed", categoryorder="array", categoryarray=labels, type="category")
     fig.update_layout(legend=dict(orientation="h", y=-0.15, x=0))
@@ -506,8 +809,15 @@ def _level(analysis: Mapping, site: str) -> Mapping:
     return (analysis.get("overall") if site in ("overall", None) else (analysis.get("sites") or {}).get(site)) or {}
 
 
-def subgroup_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overall", title: Optional[str] = None,
-                    metrics: Optional[Mapping] = None) -> go.Figure:
+def subgroup_forest(
+    analysis: Mapping,
+    attr: str,
+    metric: str,
+    *,
+    site: str = "overall",
+    title: str | None = None,
+    metrics: Mapping | None = None,
+) -> go.Figure:
     """Each group of subgroup ``attr`` at ``site`` (``"overall"``: pooled over sites) with its interval,
     and the site's own value as the dashed reference line. ``analysis``: ``subgroups.json``;
     ``metrics``: Metrics JSON (for the site's value when no gap was computed for ``metric``)."""
@@ -525,12 +835,18 @@ def subgroup_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "o
         blk = metrics.get("overall") if site in ("overall", None) else (metrics.get("sites") or {}).get(site)
         ref = _est(_entry(blk, metric))
     where = "all sites" if site in ("overall", None) else f"site {site}"
-    return forest_figure(rows, title=title or f"{metric_label(metric)} by {attr} ({where}; dashed: {where} value)",
-                         x_title=metric_label(metric), reference=ref, ci_level=analysis.get("ci_level", 0.95))
+    return forest_figure(
+        rows,
+        title=title or f"{metric_label(metric)} by {attr} ({where}; dashed: {where} value)",
+        x_title=metric_label(metric),
+        reference=ref,
+        ci_level=analysis.get("ci_level", 0.95),
+    )
 
 
-def gap_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overall",
-               title: Optional[str] = None) -> go.Figure:
+def gap_forest(
+    analysis: Mapping, attr: str, metric: str, *, site: str = "overall", title: str | None = None
+) -> go.Figure:
     """Each group's gap to its site's value, ``metric(group) − metric(site)``, with its paired bootstrap
     interval; 0 (no gap) is the dashed reference."""
     cells = (_level(analysis, site).get("subgroups") or {}).get(attr) or {}
@@ -541,20 +857,37 @@ def gap_forest(analysis: Mapping, attr: str, metric: str, *, site: str = "overal
             continue
         gap = (cells[g].get("gap") or {}).get(metric) or {}
         blk = cells[g].get("block") or {}
-        rows.append(dict(label=str(g), estimate=gap.get("estimate"), ci_low=gap.get("ci_low"),
-                         ci_high=gap.get("ci_high"), n=blk.get("n"), n_events=blk.get("n_events"),
-                         insufficient=bool(blk.get("insufficient"))))
+        rows.append(
+            dict(
+                label=str(g),
+                estimate=gap.get("estimate"),
+                ci_low=gap.get("ci_low"),
+                ci_high=gap.get("ci_high"),
+                n=blk.get("n"),
+                n_events=blk.get("n_events"),
+                insufficient=bool(blk.get("insufficient")),
+            )
+        )
     where = "all sites" if site in ("overall", None) else f"site {site}"
-    return forest_figure(rows, title=title or f"Gap in {metric_label(metric)} to {where} by {attr}",
-                         x_title=f"{metric_label(metric)}: group − {where}", reference=0.0,
-                         ci_level=analysis.get("ci_level", 0.95))
+    return forest_figure(
+        rows,
+        title=title or f"Gap in {metric_label(metric)} to {where} by {attr}",
+        x_title=f"{metric_label(metric)}: group − {where}",
+        reference=0.0,
+        ci_level=analysis.get("ci_level", 0.95),
+    )
 
 
 POOLED_LABEL = "all sites (pooled)"
 
 
-def comparison_blocks(comparison: Mapping, *, sites: Optional[Sequence[str]] = None,
-                      subgroups: Optional[Sequence[str]] = None, within_sites: bool = False) -> list[tuple[str, Mapping]]:
+def comparison_blocks(
+    comparison: Mapping,
+    *,
+    sites: Sequence[str] | None = None,
+    subgroups: Sequence[str] | None = None,
+    within_sites: bool = False,
+) -> list[tuple[str, Mapping]]:
     """The DELTA_BLOCKs of ``comparison.json`` as labelled rows, in reading order: the pooled block,
     each site, then each subgroup value pooled over sites (``"sex = female (all sites)"``) and, with
     ``within_sites``, each subgroup value within each site (``"sex = female at va"``).
@@ -566,11 +899,11 @@ def comparison_blocks(comparison: Mapping, *, sites: Optional[Sequence[str]] = N
     if comparison.get("overall") is not None:
         rows.append((POOLED_LABEL, comparison["overall"]))
     site_blocks = comparison.get("sites") or {}
-    for s in (list(sites) if sites is not None else list(site_blocks)):
+    for s in list(sites) if sites is not None else list(site_blocks):
         if s in site_blocks:
             rows.append((str(s), site_blocks[s]))
     groups = comparison.get("subgroups") or {}
-    for attr in (list(subgroups) if subgroups is not None else list(groups)):
+    for attr in list(subgroups) if subgroups is not None else list(groups):
         values = groups.get(attr) or {}
         for value in sorted(values, key=group_sort_key):
             cell = values[value]
@@ -595,12 +928,19 @@ def better_direction_text(metric: str) -> str:
 def _delta_row(label: str, block: Mapping, metric: str) -> dict:
     entry = (block.get("metrics") or {}).get(metric) or {}
     reason = (block.get("undefined") or {}).get(metric)
-    return dict(label=label, estimate=entry.get("delta"), ci_low=entry.get("ci_low"), ci_high=entry.get("ci_high"),
-                n=block.get("n"), n_events=block.get("n_events"), insufficient=bool(block.get("insufficient")),
-                reason=reason if entry.get("delta") is None else None)
+    return dict(
+        label=label,
+        estimate=entry.get("delta"),
+        ci_low=entry.get("ci_low"),
+        ci_high=entry.get("ci_high"),
+        n=block.get("n"),
+        n_events=block.get("n_events"),
+        insufficient=bool(block.get("insufficient")),
+        reason=reason if entry.get("delta") is None else None,
+    )
 
 
-def _delta_range(rows: Sequence[Mapping], margin: Optional[float]) -> list[float]:
+def _delta_range(rows: Sequence[Mapping], margin: float | None) -> list[float]:
     # zero and the margin always in view, whatever the intervals' spread
     values = [0.0] + ([float(margin)] if margin is not None else [])
     values += [float(r[k]) for r in rows for k in ("estimate", "ci_low", "ci_high") if r.get(k) is not None]
@@ -609,9 +949,16 @@ def _delta_range(rows: Sequence[Mapping], margin: Optional[float]) -> list[float
     return [lo - pad, hi + pad]
 
 
-def comparison_forest(blocks: Sequence[tuple[str, Mapping]], metric: str, margin: Optional[float] = None, *,
-                      title: Optional[str] = None, ci_level: float = 0.95, new_label: str = "new",
-                      baseline_label: str = "baseline") -> go.Figure:
+def comparison_forest(
+    blocks: Sequence[tuple[str, Mapping]],
+    metric: str,
+    margin: float | None = None,
+    *,
+    title: str | None = None,
+    ci_level: float = 0.95,
+    new_label: str = "new",
+    baseline_label: str = "baseline",
+) -> go.Figure:
     """A forest plot of the paired difference Δ = new − baseline of ``metric`` per block, with its
     interval (paired DeLong for AUROC, paired bootstrap otherwise, as ``comparison.json`` says), a solid
     zero line (no difference) and, when a comparison gate gives one, a dashed line at its margin (the
@@ -623,21 +970,35 @@ def comparison_forest(blocks: Sequence[tuple[str, Mapping]], metric: str, margin
     """
     rows = [_delta_row(label, block, metric) for label, block in blocks]
     x_title = f"Δ {metric_label(metric)} ({new_label} − {baseline_label}) · {better_direction_text(metric)}"
-    fig = forest_figure(rows, title=title or f"{metric_label(metric)}: {new_label} − {baseline_label}",
-                        x_title=x_title, ci_level=ci_level)
+    fig = forest_figure(
+        rows,
+        title=title or f"{metric_label(metric)}: {new_label} − {baseline_label}",
+        x_title=x_title,
+        ci_level=ci_level,
+    )
     if not rows:
         return fig
     fig.add_vline(x=0.0, line=dict(color="#333", width=1))
     fig.update_layout(xaxis_range=_delta_range(rows, margin))
     if margin is not None:
-        fig.add_vline(x=float(margin), line=dict(color=FAIL, dash="dash", width=1.5),
-                      annotation=dict(text=f"margin {fmt(margin)}", font=dict(size=11, color=FAIL)),
-                      annotation_position="top")
+        fig.add_vline(
+            x=float(margin),
+            line=dict(color=FAIL, dash="dash", width=1.5),
+            annotation=dict(text=f"margin {fmt(margin)}", font=dict(size=11, color=FAIL)),
+            annotation_position="top",
+        )
     return fig
 
 
-def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Optional[Sequence[str]] = None,
-                     title: Optional[str] = None, include_overall: bool = True) -> go.Figure:
+def subgroup_heatmap(
+    analysis: Mapping,
+    attr: str,
+    metric: str,
+    *,
+    sites: Sequence[str] | None = None,
+    title: str | None = None,
+    include_overall: bool = True,
+) -> go.Figure:
     """Site x group heatmap of ``metric``: each cell shows the estimate, its interval and n; cells with
     too little data are grey with their numbers and marked "insufficient"; cells without cases are blank."""
     level_sites = analysis.get("sites") or {}
@@ -646,7 +1007,8 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
     if include_overall and analysis.get("overall"):
         rows.append(("all sites", analysis["overall"]))
     groups = (analysis.get("groups") or {}).get(attr) or sorted(
-        {g for _, lv in rows for g in ((lv.get("subgroups") or {}).get(attr) or {})})
+        {g for _, lv in rows for g in ((lv.get("subgroups") or {}).get(attr) or {})}
+    )
     if not groups or not rows:
         return _empty(title, f"No groups for {attr}")
     z_ok, z_small, text = [], [], []
@@ -662,8 +1024,11 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
                 zr_small.append(None)
                 tr.append("no cases")
                 continue
-            label = (f"{fmt(est, 2)}<br>({fmt(e.get('ci_low'), 2)} to {fmt(e.get('ci_high'), 2)})<br>n={blk.get('n')}"
-                     if e and est is not None and e.get("ci_low") is not None else f"{fmt(est, 2)}<br>n={blk.get('n')}")
+            label = (
+                f"{fmt(est, 2)}<br>({fmt(e.get('ci_low'), 2)} to {fmt(e.get('ci_high'), 2)})<br>n={blk.get('n')}"
+                if e and est is not None and e.get("ci_low") is not None
+                else f"{fmt(est, 2)}<br>n={blk.get('n')}"
+            )
             if blk.get("insufficient"):
                 zr_ok.append(None)
                 zr_small.append(0 if est is None else 1)
@@ -686,18 +1051,49 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
         scale = "Viridis" if higher_better else "Viridis_r"
         zmin, zmax = (min(vals), max(vals)) if vals else (0, 1)
     fig = go.Figure()
-    fig.add_trace(go.Heatmap(z=z_small, x=groups, y=ylabels, colorscale=[[0, "#e6e6e6"], [1, "#cfcfcf"]], zmin=0,
-                             zmax=1, showscale=False, hoverinfo="skip", xgap=2, ygap=2))
-    fig.add_trace(go.Heatmap(z=z_ok, x=groups, y=ylabels, colorscale=scale, zmin=zmin, zmax=zmax, xgap=2, ygap=2,
-                             text=text, texttemplate="%{text}", textfont=dict(size=10),
-                             colorbar=dict(title=metric_label(metric)),
-                             hovertemplate="%{y}, " + attr + "=%{x}<br>%{text}<extra></extra>"))
+    fig.add_trace(
+        go.Heatmap(
+            z=z_small,
+            x=groups,
+            y=ylabels,
+            colorscale=[[0, "#e6e6e6"], [1, "#cfcfcf"]],
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hoverinfo="skip",
+            xgap=2,
+            ygap=2,
+        )
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=z_ok,
+            x=groups,
+            y=ylabels,
+            colorscale=scale,
+            zmin=zmin,
+            zmax=zmax,
+            xgap=2,
+            ygap=2,
+            text=text,
+            texttemplate="%{text}",
+            textfont=dict(size=10),
+            colorbar=dict(title=metric_label(metric)),
+            hovertemplate="%{y}, " + attr + "=%{x}<br>%{text}<extra></extra>",
+        )
+    )
     # the grey cells need their text too: a text-only layer over both
-    fig.add_trace(go.Scatter(x=[g for r in z_small for g, v in zip(groups, r, strict=True) if v is not None],
-                             y=[lbl for lbl, r in zip(ylabels, z_small, strict=True) for v in r if v is not None],
-                             text=[t for tr, r in zip(text, z_small, strict=True) for t, v in zip(tr, r, strict=True) if v is not None],
-                             mode="text", textfont=dict(size=10, color="#555"), showlegend=False,
-                             hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=[g for r in z_small for g, v in zip(groups, r, strict=True) if v is not None],
+            y=[lbl for lbl, r in zip(ylabels, z_small, strict=True) for v in r if v is not None],
+            text=[t for tr, r in zip(text, z_small, strict=True) for t, v in zip(tr, r, strict=True) if v is not None],
+            mode="text",
+            textfont=dict(size=10, color="#555"),
+            showlegend=False,
+            hovertemplate="%{y}, %{x}<br>%{text}<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", title_text=attr)
     return _layout(fig, title or f"{metric_label(metric)} by site and {attr}", height=max(260, 120 + 60 * len(rows)))
@@ -705,8 +1101,10 @@ def subgroup_heatmap(analysis: Mapping, attr: str, metric: str, *, sites: Option
 
 # ---- calibration methods -------------------------------------------------------------------------------
 
-def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sites: Optional[Sequence[str]] = None,
-                               title: Optional[str] = None) -> go.Figure:
+
+def calibration_methods_figure(
+    calibration: Mapping, metric: str = "ece", *, sites: Sequence[str] | None = None, title: str | None = None
+) -> go.Figure:
     """Method x site comparison of the Calibration JSON: ``metric`` after each method (``none`` =
     uncalibrated) at each evaluated site, with intervals; the recommended method is marked."""
     methods = calibration.get("methods") or {}
@@ -715,7 +1113,7 @@ def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sit
     names = (["none"] if "none" in methods else []) + sorted(m for m in methods if m != "none")
     all_sites = []
     for m in names:
-        for s in (methods[m].get("sites") or {}):
+        for s in methods[m].get("sites") or {}:
             if s not in all_sites:
                 all_sites.append(s)
     sites = list(sites) if sites is not None else all_sites
@@ -734,29 +1132,50 @@ def calibration_methods_figure(calibration: Mapping, metric: str = "ece", *, sit
             lo.append(e.get("ci_low"))
             hi.append(e.get("ci_high"))
             hollow.append(bool(blk.get("insufficient")))
-            text.append(f"{m} at {s}: {metric_label(metric)} {entry_text(e)}<br>{n_text(blk.get('n'), blk.get('n_events'))}"
-                        + (" (insufficient)" if blk.get("insufficient") else ""))
+            text.append(
+                f"{m} at {s}: {metric_label(metric)} {entry_text(e)}<br>{n_text(blk.get('n'), blk.get('n_events'))}"
+                + (" (insufficient)" if blk.get("insufficient") else "")
+            )
         color = GREY if m == "none" else PALETTE[i % len(PALETTE)]
-        fig.add_trace(go.Scatter(
-            x=xs, y=ys, mode="markers", name=m + (" (recommended)" if m == rec else "") + (" = uncalibrated" if m == "none" else ""),
-            marker=dict(size=[13 if m == rec else 9] * len(xs), color=color,
-                        symbol=["diamond-open" if h else ("diamond" if m == rec else "circle") for h in hollow],
-                        line=dict(width=1.5, color=color)),
-            error_y=dict(type="data", symmetric=False, array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
-                         arrayminus=[(v - low) if low is not None else 0 for v, low in zip(ys, lo, strict=True)], thickness=1.2, color=color),
-            text=text, hovertemplate="%{text}<extra></extra>", offsetgroup=m))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="markers",
+                name=m + (" (recommended)" if m == rec else "") + (" = uncalibrated" if m == "none" else ""),
+                marker=dict(
+                    size=[13 if m == rec else 9] * len(xs),
+                    color=color,
+                    symbol=["diamond-open" if h else ("diamond" if m == rec else "circle") for h in hollow],
+                    line=dict(width=1.5, color=color),
+                ),
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[(h - v) if h is not None else 0 for v, h in zip(ys, hi, strict=True)],
+                    arrayminus=[(v - low) if low is not None else 0 for v, low in zip(ys, lo, strict=True)],
+                    thickness=1.2,
+                    color=color,
+                ),
+                text=text,
+                hovertemplate="%{text}<extra></extra>",
+                offsetgroup=m,
+            )
+        )
     ref = REFERENCE.get(metric)
     if ref is not None:
         fig.add_hline(y=ref, line=dict(color="#666", dash="dash", width=1))
     fit_on = ", ".join(calibration.get("fit_on") or [])
-    default_title = f"{metric_label(metric)} after each method ({calibration.get('design', 'held-out')}, fitted on {fit_on or '—'})"
+    default_title = (
+        f"{metric_label(metric)} after each method ({calibration.get('design', 'held-out')}, fitted on {fit_on or '—'})"
+    )
     fig.update_layout(scattermode="group")
     fig.update_yaxes(title_text=metric_label(metric))
     fig.update_xaxes(title_text="Site (evaluated on cases not used for fitting)", type="category")
     return _layout(fig, title or default_title, height=440)
 
 
-def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: Optional[str] = None) -> go.Figure:
+def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: str | None = None) -> go.Figure:
     """How many local cases recalibration needs: ``metric`` after local recalibration against the number of
     fitting cases, one line per (site, method) with the spread over repetitions as a band.
 
@@ -786,29 +1205,59 @@ def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: O
         x = [r["n_fit"] for r in sel]
         color = colors[(site, method)]
         if all(r.get("low") is not None and r.get("high") is not None for r in sel):
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=[r["high"] for r in sel] + [r["low"] for r in sel][::-1],
-                                     mode="lines", fill="toself", fillcolor=_rgba(color, 0.12), line=dict(width=0),
-                                     legendgroup=f"{site}/{method}", showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=x, y=[r["mean"] for r in sel], mode="lines+markers", name=f"{site}: {method}",
-            legendgroup=f"{site}/{method}", line=dict(color=color, dash=dashes[(site, method)]),
-            text=[f"{site}, {method}, {r['n_fit']} fitting cases: mean {fmt(r['mean'])} "
-                  f"(spread {fmt(r.get('low'))}–{fmt(r.get('high'))}), {r.get('repeats', '?')} repeats" for r in sel],
-            hovertemplate="%{text}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=x + x[::-1],
+                    y=[r["high"] for r in sel] + [r["low"] for r in sel][::-1],
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.12),
+                    line=dict(width=0),
+                    legendgroup=f"{site}/{method}",
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[r["mean"] for r in sel],
+                mode="lines+markers",
+                name=f"{site}: {method}",
+                legendgroup=f"{site}/{method}",
+                line=dict(color=color, dash=dashes[(site, method)]),
+                text=[
+                    f"{site}, {method}, {r['n_fit']} fitting cases: mean {fmt(r['mean'])} "
+                    f"(spread {fmt(r.get('low'))}–{fmt(r.get('high'))}), {r.get('repeats', '?')} repeats"
+                    for r in sel
+                ],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
         base = [r.get("baseline") for r in sel]
         if any(b is not None for b in base):
-            fig.add_trace(go.Scatter(x=x, y=base, mode="lines", showlegend=False, legendgroup=f"{site}/{method}",
-                                     line=dict(color=_rgba(color, 0.7), dash="dot", width=1),
-                                     hovertemplate=f"{site} uncalibrated: %{{y:.3f}}<extra></extra>"))
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=base,
+                    mode="lines",
+                    showlegend=False,
+                    legendgroup=f"{site}/{method}",
+                    line=dict(color=_rgba(color, 0.7), dash="dot", width=1),
+                    hovertemplate=f"{site} uncalibrated: %{{y:.3f}}<extra></extra>",
+                )
+            )
     sizes = sorted({r["n_fit"] for r in rows})
-    fig.update_xaxes(type="log", title_text="Local cases used for fitting", tickvals=sizes,
-                     ticktext=[str(v) for v in sizes])
+    fig.update_xaxes(
+        type="log", title_text="Local cases used for fitting", tickvals=sizes, ticktext=[str(v) for v in sizes]
+    )
     fig.update_yaxes(title_text=metric_label(metric))
     return _layout(fig, title or f"{metric_label(metric)} after local recalibration by fitting-set size", height=440)
 
 
-def transfer_matrix_figure(matrix: Mapping[str, Mapping[str, Any]], metric: str = "ece", *,
-                           title: Optional[str] = None) -> go.Figure:
+def transfer_matrix_figure(
+    matrix: Mapping[str, Mapping[str, Any]], metric: str = "ece", *, title: str | None = None
+) -> go.Figure:
     """Fit on site i (rows), evaluate on site j (columns): ``metric`` (with its interval when given) in
     each cell. ``matrix[fit][eval]`` is a number, a metric entry or a BLOCK holding ``metric``."""
     fits = list(matrix)
@@ -831,24 +1280,44 @@ def transfer_matrix_figure(matrix: Mapping[str, Mapping[str, Any]], metric: str 
                 ent = cell if isinstance(cell, Mapping) and "estimate" in cell else _entry(cell, metric)
             zr.append(_est(ent))
             n = cell.get("n") if isinstance(cell, Mapping) else None
-            tr.append("—" if ent is None else entry_text(ent, 3) + (f"<br>n={n}" if n is not None else "")
-                      + ("<br><i>insufficient</i>" if isinstance(cell, Mapping) and cell.get("insufficient") else ""))
+            tr.append(
+                "—"
+                if ent is None
+                else entry_text(ent, 3)
+                + (f"<br>n={n}" if n is not None else "")
+                + ("<br><i>insufficient</i>" if isinstance(cell, Mapping) and cell.get("insufficient") else "")
+            )
         z.append(zr)
         text.append(tr)
     lower_better = not _higher_is_better(metric)
-    fig = go.Figure(go.Heatmap(z=z, x=evals, y=fits, text=text, texttemplate="%{text}", textfont=dict(size=10),
-                               colorscale="Viridis_r" if lower_better else "Viridis", xgap=2, ygap=2,
-                               colorbar=dict(title=metric_label(metric)),
-                               hovertemplate="fit on %{y}, evaluated at %{x}<br>%{text}<extra></extra>"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=evals,
+            y=fits,
+            text=text,
+            texttemplate="%{text}",
+            textfont=dict(size=10),
+            colorscale="Viridis_r" if lower_better else "Viridis",
+            xgap=2,
+            ygap=2,
+            colorbar=dict(title=metric_label(metric)),
+            hovertemplate="fit on %{y}, evaluated at %{x}<br>%{text}<extra></extra>",
+        )
+    )
     fig.update_xaxes(title_text="Evaluated at", type="category")
     fig.update_yaxes(title_text="Fitted on", type="category", autorange="reversed")
-    return _layout(fig, title or f"Transfer: {metric_label(metric)} when fitted at one site, used at another",
-                   height=max(300, 140 + 55 * len(fits)))
+    return _layout(
+        fig,
+        title or f"Transfer: {metric_label(metric)} when fitted at one site, used at another",
+        height=max(300, 140 + 55 * len(fits)),
+    )
 
 
 # ---- shift and drift ---------------------------------------------------------------------------------
 
-def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: Optional[str] = None) -> go.Figure:
+
+def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: str | None = None) -> go.Figure:
     """What differs most between ``site`` and the development site: the top findings of ``shift.json``'s
     ranking, as −log10 of the multiplicity-adjusted p-value, coloured by whether the difference is
     significant and beyond its practical threshold (material)."""
@@ -861,12 +1330,26 @@ def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: Opt
     labels = [r.get("id") or f"{r.get('group')}:{r.get('name')}" for r in ranking]
     colors = [FAIL if r.get("material") else (WARN if r.get("flagged") else GREY) for r in ranking]
     short = [f"{r.get('effect_name') or 'effect'} {fmt(r.get('effect'), 2)}" for r in ranking]
-    hover = [f"{r.get('test')}: {r.get('effect_name') or 'effect'} {fmt(r.get('effect'))}"
-             + (f" (practical threshold {fmt(r.get('threshold'))})" if r.get("threshold") is not None else "")
-             + f"<br>p {fmt(r.get('p_value'))}, adjusted p {fmt(r.get('p_adjusted'))}" for r in ranking]
-    fig = go.Figure(go.Bar(x=xs, y=labels, orientation="h", marker_color=colors, text=short, textposition="auto",
-                           customdata=hover, hovertemplate="%{y}<br>%{customdata}<extra></extra>", name="findings",
-                           cliponaxis=False))
+    hover = [
+        f"{r.get('test')}: {r.get('effect_name') or 'effect'} {fmt(r.get('effect'))}"
+        + (f" (practical threshold {fmt(r.get('threshold'))})" if r.get("threshold") is not None else "")
+        + f"<br>p {fmt(r.get('p_value'))}, adjusted p {fmt(r.get('p_adjusted'))}"
+        for r in ranking
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=xs,
+            y=labels,
+            orientation="h",
+            marker_color=colors,
+            text=short,
+            textposition="auto",
+            customdata=hover,
+            hovertemplate="%{y}<br>%{customdata}<extra></extra>",
+            name="findings",
+            cliponaxis=False,
+        )
+    )
     fig.add_vline(x=-math.log10(alpha), line=dict(color="#666", dash="dash", width=1))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(title_text=f"−log10 adjusted p ({shift.get('correction', 'holm')})")
@@ -874,39 +1357,89 @@ def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: Opt
     return _layout(fig, title or default, height=max(280, 90 + 30 * len(ranking)), showlegend=False)
 
 
-def drift_figure(drift: Mapping, *, metrics: Sequence[str] = ("auroc", "ece", "calibration_intercept", "prevalence",
-                                                               "mean_score"),
-                 title: Optional[str] = None) -> go.Figure:
+def drift_figure(
+    drift: Mapping,
+    *,
+    metrics: Sequence[str] = ("auroc", "ece", "calibration_intercept", "prevalence", "mean_score"),
+    title: str | None = None,
+) -> go.Figure:
     """Metrics per time window with intervals (one panel each), reference windows shaded, and windows
     flagged by the change detector marked in red. ``drift``: one site of ``shift.json["drift"]["sites"]``."""
     windows = drift.get("windows") or []
     if not windows:
         return _empty(title, drift.get("reason") or "No dated cases")
     metrics = [m for m in metrics if any(isinstance(w.get(m), Mapping) for w in windows)]
-    fig = make_subplots(rows=len(metrics), cols=1, shared_xaxes=True, vertical_spacing=0.03,
-                        subplot_titles=[metric_label(m) for m in metrics])
+    fig = make_subplots(
+        rows=len(metrics),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.03,
+        subplot_titles=[metric_label(m) for m in metrics],
+    )
     x = [w["window"] for w in windows]
     for i, m in enumerate(metrics, start=1):
         est = [(w.get(m) or {}).get("estimate") for w in windows]
         lo = [(w.get(m) or {}).get("ci_low") for w in windows]
         hi = [(w.get(m) or {}).get("ci_high") for w in windows]
-        fig.add_trace(go.Scatter(x=x, y=[h if h is not None else e for h, e in zip(hi, est, strict=True)], mode="lines",
-                                 line=dict(width=0), showlegend=False, hoverinfo="skip"), row=i, col=1)
-        fig.add_trace(go.Scatter(x=x, y=[v if v is not None else e for v, e in zip(lo, est, strict=True)], mode="lines",
-                                 line=dict(width=0), fill="tonexty", fillcolor=_rgba(PALETTE[0], 0.15),
-                                 showlegend=False, hoverinfo="skip"), row=i, col=1)
-        colors = [FAIL if w.get("flagged") or w.get("cusum_alarm") else (GREY if w.get("insufficient") else PALETTE[0])
-                  for w in windows]
-        text = [f"{w['window']}: {metric_label(m)} {entry_text(w.get(m))}<br>n={w.get('n')}, {w.get('n_events')} events"
-                + (" (reference)" if w.get("reference") else "") + (" — flagged" if w.get("flagged") else "")
-                + (" — insufficient" if w.get("insufficient") else "") for w in windows]
-        fig.add_trace(go.Scatter(x=x, y=est, mode="lines+markers", line=dict(color=PALETTE[0], width=1.5),
-                                 marker=dict(color=colors, size=8), name=metric_label(m), showlegend=False,
-                                 text=text, hovertemplate="%{text}<extra></extra>"), row=i, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[h if h is not None else e for h, e in zip(hi, est, strict=True)],
+                mode="lines",
+                line=dict(width=0),
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=i,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[v if v is not None else e for v, e in zip(lo, est, strict=True)],
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor=_rgba(PALETTE[0], 0.15),
+                showlegend=False,
+                hoverinfo="skip",
+            ),
+            row=i,
+            col=1,
+        )
+        colors = [
+            FAIL if w.get("flagged") or w.get("cusum_alarm") else (GREY if w.get("insufficient") else PALETTE[0])
+            for w in windows
+        ]
+        text = [
+            f"{w['window']}: {metric_label(m)} {entry_text(w.get(m))}<br>n={w.get('n')}, {w.get('n_events')} events"
+            + (" (reference)" if w.get("reference") else "")
+            + (" — flagged" if w.get("flagged") else "")
+            + (" — insufficient" if w.get("insufficient") else "")
+            for w in windows
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=est,
+                mode="lines+markers",
+                line=dict(color=PALETTE[0], width=1.5),
+                marker=dict(color=colors, size=8),
+                name=metric_label(m),
+                showlegend=False,
+                text=text,
+                hovertemplate="%{text}<extra></extra>",
+            ),
+            row=i,
+            col=1,
+        )
     refs = [w["window"] for w in windows if w.get("reference")]
     if refs:
         for i in range(1, len(metrics) + 1):
             fig.add_vrect(x0=refs[0], x1=refs[-1], fillcolor="#dddddd", opacity=0.35, line_width=0, row=i, col=1)
     fig.update_xaxes(type="category")
-    return _layout(fig, title or "Metrics per window (shaded: reference windows; red: flagged)",
-                   height=max(300, 170 * len(metrics)))
+    return _layout(
+        fig,
+        title or "Metrics per window (shaded: reference windows; red: flagged)",
+        height=max(300, 170 * len(metrics)),
+    )

@@ -6,6 +6,7 @@ capability owns its own argument parsing. Exit codes (DESIGN.md): 0 all gates pa
 that could not complete prints one line and writes its traceback to a log file (``VALIDATE_DEBUG=1``
 prints it on the terminal too). Nothing but a judged verdict ever exits 0 or 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,9 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Errors of the machine rather than of the user's files: said in one line, exit 3.
-_ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-                       errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-                       errno.EDQUOT: "disk quota exceeded", errno.ENOMEM: "out of memory"}
+_ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENOMEM: "out of memory",
+}
 
 
 def _log_candidates(args) -> list[Path]:
@@ -90,8 +96,10 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, RunIncomplete):
         return str(exc)
     if isinstance(exc, SystemExit):
-        return (f"code inside the run tried to end the process (SystemExit({exc.code!r})); "
-                "a factory or model module must not call sys.exit")
+        return (
+            f"code inside the run tried to end the process (SystemExit({exc.code!r})); "
+            "a factory or model module must not call sys.exit"
+        )
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{_ENVIRONMENT_ERRNOS[exc.errno]}{where}"

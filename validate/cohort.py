@@ -8,6 +8,7 @@ protocol's subgroup columns (categories, numeric bands, intersections).
 
 Row numbers in messages are data rows (row 1 is the first case); the file line is given too.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,15 @@ def _check_header(path: Path) -> None:
     problems = ProblemCollector()
     for i, name in enumerate(names, start=1):
         if name in first:
-            problems.add(InputError(f"column `{name}` appears twice in the header (columns {first[name]} and {i})",
-                                    file=path, line=1, field=name, expected="each column name once"))
+            problems.add(
+                InputError(
+                    f"column `{name}` appears twice in the header (columns {first[name]} and {i})",
+                    file=path,
+                    line=1,
+                    field=name,
+                    expected="each column name once",
+                )
+            )
         first.setdefault(name, i)
     problems.raise_if_any()
 
@@ -129,8 +137,12 @@ def _open_manifest(protocol: Protocol, site: Site) -> tuple[Path, pd.DataFrame]:
     index = protocol.sites.index(site)
     manifest_path = _resolved(protocol, site.manifest)
     if not manifest_path.exists():
-        raise InputError("manifest not found", file=manifest_path, field=f"sites[{index}].manifest",
-                         expected=f"a CSV file (declared in {protocol.path}, line {protocol.line_of('sites', index, 'manifest')})")
+        raise InputError(
+            "manifest not found",
+            file=manifest_path,
+            field=f"sites[{index}].manifest",
+            expected=f"a CSV file (declared in {protocol.path}, line {protocol.line_of('sites', index, 'manifest')})",
+        )
     return manifest_path, read_manifest(manifest_path)
 
 
@@ -158,24 +170,36 @@ def _required_columns(protocol: Protocol) -> list[str]:
     return required
 
 
-def _check_columns(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path,
-                   problems: ProblemCollector) -> None:
+def _check_columns(
+    protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
     """Every required column present and at least one case, else raise every such problem: the row
     checks that follow need the columns."""
     required = _required_columns(protocol)
     for col in dict.fromkeys(required):
         if col not in df.columns:
-            problems.add(InputError(f"required column `{col}` is missing", file=manifest_path, line=1, field=col,
-                                    expected=f"columns including {', '.join(dict.fromkeys(required))}"))
+            problems.add(
+                InputError(
+                    f"required column `{col}` is missing",
+                    file=manifest_path,
+                    line=1,
+                    field=col,
+                    expected=f"columns including {', '.join(dict.fromkeys(required))}",
+                )
+            )
     if len(df) == 0:
-        problems.add(InputError(f"site `{site.id}` has no cases", file=manifest_path,
-                                expected="at least one row after the header"))
+        problems.add(
+            InputError(
+                f"site `{site.id}` has no cases", file=manifest_path, expected="at least one row after the header"
+            )
+        )
     if problems.problems:
         problems.raise_if_any()
 
 
-def _identifiers(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path,
-                 problems: ProblemCollector) -> pd.DataFrame:
+def _identifiers(
+    protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> pd.DataFrame:
     """The standard frame's first columns: case_id (non-empty, unique within the site), site, and
     patient_id (the case_id where the manifest gives none)."""
     cols = protocol.columns
@@ -183,14 +207,27 @@ def _identifiers(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path
     out["site"] = site.id
     blank_ids = np.flatnonzero(out["case_id"].eq("").to_numpy())
     for r in blank_ids[:20]:
-        problems.add(_row_error("empty case_id", file=manifest_path, row=int(r), field=cols.case_id,
-                                expected="a non-empty identifier unique within the site"))
+        problems.add(
+            _row_error(
+                "empty case_id",
+                file=manifest_path,
+                row=int(r),
+                field=cols.case_id,
+                expected="a non-empty identifier unique within the site",
+            )
+        )
     dup = out["case_id"].duplicated(keep="first") & out["case_id"].ne("")
     for r in np.flatnonzero(dup.to_numpy())[:20]:
         first = int(np.flatnonzero(out["case_id"].eq(out["case_id"].iloc[r]).to_numpy())[0])
-        problems.add(_row_error(f"duplicate case_id {out['case_id'].iloc[r]!r} (first at row {first + 1})",
-                                file=manifest_path, row=int(r), field=cols.case_id,
-                                expected="case_id unique within the site"))
+        problems.add(
+            _row_error(
+                f"duplicate case_id {out['case_id'].iloc[r]!r} (first at row {first + 1})",
+                file=manifest_path,
+                row=int(r),
+                field=cols.case_id,
+                expected="case_id unique within the site",
+            )
+        )
     if cols.patient_id in df.columns:
         pid = df[cols.patient_id].str.strip()
         out["patient_id"] = pid.where(pid.ne(""), out["case_id"])
@@ -199,8 +236,9 @@ def _identifiers(protocol: Protocol, site: Site, df: pd.DataFrame, manifest_path
     return out
 
 
-def _read_labels(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
-                 problems: ProblemCollector) -> None:
+def _read_labels(
+    protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
     """``y_<label>`` (0 or 1) per label of a multilabel task, else ``y``: the class index of a declared
     class name or index (-1 where it is neither, reported)."""
     if protocol.task == "multilabel":
@@ -209,8 +247,15 @@ def _read_labels(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manife
             vals = df[col].str.strip()
             bad = ~vals.isin(["0", "1"])
             for r in np.flatnonzero(bad.to_numpy())[:20]:
-                problems.add(_row_error(f"label value {vals.iloc[r]!r} is not 0 or 1", file=manifest_path,
-                                        row=int(r), field=col, expected="0 or 1"))
+                problems.add(
+                    _row_error(
+                        f"label value {vals.iloc[r]!r} is not 0 or 1",
+                        file=manifest_path,
+                        row=int(r),
+                        field=col,
+                        expected="0 or 1",
+                    )
+                )
             out[col] = pd.to_numeric(vals.where(~bad, "0")).astype("int64")
         return
     label = protocol.columns.label
@@ -218,51 +263,84 @@ def _read_labels(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manife
     y = vals.map(_label_map(protocol))
     classes = protocol.classes or []  # declared for every task with a label column
     for r in np.flatnonzero(y.isna().to_numpy())[:20]:
-        problems.add(_row_error(f"label {vals.iloc[r]!r} is not a declared class", file=manifest_path,
-                                row=int(r), field=label,
-                                expected=f"one of {classes} (or their indices 0..{len(classes) - 1})"))
+        problems.add(
+            _row_error(
+                f"label {vals.iloc[r]!r} is not a declared class",
+                file=manifest_path,
+                row=int(r),
+                field=label,
+                expected=f"one of {classes} (or their indices 0..{len(classes) - 1})",
+            )
+        )
     out["y"] = y.fillna(-1).astype("int64")
 
 
-def _read_image_paths(protocol: Protocol, site: Site, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
-                      problems: ProblemCollector) -> None:
+def _read_image_paths(
+    protocol: Protocol, site: Site, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
     """``image_path``: each manifest path resolved inside the site's image root (links followed); a
     path that is empty or leads outside the root is reported and left empty."""
     index = protocol.sites.index(site)
     if site.image_root is None:
-        problems.add(InputError(f"site `{site.id}` has image inputs but no image_root", file=protocol.path,
-                                line=protocol.line_of("sites", index), field=f"sites[{index}].image_root",
-                                expected="the folder that holds this site's images"))
+        problems.add(
+            InputError(
+                f"site `{site.id}` has image inputs but no image_root",
+                file=protocol.path,
+                line=protocol.line_of("sites", index),
+                field=f"sites[{index}].image_root",
+                expected="the folder that holds this site's images",
+            )
+        )
         return
     root = _resolved(protocol, site.image_root)
     if not root.is_dir():
-        problems.add(InputError("image root not found", file=protocol.path,
-                                line=protocol.line_of("sites", index, "image_root"),
-                                field=f"sites[{index}].image_root", expected=f"an existing folder ({root})"))
+        problems.add(
+            InputError(
+                "image root not found",
+                file=protocol.path,
+                line=protocol.line_of("sites", index, "image_root"),
+                field=f"sites[{index}].image_root",
+                expected=f"an existing folder ({root})",
+            )
+        )
     real_root = Path(os.path.realpath(root))
     field_name = protocol.columns.image
     paths = []
     for r, rel in enumerate(df[field_name].str.strip()):
         if rel == "":
-            problems.add(_row_error("empty image path", file=manifest_path, row=r, field=field_name,
-                                    expected="a path relative to the image root"))
+            problems.add(
+                _row_error(
+                    "empty image path",
+                    file=manifest_path,
+                    row=r,
+                    field=field_name,
+                    expected="a path relative to the image root",
+                )
+            )
             paths.append("")
             continue
         candidate = Path(rel)
         full = candidate if candidate.is_absolute() else real_root / candidate
         resolved = Path(os.path.realpath(full))
         if candidate.is_absolute() or not _inside(real_root, resolved):
-            problems.add(_row_error(f"image path {rel!r} points outside the image root", file=manifest_path,
-                                    row=r, field=field_name,
-                                    expected=f"a path inside {real_root} (no '..', no absolute paths, no links out)"))
+            problems.add(
+                _row_error(
+                    f"image path {rel!r} points outside the image root",
+                    file=manifest_path,
+                    row=r,
+                    field=field_name,
+                    expected=f"a path inside {real_root} (no '..', no absolute paths, no links out)",
+                )
+            )
             paths.append("")
             continue
         paths.append(str(resolved))
     out["image_path"] = paths
 
 
-def _read_features(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
-                   problems: ProblemCollector) -> None:
+def _read_features(
+    protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
     """``feature:<name>`` per tabular feature as float64: a missing token is NaN, any other text that
     is not a number is reported."""
     for feat in protocol.input.features or []:
@@ -271,8 +349,15 @@ def _read_features(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, mani
         num = pd.to_numeric(raw.where(~missing), errors="coerce")
         bad = num.isna() & ~missing
         for r in np.flatnonzero(bad.to_numpy())[:20]:
-            problems.add(_row_error(f"value {raw.iloc[r]!r} is not a number", file=manifest_path, row=int(r),
-                                    field=feat, expected="a number, or an empty cell for missing"))
+            problems.add(
+                _row_error(
+                    f"value {raw.iloc[r]!r} is not a number",
+                    file=manifest_path,
+                    row=int(r),
+                    field=feat,
+                    expected="a number, or an empty cell for missing",
+                )
+            )
         out[f"feature:{feat}"] = num.astype("float64")
 
 
@@ -290,8 +375,9 @@ def _read_attributes(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame) ->
             out[attr] = raw.where(~missing, None)
 
 
-def _read_acquisition_dates(protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path,
-                            problems: ProblemCollector) -> None:
+def _read_acquisition_dates(
+    protocol: Protocol, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
     """``acquired_at`` (ISO 8601 dates or timestamps; empty cells missing) when the manifest has the
     column; any other text is reported."""
     column = protocol.columns.acquired_at
@@ -300,8 +386,15 @@ def _read_acquisition_dates(protocol: Protocol, df: pd.DataFrame, out: pd.DataFr
     raw = df[column].str.strip()
     dates = pd.to_datetime(raw.where(raw.ne("")), errors="coerce", format="ISO8601")
     for r in np.flatnonzero((dates.isna() & raw.ne("")).to_numpy())[:20]:
-        problems.add(_row_error(f"date {raw.iloc[r]!r} is not an ISO date", file=manifest_path, row=int(r),
-                                field=column, expected="YYYY-MM-DD or an ISO timestamp"))
+        problems.add(
+            _row_error(
+                f"date {raw.iloc[r]!r} is not an ISO date",
+                file=manifest_path,
+                row=int(r),
+                field=column,
+                expected="YYYY-MM-DD or an ISO timestamp",
+            )
+        )
     out["acquired_at"] = dates
 
 
@@ -344,18 +437,33 @@ def _check_subgroup_columns(protocol: Protocol, cohorts: list[SiteCohort]) -> No
     for c in cohorts:
         for i, g in enumerate(protocol.subgroups):
             if g.column and c.cases[g.column].isna().all():
-                problems.add(InputError(
-                    f"subgroup `{g.name}` uses column `{g.column}`, which is empty at site `{c.site.id}`",
-                    file=c.manifest_path, line=1, field=g.column,
-                    expected=f"values for every site (declared at {protocol.path}, line {protocol.line_of('subgroups', i)})"))
+                problems.add(
+                    InputError(
+                        f"subgroup `{g.name}` uses column `{g.column}`, which is empty at site `{c.site.id}`",
+                        file=c.manifest_path,
+                        line=1,
+                        field=g.column,
+                        expected=(
+                            f"values for every site (declared at {protocol.path}, "
+                            f"line {protocol.line_of('subgroups', i)})"
+                        ),
+                    )
+                )
             if g.bands is not None and g.column and c.cases[g.column].dtype == object:
-                problems.add(InputError(
-                    f"subgroup `{g.name}` bands column `{g.column}`, which is not numeric at site `{c.site.id}`",
-                    file=c.manifest_path, line=1, field=g.column, expected="numbers (or empty cells for missing)"))
+                problems.add(
+                    InputError(
+                        f"subgroup `{g.name}` bands column `{g.column}`, which is not numeric at site `{c.site.id}`",
+                        file=c.manifest_path,
+                        line=1,
+                        field=g.column,
+                        expected="numbers (or empty cells for missing)",
+                    )
+                )
     problems.raise_if_any()
 
 
 # ---- subgroups -----------------------------------------------------------------------------------
+
 
 def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"

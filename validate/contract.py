@@ -45,11 +45,12 @@ Rules a reader relies on:
   and ``shift.json`` is ``{"reason": ...}`` when there is no development/external pair; these read as
   :class:`NotComputed` (``computed`` is False, ``reason`` says why).
 """
+
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union, cast
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -57,7 +58,7 @@ from validate.errors import InputError
 
 Task = Literal["binary", "multiclass", "multilabel"]
 Verdict = Literal["pass", "warn", "fail"]
-Number = Optional[float]
+Number = float | None
 SCHEMA_ID = re.compile(r"^validate\.([a-z_]+)/(\d+)$")
 
 
@@ -82,8 +83,9 @@ class _File(_Part):
     VERSION: ClassVar[int] = 1
     computed: ClassVar[bool] = True
 
-    schema_id: Optional[str] = Field(default=None, alias="schema",
-                                     description='"validate.<name>/<version>"; absent in version 0 files')
+    schema_id: str | None = Field(
+        default=None, alias="schema", description='"validate.<name>/<version>"; absent in version 0 files'
+    )
 
     @classmethod
     def schema_name(cls) -> str:
@@ -94,11 +96,12 @@ class NotComputed(_Part):
     """A file the engine writes when its analysis did not run (``{}`` or ``{"reason": ...}``)."""
 
     computed: ClassVar[bool] = False
-    schema_id: Optional[str] = Field(default=None, alias="schema")
-    reason: Optional[str] = None
+    schema_id: str | None = Field(default=None, alias="schema")
+    reason: str | None = None
 
 
 # ---- shared pieces ------------------------------------------------------------------------------------
+
 
 class Entry(_Part):
     """A number with its interval: ``{"estimate", "ci_low", "ci_high", "method"}`` (any may be null)."""
@@ -106,7 +109,7 @@ class Entry(_Part):
     estimate: Number = None
     ci_low: Number = None
     ci_high: Number = None
-    method: Optional[str] = None
+    method: str | None = None
 
 
 class OperatingPoint(_Part):
@@ -126,12 +129,12 @@ class Block(_Part):
     n_events: Any = None  # an int; per class or label a map
     prevalence: Any = None
     insufficient: bool = False
-    reason: Optional[str] = None
+    reason: str | None = None
     undefined: dict[str, Any] = {}
     operating_points: list[OperatingPoint] = []
-    target_sensitivity: Optional[dict[str, Any]] = None
-    classes: Optional[dict[str, Block]] = None
-    labels: Optional[dict[str, Block]] = None
+    target_sensitivity: dict[str, Any] | None = None
+    classes: dict[str, Block] | None = None
+    labels: dict[str, Block] | None = None
 
     def metric(self, name: str) -> Any:
         """The entry of metric ``name`` (a dict: an :class:`Entry`'s keys, or ``statistic``/``p_value``)."""
@@ -140,6 +143,7 @@ class Block(_Part):
 
 # ---- metrics.json -------------------------------------------------------------------------------------
 
+
 class MetricsFile(_File):
     """``metrics.json``: blocks pooled over sites, per site, and per subgroup value (pooled over sites)."""
 
@@ -147,7 +151,7 @@ class MetricsFile(_File):
     task: Task
     n_bootstrap: int
     ci_level: float
-    seed: Optional[int]
+    seed: int | None
     overall: Block
     sites: dict[str, Block]
     subgroups: dict[str, dict[str, Block]] = {}
@@ -155,14 +159,15 @@ class MetricsFile(_File):
 
 # ---- calibration.json ---------------------------------------------------------------------------------
 
+
 class CalibrationMethod(_Part):
     """One calibration method: fitted ``params`` and a BLOCK per evaluated site (``error`` if the fit failed)."""
 
-    params: Optional[dict[str, Any]]
+    params: dict[str, Any] | None
     sites: dict[str, Block]
-    overall: Optional[Block] = None
+    overall: Block | None = None
     change_vs_none: dict[str, dict[str, Any]] = {}
-    error: Optional[str] = None
+    error: str | None = None
 
 
 class CalibrationFile(_File):
@@ -173,12 +178,13 @@ class CalibrationFile(_File):
     design: str
     fit_on: list[str]
     methods: dict[str, CalibrationMethod]
-    recommended: Optional[str]
-    recommendation_note: Optional[str] = None
+    recommended: str | None
+    recommendation_note: str | None = None
     designs: dict[str, Any] = {}
 
 
 # ---- curves.json --------------------------------------------------------------------------------------
+
 
 class RocBand(_Part):
     fpr: list[Number]
@@ -190,7 +196,7 @@ class Roc(_Part):
     fpr: list[Number]
     tpr: list[Number]
     threshold: list[Number]
-    band: Optional[RocBand] = None
+    band: RocBand | None = None
 
 
 class PrecisionRecall(_Part):
@@ -221,13 +227,13 @@ class Curves(_Part):
     """The curves of one set of cases; multiclass adds ``top_label``, multi-outcome tasks ``classes``."""
 
     n: int
-    n_events: Optional[int] = None
-    roc: Optional[Roc] = None
-    pr: Optional[PrecisionRecall] = None
-    reliability: Optional[Reliability] = None
-    smooth: Optional[Smooth] = None
-    top_label: Optional[Curves] = None
-    classes: Optional[dict[str, Curves]] = None
+    n_events: int | None = None
+    roc: Roc | None = None
+    pr: PrecisionRecall | None = None
+    reliability: Reliability | None = None
+    smooth: Smooth | None = None
+    top_label: Curves | None = None
+    classes: dict[str, Curves] | None = None
 
 
 class CalibratedCurves(_Part):
@@ -267,27 +273,28 @@ class CurvesFile(_File):
     sites: dict[str, Curves]
     overall: Curves
     calibrated: dict[str, CalibratedCurves] = {}
-    subgroups: Optional[SubgroupCurves] = None
+    subgroups: SubgroupCurves | None = None
 
 
 # ---- subgroups.json -----------------------------------------------------------------------------------
+
 
 class SubgroupCell(_Part):
     """One group of one subgroup: its BLOCK and its gap entries to the site, per gap metric."""
 
     block: Block
-    gap: dict[str, Optional[dict[str, Any]]] = {}
+    gap: dict[str, dict[str, Any] | None] = {}
 
 
 class WorstGroup(_Part):
     """The worst judgeable group for one metric (``group`` null when none is judgeable)."""
 
-    group: Optional[str]
+    group: str | None
     estimate: Number = None
     ci_low: Number = None
     ci_high: Number = None
-    gap: Optional[dict[str, Any]] = None
-    n: Optional[int] = None
+    gap: dict[str, Any] | None = None
+    n: int | None = None
     n_events: Any = None  # an int; per class or label a map
     excluded_insufficient: list[str] = []
 
@@ -303,25 +310,26 @@ class SubgroupsFile(_File):
     """``subgroups.json``: the site x subgroup analysis; ``groups`` gives each subgroup's group order."""
 
     NAME: ClassVar[str] = "subgroups"
-    task: Optional[Task] = None
+    task: Task | None = None
     ci_level: float
     attributes: list[str]
     groups: dict[str, list[str]]
     sites: dict[str, SubgroupLevel]
-    overall: Optional[SubgroupLevel]
+    overall: SubgroupLevel | None
 
 
 # ---- sites.json ---------------------------------------------------------------------------------------
 
+
 class SiteCohort(_Part):
     """One site's cohort: size, events, prevalence (Wilson), make-up per subgroup, exclusions by reason."""
 
-    name: Optional[str]
+    name: str | None
     role: str
     n: int
-    patients: Optional[int] = None
-    n_events: Optional[int] = None
-    prevalence: Optional[Entry] = None
+    patients: int | None = None
+    n_events: int | None = None
+    prevalence: Entry | None = None
     make_up: dict[str, dict[str, int]]
     excluded: dict[str, int]
     n_excluded: int
@@ -338,6 +346,7 @@ class SitesFile(_File):
 
 # ---- shift.json ---------------------------------------------------------------------------------------
 
+
 class ShiftFinding(_Part):
     """One row of a site's ranking: a difference, its corrected p-value and whether it is flagged."""
 
@@ -346,11 +355,11 @@ class ShiftFinding(_Part):
     name: str
     p_value: Number
     p_adjusted: Number
-    effect_name: Optional[str]
+    effect_name: str | None
     effect: Number
     flagged: bool
     material: bool = False
-    rank: Optional[int] = None
+    rank: int | None = None
 
 
 class ShiftSite(_Part):
@@ -377,11 +386,11 @@ class DriftSite(_Part):
 
 
 class Drift(_Part):
-    freq: Optional[str]
+    freq: str | None
     drift: bool
     flagged_sites: list[str]
     sites: dict[str, DriftSite]
-    reason: Optional[str] = None
+    reason: str | None = None
 
 
 class ShiftFile(_File):
@@ -400,6 +409,7 @@ class ShiftFile(_File):
 
 # ---- gates.json ---------------------------------------------------------------------------------------
 
+
 class GateDeclared(_Part):
     """A gate as the protocol declared it, normalised (:class:`validate.gates.GateSpec`)."""
 
@@ -409,11 +419,13 @@ class GateDeclared(_Part):
     threshold: float
     on: str
     name: str
-    calibration: Optional[str] = None
+    calibration: str | None = None
     insufficient: str = "warn"
-    compare: Optional[Literal["baseline"]] = Field(
-        None, description="baseline: the gate judges the difference new − baseline (comparison.json); "
-                          "absent for a gate on one model")
+    compare: Literal["baseline"] | None = Field(
+        None,
+        description="baseline: the gate judges the difference new − baseline (comparison.json); "
+        "absent for a gate on one model",
+    )
 
 
 class GateRowFile(_Part):
@@ -432,15 +444,15 @@ class GateRowFile(_Part):
     estimate: Number = None
     ci_low: Number = None
     ci_high: Number = None
-    n: Optional[int] = None
-    n_events: Optional[int] = None
-    site: Optional[str] = None
-    subgroup: Optional[str] = None
-    group: Optional[str] = None
-    calibration: Optional[str] = None
+    n: int | None = None
+    n_events: int | None = None
+    site: str | None = None
+    subgroup: str | None = None
+    group: str | None = None
+    calibration: str | None = None
     insufficient: bool = False
     # comparison gates only (absent otherwise): estimate/ci_low/ci_high are the difference new − baseline
-    compare: Optional[Literal["baseline"]] = None
+    compare: Literal["baseline"] | None = None
     margin: Number = Field(None, description="non-inferiority margin: -min, or max, of a comparison gate")
     estimate_new: Number = None
     estimate_baseline: Number = None
@@ -466,17 +478,19 @@ class GatesFile(_File):
 
 # ---- cases.json ---------------------------------------------------------------------------------------
 
+
 class CaseRow(_Part):
     """One wrong call (:func:`validate.analysis.cases.confident_errors`)."""
 
-    case_id: Optional[str] = Field(description="the identifier predictions.parquet holds (keyed hash unless kept)")
+    case_id: str | None = Field(description="the identifier predictions.parquet holds (keyed hash unless kept)")
     true: str
     called: str
     confidence: float = Field(description="the probability the model gave to its wrong call")
     p: Number = Field(default=None, description="binary or one label: P(positive); absent for multiclass")
-    thumbnail: Optional[str] = Field(default=None, description="file name (without .png) under thumbnails/<site>/")
-    image: Optional[str] = Field(default=None, description="the image path the predictions record, under the "
-                                                           "site's image root")
+    thumbnail: str | None = Field(default=None, description="file name (without .png) under thumbnails/<site>/")
+    image: str | None = Field(
+        default=None, description="the image path the predictions record, under the site's image root"
+    )
     attributes: dict[str, Any] = {}
 
 
@@ -492,7 +506,7 @@ class ErrorRanking(_Part):
     """The errors at one operating threshold (multiclass: ``None``, the top-label call) of one label
     (multilabel; else ``None``)."""
 
-    label: Optional[str]
+    label: str | None
     threshold: Number
     sites: dict[str, SiteErrors]
 
@@ -509,17 +523,18 @@ class CasesFile(_File):
 
 # ---- provenance.json ----------------------------------------------------------------------------------
 
+
 class ProtocolIdentity(_Part):
-    name: Optional[str]
-    version: Optional[str]
-    path: Optional[str] = None
-    sha256: Optional[str]
+    name: str | None
+    version: str | None
+    path: str | None = None
+    sha256: str | None
 
 
 class FileIdentity(_Part):
     path: str
-    sha256: Optional[str]
-    format: Optional[str] = None
+    sha256: str | None
+    format: str | None = None
 
 
 class ProvenanceFile(_File):
@@ -527,27 +542,31 @@ class ProvenanceFile(_File):
 
     NAME: ClassVar[str] = "provenance"
     protocol: ProtocolIdentity
-    checkpoint: Optional[FileIdentity]
-    predictions_source: Optional[FileIdentity] = None
+    checkpoint: FileIdentity | None
+    predictions_source: FileIdentity | None = None
     started_at: str
     finished_at: str
-    device: Optional[str]
-    seeds: dict[str, Optional[int]]
-    software: dict[str, Optional[str]]
-    validate_version: Optional[str] = None
-    n_bootstrap: Optional[int] = None
+    device: str | None
+    seeds: dict[str, int | None]
+    software: dict[str, str | None]
+    validate_version: str | None = None
+    n_bootstrap: int | None = None
     platform: dict[str, Any] = {}
-    case_ids: Optional[str] = None
+    case_ids: str | None = None
     command: list[str] = []
     files: dict[str, str] = {}
-    scoring_counts: Optional[dict[str, Any]] = None
-    case_id_key_check: Optional[str] = Field(
-        None, description="HMAC-SHA256(key, 'validate case-id key check'), first 16 hex digits, of the key the "
-                          "case ids were hashed with (never the key): two bundles pair by hashed id only when "
-                          "equal; null when the ids are kept")
-    baseline: Optional[dict[str, Any]] = Field(
-        None, description="the baseline model of the paired comparison: checkpoint or predictions_source, "
-                          "device, scoring_counts")
+    scoring_counts: dict[str, Any] | None = None
+    case_id_key_check: str | None = Field(
+        None,
+        description="HMAC-SHA256(key, 'validate case-id key check'), first 16 hex digits, of the key the "
+        "case ids were hashed with (never the key): two bundles pair by hashed id only when "
+        "equal; null when the ids are kept",
+    )
+    baseline: dict[str, Any] | None = Field(
+        None,
+        description="the baseline model of the paired comparison: checkpoint or predictions_source, "
+        "device, scoring_counts",
+    )
 
 
 # ---- comparison.json ----------------------------------------------------------------------------------
@@ -560,8 +579,8 @@ class ModelIdentity(_Part):
     path) and the file's SHA-256 (null where unknown)."""
 
     label: str
-    source: Optional[str] = None
-    sha256: Optional[str] = None
+    source: str | None = None
+    sha256: str | None = None
 
 
 class Matched(_Part):
@@ -603,12 +622,12 @@ class DeltaBlock(_Part):
     n: int
     n_events: int
     insufficient: bool = False
-    reason: Optional[str] = None
+    reason: str | None = None
     metrics: dict[str, DeltaEntry]
     undefined: dict[str, str] = {}
     operating_points: list[DeltaOperatingPoint] = []
 
-    def metric(self, name: str) -> Optional[DeltaEntry]:
+    def metric(self, name: str) -> DeltaEntry | None:
         """The Δ entry of metric ``name``, None when it has none (see :attr:`undefined`)."""
         return self.metrics.get(name)
 
@@ -628,7 +647,7 @@ class ComparisonFile(_File):
     baseline: ModelIdentity
     level: float
     n_boot: int
-    seed: Optional[int]
+    seed: int | None
     matched: Matched
     overall: DeltaBlock
     sites: dict[str, DeltaBlock]
@@ -654,7 +673,7 @@ BASELINE_FILES = ("comparison.json",)
 # what an analysis that did not run writes in place of its file
 NOT_COMPUTED_KEYS = {"calibration.json": {"schema"}, "shift.json": {"schema", "reason"}}
 
-BundleFile = Union[_File, NotComputed]
+BundleFile = _File | NotComputed
 
 
 def _key_path(loc: tuple) -> str:
@@ -693,20 +712,30 @@ def check_version(name: str, data: Any, *, file: Path | str | None = None) -> in
     model = MODELS[name]
     where = file if file is not None else name
     if not isinstance(data, dict):
-        raise InputError(f"{name} holds a JSON {type(data).__name__}, not an object", file=where,
-                         expected=f"a {model.schema_name()} object")
+        raise InputError(
+            f"{name} holds a JSON {type(data).__name__}, not an object",
+            file=where,
+            expected=f"a {model.schema_name()} object",
+        )
     sid = data.get("schema")
     if sid is None:
         return 0
     m = SCHEMA_ID.match(sid) if isinstance(sid, str) else None
     if not m or m.group(1) != model.NAME:
-        raise InputError(f"unknown bundle schema {sid!r}", file=where, field="schema",
-                         expected=f'"validate.{model.NAME}/<version>" (this validate reads up to {model.schema_name()})')
+        raise InputError(
+            f"unknown bundle schema {sid!r}",
+            file=where,
+            field="schema",
+            expected=f'"validate.{model.NAME}/<version>" (this validate reads up to {model.schema_name()})',
+        )
     version = int(m.group(2))
     if version > model.VERSION:
-        raise InputError(f"{name} is {sid}, newer than this validate reads ({model.schema_name()})", file=where,
-                         field="schema", expected=f"a bundle of version {model.VERSION} or older, or a newer validate "
-                                                  "to read this one")
+        raise InputError(
+            f"{name} is {sid}, newer than this validate reads ({model.schema_name()})",
+            file=where,
+            field="schema",
+            expected=f"a bundle of version {model.VERSION} or older, or a newer validate to read this one",
+        )
     return version
 
 
@@ -719,12 +748,19 @@ def parse(name: str, data: Any, *, file: Path | str | None = None) -> BundleFile
     except ValidationError as exc:
         problems = _problems(exc)
         key, msg = problems[0]
-        more = f" (and {len(problems) - 1} more problem(s): {', '.join(k for k, _ in problems[1:4])}"  \
-               f"{' ...' if len(problems) > 4 else ''})" if len(problems) > 1 else ""
-        raise InputError(f"{'required key missing' if msg == 'missing' else msg}{more}",
-                         file=file if file is not None else name, field=key,
-                         expected=f"a {name} of contract {MODELS[name].schema_name()} "
-                                  f"(schemas/bundle/{MODELS[name].NAME}.schema.json)") from None
+        more = (
+            f" (and {len(problems) - 1} more problem(s): {', '.join(k for k, _ in problems[1:4])}"
+            f"{' ...' if len(problems) > 4 else ''})"
+            if len(problems) > 1
+            else ""
+        )
+        raise InputError(
+            f"{'required key missing' if msg == 'missing' else msg}{more}",
+            file=file if file is not None else name,
+            field=key,
+            expected=f"a {name} of contract {MODELS[name].schema_name()} "
+            f"(schemas/bundle/{MODELS[name].NAME}.schema.json)",
+        ) from None
 
 
 def for_writing(name: str, obj: Any) -> Any:
@@ -742,12 +778,14 @@ def for_writing(name: str, obj: Any) -> Any:
         _validate(_model_for(name, out), out)
     except ValidationError as exc:
         detail = "; ".join(f"{k}: {m}" for k, m in _problems(exc)[:5])
-        raise ContractViolation(f"internal error: the engine's {name} breaks contract {model.schema_name()}: "
-                                f"{detail}") from exc
+        raise ContractViolation(
+            f"internal error: the engine's {name} breaks contract {model.schema_name()}: {detail}"
+        ) from exc
     return out
 
 
 # ---- JSON Schemas -------------------------------------------------------------------------------------
+
 
 def json_schema(name: str) -> dict:
     """The JSON Schema of bundle file ``name`` (draft 2020-12), as committed in ``schemas/bundle/``."""
@@ -758,19 +796,29 @@ def json_schema(name: str) -> dict:
     schema["title"] = f"validate bundle: {name} ({model.schema_name()})"
     props = schema.get("properties", {})
     if "schema" in props:
-        props["schema"] = {"description": props["schema"].get("description", ""), "type": "string",
-                           "pattern": f"^validate\\.{model.NAME}/[0-9]+$"}
+        props["schema"] = {
+            "description": props["schema"].get("description", ""),
+            "type": "string",
+            "pattern": f"^validate\\.{model.NAME}/[0-9]+$",
+        }
     if name in NOT_COMPUTED_KEYS:
         # the file of an analysis that did not run: only its id (and for shift.json the reason)
         full = {k: v for k, v in schema.items() if k not in ("$defs", "$schema", "$id", "title")}
         defs = {**schema.get("$defs", {}), model.__name__: full}
-        idle = {"type": "object", "additionalProperties": False,
-                "description": "The analysis did not run (calibration.json: no comparison in the protocol; "
-                               "shift.json: no development and external site pair).",
-                "properties": {k: ({"type": "string"} if k == "reason" else props["schema"])
-                               for k in sorted(NOT_COMPUTED_KEYS[name])}}
-        schema = {"$defs": defs, "anyOf": [{"$ref": f"#/$defs/{model.__name__}"}, idle],
-                  **{k: schema[k] for k in ("$schema", "$id", "title")}}
+        idle = {
+            "type": "object",
+            "additionalProperties": False,
+            "description": "The analysis did not run (calibration.json: no comparison in the protocol; "
+            "shift.json: no development and external site pair).",
+            "properties": {
+                k: ({"type": "string"} if k == "reason" else props["schema"]) for k in sorted(NOT_COMPUTED_KEYS[name])
+            },
+        }
+        schema = {
+            "$defs": defs,
+            "anyOf": [{"$ref": f"#/$defs/{model.__name__}"}, idle],
+            **{k: schema[k] for k in ("$schema", "$id", "title")},
+        }
     return schema
 
 

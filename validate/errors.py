@@ -8,6 +8,7 @@ Exit codes (DESIGN.md): 0 every gate passes, 1 a gate failed, 2 bad input (the u
 a flag), 3 the run could not complete (environment or internal error: one line on stderr, the
 traceback in a log file). A crash must never read as "a gate failed" (1) nor as a pass (0).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,16 @@ class InputError(Exception):
     (the header is not counted, so row 1 is the first case).
     """
 
-    def __init__(self, message: str, *, file: str | Path | None = None, line: int | None = None,
-                 row: int | None = None, field: str | None = None, expected: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        expected: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.file = str(file) if file is not None else None

@@ -27,6 +27,7 @@ ids, subgroup values, gate names, failure reasons) made safe for the three place
   is. A text cell that already starts with ``'`` is prefixed too, so that :func:`csv_uncell` undoes
   the escaping exactly (the bundle's reader shows the original text).
 """
+
 from __future__ import annotations
 
 import re
@@ -81,8 +82,12 @@ def csv_cell(value: Any) -> Any:
 
 def csv_uncell(value: Any) -> Any:
     """The inverse of :func:`csv_cell` (for text read back from a file it wrote)."""
-    if isinstance(value, str) and len(value) > 1 and value[0] == "'" and (
-            value[1] == "'" or value[1:].startswith(CSV_TRIGGERS)):
+    if (
+        isinstance(value, str)
+        and len(value) > 1
+        and value[0] == "'"
+        and (value[1] == "'" or value[1:].startswith(CSV_TRIGGERS))
+    ):
         return value[1:]
     return value
 

@@ -69,13 +69,14 @@ Text from the protocol and the manifests (gate names, site ids, subgroup values,
 for each format by :mod:`validate.escape`: JUnit stays well-formed XML whatever the characters, and the
 Markdown comment carries no HTML, link, image or @mention.
 """
+
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
 from validate.escape import markdown_text, xml_text
@@ -100,18 +101,18 @@ class GateSpec:
     direction: str  # "min" | "max"
     threshold: float
     on: str = "estimate"
-    calibration: Optional[str] = None
+    calibration: str | None = None
     insufficient: str = "warn"
-    name: Optional[str] = None
+    name: str | None = None
     index: int = 0  # position in the protocol's gate list (for error messages)
-    compare: Optional[str] = None  # "baseline": the gate judges new − baseline (comparison.json)
+    compare: str | None = None  # "baseline": the gate judges new − baseline (comparison.json)
 
     @property
     def kind(self) -> str:
         return self.scope.partition(":")[0]
 
     @property
-    def attribute(self) -> Optional[str]:
+    def attribute(self) -> str | None:
         return self.scope.partition(":")[2] or None
 
     @property
@@ -138,16 +139,28 @@ def gate_specs(gates: Iterable[Any]) -> list[GateSpec]:
     """Normalise protocol gates (pydantic ``Gate`` objects or plain dicts) to :class:`GateSpec`."""
     specs = []
     for i, g in enumerate(gates):
-        get = (lambda k, d=None, g=g: g.get(k, d)) if isinstance(g, Mapping) else (lambda k, d=None, g=g: getattr(g, k, d))
+        get = (
+            (lambda k, d=None, g=g: g.get(k, d))
+            if isinstance(g, Mapping)
+            else (lambda k, d=None, g=g: getattr(g, k, d))
+        )
         lo, hi = get("min"), get("max")
         if (lo is None) == (hi is None):
             raise InputError("a gate needs exactly one of `min` or `max`", field=f"gates[{i}]")
-        specs.append(GateSpec(
-            metric=str(get("metric")), scope=str(get("scope", "overall") or "overall"),
-            direction="min" if lo is not None else "max", threshold=float(lo if lo is not None else hi),
-            on=get("on", "estimate") or "estimate", calibration=get("calibration"),
-            insufficient=get("insufficient", "warn") or "warn", name=get("name"), index=i,
-            compare=get("compare")))
+        specs.append(
+            GateSpec(
+                metric=str(get("metric")),
+                scope=str(get("scope", "overall") or "overall"),
+                direction="min" if lo is not None else "max",
+                threshold=float(lo if lo is not None else hi),
+                on=get("on", "estimate") or "estimate",
+                calibration=get("calibration"),
+                insufficient=get("insufficient", "warn") or "warn",
+                name=get("name"),
+                index=i,
+                compare=get("compare"),
+            )
+        )
     return specs
 
 
@@ -164,24 +177,24 @@ class GateRow:
     threshold: float
     verdict: str
     reason: str
-    value: Optional[float] = None
-    estimate: Optional[float] = None
-    ci_low: Optional[float] = None
-    ci_high: Optional[float] = None
-    n: Optional[int] = None
-    n_events: Optional[int] = None
-    site: Optional[str] = None
-    subgroup: Optional[str] = None
-    group: Optional[str] = None
-    calibration: Optional[str] = None
+    value: float | None = None
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    n_events: int | None = None
+    site: str | None = None
+    subgroup: str | None = None
+    group: str | None = None
+    calibration: str | None = None
     insufficient: bool = False
     builtin: bool = False  # a check of the suite itself (SITES_SCORED), not a gate of the protocol
     # a comparison gate (compare: baseline): estimate, ci_low and ci_high are those of the difference
     # new − baseline; the two models' own estimates and the non-inferiority margin come with them
-    compare: Optional[str] = None
-    margin: Optional[float] = None
-    estimate_new: Optional[float] = None
-    estimate_baseline: Optional[float] = None
+    compare: str | None = None
+    margin: float | None = None
+    estimate_new: float | None = None
+    estimate_baseline: float | None = None
 
     def to_dict(self) -> dict:
         d = {k: _clean(v) for k, v in asdict(self).items()}
@@ -238,15 +251,35 @@ class GateReport:
         # every text from a protocol or a manifest goes through xml_text: one control character would
         # make the whole file not well-formed, and CI would drop every result in it
         x = xml_text
-        root = ET.Element("testsuites", name=x(f"validate gates: {self.name}"), tests=str(n),
-                          failures=str(fails), errors="0", skipped=str(warns), time="0")
-        suite = ET.SubElement(root, "testsuite", name=x(f"validate gates: {self.name}"), tests=str(n),
-                              failures=str(fails), errors="0", skipped=str(warns), time="0")
+        root = ET.Element(
+            "testsuites",
+            name=x(f"validate gates: {self.name}"),
+            tests=str(n),
+            failures=str(fails),
+            errors="0",
+            skipped=str(warns),
+            time="0",
+        )
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=x(f"validate gates: {self.name}"),
+            tests=str(n),
+            failures=str(fails),
+            errors="0",
+            skipped=str(warns),
+            time="0",
+        )
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="verdict", value=self.verdict)
         for row in self.rows:
-            case = ET.SubElement(suite, "testcase", classname=x(f"gates.{_junit_name(row.gate)}"),
-                                 name=x(f"{row.item}: {_row_rule(row)}"), time="0")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=x(f"gates.{_junit_name(row.gate)}"),
+                name=x(f"{row.item}: {_row_rule(row)}"),
+                time="0",
+            )
             details = x(_row_details(row))
             if row.verdict == "fail":
                 fail = ET.SubElement(case, "failure", message=x(row.reason), type="GateFailed")
@@ -260,7 +293,7 @@ class GateReport:
         return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
     # ---- Markdown ----------------------------------------------------------------------------
-    def to_markdown(self, *, ci_level: Optional[float] = None, max_rows: int = 60) -> str:
+    def to_markdown(self, *, ci_level: float | None = None, max_rows: int = 60) -> str:
         """A summary fit for a pull-request comment: verdict, counts, then failing rows first."""
         v = self.verdict
         lines = [f"### {_SYMBOL[v]} Release gates: **{v.upper()}** ({_md(self.name)})", ""]
@@ -268,20 +301,37 @@ class GateReport:
             lines.append("No gates are declared in the protocol.")
             return "\n".join(lines) + "\n"
         c = self.counts
-        builtin = " and the built-in check that every declared site has scored cases" if any(
-            r.builtin for r in self.rows) else ""
-        lines.append(f"{len(self.rows)} check(s) from {len(self.gates)} gate(s){builtin}: "
-                     f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail.")
+        builtin = (
+            " and the built-in check that every declared site has scored cases"
+            if any(r.builtin for r in self.rows)
+            else ""
+        )
+        lines.append(
+            f"{len(self.rows)} check(s) from {len(self.gates)} gate(s){builtin}: "
+            f"{c['pass']} pass, {c['warn']} warn, {c['fail']} fail."
+        )
         lines.append("")
         level = f"{ci_level:.0%} CI" if ci_level else "CI"
         lines.append(f"| | Gate | Item | Rule | Value | Estimate ({level}) | n (events) | Reason |")
         lines.append("|---|---|---|---|---|---|---|---|")
         ordered = sorted(self.rows, key=lambda r: -_RANK[r.verdict])  # stable: protocol order within a verdict
         for row in ordered[:max_rows]:
-            lines.append("| " + " | ".join([
-                _SYMBOL[row.verdict], _md(row.gate), _md(row.item), _md(_row_rule(row)), _value_text(row),
-                _value_text(row) if row.builtin else _interval_text(row.estimate, row.ci_low, row.ci_high), _n_text(row.n, row.n_events),
-                _md(row.reason)]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        _SYMBOL[row.verdict],
+                        _md(row.gate),
+                        _md(row.item),
+                        _md(_row_rule(row)),
+                        _value_text(row),
+                        _value_text(row) if row.builtin else _interval_text(row.estimate, row.ci_low, row.ci_high),
+                        _n_text(row.n, row.n_events),
+                        _md(row.reason),
+                    ]
+                )
+                + " |"
+            )
         if len(ordered) > max_rows:
             lines.append(f"\n… and {len(ordered) - max_rows} more row(s) in gates.json.")
         return "\n".join(lines) + "\n"
@@ -297,9 +347,17 @@ def worst_verdict(verdicts: Iterable[str]) -> str:
 
 # ---- judging -------------------------------------------------------------------------------------
 
-def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optional[Mapping] = None,
-                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
-                comparison: Optional[Mapping] = None) -> None:
+
+def check_gates(
+    specs: list[GateSpec],
+    metrics: Mapping,
+    *,
+    calibration: Mapping | None = None,
+    subgroups: Mapping | None = None,
+    shift: Mapping | None = None,
+    protocol: Any = None,
+    comparison: Mapping | None = None,
+) -> None:
     """Raise :class:`InputError` (all problems at once) for gates the results cannot answer:
     an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results;
     a comparison gate without a comparison (``comparison.json``) or naming what it does not hold."""
@@ -308,16 +366,27 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
 
     def err(spec: GateSpec, key: str, message: str, expected: str) -> None:
         line = protocol.line_of("gates", spec.index, key) if hasattr(protocol, "line_of") else None
-        problems.add(InputError(f"gate `{spec.label}`: {message}", file=file, line=line,
-                                field=f"gates[{spec.index}].{key}", expected=expected))
+        problems.add(
+            InputError(
+                f"gate `{spec.label}`: {message}",
+                file=file,
+                line=line,
+                field=f"gates[{spec.index}].{key}",
+                expected=expected,
+            )
+        )
 
     known_metrics = _metric_paths(metrics.get("overall") or {})
     for blk in (metrics.get("sites") or {}).values():
         known_metrics |= _metric_paths(blk)
     for spec in specs:
         if spec.kind not in SCOPE_KINDS or (spec.kind in ("overall", "each_site")) == bool(spec.attribute):
-            err(spec, "scope", f"unknown scope `{spec.scope}`",
-                "overall, each_site, each_subgroup:<attr>, worst_subgroup:<attr> or subgroup_gap:<attr>")
+            err(
+                spec,
+                "scope",
+                f"unknown scope `{spec.scope}`",
+                "overall, each_site, each_subgroup:<attr>, worst_subgroup:<attr> or subgroup_gap:<attr>",
+            )
             continue
         if spec.on not in ON:
             err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
@@ -328,11 +397,19 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
             continue
         if spec.metric in SHIFT_METRICS:
             if spec.kind not in ("overall", "each_site") or spec.calibration is not None:
-                err(spec, "scope", f"{spec.metric} is counted per site from shift.json",
-                    "scope each_site or overall, without `calibration`")
+                err(
+                    spec,
+                    "scope",
+                    f"{spec.metric} is counted per site from shift.json",
+                    "scope each_site or overall, without `calibration`",
+                )
             elif not shift or "sites" not in shift:
-                err(spec, "metric", f"{spec.metric} needs the shift analysis (shift.json), which is absent or empty",
-                    "a bundle whose protocol has a development site and external sites")
+                err(
+                    spec,
+                    "metric",
+                    f"{spec.metric} needs the shift analysis (shift.json), which is absent or empty",
+                    "a bundle whose protocol has a development site and external sites",
+                )
             elif spec.on != "estimate":
                 err(spec, "on", f"{spec.metric} is a count without an interval", "on: estimate")
             continue
@@ -341,48 +418,84 @@ def check_gates(specs: list[GateSpec], metrics: Mapping, *, calibration: Optiona
 
             near = difflib.get_close_matches(spec.metric, sorted(known_metrics), n=1)
             hint = f"; did you mean `{near[0]}`?" if near else ""
-            err(spec, "metric", f"metric `{spec.metric}` is not in metrics.json{hint}",
+            err(
+                spec,
+                "metric",
+                f"metric `{spec.metric}` is not in metrics.json{hint}",
                 f"one of {', '.join(sorted(k for k in known_metrics if '.' not in k))} "
-                f"(or a dotted path such as hosmer_lemeshow.p_value, or {', '.join(SHIFT_METRICS)})")
+                f"(or a dotted path such as hosmer_lemeshow.p_value, or {', '.join(SHIFT_METRICS)})",
+            )
         attr = spec.attribute
         if spec.kind in ("each_subgroup", "worst_subgroup") and attr not in (metrics.get("subgroups") or {}):
-            err(spec, "scope", f"subgroup `{attr}` is not in metrics.json",
-                f"one of {sorted(metrics.get('subgroups') or {})}")
+            err(
+                spec,
+                "scope",
+                f"subgroup `{attr}` is not in metrics.json",
+                f"one of {sorted(metrics.get('subgroups') or {})}",
+            )
         if spec.kind == "subgroup_gap":
             if subgroups is None:
-                err(spec, "scope", "subgroup_gap needs the subgroup analysis (subgroups.json), which is absent",
-                    "a bundle with subgroups.json")
+                err(
+                    spec,
+                    "scope",
+                    "subgroup_gap needs the subgroup analysis (subgroups.json), which is absent",
+                    "a bundle with subgroups.json",
+                )
             elif not any(attr in (s.get("subgroups") or {}) for s in (subgroups.get("sites") or {}).values()):
-                err(spec, "scope", f"subgroup `{attr}` is not in the subgroup analysis",
-                    "a subgroup declared in the protocol")
+                err(
+                    spec,
+                    "scope",
+                    f"subgroup `{attr}` is not in the subgroup analysis",
+                    "a subgroup declared in the protocol",
+                )
         if spec.calibration is not None:
             methods = (calibration or {}).get("methods") or {}
             if spec.calibration not in methods:
-                err(spec, "calibration", f"calibration method `{spec.calibration}` is not in calibration.json",
-                    f"one of {sorted(methods) or 'the fitted methods'}")
+                err(
+                    spec,
+                    "calibration",
+                    f"calibration method `{spec.calibration}` is not in calibration.json",
+                    f"one of {sorted(methods) or 'the fitted methods'}",
+                )
             elif spec.kind not in ("overall", "each_site"):
-                err(spec, "scope", f"scope {spec.kind} cannot be judged after calibration: "
-                    "calibration.json holds per-site blocks", "scope overall or each_site with `calibration`")
+                err(
+                    spec,
+                    "scope",
+                    f"scope {spec.kind} cannot be judged after calibration: calibration.json holds per-site blocks",
+                    "scope overall or each_site with `calibration`",
+                )
             elif spec.kind == "overall" and not methods[spec.calibration].get("overall"):
-                err(spec, "scope", "calibration.json has no pooled block to judge `overall` after calibration",
-                    "scope each_site with `calibration`")
+                err(
+                    spec,
+                    "scope",
+                    "calibration.json has no pooled block to judge `overall` after calibration",
+                    "scope each_site with `calibration`",
+                )
     problems.raise_if_any()
 
 
-def _check_comparison_gate(spec: GateSpec, comparison: Optional[Mapping], err: Callable[..., None]) -> None:
+def _check_comparison_gate(spec: GateSpec, comparison: Mapping | None, err: Callable[..., None]) -> None:
     """The problems of one comparison gate (``compare: baseline``) against ``comparison.json``."""
     if spec.compare != "baseline":
         err(spec, "compare", f"unknown comparison `{spec.compare}`", "compare: baseline")
         return
     if spec.kind not in COMPARISON_SCOPE_KINDS or (spec.kind == "each_subgroup") != bool(spec.attribute):
-        err(spec, "scope", f"scope `{spec.scope}` cannot compare with the baseline",
-            "overall, each_site or each_subgroup:<attr>")
+        err(
+            spec,
+            "scope",
+            f"scope `{spec.scope}` cannot compare with the baseline",
+            "overall, each_site or each_subgroup:<attr>",
+        )
         return
     if spec.calibration is not None:
         err(spec, "calibration", "a comparison gate compares the models as scored", "no `calibration`")
     if not comparison or "overall" not in comparison:
-        err(spec, "compare", "the results hold no comparison with a baseline model (comparison.json)",
-            "a run with a baseline: `validate run ... --baseline PATH` or model.baseline in the protocol")
+        err(
+            spec,
+            "compare",
+            "the results hold no comparison with a baseline model (comparison.json)",
+            "a run with a baseline: `validate run ... --baseline PATH` or model.baseline in the protocol",
+        )
         return
     known = set()
     for blk in [comparison.get("overall") or {}, *(comparison.get("sites") or {}).values()]:
@@ -391,17 +504,34 @@ def _check_comparison_gate(spec: GateSpec, comparison: Optional[Mapping], err: C
         import difflib
 
         near = difflib.get_close_matches(spec.metric, sorted(known), n=1)
-        err(spec, "metric", f"metric `{spec.metric}` is not in comparison.json"
-            + (f"; did you mean `{near[0]}`?" if near else ""), f"one of {', '.join(sorted(known))}")
+        err(
+            spec,
+            "metric",
+            f"metric `{spec.metric}` is not in comparison.json" + (f"; did you mean `{near[0]}`?" if near else ""),
+            f"one of {', '.join(sorted(known))}",
+        )
     if spec.kind == "each_subgroup" and spec.attribute not in (comparison.get("subgroups") or {}):
-        err(spec, "scope", f"subgroup `{spec.attribute}` is not in comparison.json",
-            f"one of {sorted(comparison.get('subgroups') or {})}")
+        err(
+            spec,
+            "scope",
+            f"subgroup `{spec.attribute}` is not in comparison.json",
+            f"one of {sorted(comparison.get('subgroups') or {})}",
+        )
 
 
-def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional[Mapping] = None,
-                subgroups: Optional[Mapping] = None, shift: Optional[Mapping] = None, protocol: Any = None,
-                name: Optional[str] = None, sites: Optional[Sequence[str]] = None,
-                cohort: Optional[Mapping] = None, comparison: Optional[Mapping] = None) -> GateReport:
+def judge_gates(
+    gates: Iterable[Any],
+    metrics: Mapping,
+    *,
+    calibration: Mapping | None = None,
+    subgroups: Mapping | None = None,
+    shift: Mapping | None = None,
+    protocol: Any = None,
+    name: str | None = None,
+    sites: Sequence[str] | None = None,
+    cohort: Mapping | None = None,
+    comparison: Mapping | None = None,
+) -> GateReport:
     """Judge every gate; return a :class:`GateReport`.
 
     ``gates``: the protocol's gate list (pydantic objects or dicts); ``metrics``: Metrics JSON;
@@ -416,8 +546,15 @@ def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional
     """
     specs = gates if all(isinstance(g, GateSpec) for g in gates) else gate_specs(gates)
     specs = list(specs)
-    check_gates(specs, metrics, calibration=calibration, subgroups=subgroups, shift=shift, protocol=protocol,
-                comparison=comparison)
+    check_gates(
+        specs,
+        metrics,
+        calibration=calibration,
+        subgroups=subgroups,
+        shift=shift,
+        protocol=protocol,
+        comparison=comparison,
+    )
     declared = _declared_sites(sites, protocol)
     metrics = _with_empty_bands(metrics, protocol)
     scored = metrics.get("sites") or {}
@@ -436,7 +573,7 @@ def judge_gates(gates: Iterable[Any], metrics: Mapping, *, calibration: Optional
     return GateReport(gates=specs, rows=rows, name=name or getattr(protocol, "name", None) or "validate")
 
 
-def _declared_sites(sites: Optional[Sequence[str]], protocol: Any) -> Optional[list[str]]:
+def _declared_sites(sites: Sequence[str] | None, protocol: Any) -> list[str] | None:
     if sites is not None:
         return [str(s) for s in sites]
     declared = getattr(protocol, "sites", None)
@@ -451,48 +588,65 @@ def _with_empty_bands(metrics: Mapping, protocol: Any) -> Mapping:
     the empty band, decided by its insufficient policy, instead of judging the other bands alone."""
     from validate.cohort import band_labels
 
-    declared = {g.name: band_labels(list(g.bands)) for g in getattr(protocol, "subgroups", None) or []
-                if getattr(g, "bands", None)}
+    declared = {
+        g.name: band_labels(list(g.bands))
+        for g in getattr(protocol, "subgroups", None) or []
+        if getattr(g, "bands", None)
+    }
     observed = metrics.get("subgroups") or {}
-    if not any(set(labels) - set(observed.get(name) or {}) for name, labels in declared.items()
-               if name in observed):
+    if not any(set(labels) - set(observed.get(name) or {}) for name, labels in declared.items() if name in observed):
         return metrics
     subgroups = {name: dict(groups) for name, groups in observed.items()}
     for name, labels in declared.items():
         if name in subgroups:
             for label in labels:
-                subgroups[name].setdefault(label, {"n": 0, "n_events": 0, "insufficient": True,
-                                                   "reason": "no case in this declared band"})
+                subgroups[name].setdefault(
+                    label, {"n": 0, "n_events": 0, "insufficient": True, "reason": "no case in this declared band"}
+                )
     return {**metrics, "subgroups": subgroups}
 
 
-def _missing_reason(site: str, cohort: Optional[Mapping]) -> str:
+def _missing_reason(site: str, cohort: Mapping | None) -> str:
     """Why a declared site has no block: no case scored, with the exclusions of ``sites.json``."""
     info = ((cohort or {}).get("sites") or {}).get(site) or {}
     excluded = info.get("excluded") or {}
     if excluded:
         kinds = "; ".join(f"{k} ({v})" for k, v in sorted(excluded.items()))
         return f"no scored case at declared site {site}: {sum(excluded.values())} case(s) excluded: {kinds}"
-    return (f"no scored case at declared site {site}: every case failed to read or score, "
-            "or the predictions hold none")
+    return f"no scored case at declared site {site}: every case failed to read or score, or the predictions hold none"
 
 
 def _with_missing_sites(spec: GateSpec, rows: list[GateRow], missing: Mapping[str, str]) -> list[GateRow]:
     """A gate's rows with the declared sites that have no scored case accounted for (module docstring)."""
-    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
-                threshold=spec.threshold, calibration=spec.calibration)
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=spec.calibration,
+    )
     if missing and spec.kind in ("each_site", "subgroup_gap"):
         for s, why in sorted(missing.items()):
             item = f"site {s}" if spec.kind == "each_site" else f"site {s}: {spec.attribute} (|gap|)"
-            rows.append(GateRow(**base, item=item, verdict="fail", reason=f"{why}; a missing site fails every gate "
-                                "judged per site", n=0, site=s, insufficient=True))
+            rows.append(
+                GateRow(
+                    **base,
+                    item=item,
+                    verdict="fail",
+                    reason=f"{why}; a missing site fails every gate judged per site",
+                    n=0,
+                    site=s,
+                    insufficient=True,
+                )
+            )
     elif missing:
         note = f"pooled without declared site(s) {', '.join(sorted(missing))}, which have no scored case"
         for row in rows:
             row.reason = f"{row.reason}; {note}" if row.reason else note
     if not rows:
-        row = GateRow(**base, item=spec.scope, verdict="pass", reason="", insufficient=True,
-                      subgroup=spec.attribute)
+        row = GateRow(**base, item=spec.scope, verdict="pass", reason="", insufficient=True, subgroup=spec.attribute)
         rows.append(_apply_policy(spec, row, f"nothing to judge: scope {spec.scope} has no block in the results"))
     return rows
 
@@ -503,10 +657,23 @@ def _sites_scored(declared: Sequence[str], scored: Mapping, missing: Mapping[str
     for s in declared:
         blk = scored.get(s) or {}
         n = _int(blk.get("n"))
-        row = GateRow(gate=SITES_SCORED, metric="n", scope="each_site", item=f"site {s}", on="estimate",
-                      direction="min", threshold=1.0, verdict="pass", reason="", value=None if n is None else float(n),
-                      estimate=None if n is None else float(n), n=n or 0, n_events=_int(blk.get("n_events")),
-                      site=s, builtin=True)
+        row = GateRow(
+            gate=SITES_SCORED,
+            metric="n",
+            scope="each_site",
+            item=f"site {s}",
+            on="estimate",
+            direction="min",
+            threshold=1.0,
+            verdict="pass",
+            reason="",
+            value=None if n is None else float(n),
+            estimate=None if n is None else float(n),
+            n=n or 0,
+            n_events=_int(blk.get("n_events")),
+            site=s,
+            builtin=True,
+        )
         if s in missing or not n:
             row.verdict, row.reason = "fail", missing.get(s) or f"no scored case at declared site {s}"
         else:
@@ -515,49 +682,73 @@ def _sites_scored(declared: Sequence[str], scored: Mapping, missing: Mapping[str
     return rows
 
 
-def _judge_one(spec: GateSpec, metrics: Mapping, calibration: Optional[Mapping],
-               subgroups: Optional[Mapping]) -> list[GateRow]:
-    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
-                threshold=spec.threshold, calibration=spec.calibration)
+def _judge_one(
+    spec: GateSpec, metrics: Mapping, calibration: Mapping | None, subgroups: Mapping | None
+) -> list[GateRow]:
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=spec.calibration,
+    )
     kind, attr = spec.kind, spec.attribute
     if kind == "overall":
-        block = (calibration["methods"][spec.calibration]["overall"] if spec.calibration
-                 else metrics.get("overall") or {})
+        block = (
+            calibration["methods"][spec.calibration]["overall"] if spec.calibration else metrics.get("overall") or {}
+        )
         return [_judge_block(spec, block, base, item="overall")]
     if kind == "each_site":
-        sites = (calibration["methods"][spec.calibration].get("sites") or {} if spec.calibration
-                 else metrics.get("sites") or {})
+        sites = (
+            calibration["methods"][spec.calibration].get("sites") or {}
+            if spec.calibration
+            else metrics.get("sites") or {}
+        )
         rows = [_judge_block(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
         if spec.calibration:
             rows += _not_evaluated_after_calibration(spec, base, metrics, calibration, sites)
         return rows
     groups = (metrics.get("subgroups") or {}).get(attr) or {}
     if kind == "each_subgroup":
-        return [_judge_block(spec, groups[g], base, item=f"{attr}={g}", subgroup=attr, group=g)
-                for g in sorted(groups)]
+        return [_judge_block(spec, groups[g], base, item=f"{attr}={g}", subgroup=attr, group=g) for g in sorted(groups)]
     if kind == "worst_subgroup":
         return [_judge_worst(spec, groups, base, attr)]
     return _judge_gaps(spec, subgroups or {}, base, attr)
 
 
-def _not_evaluated_after_calibration(spec: GateSpec, base: dict, metrics: Mapping, calibration: Mapping,
-                                     evaluated: Mapping) -> list[GateRow]:
+def _not_evaluated_after_calibration(
+    spec: GateSpec, base: dict, metrics: Mapping, calibration: Mapping, evaluated: Mapping
+) -> list[GateRow]:
     """Rows for the scored sites a calibrated ``each_site`` gate cannot judge: sites the comparison
     meant to evaluate (``external_sites``; without that key, every scored site not fitted on) that
     are absent from that method's evaluated sites in calibration.json."""
     fitted = set(map(str, calibration.get("fit_on") or []))
     meant = calibration.get("external_sites")
-    expected = [str(s) for s in meant] if meant is not None else [s for s in metrics.get("sites") or {}
-                                                                   if s not in fitted]
+    expected = (
+        [str(s) for s in meant] if meant is not None else [s for s in metrics.get("sites") or {} if s not in fitted]
+    )
     rows = []
     for s in sorted(expected):
         if s in evaluated or s not in (metrics.get("sites") or {}):
             continue
         blk = metrics["sites"][s]
-        row = GateRow(**base, item=f"site {s}", verdict="pass", reason="", n=_int(blk.get("n")),
-                      n_events=_int(blk.get("n_events")), site=s, insufficient=True)
-        rows.append(_apply_policy(spec, row, f"site {s} was not evaluated after {spec.calibration} "
-                                  "(absent from calibration.json)"))
+        row = GateRow(
+            **base,
+            item=f"site {s}",
+            verdict="pass",
+            reason="",
+            n=_int(blk.get("n")),
+            n_events=_int(blk.get("n_events")),
+            site=s,
+            insufficient=True,
+        )
+        rows.append(
+            _apply_policy(
+                spec, row, f"site {s} was not evaluated after {spec.calibration} (absent from calibration.json)"
+            )
+        )
     return rows
 
 
@@ -567,8 +758,11 @@ def shift_counts(shift: Mapping, site: str) -> dict:
     out: dict[str, Any] = {"undefined": {}}
     info = (shift.get("sites") or {}).get(site)
     if info is None:
-        why = "the development site is the reference of the shift analysis" if site in (
-            (shift.get("development") or {}).get("sites") or []) else "not compared in shift.json"
+        why = (
+            "the development site is the reference of the shift analysis"
+            if site in ((shift.get("development") or {}).get("sites") or [])
+            else "not compared in shift.json"
+        )
         out["undefined"].update(shift_material_findings=why, shift_flagged_findings=why)
     else:
         ranking = info.get("ranking") or []
@@ -576,19 +770,28 @@ def shift_counts(shift: Mapping, site: str) -> dict:
         out["shift_flagged_findings"] = sum(bool(r.get("flagged")) for r in ranking)
     drift = ((shift.get("drift") or {}).get("sites") or {}).get(site)
     if not drift or not drift.get("windows"):
-        out["undefined"]["drift_windows_flagged"] = (drift or {}).get("reason") or (
-            shift.get("drift") or {}).get("reason") or "no dated cases at this site"
+        out["undefined"]["drift_windows_flagged"] = (
+            (drift or {}).get("reason") or (shift.get("drift") or {}).get("reason") or "no dated cases at this site"
+        )
     else:
         detector = drift.get("detector", "tests")
         flag = {"tests": lambda w: w.get("flagged"), "cusum": lambda w: w.get("cusum_alarm")}.get(
-            detector, lambda w: w.get("flagged") or w.get("cusum_alarm"))
+            detector, lambda w: w.get("flagged") or w.get("cusum_alarm")
+        )
         out["drift_windows_flagged"] = sum(bool(flag(w)) for w in drift["windows"])
     return out
 
 
 def _judge_shift(spec: GateSpec, metrics: Mapping, shift: Mapping) -> list[GateRow]:
-    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
-                threshold=spec.threshold, calibration=None)
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=None,
+    )
     sites = metrics.get("sites") or {}
     blocks = {}
     for s in sorted(sites):
@@ -604,13 +807,31 @@ def _judge_shift(spec: GateSpec, metrics: Mapping, shift: Mapping) -> list[GateR
     return [_judge_block(spec, total, base, item="overall")]
 
 
-def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str,
-                 judge: Optional[Callable[[GateSpec, GateRow], GateRow]] = None, **where) -> GateRow:
+def _judge_block(
+    spec: GateSpec,
+    block: Mapping,
+    base: dict,
+    *,
+    item: str,
+    judge: Callable[[GateSpec, GateRow], GateRow] | None = None,
+    **where,
+) -> GateRow:
     entry = _lookup(block, spec.metric)
     est, lo, hi = _entry_triplet(entry)
     value = {"estimate": est, "ci_low": lo, "ci_high": hi}[spec.on]
-    row = GateRow(**base, item=item, verdict="pass", reason="", value=value, estimate=est, ci_low=lo,
-                  ci_high=hi, n=_int(block.get("n")), n_events=_int(block.get("n_events")), **where)
+    row = GateRow(
+        **base,
+        item=item,
+        verdict="pass",
+        reason="",
+        value=value,
+        estimate=est,
+        ci_low=lo,
+        ci_high=hi,
+        n=_int(block.get("n")),
+        n_events=_int(block.get("n_events")),
+        **where,
+    )
     short = _insufficient_reason(block)
     if short is not None:
         row.insufficient = True
@@ -623,37 +844,65 @@ def _judge_block(spec: GateSpec, block: Mapping, base: dict, *, item: str,
 
 # ---- comparison gates (compare: baseline) ---------------------------------------------------------
 
+
 def _judge_comparison(spec: GateSpec, metrics: Mapping, comparison: Mapping) -> list[GateRow]:
     """The rows of a comparison gate: one per block of ``comparison.json`` in its scope. A site of
     ``metrics.json`` that the comparison has no block for (no case scored by both models) fails, as a
     missing site does: it was not compared, which is not "too little data"."""
-    base = dict(gate=spec.label, metric=spec.metric, scope=spec.scope, on=spec.on, direction=spec.direction,
-                threshold=spec.threshold, calibration=None, compare=spec.compare, margin=_margin(spec))
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=None,
+        compare=spec.compare,
+        margin=_margin(spec),
+    )
     if spec.kind == "overall":
         return [_judge_delta(spec, comparison.get("overall") or {}, base, item="overall")]
     if spec.kind == "each_site":
         sites = comparison.get("sites") or {}
         rows = [_judge_delta(spec, sites[s], base, item=f"site {s}", site=s) for s in sorted(sites)]
         for s in sorted(set(metrics.get("sites") or {}) - set(sites)):
-            rows.append(GateRow(**base, item=f"site {s}", verdict="fail", site=s, n=0, insufficient=True,
-                                reason=f"no case of site {s} was scored by both models: the baseline was not "
-                                       "compared there"))
+            rows.append(
+                GateRow(
+                    **base,
+                    item=f"site {s}",
+                    verdict="fail",
+                    site=s,
+                    n=0,
+                    insufficient=True,
+                    reason=f"no case of site {s} was scored by both models: the baseline was not compared there",
+                )
+            )
         return rows
     attr = spec.attribute
     groups = (comparison.get("subgroups") or {}).get(attr) or {}
-    return [_judge_delta(spec, (groups[g] or {}).get("overall") or {}, base, item=f"{attr}={g}", subgroup=attr,
-                         group=g) for g in sorted(groups)]
+    return [
+        _judge_delta(spec, (groups[g] or {}).get("overall") or {}, base, item=f"{attr}={g}", subgroup=attr, group=g)
+        for g in sorted(groups)
+    ]
 
 
 def _judge_delta(spec: GateSpec, block: Mapping, base: dict, *, item: str, **where) -> GateRow:
     """One comparison block (DELTA_BLOCK of ``comparison.json``) judged: the gate's quantity of the
     difference new − baseline against its bound, with the non-inferiority wording."""
     entry = (block.get("metrics") or {}).get(spec.metric) or {}
-    as_block = {"n": block.get("n"), "n_events": block.get("n_events"), "insufficient": block.get("insufficient"),
-                "reason": block.get("reason"), "undefined": block.get("undefined") or {}}
+    as_block = {
+        "n": block.get("n"),
+        "n_events": block.get("n_events"),
+        "insufficient": block.get("insufficient"),
+        "reason": block.get("reason"),
+        "undefined": block.get("undefined") or {},
+    }
     if entry:
-        as_block[spec.metric] = {"estimate": entry.get("delta"), "ci_low": entry.get("ci_low"),
-                                 "ci_high": entry.get("ci_high")}
+        as_block[spec.metric] = {
+            "estimate": entry.get("delta"),
+            "ci_low": entry.get("ci_low"),
+            "ci_high": entry.get("ci_high"),
+        }
     row = _judge_block(spec, as_block, base, item=item, judge=_compare_delta, **where)
     row.estimate_new, row.estimate_baseline = _num(entry.get("new")), _num(entry.get("baseline"))
     return row
@@ -665,8 +914,9 @@ def _margin(spec: GateSpec) -> float:
     return -spec.threshold if spec.direction == "min" else spec.threshold
 
 
-def comparison_verdict(direction: str, threshold: float, passed: bool, value: float,
-                       ci_low: Optional[float], ci_high: Optional[float]) -> str:
+def comparison_verdict(
+    direction: str, threshold: float, passed: bool, value: float, ci_low: float | None, ci_high: float | None
+) -> str:
     """The words of a comparison gate's verdict on the difference d = new − baseline.
 
     For a lower bound (higher is better, ``min: -m``): "superior" when the interval lies above 0
@@ -687,8 +937,9 @@ def comparison_verdict(direction: str, threshold: float, passed: bool, value: fl
 
 def _compare_delta(spec: GateSpec, row: GateRow) -> GateRow:
     row = _compare(spec, row, what=f"Δ {spec.metric}")
-    words = comparison_verdict(spec.direction, spec.threshold, row.verdict == "pass", row.value, row.ci_low,
-                               row.ci_high)
+    words = comparison_verdict(
+        spec.direction, spec.threshold, row.verdict == "pass", row.value, row.ci_low, row.ci_high
+    )
     row.reason = f"{row.reason}: {words}"
     return row
 
@@ -732,22 +983,37 @@ def _judge_gaps(spec: GateSpec, analysis: Mapping, base: dict, attr: str) -> lis
                 abs_hi = max(abs(dlo), abs(dhi))
                 abs_lo = 0.0 if dlo <= 0 <= dhi else min(abs(dlo), abs(dhi))
             value = {"estimate": abs_est, "ci_low": abs_lo, "ci_high": abs_hi}[spec.on]
-            row = GateRow(**base, item=f"site {s}: {attr}={g} (|gap|)", verdict="pass", reason="", value=value,
-                          estimate=d, ci_low=dlo, ci_high=dhi, n=_int(block.get("n")),
-                          n_events=_int(block.get("n_events")), site=s, subgroup=attr, group=g)
+            row = GateRow(
+                **base,
+                item=f"site {s}: {attr}={g} (|gap|)",
+                verdict="pass",
+                reason="",
+                value=value,
+                estimate=d,
+                ci_low=dlo,
+                ci_high=dhi,
+                n=_int(block.get("n")),
+                n_events=_int(block.get("n_events")),
+                site=s,
+                subgroup=attr,
+                group=g,
+            )
             short = _insufficient_reason(block)
             if short is not None:
                 row.insufficient = True
                 rows.append(_apply_policy(spec, row, f"too little data ({short})"))
             elif value is None:
-                rows.append(_apply_policy(spec, row, (gap or {}).get("reason") or
-                                          f"gap in {spec.metric} is undefined for this group"))
+                rows.append(
+                    _apply_policy(
+                        spec, row, (gap or {}).get("reason") or f"gap in {spec.metric} is undefined for this group"
+                    )
+                )
             else:
                 rows.append(_compare(spec, row, what="|gap|"))
     return rows
 
 
-def _compare(spec: GateSpec, row: GateRow, what: Optional[str] = None) -> GateRow:
+def _compare(spec: GateSpec, row: GateRow, what: str | None = None) -> GateRow:
     ok = row.value >= spec.threshold if spec.direction == "min" else row.value <= spec.threshold
     op = (">=" if ok else "<") if spec.direction == "min" else ("<=" if ok else ">")
     label = what or spec.metric
@@ -769,6 +1035,7 @@ def gateable_metrics(block: Mapping) -> set[str]:
 
 
 # ---- small helpers -----------------------------------------------------------------------------
+
 
 def _metric_paths(block: Mapping, prefix: str = "") -> set[str]:
     """Dotted paths of the metric entries of a BLOCK (``auroc``, ``hosmer_lemeshow.p_value``, ...)."""
@@ -796,7 +1063,7 @@ def _lookup(block: Mapping, path: str) -> Any:
     return node
 
 
-def _entry_triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
+def _entry_triplet(entry: Any) -> tuple[float | None, float | None, float | None]:
     if entry is None:
         return None, None, None
     if isinstance(entry, Mapping):
@@ -808,7 +1075,7 @@ def _entry_triplet(entry: Any) -> tuple[Optional[float], Optional[float], Option
     return _num(entry), None, None
 
 
-def _insufficient_reason(block: Mapping) -> Optional[str]:
+def _insufficient_reason(block: Mapping) -> str | None:
     if not block.get("insufficient"):
         return None
     reason = block.get("insufficient_reason") or block.get("reason")
@@ -829,7 +1096,7 @@ def _undefined_reason(entry: Any, spec: GateSpec, block: Mapping) -> str:
     return f"{spec.metric} is undefined here"
 
 
-def _num(x: Any) -> Optional[float]:
+def _num(x: Any) -> float | None:
     if x is None or isinstance(x, bool):
         return None
     try:
@@ -839,7 +1106,7 @@ def _num(x: Any) -> Optional[float]:
     return f if math.isfinite(f) else None
 
 
-def _int(x: Any) -> Optional[int]:
+def _int(x: Any) -> int | None:
     return None if x is None else int(x)
 
 
@@ -849,7 +1116,7 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _fmt(x: Optional[float]) -> str:
+def _fmt(x: float | None) -> str:
     """A judged value: three decimals (significant digits when tiny or huge)."""
     if x is None:
         return "—"
@@ -858,12 +1125,12 @@ def _fmt(x: Optional[float]) -> str:
     return f"{x:.3f}"
 
 
-def _thr(x: Optional[float]) -> str:
+def _thr(x: float | None) -> str:
     """A threshold as the protocol declares it (0.65, not 0.650)."""
     return "—" if x is None else f"{x:g}"
 
 
-def _interval_text(est: Optional[float], lo: Optional[float], hi: Optional[float]) -> str:
+def _interval_text(est: float | None, lo: float | None, hi: float | None) -> str:
     if est is None:
         return "—"
     if lo is None or hi is None:
@@ -871,7 +1138,7 @@ def _interval_text(est: Optional[float], lo: Optional[float], hi: Optional[float
     return f"{_fmt(est)} ({_fmt(lo)} to {_fmt(hi)})"
 
 
-def _n_text(n: Optional[int], events: Optional[int]) -> str:
+def _n_text(n: int | None, events: int | None) -> str:
     if n is None:
         return "—"
     return f"{n}" if events is None else f"{n} ({events})"
@@ -894,11 +1161,16 @@ def _value_text(row: GateRow) -> str:
 
 
 def _row_details(row: GateRow) -> str:
-    return (f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
-            f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
-            f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}"
-            + (f"\nnew: {_fmt(row.estimate_new)}\nbaseline: {_fmt(row.estimate_baseline)}\n"
-               f"margin: {_thr(row.margin)}" if row.compare else ""))
+    return (
+        f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
+        f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
+        f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}"
+        + (
+            f"\nnew: {_fmt(row.estimate_new)}\nbaseline: {_fmt(row.estimate_baseline)}\nmargin: {_thr(row.margin)}"
+            if row.compare
+            else ""
+        )
+    )
 
 
 def _junit_name(text: str) -> str:

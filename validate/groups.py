@@ -6,6 +6,7 @@ One module with one job, below both analyses that need it (:mod:`validate.analys
 :mod:`validate.analysis.subgroups`) and importing nothing of validate, so neither analysis has to
 import the other for it.
 """
+
 from __future__ import annotations
 
 import re

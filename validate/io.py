@@ -3,6 +3,7 @@
 A killed run must never leave a file that looks whole but is not: every write goes to a temporary
 file in the same folder, is flushed to disk, then renamed over the target (rename is atomic on POSIX).
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,9 +1,9 @@
 """What this machine offers the suite: CPUs it may use and memory that is free (one place, so that the
 evaluator's loader workers and the metrics' block workers count alike)."""
+
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 
 def available_cpus() -> int:
@@ -14,7 +14,7 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def available_memory() -> Optional[int]:
+def available_memory() -> int | None:
     """Free physical memory in bytes, or None where the platform does not say."""
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

@@ -12,6 +12,7 @@ analyses (issue #13: these were defined up to six times, with different edge cas
 
 Leaf module: imports numpy and scipy only, so anything in the package may import it.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -18,21 +18,30 @@ predictions). AUROC intervals (paired DeLong) are equal too; the bootstrap inter
 the patient clusters are resampled in the order of their hashed ids, not of the original ones, so they
 differ from the run's by Monte Carlo error only.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from validate.bundle import CASE_ID_KEY_ENV
 from validate.errors import InputError
 
 #: How to make two runs' hashed case ids comparable (every refusal about keys says it).
-SHARE_KEY = (f"run both with the same secret in ${CASE_ID_KEY_ENV} (e.g. `export {CASE_ID_KEY_ENV}=...` kept "
-             "in your CI's secret store), or run the new model once with --baseline")
+SHARE_KEY = (
+    f"run both with the same secret in ${CASE_ID_KEY_ENV} (e.g. `export {CASE_ID_KEY_ENV}=...` kept "
+    "in your CI's secret store), or run the new model once with --baseline"
+)
 
 
-def compare_bundles(new_path: str | Path, baseline_path: str | Path, *, protocol_path: Optional[str | Path] = None,
-                    new_label: str = "new", baseline_label: str = "baseline") -> dict:
+def compare_bundles(
+    new_path: str | Path,
+    baseline_path: str | Path,
+    *,
+    protocol_path: str | Path | None = None,
+    new_label: str = "new",
+    baseline_label: str = "baseline",
+) -> dict:
     """The paired comparison (a ``comparison.json`` dict, :class:`validate.contract.ComparisonFile`) of
     the bundle at ``new_path`` with the one at ``baseline_path``, with the metric settings of the new
     bundle's protocol (or of ``protocol_path``). Raises :class:`InputError` for bundles that cannot be
@@ -50,8 +59,9 @@ def compare_bundles(new_path: str | Path, baseline_path: str | Path, *, protocol
     from validate.pipeline import compare_models
 
     order = [s.id for s in protocol.sites if (new_table.frame["site"] == s.id).any()]
-    comparison = compare_models(protocol, new_table, base_table.frame,
-                                settings=MetricSettings.from_protocol(protocol.metrics), order=order)
+    comparison = compare_models(
+        protocol, new_table, base_table.frame, settings=MetricSettings.from_protocol(protocol.metrics), order=order
+    )
     comparison.update(new=bundle_identity(new, new_label), baseline=bundle_identity(base, baseline_label))
     return comparison
 
@@ -64,13 +74,19 @@ def check_same_protocol(new: Any, base: Any) -> None:
         return f"{p.get('name')} v{p.get('version')}"
 
     if (a.get("name"), a.get("version")) != (b.get("name"), b.get("version")):
-        raise InputError(f"the bundles are runs of different protocols ({ident(a)} and {ident(b)}); a paired "
-                         "comparison needs the same cases scored by both models", file=base.path,
-                         expected=f"a bundle of {ident(a)}, as {new.path.name} is")
+        raise InputError(
+            f"the bundles are runs of different protocols ({ident(a)} and {ident(b)}); a paired "
+            "comparison needs the same cases scored by both models",
+            file=base.path,
+            expected=f"a bundle of {ident(a)}, as {new.path.name} is",
+        )
     sites_a, sites_b = _declared_sites(new), _declared_sites(base)
     if sites_a != sites_b:
-        raise InputError(f"the bundles are of different cohorts: sites {sites_a} and {sites_b}", file=base.path,
-                         expected=f"a bundle of the same sites as {new.path.name}")
+        raise InputError(
+            f"the bundles are of different cohorts: sites {sites_a} and {sites_b}",
+            file=base.path,
+            expected=f"a bundle of the same sites as {new.path.name}",
+        )
 
 
 def check_same_key(new: Any, base: Any) -> None:
@@ -81,28 +97,41 @@ def check_same_key(new: Any, base: Any) -> None:
         return
     if any(kept):
         which = (new if kept[0] else base).path.name
-        raise InputError(f"{which} keeps the original case ids and the other bundle hashes them: their cases "
-                         "cannot be matched", file=base.path, expected=f"both hashed with one key: {SHARE_KEY}")
+        raise InputError(
+            f"{which} keeps the original case ids and the other bundle hashes them: their cases cannot be matched",
+            file=base.path,
+            expected=f"both hashed with one key: {SHARE_KEY}",
+        )
     if None in checks:
         which = (new if checks[0] is None else base).path.name
-        raise InputError(f"{which} does not record which key hashed its case ids (case_id_key_check in "
-                         "provenance.json): its cases cannot be matched with another run's", file=base.path,
-                         expected=f"bundles written by this validate: {SHARE_KEY}")
+        raise InputError(
+            f"{which} does not record which key hashed its case ids (case_id_key_check in "
+            "provenance.json): its cases cannot be matched with another run's",
+            file=base.path,
+            expected=f"bundles written by this validate: {SHARE_KEY}",
+        )
     if checks[0] != checks[1]:
         random = any("random" in str(b.provenance.get("case_ids") or "") for b in (new, base))
         why = " (a run without the variable draws a random key)" if random else ""
-        raise InputError(f"the bundles' case ids were hashed with different keys{why}: their cases cannot be "
-                         "matched", file=base.path, expected=SHARE_KEY)
+        raise InputError(
+            f"the bundles' case ids were hashed with different keys{why}: their cases cannot be matched",
+            file=base.path,
+            expected=SHARE_KEY,
+        )
 
 
 def check_common_cases(new_frame: Any, base_frame: Any, new_path: Path, base_path: Path) -> None:
     """Refuse bundles with no (site, case id) in common."""
+
     def pairs(frame: Any) -> set:
         return set(zip(frame["site"].astype(str), frame["case_id"].astype(str), strict=True))
 
     if not pairs(new_frame) & pairs(base_frame):
-        raise InputError(f"no case of {new_path.name} is in {base_path.name} (matched by site and hashed case "
-                         "id)", file=base_path, expected=f"runs on the same cases: {SHARE_KEY}")
+        raise InputError(
+            f"no case of {new_path.name} is in {base_path.name} (matched by site and hashed case id)",
+            file=base_path,
+            expected=f"runs on the same cases: {SHARE_KEY}",
+        )
 
 
 def bundle_identity(bundle: Any, label: str) -> dict:

@@ -19,13 +19,14 @@ for answerability before anything is scored. :attr:`RunResult.exit_code` is the 
 Imports of the heavy stages (torch, pandas, the calibrators) happen inside the functions, so importing
 this module (and ``validate``) stays cheap.
 """
+
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from validate.errors import InputError
 from validate.summary import summarise
@@ -36,16 +37,16 @@ class RunResult:
     """What a run made: the committed bundle folder, its gate report, the metrics (``metrics.json``),
     the paired comparison with the baseline model (``comparison.json``, None without a baseline) and
     the summary ``validate run`` prints."""
+
     bundle: Path
-    gates: Any            # validate.gates.GateReport
+    gates: Any  # validate.gates.GateReport
     metrics: dict
     summary: str
-    comparison: Optional[dict] = None
+    comparison: dict | None = None
 
     @property
     def exit_code(self) -> int:
         return self.gates.exit_code
-
 
 
 def _names(protocol) -> dict:
@@ -56,8 +57,19 @@ def _names(protocol) -> dict:
     return {}
 
 
-def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir: Path, cache_dir=None,
-                     device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None) -> dict:
+def load_predictions(
+    protocol,
+    *,
+    checkpoint=None,
+    predictions=None,
+    scoring_dir: Path,
+    cache_dir=None,
+    device="auto",
+    batch_size=64,
+    workers=None,
+    cache_inputs=False,
+    hash_inputs=None,
+) -> dict:
     """The predictions frame, the failures, and what made them (for provenance)."""
     import pandas as pd
 
@@ -69,30 +81,64 @@ def load_predictions(protocol, *, checkpoint=None, predictions=None, scoring_dir
     if source is None and checkpoint is None and protocol.model.format == "predictions":
         source = protocol.resolve(protocol.model.checkpoint)
         if source is None:
-            raise InputError("model.format is predictions but model.checkpoint names no file", file=protocol.path,
-                             line=protocol.line_of("model", "checkpoint"), field="model.checkpoint",
-                             expected="the path of a predictions table")
+            raise InputError(
+                "model.format is predictions but model.checkpoint names no file",
+                file=protocol.path,
+                line=protocol.line_of("model", "checkpoint"),
+                field="model.checkpoint",
+                expected="the path of a predictions table",
+            )
     if source is not None:
         source = Path(source)
         if not source.exists():
-            raise InputError("predictions file not found", file=source, field="--predictions",
-                             expected="a Parquet or CSV predictions table")
-        table = read_predictions(source, task=protocol.task, text_columns=categorical_columns(protocol),
-                                 **_names(protocol))
-        return {"frame": table.frame, "failures": empty_failures, "device": "none (predictions file)",
-                "checkpoint": None, "predictions_source": {"path": str(source.resolve()), "sha256": sha256_file(source)}}
+            raise InputError(
+                "predictions file not found",
+                file=source,
+                field="--predictions",
+                expected="a Parquet or CSV predictions table",
+            )
+        table = read_predictions(
+            source, task=protocol.task, text_columns=categorical_columns(protocol), **_names(protocol)
+        )
+        return {
+            "frame": table.frame,
+            "failures": empty_failures,
+            "device": "none (predictions file)",
+            "checkpoint": None,
+            "predictions_source": {"path": str(source.resolve()), "sha256": sha256_file(source)},
+        }
 
     from validate.scoring import score_protocol
 
-    res = score_protocol(protocol, checkpoint=checkpoint, out_dir=scoring_dir, device=device, batch_size=batch_size,
-                         workers=workers, cache_dir=cache_dir, cache_inputs=cache_inputs, hash_inputs=hash_inputs)
+    res = score_protocol(
+        protocol,
+        checkpoint=checkpoint,
+        out_dir=scoring_dir,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        cache_dir=cache_dir,
+        cache_inputs=cache_inputs,
+        hash_inputs=hash_inputs,
+    )
     failures = res.failures if res.failures is not None else empty_failures
     ck = {"path": str(res.checkpoint_path), "sha256": res.checkpoint_sha256, "format": res.checkpoint_format}
     if res.checkpoint_format == "predictions":
-        return {"frame": res.predictions, "failures": failures, "device": "none (predictions file)", "checkpoint": None,
-                "predictions_source": {"path": str(res.checkpoint_path), "sha256": res.checkpoint_sha256}}
-    return {"frame": res.predictions, "failures": failures, "device": res.device, "checkpoint": ck,
-            "predictions_source": None, "counts": res.counts}
+        return {
+            "frame": res.predictions,
+            "failures": failures,
+            "device": "none (predictions file)",
+            "checkpoint": None,
+            "predictions_source": {"path": str(res.checkpoint_path), "sha256": res.checkpoint_sha256},
+        }
+    return {
+        "frame": res.predictions,
+        "failures": failures,
+        "device": res.device,
+        "checkpoint": ck,
+        "predictions_source": None,
+        "counts": res.counts,
+    }
 
 
 #: File suffixes that make ``--baseline PATH`` a predictions table rather than a checkpoint.
@@ -104,12 +150,13 @@ class BaselineRequest:
     """How the baseline model is obtained: ``protocol`` is the run's protocol with ``model`` replaced by
     the baseline's model spec (``model.baseline``, else the protocol's own ``model`` for a
     ``--baseline`` checkpoint), and ``checkpoint`` or ``predictions`` the ``--baseline`` file."""
+
     protocol: Any
-    checkpoint: Optional[Path] = None
-    predictions: Optional[Path] = None
+    checkpoint: Path | None = None
+    predictions: Path | None = None
 
 
-def baseline_request(protocol, baseline=None) -> Optional[BaselineRequest]:
+def baseline_request(protocol, baseline=None) -> BaselineRequest | None:
     """The baseline of a run (``--baseline PATH`` wins over ``model.baseline``), None when it has none.
 
     Raises :class:`InputError` before anything is scored for a ``--baseline`` file that does not exist
@@ -123,18 +170,27 @@ def baseline_request(protocol, baseline=None) -> Optional[BaselineRequest]:
     if baseline is not None:
         path = Path(baseline)
         if not path.exists():
-            raise InputError("baseline file not found", file=path, field="--baseline",
-                             expected="the baseline model's checkpoint, or a Parquet or CSV predictions table")
+            raise InputError(
+                "baseline file not found",
+                file=path,
+                field="--baseline",
+                expected="the baseline model's checkpoint, or a Parquet or CSV predictions table",
+            )
         fields["checkpoint"] = str(path.resolve())
         as_table = path.suffix.lower() in PREDICTIONS_SUFFIXES
         fields["format"] = "predictions" if as_table else ("auto" if spec is None else fields["format"])
-        request = BaselineRequest(protocol=None, predictions=path if as_table else None,
-                                  checkpoint=None if as_table else path)
+        request = BaselineRequest(
+            protocol=None, predictions=path if as_table else None, checkpoint=None if as_table else path
+        )
     else:
         if spec.checkpoint is None:
-            raise InputError("model.baseline names no checkpoint", file=protocol.path,
-                             line=protocol.line_of("model", "baseline"), field="model.baseline.checkpoint",
-                             expected="the baseline model's file (relative to the protocol), or --baseline PATH")
+            raise InputError(
+                "model.baseline names no checkpoint",
+                file=protocol.path,
+                line=protocol.line_of("model", "baseline"),
+                field="model.baseline.checkpoint",
+                expected="the baseline model's file (relative to the protocol), or --baseline PATH",
+            )
         request = BaselineRequest(protocol=None)
     request.protocol = protocol.model_copy(update={"model": ModelSpec(**fields)})
     return request
@@ -143,8 +199,7 @@ def baseline_request(protocol, baseline=None) -> Optional[BaselineRequest]:
 def load_baseline(request: BaselineRequest, **scoring) -> dict:
     """The baseline's predictions (as :func:`load_predictions` returns them), scored through the same
     scoring path and shard cache as the new model (``scoring``: its keyword arguments)."""
-    return load_predictions(request.protocol, checkpoint=request.checkpoint, predictions=request.predictions,
-                            **scoring)
+    return load_predictions(request.protocol, checkpoint=request.checkpoint, predictions=request.predictions, **scoring)
 
 
 def predictions_table(protocol, frame):
@@ -183,11 +238,14 @@ def _check_sites(protocol, frame, what: str = "predictions") -> None:
     known = {s.id for s in protocol.sites}
     stray = sorted(set(frame["site"].astype(str)) - known)
     if stray:
-        raise InputError(f"{what} hold site(s) {stray} that the protocol does not declare", field="site",
-                         expected=f"sites among {sorted(known)}")
+        raise InputError(
+            f"{what} hold site(s) {stray} that the protocol does not declare",
+            field="site",
+            expected=f"sites among {sorted(known)}",
+        )
 
 
-def compare(protocol, table, settings) -> Optional[dict]:
+def compare(protocol, table, settings) -> dict | None:
     """The calibration comparison (Calibration JSON) of the protocol's primary design."""
     from validate.calibrators import compare_calibration
 
@@ -214,8 +272,15 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
     groups = derive_subgroups(frame, protocol)
     sub_cols = [g.name for g in protocol.subgroups]
     dev = [s.id for s in protocol.sites_with_role("development") if s.id in order]
-    metrics = metrics_report(table, task=protocol.task, settings=settings, subgroup_columns=sub_cols,
-                             subgroups=groups, development_site=dev[0] if dev else None, **names)
+    metrics = metrics_report(
+        table,
+        task=protocol.task,
+        settings=settings,
+        subgroup_columns=sub_cols,
+        subgroups=groups,
+        development_site=dev[0] if dev else None,
+        **names,
+    )
     calibration = compare(protocol, table, settings)
     shift = None
     external = [s for s in order if s not in dev]
@@ -224,22 +289,58 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
 
         features = [f for f in (protocol.input.features or []) if f in frame.columns]
         attributes = [a for a in protocol.attributes if a in frame.columns]
-        shift = shift_report(table, dev_sites=dev, external_sites=external, attributes=attributes, features=features,
-                             seed=settings.seed, metric_settings=settings, task=protocol.task)
-    subgroups = subgroup_analysis(table, groups, task=protocol.task, settings=settings, metrics=metrics, sites=order,
-                                  **names)
+        shift = shift_report(
+            table,
+            dev_sites=dev,
+            external_sites=external,
+            attributes=attributes,
+            features=features,
+            seed=settings.seed,
+            metric_settings=settings,
+            task=protocol.task,
+        )
+    subgroups = subgroup_analysis(
+        table, groups, task=protocol.task, settings=settings, metrics=metrics, sites=order, **names
+    )
     curve_names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
-    curves = site_curves(table, task=protocol.task, names=curve_names, settings=settings, sites=order,
-                         calibration=calibration, fit_on=protocol.calibration_fit_sites, groups=groups)
+    curves = site_curves(
+        table,
+        task=protocol.task,
+        names=curve_names,
+        settings=settings,
+        sites=order,
+        calibration=calibration,
+        fit_on=protocol.calibration_fit_sites,
+        groups=groups,
+    )
     sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
     comparison = None
     if baseline_frame is not None:
         comparison = compare_models(protocol, table, baseline_frame, settings=settings, order=order)
-    gates = judge_gates(protocol.gates, metrics, calibration=calibration, subgroups=subgroups, shift=shift,
-                        protocol=protocol, cohort=sites, comparison=comparison)
-    return {"table": table, "metrics": metrics, "calibration": calibration, "shift": shift, "subgroups": subgroups,
-            "curves": curves, "sites": sites, "gates": gates, "settings": settings, "order": order,
-            "comparison": comparison, "baseline_frame": baseline_frame}
+    gates = judge_gates(
+        protocol.gates,
+        metrics,
+        calibration=calibration,
+        subgroups=subgroups,
+        shift=shift,
+        protocol=protocol,
+        cohort=sites,
+        comparison=comparison,
+    )
+    return {
+        "table": table,
+        "metrics": metrics,
+        "calibration": calibration,
+        "shift": shift,
+        "subgroups": subgroups,
+        "curves": curves,
+        "sites": sites,
+        "gates": gates,
+        "settings": settings,
+        "order": order,
+        "comparison": comparison,
+        "baseline_frame": baseline_frame,
+    }
 
 
 def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Path:
@@ -255,7 +356,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     key_check = None
     if protocol.keep_case_ids:
         ids = "kept as in the manifests (protocol keep_case_ids: true)"
-        name_of: Callable[[Any], Optional[str]] = str
+        name_of: Callable[[Any], str | None] = str
     else:
         key, ids = case_id_key()
         key_check = case_id_key_check(key)
@@ -283,11 +384,21 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
     # enters the bundle)
     write_cases(w, original, protocol, name_of)
-    prov = make_provenance(protocol=protocol, started_at=started, finished_at=now_iso(),
-                           checkpoint=loaded.get("checkpoint"), predictions_source=loaded.get("predictions_source"),
-                           device=loaded.get("device"), case_ids=ids,
-                           extra={"files": w.file_hashes(), "scoring_counts": loaded.get("counts"),
-                                  "case_id_key_check": key_check, **_baseline_provenance(loaded)})
+    prov = make_provenance(
+        protocol=protocol,
+        started_at=started,
+        finished_at=now_iso(),
+        checkpoint=loaded.get("checkpoint"),
+        predictions_source=loaded.get("predictions_source"),
+        device=loaded.get("device"),
+        case_ids=ids,
+        extra={
+            "files": w.file_hashes(),
+            "scoring_counts": loaded.get("counts"),
+            "case_id_key_check": key_check,
+            **_baseline_provenance(loaded),
+        },
+    )
     w.write_json("provenance.json", prov)
     w.write_text("report.html", render_report(Bundle(path=w.staging, display_name=w.target.name)))
     return w.commit()
@@ -298,13 +409,31 @@ def _baseline_provenance(loaded: dict) -> dict:
     base = loaded.get("baseline")
     if not base:
         return {}
-    return {"baseline": {"checkpoint": base.get("checkpoint"), "predictions_source": base.get("predictions_source"),
-                         "device": base.get("device"), "scoring_counts": base.get("counts")}}
+    return {
+        "baseline": {
+            "checkpoint": base.get("checkpoint"),
+            "predictions_source": base.get("predictions_source"),
+            "device": base.get("device"),
+            "scoring_counts": base.get("counts"),
+        }
+    }
 
 
-def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, runs_dir="runs", cache_dir=None,
-                 device="auto", batch_size=64, workers=None, cache_inputs=False, hash_inputs=None,
-                 baseline=None) -> RunResult:
+def run_protocol(
+    protocol_path,
+    *,
+    checkpoint=None,
+    predictions=None,
+    out=None,
+    runs_dir="runs",
+    cache_dir=None,
+    device="auto",
+    batch_size=64,
+    workers=None,
+    cache_inputs=False,
+    hash_inputs=None,
+    baseline=None,
+) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary.
 
     ``baseline``: the model the new one is compared with (a checkpoint, or a ``.parquet``/``.csv``
@@ -326,22 +455,31 @@ def run_protocol(protocol_path, *, checkpoint=None, predictions=None, out=None, 
     # files, or a folder that cannot be written, is refused in seconds, not after an hour of scoring
     with BundleWriter(target) as writer:
         cache_root = Path(cache_dir) if cache_dir else writer.target.parent / ".cache"
-        scoring = dict(cache_dir=cache_root / "shards", device=device, batch_size=batch_size, workers=workers,
-                       cache_inputs=cache_inputs, hash_inputs=hash_inputs)
-        loaded = load_predictions(protocol, checkpoint=checkpoint, predictions=predictions,
-                                  scoring_dir=cache_root / protocol.name, **scoring)
+        scoring = dict(
+            cache_dir=cache_root / "shards",
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            cache_inputs=cache_inputs,
+            hash_inputs=hash_inputs,
+        )
+        loaded = load_predictions(
+            protocol, checkpoint=checkpoint, predictions=predictions, scoring_dir=cache_root / protocol.name, **scoring
+        )
         baseline_frame = None
         if request is not None:
             loaded["baseline"] = load_baseline(request, scoring_dir=cache_root / f"{protocol.name}.baseline", **scoring)
             baseline_frame = loaded["baseline"]["frame"]
         parts = analyse(protocol, loaded["frame"], loaded["failures"], baseline_frame=baseline_frame)
         if parts["comparison"] is not None:
-            parts["comparison"].update(new=model_identity(loaded, "new"),
-                                       baseline=model_identity(loaded["baseline"], "baseline"))
+            parts["comparison"].update(
+                new=model_identity(loaded, "new"), baseline=model_identity(loaded["baseline"], "baseline")
+            )
         bundle = write_bundle(writer, protocol, parts, loaded, started=started)
     summary = summarise(protocol, parts, loaded, bundle, seconds=time.perf_counter() - t0)
-    return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary,
-                     comparison=parts["comparison"])
+    return RunResult(
+        bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary, comparison=parts["comparison"]
+    )
 
 
 def regate(bundle_path, protocol_path=None):
@@ -354,6 +492,13 @@ def regate(bundle_path, protocol_path=None):
 
     bundle = read_bundle(bundle_path)
     protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
-    return bundle, judge_gates(protocol.gates, bundle.metrics, calibration=bundle.calibration,
-                               subgroups=bundle.subgroups, shift=bundle.shift, protocol=protocol,
-                               cohort=bundle.sites, comparison=bundle.comparison)
+    return bundle, judge_gates(
+        protocol.gates,
+        bundle.metrics,
+        calibration=bundle.calibration,
+        subgroups=bundle.subgroups,
+        shift=bundle.shift,
+        protocol=protocol,
+        cohort=bundle.sites,
+        comparison=bundle.comparison,
+    )

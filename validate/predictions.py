@@ -39,13 +39,13 @@ Any other column is a case attribute. Parquet is native; CSV with the same colum
 Every problem is an :class:`~validate.errors.InputError` naming the file, the column, the 1-based data
 row (CSV: the file line too) and what was expected; all problems are reported at once.
 """
+
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -53,9 +53,19 @@ import pandas as pd
 from validate.errors import InputError, ProblemCollector
 from validate.numerics import PROB_FLOOR, log_probability, logit, one_vs_rest_log_odds, sigmoid, softmax
 
-__all__ = ["PROB_FLOOR", "PredictionsTable", "as_table", "attribute_columns", "categorical_columns",
-           "cluster_keys", "infer_task", "one_vs_rest_log_odds", "read_predictions", "table_from_frame",
-           "write_predictions"]
+__all__ = [
+    "PROB_FLOOR",
+    "PredictionsTable",
+    "as_table",
+    "attribute_columns",
+    "categorical_columns",
+    "cluster_keys",
+    "infer_task",
+    "one_vs_rest_log_odds",
+    "read_predictions",
+    "table_from_frame",
+    "write_predictions",
+]
 # logits and probabilities given together must agree this closely (in probability, both clipped)
 AGREEMENT = 1e-6
 # multiclass probability rows: |sum − 1| above this is bad input. Loose enough for probabilities
@@ -81,8 +91,8 @@ class PredictionsTable:
 
     frame: pd.DataFrame
     task: str
-    names: Optional[list[str]] = None
-    path: Optional[Path] = None
+    names: list[str] | None = None
+    path: Path | None = None
     given: str = "logit"  # which scores the file gave: "logit" or "p"
     notes: list[str] = field(default_factory=list)
 
@@ -110,19 +120,25 @@ class PredictionsTable:
         return attribute_columns(self.frame, self.task, self.names)
 
     def subset(self, mask) -> PredictionsTable:
-        return PredictionsTable(self.frame.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True), self.task,
-                                self.names, self.path, self.given, list(self.notes))
+        return PredictionsTable(
+            self.frame.loc[np.asarray(mask, dtype=bool)].reset_index(drop=True),
+            self.task,
+            self.names,
+            self.path,
+            self.given,
+            list(self.notes),
+        )
 
     # -- views
     def site(self, site_id: str) -> PredictionsTable:
         """The cases of one site, as a table of their own (rows renumbered from 0)."""
         return self.subset(self.frame["site"].astype(str).to_numpy() == str(site_id))
 
-    def by_site(self, sites: Optional[Sequence[str]] = None) -> Iterator[tuple[str, PredictionsTable]]:
+    def by_site(self, sites: Sequence[str] | None = None) -> Iterator[tuple[str, PredictionsTable]]:
         """(site, table of its cases) for each site of ``sites`` (default: every site in order of first
         appearance) that has cases."""
         ids = self.frame["site"].astype(str).to_numpy()
-        for s in (self.sites() if sites is None else sites):
+        for s in self.sites() if sites is None else sites:
             mask = ids == str(s)
             if mask.any():
                 yield str(s), self.subset(mask)
@@ -166,8 +182,12 @@ class PredictionsTable:
             if self._has_logits():
                 return softmax(self.logits(), axis=1)
             return self.frame[[f"p_{nm}" for nm in self.names]].to_numpy(dtype=np.float64)
-        return np.column_stack([sigmoid(self._column(f"logit_{nm}")) if f"logit_{nm}" in self.frame
-                                else self._column(f"p_{nm}") for nm in self.names])
+        return np.column_stack(
+            [
+                sigmoid(self._column(f"logit_{nm}")) if f"logit_{nm}" in self.frame else self._column(f"p_{nm}")
+                for nm in self.names
+            ]
+        )
 
     def logits(self) -> np.ndarray:
         """Logits as given, else derived from the probabilities after the floor: binary and per label
@@ -233,13 +253,18 @@ class PredictionsTable:
         """Multiclass or multilabel :meth:`probabilities`."""
         return self.probabilities()
 
-    def clusters(self, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
+    def clusters(self, column: str | None = "patient_id") -> np.ndarray | None:
         """Bootstrap cluster keys (site, ``column``): see :func:`cluster_keys`."""
         return cluster_keys(self.frame, column)
 
 
-def as_table(table, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
-             label_names: Optional[Sequence[str]] = None) -> PredictionsTable:
+def as_table(
+    table,
+    *,
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+) -> PredictionsTable:
     """``table`` as a :class:`PredictionsTable`: itself when it is one, else a predictions DataFrame
     checked and standardised by :func:`table_from_frame` (the one parser of the predictions contract).
     The entry point of every analysis that accepts either."""
@@ -250,8 +275,7 @@ def as_table(table, *, task: Optional[str] = None, class_names: Optional[Sequenc
     return table_from_frame(table, task=task, class_names=class_names or None, label_names=label_names or None)
 
 
-
-def cluster_keys(frame: pd.DataFrame, column: Optional[str] = "patient_id") -> Optional[np.ndarray]:
+def cluster_keys(frame: pd.DataFrame, column: str | None = "patient_id") -> np.ndarray | None:
     """Bootstrap cluster of each case: the pair (site, ``column``) as one string, or None when
     ``column`` is None or absent. A patient id is only unique within its site (a site's ``c0`` is
     not another site's ``c0``; ``patient_id`` defaults to ``case_id``), and every bootstrap stratified
@@ -263,7 +287,7 @@ def cluster_keys(frame: pd.DataFrame, column: Optional[str] = "patient_id") -> O
     return (site + "\x1f" + frame[column].astype(str)).to_numpy(dtype=object)
 
 
-def attribute_columns(frame: pd.DataFrame, task: Optional[str] = None, names: Optional[Sequence[str]] = None) -> list[str]:
+def attribute_columns(frame: pd.DataFrame, task: str | None = None, names: Sequence[str] | None = None) -> list[str]:
     """Columns of a predictions frame that are case attributes (not ids, labels or scores)."""
     scored = set(RESERVED)
     if names:
@@ -275,6 +299,7 @@ def attribute_columns(frame: pd.DataFrame, task: Optional[str] = None, names: Op
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _csv_header(path: Path) -> list[str]:
     """The CSV's header names as pandas reads them (leading spaces skipped), before pandas renames a
@@ -297,15 +322,23 @@ def _read_frame(path: Path, text_columns: Sequence[str] = ()) -> tuple[pd.DataFr
         try:
             return pd.read_parquet(path), False
         except Exception as exc:  # pyarrow raises several types for a non-parquet file
-            raise InputError(f"not a readable Parquet table ({type(exc).__name__}: {exc})", file=path,
-                             expected="a Parquet file with the predictions columns") from None
+            raise InputError(
+                f"not a readable Parquet table ({type(exc).__name__}: {exc})",
+                file=path,
+                expected="a Parquet file with the predictions columns",
+            ) from None
     try:
         header = _csv_header(path)
         seen: set[str] = set()
         for c in header:
             if c.strip() in seen:
-                raise InputError(f"column {c.strip()!r} appears twice in the header", file=path, line=1,
-                                 field=c.strip(), expected="unique column names")
+                raise InputError(
+                    f"column {c.strip()!r} appears twice in the header",
+                    file=path,
+                    line=1,
+                    field=c.strip(),
+                    expected="unique column names",
+                )
             seen.add(c.strip())
         wanted = set(ID_COLUMNS) | {str(c) for c in text_columns}
         text = {c: str for c in header if c.strip() in wanted}  # keyed by the names pandas sees
@@ -315,10 +348,15 @@ def _read_frame(path: Path, text_columns: Sequence[str] = ()) -> tuple[pd.DataFr
     except pd.errors.EmptyDataError:
         raise InputError("file is empty", file=path, expected="a header row and one row per case") from None
     except pd.errors.ParserError as exc:
-        raise InputError(f"not a readable CSV table: {str(exc).strip()}", file=path,
-                         expected="comma-separated columns with a header row") from None
+        raise InputError(
+            f"not a readable CSV table: {str(exc).strip()}",
+            file=path,
+            expected="comma-separated columns with a header row",
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     return df, True
+
+
 def infer_task(columns: Sequence[str]) -> str:
     """binary if ``logit``/``p`` columns, multilabel if ``y_<label>`` columns, multiclass if
     ``logit_<class>``/``p_<class>`` columns without ``y_<label>``."""
@@ -329,38 +367,52 @@ def infer_task(columns: Sequence[str]) -> str:
         return "binary"
     if any(_PREFIXED.match(str(c)) and not str(c).startswith("y_") for c in cols):
         return "multiclass"
-    raise InputError("cannot tell the task from the columns", field="columns",
-                     expected="`y` with `logit` or `p` (binary), `y` with `logit_<class>`/`p_<class>` "
-                              "(multiclass), or `y_<label>` with `logit_<label>`/`p_<label>` (multilabel)")
+    raise InputError(
+        "cannot tell the task from the columns",
+        field="columns",
+        expected="`y` with `logit` or `p` (binary), `y` with `logit_<class>`/`p_<class>` "
+        "(multiclass), or `y_<label>` with `logit_<label>`/`p_<label>` (multilabel)",
+    )
 
 
 def _suffixes(columns, prefix: str) -> list[str]:
-    return [str(c)[len(prefix) + 1:] for c in columns if str(c).startswith(prefix + "_")]
+    return [str(c)[len(prefix) + 1 :] for c in columns if str(c).startswith(prefix + "_")]
 
 
 class _Checker:
-    def __init__(self, path: Optional[Path], csv: bool):
+    def __init__(self, path: Path | None, csv: bool):
         self.path = path
         self.csv = csv
         self.problems = ProblemCollector()
 
-    def error(self, message: str, *, row: Optional[int] = None, field: Optional[str] = None,
-              expected: Optional[str] = None) -> InputError:
+    def error(
+        self, message: str, *, row: int | None = None, field: str | None = None, expected: str | None = None
+    ) -> InputError:
         # row: 0-based data row; reported 1-based, and as a file line (header = line 1) for CSV
-        return InputError(message, file=self.path, row=None if row is None else row + 1,
-                          line=None if row is None or not self.csv else row + 2, field=field, expected=expected)
+        return InputError(
+            message,
+            file=self.path,
+            row=None if row is None else row + 1,
+            line=None if row is None or not self.csv else row + 2,
+            field=field,
+            expected=expected,
+        )
 
     def add(self, *a, **k) -> None:
         self.problems.add(self.error(*a, **k))
 
-    def numeric(self, df: pd.DataFrame, col: str, *, what: str) -> Optional[np.ndarray]:
+    def numeric(self, df: pd.DataFrame, col: str, *, what: str) -> np.ndarray | None:
         raw = df[col]
         num = pd.to_numeric(raw, errors="coerce")
         bad_text = num.isna() & raw.notna()
         if bad_text.any():
             i = int(np.flatnonzero(bad_text.to_numpy())[0])
-            self.add(f"{_show(raw.iloc[i])} is not a number ({int(bad_text.sum())} such row(s))", row=i, field=col,
-                     expected=what)
+            self.add(
+                f"{_show(raw.iloc[i])} is not a number ({int(bad_text.sum())} such row(s))",
+                row=i,
+                field=col,
+                expected=what,
+            )
             return None
         missing = num.isna()
         if missing.any():
@@ -375,26 +427,32 @@ class _Checker:
             return None
         return v
 
-    def labels01(self, df, col) -> Optional[np.ndarray]:
+    def labels01(self, df, col) -> np.ndarray | None:
         v = self.numeric(df, col, what="0 or 1")
         if v is None:
             return None
         bad = (v != 0) & (v != 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            self.add(f"label {_show(df[col].iloc[i])} ({int(bad.sum())} such row(s))", row=i, field=col, expected="0 or 1")
+            self.add(
+                f"label {_show(df[col].iloc[i])} ({int(bad.sum())} such row(s))", row=i, field=col, expected="0 or 1"
+            )
             return None
         return v.astype(np.int64)
 
-    def probability(self, df, col) -> Optional[np.ndarray]:
+    def probability(self, df, col) -> np.ndarray | None:
         v = self.numeric(df, col, what="a probability in [0, 1]")
         if v is None:
             return None
         bad = (v < 0) | (v > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            self.add(f"{float(v[i])!r} is outside [0, 1] ({int(bad.sum())} such row(s))", row=i, field=col,
-                     expected="a probability in [0, 1]")
+            self.add(
+                f"{float(v[i])!r} is outside [0, 1] ({int(bad.sum())} such row(s))",
+                row=i,
+                field=col,
+                expected="a probability in [0, 1]",
+            )
             return None
         return v
 
@@ -403,7 +461,7 @@ def _show(v) -> str:
     return repr(v.item() if hasattr(v, "item") else v)
 
 
-_EXACT_FLOAT = 2.0 ** 53  # every integer below this is a float64; above, digits may already be lost
+_EXACT_FLOAT = 2.0**53  # every integer below this is a float64; above, digits may already be lost
 
 
 def _id_text(v):
@@ -432,7 +490,7 @@ def _category_text(v):
     return str(v) if t is None else t
 
 
-def _ids(df: pd.DataFrame, col: str, default, chk: Optional[_Checker] = None) -> pd.Series:
+def _ids(df: pd.DataFrame, col: str, default, chk: _Checker | None = None) -> pd.Series:
     """The column ``col`` as identifier text (see :func:`_id_text`), ``default`` when absent."""
     if col not in df:
         return default
@@ -440,9 +498,13 @@ def _ids(df: pd.DataFrame, col: str, default, chk: Optional[_Checker] = None) ->
     bad = s.isna().to_numpy()
     if bad.any() and chk is not None:
         i = int(np.flatnonzero(bad)[0])
-        chk.add(f"{_show(df[col].iloc[i])} is a floating-point number that is not an exact whole number "
-                f"({int(bad.sum())} such row(s)); ids must not be type-guessed", row=i, field=col,
-                expected="identifiers stored as text (or integers)")
+        chk.add(
+            f"{_show(df[col].iloc[i])} is a floating-point number that is not an exact whole number "
+            f"({int(bad.sum())} such row(s)); ids must not be type-guessed",
+            row=i,
+            field=col,
+            expected="identifiers stored as text (or integers)",
+        )
     return s  # None where reported: neither "" (missing) nor an id
 
 
@@ -451,8 +513,14 @@ def _rows_text(rows: np.ndarray, k: int = 5) -> str:
     return shown + (", ..." if rows.size > k else "")
 
 
-def _agree(chk: _Checker, from_logits: np.ndarray, given: np.ndarray, logit_cols: list[str], p_cols: list[str],
-           how: str = "sigmoid") -> None:
+def _agree(
+    chk: _Checker,
+    from_logits: np.ndarray,
+    given: np.ndarray,
+    logit_cols: list[str],
+    p_cols: list[str],
+    how: str = "sigmoid",
+) -> None:
     """Logits and probabilities given together must say the same: |clip(f(logit)) − clip(p)| <=
     :data:`AGREEMENT` (both clipped to the floor, so a logit of 40 and p = 1 agree). Names the first
     disagreeing rows and columns."""
@@ -465,10 +533,14 @@ def _agree(chk: _Checker, from_logits: np.ndarray, given: np.ndarray, logit_cols
     i = int(rows[0])
     j = int(np.flatnonzero(bad[i])[0])
     cols = sorted({p_cols[c] for c in np.flatnonzero(bad.any(axis=0))}, key=p_cols.index)
-    chk.add(f"{p_cols[j]} = {float(given[i, j])!r} disagrees with {how}({'logits' if how == 'softmax' else logit_cols[j]})"
-            f" = {float(from_logits[i, j])!r} in {rows.size} row(s) (data rows {_rows_text(rows)}; column(s) "
-            f"{', '.join(cols)}); logits are used when both are given", row=i, field=p_cols[j],
-            expected=f"probabilities equal to {how} of the logits within {AGREEMENT:g}, or only one of them")
+    chk.add(
+        f"{p_cols[j]} = {float(given[i, j])!r} disagrees with {how}({'logits' if how == 'softmax' else logit_cols[j]})"
+        f" = {float(from_logits[i, j])!r} in {rows.size} row(s) (data rows {_rows_text(rows)}; column(s) "
+        f"{', '.join(cols)}); logits are used when both are given",
+        row=i,
+        field=p_cols[j],
+        expected=f"probabilities equal to {how} of the logits within {AGREEMENT:g}, or only one of them",
+    )
 
 
 def _row_sums(chk: _Checker, P: np.ndarray, cols: list[str]) -> None:
@@ -479,14 +551,24 @@ def _row_sums(chk: _Checker, P: np.ndarray, cols: list[str]) -> None:
         return
     rows = np.flatnonzero(bad)
     i = int(rows[0])
-    chk.add(f"class probabilities sum to {float(s[i]):.6g}, not 1, in {rows.size} row(s) (data rows "
-            f"{_rows_text(rows)})", row=i, field=cols[0],
-            expected=f"{', '.join(cols)} summing to 1 within {ROW_SUM_TOLERANCE:g} in every row")
+    chk.add(
+        f"class probabilities sum to {float(s[i]):.6g}, not 1, in {rows.size} row(s) (data rows {_rows_text(rows)})",
+        row=i,
+        field=cols[0],
+        expected=f"{', '.join(cols)} summing to 1 within {ROW_SUM_TOLERANCE:g} in every row",
+    )
 
 
-def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
-                     label_names: Optional[Sequence[str]] = None, path: Optional[Path] = None,
-                     csv: bool = False, text_columns: Sequence[str] = ()) -> PredictionsTable:
+def table_from_frame(
+    df: pd.DataFrame,
+    *,
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    path: Path | None = None,
+    csv: bool = False,
+    text_columns: Sequence[str] = (),
+) -> PredictionsTable:
     """Check a raw predictions DataFrame and standardise it (see the module docstring).
     ``text_columns``: attributes declared categorical, kept as identifier text."""
     chk = _Checker(path, csv)
@@ -521,10 +603,14 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
     dupe = out.duplicated(["site", "case_id"])
     if dupe.any() and "case_id" in df:
         i = int(np.flatnonzero(dupe.to_numpy())[0])
-        chk.add(f"case_id {out['case_id'].iloc[i]!r} repeats within site {out['site'].iloc[i]!r}", row=i,
-                field="case_id", expected="case ids unique per site")
+        chk.add(
+            f"case_id {out['case_id'].iloc[i]!r} repeats within site {out['site'].iloc[i]!r}",
+            row=i,
+            field="case_id",
+            expected="case ids unique per site",
+        )
 
-    names: Optional[list[str]] = None
+    names: list[str] | None = None
     given = "logit"
     if task == "binary":
         if "y" not in df:
@@ -549,17 +635,24 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
         else:
             chk.add("missing column", field="logit", expected="binary scores `logit` (or probabilities `p`)")
     elif task == "multiclass":
-        names = list(class_names) if class_names else list(dict.fromkeys(_suffixes(df.columns, "logit")
-                                                                       or _suffixes(df.columns, "p")))
+        names = (
+            list(class_names)
+            if class_names
+            else list(dict.fromkeys(_suffixes(df.columns, "logit") or _suffixes(df.columns, "p")))
+        )
         if len(names) < 2:
-            chk.add("missing columns", field="logit_<class>",
-                    expected="one `logit_<class>` or `p_<class>` column per class")
+            chk.add(
+                "missing columns", field="logit_<class>", expected="one `logit_<class>` or `p_<class>` column per class"
+            )
         have_logits = names and all(f"logit_{nm}" in df for nm in names)
         have_probs = names and all(f"p_{nm}" in df for nm in names)
         if names and not (have_logits or have_probs):
             miss = [f"logit_{nm}" for nm in names if f"logit_{nm}" not in df]
-            chk.add("missing column(s) " + ", ".join(miss), field=miss[0],
-                    expected=f"`logit_<class>` or `p_<class>` for every class {names}")
+            chk.add(
+                "missing column(s) " + ", ".join(miss),
+                field=miss[0],
+                expected=f"`logit_<class>` or `p_<class>` for every class {names}",
+            )
         zs, ps = {}, {}
         if have_logits:
             for nm in names:
@@ -580,8 +673,14 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
                 if have_logits and len(zs) == len(names):
                     from scipy.special import softmax
 
-                    _agree(chk, softmax(np.column_stack([zs[nm] for nm in names]), axis=1), P,
-                           [f"logit_{nm}" for nm in names], [f"p_{nm}" for nm in names], how="softmax")
+                    _agree(
+                        chk,
+                        softmax(np.column_stack([zs[nm] for nm in names]), axis=1),
+                        P,
+                        [f"logit_{nm}" for nm in names],
+                        [f"p_{nm}" for nm in names],
+                        how="softmax",
+                    )
         if "y" not in df:
             chk.add("missing column", field="y", expected=f"class index 0..{max(len(names), 2) - 1}")
         elif names:
@@ -622,7 +721,7 @@ def table_from_frame(df: pd.DataFrame, *, task: Optional[str] = None, class_name
     return PredictionsTable(out, task, names, path, given)
 
 
-def _multiclass_labels(chk: _Checker, col: pd.Series, names: list[str]) -> Optional[np.ndarray]:
+def _multiclass_labels(chk: _Checker, col: pd.Series, names: list[str]) -> np.ndarray | None:
     K = len(names)
     lookup = {nm: i for i, nm in enumerate(names)}
     lookup.update({str(i): i for i in range(K)})
@@ -634,15 +733,25 @@ def _multiclass_labels(chk: _Checker, col: pd.Series, names: list[str]) -> Optio
         elif not isinstance(v, str):
             key = None if (isinstance(v, float) and np.isnan(v)) or v is None else str(v)
         if key is None or key.strip() not in lookup:
-            chk.add("missing label" if key is None else f"label {_show(v)} is not a class", row=i, field="y",
-                    expected=f"a class index 0..{K - 1} or a name in {names}")
+            chk.add(
+                "missing label" if key is None else f"label {_show(v)} is not a class",
+                row=i,
+                field="y",
+                expected=f"a class index 0..{K - 1} or a name in {names}",
+            )
             return None
         vals.append(lookup[key.strip()])
     return np.asarray(vals, dtype=np.int64)
 
 
-def read_predictions(path: str | Path, *, task: Optional[str] = None, class_names: Optional[Sequence[str]] = None,
-                     label_names: Optional[Sequence[str]] = None, text_columns: Sequence[str] = ()) -> PredictionsTable:
+def read_predictions(
+    path: str | Path,
+    *,
+    task: str | None = None,
+    class_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    text_columns: Sequence[str] = (),
+) -> PredictionsTable:
     """Read and check a predictions table (Parquet by suffix ``.parquet``/``.pq``, else CSV).
 
     ``task`` (binary | multiclass | multilabel) is inferred from the columns when not given;
@@ -653,8 +762,9 @@ def read_predictions(path: str | Path, *, task: Optional[str] = None, class_name
     """
     path = Path(path)
     df, csv = _read_frame(path, text_columns)
-    return table_from_frame(df, task=task, class_names=class_names, label_names=label_names, path=path, csv=csv,
-                            text_columns=text_columns)
+    return table_from_frame(
+        df, task=task, class_names=class_names, label_names=label_names, path=path, csv=csv, text_columns=text_columns
+    )
 
 
 def categorical_columns(protocol) -> list[str]:

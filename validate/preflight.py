@@ -26,12 +26,13 @@ checked when the protocol is loaded (:mod:`validate.protocol`). Problems are rai
 :class:`InputErrors`, each with the protocol file, line, field and, where one is close, the nearest
 valid name.
 """
+
 from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ PROBE_BOOTSTRAP = 4
 BINARY_ONLY = "paired comparison supports binary tasks"
 
 
-def check_protocol_gates(protocol, *, baseline: Optional[bool] = None) -> None:
+def check_protocol_gates(protocol, *, baseline: bool | None = None) -> None:
     """Raise :class:`InputErrors` for every gate or calibration method a run could not answer.
 
     ``baseline``: whether the run compares with a baseline model (``model.baseline`` or ``--baseline``);
@@ -61,24 +62,34 @@ def check_protocol_gates(protocol, *, baseline: Optional[bool] = None) -> None:
         raise InputErrors(problems)
 
 
-def _baseline_problems(protocol, baseline: Optional[bool]) -> list[InputError]:
+def _baseline_problems(protocol, baseline: bool | None) -> list[InputError]:
     """A comparison gate with no baseline to compare with, and a baseline for a task the paired
     comparison does not support."""
     problems = []
     for i, gate in enumerate(protocol.gates):
         if gate.compares and baseline is False:
-            problems.append(InputError(
-                f"gate `{gate.label}` compares with a baseline model, but the run has none", file=protocol.path,
-                line=protocol.line_of("gates", i, "compare"), field=f"gates[{i}].compare",
-                expected="a baseline: `validate run ... --baseline PATH` (a checkpoint or a predictions file), "
-                         "or model.baseline.checkpoint in the protocol"))
+            problems.append(
+                InputError(
+                    f"gate `{gate.label}` compares with a baseline model, but the run has none",
+                    file=protocol.path,
+                    line=protocol.line_of("gates", i, "compare"),
+                    field=f"gates[{i}].compare",
+                    expected="a baseline: `validate run ... --baseline PATH` (a checkpoint or a predictions file), "
+                    "or model.baseline.checkpoint in the protocol",
+                )
+            )
     compares = bool(baseline) or protocol.model.baseline is not None or bool(protocol.comparison_gates)
     if protocol.task != "binary" and compares:
         where = ("model", "baseline") if protocol.model.baseline is not None else ("gates",)
-        problems.append(InputError(
-            f"{BINARY_ONLY}; this protocol's task is {protocol.task}", file=protocol.path,
-            line=protocol.line_of(*where), field=".".join(map(str, where)),
-            expected="task: binary, or no baseline and no `compare: baseline` gate"))
+        problems.append(
+            InputError(
+                f"{BINARY_ONLY}; this protocol's task is {protocol.task}",
+                file=protocol.path,
+                line=protocol.line_of(*where),
+                field=".".join(map(str, where)),
+                expected="task: binary, or no baseline and no `compare: baseline` gate",
+            )
+        )
     return problems
 
 
@@ -109,8 +120,15 @@ def _method_problems(protocol) -> list[InputError]:
         try:
             check_method(method, protocol.task)
         except InputError as exc:
-            problems.append(InputError(exc.message, file=protocol.path, line=protocol.line_of("calibration", "methods", i),
-                                       field=f"calibration.methods[{i}]", expected=exc.expected))
+            problems.append(
+                InputError(
+                    exc.message,
+                    file=protocol.path,
+                    line=protocol.line_of("calibration", "methods", i),
+                    field=f"calibration.methods[{i}]",
+                    expected=exc.expected,
+                )
+            )
     return problems
 
 
@@ -125,9 +143,15 @@ def _gate_problems(protocol) -> list[InputError]:
     comparable = bool(dev) and len(protocol.sites) > len(dev)
 
     def err(i: int, gate, key: str, message: str, expected: str) -> None:
-        problems.append(InputError(f"gate `{gate.label}`: {message}", file=protocol.path,
-                                   line=protocol.line_of("gates", i, key), field=f"gates[{i}].{key}",
-                                   expected=expected))
+        problems.append(
+            InputError(
+                f"gate `{gate.label}`: {message}",
+                file=protocol.path,
+                line=protocol.line_of("gates", i, key),
+                field=f"gates[{i}].{key}",
+                expected=expected,
+            )
+        )
 
     for i, gate in enumerate(protocol.gates):
         kind = gate.scope.partition(":")[0]
@@ -135,32 +159,62 @@ def _gate_problems(protocol) -> list[InputError]:
         if gate.compares:
             valid = comparison_metrics(task)
             if valid and gate.metric not in valid:
-                err(i, gate, "metric", f"the paired comparison has no difference in `{gate.metric}`"
-                    + _nearest(gate.metric, valid), f"one of {', '.join(valid)}")
+                err(
+                    i,
+                    gate,
+                    "metric",
+                    f"the paired comparison has no difference in `{gate.metric}`" + _nearest(gate.metric, valid),
+                    f"one of {', '.join(valid)}",
+                )
             elif gate.on != "estimate" and _without_paired_interval(gate.metric):
-                err(i, gate, "on", f"the difference in `{gate.metric}` has no paired interval in a run (a "
-                    "smoothed calibration error)", "on: estimate")
+                err(
+                    i,
+                    gate,
+                    "on",
+                    f"the difference in `{gate.metric}` has no paired interval in a run (a smoothed calibration error)",
+                    "on: estimate",
+                )
             continue
         if after and kind not in ("overall", "each_site"):
-            err(i, gate, "scope", f"scope {kind} cannot be judged after calibration: calibration results are "
-                "per site", "scope overall or each_site with `calibration`")
+            err(
+                i,
+                gate,
+                "scope",
+                f"scope {kind} cannot be judged after calibration: calibration results are per site",
+                "scope overall or each_site with `calibration`",
+            )
         if gate.metric in SHIFT_METRICS:
             if kind not in ("overall", "each_site") or after:
-                err(i, gate, "scope", f"{gate.metric} is counted per site by the shift analysis",
-                    "scope each_site or overall, without `calibration`")
+                err(
+                    i,
+                    gate,
+                    "scope",
+                    f"{gate.metric} is counted per site by the shift analysis",
+                    "scope each_site or overall, without `calibration`",
+                )
             elif gate.on != "estimate":
                 err(i, gate, "on", f"{gate.metric} is a count without an interval", "on: estimate")
             if not comparable:
-                err(i, gate, "metric", f"{gate.metric} needs the shift analysis, which compares external sites "
-                    "with a development site; this protocol has no such pair", "a site with role development "
-                    "and another site")
+                err(
+                    i,
+                    gate,
+                    "metric",
+                    f"{gate.metric} needs the shift analysis, which compares external sites "
+                    "with a development site; this protocol has no such pair",
+                    "a site with role development and another site",
+                )
             continue
         if kind == "subgroup_gap":
             valid = list(gap_metrics(task))
             if gate.metric not in valid:
-                err(i, gate, "metric", f"the subgroup analysis has no gap in `{gate.metric}` for a {task} task"
-                    + _nearest(gate.metric, valid), f"one of {', '.join(valid)}" if valid
-                    else "another scope: gaps are computed for binary tasks only")
+                err(
+                    i,
+                    gate,
+                    "metric",
+                    f"the subgroup analysis has no gap in `{gate.metric}` for a {task} task"
+                    + _nearest(gate.metric, valid),
+                    f"one of {', '.join(valid)}" if valid else "another scope: gaps are computed for binary tasks only",
+                )
             continue
         if after not in blocks:
             blocks[after] = probe_block(protocol, smooth_intervals=False)
@@ -168,11 +222,21 @@ def _gate_problems(protocol) -> list[InputError]:
         names = gateable_metrics(block) | _null_paths(block)
         if gate.metric not in names:
             plain = sorted(n for n in names if "." not in n)
-            err(i, gate, "metric", f"`{gate.metric}` is not a {task} metric" + _nearest(gate.metric, sorted(names)),
-                f"one of {', '.join(plain)} (or a dotted path such as hosmer_lemeshow.p_value)")
+            err(
+                i,
+                gate,
+                "metric",
+                f"`{gate.metric}` is not a {task} metric" + _nearest(gate.metric, sorted(names)),
+                f"one of {', '.join(plain)} (or a dotted path such as hosmer_lemeshow.p_value)",
+            )
         elif gate.on != "estimate" and not _has_interval(block, gate.metric):
-            err(i, gate, "on", f"`{gate.metric}` has no confidence interval"
-                + (" after calibration" if after else ""), "on: estimate")
+            err(
+                i,
+                gate,
+                "on",
+                f"`{gate.metric}` has no confidence interval" + (" after calibration" if after else ""),
+                "on: estimate",
+            )
     return problems
 
 
@@ -186,11 +250,12 @@ def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:
     settings = MetricSettings.from_protocol(protocol.metrics)
     settings = replace(settings, n_bootstrap=min(settings.n_bootstrap, PROBE_BOOTSTRAP), min_events=0, min_cases=0)
     n = PROBE_CASES
-    spread = (np.arange(n) + 0.5) / n                 # probabilities spread over (0, 1)
+    spread = (np.arange(n) + 0.5) / n  # probabilities spread over (0, 1)
     if protocol.task == "binary":
         y = (np.random.default_rng(0).random(n) < spread).astype(np.float64)  # calibrated: every metric defined
-        return binary_block(y, spread, settings=settings, logits=np.log(spread / (1 - spread)),
-                            smooth_intervals=smooth_intervals)
+        return binary_block(
+            y, spread, settings=settings, logits=np.log(spread / (1 - spread)), smooth_intervals=smooth_intervals
+        )
     names = list(protocol.classes or protocol.labels or [])
     k = len(names)
     rng = np.random.default_rng(0)
@@ -231,4 +296,3 @@ def _has_interval(block: Mapping, metric: str) -> bool:
 def _nearest(name: str, valid: list[str]) -> str:
     near = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     return f"; did you mean `{near[0]}`?" if near else ""
-

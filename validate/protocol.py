@@ -9,6 +9,7 @@ Every validation problem is reported with the protocol file, the YAML line of th
 what was expected; unknown keys name the nearest valid key. All problems are reported at once.
 Relative paths resolve against the folder of the protocol file.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -17,7 +18,7 @@ import json
 import re
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -45,8 +46,7 @@ _SAFE_SCHEMA = {"pattern": "^" + SAFE_NAME.pattern + "$"}  # for editors; the va
 
 def _safe_name(value: str, what: str) -> str:
     if not SAFE_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} cannot be a {what}: it becomes a folder or file name "
-                         f"({SAFE_NAME_RULE})")
+        raise ValueError(f"{value!r} cannot be a {what}: it becomes a folder or file name ({SAFE_NAME_RULE})")
     return value
 
 
@@ -66,13 +66,13 @@ class InputSpec(_Strict):
     """How a case becomes a model input."""
 
     kind: InputKind
-    features: Optional[list[str]] = Field(None, description="tabular: manifest columns fed to the model, in order")
-    size: Optional[tuple[int, int]] = Field(None, description="image kinds: resize to [height, width]")
+    features: list[str] | None = Field(None, description="tabular: manifest columns fed to the model, in order")
+    size: tuple[int, int] | None = Field(None, description="image kinds: resize to [height, width]")
     channels: Literal[1, 3] = 1
     scale: float = Field(255.0, gt=0, description="raw pixel values are divided by this first")
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
-    window: Optional[Window] = None
+    window: Window | None = None
 
     @field_validator("std")
     @classmethod
@@ -98,15 +98,15 @@ class InputSpec(_Strict):
 class _ModelFields(_Strict):
     """What a model is and how to read it (shared by ``model:`` and ``model.baseline:``)."""
 
-    checkpoint: Optional[str] = Field(None, description="path relative to the protocol file; --checkpoint wins")
+    checkpoint: str | None = Field(None, description="path relative to the protocol file; --checkpoint wins")
     format: Literal["auto", "export", "torchscript", "state_dict", "onnx", "predictions"] = "auto"
-    factory: Optional[str] = Field(None, description="'module:function' building the nn.Module for a state dict")
-    factory_path: Optional[str] = Field(None, description="folder the factory module is imported from")
+    factory: str | None = Field(None, description="'module:function' building the nn.Module for a state dict")
+    factory_path: str | None = Field(None, description="folder the factory module is imported from")
     output: Literal["logits", "probabilities"] = "logits"
 
     @field_validator("factory")
     @classmethod
-    def _factory_form(cls, v: Optional[str]) -> Optional[str]:
+    def _factory_form(cls, v: str | None) -> str | None:
         if v is not None and (v.count(":") != 1 or not all(v.split(":"))):
             raise ValueError("factory must look like 'module:function'")
         return v
@@ -119,9 +119,11 @@ class BaselineSpec(_ModelFields):
 
 
 class ModelSpec(_ModelFields):
-    baseline: Optional[BaselineSpec] = Field(
-        None, description="the model in service that this one is compared with (paired comparison, "
-                          "`compare: baseline` gates); --baseline wins")
+    baseline: BaselineSpec | None = Field(
+        None,
+        description="the model in service that this one is compared with (paired comparison, "
+        "`compare: baseline` gates); --baseline wins",
+    )
 
 
 class Columns(_Strict):
@@ -136,9 +138,9 @@ class Columns(_Strict):
 
 class Site(_Strict):
     id: str = Field(description=f"site id: {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
-    name: Optional[str] = None
+    name: str | None = None
     manifest: str
-    image_root: Optional[str] = None
+    image_root: str | None = None
     role: Role = "external"
 
     @field_validator("id")
@@ -155,9 +157,9 @@ class Subgroup(_Strict):
     """A categorical column, a numeric column banded at cut points, or an intersection of subgroups."""
 
     name: str = Field(description=f"subgroup name: {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
-    column: Optional[str] = None
-    bands: Optional[list[float]] = Field(None, description="cut points; bands are [a, b) e.g. <40, 40-59, >=60")
-    intersection: Optional[list[str]] = None
+    column: str | None = None
+    bands: list[float] | None = Field(None, description="cut points; bands are [a, b) e.g. <40, 40-59, >=60")
+    intersection: list[str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -184,9 +186,9 @@ class MetricsSpec(_Strict):
     n_bootstrap: int = Field(1000, ge=0, le=100000)
     ci_level: float = Field(0.95, gt=0, lt=1)
     seed: int = 0
-    cluster_by: Optional[str] = "patient_id"
+    cluster_by: str | None = "patient_id"
     thresholds: list[float] = Field(default_factory=lambda: [0.5])
-    target_sensitivity: Optional[float] = Field(0.9, gt=0, lt=1)
+    target_sensitivity: float | None = Field(0.9, gt=0, lt=1)
     min_events: int = Field(10, ge=0)
     min_cases: int = Field(30, ge=0)
 
@@ -201,7 +203,7 @@ class MetricsSpec(_Strict):
 class CalibrationSpec(_Strict):
     designs: list[Literal["held-out", "local", "transfer", "sample-size"]] = Field(default_factory=lambda: ["held-out"])
     methods: list[str] = Field(default_factory=lambda: ["temperature"])
-    fit_on: Optional[list[str]] = Field(None, description="default: sites with role calibration, else development")
+    fit_on: list[str] | None = Field(None, description="default: sites with role calibration, else development")
     fit_fraction: float = Field(1.0, gt=0, le=1)
     repeats: int = Field(20, ge=1, le=10000)
     sample_sizes: list[int] = Field(default_factory=lambda: [25, 50, 100, 200, 500])
@@ -209,17 +211,19 @@ class CalibrationSpec(_Strict):
 
 
 class Gate(_Strict):
-    name: Optional[str] = None
+    name: str | None = None
     metric: str
     scope: str = "overall"
-    min: Optional[float] = None
-    max: Optional[float] = None
+    min: float | None = None
+    max: float | None = None
     on: Literal["estimate", "ci_low", "ci_high"] = "estimate"
-    calibration: Optional[str] = None
+    calibration: str | None = None
     insufficient: Literal["fail", "warn", "pass"] = "warn"
-    compare: Optional[Literal["baseline"]] = Field(
-        None, description="baseline: judge the difference new − baseline (comparison.json) with its paired "
-                          "interval, e.g. min -0.02 on ci_low = non-inferior with margin 0.02")
+    compare: Literal["baseline"] | None = Field(
+        None,
+        description="baseline: judge the difference new − baseline (comparison.json) with its paired "
+        "interval, e.g. min -0.02 on ci_low = non-inferior with margin 0.02",
+    )
 
     @field_validator("min", "max", mode="before")
     @classmethod
@@ -253,11 +257,11 @@ class Gate(_Strict):
             return self
         kind = self.scope.partition(":")[0]
         if kind not in COMPARISON_SCOPES:
-            raise ValueError(f"a gate with `compare: baseline` has scope overall, each_site or "
-                             f"each_subgroup:<attribute>, not {kind}")
+            raise ValueError(
+                f"a gate with `compare: baseline` has scope overall, each_site or each_subgroup:<attribute>, not {kind}"
+            )
         if self.calibration is not None:
-            raise ValueError("a gate with `compare: baseline` compares the models as scored; it takes no "
-                             "`calibration`")
+            raise ValueError("a gate with `compare: baseline` compares the models as scored; it takes no `calibration`")
         return self
 
     @property
@@ -282,13 +286,16 @@ class Gate(_Strict):
 class Protocol(_Strict):
     """A validation protocol. ``path`` (not a YAML key) is the file it was loaded from."""
 
-    name: str = Field(description=f"protocol name (default bundle folder runs/<name>-<time>): {SAFE_NAME_RULE}", json_schema_extra=_SAFE_SCHEMA)
+    name: str = Field(
+        description=f"protocol name (default bundle folder runs/<name>-<time>): {SAFE_NAME_RULE}",
+        json_schema_extra=_SAFE_SCHEMA,
+    )
     version: str = "1"
-    description: Optional[str] = None
+    description: str | None = None
     task: Task
-    classes: Optional[list[str]] = None
-    positive_class: Optional[str] = None
-    labels: Optional[list[str]] = None
+    classes: list[str] | None = None
+    positive_class: str | None = None
+    labels: list[str] | None = None
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     columns: Columns = Field(default_factory=Columns)
@@ -300,8 +307,8 @@ class Protocol(_Strict):
     gates: list[Gate] = Field(default_factory=list)
     keep_case_ids: bool = False
 
-    _path: Optional[Path] = PrivateAttr(None)
-    _sha256: Optional[str] = PrivateAttr(None)
+    _path: Path | None = PrivateAttr(None)
+    _sha256: str | None = PrivateAttr(None)
     _lines: dict = PrivateAttr(default_factory=dict)
 
     @field_validator("name")
@@ -347,18 +354,18 @@ class Protocol(_Strict):
 
     # ---- derived views -------------------------------------------------------------------------
     @property
-    def path(self) -> Optional[Path]:
+    def path(self) -> Path | None:
         return self._path
 
     @property
-    def sha256(self) -> Optional[str]:
+    def sha256(self) -> str | None:
         return self._sha256
 
     @property
     def base_dir(self) -> Path:
         return self._path.parent if self._path else Path.cwd()
 
-    def resolve(self, relative: Optional[str]) -> Optional[Path]:
+    def resolve(self, relative: str | None) -> Path | None:
         """A path from the protocol, resolved against the protocol file's folder."""
         if relative is None:
             return None
@@ -366,7 +373,7 @@ class Protocol(_Strict):
         return (p if p.is_absolute() else self.base_dir / p).resolve()
 
     @property
-    def positive(self) -> Optional[str]:
+    def positive(self) -> str | None:
         if self.task != "binary" or not self.classes:
             return None
         return self.positive_class or self.classes[1]
@@ -399,7 +406,7 @@ class Protocol(_Strict):
         cal = self.sites_with_role("calibration")
         return [s.id for s in (cal or self.sites_with_role("development"))]
 
-    def line_of(self, *loc: Any) -> Optional[int]:
+    def line_of(self, *loc: Any) -> int | None:
         """1-based YAML line of a key path such as ("sites", 0, "manifest"), or of its nearest parent."""
         loc = tuple(loc)
         while loc:
@@ -454,17 +461,22 @@ _Loader.yaml_implicit_resolvers = {
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
-def _compose(text: str, file: Path) -> Optional[yaml.Node]:
+def _compose(text: str, file: Path) -> yaml.Node | None:
     """The YAML node graph of ``text`` (aliases are shared nodes), nesting bounded."""
     loader = _Loader(text)
     try:
         return loader.get_single_node()
     except _TooDeep as exc:
-        raise InputError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=file, line=exc.line,
-                         expected="a protocol a few levels deep") from None
+        raise InputError(
+            f"nested too deeply (more than {MAX_DEPTH} levels)",
+            file=file,
+            line=exc.line,
+            expected="a protocol a few levels deep",
+        ) from None
     finally:
         loader.dispose()
 
@@ -485,16 +497,20 @@ def _inspect_nodes(root: yaml.Node, file: Path) -> None:
 
     Each node is visited once (aliases share nodes), so the check is linear in the file however far
     its aliases expand."""
-    size: dict[int, int] = {}       # node id -> nodes it expands to
-    height: dict[int, int] = {}     # node id -> levels it expands to
+    size: dict[int, int] = {}  # node id -> nodes it expands to
+    height: dict[int, int] = {}  # node id -> levels it expands to
     open_: set[int] = set()
     problems: list[InputError] = []
 
     def visit(node: yaml.Node, depth: int) -> None:
         key = id(node)
         if key in open_:
-            raise InputError("an alias refers to a node that contains it (a cycle)", file=file,
-                             line=node.start_mark.line + 1, expected="aliases to complete, earlier nodes")
+            raise InputError(
+                "an alias refers to a node that contains it (a cycle)",
+                file=file,
+                line=node.start_mark.line + 1,
+                expected="aliases to complete, earlier nodes",
+            )
         if key not in size:
             open_.add(key)
             children: list = []
@@ -506,10 +522,15 @@ def _inspect_nodes(root: yaml.Node, file: Path) -> None:
                         ident = _key_identity(k)
                         line = k.start_mark.line + 1
                         if ident in seen and k.value != "<<":
-                            problems.append(InputError(
-                                f"duplicate key `{k.value}`: first at line {seen[ident]}, again at line {line}",
-                                file=file, line=line, field=k.value,
-                                expected="each key once per mapping (the later one would silently win)"))
+                            problems.append(
+                                InputError(
+                                    f"duplicate key `{k.value}`: first at line {seen[ident]}, again at line {line}",
+                                    file=file,
+                                    line=line,
+                                    field=k.value,
+                                    expected="each key once per mapping (the later one would silently win)",
+                                )
+                            )
                         seen.setdefault(ident, line)
             elif isinstance(node, yaml.SequenceNode):
                 children = list(node.value)
@@ -523,11 +544,19 @@ def _inspect_nodes(root: yaml.Node, file: Path) -> None:
             open_.discard(key)
             size[key], height[key] = total, tallest + 1
         if size[key] > MAX_EXPANDED_NODES:
-            raise InputError(f"aliases expand to more than {MAX_EXPANDED_NODES} values", file=file,
-                             line=node.start_mark.line + 1, expected="a protocol without an alias bomb")
+            raise InputError(
+                f"aliases expand to more than {MAX_EXPANDED_NODES} values",
+                file=file,
+                line=node.start_mark.line + 1,
+                expected="a protocol without an alias bomb",
+            )
         if depth + height[key] > MAX_DEPTH + 1:
-            raise InputError(f"nested too deeply once aliases are expanded (more than {MAX_DEPTH} levels)",
-                             file=file, line=node.start_mark.line + 1, expected="a protocol a few levels deep")
+            raise InputError(
+                f"nested too deeply once aliases are expanded (more than {MAX_DEPTH} levels)",
+                file=file,
+                line=node.start_mark.line + 1,
+                expected="a protocol a few levels deep",
+            )
 
     visit(root, 0)
     if problems:
@@ -550,7 +579,7 @@ def _key_identity(key: yaml.ScalarNode) -> Any:
         loader.dispose()
 
 
-def _yaml_lines(root: Optional[yaml.Node]) -> dict[tuple, int]:
+def _yaml_lines(root: yaml.Node | None) -> dict[tuple, int]:
     """Map each key path of a YAML document to the 1-based line where its key (or item) starts."""
     lines: dict[tuple, int] = {}
 
@@ -570,7 +599,7 @@ def _yaml_lines(root: Optional[yaml.Node]) -> dict[tuple, int]:
     return lines
 
 
-def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model class whose fields are valid at ``loc`` (for nearest-key suggestions)."""
     model: Any = Protocol
     for part in loc:
@@ -590,7 +619,7 @@ def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
     return model
 
 
-def _describe(err: dict) -> tuple[str, Optional[str]]:
+def _describe(err: dict) -> tuple[str, str | None]:
     kind = err["type"]
     if kind == "missing":
         return "required key is missing", None
@@ -600,14 +629,18 @@ def _describe(err: dict) -> tuple[str, Optional[str]]:
     if kind == "value_error":
         return str(err.get("ctx", {}).get("error", err["msg"])), None
     msg = err["msg"]
-    return f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else msg, None
+    return f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(
+        err["input"], (dict, list)
+    ) else msg, None
 
 
 def _errors_from_validation(exc: ValidationError, file: Path, lines: dict) -> list[InputError]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
+        field = (
+            ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
+        )
         line = None
         probe = loc
         while probe and line is None:
@@ -625,7 +658,7 @@ def _errors_from_validation(exc: ValidationError, file: Path, lines: dict) -> li
     return out
 
 
-def load_protocol(path: str | Path, *, problems: Optional[list] = None) -> Protocol:
+def load_protocol(path: str | Path, *, problems: list | None = None) -> Protocol:
     """Read and validate a protocol file; raise :class:`InputErrors` listing every problem.
 
     With ``problems`` (a list), cross-reference problems are appended to it instead of raised, so that
@@ -637,8 +670,11 @@ def load_protocol(path: str | Path, *, problems: Optional[list] = None) -> Proto
     if path.is_dir():
         raise InputError("is a folder, not a protocol file", file=path, expected="a YAML protocol file")
     if path.stat().st_size > MAX_BYTES:
-        raise InputError(f"protocol file is larger than {MAX_BYTES // (1024 * 1024)} MiB", file=path,
-                         expected="a YAML protocol file of a few KiB")
+        raise InputError(
+            f"protocol file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
+            file=path,
+            expected="a YAML protocol file of a few KiB",
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -653,11 +689,13 @@ def load_protocol(path: str | Path, *, problems: Optional[list] = None) -> Proto
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise InputError(f"not valid YAML: {problem}", file=path,
-                         line=mark.line + 1 if mark else None) from None
+        raise InputError(f"not valid YAML: {problem}", file=path, line=mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
-        raise InputError("the protocol must be a YAML mapping of keys (name, task, input, sites, ...)",
-                         file=path, expected="a mapping at the top level")
+        raise InputError(
+            "the protocol must be a YAML mapping of keys (name, task, input, sites, ...)",
+            file=path,
+            expected="a mapping at the top level",
+        )
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
@@ -684,39 +722,72 @@ def _check_references(p: Protocol) -> None:
         if g.intersection:
             for name in g.intersection:
                 if name not in known:
-                    problems.append(InputError(
-                        f"intersection names `{name}`, which is not a subgroup declared above it",
-                        file=file, line=p.line_of("subgroups", i, "intersection"),
-                        field=f"subgroups[{i}].intersection",
-                        expected=f"one of {sorted(known) or 'the subgroups listed before this one'}"))
+                    problems.append(
+                        InputError(
+                            f"intersection names `{name}`, which is not a subgroup declared above it",
+                            file=file,
+                            line=p.line_of("subgroups", i, "intersection"),
+                            field=f"subgroups[{i}].intersection",
+                            expected=f"one of {sorted(known) or 'the subgroups listed before this one'}",
+                        )
+                    )
         known.add(g.name)
     for i, site in enumerate(p.calibration.fit_on or []):
         if site not in site_ids:
             near = difflib.get_close_matches(site, sorted(site_ids), n=1)
-            problems.append(InputError(
-                f"unknown site `{site}`" + (f"; did you mean `{near[0]}`?" if near else ""),
-                file=file, line=p.line_of("calibration", "fit_on", i), field=f"calibration.fit_on[{i}]",
-                expected=f"one of {sorted(site_ids)}"))
-    if ("held-out" in p.calibration.designs and p.calibration.methods and not p.calibration.fit_on
-            and not (p.sites_with_role("calibration") or p.sites_with_role("development"))):
-        problems.append(InputError("no site to fit calibration on", file=file, line=p.line_of("sites"),
-                                   field="sites", expected="a site with role development or calibration, "
-                                   "or calibration.fit_on"))
+            problems.append(
+                InputError(
+                    f"unknown site `{site}`" + (f"; did you mean `{near[0]}`?" if near else ""),
+                    file=file,
+                    line=p.line_of("calibration", "fit_on", i),
+                    field=f"calibration.fit_on[{i}]",
+                    expected=f"one of {sorted(site_ids)}",
+                )
+            )
+    if (
+        "held-out" in p.calibration.designs
+        and p.calibration.methods
+        and not p.calibration.fit_on
+        and not (p.sites_with_role("calibration") or p.sites_with_role("development"))
+    ):
+        problems.append(
+            InputError(
+                "no site to fit calibration on",
+                file=file,
+                line=p.line_of("sites"),
+                field="sites",
+                expected="a site with role development or calibration, or calibration.fit_on",
+            )
+        )
     problems += _attribute_problems(p)
     for i, gate in enumerate(p.gates):
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
             near = difflib.get_close_matches(attr, sorted(known), n=1)
-            problems.append(InputError(
-                f"scope names subgroup `{attr}`, which is not declared"
-                + (f"; did you mean `{kind}:{near[0]}`?" if near else ""),
-                file=file, line=p.line_of("gates", i, "scope"), field=f"gates[{i}].scope",
-                expected=f"one of {sorted(known) or 'the names under subgroups'}"))
-        if gate.calibration is not None and gate.calibration != "none" and gate.calibration not in p.calibration.methods:
-            problems.append(InputError(
-                f"gate is judged after calibration `{gate.calibration}`, which calibration.methods does not fit",
-                file=file, line=p.line_of("gates", i, "calibration"), field=f"gates[{i}].calibration",
-                expected=f"one of {p.calibration.methods}"))
+            problems.append(
+                InputError(
+                    f"scope names subgroup `{attr}`, which is not declared"
+                    + (f"; did you mean `{kind}:{near[0]}`?" if near else ""),
+                    file=file,
+                    line=p.line_of("gates", i, "scope"),
+                    field=f"gates[{i}].scope",
+                    expected=f"one of {sorted(known) or 'the names under subgroups'}",
+                )
+            )
+        if (
+            gate.calibration is not None
+            and gate.calibration != "none"
+            and gate.calibration not in p.calibration.methods
+        ):
+            problems.append(
+                InputError(
+                    f"gate is judged after calibration `{gate.calibration}`, which calibration.methods does not fit",
+                    file=file,
+                    line=p.line_of("gates", i, "calibration"),
+                    field=f"gates[{i}].calibration",
+                    expected=f"one of {p.calibration.methods}",
+                )
+            )
     if problems:
         raise InputErrors(problems)
 
@@ -734,19 +805,31 @@ def _attribute_problems(p: Protocol) -> list[InputError]:
     ids = {p.columns.case_id: "columns.case_id", p.columns.patient_id: "columns.patient_id"}
     label_cols = {f"y_{lab}" for lab in p.labels or []}
     used = [(f"attributes[{i}]", ("attributes", i), a) for i, a in enumerate(p.attributes)]
-    used += [(f"subgroups[{i}].column", ("subgroups", i, "column"), g.column)
-             for i, g in enumerate(p.subgroups) if g.column]
+    used += [
+        (f"subgroups[{i}].column", ("subgroups", i, "column"), g.column) for i, g in enumerate(p.subgroups) if g.column
+    ]
     for field, loc, column in used:
         if column in ids:
-            problems.append(InputError(
-                f"`{column}` is the identifier column ({ids[column]}): its raw values would be written into "
-                "predictions and bundles", file=p.path, line=p.line_of(*loc), field=field,
-                expected="a case attribute that does not identify a patient"))
+            problems.append(
+                InputError(
+                    f"`{column}` is the identifier column ({ids[column]}): its raw values would be written into "
+                    "predictions and bundles",
+                    file=p.path,
+                    line=p.line_of(*loc),
+                    field=field,
+                    expected="a case attribute that does not identify a patient",
+                )
+            )
         elif column in RESERVED_COLUMNS or column in label_cols:
-            problems.append(InputError(
-                f"`{column}` is the name of a standard case column, which this attribute would overwrite",
-                file=p.path, line=p.line_of(*loc), field=field,
-                expected=f"another column name (not {', '.join(RESERVED_COLUMNS)} or y_<label>)"))
+            problems.append(
+                InputError(
+                    f"`{column}` is the name of a standard case column, which this attribute would overwrite",
+                    file=p.path,
+                    line=p.line_of(*loc),
+                    field=field,
+                    expected=f"another column name (not {', '.join(RESERVED_COLUMNS)} or y_<label>)",
+                )
+            )
     return problems
 
 

@@ -1,6 +1,7 @@
 """The text summary of a run that ``validate run`` and ``validate demo`` print (and
 :attr:`validate.pipeline.RunResult.summary` holds): sites with their headline metrics, the gates that
 did not pass, the recommended calibration, where the bundle is, and the verdict line last."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,13 +17,17 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     gates = parts["gates"]
     failures = loaded["failures"]
     ci = parts["settings"].ci_level
-    lines = [f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), {metrics['overall'].get('n')} case(s) "
-             f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"]
+    lines = [
+        f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), "
+        f"{metrics['overall'].get('n')} case(s) "
+        f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"
+    ]
     from validate.metrics import registry
 
     keys = registry.names("run_summary", protocol.task)
     head = f"  {'site':<14} {'role':<12} {'n':>6} {'events':>6}  " + "  ".join(
-        f"{k + f' ({ci:.0%} CI)':<24}" for k in keys)
+        f"{k + f' ({ci:.0%} CI)':<24}" for k in keys
+    )
     lines.append(head)
     for s in [site.id for site in protocol.sites]:  # every declared site: one without scored cases shows as 0
         b = metrics["sites"].get(s) or {}
@@ -30,8 +35,11 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
         flag = "  [insufficient]" if b.get("insufficient") else ""
         if s not in metrics["sites"]:
             flag = "  [no scored case]"
-        lines.append(f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get('n_events', '')):>6}  "
-                     + "  ".join(f"{entry_text(b.get(k)):<24}" for k in keys) + flag)
+        lines.append(
+            f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get('n_events', '')):>6}  "
+            + "  ".join(f"{entry_text(b.get(k)):<24}" for k in keys)
+            + flag
+        )
     c = gates.counts
     if gates.rows:
         lines.append(f"Gates: {len(gates.rows)} check(s): {c['pass']} pass, {c['warn']} warn, {c['fail']} fail")
@@ -43,8 +51,10 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
         lines += comparison_lines(parts["comparison"], protocol.task)
     cal = parts.get("calibration") or {}
     if cal.get("recommended"):
-        lines.append(f"Calibration: recommended method {cal['recommended']} ({cal.get('design')}, fitted on "
-                     f"{', '.join(cal.get('fit_on') or [])})")
+        lines.append(
+            f"Calibration: recommended method {cal['recommended']} ({cal.get('design')}, fitted on "
+            f"{', '.join(cal.get('fit_on') or [])})"
+        )
     lines.append(f"Bundle: {bundle}")
     lines.append(f"Report: {bundle / 'report.html'}")
     lines.append(f"Verdict: {gates.verdict.upper()} (exit {gates.exit_code})")
@@ -65,25 +75,35 @@ def comparison_lines(comparison: dict, task: str) -> list[str]:
     overall = comparison.get("overall") or {}
     held = list(overall.get("metrics") or {})
     keys = [k for k in registry.names("run_summary", task) if k in held]
-    keys += [k for k in held if k not in keys][:max(0, COMPARISON_COLUMNS - len(keys))]
+    keys += [k for k in held if k not in keys][: max(0, COMPARISON_COLUMNS - len(keys))]
     level = comparison.get("level")
     ci = f"{level:.0%} CI" if isinstance(level, (int, float)) else "CI"
     matched = comparison.get("matched") or {}
-    lines = [f"Comparison with the baseline (Δ = new − baseline, paired {ci}): {matched.get('n')} matched case(s)"
-             + _unmatched_note(matched)]
+    lines = [
+        f"Comparison with the baseline (Δ = new − baseline, paired {ci}): {matched.get('n')} matched case(s)"
+        + _unmatched_note(matched)
+    ]
     lines.append(f"  {'block':<14} {'n':>6} {'events':>6}  " + "  ".join(f"{'Δ ' + k:<26}" for k in keys))
     blocks = [("overall", overall), *(comparison.get("sites") or {}).items()]  # sites in the protocol's order
     for name, blk in blocks:
         flag = "  [insufficient]" if blk.get("insufficient") else ""
         cells = [_delta_text((blk.get("metrics") or {}).get(k)) for k in keys]
-        lines.append(terminal_text(f"  {name:<14} {blk.get('n', 0):>6} {str(blk.get('n_events', '')):>6}  "
-                                   + "  ".join(f"{c:<26}" for c in cells) + flag))
+        lines.append(
+            terminal_text(
+                f"  {name:<14} {blk.get('n', 0):>6} {str(blk.get('n_events', '')):>6}  "
+                + "  ".join(f"{c:<26}" for c in cells)
+                + flag
+            )
+        )
     return lines
 
 
 def _unmatched_note(matched: dict) -> str:
-    left = [f"{matched[k]} scored by the {who} model only" for k, who in
-            (("n_new_only", "new"), ("n_baseline_only", "baseline")) if matched.get(k)]
+    left = [
+        f"{matched[k]} scored by the {who} model only"
+        for k, who in (("n_new_only", "new"), ("n_baseline_only", "baseline"))
+        if matched.get(k)
+    ]
     return f" ({'; '.join(left)}, left out)" if left else ""
 
 

@@ -30,6 +30,7 @@ The image paths come from the site manifests, read at run time; no path or file 
 bundle (a PNG made from an array carries no metadata). A case whose image cannot be read simply has no
 thumbnail (scoring already recorded why).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,7 @@ import io
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -149,12 +150,14 @@ def _check_array_size(path: Path) -> None:
         return
     height_width = sorted(shape)[-2:]  # the channel axis, when there is one, is the smallest
     if float(np.prod(height_width, dtype=np.float64)) > MAX_IMAGE_PIXELS:
-        raise CaseError(f"array of shape {shape} is above the {MAX_IMAGE_PIXELS} pixel limit "
-                        "(decompression bomb guard)")
+        raise CaseError(
+            f"array of shape {shape} is above the {MAX_IMAGE_PIXELS} pixel limit (decompression bomb guard)"
+        )
 
 
-def thumbnail_png(path: str | Path, spec: Any, *, roots: Iterable[str | Path], size: int = THUMBNAIL_SIZE,
-                  enlarge_to: int = 0) -> bytes:
+def thumbnail_png(
+    path: str | Path, spec: Any, *, roots: Iterable[str | Path], size: int = THUMBNAIL_SIZE, enlarge_to: int = 0
+) -> bytes:
     """One image file as PNG bytes, 8-bit grey (1 channel) or RGB (3), at most ``size`` pixels a side:
     the one display decoder (module docstring).
 
@@ -194,8 +197,9 @@ def picture_spec(spec: Any = None) -> Any:
     return replace(spec if spec is not None else Preprocessing(kind="image", channels=3, scale=255.0), kind="image")
 
 
-def thumbnail_png_or_none(path: str | Path, spec: Any, *, roots: Iterable[str | Path], size: int = THUMBNAIL_SIZE,
-                          enlarge_to: int = 0) -> Optional[bytes]:
+def thumbnail_png_or_none(
+    path: str | Path, spec: Any, *, roots: Iterable[str | Path], size: int = THUMBNAIL_SIZE, enlarge_to: int = 0
+) -> bytes | None:
     """:func:`thumbnail_png`, or ``None`` when the image cannot be read or is refused (a presentation
     shows no picture rather than failing)."""
     from validate.scoring.inputs import CaseError
@@ -222,8 +226,9 @@ def to_uint8(arr: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
 
 
-def write_thumbnails(writer: Any, frame: Any, protocol: Any, name_of: Callable[[str], Optional[str]],
-                     per_site: int = ERRORS_PER_SITE) -> dict[tuple[str, str], str]:
+def write_thumbnails(
+    writer: Any, frame: Any, protocol: Any, name_of: Callable[[str], str | None], per_site: int = ERRORS_PER_SITE
+) -> dict[tuple[str, str], str]:
     """Write the thumbnails of :func:`selected_cases` into ``writer`` (a :class:`validate.bundle.BundleWriter`).
 
     ``frame`` holds the original case ids (before pseudonymisation); ``name_of(case_id)`` gives the
@@ -256,13 +261,16 @@ def write_thumbnails(writer: Any, frame: Any, protocol: Any, name_of: Callable[[
     return written
 
 
-def write_cases(writer: Any, frame: Any, protocol: Any, name_of: Callable[[str], Optional[str]],
-                per_site: int = ERRORS_PER_SITE) -> None:
+def write_cases(
+    writer: Any, frame: Any, protocol: Any, name_of: Callable[[str], str | None], per_site: int = ERRORS_PER_SITE
+) -> None:
     """Write the Cases page's data: the thumbnails (image protocols) and ``cases.json``
     (:func:`validate.analysis.cases.cases_file`: the ranked confident errors per site, each with the
     name of its thumbnail when one was written)."""
     from validate.analysis.cases import cases_file, ranking_settings
 
     written = write_thumbnails(writer, frame, protocol, name_of, per_site=per_site)
-    writer.write_json("cases.json", cases_file(frame, **ranking_settings(protocol), per_site=per_site,
-                                               name_of=name_of, thumbnails=written))
+    writer.write_json(
+        "cases.json",
+        cases_file(frame, **ranking_settings(protocol), per_site=per_site, name_of=name_of, thumbnails=written),
+    )

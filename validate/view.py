@@ -10,25 +10,30 @@ statistic, reads predictions or imports the engine (``validate.analysis``, ``.me
 - calibration designs: :func:`sample_size_rows`, :func:`transfer_matrix` (``calibration.json``'s
   ``designs`` in the shapes :mod:`validate.charts` takes).
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from validate.groups import group_sort_key
 
 # ---- metric entries and blocks --------------------------------------------------------------------
 
-def triplet(entry: Any) -> tuple[Optional[float], Optional[float], Optional[float]]:
+
+def triplet(entry: Any) -> tuple[float | None, float | None, float | None]:
     """(estimate, ci_low, ci_high) of a metric entry: an interval dict, a bare number or missing."""
     if isinstance(entry, Mapping):
-        return (_num(entry.get("estimate", entry.get("statistic"))), _num(entry.get("ci_low")),
-                _num(entry.get("ci_high")))
+        return (
+            _num(entry.get("estimate", entry.get("statistic"))),
+            _num(entry.get("ci_low")),
+            _num(entry.get("ci_high")),
+        )
     return _num(entry), None, None
 
 
-def _num(x: Any) -> Optional[float]:
+def _num(x: Any) -> float | None:
     if isinstance(x, bool) or x is None:
         return None
     try:
@@ -38,11 +43,11 @@ def _num(x: Any) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
-def fmt(x: Optional[float], digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def p_text(p: Optional[float]) -> str:
+def p_text(p: float | None) -> str:
     """A p-value for reading: four decimals, or ``< 0.0001``."""
     if p is None:
         return "—"
@@ -72,7 +77,7 @@ def metric_names(blocks: Iterable[Mapping]) -> list[str]:
     return list(seen)
 
 
-def insufficient_reason(block: Mapping) -> Optional[str]:
+def insufficient_reason(block: Mapping) -> str | None:
     if not block or not block.get("insufficient"):
         return None
     r = block.get("insufficient_reason") or block.get("reason") or "too few cases or events"
@@ -81,7 +86,8 @@ def insufficient_reason(block: Mapping) -> Optional[str]:
 
 # ---- gates.json ----------------------------------------------------------------------------------
 
-def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]:
+
+def gate_verdicts_by_site(gates: Mapping | None) -> dict[str, dict[str, str]]:
     """``{site: {metric: worst verdict}}`` over the gate rows judged on that site, plus ``"*"`` per
     site for the worst verdict of any of its rows."""
     rank = {"pass": 0, "warn": 1, "fail": 2}
@@ -100,6 +106,7 @@ def gate_verdicts_by_site(gates: Optional[Mapping]) -> dict[str, dict[str, str]]
 
 # ---- subgroups.json ------------------------------------------------------------------------------
 
+
 def insufficient_cells(analysis: Mapping) -> list[dict]:
     """Every (level, subgroup, group) marked insufficient, with n, events and the reason (for the
     report's limitations section)."""
@@ -110,20 +117,33 @@ def insufficient_cells(analysis: Mapping) -> list[dict]:
             for g in sorted(cells, key=group_sort_key):
                 b = cells[g].get("block") or {}
                 if b.get("insufficient"):
-                    rows.append({"site": "all sites" if level == "overall" else level, "subgroup": attr,
-                                 "group": g, "n": b.get("n"),
-                                 "n_events": b.get("n_events"), "reason": b.get("reason")})
+                    rows.append(
+                        {
+                            "site": "all sites" if level == "overall" else level,
+                            "subgroup": attr,
+                            "group": g,
+                            "n": b.get("n"),
+                            "n_events": b.get("n_events"),
+                            "reason": b.get("reason"),
+                        }
+                    )
     return rows
 
 
 # ---- calibration.json designs (validate.calibrators.designs) ----------------------------------------
 
+
 def _designs(calibration: Mapping) -> Mapping:
     return (calibration or {}).get("designs") or {}
 
 
-def sample_size_rows(calibration: Mapping, metric: str = "ece", *, methods: Optional[Sequence[str]] = None,
-                     sites: Optional[Sequence[str]] = None) -> list[dict]:
+def sample_size_rows(
+    calibration: Mapping,
+    metric: str = "ece",
+    *,
+    methods: Sequence[str] | None = None,
+    sites: Sequence[str] | None = None,
+) -> list[dict]:
     """Rows for :func:`validate.charts.sample_size_figure`: per external site, method (not ``none``) and
     fitting-set size, the mean of ``metric`` over repeats, its 2.5/97.5% quantiles as the spread, and
     the uncalibrated mean on the same evaluation cases as ``baseline``."""
@@ -141,9 +161,19 @@ def sample_size_rows(calibration: Mapping, metric: str = "ece", *, methods: Opti
                 s = (stats or {}).get(metric) or {}
                 if s.get("mean") is None:
                     continue
-                rows.append({"site": site, "method": method, "n_fit": int(res.get("n_fit", size)), "mean": s["mean"],
-                             "low": s.get("q025"), "high": s.get("q975"), "repeats": res.get("repeats"),
-                             "baseline": base, "n_eval": res.get("n_eval")})
+                rows.append(
+                    {
+                        "site": site,
+                        "method": method,
+                        "n_fit": int(res.get("n_fit", size)),
+                        "mean": s["mean"],
+                        "low": s.get("q025"),
+                        "high": s.get("q975"),
+                        "repeats": res.get("repeats"),
+                        "baseline": base,
+                        "n_eval": res.get("n_eval"),
+                    }
+                )
     return rows
 
 
@@ -155,6 +185,5 @@ def transfer_matrix(calibration: Mapping, metric: str = "ece") -> dict[str, dict
     for method, by_metric in (section.get("methods") or {}).items():
         matrix = (by_metric or {}).get(metric)
         if matrix:
-            out[method] = {fit: {ev: {"estimate": v} for ev, v in (row or {}).items()}
-                           for fit, row in matrix.items()}
+            out[method] = {fit: {ev: {"estimate": v} for ev, v in (row or {}).items()} for fit, row in matrix.items()}
     return out

@@ -18,6 +18,7 @@ site is exchangeable with it (no built-in false alarm).
 Usage: .venv/bin/python sample_sites/chest/make_sites.py [--data DIR] [--out DIR]
 Deterministic: the same numpy, scipy and Pillow versions rewrite byte-identical PNG, DICOM and CSV files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,9 @@ class SiteSpec:
     id: str
     n_normal: int
     n_pneumonia: int
-    fmt: str = "png"                 # png | dcm
+    fmt: str = "png"  # png | dcm
     manufacturer: str = "vendor_a"
-    age_mean: float = 55.0           # simulated age ~ N(mean, sd), rounded, clipped to [18, 95]
+    age_mean: float = 55.0  # simulated age ~ N(mean, sd), rounded, clipped to [18, 95]
     age_sd: float = 17.0
 
 
@@ -65,16 +66,16 @@ SITES = (
 )
 
 # --- the simulated shifts (parameters are quoted in README.md; keep the two in step) ---------
-VENDOR_B_WINDOW = (0.10, 1.00)      # fraction of full scale mapped to [0, 1], clipped outside
+VENDOR_B_WINDOW = (0.10, 1.00)  # fraction of full scale mapped to [0, 1], clipped outside
 VENDOR_B_GAMMA = 0.6
-NOISY_BLUR_SIGMA = 1.0              # Gaussian blur, pixels (scipy.ndimage, mode reflect, truncate 4)
-NOISY_BLUR_NOISE_SD = 15.0          # additive Gaussian noise, grey levels of 0..255
-LOW_RES_SIZE = 14                   # Pillow BOX down to 14x14, BILINEAR back up to 28x28
+NOISY_BLUR_SIGMA = 1.0  # Gaussian blur, pixels (scipy.ndimage, mode reflect, truncate 4)
+NOISY_BLUR_NOISE_SD = 15.0  # additive Gaussian noise, grey levels of 0..255
+LOW_RES_SIZE = 14  # Pillow BOX down to 14x14, BILINEAR back up to 28x28
 DRIFT_YEAR = 2024
-DRIFT_START_MONTH = 7               # months 1..6 unchanged; from month 7, k = month - 6
-DRIFT_CONTRAST_STEP = 0.08          # contrast factor 1 - 0.08 k about the image's own mean
-DRIFT_NOISE_STEP = 3.0              # additive Gaussian noise sd = 3 k grey levels
-PAIRED_FRACTION = 2 / 11            # share of images in 2-image patients: 1 patient in 11 has two images
+DRIFT_START_MONTH = 7  # months 1..6 unchanged; from month 7, k = month - 6
+DRIFT_CONTRAST_STEP = 0.08  # contrast factor 1 - 0.08 k about the image's own mean
+DRIFT_NOISE_STEP = 3.0  # additive Gaussian noise sd = 3 k grey levels
+PAIRED_FRACTION = 2 / 11  # share of images in 2-image patients: 1 patient in 11 has two images
 
 VENDOR_B_MODEL = "SIM-CR 2000"
 DICOM_SC_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
@@ -130,7 +131,7 @@ def allocate(pool, rng) -> dict[str, list[tuple[str, int, int]]]:
             n = s.n_pneumonia if label else s.n_normal
             if start + n > len(deck):
                 raise SystemExit(f"error: not enough {CLASSES[label]} images for site {s.id}")
-            out[s.id] += deck[start:start + n]
+            out[s.id] += deck[start : start + n]
             start += n
     return out
 
@@ -143,7 +144,7 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
 def vendor_b_curve(img: np.ndarray) -> np.ndarray:
     lo, hi = VENDOR_B_WINDOW
     x = np.clip((img.astype(np.float64) / 255.0 - lo) / (hi - lo), 0.0, 1.0)
-    return to_uint8(255.0 * x ** VENDOR_B_GAMMA)
+    return to_uint8(255.0 * x**VENDOR_B_GAMMA)
 
 
 def noisy_blur(img: np.ndarray, rng) -> np.ndarray:
@@ -181,8 +182,8 @@ def assign_patients(labels: np.ndarray, spec: SiteSpec, rng) -> tuple[np.ndarray
     for label in (0, 1):
         idx = rng.permutation(np.flatnonzero(labels == label))
         n_pairs = int(round(len(idx) * PAIRED_FRACTION / 2))
-        groups += [list(idx[2 * j:2 * j + 2]) for j in range(n_pairs)]
-        groups += [[i] for i in idx[2 * n_pairs:]]
+        groups += [list(idx[2 * j : 2 * j + 2]) for j in range(n_pairs)]
+        groups += [[i] for i in idx[2 * n_pairs :]]
     order = rng.permutation(len(groups))
     patients = []
     for pnum, g in enumerate(order):
@@ -214,8 +215,17 @@ def write_png(path: Path, img: np.ndarray) -> None:
     Image.fromarray(img, mode="L").save(path, format="PNG")
 
 
-def write_dicom(path: Path, img: np.ndarray, *, case_id: str, patient_id: str, patient_no: int,
-                sex: str, age: int, manufacturer: str) -> None:
+def write_dicom(
+    path: Path,
+    img: np.ndarray,
+    *,
+    case_id: str,
+    patient_id: str,
+    patient_no: int,
+    sex: str,
+    age: int,
+    manufacturer: str,
+) -> None:
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian
@@ -285,7 +295,7 @@ def build_site(spec: SiteSpec, members, data, out_dir: Path, site_no: int) -> li
     dates = drift_dates(labels, rng) if spec.id == "drift_site" else None
     order = list(range(len(members)))
     if dates is not None:
-        order.sort(key=lambda i: (dates[i], i))   # case ids follow acquisition order
+        order.sort(key=lambda i: (dates[i], i))  # case ids follow acquisition order
 
     site_dir = out_dir / spec.id
     if site_dir.exists():
@@ -312,12 +322,27 @@ def build_site(spec: SiteSpec, members, data, out_dir: Path, site_no: int) -> li
         attrs = patients[pnum - 1]
         image = f"{case_id}.{spec.fmt}"
         if spec.fmt == "dcm":
-            write_dicom(site_dir / "images" / image, img, case_id=case_id, patient_id=patient_id,
-                        patient_no=pnum, sex=attrs["sex"], age=attrs["age"], manufacturer=spec.manufacturer)
+            write_dicom(
+                site_dir / "images" / image,
+                img,
+                case_id=case_id,
+                patient_id=patient_id,
+                patient_no=pnum,
+                sex=attrs["sex"],
+                age=attrs["age"],
+                manufacturer=spec.manufacturer,
+            )
         else:
             write_png(site_dir / "images" / image, img)
-        row = {"case_id": case_id, "patient_id": patient_id, "label": CLASSES[label], "image": image,
-               "sex": attrs["sex"], "age": attrs["age"], "manufacturer": spec.manufacturer}
+        row = {
+            "case_id": case_id,
+            "patient_id": patient_id,
+            "label": CLASSES[label],
+            "image": image,
+            "sex": attrs["sex"],
+            "age": attrs["age"],
+            "manufacturer": spec.manufacturer,
+        }
         if dates is not None:
             row["acquired_at"] = dates[i].isoformat()
         row["source_split"] = split
@@ -346,8 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = build_site(spec, allocation[spec.id], data, args.out, site_no)
         n_pos = sum(r["label"] == "pneumonia" for r in rows)
         n_pat = len({r["patient_id"] for r in rows})
-        print(f"{spec.id:15s} n={len(rows):4d} pneumonia={n_pos:4d} prevalence={n_pos / len(rows):.3f} "
-              f"patients={n_pat} format={spec.fmt}")
+        print(
+            f"{spec.id:15s} n={len(rows):4d} pneumonia={n_pos:4d} prevalence={n_pos / len(rows):.3f} "
+            f"patients={n_pat} format={spec.fmt}"
+        )
     used = sum(len(v) for v in allocation.values())
     print(f"unused pool images: {len(pool) - used} (all pneumonia: low_prevalence takes few)")
     return 0

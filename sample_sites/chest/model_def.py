@@ -4,6 +4,7 @@ Input: float32 [N, 1, 28, 28], preprocessed as (pixel / 255 - 0.5) / 0.5.
 Output: one logit per image, [N, 1]; sigmoid(logit) = P(pneumonia).
 `build_model()` is the factory named in protocols/chest.yaml for loading `model_state.pt`.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -15,9 +16,14 @@ class ChestCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 28 -> 14
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 14 -> 7
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
         )
         self.head = nn.Linear(64, 1)
 

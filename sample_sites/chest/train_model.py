@@ -15,6 +15,7 @@ Deterministic: fixed seeds, torch.use_deterministic_algorithms(True), 1 thread; 
 torch build on the same machine give identical weights. About 20 s of CPU time (one thread).
 Usage: .venv/bin/python sample_sites/chest/train_model.py [--data DIR] [--eval-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ def train(images: np.ndarray, labels: np.ndarray) -> torch.nn.Module:
         perm = torch.randperm(len(y), generator=gen)
         total = 0.0
         for start in range(0, len(y), BATCH):
-            idx = perm[start:start + BATCH]
+            idx = perm[start : start + BATCH]
             opt.zero_grad()
             loss = loss_fn(model(x[idx]).squeeze(1), y[idx])
             loss.backward()
@@ -99,8 +100,10 @@ def score_sites(model: torch.nn.Module) -> None:
 
     def row(name, labels, logits):
         p = 1.0 / (1.0 + np.exp(-logits))
-        print(f"| {name} | {len(labels)} | {labels.sum()} | {labels.mean():.3f} | "
-              f"{roc_auc_score(labels, logits):.3f} | {brier_score_loss(labels, p):.3f} | {p.mean():.3f} |")
+        print(
+            f"| {name} | {len(labels)} | {labels.sum()} | {labels.mean():.3f} | "
+            f"{roc_auc_score(labels, logits):.3f} | {brier_score_loss(labels, p):.3f} | {p.mean():.3f} |"
+        )
 
     header = "| {} | n | pneumonia | prevalence | AUROC | Brier | mean p |\n|---|---:|---:|---:|---:|---:|---:|"
     print(header.format("site"))

@@ -14,6 +14,7 @@ The output is deterministic: rerunning the script rewrites identical files.
 
     .venv/bin/python sample_sites/heart/make_manifests.py [--data ../shared/data] [--out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-            "thalach", "exang", "oldpeak", "slope", "ca", "thal"]
+FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 SOURCE_COLUMNS = FEATURES + ["num"]
 MANIFEST_COLUMNS = ["case_id", "patient_id", "label"] + FEATURES + ["sex_label"]
 
@@ -70,7 +84,9 @@ def read_source(path: Path) -> list[dict[str, float]]:
                 continue
             if len(fields) != len(SOURCE_COLUMNS):
                 raise ValueError(f"{path}:{line}: {len(fields)} fields, expected {len(SOURCE_COLUMNS)}")
-            rows.append({name: _number(tok, path, line, name) for name, tok in zip(SOURCE_COLUMNS, fields, strict=True)})
+            rows.append(
+                {name: _number(tok, path, line, name) for name, tok in zip(SOURCE_COLUMNS, fields, strict=True)}
+            )
     return rows
 
 
@@ -93,7 +109,8 @@ def check_counts(site: str, rows: list[dict[str, str]]) -> None:
     prevalence = 100.0 * sum(r["label"] == "1" for r in rows) / n
     assert n == n_expected, f"{site}: {n} rows, SOURCES.md says {n_expected}"
     assert round(prevalence, 1) == prevalence_expected, (
-        f"{site}: prevalence {prevalence:.1f}%, SOURCES.md says {prevalence_expected}%")
+        f"{site}: prevalence {prevalence:.1f}%, SOURCES.md says {prevalence_expected}%"
+    )
 
 
 def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
@@ -107,8 +124,12 @@ def write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="folder holding uci_heart/ (default: the shared/ folder beside the repository)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder holding uci_heart/ (default: the shared/ folder beside the repository)",
+    )
     parser.add_argument("--out", type=Path, default=HERE, help="where to write the manifests (default: this folder)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -25,21 +25,35 @@ the manifest columns as they are:
 ``build_model()`` returns the untrained module (buffers neutral); load ``model_state.pt``
 into it to get the shipped model. ``train_model.py`` fits it.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-            "thalach", "exang", "oldpeak", "slope", "ca", "thal"]
+FEATURES = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+]
 CONTINUOUS = ["age", "trestbps", "chol", "thalach", "oldpeak", "ca"]
 BINARY = ["sex", "fbs", "exang"]
 # documented codes of each categorical feature (heart-disease.names)
 CATEGORICAL = {
-    "cp": [1.0, 2.0, 3.0, 4.0],     # typical angina, atypical angina, non-anginal pain, asymptomatic
-    "restecg": [0.0, 1.0, 2.0],     # normal, ST-T abnormality, left ventricular hypertrophy
-    "slope": [1.0, 2.0, 3.0],       # upsloping, flat, downsloping
-    "thal": [3.0, 6.0, 7.0],        # normal, fixed defect, reversible defect
+    "cp": [1.0, 2.0, 3.0, 4.0],  # typical angina, atypical angina, non-anginal pain, asymptomatic
+    "restecg": [0.0, 1.0, 2.0],  # normal, ST-T abnormality, left ventricular hypertrophy
+    "slope": [1.0, 2.0, 3.0],  # upsloping, flat, downsloping
+    "thal": [3.0, 6.0, 7.0],  # normal, fixed defect, reversible defect
 }
 ZERO_IS_MISSING = ["trestbps", "chol"]
 N_ENCODED = len(CONTINUOUS) + len(BINARY) + sum(len(v) for v in CATEGORICAL.values())
@@ -85,7 +99,7 @@ class HeartModel(nn.Module):
             codes = getattr(self, f"{name}_codes")
             freq = getattr(self, f"{name}_freq")
             column = x[:, FEATURES.index(name)].unsqueeze(1)
-            onehot = (column == codes).to(x.dtype)   # NaN matches no code
+            onehot = (column == codes).to(x.dtype)  # NaN matches no code
             known = onehot.sum(dim=1, keepdim=True) > 0
             parts.append(torch.where(known, onehot, freq.expand_as(onehot)))
         return torch.cat(parts, dim=1)

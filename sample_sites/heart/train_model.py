@@ -35,6 +35,7 @@ and prints the apparent (Cleveland) AUROC and accuracy at p >= 0.5, and both at 
 
     .venv/bin/python sample_sites/heart/train_model.py [--variant v1|v2|all] [--manifests DIR] [--out DIR] [--no-export]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -131,8 +132,15 @@ def fit_weights(model: HeartModel, x: torch.Tensor, y: np.ndarray, excluded: tup
     torch.nn.init.zeros_(linear.weight)
     torch.nn.init.zeros_(linear.bias)
     params = list(linear.parameters())
-    optimiser = torch.optim.LBFGS(params, lr=1.0, max_iter=1000, tolerance_grad=1e-12,
-                                  tolerance_change=1e-15, history_size=50, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=1000,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         optimiser.zero_grad()
@@ -176,9 +184,11 @@ def print_discrimination(model: HeartModel, manifests: Path) -> None:
             logit = model(x).squeeze(1).numpy()
             p = 1.0 / (1.0 + np.exp(-logit))
             role = "apparent" if site == DEVELOPMENT else "external"
-            print(f"{site:12s} {role:8s} n={len(y):3d} events={int(y.sum()):3d} "
-                  f"prevalence={y.mean():.3f} mean_p={p.mean():.3f} AUROC={roc_auc_score(y, logit):.3f} "
-                  f"accuracy@0.5={np.mean((p >= 0.5) == (y == 1)):.3f}")
+            print(
+                f"{site:12s} {role:8s} n={len(y):3d} events={int(y.sum()):3d} "
+                f"prevalence={y.mean():.3f} mean_p={p.mean():.3f} AUROC={roc_auc_score(y, logit):.3f} "
+                f"accuracy@0.5={np.mean((p >= 0.5) == (y == 1)):.3f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

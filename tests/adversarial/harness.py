@@ -1,10 +1,12 @@
-"""Helpers for the hostile-input tests (a module, not a conftest: tests/conftest.py owns that name): run the real command line, and prove nothing else changed on disk.
+"""Helpers for the hostile-input tests (a module, not a conftest: tests/conftest.py owns that name):
+run the real command line, and prove nothing else changed on disk.
 
 Every test in this folder runs ``python -m validate ...`` in a subprocess (the console users and CI
 see), then asserts three things: the exit code of the contract (0 pass, 1 gate failed, 2 bad input,
 3 could not complete), a message that names what went wrong, and that no file outside the places the
 command may write was created, changed or removed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,13 +33,20 @@ class Result:
         assert "Traceback (most recent call last)" not in self.text, self.text
 
 
-def run_cli(*args: str | os.PathLike, cwd: str | os.PathLike | None = None, env: dict | None = None,
-            timeout: float = 600) -> Result:
+def run_cli(
+    *args: str | os.PathLike, cwd: str | os.PathLike | None = None, env: dict | None = None, timeout: float = 600
+) -> Result:
     """``python -m validate ARGS`` in a fresh interpreter; never a traceback on the terminal."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     full_env.pop("VALIDATE_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "validate", *map(str, args)], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "validate", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     result = Result(proc.returncode, proc.stdout, proc.stderr)
     result.assert_no_traceback()
     return result
@@ -72,8 +81,10 @@ class Unchanged:
         self.allow = tuple(allow)
 
     def _keep(self, rel: str) -> bool:
-        return not any(rel == a or rel.startswith(a.rstrip("/") + "/") or
-                       (a.endswith("*") and rel.startswith(a[:-1])) for a in self.allow)
+        return not any(
+            rel == a or rel.startswith(a.rstrip("/") + "/") or (a.endswith("*") and rel.startswith(a[:-1]))
+            for a in self.allow
+        )
 
     def __enter__(self):
         self.before = {k: v for k, v in tree_state(self.root).items() if self._keep(k)}
@@ -88,4 +99,3 @@ class Unchanged:
         changed = sorted(k for k in set(after) & set(self.before) if after[k] != self.before[k])
         assert not (added or removed or changed), f"disk changed: added {added}, removed {removed}, changed {changed}"
         return False
-

@@ -6,6 +6,7 @@ Each malicious ``.pt2`` is the shipped heart model with one change that torch 2.
 never appears. Without the archive inspection every one of them ran its payload (most then scored
 normally, with real weights).
 """
+
 from __future__ import annotations
 
 import io
@@ -67,103 +68,147 @@ def craft(dst: Path, edit: Callable[[dict], None], src: Path = HEART) -> Path:
 
 # ---- the payloads: each returns the edit and the archive entry the refusal must name --------------
 
+
 def pickled_weight(marker: Path):
     """A weight whose config says use_pickle: torch.load(weights_only=False). It returns the real bias."""
+
     def edit(files):
-        _edit_json(files, "model/data/weights/model_weights_config.json",
-                   lambda d: d["config"]["linear.bias"].update(use_pickle=True))
+        _edit_json(
+            files,
+            "model/data/weights/model_weights_config.json",
+            lambda d: d["config"]["linear.bias"].update(use_pickle=True),
+        )
         bias = torch.frombuffer(bytearray(files["model/data/weights/weight_1"]), dtype=torch.float32).tolist()
         files["model/data/weights/weight_1"] = _torch_bytes(
-            Payload(f"{_touch(marker)} or __import__('torch').nn.Parameter(__import__('torch').tensor({bias}))"))
+            Payload(f"{_touch(marker)} or __import__('torch').nn.Parameter(__import__('torch').tensor({bias}))")
+        )
+
     return edit, "model/data/weights/model_weights_config.json ['linear.bias']"
 
 
 def opaque_constant(marker: Path):
     """An opaque_obj_ constant: pickle.loads."""
+
     def edit(files):
-        _edit_json(files, "model/data/constants/model_constants_config.json",
-                   lambda d: d["config"].__setitem__("evil", {"path_name": "opaque_obj_0", "is_param": False,
-                                                              "use_pickle": True, "tensor_meta": None}))
+        _edit_json(
+            files,
+            "model/data/constants/model_constants_config.json",
+            lambda d: d["config"].__setitem__(
+                "evil", {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": True, "tensor_meta": None}
+            ),
+        )
         files["model/data/constants/opaque_obj_0"] = pickle.dumps(Payload(_touch(marker)))
+
     return edit, "model/data/constants/opaque_obj_0"
 
 
 def legacy_weights(marker: Path):
     """The legacy weights file: weights_only=True fails, torch retries with weights_only=False.
     The pickle holds the real state dict plus the payload, so the model then runs normally."""
+
     def edit(files):
         state = dict(torch.export.load(str(HEART)).state_dict)
         state["zz"] = Payload(_touch(marker))
         files["model/data/weights/model.pt"] = _torch_bytes(state)
+
     return edit, "model/data/weights/model.pt"
 
 
 def sample_inputs(marker: Path):
     """The sample inputs, read like the legacy weights (restricted, then unrestricted)."""
+
     def edit(files):
         files["model/data/sample_inputs/model.pt"] = _torch_bytes(
-            ((Payload(f"{_touch(marker)} or __import__('torch').zeros(2, 13)"),), {}))
+            ((Payload(f"{_touch(marker)} or __import__('torch').zeros(2, 13)"),), {})
+        )
+
     return edit, "model/data/sample_inputs/model.pt"
 
 
 def guards_code(marker: Path):
     """guards_code: Python source that ExportedProgram.module() execs into the forward's guard."""
-    return (lambda files: _edit_json(files, "model/models/model.json",
-                                     lambda d: d.__setitem__("guards_code", [f"{_touch(marker)} == 0"])),
-            "model/models/model.json guards_code")
+    return (
+        lambda files: _edit_json(
+            files, "model/models/model.json", lambda d: d.__setitem__("guards_code", [f"{_touch(marker)} == 0"])
+        ),
+        "model/models/model.json guards_code",
+    )
 
 
 def shape_expression(marker: Path):
     """A symbolic shape's expr_str: sympy.sympify, i.e. eval."""
+
     def edit(files):
         text = files["model/models/model.json"].decode()
         honest = "Symbol('s77', positive=True, integer=True)"
         assert honest in text
         evil = f"{honest} + 0*{_touch(marker)}".replace("'", "\\u0027")
         files["model/models/model.json"] = text.replace(honest, evil, 1).encode()
+
     return edit, "expr_str"
 
 
 def aoti_library(marker: Path):
     """An AOTInductor package entry: torch would dlopen a compiled library."""
+
     def edit(files):
         files["model/data/aotinductor/model/model.so"] = b"\x7fELF not really"
+
     return edit, "model/data/aotinductor/model/model.so"
 
 
 def node_target(marker: Path):
     """A node whose target resolves to a plain Python callable (torch would call it as the model runs)."""
+
     def edit(files):
         def change(d):
             d["graph_module"]["graph"]["nodes"][0]["target"] = "torch.ops.load_library"
+
         _edit_json(files, "model/models/model.json", change)
+
     return edit, "nodes[0].target"
 
 
 def argument_name(marker: Path):
     """A forward argument name, pasted by FX into the source of the generated forward."""
+
     def edit(files):
         def change(d):
             d["graph_module"]["module_call_graph"][0]["signature"]["forward_arg_names"] = [f"x={_touch(marker)}"]
+
         _edit_json(files, "model/models/model.json", change)
+
     return edit, "forward_arg_names"
 
 
 def old_format(marker: Path):
     """The pre-2.8 layout (serialized_*.pt at the top), read with the weights_only=False fallback."""
+
     def edit(files):
         files.clear()
         files["version"] = b"8.5"
         files["serialized_state_dict.pt"] = _torch_bytes({"w": Payload(_touch(marker))})
+
     return edit, "serialized_state_dict.pt"
 
 
-ALL_PAYLOADS = [pickled_weight, opaque_constant, legacy_weights, sample_inputs, guards_code, shape_expression,
-                aoti_library, node_target, argument_name, old_format]
+ALL_PAYLOADS = [
+    pickled_weight,
+    opaque_constant,
+    legacy_weights,
+    sample_inputs,
+    guards_code,
+    shape_expression,
+    aoti_library,
+    node_target,
+    argument_name,
+    old_format,
+]
 # the three unrestricted-pickle paths always run at the command line; the others there only with -m ""
 # (the library test below covers every payload)
 CLI_PAYLOADS = [pickled_weight, opaque_constant, legacy_weights] + [
-    pytest.param(p, marks=pytest.mark.slow) for p in (sample_inputs, guards_code, shape_expression)]
+    pytest.param(p, marks=pytest.mark.slow) for p in (sample_inputs, guards_code, shape_expression)
+]
 
 
 def _heart_protocol(tmp_path: Path, checkpoint: Path, base: str = "heart") -> Path:
@@ -177,6 +222,7 @@ def _heart_protocol(tmp_path: Path, checkpoint: Path, base: str = "heart") -> Pa
 
 
 # ---- the command line ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("payload", CLI_PAYLOADS, ids=lambda f: getattr(f, "__name__", str(f)))
 def test_malicious_pt2_is_refused_at_the_command_line_and_never_runs(tmp_path, payload):
@@ -193,12 +239,17 @@ def test_malicious_pt2_is_refused_at_the_command_line_and_never_runs(tmp_path, p
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("checkpoint,base,model_shape,protocol_shape", [
-    (CHEST, "heart", "[N, 1, 28, 28]", "[N, 13]"),
-    (HEART, "chest", "[N, 13]", "[N, 1, 28, 28]"),
-], ids=["chest-model-on-heart", "heart-model-on-chest"])
-def test_checkpoint_of_another_protocol_is_bad_input_naming_both_shapes(tmp_path, checkpoint, base, model_shape,
-                                                                         protocol_shape):
+@pytest.mark.parametrize(
+    "checkpoint,base,model_shape,protocol_shape",
+    [
+        (CHEST, "heart", "[N, 1, 28, 28]", "[N, 13]"),
+        (HEART, "chest", "[N, 13]", "[N, 1, 28, 28]"),
+    ],
+    ids=["chest-model-on-heart", "heart-model-on-chest"],
+)
+def test_checkpoint_of_another_protocol_is_bad_input_naming_both_shapes(
+    tmp_path, checkpoint, base, model_shape, protocol_shape
+):
     protocol = _heart_protocol(tmp_path, checkpoint, base)
     with Unchanged(tmp_path, allow=["out", "runs"]):
         r = run_cli("run", protocol, "--out", tmp_path / "out", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
@@ -226,6 +277,7 @@ def test_empty_or_truncated_pt2_is_bad_input_without_torch_traceback(tmp_path, c
 
 
 # ---- the library -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("payload", ALL_PAYLOADS, ids=lambda f: f.__name__)
 def test_malicious_pt2_is_refused_by_the_loader_naming_the_entry(tmp_path, payload):
@@ -266,9 +318,11 @@ def test_torchscript_pickle_with_a_python_global_is_refused_and_not_run(tmp_path
     honest = tmp_path / "honest.pt"
     torch.jit.save(torch.jit.trace(tiny_model(), torch.randn(2, 1, 16, 16)), str(honest))
     for entry in ("honest/data.pkl", "honest/constants.pkl"):
-        evil = craft(tmp_path / "evil.pt",
-                     lambda files, entry=entry: files.__setitem__(entry, pickle.dumps(Payload(_touch(marker)), protocol=2)),
-                     src=honest)
+        evil = craft(
+            tmp_path / "evil.pt",
+            lambda files, entry=entry: files.__setitem__(entry, pickle.dumps(Payload(_touch(marker)), protocol=2)),
+            src=honest,
+        )
         with pytest.raises(InputError) as err:
             load_checkpoint(evil, format="torchscript")
         assert not marker.exists()
@@ -302,8 +356,12 @@ def test_an_entry_twice_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as zf, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
         zf.writestr(config, json.dumps(evil))
-        zf.writestr("model/data/weights/weight_99", _torch_bytes(Payload(
-            f"{_touch(marker)} or __import__('torch').nn.Parameter(__import__('torch').zeros(1))")))
+        zf.writestr(
+            "model/data/weights/weight_99",
+            _torch_bytes(
+                Payload(f"{_touch(marker)} or __import__('torch').nn.Parameter(__import__('torch').zeros(1))")
+            ),
+        )
         for name, data in honest.items():
             zf.writestr(name, data)
     with pytest.raises(InputError) as err:

@@ -1,5 +1,6 @@
 """Hostile comparison requests (issue #14): exit 2 before anything is scored, a message naming the
 protocol line, the gate and how to fix it, and nothing written."""
+
 from __future__ import annotations
 
 from tests.adversarial.harness import Unchanged, run_cli
@@ -62,10 +63,13 @@ def test_comparison_gate_scope_without_a_comparison_block(tmp_path):
 
 
 def test_comparison_of_a_multiclass_task_is_refused(tmp_path):
-    text = (TABULAR.replace("task: binary", "task: multiclass").replace("classes: [absent, present]",
-                                                                       "classes: [a, b, c]")
-            .replace("positive_class: present\n", "").replace("  methods: [temperature, platt]", "  methods: []"))
-    text = text[:text.index("gates:")] + "gates:\n" + COMPARE_GATE
+    text = (
+        TABULAR.replace("task: binary", "task: multiclass")
+        .replace("classes: [absent, present]", "classes: [a, b, c]")
+        .replace("positive_class: present\n", "")
+        .replace("  methods: [temperature, platt]", "  methods: []")
+    )
+    text = text[: text.index("gates:")] + "gates:\n" + COMPARE_GATE
     proto = workspace(tmp_path, text)
     with Unchanged(tmp_path):
         res = run_cli("run", proto, "--baseline", proto, "--out", tmp_path / "out")

@@ -5,6 +5,7 @@ Hostile text in a manifest (subgroup values, case ids) and in a protocol (a gate
 them: junit.xml well-formed for strict XML parsers, gates.md without HTML, links, images or
 @mentions, no escape sequence on the terminal, and CSV cells a spreadsheet will not run as formulas.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,15 @@ sys.path.insert(0, str(TESTS))
 from test_run_helpers import make_protocol, synthetic_predictions  # noqa: E402
 from test_scoring_support import tiny_model, write_factory  # noqa: E402
 
-HOSTILE_GROUPS = ["<script>alert(1)</script>", "a\x01b\x1b[31mred", "x]]>y", "@octocat",
-                  "[x](javascript:alert(1))", "bad\ufffeend", "![p](https://evil.example/p.png)"]
+HOSTILE_GROUPS = [
+    "<script>alert(1)</script>",
+    "a\x01b\x1b[31mred",
+    "x]]>y",
+    "@octocat",
+    "[x](javascript:alert(1))",
+    "bad\ufffeend",
+    "![p](https://evil.example/p.png)",
+]
 # YAML double-quoted escapes: a bell, an escape sequence, a C1 control, CDATA end, HTML, a link, a mention
 HOSTILE_GATE = '"<img src=x onerror=alert(1)> @octocat \\x07\\e[2J\\x9b ]]> [y](javascript:alert(2))"'
 
@@ -69,8 +77,7 @@ def _assert_markdown_inert(md: str) -> None:
 def test_hostile_subgroup_values_and_gate_name_give_inert_outputs(tmp_path):
     protocol = _hostile_run(tmp_path)
     with Unchanged(tmp_path, allow=["out"]):
-        r = run_cli("run", protocol, "--predictions", tmp_path / "hostile.csv", "--out", tmp_path / "out",
-                    cwd=tmp_path)
+        r = run_cli("run", protocol, "--predictions", tmp_path / "hostile.csv", "--out", tmp_path / "out", cwd=tmp_path)
     assert r.code == 1, r.text  # min 0.99: every group fails
     # the terminal gets no control character from the data, but sees that one was there
     assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", r.out), repr(r.out)
@@ -99,7 +106,7 @@ def test_failures_csv_cells_are_no_spreadsheet_formulas(tmp_path):
     # the tiny tabular model's output is NaN when the first feature is below -1: those cases fail
     write_factory(tmp_path / "code")
     torch.save(tiny_model("build_tabular").state_dict(), tmp_path / "tab.pt")
-    hostile_ids = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "-0.5"]
+    hostile_ids = ['=HYPERLINK("http://evil.example","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "-0.5"]
     rng = np.random.default_rng(0)
     rows = ["case_id,label,f0,f1,f2,sex"]
     for i in range(40):
@@ -109,13 +116,23 @@ def test_failures_csv_cells_are_no_spreadsheet_formulas(tmp_path):
         cell = '"' + case.replace('"', '""') + '"'
         rows.append(f"{cell},{i % 2},{f0:.3f},{rng.normal():.3f},{rng.normal():.3f},{'FM'[i % 2]}")
     (tmp_path / "a.csv").write_text("\n".join(rows) + "\n")
-    doc = {"name": "formulas", "task": "binary", "classes": ["neg", "pos"],
-           "input": {"kind": "tabular", "features": ["f0", "f1", "f2"]},
-           "model": {"checkpoint": "tab.pt", "format": "state_dict", "factory": "tiny_def:build_tabular",
-                     "factory_path": "code"},
-           "sites": [{"id": "a", "manifest": "a.csv", "role": "development"}], "attributes": ["sex"],
-           "metrics": {"n_bootstrap": 0, "min_cases": 1, "min_events": 1},
-           "calibration": {"methods": [], "fit_fraction": 0.5}, "keep_case_ids": True}
+    doc = {
+        "name": "formulas",
+        "task": "binary",
+        "classes": ["neg", "pos"],
+        "input": {"kind": "tabular", "features": ["f0", "f1", "f2"]},
+        "model": {
+            "checkpoint": "tab.pt",
+            "format": "state_dict",
+            "factory": "tiny_def:build_tabular",
+            "factory_path": "code",
+        },
+        "sites": [{"id": "a", "manifest": "a.csv", "role": "development"}],
+        "attributes": ["sex"],
+        "metrics": {"n_bootstrap": 0, "min_cases": 1, "min_events": 1},
+        "calibration": {"methods": [], "fit_fraction": 0.5},
+        "keep_case_ids": True,
+    }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     with Unchanged(tmp_path, allow=["out", "scored", ".cache"]):
         r = run_cli("run", tmp_path / "p.yaml", "--out", tmp_path / "out", cwd=tmp_path)
@@ -123,7 +140,7 @@ def test_failures_csv_cells_are_no_spreadsheet_formulas(tmp_path):
     assert r.code == 0, r.text
     assert s.code == 0, s.text
     # OWASP: text cells starting with = + - @ get a leading quote; a plain number (-0.5) is no formula
-    want = ["'=HYPERLINK(\"http://evil.example\",\"x\")", "'+cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "-0.5"]
+    want = ['\'=HYPERLINK("http://evil.example","x")', "'+cmd|' /C calc'!A0", "'@SUM(1+1)", "'-2+3", "-0.5"]
     for path in (tmp_path / "out" / "failures.csv", tmp_path / "scored" / "failures.csv"):
         with open(path, newline="", encoding="utf-8") as fh:
             table = list(csv.DictReader(fh))

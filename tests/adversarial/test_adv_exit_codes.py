@@ -1,4 +1,5 @@
 """The exit-code contract at the command line: 3 for a run that could not complete, one line, log file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,8 @@ def _factory_protocol(tmp_path: Path, body: str) -> Path:
         "name: exitcodes\nversion: '1'\ntask: binary\nclasses: [neg, pos]\npositive_class: pos\n"
         "input: {kind: tabular, features: [x]}\n"
         "model: {checkpoint: weights.pt, format: state_dict, factory: 'evil_factory:build', factory_path: .}\n"
-        "sites:\n  - {id: a, manifest: site.csv, role: development}\n")
+        "sites:\n  - {id: a, manifest: site.csv, role: development}\n"
+    )
     return protocol
 
 

@@ -6,6 +6,7 @@ texts. The property: loading either succeeds or raises :class:`InputError` (or :
 whose every problem names the file it is about. Any other exception is a crash the command line would
 report as "could not complete" instead of a located message.
 """
+
 from __future__ import annotations
 
 import copy
@@ -22,18 +23,48 @@ from validate.protocol import load_protocol
 
 from tests.adversarial.test_adv_protocol import DEV, EXT, TABULAR
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 #: fewer examples where each one builds metrics blocks (the gate probe) or reads two manifests
 FUZZ_SLOW = settings(FUZZ, max_examples=60)
 
 ODD_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(
-    ["", "..", ".", "a/b", "é", "\u202e", "\x00", "\t", "007", "1e999", ".nan", "on", "yes", "~", "null",
-     "auroc", "each_site", "worst_subgroup:sex", "subgroup_gap:sex", "temperature", "case_id", "patient_id"])
-SCALARS = (st.none() | st.booleans() | st.integers(min_value=-10**30, max_value=10**30)
-           | st.floats(allow_nan=True, allow_infinity=True) | ODD_TEXT)
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
-                      | st.dictionaries(ODD_TEXT, inner, max_size=3), max_leaves=8)
+    [
+        "",
+        "..",
+        ".",
+        "a/b",
+        "é",
+        "\u202e",
+        "\x00",
+        "\t",
+        "007",
+        "1e999",
+        ".nan",
+        "on",
+        "yes",
+        "~",
+        "null",
+        "auroc",
+        "each_site",
+        "worst_subgroup:sex",
+        "subgroup_gap:sex",
+        "temperature",
+        "case_id",
+        "patient_id",
+    ]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | ODD_TEXT
+)
+VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ODD_TEXT, inner, max_size=3), max_leaves=8
+)
 
 
 def _paths(node, prefix=()):
@@ -93,11 +124,27 @@ def mutated_texts(draw):
         elif action == "garble":
             line = lines[i]
             j = draw(st.integers(min_value=0, max_value=max(len(line) - 1, 0)))
-            lines[i] = line[:j] + draw(ODD_TEXT) + line[j + 1:]
+            lines[i] = line[:j] + draw(ODD_TEXT) + line[j + 1 :]
         else:
             n = draw(st.integers(min_value=1, max_value=5000))
-            lines.insert(i, draw(st.sampled_from([f"deep: {'[' * n}{']' * n}\n", "&a [1, *a]\n", "[[[[[[[[\n", "- x\n", ":\n", "? [a]\n: 1\n",
-                                                  "gates: *nope\n", "<<: {}\n", "!!python/object:os.system x\n"])))
+            lines.insert(
+                i,
+                draw(
+                    st.sampled_from(
+                        [
+                            f"deep: {'[' * n}{']' * n}\n",
+                            "&a [1, *a]\n",
+                            "[[[[[[[[\n",
+                            "- x\n",
+                            ":\n",
+                            "? [a]\n: 1\n",
+                            "gates: *nope\n",
+                            "<<: {}\n",
+                            "!!python/object:os.system x\n",
+                        ]
+                    )
+                ),
+            )
     text = "".join(lines).encode("utf-8")
     if draw(st.booleans()):
         at = draw(st.integers(min_value=0, max_value=len(text)))
@@ -106,10 +153,30 @@ def mutated_texts(draw):
 
 
 NAMES = st.text(alphabet="abcxyz_.-é 0", min_size=1, max_size=6)
-METRIC_NAMES = st.sampled_from(["auroc", "aurc", "ece", "brier", "accuracy", "auroc_macro", "macro.auroc",
-                                "hosmer_lemeshow.p_value", "n", "sensitivity", "target_sensitivity.ppv",
-                                "classes.a.auroc", "labels.a.ece", "drift_windows_flagged",
-                                "shift_material_findings", "ici", "ece_classwise"]) | NAMES
+METRIC_NAMES = (
+    st.sampled_from(
+        [
+            "auroc",
+            "aurc",
+            "ece",
+            "brier",
+            "accuracy",
+            "auroc_macro",
+            "macro.auroc",
+            "hosmer_lemeshow.p_value",
+            "n",
+            "sensitivity",
+            "target_sensitivity.ppv",
+            "classes.a.auroc",
+            "labels.a.ece",
+            "drift_windows_flagged",
+            "shift_material_findings",
+            "ici",
+            "ece_classwise",
+        ]
+    )
+    | NAMES
+)
 
 
 @st.composite
@@ -125,9 +192,9 @@ def gate_protocols(draw):
         data.pop("classes")
         data["labels"] = names
     else:
-        data["classes"] = names[:2] if task == "binary" else (names + ["a", "b", "c"])[:max(3, len(names))]
+        data["classes"] = names[:2] if task == "binary" else (names + ["a", "b", "c"])[: max(3, len(names))]
         if len(set(data["classes"])) != len(data["classes"]):
-            data["classes"] = ["a", "b", "c"][:len(data["classes"])]
+            data["classes"] = ["a", "b", "c"][: len(data["classes"])]
     data["metrics"] = {
         "bins": draw(st.integers(min_value=2, max_value=1000)),
         "n_bootstrap": draw(st.integers(min_value=0, max_value=20)),
@@ -136,17 +203,49 @@ def gate_protocols(draw):
         "target_sensitivity": draw(st.none() | st.floats(min_value=0.01, max_value=0.99)),
         "min_events": draw(st.integers(min_value=0, max_value=50)),
     }
-    data["calibration"] = {"methods": draw(st.lists(st.sampled_from(
-        ["temperature", "platt", "isotonic", "histogram", "beta", "vector", "matrix", "bbq", "enir", "none",
-         "temprature"]), max_size=3))}
-    data["gates"] = [{
-        "metric": draw(METRIC_NAMES),
-        "scope": draw(st.sampled_from(["overall", "each_site", "each_subgroup:sex", "worst_subgroup:age_band",
-                                       "subgroup_gap:sex", "subgroup_gap:sex_x_age"])),
-        draw(st.sampled_from(["min", "max"])): draw(st.floats(min_value=-1, max_value=2)),
-        "on": draw(st.sampled_from(["estimate", "ci_low", "ci_high"])),
-        **({"calibration": draw(st.sampled_from(["temperature", "platt", "none"]))} if draw(st.booleans()) else {}),
-    } for _ in range(draw(st.integers(min_value=0, max_value=4)))]
+    data["calibration"] = {
+        "methods": draw(
+            st.lists(
+                st.sampled_from(
+                    [
+                        "temperature",
+                        "platt",
+                        "isotonic",
+                        "histogram",
+                        "beta",
+                        "vector",
+                        "matrix",
+                        "bbq",
+                        "enir",
+                        "none",
+                        "temprature",
+                    ]
+                ),
+                max_size=3,
+            )
+        )
+    }
+    data["gates"] = [
+        {
+            "metric": draw(METRIC_NAMES),
+            "scope": draw(
+                st.sampled_from(
+                    [
+                        "overall",
+                        "each_site",
+                        "each_subgroup:sex",
+                        "worst_subgroup:age_band",
+                        "subgroup_gap:sex",
+                        "subgroup_gap:sex_x_age",
+                    ]
+                )
+            ),
+            draw(st.sampled_from(["min", "max"])): draw(st.floats(min_value=-1, max_value=2)),
+            "on": draw(st.sampled_from(["estimate", "ci_low", "ci_high"])),
+            **({"calibration": draw(st.sampled_from(["temperature", "platt", "none"]))} if draw(st.booleans()) else {}),
+        }
+        for _ in range(draw(st.integers(min_value=0, max_value=4)))
+    ]
     return yaml.safe_dump(data, allow_unicode=True, sort_keys=False).encode("utf-8")
 
 
@@ -209,11 +308,51 @@ def test_fuzz_gate_protocols(folder, data):
     _load_everything(path)
 
 
-COLUMNS = ["case_id", "patient_id", "label", "age", "chol", "sex", "image", "acquired_at", "", " label", "label.1",
-           "y", "é"]
-CELLS = st.sampled_from(["", "NA", "nan", "?", "0", "1", "007", "7", "present", "absent", "maybe", "35", "-1",
-                         "1e999", "1234567890123456789", "F", "M", "2024-01-01", "not a date", '"', '""', "a,b",
-                         '"a,b"', "\\", "\u00e9", "\x00"]) | st.text(max_size=6)
+COLUMNS = [
+    "case_id",
+    "patient_id",
+    "label",
+    "age",
+    "chol",
+    "sex",
+    "image",
+    "acquired_at",
+    "",
+    " label",
+    "label.1",
+    "y",
+    "é",
+]
+CELLS = st.sampled_from(
+    [
+        "",
+        "NA",
+        "nan",
+        "?",
+        "0",
+        "1",
+        "007",
+        "7",
+        "present",
+        "absent",
+        "maybe",
+        "35",
+        "-1",
+        "1e999",
+        "1234567890123456789",
+        "F",
+        "M",
+        "2024-01-01",
+        "not a date",
+        '"',
+        '""',
+        "a,b",
+        '"a,b"',
+        "\\",
+        "\u00e9",
+        "\x00",
+    ]
+) | st.text(max_size=6)
 
 
 @st.composite

@@ -1,5 +1,6 @@
 """Hostile images at the command line: what fails says why without leaking where the images live,
 long kept case ids never crash a run, and a tampered cache is never trusted."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,12 +14,11 @@ from PIL import Image
 from tests.adversarial.harness import Unchanged, run_cli
 from tests.test_scoring_support import tiny_model, write_factory
 
-PATIENT_FOLDER = "DOE_JOHN_19700101"    # a per-patient folder inside the image root
-ABOVE_FOLDER = "DOE_JANE_19800101"      # a folder above the image root, named in the protocol itself
+PATIENT_FOLDER = "DOE_JOHN_19700101"  # a per-patient folder inside the image root
+ABOVE_FOLDER = "DOE_JANE_19800101"  # a folder above the image root, named in the protocol itself
 
 
-def _image_protocol(tmp_path: Path, images_parent: Path, n: int = 24, extra: dict | None = None,
-                    sub: str = "") -> Path:
+def _image_protocol(tmp_path: Path, images_parent: Path, n: int = 24, extra: dict | None = None, sub: str = "") -> Path:
     """Two PNG sites (16x16 grey) under ``images_parent`` (images in the folder ``sub`` of each root),
     the tiny CNN as a state dict, a protocol in ``tmp_path`` naming them."""
     rng = np.random.default_rng(11)
@@ -35,12 +35,22 @@ def _image_protocol(tmp_path: Path, images_parent: Path, n: int = 24, extra: dic
         sites.append({"id": site, "manifest": f"{site}.csv", "image_root": str(root), "role": role})
     write_factory(tmp_path / "code")
     torch.save(tiny_model().state_dict(), tmp_path / "model_state.pt")
-    doc = {"name": "adv-images", "version": "1", "task": "binary", "classes": ["neg", "pos"],
-           "input": {"kind": "image", "size": [16, 16], "channels": 1, "scale": 255.0, "mean": [0.5], "std": [0.5]},
-           "model": {"checkpoint": "model_state.pt", "format": "state_dict", "factory": "tiny_def:build_model",
-                     "factory_path": "code"},
-           "sites": sites, "metrics": {"n_bootstrap": 10, "seed": 0, "bins": 5},
-           "calibration": {"designs": ["held-out"], "methods": ["temperature"], "fit_on": ["a"], "seed": 0}}
+    doc = {
+        "name": "adv-images",
+        "version": "1",
+        "task": "binary",
+        "classes": ["neg", "pos"],
+        "input": {"kind": "image", "size": [16, 16], "channels": 1, "scale": 255.0, "mean": [0.5], "std": [0.5]},
+        "model": {
+            "checkpoint": "model_state.pt",
+            "format": "state_dict",
+            "factory": "tiny_def:build_model",
+            "factory_path": "code",
+        },
+        "sites": sites,
+        "metrics": {"n_bootstrap": 10, "seed": 0, "bins": 5},
+        "calibration": {"designs": ["held-out"], "methods": ["temperature"], "fit_on": ["a"], "seed": 0},
+    }
     doc.update(extra or {})
     protocol = tmp_path / "p.yaml"
     protocol.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -59,9 +69,9 @@ def test_failure_reasons_hold_no_path_and_no_patient_folder(tmp_path):
     protocol = _image_protocol(tmp_path, parent, sub=PATIENT_FOLDER)
     folder = parent / "a" / PATIENT_FOLDER
     good = (folder / "a001.png").read_bytes()
-    (folder / "a001.png").write_bytes(good[: len(good) // 2])       # truncated image
+    (folder / "a001.png").write_bytes(good[: len(good) // 2])  # truncated image
     (folder / "a002.png").unlink()
-    (folder / "a002.png").mkdir()                                    # a folder where an image should be
+    (folder / "a002.png").mkdir()  # a folder where an image should be
     with Unchanged(tmp_path, allow=["runs", "out", "score", ".cache"]):
         scored = run_cli("score", protocol, "--out", tmp_path / "score", cwd=tmp_path)
         r = run_cli("run", protocol, "--out", tmp_path / "out", "--runs-dir", tmp_path / "runs", cwd=tmp_path)
@@ -95,8 +105,9 @@ def test_a_tampered_score_shard_is_scored_again_at_the_command_line(tmp_path):
     arrays["logits"] = arrays["logits"] + 7.0
     with open(shard, "wb") as fh:
         np.savez(fh, **arrays)
-    with Unchanged(tmp_path, allow=["score/cache", "score/predictions.parquet", "score/failures.csv",
-                                    "score/scoring.json"]):
+    with Unchanged(
+        tmp_path, allow=["score/cache", "score/predictions.parquet", "score/failures.csv", "score/scoring.json"]
+    ):
         again = run_cli("score", protocol, "--out", tmp_path / "score", "--hash-inputs", cwd=tmp_path)
     assert again.code == 0, again.text
     assert "warning: cached scores a/" in again.err and "does not match its checksum" in again.err

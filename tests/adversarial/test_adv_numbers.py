@@ -4,6 +4,7 @@ Saturated logits are ranked as logits (scikit-learn on the logits is the referen
 probabilities that disagree, multiclass rows that do not sum to 1 and a repeated header are bad input
 (exit 2, the place named, nothing written).
 """
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,10 @@ def test_saturated_logits_are_ranked_as_logits(tmp_path):
     z = rng.uniform(20, 80, n)  # two thirds above 36.7, where sigmoid(z) == 1.0
     y = (rng.random(n) < (z - 15) / 70).astype(int)
     pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "y": y, "logit": z}).to_csv(
-        tmp_path / "pred.csv", index=False, float_format="%.17g")
+        tmp_path / "pred.csv", index=False, float_format="%.17g"
+    )
     with Unchanged(tmp_path, allow=["m.json"]):
-        r = run_cli("metrics", tmp_path / "pred.csv", "--bootstrap", "20", "--json", tmp_path / "m.json",
-                    cwd=tmp_path)
+        r = run_cli("metrics", tmp_path / "pred.csv", "--bootstrap", "20", "--json", tmp_path / "m.json", cwd=tmp_path)
     assert r.code == 0, r.text
     m = json.loads((tmp_path / "m.json").read_text())["overall"]
     assert abs(m["auroc"]["estimate"] - roc_auc_score(y, z)) < 1e-12
@@ -37,8 +38,7 @@ def test_logit_and_p_that_disagree_exit_2(tmp_path):
     y = (rng.random(100) < 1 / (1 + np.exp(-z))).astype(int)
     pd.DataFrame({"y": y, "logit": z, "p": 1 / (1 + np.exp(z))}).to_csv(tmp_path / "pred.csv", index=False)
     with Unchanged(tmp_path):
-        r = run_cli("metrics", tmp_path / "pred.csv", "--bootstrap", "0", "--json", tmp_path / "m.json",
-                    cwd=tmp_path)
+        r = run_cli("metrics", tmp_path / "pred.csv", "--bootstrap", "0", "--json", tmp_path / "m.json", cwd=tmp_path)
     assert r.code == 2, r.text
     assert "pred.csv" in r.err and "line 2" in r.err and "p" in r.err and "disagrees with sigmoid(logit)" in r.err
     assert "auroc" not in r.out
@@ -54,8 +54,9 @@ def test_multiclass_rows_summing_to_one_and_a_half_exit_2(tmp_path):
 
 
 def test_duplicated_label_column_exit_2(tmp_path):
-    (tmp_path / "pred.csv").write_text("case_id,y,logit,y\n" + "".join(f"c{i},{i % 2},{i / 10},{1 - i % 2}\n"
-                                                                        for i in range(30)))
+    (tmp_path / "pred.csv").write_text(
+        "case_id,y,logit,y\n" + "".join(f"c{i},{i % 2},{i / 10},{1 - i % 2}\n" for i in range(30))
+    )
     with Unchanged(tmp_path):
         r = run_cli("metrics", tmp_path / "pred.csv", "--bootstrap", "0", cwd=tmp_path)
     assert r.code == 2, r.text

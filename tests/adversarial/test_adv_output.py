@@ -7,6 +7,7 @@ only files validate wrote. A bundle missing a file its protocol implies is refus
 as PASS. A full disk, a read-only folder, or an over-long kept case id is one line and exit 3 (or a
 whole bundle), never a traceback, and leaves the user's files as they were.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,6 +57,7 @@ def _refused(r, path: Path) -> None:
 
 
 # ---- 1. validate run --out replaces only a bundle of ours, or an empty folder -----------------------
+
 
 def test_run_out_dot_does_not_empty_the_working_folder(workspace, tmp_path):
     cwd = _user_files(tmp_path / "work")
@@ -120,7 +122,8 @@ def test_out_is_checked_before_scoring(tmp_path):
         "name: early\nversion: '1'\ntask: binary\nclasses: [neg, pos]\npositive_class: pos\n"
         "input: {kind: tabular, features: [x]}\n"
         "model: {checkpoint: weights.pt, format: state_dict, factory: 'evil_factory:build'}\n"
-        "sites:\n  - {id: a, manifest: site.csv, role: development}\n")
+        "sites:\n  - {id: a, manifest: site.csv, role: development}\n"
+    )
     folder = _user_files(tmp_path / "somefolder")
     with Unchanged(tmp_path):
         r = run_cli("run", protocol, "--out", folder, cwd=tmp_path)
@@ -152,6 +155,7 @@ def test_run_out_inside_a_bundle_is_refused(workspace, tmp_path):
 
 
 # ---- validate gate --out / validate report --out ------------------------------------------------------
+
 
 def test_gate_out_does_not_replace_files_it_did_not_write(workspace, tmp_path):
     bundle = _bundle_copy(workspace, tmp_path / "b")
@@ -206,6 +210,7 @@ def test_report_out_does_not_replace_a_file_it_did_not_write(workspace, tmp_path
 
 # ---- 3. a bundle missing a file its protocol implies ----------------------------------------------------
 
+
 @pytest.mark.parametrize("missing", ["gates.json", "calibration.json", "subgroups.json", "shift.json"])
 def test_report_and_gate_refuse_a_bundle_missing_an_implied_file(workspace, tmp_path, missing):
     bundle = _bundle_copy(workspace, tmp_path / "b")
@@ -234,6 +239,7 @@ def test_report_of_a_bundle_without_gates_json_is_not_a_pass(workspace, tmp_path
 
 
 # ---- 4. could not complete: one line, exit 3, the user's files untouched -------------------------------
+
 
 def _mount_tmpfs(where: Path, size: str, read_only: bool = False) -> None:
     """A small tmpfs at ``where`` (root only: a full disk and a read-only folder that bind root too)."""
@@ -327,7 +333,8 @@ def _long_id_image_protocol(folder: Path, id_length: int) -> Path:
         "  - {id: b, manifest: b.csv, image_root: img_b, role: external}\n"
         "metrics: {n_bootstrap: 0, seed: 0, bins: 5, thresholds: [0.5]}\n"
         "calibration: {designs: [held-out], methods: [temperature], fit_on: [a], seed: 0}\n"
-        "keep_case_ids: true\n")
+        "keep_case_ids: true\n"
+    )
     return protocol
 
 
@@ -389,8 +396,12 @@ def test_killed_runs_staging_is_removed_by_the_next_run_and_never_listed(workspa
     from dashboard.data import discover_runs
 
     runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(runs / "killed")], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(runs / "killed")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         staging = Path(proc.stdout.readline().strip())
         assert staging.is_dir() and staging.parent == runs.resolve()

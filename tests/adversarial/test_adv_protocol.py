@@ -6,6 +6,7 @@ Issue #12: duplicate keys, gates a run cannot answer, non-finite bounds, nesting
 unsafe names, identifier columns as attributes, duplicate CSV headers; then every bad input of
 tests/test_check.py, ported to the command line.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -46,6 +47,7 @@ gates:
     min: 0.7
     on: ci_low
 """
+
 
 def workspace(tmp_path: Path, protocol: str = TABULAR, dev: str = DEV, ext: str = EXT) -> Path:
     """The manifests of tests/test_check.py beside ``protocol`` (this file's default declares calibration)."""
@@ -103,11 +105,12 @@ def run(tmp_path: Path, path: Path):
 
 def gate(text: str) -> str:
     """TABULAR with its gate replaced by ``text`` (a YAML gate mapping body, two-space indented)."""
-    head = TABULAR[:TABULAR.index("gates:\n")]
+    head = TABULAR[: TABULAR.index("gates:\n")]
     return head + "gates:\n  - " + textwrap.indent(textwrap.dedent(text), "    ").lstrip()
 
 
 # ---- 1. duplicate keys -----------------------------------------------------------------------------
+
 
 def test_duplicate_top_level_key(tmp_path):
     text = TABULAR + "gates:\n  - {metric: brier, max: 1.0}\n"
@@ -126,13 +129,17 @@ def test_duplicate_key_in_a_gate(tmp_path):
 
 
 def test_duplicate_keys_at_every_level_all_reported(tmp_path):
-    text = TABULAR.replace("    role: external\n", "    role: external\n    role: development\n") \
-        .replace("  kind: tabular\n", "  kind: tabular\n  kind: image\n") \
+    text = (
+        TABULAR.replace("    role: external\n", "    role: external\n    role: development\n")
+        .replace("  kind: tabular\n", "  kind: tabular\n  kind: image\n")
         .replace("{name: sex, column: sex}", "{name: sex, column: sex, name: sex2}")
+    )
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'role: development', 2)}: role: duplicate key `role`: first at line " \
-           f"{line_of(text, 'role: external')}" in r.err
+    assert (
+        f"line {line_of(text, 'role: development', 2)}: role: duplicate key `role`: first at line "
+        f"{line_of(text, 'role: external')}" in r.err
+    )
     assert f"line {line_of(text, 'kind: image')}: kind: duplicate key `kind`" in r.err
     assert f"line {line_of(text, 'sex2')}: name: duplicate key `name`" in r.err
     assert "3 problem(s) found" in r.err
@@ -146,12 +153,15 @@ def test_duplicate_key_refused_by_run_too(tmp_path):
 
 # ---- 2. gates a run could not answer ---------------------------------------------------------------
 
+
 def test_misspelt_gate_metric_names_the_nearest(tmp_path):
     text = TABULAR.replace("metric: auroc", "metric: aurc")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"{path}, line {line_of(text, 'aurc')}: gates[0].metric: gate `aurc each_site min 0.7`: " \
-           "`aurc` is not a binary metric; did you mean `auroc`?" in r.err
+    assert (
+        f"{path}, line {line_of(text, 'aurc')}: gates[0].metric: gate `aurc each_site min 0.7`: "
+        "`aurc` is not a binary metric; did you mean `auroc`?" in r.err
+    )
     assert "ok: no problems found" not in r.out
 
 
@@ -165,8 +175,10 @@ def test_unknown_calibration_method_names_the_nearest(tmp_path):
     text = TABULAR.replace("methods: [temperature, platt]", "methods: [temperature, plat]")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"{path}, line {line_of(text, 'plat]')}: calibration.methods[1]: unknown calibration method 'plat'; " \
-           "did you mean 'platt'?" in r.err
+    assert (
+        f"{path}, line {line_of(text, 'plat]')}: calibration.methods[1]: unknown calibration method 'plat'; "
+        "did you mean 'platt'?" in r.err
+    )
 
 
 def test_calibration_method_for_another_task(tmp_path):
@@ -180,16 +192,20 @@ def test_gate_after_a_calibration_not_fitted(tmp_path):
     text = gate("metric: ece\nscope: each_site\nmax: 0.1\ncalibration: isotonic\n")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'calibration: isotonic')}: gates[0].calibration: gate is judged after calibration " \
-           "`isotonic`, which calibration.methods does not fit" in r.err
+    assert (
+        f"line {line_of(text, 'calibration: isotonic')}: gates[0].calibration: gate is judged after calibration "
+        "`isotonic`, which calibration.methods does not fit" in r.err
+    )
 
 
 def test_gate_scope_naming_a_missing_subgroup(tmp_path):
     text = TABULAR.replace("scope: each_site", "scope: worst_subgroup:agee_band")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"{path}, line {line_of(text, 'agee_band')}: gates[0].scope: scope names subgroup `agee_band`, which is " \
-           "not declared; did you mean `worst_subgroup:age_band`?" in r.err
+    assert (
+        f"{path}, line {line_of(text, 'agee_band')}: gates[0].scope: scope names subgroup `agee_band`, which is "
+        "not declared; did you mean `worst_subgroup:age_band`?" in r.err
+    )
 
 
 def test_gate_scope_of_unknown_kind(tmp_path):
@@ -203,8 +219,10 @@ def test_gap_gate_on_a_metric_without_a_gap(tmp_path):
     text = gate("metric: calibration_slope\nscope: subgroup_gap:sex\nmax: 0.2\n")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'calibration_slope')}: gates[0].metric: gate `calibration_slope subgroup_gap:sex " \
-           "max 0.2`: the subgroup analysis has no gap in `calibration_slope` for a binary task" in r.err
+    assert (
+        f"line {line_of(text, 'calibration_slope')}: gates[0].metric: gate `calibration_slope subgroup_gap:sex "
+        "max 0.2`: the subgroup analysis has no gap in `calibration_slope` for a binary task" in r.err
+    )
     assert "expected one of auroc, auprc, brier" in r.err
 
 
@@ -218,43 +236,66 @@ def test_calibrated_gate_on_a_subgroup_scope(tmp_path):
     text = gate("metric: ece\nscope: each_subgroup:sex\nmax: 0.1\ncalibration: platt\n")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'each_subgroup')}: gates[0].scope: gate `ece each_subgroup:sex max 0.1`: scope " \
-           "each_subgroup cannot be judged after calibration" in r.err
+    assert (
+        f"line {line_of(text, 'each_subgroup')}: gates[0].scope: gate `ece each_subgroup:sex max 0.1`: scope "
+        "each_subgroup cannot be judged after calibration" in r.err
+    )
 
 
 def test_shift_count_gate_on_a_subgroup_scope(tmp_path):
     text = gate("metric: drift_windows_flagged\nscope: each_subgroup:sex\nmax: 0\n")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'each_subgroup')}: gates[0].scope: gate `drift_windows_flagged each_subgroup:sex " \
-           "max 0.0`: drift_windows_flagged is counted per site by the shift analysis" in r.err
+    assert (
+        f"line {line_of(text, 'each_subgroup')}: gates[0].scope: gate `drift_windows_flagged each_subgroup:sex "
+        "max 0.0`: drift_windows_flagged is counted per site by the shift analysis" in r.err
+    )
 
 
 def test_shift_count_gate_without_a_development_site(tmp_path):
     text = gate("metric: shift_material_findings\nscope: each_site\nmax: 0\n").replace(
-        "    role: development\n", "    role: calibration\n")
+        "    role: development\n", "    role: calibration\n"
+    )
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'shift_material_findings')}: gates[0].metric: gate `shift_material_findings " \
-           "each_site max 0.0`: shift_material_findings needs the shift analysis" in r.err
+    assert (
+        f"line {line_of(text, 'shift_material_findings')}: gates[0].metric: gate `shift_material_findings "
+        "each_site max 0.0`: shift_material_findings needs the shift analysis" in r.err
+    )
 
 
 def test_interval_bound_of_a_metric_without_an_interval(tmp_path):
     text = gate("metric: hosmer_lemeshow.p_value\nscope: each_site\nmin: 0.05\non: ci_low\n")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'on: ci_low')}: gates[0].on: gate `hosmer_lemeshow.p_value each_site min 0.05`: " \
-           "`hosmer_lemeshow.p_value` has no confidence interval (expected on: estimate)" in r.err
+    assert (
+        f"line {line_of(text, 'on: ci_low')}: gates[0].on: gate `hosmer_lemeshow.p_value each_site min 0.05`: "
+        "`hosmer_lemeshow.p_value` has no confidence interval (expected on: estimate)" in r.err
+    )
 
 
 # ---- 3. non-finite numbers, bands ------------------------------------------------------------------
 
+
 def test_non_finite_gate_bounds(tmp_path):
-    bounds = {"nan": "min: .nan", "inf": "min: .inf", "minus-inf": "max: -.inf", "NaN": "max: .NaN",
-              "overflow": "min: 1e999"}
-    check_each(tmp_path, {cid: (TABULAR.replace("min: 0.7", b), b,
-                                f"{{P}}, line {{L}}: gates[0].{b.split(':')[0]}: Input should be a finite number")
-                          for cid, b in bounds.items()})
+    bounds = {
+        "nan": "min: .nan",
+        "inf": "min: .inf",
+        "minus-inf": "max: -.inf",
+        "NaN": "max: .NaN",
+        "overflow": "min: 1e999",
+    }
+    check_each(
+        tmp_path,
+        {
+            cid: (
+                TABULAR.replace("min: 0.7", b),
+                b,
+                f"{{P}}, line {{L}}: gates[0].{b.split(':')[0]}: Input should be a finite number",
+            )
+            for cid, b in bounds.items()
+        },
+    )
 
 
 def test_non_finite_bound_refused_by_run(tmp_path):
@@ -271,15 +312,23 @@ def test_boolean_gate_bound(tmp_path):
 
 
 def test_bad_bands(tmp_path):
-    bands = {"nan": ("[.nan]", "subgroups[1].bands[0]: Input should be a finite number"),
-             "inf": ("[40, .inf]", "subgroups[1].bands[1]: Input should be a finite number"),
-             "decreasing": ("[60, 40]", "subgroups[1]: bands must be one or more strictly increasing cut points"),
-             "repeated": ("[40, 40]", "subgroups[1]: bands must be one or more strictly increasing cut points")}
-    check_each(tmp_path, {cid: (TABULAR.replace("bands: [40, 60]", f"bands: {b}"), "age_band, column",
-                                f"{{P}}, line {{L}}: {m}") for cid, (b, m) in bands.items()})
+    bands = {
+        "nan": ("[.nan]", "subgroups[1].bands[0]: Input should be a finite number"),
+        "inf": ("[40, .inf]", "subgroups[1].bands[1]: Input should be a finite number"),
+        "decreasing": ("[60, 40]", "subgroups[1]: bands must be one or more strictly increasing cut points"),
+        "repeated": ("[40, 40]", "subgroups[1]: bands must be one or more strictly increasing cut points"),
+    }
+    check_each(
+        tmp_path,
+        {
+            cid: (TABULAR.replace("bands: [40, 60]", f"bands: {b}"), "age_band, column", f"{{P}}, line {{L}}: {m}")
+            for cid, (b, m) in bands.items()
+        },
+    )
 
 
 # ---- 4. nesting and alias bombs --------------------------------------------------------------------
+
 
 def test_deep_nesting(tmp_path):
     path = workspace(tmp_path, "name: toy\ndescription: " + "[" * 20000 + "]" * 20000 + "\n")
@@ -322,8 +371,10 @@ def test_alias_cycle(tmp_path):
 
 def test_aliases_within_bounds_still_work(tmp_path):
     # a shared gate body through an alias and a merge key is a valid protocol
-    text = TABULAR.replace("gates:\n  - metric: auroc", "gates:\n  - &g\n    metric: auroc") + \
-        "  - <<: *g\n    scope: overall\n"
+    text = (
+        TABULAR.replace("gates:\n  - metric: auroc", "gates:\n  - &g\n    metric: auroc")
+        + "  - <<: *g\n    scope: overall\n"
+    )
     path = workspace(tmp_path, text)
     with Unchanged(tmp_path):
         r = run_cli("check", path, cwd=tmp_path)
@@ -334,18 +385,34 @@ def test_aliases_within_bounds_still_work(tmp_path):
 # ---- 5. names that become folder names ------------------------------------------------------------
 
 # id -> (the name as written in YAML, the string it reads as)
-UNSAFE_NAMES = {"dotdot": ('".."', ".."), "dot": ('"."', "."), "slash": ('"a/b"', "a/b"),
-                "backslash": ('"a\\\\b"', "a\\b"), "hidden": ('".hidden"', ".hidden"),
-                "control": ('"a\\x01b"', "a\x01b"), "nul": ('"a\\0b"', "a\x00b"),
-                "newline": ('"name\\n"', "name\n"), "empty": ('""', ""), "long": ("x" * 101, "x" * 101)}
+UNSAFE_NAMES = {
+    "dotdot": ('".."', ".."),
+    "dot": ('"."', "."),
+    "slash": ('"a/b"', "a/b"),
+    "backslash": ('"a\\\\b"', "a\\b"),
+    "hidden": ('".hidden"', ".hidden"),
+    "control": ('"a\\x01b"', "a\x01b"),
+    "nul": ('"a\\0b"', "a\x00b"),
+    "newline": ('"name\\n"', "name\n"),
+    "empty": ('""', ""),
+    "long": ("x" * 101, "x" * 101),
+}
 
 
 def test_unsafe_protocol_names(tmp_path):
-    check_each(tmp_path, {cid: (TABULAR.replace("name: toy", f"name: {text}"), "name:",
-                                f"{{P}}, line {{L}}: name: {value!r}"
-                                " cannot be a protocol name: it becomes a folder or file name (letters, digits, "
-                                "_ . - only, not starting with a dot, at most 100 characters)")
-                          for cid, (text, value) in UNSAFE_NAMES.items()})
+    check_each(
+        tmp_path,
+        {
+            cid: (
+                TABULAR.replace("name: toy", f"name: {text}"),
+                "name:",
+                f"{{P}}, line {{L}}: name: {value!r}"
+                " cannot be a protocol name: it becomes a folder or file name (letters, digits, "
+                "_ . - only, not starting with a dot, at most 100 characters)",
+            )
+            for cid, (text, value) in UNSAFE_NAMES.items()
+        },
+    )
 
 
 def test_dotdot_protocol_name_refused_by_run(tmp_path):
@@ -356,8 +423,17 @@ def test_dotdot_protocol_name_refused_by_run(tmp_path):
 
 def test_unsafe_site_ids(tmp_path):
     ids = {"dotdot": "..", "parent": "../x", "hidden": ".dev"}
-    check_each(tmp_path, {cid: (TABULAR.replace("id: dev", f'id: "{i}"'), "id: ",
-                                f"{{P}}, line {{L}}: sites[0].id: {i!r} cannot be a site id") for cid, i in ids.items()})
+    check_each(
+        tmp_path,
+        {
+            cid: (
+                TABULAR.replace("id: dev", f'id: "{i}"'),
+                "id: ",
+                f"{{P}}, line {{L}}: sites[0].id: {i!r} cannot be a site id",
+            )
+            for cid, i in ids.items()
+        },
+    )
 
 
 def test_unsafe_subgroup_name(tmp_path):
@@ -369,26 +445,43 @@ def test_unsafe_subgroup_name(tmp_path):
 
 # ---- 6. identifier columns as attributes -----------------------------------------------------------
 
+
 def test_identifier_columns_as_attributes(tmp_path):
-    cases = {"case-id": ("columns: {case_id: mrn}\n", "attributes: [sex, age, mrn]", "attributes[2]", "mrn"),
-             "patient-id": ("", "attributes: [sex, patient_id]", "attributes[1]", "patient_id"),
-             "renamed-patient-id": ("columns: {patient_id: nhs_number}\n", "attributes: [nhs_number, sex, age]",
-                                    "attributes[0]", "nhs_number")}
-    check_each(tmp_path, {cid: (TABULAR.replace("attributes: [sex, age]", ids + attrs), "attributes:",
-                                f"{{P}}, line {{L}}: {field}: `{column}` is the identifier column")
-                          for cid, (ids, attrs, field, column) in cases.items()},
-               dev="case_id,mrn,patient_id,nhs_number,label,age,chol,sex\nd1,m1,p1,n1,present,35,200,F\n"
-                   "d2,m2,p2,n2,absent,45,,M\n",
-               ext="case_id,mrn,patient_id,nhs_number,label,age,chol,sex\ne1,m3,p3,n3,1,52,210,M\n"
-                   "e2,m4,p4,n4,absent,39,220,F\n")
+    cases = {
+        "case-id": ("columns: {case_id: mrn}\n", "attributes: [sex, age, mrn]", "attributes[2]", "mrn"),
+        "patient-id": ("", "attributes: [sex, patient_id]", "attributes[1]", "patient_id"),
+        "renamed-patient-id": (
+            "columns: {patient_id: nhs_number}\n",
+            "attributes: [nhs_number, sex, age]",
+            "attributes[0]",
+            "nhs_number",
+        ),
+    }
+    check_each(
+        tmp_path,
+        {
+            cid: (
+                TABULAR.replace("attributes: [sex, age]", ids + attrs),
+                "attributes:",
+                f"{{P}}, line {{L}}: {field}: `{column}` is the identifier column",
+            )
+            for cid, (ids, attrs, field, column) in cases.items()
+        },
+        dev="case_id,mrn,patient_id,nhs_number,label,age,chol,sex\nd1,m1,p1,n1,present,35,200,F\n"
+        "d2,m2,p2,n2,absent,45,,M\n",
+        ext="case_id,mrn,patient_id,nhs_number,label,age,chol,sex\ne1,m3,p3,n3,1,52,210,M\n"
+        "e2,m4,p4,n4,absent,39,220,F\n",
+    )
 
 
 def test_identifier_column_as_subgroup_column(tmp_path):
     text = TABULAR.replace("{name: sex, column: sex}", "{name: sex, column: case_id}")
     path = workspace(tmp_path, text)
     r = check(tmp_path, path)
-    assert f"line {line_of(text, 'column: case_id')}: subgroups[0].column: `case_id` is the identifier column " \
-           "(columns.case_id)" in r.err
+    assert (
+        f"line {line_of(text, 'column: case_id')}: subgroups[0].column: `case_id` is the identifier column "
+        "(columns.case_id)" in r.err
+    )
 
 
 def test_identifier_attribute_refused_by_run(tmp_path):
@@ -398,20 +491,30 @@ def test_identifier_attribute_refused_by_run(tmp_path):
 
 
 def test_attributes_overwriting_standard_columns(tmp_path):
-    check_each(tmp_path, {attr: (TABULAR.replace("attributes: [sex, age]", f"attributes: [sex, age, {attr}]"),
-                                 "attributes:", f"{{P}}, line {{L}}: attributes[2]: `{attr}` is the name of a standard "
-                                 "case column") for attr in ("site", "y")},
-               dev=DEV.replace("sex\n", "sex,site,y\n").replace(",F\n", ",F,s,1\n").replace(",M\n", ",M,s,0\n"),
-               ext=EXT.replace("sex\n", "sex,site,y\n").replace(",F\n", ",F,s,1\n").replace(",M\n", ",M,s,0\n"))
+    check_each(
+        tmp_path,
+        {
+            attr: (
+                TABULAR.replace("attributes: [sex, age]", f"attributes: [sex, age, {attr}]"),
+                "attributes:",
+                f"{{P}}, line {{L}}: attributes[2]: `{attr}` is the name of a standard case column",
+            )
+            for attr in ("site", "y")
+        },
+        dev=DEV.replace("sex\n", "sex,site,y\n").replace(",F\n", ",F,s,1\n").replace(",M\n", ",M,s,0\n"),
+        ext=EXT.replace("sex\n", "sex,site,y\n").replace(",F\n", ",F,s,1\n").replace(",M\n", ",M,s,0\n"),
+    )
 
 
 # ---- 7. manifests ----------------------------------------------------------------------------------
 
+
 def test_duplicate_manifest_header(tmp_path):
     path = workspace(tmp_path, ext="case_id,label,age,chol,sex,label\ne1,1,52,210,M,0\n")
     r = check(tmp_path, path)
-    assert f"{tmp_path / 'ext.csv'}, line 1: label: column `label` appears twice in the header (columns 2 and 6)" \
-        in r.err
+    assert (
+        f"{tmp_path / 'ext.csv'}, line 1: label: column `label` appears twice in the header (columns 2 and 6)" in r.err
+    )
 
 
 def test_duplicate_manifest_header_after_trimming(tmp_path):
@@ -422,9 +525,11 @@ def test_duplicate_manifest_header_after_trimming(tmp_path):
 
 def test_identifiers_read_as_written(tmp_path):
     # "007" and "7" are different patients; 19-digit ids beside a blank stay exact
-    dev = ("case_id,patient_id,label,age,chol,sex\n"
-           "1,007,present,35,200,F\n2,7,absent,45,,M\n3,1234567890123456789,present,61,250,F\n"
-           "4,1234567890123456788,0,80,180,M\n5,,1,50,190,F\n")
+    dev = (
+        "case_id,patient_id,label,age,chol,sex\n"
+        "1,007,present,35,200,F\n2,7,absent,45,,M\n3,1234567890123456789,present,61,250,F\n"
+        "4,1234567890123456788,0,80,180,M\n5,,1,50,190,F\n"
+    )
     path = workspace(tmp_path, dev=dev)
     with Unchanged(tmp_path):
         r = run_cli("check", path, cwd=tmp_path)
@@ -434,13 +539,15 @@ def test_identifiers_read_as_written(tmp_path):
 
 # ---- 8. every bad input of tests/test_check.py, at the command line --------------------------------
 
+
 def _image_workspace(tmp_path: Path, root: str = "images", rows=("c1,normal,a.png", "c2,pneumonia,sub/b.png")):
     (tmp_path / "images" / "sub").mkdir(parents=True, exist_ok=True)
     for name in ("a.png", "sub/b.png"):
         Image.new("L", (4, 4), 128).save(tmp_path / "images" / name)
     (tmp_path / "img.csv").write_text("case_id,label,image\n" + "\n".join(rows) + "\n")
     path = tmp_path / "img.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: imgs
         task: binary
         classes: [normal, pneumonia]
@@ -450,36 +557,76 @@ def _image_workspace(tmp_path: Path, root: str = "images", rows=("c1,normal,a.pn
             manifest: img.csv
             image_root: {root}
             role: development
-        """))
+        """)
+    )
     return path
 
 
 # (id, protocol text edit, dev, ext, expected message parts; "{P}" is the protocol, "{E}" ext.csv,
 #  "{L:needle}" the line of needle in the protocol)
 PORTED = [
-    ("unknown-key", ("    role: external", "    rol: external"), None,
-     ["{P}, line {L:rol: external}: sites[1].rol: unknown key `rol`; did you mean `role`?"]),
-    ("bad-literal", ("    on: ci_low", "    on: lower"), None,
-     ["{P}, line {L:on: lower}: gates[0].on: invalid value 'lower'", "'estimate', 'ci_low' or 'ci_high'"]),
-    ("bad-type", ("calibration:", "metrics:\n  n_bootstrap: many\ncalibration:"), None,
-     ["{P}, line {L:n_bootstrap}: metrics.n_bootstrap: Input should be a valid integer"]),
-    ("missing-manifest", ("manifest: ext.csv", "manifest: missing.csv"), None,
-     ["{T}/missing.csv: sites[1].manifest: manifest not found"]),
-    ("missing-column", None, "case_id,label,age,sex\ne1,1,52,M\n",
-     ["{E}, line 1: chol: required column `chol` is missing"]),
-    ("label-not-a-class", None, EXT + "e3,maybe,50,200,F\n",
-     ["{E}, line 4, row 3: label: label 'maybe' is not a declared class", "['absent', 'present']"]),
-    ("duplicate-case-id", None, EXT + "e1,0,50,200,F\n",
-     ["{E}, line 4, row 3: case_id: duplicate case_id 'e1' (first at row 1)"]),
-    ("subgroup-column-absent", None, "case_id,label,age,chol\ne1,1,52,210\n",
-     ["{E}, line 1: sex: required column `sex` is missing"]),
-    ("subgroup-column-empty", None, "case_id,label,age,chol,sex\ne1,1,52,210,\ne2,0,40,200,\n",
-     ["{E}, line 1: sex: subgroup `sex` uses column `sex`, which is empty at site `ext`"]),
+    (
+        "unknown-key",
+        ("    role: external", "    rol: external"),
+        None,
+        ["{P}, line {L:rol: external}: sites[1].rol: unknown key `rol`; did you mean `role`?"],
+    ),
+    (
+        "bad-literal",
+        ("    on: ci_low", "    on: lower"),
+        None,
+        ["{P}, line {L:on: lower}: gates[0].on: invalid value 'lower'", "'estimate', 'ci_low' or 'ci_high'"],
+    ),
+    (
+        "bad-type",
+        ("calibration:", "metrics:\n  n_bootstrap: many\ncalibration:"),
+        None,
+        ["{P}, line {L:n_bootstrap}: metrics.n_bootstrap: Input should be a valid integer"],
+    ),
+    (
+        "missing-manifest",
+        ("manifest: ext.csv", "manifest: missing.csv"),
+        None,
+        ["{T}/missing.csv: sites[1].manifest: manifest not found"],
+    ),
+    (
+        "missing-column",
+        None,
+        "case_id,label,age,sex\ne1,1,52,M\n",
+        ["{E}, line 1: chol: required column `chol` is missing"],
+    ),
+    (
+        "label-not-a-class",
+        None,
+        EXT + "e3,maybe,50,200,F\n",
+        ["{E}, line 4, row 3: label: label 'maybe' is not a declared class", "['absent', 'present']"],
+    ),
+    (
+        "duplicate-case-id",
+        None,
+        EXT + "e1,0,50,200,F\n",
+        ["{E}, line 4, row 3: case_id: duplicate case_id 'e1' (first at row 1)"],
+    ),
+    (
+        "subgroup-column-absent",
+        None,
+        "case_id,label,age,chol\ne1,1,52,210\n",
+        ["{E}, line 1: sex: required column `sex` is missing"],
+    ),
+    (
+        "subgroup-column-empty",
+        None,
+        "case_id,label,age,chol,sex\ne1,1,52,210,\ne2,0,40,200,\n",
+        ["{E}, line 1: sex: subgroup `sex` uses column `sex`, which is empty at site `ext`"],
+    ),
     ("empty-site", None, "case_id,label,age,chol,sex\n", ["{E}: site `ext` has no cases"]),
-    ("non-numeric-feature", None, EXT + "e3,0,50,high,F\n",
-     ["{E}, line 4, row 3: chol: value 'high' is not a number"]),
-    ("intersection-reference", ("intersection: [sex, age_band]", "intersection: [sex, age_bnd]"), None,
-     ["{P}, line {L:age_bnd}: subgroups[2].intersection: intersection names `age_bnd`"]),
+    ("non-numeric-feature", None, EXT + "e3,0,50,high,F\n", ["{E}, line 4, row 3: chol: value 'high' is not a number"]),
+    (
+        "intersection-reference",
+        ("intersection: [sex, age_band]", "intersection: [sex, age_bnd]"),
+        None,
+        ["{P}, line {L:age_bnd}: subgroups[2].intersection: intersection names `age_bnd`"],
+    ),
     ("not-yaml", ("sites:", "sites: [oops\n  x:"), None, ["{P}, line", "not valid YAML"]),
     ("not-a-mapping", ("name: toy", "- just\n- a list\nname: toy"), None, ["{P}, line"]),
 ]
@@ -498,7 +645,7 @@ def test_ported_bad_inputs(tmp_path):
             while "{L:" in m:
                 start = m.index("{L:")
                 end = m.index("}", start)
-                m = m[:start] + str(line_of(text, m[start + 3:end])) + m[end + 1:]
+                m = m[:start] + str(line_of(text, m[start + 3 : end])) + m[end + 1 :]
             expected.setdefault(cid, []).append(m)
     r = check(tmp_path, *paths)
     missing = {cid: [m for m in ms if m not in r.err] for cid, ms in expected.items()}
@@ -526,8 +673,10 @@ def test_ported_image_paths_escaping_root(tmp_path):
         paths.append(_image_workspace(folder, rows=("c1,normal,a.png", f"c2,normal,{rel}")))
     r = check(tmp_path, *paths)
     for cid, rel in bad.items():
-        assert f"{tmp_path / cid / 'img.csv'}, line 3, row 2: image: image path '{rel}' points outside the image " \
-               "root" in r.err
+        assert (
+            f"{tmp_path / cid / 'img.csv'}, line 3, row 2: image: image path '{rel}' points outside the image "
+            "root" in r.err
+        )
     assert "validate check: 3 problem(s) found" in r.err
 
 

@@ -5,6 +5,7 @@ every case — all its images unreadable, every model output NaN, or no row in a
 asserts exit 1, a ``gates.json`` row that names the site as failed with a reason, a JUnit ``<failure>``
 for it, the same verdict from ``validate gate BUNDLE``, and that nothing outside the bundle changed.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,15 +24,26 @@ sys.path.insert(0, str(TESTS))
 from test_run_helpers import make_protocol, synthetic_predictions  # noqa: E402
 from test_scoring_support import chest_like_images, image_input, tiny_model, write_factory, write_png_site  # noqa: E402
 
-GATES = [{"name": "auroc-per-site", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
-         {"name": "auroc-overall", "metric": "auroc", "scope": "overall", "min": 0.0, "insufficient": "pass"}]
+GATES = [
+    {"name": "auroc-per-site", "metric": "auroc", "scope": "each_site", "min": 0.0, "insufficient": "pass"},
+    {"name": "auroc-overall", "metric": "auroc", "scope": "overall", "min": 0.0, "insufficient": "pass"},
+]
 
 
 def _protocol(path: Path, *, sites: list[dict], input: dict, model: dict) -> Path:
     """Lenient gates (min 0, insufficient: pass): only a vanished site can fail this protocol."""
-    doc = {"name": "vanish", "task": "binary", "classes": ["neg", "pos"], "input": input, "model": model,
-           "sites": sites, "attributes": ["sex"], "metrics": {"n_bootstrap": 0, "min_cases": 1, "min_events": 1},
-           "calibration": {"methods": []}, "gates": GATES}
+    doc = {
+        "name": "vanish",
+        "task": "binary",
+        "classes": ["neg", "pos"],
+        "input": input,
+        "model": model,
+        "sites": sites,
+        "attributes": ["sex"],
+        "metrics": {"n_bootstrap": 0, "min_cases": 1, "min_events": 1},
+        "calibration": {"methods": []},
+        "gates": GATES,
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -79,11 +91,17 @@ def test_site_whose_every_image_is_unreadable_fails_the_run(tmp_path):
         png.write_bytes(b"not an image at all")
     write_factory(tmp_path / "code")
     torch.save(tiny_model().state_dict(), tmp_path / "model_state.pt")
-    model = {"checkpoint": "model_state.pt", "format": "state_dict", "factory": "tiny_def:build_model",
-             "factory_path": "code"}
-    sites = [{"id": "a", "manifest": "data/a.csv", "image_root": "data/a", "role": "development"},
-             {"id": "b", "manifest": "data/b.csv", "image_root": "data/b", "role": "external"},
-             {"id": "c", "manifest": "data/c.csv", "image_root": "data/c", "role": "external"}]
+    model = {
+        "checkpoint": "model_state.pt",
+        "format": "state_dict",
+        "factory": "tiny_def:build_model",
+        "factory_path": "code",
+    }
+    sites = [
+        {"id": "a", "manifest": "data/a.csv", "image_root": "data/a", "role": "development"},
+        {"id": "b", "manifest": "data/b.csv", "image_root": "data/b", "role": "external"},
+        {"id": "c", "manifest": "data/c.csv", "image_root": "data/c", "role": "external"},
+    ]
     protocol = _protocol(tmp_path / "p.yaml", sites=sites, input=image_input(16), model=model)
     with Unchanged(tmp_path, allow=["out", ".cache"]):
         r = run_cli("run", protocol, "--out", tmp_path / "out", cwd=tmp_path)
@@ -105,9 +123,15 @@ def test_site_whose_every_model_output_is_nan_fails_the_run(tmp_path):
             rows.append(f"{site}{i},{i % 2},{f0:.3f},{rng.normal():.3f},{rng.normal():.3f},{'FM'[i % 2]}")
         (tmp_path / f"{site}.csv").write_text("\n".join(rows) + "\n")
     sites = [{"id": s, "manifest": f"{s}.csv", "role": "external" if s != "a" else "development"} for s in "abc"]
-    model = {"checkpoint": "tab.pt", "format": "state_dict", "factory": "tiny_def:build_tabular", "factory_path": "code"}
-    protocol = _protocol(tmp_path / "p.yaml", sites=sites, input={"kind": "tabular", "features": ["f0", "f1", "f2"]},
-                         model=model)
+    model = {
+        "checkpoint": "tab.pt",
+        "format": "state_dict",
+        "factory": "tiny_def:build_tabular",
+        "factory_path": "code",
+    }
+    protocol = _protocol(
+        tmp_path / "p.yaml", sites=sites, input={"kind": "tabular", "features": ["f0", "f1", "f2"]}, model=model
+    )
     with Unchanged(tmp_path, allow=["out", ".cache"]):
         r = run_cli("run", protocol, "--out", tmp_path / "out", cwd=tmp_path)
     assert r.code == 1, r.text
@@ -116,17 +140,20 @@ def test_site_whose_every_model_output_is_nan_fails_the_run(tmp_path):
 
 
 def test_predictions_without_a_declared_site_fail_the_run(tmp_path):
-    protocol = make_protocol(tmp_path, gates="""
+    protocol = make_protocol(
+        tmp_path,
+        gates="""
 gates:
   - {name: auroc-per-site, metric: auroc, scope: each_site, min: 0.0, insufficient: pass}
   - {name: auroc-overall, metric: auroc, scope: overall, min: 0.0, insufficient: pass}
   - {name: gap-sex, metric: auroc, scope: subgroup_gap:sex, max: 1.0, insufficient: pass}
-""", n_bootstrap=0)
+""",
+        n_bootstrap=0,
+    )
     frame = synthetic_predictions()
     frame[frame["site"] != "ext_small"].to_csv(tmp_path / "partial.csv", index=False)
     with Unchanged(tmp_path, allow=["out"]):
-        r = run_cli("run", protocol, "--predictions", tmp_path / "partial.csv", "--out", tmp_path / "out",
-                    cwd=tmp_path)
+        r = run_cli("run", protocol, "--predictions", tmp_path / "partial.csv", "--out", tmp_path / "out", cwd=tmp_path)
     assert r.code == 1, r.text
     assert "2 of 3 site(s)" in r.out and "ext_small" in r.out
     _assert_vanished(tmp_path / "out", "ext_small", "the predictions hold none")

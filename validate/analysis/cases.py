@@ -15,11 +15,12 @@ probability :meth:`validate.predictions.PredictionsTable.probabilities` (``sigmo
 contract :class:`validate.contract.CasesFile`), so the dashboard lists the cases without re-ranking
 predictions.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,17 +40,26 @@ def attribute_columns(pred: PredictionsTable | pd.DataFrame, declared: Sequence[
     cols = [c for c in declared if c in frame.columns]
     if cols:
         return cols
-    return [c for c in _case_attributes(frame) if c not in NOT_SHOWN_COLUMNS
-            and not str(c).startswith(NOT_SHOWN_PREFIXES)]
+    return [
+        c for c in _case_attributes(frame) if c not in NOT_SHOWN_COLUMNS and not str(c).startswith(NOT_SHOWN_PREFIXES)
+    ]
 
 
 def _none() -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(), pd.DataFrame()
 
 
-def confident_errors(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
-                     label: Optional[str] = None, threshold: float = 0.5, per_site: int = 10,
-                     attributes: Sequence[str] = (), image_column: str = "image") -> tuple[pd.DataFrame, pd.DataFrame]:
+def confident_errors(
+    pred: PredictionsTable | pd.DataFrame,
+    *,
+    task: str,
+    classes: Sequence[str] = (),
+    label: str | None = None,
+    threshold: float = 0.5,
+    per_site: int = 10,
+    attributes: Sequence[str] = (),
+    image_column: str = "image",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Up to ``per_site`` errors per site, most confident first, and a per-site count.
 
     ``pred``: a :class:`~validate.predictions.PredictionsTable`, or a predictions DataFrame (the
@@ -80,13 +90,25 @@ def confident_errors(pred: PredictionsTable | pd.DataFrame, *, task: str, classe
         call = (p >= threshold).astype(int)
         conf = np.where(call == 1, p, 1.0 - p)
         p_col = p
-        pair = names[:2] if task == "binary" and len(names) >= 2 else [f"no {label}", str(label)] \
-            if task == "multilabel" else ["0", "1"]
+        pair = (
+            names[:2]
+            if task == "binary" and len(names) >= 2
+            else [f"no {label}", str(label)]
+            if task == "multilabel"
+            else ["0", "1"]
+        )
         true = [pair[v] for v in y]
         called = [pair[v] for v in call]
     pred = frame
-    out = pd.DataFrame({"site": table.site_ids.astype(str), "case_id": table.case_ids.astype(str),
-                        "true": true, "called": called, "confidence": conf})
+    out = pd.DataFrame(
+        {
+            "site": table.site_ids.astype(str),
+            "case_id": table.case_ids.astype(str),
+            "true": true,
+            "called": called,
+            "confidence": conf,
+        }
+    )
     if p_col is not None:
         out["p"] = p_col
     if image_column in pred.columns:  # the image's path under the site's image root, when the bundle records it
@@ -95,8 +117,12 @@ def confident_errors(pred: PredictionsTable | pd.DataFrame, *, task: str, classe
         if a in pred.columns and a not in out.columns:
             out[a] = pred[a].to_numpy()
     is_error = np.asarray(call) != np.asarray(y)
-    counts = pd.DataFrame({"site": out["site"], "error": is_error}).groupby("site", sort=False)["error"] \
-        .agg(cases="size", errors="sum").reset_index()
+    counts = (
+        pd.DataFrame({"site": out["site"], "error": is_error})
+        .groupby("site", sort=False)["error"]
+        .agg(cases="size", errors="sum")
+        .reset_index()
+    )
     wrong = out[is_error]
     # stable sort so ties keep the file's order
     wrong = wrong.sort_values(["site", "confidence"], ascending=[True, False], kind="mergesort")
@@ -109,28 +135,50 @@ def ranking_settings(protocol: Any) -> dict[str, Any]:
     declared attributes and the predictions column that may hold an image path."""
     task = protocol.task
     thresholds = [0.5] if task == "multiclass" else [float(t) for t in (protocol.metrics.thresholds or [0.5])]
-    return {"task": task, "classes": list(protocol.classes or []),
-            "labels": list(protocol.labels or []) if task == "multilabel" else [],
-            "thresholds": thresholds, "attributes": list(protocol.attributes or []),
-            "image_column": protocol.columns.image}
+    return {
+        "task": task,
+        "classes": list(protocol.classes or []),
+        "labels": list(protocol.labels or []) if task == "multilabel" else [],
+        "thresholds": thresholds,
+        "attributes": list(protocol.attributes or []),
+        "image_column": protocol.columns.image,
+    }
 
 
-def rankings(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
-             labels: Sequence[str] = (), thresholds: Sequence[float] = (0.5,), attributes: Sequence[str] = (),
-             image_column: str = "image", per_site: int = 10
-             ) -> list[tuple[Optional[str], Optional[float], pd.DataFrame, pd.DataFrame]]:
+def rankings(
+    pred: PredictionsTable | pd.DataFrame,
+    *,
+    task: str,
+    classes: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    thresholds: Sequence[float] = (0.5,),
+    attributes: Sequence[str] = (),
+    image_column: str = "image",
+    per_site: int = 10,
+) -> list[tuple[str | None, float | None, pd.DataFrame, pd.DataFrame]]:
     """:func:`confident_errors` for each label (multilabel; else one ``None``) and each threshold
     (multiclass: one ranking, threshold ``None``): ``(label, threshold, top, counts)``. Attributes as
     :func:`attribute_columns` chooses them."""
-    table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None,
-                     label_names=list(labels) if task == "multilabel" and labels else None)  # read once
+    table = as_table(
+        pred,
+        task=task,
+        class_names=list(classes) if task == "multiclass" and classes else None,
+        label_names=list(labels) if task == "multilabel" and labels else None,
+    )  # read once
     shown = attribute_columns(table, attributes)
     out = []
-    for label in (list(labels) if task == "multilabel" else [None]):
-        for threshold in ([None] if task == "multiclass" else [float(t) for t in thresholds]):
-            top, counts = confident_errors(table, task=task, classes=classes, label=label,
-                                           threshold=0.5 if threshold is None else threshold, per_site=per_site,
-                                           attributes=shown, image_column=image_column)
+    for label in list(labels) if task == "multilabel" else [None]:
+        for threshold in [None] if task == "multiclass" else [float(t) for t in thresholds]:
+            top, counts = confident_errors(
+                table,
+                task=task,
+                classes=classes,
+                label=label,
+                threshold=0.5 if threshold is None else threshold,
+                per_site=per_site,
+                attributes=shown,
+                image_column=image_column,
+            )
             out.append((label, threshold, top, counts))
     return out
 
@@ -156,10 +204,15 @@ def _json_value(v: Any) -> Any:
     return str(v)
 
 
-def _case_row(row: pd.Series, attributes: Sequence[str], site: str, name: Optional[str],
-              thumbnails: Mapping[tuple[str, str], str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"case_id": name, "true": str(row["true"]), "called": str(row["called"]),
-                           "confidence": float(row["confidence"])}
+def _case_row(
+    row: pd.Series, attributes: Sequence[str], site: str, name: str | None, thumbnails: Mapping[tuple[str, str], str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "case_id": name,
+        "true": str(row["true"]),
+        "called": str(row["called"]),
+        "confidence": float(row["confidence"]),
+    }
     if "p" in row.index:
         out["p"] = float(row["p"])
     if name is not None and (site, name) in thumbnails:
@@ -170,11 +223,19 @@ def _case_row(row: pd.Series, attributes: Sequence[str], site: str, name: Option
     return out
 
 
-def cases_file(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Sequence[str] = (),
-               labels: Sequence[str] = (), thresholds: Sequence[float] = (0.5,), attributes: Sequence[str] = (),
-               image_column: str = "image", per_site: int = 20,
-               name_of: Callable[[str], Optional[str]] = str,
-               thumbnails: Optional[Mapping[tuple[str, str], str]] = None) -> dict[str, Any]:
+def cases_file(
+    pred: PredictionsTable | pd.DataFrame,
+    *,
+    task: str,
+    classes: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    thresholds: Sequence[float] = (0.5,),
+    attributes: Sequence[str] = (),
+    image_column: str = "image",
+    per_site: int = 20,
+    name_of: Callable[[str], str | None] = str,
+    thumbnails: Mapping[tuple[str, str], str] | None = None,
+) -> dict[str, Any]:
     """``cases.json`` (contract :class:`validate.contract.CasesFile`): per ranking (label, threshold)
     and site, the number of cases and errors and the ``per_site`` most confident errors, most confident
     first (:func:`confident_errors`).
@@ -184,13 +245,24 @@ def cases_file(pred: PredictionsTable | pd.DataFrame, *, task: str, classes: Seq
     ``(site, stored identifier) -> file name`` (without ``.png``) under ``thumbnails/<site>/`` of each
     thumbnail in the bundle; those rows name theirs.
     """
-    table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None,
-                     label_names=list(labels) if task == "multilabel" and labels else None)
+    table = as_table(
+        pred,
+        task=task,
+        class_names=list(classes) if task == "multiclass" and classes else None,
+        label_names=list(labels) if task == "multilabel" and labels else None,
+    )
     shown = attribute_columns(table, attributes)
     out = []
-    for label, threshold, top, counts in rankings(table, task=task, classes=classes, labels=labels,
-                                                  thresholds=thresholds, attributes=shown,
-                                                  image_column=image_column, per_site=per_site):
+    for label, threshold, top, counts in rankings(
+        table,
+        task=task,
+        classes=classes,
+        labels=labels,
+        thresholds=thresholds,
+        attributes=shown,
+        image_column=image_column,
+        per_site=per_site,
+    ):
         sites: dict[str, dict[str, Any]] = {}
         for _, c in counts.iterrows():
             sites[str(c["site"])] = {"cases": int(c["cases"]), "errors": int(c["errors"]), "top": []}

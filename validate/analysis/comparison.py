@@ -32,13 +32,14 @@ Blocks below the insufficiency rule (:func:`validate.metrics.blocks.insufficienc
 dropped; metrics undefined in a block (one class present, no positive call, ...) are listed under
 ``undefined`` with the reason. Undefined numbers are null, never NaN.
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -54,21 +55,28 @@ from validate.predictions import PredictionsTable
 
 BINARY_ONLY = "paired comparison supports binary tasks"
 DELONG, BOOTSTRAP = "delong_paired", "bootstrap_paired"
-SMOOTH_NOTE = ("paired interval not computed: the smoothed errors need one smoother fit per replicate and model "
-               "(smooth_intervals=True computes it)")
+SMOOTH_NOTE = (
+    "paired interval not computed: the smoothed errors need one smoother fit per replicate and model "
+    "(smooth_intervals=True computes it)"
+)
 
 
 # ---- matching ---------------------------------------------------------------------------------------
 
+
 def _keys(table: PredictionsTable) -> pd.Index:
-    return pd.MultiIndex.from_arrays([table.frame["site"].astype(str), table.frame["case_id"].astype(str)],
-                                     names=["site", "case_id"])
+    return pd.MultiIndex.from_arrays(
+        [table.frame["site"].astype(str), table.frame["case_id"].astype(str)], names=["site", "case_id"]
+    )
 
 
 def _require_binary(table: PredictionsTable, which: str) -> None:
     if table.task != "binary":
-        raise InputError(f"{BINARY_ONLY}; the {which} predictions hold a {table.task} task",
-                         file=table.path, expected="binary predictions (columns y and logit or p) for both models")
+        raise InputError(
+            f"{BINARY_ONLY}; the {which} predictions hold a {table.task} task",
+            file=table.path,
+            expected="binary predictions (columns y and logit or p) for both models",
+        )
 
 
 def match_cases(new: PredictionsTable, baseline: PredictionsTable) -> tuple[PredictionsTable, PredictionsTable, dict]:
@@ -87,38 +95,60 @@ def match_cases(new: PredictionsTable, baseline: PredictionsTable) -> tuple[Pred
         dup = keys.duplicated()
         if dup.any():
             site, case = keys[int(np.flatnonzero(dup)[0])]
-            raise InputError(f"case {case!r} of site {site!r} appears twice in the {which} predictions",
-                             file=table.path, field="case_id", expected="one row per (site, case_id)")
+            raise InputError(
+                f"case {case!r} of site {site!r} appears twice in the {which} predictions",
+                file=table.path,
+                field="case_id",
+                expected="one row per (site, case_id)",
+            )
     position = pd.Series(np.arange(len(k_base)), index=k_base)
     in_base = k_new.isin(k_base)
     n_common = int(in_base.sum())
     if n_common == 0:
-        raise InputError("no case is in both predictions: they are matched on (site, case_id)",
-                         file=baseline.path, field="case_id",
-                         expected="predictions of the same cases (same site ids and case ids) by both models")
+        raise InputError(
+            "no case is in both predictions: they are matched on (site, case_id)",
+            file=baseline.path,
+            field="case_id",
+            expected="predictions of the same cases (same site ids and case ids) by both models",
+        )
     rows_new = np.flatnonzero(in_base)
     rows_base = position.reindex(k_new[in_base]).to_numpy(dtype=np.intp)
     new_m = new.subset(in_base)
-    base_m = PredictionsTable(baseline.frame.iloc[rows_base].reset_index(drop=True), baseline.task, baseline.names,
-                              baseline.path, baseline.given, list(baseline.notes))
+    base_m = PredictionsTable(
+        baseline.frame.iloc[rows_base].reset_index(drop=True),
+        baseline.task,
+        baseline.names,
+        baseline.path,
+        baseline.given,
+        list(baseline.notes),
+    )
     differ = np.flatnonzero(new_m.y() != base_m.y())
     if differ.size:
         i = int(differ[0])
         site, case = k_new[rows_new[i]]
-        raise InputError(f"the label of case {case!r} at site {site!r} is {int(new_m.y()[i])} in the new predictions "
-                         f"but {int(base_m.y()[i])} in the baseline predictions"
-                         + (f" ({differ.size} matched cases differ)" if differ.size > 1 else ""),
-                         file=baseline.path, row=int(rows_base[i]) + 1, field="y",
-                         expected="the same label for a case in both predictions (the same cohort)")
+        raise InputError(
+            f"the label of case {case!r} at site {site!r} is {int(new_m.y()[i])} in the new predictions "
+            f"but {int(base_m.y()[i])} in the baseline predictions"
+            + (f" ({differ.size} matched cases differ)" if differ.size > 1 else ""),
+            file=baseline.path,
+            row=int(rows_base[i]) + 1,
+            field="y",
+            expected="the same label for a case in both predictions (the same cohort)",
+        )
     sites = new_m.frame["site"].astype(str).value_counts(sort=False)
-    matched = {"n": n_common, "n_new_only": int(len(new) - n_common), "n_baseline_only": int(len(baseline) - n_common),
-               "sites": {s: int(sites[s]) for s in new_m.sites()}}
+    matched = {
+        "n": n_common,
+        "n_new_only": int(len(new) - n_common),
+        "n_baseline_only": int(len(baseline) - n_common),
+        "sites": {s: int(sites[s]) for s in new_m.sites()},
+    }
     return new_m, base_m, matched
 
 
 # ---- one block ----------------------------------------------------------------------------------------
 
-def _num(x) -> Optional[float]:
+
+def _num(x) -> float | None:
     if x is None:
         return None
     x = float(x)
@@ -166,8 +196,9 @@ class _Model:
         return out
 
 
-def _recalibration_replicates(y: np.ndarray, z: np.ndarray, w: np.ndarray, *, slope: bool,
-                              max_iter: int = 100, tol: float = 1e-12) -> np.ndarray:
+def _recalibration_replicates(
+    y: np.ndarray, z: np.ndarray, w: np.ndarray, *, slope: bool, max_iter: int = 100, tol: float = 1e-12
+) -> np.ndarray:
     """Calibration intercept (slope fixed at 1: logit P = α + z) or slope (logit P = α + β z) of each
     row of frequency weights ``w`` (k, n): weighted maximum likelihood by Newton–Raphson, all
     replicates at once, from α = 0 (β = 1), until |step| < ``tol``·max(1, |θ|) (as
@@ -210,14 +241,22 @@ def _recalibration_replicates(y: np.ndarray, z: np.ndarray, w: np.ndarray, *, sl
     return np.where(converged & ok, est, np.nan)
 
 
-def _delta_entry(new: Optional[float], base: Optional[float], reps: Optional[np.ndarray], level: float,
-                 method: str = BOOTSTRAP) -> dict:
+def _delta_entry(
+    new: float | None, base: float | None, reps: np.ndarray | None, level: float, method: str = BOOTSTRAP
+) -> dict:
     delta = _num(new - base) if new is not None and base is not None else None
     lo = hi = None
     if delta is not None and reps is not None:
         lo, hi = (_num(v) for v in percentile_interval(reps, level))
-    return {"new": new, "baseline": base, "delta": delta, "ci_low": lo, "ci_high": hi, "method": method,
-            "p_value": None}
+    return {
+        "new": new,
+        "baseline": base,
+        "delta": delta,
+        "ci_low": lo,
+        "ci_high": hi,
+        "method": method,
+        "p_value": None,
+    }
 
 
 def _auroc_entry(y: np.ndarray, new: _Model, base: _Model, level: float) -> dict:
@@ -228,13 +267,26 @@ def _auroc_entry(y: np.ndarray, new: _Model, base: _Model, level: float) -> dict
     if min(events, y.size - events) < 2:
         return _delta_entry(_num(auroc(y, new.score)), _num(auroc(y, base.score)), None, level, DELONG)
     t = delong_paired_test(y, new.score, base.score, level=level)
-    return {"new": _num(t["auc1"]), "baseline": _num(t["auc2"]), "delta": _num(t["difference"]),
-            "ci_low": _num(t["ci_low"]), "ci_high": _num(t["ci_high"]), "method": DELONG,
-            "p_value": _num(t["p_value"])}
+    return {
+        "new": _num(t["auc1"]),
+        "baseline": _num(t["auc2"]),
+        "delta": _num(t["difference"]),
+        "ci_low": _num(t["ci_low"]),
+        "ci_high": _num(t["ci_high"]),
+        "method": DELONG,
+        "p_value": _num(t["p_value"]),
+    }
 
 
-def _why(metric: registry.Metric, one_class: bool, events: int, n: int, threshold: Optional[float],
-         new: Optional[float], base: Optional[float]) -> str:
+def _why(
+    metric: registry.Metric,
+    one_class: bool,
+    events: int,
+    n: int,
+    threshold: float | None,
+    new: float | None,
+    base: float | None,
+) -> str:
     if one_class and metric.one_class is not None:
         single = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
         return single + (f": {metric.one_class}" if metric.one_class else "")
@@ -248,15 +300,30 @@ def _why(metric: registry.Metric, one_class: bool, events: int, n: int, threshol
     return f"undefined for {who}: {detail}"
 
 
-def delta_block(y: np.ndarray, new: PredictionsTable, baseline: PredictionsTable, mask: np.ndarray, *,
-                settings: MetricSettings, clusters=None, strata=None, smooth_intervals: bool = False) -> dict:
+def delta_block(
+    y: np.ndarray,
+    new: PredictionsTable,
+    baseline: PredictionsTable,
+    mask: np.ndarray,
+    *,
+    settings: MetricSettings,
+    clusters=None,
+    strata=None,
+    smooth_intervals: bool = False,
+) -> dict:
     """The DELTA_BLOCK of the cases ``mask`` selects (see the module docstring). ``y`` the matched labels,
     ``new``/``baseline`` the matched tables (row i the same case), ``clusters``/``strata`` over the
     selected cases as the metrics block gets them."""
     y = y[mask]
     n, events = int(y.size), int(y.sum())
-    block: dict[str, Any] = {"n": n, "n_events": events, "insufficient": False, "reason": None,
-                             "metrics": {}, "undefined": {}}
+    block: dict[str, Any] = {
+        "n": n,
+        "n_events": events,
+        "insufficient": False,
+        "reason": None,
+        "metrics": {},
+        "undefined": {},
+    }
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
@@ -273,8 +340,9 @@ def delta_block(y: np.ndarray, new: PredictionsTable, baseline: PredictionsTable
             new_v, base_v = _num(points[0].get(key)), _num(points[1].get(key))
             if one_class and m.one_class is not None or new_v is None or base_v is None:
                 if i in (None, 0):
-                    block["undefined"][m.name] = _why(m, one_class, events, n, thresholds[i] if i is not None else None,
-                                                      new_v, base_v)
+                    block["undefined"][m.name] = _why(
+                        m, one_class, events, n, thresholds[i] if i is not None else None, new_v, base_v
+                    )
                 continue
             if m.interval == "delong":
                 entry = _auroc_entry(y, *models, level)
@@ -294,14 +362,22 @@ def delta_block(y: np.ndarray, new: PredictionsTable, baseline: PredictionsTable
     return block
 
 
-def _delta_replicates(models: tuple[_Model, _Model], n: int, settings: MetricSettings, clusters, strata,
-                      thresholds: list[float], smooth: bool) -> dict[str, np.ndarray]:
+def _delta_replicates(
+    models: tuple[_Model, _Model],
+    n: int,
+    settings: MetricSettings,
+    clusters,
+    strata,
+    thresholds: list[float],
+    smooth: bool,
+) -> dict[str, np.ndarray]:
     """``{metric key: Δ replicates}``: both models' metrics on the same replicate weights, chunk by chunk."""
     if settings.n_bootstrap <= 0:
         return {}
     parts: dict[str, list[np.ndarray]] = {}
-    for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
-                                       seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
+    for _, w in iter_bootstrap_weights(
+        settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+    ):
         new, base = (m.replicates(w, thresholds, smooth) for m in models)
         with np.errstate(invalid="ignore"):
             for k, v in new.items():
@@ -311,6 +387,7 @@ def _delta_replicates(models: tuple[_Model, _Model], n: int, settings: MetricSet
 
 
 # ---- the comparison -----------------------------------------------------------------------------------
+
 
 def _identity(table: PredictionsTable, label: str) -> dict:
     """Label, file name (never an absolute path) and SHA-256 of the predictions file, where there is one."""
@@ -331,13 +408,22 @@ def _group_labels(values: pd.Series, new: PredictionsTable, keep: np.ndarray, n:
         v = v[keep].reset_index(drop=True)
     else:
         raise ValueError(f"subgroup {attr!r} has {len(v)} values for {n} matched cases ({len(new)} new cases)")
-    return v.map(lambda x: MISSING_VALUE if x is None or (isinstance(x, float) and np.isnan(x)) else str(x)) \
-        .to_numpy(dtype=object)
+    return v.map(lambda x: MISSING_VALUE if x is None or (isinstance(x, float) and np.isnan(x)) else str(x)).to_numpy(
+        dtype=object
+    )
 
 
-def compare(new: PredictionsTable, baseline: PredictionsTable, *, settings: MetricSettings,
-            subgroups: Optional[Mapping[str, pd.Series]] = None, sites: Optional[Sequence[str]] = None,
-            new_label: str = "new", baseline_label: str = "baseline", smooth_intervals: bool = False) -> dict:
+def compare(
+    new: PredictionsTable,
+    baseline: PredictionsTable,
+    *,
+    settings: MetricSettings,
+    subgroups: Mapping[str, pd.Series] | None = None,
+    sites: Sequence[str] | None = None,
+    new_label: str = "new",
+    baseline_label: str = "baseline",
+    smooth_intervals: bool = False,
+) -> dict:
     """The ``comparison.json`` content (contract :class:`validate.contract.ComparisonFile`) of ``new``
     against ``baseline`` on the cases both scored (see the module docstring).
 
@@ -353,21 +439,35 @@ def compare(new: PredictionsTable, baseline: PredictionsTable, *, settings: Metr
     site_ids = frame["site"].astype(str).to_numpy(dtype=object)
     present = list(matched["sites"])
     order = [str(s) for s in sites if str(s) in matched["sites"]] if sites is not None else present
+
     def block(mask: np.ndarray, stratified: bool) -> dict:
         sub = frame.loc[mask]
-        return delta_block(y, new_m, base_m, mask, clusters=_clusters(sub, settings),
-                           strata=site_ids[mask] if stratified else None, settings=settings,
-                           smooth_intervals=smooth_intervals)
+        return delta_block(
+            y,
+            new_m,
+            base_m,
+            mask,
+            clusters=_clusters(sub, settings),
+            strata=site_ids[mask] if stratified else None,
+            settings=settings,
+            smooth_intervals=smooth_intervals,
+        )
 
     everyone = np.ones(len(frame), dtype=bool)
     overall = block(everyone, True)
     out: dict[str, Any] = {
-        "new": _identity(new, new_label), "baseline": _identity(baseline, baseline_label),
-        "level": settings.ci_level, "n_boot": settings.n_bootstrap, "seed": settings.seed,
-        "matched": matched, "overall": overall, "sites": {}, "subgroups": {},
+        "new": _identity(new, new_label),
+        "baseline": _identity(baseline, baseline_label),
+        "level": settings.ci_level,
+        "n_boot": settings.n_bootstrap,
+        "seed": settings.seed,
+        "matched": matched,
+        "overall": overall,
+        "sites": {},
+        "subgroups": {},
         "metrics": [m.name for m in compared_metrics()],
         "definition": "delta = new - baseline on the matched cases; AUROC: paired DeLong; other metrics: "
-                      "percentile interval of the paired bootstrap (the same replicate weights for both models)",
+        "percentile interval of the paired bootstrap (the same replicate weights for both models)",
     }
     for s in order:
         # one site: its block is the pooled block (the same cases, one stratum, the same weights)

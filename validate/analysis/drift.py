@@ -51,6 +51,7 @@ Output of :func:`temporal_drift` (JSON-ready, undefined numbers None beside a re
               "flagged": bool, "cusum_alarm": bool}
     TEST = {"test", "statistic", "p_value", "p_adjusted", "significant", "effect"?, "reason"?}
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,13 @@ def parse_dates(values: pd.Series | Sequence, *, column: str = "acquired_at", fi
     out = pd.to_datetime(text.where(~empty), format="ISO8601", errors="coerce")
     bad = np.flatnonzero(out.isna().to_numpy() & ~empty)
     if bad.size:
-        raise InputError(f"not an ISO date: {s.iloc[bad[0]]!r}", file=file, row=int(bad[0]) + 1, field=column,
-                         expected="an ISO 8601 date such as 2021-03-14")
+        raise InputError(
+            f"not an ISO date: {s.iloc[bad[0]]!r}",
+            file=file,
+            row=int(bad[0]) + 1,
+            field=column,
+            expected="an ISO 8601 date such as 2021-03-14",
+        )
     return out
 
 
@@ -116,8 +122,9 @@ def _settings(settings: Any):
     return settings if settings is not None else MetricSettings()
 
 
-def _bootstrap_entries(y: np.ndarray, p: np.ndarray, clusters: np.ndarray | None, settings: Any,
-                       seed: int) -> tuple[dict, dict]:
+def _bootstrap_entries(
+    y: np.ndarray, p: np.ndarray, clusters: np.ndarray | None, settings: Any, seed: int
+) -> tuple[dict, dict]:
     """Mean score and ECE with bootstrap percentile intervals from the metrics engine's weights."""
     from validate.metrics import bootstrap_replicates, ece, percentile_interval, weighted_ece
     from validate.metrics.calibration import bin_index
@@ -125,8 +132,10 @@ def _bootstrap_entries(y: np.ndarray, p: np.ndarray, clusters: np.ndarray | None
     est_mean = float(p.mean())
     est_ece = float(ece(y, p, bins=settings.bins))
     if settings.n_bootstrap <= 0:
-        return (_entry(est_mean, None, None, "bootstrap", reason="n_bootstrap is 0"),
-                _entry(est_ece, None, None, "bootstrap", reason="n_bootstrap is 0"))
+        return (
+            _entry(est_mean, None, None, "bootstrap", reason="n_bootstrap is 0"),
+            _entry(est_ece, None, None, "bootstrap", reason="n_bootstrap is 0"),
+        )
     idx = bin_index(p, settings.bins)
 
     def statistic(w: np.ndarray) -> np.ndarray:
@@ -137,8 +146,9 @@ def _bootstrap_entries(y: np.ndarray, p: np.ndarray, clusters: np.ndarray | None
     return (_entry(est_mean, lo[0], hi[0], "bootstrap"), _entry(est_ece, lo[1], hi[1], "bootstrap"))
 
 
-def window_metrics(y: np.ndarray, p: np.ndarray, *, settings: Any = None, clusters: np.ndarray | None = None,
-                   seed: int | None = None) -> dict:
+def window_metrics(
+    y: np.ndarray, p: np.ndarray, *, settings: Any = None, clusters: np.ndarray | None = None, seed: int | None = None
+) -> dict:
     """Metrics of one window's cases (binary ``y``, probabilities ``p``), each with its interval.
 
     prevalence: Wilson; mean score and ECE (``settings.bins`` equal-width bins): bootstrap percentile
@@ -155,9 +165,18 @@ def window_metrics(y: np.ndarray, p: np.ndarray, *, settings: Any = None, cluste
     out: dict = {"n": n, "n_events": events}
     if n == 0:
         reason = "no cases in this window"
-        out.update({k: _none_entry(m, reason) for k, m in (
-            ("prevalence", "wilson"), ("mean_score", "bootstrap"), ("auroc", "delong"), ("ece", "bootstrap"),
-            ("calibration_intercept", "wald"))})
+        out.update(
+            {
+                k: _none_entry(m, reason)
+                for k, m in (
+                    ("prevalence", "wilson"),
+                    ("mean_score", "bootstrap"),
+                    ("auroc", "delong"),
+                    ("ece", "bootstrap"),
+                    ("calibration_intercept", "wald"),
+                )
+            }
+        )
         out.update({"insufficient": True, "insufficient_reason": reason})
         return out
     lo, hi = ts.wilson_interval(events, n, settings.ci_level)
@@ -191,50 +210,73 @@ def _clean(v):
 
 # --------------------------------------------------------------------------- window tests
 
+
 def _auroc_z(y_a, p_a, y_b, p_b) -> dict:
     from validate.metrics import delong_ci
 
     if min(y_a.sum(), y_a.size - y_a.sum()) < 2 or min(y_b.sum(), y_b.size - y_b.sum()) < 2:
-        return {"test": "delong_z_unpaired", "statistic": None, "p_value": None,
-                "reason": "fewer than 2 events or non-events"}
+        return {
+            "test": "delong_z_unpaired",
+            "statistic": None,
+            "p_value": None,
+            "reason": "fewer than 2 events or non-events",
+        }
     a, b = delong_ci(y_a, p_a), delong_ci(y_b, p_b)
     se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
     diff = a["estimate"] - b["estimate"]
     if not math.isfinite(se) or se == 0:
-        return {"test": "delong_z_unpaired", "statistic": None, "p_value": None, "effect": diff,
-                "reason": "zero standard error"}
+        return {
+            "test": "delong_z_unpaired",
+            "statistic": None,
+            "p_value": None,
+            "effect": diff,
+            "reason": "zero standard error",
+        }
     z = diff / se
-    return {"test": "delong_z_unpaired", "statistic": z, "p_value": float(2 * stats.norm.sf(abs(z))),
-            "effect": diff}
+    return {"test": "delong_z_unpaired", "statistic": z, "p_value": float(2 * stats.norm.sf(abs(z))), "effect": diff}
 
 
 def _window_tests(y_w, p_w, y_r, p_r, which: Sequence[str]) -> dict:
     out = {}
     if "score" in which:
         res = ts.score_shift(p_w, p_r)
-        out["score"] = {"test": res["test"], "statistic": res["statistic"], "p_value": res["p_value"],
-                        "effect": res.get("psi"), "effect_name": "psi"}
+        out["score"] = {
+            "test": res["test"],
+            "statistic": res["statistic"],
+            "p_value": res["p_value"],
+            "effect": res.get("psi"),
+            "effect_name": "psi",
+        }
     if "calibration" in which:
         res = ts.numeric_shift(y_w - p_w, y_r - p_r)
-        out["calibration"] = {"test": res["test"], "statistic": res["statistic"], "p_value": res["p_value"],
-                              "effect": (res["site"]["mean"] - res["reference"]["mean"])
-                              if res["site"]["mean"] is not None else None,
-                              "effect_name": "residual_mean_difference"}
+        out["calibration"] = {
+            "test": res["test"],
+            "statistic": res["statistic"],
+            "p_value": res["p_value"],
+            "effect": (res["site"]["mean"] - res["reference"]["mean"]) if res["site"]["mean"] is not None else None,
+            "effect_name": "residual_mean_difference",
+        }
         if res.get("reason"):
             out["calibration"]["reason"] = res["reason"]
     if "auroc" in which:
         out["auroc"] = _auroc_z(y_w, p_w, y_r, p_r)
     if "prevalence" in which:
         res = ts.proportion_shift(int(y_w.sum()), y_w.size, int(y_r.sum()), y_r.size)
-        out["prevalence"] = {"test": res.get("test"), "statistic": res.get("statistic"),
-                             "p_value": res.get("p_value"), "effect": res.get("effect"), "effect_name": "difference"}
+        out["prevalence"] = {
+            "test": res.get("test"),
+            "statistic": res.get("statistic"),
+            "p_value": res.get("p_value"),
+            "effect": res.get("effect"),
+            "effect_name": "difference",
+        }
         if res.get("reason"):
             out["prevalence"]["reason"] = res["reason"]
     return out
 
 
-def _cusum(stat_w: list[tuple[float, int] | None], mu: float, sd: float, n_ref: int,
-           k: float = CUSUM_K, h: float = CUSUM_H) -> list[dict | None]:
+def _cusum(
+    stat_w: list[tuple[float, int] | None], mu: float, sd: float, n_ref: int, k: float = CUSUM_K, h: float = CUSUM_H
+) -> list[dict | None]:
     upper = lower = 0.0
     out = []
     for item in stat_w:
@@ -243,8 +285,9 @@ def _cusum(stat_w: list[tuple[float, int] | None], mu: float, sd: float, n_ref: 
             continue
         mean, n = item
         if sd == 0 or not math.isfinite(sd):
-            out.append({"z": None, "upper": upper, "lower": lower, "alarm": False,
-                        "reason": "no variation in the reference"})
+            out.append(
+                {"z": None, "upper": upper, "lower": lower, "alarm": False, "reason": "no variation in the reference"}
+            )
             continue
         z = (mean - mu) / (sd * math.sqrt(1.0 / n + 1.0 / n_ref))
         upper = max(0.0, upper + z - k)
@@ -255,10 +298,23 @@ def _cusum(stat_w: list[tuple[float, int] | None], mu: float, sd: float, n_ref: 
 
 # --------------------------------------------------------------------------- the analysis
 
-def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *, freq: str = "M",
-                   reference_windows: int = 3, alpha: float = 0.05, correction: str = "holm",
-                   detector: str = "tests", tests: Sequence[str] = WINDOW_TESTS, settings: Any = None,
-                   clusters: np.ndarray | None = None, cusum_k: float = CUSUM_K, cusum_h: float = CUSUM_H) -> dict:
+
+def temporal_drift(
+    y: np.ndarray,
+    p: np.ndarray,
+    dates: pd.Series | Sequence,
+    *,
+    freq: str = "M",
+    reference_windows: int = 3,
+    alpha: float = 0.05,
+    correction: str = "holm",
+    detector: str = "tests",
+    tests: Sequence[str] = WINDOW_TESTS,
+    settings: Any = None,
+    clusters: np.ndarray | None = None,
+    cusum_k: float = CUSUM_K,
+    cusum_h: float = CUSUM_H,
+) -> dict:
     """Metrics per calendar window and the windows that drifted (structure in the module docstring).
 
     ``y`` binary labels, ``p`` probabilities, ``dates`` datetimes or ISO strings (cases without a date are
@@ -272,10 +328,20 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
     p = np.asarray(p, dtype=float)
     dates = parse_dates(dates)
     dated = dates.notna().to_numpy()
-    out: dict = {"freq": freq, "detector": detector, "alpha": alpha, "correction": correction,
-                 "n_dated": int(dated.sum()), "n_undated": int((~dated).sum()), "reference_windows": [],
-                 "windows": [], "flagged_windows": [], "cusum_alarm_windows": [], "first_flagged": None,
-                 "drift": False}
+    out: dict = {
+        "freq": freq,
+        "detector": detector,
+        "alpha": alpha,
+        "correction": correction,
+        "n_dated": int(dated.sum()),
+        "n_undated": int((~dated).sum()),
+        "reference_windows": [],
+        "windows": [],
+        "flagged_windows": [],
+        "cusum_alarm_windows": [],
+        "first_flagged": None,
+        "drift": False,
+    }
     if not dated.any():
         out["reason"] = "no case has a date"
         return out
@@ -292,10 +358,17 @@ def temporal_drift(y: np.ndarray, p: np.ndarray, dates: pd.Series | Sequence, *,
     windows = []
     for i, per in enumerate(calendar):
         idx = members[per]
-        w = {"window": str(per), "start": per.start_time.date().isoformat(), "end": per.end_time.date().isoformat(),
-             "reference": per in ref_set}
-        w.update(window_metrics(y[idx], p[idx], settings=settings, clusters=None if cl is None else cl[idx],
-                                seed=settings.seed + i))
+        w = {
+            "window": str(per),
+            "start": per.start_time.date().isoformat(),
+            "end": per.end_time.date().isoformat(),
+            "reference": per in ref_set,
+        }
+        w.update(
+            window_metrics(
+                y[idx], p[idx], settings=settings, clusters=None if cl is None else cl[idx], seed=settings.seed + i
+            )
+        )
         w["tests"] = None
         if not w["reference"] and idx.size and len(nonempty) > 1:
             w["tests"] = _window_tests(y[idx], p[idx], y_r, p_r, tests)
@@ -328,8 +401,11 @@ def _calendar(dates: pd.Series, freq: str) -> tuple[pd.PeriodIndex, dict]:
     try:
         periods = dates.dt.to_period(freq)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"unknown window frequency {freq!r}: {exc}", field="freq",
-                         expected="a pandas period alias such as M, W, Q or Y") from None
+        raise InputError(
+            f"unknown window frequency {freq!r}: {exc}",
+            field="freq",
+            expected="a pandas period alias such as M, W, Q or Y",
+        ) from None
     codes = pd.PeriodIndex(periods).asi8
     first, last = periods.min(), periods.max()
     calendar = pd.period_range(first, last, freq=first.freq)
@@ -356,8 +432,14 @@ def _adjust_window_tests(windows: list[dict], *, correction: str, alpha: float) 
         w["flagged"] = any(t["significant"] for t in (w["tests"] or {}).values())
 
 
-def _cusum_windows(windows: list[dict], later: list[tuple[np.ndarray, dict]], series: dict[str, np.ndarray],
-                   ref_idx: np.ndarray, k: float, h: float) -> None:
+def _cusum_windows(
+    windows: list[dict],
+    later: list[tuple[np.ndarray, dict]],
+    series: dict[str, np.ndarray],
+    ref_idx: np.ndarray,
+    k: float,
+    h: float,
+) -> None:
     """CUSUM of each series (the score, the calibration residual y − p) over the windows after the
     reference, standardised against the reference cases; ``later``: (positions of its cases, window)."""
     cus = {}
@@ -380,7 +462,10 @@ def _verdict(out: dict, windows: list[dict], detector: str) -> None:
     out["windows"] = windows
     out["flagged_windows"] = [w["window"] for w in windows if w["flagged"]]
     out["cusum_alarm_windows"] = [w["window"] for w in windows if w["cusum_alarm"]]
-    chosen = {"tests": out["flagged_windows"], "cusum": out["cusum_alarm_windows"],
-              "either": sorted(set(out["flagged_windows"]) | set(out["cusum_alarm_windows"]))}[detector]
+    chosen = {
+        "tests": out["flagged_windows"],
+        "cusum": out["cusum_alarm_windows"],
+        "either": sorted(set(out["flagged_windows"]) | set(out["cusum_alarm_windows"])),
+    }[detector]
     out["first_flagged"] = chosen[0] if chosen else None
     out["drift"] = bool(chosen)

@@ -19,6 +19,7 @@ calibration-in-the-large error is the prevalence change?": the calibration inter
 adjusting the probabilities from the development prevalence to the site's (known from its labels, and
 estimated by EM without them).
 """
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,9 @@ def adjust_to_prior(p: np.ndarray, old_prior: Any, new_prior: Any) -> np.ndarray
     return np.exp(logw - logsumexp(logw, axis=1, keepdims=True))
 
 
-def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None, tol: float = 1e-8,
-             max_iter: int = 10_000) -> dict:
+def em_prior(
+    p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None, tol: float = 1e-8, max_iter: int = 10_000
+) -> dict:
     """Estimate a site's class priors from its unlabelled probabilities (Saerens et al. 2002, §2.3).
 
     EM iteration, from π⁽⁰⁾ = ``old_prior``:
@@ -90,6 +92,7 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
     if logits is not None or np.asarray(p).ndim == 1:
         z = np.asarray(logits, dtype=float) if logits is not None else logit(p)
         old = float(_check_prior(old_prior, 1, "old_prior")[0])
+
         def lg(q: float) -> float:
             return math.log(q) - math.log1p(-q)
 
@@ -106,10 +109,15 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
         adjusted = expit(z + (lg(prior) - lg(old)))
         # log[(π'/π) q + ((1-π')/(1-π)) (1-q)] with q = expit(z), written with log-sigmoids
         ls_pos, ls_neg = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
-        loglik = float(np.sum(np.logaddexp(ls_pos + math.log(prior / old),
-                                           ls_neg + math.log((1 - prior) / (1 - old)))))
-        return {"prior": prior, "probabilities": adjusted, "iterations": it, "converged": converged,
-                "log_likelihood": loglik, "at_boundary": bool(min(prior, 1 - prior) < BOUNDARY)}
+        loglik = float(np.sum(np.logaddexp(ls_pos + math.log(prior / old), ls_neg + math.log((1 - prior) / (1 - old)))))
+        return {
+            "prior": prior,
+            "probabilities": adjusted,
+            "iterations": it,
+            "converged": converged,
+            "log_likelihood": loglik,
+            "at_boundary": bool(min(prior, 1 - prior) < BOUNDARY),
+        }
     p = np.asarray(p, dtype=float)
     if p.ndim != 2:
         raise ValueError(f"p must be 1-D (binary) or 2-D (multiclass), got shape {p.shape}")
@@ -131,8 +139,14 @@ def em_prior(p: np.ndarray, old_prior: Any, *, logits: np.ndarray | None = None,
     logw = logp + (np.log(prior) - np.log(old))
     adjusted = np.exp(logw - logsumexp(logw, axis=1, keepdims=True))
     loglik = float(np.sum(logsumexp(logw, axis=1) - logsumexp(logp, axis=1)))
-    return {"prior": prior.tolist(), "probabilities": adjusted, "iterations": it, "converged": converged,
-            "log_likelihood": loglik, "at_boundary": bool(prior.min() < BOUNDARY)}
+    return {
+        "prior": prior.tolist(),
+        "probabilities": adjusted,
+        "iterations": it,
+        "converged": converged,
+        "log_likelihood": loglik,
+        "at_boundary": bool(prior.min() < BOUNDARY),
+    }
 
 
 def _intercept_entry(y: np.ndarray, z: np.ndarray, level: float) -> dict:
@@ -142,8 +156,15 @@ def _intercept_entry(y: np.ndarray, z: np.ndarray, level: float) -> dict:
     try:
         res = calibration_intercept(y, logits=z, level=level)
     except (ArithmeticError, ValueError) as exc:  # a fit that cannot converge must not sink the report
-        return {"method": "wald", "estimate": None, "se": None, "ci_low": None, "ci_high": None,
-                "converged": False, "reason": f"the fit failed: {exc}"}
+        return {
+            "method": "wald",
+            "estimate": None,
+            "se": None,
+            "ci_low": None,
+            "ci_high": None,
+            "converged": False,
+            "reason": f"the fit failed: {exc}",
+        }
     out = {"method": "wald"}
     for k, v in res.items():
         if isinstance(v, (bool, np.bool_)):
@@ -156,9 +177,16 @@ def _intercept_entry(y: np.ndarray, z: np.ndarray, level: float) -> dict:
     return out
 
 
-def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_prior: float,
-                            logits: np.ndarray | None = None, ci_level: float = 0.95, tol: float = 1e-8,
-                            max_iter: int = 10_000) -> dict:
+def prior_shift_calibration(
+    y: np.ndarray,
+    p: np.ndarray | None = None,
+    *,
+    old_prior: float,
+    logits: np.ndarray | None = None,
+    ci_level: float = 0.95,
+    tol: float = 1e-8,
+    max_iter: int = 10_000,
+) -> dict:
     """How much of a binary site's calibration-in-the-large error a prevalence change explains.
 
     ``y`` (0/1) and ``p`` (positive-class probabilities; or their ``logits``) are the site's cases;
@@ -181,17 +209,35 @@ def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_p
     z = np.asarray(logits, dtype=float) if logits is not None else logit(p)
     n = y.size
     events = int(y.sum())
-    out: dict = {"old_prior": float(old_prior), "n": int(n), "n_events": events,
-                 "site_prevalence": events / n if n else None}
+    out: dict = {
+        "old_prior": float(old_prior),
+        "n": int(n),
+        "n_events": events,
+        "site_prevalence": events / n if n else None,
+    }
     em = em_prior(None, old_prior, logits=z, tol=tol, max_iter=max_iter)
-    out["em"] = {"prior": em["prior"], "iterations": em["iterations"], "converged": em["converged"],
-                 "log_likelihood_ratio": em["log_likelihood"], "at_boundary": em["at_boundary"]}
+    out["em"] = {
+        "prior": em["prior"],
+        "iterations": em["iterations"],
+        "converged": em["converged"],
+        "log_likelihood_ratio": em["log_likelihood"],
+        "at_boundary": em["at_boundary"],
+    }
     if em["at_boundary"]:
-        out["em"]["note"] = ("the EM estimate ran to the boundary: the scores are not consistent with a pure "
-                             "prior shift from a model calibrated at the development prevalence")
+        out["em"]["note"] = (
+            "the EM estimate ran to the boundary: the scores are not consistent with a pure "
+            "prior shift from a model calibrated at the development prevalence"
+        )
     if n == 0 or events == 0 or events == n:
-        out.update({"plain": None, "known": None, "explained": None, "prior_log_odds_shift": None,
-                    "reason": "the site has a single class: calibration-in-the-large is undefined"})
+        out.update(
+            {
+                "plain": None,
+                "known": None,
+                "explained": None,
+                "prior_log_odds_shift": None,
+                "reason": "the site has a single class: calibration-in-the-large is undefined",
+            }
+        )
         out["em"]["intercept"] = None
         return out
     prev = events / n
@@ -205,8 +251,7 @@ def prior_shift_calibration(y: np.ndarray, p: np.ndarray | None = None, *, old_p
         out["em"]["intercept"] = None
         out["em"]["intercept_reason"] = "the EM estimate is at the boundary: no adjusted intercept"
     else:
-        out["em"]["intercept"] = _intercept_entry(y, z + float(logit(em["prior"]) - logit(old_prior)),
-                                                  ci_level)
+        out["em"]["intercept"] = _intercept_entry(y, z + float(logit(em["prior"]) - logit(old_prior)), ci_level)
     a, b = plain.get("estimate"), known.get("estimate")
     if a is None or b is None or a == 0:
         out["explained"] = None

@@ -86,6 +86,7 @@ PSI 0.2 (between Siddiqi's 0.1 "moderate" and 0.25 "major"); MMD² none (its sca
 embedding). A finding is ``material`` when it is significant and beyond its threshold: the statistical
 flag says the difference is real, the threshold says it is large enough to matter.
 """
+
 from __future__ import annotations
 
 import math
@@ -124,6 +125,7 @@ _CORRECTIONS = ("holm", "bh")
 
 # --------------------------------------------------------------------------- table reading
 
+
 def _outcome_names(table: PredictionsTable) -> tuple[list[str], list[str]]:
     """(label names, score names) of the shift findings: binary ``["y"]``, ``["p"]``; multiclass
     ``["y"]`` and the class names in the table's class order (the order its class indices refer to);
@@ -144,6 +146,7 @@ def attribute_kind(values: pd.Series) -> str:
 
 # --------------------------------------------------------------------------- one site
 
+
 def _finding(result: dict, group: str, name: str, thresholds: Mapping[str, float | None]) -> dict:
     result = dict(result)
     thr = thresholds.get(result.get("effect_name")) if result.get("effect_name") else None
@@ -156,8 +159,9 @@ def _finding(result: dict, group: str, name: str, thresholds: Mapping[str, float
 
 def _column_shift(kind: str, a: pd.Series, b: pd.Series) -> dict:
     if kind == "numeric":
-        return ts.numeric_shift(pd.to_numeric(a, errors="coerce").to_numpy(float),
-                                pd.to_numeric(b, errors="coerce").to_numpy(float))
+        return ts.numeric_shift(
+            pd.to_numeric(a, errors="coerce").to_numpy(float), pd.to_numeric(b, errors="coerce").to_numpy(float)
+        )
     return ts.categorical_shift(a, b)
 
 
@@ -182,10 +186,20 @@ class _Findings:
         return f
 
 
-def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Mapping[str, str],
-               features: Sequence[str], columns: Mapping[str, Any],
-               alpha: float = 0.05, correction: str = "holm", thresholds: Mapping[str, float | None] | None = None,
-               ci_level: float = 0.95, seed: int = 0, n_permutations: int = 500) -> dict:
+def site_shift(
+    site: PredictionsTable,
+    dev: PredictionsTable,
+    *,
+    attributes: Mapping[str, str],
+    features: Sequence[str],
+    columns: Mapping[str, Any],
+    alpha: float = 0.05,
+    correction: str = "holm",
+    thresholds: Mapping[str, float | None] | None = None,
+    ci_level: float = 0.95,
+    seed: int = 0,
+    n_permutations: int = 500,
+) -> dict:
     """Every shift finding for one site against the development cases, corrected and ranked.
 
     ``site`` and ``dev`` are predictions tables (one site's cases, the development cases); labels and
@@ -201,19 +215,26 @@ def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Map
     z_a = site.logits() if task == "binary" else None  # prior shift: the logits, without the clip when given
     out["n_events"], out["labels"] = _label_shift(findings, task, labels, score_names, y_a, y_b, ci_level)
     a, b = site.frame, dev.frame  # the attributes, images, equipment and embeddings are columns
-    out["case_mix"] = {name: findings.add("case_mix", name, _column_shift(kind, a[name], b[name]))
-                       for name, kind in attributes.items()}
+    out["case_mix"] = {
+        name: findings.add("case_mix", name, _column_shift(kind, a[name], b[name])) for name, kind in attributes.items()
+    }
     if task == "binary":
         out["scores"] = {"p": findings.add("scores", "p", ts.score_shift(p_a, p_b))}
     else:
-        out["scores"] = {n: findings.add("scores", n, ts.score_shift(p_a[:, j], p_b[:, j]))
-                         for j, n in enumerate(score_names)}
+        out["scores"] = {
+            n: findings.add("scores", n, ts.score_shift(p_a[:, j], p_b[:, j])) for j, n in enumerate(score_names)
+        }
     out["images"] = _image_shift(findings, a, b, columns)
     out["equipment"] = _equipment_shift(findings, a, b, columns["equipment"])
     if columns["embedding"]:
         ecols = columns["embedding_columns"]
-        out["embedding"] = findings.add("embedding", "penultimate", ts.mmd_permutation_test(
-            a[ecols].to_numpy(float), b[ecols].to_numpy(float), n_permutations=n_permutations, seed=seed))
+        out["embedding"] = findings.add(
+            "embedding",
+            "penultimate",
+            ts.mmd_permutation_test(
+                a[ecols].to_numpy(float), b[ecols].to_numpy(float), n_permutations=n_permutations, seed=seed
+            ),
+        )
     else:
         out["embedding"] = None
     out["missingness"] = _missingness_shift(findings, a, b, features, ci_level)
@@ -223,33 +244,53 @@ def site_shift(site: PredictionsTable, dev: PredictionsTable, *, attributes: Map
     return out
 
 
-def _label_shift(findings: _Findings, task: str, labels: list[str], score_names: list[str], y_a: np.ndarray,
-                 y_b: np.ndarray, ci_level: float) -> tuple[Any, dict]:
+def _label_shift(
+    findings: _Findings,
+    task: str,
+    labels: list[str],
+    score_names: list[str],
+    y_a: np.ndarray,
+    y_b: np.ndarray,
+    ci_level: float,
+) -> tuple[Any, dict]:
     """The site's events and the shift of its labels: the prevalence (binary), each label's prevalence
     (multilabel) or the class mix (multiclass, whose events are None)."""
     if task == "binary":
-        return int(y_a.sum()), {"prevalence": findings.add("labels", "prevalence", ts.proportion_shift(
-            int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level))}
+        return int(y_a.sum()), {
+            "prevalence": findings.add(
+                "labels",
+                "prevalence",
+                ts.proportion_shift(int(y_a.sum()), y_a.size, int(y_b.sum()), y_b.size, level=ci_level),
+            )
+        }
     if task == "multilabel":
         n_events = {lab: int(y_a[:, j].sum()) for j, lab in enumerate(labels)}
-        return n_events, {lab: findings.add("labels", lab, ts.proportion_shift(
-            int(y_a[:, j].sum()), y_a.shape[0], int(y_b[:, j].sum()), y_b.shape[0], level=ci_level))
-            for j, lab in enumerate(labels)}
+        return n_events, {
+            lab: findings.add(
+                "labels",
+                lab,
+                ts.proportion_shift(
+                    int(y_a[:, j].sum()), y_a.shape[0], int(y_b[:, j].sum()), y_b.shape[0], level=ci_level
+                ),
+            )
+            for j, lab in enumerate(labels)
+        }
     names = np.asarray(score_names, dtype=object)
-    return None, {"class_mix": findings.add("labels", "class_mix", ts.categorical_shift(
-        names[y_a].tolist(), names[y_b].tolist()))}
+    return None, {
+        "class_mix": findings.add("labels", "class_mix", ts.categorical_shift(names[y_a].tolist(), names[y_b].tolist()))
+    }
 
 
-def _image_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
-                 columns: Mapping[str, Any]) -> dict | None:
+def _image_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, columns: Mapping[str, Any]) -> dict | None:
     """Intensity statistics, sizes (height x width) and the pooled histogram of the images; None
     without image columns."""
     if not (columns["image_stats"] or columns["image_size"] or columns["image_histogram"]):
         return None
     images: dict = {"intensity": {}, "size": None, "histogram": None}
     for c in columns["image_stats"]:
-        images["intensity"][c] = findings.add("image_intensity", c, ts.numeric_shift(
-            site[c].to_numpy(float), dev[c].to_numpy(float)))
+        images["intensity"][c] = findings.add(
+            "image_intensity", c, ts.numeric_shift(site[c].to_numpy(float), dev[c].to_numpy(float))
+        )
     if columns["image_size"]:
         images["size"] = findings.add("image_size", "height x width", ts.categorical_shift(_sizes(site), _sizes(dev)))
     if columns["image_histogram"]:
@@ -258,8 +299,9 @@ def _image_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
     return images
 
 
-def _equipment_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
-                     equipment: Sequence[str]) -> dict | None:
+def _equipment_shift(
+    findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, equipment: Sequence[str]
+) -> dict | None:
     """The DICOM manufacturer / model mix; not tested where a site does not record it for every case."""
     if not equipment:
         return None
@@ -273,18 +315,23 @@ def _equipment_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame,
     return eq
 
 
-def _missingness_shift(findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, features: Sequence[str],
-                       ci_level: float) -> dict | None:
+def _missingness_shift(
+    findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, features: Sequence[str], ci_level: float
+) -> dict | None:
     """The share of missing values of each tabular feature; None without features."""
     if not features:
         return None
     miss = {}
     for c in features:
-        res = ts.proportion_shift(int(site[c].isna().sum()), len(site), int(dev[c].isna().sum()), len(dev),
-                                  level=ci_level)
+        res = ts.proportion_shift(
+            int(site[c].isna().sum()), len(site), int(dev[c].isna().sum()), len(dev), level=ci_level
+        )
         if res.get("p_value") is None and res.get("reason", "").startswith("the proportion is 0 or 1"):
-            res["reason"] = ("no missing values at either site" if site[c].isna().sum() == 0
-                             else "missing for every case at both sites")
+            res["reason"] = (
+                "no missing values at either site"
+                if site[c].isna().sum() == 0
+                else "missing for every case at both sites"
+            )
         miss[c] = findings.add("missingness", c, res)
     return miss
 
@@ -312,25 +359,40 @@ def _prior_shift(task, labels, y_a, y_b, p_a, z_a, ci_level) -> dict | None:
     if task == "binary":
         return _one_prior(y_a, None, z_a, y_b, ci_level, prior_shift_calibration)
     if task == "multilabel":
-        return {lab: _one_prior(y_a[:, j], p_a[:, j], None, y_b[:, j], ci_level, prior_shift_calibration)
-                for j, lab in enumerate(labels)}
+        return {
+            lab: _one_prior(y_a[:, j], p_a[:, j], None, y_b[:, j], ci_level, prior_shift_calibration)
+            for j, lab in enumerate(labels)
+        }
     k = p_a.shape[1]
     old = np.bincount(y_b, minlength=k) / y_b.size
     new = np.bincount(y_a, minlength=k) / y_a.size
     if np.any(old == 0):
-        return {"reason": "a class is absent at the development site", "old_prior": old.tolist(),
-                "site_prior": new.tolist(), "em": None}
+        return {
+            "reason": "a class is absent at the development site",
+            "old_prior": old.tolist(),
+            "site_prior": new.tolist(),
+            "em": None,
+        }
     em = em_prior(p_a, old)
-    return {"old_prior": old.tolist(), "site_prior": new.tolist(),
-            "em": {"prior": em["prior"], "iterations": em["iterations"], "converged": em["converged"],
-                   "at_boundary": em["at_boundary"]}}
+    return {
+        "old_prior": old.tolist(),
+        "site_prior": new.tolist(),
+        "em": {
+            "prior": em["prior"],
+            "iterations": em["iterations"],
+            "converged": em["converged"],
+            "at_boundary": em["at_boundary"],
+        },
+    }
 
 
 def _one_prior(y_a, p_a, z_a, y_b, ci_level, fn) -> dict:
     old = float(y_b.mean())
     if old <= 0.0 or old >= 1.0:
-        return {"reason": "the development site has a single class: its prevalence cannot be adjusted from",
-                "old_prior": old}
+        return {
+            "reason": "the development site has a single class: its prevalence cannot be adjusted from",
+            "old_prior": old,
+        }
     return fn(y_a, p_a, logits=z_a, old_prior=old, ci_level=ci_level)
 
 
@@ -361,10 +423,19 @@ def _correct_and_rank(findings: list[dict], *, alpha: float, correction: str) ->
     for rank, f in enumerate(sorted(findings, key=key), start=1):
         group, name = f["_id"]
         f["_row"] = {
-            "rank": rank, "id": f"{group}:{name}", "group": group, "name": name, "test": f.get("test"),
-            "statistic": f.get("statistic"), "p_value": f.get("p_value"), "p_adjusted": f["p_adjusted"],
-            "effect_name": f.get("effect_name"), "effect": f.get("effect"), "threshold": f.get("threshold"),
-            "exceeds_threshold": f.get("exceeds_threshold"), "flagged": f["flagged"],
+            "rank": rank,
+            "id": f"{group}:{name}",
+            "group": group,
+            "name": name,
+            "test": f.get("test"),
+            "statistic": f.get("statistic"),
+            "p_value": f.get("p_value"),
+            "p_adjusted": f["p_adjusted"],
+            "effect_name": f.get("effect_name"),
+            "effect": f.get("effect"),
+            "threshold": f.get("threshold"),
+            "exceeds_threshold": f.get("exceeds_threshold"),
+            "flagged": f["flagged"],
             "material": bool(f["flagged"] and f.get("exceeds_threshold")),
         }
         if f.get("p_value") is None and f.get("reason"):
@@ -373,14 +444,25 @@ def _correct_and_rank(findings: list[dict], *, alpha: float, correction: str) ->
 
 # --------------------------------------------------------------------------- the whole run
 
+
 def _discover_columns(table: pd.DataFrame, attributes: Mapping[str, str]) -> dict:
     cols = list(table.columns)
-    hist = sorted((c for c in cols if c.startswith(IMAGE_HIST_PREFIX) and c[len(IMAGE_HIST_PREFIX):].isdigit()),
-                  key=lambda c: int(c[len(IMAGE_HIST_PREFIX):]))
-    stats_cols = [c for c in cols if c.startswith(IMAGE_PREFIX) and c not in IMAGE_SIZE_COLUMNS
-                  and c not in hist and pd.api.types.is_numeric_dtype(table[c])]
-    emb = sorted((c for c in cols if c.startswith(EMBEDDING_PREFIX) and c[len(EMBEDDING_PREFIX):].isdigit()),
-                 key=lambda c: int(c[len(EMBEDDING_PREFIX):]))
+    hist = sorted(
+        (c for c in cols if c.startswith(IMAGE_HIST_PREFIX) and c[len(IMAGE_HIST_PREFIX) :].isdigit()),
+        key=lambda c: int(c[len(IMAGE_HIST_PREFIX) :]),
+    )
+    stats_cols = [
+        c
+        for c in cols
+        if c.startswith(IMAGE_PREFIX)
+        and c not in IMAGE_SIZE_COLUMNS
+        and c not in hist
+        and pd.api.types.is_numeric_dtype(table[c])
+    ]
+    emb = sorted(
+        (c for c in cols if c.startswith(EMBEDDING_PREFIX) and c[len(EMBEDDING_PREFIX) :].isdigit()),
+        key=lambda c: int(c[len(EMBEDDING_PREFIX) :]),
+    )
     return {
         "image_stats": stats_cols,
         "image_size": all(c in cols for c in IMAGE_SIZE_COLUMNS),
@@ -410,8 +492,11 @@ def _attribute_kinds(table: pd.DataFrame, attributes: Iterable[str] | Mapping[st
     kinds = {}
     for name, kind in items.items():
         if name not in table.columns:
-            raise InputError("attribute not in the predictions table", field=name,
-                             expected=f"one of the columns {sorted(map(str, table.columns))}")
+            raise InputError(
+                "attribute not in the predictions table",
+                field=name,
+                expected=f"one of the columns {sorted(map(str, table.columns))}",
+            )
         if kind is None:
             kind = attribute_kind(table[name])
         if kind not in ("numeric", "categorical"):
@@ -443,13 +528,24 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Sequence[str],
-                 external_sites: str | Sequence[str],
-                 attributes: Iterable[str] | Mapping[str, str] | None, features: Sequence[str] | None = None,
-                 alpha: float = 0.05, seed: int = 0, metric_settings: Any = None,
-                 time_column: str = "acquired_at", correction: str = "holm",
-                 thresholds: Mapping[str, float | None] | None = None, task: str | None = None,
-                 n_permutations: int = 500, drift_freq: str = "M", reference_windows: int = 3) -> dict:
+def shift_report(
+    table: PredictionsTable | pd.DataFrame,
+    *,
+    dev_sites: str | Sequence[str],
+    external_sites: str | Sequence[str],
+    attributes: Iterable[str] | Mapping[str, str] | None,
+    features: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+    metric_settings: Any = None,
+    time_column: str = "acquired_at",
+    correction: str = "holm",
+    thresholds: Mapping[str, float | None] | None = None,
+    task: str | None = None,
+    n_permutations: int = 500,
+    drift_freq: str = "M",
+    reference_windows: int = 3,
+) -> dict:
     """The content of ``shift.json`` for one run (structure in the module docstring).
 
     ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
@@ -475,8 +571,11 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
     _check_sites(table, dev_list, ext_list)
     for f in features or []:
         if f not in frame.columns:
-            raise InputError("feature not in the predictions table", field=f,
-                             expected="the tabular feature columns carried into the predictions")
+            raise InputError(
+                "feature not in the predictions table",
+                field=f,
+                expected="the tabular feature columns carried into the predictions",
+            )
 
     ci_level = float(getattr(metric_settings, "ci_level", 0.95))
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
@@ -492,9 +591,19 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
     development = _development(dev, dev_list, labels)
     sites = {}
     for s in ext_list:
-        sites[s] = site_shift(work.subset(site_ids == s), dev, attributes=kinds, features=list(features or []),
-                              columns=columns, alpha=alpha, correction=correction, thresholds=thresholds, ci_level=ci_level, seed=seed,
-                              n_permutations=n_permutations)
+        sites[s] = site_shift(
+            work.subset(site_ids == s),
+            dev,
+            attributes=kinds,
+            features=list(features or []),
+            columns=columns,
+            alpha=alpha,
+            correction=correction,
+            thresholds=thresholds,
+            ci_level=ci_level,
+            seed=seed,
+            n_permutations=n_permutations,
+        )
 
     report = {
         "schema": SCHEMA,
@@ -505,14 +614,24 @@ def shift_report(table: PredictionsTable | pd.DataFrame, *, dev_sites: str | Seq
         "seed": seed,
         "thresholds": thresholds,
         "development": development,
-        "columns": {"attributes": kinds, "features": list(features or []),
-                    **{k: v for k, v in columns.items() if not k.endswith("_columns")}},
+        "columns": {
+            "attributes": kinds,
+            "features": list(features or []),
+            **{k: v for k, v in columns.items() if not k.endswith("_columns")},
+        },
         "sites": sites,
         "flagged_sites": [s for s in ext_list if sites[s]["flagged"]],
         "material_sites": [s for s in ext_list if sites[s]["material"]],
-        "drift": _drift_section(table, dev_list + ext_list, time_column=time_column, freq=drift_freq,
-                                alpha=alpha, correction=correction, reference_windows=reference_windows,
-                                metric_settings=metric_settings),
+        "drift": _drift_section(
+            table,
+            dev_list + ext_list,
+            time_column=time_column,
+            freq=drift_freq,
+            alpha=alpha,
+            correction=correction,
+            reference_windows=reference_windows,
+            metric_settings=metric_settings,
+        ),
     }
     return _jsonable(report)
 
@@ -522,8 +641,9 @@ def _check_sites(table: PredictionsTable, dev_list: list[str], ext_list: list[st
     present = set(table.sites())
     for s in dev_list + ext_list:
         if s not in present:
-            raise InputError(f"site {s!r} has no cases in the predictions table", field="site",
-                             expected=f"one of {sorted(present)}")
+            raise InputError(
+                f"site {s!r} has no cases in the predictions table", field="site", expected=f"one of {sorted(present)}"
+            )
     if not dev_list:
         raise InputError("no development site given", field="dev_sites", expected="at least one site")
     overlap = set(dev_list) & set(ext_list)
@@ -539,13 +659,18 @@ def _development(dev: PredictionsTable, dev_list: list[str], labels: list[str]) 
     if dev.task == "binary":
         development.update({"n_events": int(y_dev.sum()), "prevalence": float(y_dev.mean())})
     elif dev.task == "multilabel":
-        development.update({"n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
-                            "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)}})
+        development.update(
+            {
+                "n_events": {lab: int(y_dev[:, j].sum()) for j, lab in enumerate(labels)},
+                "prevalence": {lab: float(y_dev[:, j].mean()) for j, lab in enumerate(labels)},
+            }
+        )
     return development
 
 
-def _drift_section(table: PredictionsTable, sites, *, time_column, freq, alpha, correction, reference_windows,
-                   metric_settings) -> dict:
+def _drift_section(
+    table: PredictionsTable, sites, *, time_column, freq, alpha, correction, reference_windows, metric_settings
+) -> dict:
     base = {"freq": freq, "time_column": time_column, "drift": False, "flagged_sites": [], "sites": {}}
     if time_column not in table.frame.columns:
         base["reason"] = f"no {time_column!r} column in the predictions table"
@@ -566,9 +691,17 @@ def _drift_section(table: PredictionsTable, sites, *, time_column, freq, alpha, 
         cluster_by = getattr(metric_settings, "cluster_by", None)
         if cluster_by and cluster_by in part.frame.columns:
             cluster = part.frame[cluster_by].astype(str).to_numpy()
-        base["sites"][s] = temporal_drift(y, p, dates, freq=freq, alpha=alpha, correction=correction,
-                                          reference_windows=reference_windows, settings=metric_settings,
-                                          clusters=cluster)
+        base["sites"][s] = temporal_drift(
+            y,
+            p,
+            dates,
+            freq=freq,
+            alpha=alpha,
+            correction=correction,
+            reference_windows=reference_windows,
+            settings=metric_settings,
+            clusters=cluster,
+        )
     base["flagged_sites"] = [s for s, d in base["sites"].items() if d.get("drift")]
     base["drift"] = bool(base["flagged_sites"])
     if not base["sites"]:

@@ -18,11 +18,12 @@ multilabel tasks one set of curves per label under ``classes``.
 Curves are thinned to at most :data:`MAX_POINTS` points so a million-case site stays a small file;
 the thinning keeps the first and last points and is deterministic.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ BAND_GRID = 101
 BAND_REPLICATES = 500  # pointwise ROC bands: enough for stable 2.5/97.5% quantiles, bounded cost
 
 
-def _finite(x) -> Optional[float]:
+def _finite(x) -> float | None:
     if x is None:
         return None
     x = float(x)
@@ -54,7 +55,8 @@ def _thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
 
 # ---- statistics drawn in the figures ---------------------------------------------------------------
 
-def _roc_pr_points(y: np.ndarray, p: np.ndarray, score: Optional[np.ndarray] = None) -> dict:
+
+def _roc_pr_points(y: np.ndarray, p: np.ndarray, score: np.ndarray | None = None) -> dict:
     """ROC (fpr, tpr) and precision-recall points at every distinct threshold, highest first; a case
     is called positive when p >= threshold (as the operating points of the metrics engine).
 
@@ -77,15 +79,23 @@ def _roc_pr_points(y: np.ndarray, p: np.ndarray, score: Optional[np.ndarray] = N
     keep = _thin(tpr.size)
     keep_pr = _thin(precision.size)
     return {
-        "roc": {"fpr": _list(fpr[keep]), "tpr": _list(tpr[keep]),
-                "threshold": _list(thr[keep])},  # the first point (nothing called positive) has threshold None
-        "pr": {"recall": _list(recall[keep_pr]), "precision": _list(precision[keep_pr]),
-               "threshold": _list(ps[ends][keep_pr]), "prevalence": _finite(pos / ys.size) if ys.size else None},
+        "roc": {
+            "fpr": _list(fpr[keep]),
+            "tpr": _list(tpr[keep]),
+            "threshold": _list(thr[keep]),
+        },  # the first point (nothing called positive) has threshold None
+        "pr": {
+            "recall": _list(recall[keep_pr]),
+            "precision": _list(precision[keep_pr]),
+            "threshold": _list(ps[ends][keep_pr]),
+            "prevalence": _finite(pos / ys.size) if ys.size else None,
+        },
     }
 
 
-def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, level: float,
-              score: Optional[np.ndarray] = None) -> Optional[dict]:
+def _roc_band(
+    y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, level: float, score: np.ndarray | None = None
+) -> dict | None:
     """Pointwise bootstrap band of the ROC curve by vertical averaging (Fawcett 2006, §8): for each
     replicate (the metrics engine's case weights, clustered by patient, seeded) the TPR at a fixed grid
     of FPR values (the step function's upper value at each FPR); the band is the percentile interval of
@@ -117,8 +127,13 @@ def _roc_band(y: np.ndarray, p: np.ndarray, *, clusters, n_rep: int, seed: int, 
     if not rows:
         return None
     lo, hi = percentile_interval(np.asarray(rows), level)
-    return {"fpr": _list(grid), "tpr_low": _list(lo), "tpr_high": _list(hi), "replicates": len(rows),
-            "method": "bootstrap vertical averaging"}
+    return {
+        "fpr": _list(grid),
+        "tpr_low": _list(lo),
+        "tpr_high": _list(hi),
+        "replicates": len(rows),
+        "method": "bootstrap vertical averaging",
+    }
 
 
 def reliability(y: np.ndarray, p: np.ndarray, *, bins: int, level: float) -> dict:
@@ -144,7 +159,7 @@ def reliability(y: np.ndarray, p: np.ndarray, *, bins: int, level: float) -> dic
     }
 
 
-def _smooth(y: np.ndarray, p: np.ndarray) -> Optional[dict]:
+def _smooth(y: np.ndarray, p: np.ndarray) -> dict | None:
     """The lowess smooth s(p) of ``rms::val.prob`` (the metrics engine's :func:`clowess`), thinned."""
     from validate.metrics import clowess
 
@@ -157,8 +172,18 @@ def _smooth(y: np.ndarray, p: np.ndarray) -> Optional[dict]:
     return {"p": _list(xs[keep]), "observed": _list(fit[keep]), "method": "lowess f=2/3 iter=0"}
 
 
-def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n_rep: int = 0,
-                  seed: int = 0, smooth: bool = True, score=None) -> dict:
+def binary_curves(
+    y,
+    p,
+    *,
+    bins: int = 15,
+    level: float = 0.95,
+    clusters=None,
+    n_rep: int = 0,
+    seed: int = 0,
+    smooth: bool = True,
+    score=None,
+) -> dict:
     """Every curve of one set of binary cases (see the module docstring). ``score``: what the ROC and
     precision-recall curves rank (the logits when given; default p)."""
     y = np.asarray(y, dtype=np.float64)
@@ -167,8 +192,7 @@ def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n
     if y.size == 0:
         return out
     out.update(_roc_pr_points(y, p, score))
-    band = _roc_band(y, p, clusters=clusters, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level,
-                     score=score)
+    band = _roc_band(y, p, clusters=clusters, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level, score=score)
     if band:
         out["roc"]["band"] = band
     out["reliability"] = reliability(y, p, bins=bins, level=level)
@@ -181,11 +205,18 @@ def binary_curves(y, p, *, bins: int = 15, level: float = 0.95, clusters=None, n
 
 # ---- tables -> curves.json ---------------------------------------------------------------------------
 
-def _curves_of(table: PredictionsTable, settings, cluster_col: Optional[str], smooth: bool) -> dict:
+
+def _curves_of(table: PredictionsTable, settings, cluster_col: str | None, smooth: bool) -> dict:
     """Every curve of one set of cases: probabilities and ranking scores come from the table
     (:meth:`~validate.predictions.PredictionsTable.probabilities`, ``.scores()``: the logits when given)."""
-    kw = dict(bins=settings.bins, level=settings.ci_level, n_rep=settings.n_bootstrap, seed=settings.seed,
-              clusters=table.clusters(cluster_col), smooth=smooth)
+    kw = dict(
+        bins=settings.bins,
+        level=settings.ci_level,
+        n_rep=settings.n_bootstrap,
+        seed=settings.seed,
+        clusters=table.clusters(cluster_col),
+        smooth=smooth,
+    )
     y, P, S = table.labels(), table.probabilities(), table.scores()
     if table.task == "binary":
         return binary_curves(y, P, score=S, **kw)
@@ -193,19 +224,31 @@ def _curves_of(table: PredictionsTable, settings, cluster_col: Optional[str], sm
     if table.task == "multiclass":
         conf, pred = P.max(axis=1), P.argmax(axis=1)
         # the largest one-vs-rest log-odds ranks as the largest probability (same increasing map per class)
-        out = {"n": int(y.size), "top_label": binary_curves((pred == y).astype(float), conf,
-                                                            score=S.max(axis=1), **{**kw, "n_rep": 0})}
-        out["classes"] = {c: binary_curves((y == k).astype(float), P[:, k], score=S[:, k], **kw)
-                          for k, c in enumerate(names)}
+        out = {
+            "n": int(y.size),
+            "top_label": binary_curves((pred == y).astype(float), conf, score=S.max(axis=1), **{**kw, "n_rep": 0}),
+        }
+        out["classes"] = {
+            c: binary_curves((y == k).astype(float), P[:, k], score=S[:, k], **kw) for k, c in enumerate(names)
+        }
         return out
     out = {"n": int(len(table))}
     out["classes"] = {lab: binary_curves(y[:, j], P[:, j], score=S[:, j], **kw) for j, lab in enumerate(names)}
     return out
 
 
-def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Optional[Sequence[str]] = None,
-                calibration: Optional[Mapping] = None, fit_on: Sequence[str] = (), smooth: bool = True,
-                groups=None) -> dict:
+def site_curves(
+    table,
+    *,
+    task: str,
+    names: Sequence[str],
+    settings,
+    sites: Sequence[str] | None = None,
+    calibration: Mapping | None = None,
+    fit_on: Sequence[str] = (),
+    smooth: bool = True,
+    groups=None,
+) -> dict:
     """``curves.json``: curves per site and pooled, plus reliability after each calibration method, and
     (given ``groups``) the reliability bins per subgroup (:func:`subgroup_reliability`).
 
@@ -220,28 +263,35 @@ def site_curves(table, *, task: str, names: Sequence[str], settings, sites: Opti
     table = as_table(table, task=task, **_names(task, names))
     cluster_col = settings.cluster_by
     sites = list(sites) if sites is not None else sorted(set(table.site_ids.astype(str)))
-    out: dict[str, Any] = {"task": task, "bins": settings.bins, "ci_level": settings.ci_level,
-                           "band_replicates": min(settings.n_bootstrap, BAND_REPLICATES), "sites": {}}
+    out: dict[str, Any] = {
+        "task": task,
+        "bins": settings.bins,
+        "ci_level": settings.ci_level,
+        "band_replicates": min(settings.n_bootstrap, BAND_REPLICATES),
+        "sites": {},
+    }
     for s, part in table.by_site(sites):
         out["sites"][s] = _curves_of(part, settings, cluster_col, smooth)
     out["overall"] = _curves_of(table, settings, cluster_col, smooth)
     if calibration and task == "binary":
         out["calibrated"] = calibrated_reliability(table, calibration, settings=settings, sites=sites, fit_on=fit_on)
     if groups is not None and len(groups.columns) and task != "multilabel":
-        out["subgroups"] = subgroup_reliability(table, groups, settings=settings, sites=sites,
-                                                calibration=calibration, fit_on=fit_on)
+        out["subgroups"] = subgroup_reliability(
+            table, groups, settings=settings, sites=sites, calibration=calibration, fit_on=fit_on
+        )
     return out
 
 
-def _names(task: str, names: Optional[Sequence[str]]) -> dict:
+def _names(task: str, names: Sequence[str] | None) -> dict:
     """The class or label names of ``task`` as :func:`~validate.predictions.as_table` takes them."""
     if not names or task == "binary":
         return {}
     return {"class_names" if task == "multiclass" else "label_names": list(names)}
 
 
-def calibrated_reliability(table, calibration: Mapping, *, settings, sites: Sequence[str],
-                           fit_on: Sequence[str] = ()) -> dict:
+def calibrated_reliability(
+    table, calibration: Mapping, *, settings, sites: Sequence[str], fit_on: Sequence[str] = ()
+) -> dict:
     """Reliability bins and histograms after each fitted method (binary), rebuilt from its parameters
     and applied to the table's logits (derived from p after the floor when only p was given)."""
     table = as_table(table, task="binary")
@@ -253,13 +303,16 @@ def calibrated_reliability(table, calibration: Mapping, *, settings, sites: Sequ
         for s in evaluated:
             mask = site_col == s
             p = _calibrated(cal, z[mask])
-            per_site[s] = {"n": int(mask.sum()), "n_events": int(y[mask].sum()),
-                           "reliability": reliability(y[mask], p, bins=settings.bins, level=settings.ci_level)}
+            per_site[s] = {
+                "n": int(mask.sum()),
+                "n_events": int(y[mask].sum()),
+                "reliability": reliability(y[mask], p, bins=settings.bins, level=settings.ci_level),
+            }
         out[method] = {"sites": per_site}
     return out
 
 
-def _fitted_methods(calibration: Optional[Mapping], sites: Sequence[str], fit_on: Sequence[str]) -> list:
+def _fitted_methods(calibration: Mapping | None, sites: Sequence[str], fit_on: Sequence[str]) -> list:
     """(method, calibrator rebuilt from its fitted parameters, the sites of ``sites`` it was evaluated on)
     for each method of the Calibration JSON with a successful fit (``params`` None: the fit failed),
     leaving out ``"none"`` and the sites in ``fit_on``."""
@@ -282,6 +335,7 @@ def _calibrated(cal, z: np.ndarray) -> np.ndarray:
 
 # ---- reliability per subgroup -> curves.json "subgroups" --------------------------------------------
 
+
 def _reliability_cases(table: PredictionsTable) -> tuple[np.ndarray, np.ndarray]:
     """(outcome, prediction) of each case as its reliability diagram bins them: binary y against
     P(positive); multiclass the top-label view, "prediction correct" against the top probability."""
@@ -291,8 +345,7 @@ def _reliability_cases(table: PredictionsTable) -> tuple[np.ndarray, np.ndarray]
     return y, P
 
 
-def _group_cells(y, by_method: Mapping[str, np.ndarray], col: np.ndarray, values: Sequence[str], *,
-                 settings) -> dict:
+def _group_cells(y, by_method: Mapping[str, np.ndarray], col: np.ndarray, values: Sequence[str], *, settings) -> dict:
     """``{group: {method: {n, n_events, reliability}}}`` for the groups of ``values`` with cases in
     ``col`` (a group without cases has no diagram, so no entry)."""
     cells: dict[str, Any] = {}
@@ -301,14 +354,20 @@ def _group_cells(y, by_method: Mapping[str, np.ndarray], col: np.ndarray, values
         if not mask.any():
             continue
         ym = y[mask]
-        cells[g] = {m: {"n": int(mask.sum()), "n_events": int(ym.sum()),
-                        "reliability": reliability(ym, p[mask], bins=settings.bins, level=settings.ci_level)}
-                    for m, p in by_method.items()}
+        cells[g] = {
+            m: {
+                "n": int(mask.sum()),
+                "n_events": int(ym.sum()),
+                "reliability": reliability(ym, p[mask], bins=settings.bins, level=settings.ci_level),
+            }
+            for m, p in by_method.items()
+        }
     return cells
 
 
-def subgroup_reliability(table, groups, *, settings, sites: Sequence[str], calibration: Optional[Mapping] = None,
-                         fit_on: Sequence[str] = ()) -> dict:
+def subgroup_reliability(
+    table, groups, *, settings, sites: Sequence[str], calibration: Mapping | None = None, fit_on: Sequence[str] = ()
+) -> dict:
     """The reliability bins of every group of every declared subgroup (bands and intersections
     included), per site and pooled over sites (``overall``): the diagrams of the dashboard's
     Reliability page with a subgroup filter, computed once here so that no presentation recomputes them.
@@ -349,6 +408,7 @@ def subgroup_reliability(table, groups, *, settings, sites: Sequence[str], calib
 
 # ---- sites.json ------------------------------------------------------------------------------------
 
+
 def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: float = 0.95) -> dict:
     """``sites.json``: per site n, events, prevalence (Wilson interval), patients, subgroup make-up and
     exclusions.
@@ -359,8 +419,9 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
     """
     task = protocol.task
     classes = list(getattr(protocol, "classes", None) or [])
-    table = as_table(table, task=task, **_names(task, classes if task == "multiclass"
-                                                else getattr(protocol, "labels", None)))
+    table = as_table(
+        table, task=task, **_names(task, classes if task == "multiclass" else getattr(protocol, "labels", None))
+    )
     site_col = table.site_ids.astype(str)
     y = table.labels()
     plain = [g.name for g in protocol.subgroups if not g.intersection]
@@ -373,14 +434,18 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
         if task == "binary" and n:
             ev = int(y[mask].sum())
             lo, hi = wilson_interval(ev, n, ci_level)
-            entry.update(n_events=ev, prevalence={"estimate": ev / n, "ci_low": _finite(lo), "ci_high": _finite(hi),
-                                                  "method": "wilson"})
+            entry.update(
+                n_events=ev,
+                prevalence={"estimate": ev / n, "ci_low": _finite(lo), "ci_high": _finite(hi), "method": "wilson"},
+            )
         elif task == "multiclass" and n:
             counts = np.bincount(y[mask], minlength=len(classes))
             entry["classes"] = {c: int(k) for c, k in zip(classes, counts, strict=True)}
         elif task == "multilabel" and n:
-            entry["labels"] = {lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
-                               for j, lab in enumerate(table.names)}
+            entry["labels"] = {
+                lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
+                for j, lab in enumerate(table.names)
+            }
         make_up = {}
         if groups is not None:
             gpart = groups[mask]

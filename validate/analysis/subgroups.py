@@ -22,11 +22,12 @@ intersection, and each of its groups:
 Group order: numeric bands by their lower bound (``<45``, ``45-54``, ...), other values
 alphabetically, ``missing`` last (:func:`validate.groups.group_sort_key`); ``groups`` in the output gives this order.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from validate.metrics import registry
 from validate.metrics.registry import badness  # noqa: F401  (re-exported: how bad an estimate is)
 
 
-def _estimate(block: Mapping, metric: str) -> Optional[float]:
+def _estimate(block: Mapping, metric: str) -> float | None:
     e = block.get(metric)
     if isinstance(e, Mapping):
         e = e.get("estimate")
@@ -55,14 +56,18 @@ def gap_metrics(task: str) -> tuple[str, ...]:
     return registry.names("subgroup_gaps", task)
 
 
-def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str],
-                 gaps: Optional[Mapping[str, Mapping]] = None) -> dict:
+def worst_groups(
+    blocks: Mapping[str, Mapping], metrics: Sequence[str], gaps: Mapping[str, Mapping] | None = None
+) -> dict:
     """For each metric, the worst group among those not marked insufficient (see module docstring)."""
     out = {}
     small = sorted((g for g, b in blocks.items() if b.get("insufficient")), key=group_sort_key)
     for m in metrics:
-        cands = [(badness(m, _estimate(b, m)), g) for g, b in blocks.items()
-                 if not b.get("insufficient") and _estimate(b, m) is not None]
+        cands = [
+            (badness(m, _estimate(b, m)), g)
+            for g, b in blocks.items()
+            if not b.get("insufficient") and _estimate(b, m) is not None
+        ]
         cands = [c for c in cands if c[0] is not None]
         if not cands and not small:
             continue
@@ -72,10 +77,14 @@ def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str],
             # ties go to the first group in natural order, so the choice is deterministic
             g = sorted((c[1] for c in cands if c[0] == worst_bad), key=group_sort_key)[0]
             e = blocks[g][m]
-            row.update(group=g, n=blocks[g].get("n"), n_events=blocks[g].get("n_events"),
-                       estimate=_estimate(blocks[g], m),
-                       ci_low=e.get("ci_low") if isinstance(e, Mapping) else None,
-                       ci_high=e.get("ci_high") if isinstance(e, Mapping) else None)
+            row.update(
+                group=g,
+                n=blocks[g].get("n"),
+                n_events=blocks[g].get("n_events"),
+                estimate=_estimate(blocks[g], m),
+                ci_low=e.get("ci_low") if isinstance(e, Mapping) else None,
+                ci_high=e.get("ci_high") if isinstance(e, Mapping) else None,
+            )
             if gaps and g in gaps and m in (gaps[g] or {}):
                 row["gap"] = gaps[g][m]
         else:
@@ -86,9 +95,10 @@ def worst_groups(blocks: Mapping[str, Mapping], metrics: Sequence[str],
 
 # ---- paired bootstrap gaps ---------------------------------------------------------------------
 
-def _binary_metric_fns(y: np.ndarray, p: np.ndarray, settings,
-                       metrics: Sequence[str], score: Optional[np.ndarray] = None
-                       ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+
+def _binary_metric_fns(
+    y: np.ndarray, p: np.ndarray, settings, metrics: Sequence[str], score: np.ndarray | None = None
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """The registry's weighted functions of ``metrics``, weights (k, n) -> (k,), sharing one sort of p
     (operating points at the first threshold, else 0.5). The ranking metrics (AUROC, AUPRC) rank
     ``score`` (the logits when given; default p): sigmoid ties logits above ~36.7."""
@@ -106,8 +116,9 @@ def _safe(fn, w) -> np.ndarray:
         return np.asarray(fn(w), dtype=np.float64).reshape(-1)
 
 
-def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Sequence[str],
-                clusters=None, strata=None, score=None) -> dict[str, dict[str, dict]]:
+def paired_gaps(
+    y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Sequence[str], clusters=None, strata=None, score=None
+) -> dict[str, dict[str, dict]]:
     """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring).
     ``score``: what AUROC and AUPRC rank (the logits when given; default p)."""
     from validate.metrics import iter_bootstrap_weights, percentile_interval
@@ -123,8 +134,9 @@ def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Seq
     point = {g: {m: _safe(f, mw)[0] - site_point[m] for m, f in fns.items()} for g, mw in mask_w.items()}
     reps: dict[str, dict[str, list]] = {g: {m: [] for m in fns} for g in masks}
     if settings.n_bootstrap > 0:
-        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
-                                           seed=settings.seed, chunk=100):
+        for _, w in iter_bootstrap_weights(
+            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=100
+        ):
             base = {m: _safe(f, w) for m, f in fns.items()}
             for g, mw in mask_w.items():
                 wg = w * mw
@@ -135,20 +147,30 @@ def paired_gaps(y, p, masks: Mapping[str, np.ndarray], *, settings, metrics: Seq
         out[g] = {}
         for m in fns:
             est = point[g][m]
-            entry: dict[str, Any] = {"estimate": _fin(est), "ci_low": None, "ci_high": None, "method": "bootstrap",
-                                     "p_value": None, "reference": _fin(site_point[m])}
+            entry: dict[str, Any] = {
+                "estimate": _fin(est),
+                "ci_low": None,
+                "ci_high": None,
+                "method": "bootstrap",
+                "p_value": None,
+                "reference": _fin(site_point[m]),
+            }
             if entry["estimate"] is not None and reps[g][m]:
                 d = np.concatenate(reps[g][m])
                 d = d[np.isfinite(d)]
                 if d.size:
                     lo, hi = percentile_interval(d, settings.ci_level)
-                    entry.update(ci_low=_fin(lo), ci_high=_fin(hi), replicates=int(d.size),
-                                 p_value=_fin(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))))
+                    entry.update(
+                        ci_low=_fin(lo),
+                        ci_high=_fin(hi),
+                        replicates=int(d.size),
+                        p_value=_fin(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))),
+                    )
             out[g][m] = entry
     return out
 
 
-def _fin(x) -> Optional[float]:
+def _fin(x) -> float | None:
     if x is None:
         return None
     x = float(x)
@@ -157,8 +179,10 @@ def _fin(x) -> Optional[float]:
 
 # ---- the analysis --------------------------------------------------------------------------------
 
-def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping,
-           stratify: bool) -> dict:
+
+def _level(
+    table, groups, attrs: Sequence[str], *, task: str, settings, blocks_by_attr: Mapping, stratify: bool
+) -> dict:
     metrics = gap_metrics(task)
     clusters = table.clusters(settings.cluster_by)
     strata = table.site_ids.astype(str) if stratify else None
@@ -170,8 +194,16 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
         gaps: dict[str, dict] = {}
         if metrics:
             masks = {g: col == g for g in values if (col == g).any()}
-            gaps = paired_gaps(table.labels(), table.probabilities(), masks, settings=settings,
-                               metrics=metrics, clusters=clusters, strata=strata, score=table.scores())
+            gaps = paired_gaps(
+                table.labels(),
+                table.probabilities(),
+                masks,
+                settings=settings,
+                metrics=metrics,
+                clusters=clusters,
+                strata=strata,
+                score=table.scores(),
+            )
         cells = {}
         for g in values:
             block = blocks.get(g)
@@ -186,9 +218,18 @@ def _level(table, groups, attrs: Sequence[str], *, task: str, settings, blocks_b
     return out
 
 
-def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[Mapping] = None,
-                      sites: Optional[Sequence[str]] = None, report_fn: Optional[Callable] = None,
-                      class_names: Optional[Sequence[str]] = None, label_names: Optional[Sequence[str]] = None) -> dict:
+def subgroup_analysis(
+    table,
+    groups,
+    *,
+    task: str,
+    settings,
+    metrics: Mapping | None = None,
+    sites: Sequence[str] | None = None,
+    report_fn: Callable | None = None,
+    class_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+) -> dict:
     """``subgroups.json`` for a predictions ``table`` (a :class:`~validate.predictions.PredictionsTable`,
     or a DataFrame read through :func:`~validate.predictions.as_table`) and its subgroup columns
     ``groups`` (the frame of :func:`validate.cohort.derive_subgroups`, aligned with ``table``).
@@ -209,24 +250,40 @@ def subgroup_analysis(table, groups, *, task: str, settings, metrics: Optional[M
     site_col = full.site_ids.astype(str)
     sites = list(sites) if sites is not None else sorted(set(site_col))
     out: dict[str, Any] = {
-        "task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level, "seed": settings.seed,
+        "task": task,
+        "n_bootstrap": settings.n_bootstrap,
+        "ci_level": settings.ci_level,
+        "seed": settings.seed,
         "gap_metrics": list(gap_metrics(task)),
         "gap_definition": "metric(group) - metric(site, all its cases); paired bootstrap percentile interval",
-        "attributes": attrs, "groups": {}, "sites": {},
+        "attributes": attrs,
+        "groups": {},
+        "sites": {},
     }
     for attr in attrs:
         out["groups"][attr] = sorted(set(full.frame[attr]), key=group_sort_key)
     for s, part in full.by_site(sites):
         # lowess/loess intervals cost a smoother fit per replicate and block; site x group cells skip them
         # (their point estimates stay) — the pooled blocks of metrics.json carry them
-        rep = report_fn(part, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
-                        **names)
-        out["sites"][s] = _level(part, part.frame[attrs], attrs, task=task, settings=settings,
-                                 blocks_by_attr=rep.get("subgroups") or {}, stratify=False)
+        rep = report_fn(part, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False, **names)
+        out["sites"][s] = _level(
+            part,
+            part.frame[attrs],
+            attrs,
+            task=task,
+            settings=settings,
+            blocks_by_attr=rep.get("subgroups") or {},
+            stratify=False,
+        )
     pooled = (metrics or {}).get("subgroups")
     if pooled is None:
-        pooled = report_fn(full, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False,
-                           **names).get("subgroups") or {}
-    out["overall"] = _level(full, full.frame[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled,
-                            stratify=True)
+        pooled = (
+            report_fn(full, task=task, settings=settings, subgroup_columns=attrs, smooth_intervals=False, **names).get(
+                "subgroups"
+            )
+            or {}
+        )
+    out["overall"] = _level(
+        full, full.frame[attrs], attrs, task=task, settings=settings, blocks_by_attr=pooled, stratify=True
+    )
     return out

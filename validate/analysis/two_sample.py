@@ -12,6 +12,7 @@ cases, the p-values are too small (anti-conservative) and the effect sizes are u
 Definitions and sources are in each docstring. Multiplicity corrections (:func:`holm`,
 :func:`benjamini_hochberg`) are here too, because every caller needs the same ones.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,6 @@ def _z(level: float) -> float:
 # --------------------------------------------------------------------------- proportions
 
 
-
 def newcombe_difference(k_a: int, n_a: int, k_b: int, n_b: int, level: float = 0.95) -> tuple[float, float, float]:
     """Difference of two independent proportions k_a/n_a − k_b/n_b with Newcombe's hybrid score interval.
 
@@ -93,11 +93,19 @@ def two_proportion_test(k_a: int, n_a: int, k_b: int, n_b: int) -> dict:
     if expected.min() < _COCHRAN_MIN_EXPECTED:
         table = [[k_a, n_a - k_a], [k_b, n_b - k_b]]
         res = stats.fisher_exact(table, alternative="two-sided")
-        return {"test": "fisher_exact", "statistic": _finite(res.statistic), "p_value": float(res.pvalue),
-                "statistic_name": "odds_ratio"}
+        return {
+            "test": "fisher_exact",
+            "statistic": _finite(res.statistic),
+            "p_value": float(res.pvalue),
+            "statistic_name": "odds_ratio",
+        }
     z = (k_a / n_a - k_b / n_b) / math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    return {"test": "two_proportion_z", "statistic": float(z), "p_value": float(2 * special.ndtr(-abs(z))),
-            "statistic_name": "z"}
+    return {
+        "test": "two_proportion_z",
+        "statistic": float(z),
+        "p_value": float(2 * special.ndtr(-abs(z))),
+        "statistic_name": "z",
+    }
 
 
 def proportion_shift(k_a: int, n_a: int, k_b: int, n_b: int, *, level: float = 0.95) -> dict:
@@ -113,8 +121,14 @@ def proportion_shift(k_a: int, n_a: int, k_b: int, n_b: int, *, level: float = 0
     d, lo, hi = newcombe_difference(k_a, n_a, k_b, n_b, level)
     out = {
         "site": {"k": int(k_a), "n": int(n_a), "estimate": k_a / n_a, "ci_low": la, "ci_high": ua, "method": "wilson"},
-        "reference": {"k": int(k_b), "n": int(n_b), "estimate": k_b / n_b, "ci_low": lb, "ci_high": ub,
-                      "method": "wilson"},
+        "reference": {
+            "k": int(k_b),
+            "n": int(n_b),
+            "estimate": k_b / n_b,
+            "ci_low": lb,
+            "ci_high": ub,
+            "method": "wilson",
+        },
         "difference": {"estimate": d, "ci_low": lo, "ci_high": hi, "method": "newcombe"},
         "effect_name": "difference",
         "effect": d,
@@ -124,6 +138,7 @@ def proportion_shift(k_a: int, n_a: int, k_b: int, n_b: int, *, level: float = 0
 
 
 # --------------------------------------------------------------------------- numeric
+
 
 def standardized_mean_difference(a: np.ndarray, b: np.ndarray) -> float | None:
     """Standardised mean difference of a numeric variable between two samples.
@@ -148,7 +163,8 @@ def numeric_shift(a: np.ndarray, b: np.ndarray) -> dict:
 
     ``effect`` is :func:`standardized_mean_difference`; the test is Welch's unequal-variance t test
     (:func:`welch_t_test`), which tests the quantity the SMD measures (a difference in means).
-    Missing values (NaN) are dropped first and counted. Each sample is summarised by n, missing, mean, SD and its 5/25/50/75/95th percentiles (type 7).
+    Missing values (NaN) are dropped first and counted. Each sample is summarised by n, missing, mean,
+    SD and its 5/25/50/75/95th percentiles (type 7).
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
@@ -158,12 +174,20 @@ def numeric_shift(a: np.ndarray, b: np.ndarray) -> dict:
         if x.size == 0:
             return {"n": 0, "missing": int(total), "mean": None, "sd": None, "percentiles": None}
         q = np.percentile(x, [5, 25, 50, 75, 95])
-        return {"n": int(x.size), "missing": int(total - x.size), "mean": float(x.mean()),
-                "sd": float(x.std(ddof=1)) if x.size > 1 else None,
-                "percentiles": {"p05": q[0], "p25": q[1], "p50": q[2], "p75": q[3], "p95": q[4]}}
+        return {
+            "n": int(x.size),
+            "missing": int(total - x.size),
+            "mean": float(x.mean()),
+            "sd": float(x.std(ddof=1)) if x.size > 1 else None,
+            "percentiles": {"p05": q[0], "p25": q[1], "p50": q[2], "p75": q[3], "p95": q[4]},
+        }
 
-    out: dict = {"kind": "numeric", "site": summary(a_ok, a.size), "reference": summary(b_ok, b.size),
-                 "effect_name": "smd"}
+    out: dict = {
+        "kind": "numeric",
+        "site": summary(a_ok, a.size),
+        "reference": summary(b_ok, b.size),
+        "effect_name": "smd",
+    }
     if a_ok.size < 2 or b_ok.size < 2:
         out.update(_none("fewer than 2 non-missing values in a sample", test="welch_t", effect=None))
         return out
@@ -195,6 +219,7 @@ def welch_t_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
 
 # --------------------------------------------------------------------------- categorical
 
+
 def categorical_shift(a: Sequence, b: Sequence) -> dict:
     """Shift of a categorical variable: Pearson's chi-square test of homogeneity and Cramér's V.
 
@@ -217,10 +242,18 @@ def categorical_shift(a: Sequence, b: Sequence) -> dict:
     out: dict = {
         "kind": "categorical",
         "levels": levels,
-        "site": {"n": int(n_a), "missing": int(a_missing), "counts": table[0].astype(int).tolist(),
-                 "proportions": (table[0] / n_a).tolist() if n_a else None},
-        "reference": {"n": int(n_b), "missing": int(b_missing), "counts": table[1].astype(int).tolist(),
-                      "proportions": (table[1] / n_b).tolist() if n_b else None},
+        "site": {
+            "n": int(n_a),
+            "missing": int(a_missing),
+            "counts": table[0].astype(int).tolist(),
+            "proportions": (table[0] / n_a).tolist() if n_a else None,
+        },
+        "reference": {
+            "n": int(n_b),
+            "missing": int(b_missing),
+            "counts": table[1].astype(int).tolist(),
+            "proportions": (table[1] / n_b).tolist() if n_b else None,
+        },
         "effect_name": "cramers_v",
     }
     if n_a == 0 or n_b == 0:
@@ -233,8 +266,15 @@ def categorical_shift(a: Sequence, b: Sequence) -> dict:
     expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / n
     chi2 = float(((table - expected) ** 2 / expected).sum())
     df = len(levels) - 1
-    out.update({"test": "chi_square", "statistic": chi2, "df": df, "p_value": float(special.chdtrc(df, chi2)),
-                "effect": math.sqrt(chi2 / n)})
+    out.update(
+        {
+            "test": "chi_square",
+            "statistic": chi2,
+            "df": df,
+            "p_value": float(special.chdtrc(df, chi2)),
+            "effect": math.sqrt(chi2 / n),
+        }
+    )
     if (expected < _COCHRAN_MIN_EXPECTED).mean() > 0.2:
         out["warning"] = "more than 20% of expected counts below 5: the chi-square p-value is approximate"
     return out
@@ -258,8 +298,8 @@ def _categories(values: Sequence) -> tuple[list[str], int]:
 
 # --------------------------------------------------------------------------- scores
 
-def population_stability_index(a: np.ndarray, b: np.ndarray, *, bins: int = 10,
-                               epsilon: float = PSI_EPSILON) -> dict:
+
+def population_stability_index(a: np.ndarray, b: np.ndarray, *, bins: int = 10, epsilon: float = PSI_EPSILON) -> dict:
     """Population stability index of scores ``a`` against reference scores ``b``.
 
     Definition (Siddiqi 2006, Credit Risk Scorecards, ch. 8; Yurdakul 2018, Statistical properties of
@@ -278,8 +318,7 @@ def population_stability_index(a: np.ndarray, b: np.ndarray, *, bins: int = 10,
     cb = np.bincount(np.searchsorted(edges, b, side="left"), minlength=edges.size + 1) / b.size
     fa, fb = np.maximum(ca, epsilon), np.maximum(cb, epsilon)
     psi = float(np.sum((fa - fb) * np.log(fa / fb)))
-    return {"psi": psi, "edges": edges.tolist(), "site": ca.tolist(), "reference": cb.tolist(),
-            "epsilon": epsilon}
+    return {"psi": psi, "edges": edges.tolist(), "site": ca.tolist(), "reference": cb.tolist(), "epsilon": epsilon}
 
 
 def score_shift(a: np.ndarray, b: np.ndarray, *, psi_bins: int = 10) -> dict:
@@ -293,29 +332,38 @@ def score_shift(a: np.ndarray, b: np.ndarray, *, psi_bins: int = 10) -> dict:
     """
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
-    out: dict = {"kind": "score", "effect_name": "psi",
-                 "site": {"n": int(a.size), "mean": float(a.mean()) if a.size else None},
-                 "reference": {"n": int(b.size), "mean": float(b.mean()) if b.size else None}}
+    out: dict = {
+        "kind": "score",
+        "effect_name": "psi",
+        "site": {"n": int(a.size), "mean": float(a.mean()) if a.size else None},
+        "reference": {"n": int(b.size), "mean": float(b.mean()) if b.size else None},
+    }
     if a.size == 0 or b.size == 0:
         out.update(_none("a sample is empty", test="kolmogorov_smirnov", effect=None))
         return out
     ks = stats.ks_2samp(a, b)
     psi = population_stability_index(a, b, bins=psi_bins)
-    out.update({
-        "test": "kolmogorov_smirnov", "statistic": float(ks.statistic), "p_value": float(ks.pvalue),
-        "ks": float(ks.statistic),
-        "psi": psi["psi"],
-        "psi_bins": {k: psi[k] for k in ("edges", "site", "reference")},
-        "wasserstein": float(stats.wasserstein_distance(a, b)),
-        "effect": psi["psi"],
-    })
+    out.update(
+        {
+            "test": "kolmogorov_smirnov",
+            "statistic": float(ks.statistic),
+            "p_value": float(ks.pvalue),
+            "ks": float(ks.statistic),
+            "psi": psi["psi"],
+            "psi_bins": {k: psi[k] for k in ("edges", "site", "reference")},
+            "wasserstein": float(stats.wasserstein_distance(a, b)),
+            "effect": psi["psi"],
+        }
+    )
     return out
 
 
 # --------------------------------------------------------------------------- embeddings
 
-def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, n_permutations: int = 500, seed: int = 0,
-                         max_per_sample: int = 500) -> dict:
+
+def mmd_permutation_test(
+    a: np.ndarray, b: np.ndarray, *, n_permutations: int = 500, seed: int = 0, max_per_sample: int = 500
+) -> dict:
     """Two-sample test on multivariate features (e.g. penultimate-layer embeddings): permutation MMD.
 
     Statistic: the unbiased squared maximum mean discrepancy (Gretton et al. 2012, JMLR 13:723, eq. 3),
@@ -333,9 +381,16 @@ def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, n_permutations: int = 
         a = a[:, None]
     if b.ndim == 1:
         b = b[:, None]
-    out: dict = {"kind": "embedding", "test": "mmd_permutation", "effect_name": "mmd2",
-                 "site": {"n": int(a.shape[0])}, "reference": {"n": int(b.shape[0])},
-                 "dimensions": int(a.shape[1]), "n_permutations": int(n_permutations), "seed": int(seed)}
+    out: dict = {
+        "kind": "embedding",
+        "test": "mmd_permutation",
+        "effect_name": "mmd2",
+        "site": {"n": int(a.shape[0])},
+        "reference": {"n": int(b.shape[0])},
+        "dimensions": int(a.shape[1]),
+        "n_permutations": int(n_permutations),
+        "seed": int(seed),
+    }
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"embeddings differ in width: {a.shape[1]} vs {b.shape[1]}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -381,6 +436,7 @@ def mmd_permutation_test(a: np.ndarray, b: np.ndarray, *, n_permutations: int = 
 
 # --------------------------------------------------------------------------- histograms
 
+
 def histogram_shift(a: np.ndarray, b: np.ndarray) -> dict:
     """Descriptive shift of per-case intensity histograms (rows: cases, columns: bins).
 
@@ -400,12 +456,12 @@ def histogram_shift(a: np.ndarray, b: np.ndarray) -> dict:
 
     ha, hb = mean_hist(a), mean_hist(b)
     if ha is None or hb is None:
-        return {"site": None, "reference": None, "total_variation": None,
-                "reason": "no usable histogram in a sample"}
+        return {"site": None, "reference": None, "total_variation": None, "reason": "no usable histogram in a sample"}
     return {"site": ha.tolist(), "reference": hb.tolist(), "total_variation": float(0.5 * np.abs(ha - hb).sum())}
 
 
 # --------------------------------------------------------------------------- multiplicity
+
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (Holm 1979, Scand J Stat 6:65): controls the family-wise

@@ -9,6 +9,7 @@ calibrate each label on its own with any binary method. Inputs are logits; see
 >>> probs = cal.predict_proba(logits_new)
 >>> same = calibrator_from_json("temperature", "multiclass", cal.to_json())
 """
+
 from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError, Calibrator, logits_from_probabilities
 from validate.calibrators.binning import predicted_class_changed
 from validate.calibrators.registry import (
@@ -21,9 +22,18 @@ from validate.calibrators.registry import (
 )
 
 __all__ = [
-    "Calibrator", "CalibrationFitError", "MIN_FIT_CASES", "METHODS", "get_calibrator",
-    "calibrator_from_json", "export_params", "check_method", "methods_for", "logits_from_probabilities",
-    "predicted_class_changed", "compare_calibration",
+    "Calibrator",
+    "CalibrationFitError",
+    "MIN_FIT_CASES",
+    "METHODS",
+    "get_calibrator",
+    "calibrator_from_json",
+    "export_params",
+    "check_method",
+    "methods_for",
+    "logits_from_probabilities",
+    "predicted_class_changed",
+    "compare_calibration",
 ]
 
 

@@ -13,6 +13,7 @@ data (one class only, fewer than :data:`MIN_FIT_CASES` cases, all scores equal, 
 fit that does not exist) raises :class:`CalibrationFitError`, an :class:`~validate.errors.InputError`,
 never a silent flip or a NaN.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -78,11 +79,16 @@ class Calibrator:
             obj.n_classes = int(params["n_classes"])
             obj._load(params)
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"calibration parameters for {cls.name!r} are incomplete or malformed: {exc}",
-                             field=f"methods.{cls.name}.params") from None
+            raise InputError(
+                f"calibration parameters for {cls.name!r} are incomplete or malformed: {exc}",
+                field=f"methods.{cls.name}.params",
+            ) from None
         if obj.task not in cls.tasks:
-            raise InputError(f"{cls.name} parameters are for task {obj.task!r}",
-                             field=f"methods.{cls.name}.params.task", expected=" or ".join(cls.tasks))
+            raise InputError(
+                f"{cls.name} parameters are for task {obj.task!r}",
+                field=f"methods.{cls.name}.params.task",
+                expected=" or ".join(cls.tasks),
+            )
         return obj
 
     # ---- for subclasses ---------------------------------------------------------------------
@@ -111,17 +117,27 @@ def check_scores(scores: Any, task: str, n_classes: int | None, name: str) -> np
         if s.ndim == 2 and s.shape[1] == 1:
             s = s[:, 0]
         if s.ndim != 1:
-            raise InputError(f"{name}: binary scores must be one logit per case, got shape {s.shape}",
-                             field="logit", expected="a vector of N logits")
+            raise InputError(
+                f"{name}: binary scores must be one logit per case, got shape {s.shape}",
+                field="logit",
+                expected="a vector of N logits",
+            )
     else:
         if s.ndim != 2 or (n_classes is not None and s.shape[1] != n_classes):
             want = f"[N, {n_classes}]" if n_classes else "[N, K]"
-            raise InputError(f"{name}: multiclass scores must be a {want} matrix of logits, got shape {s.shape}",
-                             field="logit_<class>", expected=f"a {want} matrix")
+            raise InputError(
+                f"{name}: multiclass scores must be a {want} matrix of logits, got shape {s.shape}",
+                field="logit_<class>",
+                expected=f"a {want} matrix",
+            )
     if not np.all(np.isfinite(s)):
         bad = int(np.flatnonzero(~np.isfinite(s).reshape(len(s), -1).all(axis=1))[0]) + 1
-        raise InputError(f"{name}: scores must be finite; case {bad} is not", row=bad, field="logit",
-                         expected="finite logits (probabilities become logits after the 1e-15 floor)")
+        raise InputError(
+            f"{name}: scores must be finite; case {bad} is not",
+            row=bad,
+            field="logit",
+            expected="finite logits (probabilities become logits after the 1e-15 floor)",
+        )
     return s
 
 
@@ -130,13 +146,17 @@ def check_fit_data(scores: Any, y: Any, name: str, tasks: tuple[str, ...]) -> tu
     s = np.asarray(scores, dtype=np.float64)
     task = "binary" if (s.ndim == 1 or (s.ndim == 2 and s.shape[1] == 1)) else "multiclass"
     if task not in tasks:
-        raise InputError(f"{name} calibrates {' and '.join(tasks)} scores, not {task} ones",
-                         field="method", expected=f"a method for {task} tasks")
+        raise InputError(
+            f"{name} calibrates {' and '.join(tasks)} scores, not {task} ones",
+            field="method",
+            expected=f"a method for {task} tasks",
+        )
     s = check_scores(s, task, None, name)
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != s.shape[0]:
-        raise InputError(f"{name}: labels must be a vector with one entry per case ({s.shape[0]}), got shape {y.shape}",
-                         field="y")
+        raise InputError(
+            f"{name}: labels must be a vector with one entry per case ({s.shape[0]}), got shape {y.shape}", field="y"
+        )
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
             raise InputError(f"{name}: labels must be integers", field="y")
@@ -148,17 +168,23 @@ def check_fit_data(scores: Any, y: Any, name: str, tasks: tuple[str, ...]) -> tu
         raise InputError(f"{name}: labels must lie in 0..{k - 1}, found {int(y.min())}..{int(y.max())}", field="y")
     n = s.shape[0]
     if n < MIN_FIT_CASES:
-        raise CalibrationFitError(f"{name}: {n} fitting case(s) is too few to fit a calibration map",
-                                  expected=f"at least {MIN_FIT_CASES}")
+        raise CalibrationFitError(
+            f"{name}: {n} fitting case(s) is too few to fit a calibration map", expected=f"at least {MIN_FIT_CASES}"
+        )
     counts = np.bincount(y, minlength=k)
     if np.count_nonzero(counts) < 2:
         raise CalibrationFitError(
             f"{name}: every fitting case has label {int(np.argmax(counts))}; a calibration map needs both outcomes",
-            field="y", expected="at least two classes among the fitting cases")
+            field="y",
+            expected="at least two classes among the fitting cases",
+        )
     flat = s if s.ndim == 1 else s - s[:, :1]  # multiclass: equal up to a per-row shift is equal
     if np.all(flat == flat[0]):
-        raise CalibrationFitError(f"{name}: all fitting scores are equal; no calibration map can be learned from them",
-                                  field="logit", expected="scores that vary between cases")
+        raise CalibrationFitError(
+            f"{name}: all fitting scores are equal; no calibration map can be learned from them",
+            field="logit",
+            expected="scores that vary between cases",
+        )
     return s, y, task
 
 
@@ -170,7 +196,8 @@ def check_separable_binary(z: np.ndarray, y: np.ndarray, name: str) -> None:
         raise CalibrationFitError(
             f"{name}: the fitting cases are perfectly separated by the score, so the maximum-likelihood "
             "calibration map does not exist (its slope diverges)",
-            expected="fitting cases whose scores overlap between outcomes (use more cases)")
+            expected="fitting cases whose scores overlap between outcomes (use more cases)",
+        )
 
 
 # ---- links ---------------------------------------------------------------------------------

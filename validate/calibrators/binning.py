@@ -5,6 +5,7 @@ class one-vs-rest on its softmax probability and renormalise the rows (Zadrozny 
 Renormalising can change the predicted class; :func:`predicted_class_changed` measures how often (the
 comparison designs report it for every evaluated site).
 """
+
 from __future__ import annotations
 
 import contextlib

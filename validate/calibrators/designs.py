@@ -30,11 +30,12 @@ The recommendation is the method with the best mean rank over the external sites
 ``note`` says when the winner's intervals overlap the runner-up's or its change against ``none``
 includes 0 (the data do not clearly separate them).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -64,13 +65,13 @@ class CalibrationSettings:
 
     designs: tuple[str, ...] = ("held-out",)
     methods: tuple[str, ...] = ("temperature",)
-    fit_on: Optional[tuple[str, ...]] = None
+    fit_on: tuple[str, ...] | None = None
     fit_fraction: float = 1.0
     repeats: int = 20
     sample_sizes: tuple[int, ...] = (25, 50, 100, 200, 500)
     seed: int = 0
     local_fraction: float = 0.5
-    n_bootstrap: Optional[int] = None
+    n_bootstrap: int | None = None
 
     @classmethod
     def from_protocol(cls, calibration: Any = None, **overrides: Any) -> CalibrationSettings:
@@ -88,18 +89,18 @@ class _Cases:
     """Labels, logits and uncalibrated probabilities of a predictions table, row-aligned."""
 
     task: str
-    y: np.ndarray          # binary 0/1 int, multiclass int, multilabel [N, L] int
-    z: np.ndarray          # logits: [N], [N, K] or [N, L]
-    p: np.ndarray          # uncalibrated probabilities, same shape as z
-    site: np.ndarray       # site id per case (object)
-    clusters: Optional[np.ndarray]
-    names: Optional[list[str]] = None
+    y: np.ndarray  # binary 0/1 int, multiclass int, multilabel [N, L] int
+    z: np.ndarray  # logits: [N], [N, K] or [N, L]
+    p: np.ndarray  # uncalibrated probabilities, same shape as z
+    site: np.ndarray  # site id per case (object)
+    clusters: np.ndarray | None
+    names: list[str] | None = None
     sites: list[str] = field(default_factory=list)
     # what the uncalibrated AUROC/AUPRC rank (the logits when given: sigmoid ties them above ~36.7)
-    s: Optional[np.ndarray] = None
+    s: np.ndarray | None = None
 
     @classmethod
-    def of(cls, table, cluster_by: Optional[str]) -> _Cases:
+    def of(cls, table, cluster_by: str | None) -> _Cases:
         task = table.task
         frame = table.frame
         from validate.predictions import cluster_keys
@@ -119,7 +120,7 @@ class _Cases:
     def at(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.y[idx], self.z[idx], self.p[idx]
 
-    def clusters_at(self, idx: np.ndarray) -> Optional[np.ndarray]:
+    def clusters_at(self, idx: np.ndarray) -> np.ndarray | None:
         if self.clusters is None:
             return None
         c = self.clusters[idx]
@@ -147,6 +148,7 @@ def _metric_functions(task: str, bins: int) -> dict[str, Callable]:
         def f(Y, P, w=None):
             vals = [binary[name](Y[:, j], P[:, j], w) for j in range(Y.shape[1])]
             return float(np.mean(vals)) if w is None else np.mean(vals, axis=0)
+
         return f
 
     return {m: macro(m) for m in COMPARED}
@@ -156,13 +158,14 @@ def _point_metrics(fns: dict, y, p) -> dict:
     return {m: _finite(fns[m](y, p)) for m in COMPARED}
 
 
-def _finite(x) -> Optional[float]:
+def _finite(x) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
 
 
-def _block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool = False,
-           uncalibrated: bool = False) -> dict:
+def _block(
+    cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool = False, uncalibrated: bool = False
+) -> dict:
     """The metrics engine's BLOCK; if the engine fails on these predictions (e.g. a smoother on a step
     map's few distinct values), a reduced block with the point estimates of the compared metrics and
     the engine's message under ``error``, so one metric cannot sink the whole comparison."""
@@ -176,8 +179,9 @@ def _block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratifie
         return block
 
 
-def _engine_block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool,
-                  uncalibrated: bool = False) -> dict:
+def _engine_block(
+    cases: _Cases, y, p, idx, settings, smooth_intervals: bool, stratified: bool, uncalibrated: bool = False
+) -> dict:
     """``uncalibrated``: ``p`` are the table's own probabilities, so the ranking metrics rank the
     table's scores (its logits when given) instead of p, which float64 saturates to 1.0."""
     from validate.metrics import binary_block, multiclass_block, multilabel_block
@@ -186,16 +190,39 @@ def _engine_block(cases: _Cases, y, p, idx, settings, smooth_intervals: bool, st
     strata = cases.site[idx] if stratified else None
     scores = cases.s[idx] if uncalibrated and cases.s is not None else None
     if cases.task == "binary":
-        return binary_block(y.astype(np.float64), p, settings=settings, clusters=clusters, strata=strata,
-                            smooth_intervals=smooth_intervals, scores=scores)
+        return binary_block(
+            y.astype(np.float64),
+            p,
+            settings=settings,
+            clusters=clusters,
+            strata=strata,
+            smooth_intervals=smooth_intervals,
+            scores=scores,
+        )
     if cases.task == "multiclass":
-        return multiclass_block(y, p, settings=settings, class_names=cases.names, clusters=clusters, strata=strata,
-                                smooth_intervals=smooth_intervals, scores=scores)
-    return multilabel_block(y.astype(np.float64), p, settings=settings, label_names=cases.names, clusters=clusters,
-                            strata=strata, smooth_intervals=smooth_intervals, scores=scores)
+        return multiclass_block(
+            y,
+            p,
+            settings=settings,
+            class_names=cases.names,
+            clusters=clusters,
+            strata=strata,
+            smooth_intervals=smooth_intervals,
+            scores=scores,
+        )
+    return multilabel_block(
+        y.astype(np.float64),
+        p,
+        settings=settings,
+        label_names=cases.names,
+        clusters=clusters,
+        strata=strata,
+        smooth_intervals=smooth_intervals,
+        scores=scores,
+    )
 
 
-def _estimate(block: dict, metric: str) -> Optional[float]:
+def _estimate(block: dict, metric: str) -> float | None:
     e = block.get(metric)
     if isinstance(e, dict):
         return e.get("estimate")
@@ -204,7 +231,7 @@ def _estimate(block: dict, metric: str) -> Optional[float]:
     return None
 
 
-def _interval(block: dict, metric: str) -> Optional[tuple[float, float]]:
+def _interval(block: dict, metric: str) -> tuple[float, float] | None:
     e = block.get(metric)
     if not isinstance(e, dict) and block.get("macro"):
         e = block["macro"].get(metric)
@@ -258,8 +285,9 @@ def _predict_or_none(cal, z, p):
 
 
 # ---- held-out ---------------------------------------------------------------------------------
-def _held_out(cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings, settings, n_boot: int,
-              smooth_intervals: bool) -> dict:
+def _held_out(
+    cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings, settings, n_boot: int, smooth_intervals: bool
+) -> dict:
     from validate.metrics import paired_bootstrap_difference
 
     rng = np.random.default_rng([cfg.seed, 1])
@@ -303,27 +331,45 @@ def _held_out(cases: _Cases, methods, fit_on, external, cfg: CalibrationSettings
             change = {}
             for metric in COMPARED:
                 f = fns[metric]
-                d = paired_bootstrap_difference(lambda w, f=f, p=p, y=y: f(y, p, w), lambda w, f=f, y=y, p0=p0: f(y, p0, w), len(idx),
-                                                n_rep=n_boot, clusters=cases.clusters_at(idx),
-                                                seed=settings.seed, level=settings.ci_level)
+                d = paired_bootstrap_difference(
+                    lambda w, f=f, p=p, y=y: f(y, p, w),
+                    lambda w, f=f, y=y, p0=p0: f(y, p0, w),
+                    len(idx),
+                    n_rep=n_boot,
+                    clusters=cases.clusters_at(idx),
+                    seed=settings.seed,
+                    level=settings.ci_level,
+                )
                 change[metric] = {k: _clean(v) for k, v in d.items()}
             out[m].setdefault("change_vs_none", {})[s] = change
     if eval_sets:  # pooled over every evaluated case, bootstrap stratified by site (for `overall` gates)
         pooled = np.concatenate(list(eval_sets.values()))
         y, z, p0 = cases.at(pooled)
-        out["none"]["overall"] = _block(cases, y, p0, pooled, settings, smooth_intervals, stratified=True,
-                                        uncalibrated=True)
+        out["none"]["overall"] = _block(
+            cases, y, p0, pooled, settings, smooth_intervals, stratified=True, uncalibrated=True
+        )
         for m in methods:
             if fitted[m] is not None:
-                out[m]["overall"] = _block(cases, y, fitted[m].predict_proba(z), pooled, settings, smooth_intervals,
-                                           stratified=True)
-    rec = _recommend({m: {s: {k: _estimate(b, k) for k in COMPARED} for s, b in out[m]["sites"].items()}
-                      for m in ["none", *methods] if out[m]["sites"]},
-                     [s for s in external if s in eval_sets] or list(eval_sets))
+                out[m]["overall"] = _block(
+                    cases, y, fitted[m].predict_proba(z), pooled, settings, smooth_intervals, stratified=True
+                )
+    rec = _recommend(
+        {
+            m: {s: {k: _estimate(b, k) for k in COMPARED} for s, b in out[m]["sites"].items()}
+            for m in ["none", *methods]
+            if out[m]["sites"]
+        },
+        [s for s in external if s in eval_sets] or list(eval_sets),
+    )
     rec["note"] = _overlap_note(rec, out, [s for s in external if s in eval_sets] or list(eval_sets))
     evaluated = {s: ("held-out part of a fitting site" if s in fit_on else "whole site") for s in eval_sets}
-    return {"methods": out, "recommendation": rec, "n_fit": int(fit_idx.size), "evaluated": evaluated,
-            "fit_fraction": cfg.fit_fraction}
+    return {
+        "methods": out,
+        "recommendation": rec,
+        "n_fit": int(fit_idx.size),
+        "evaluated": evaluated,
+        "fit_fraction": cfg.fit_fraction,
+    }
 
 
 def _clean(v):
@@ -332,19 +378,30 @@ def _clean(v):
     return v
 
 
-def _overlap_note(rec: dict, out: dict, sites: list[str]) -> Optional[str]:
+def _overlap_note(rec: dict, out: dict, sites: list[str]) -> str | None:
     best, runner = rec.get("method"), rec.get("runner_up")
     notes = []
     if best and runner:
-        overlap = [s for s in sites if s in out[best]["sites"] and s in out[runner]["sites"]
-                   and all(_overlaps(_interval(out[best]["sites"][s], k), _interval(out[runner]["sites"][s], k))
-                           for k in COMPARED)]
+        overlap = [
+            s
+            for s in sites
+            if s in out[best]["sites"]
+            and s in out[runner]["sites"]
+            and all(
+                _overlaps(_interval(out[best]["sites"][s], k), _interval(out[runner]["sites"][s], k)) for k in COMPARED
+            )
+        ]
         if overlap and len(overlap) == len([s for s in sites if s in out[best]["sites"]]):
-            notes.append(f"intervals of {best} and {runner} overlap on ECE, Brier and log loss at every external "
-                         "site: the data do not clearly separate them")
+            notes.append(
+                f"intervals of {best} and {runner} overlap on ECE, Brier and log loss at every external "
+                "site: the data do not clearly separate them"
+            )
     if best and best != "none":
-        flat = [s for s, ch in out[best].get("change_vs_none", {}).items() if s in sites
-                and ch["ece"]["ci_low"] is not None and ch["ece"]["ci_low"] <= 0 <= ch["ece"]["ci_high"]]
+        flat = [
+            s
+            for s, ch in out[best].get("change_vs_none", {}).items()
+            if s in sites and ch["ece"]["ci_low"] is not None and ch["ece"]["ci_low"] <= 0 <= ch["ece"]["ci_high"]
+        ]
         if flat:
             notes.append(f"{best}'s change in ECE against none has an interval including 0 at {', '.join(flat)}")
     return "; ".join(notes) or None
@@ -357,7 +414,7 @@ def _overlaps(a, b) -> bool:
 
 
 # ---- recommendation -------------------------------------------------------------------------------
-def _recommend(values: dict[str, dict[str, dict[str, Optional[float]]]], sites: list[str]) -> dict:
+def _recommend(values: dict[str, dict[str, dict[str, float | None]]], sites: list[str]) -> dict:
     """Best mean rank over ``sites``: at each site rank methods by each compared metric (1 = lowest,
     ties share the mean rank, a missing value ranks last), average the metric ranks, then the sites."""
     methods = list(values)
@@ -365,8 +422,9 @@ def _recommend(values: dict[str, dict[str, dict[str, Optional[float]]]], sites: 
     for s in sites:
         ranks = []
         for metric in COMPARED:
-            vals = np.array([values[m].get(s, {}).get(metric) if values[m].get(s) else None for m in methods],
-                            dtype=float)
+            vals = np.array(
+                [values[m].get(s, {}).get(metric) if values[m].get(s) else None for m in methods], dtype=float
+            )
             # best first: the registry's direction, so 1 = best (all compared metrics are lower-is-better)
             vals = vals * (-1.0 if registry.get(metric).direction == "higher" else 1.0)
             vals = np.where(np.isnan(vals), np.inf, vals)
@@ -376,9 +434,14 @@ def _recommend(values: dict[str, dict[str, dict[str, Optional[float]]]], sites: 
         return {"method": None, "criterion": "no evaluation site", "mean_rank": {}}
     mean_rank = {m: float(np.mean([per_site[s][m] for s in per_site])) for m in methods}
     order = sorted(methods, key=lambda m: (mean_rank[m], m == "none", methods.index(m)))
-    return {"method": order[0], "runner_up": order[1] if len(order) > 1 else None,
-            "criterion": "best mean rank over external sites of ECE, Brier score and log loss",
-            "sites": list(per_site), "mean_rank": mean_rank, "rank_by_site": per_site}
+    return {
+        "method": order[0],
+        "runner_up": order[1] if len(order) > 1 else None,
+        "criterion": "best mean rank over external sites of ECE, Brier score and log loss",
+        "sites": list(per_site),
+        "mean_rank": mean_rank,
+        "rank_by_site": per_site,
+    }
 
 
 def _average_ranks(v: np.ndarray) -> np.ndarray:
@@ -392,8 +455,13 @@ def _summary(values: list[float]) -> dict:
     v = np.array([x for x in values if x is not None], dtype=float)
     if v.size == 0:
         return {"mean": None, "sd": None, "q025": None, "q975": None, "n": 0}
-    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
-            "q025": float(np.quantile(v, 0.025)), "q975": float(np.quantile(v, 0.975)), "n": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "q025": float(np.quantile(v, 0.025)),
+        "q975": float(np.quantile(v, 0.975)),
+        "n": int(v.size),
+    }
 
 
 def _repeated(cases: _Cases, methods, site: str, fit_size: int, cfg: CalibrationSettings, fns, stream: int) -> dict:
@@ -442,13 +510,19 @@ def _local(cases, methods, external, cfg, fns) -> dict:
         n = cases.site_index(s).size
         fit_size = int(round(cfg.local_fraction * n))
         if fit_size < MIN_FIT_CASES or n - fit_size < MIN_EVAL_CASES:
-            sites[s] = {"skipped": f"{n} cases: too few to fit on {cfg.local_fraction:.0%} "
-                                   f"(>= {MIN_FIT_CASES}) and evaluate on the rest (>= {MIN_EVAL_CASES})"}
+            sites[s] = {
+                "skipped": f"{n} cases: too few to fit on {cfg.local_fraction:.0%} "
+                f"(>= {MIN_FIT_CASES}) and evaluate on the rest (>= {MIN_EVAL_CASES})"
+            }
             continue
         sites[s] = _repeated(cases, methods, s, fit_size, cfg, fns, stream=100 + i)
-    rec = _recommend({m: {s: {k: v["methods"][m][k]["mean"] for k in COMPARED} for s, v in sites.items()
-                          if "methods" in v} for m in ["none", *methods]},
-                     [s for s in sites if "methods" in sites[s]])
+    rec = _recommend(
+        {
+            m: {s: {k: v["methods"][m][k]["mean"] for k in COMPARED} for s, v in sites.items() if "methods" in v}
+            for m in ["none", *methods]
+        },
+        [s for s in sites if "methods" in sites[s]],
+    )
     return {"fit_fraction": cfg.local_fraction, "repeats": cfg.repeats, "sites": sites, "recommendation": rec}
 
 
@@ -459,8 +533,11 @@ def _sample_size(cases, methods, external, cfg, fns) -> dict:
         sizes, skipped = {}, {}
         for j, m in enumerate(cfg.sample_sizes):
             if m < MIN_FIT_CASES or n - m < MIN_EVAL_CASES:
-                skipped[str(m)] = f"site has {n} cases: fitting on {m} leaves {n - m} to evaluate (< {MIN_EVAL_CASES})" \
-                    if m >= MIN_FIT_CASES else f"fewer than {MIN_FIT_CASES} fitting cases"
+                skipped[str(m)] = (
+                    f"site has {n} cases: fitting on {m} leaves {n - m} to evaluate (< {MIN_EVAL_CASES})"
+                    if m >= MIN_FIT_CASES
+                    else f"fewer than {MIN_FIT_CASES} fitting cases"
+                )
                 continue
             sizes[str(m)] = _repeated(cases, methods, s, m, cfg, fns, stream=1000 + 100 * i + j)
         sites[s] = {"n": int(n), "sizes": sizes}
@@ -489,24 +566,39 @@ def _transfer(cases, methods, cfg, fns) -> dict:
             for k in COMPARED:
                 matrix["none"][k].setdefault(i, {})[j] = base[k]
             for m in methods:
-                vals = _point_metrics(fns, y, fitted[m].predict_proba(z)) if fitted[m] is not None \
+                vals = (
+                    _point_metrics(fns, y, fitted[m].predict_proba(z))
+                    if fitted[m] is not None
                     else dict.fromkeys(COMPARED)
+                )
                 for k in COMPARED:
                     matrix[m][k].setdefault(i, {})[j] = vals[k]
-    out = {"layout": "methods[method][metric][fit_site][eval_site]; the diagonal is the local design",
-           "sites": list(cases.sites), "methods": matrix}
+    out = {
+        "layout": "methods[method][metric][fit_site][eval_site]; the diagonal is the local design",
+        "sites": list(cases.sites),
+        "methods": matrix,
+    }
     if errors:
         out["errors"] = errors
     return out
 
 
 # ---- entry point ------------------------------------------------------------------------------
-def compare_calibration(table, *, task: Optional[str] = None, protocol: Any = None,
-                        methods: Optional[Sequence[str]] = None, designs: Optional[Sequence[str]] = None,
-                        fit_on: Optional[Sequence[str]] = None, metric_settings: Any = None,
-                        calibration: Any = None, external_sites: Optional[Sequence[str]] = None,
-                        n_bootstrap: Optional[int] = None, smooth_intervals: bool = False,
-                        settings: Any = None) -> dict:
+def compare_calibration(
+    table,
+    *,
+    task: str | None = None,
+    protocol: Any = None,
+    methods: Sequence[str] | None = None,
+    designs: Sequence[str] | None = None,
+    fit_on: Sequence[str] | None = None,
+    metric_settings: Any = None,
+    calibration: Any = None,
+    external_sites: Sequence[str] | None = None,
+    n_bootstrap: int | None = None,
+    smooth_intervals: bool = False,
+    settings: Any = None,
+) -> dict:
     """Compare calibration methods across the sites of a predictions table; the Calibration JSON.
 
     ``table``: a :class:`validate.predictions.PredictionsTable`. ``protocol`` (optional, a loaded
@@ -541,8 +633,11 @@ def compare_calibration(table, *, task: Optional[str] = None, protocol: Any = No
 
     held = _held_out(cases, methods_list, fit_on_list, external, cfg, settings, n_boot, smooth_intervals)
     if not any(held["methods"]["none"]["sites"].values()):
-        raise InputError("no cases left to evaluate: every site is a fitting site and fit_fraction is 1",
-                         field="calibration.fit_on", expected="at least one site not fitted on, or fit_fraction < 1")
+        raise InputError(
+            "no cases left to evaluate: every site is a fitting site and fit_fraction is 1",
+            field="calibration.fit_on",
+            expected="at least one site not fitted on, or fit_fraction < 1",
+        )
     result = {
         "task": task,
         "design": "held-out",
@@ -566,7 +661,7 @@ def compare_calibration(table, *, task: Optional[str] = None, protocol: Any = No
     return result
 
 
-def _metric_settings(given: Any, protocol: Any, n_bootstrap: Optional[int]) -> Any:
+def _metric_settings(given: Any, protocol: Any, n_bootstrap: int | None) -> Any:
     """The metric settings: ``given`` as is (a MetricSettings) or read from a protocol's metrics
     section (``given``, else the protocol's); ``n_bootstrap`` overrides the replicates."""
     from validate.metrics import MetricSettings
@@ -580,18 +675,28 @@ def _metric_settings(given: Any, protocol: Any, n_bootstrap: Optional[int]) -> A
     return settings
 
 
-def _calibration_settings(calibration: Any, protocol: Any, *, methods: Optional[Sequence[str]],
-                          designs: Optional[Sequence[str]], fit_on: Optional[Sequence[str]]) -> CalibrationSettings:
+def _calibration_settings(
+    calibration: Any,
+    protocol: Any,
+    *,
+    methods: Sequence[str] | None,
+    designs: Sequence[str] | None,
+    fit_on: Sequence[str] | None,
+) -> CalibrationSettings:
     """The calibration settings (``calibration``, else the protocol's section), with explicit designs,
     methods and fit sites winning; without fit sites, the protocol's calibration fit sites."""
     if isinstance(calibration, CalibrationSettings):
         cfg = calibration
     else:
-        cfg = CalibrationSettings.from_protocol(calibration if calibration is not None
-                                                else getattr(protocol, "calibration", None))
-    cfg = replace(cfg, designs=tuple(designs) if designs is not None else cfg.designs,
-                  methods=tuple(methods) if methods is not None else cfg.methods,
-                  fit_on=tuple(fit_on) if fit_on is not None else cfg.fit_on)
+        cfg = CalibrationSettings.from_protocol(
+            calibration if calibration is not None else getattr(protocol, "calibration", None)
+        )
+    cfg = replace(
+        cfg,
+        designs=tuple(designs) if designs is not None else cfg.designs,
+        methods=tuple(methods) if methods is not None else cfg.methods,
+        fit_on=tuple(fit_on) if fit_on is not None else cfg.fit_on,
+    )
     if cfg.fit_on is None and protocol is not None:
         cfg = replace(cfg, fit_on=tuple(protocol.calibration_fit_sites))
     return cfg
@@ -608,8 +713,11 @@ def _check_designs(designs: Sequence[str]) -> None:
     """Refuse a design that is not one of :data:`DESIGNS`."""
     for d in designs:
         if d not in DESIGNS:
-            raise InputError(f"unknown calibration design {d!r}" + _did_you_mean(d, DESIGNS),
-                             field="calibration.designs", expected=" | ".join(DESIGNS))
+            raise InputError(
+                f"unknown calibration design {d!r}" + _did_you_mean(d, DESIGNS),
+                field="calibration.designs",
+                expected=" | ".join(DESIGNS),
+            )
 
 
 def _methods_to_compare(methods: Sequence[str], task: str) -> list[str]:
@@ -625,20 +733,27 @@ def _methods_to_compare(methods: Sequence[str], task: str) -> list[str]:
     return methods_list
 
 
-def _fit_sites(fit_on: Optional[Sequence[str]], sites: list[str]) -> list[str]:
+def _fit_sites(fit_on: Sequence[str] | None, sites: list[str]) -> list[str]:
     """The sites to fit on, each present in the predictions, once, in the order given."""
     if not fit_on:
-        raise InputError("no site to fit calibrators on", field="calibration.fit_on",
-                         expected="one or more site ids (--fit-on SITE[,SITE])")
+        raise InputError(
+            "no site to fit calibrators on",
+            field="calibration.fit_on",
+            expected="one or more site ids (--fit-on SITE[,SITE])",
+        )
     for s in fit_on:
         if s not in sites:
-            raise InputError(f"fit-on site {s!r} is not in the predictions" + _did_you_mean(str(s), sites),
-                             field="fit_on", expected=f"one of {', '.join(sites)}")
+            raise InputError(
+                f"fit-on site {s!r} is not in the predictions" + _did_you_mean(str(s), sites),
+                field="fit_on",
+                expected=f"one of {', '.join(sites)}",
+            )
     return list(dict.fromkeys(fit_on))
 
 
-def _external_sites(external_sites: Optional[Sequence[str]], protocol: Any, sites: list[str],
-                    fit_on: list[str]) -> list[str]:
+def _external_sites(
+    external_sites: Sequence[str] | None, protocol: Any, sites: list[str], fit_on: list[str]
+) -> list[str]:
     """Where the recommendation is judged: the given sites present in the predictions; by default the
     protocol's external sites not fitted on, else every site not fitted on."""
     if external_sites is not None:
@@ -647,8 +762,7 @@ def _external_sites(external_sites: Optional[Sequence[str]], protocol: Any, site
     return [s for s in ext if s in sites and s not in fit_on] or [s for s in sites if s not in fit_on]
 
 
-def _other_designs(cases: _Cases, methods: list[str], external: list[str], cfg: CalibrationSettings,
-                   fns: dict) -> dict:
+def _other_designs(cases: _Cases, methods: list[str], external: list[str], cfg: CalibrationSettings, fns: dict) -> dict:
     """The results of the designs besides held-out that the settings ask for, by JSON key."""
     extra = {}
     if "local" in cfg.designs:

@@ -1,4 +1,5 @@
 """Calibration methods by name, per task, and the multilabel wrapper (each label on its own)."""
+
 from __future__ import annotations
 
 import difflib
@@ -11,15 +12,24 @@ from validate.calibrators.binning import BBQ, ENIR, HistogramBinning, IsotonicCa
 from validate.calibrators.scaling import BetaCalibration, MatrixScaling, PlattScaling, TemperatureScaling, VectorScaling
 from validate.errors import InputError
 
-_CLASSES: dict[str, type[Calibrator]] = {c.name: c for c in (
-    TemperatureScaling, VectorScaling, MatrixScaling, PlattScaling, BetaCalibration,
-    IsotonicCalibration, HistogramBinning, BBQ, ENIR,
-)}
+_CLASSES: dict[str, type[Calibrator]] = {
+    c.name: c
+    for c in (
+        TemperatureScaling,
+        VectorScaling,
+        MatrixScaling,
+        PlattScaling,
+        BetaCalibration,
+        IsotonicCalibration,
+        HistogramBinning,
+        BBQ,
+        ENIR,
+    )
+}
 
 #: method -> tasks it supports. Multilabel supports every binary method (each label on its own).
 METHODS: dict[str, tuple[str, ...]] = {
-    name: cls.tasks + (("multilabel",) if "binary" in cls.tasks else ())
-    for name, cls in _CLASSES.items()
+    name: cls.tasks + (("multilabel",) if "binary" in cls.tasks else ()) for name, cls in _CLASSES.items()
 }
 TASKS = ("binary", "multiclass", "multilabel")
 
@@ -36,11 +46,13 @@ def check_method(name: str, task: str) -> str:
     if name not in METHODS:
         near = difflib.get_close_matches(name, list(METHODS) + ["none"], n=1, cutoff=0.5)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise InputError(f"unknown calibration method {name!r}{hint}", field="methods",
-                         expected=", ".join(METHODS))
+        raise InputError(f"unknown calibration method {name!r}{hint}", field="methods", expected=", ".join(METHODS))
     if task not in METHODS[name]:
-        raise InputError(f"calibration method {name!r} does not apply to a {task} task", field="methods",
-                         expected=f"one of {', '.join(methods_for(task))}")
+        raise InputError(
+            f"calibration method {name!r} does not apply to a {task} task",
+            field="methods",
+            expected=f"one of {', '.join(methods_for(task))}",
+        )
     return name
 
 
@@ -66,8 +78,9 @@ def calibrator_from_json(name: str, task: str, params: dict, *, n_classes: int |
         return PerLabel.from_json_named(name, params)
     obj = _CLASSES[name].from_json(params)
     if obj.task != task:
-        raise InputError(f"{name} parameters were fitted for a {obj.task} task, not {task}",
-                         field=f"methods.{name}.params.task")
+        raise InputError(
+            f"{name} parameters were fitted for a {obj.task} task, not {task}", field=f"methods.{name}.params.task"
+        )
     return obj
 
 
@@ -99,8 +112,11 @@ class PerLabel(Calibrator):
         s = np.asarray(scores, dtype=np.float64)
         y = np.asarray(y)
         if s.ndim != 2 or y.shape != s.shape:
-            raise InputError(f"{self.method}: multilabel scores and labels must both be [N, L] matrices, "
-                             f"got {s.shape} and {y.shape}", field="logit_<label>")
+            raise InputError(
+                f"{self.method}: multilabel scores and labels must both be [N, L] matrices, "
+                f"got {s.shape} and {y.shape}",
+                field="logit_<label>",
+            )
         members = []
         for j in range(s.shape[1]):
             try:
@@ -128,7 +144,8 @@ class PerLabel(Calibrator):
             obj.members = [_CLASSES[method].from_json(p) for p in params["labels"]]
             obj.n_classes = len(obj.members)
         except (KeyError, TypeError) as exc:
-            raise InputError(f"multilabel parameters of {method!r} are malformed: {exc}",
-                             field=f"methods.{method}.params") from None
+            raise InputError(
+                f"multilabel parameters of {method!r} are malformed: {exc}", field=f"methods.{method}.params"
+            ) from None
         obj.task = "multilabel"
         return obj

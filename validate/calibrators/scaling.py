@@ -4,6 +4,7 @@ All are maximum-likelihood fits (minimum mean negative log-likelihood) on the fi
 Solvers: a bounded scalar solver for the temperature, Newton's method for the two- and three-parameter
 logistic maps, L-BFGS-B with analytic gradients for vector and matrix scaling.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,9 @@ class TemperatureScaling(Calibrator):
         else:
             if np.all(z.argmax(axis=1) == y):
                 raise CalibrationFitError(
-                    "temperature: the fitting cases are perfectly classified, so the likelihood keeps rising "
-                    "as T -> 0", expected="fitting cases with some errors (use more cases)")
+                    "temperature: the fitting cases are perfectly classified, so the likelihood keeps rising as T -> 0",
+                    expected="fitting cases with some errors (use more cases)",
+                )
             # softmax is shift-invariant per row: with zc <= 0 (row max 0) exp never overflows
             zc = z - z.max(axis=1, keepdims=True)
             zc2 = zc * zc
@@ -115,10 +117,15 @@ def _convex_root(slope, b_min: float, b_max: float) -> float:
                 edge = hi if heading_up else lo
                 ge, _ = slope(float(np.exp(edge)))
                 if (heading_up and ge <= 0) or (not heading_up and ge >= 0):
-                    why = ("the fitting cases are (nearly) perfectly classified, so the likelihood keeps rising "
-                           "as T -> 0" if heading_up else "the scores carry no signal about the outcome (T -> infinity)")
-                    raise CalibrationFitError(f"temperature: no finite optimum in T = e^-7 .. e^7: {why}",
-                                              expected="fitting cases with some errors and some signal")
+                    why = (
+                        "the fitting cases are (nearly) perfectly classified, so the likelihood keeps rising as T -> 0"
+                        if heading_up
+                        else "the scores carry no signal about the outcome (T -> infinity)"
+                    )
+                    raise CalibrationFitError(
+                        f"temperature: no finite optimum in T = e^-7 .. e^7: {why}",
+                        expected="fitting cases with some errors and some signal",
+                    )
                 if heading_up:
                     hi_known = True
                 else:
@@ -147,7 +154,8 @@ def _multinomial_nll_grad(zt: np.ndarray, y: np.ndarray) -> tuple[float, np.ndar
 
 class VectorScaling(Calibrator):
     """Vector scaling (Guo et al., ICML 2017): ``p = softmax(w * z + b)`` with one weight and one
-    bias per class, maximum likelihood by L-BFGS-B from the temperature-scaled map (w = 1/T, b = 0). The weights are bounded below by 0
+    bias per class, maximum likelihood by L-BFGS-B from the temperature-scaled map (w = 1/T, b = 0).
+    The weights are bounded below by 0
     so that no class's evidence is reversed (with real networks the bound is never active).
     Multiclass only."""
 
@@ -168,8 +176,14 @@ class VectorScaling(Calibrator):
             return nll, np.concatenate([(g * z).sum(axis=0), g.sum(axis=0)])
 
         x0 = np.concatenate([np.full(k, 1.0 / _warm_temperature(z, y)), np.zeros(k)])
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k + [(None, None)] * k,
-                       options={"maxiter": 1000, "gtol": 1e-8})
+        res = minimize(
+            fun,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(0.0, None)] * k + [(None, None)] * k,
+            options={"maxiter": 1000, "gtol": 1e-8},
+        )
         _check_converged(res, self.name)
         self.weights, self.bias = res.x[:k].copy(), res.x[k:].copy()
 
@@ -193,7 +207,8 @@ class MatrixScaling(Calibrator):
 
     (Off-Diagonal and Intercept Regularisation: the diagonal is free, so strong regularisation shrinks
     towards vector scaling without intercept). Given log-probabilities as logits this is Kull et al.'s
-    Dirichlet calibration. L-BFGS-B from the temperature-scaled map (W = I/T, b = 0). Defaults lambda = mu = 1e-2; the paper selects
+    Dirichlet calibration. L-BFGS-B from the temperature-scaled map (W = I/T, b = 0). Defaults
+    lambda = mu = 1e-2; the paper selects
     them by cross-validation, which is left to the caller (pass ``odir_lambda``/``odir_mu``).
     Multiclass only."""
 
@@ -215,10 +230,10 @@ class MatrixScaling(Calibrator):
 
         def fun(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w = theta[: k * k].reshape(k, k)
-            b = theta[k * k:]
+            b = theta[k * k :]
             nll, g = _multinomial_nll_grad(z @ w.T + b, y)
             w_off = np.where(off, w, 0.0)
-            loss = nll + lam * float((w_off ** 2).sum()) + mu * float(b @ b)
+            loss = nll + lam * float((w_off**2).sum()) + mu * float(b @ b)
             gw = g.T @ z + 2.0 * lam * w_off
             gb = g.sum(axis=0) + 2.0 * mu * b
             return loss, np.concatenate([gw.ravel(), gb])
@@ -227,14 +242,18 @@ class MatrixScaling(Calibrator):
         res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": 2000, "gtol": 1e-7})
         _check_converged(res, self.name)
         self.matrix = res.x[: k * k].reshape(k, k).copy()
-        self.bias = res.x[k * k:].copy()
+        self.bias = res.x[k * k :].copy()
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
         return softmax(z @ self.matrix.T + self.bias)
 
     def _params(self) -> dict:
-        return {"matrix": self.matrix.tolist(), "bias": as_float_list(self.bias),
-                "odir_lambda": self.odir_lambda, "odir_mu": self.odir_mu}
+        return {
+            "matrix": self.matrix.tolist(),
+            "bias": as_float_list(self.bias),
+            "odir_lambda": self.odir_lambda,
+            "odir_mu": self.odir_mu,
+        }
 
     def _load(self, params: dict) -> None:
         k = self.n_classes
@@ -264,7 +283,8 @@ def _check_converged(res, name: str) -> None:
     if np.max(np.abs(res.x)) > 1e4:
         raise CalibrationFitError(
             f"{name}: the fitted parameters diverge (|param| > 1e4): the fitting cases are (nearly) separable",
-            expected="more fitting cases, or a method with fewer parameters (temperature)")
+            expected="more fitting cases, or a method with fewer parameters (temperature)",
+        )
 
 
 def _vector(values, k: int, what: str) -> np.ndarray:
@@ -332,7 +352,9 @@ class PlattScaling(Calibrator):
         if a <= 0:
             raise CalibrationFitError(
                 f"platt: the fitted slope is {a:.3g}: higher scores go with fewer events among the fitting "
-                "cases; refusing to reverse the model's ranking", expected="a positive association")
+                "cases; refusing to reverse the model's ranking",
+                expected="a positive association",
+            )
         self.slope, self.intercept = float(a), float(b)
 
     def _predict(self, z: np.ndarray) -> np.ndarray:
@@ -374,7 +396,9 @@ class BetaCalibration(Calibrator):
         if a < 0 or b < 0 or (a == 0 and b == 0):
             raise CalibrationFitError(
                 "beta: the fitted map decreases with the score: higher scores go with fewer events among the "
-                "fitting cases; refusing to reverse the model's ranking", expected="a positive association")
+                "fitting cases; refusing to reverse the model's ranking",
+                expected="a positive association",
+            )
         self.a, self.b, self.c = float(a), float(b), float(c)
 
     def _predict(self, z: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ or a results bundle) and writes the predictions table with calibrated scores: ``
 (binary and multilabel: logit(p); multiclass: log p; both after the 1e-15 floor). Every other column
 is kept as it was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,16 +29,22 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def load_calibration(path: Path) -> dict:
     if not path.exists():
-        raise InputError("calibration file not found", file=path, expected="a Calibration JSON (validate calibrate --json)")
+        raise InputError(
+            "calibration file not found", file=path, expected="a Calibration JSON (validate calibrate --json)"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         line = getattr(exc, "lineno", None)
-        raise InputError(f"not valid JSON ({exc.__class__.__name__})", file=path, line=line,
-                         expected="a Calibration JSON") from None
+        raise InputError(
+            f"not valid JSON ({exc.__class__.__name__})", file=path, line=line, expected="a Calibration JSON"
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("methods"), dict) or "task" not in doc:
-        raise InputError("not a Calibration JSON: `task` and `methods` are missing", file=path,
-                         expected='{"task": ..., "methods": {"<method>": {"params": ...}}}')
+        raise InputError(
+            "not a Calibration JSON: `task` and `methods` are missing",
+            file=path,
+            expected='{"task": ..., "methods": {"<method>": {"params": ...}}}',
+        )
     return doc
 
 
@@ -55,26 +62,39 @@ def run(args: argparse.Namespace) -> int:
         import difflib
 
         near = difflib.get_close_matches(method, list(methods), n=1)
-        raise InputError(f"method {method!r} is not in the calibration file" +
-                         (f"; did you mean {near[0]!r}?" if near else ""), file=path, field="--method",
-                         expected=f"one of {', '.join(methods)}")
+        raise InputError(
+            f"method {method!r} is not in the calibration file" + (f"; did you mean {near[0]!r}?" if near else ""),
+            file=path,
+            field="--method",
+            expected=f"one of {', '.join(methods)}",
+        )
     spec = methods[method]
     names = doc.get("classes") if task == "multiclass" else doc.get("labels") if task == "multilabel" else None
-    table = read_predictions(args.predictions, task=task,
-                             class_names=names if task == "multiclass" else None,
-                             label_names=names if task == "multilabel" else None)
+    table = read_predictions(
+        args.predictions,
+        task=task,
+        class_names=names if task == "multiclass" else None,
+        label_names=names if task == "multilabel" else None,
+    )
     if names is not None and list(table.names or []) != list(names):
-        raise InputError(f"the predictions' {'classes' if task == 'multiclass' else 'labels'} {table.names} differ "
-                         f"from the calibration's {names}", file=args.predictions, field="columns",
-                         expected=f"score columns for {names}, in that order")
+        raise InputError(
+            f"the predictions' {'classes' if task == 'multiclass' else 'labels'} {table.names} differ "
+            f"from the calibration's {names}",
+            file=args.predictions,
+            field="columns",
+            expected=f"score columns for {names}, in that order",
+        )
     frame = table.frame.copy()
     if method == "none":
         probs = table.probabilities()
     else:
         if spec.get("params") is None:
-            raise InputError(f"method {method!r} has no fitted parameters"
-                             + (f" ({spec['error']})" if spec.get("error") else ""), file=path,
-                             field=f"methods.{method}.params", expected="a method that was fitted")
+            raise InputError(
+                f"method {method!r} has no fitted parameters" + (f" ({spec['error']})" if spec.get("error") else ""),
+                file=path,
+                field=f"methods.{method}.params",
+                expected="a method that was fitted",
+            )
         k = len(names) if names is not None else (2 if task == "binary" else None)
         if task == "multiclass" and k is None:
             k = len(table.names)

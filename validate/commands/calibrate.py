@@ -7,6 +7,7 @@ metrics sections give the defaults (methods, designs, fit sites, repeats, sample
 and its class names; command-line flags win. Predictions given as probabilities become logits with the
 1e-15 floor (multiclass: log-probabilities).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,21 +33,39 @@ def _csv(text: str) -> list[str]:
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", metavar="PREDICTIONS", help="predictions table (.parquet or .csv)")
     parser.add_argument("--protocol", metavar="P", help="protocol YAML: calibration and metrics settings, classes")
-    parser.add_argument("--fit-on", metavar="SITE[,SITE]", help="site(s) to fit calibrators on "
-                        "(default: the protocol's calibration.fit_on / calibration / development sites)")
-    parser.add_argument("--methods", metavar="M[,M]", help="calibration methods, e.g. temperature,isotonic "
-                        "(default: the protocol's, else temperature, platt/vector, isotonic)")
-    parser.add_argument("--design", metavar="D[,D]", action="append",
-                        help="held-out | local | transfer | sample-size; repeat or comma-separate for several "
-                        "(held-out always runs)")
-    parser.add_argument("--fit-fraction", type=float, metavar="F", help="share of the fit sites used for fitting "
-                        "in held-out; the rest is evaluated too (default 1)")
+    parser.add_argument(
+        "--fit-on",
+        metavar="SITE[,SITE]",
+        help="site(s) to fit calibrators on "
+        "(default: the protocol's calibration.fit_on / calibration / development sites)",
+    )
+    parser.add_argument(
+        "--methods",
+        metavar="M[,M]",
+        help="calibration methods, e.g. temperature,isotonic "
+        "(default: the protocol's, else temperature, platt/vector, isotonic)",
+    )
+    parser.add_argument(
+        "--design",
+        metavar="D[,D]",
+        action="append",
+        help="held-out | local | transfer | sample-size; repeat or comma-separate for several (held-out always runs)",
+    )
+    parser.add_argument(
+        "--fit-fraction",
+        type=float,
+        metavar="F",
+        help="share of the fit sites used for fitting in held-out; the rest is evaluated too (default 1)",
+    )
     parser.add_argument("--repeats", type=int, metavar="R", help="repetitions of the local and sample-size designs")
     parser.add_argument("--sample-sizes", metavar="N[,N]", help="fitting-set sizes of the sample-size design")
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap replicates (overrides the protocol)")
     parser.add_argument("--seed", type=int, metavar="S", help="seed of the splits and the bootstrap")
-    parser.add_argument("--smooth-intervals", action="store_true",
-                        help="bootstrap intervals for eavg/e50/e90/emax/ici too (slow: ~10 s per method x site)")
+    parser.add_argument(
+        "--smooth-intervals",
+        action="store_true",
+        help="bootstrap intervals for eavg/e50/e90/emax/ici too (slow: ~10 s per method x site)",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the Calibration JSON here (atomically)")
 
 
@@ -82,8 +101,10 @@ def format_summary(result: dict) -> str:
                 continue
             rows.append([s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k)) for k in ("ece", "brier", "log_loss"))])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    lines = [f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "
-             f"evaluated on cases not used for fitting"]
+    lines = [
+        f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "
+        f"evaluated on cases not used for fitting"
+    ]
     lines.append("  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip())
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -93,7 +114,7 @@ def format_summary(result: dict) -> str:
     lines.append(f"recommended: {result['recommended']} ({result['recommendation'].get('criterion', '')})")
     if result.get("recommendation_note"):
         lines.append(f"note: {result['recommendation_note']}")
-    for name in (result.get("designs") or {}):
+    for name in result.get("designs") or {}:
         lines.append(f"design {name}: see the JSON (`designs.{name}`)")
     return "\n".join(lines)
 
@@ -108,8 +129,11 @@ def run(args: argparse.Namespace) -> int:
     _positive_int(args.bootstrap, "--bootstrap")
     _positive_int(args.repeats, "--repeats", 1)
     if args.fit_fraction is not None and not 0 < args.fit_fraction <= 1:
-        raise InputError(f"--fit-fraction {args.fit_fraction} is outside (0, 1]", field="--fit-fraction",
-                         expected="a share in (0, 1]")
+        raise InputError(
+            f"--fit-fraction {args.fit_fraction} is outside (0, 1]",
+            field="--fit-fraction",
+            expected="a share in (0, 1]",
+        )
     protocol = None
     task = class_names = label_names = None
     if args.protocol:
@@ -130,29 +154,52 @@ def run(args: argparse.Namespace) -> int:
                 import difflib
 
                 near = difflib.get_close_matches(d, DESIGNS, n=1)
-                raise InputError(f"unknown design {d!r}" + (f"; did you mean {near[0]!r}?" if near else ""),
-                                 field="--design", expected=" | ".join(DESIGNS))
+                raise InputError(
+                    f"unknown design {d!r}" + (f"; did you mean {near[0]!r}?" if near else ""),
+                    field="--design",
+                    expected=" | ".join(DESIGNS),
+                )
     sizes = None
     if args.sample_sizes:
         try:
             sizes = [int(v) for v in _csv(args.sample_sizes)]
         except ValueError:
-            raise InputError(f"--sample-sizes {args.sample_sizes!r} is not a list of integers",
-                             field="--sample-sizes", expected="e.g. 25,50,100") from None
+            raise InputError(
+                f"--sample-sizes {args.sample_sizes!r} is not a list of integers",
+                field="--sample-sizes",
+                expected="e.g. 25,50,100",
+            ) from None
     methods = _csv(args.methods) if args.methods else None
     if methods is None and protocol is None:
         methods = DEFAULT_METHODS[task]
     fit_on = _csv(args.fit_on) if args.fit_on else None
     if fit_on is None and protocol is None:
-        raise InputError("which site(s) should the calibrators be fitted on?", field="--fit-on",
-                         expected=f"--fit-on with one or more of: {', '.join(table.sites())}")
+        raise InputError(
+            "which site(s) should the calibrators be fitted on?",
+            field="--fit-on",
+            expected=f"--fit-on with one or more of: {', '.join(table.sites())}",
+        )
 
-    cfg = CalibrationSettings.from_protocol(protocol.calibration if protocol else None, fit_fraction=args.fit_fraction,
-                                            repeats=args.repeats, sample_sizes=sizes, seed=args.seed)
-    settings = MetricSettings.from_protocol(protocol.metrics if protocol else None, n_bootstrap=args.bootstrap,
-                                            seed=args.seed)
-    result = compare_calibration(table, protocol=protocol, methods=methods, designs=designs, fit_on=fit_on,
-                                 metric_settings=settings, calibration=cfg, smooth_intervals=args.smooth_intervals)
+    cfg = CalibrationSettings.from_protocol(
+        protocol.calibration if protocol else None,
+        fit_fraction=args.fit_fraction,
+        repeats=args.repeats,
+        sample_sizes=sizes,
+        seed=args.seed,
+    )
+    settings = MetricSettings.from_protocol(
+        protocol.metrics if protocol else None, n_bootstrap=args.bootstrap, seed=args.seed
+    )
+    result = compare_calibration(
+        table,
+        protocol=protocol,
+        methods=methods,
+        designs=designs,
+        fit_on=fit_on,
+        metric_settings=settings,
+        calibration=cfg,
+        smooth_intervals=args.smooth_intervals,
+    )
     print(format_summary(result))
     if args.json:
         atomic_write_json(Path(args.json), result)

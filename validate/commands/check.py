@@ -1,4 +1,5 @@
 """`validate check PROTOCOL...`: load protocols and every manifest they name; report all problems."""
+
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,10 @@ def register(parser) -> None:
 
 
 def summarise(protocol, cohorts) -> list[str]:
-    lines = [f"{protocol.path}: protocol `{protocol.name}` v{protocol.version}, task {protocol.task}, "
-             f"{len(cohorts)} site(s), {len(protocol.subgroups)} subgroup(s), {len(protocol.gates)} gate(s)"]
+    lines = [
+        f"{protocol.path}: protocol `{protocol.name}` v{protocol.version}, task {protocol.task}, "
+        f"{len(cohorts)} site(s), {len(protocol.subgroups)} subgroup(s), {len(protocol.gates)} gate(s)"
+    ]
     for c in cohorts:
         cases = c.cases
         n = len(cases)

@@ -12,6 +12,7 @@ secret in ``$VALIDATE_CASE_ID_KEY``.
 Exit codes: 0 every comparison gate passes (or none is declared), 1 one fails, 2 bad input (bundles of
 different protocols or cohorts, different hashing keys, no case in common), 3 could not complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,15 +22,18 @@ from validate.errors import InputError
 
 NAME = "compare"
 HELP = "compare two results bundles of the same cohort case by case and judge the comparison gates"
-DESCRIPTION = (HELP + ". Both runs must hash case ids with the same $VALIDATE_CASE_ID_KEY. Exit code 0 when every "
-               "`compare: baseline` gate passes, 1 when one fails, 2 for bad input.")
+DESCRIPTION = (
+    HELP + ". Both runs must hash case ids with the same $VALIDATE_CASE_ID_KEY. Exit code 0 when every "
+    "`compare: baseline` gate passes, 1 when one fails, 2 for bad input."
+)
 
 
 def register(parser) -> None:
     parser.add_argument("new", metavar="BUNDLE_NEW", help="results bundle of the new model")
     parser.add_argument("baseline", metavar="BUNDLE_BASELINE", help="results bundle of the baseline model")
-    parser.add_argument("--protocol", metavar="P", help="judge this protocol's comparison gates (default: the "
-                                                        "new bundle's)")
+    parser.add_argument(
+        "--protocol", metavar="P", help="judge this protocol's comparison gates (default: the new bundle's)"
+    )
     parser.add_argument("--json", action="store_true", help="print the comparison and the gates as JSON")
     parser.add_argument("--junit", metavar="F", help="write the comparison gates as JUnit XML to F")
     parser.add_argument("--markdown", metavar="F", help="write the comparison gates as Markdown to F")
@@ -40,8 +44,12 @@ def check_output(path: Path, flag: str) -> None:
     from validate.bundle import ancestor_problem, written_by_validate
 
     def refuse(why: str) -> None:
-        raise InputError(f"will not write here: {why}", file=path, field=flag,
-                         expected="a new file, or one validate wrote before, outside any results bundle")
+        raise InputError(
+            f"will not write here: {why}",
+            file=path,
+            field=flag,
+            expected="a new file, or one validate wrote before, outside any results bundle",
+        )
 
     if path.is_dir():
         refuse("it is a folder")
@@ -75,9 +83,17 @@ def run(args) -> int:
     if "--markdown" in outputs:
         atomic_write_text(outputs["--markdown"], report.to_markdown(ci_level=level))
     if args.json:
-        print(json.dumps({"comparison": for_writing("comparison.json", comparison),
-                          "gates": for_writing("gates.json", report.to_json())}, indent=2, sort_keys=True,
-                         allow_nan=False))
+        print(
+            json.dumps(
+                {
+                    "comparison": for_writing("comparison.json", comparison),
+                    "gates": for_writing("gates.json", report.to_json()),
+                },
+                indent=2,
+                sort_keys=True,
+                allow_nan=False,
+            )
+        )
         return report.exit_code
     print(f"{new.path.name} (new) vs {Path(args.baseline).name} (baseline)")
     print("\n".join(comparison_lines(comparison, protocol.task)))

@@ -6,6 +6,7 @@ folder (hence the same scoring cache), makes that free.
 The exit code is the worst of the runs (2 bad input > 1 a gate failed > 0 all passed); a protocol
 with bad input is reported and the others still run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,9 +22,12 @@ SAMPLES = ("heart", "heart-compare", "chest")  # heart before heart-compare: its
 
 def register(parser) -> None:
     parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where the bundles go (runs)")
-    parser.add_argument("--protocols-dir", metavar="DIR",
-                        help="folder holding heart.yaml, heart-compare.yaml and chest.yaml "
-                             "(default: ./protocols, else the source tree's)")
+    parser.add_argument(
+        "--protocols-dir",
+        metavar="DIR",
+        help="folder holding heart.yaml, heart-compare.yaml and chest.yaml "
+        "(default: ./protocols, else the source tree's)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
 
 

@@ -12,6 +12,7 @@ folder, and it may not be another results bundle (or lie inside one) when anothe
 Other files in the folder are left alone. The judging is the library's
 (:func:`validate.pipeline.regate`); this command checks where its files go, writes and prints them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,9 +39,13 @@ def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:
     from validate.bundle import ancestor_problem, not_our_bundle, written_by_validate
 
     def refuse(why: str, file: Path = out) -> None:
-        raise InputError(f"will not write the gate files here: {why}", file=file, field="--out",
-                         expected="a folder for gates.json, junit.xml and gates.md (a new or empty one, or one "
-                                  "validate wrote them to before)")
+        raise InputError(
+            f"will not write the gate files here: {why}",
+            file=file,
+            field="--out",
+            expected="a folder for gates.json, junit.xml and gates.md (a new or empty one, or one "
+            "validate wrote them to before)",
+        )
 
     out = out.resolve()
     if out.exists() and not out.is_dir():

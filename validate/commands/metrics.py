@@ -4,6 +4,7 @@ Prints a table (pooled and per site, key metrics with their intervals) and write
 DESIGN.md with ``--json``. With ``--protocol`` the protocol's metric settings, class or label names,
 subgroups and development site are used; without it the task is inferred from the columns.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap replicates (overrides the protocol)")
     parser.add_argument("--seed", type=int, metavar="S", help="bootstrap seed (overrides the protocol)")
     parser.add_argument("--json", metavar="OUT", help="write the Metrics JSON here (atomically)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="processes computing blocks side by side (default: one per CPU when the "
-                             "bootstrap is large; 1 = this process only)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes computing blocks side by side (default: one per CPU when the "
+        "bootstrap is large; 1 = this process only)",
+    )
 
 
 def _fmt(e) -> str:
@@ -59,8 +64,10 @@ def format_table(report: dict) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
     level = int(round(report["ci_level"] * 100))
-    lines.append(f"[{level}% intervals: AUROC DeLong, intercept/slope Wald, others bootstrap "
-                 f"({report['n_bootstrap']} replicates, seed {report['seed']})]")
+    lines.append(
+        f"[{level}% intervals: AUROC DeLong, intercept/slope Wald, others bootstrap "
+        f"({report['n_bootstrap']} replicates, seed {report['seed']})]"
+    )
     if any(b.get("insufficient") for _, b in rows):
         lines.append("* insufficient: " + "; ".join(f"{n}: {b['reason']}" for n, b in rows if b.get("insufficient")))
     for attr, groups in report.get("subgroups", {}).items():
@@ -68,8 +75,10 @@ def format_table(report: dict) -> str:
         lines.append(f"subgroup {attr}:")
         for value, b in groups.items():
             flag = " *" if b.get("insufficient") else ""
-            lines.append(f"  {value}{flag}: n={b['n']} events={b['n_events']} "
-                         + " ".join(f"{k}={_fmt(b.get(k))}" for k in keys[:2]))
+            lines.append(
+                f"  {value}{flag}: n={b['n']} events={b['n_events']} "
+                + " ".join(f"{k}={_fmt(b.get(k))}" for k in keys[:2])
+            )
     return "\n".join(lines)
 
 
@@ -79,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from validate.predictions import categorical_columns, read_predictions
 
     if args.bootstrap is not None and args.bootstrap < 0:
-        raise InputError(f"--bootstrap {args.bootstrap} is negative", field="--bootstrap",
-                         expected="a number of replicates >= 0")
+        raise InputError(
+            f"--bootstrap {args.bootstrap} is negative", field="--bootstrap", expected="a number of replicates >= 0"
+        )
     protocol = None
     task = args.task
     class_names = label_names = None
@@ -92,8 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
         protocol = load_protocol(args.protocol)
         if task and task != protocol.task:
-            raise InputError(f"--task {task} contradicts the protocol's task {protocol.task}", field="--task",
-                             expected=protocol.task)
+            raise InputError(
+                f"--task {task} contradicts the protocol's task {protocol.task}", field="--task", expected=protocol.task
+            )
         task = protocol.task
         if task == "multiclass":
             class_names = protocol.classes
@@ -104,20 +115,31 @@ def run(args: argparse.Namespace) -> int:
         development = devs[0].id if devs else None
         metrics_section = protocol.metrics
     if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers} is not positive", field="--workers",
-                         expected="an integer >= 1 (1 = no worker processes)")
+        raise InputError(
+            f"--workers {args.workers} is not positive",
+            field="--workers",
+            expected="an integer >= 1 (1 = no worker processes)",
+        )
     settings = MetricSettings.from_protocol(metrics_section, n_bootstrap=args.bootstrap, seed=args.seed)
     text = categorical_columns(protocol) if protocol is not None else []
-    table = read_predictions(args.predictions, task=task, class_names=class_names, label_names=label_names,
-                             text_columns=text)
+    table = read_predictions(
+        args.predictions, task=task, class_names=class_names, label_names=label_names, text_columns=text
+    )
     subgroups = None
     if protocol is not None and subgroup_columns:
         from validate.cohort import derive_subgroups
 
         subgroups = derive_subgroups(table.frame, protocol)
-    report = metrics_report(table, settings=settings, class_names=class_names, label_names=label_names,
-                            subgroup_columns=subgroup_columns, subgroups=subgroups, development_site=development,
-                            workers=args.workers)
+    report = metrics_report(
+        table,
+        settings=settings,
+        class_names=class_names,
+        label_names=label_names,
+        subgroup_columns=subgroup_columns,
+        subgroups=subgroups,
+        development_site=development,
+        workers=args.workers,
+    )
     print(format_table(report))
     if args.json:
         atomic_write_json(Path(args.json), report)

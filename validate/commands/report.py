@@ -5,6 +5,7 @@ validate (judged by its content), FILE may not be a folder, and it may not lie i
 bundle (a bundle holds only its own files). A bundle missing a file its protocol implies (e.g.
 ``gates.json`` when gates are declared) is refused rather than reported as having passed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,9 +18,12 @@ HELP = "re-render the self-contained HTML report of a results bundle"
 
 def register(parser) -> None:
     parser.add_argument("bundle", metavar="BUNDLE", help="results bundle folder written by `validate run`")
-    parser.add_argument("--out", metavar="FILE",
-                        help="where to write the report (default BUNDLE/report.html); an existing file there is "
-                             "replaced only if it is a report validate wrote")
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="where to write the report (default BUNDLE/report.html); an existing file there is "
+        "replaced only if it is a report validate wrote",
+    )
 
 
 def check_out(out: Path, bundle_path: Path) -> None:
@@ -27,8 +31,12 @@ def check_out(out: Path, bundle_path: Path) -> None:
     from validate.bundle import ancestor_problem, written_by_validate
 
     def refuse(why: str) -> None:
-        raise InputError(f"will not write the report here: {why}", file=out, field="--out",
-                         expected="a new .html file name, or a report validate wrote before")
+        raise InputError(
+            f"will not write the report here: {why}",
+            file=out,
+            field="--out",
+            expected="a new .html file name, or a report validate wrote before",
+        )
 
     resolved = out.resolve()
     if resolved.is_dir():

@@ -12,6 +12,7 @@ else there is refused before scoring starts (exit 2), so a run never deletes the
 codes: 0 every gate passes, 1 a gate failed, 2 bad input, 3 the run could not complete (e.g. a full
 disk: the staging folder is removed, an earlier bundle stays whole).
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,43 +21,74 @@ from validate.pipeline import run_protocol
 
 NAME = "run"
 HELP = "run a validation protocol end to end: score, metrics, calibration, shift, gates, bundle, report"
-DESCRIPTION = (HELP + ". Writes a results bundle folder (default runs/<protocol>-<timestamp>) with report.html, "
-               "gates.json and junit.xml; exit code 0 when every gate passes, 1 when one fails, 2 for bad input.")
+DESCRIPTION = (
+    HELP + ". Writes a results bundle folder (default runs/<protocol>-<timestamp>) with report.html, "
+    "gates.json and junit.xml; exit code 0 when every gate passes, 1 when one fails, 2 for bad input."
+)
 
 
 def register(parser) -> None:
     parser.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
     parser.add_argument("--checkpoint", metavar="PATH", help="model checkpoint (overrides model.checkpoint)")
-    parser.add_argument("--predictions", metavar="PATH",
-                        help="a predictions table (Parquet or CSV) to validate instead of scoring a checkpoint")
-    parser.add_argument("--baseline", metavar="PATH",
-                        help="the model to compare with (a checkpoint, or a .parquet/.csv predictions table; "
-                             "overrides model.baseline): scored on the same cases, paired differences in "
-                             "comparison.json, judged by `compare: baseline` gates")
-    parser.add_argument("--out", metavar="DIR",
-                        help="bundle folder (default: RUNS_DIR/<protocol>-<timestamp>): a new path, an empty folder, "
-                             "or an earlier bundle to replace; any other existing path is refused")
+    parser.add_argument(
+        "--predictions",
+        metavar="PATH",
+        help="a predictions table (Parquet or CSV) to validate instead of scoring a checkpoint",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="PATH",
+        help="the model to compare with (a checkpoint, or a .parquet/.csv predictions table; "
+        "overrides model.baseline): scored on the same cases, paired differences in "
+        "comparison.json, judged by `compare: baseline` gates",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="bundle folder (default: RUNS_DIR/<protocol>-<timestamp>): a new path, an empty folder, "
+        "or an earlier bundle to replace; any other existing path is refused",
+    )
     parser.add_argument("--runs-dir", metavar="DIR", default="runs", help="where default bundle folders go (runs)")
-    parser.add_argument("--cache", metavar="DIR",
-                        help="scoring cache folder (default: .cache beside the bundle folder); it holds the "
-                             "original case identifiers, keep it local")
+    parser.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="scoring cache folder (default: .cache beside the bundle folder); it holds the "
+        "original case identifiers, keep it local",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="scoring batch size (64)")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="data loading workers (auto)")
-    parser.add_argument("--cache-inputs", action="store_true",
-                        help="keep decoded inputs in the scoring cache: the next checkpoint on these cohorts skips "
-                             "decoding (the cache then holds the cohort's pixels)")
-    parser.add_argument("--hash-inputs", action="store_true", default=None,
-                        help="key the scoring cache by each image file's content (sha256), not its size and "
-                             "modification time (default on when the environment variable CI is true or 1)")
+    parser.add_argument(
+        "--cache-inputs",
+        action="store_true",
+        help="keep decoded inputs in the scoring cache: the next checkpoint on these cohorts skips "
+        "decoding (the cache then holds the cohort's pixels)",
+    )
+    parser.add_argument(
+        "--hash-inputs",
+        action="store_true",
+        default=None,
+        help="key the scoring cache by each image file's content (sha256), not its size and "
+        "modification time (default on when the environment variable CI is true or 1)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
 
 
 def run(args) -> int:
-    result = run_protocol(args.protocol, checkpoint=args.checkpoint, predictions=args.predictions, out=args.out,
-                          runs_dir=args.runs_dir, cache_dir=args.cache, device=args.device,
-                          batch_size=args.batch_size, workers=args.workers, cache_inputs=args.cache_inputs,
-                          hash_inputs=args.hash_inputs, baseline=args.baseline)
+    result = run_protocol(
+        args.protocol,
+        checkpoint=args.checkpoint,
+        predictions=args.predictions,
+        out=args.out,
+        runs_dir=args.runs_dir,
+        cache_dir=args.cache,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        cache_inputs=args.cache_inputs,
+        hash_inputs=args.hash_inputs,
+        baseline=args.baseline,
+    )
     if args.quiet:
         print(result.summary.splitlines()[-1])
     else:

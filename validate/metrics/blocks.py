@@ -15,10 +15,10 @@ kept; ``"insufficient": true`` and ``"reason"`` are added.
 Undefined metrics (e.g. AUROC with one class, PPV with no positive call) are ``null`` — never NaN — and
 the reason is given under ``"undefined": {metric: reason}``.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from validate.metrics.settings import MetricSettings
 BOOTSTRAP_CHUNK = 100
 
 
-def _num(x) -> Optional[float]:
+def _num(x) -> float | None:
     """A JSON number: None for NaN/inf."""
     if x is None:
         return None
@@ -46,11 +46,15 @@ def _num(x) -> Optional[float]:
 def entry(estimate, lo=None, hi=None, method: str = "bootstrap") -> dict:
     """One metric entry ``{"estimate", "ci_low", "ci_high", "method"}`` with NaN mapped to None."""
     est = _num(estimate)
-    return {"estimate": est, "ci_low": _num(lo) if est is not None else None,
-            "ci_high": _num(hi) if est is not None else None, "method": method}
+    return {
+        "estimate": est,
+        "ci_low": _num(lo) if est is not None else None,
+        "ci_high": _num(hi) if est is not None else None,
+        "method": method,
+    }
 
 
-def insufficiency(n: int, counts: dict, settings: MetricSettings) -> Optional[str]:
+def insufficiency(n: int, counts: dict, settings: MetricSettings) -> str | None:
     """The reason a block is insufficient, or None. ``counts`` maps a description ("events",
     "non-events", "cases of class x") to its count; each must reach ``min_events``."""
     reasons = []
@@ -95,13 +99,22 @@ def _in_order(w: np.ndarray, order: np.ndarray, chunk: int = 1024) -> np.ndarray
     wt = w.T
     out = np.empty((w.shape[0], order.size), dtype=w.dtype)
     for c0 in range(0, order.size, chunk):
-        out[:, c0:c0 + chunk] = np.take(wt, order[c0:c0 + chunk], axis=0).T
+        out[:, c0 : c0 + chunk] = np.take(wt, order[c0 : c0 + chunk], axis=0).T
     return out
 
 
-def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=None, strata=None,
-                 threshold_carry: Optional[float] = None, logits=None, smooth_intervals: bool = True,
-                 scores=None) -> dict:
+def binary_block(
+    y,
+    p,
+    *,
+    settings: MetricSettings = MetricSettings(),
+    clusters=None,
+    strata=None,
+    threshold_carry: float | None = None,
+    logits=None,
+    smooth_intervals: bool = True,
+    scores=None,
+) -> dict:
     """The DESIGN.md BLOCK of a binary model on one set of cases.
 
     ``y`` 0/1 labels, ``p`` probabilities of class 1 (``logits``, when given, are used for the
@@ -127,14 +140,18 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     thresholds = list(settings.thresholds)
     t_target = _target_threshold(y, p, settings.target_sensitivity, threshold_carry)
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
-    boot = _BinaryEntries(_binary_points(data, op_thresholds, settings.ci_level),
-                          _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals),
-                          settings, smooth_intervals)
+    boot = _BinaryEntries(
+        _binary_points(data, op_thresholds, settings.ci_level),
+        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals),
+        settings,
+        smooth_intervals,
+    )
     _metric_entries(block, undefined, data, boot, events, settings.ci_level)
     _operating_point_entries(block, undefined, boot, thresholds)
     if settings.target_sensitivity is not None:
-        block["target_sensitivity"] = _target_entry(undefined, boot, settings.target_sensitivity, t_target,
-                                                    carried=threshold_carry is not None)
+        block["target_sensitivity"] = _target_entry(
+            undefined, boot, settings.target_sensitivity, t_target, carried=threshold_carry is not None
+        )
     reason = insufficiency(n, {"events": events, "non-events": n - events}, settings)
     if reason:
         block["insufficient"] = True
@@ -144,8 +161,9 @@ def binary_block(y, p, *, settings: MetricSettings = MetricSettings(), clusters=
     return block
 
 
-def _target_threshold(y: np.ndarray, p: np.ndarray, target: Optional[float],
-                      threshold_carry: Optional[float]) -> Optional[float]:
+def _target_threshold(
+    y: np.ndarray, p: np.ndarray, target: float | None, threshold_carry: float | None
+) -> float | None:
     """The threshold of the target sensitivity: the one carried from the development site, else the
     highest threshold reaching ``target`` on these cases; None without a target or when undefined."""
     if target is None:
@@ -166,14 +184,22 @@ def _binary_points(data: BinaryCases, op_thresholds: list, level: float) -> dict
     return point
 
 
-def _binary_replicates(data: BinaryCases, op_thresholds: list, settings: MetricSettings, clusters, strata,
-                       smooth_intervals: bool) -> dict[str, np.ndarray]:
+def _binary_replicates(
+    data: BinaryCases, op_thresholds: list, settings: MetricSettings, clusters, strata, smooth_intervals: bool
+) -> dict[str, np.ndarray]:
     """``{name: (n_bootstrap,)}``: every kernel on the clustered, stratified bootstrap replicates, in
     chunks; empty without replicates."""
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
-        for _, w in iter_bootstrap_weights(settings.n_bootstrap, data.n, clusters=clusters, strata=strata,
-                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK, order=data.order):
+        for _, w in iter_bootstrap_weights(
+            settings.n_bootstrap,
+            data.n,
+            clusters=clusters,
+            strata=strata,
+            seed=settings.seed,
+            chunk=BOOTSTRAP_CHUNK,
+            order=data.order,
+        ):
             vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals)
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
@@ -184,15 +210,16 @@ class _BinaryEntries:
     """The bootstrap entries of one binary block: a point estimate with its percentile interval where
     replicates were drawn, else with no interval."""
 
-    def __init__(self, point: dict, replicates: dict[str, np.ndarray], settings: MetricSettings,
-                 smooth_intervals: bool):
+    def __init__(
+        self, point: dict, replicates: dict[str, np.ndarray], settings: MetricSettings, smooth_intervals: bool
+    ):
         self.point = point
         self.replicates = replicates
         self.level = settings.ci_level
         # without replicates for a key: none drawn at all, or the smoothers' skipped on purpose
         self.no_interval = "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap"
 
-    def __call__(self, name: str, key: Optional[str] = None) -> dict:
+    def __call__(self, name: str, key: str | None = None) -> dict:
         key = key or name
         est = self.point[key]
         if key in self.replicates:
@@ -201,8 +228,9 @@ class _BinaryEntries:
         return entry(est, None, None, self.no_interval)
 
 
-def _metric_entries(block: dict, undefined: dict, data: BinaryCases, boot: _BinaryEntries, events: int,
-                    level: float) -> None:
+def _metric_entries(
+    block: dict, undefined: dict, data: BinaryCases, boot: _BinaryEntries, events: int, level: float
+) -> None:
     """One entry per registered binary metric that is not an operating point, by its interval method;
     with one class only, the metrics undefined then are None with the reason."""
     n = data.n
@@ -249,8 +277,7 @@ def _operating_point_entries(block: dict, undefined: dict, boot: _BinaryEntries,
                 undefined[m] = _op_reason(m, thresholds[0])
 
 
-def _target_entry(undefined: dict, boot: _BinaryEntries, target: float, t_target: Optional[float],
-                  carried: bool) -> dict:
+def _target_entry(undefined: dict, boot: _BinaryEntries, target: float, t_target: float | None, carried: bool) -> dict:
     """The operating point at the target sensitivity's threshold, and whether it was carried."""
     tgt: dict = {"target": float(target), "threshold": t_target, "carried": carried}
     if t_target is None:
@@ -260,13 +287,13 @@ def _target_entry(undefined: dict, boot: _BinaryEntries, target: float, t_target
     return tgt
 
 
-def _delong_entry(m, d: dict) -> tuple[Optional[dict], Optional[str]]:
+def _delong_entry(m, d: dict) -> tuple[dict | None, str | None]:
     e = entry(d["estimate"], d["ci_low"], d["ci_high"], "delong")
     e["se"] = _num(d["se"])
     return e, None
 
 
-def _wald_entry(m, fit: dict) -> tuple[Optional[dict], Optional[str]]:
+def _wald_entry(m, fit: dict) -> tuple[dict | None, str | None]:
     """A logistic fit's Wald entry; undefined when the fit did not converge and the declaration says
     why (the slope; the intercept's one-parameter fit is kept as it is)."""
     if not fit.get("converged", True) and m.why_undefined:
@@ -274,7 +301,7 @@ def _wald_entry(m, fit: dict) -> tuple[Optional[dict], Optional[str]]:
     return entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald"), None
 
 
-def _test_entry(m, result: dict) -> tuple[Optional[dict], Optional[str]]:
+def _test_entry(m, result: dict) -> tuple[dict | None, str | None]:
     """A test's statistic and p-value as JSON numbers (other keys, e.g. df and groups, as they are);
     the declared reason when there is no statistic."""
     value = {k: (_num(v) if k in ("statistic", "p_value") else v) for k, v in result.items()}
@@ -285,18 +312,21 @@ _ENTRY = {"delong": _delong_entry, "wald": _wald_entry, "test": _test_entry}
 
 
 def _op_reason(metric: str, t: float) -> str:
-    return {"sensitivity": "no events", "specificity": "no non-events",
-            "ppv": f"no case called positive at threshold {t}",
-            "npv": f"no case called negative at threshold {t}"}.get(metric, f"undefined at threshold {t}")
-
+    return {
+        "sensitivity": "no events",
+        "specificity": "no non-events",
+        "ppv": f"no case called positive at threshold {t}",
+        "npv": f"no case called negative at threshold {t}",
+    }.get(metric, f"undefined at threshold {t}")
 
 
 def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clusters, strata) -> dict:
     """Entries for metrics whose replicate values ``stat(weights (k, n)) -> {name: (k,)}`` gives."""
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
-        for _, w in iter_bootstrap_weights(settings.n_bootstrap, n, clusters=clusters, strata=strata,
-                                           seed=settings.seed, chunk=BOOTSTRAP_CHUNK):
+        for _, w in iter_bootstrap_weights(
+            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+        ):
             for k, v in stat(w).items():
                 reps.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
     out = {}
@@ -309,8 +339,17 @@ def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clus
     return out
 
 
-def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class_names=None, clusters=None,
-                     strata=None, smooth_intervals: bool = True, scores=None) -> dict:
+def multiclass_block(
+    y,
+    P,
+    *,
+    settings: MetricSettings = MetricSettings(),
+    class_names=None,
+    clusters=None,
+    strata=None,
+    smooth_intervals: bool = True,
+    scores=None,
+) -> dict:
     """The DESIGN.md BLOCK of a multiclass model: ``accuracy``, ``auroc_macro`` (one-vs-rest),
     top-label ``ece``, ``ece_classwise``, multiclass ``brier`` and ``log_loss`` with bootstrap intervals,
     and a one-vs-rest binary BLOCK per class under ``classes``.
@@ -330,8 +369,12 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
         raise ValueError(f"{len(names)} class names for {K} probability columns")
     counts = np.bincount(y, minlength=K)
     rare = int(counts.min()) if n else 0
-    block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
-                   "class_counts": {nm: int(c) for nm, c in zip(names, counts, strict=True)}}
+    block: dict = {
+        "n": int(n),
+        "n_events": rare,
+        "prevalence": _num(rare / n) if n else None,
+        "class_counts": {nm: int(c) for nm, c in zip(names, counts, strict=True)},
+    }
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
@@ -348,13 +391,20 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     def stat(w):
         tot = w.sum(axis=1)
         from validate.metrics.calibration import weighted_ece
-        out = {"accuracy": w @ correct / tot, "brier": w @ brier_t / tot, "log_loss": w @ nll_t / tot,
-               "ece": weighted_ece(correct, conf, w, bins=settings.bins, idx=conf_idx),
-               "ece_classwise": np.mean([weighted_ece(onehot[k], P[:, k], w, bins=settings.bins, idx=class_idx[k])
-                                         for k in range(K)], axis=0)}
+
+        out = {
+            "accuracy": w @ correct / tot,
+            "brier": w @ brier_t / tot,
+            "log_loss": w @ nll_t / tot,
+            "ece": weighted_ece(correct, conf, w, bins=settings.bins, idx=conf_idx),
+            "ece_classwise": np.mean(
+                [weighted_ece(onehot[k], P[:, k], w, bins=settings.bins, idx=class_idx[k]) for k in range(K)], axis=0
+            ),
+        }
         if all(present):
-            out["auroc_macro"] = np.mean([weighted_auroc(onehot[k], P[:, k], w, order=orders[k])
-                                          for k in range(K)], axis=0)
+            out["auroc_macro"] = np.mean(
+                [weighted_auroc(onehot[k], P[:, k], w, order=orders[k]) for k in range(K)], axis=0
+            )
         return out
 
     point = {k: float(v[0]) for k, v in stat(np.ones((1, n))).items()}
@@ -364,9 +414,18 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
     if "auroc_macro" not in block:
         block["auroc_macro"] = None
         undefined["auroc_macro"] = "a class is absent (or is every case): its one-vs-rest AUROC is undefined"
-    block["classes"] = {names[k]: binary_block(onehot[k], P[:, k], settings=settings, clusters=clusters,
-                                               strata=strata, smooth_intervals=smooth_intervals, scores=S[:, k])
-                        for k in range(K)}
+    block["classes"] = {
+        names[k]: binary_block(
+            onehot[k],
+            P[:, k],
+            settings=settings,
+            clusters=clusters,
+            strata=strata,
+            smooth_intervals=smooth_intervals,
+            scores=S[:, k],
+        )
+        for k in range(K)
+    }
     reason = insufficiency(int(n), {f"cases of class {names[k]}": int(counts[k]) for k in range(K)}, settings)
     if reason:
         block.update(insufficient=True, reason=reason)
@@ -376,11 +435,20 @@ def multiclass_block(y, P, *, settings: MetricSettings = MetricSettings(), class
 
 
 #: The binary metrics a multilabel BLOCK averages over labels: the registry's ``<metric>_macro`` entries.
-MACRO_METRICS = tuple(m.name[:-len("_macro")] for m in registry.metrics_for("multilabel") if m.name.endswith("_macro"))
+MACRO_METRICS = tuple(m.name[: -len("_macro")] for m in registry.metrics_for("multilabel") if m.name.endswith("_macro"))
 
 
-def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label_names=None, clusters=None,
-                     strata=None, smooth_intervals: bool = True, scores=None) -> dict:
+def multilabel_block(
+    Y,
+    P,
+    *,
+    settings: MetricSettings = MetricSettings(),
+    label_names=None,
+    clusters=None,
+    strata=None,
+    smooth_intervals: bool = True,
+    scores=None,
+) -> dict:
     """The DESIGN.md BLOCK of a multilabel model: a binary BLOCK per label under ``labels`` and macro
     averages (unweighted mean over labels where defined) ``auroc_macro``, ``auprc_macro``,
     ``brier_macro``, ``log_loss_macro``, ``ece_macro`` with bootstrap intervals of the mean (repeated
@@ -400,15 +468,28 @@ def multilabel_block(Y, P, *, settings: MetricSettings = MetricSettings(), label
     events = Yf.sum(axis=0).astype(int)
     limiting = np.minimum(events, n - events)
     rare = int(limiting.min()) if L else 0
-    block: dict = {"n": int(n), "n_events": rare, "prevalence": _num(rare / n) if n else None,
-                   "label_counts": {nm: int(e) for nm, e in zip(names, events, strict=True)}}
+    block: dict = {
+        "n": int(n),
+        "n_events": rare,
+        "prevalence": _num(rare / n) if n else None,
+        "label_counts": {nm: int(e) for nm, e in zip(names, events, strict=True)},
+    }
     if n == 0:
         block.update(insufficient=True, reason="no cases")
         return block
     S = P if scores is None else _ranking_matrix(scores, P)
-    block["labels"] = {names[k]: binary_block(Yf[:, k], P[:, k], settings=settings, clusters=clusters,
-                                              strata=strata, smooth_intervals=smooth_intervals, scores=S[:, k])
-                       for k in range(L)}
+    block["labels"] = {
+        names[k]: binary_block(
+            Yf[:, k],
+            P[:, k],
+            settings=settings,
+            clusters=clusters,
+            strata=strata,
+            smooth_intervals=smooth_intervals,
+            scores=S[:, k],
+        )
+        for k in range(L)
+    }
     data = [BinaryCases(Yf[:, k], P[:, k], settings.bins, score=S[:, k]) for k in range(L)]
     defined = [0 < events[k] < n for k in range(L)]
     # metrics undefined with one class (AUROC, AUPRC) average over the labels that have both

@@ -10,6 +10,7 @@ patient enter together, as often as the patient was drawn — else a case. Repli
 fixed blocks of 50, block b from ``numpy.random.default_rng([seed, b])``, so replicate k is the same
 whatever chunk size the caller uses. Percentile intervals use type-7 quantiles of the finite replicates.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -39,8 +40,7 @@ class Resampling:
         self.unit_of_case = unit_of_case.reshape(-1)
         self.n_units = uniq.size
         order = None if order is None else np.asarray(order, dtype=np.intp)
-        if order is not None and (order.shape != (self.n,) or
-                                  not np.array_equal(np.sort(order), np.arange(self.n))):
+        if order is not None and (order.shape != (self.n,) or not np.array_equal(np.sort(order), np.arange(self.n))):
             raise ValueError(f"order must be a permutation of {self.n} cases")
         # each case its own unit in case order (no clusters, strata contiguous): counts of units are
         # counts of cases; with an order, a unit's draws are counted straight into its column
@@ -52,7 +52,7 @@ class Resampling:
             self.column_of_unit[order] = np.arange(self.n)
         elif not identity:
             self.unit_of_column = self.unit_of_case if order is None else self.unit_of_case[order]
-        self.dtype = np.int32 if self.n_units < 2 ** 31 else np.int64
+        self.dtype = np.int32 if self.n_units < 2**31 else np.int64
 
     def block(self, seed: int, b: int, k: int) -> np.ndarray:
         """Case weights of replicates b*50 .. b*50+k-1 (k <= 50), shape (k, n): within each stratum,
@@ -60,7 +60,7 @@ class Resampling:
         rng = np.random.default_rng([int(seed), int(b)])
         drawn = np.empty((RNG_BLOCK, self.n_units), dtype=self.dtype)
         for start, size in zip(self.stratum_start, self.stratum_size, strict=True):
-            part = drawn[:, start:start + size]
+            part = drawn[:, start : start + size]
             part[...] = rng.integers(0, size, size=(RNG_BLOCK, size), dtype=self.dtype)
             part += start
         out = np.empty((k, self.n))
@@ -84,8 +84,9 @@ def _codes(values, n: int, name: str) -> np.ndarray:
     return codes.reshape(-1).astype(np.int64)
 
 
-def iter_bootstrap_weights(n_rep: int, n: int, *, clusters=None, strata=None, seed: int = 0,
-                           chunk: int = RNG_BLOCK, order=None) -> Iterator[tuple[int, np.ndarray]]:
+def iter_bootstrap_weights(
+    n_rep: int, n: int, *, clusters=None, strata=None, seed: int = 0, chunk: int = RNG_BLOCK, order=None
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_replicate, weights)`` chunks of at most ``chunk`` replicates (rounded to whole
     RNG blocks of 50), weights of shape (k, n) float64 counts. Deterministic in ``seed``; with
     ``order``, the same weights with columns permuted (column i is case order[i])."""
@@ -105,16 +106,27 @@ def bootstrap_weights(n_rep: int, n: int, *, clusters=None, strata=None, seed: i
     to bound memory). Row k is replicate k: how often each case was drawn."""
     if n_rep == 0:
         return np.zeros((0, n))
-    return np.concatenate([w for _, w in iter_bootstrap_weights(n_rep, n, clusters=clusters, strata=strata,
-                                                                seed=seed)], axis=0)
+    return np.concatenate(
+        [w for _, w in iter_bootstrap_weights(n_rep, n, clusters=clusters, strata=strata, seed=seed)], axis=0
+    )
 
 
-def bootstrap_replicates(statistic: Callable[[np.ndarray], np.ndarray], n: int, *, n_rep: int = 1000,
-                         clusters=None, strata=None, seed: int = 0, chunk: int = 200) -> np.ndarray:
+def bootstrap_replicates(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    n_rep: int = 1000,
+    clusters=None,
+    strata=None,
+    seed: int = 0,
+    chunk: int = 200,
+) -> np.ndarray:
     """Evaluate ``statistic(weights)`` — weights (k, n) -> values (k,) or (k, m) — on every replicate,
     chunk by chunk; returns shape (n_rep,) or (n_rep, m)."""
-    out = [np.asarray(statistic(w)) for _, w in iter_bootstrap_weights(n_rep, n, clusters=clusters,
-                                                                        strata=strata, seed=seed, chunk=chunk)]
+    out = [
+        np.asarray(statistic(w))
+        for _, w in iter_bootstrap_weights(n_rep, n, clusters=clusters, strata=strata, seed=seed, chunk=chunk)
+    ]
     return np.concatenate(out, axis=0) if out else np.zeros((0,))
 
 
@@ -137,10 +149,17 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[fl
     return lo, hi
 
 
-def paired_bootstrap_difference(metric_a: Callable[[np.ndarray], np.ndarray],
-                                metric_b: Callable[[np.ndarray], np.ndarray], n: int, *,
-                                n_rep: int = 1000, clusters=None, strata=None, seed: int = 0,
-                                level: float = 0.95) -> dict:
+def paired_bootstrap_difference(
+    metric_a: Callable[[np.ndarray], np.ndarray],
+    metric_b: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    n_rep: int = 1000,
+    clusters=None,
+    strata=None,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Paired bootstrap of a difference of two metrics on the same cases (e.g. ECE after two
     calibration methods): both see the same replicate weights. ``metric_x(weights (k, n)) -> (k,)``.
 
@@ -149,8 +168,14 @@ def paired_bootstrap_difference(metric_a: Callable[[np.ndarray], np.ndarray],
     2 min(P*(d ≤ 0), P*(d ≥ 0)) (capped at 1)."""
     ones = np.ones((1, n))
     est = float(np.asarray(metric_a(ones))[0] - np.asarray(metric_b(ones))[0])
-    d = bootstrap_replicates(lambda w: np.asarray(metric_a(w)) - np.asarray(metric_b(w)), n, n_rep=n_rep,
-                             clusters=clusters, strata=strata, seed=seed)
+    d = bootstrap_replicates(
+        lambda w: np.asarray(metric_a(w)) - np.asarray(metric_b(w)),
+        n,
+        n_rep=n_rep,
+        clusters=clusters,
+        strata=strata,
+        seed=seed,
+    )
     lo, hi = percentile_interval(d, level)
     fin = d[np.isfinite(d)]
     p = float(min(1.0, 2 * min(np.mean(fin <= 0), np.mean(fin >= 0)))) if fin.size else None

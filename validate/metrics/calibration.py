@@ -3,6 +3,7 @@ Hosmer–Lemeshow and Spiegelhalter's z.
 
 Definitions follow DESIGN.md (Metrics JSON) exactly; each docstring names its source.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,16 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     """
     y, z = _logit_args(y, p, logits)
     nan = float("nan")
-    empty = {"estimate": nan, "se": nan, "ci_low": nan, "ci_high": nan, "intercept": nan,
-             "intercept_se": nan, "converged": False, "iterations": 0}
+    empty = {
+        "estimate": nan,
+        "se": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "intercept": nan,
+        "intercept_se": nan,
+        "converged": False,
+        "iterations": 0,
+    }
     if y.min() == y.max() or np.ptp(z) == 0:
         return empty
     X = np.column_stack([np.ones_like(z), z])
@@ -122,9 +131,16 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
         se = float(np.sqrt(cov[1, 1]))
         intercept_se = float(np.sqrt(cov[0, 0]))
     lo, hi = _wald(float(beta[1]), se, level)
-    return {"estimate": float(beta[1]), "se": se, "ci_low": lo, "ci_high": hi, "intercept": float(beta[0]),
-            "intercept_se": intercept_se, "converged": converged and np.isfinite(se),
-            "iterations": it}
+    return {
+        "estimate": float(beta[1]),
+        "se": se,
+        "ci_low": lo,
+        "ci_high": hi,
+        "intercept": float(beta[0]),
+        "intercept_se": intercept_se,
+        "converged": converged and np.isfinite(se),
+        "iterations": it,
+    }
 
 
 def _bernoulli_variance(x: np.ndarray) -> np.ndarray:
@@ -144,6 +160,7 @@ def _logit_args(y, p, logits):
 
 
 # ---------------------------------------------------------------- binned calibration errors
+
 
 def bin_edges(bins: int) -> np.ndarray:
     """The ``bins + 1`` equal-width edges k / B on [0, 1] (float64), for plotting and reports."""
@@ -264,8 +281,10 @@ def spiegelhalter_z(y, p) -> dict:
 
 # ---------------------------------------------------------------- weighted forms (bootstrap)
 
-def weighted_ece(y: np.ndarray, p: np.ndarray, w, *, bins: int = 15, kind: str = "ece",
-                 idx: np.ndarray | None = None) -> np.ndarray:
+
+def weighted_ece(
+    y: np.ndarray, p: np.ndarray, w, *, bins: int = 15, kind: str = "ece", idx: np.ndarray | None = None
+) -> np.ndarray:
     """ECE (``kind="ece"``) or MCE (``kind="mce"``) with frequency weights of shape (n,) or (r, n).
 
     One bin assignment for all replicates; per-bin sums are a matrix product with the bin indicator,
@@ -288,8 +307,9 @@ def weighted_ece(y: np.ndarray, p: np.ndarray, w, *, bins: int = 15, kind: str =
     return np.where(np.isfinite(out), out, np.nan)
 
 
-def weighted_ece_adaptive(y: np.ndarray, p: np.ndarray, w, *, bins: int = 15,
-                          order: np.ndarray | None = None) -> np.ndarray:
+def weighted_ece_adaptive(
+    y: np.ndarray, p: np.ndarray, w, *, bins: int = 15, order: np.ndarray | None = None
+) -> np.ndarray:
     """Adaptive ECE with frequency weights (n,) or (r, n): a case of weight k occupies k consecutive
     positions of the sorted sample, groups are ``np.array_split`` of the positions, and a case straddling
     two groups is shared between them in proportion, so integer weights equal the expanded sample."""
@@ -297,16 +317,16 @@ def weighted_ece_adaptive(y: np.ndarray, p: np.ndarray, w, *, bins: int = 15,
     w = np.atleast_2d(as_weights(w, y.size))
     if order is None:
         order = np.argsort(p, kind="stable")
-    out = ece_adaptive_sorted(np.asarray(y, dtype=np.float64)[order], p[order],
-                              np.ascontiguousarray(w[:, order]), bins)
+    out = ece_adaptive_sorted(np.asarray(y, dtype=np.float64)[order], p[order], np.ascontiguousarray(w[:, order]), bins)
     return out[0] if squeeze else out
 
 
 ADAPTIVE_BLOCK = 256
 
 
-def ece_adaptive_sorted(ys: np.ndarray, ps: np.ndarray, ws: np.ndarray, bins: int,
-                        block: int = ADAPTIVE_BLOCK) -> np.ndarray:
+def ece_adaptive_sorted(
+    ys: np.ndarray, ps: np.ndarray, ws: np.ndarray, bins: int, block: int = ADAPTIVE_BLOCK
+) -> np.ndarray:
     """:func:`weighted_ece_adaptive` of cases already sorted by p, weights (r, n) C-contiguous.
 
     The group edges depend on each replicate's cumulative weight, but only at bins − 1 positions: the
@@ -316,15 +336,15 @@ def ece_adaptive_sorted(ys: np.ndarray, ps: np.ndarray, ws: np.ndarray, bins: in
     r, n = ws.shape
     L = int(block)
     nb, tail = divmod(n, L)
-    M = np.column_stack([np.ones(n), ys, ps])                       # (n, 3)
+    M = np.column_stack([np.ones(n), ys, ps])  # (n, 3)
     parts = []
     if nb:
         s0, s1 = ws.strides
         ws3 = np.lib.stride_tricks.as_strided(ws, (r, nb, L), (s0, L * s1, s1), writeable=False)
-        parts.append(np.matmul(ws3.transpose(1, 0, 2), M[:nb * L].reshape(nb, L, 3)).transpose(1, 0, 2))
+        parts.append(np.matmul(ws3.transpose(1, 0, 2), M[: nb * L].reshape(nb, L, 3)).transpose(1, 0, 2))
     if tail:
-        parts.append((ws[:, nb * L:] @ M[nb * L:])[:, None, :])
-    S = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]   # (r, NB, 3) block sums
+        parts.append((ws[:, nb * L :] @ M[nb * L :])[:, None, :])
+    S = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]  # (r, NB, 3) block sums
     NB = S.shape[1]
     ends = np.cumsum(S, axis=1)
     starts = ends - S
@@ -337,9 +357,9 @@ def ece_adaptive_sorted(ys: np.ndarray, ps: np.ndarray, ws: np.ndarray, bins: in
     rows = np.arange(r)[:, None, None]
     lane = np.arange(L)
     # j = #cases with cumulative weight <= edge: whole blocks first, then within the next block
-    nfull = (ends[:, None, :, 0] <= inner[:, :, None]).sum(axis=2)            # (r, E)
+    nfull = (ends[:, None, :, 0] <= inner[:, :, None]).sum(axis=2)  # (r, E)
     kb = np.minimum(nfull, NB - 1)
-    idx = kb[:, :, None] * L + lane                                           # (r, E, L)
+    idx = kb[:, :, None] * L + lane  # (r, E, L)
     inside = idx < n
     g = np.where(inside, ws[rows, np.minimum(idx, n - 1)], 0.0)
     run = np.take_along_axis(starts[:, :, 0], kb, axis=1)[:, :, None] + np.cumsum(g, axis=2)

@@ -4,6 +4,7 @@ Metrics validate their arguments once at the public entry point and then work on
 Probabilities are clipped to [1e-15, 1 - 1e-15] before any logit or log (DESIGN.md): never coarser,
 because real classifiers put most of their mass below 1e-7 and temperature scaling needs it.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@
 Weighted forms take case weights of shape (n,) or (r, n) — bootstrap replicate counts in rows — and
 return one value per row, computed from a single sort of the scores (see :mod:`validate.metrics.bootstrap`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,8 +82,12 @@ def delong_ci(y, score, *, level: float = 0.95) -> dict:
     se = float(np.sqrt(var))
     z = norm.ppf(0.5 + level / 2)
     lo, hi = theta - z * se, theta + z * se
-    return {"estimate": theta, "ci_low": float(min(max(lo, 0.0), 1.0)),
-            "ci_high": float(min(max(hi, 0.0), 1.0)), "se": se}
+    return {
+        "estimate": theta,
+        "ci_low": float(min(max(lo, 0.0), 1.0)),
+        "ci_high": float(min(max(hi, 0.0), 1.0)),
+        "se": se,
+    }
 
 
 def delong_paired_test(y, score1, score2, *, level: float = 0.95) -> dict:
@@ -113,8 +118,15 @@ def delong_paired_test(y, score1, score2, *, level: float = 0.95) -> dict:
     else:
         zstat = diff / sig
     zq = norm.ppf(0.5 + level / 2)
-    return {"auc1": float(t1), "auc2": float(t2), "difference": diff, "statistic": float(zstat),
-            "p_value": float(2 * norm.sf(abs(zstat))), "ci_low": diff - zq * sig, "ci_high": diff + zq * sig}
+    return {
+        "auc1": float(t1),
+        "auc2": float(t2),
+        "difference": diff,
+        "statistic": float(zstat),
+        "p_value": float(2 * norm.sf(abs(zstat))),
+        "ci_low": diff - zq * sig,
+        "ci_high": diff + zq * sig,
+    }
 
 
 def _grouped(w: np.ndarray, y: np.ndarray, so: ScoreOrder):

@@ -11,6 +11,7 @@ cases they read (:mod:`validate.metrics.replicates`):
 They live apart from the cases so that the registry can name them while the cases iterate over the
 registry, with no import cycle between the two.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 # ---- replicate kernels of the binary metrics: f(draw) -> (k,), operating points f(draw, i) ------------
+
 
 def _divide(a, b):
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -80,8 +82,10 @@ def ece_adaptive_kernel(d: Draw) -> np.ndarray:
 
 def smooth_kernel(name: str):
     """The kernel of one of the smoother errors (eavg, e50, e90, emax, ici): one shared fit per replicate."""
+
     def kernel(d: Draw) -> np.ndarray:
         return d.smooth()[name]
+
     kernel.__name__ = f"{name}_kernel"
     return kernel
 
@@ -107,6 +111,7 @@ def npv_kernel(d: Draw, i: int) -> np.ndarray:
 
 
 # ---- weighted functions f(cases, w) -> (k,) (w None: the point estimate) ---------------------------
+
 
 def auroc_weighted(c: WeightedCases, w) -> np.ndarray:
     from validate.metrics.discrimination import weighted_auroc
@@ -153,10 +158,12 @@ def ece_adaptive_weighted(c: WeightedCases, w):
 
 def operating_weighted(name: str):
     """The weighted function of one operating-point metric at the cases' threshold."""
+
     def weighted(c: WeightedCases, w):
         from validate.metrics.operating import weighted_operating_point
 
         return weighted_operating_point(c.y_float, c.p, c.threshold, c.ones(w))[name]
+
     weighted.__name__ = f"{name}_weighted"
     return weighted
 
@@ -191,16 +198,16 @@ def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
         return np.full(k, np.nan)
     # suffix sums as total − exclusive prefix: forward cumulative sums over C-contiguous rows (exact for
     # count weights, whose partial sums are integers); in place, the arrays are (k, events)
-    called = np.add.reduceat(ws, positives, axis=1)       # weight in [event m, event m+1)
+    called = np.add.reduceat(ws, positives, axis=1)  # weight in [event m, event m+1)
     cum = np.cumsum(called, axis=1)
     called -= cum
-    called += cum[:, -1:]                                  # weight scored at least as high as event m
+    called += cum[:, -1:]  # weight scored at least as high as event m
     wp = np.take(ws, positives, axis=1)
     tp = np.cumsum(wp, axis=1)
     total = tp[:, -1].copy()
     tp *= -1.0
     tp += total[:, None]
-    tp += wp                                               # events scored at least as high as event m
+    tp += wp  # events scored at least as high as event m
     # called = 0 only where tp = 0 (and w = 0): precision 0 there, as defined
     np.maximum(called, np.finfo(np.float64).tiny, out=called)
     precision = np.divide(tp, called, out=tp)

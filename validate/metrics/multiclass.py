@@ -2,6 +2,7 @@
 
 Each takes optional frequency weights (n,) or (r, n) (bootstrap replicates in rows).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@ reaching a target sensitivity (found at the development site, carried unchanged 
 
 A case is called positive when p >= threshold.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,12 @@ def weighted_operating_point(y: np.ndarray, p: np.ndarray, threshold: float, w=N
     fp = w @ ((1 - y) * call)
     tn = w @ ((1 - y) * (1 - call))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
-                "ppv": tp / (tp + fp), "npv": tn / (tn + fn)}
+        return {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+        }
 
 
 def operating_point(y, p, threshold: float) -> dict:

@@ -18,11 +18,12 @@ Definitions and sources are those of DESIGN.md ("Metrics JSON"); each entry repe
 Public names: :class:`Metric`, :data:`METRICS`, :func:`get`, :func:`metrics_for`, :func:`names`,
 :func:`label`, :func:`badness`, :func:`check_gate_metric`, :data:`BLOCK_FIELDS`, :data:`LISTS`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from validate.metrics import kernels as R
 
@@ -41,7 +42,7 @@ LISTS = {
     "subgroup_gaps": "subgroups.json: metrics with a paired bootstrap gap group − site",
     "subgroup_worst": "subgroups.json: metrics whose worst group is named",
     "calibration_ranking": "calibration.json: metrics ranking the recalibration methods (and the dashboard's "
-                           "design figures)",
+    "design figures)",
 }
 
 #: Keys of a BLOCK that are not metrics: counts, per-class or per-label blocks, notes.
@@ -90,17 +91,17 @@ class Metric:
     label: str
     tasks: tuple[str, ...]
     definition: str
-    direction: Optional[str] = None
-    target: Optional[float] = None
+    direction: str | None = None
+    target: float | None = None
     interval: str = "bootstrap"
-    point: Optional[Callable[..., Any]] = None
-    replicate: Optional[Callable[..., Any]] = None
-    weighted: Optional[Callable[..., Any]] = None
+    point: Callable[..., Any] | None = None
+    replicate: Callable[..., Any] | None = None
+    weighted: Callable[..., Any] | None = None
     ranking: bool = False
     at_threshold: bool = False
     smooth: bool = False
-    one_class: Optional[str] = None
-    why_undefined: Optional[str] = None
+    one_class: str | None = None
+    why_undefined: str | None = None
     digits: int = 3
     shown: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
     in_block: bool = True
@@ -121,8 +122,17 @@ class Metric:
 
 
 def _smooth(name: str, label: str, definition: str, **kw) -> Metric:
-    return Metric(name, label, BINARY, definition, direction="lower", smooth=True,
-                  point=lambda c, level: c.lowess_point()[name], replicate=R.smooth_kernel(name), **kw)
+    return Metric(
+        name,
+        label,
+        BINARY,
+        definition,
+        direction="lower",
+        smooth=True,
+        point=lambda c, level: c.lowess_point()[name],
+        replicate=R.smooth_kernel(name),
+        **kw,
+    )
 
 
 def _delong(c, level):
@@ -155,115 +165,336 @@ def _spiegelhalter(c, level):
     return spiegelhalter_z(c.y_in, c.p_in)
 
 
-_LOWESS = ("of |p − s(p)|, s a lowess smooth of y on p (f = 2/3, no robustness iterations, delta = 1% of "
-           "the range of p), as R's rms::val.prob")
+_LOWESS = (
+    "of |p − s(p)|, s a lowess smooth of y on p (f = 2/3, no robustness iterations, delta = 1% of "
+    "the range of p), as R's rms::val.prob"
+)
 _BIN15 = "15 equal-width bins, right-closed (a, b] with 0 in the first bin, weighted by counts, empty bins skipped"
 
 #: Every metric, in the order blocks compute them.
 METRICS: tuple[Metric, ...] = (
     # ---- binary: discrimination
-    Metric("auroc", "AUROC", BINARY, "area under the ROC curve; DeLong interval, as R's pROC (DeLong et al. 1988)",
-           direction="higher", interval="delong", point=_delong, replicate=R.auroc_kernel, weighted=R.auroc_weighted,
-           ranking=True, one_class="",
-           shown=dict(cli=1, run_summary=1, overview=1, report_discrimination=1, report_subgroups=1, report_methods=6,
-                      subgroup_gaps=1, subgroup_worst=1)),
-    Metric("auprc", "AUPRC", BINARY, "average precision: Σ (R_k − R_{k−1}) P_k over the distinct thresholds",
-           direction="higher", replicate=R.auprc_kernel, weighted=R.auprc_weighted, ranking=True, one_class="",
-           shown=dict(report_discrimination=2, subgroup_gaps=2, subgroup_worst=2)),
+    Metric(
+        "auroc",
+        "AUROC",
+        BINARY,
+        "area under the ROC curve; DeLong interval, as R's pROC (DeLong et al. 1988)",
+        direction="higher",
+        interval="delong",
+        point=_delong,
+        replicate=R.auroc_kernel,
+        weighted=R.auroc_weighted,
+        ranking=True,
+        one_class="",
+        shown=dict(
+            cli=1,
+            run_summary=1,
+            overview=1,
+            report_discrimination=1,
+            report_subgroups=1,
+            report_methods=6,
+            subgroup_gaps=1,
+            subgroup_worst=1,
+        ),
+    ),
+    Metric(
+        "auprc",
+        "AUPRC",
+        BINARY,
+        "average precision: Σ (R_k − R_{k−1}) P_k over the distinct thresholds",
+        direction="higher",
+        replicate=R.auprc_kernel,
+        weighted=R.auprc_weighted,
+        ranking=True,
+        one_class="",
+        shown=dict(report_discrimination=2, subgroup_gaps=2, subgroup_worst=2),
+    ),
     # ---- binary: scores
-    Metric("brier", "Brier score", BINARY, "mean of (p − y)² (Brier 1950)", direction="lower",
-           replicate=R.brier_kernel, weighted=R.brier_weighted,
-           shown=dict(cli=5, report_calibration=6, report_methods=2, subgroup_gaps=3, subgroup_worst=3,
-                      calibration_ranking=2)),
-    Metric("scaled_brier", "Scaled Brier", BINARY,
-           "1 − Brier / π(1 − π), the Brier score of always predicting the prevalence π (Steyerberg et al. 2010)",
-           direction="higher", replicate=R.scaled_brier_kernel, weighted=R.scaled_brier_weighted,
-           one_class="the reference Brier score is 0",
-           shown=dict(report_calibration=7, subgroup_gaps=4, subgroup_worst=4)),
-    Metric("log_loss", "Log loss", BINARY, "−mean(y log p + (1 − y) log(1 − p)), p clipped to [1e-15, 1 − 1e-15]",
-           direction="lower", replicate=R.log_loss_kernel, weighted=R.log_loss_weighted,
-           shown=dict(report_calibration=8, report_methods=3, subgroup_gaps=5, subgroup_worst=5,
-                      calibration_ranking=3)),
+    Metric(
+        "brier",
+        "Brier score",
+        BINARY,
+        "mean of (p − y)² (Brier 1950)",
+        direction="lower",
+        replicate=R.brier_kernel,
+        weighted=R.brier_weighted,
+        shown=dict(
+            cli=5, report_calibration=6, report_methods=2, subgroup_gaps=3, subgroup_worst=3, calibration_ranking=2
+        ),
+    ),
+    Metric(
+        "scaled_brier",
+        "Scaled Brier",
+        BINARY,
+        "1 − Brier / π(1 − π), the Brier score of always predicting the prevalence π (Steyerberg et al. 2010)",
+        direction="higher",
+        replicate=R.scaled_brier_kernel,
+        weighted=R.scaled_brier_weighted,
+        one_class="the reference Brier score is 0",
+        shown=dict(report_calibration=7, subgroup_gaps=4, subgroup_worst=4),
+    ),
+    Metric(
+        "log_loss",
+        "Log loss",
+        BINARY,
+        "−mean(y log p + (1 − y) log(1 − p)), p clipped to [1e-15, 1 − 1e-15]",
+        direction="lower",
+        replicate=R.log_loss_kernel,
+        weighted=R.log_loss_weighted,
+        shown=dict(report_calibration=8, report_methods=3, subgroup_gaps=5, subgroup_worst=5, calibration_ranking=3),
+    ),
     # ---- binary: logistic recalibration
-    Metric("calibration_intercept", "Calibration intercept", BINARY,
-           "calibration-in-the-large: logistic fit of y with offset logit(p), slope fixed at 1; Wald interval",
-           direction="target", target=0.0, interval="wald", point=_intercept,
-           one_class="no finite maximum likelihood",
-           shown=dict(cli=2, overview=4, report_calibration=1, report_methods=5, subgroup_worst=11)),
-    Metric("calibration_slope", "Calibration slope", BINARY,
-           "logistic fit of y on logit(p); Wald interval (Cox 1958)", direction="target", target=1.0,
-           interval="wald", point=_slope, one_class="no finite maximum likelihood",
-           why_undefined="logistic fit did not converge (perfect separation or constant p)",
-           shown=dict(cli=3, run_summary=3, overview=3, report_calibration=2, report_subgroups=3, report_methods=4,
-                      subgroup_worst=12)),
+    Metric(
+        "calibration_intercept",
+        "Calibration intercept",
+        BINARY,
+        "calibration-in-the-large: logistic fit of y with offset logit(p), slope fixed at 1; Wald interval",
+        direction="target",
+        target=0.0,
+        interval="wald",
+        point=_intercept,
+        one_class="no finite maximum likelihood",
+        shown=dict(cli=2, overview=4, report_calibration=1, report_methods=5, subgroup_worst=11),
+    ),
+    Metric(
+        "calibration_slope",
+        "Calibration slope",
+        BINARY,
+        "logistic fit of y on logit(p); Wald interval (Cox 1958)",
+        direction="target",
+        target=1.0,
+        interval="wald",
+        point=_slope,
+        one_class="no finite maximum likelihood",
+        why_undefined="logistic fit did not converge (perfect separation or constant p)",
+        shown=dict(
+            cli=3,
+            run_summary=3,
+            overview=3,
+            report_calibration=2,
+            report_subgroups=3,
+            report_methods=4,
+            subgroup_worst=12,
+        ),
+    ),
     # ---- binary: smoothed calibration
     _smooth("eavg", "Eavg", f"mean {_LOWESS}", shown=dict(report_calibration=4, subgroup_worst=9)),
     _smooth("e50", "E50", f"median {_LOWESS}"),
     _smooth("e90", "E90", f"90th percentile {_LOWESS}"),
     _smooth("emax", "Emax", f"maximum {_LOWESS}"),
-    _smooth("ici", "ICI", "mean |p − s(p)|, s a loess smooth (span 0.75, degree 2): Austin & Steyerberg 2019",
-            shown=dict(report_calibration=5, subgroup_worst=10)),
+    _smooth(
+        "ici",
+        "ICI",
+        "mean |p − s(p)|, s a loess smooth (span 0.75, degree 2): Austin & Steyerberg 2019",
+        shown=dict(report_calibration=5, subgroup_worst=10),
+    ),
     # ---- binary: binned calibration
-    Metric("ece", "ECE", BINARY, f"expected calibration error: Σ_b n_b |mean(y) − mean(p)| / n, {_BIN15}",
-           direction="lower", replicate=R.ece_kernel, weighted=R.ece_weighted,
-           shown=dict(cli=4, run_summary=2, overview=2, report_calibration=3, report_subgroups=2, report_methods=1,
-                      subgroup_gaps=6, subgroup_worst=6, calibration_ranking=1)),
-    Metric("ece_adaptive", "Adaptive ECE", BINARY, "ECE over 15 equal-mass bins", direction="lower",
-           replicate=R.ece_adaptive_kernel, weighted=R.ece_adaptive_weighted,
-           shown=dict(subgroup_gaps=7, subgroup_worst=7)),
-    Metric("mce", "MCE", BINARY, f"maximum calibration error: the largest |mean(y) − mean(p)| over {_BIN15}",
-           direction="lower", replicate=R.mce_kernel, shown=dict(subgroup_worst=8)),
+    Metric(
+        "ece",
+        "ECE",
+        BINARY,
+        f"expected calibration error: Σ_b n_b |mean(y) − mean(p)| / n, {_BIN15}",
+        direction="lower",
+        replicate=R.ece_kernel,
+        weighted=R.ece_weighted,
+        shown=dict(
+            cli=4,
+            run_summary=2,
+            overview=2,
+            report_calibration=3,
+            report_subgroups=2,
+            report_methods=1,
+            subgroup_gaps=6,
+            subgroup_worst=6,
+            calibration_ranking=1,
+        ),
+    ),
+    Metric(
+        "ece_adaptive",
+        "Adaptive ECE",
+        BINARY,
+        "ECE over 15 equal-mass bins",
+        direction="lower",
+        replicate=R.ece_adaptive_kernel,
+        weighted=R.ece_adaptive_weighted,
+        shown=dict(subgroup_gaps=7, subgroup_worst=7),
+    ),
+    Metric(
+        "mce",
+        "MCE",
+        BINARY,
+        f"maximum calibration error: the largest |mean(y) − mean(p)| over {_BIN15}",
+        direction="lower",
+        replicate=R.mce_kernel,
+        shown=dict(subgroup_worst=8),
+    ),
     # ---- binary: tests
-    Metric("hosmer_lemeshow", "Hosmer-Lemeshow χ²", BINARY,
-           "Hosmer & Lemeshow 1980: groups cut at the unique deciles of p (type-7), df = groups − 2; "
-           "statistic, df, p_value", interval="test", point=_hosmer_lemeshow),
-    Metric("spiegelhalter_z", "Spiegelhalter z", BINARY,
-           "Spiegelhalter 1986, as rms::val.prob's S:z: Σ (y − p)(1 − 2p) / √Σ (1 − 2p)² p (1 − p); "
-           "statistic, p_value", interval="test", point=_spiegelhalter,
-           why_undefined="all p in {0, 1/2, 1}: zero variance"),
+    Metric(
+        "hosmer_lemeshow",
+        "Hosmer-Lemeshow χ²",
+        BINARY,
+        "Hosmer & Lemeshow 1980: groups cut at the unique deciles of p (type-7), df = groups − 2; "
+        "statistic, df, p_value",
+        interval="test",
+        point=_hosmer_lemeshow,
+    ),
+    Metric(
+        "spiegelhalter_z",
+        "Spiegelhalter z",
+        BINARY,
+        "Spiegelhalter 1986, as rms::val.prob's S:z: Σ (y − p)(1 − 2p) / √Σ (1 − 2p)² p (1 − p); statistic, p_value",
+        interval="test",
+        point=_spiegelhalter,
+        why_undefined="all p in {0, 1/2, 1}: zero variance",
+    ),
     # ---- binary: operating points (p >= threshold called positive; Altman & Bland 1994)
-    Metric("sensitivity", "Sensitivity", BINARY, "TP / (TP + FN)", direction="higher", at_threshold=True,
-           replicate=R.sensitivity_kernel, weighted=R.operating_weighted("sensitivity"),
-           shown=dict(subgroup_gaps=8, subgroup_worst=13)),
-    Metric("specificity", "Specificity", BINARY, "TN / (TN + FP)", direction="higher", at_threshold=True,
-           replicate=R.specificity_kernel, weighted=R.operating_weighted("specificity"),
-           shown=dict(subgroup_gaps=9, subgroup_worst=14)),
-    Metric("ppv", "PPV", BINARY, "TP / (TP + FP)", direction="higher", at_threshold=True,
-           replicate=R.ppv_kernel, weighted=R.operating_weighted("ppv")),
-    Metric("npv", "NPV", BINARY, "TN / (TN + FN)", direction="higher", at_threshold=True,
-           replicate=R.npv_kernel, weighted=R.operating_weighted("npv")),
+    Metric(
+        "sensitivity",
+        "Sensitivity",
+        BINARY,
+        "TP / (TP + FN)",
+        direction="higher",
+        at_threshold=True,
+        replicate=R.sensitivity_kernel,
+        weighted=R.operating_weighted("sensitivity"),
+        shown=dict(subgroup_gaps=8, subgroup_worst=13),
+    ),
+    Metric(
+        "specificity",
+        "Specificity",
+        BINARY,
+        "TN / (TN + FP)",
+        direction="higher",
+        at_threshold=True,
+        replicate=R.specificity_kernel,
+        weighted=R.operating_weighted("specificity"),
+        shown=dict(subgroup_gaps=9, subgroup_worst=14),
+    ),
+    Metric(
+        "ppv",
+        "PPV",
+        BINARY,
+        "TP / (TP + FP)",
+        direction="higher",
+        at_threshold=True,
+        replicate=R.ppv_kernel,
+        weighted=R.operating_weighted("ppv"),
+    ),
+    Metric(
+        "npv",
+        "NPV",
+        BINARY,
+        "TN / (TN + FN)",
+        direction="higher",
+        at_threshold=True,
+        replicate=R.npv_kernel,
+        weighted=R.operating_weighted("npv"),
+    ),
     # ---- every task
-    Metric("prevalence", "Prevalence", TASKS, "events / n (multiclass, multilabel: of the rarest class or label)",
-           interval="none"),
+    Metric(
+        "prevalence",
+        "Prevalence",
+        TASKS,
+        "events / n (multiclass, multilabel: of the rarest class or label)",
+        interval="none",
+    ),
     Metric("mean_score", "Mean score", BINARY, "mean predicted probability (drift windows)", in_block=False),
     # ---- multiclass
-    Metric("accuracy", "Accuracy", MULTICLASS, "share of cases whose argmax class is the label", direction="higher",
-           shown=dict(cli=1, run_summary=1, overview=2, report_discrimination=1, subgroup_worst=15)),
-    Metric("auroc_macro", "Macro AUROC", MULTICLASS + MULTILABEL,
-           "unweighted mean of the one-vs-rest (multilabel: per-label) AUROCs", direction="higher", ranking=True,
-           shown=dict(cli=2, run_summary=2, overview=1, report_discrimination=2, subgroup_worst=16)),
-    Metric("ece", "ECE", MULTICLASS, f"top-label ECE: confidence max p, correct argmax = label, {_BIN15}",
-           direction="lower", weighted=R.top_label_ece_weighted,
-           shown=dict(cli=3, run_summary=3, overview=3, report_calibration=1, report_subgroups=1, report_methods=1,
-                      subgroup_worst=6, calibration_ranking=1)),
-    Metric("ece_classwise", "Classwise ECE", MULTICLASS, "mean over classes of the one-vs-rest ECE",
-           direction="lower", shown=dict(cli=4, overview=4, subgroup_worst=17)),
-    Metric("brier", "Brier score", MULTICLASS, "mean over cases of Σ_k (P_k − [y = k])²", direction="lower",
-           weighted=R.multiclass_brier_weighted,
-           shown=dict(cli=5, overview=5, report_calibration=2, report_methods=2, subgroup_worst=3,
-                      calibration_ranking=2)),
-    Metric("log_loss", "Log loss", MULTICLASS, "−mean log P_y, P clipped to [1e-15, 1]", direction="lower",
-           weighted=R.multiclass_log_loss_weighted,
-           shown=dict(report_calibration=3, report_methods=3, subgroup_worst=5, calibration_ranking=3)),
+    Metric(
+        "accuracy",
+        "Accuracy",
+        MULTICLASS,
+        "share of cases whose argmax class is the label",
+        direction="higher",
+        shown=dict(cli=1, run_summary=1, overview=2, report_discrimination=1, subgroup_worst=15),
+    ),
+    Metric(
+        "auroc_macro",
+        "Macro AUROC",
+        MULTICLASS + MULTILABEL,
+        "unweighted mean of the one-vs-rest (multilabel: per-label) AUROCs",
+        direction="higher",
+        ranking=True,
+        shown=dict(cli=2, run_summary=2, overview=1, report_discrimination=2, subgroup_worst=16),
+    ),
+    Metric(
+        "ece",
+        "ECE",
+        MULTICLASS,
+        f"top-label ECE: confidence max p, correct argmax = label, {_BIN15}",
+        direction="lower",
+        weighted=R.top_label_ece_weighted,
+        shown=dict(
+            cli=3,
+            run_summary=3,
+            overview=3,
+            report_calibration=1,
+            report_subgroups=1,
+            report_methods=1,
+            subgroup_worst=6,
+            calibration_ranking=1,
+        ),
+    ),
+    Metric(
+        "ece_classwise",
+        "Classwise ECE",
+        MULTICLASS,
+        "mean over classes of the one-vs-rest ECE",
+        direction="lower",
+        shown=dict(cli=4, overview=4, subgroup_worst=17),
+    ),
+    Metric(
+        "brier",
+        "Brier score",
+        MULTICLASS,
+        "mean over cases of Σ_k (P_k − [y = k])²",
+        direction="lower",
+        weighted=R.multiclass_brier_weighted,
+        shown=dict(cli=5, overview=5, report_calibration=2, report_methods=2, subgroup_worst=3, calibration_ranking=2),
+    ),
+    Metric(
+        "log_loss",
+        "Log loss",
+        MULTICLASS,
+        "−mean log P_y, P clipped to [1e-15, 1]",
+        direction="lower",
+        weighted=R.multiclass_log_loss_weighted,
+        shown=dict(report_calibration=3, report_methods=3, subgroup_worst=5, calibration_ranking=3),
+    ),
     # ---- multilabel: macro averages over the labels' binary BLOCKs (also under "macro" by plain name)
-    Metric("auprc_macro", "Macro AUPRC", MULTILABEL, "unweighted mean of the labels' AUPRCs", direction="higher",
-           ranking=True, shown=dict(cli=3)),
-    Metric("brier_macro", "Macro Brier score", MULTILABEL, "unweighted mean of the labels' Brier scores",
-           direction="lower", shown=dict(cli=5, overview=3, report_calibration=2, report_methods=2)),
-    Metric("log_loss_macro", "Macro log loss", MULTILABEL, "unweighted mean of the labels' log losses",
-           direction="lower", shown=dict(report_calibration=3, report_methods=3)),
-    Metric("ece_macro", "Macro ECE", MULTILABEL, "unweighted mean of the labels' ECEs", direction="lower",
-           shown=dict(cli=4, overview=2, report_calibration=1, report_subgroups=1, report_methods=1)),
+    Metric(
+        "auprc_macro",
+        "Macro AUPRC",
+        MULTILABEL,
+        "unweighted mean of the labels' AUPRCs",
+        direction="higher",
+        ranking=True,
+        shown=dict(cli=3),
+    ),
+    Metric(
+        "brier_macro",
+        "Macro Brier score",
+        MULTILABEL,
+        "unweighted mean of the labels' Brier scores",
+        direction="lower",
+        shown=dict(cli=5, overview=3, report_calibration=2, report_methods=2),
+    ),
+    Metric(
+        "log_loss_macro",
+        "Macro log loss",
+        MULTILABEL,
+        "unweighted mean of the labels' log losses",
+        direction="lower",
+        shown=dict(report_calibration=3, report_methods=3),
+    ),
+    Metric(
+        "ece_macro",
+        "Macro ECE",
+        MULTILABEL,
+        "unweighted mean of the labels' ECEs",
+        direction="lower",
+        shown=dict(cli=4, overview=2, report_calibration=1, report_subgroups=1, report_methods=1),
+    ),
 )
 
 
@@ -272,7 +503,7 @@ def metrics_for(task: str, *, in_block: bool = True) -> list[Metric]:
     return [m for m in METRICS if task in m.tasks and (m.in_block or not in_block)]
 
 
-def get(name: str, task: Optional[str] = None) -> Optional[Metric]:
+def get(name: str, task: str | None = None) -> Metric | None:
     """The declaration of ``name`` (for ``task``, or the first declared); None when unknown."""
     for m in METRICS:
         if m.name == name and (task is None or task in m.tasks):
@@ -294,7 +525,7 @@ def label(name: str) -> str:
     return m.label if m is not None else name.replace("_", " ")
 
 
-def badness(name: str, estimate: Optional[float]) -> Optional[float]:
+def badness(name: str, estimate: float | None) -> float | None:
     """How bad an estimate is on a common scale (larger = worse): −x where higher is better, x where lower
     is better, |x − target| for a target; None for an unknown or descriptive metric or no estimate."""
     m = get(name)
@@ -307,7 +538,7 @@ def badness(name: str, estimate: Optional[float]) -> Optional[float]:
     return abs(estimate - m.target)
 
 
-def check_gate_metric(path: str, task: str) -> Optional[str]:
+def check_gate_metric(path: str, task: str) -> str | None:
     """None when a gate's ``metric`` can name a value in a BLOCK of ``task``, else what is wrong.
 
     The first part of a dotted path must be a registered metric of the task (``auroc``,
@@ -320,5 +551,8 @@ def check_gate_metric(path: str, task: str) -> Optional[str]:
     import difflib
 
     near = difflib.get_close_matches(head, known + list(BLOCK_FIELDS.get(task, ())), n=1)
-    return (f"metric `{path}` is not a {task} metric" + (f"; did you mean `{near[0]}`?" if near else "")
-            + f" (one of {', '.join(known)})")
+    return (
+        f"metric `{path}` is not a {task} metric"
+        + (f"; did you mean `{near[0]}`?" if near else "")
+        + f" (one of {', '.join(known)})"
+    )

@@ -16,9 +16,8 @@ metric blocks, the weighted functions the general one. The kernels and weighted 
 live in :mod:`validate.metrics.kernels`, which the registry names: these classes iterate over the
 registry, and the registry does not import them.
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 
@@ -69,14 +68,15 @@ class BinaryCases:
         q = clip_probability(self.p)
         nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
         # columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count
-        self.linear = np.column_stack([(self.p - self.y) ** 2, nll, self.y,
-                                       self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix])
+        self.linear = np.column_stack(
+            [(self.p - self.y) ** 2, nll, self.y, self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix]
+        )
         self.positives = np.flatnonzero(self.y)
         self.y_float = self.y.astype(np.float64)
         self._with_calls: dict = {}
-        self._lowess: Optional[dict] = None
+        self._lowess: dict | None = None
         self._sorted_cases = None
-        self._weighted: Optional[WeightedCases] = None
+        self._weighted: WeightedCases | None = None
 
     def linear_with_calls(self, thresholds) -> np.ndarray:
         """:attr:`linear` followed, per threshold t, by the columns [p >= t, y·(p >= t)]: one matrix
@@ -151,8 +151,7 @@ class BinaryCases:
                 ici = float(np.mean(np.abs(xs - loess_smooth(xs, ys))))
             except ValueError:
                 ici = float("nan")
-        return {"eavg": e.mean(), "e50": np.quantile(e, 0.5), "e90": np.quantile(e, 0.9), "emax": e.max(),
-                "ici": ici}
+        return {"eavg": e.mean(), "e50": np.quantile(e, 0.5), "e90": np.quantile(e, 0.9), "emax": e.max(), "ici": ici}
 
 
 class Draw:
@@ -164,8 +163,8 @@ class Draw:
         self.ws = np.ascontiguousarray(ws, dtype=np.float64)
         self.thresholds = list(thresholds)
         self.total = self.ws.sum(axis=1)
-        self._lin: Optional[np.ndarray] = None
-        self._smooth: Optional[dict] = None
+        self._lin: np.ndarray | None = None
+        self._smooth: dict | None = None
 
     @property
     def lin(self) -> np.ndarray:
@@ -183,12 +182,12 @@ class Draw:
     def bin_gaps(self) -> np.ndarray:
         """Per replicate and bin: Σ w (y − p)."""
         B = self.cases.bins
-        return self.lin[:, 3:3 + B]
+        return self.lin[:, 3 : 3 + B]
 
     @property
     def bin_counts(self) -> np.ndarray:
         B = self.cases.bins
-        return self.lin[:, 3 + B:3 + 2 * B]
+        return self.lin[:, 3 + B : 3 + 2 * B]
 
     def confusion(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(TP, FP, TN, FN) at threshold ``i``: with count weights every sum is an exact integer, so

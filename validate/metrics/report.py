@@ -1,9 +1,9 @@
 """The Metrics JSON (DESIGN.md) of a predictions table: pooled, per site, per subgroup value."""
+
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ from validate.metrics.workers import choose_workers, run_blocks
 MISSING_VALUE = "missing"
 
 
-def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> Optional[np.ndarray]:
+def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> np.ndarray | None:
     """Cluster ids for the bootstrap: (site, ``cluster_by``) when some pair repeats, else None. The
     site is part of the key: without a ``patient_id`` it defaults to ``case_id``, which is unique only
     within a site (:func:`validate.predictions.cluster_keys`)."""
@@ -28,11 +28,19 @@ def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> Optional[np.ndar
     return v if pd.Series(v).duplicated().any() else None
 
 
-def metrics_report(table, *, task: Optional[str] = None, settings: MetricSettings = MetricSettings(),
-                   class_names: Optional[Sequence[str]] = None, label_names: Optional[Sequence[str]] = None,
-                   subgroup_columns: Sequence[str] = (), subgroups: Optional[pd.DataFrame] = None,
-                   development_site: Optional[str] = None, smooth_intervals: bool = True,
-                   workers: Optional[int] = None) -> dict:
+def metrics_report(
+    table,
+    *,
+    task: str | None = None,
+    settings: MetricSettings = MetricSettings(),
+    class_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    subgroup_columns: Sequence[str] = (),
+    subgroups: pd.DataFrame | None = None,
+    development_site: str | None = None,
+    smooth_intervals: bool = True,
+    workers: int | None = None,
+) -> dict:
     """The whole Metrics JSON from a predictions table.
 
     ``table``: a :class:`validate.predictions.PredictionsTable` or a predictions DataFrame.
@@ -57,8 +65,15 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
     carry = _carried_threshold(table, settings, development_site) if task == "binary" else None
     # blocks are described first, then evaluated (here or in worker processes), then placed
     jobs = _BlockJobs(table, settings, smooth_intervals, carry, list(class_names or label_names or table.names or []))
-    report: dict = {"task": task, "n_bootstrap": settings.n_bootstrap, "ci_level": settings.ci_level,
-                    "seed": settings.seed, "overall": None, "sites": {}, "subgroups": {}}
+    report: dict = {
+        "task": task,
+        "n_bootstrap": settings.n_bootstrap,
+        "ci_level": settings.ci_level,
+        "seed": settings.seed,
+        "overall": None,
+        "sites": {},
+        "subgroups": {},
+    }
     jobs.add(("overall",), np.ones(len(frame), dtype=bool), stratified=True)
     sites = table.sites()
     single = len(sites) == 1 and carry is None
@@ -81,7 +96,7 @@ def metrics_report(table, *, task: Optional[str] = None, settings: MetricSetting
     return report
 
 
-def _carried_threshold(table, settings: MetricSettings, development_site: Optional[str]) -> Optional[float]:
+def _carried_threshold(table, settings: MetricSettings, development_site: str | None) -> float | None:
     """The threshold reaching ``settings.target_sensitivity`` at the development site (binary), carried
     to every other block; None without a development site, a target, its cases or a finite threshold."""
     if development_site is None or settings.target_sensitivity is None:
@@ -97,8 +112,7 @@ class _BlockJobs:
     """The blocks of one report, described as keyword arguments of :func:`_block` (so that worker
     processes can evaluate them), with where each result goes in the report."""
 
-    def __init__(self, table, settings: MetricSettings, smooth_intervals: bool, carry: Optional[float],
-                 names: list[str]):
+    def __init__(self, table, settings: MetricSettings, smooth_intervals: bool, carry: float | None, names: list[str]):
         self.table, self.settings, self.smooth_intervals = table, settings, smooth_intervals
         self.carry, self.names = carry, names
         self.jobs: list[dict] = []
@@ -109,20 +123,33 @@ class _BlockJobs:
         with ``own_threshold`` finds its own target-sensitivity threshold instead of the carried one."""
         table, task = self.table, self.table.task
         sub = table.frame.loc[mask]
-        job = {"task": task, "settings": self.settings, "smooth_intervals": self.smooth_intervals,
-               "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
-               "clusters": _clusters(sub, self.settings)}
+        job = {
+            "task": task,
+            "settings": self.settings,
+            "smooth_intervals": self.smooth_intervals,
+            "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
+            "clusters": _clusters(sub, self.settings),
+        }
         if task == "binary":
-            job.update(y=table.y()[mask], p=table.prob()[mask], logits=table.logit()[mask],
-                       scores=table.score()[mask], threshold_carry=None if own_threshold else self.carry)
+            job.update(
+                y=table.y()[mask],
+                p=table.prob()[mask],
+                logits=table.logit()[mask],
+                scores=table.score()[mask],
+                threshold_carry=None if own_threshold else self.carry,
+            )
         else:
-            job.update(y=(table.y() if task == "multiclass" else table.Y())[mask], p=table.probs()[mask],
-                       scores=table.scores()[mask], names=self.names or None)
+            job.update(
+                y=(table.y() if task == "multiclass" else table.Y())[mask],
+                p=table.probs()[mask],
+                scores=table.scores()[mask],
+                names=self.names or None,
+            )
         self.jobs.append(job)
         self.places.append(place)
 
 
-def _subgroup_labels(col: str, frame: pd.DataFrame, subgroups: Optional[pd.DataFrame]) -> np.ndarray:
+def _subgroup_labels(col: str, frame: pd.DataFrame, subgroups: pd.DataFrame | None) -> np.ndarray:
     """Each case's group of subgroup column ``col`` as text (derived subgroups first, then the table's
     attributes); a missing value is the group ``"missing"``."""
     if subgroups is not None and col in subgroups:
@@ -147,16 +174,52 @@ def _place(report: dict, places: list[tuple], results: list) -> None:
             report["subgroups"][place[1]][place[2]] = result
 
 
-def _block(*, task: str, y, p, settings: MetricSettings, clusters, strata, smooth_intervals: bool,
-           logits=None, threshold_carry=None, names=None, scores=None) -> dict:
+def _block(
+    *,
+    task: str,
+    y,
+    p,
+    settings: MetricSettings,
+    clusters,
+    strata,
+    smooth_intervals: bool,
+    logits=None,
+    threshold_carry=None,
+    names=None,
+    scores=None,
+) -> dict:
     """One BLOCK (module level, so that worker processes can run it). ``scores``: what the ranking
     metrics rank (the table's logits when given; see :meth:`PredictionsTable.score`)."""
     if task == "binary":
-        return binary_block(y, p, settings=settings, clusters=clusters, strata=strata,
-                            threshold_carry=threshold_carry, logits=logits, smooth_intervals=smooth_intervals,
-                            scores=scores)
+        return binary_block(
+            y,
+            p,
+            settings=settings,
+            clusters=clusters,
+            strata=strata,
+            threshold_carry=threshold_carry,
+            logits=logits,
+            smooth_intervals=smooth_intervals,
+            scores=scores,
+        )
     if task == "multiclass":
-        return multiclass_block(y, p, settings=settings, class_names=names, clusters=clusters, strata=strata,
-                                smooth_intervals=smooth_intervals, scores=scores)
-    return multilabel_block(y, p, settings=settings, label_names=names, clusters=clusters, strata=strata,
-                            smooth_intervals=smooth_intervals, scores=scores)
+        return multiclass_block(
+            y,
+            p,
+            settings=settings,
+            class_names=names,
+            clusters=clusters,
+            strata=strata,
+            smooth_intervals=smooth_intervals,
+            scores=scores,
+        )
+    return multilabel_block(
+        y,
+        p,
+        settings=settings,
+        label_names=names,
+        clusters=clusters,
+        strata=strata,
+        smooth_intervals=smooth_intervals,
+        scores=scores,
+    )

@@ -2,6 +2,7 @@
 
 Each takes optional frequency weights of shape (n,) or (r, n) and returns a float or shape (r,).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,9 @@
 """Metric settings: the ``metrics:`` section of a protocol, with its defaults."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Optional
+from typing import Any
 
 
 def section_values(cls, section: Any, overrides: dict) -> dict:
@@ -41,10 +42,10 @@ class MetricSettings:
     ci_level: float = 0.95
     seed: int = 0
     thresholds: tuple[float, ...] = (0.5,)
-    target_sensitivity: Optional[float] = 0.9
+    target_sensitivity: float | None = 0.9
     min_events: int = 10
     min_cases: int = 30
-    cluster_by: Optional[str] = "patient_id"
+    cluster_by: str | None = "patient_id"
 
     @classmethod
     def from_protocol(cls, metrics: Any = None, **overrides: Any) -> MetricSettings:

@@ -7,6 +7,7 @@ the same fit points, windows, weights and interpolation, with the local fits vec
 agree with R to ~1e-12 (tests/test_metrics_r.py). Bootstrap replicates of these errors are computed
 from case counts by :mod:`validate.metrics.smooth_bootstrap`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -167,12 +168,16 @@ def _lowess_errors(y, p):
         xs = p[order]
         fit = clowess(xs, y[order])
         e = np.abs(p - _interp_ties_mean(xs, fit, p))
-    return {"eavg": float(e.mean()), "e50": float(np.quantile(e, 0.5)),
-            "e90": float(np.quantile(e, 0.9)), "emax": float(e.max())}
-
+    return {
+        "eavg": float(e.mean()),
+        "e50": float(np.quantile(e, 0.5)),
+        "e90": float(np.quantile(e, 0.9)),
+        "emax": float(e.max()),
+    }
 
 
 # ---------------------------------------------------------------- loess (R's stats::loess, one predictor)
+
 
 def _loess_vertex_fit(x, y, q, nf, span, degree):
     """Local polynomial at vertex ``q`` as R's ``ehg127``: the nf nearest points (squared distance below
@@ -186,7 +191,7 @@ def _loess_vertex_fit(x, y, q, nf, span, degree):
     near = dist < rho
     xd = x[near] - q
     w = np.sqrt(dist[near] / rho)
-    w = np.sqrt((1.0 - w ** 3) ** 3)
+    w = np.sqrt((1.0 - w**3) ** 3)
     cols = [w, w * xd] + ([w * xd * xd] if degree >= 2 else [])
     b = np.column_stack(cols)
     scal = np.sqrt((b * b).sum(axis=0))
@@ -280,9 +285,9 @@ def _hermite(verts, vals, slopes, z):
     width = v1 - v0
     h = (z - v0) / width
     phi0 = (1 - h) ** 2 * (1 + 2 * h)
-    phi1 = h ** 2 * (3 - 2 * h)
+    phi1 = h**2 * (3 - 2 * h)
     psi0 = h * (1 - h) ** 2
-    psi1 = h ** 2 * (h - 1)
+    psi1 = h**2 * (h - 1)
     return phi0 * vals[j] + phi1 * vals[j + 1] + (psi0 * slopes[j] + psi1 * slopes[j + 1]) * width
 
 

@@ -14,6 +14,7 @@ counts; one flattened searchsorted serves all replicates of a batch), so every r
 point-estimate code on the materialised resample up to rounding (~1e-14;
 tests/test_metrics_bootstrap.py compares them).
 """
+
 from __future__ import annotations
 
 from math import comb
@@ -57,15 +58,16 @@ class SortedCases:
         # node case ranges and centres (empty padding nodes get a finite dummy centre)
         first = np.full(2 * size, n, dtype=np.int64)
         last = np.full(2 * size, -1, dtype=np.int64)
-        first[size:size + self.G] = self.seg_start
-        last[size:size + self.G] = self.seg_end - 1
+        first[size : size + self.G] = self.seg_start
+        last[size : size + self.G] = self.seg_end - 1
         for p in range(size - 1, 0, -1):
             first[p] = min(first[2 * p], first[2 * p + 1])
             last[p] = max(last[2 * p], last[2 * p + 1])
         ok = last >= 0
-        self.node_center = np.where(ok, 0.5 * (self.x[np.minimum(first, n - 1)] + self.x[np.maximum(last, 0)]),
-                                    self.x[-1])
-        self.node_center[size:size + self.G] = self.center
+        self.node_center = np.where(
+            ok, 0.5 * (self.x[np.minimum(first, n - 1)] + self.x[np.maximum(last, 0)]), self.x[-1]
+        )
+        self.node_center[size : size + self.G] = self.center
 
     def moments(self, W: np.ndarray) -> np.ndarray:
         """Tree of moments for replicate counts W (R, n): T[node, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
@@ -78,16 +80,16 @@ class SortedCases:
         T = getattr(self, "_tree", None)
         if T is None or T.shape[1] != R:
             T = self._tree = np.empty((2 * self.size, R, 26))
-        T[:self.size] = 0.0
-        T[self.size + self.G:] = 0.0
+        T[: self.size] = 0.0
+        T[self.size + self.G :] = 0.0
         if self.G * self.L == self.n:
             Wr = W.reshape(R, self.G, self.L)
         else:
             Wp = np.zeros((R, self.G * self.L))
-            Wp[:, :self.n] = W
+            Wp[:, : self.n] = W
             Wr = Wp.reshape(R, self.G, self.L)
         # (R, L) blocks of the counts times (L, 26) blocks of powers
-        np.matmul(Wr.transpose(1, 0, 2), self.VV, out=T[self.size:self.size + self.G])
+        np.matmul(Wr.transpose(1, 0, 2), self.VV, out=T[self.size : self.size + self.G])
         e = np.subtract.outer(np.arange(14), np.arange(14))
         low = e >= 0
         e = np.maximum(e, 0)
@@ -95,7 +97,7 @@ class SortedCases:
         while lvl > 1:
             real = -(-real // 2)  # parents with at least one leaf below: the rest stay zero
             par = np.arange(lvl // 2, lvl // 2 + real)
-            acc = T[par[0]:par[-1] + 1]
+            acc = T[par[0] : par[-1] + 1]
             for child in (2 * par, 2 * par + 1):
                 t = self.node_center[child] - self.node_center[par]
                 tp = np.cumprod(np.column_stack([np.ones(t.size)] + [t] * 13), axis=1)
@@ -135,7 +137,7 @@ class SortedCases:
         g_lo = self.seg_of[np.minimum(lo, self.n - 1)]
         g0 = np.where(self.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first leaf fully inside
         g_hi = self.seg_of[np.maximum(hi - 1, 0)]
-        g1 = np.where(self.seg_end[g_hi] == hi, g_hi + 1, g_hi)   # one past the last fully inside
+        g1 = np.where(self.seg_end[g_hi] == hi, g_hi + 1, g_hi)  # one past the last fully inside
         full = (g0 < g1) & (hi > lo)
         cut1 = np.where(full, self.seg_start[np.minimum(g0, self.G - 1)], hi)
         cut2 = np.where(full, np.where(g1 >= self.G, hi, self.seg_start[np.minimum(g1, self.G - 1)]), hi)
@@ -161,7 +163,7 @@ def _node_sums(M: np.ndarray, t: np.ndarray, h: np.ndarray, side: np.ndarray, km
     hp = np.empty(_CHUNK)
     for c0 in range(0, t.size, _CHUNK):  # a cache-sized chunk of pairs at a time
         c1 = min(t.size, c0 + _CHUNK)
-        m_, t_, inv, d, tm, hq = M[c0:c1], t[c0:c1], 1.0 / h[c0:c1], D[:, :c1 - c0], tmp[:c1 - c0], hp[:c1 - c0]
+        m_, t_, inv, d, tm, hq = M[c0:c1], t[c0:c1], 1.0 / h[c0:c1], D[:, : c1 - c0], tmp[: c1 - c0], hp[: c1 - c0]
         hq[:] = 1.0
         for m in range(emax + 1):
             np.multiply(m_[:, m], hq, out=d[m])
@@ -171,7 +173,7 @@ def _node_sums(M: np.ndarray, t: np.ndarray, h: np.ndarray, side: np.ndarray, km
                 np.multiply(t_, d[e - 1], out=tm)
                 d[e] += tm
         s_ = side[c0:c1]
-        out[:, c0:c1] = d[:kmax + 1] + 3 * d[6:kmax + 7] - s_ * (3 * d[3:kmax + 4] + d[9:kmax + 10])
+        out[:, c0:c1] = d[: kmax + 1] + 3 * d[6 : kmax + 7] - s_ * (3 * d[3 : kmax + 4] + d[9 : kmax + 10])
     return out
 
 
@@ -201,11 +203,11 @@ def _direct_sums(sc, W, rq, xs, h, parts, kc, ky, exact_w):
     m_all = np.concatenate(ms)
     K = max(kc, ky)
     for c0 in range(0, q_all.size, _CHUNK * 8):  # cache-sized chunks of cases
-        q, idx = q_all[c0:c0 + _CHUNK * 8], idx_all[c0:c0 + _CHUNK * 8]
+        q, idx = q_all[c0 : c0 + _CHUNK * 8], idx_all[c0 : c0 + _CHUNK * 8]
         d = sc.x[idx] - xs[q]
         hq = h[q]
         w = exact_w(np.abs(d), hq)
-        w *= m_all[c0:c0 + _CHUNK * 8]
+        w *= m_all[c0 : c0 + _CHUNK * 8]
         u = d / np.where(hq > 0, hq, 1.0)
         wy = w * sc.y[idx]
         for k in range(K + 1):
@@ -264,7 +266,7 @@ def _lowess_w(r, h):
 def _loess_w(r, h):
     with np.errstate(invalid="ignore", divide="ignore"):
         q = r / h
-    return np.where(q < 1.0, (1.0 - q ** 3) ** 3, 0.0)
+    return np.where(q < 1.0, (1.0 - q**3) ** 3, 0.0)
 
 
 class _BatchPositions:
@@ -344,11 +346,17 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
     h = np.maximum(xs - x[kl], x[P.case_at(rq, nleft + w - 1)] - xs)
     h9, h1 = 0.999 * h, 0.001 * h
     start = kl + 1
-    cols = {"fits": fits, "xs": xs, "h": h, "kl": kl, "mult": (P.end[rq, kl] - nleft).astype(np.float64),
-            "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
-            "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
-            "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
-            "d": np.maximum(np.searchsorted(x, xs + h9, side="right"), start)}
+    cols = {
+        "fits": fits,
+        "xs": xs,
+        "h": h,
+        "kl": kl,
+        "mult": (P.end[rq, kl] - nleft).astype(np.float64),
+        "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
+        "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
+        "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
+        "d": np.maximum(np.searchsorted(x, xs + h9, side="right"), start),
+    }
     bounds = np.searchsorted(rq, np.arange(R + 1))
     for r in np.flatnonzero(valid):
         sl = slice(bounds[r], bounds[r + 1])
@@ -389,8 +397,13 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
     d1 = x[P.case_at(rq, left)] - q
     d2 = x[P.case_at(rq, left + nf - 1)] - q
     h = np.sqrt(np.maximum(d1 * d1, d2 * d2))  # sqrt of the nf-th smallest squared distance
-    cols = {"q": q, "h": h, "lo": np.searchsorted(x, q - h, side="left"),
-            "mid": np.searchsorted(x, q, side="left"), "hi": np.searchsorted(x, q + h, side="right")}
+    cols = {
+        "q": q,
+        "h": h,
+        "lo": np.searchsorted(x, q - h, side="left"),
+        "mid": np.searchsorted(x, q, side="left"),
+        "hi": np.searchsorted(x, q + h, side="right"),
+    }
     bounds = np.searchsorted(rq, np.arange(R + 1))
     for r in np.unique(rq):
         sl = slice(bounds[r], bounds[r + 1])
@@ -409,10 +422,12 @@ def _error_summary(e, c, ci, N) -> dict:
         ks += [lo, min(lo + 1, N - 1)]
         fr.append(pos - lo)
     part = np.partition(rep, sorted(set(ks + [N - 1])))  # N − 1: the maximum comes with the quantiles
-    return {"eavg": float(_dot(c, e) / N),
-            "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
-            "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
-            "emax": float(part[N - 1])}
+    return {
+        "eavg": float(_dot(c, e) / N),
+        "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
+        "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
+        "emax": float(part[N - 1]),
+    }
 
 
 def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
@@ -440,8 +455,9 @@ def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
     return total
 
 
-def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span: float = 0.75,
-                  cell: float = 0.2) -> dict:
+def smooth_errors(
+    sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span: float = 0.75, cell: float = 0.2
+) -> dict:
     """Eavg, E50, E90, Emax (R's ``lowess(p, y, iter = 0)``) and ICI (R's ``loess(y ~ p)``) of every
     replicate in W (R, n): replicate r repeats case j W[r, j] times. Returns arrays of shape (R,).
     Window sums of all replicates are evaluated together (see the module docstring)."""
@@ -456,22 +472,33 @@ def smooth_errors(sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span:
     # ---- lowess: all fits of all replicates at once
     lrows = [r for r in range(R) if lplans[r] is not None]
     if lrows:
-        cat = {k: np.concatenate([lplans[r][k] for r in lrows]) for k in ("fits", "xs", "h", "kl", "mult",
-                                                                        "a", "b", "c", "d")}
+        cat = {
+            k: np.concatenate([lplans[r][k] for r in lrows])
+            for k in ("fits", "xs", "h", "kl", "mult", "a", "b", "c", "d")
+        }
         sizes = [lplans[r]["fits"].size for r in lrows]
         rq = np.repeat(np.asarray(lrows), sizes)
         xs, h = cat["xs"], cat["h"]
         poly = h > 0
         # the partial case at the window's start (its copies before position nleft are outside), the
         # cases within 0.001 h (weight 1), and the tricube ranges on either side
-        S, T = _window_sums(sc, W, TM, rq, xs, h,
-                            [(cat["a"], np.where(poly, cat["b"], cat["a"]), -1),
-                             (cat["c"], np.where(poly, cat["d"], cat["c"]), 1)], 2, 1, _lowess_w,
-                            extra=[(cat["kl"], cat["kl"] + 1, cat["mult"]), (cat["b"], cat["c"], None)])
+        S, T = _window_sums(
+            sc,
+            W,
+            TM,
+            rq,
+            xs,
+            h,
+            [(cat["a"], np.where(poly, cat["b"], cat["a"]), -1), (cat["c"], np.where(poly, cat["d"], cat["c"]), 1)],
+            2,
+            1,
+            _lowess_w,
+            extra=[(cat["kl"], cat["kl"] + 1, cat["mult"]), (cat["b"], cat["c"], None)],
+        )
         hs = np.where(h > 0, h, 1.0)
         ok = S[:, 0] > 0
         S0 = np.where(ok, S[:, 0], 1.0)
-        abar = hs * S[:, 1] / S0                  # weighted mean of x − x_s
+        abar = hs * S[:, 1] / S0  # weighted mean of x − x_s
         var = hs * hs * S[:, 2] / S0 - abar * abar  # weighted variance of x
         rng = np.repeat([lplans[r]["range"] for r in lrows], sizes)
         slope = (h > 0) & (np.sqrt(np.maximum(var, 0.0)) > 0.001 * rng)

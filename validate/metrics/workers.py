@@ -15,6 +15,7 @@ environment variable ``VALIDATE_METRICS_WORKERS`` overrides the default. Each wo
 to one thread: the workers already occupy the cores. Blocks are handed out largest first (LPT
 scheduling), and results are placed in the report's order whatever order they finish in.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Optional
+from typing import Any
 
 from validate.errors import InputError
 from validate.machine import available_cpus, available_memory as _available_memory
@@ -37,7 +38,7 @@ AUTO_MIN_WORK = 5_000_000
 BYTES_PER_CASE = 10_000
 
 
-def choose_workers(workers: Optional[int], sizes: Sequence[int], n_bootstrap: int) -> int:
+def choose_workers(workers: int | None, sizes: Sequence[int], n_bootstrap: int) -> int:
     """Processes for blocks of ``sizes`` cases: ``workers`` when given (1 = this process), else the
     environment's ``VALIDATE_METRICS_WORKERS``, else the automatic rule of the module docstring."""
     if workers is None:
@@ -48,8 +49,11 @@ def choose_workers(workers: Optional[int], sizes: Sequence[int], n_bootstrap: in
             except ValueError:
                 workers = 0
             if workers < 1:
-                raise InputError(f"VALIDATE_METRICS_WORKERS is {env!r}", field="VALIDATE_METRICS_WORKERS",
-                                 expected="a positive integer (1 = no worker processes)")
+                raise InputError(
+                    f"VALIDATE_METRICS_WORKERS is {env!r}",
+                    field="VALIDATE_METRICS_WORKERS",
+                    expected="a positive integer (1 = no worker processes)",
+                )
     if workers is not None:
         if workers < 1:
             raise InputError(f"workers is {workers}", field="workers", expected="a positive integer")

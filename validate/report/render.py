@@ -6,12 +6,13 @@ Sections follow the order a reviewer reads: verdict; protocol and provenance; co
 calibration; subgroups; calibration methods; shift and drift; limitations. Every number is shown with
 its n and its interval.
 """
+
 from __future__ import annotations
 
 import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
@@ -29,12 +30,14 @@ CSS = """
 :root { --ink:#1d2330; --muted:#5b6475; --line:#d9dde5; --pass:#1E8449; --warn:#B9770E; --fail:#C0392B;
         --bg:#f6f7f9; }
 * { box-sizing: border-box; }
-body { font-family: Inter, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink); margin: 0; background: var(--bg);
+body { font-family: Inter, "Segoe UI", Helvetica, Arial, sans-serif; color: var(--ink); margin: 0;
+       background: var(--bg);
        font-size: 14px; line-height: 1.45; }
 header { background: #1d2330; color: #fff; padding: 18px 32px; }
 header h1 { margin: 0 0 4px 0; font-size: 22px; }
 header p { margin: 0; color: #c9cfdb; }
-nav { background: #fff; border-bottom: 1px solid var(--line); padding: 8px 32px; position: sticky; top: 0; z-index: 10; }
+nav { background: #fff; border-bottom: 1px solid var(--line); padding: 8px 32px; position: sticky; top: 0;
+      z-index: 10; }
 nav a { margin-right: 14px; color: #2c4f8a; text-decoration: none; font-size: 13px; }
 main { max-width: 1280px; margin: 0 auto; padding: 8px 32px 48px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 16px 22px; margin: 18px 0; }
@@ -45,7 +48,8 @@ table { border-collapse: collapse; margin: 8px 0 14px; font-size: 13px; }
 th, td { border-bottom: 1px solid var(--line); padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #f0f2f6; font-weight: 600; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
-.verdict { font-size: 20px; font-weight: 700; padding: 12px 16px; border-radius: 6px; color: #fff; display: inline-block; }
+.verdict { font-size: 20px; font-weight: 700; padding: 12px 16px; border-radius: 6px; color: #fff;
+           display: inline-block; }
 .v-pass { background: var(--pass); } .v-warn { background: var(--warn); } .v-fail { background: var(--fail); }
 .tag { font-weight: 600; padding: 1px 6px; border-radius: 4px; color: #fff; font-size: 12px; }
 .tag.pass { background: var(--pass); } .tag.warn { background: var(--warn); } .tag.fail { background: var(--fail); }
@@ -70,11 +74,12 @@ class _Figures:
         self.count = 0
         self.titles: list[str] = []
 
-    def html(self, fig, caption: Optional[str] = None) -> str:
+    def html(self, fig, caption: str | None = None) -> str:
         self.count += 1
         div_id = f"figure-{self.count}"
-        body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
-                           config={"displaylogo": False, "responsive": True})
+        body = fig.to_html(
+            full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False, "responsive": True}
+        )
         self.titles.append(div_id)
         cap = f'<p class="note">{esc(caption)}</p>' if caption else ""
         return f'<div class="figure validate-figure" data-figure="{div_id}">{body}{cap}</div>'
@@ -91,8 +96,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, raw: bool =
             else:
                 cells.append(f"<td>{c if raw else esc(c)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
-            "</table></div>")
+    return (
+        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+        "</table></div>"
+    )
 
 
 def _num(text: str) -> tuple:
@@ -103,7 +110,7 @@ def _tag(verdict: str) -> tuple:
     return (f'<span class="tag {verdict}">{verdict.upper()}</span>', "")
 
 
-def _block_cell(block: Optional[Block], metric: str) -> tuple:
+def _block_cell(block: Block | None, metric: str) -> tuple:
     if block is None:
         return ("—", "num")
     e = block.metric(metric)
@@ -115,7 +122,7 @@ def _block_cell(block: Optional[Block], metric: str) -> tuple:
     return (esc(entry_text(e)), "num")
 
 
-def _n_cell(block: Optional[Block]) -> tuple:
+def _n_cell(block: Block | None) -> tuple:
     if block is None:
         return ("—", "num")
     text = f"{block.n}"
@@ -128,6 +135,7 @@ def _n_cell(block: Optional[Block]) -> tuple:
 
 # ---- sections -----------------------------------------------------------------------------------
 
+
 def _verdict(bundle, figs: _Figures) -> str:
     gates = bundle.typed.gates
     v = gates.verdict if gates else "pass"
@@ -135,19 +143,34 @@ def _verdict(bundle, figs: _Figures) -> str:
     ci = bundle.typed.metrics.ci_level
     out = [f'<div class="verdict v-{v}">Release gates: {v.upper()}</div>']
     if not rows:
-        out.append('<p>No gates are declared in the protocol: the verdict is PASS by default.</p>')
+        out.append("<p>No gates are declared in the protocol: the verdict is PASS by default.</p>")
     else:
         c = gates.counts
-        out.append(f"<p>{len(rows)} check(s) from {len(gates.gates)} gate(s): "
-                   f"{c.pass_} pass, {c.warn} warn, {c.fail} fail. Failing checks first.</p>")
+        out.append(
+            f"<p>{len(rows)} check(s) from {len(gates.gates)} gate(s): "
+            f"{c.pass_} pass, {c.warn} warn, {c.fail} fail. Failing checks first.</p>"
+        )
         rank = {"fail": 0, "warn": 1, "pass": 2}
         ordered = sorted(rows, key=lambda r: rank[r.verdict])
-        out.append(_table(
-            ["", "Gate", "Item", "Rule", "Value", f"Estimate ({ci:.0%} CI)", "n (events)", "Reason"],
-            [[_tag(r.verdict), esc(r.gate), esc(r.item), esc(_rule(r)), _num(fmt(r.value)),
-              _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
-              _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
-              esc(r.reason)] for r in ordered], raw=True))
+        out.append(
+            _table(
+                ["", "Gate", "Item", "Rule", "Value", f"Estimate ({ci:.0%} CI)", "n (events)", "Reason"],
+                [
+                    [
+                        _tag(r.verdict),
+                        esc(r.gate),
+                        esc(r.item),
+                        esc(_rule(r)),
+                        _num(fmt(r.value)),
+                        _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+                        _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
+                        esc(r.reason),
+                    ]
+                    for r in ordered
+                ],
+                raw=True,
+            )
+        )
     return _section("verdict", "1. Verdict", "".join(out))
 
 
@@ -174,7 +197,7 @@ def _comparison(bundle, figs: _Figures) -> str:
     gates = bundle.typed.gates
     rows = [r for r in gates.rows if r.compare == "baseline"] if gates else []
     bounds: dict[str, float] = {}
-    for g in (gates.gates if gates else []):
+    for g in gates.gates if gates else []:
         if g.compare == "baseline":
             bounds.setdefault(g.metric, g.threshold)
     out = [_comparison_intro(cmp)]
@@ -182,47 +205,76 @@ def _comparison(bundle, figs: _Figures) -> str:
         out.append(_comparison_gates(rows))
     keys = _comparison_metrics(cmp, list(bounds))
     blocks = _delta_blocks(cmp)
-    out.append(_table(["Block", "n (events)"] + [f"Δ {metric_label(m)} ({cmp.level:.0%} CI, {_delta_method(cmp, m)})"
-                                                 for m in keys],
-                      [[esc(label), _n_cell(b)] + [_delta_cell(b, m) for m in keys] for label, b, inner in blocks
-                       if not inner], raw=True))
+    out.append(
+        _table(
+            ["Block", "n (events)"]
+            + [f"Δ {metric_label(m)} ({cmp.level:.0%} CI, {_delta_method(cmp, m)})" for m in keys],
+            [[esc(label), _n_cell(b)] + [_delta_cell(b, m) for m in keys] for label, b, inner in blocks if not inner],
+            raw=True,
+        )
+    )
     within = [[esc(label), _n_cell(b)] + [_delta_cell(b, m) for m in keys] for label, b, inner in blocks if inner]
     if within:
-        out.append("<details><summary>Subgroups within each site</summary>"
-                   + _table(["Block", "n (events)"] + [f"Δ {metric_label(m)}" for m in keys], within, raw=True)
-                   + "</details>")
+        out.append(
+            "<details><summary>Subgroups within each site</summary>"
+            + _table(["Block", "n (events)"] + [f"Δ {metric_label(m)}" for m in keys], within, raw=True)
+            + "</details>"
+        )
     data = bundle.comparison  # the figures of validate.charts read the JSON itself
-    for m in (list(bounds) or [k for k in ("auroc", "ece") if k in keys]):
-        fig = charts.comparison_forest(charts.comparison_blocks(data), m, bounds.get(m), ci_level=cmp.level,
-                                       new_label=cmp.new.label, baseline_label=cmp.baseline.label)
+    for m in list(bounds) or [k for k in ("auroc", "ece") if k in keys]:
+        fig = charts.comparison_forest(
+            charts.comparison_blocks(data),
+            m,
+            bounds.get(m),
+            ci_level=cmp.level,
+            new_label=cmp.new.label,
+            baseline_label=cmp.baseline.label,
+        )
         margin = f" Dashed: the gate's margin (Δ = {fmt(bounds[m])})." if m in bounds else ""
-        out.append(figs.html(fig, f"Δ {metric_label(m)} per block with its paired interval; solid: no difference."
-                                  + margin))
+        out.append(
+            figs.html(fig, f"Δ {metric_label(m)} per block with its paired interval; solid: no difference." + margin)
+        )
     return _section("comparison", "1.1 Model comparison with the baseline", "".join(out))
 
 
 def _comparison_intro(cmp) -> str:
     new, base, matched = cmp.new, cmp.baseline, cmp.matched
     left = matched.n_new_only + matched.n_baseline_only
-    return (f"<p><b>New</b>: {esc(new.label)} ({esc(new.source)}, sha256 <code>{esc((new.sha256 or '')[:12])}</code>) "
-            f"against the <b>baseline</b>: {esc(base.label)} ({esc(base.source)}, sha256 "
-            f"<code>{esc((base.sha256 or '')[:12])}</code>). Both models scored the same {matched.n} cases, matched by "
-            f"site and case id" + (f"; {left} case(s) scored by one model only are left out "
-                                   f"({matched.n_new_only} new only, {matched.n_baseline_only} baseline only)"
-                                   if left else "") + ".</p>"
-            f'<p class="note">Δ = new − baseline. Intervals at {cmp.level:.0%}: paired DeLong for AUROC (as pROC\'s '
-            f"roc.test(paired=TRUE)), otherwise the same patient-clustered, site-stratified bootstrap replicates "
-            f"({cmp.n_boot}, seed {cmp.seed}) applied to both models (percentile interval of the Δ replicates). "
-            "Under each Δ: the new and the baseline model's values.</p>")
+    return (
+        f"<p><b>New</b>: {esc(new.label)} ({esc(new.source)}, sha256 <code>{esc((new.sha256 or '')[:12])}</code>) "
+        f"against the <b>baseline</b>: {esc(base.label)} ({esc(base.source)}, sha256 "
+        f"<code>{esc((base.sha256 or '')[:12])}</code>). Both models scored the same {matched.n} cases, matched by "
+        f"site and case id"
+        + (
+            f"; {left} case(s) scored by one model only are left out "
+            f"({matched.n_new_only} new only, {matched.n_baseline_only} baseline only)"
+            if left
+            else ""
+        )
+        + ".</p>"
+        f'<p class="note">Δ = new − baseline. Intervals at {cmp.level:.0%}: paired DeLong for AUROC (as pROC\'s '
+        f"roc.test(paired=TRUE)), otherwise the same patient-clustered, site-stratified bootstrap replicates "
+        f"({cmp.n_boot}, seed {cmp.seed}) applied to both models (percentile interval of the Δ replicates). "
+        "Under each Δ: the new and the baseline model's values.</p>"
+    )
 
 
 def _comparison_gates(rows) -> str:
-    body = [[_tag(r.verdict), esc(r.gate), esc(r.item), esc(_rule(r)),
-             _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
-             _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
-             esc(r.reason)] for r in sorted(rows, key=lambda r: {"fail": 0, "warn": 1, "pass": 2}[r.verdict])]
-    return ("<h3>Comparison gates</h3>"
-            + _table(["", "Gate", "Item", "Rule", "Δ (CI)", "n (events)", "Verdict"], body, raw=True))
+    body = [
+        [
+            _tag(r.verdict),
+            esc(r.gate),
+            esc(r.item),
+            esc(_rule(r)),
+            _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+            _num(f"{'—' if r.n is None else r.n}" + (f" ({r.n_events})" if r.n_events is not None else "")),
+            esc(r.reason),
+        ]
+        for r in sorted(rows, key=lambda r: {"fail": 0, "warn": 1, "pass": 2}[r.verdict])
+    ]
+    return "<h3>Comparison gates</h3>" + _table(
+        ["", "Gate", "Item", "Rule", "Δ (CI)", "n (events)", "Verdict"], body, raw=True
+    )
 
 
 def _comparison_metrics(cmp, gate_metrics: list[str]) -> list[str]:
@@ -260,9 +312,11 @@ def _delta_cell(block, metric: str) -> tuple:
         why = block.undefined.get(metric) or "undefined"
         return (f'<span class="insufficient" title="{esc(why)}">undefined</span>', "num")
     p = f", p {fmt(e.p_value)}" if e.p_value is not None else ""
-    return (f'{esc(entry_text({"estimate": e.delta, "ci_low": e.ci_low, "ci_high": e.ci_high}))}'
-            f'<br><span class="small muted">new {esc(fmt(e.new))} · baseline {esc(fmt(e.baseline))}{esc(p)}</span>',
-            "num")
+    return (
+        f"{esc(entry_text({'estimate': e.delta, 'ci_low': e.ci_low, 'ci_high': e.ci_high}))}"
+        f'<br><span class="small muted">new {esc(fmt(e.new))} · baseline {esc(fmt(e.baseline))}{esc(p)}</span>',
+        "num",
+    )
 
 
 def _provenance(bundle, figs: _Figures) -> str:
@@ -286,8 +340,13 @@ def _provenance(bundle, figs: _Figures) -> str:
         ("Command", " ".join(prov.command)),
     ]
     sw = prov.software
-    out = [_table(["Item", "Value"], [[esc(k), f"<code>{esc(v)}</code>" if "sha256" in k else esc(v)] for k, v in rows],
-                  raw=True)]
+    out = [
+        _table(
+            ["Item", "Value"],
+            [[esc(k), f"<code>{esc(v)}</code>" if "sha256" in k else esc(v)] for k, v in rows],
+            raw=True,
+        )
+    ]
     out.append("<h3>Software</h3>")
     out.append(_table(["Package", "Version"], [[esc(k), esc(v or "not installed")] for k, v in sw.items()], raw=True))
     try:
@@ -298,9 +357,11 @@ def _provenance(bundle, figs: _Figures) -> str:
         out.append(f"<details><summary>The protocol that ran (protocol.yaml)</summary><pre>{esc(text)}</pre></details>")
     files = prov.files
     if files:
-        out.append("<details><summary>sha256 of the bundle's files</summary>"
-                   + _table(["File", "sha256"], [[esc(k), f"<code>{esc(v)}</code>"] for k, v in files.items()], raw=True)
-                   + "</details>")
+        out.append(
+            "<details><summary>sha256 of the bundle's files</summary>"
+            + _table(["File", "sha256"], [[esc(k), f"<code>{esc(v)}</code>"] for k, v in files.items()], raw=True)
+            + "</details>"
+        )
     return _section("provenance", "2. Protocol and provenance", "".join(out))
 
 
@@ -323,13 +384,36 @@ def _cohorts(bundle, figs: _Figures) -> str:
         prev = info.prevalence if info else None
         prev_text = entry_text(prev.model_dump()) if prev else fmt(blk.prevalence if blk else None)
         excl_text = "; ".join(f"{k}: {v}" for k, v in (info.excluded if info else {}).items()) or "none"
-        rows.append([esc(s), esc(info.name if info else s), esc(info.role if info else ""),
-                     _num(str(blk.n if blk else info.n if info else 0)),
-                     _num(str(info.patients if info and info.patients is not None else "—")),
-                     _num(str(blk.n_events if blk and blk.n_events is not None else "—")), _num(prev_text),
-                     _num(str(info.n_excluded if info else 0)), esc(excl_text)])
-    out = [_table(["Site", "Name", "Role", "n", "Patients", "Events", f"Prevalence ({ci:.0%} CI, Wilson)", "Excluded",
-                   "Why excluded (from failures.csv)"], rows, raw=True)]
+        rows.append(
+            [
+                esc(s),
+                esc(info.name if info else s),
+                esc(info.role if info else ""),
+                _num(str(blk.n if blk else info.n if info else 0)),
+                _num(str(info.patients if info and info.patients is not None else "—")),
+                _num(str(blk.n_events if blk and blk.n_events is not None else "—")),
+                _num(prev_text),
+                _num(str(info.n_excluded if info else 0)),
+                esc(excl_text),
+            ]
+        )
+    out = [
+        _table(
+            [
+                "Site",
+                "Name",
+                "Role",
+                "n",
+                "Patients",
+                "Events",
+                f"Prevalence ({ci:.0%} CI, Wilson)",
+                "Excluded",
+                "Why excluded (from failures.csv)",
+            ],
+            rows,
+            raw=True,
+        )
+    ]
     attrs = []
     for info in sites.values():
         for a in info.make_up:
@@ -365,23 +449,33 @@ def _discrimination(bundle, figs: _Figures) -> str:
     out = []
     if typed.task == "binary":
         keys = _shown("discrimination", "binary")
-        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
-                for s in order]
-        rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
-                    + [_block_cell(typed.overall, m) for m in keys])
-        out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in keys],
-                          rows, raw=True))
+        rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys] for s in order]
+        rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)] + [_block_cell(typed.overall, m) for m in keys])
+        out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in keys], rows, raw=True))
         if curves.get("sites"):
-            out.append(figs.html(charts.roc_figure(curves["sites"], metrics, sites=order, colors=colors, ci_level=ci,
-                                                   title="ROC curve per site"),
-                                 "Shaded: pointwise bootstrap band of each curve. Circles: the protocol's threshold; "
-                                 "diamonds: the threshold set for the target sensitivity at the development site and "
-                                 "carried unchanged to every other site (bars: intervals)."))
-            out.append(figs.html(charts.pr_figure(curves["sites"], metrics, sites=order, colors=colors,
-                                                  title="Precision-recall curve per site"),
-                                 "Dotted lines: each site's prevalence, the precision of a random ranking."))
-        out.append(figs.html(charts.operating_points_figure(metrics, sites=order,
-                                                            title="Operating points as the threshold travels")))
+            out.append(
+                figs.html(
+                    charts.roc_figure(
+                        curves["sites"], metrics, sites=order, colors=colors, ci_level=ci, title="ROC curve per site"
+                    ),
+                    "Shaded: pointwise bootstrap band of each curve. Circles: the protocol's threshold; "
+                    "diamonds: the threshold set for the target sensitivity at the development site and "
+                    "carried unchanged to every other site (bars: intervals).",
+                )
+            )
+            out.append(
+                figs.html(
+                    charts.pr_figure(
+                        curves["sites"], metrics, sites=order, colors=colors, title="Precision-recall curve per site"
+                    ),
+                    "Dotted lines: each site's prevalence, the precision of a random ranking.",
+                )
+            )
+        out.append(
+            figs.html(
+                charts.operating_points_figure(metrics, sites=order, title="Operating points as the threshold travels")
+            )
+        )
         out.append(_operating_table(typed, order))
     else:
         keys = _shown("discrimination", typed.task)
@@ -401,15 +495,19 @@ def _operating_table(metrics: MetricsFile, order: Sequence[str]) -> str:
         if b is None:
             continue
         for op in b.operating_points:
-            rows.append([esc(s), _num(f"{fmt(op.threshold)} (protocol)")]
-                        + [_num(entry_text(op.extra(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
-                        + [_n_cell(b)])
+            rows.append(
+                [esc(s), _num(f"{fmt(op.threshold)} (protocol)")]
+                + [_num(entry_text(op.extra(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
+                + [_n_cell(b)]
+            )
         t = b.target_sensitivity
         if isinstance(t, Mapping) and t.get("threshold") is not None:
             how = "carried" if t.get("carried") else "set here"
-            rows.append([esc(s), _num(f"{fmt(t.get('threshold'))} ({how}, target {fmt(t.get('target'), 2)})")]
-                        + [_num(entry_text(t.get(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
-                        + [_n_cell(b)])
+            rows.append(
+                [esc(s), _num(f"{fmt(t.get('threshold'))} ({how}, target {fmt(t.get('target'), 2)})")]
+                + [_num(entry_text(t.get(m))) for m in ("sensitivity", "specificity", "ppv", "npv")]
+                + [_n_cell(b)]
+            )
     if not rows:
         return ""
     return _table(["Site", "Threshold", "Sensitivity", "Specificity", "PPV", "NPV", "n (events)"], rows, raw=True)
@@ -425,16 +523,32 @@ def _calibration(bundle, figs: _Figures) -> str:
     ci = typed.ci_level
     out = []
     keys = _shown("calibration", typed.task)
-    rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys]
-            + [_block_cell(blocks.get(s), "hosmer_lemeshow")] for s in order]
-    rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)]
-                + [_block_cell(typed.overall, m) for m in keys] + [_block_cell(typed.overall, "hosmer_lemeshow")])
-    out.append(_table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True))
-    out.append(f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope, bootstrap percentile for the rest.</p>')
+    rows = [
+        [esc(s), _n_cell(blocks.get(s))]
+        + [_block_cell(blocks.get(s), m) for m in keys]
+        + [_block_cell(blocks.get(s), "hosmer_lemeshow")]
+        for s in order
+    ]
+    rows.append(
+        [esc("all sites (pooled)"), _n_cell(typed.overall)]
+        + [_block_cell(typed.overall, m) for m in keys]
+        + [_block_cell(typed.overall, "hosmer_lemeshow")]
+    )
+    out.append(
+        _table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True)
+    )
+    out.append(
+        f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope, bootstrap percentile for the rest.</p>'
+    )
     if typed.task == "binary":
-        out.append(figs.html(charts.calibration_forest(metrics, sites=order, colors=colors,
-                                                       title="Calibration slope and intercept per site"),
-                             "Slope below 1: predictions too extreme at that site; intercept below 0: risks overestimated."))
+        out.append(
+            figs.html(
+                charts.calibration_forest(
+                    metrics, sites=order, colors=colors, title="Calibration slope and intercept per site"
+                ),
+                "Slope below 1: predictions too extreme at that site; intercept below 0: risks overestimated.",
+            )
+        )
     grid = []
     for s in order:
         c = (curves.get("sites") or {}).get(s)
@@ -448,14 +562,23 @@ def _calibration(bundle, figs: _Figures) -> str:
         cal = bundle.typed.calibration
         rec = cal.recommended if cal is not None and cal.computed else None
         after = ((curves.get("calibrated") or {}).get(rec) or {}).get("sites", {}).get(s) if rec else None
-        grid.append(figs.html(charts.reliability_figure(
-            c, title=f"Reliability at {s} ({charts.n_text(c.get('n'), c.get('n_events'))})",
-            calibrated={f"after {rec} (recommended)": after} if after else None,
-            color=colors.get(s, charts.PALETTE[0]), ci_level=ci)))
+        grid.append(
+            figs.html(
+                charts.reliability_figure(
+                    c,
+                    title=f"Reliability at {s} ({charts.n_text(c.get('n'), c.get('n_events'))})",
+                    calibrated={f"after {rec} (recommended)": after} if after else None,
+                    color=colors.get(s, charts.PALETTE[0]),
+                    ci_level=ci,
+                )
+            )
+        )
     if grid:
-        out.append("<h3>Reliability diagrams</h3><p class=\"note\">Each point is a bin of predictions (equal width, as "
-                   "ECE); the band is the Wilson interval of the observed rate; the dotted line is the lowess smooth; "
-                   "below, the predictions per bin by outcome.</p>")
+        out.append(
+            '<h3>Reliability diagrams</h3><p class="note">Each point is a bin of predictions (equal width, as '
+            "ECE); the band is the Wilson interval of the observed rate; the dotted line is the lowess smooth; "
+            "below, the predictions per bin by outcome.</p>"
+        )
         out.append('<div class="grid2">' + "".join(grid) + "</div>")
     return _section("calibration", "5. Calibration", "".join(out))
 
@@ -468,9 +591,11 @@ def _subgroups(bundle, figs: _Figures) -> str:
         return _section("subgroups", "6. Subgroups", "<p>No subgroups are declared in the protocol.</p>")
     order = _site_order(bundle)
     ci = typed.ci_level
-    out = [f'<p class="note">Blocks per subgroup, pooled over sites and per site; gaps are group − site value with '
-           f"a paired bootstrap {ci:.0%} interval. Groups with too little data are shown grey and marked "
-           "insufficient.</p>"]
+    out = [
+        f'<p class="note">Blocks per subgroup, pooled over sites and per site; gaps are group − site value with '
+        f"a paired bootstrap {ci:.0%} interval. Groups with too little data are shown grey and marked "
+        "insufficient.</p>"
+    ]
     task = typed.task or bundle.typed.metrics.task
     keys = _shown("subgroups", task)
     for attr in typed.attributes:
@@ -482,16 +607,31 @@ def _subgroups(bundle, figs: _Figures) -> str:
             cell = pooled.get(g)
             b = cell.block if cell else None
             gap = cell.gap.get("auroc") if cell and task == "binary" else None
-            rows.append([esc(g), _n_cell(b)] + [_block_cell(b, m) for m in keys]
-                        + ([_num(entry_text(gap))] if task == "binary" else []))
-        out.append(_table(["Group (all sites)", "n (events)"] + [metric_label(m) for m in keys]
-                          + (["AUROC gap to all sites"] if task == "binary" else []), rows, raw=True))
+            rows.append(
+                [esc(g), _n_cell(b)]
+                + [_block_cell(b, m) for m in keys]
+                + ([_num(entry_text(gap))] if task == "binary" else [])
+            )
+        out.append(
+            _table(
+                ["Group (all sites)", "n (events)"]
+                + [metric_label(m) for m in keys]
+                + (["AUROC gap to all sites"] if task == "binary" else []),
+                rows,
+                raw=True,
+            )
+        )
         main = "auroc" if task == "binary" else "ece"
         wide = len(groups) > 4  # many groups (intersections): full width, one figure per row
         out.append('<div class="grid2">' if not wide else "<div>")
-        out.append(figs.html(charts.subgroup_forest(analysis, attr, main, site="overall", metrics=metrics),
-                             "Squares: estimate with interval; hollow grey: too little data; dashed: the value over "
-                             "all cases." if attr == typed.attributes[0] else None))
+        out.append(
+            figs.html(
+                charts.subgroup_forest(analysis, attr, main, site="overall", metrics=metrics),
+                "Squares: estimate with interval; hollow grey: too little data; dashed: the value over all cases."
+                if attr == typed.attributes[0]
+                else None,
+            )
+        )
         out.append(figs.html(charts.subgroup_heatmap(analysis, attr, main, sites=order)))
         out.append("</div>")
         worst_rows = []
@@ -502,16 +642,35 @@ def _subgroups(bundle, figs: _Figures) -> str:
                 r = w.get(m)
                 if r is None:
                     continue
-                worst_rows.append([esc("all sites" if level == "overall" else level), esc(metric_label(m)),
-                                   esc(r.group or "none judgeable"),
-                                   _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
-                                   _num(entry_text(r.gap) if r.gap else "—"),
-                                   _num(f"{'—' if r.n is None else r.n} ({'—' if r.n_events is None else r.n_events})"),
-                                   esc(", ".join(r.excluded_insufficient) or "none")])
+                worst_rows.append(
+                    [
+                        esc("all sites" if level == "overall" else level),
+                        esc(metric_label(m)),
+                        esc(r.group or "none judgeable"),
+                        _num(entry_text({"estimate": r.estimate, "ci_low": r.ci_low, "ci_high": r.ci_high})),
+                        _num(entry_text(r.gap) if r.gap else "—"),
+                        _num(f"{'—' if r.n is None else r.n} ({'—' if r.n_events is None else r.n_events})"),
+                        esc(", ".join(r.excluded_insufficient) or "none"),
+                    ]
+                )
         if worst_rows:
-            out.append("<details><summary>Worst group per metric, per site</summary>"
-                       + _table(["Site", "Metric", "Worst group", "Estimate (CI)", "Gap to site (CI)", "n (events)",
-                                 "Too small to judge"], worst_rows, raw=True) + "</details>")
+            out.append(
+                "<details><summary>Worst group per metric, per site</summary>"
+                + _table(
+                    [
+                        "Site",
+                        "Metric",
+                        "Worst group",
+                        "Estimate (CI)",
+                        "Gap to site (CI)",
+                        "n (events)",
+                        "Too small to judge",
+                    ],
+                    worst_rows,
+                    raw=True,
+                )
+                + "</details>"
+            )
     return _section("subgroups", "6. Subgroups", "".join(out))
 
 
@@ -520,9 +679,12 @@ def _methods(bundle, figs: _Figures) -> str:
     cal = bundle.calibration  # the figures and adapters read the JSON itself
     if typed is None or not typed.computed or not typed.methods:
         return _section("methods", "7. Calibration method comparison", "<p>No calibration comparison in this run.</p>")
-    out = [f"<p>Design <b>{esc(typed.design)}</b>: methods fitted on {esc(', '.join(typed.fit_on))}, "
-           f"evaluated on cases not used for fitting. Recommended: <b>{esc(typed.recommended or '—')}</b>."
-           + (f" {esc(typed.recommendation_note)}" if typed.recommendation_note else "") + "</p>"]
+    out = [
+        f"<p>Design <b>{esc(typed.design)}</b>: methods fitted on {esc(', '.join(typed.fit_on))}, "
+        f"evaluated on cases not used for fitting. Recommended: <b>{esc(typed.recommended or '—')}</b>."
+        + (f" {esc(typed.recommendation_note)}" if typed.recommendation_note else "")
+        + "</p>"
+    ]
     out.append(figs.html(charts.calibration_methods_figure(cal, "ece")))
     methods = typed.methods
     keys = _shown("methods", typed.task or bundle.typed.metrics.task)
@@ -539,18 +701,27 @@ def _methods(bundle, figs: _Figures) -> str:
             if b is None:
                 continue
             change = methods[m].change_vs_none.get(s, {}).get("ece")
-            rows.append([esc(s), esc(m + (" (recommended)" if m == typed.recommended else "")), _n_cell(b)]
-                        + [_block_cell(b, k) for k in keys]
-                        + [_num(entry_text(change) if change else "—")])
-    out.append(_table(["Site", "Method", "n (events)"] + [metric_label(k) for k in keys]
-                      + ["ECE change vs none (paired CI)"], rows, raw=True))
+            rows.append(
+                [esc(s), esc(m + (" (recommended)" if m == typed.recommended else "")), _n_cell(b)]
+                + [_block_cell(b, k) for k in keys]
+                + [_num(entry_text(change) if change else "—")]
+            )
+    out.append(
+        _table(
+            ["Site", "Method", "n (events)"] + [metric_label(k) for k in keys] + ["ECE change vs none (paired CI)"],
+            rows,
+            raw=True,
+        )
+    )
     failed = [f"{m}: {methods[m].error}" for m in names if methods[m].error]
     if failed:
         out.append(f'<p class="note">Fits that failed (left out of the recommendation): {esc("; ".join(failed))}.</p>')
-    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].params or {}, sort_keys=True)[:300])}</code>"]
-              for m in names]
-    out.append("<details><summary>Fitted parameters</summary>" + _table(["Method", "Parameters"], params, raw=True)
-               + "</details>")
+    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].params or {}, sort_keys=True)[:300])}</code>"] for m in names]
+    out.append(
+        "<details><summary>Fitted parameters</summary>"
+        + _table(["Method", "Parameters"], params, raw=True)
+        + "</details>"
+    )
     for _kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
         html_part = builder(cal, figs)
         if html_part:
@@ -567,11 +738,13 @@ def _sample_size(cal: Mapping, figs: _Figures) -> str:
     if not rows:
         return ""
     shown = method or "each method"
-    return ("<h3>How many local cases recalibration needs</h3>"
-            + figs.html(charts.sample_size_figure(rows, "ece", title=f"ECE after local recalibration with {shown}, "
-                                                                     "by number of local fitting cases"),
-                        "Lines: mean ECE over the repeats on the site's remaining cases; band: 2.5–97.5% of the "
-                        "repeats; dotted: the same cases uncalibrated. Below the dotted line recalibration helps."))
+    return "<h3>How many local cases recalibration needs</h3>" + figs.html(
+        charts.sample_size_figure(
+            rows, "ece", title=f"ECE after local recalibration with {shown}, by number of local fitting cases"
+        ),
+        "Lines: mean ECE over the repeats on the site's remaining cases; band: 2.5–97.5% of the "
+        "repeats; dotted: the same cases uncalibrated. Below the dotted line recalibration helps.",
+    )
 
 
 def _transfer(cal: Mapping, figs: _Figures) -> str:
@@ -582,11 +755,12 @@ def _transfer(cal: Mapping, figs: _Figures) -> str:
         return ""
     rec = cal.get("recommended")
     method = rec if rec in matrix and rec != "none" else next((m for m in matrix if m != "none"), next(iter(matrix)))
-    return (f"<h3>Transfer between sites ({esc(method)})</h3>"
-            + figs.html(charts.transfer_matrix_figure(matrix[method], "ece",
-                                                      title=f"ECE after {method} fitted at one site (rows), used at "
-                                                            "another (columns)"),
-                        "Point estimates; each row's calibrator is fitted on all of that site's cases."))
+    return f"<h3>Transfer between sites ({esc(method)})</h3>" + figs.html(
+        charts.transfer_matrix_figure(
+            matrix[method], "ece", title=f"ECE after {method} fitted at one site (rows), used at another (columns)"
+        ),
+        "Point estimates; each row's calibrator is fitted on all of that site's cases.",
+    )
 
 
 def _shift(bundle, figs: _Figures) -> str:
@@ -596,24 +770,37 @@ def _shift(bundle, figs: _Figures) -> str:
         why = (typed.reason if typed is not None else None) or "no shift analysis in this bundle"
         return _section("shift", "8. Dataset shift and drift", f"<p>No shift analysis: {esc(why)}.</p>")
     dev = typed.development
-    out = [f"<p>Each external site against the development site(s) {esc(', '.join(dev.sites))} "
-           f"(n={dev.n}); p-values corrected ({esc(typed.correction)}) within each site, "
-           f"alpha {fmt(typed.alpha, 2)}. Flagged: {esc(', '.join(typed.flagged_sites) or 'none')}; "
-           f"material (significant and beyond its practical threshold): "
-           f"{esc(', '.join(typed.material_sites) or 'none')}.</p>"]
+    out = [
+        f"<p>Each external site against the development site(s) {esc(', '.join(dev.sites))} "
+        f"(n={dev.n}); p-values corrected ({esc(typed.correction)}) within each site, "
+        f"alpha {fmt(typed.alpha, 2)}. Flagged: {esc(', '.join(typed.flagged_sites) or 'none')}; "
+        f"material (significant and beyond its practical threshold): "
+        f"{esc(', '.join(typed.material_sites) or 'none')}.</p>"
+    ]
     rows = []
     for s, info in typed.sites.items():
         top = [r for r in info.ranking if r.flagged][:3]
-        rows.append([esc(s), _num(str(info.n)), esc("yes" if info.flagged else "no"),
-                     esc("yes" if info.material else "no"), _num(str(info.n_tests)),
-                     esc("; ".join(f"{r.id} ({r.effect_name} {fmt(r.effect)}, adj. p {fmt(r.p_adjusted)})"
-                                   for r in top) or "—")])
+        rows.append(
+            [
+                esc(s),
+                _num(str(info.n)),
+                esc("yes" if info.flagged else "no"),
+                esc("yes" if info.material else "no"),
+                _num(str(info.n_tests)),
+                esc(
+                    "; ".join(f"{r.id} ({r.effect_name} {fmt(r.effect)}, adj. p {fmt(r.p_adjusted)})" for r in top)
+                    or "—"
+                ),
+            ]
+        )
     out.append(_table(["Site", "n", "Flagged", "Material", "Tests", "Largest flagged differences"], rows, raw=True))
     grid = [figs.html(charts.shift_summary_figure(shift, s)) for s in typed.sites]
     if grid:
-        out.append('<p class="note">What differs most per site: bars are −log10 of the adjusted p-value; red: '
-                   'significant and beyond its practical threshold (material), amber: significant, grey: not '
-                   "significant; dashed: alpha.</p>")
+        out.append(
+            '<p class="note">What differs most per site: bars are −log10 of the adjusted p-value; red: '
+            "significant and beyond its practical threshold (material), amber: significant, grey: not "
+            "significant; dashed: alpha.</p>"
+        )
         out.append('<div class="grid2">' + "".join(grid) + "</div>")
     drift = typed.drift
     if drift.sites:
@@ -621,8 +808,13 @@ def _shift(bundle, figs: _Figures) -> str:
         for s, d in drift.sites.items():
             if d.windows:
                 flagged = ", ".join(d.flagged_windows) or "none"
-                out.append(figs.html(charts.drift_figure(shift["drift"]["sites"][s],
-                                                         title=f"{s}: metrics per window (flagged: {flagged})")))
+                out.append(
+                    figs.html(
+                        charts.drift_figure(
+                            shift["drift"]["sites"][s], title=f"{s}: metrics per window (flagged: {flagged})"
+                        )
+                    )
+                )
     elif drift.reason:
         out.append(f'<p class="note">Temporal drift: {esc(drift.reason)}.</p>')
     return _section("shift", "8. Dataset shift and drift", "".join(out))
@@ -642,25 +834,35 @@ def _limitations(bundle, figs: _Figures) -> str:
     roles = {s: info.role for s, info in cohorts.sites.items()} if cohorts else {}
     dev = [s for s, r in roles.items() if r == "development"]
     if dev:
-        items.append(f"Metrics at the development site(s) {esc(', '.join(dev))} are apparent (in-sample) performance "
-                     "when the model was fitted there; judge generalisation by the external sites.")
+        items.append(
+            f"Metrics at the development site(s) {esc(', '.join(dev))} are apparent (in-sample) performance "
+            "when the model was fitted there; judge generalisation by the external sites."
+        )
     fails = bundle.failures
     if len(fails):
         by = fails.groupby([fails["site"].astype(str), fails["reason"].astype(str).str.split(":").str[0]]).size()
-        items.append(f"{len(fails)} case(s) could not be read or scored and are excluded: "
-                     + "; ".join(f"{esc(site)}: {esc(reason)} ({k})" for (site, reason), k in by.items()) + ".")
+        items.append(
+            f"{len(fails)} case(s) could not be read or scored and are excluded: "
+            + "; ".join(f"{esc(site)}: {esc(reason)} ({k})" for (site, reason), k in by.items())
+            + "."
+        )
     gates = bundle.typed.gates
     small_gates = [r for r in gates.rows if r.insufficient] if gates else []
     if small_gates:
-        items.append(f"{len(small_gates)} gate check(s) were decided by their insufficient-data policy "
-                     f"({', '.join(sorted({esc(r.gate) for r in small_gates}))}).")
+        items.append(
+            f"{len(small_gates)} gate check(s) were decided by their insufficient-data policy "
+            f"({', '.join(sorted({esc(r.gate) for r in small_gates}))})."
+        )
     out.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else "<p>None noted.</p>")
     cells = insufficient_cells(bundle.subgroups or {})
     if cells:
         out.append(f"<h3>Subgroup cells with too little data ({len(cells)})</h3>")
-        out.append(_table(["Site", "Subgroup", "Group", "n", "Events", "Reason"],
-                          [[c["site"], c["subgroup"], c["group"], c.get("n"), c.get("n_events"), c.get("reason")]
-                           for c in cells]))
+        out.append(
+            _table(
+                ["Site", "Subgroup", "Group", "n", "Events", "Reason"],
+                [[c["site"], c["subgroup"], c["group"], c.get("n"), c.get("n_events"), c.get("reason")] for c in cells],
+            )
+        )
     return _section("limitations", "9. Limitations", "".join(out))
 
 
@@ -668,12 +870,18 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
 
 
-SECTIONS = (("verdict", "Verdict", _verdict), ("comparison", "Model comparison", _comparison),
-            ("provenance", "Provenance", _provenance),
-            ("cohorts", "Cohorts", _cohorts), ("discrimination", "Discrimination", _discrimination),
-            ("calibration", "Calibration", _calibration), ("subgroups", "Subgroups", _subgroups),
-            ("methods", "Calibration methods", _methods), ("shift", "Shift & drift", _shift),
-            ("limitations", "Limitations", _limitations))
+SECTIONS = (
+    ("verdict", "Verdict", _verdict),
+    ("comparison", "Model comparison", _comparison),
+    ("provenance", "Provenance", _provenance),
+    ("cohorts", "Cohorts", _cohorts),
+    ("discrimination", "Discrimination", _discrimination),
+    ("calibration", "Calibration", _calibration),
+    ("subgroups", "Subgroups", _subgroups),
+    ("methods", "Calibration methods", _methods),
+    ("shift", "Shift & drift", _shift),
+    ("limitations", "Limitations", _limitations),
+)
 
 
 def render_report(bundle) -> str:
@@ -703,16 +911,17 @@ def render_report(bundle) -> str:
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in parts)
     plotly_js = get_plotlyjs()
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<meta name=\"validate-figures\" content=\"{figs.count}\">"
-        f"<meta name=\"validate-verdict\" content=\"{esc(verdict)}\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="validate-figures" content="{figs.count}">'
+        f'<meta name="validate-verdict" content="{esc(verdict)}">'
         f"<title>{esc(title)}</title><style>{CSS}</style>"
-        f"<script type=\"text/javascript\">{plotly_js}</script></head>"
-        f"<body data-figures=\"{figs.count}\"><header><h1>{esc(title)}</h1>"
+        f'<script type="text/javascript">{plotly_js}</script></head>'
+        f'<body data-figures="{figs.count}"><header><h1>{esc(title)}</h1>'
         f"<p>{esc(desc)}</p><p>Run {esc(prov.started_at)} · bundle {esc(bundle.path.name)} · "
         f"verdict {esc(verdict.upper())}</p></header><nav>{nav}</nav><main>{body}</main>"
-        "</body></html>\n")
+        "</body></html>\n"
+    )
 
 
 def write_report(bundle, path=None):

@@ -9,6 +9,7 @@
 
 Imports are lazy so that ``import validate.scoring.evaluator`` needs only torch, numpy and Pillow.
 """
+
 from __future__ import annotations
 
 from typing import Any

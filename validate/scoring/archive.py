@@ -23,6 +23,7 @@ calls an ATen/registered operator overload, a higher-order operator or a symboli
 names are plain identifiers; shape expressions use sympy's constructors and nothing else; no guards
 code. Anything else is refused, naming the archive entry, before torch opens the file.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,7 +34,7 @@ import tokenize
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 # the entries torch.export.save writes, relative to the archive's root folder
 _FIXED_ENTRIES = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
@@ -61,8 +62,20 @@ IDENTIFIER = re.compile(r"[A-Za-z_]\w*", re.ASCII)
 DOTTED_NAME = re.compile(r"\w+(\.\w+)*", re.ASCII)
 # JSON fields whose text torch keeps as text (or writes into generated code with repr, or parses as
 # JSON): any characters are fine there
-_FREE_TEXT_FIELDS = {"stack_trace", "nn_module_stack", "source_fn_stack", "torch_fn", "custom", "in_spec",
-                     "out_spec", "as_string", "as_strings", "torch_version", "doc_string", "from_node"}
+_FREE_TEXT_FIELDS = {
+    "stack_trace",
+    "nn_module_stack",
+    "source_fn_stack",
+    "torch_fn",
+    "custom",
+    "in_spec",
+    "out_spec",
+    "as_string",
+    "as_strings",
+    "torch_version",
+    "doc_string",
+    "from_node",
+}
 
 
 class ArchiveRefused(Exception):
@@ -91,7 +104,7 @@ def inspect_export_archive(path: Path, *, load_restricted: Callable[[bytes], Any
                 raise ArchiveRefused(name, "appears twice in the archive")
             seen.add(name)
         root = _root_folder(names)
-        rel = {n[len(root) + 1:]: n for n in names}
+        rel = {n[len(root) + 1 :]: n for n in names}
         for short, full in rel.items():
             _check_entry_place(short, full)
         _check_format(zf, rel, root)
@@ -161,8 +174,11 @@ def _check_payload_config(zf: zipfile.ZipFile, rel: dict[str, str], root: str, s
         if not isinstance(meta, dict):
             raise ArchiveRefused(where, "not a mapping")
         if meta.get("use_pickle") is not False:
-            raise ArchiveRefused(where, f"use_pickle is {meta.get('use_pickle')!r}: torch would unpickle "
-                                        f"{meta.get('path_name')} with weights_only=False")
+            raise ArchiveRefused(
+                where,
+                f"use_pickle is {meta.get('use_pickle')!r}: torch would unpickle "
+                f"{meta.get('path_name')} with weights_only=False",
+            )
         name = meta.get("path_name")
         if not isinstance(name, str) or not re.fullmatch(rf"{prefix}\d+", name) or f"{folder}/{name}" not in rel:
             raise ArchiveRefused(where, f"path_name {name!r} is not a {prefix}N tensor file of this archive")
@@ -176,15 +192,21 @@ def _check_restricted_pickle(data: bytes, entry: str, load_restricted: Callable[
     except Exception as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's message opens with advice to retry unrestricted; the line that says why is further down
-        first = next((line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line),
-                     lines[0] if lines else type(exc).__name__)
-        raise ArchiveRefused(entry, "a pickle that torch.load(weights_only=True) rejects, which torch.export.load "
-                                    f"would then unpickle without restriction ({first[:200]})") from None
+        first = next(
+            (line for line in lines if "Unsupported" in line or "WeightsUnpickler error" in line),
+            lines[0] if lines else type(exc).__name__,
+        )
+        raise ArchiveRefused(
+            entry,
+            "a pickle that torch.load(weights_only=True) rejects, which torch.export.load "
+            f"would then unpickle without restriction ({first[:200]})",
+        ) from None
     if not isinstance(obj, (tuple, dict)):
         raise ArchiveRefused(entry, f"holds a {type(obj).__name__}, expected the sample inputs tuple")
 
 
 # ---- the exported program (models/<name>.json) ---------------------------------------------------
+
 
 def _check_program(program: Any, entry: str) -> None:
     if not isinstance(program, dict):
@@ -192,7 +214,7 @@ def _check_program(program: Any, entry: str) -> None:
     guards = program.get("guards_code") or []
     if guards:
         raise ArchiveRefused(f"{entry} guards_code", f"Python source that torch would exec ({str(guards[0])[:80]!r})")
-    for constraint in (program.get("range_constraints") or {}):
+    for constraint in program.get("range_constraints") or {}:
         if not IDENTIFIER.fullmatch(str(constraint)):
             raise ArchiveRefused(f"{entry} range_constraints", f"symbol {constraint!r} is not an identifier")
     for where, key, value, parent in _strings(program, "$"):
@@ -206,7 +228,7 @@ def _check_program(program: Any, entry: str) -> None:
             raise ArchiveRefused(f"{entry} {where}", f"{value[:80]!r} is not a (dotted) identifier")
 
 
-def _strings(node: Any, where: str, key: Optional[str] = None, parent: Any = None) -> Iterator[tuple[str, Any, str, Any]]:
+def _strings(node: Any, where: str, key: str | None = None, parent: Any = None) -> Iterator[tuple[str, Any, str, Any]]:
     """Every string of a JSON tree with its path, its field name and the object holding it."""
     if isinstance(node, dict):
         for k, v in node.items():
@@ -240,11 +262,14 @@ def _check_target(target: str, where: str) -> None:
         except Exception:
             resolved = None
     if not isinstance(resolved, (torch._ops.OpOverload, torch._ops.HigherOrderOperator)):
-        raise ArchiveRefused(where, f"node target {target[:80]!r} is not an operator overload torch knows "
-                                    "(a custom operator must be registered; any other callable is refused)")
+        raise ArchiveRefused(
+            where,
+            f"node target {target[:80]!r} is not an operator overload torch knows "
+            "(a custom operator must be registered; any other callable is refused)",
+        )
 
 
-_SYMPY_NAMES: Optional[frozenset[str]] = None
+_SYMPY_NAMES: frozenset[str] | None = None
 
 
 def _sympy_names() -> frozenset[str]:
@@ -256,21 +281,94 @@ def _sympy_names() -> frozenset[str]:
         import torch.utils._sympy.functions as torch_functions
         from sympy.core.assumptions import _assume_defined
 
-        core = {"Symbol", "Dummy", "Integer", "Rational", "Float", "Add", "Mul", "Pow", "Mod", "Max", "Min", "Abs",
-                "floor", "ceiling", "sqrt", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "Equality", "Unequality",
-                "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan", "And", "Or", "Not", "Xor",
-                "Piecewise", "ExprCondPair", "Tuple", "oo", "zoo", "nan", "pi", "E", "I", "true", "false",
-                "True", "False", "None", "NegativeOne", "One", "Zero", "Half", "Infinity",
-                "NegativeInfinity", "BooleanTrue", "BooleanFalse"}
-        functions = {name for name, obj in vars(torch_functions).items()
-                     if isinstance(obj, type) and issubclass(obj, sympy.Basic)}
+        core = {
+            "Symbol",
+            "Dummy",
+            "Integer",
+            "Rational",
+            "Float",
+            "Add",
+            "Mul",
+            "Pow",
+            "Mod",
+            "Max",
+            "Min",
+            "Abs",
+            "floor",
+            "ceiling",
+            "sqrt",
+            "Eq",
+            "Ne",
+            "Lt",
+            "Le",
+            "Gt",
+            "Ge",
+            "Equality",
+            "Unequality",
+            "StrictLessThan",
+            "StrictGreaterThan",
+            "LessThan",
+            "GreaterThan",
+            "And",
+            "Or",
+            "Not",
+            "Xor",
+            "Piecewise",
+            "ExprCondPair",
+            "Tuple",
+            "oo",
+            "zoo",
+            "nan",
+            "pi",
+            "E",
+            "I",
+            "true",
+            "false",
+            "True",
+            "False",
+            "None",
+            "NegativeOne",
+            "One",
+            "Zero",
+            "Half",
+            "Infinity",
+            "NegativeInfinity",
+            "BooleanTrue",
+            "BooleanFalse",
+        }
+        functions = {
+            name
+            for name, obj in vars(torch_functions).items()
+            if isinstance(obj, type) and issubclass(obj, sympy.Basic)
+        }
         _SYMPY_NAMES = frozenset(core | functions | set(_assume_defined) | {"real", "precision"})
     return _SYMPY_NAMES
 
 
 # tokens that cannot reach an attribute, a subscript, a lambda, an assignment or a statement
-_EXPRESSION_OPS = {"(", ")", ",", "+", "-", "*", "/", "//", "%", "**", "<", ">", "<=", ">=", "==", "!=", "=", "~",
-                   "&", "|", "^"}
+_EXPRESSION_OPS = {
+    "(",
+    ")",
+    ",",
+    "+",
+    "-",
+    "*",
+    "/",
+    "//",
+    "%",
+    "**",
+    "<",
+    ">",
+    "<=",
+    ">=",
+    "==",
+    "!=",
+    "=",
+    "~",
+    "&",
+    "|",
+    "^",
+}
 
 
 def _check_python_expression(text: str, where: str, names: frozenset[str], *, strings: re.Pattern) -> None:
@@ -283,18 +381,30 @@ def _check_python_expression(text: str, where: str, names: frozenset[str], *, st
         raise ArchiveRefused(where, f"not an expression ({exc})") from None
     for tok in tokens:
         kind, value = tok.type, tok.string
-        if kind in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER) or (kind == tokenize.INDENT and not value.strip()):
+        if kind in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER) or (
+            kind == tokenize.INDENT and not value.strip()
+        ):
             continue
         if kind == tokenize.NUMBER:
             continue
-        if kind == tokenize.NAME and not keyword.iskeyword(value) and (
-                value in names or re.fullmatch(r"[a-z]+\d+", value)):
+        if (
+            kind == tokenize.NAME
+            and not keyword.iskeyword(value)
+            and (value in names or re.fullmatch(r"[a-z]+\d+", value))
+        ):
             continue
         if kind == tokenize.NAME and value in ("True", "False", "None"):
             continue
-        if kind == tokenize.STRING and re.fullmatch(r"'[^'\\]*'|\"[^\"\\]*\"", value) and strings.fullmatch(value[1:-1]):
+        if (
+            kind == tokenize.STRING
+            and re.fullmatch(r"'[^'\\]*'|\"[^\"\\]*\"", value)
+            and strings.fullmatch(value[1:-1])
+        ):
             continue
         if kind == tokenize.OP and value in _EXPRESSION_OPS:
             continue
-        raise ArchiveRefused(where, f"shape expression {text[:80]!r} uses {value!r}, which is not sympy arithmetic "
-                                    "(torch would eval it with sympy.sympify)")
+        raise ArchiveRefused(
+            where,
+            f"shape expression {text[:80]!r} uses {value!r}, which is not sympy arithmetic "
+            "(torch would eval it with sympy.sympify)",
+        )

@@ -29,6 +29,7 @@ cached run gives the same predictions table as a fresh one. :data:`CACHE_VERSION
 key: raise it whenever what a shard holds, or how it is computed, changes, so that older shards are
 never read as if they were complete.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,7 +37,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -57,8 +57,17 @@ def ci_mode() -> bool:
 
 
 def run_key(*, checkpoint_sha256: str, preprocessing: dict, output: dict, amp: str, shard_size: int) -> str:
-    blob = json.dumps({"version": CACHE_VERSION, "checkpoint": checkpoint_sha256, "preprocessing": preprocessing,
-                       "output": output, "amp": amp, "shard_size": shard_size}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "checkpoint": checkpoint_sha256,
+            "preprocessing": preprocessing,
+            "output": output,
+            "amp": amp,
+            "shard_size": shard_size,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -96,7 +105,7 @@ class ShardCache:
     def path(self, index: int, rows_key: str) -> Path:
         return self.dir / f"shard-{index:06d}-{rows_key[:16]}.npz"
 
-    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[ShardResult]:
+    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> ShardResult | None:
         """The cached shard if present, readable and about the same cases; else None."""
         path = self.path(index, rows_key)
         if not path.exists() or not checksum_ok(path, "cached scores"):
@@ -104,9 +113,14 @@ class ShardCache:
         try:
             with np.load(path, allow_pickle=False) as z:
                 stored_ids = z["case_id"].tolist()
-                res = ShardResult(positions=z["positions"].astype(np.int64), logits=z["logits"].astype(np.float64),
-                                  failures=[(int(p), str(r), str(s)) for p, r, s in
-                                            zip(z["fail_position"], z["fail_reason"], z["fail_stage"], strict=True)])
+                res = ShardResult(
+                    positions=z["positions"].astype(np.int64),
+                    logits=z["logits"].astype(np.float64),
+                    failures=[
+                        (int(p), str(r), str(s))
+                        for p, r, s in zip(z["fail_position"], z["fail_reason"], z["fail_stage"], strict=True)
+                    ],
+                )
                 if "image_stats" in z.files:
                     if z["image_stat_columns"].tolist() != list(IMAGE_STAT_COLUMNS):
                         return None  # statistics of another definition: recompute rather than mislabel
@@ -127,16 +141,24 @@ class ShardCache:
         extras = {}
         if result.image_stats is not None:
             n = len(result.positions)
-            extras = {"image_stats": np.asarray(result.image_stats, dtype=np.float64),
-                      "image_stat_columns": np.asarray(IMAGE_STAT_COLUMNS, dtype=str),
-                      "equipment": np.asarray(result.equipment if result.equipment is not None
-                                              else np.full((n, 2), ""), dtype=str).reshape(n, 2)}
+            extras = {
+                "image_stats": np.asarray(result.image_stats, dtype=np.float64),
+                "image_stat_columns": np.asarray(IMAGE_STAT_COLUMNS, dtype=str),
+                "equipment": np.asarray(
+                    result.equipment if result.equipment is not None else np.full((n, 2), ""), dtype=str
+                ).reshape(n, 2),
+            }
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, case_id=np.asarray([str(c) for c in case_ids], dtype=str),
-                         positions=result.positions.astype(np.int64), logits=result.logits.astype(np.float64),
-                         fail_position=np.asarray([f[0] for f in fails], dtype=np.int64),
-                         fail_reason=np.asarray([f[1] for f in fails], dtype=str),
-                         fail_stage=np.asarray([f[2] for f in fails], dtype=str), **extras)
+                np.savez(
+                    fh,
+                    case_id=np.asarray([str(c) for c in case_ids], dtype=str),
+                    positions=result.positions.astype(np.int64),
+                    logits=result.logits.astype(np.float64),
+                    fail_position=np.asarray([f[0] for f in fails], dtype=np.int64),
+                    fail_reason=np.asarray([f[1] for f in fails], dtype=str),
+                    fail_stage=np.asarray([f[2] for f in fails], dtype=str),
+                    **extras,
+                )
             write_checksum(path, tmp)
         return path

@@ -20,6 +20,7 @@ TorchScript types). Nothing is imported that the protocol did not name: the fact
 dict (``model.factory``) is code the user chose to run. Every error names the checkpoint file and its
 format.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,14 +57,15 @@ PREDICTION_SUFFIXES = (".parquet", ".csv")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "weights", "net")
 
 
-def _error(path: Path, fmt: Optional[str], message: str, expected: Optional[str] = None) -> InputError:
+def _error(path: Path, fmt: str | None, message: str, expected: str | None = None) -> InputError:
     what = f"{FORMAT_NAMES.get(fmt, fmt)} checkpoint" if fmt else "checkpoint"
     return InputError(f"{what}: {message}", file=path, field="model.checkpoint", expected=expected)
 
 
 # ---- format detection ----------------------------------------------------------------------------
 
-def detect_format(path: Path) -> Optional[str]:
+
+def detect_format(path: Path) -> str | None:
     """The format a file's contents (then its name) say it has; None if neither says."""
     suffix = path.suffix.lower()
     if suffix in PREDICTION_SUFFIXES:
@@ -82,8 +84,10 @@ def detect_format(path: Path) -> Optional[str]:
             names = []
         # torch.export writes archive_format and models/*.json; TorchScript writes code/ and constants.pkl;
         # torch.save writes only data.pkl and tensor storages
-        if any(n.endswith("/archive_format") or n == "archive_format" or
-               ("/models/" in n and n.endswith(".json")) for n in names):
+        if any(
+            n.endswith("/archive_format") or n == "archive_format" or ("/models/" in n and n.endswith(".json"))
+            for n in names
+        ):
             return "export"
         if any("/code/" in n or n.endswith("constants.pkl") for n in names):
             return "torchscript"
@@ -102,6 +106,7 @@ def detect_format(path: Path) -> Optional[str]:
 
 # ---- the loaded model ----------------------------------------------------------------------------
 
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint: call it on a float32 batch; ``None`` model for a predictions file."""
@@ -110,13 +115,13 @@ class Checkpoint:
     format: str
     sha256: str
     model: Any = None
-    static_batch: Optional[int] = None  # a graph traced with a fixed batch size is fed in chunks of it
+    static_batch: int | None = None  # a graph traced with a fixed batch size is fed in chunks of it
     input_device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # the shapes the file declares for its one input and its (first) output, None for a dynamic
     # dimension; None where the format does not say (TorchScript, a factory's module)
-    input_shape: Optional[tuple[Optional[int], ...]] = None
-    output_shape: Optional[tuple[Optional[int], ...]] = None
-    _onnx_input: Optional[str] = None
+    input_shape: tuple[int | None, ...] | None = None
+    output_shape: tuple[int | None, ...] | None = None
+    _onnx_input: str | None = None
     _onnx_dtype: Any = None
 
     @property
@@ -133,7 +138,9 @@ class Checkpoint:
         try:
             self.model = self.model.to(device)
         except Exception as exc:
-            raise _error(self.path, self.format, f"could not be moved to {device}: {type(exc).__name__}: {exc}") from None
+            raise _error(
+                self.path, self.format, f"could not be moved to {device}: {type(exc).__name__}: {exc}"
+            ) from None
         if channels_last:
             try:
                 self.model = self.model.to(memory_format=torch.channels_last)
@@ -173,21 +180,27 @@ class Checkpoint:
         if self.static_batch and x.shape[0] != self.static_batch:
             return self._chunked(x)
         if self.format == "onnx":
-            out = self.model.run(None, {self._onnx_input: x.detach().cpu().numpy().astype(self._onnx_dtype, copy=False)})
+            out = self.model.run(
+                None, {self._onnx_input: x.detach().cpu().numpy().astype(self._onnx_dtype, copy=False)}
+            )
             return torch.from_numpy(np.asarray(out[0], dtype=np.float32))
         out = self.model(x)
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):
-            raise _error(self.path, self.format, f"the model returned {type(out).__name__}",
-                         expected="a tensor of logits or probabilities")
+            raise _error(
+                self.path,
+                self.format,
+                f"the model returned {type(out).__name__}",
+                expected="a tensor of logits or probabilities",
+            )
         return out
 
     def _chunked(self, x: torch.Tensor) -> torch.Tensor:
         b = self.static_batch
         outs = []
         for start in range(0, x.shape[0], b):
-            part = x[start:start + b]
+            part = x[start : start + b]
             n = part.shape[0]
             if n < b:  # pad the last chunk to the traced batch size, then drop the padding
                 pad = part.new_zeros((b - n,) + tuple(part.shape[1:]))
@@ -202,8 +215,10 @@ class Checkpoint:
 
 # ---- loading -------------------------------------------------------------------------------------
 
-def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional[str] = None,
-                    factory_path: Optional[str | Path] = None) -> Checkpoint:
+
+def load_checkpoint(
+    path: str | Path, *, format: str = "auto", factory: str | None = None, factory_path: str | Path | None = None
+) -> Checkpoint:
     """Load a checkpoint on the CPU; see the module docstring for formats and safety.
 
     ``factory``/``factory_path`` are the protocol's ``model.factory`` ("module:function") and the
@@ -211,8 +226,12 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
     """
     path = Path(path)
     if not path.exists():
-        raise InputError("checkpoint file not found", file=path, field="model.checkpoint",
-                         expected="a .pt2, TorchScript, .pt/.pth/.safetensors, .onnx or predictions file")
+        raise InputError(
+            "checkpoint file not found",
+            file=path,
+            field="model.checkpoint",
+            expected="a .pt2, TorchScript, .pt/.pth/.safetensors, .onnx or predictions file",
+        )
     if path.is_dir():
         raise InputError("checkpoint is a folder", file=path, field="model.checkpoint", expected="a file")
     detected = detect_format(path)
@@ -220,14 +239,22 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
         raise _error(path, None, f"unknown format {format!r}", expected=f"auto or one of {', '.join(FORMATS)}")
     if format == "auto":
         if detected is None:
-            raise _error(path, None, "cannot tell its format from its contents or name",
-                         expected=f"model.format set to one of {', '.join(FORMATS)}")
+            raise _error(
+                path,
+                None,
+                "cannot tell its format from its contents or name",
+                expected=f"model.format set to one of {', '.join(FORMATS)}",
+            )
         fmt = detected
     else:
         fmt = format
         if detected is not None and detected != fmt:
-            raise _error(path, fmt, f"model.format says {fmt} ({FORMAT_NAMES[fmt]}) but the file is a "
-                         f"{FORMAT_NAMES[detected]}", expected=f"model.format: {detected} (or auto)")
+            raise _error(
+                path,
+                fmt,
+                f"model.format says {fmt} ({FORMAT_NAMES[fmt]}) but the file is a {FORMAT_NAMES[detected]}",
+                expected=f"model.format: {detected} (or auto)",
+            )
     digest = sha256_file(path)
     ckpt = Checkpoint(path=path, format=fmt, sha256=digest)
     if fmt == "predictions":
@@ -252,7 +279,7 @@ def load_checkpoint(path: str | Path, *, format: str = "auto", factory: Optional
     return ckpt
 
 
-def _load_export(path: Path) -> tuple[Any, Optional[int], Optional[tuple], Optional[tuple]]:
+def _load_export(path: Path) -> tuple[Any, int | None, tuple | None, tuple | None]:
     """The program's module, its static batch size (None if dynamic) and its declared input/output shapes."""
     _inspect_export(path)
     try:
@@ -266,14 +293,16 @@ def _load_export(path: Path) -> tuple[Any, Optional[int], Optional[tuple], Optio
         with _torch_logs_captured():
             module = program.module()
     except Exception as exc:
-        raise _error(path, "export", f"the exported program could not be rebuilt: {type(exc).__name__}: "
-                     f"{_first_line(exc)}") from None
+        raise _error(
+            path, "export", f"the exported program could not be rebuilt: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     return module, static, input_shape, output_shape
 
 
-def _export_shapes(program: Any) -> tuple[Optional[tuple], Optional[tuple]]:
+def _export_shapes(program: Any) -> tuple[tuple | None, tuple | None]:
     """The shapes (None for a symbolic dimension) of the first user input and the first user output."""
-    def shape_of(node: Any) -> Optional[tuple]:
+
+    def shape_of(node: Any) -> tuple | None:
         val = getattr(node, "meta", {}).get("val")
         if not isinstance(val, torch.Tensor):
             return None
@@ -286,13 +315,15 @@ def _export_shapes(program: Any) -> tuple[Optional[tuple], Optional[tuple]]:
         nodes = {n.name: n for n in program.graph.nodes}
         first_in = nodes.get(user_inputs[0]) if user_inputs else None
         first_out = nodes.get(user_outputs[0]) if user_outputs else None
-        return (shape_of(first_in) if first_in is not None else None,
-                shape_of(first_out) if first_out is not None else None)
+        return (
+            shape_of(first_in) if first_in is not None else None,
+            shape_of(first_out) if first_out is not None else None,
+        )
     except Exception:  # metadata is a convenience: without it the first batch tells
         return None, None
 
 
-def _declared_shape(dims: Any) -> Optional[tuple[Optional[int], ...]]:
+def _declared_shape(dims: Any) -> tuple[int | None, ...] | None:
     if not isinstance(dims, (list, tuple)):
         return None
     return tuple(d if isinstance(d, int) and d > 0 else None for d in dims)
@@ -306,15 +337,27 @@ def _inspect_export(path: Path) -> None:
     try:
         inspect_export_archive(path, load_restricted=_load_weights_only)
     except zipfile.BadZipFile as exc:
-        raise _error(path, "export", f"not a readable zip archive, so not a .pt2 (truncated or damaged?): {exc}",
-                     expected="a .pt2 written by torch.export.save") from None
+        raise _error(
+            path,
+            "export",
+            f"not a readable zip archive, so not a .pt2 (truncated or damaged?): {exc}",
+            expected="a .pt2 written by torch.export.save",
+        ) from None
     except ArchiveRefused as exc:
-        raise _error(path, "export", f"refused, archive entry {exc.entry}: {exc.reason}. A checkpoint may hold "
-                     "tensors and a graph of torch operators only; nothing in it is run",
-                     expected="a .pt2 written by torch.export.save from a plain model") from None
+        raise _error(
+            path,
+            "export",
+            f"refused, archive entry {exc.entry}: {exc.reason}. A checkpoint may hold "
+            "tensors and a graph of torch operators only; nothing in it is run",
+            expected="a .pt2 written by torch.export.save from a plain model",
+        ) from None
     except (OSError, EOFError, ValueError, KeyError, RuntimeError) as exc:  # a zip whose members cannot be read
-        raise _error(path, "export", f"the archive cannot be read (truncated or damaged?): {type(exc).__name__}: "
-                     f"{_first_line(exc)}", expected="a .pt2 written by torch.export.save") from None
+        raise _error(
+            path,
+            "export",
+            f"the archive cannot be read (truncated or damaged?): {type(exc).__name__}: {_first_line(exc)}",
+            expected="a .pt2 written by torch.export.save",
+        ) from None
 
 
 def _load_weights_only(data: bytes) -> Any:
@@ -350,10 +393,14 @@ def _torch_logs_captured() -> Iterator[list[logging.LogRecord]]:
         logger.handlers, logger.propagate = saved
 
 
-def _load_state_dict_model(path: Path, factory: Optional[str], factory_path: Optional[str | Path]) -> torch.nn.Module:
+def _load_state_dict_model(path: Path, factory: str | None, factory_path: str | Path | None) -> torch.nn.Module:
     if not factory:
-        raise _error(path, "state_dict", "a state dict holds weights only, so the model needs a factory",
-                     expected="model.factory: 'module:function' and model.factory_path: the folder holding module.py")
+        raise _error(
+            path,
+            "state_dict",
+            "a state dict holds weights only, so the model needs a factory",
+            expected="model.factory: 'module:function' and model.factory_path: the folder holding module.py",
+        )
     state = _read_state_dict(path)
     build = import_factory(factory, factory_path, checkpoint=path)
     try:
@@ -361,11 +408,12 @@ def _load_state_dict_model(path: Path, factory: Optional[str], factory_path: Opt
     except Exception as exc:
         raise _error(path, "state_dict", f"factory {factory} raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, torch.nn.Module):
-        raise _error(path, "state_dict", f"factory {factory} returned {type(model).__name__}",
-                     expected="a torch.nn.Module")
+        raise _error(
+            path, "state_dict", f"factory {factory} returned {type(model).__name__}", expected="a torch.nn.Module"
+        )
     keys = set(model.state_dict())
     if keys and not (set(state) & keys) and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}  # saved from DataParallel/DDP
+        state = {k[len("module.") :]: v for k, v in state.items()}  # saved from DataParallel/DDP
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -378,8 +426,12 @@ def _load_state_dict_model(path: Path, factory: Optional[str], factory_path: Opt
             detail.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if not detail:
             detail.append(str(exc).splitlines()[-1].strip())
-        raise _error(path, "state_dict", f"weights do not fit the model built by {factory}: " + "; ".join(detail),
-                     expected="a state dict saved from the same architecture") from None
+        raise _error(
+            path,
+            "state_dict",
+            f"weights do not fit the model built by {factory}: " + "; ".join(detail),
+            expected="a state dict saved from the same architecture",
+        ) from None
     return model
 
 
@@ -388,8 +440,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise _error(path, "state_dict", "reading .safetensors needs the safetensors package",
-                         expected="pip install safetensors") from None
+            raise _error(
+                path,
+                "state_dict",
+                "reading .safetensors needs the safetensors package",
+                expected="pip install safetensors",
+            ) from None
         try:
             return load_file(str(path), device="cpu")
         except Exception as exc:
@@ -414,12 +470,14 @@ def _refuse_pickle(path: Path, exc: Exception) -> InputError:
     found = re.search(r"(?:GLOBAL|global:?)\s+([\w.]+)", text)
     needs = f" ({found.group(1)})" if found else ""
     return _error(
-        path, "state_dict",
+        path,
+        "state_dict",
         f"this torch.save pickle needs code to load{needs}, and unpickling it could run arbitrary code, "
         "so it is refused (torch.load runs only with weights_only=True). Re-save the weights alone with "
         "torch.save(model.state_dict(), path) or safetensors and name the factory in the protocol "
         "(model.factory, model.factory_path), or ship a torch.export (.pt2), TorchScript or ONNX file",
-        expected="a weights-only state dict")
+        expected="a weights-only state dict",
+    )
 
 
 def _unwrap_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
@@ -433,14 +491,23 @@ def _unwrap_state_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
             if tensors_only(obj.get(key)):
                 return obj[key]
         keys = ", ".join(map(str, list(obj)[:8]))
-        raise _error(path, "state_dict", f"a dict without a state dict in it (keys: {keys})",
-                     expected=f"a mapping of parameter names to tensors, or one under {', '.join(STATE_DICT_KEYS)}")
-    raise _error(path, "state_dict", f"holds a {type(obj).__name__}, not a state dict",
-                 expected="a mapping of parameter names to tensors")
+        raise _error(
+            path,
+            "state_dict",
+            f"a dict without a state dict in it (keys: {keys})",
+            expected=f"a mapping of parameter names to tensors, or one under {', '.join(STATE_DICT_KEYS)}",
+        )
+    raise _error(
+        path,
+        "state_dict",
+        f"holds a {type(obj).__name__}, not a state dict",
+        expected="a mapping of parameter names to tensors",
+    )
 
 
-def import_factory(factory: str, factory_path: Optional[str | Path], *, checkpoint: Optional[Path] = None
-                   ) -> Callable[[], torch.nn.Module]:
+def import_factory(
+    factory: str, factory_path: str | Path | None, *, checkpoint: Path | None = None
+) -> Callable[[], torch.nn.Module]:
     """Import ``module:function`` from the file ``factory_path/module.py`` (dots are sub-folders).
 
     The module is loaded from that file under a private name, so an installed package of the same name
@@ -451,8 +518,12 @@ def import_factory(factory: str, factory_path: Optional[str | Path], *, checkpoi
     if factory.count(":") != 1 or not all(factory.split(":")):
         raise _error(where, "state_dict", f"factory {factory!r} is not 'module:function'", expected="module:function")
     if factory_path is None:
-        raise _error(where, "state_dict", f"factory {factory} needs model.factory_path, the folder to import it from",
-                     expected="model.factory_path: a folder relative to the protocol")
+        raise _error(
+            where,
+            "state_dict",
+            f"factory {factory} needs model.factory_path, the folder to import it from",
+            expected="model.factory_path: a folder relative to the protocol",
+        )
     module_name, func_name = factory.split(":")
     root = Path(factory_path).resolve()
     if not root.is_dir():
@@ -460,11 +531,16 @@ def import_factory(factory: str, factory_path: Optional[str | Path], *, checkpoi
     base = root.joinpath(*module_name.split("."))
     file = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
     if not file.is_file():
-        raise _error(where, "state_dict", f"factory module {module_name} not found in {root}",
-                     expected=f"{base.with_suffix('.py')}")
+        raise _error(
+            where,
+            "state_dict",
+            f"factory module {module_name} not found in {root}",
+            expected=f"{base.with_suffix('.py')}",
+        )
     private = f"_validate_factory_{hashlib.sha1(str(file).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(
-        private, file, submodule_search_locations=[str(base)] if file.name == "__init__.py" else None)
+        private, file, submodule_search_locations=[str(base)] if file.name == "__init__.py" else None
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[private] = module
@@ -473,7 +549,9 @@ def import_factory(factory: str, factory_path: Optional[str | Path], *, checkpoi
         spec.loader.exec_module(module)
     except Exception as exc:
         sys.modules.pop(private, None)
-        raise _error(where, "state_dict", f"importing factory module {file} raised {type(exc).__name__}: {exc}") from None
+        raise _error(
+            where, "state_dict", f"importing factory module {file} raised {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         try:
             sys.path.remove(str(root))

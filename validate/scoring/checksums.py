@@ -5,6 +5,7 @@ or has lost its checksum is computed again, never trusted.
 Both caches (:mod:`validate.scoring.cache`, :mod:`validate.scoring.input_cache`) use these; they live
 apart so that neither cache module imports the other.
 """
+
 from __future__ import annotations
 
 import hashlib

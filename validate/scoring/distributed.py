@@ -5,6 +5,7 @@ site, scores it on its own device (``cuda:<LOCAL_RANK>`` when CUDA is used) and 
 gathered to every rank; rank 0 writes the files. The backend is NCCL for CUDA, gloo otherwise.
 Shards are assigned by index, so any rank count gives the same predictions as one process.
 """
+
 from __future__ import annotations
 
 import os

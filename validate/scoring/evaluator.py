@@ -9,6 +9,7 @@ only after the next batch has been launched, so the accelerator does not wait fo
 Failures never stop a site: a case that cannot be read, or whose output is NaN/Inf, is returned as a
 failure row (position, reason, stage) and its logits are NaN.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,8 @@ SMALL_IMAGE_PIXELS = 64 * 64
 
 # ---- device and defaults -------------------------------------------------------------------------
 
-def resolve_device(name: str = "auto", *, local_rank: Optional[int] = None) -> torch.device:
+
+def resolve_device(name: str = "auto", *, local_rank: int | None = None) -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit device must exist."""
     name = (name or "auto").strip().lower()
     if name == "auto":
@@ -53,20 +55,30 @@ def resolve_device(name: str = "auto", *, local_rank: Optional[int] = None) -> t
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise InputError(f"unknown device {name!r}", field="--device", expected="auto, cpu, cuda, cuda:N or mps") from None
+        raise InputError(
+            f"unknown device {name!r}", field="--device", expected="auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError("CUDA is not available on this machine", field="--device",
-                             expected="auto or cpu (or a machine with an NVIDIA GPU)")
+            raise InputError(
+                "CUDA is not available on this machine",
+                field="--device",
+                expected="auto or cpu (or a machine with an NVIDIA GPU)",
+            )
         if device.index is None:
             device = torch.device("cuda", local_rank if local_rank is not None else torch.cuda.current_device())
         if device.index >= torch.cuda.device_count():
-            raise InputError(f"no CUDA device {device.index} (this machine has {torch.cuda.device_count()})",
-                             field="--device", expected=f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+            raise InputError(
+                f"no CUDA device {device.index} (this machine has {torch.cuda.device_count()})",
+                field="--device",
+                expected=f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}",
+            )
     elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError("MPS is not available on this machine", field="--device", expected="auto or cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unsupported device type {device.type!r}", field="--device", expected="auto, cpu, cuda or mps")
+        raise InputError(
+            f"unsupported device type {device.type!r}", field="--device", expected="auto, cpu, cuda or mps"
+        )
     return device
 
 
@@ -95,6 +107,7 @@ def default_workers(spec: Preprocessing, device: torch.device, n_cases: int) -> 
 
 
 # ---- datasets ------------------------------------------------------------------------------------
+
 
 class ImageCases(torch.utils.data.Dataset):
     """Image-like cases; indexed by a list of positions, it returns that whole batch (see collate).
@@ -130,15 +143,20 @@ class ImageCases(torch.utils.data.Dataset):
                 x = torch.from_numpy(np.stack(arrays))
             else:
                 x = torch.from_numpy(np.stack([a.astype(np.float32, copy=False) for a in arrays]))
-        return {"positions": torch.as_tensor(list(positions), dtype=torch.int64),
-                "ok": torch.as_tensor(ok, dtype=torch.int64), "x": x, "failed": failed,
-                "stats": torch.from_numpy(np.stack(stats)) if stats else None, "equipment": equipment}
+        return {
+            "positions": torch.as_tensor(list(positions), dtype=torch.int64),
+            "ok": torch.as_tensor(ok, dtype=torch.int64),
+            "x": x,
+            "failed": failed,
+            "stats": torch.from_numpy(np.stack(stats)) if stats else None,
+            "equipment": equipment,
+        }
 
 
 class TabularCases(torch.utils.data.Dataset):
     """Feature rows already in memory (``[N, F]`` float32, NaN for missing); bad rows are failures."""
 
-    def __init__(self, features: np.ndarray, bad: Optional[dict[int, str]] = None):
+    def __init__(self, features: np.ndarray, bad: dict[int, str] | None = None):
         self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         self.bad = dict(bad or {})
 
@@ -164,6 +182,7 @@ def shard_batches(shards: Sequence[int], n_cases: int, shard_size: int, batch_si
 
 # ---- results -------------------------------------------------------------------------------------
 
+
 @dataclass
 class ShardResult:
     """Scores of one shard: ``positions`` (case rows in the site), ``logits`` (NaN where failed).
@@ -176,8 +195,8 @@ class ShardResult:
     positions: np.ndarray
     logits: np.ndarray
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (position, reason, stage)
-    image_stats: Optional[np.ndarray] = None
-    equipment: Optional[np.ndarray] = None
+    image_stats: np.ndarray | None = None
+    equipment: np.ndarray | None = None
     decoded: Any = None  # the shard's decoded inputs when the dataset keeps them (input cache)
 
 
@@ -187,7 +206,7 @@ class EngineOptions:
     batch_size: int = 64
     workers: int = 0
     amp: str = "none"
-    channels_last: Optional[bool] = None  # None: on CUDA for 4-D inputs
+    channels_last: bool | None = None  # None: on CUDA for 4-D inputs
     progress: bool = False
 
 
@@ -218,14 +237,22 @@ class Progress:
             sys.stderr.flush()
 
 
-def make_loader(dataset: torch.utils.data.Dataset, batches: list[list[int]], *, workers: int,
-                pin_memory: bool) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: torch.utils.data.Dataset, batches: list[list[int]], *, workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
     """A loader that hands each batch's positions to the dataset in one call (no per-item collate)."""
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(prefetch_factor=2, worker_init_fn=_quiet_worker, persistent_workers=False)
-    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=workers,
-                                       pin_memory=pin_memory, collate_fn=_as_is, **kwargs)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=_as_is,
+        **kwargs,
+    )
 
 
 def _as_is(batch: dict) -> dict:
@@ -239,11 +266,17 @@ def _quiet_worker(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def run_batches(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.utils.data.Dataset,
-                batches: list[list[int]], spec: Preprocessing, options: EngineOptions, *,
-                input_device: Optional[torch.device] = None,
-                to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
-                progress: Optional[Progress] = None) -> Iterator[tuple[list[int], np.ndarray, list, dict]]:
+def run_batches(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    dataset: torch.utils.data.Dataset,
+    batches: list[list[int]],
+    spec: Preprocessing,
+    options: EngineOptions,
+    *,
+    input_device: torch.device | None = None,
+    to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
+    progress: Progress | None = None,
+) -> Iterator[tuple[list[int], np.ndarray, list, dict]]:
     """Score ``batches`` of ``dataset``; yield ``(positions, logits, failures, extras)`` per batch, in
     order. ``extras`` holds, for image datasets, ``image_stats`` and ``equipment`` row for row with
     ``positions`` (see :class:`ShardResult`); it is empty for tabular ones.
@@ -269,8 +302,11 @@ def run_batches(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.ut
         if x is not None and len(x):
             # contexts per batch, not around the generator: they are thread-wide and must not leak
             # into the caller's code between yields
-            autocast = (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
-                        else contextlib.nullcontext())
+            autocast = (
+                torch.autocast(device_type=device.type, dtype=amp_dtype)
+                if amp_dtype is not None
+                else contextlib.nullcontext()
+            )
             with torch.inference_mode(), autocast:
                 x = x.to(input_device, non_blocking=cuda)
                 x = normalise(x, spec)
@@ -284,7 +320,7 @@ def run_batches(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.ut
         yield _finish(*pending, to_logits, progress)
 
 
-def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, Optional[Any]]:
+def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, Any | None]:
     """Start copying a batch's outputs to the host. On CUDA the copy goes into pinned memory behind the
     batch's kernels, with an event to wait on, so the next batch's kernels can be queued meanwhile."""
     out = out.detach()
@@ -297,8 +333,9 @@ def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, Optional[Any]]:
     return host, event
 
 
-def _finish(batch: dict, out: Optional[tuple[torch.Tensor, Any]], to_logits: Callable,
-            progress: Optional[Progress]) -> tuple[list[int], np.ndarray, list, dict]:
+def _finish(
+    batch: dict, out: tuple[torch.Tensor, Any] | None, to_logits: Callable, progress: Progress | None
+) -> tuple[list[int], np.ndarray, list, dict]:
     positions = batch["positions"].tolist()
     failures = list(batch["failed"])
     ok = batch["ok"].tolist()
@@ -310,8 +347,11 @@ def _finish(batch: dict, out: Optional[tuple[torch.Tensor, Any]], to_logits: Cal
         values = host.float().numpy()
         values = values.reshape(len(values), -1) if values.ndim != 2 else values
         if len(values) != len(ok):
-            raise InputError(f"the model returned {len(values)} rows for a batch of {len(ok)} cases",
-                             field="model.checkpoint", expected="one output row per input case")
+            raise InputError(
+                f"the model returned {len(values)} rows for a batch of {len(ok)} cases",
+                field="model.checkpoint",
+                expected="one output row per input case",
+            )
         logits = to_logits(values)
         finite = finite_rows(logits)
         for i in np.flatnonzero(~finite):
@@ -345,40 +385,52 @@ def _case_extras(batch: dict, positions: list[int], ok: list[int]) -> dict:
     return {"image_stats": stats, "equipment": equipment}
 
 
-def score_shards(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.utils.data.Dataset,
-                 shards: Sequence[int], *, n_cases: int, shard_size: int, n_outputs: int,
-                 spec: Preprocessing, options: EngineOptions, input_device: Optional[torch.device] = None,
-                 to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
-                 progress: Optional[Progress] = None,
-                 on_shard: Optional[Callable[[int, ShardResult], None]] = None) -> dict[int, ShardResult]:
+def score_shards(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    dataset: torch.utils.data.Dataset,
+    shards: Sequence[int],
+    *,
+    n_cases: int,
+    shard_size: int,
+    n_outputs: int,
+    spec: Preprocessing,
+    options: EngineOptions,
+    input_device: torch.device | None = None,
+    to_logits: Callable[[np.ndarray], np.ndarray] = lambda v: v,
+    progress: Progress | None = None,
+    on_shard: Callable[[int, ShardResult], None] | None = None,
+) -> dict[int, ShardResult]:
     """Score whole shards; ``on_shard(index, result)`` runs as soon as each shard is complete."""
     check_declared_shapes(model, spec, to_logits)
     shards = sorted(shards)
     batches = shard_batches(shards, n_cases, shard_size, options.batch_size)
     results: dict[int, ShardResult] = {}
-    current: Optional[int] = None
+    current: int | None = None
     parts: list[tuple[list[int], np.ndarray, list, dict]] = []
 
     def close(s: int) -> None:
         positions = np.asarray([p for ps, _, _, _ in parts for p in ps], dtype=np.int64)
-        logits = (np.concatenate([_width(lg, n_outputs) for _, lg, _, _ in parts]) if parts
-                  else np.zeros((0, n_outputs)))
+        logits = np.concatenate([_width(lg, n_outputs) for _, lg, _, _ in parts]) if parts else np.zeros((0, n_outputs))
         failures = [f for _, _, fs, _ in parts for f in fs]
-        extras = {k: np.concatenate([ex[k] for _, _, _, ex in parts])
-                  for k in ("image_stats", "equipment") if parts and all(k in ex for _, _, _, ex in parts)}
+        extras = {
+            k: np.concatenate([ex[k] for _, _, _, ex in parts])
+            for k in ("image_stats", "equipment")
+            if parts and all(k in ex for _, _, _, ex in parts)
+        }
         res = ShardResult(positions=positions, logits=logits, failures=sorted(failures), **extras)
         if parts and all("decoded" in ex for _, _, _, ex in parts) and res.image_stats is not None:
             from validate.scoring.input_cache import collect
 
-            res.decoded = collect([ex["decoded"] for _, _, _, ex in parts], res.image_stats, res.equipment,
-                                  positions, res.failures)
+            res.decoded = collect(
+                [ex["decoded"] for _, _, _, ex in parts], res.image_stats, res.equipment, positions, res.failures
+            )
         results[s] = res
         if on_shard is not None:
             on_shard(s, res)
 
-    for positions, logits, failures, extras in run_batches(model, dataset, batches, spec, options,
-                                                           input_device=input_device, to_logits=to_logits,
-                                                           progress=progress):
+    for positions, logits, failures, extras in run_batches(
+        model, dataset, batches, spec, options, input_device=input_device, to_logits=to_logits, progress=progress
+    ):
         s = positions[0] // shard_size
         if current is not None and s != current:
             close(current)
@@ -390,9 +442,12 @@ def score_shards(model: Callable[[torch.Tensor], torch.Tensor], dataset: torch.u
     return results
 
 
-def _shape_text(shape: Sequence[Optional[int]]) -> str:
-    return "[" + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
-                           for i, d in enumerate(shape)) + "]"
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return (
+        "["
+        + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d)) for i, d in enumerate(shape))
+        + "]"
+    )
 
 
 def check_declared_shapes(model: Any, spec: Preprocessing, to_logits: Callable[[np.ndarray], np.ndarray]) -> None:
@@ -413,22 +468,35 @@ def check_declared_shapes(model: Any, spec: Preprocessing, to_logits: Callable[[
     given = (None, *case_shape)
     path = getattr(model, "path", None)
     if declared_in is not None:
-        fits = len(declared_in) == len(given) and all(d is None or d == g for d, g in zip(declared_in[1:], given[1:], strict=True))
+        fits = len(declared_in) == len(given) and all(
+            d is None or d == g for d, g in zip(declared_in[1:], given[1:], strict=True)
+        )
         if not fits:
-            what = (f"{len(spec.features)} input.features" if spec.kind == "tabular" else
-                    f"{spec.kind} input of {spec.channels} channel(s) at {case_shape[-2]}x{case_shape[-1]}")
+            what = (
+                f"{len(spec.features)} input.features"
+                if spec.kind == "tabular"
+                else f"{spec.kind} input of {spec.channels} channel(s) at {case_shape[-2]}x{case_shape[-1]}"
+            )
             returns = f" and returns {_shape_text(declared_out)}" if declared_out else ""
             widths = " or ".join(f"[N, {k}]" for k in _accepted_widths(to_logits))
-            raise InputError(f"the model takes input {_shape_text(declared_in)}{returns}, but this protocol gives it "
-                             f"{_shape_text(given)} ({what}) and reads {widths or 'its output'} for its classes: "
-                             "the checkpoint was made for another protocol", file=path, field="model.checkpoint",
-                             expected=f"a model taking {_shape_text(given)}")
+            raise InputError(
+                f"the model takes input {_shape_text(declared_in)}{returns}, but this protocol gives it "
+                f"{_shape_text(given)} ({what}) and reads {widths or 'its output'} for its classes: "
+                "the checkpoint was made for another protocol",
+                file=path,
+                field="model.checkpoint",
+                expected=f"a model taking {_shape_text(given)}",
+            )
     if declared_out is not None and len(declared_out) == 2 and declared_out[1] is not None:
         try:
             to_logits(np.zeros((1, declared_out[1])))
         except InputError as exc:
-            raise InputError(f"the model returns {_shape_text(declared_out)}: {exc.message}", file=path,
-                             field="model.checkpoint", expected=exc.expected) from None
+            raise InputError(
+                f"the model returns {_shape_text(declared_out)}: {exc.message}",
+                file=path,
+                field="model.checkpoint",
+                expected=exc.expected,
+            ) from None
 
 
 def _accepted_widths(to_logits: Callable[[np.ndarray], np.ndarray], most: int = 1024) -> list[int]:

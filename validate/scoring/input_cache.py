@@ -21,6 +21,7 @@ decoded again (with a warning on stderr).
 These files hold pixel data of the cohort: they stay under the cache directory the user chose (by
 default the run's ``out/cache``) and are never part of a bundle. Off by default.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -41,8 +41,9 @@ INPUT_CACHE_VERSION = 2
 
 
 def input_key(*, preprocessing: dict, shard_size: int) -> str:
-    blob = json.dumps({"version": INPUT_CACHE_VERSION, "preprocessing": preprocessing, "shard_size": shard_size},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"version": INPUT_CACHE_VERSION, "preprocessing": preprocessing, "shard_size": shard_size}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -73,10 +74,14 @@ class DecodedShard:
         ok = self.positions[rows]
         wanted = set(pos.tolist()) if self.failures else set()
         failed = [f for f in self.failures if f[0] in wanted]
-        return {"positions": torch.from_numpy(pos), "ok": torch.from_numpy(ok.copy()),
-                "x": torch.from_numpy(self.x[rows]) if hi > lo else None, "failed": failed,
-                "stats": torch.from_numpy(self.image_stats[rows]) if hi > lo else None,
-                "equipment": [tuple(e) for e in self.equipment[rows].tolist()]}
+        return {
+            "positions": torch.from_numpy(pos),
+            "ok": torch.from_numpy(ok.copy()),
+            "x": torch.from_numpy(self.x[rows]) if hi > lo else None,
+            "failed": failed,
+            "stats": torch.from_numpy(self.image_stats[rows]) if hi > lo else None,
+            "equipment": [tuple(e) for e in self.equipment[rows].tolist()],
+        }
 
 
 class InputCache:
@@ -93,7 +98,7 @@ class InputCache:
     def inputs_path(self, index: int, rows_key: str) -> Path:
         return self.dir / f"shard-{index:06d}-{rows_key[:16]}-x.npy"
 
-    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> Optional[DecodedShard]:
+    def load(self, index: int, rows_key: str, case_ids: Sequence[str]) -> DecodedShard | None:
         """The shard if present, readable and about the same cases; else None (decode again). The
         inputs are memory-mapped (copy on write): a batch reads only its own rows, in whichever
         process asks for them."""
@@ -108,19 +113,30 @@ class InputCache:
             if file_sha256(inputs) != meta.get("x_sha256"):
                 import sys
 
-                print(f"warning: cached inputs {inputs.parent.parent.name}/{inputs.name} do not match the checksum "
-                      "in their index (changed since they were written); not used, decoded again", file=sys.stderr)
+                print(
+                    f"warning: cached inputs {inputs.parent.parent.name}/{inputs.name} do not match the checksum "
+                    "in their index (changed since they were written); not used, decoded again",
+                    file=sys.stderr,
+                )
                 return None
             x = np.load(inputs, mmap_mode="c", allow_pickle=False)
         except Exception:
             return None  # unreadable or incomplete (foreign damage): decode it again
         n = len(table)
-        if (meta.get("case_id") != [str(c) for c in case_ids] or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS)
-                or list(x.shape) != meta.get("x_shape") or str(x.dtype) != meta.get("x_dtype")):
+        if (
+            meta.get("case_id") != [str(c) for c in case_ids]
+            or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS)
+            or list(x.shape) != meta.get("x_shape")
+            or str(x.dtype) != meta.get("x_dtype")
+        ):
             return None
-        return DecodedShard(positions=table[:, 0].astype(np.int64), x=x, image_stats=table[:, 1:],
-                            equipment=np.asarray(meta["equipment"], dtype=object).reshape(n, 2),
-                            failures=[(int(p), str(r), str(s)) for p, r, s in meta["failures"]])
+        return DecodedShard(
+            positions=table[:, 0].astype(np.int64),
+            x=x,
+            image_stats=table[:, 1:],
+            equipment=np.asarray(meta["equipment"], dtype=object).reshape(n, 2),
+            failures=[(int(p), str(r), str(s)) for p, r, s in meta["failures"]],
+        )
 
     def save(self, index: int, rows_key: str, case_ids: Sequence[str], shard: DecodedShard) -> Path:
         path = self.path(index, rows_key)
@@ -135,13 +151,21 @@ class InputCache:
             with open(tmp, "wb") as fh:
                 np.save(fh, x, allow_pickle=False)
         # one float table (position, statistics) and the rest as JSON: two headers to parse per shard
-        table = np.column_stack([np.asarray(shard.positions, dtype=np.float64),
-                                 np.asarray(shard.image_stats, dtype=np.float64).reshape(n, -1)])
-        meta = {"case_id": [str(c) for c in case_ids], "image_stat_columns": list(IMAGE_STAT_COLUMNS),
-                "equipment": [[str(a), str(b)] for a, b in np.asarray(shard.equipment, dtype=object).reshape(n, 2)],
-                "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures],
-                "x_shape": list(x.shape), "x_dtype": str(x.dtype),
-                "x_sha256": file_sha256(self.inputs_path(index, rows_key))}
+        table = np.column_stack(
+            [
+                np.asarray(shard.positions, dtype=np.float64),
+                np.asarray(shard.image_stats, dtype=np.float64).reshape(n, -1),
+            ]
+        )
+        meta = {
+            "case_id": [str(c) for c in case_ids],
+            "image_stat_columns": list(IMAGE_STAT_COLUMNS),
+            "equipment": [[str(a), str(b)] for a, b in np.asarray(shard.equipment, dtype=object).reshape(n, 2)],
+            "failures": [[int(p), str(r), str(s)] for p, r, s in shard.failures],
+            "x_shape": list(x.shape),
+            "x_dtype": str(x.dtype),
+            "x_sha256": file_sha256(self.inputs_path(index, rows_key)),
+        }
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, cases=table, meta=np.asarray(json.dumps(meta)))
@@ -158,13 +182,12 @@ class DecodedCases:
 
     keep_inputs = True  # the evaluator hands the decoded inputs of fresh shards back for saving
 
-    def __init__(self, cases, cache: Optional[InputCache], shards: dict[int, tuple[str, Sequence[str]]],
-                 shard_size: int):
+    def __init__(self, cases, cache: InputCache | None, shards: dict[int, tuple[str, Sequence[str]]], shard_size: int):
         self.cases = cases
         self.cache = cache
         self.shards = shards
         self.shard_size = shard_size
-        self._current: tuple[Optional[int], Optional[DecodedShard]] = (None, None)
+        self._current: tuple[int | None, DecodedShard | None] = (None, None)
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -183,8 +206,13 @@ class DecodedCases:
         return self.cases[positions]
 
 
-def collect(parts: list[tuple[list[int], Optional[np.ndarray]]], stats: np.ndarray, equipment: np.ndarray,
-            positions: np.ndarray, failures: list) -> DecodedShard:
+def collect(
+    parts: list[tuple[list[int], np.ndarray | None]],
+    stats: np.ndarray,
+    equipment: np.ndarray,
+    positions: np.ndarray,
+    failures: list,
+) -> DecodedShard:
     """A :class:`DecodedShard` from a scored shard: the decoded batches ``parts`` ((ok positions, x)),
     and the shard's per-case statistics and equipment (row for row with ``positions``). Only failures
     of reading count: a NaN output belongs to the checkpoint, not to the input."""
@@ -193,7 +221,10 @@ def collect(parts: list[tuple[list[int], Optional[np.ndarray]]], stats: np.ndarr
     x = np.concatenate(xs) if xs else np.zeros((0,), dtype=np.uint8)
     rows = np.searchsorted(positions, ok) if len(ok) else np.zeros(0, dtype=np.int64)
     order = np.argsort(ok, kind="stable")
-    return DecodedShard(positions=np.asarray(ok, dtype=np.int64)[order], x=x[order] if len(ok) else x,
-                        image_stats=np.asarray(stats, dtype=np.float64)[rows][order],
-                        equipment=np.asarray(equipment, dtype=object)[rows][order],
-                        failures=sorted(f for f in failures if f[2] != "score"))
+    return DecodedShard(
+        positions=np.asarray(ok, dtype=np.int64)[order],
+        x=x[order] if len(ok) else x,
+        image_stats=np.asarray(stats, dtype=np.float64)[rows][order],
+        equipment=np.asarray(equipment, dtype=object)[rows][order],
+        failures=sorted(f for f in failures if f[2] != "score"),
+    )

@@ -15,6 +15,7 @@ DICOM is read through its palette, as displayed. Reasons never carry file paths 
 
 This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM file is read.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,29 +84,42 @@ def exception_text(exc: BaseException) -> str:
 class Preprocessing:
     """What the protocol's ``input`` block asks for, as plain values (no pydantic needed)."""
 
-    kind: str                                   # image | dicom | array | tabular
-    size: Optional[tuple[int, int]] = None      # (height, width)
+    kind: str  # image | dicom | array | tabular
+    size: tuple[int, int] | None = None  # (height, width)
     channels: int = 1
     scale: float = 1.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    window: Optional[tuple[float, float]] = None  # (center, width), overrides the DICOM's own VOI
+    window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
     features: tuple[str, ...] = ()
 
     @classmethod
     def from_protocol(cls, spec: Any) -> Preprocessing:
         window = (float(spec.window.center), float(spec.window.width)) if spec.window is not None else None
-        return cls(kind=spec.kind, size=tuple(spec.size) if spec.size else None, channels=int(spec.channels),
-                   scale=float(spec.scale), mean=tuple(float(m) for m in spec.mean),
-                   std=tuple(float(s) for s in spec.std), window=window,
-                   features=tuple(spec.features or ()))
+        return cls(
+            kind=spec.kind,
+            size=tuple(spec.size) if spec.size else None,
+            channels=int(spec.channels),
+            scale=float(spec.scale),
+            mean=tuple(float(m) for m in spec.mean),
+            std=tuple(float(s) for s in spec.std),
+            window=window,
+            features=tuple(spec.features or ()),
+        )
 
     def key(self) -> dict:
         """Everything that changes the model's input; part of the cache key."""
-        return {"kind": self.kind, "size": list(self.size) if self.size else None, "channels": self.channels,
-                "scale": self.scale, "mean": list(self.mean), "std": list(self.std),
-                "window": list(self.window) if self.window else None, "features": list(self.features),
-                "resize": "bilinear-antialias" if self.size else None}
+        return {
+            "kind": self.kind,
+            "size": list(self.size) if self.size else None,
+            "channels": self.channels,
+            "scale": self.scale,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "window": list(self.window) if self.window else None,
+            "features": list(self.features),
+            "resize": "bilinear-antialias" if self.size else None,
+        }
 
     @property
     def case_shape(self) -> tuple[int, ...]:
@@ -116,6 +130,7 @@ class Preprocessing:
 
 
 # ---- reading -------------------------------------------------------------------------------------
+
 
 def is_dicom(path: Path) -> bool:
     """DICOM by extension, or by the ``DICM`` marker after the 128-byte preamble (PS3.10 7.1)."""
@@ -138,8 +153,10 @@ def read_pillow(path: Path, channels: int) -> np.ndarray:
             with _open_image(path) as im:
                 w, h = im.size
                 if w * h > MAX_IMAGE_PIXELS:
-                    raise CaseError(f"image is {w}x{h} = {w * h} pixels, above the {MAX_IMAGE_PIXELS} pixel limit "
-                                    "(decompression bomb guard)")
+                    raise CaseError(
+                        f"image is {w}x{h} = {w * h} pixels, above the {MAX_IMAGE_PIXELS} pixel limit "
+                        "(decompression bomb guard)"
+                    )
                 if getattr(im, "n_frames", 1) > 1:
                     raise CaseError(f"{im.format} file holds {im.n_frames} frames; one image per case expected")
                 return _pillow_pixels(im, channels)
@@ -185,7 +202,7 @@ def _pillow_pixels(im: Image.Image, channels: int) -> np.ndarray:
     return _to_channels(arr, channels)
 
 
-def read_array(path: Path, channels: int, scale: Optional[float] = None) -> np.ndarray:
+def read_array(path: Path, channels: int, scale: float | None = None) -> np.ndarray:
     """A ``.npy`` array (never a pickle): ``[H, W]``, ``[H, W, C]`` or ``[C, H, W]`` with C in 1, 3.
     With ``scale``, an array of integers is checked against it (:func:`check_value_range`)."""
     try:
@@ -218,13 +235,14 @@ def read_array(path: Path, channels: int, scale: Optional[float] = None) -> np.n
     return _to_channels(arr, channels)
 
 
-def read_dicom(path: Path, channels: int, window: Optional[tuple[float, float]] = None) -> np.ndarray:
+def read_dicom(path: Path, channels: int, window: tuple[float, float] | None = None) -> np.ndarray:
     """One DICOM frame as ``[H, W, C]`` float32 display values (see :func:`read_dicom_case`)."""
     return read_dicom_case(path, channels, window)[0]
 
 
-def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, float]] = None
-                    ) -> tuple[np.ndarray, tuple[str, str]]:
+def read_dicom_case(
+    path: Path, channels: int, window: tuple[float, float] | None = None
+) -> tuple[np.ndarray, tuple[str, str]]:
     """One DICOM frame as ``[H, W, C]`` float32 display values, and its equipment
     ``(Manufacturer (0008,0070), Manufacturer's Model Name (0008,1090))``, ``""`` where absent.
 
@@ -272,8 +290,10 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
         decoder = get_decoder(syntax)
         if not decoder.is_available:
             needs = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
-            raise CaseError(f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
-                            f"install one of: {needs}")
+            raise CaseError(
+                f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
+                f"install one of: {needs}"
+            )
     raw = _native_pixels(hdr, syntax)
     if raw is None:
         try:
@@ -286,15 +306,15 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
     if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
         return _to_channels(raw.astype(np.float32), channels), equipment
     if raw.ndim != 2:
-        raise CaseError(f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame",
-                        stage="preprocess")
+        raise CaseError(
+            f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame", stage="preprocess"
+        )
     try:
         arr, lo, hi = _display_values(hdr, raw, window)
     except CaseError:
         raise
     except Exception as exc:
-        raise CaseError(f"DICOM rescale/VOI could not be applied: {exception_text(exc)}",
-                        stage="preprocess") from None
+        raise CaseError(f"DICOM rescale/VOI could not be applied: {exception_text(exc)}", stage="preprocess") from None
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
@@ -303,10 +323,10 @@ def read_dicom_case(path: Path, channels: int, window: Optional[tuple[float, flo
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
 # Data elements a deflated file may hold besides its frames (overlays, icons, private data) are
 # inflated up to this many bytes; anything beyond is refused as a decompression bomb
-DICOM_HEADER_BYTES = 16 * 2 ** 20
+DICOM_HEADER_BYTES = 16 * 2**20
 
 
-def _transfer_syntax(path: Path) -> Optional[str]:
+def _transfer_syntax(path: Path) -> str | None:
     """The file meta's Transfer Syntax UID (a few hundred bytes read), or None when there is none."""
     from pydicom.filereader import read_file_meta_info
 
@@ -322,6 +342,7 @@ def _transfer_syntax(path: Path) -> Optional[str]:
 def _declared_pixels(ds: Any) -> tuple[int, int]:
     """``(pixels, bytes)`` the header declares: Rows x Columns x NumberOfFrames, and that times
     SamplesPerPixel x BitsAllocated / 8."""
+
     def number(keyword: str, default: int) -> int:
         value = ds.get(keyword, default)
         try:
@@ -341,8 +362,10 @@ def _check_declared_size(ds: Any) -> None:
     pixels, _ = _declared_pixels(ds)
     if pixels > MAX_IMAGE_PIXELS:
         rows, cols, frames = ds.get("Rows"), ds.get("Columns"), ds.get("NumberOfFrames", 1) or 1
-        raise CaseError(f"DICOM declares {rows}x{cols} pixels x {frames} frame(s) = {pixels} pixels, above the "
-                        f"{MAX_IMAGE_PIXELS} pixel limit (decompression bomb guard)")
+        raise CaseError(
+            f"DICOM declares {rows}x{cols} pixels x {frames} frame(s) = {pixels} pixels, above the "
+            f"{MAX_IMAGE_PIXELS} pixel limit (decompression bomb guard)"
+        )
     samples = ds.get("SamplesPerPixel", 1)
     if samples not in (None, "") and int(samples) > 4:
         raise CaseError(f"DICOM declares {samples} samples per pixel; at most 4 (RGBA) are images")
@@ -375,7 +398,9 @@ def _read_deflated(path: Path) -> Any:
             try:
                 out = inflater.decompress(pending, limit - len(data))
             except zlib.error as exc:
-                raise CaseError(f"corrupt or truncated DICOM: the deflated data set cannot be inflated ({exc})") from None
+                raise CaseError(
+                    f"corrupt or truncated DICOM: the deflated data set cannot be inflated ({exc})"
+                ) from None
             pending = inflater.unconsumed_tail
             if not out and not pending:
                 break  # input exhausted before the end of the stream
@@ -388,16 +413,19 @@ def _read_deflated(path: Path) -> Any:
         if at_pixels or inflater.eof or len(data) < step:
             break
         if step >= DICOM_HEADER_BYTES:
-            raise CaseError(f"deflated DICOM header inflates beyond {DICOM_HEADER_BYTES} bytes before its pixel "
-                            "data (decompression bomb guard)")
+            raise CaseError(
+                f"deflated DICOM header inflates beyond {DICOM_HEADER_BYTES} bytes before its pixel "
+                "data (decompression bomb guard)"
+            )
         step = min(step * 4, DICOM_HEADER_BYTES)
     if header is not None:
         _check_declared_size(header)
         limit = _declared_pixels(header)[1] + DICOM_HEADER_BYTES
         inflate(limit + 1)
         if len(data) > limit:
-            raise CaseError(f"deflated DICOM inflates beyond the {limit} bytes its header declares "
-                            "(decompression bomb guard)")
+            raise CaseError(
+                f"deflated DICOM inflates beyond the {limit} bytes its header declares (decompression bomb guard)"
+            )
     if not inflater.eof:
         raise CaseError("corrupt or truncated DICOM: the deflated data set ends early")
     buffer = DicomBytesIO(bytes(data))
@@ -435,15 +463,17 @@ def _palette_colours(hdr: _Header, raw: np.ndarray) -> np.ndarray:
     entries' maximum: a 16-bit palette under ``scale: 255`` is refused by :func:`check_value_range`.
     Colour goes to the model's channels as for any colour image (luma for one channel)."""
     if raw.ndim != 2:
-        raise CaseError(f"PALETTE COLOR DICOM pixel array of shape {raw.shape} is not a single frame of indices",
-                        stage="preprocess")
+        raise CaseError(
+            f"PALETTE COLOR DICOM pixel array of shape {raw.shape} is not a single frame of indices", stage="preprocess"
+        )
     from pydicom.pixels import apply_color_lut
 
     try:
         rgb = apply_color_lut(raw, hdr.ds)
     except Exception as exc:
-        raise CaseError(f"PALETTE COLOR DICOM whose palette could not be applied: {exception_text(exc)}",
-                        stage="preprocess") from None
+        raise CaseError(
+            f"PALETTE COLOR DICOM whose palette could not be applied: {exception_text(exc)}", stage="preprocess"
+        ) from None
     return rgb[..., :3].astype(np.float32)
 
 
@@ -494,7 +524,7 @@ def _tag_text(ds: Any, keyword: str) -> str:
 _NATIVE_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.dtype("<u2"), (16, 1): np.dtype("<i2")}
 
 
-def _native_pixels(ds: Any, syntax: Any) -> Optional[np.ndarray]:
+def _native_pixels(ds: Any, syntax: Any) -> np.ndarray | None:
     """The frame straight from uncompressed little-endian bytes, or None to let pydicom decode it."""
     if syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):  # implicit / explicit VR little endian
         return None
@@ -512,8 +542,7 @@ def _native_pixels(ds: Any, syntax: Any) -> Optional[np.ndarray]:
     return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
 
 
-def _display_values(ds: Any, raw: np.ndarray, window: Optional[tuple[float, float]]
-                    ) -> tuple[np.ndarray, float, float]:
+def _display_values(ds: Any, raw: np.ndarray, window: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
     """Modality LUT then VOI (PS3.3 C.11.1, C.11.2); returns the values and their output range."""
     if ds.get("ModalityLUTSequence"):
         from pydicom.pixels import apply_modality_lut
@@ -531,8 +560,11 @@ def _display_values(ds: Any, raw: np.ndarray, window: Optional[tuple[float, floa
         from pydicom.pixels import apply_voi_lut
 
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-        return (np.asarray(apply_voi_lut(arr, ds.ds, index=0, prefer_lut=True), dtype=np.float64), 0.0,
-                float(2 ** bits - 1))
+        return (
+            np.asarray(apply_voi_lut(arr, ds.ds, index=0, prefer_lut=True), dtype=np.float64),
+            0.0,
+            float(2**bits - 1),
+        )
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
     if center is not None and width is not None:
         center = float(center[0] if _multi(center) else center)
@@ -572,7 +604,7 @@ def _stored_range(ds: Any) -> tuple[float, float]:
         return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
     bits = int(ds.get("BitsStored", 8))
     if int(ds.get("PixelRepresentation", 0)) == 0:
-        lo, hi = 0.0, float(2 ** bits - 1)
+        lo, hi = 0.0, float(2**bits - 1)
     else:
         lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
@@ -598,6 +630,7 @@ def _to_channels(arr: np.ndarray, channels: int) -> np.ndarray:
 
 # ---- one case ------------------------------------------------------------------------------------
 
+
 def read_case(path: str | Path, spec: Preprocessing, *, check_range: bool = False) -> np.ndarray:
     """Read one image-like case into ``[C, H, W]`` raw values at the protocol's size.
 
@@ -609,8 +642,9 @@ def read_case(path: str | Path, spec: Preprocessing, *, check_range: bool = Fals
     return read_case_with_stats(path, spec, stats=False, check_range=check_range)[0]
 
 
-def read_case_with_stats(path: str | Path, spec: Preprocessing, *, stats: bool = True, check_range: bool = True
-                         ) -> tuple[np.ndarray, Optional[np.ndarray], tuple[str, str]]:
+def read_case_with_stats(
+    path: str | Path, spec: Preprocessing, *, stats: bool = True, check_range: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str]]:
     """:func:`read_case`, plus the case's :func:`image_stats` (taken from the same decoded array,
     before resizing; None when ``stats`` is false) and its DICOM equipment ``(manufacturer, model)``
     (``("", "")`` for other files). This is what scoring reads: unless ``check_range`` is false, a case
@@ -658,9 +692,12 @@ def check_value_range(arr: np.ndarray, scale: float) -> None:
     peak = max(abs(lo), abs(hi))
     if peak > limit:
         value = f"{hi:g}" if abs(hi) >= abs(lo) else f"{lo:g}"
-        raise CaseError(f"pixel values up to {value} exceed input.scale {float(scale):g} (more than "
-                        f"{1 + RANGE_TOLERANCE:g} x scale): the image has another bit depth or range than the "
-                        "protocol declares", stage="preprocess")
+        raise CaseError(
+            f"pixel values up to {value} exceed input.scale {float(scale):g} (more than "
+            f"{1 + RANGE_TOLERANCE:g} x scale): the image has another bit depth or range than the "
+            "protocol declares",
+            stage="preprocess",
+        )
 
 
 # ---- per-case image statistics (dataset-shift inputs) ----------------------------------------------
@@ -668,9 +705,11 @@ def check_value_range(arr: np.ndarray, scale: float) -> None:
 IMAGE_HIST_BINS = 16
 IMAGE_PERCENTILES = (1, 5, 50, 95, 99)
 #: Columns of :func:`image_stats`, in order; validate.analysis.shift reads them from the predictions.
-IMAGE_STAT_COLUMNS = (("img_height", "img_width", "img_mean", "img_std")
-                      + tuple(f"img_p{q:02d}" for q in IMAGE_PERCENTILES)
-                      + tuple(f"img_hist_{b:02d}" for b in range(IMAGE_HIST_BINS)))
+IMAGE_STAT_COLUMNS = (
+    ("img_height", "img_width", "img_mean", "img_std")
+    + tuple(f"img_p{q:02d}" for q in IMAGE_PERCENTILES)
+    + tuple(f"img_hist_{b:02d}" for b in range(IMAGE_HIST_BINS))
+)
 #: DICOM equipment columns: (0008,0070) Manufacturer, (0008,1090) Manufacturer's Model Name.
 EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model")
 
@@ -696,7 +735,8 @@ def image_stats(arr: np.ndarray, scale: float) -> np.ndarray:
     last, so the fractions sum to 1).
 
     8-bit images are summarised from one ``bincount`` of their 256 levels; other small images (at
-    most :data:`SORTED_STATS_MAX_PIXELS` values) from one sort of their values; larger images of integer values (8-bit, and in practice most 16-bit PNGs and
+    most :data:`SORTED_STATS_MAX_PIXELS` values) from one sort of their values; larger images of integer
+    values (8-bit, and in practice most 16-bit PNGs and
     DICOMs) from one ``bincount`` pass; others by numpy's mean, var and percentile on the float32
     values. All three follow the definitions above exactly (tests compare them with numpy's).
     """
@@ -749,17 +789,17 @@ def image_stats(arr: np.ndarray, scale: float) -> np.ndarray:
             v = x / np.asarray(scale, dtype=x.dtype)
             hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
     out[2], out[3] = mean, np.sqrt(max(var, 0.0))
-    out[4:4 + len(IMAGE_PERCENTILES)] = pct
-    out[4 + len(IMAGE_PERCENTILES):] = hist / n
+    out[4 : 4 + len(IMAGE_PERCENTILES)] = pct
+    out[4 + len(IMAGE_PERCENTILES) :] = hist / n
     return out
 
 
-def _integer_counts(x: np.ndarray) -> tuple[Optional[np.ndarray], int]:
+def _integer_counts(x: np.ndarray) -> tuple[np.ndarray | None, int]:
     """Counts of each level from the minimum, when ``x`` holds integers within a modest span."""
     if x.size == 0:
         return None, 0
     lo, hi = x.min(), x.max()
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= MAX_COUNTED_LEVELS or abs(lo) >= 2 ** 31:
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo >= MAX_COUNTED_LEVELS or abs(lo) >= 2**31:
         return None, 0
     xi = x.astype(np.int32)
     if not (xi == x).all():
@@ -800,8 +840,9 @@ def resize(arr: np.ndarray, size: Sequence[int]) -> np.ndarray:
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise CaseError(f"image of size {arr.shape[1]}x{arr.shape[0]} is empty", stage="preprocess")
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).permute(2, 0, 1)[None]
-    out = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in size), mode="bilinear",
-                                          align_corners=False, antialias=True)
+    out = torch.nn.functional.interpolate(
+        t, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False, antialias=True
+    )
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -832,8 +873,10 @@ def normalise(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
 def _channel_constants(a: tuple, b: tuple, dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     # made once per device: a copy from pageable host memory would wait for all queued GPU work
     shape = (1, len(a)) + (1,) * (dim - 2)
-    return (torch.tensor(a, dtype=torch.float32, device=device).reshape(shape),
-            torch.tensor(b, dtype=torch.float32, device=device).reshape(shape))
+    return (
+        torch.tensor(a, dtype=torch.float32, device=device).reshape(shape),
+        torch.tensor(b, dtype=torch.float32, device=device).reshape(shape),
+    )
 
 
 def feature_matrix(cases: Any, features: Sequence[str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -864,7 +907,25 @@ def finite_rows(values: np.ndarray) -> np.ndarray:
     return np.isfinite(values).reshape(len(values), -1).all(axis=1)
 
 
-__all__ = ["CaseError", "scrub_paths", "exception_text", "Preprocessing", "read_case", "read_case_with_stats", "read_pillow", "read_dicom",
-           "read_dicom_case", "read_array", "is_dicom", "resize", "normalise", "feature_matrix", "finite_rows",
-           "image_stats", "IMAGE_STAT_COLUMNS", "EQUIPMENT_COLUMNS", "MAX_IMAGE_PIXELS", "check_value_range"]
-
+__all__ = [
+    "CaseError",
+    "scrub_paths",
+    "exception_text",
+    "Preprocessing",
+    "read_case",
+    "read_case_with_stats",
+    "read_pillow",
+    "read_dicom",
+    "read_dicom_case",
+    "read_array",
+    "is_dicom",
+    "resize",
+    "normalise",
+    "feature_matrix",
+    "finite_rows",
+    "image_stats",
+    "IMAGE_STAT_COLUMNS",
+    "EQUIPMENT_COLUMNS",
+    "MAX_IMAGE_PIXELS",
+    "check_value_range",
+]

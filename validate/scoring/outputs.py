@@ -7,11 +7,12 @@ becomes ``logit = l_pos - l_neg`` (the log-odds of the two-class softmax) or ``p
 become logits after clipping to [1e-15, 1 - 1e-15] (multiclass: log-probabilities log(clip(p, 1e-15,
 1))), as :mod:`validate.numerics` defines them, as DESIGN.md requires, never coarser.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from validate.numerics import log_probability, logit
 FAILURE_COLUMNS = ["site", "case_id", "reason", "stage"]
 
 
-def logit_columns(task: str, classes: Optional[list[str]], labels: Optional[list[str]]) -> list[str]:
+def logit_columns(task: str, classes: list[str] | None, labels: list[str] | None) -> list[str]:
     if task == "binary":
         return ["logit"]
     if task == "multiclass":
@@ -29,8 +30,9 @@ def logit_columns(task: str, classes: Optional[list[str]], labels: Optional[list
     return [f"logit_{label}" for label in labels or []]
 
 
-def make_to_logits(*, task: str, n_columns: int, output: str, positive_index: int, checkpoint: Path,
-                   fmt: str) -> Callable[[np.ndarray], np.ndarray]:
+def make_to_logits(
+    *, task: str, n_columns: int, output: str, positive_index: int, checkpoint: Path, fmt: str
+) -> Callable[[np.ndarray], np.ndarray]:
     """A function mapping raw model output ``[n, k]`` to logits ``[n, n_columns]`` (float64)."""
     from validate.scoring.checkpoints import FORMAT_NAMES
 
@@ -39,9 +41,13 @@ def make_to_logits(*, task: str, n_columns: int, output: str, positive_index: in
             expected = "[N, 1] (positive-class logit) or [N, 2] (one column per class)"
         else:
             expected = f"[N, {n_columns}] (one column per {'class' if task == 'multiclass' else 'label'})"
-        return InputError(f"{FORMAT_NAMES.get(fmt, fmt)} checkpoint returns {k} value(s) per case, which does not "
-                          f"fit the protocol's {task} task", file=checkpoint, field="model.checkpoint",
-                          expected=expected)
+        return InputError(
+            f"{FORMAT_NAMES.get(fmt, fmt)} checkpoint returns {k} value(s) per case, which does not "
+            f"fit the protocol's {task} task",
+            file=checkpoint,
+            field="model.checkpoint",
+            expected=expected,
+        )
 
     def convert(values: np.ndarray) -> np.ndarray:
         v = np.asarray(values, dtype=np.float64)
@@ -68,9 +74,19 @@ def make_to_logits(*, task: str, n_columns: int, output: str, positive_index: in
     return convert
 
 
-def predictions_frame(cases: Any, logits: np.ndarray, columns: list[str], ok: np.ndarray, *, task: str,
-                      labels: Optional[list[str]], attributes: list[str], features: Optional[list[str]] = None,
-                      image_stats: Optional[np.ndarray] = None, equipment: Optional[np.ndarray] = None) -> Any:
+def predictions_frame(
+    cases: Any,
+    logits: np.ndarray,
+    columns: list[str],
+    ok: np.ndarray,
+    *,
+    task: str,
+    labels: list[str] | None,
+    attributes: list[str],
+    features: list[str] | None = None,
+    image_stats: np.ndarray | None = None,
+    equipment: np.ndarray | None = None,
+) -> Any:
     """DESIGN.md's predictions table for one site: scored cases only (failures go to failures.csv).
 
     Besides ids, labels, logits, the protocol's ``attributes`` and ``acquired_at``, the table carries
@@ -88,8 +104,13 @@ def predictions_frame(cases: Any, logits: np.ndarray, columns: list[str], ok: np
 
     keep = np.flatnonzero(ok)
     sub = cases.iloc[keep].reset_index(drop=True)
-    out = pd.DataFrame({"case_id": sub["case_id"].astype(str), "site": sub["site"].astype(str),
-                        "patient_id": sub["patient_id"].astype(str)})
+    out = pd.DataFrame(
+        {
+            "case_id": sub["case_id"].astype(str),
+            "site": sub["site"].astype(str),
+            "patient_id": sub["patient_id"].astype(str),
+        }
+    )
     if task == "multilabel":
         for label in labels or []:
             out[f"y_{label}"] = sub[f"y_{label}"].astype("int64")
@@ -131,8 +152,9 @@ def failures_frame(rows: list[tuple[str, str, str, str]]) -> Any:
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS).astype(str)
 
 
-def write_predictions(df: Any, path: Path, *, task: Optional[str] = None, classes: Optional[list[str]] = None,
-                      labels: Optional[list[str]] = None) -> None:
+def write_predictions(
+    df: Any, path: Path, *, task: str | None = None, classes: list[str] | None = None, labels: list[str] | None = None
+) -> None:
     """Check the table against the contract (validate.predictions, when there) and write it atomically."""
     try:
         from validate import predictions as shared
@@ -141,8 +163,12 @@ def write_predictions(df: Any, path: Path, *, task: Optional[str] = None, classe
     check = getattr(shared, "table_from_frame", None) if shared is not None else None
     if check is not None and task is not None and len(df):
         # our own output must satisfy the contract every reader applies; a violation here is a bug
-        check(df, task=task, class_names=classes if task == "multiclass" else None,
-              label_names=labels if task == "multilabel" else None)
+        check(
+            df,
+            task=task,
+            class_names=classes if task == "multiclass" else None,
+            label_names=labels if task == "multilabel" else None,
+        )
     writer = getattr(shared, "write_predictions", None) if shared is not None else None
     if writer is not None:
         writer(df, path)
@@ -163,8 +189,9 @@ def write_failures(df: Any, path: Path) -> None:
     atomic_write_text(path, csv_safe(df).to_csv(index=False))
 
 
-def read_predictions_file(path: Path, *, task: str, classes: Optional[list[str]] = None,
-                          labels: Optional[list[str]] = None) -> Any:
+def read_predictions_file(
+    path: Path, *, task: str, classes: list[str] | None = None, labels: list[str] | None = None
+) -> Any:
     """A predictions table made elsewhere (the ``predictions`` checkpoint format), checked as
     validate.predictions checks any predictions file, as a DataFrame."""
     try:
@@ -173,8 +200,12 @@ def read_predictions_file(path: Path, *, task: str, classes: Optional[list[str]]
         shared = None
     reader = getattr(shared, "read_predictions", None) if shared is not None else None
     if reader is not None:
-        table = reader(path, task=task, class_names=classes if task == "multiclass" else None,
-                       label_names=labels if task == "multilabel" else None)
+        table = reader(
+            path,
+            task=task,
+            class_names=classes if task == "multiclass" else None,
+            label_names=labels if task == "multilabel" else None,
+        )
         return getattr(table, "frame", table)
     import pandas as pd
 
@@ -183,5 +214,9 @@ def read_predictions_file(path: Path, *, task: str, classes: Optional[list[str]]
             return pd.read_csv(path, dtype={"case_id": str, "site": str, "patient_id": str})
         return pd.read_parquet(path)
     except Exception as exc:
-        raise InputError(f"predictions file could not be read: {type(exc).__name__}: {exc}", file=path,
-                         field="model.checkpoint", expected="a parquet or CSV predictions table") from None
+        raise InputError(
+            f"predictions file could not be read: {type(exc).__name__}: {exc}",
+            file=path,
+            field="model.checkpoint",
+            expected="a parquet or CSV predictions table",
+        ) from None

@@ -8,6 +8,7 @@ and DICOM equipment for images, the feature values for tabular inputs; see
 and gathered (see :mod:`validate.scoring.distributed`). Rank 0 writes ``predictions.parquet``,
 ``failures.csv`` and ``scoring.json`` into ``out_dir``.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,14 +57,14 @@ DEFAULT_SHARD_SIZE = 512
 class ScoreResult:
     """What scoring produced; the files are in ``out_dir`` (written by rank 0)."""
 
-    predictions: Any                 # pandas DataFrame, DESIGN.md's predictions table
-    failures: Any                    # pandas DataFrame: site, case_id, reason, stage
+    predictions: Any  # pandas DataFrame, DESIGN.md's predictions table
+    failures: Any  # pandas DataFrame: site, case_id, reason, stage
     checkpoint_sha256: str
     checkpoint_format: str
     checkpoint_path: Path
-    device: str                      # e.g. "cpu", "cuda:0"; "none" for a predictions file
-    counts: dict                     # {"cases", "scored", "failed", "cached", "sites": {site: {...}}}
-    out_dir: Optional[Path] = None
+    device: str  # e.g. "cpu", "cuda:0"; "none" for a predictions file
+    counts: dict  # {"cases", "scored", "failed", "cached", "sites": {site: {...}}}
+    out_dir: Path | None = None
     files: dict = field(default_factory=dict)  # name -> path written
 
     @property
@@ -79,11 +80,22 @@ def _as_protocol(protocol: Any) -> Any:
     return protocol
 
 
-def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, out_dir: str | Path,
-                   device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE, workers: Optional[int] = None,
-                   amp: str = "none", strict: bool = False, cache_dir: Optional[str | Path] = None,
-                   shard_size: int = DEFAULT_SHARD_SIZE, progress: Optional[bool] = None,
-                   cache_inputs: bool = False, hash_inputs: Optional[bool] = None) -> ScoreResult:
+def score_protocol(
+    protocol: Any,
+    *,
+    checkpoint: str | Path | None = None,
+    out_dir: str | Path,
+    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int | None = None,
+    amp: str = "none",
+    strict: bool = False,
+    cache_dir: str | Path | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    progress: bool | None = None,
+    cache_inputs: bool = False,
+    hash_inputs: bool | None = None,
+) -> ScoreResult:
     """Score every site of ``protocol`` (a Protocol or a protocol file) with ``checkpoint``.
 
     ``checkpoint`` defaults to the protocol's ``model.checkpoint`` (relative to the protocol file); a
@@ -109,23 +121,43 @@ def score_protocol(protocol: Any, *, checkpoint: Optional[str | Path] = None, ou
     out_dir = Path(out_dir)
     ckpt_path = Path(checkpoint) if checkpoint is not None else protocol.resolve(protocol.model.checkpoint)
     if ckpt_path is None:
-        raise InputError("no checkpoint: give --checkpoint or model.checkpoint in the protocol", file=protocol.path,
-                         line=protocol.line_of("model"), field="model.checkpoint",
-                         expected="a path to the model file")
+        raise InputError(
+            "no checkpoint: give --checkpoint or model.checkpoint in the protocol",
+            file=protocol.path,
+            line=protocol.line_of("model"),
+            field="model.checkpoint",
+            expected="a path to the model file",
+        )
     fmt = protocol.model.format
     if checkpoint is not None and ckpt_path.is_file() and detect_format(ckpt_path) is not None:
         fmt = "auto"  # the flag's file may be another kind than the protocol's: trust its contents
-    ckpt = load_checkpoint(ckpt_path, format=fmt, factory=protocol.model.factory,
-                           factory_path=protocol.resolve(protocol.model.factory_path))
+    ckpt = load_checkpoint(
+        ckpt_path,
+        format=fmt,
+        factory=protocol.model.factory,
+        factory_path=protocol.resolve(protocol.model.factory_path),
+    )
     if ckpt.format == "predictions":
         return _from_predictions_file(protocol, ckpt, out_dir, strict)
 
     ctx = distributed.setup(device)
     try:
-        return _score(protocol, ckpt, ctx, out_dir=out_dir, device=device, batch_size=batch_size, workers=workers,
-                      amp=amp, strict=strict, cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
-                      shard_size=shard_size, progress=progress, cache_inputs=cache_inputs,
-                      hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs))
+        return _score(
+            protocol,
+            ckpt,
+            ctx,
+            out_dir=out_dir,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            amp=amp,
+            strict=strict,
+            cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+            shard_size=shard_size,
+            progress=progress,
+            cache_inputs=cache_inputs,
+            hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs),
+        )
     finally:
         ctx.close()
 
@@ -147,7 +179,7 @@ class _Scoring:
     key: str
     progress: bool
     batch_size: int
-    workers: Optional[int]
+    workers: int | None
     amp: str
     shard_size: int
     cache_dir: Path
@@ -160,15 +192,40 @@ class _Scoring:
         return self.spec.kind != "tabular"
 
 
-def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir: Path, device: str,
-           batch_size: int, workers: Optional[int], amp: str, strict: bool, cache_dir: Path, shard_size: int,
-           progress: Optional[bool], cache_inputs: bool = False, hash_inputs: bool = False) -> ScoreResult:
+def _score(
+    protocol: Any,
+    ckpt: Checkpoint,
+    ctx: distributed.Context,
+    *,
+    out_dir: Path,
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    amp: str,
+    strict: bool,
+    cache_dir: Path,
+    shard_size: int,
+    progress: bool | None,
+    cache_inputs: bool = False,
+    hash_inputs: bool = False,
+) -> ScoreResult:
     from validate.cohort import load_site_manifest
 
     started = time.time()
-    run = _prepare(protocol, ckpt, ctx, device=device, batch_size=batch_size, workers=workers, amp=amp,
-                   cache_dir=cache_dir, shard_size=shard_size, progress=progress, cache_inputs=cache_inputs,
-                   hash_inputs=hash_inputs)
+    run = _prepare(
+        protocol,
+        ckpt,
+        ctx,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        amp=amp,
+        cache_dir=cache_dir,
+        shard_size=shard_size,
+        progress=progress,
+        cache_inputs=cache_inputs,
+        hash_inputs=hash_inputs,
+    )
     cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
     mine, cached_cases = _score_my_shards(run, cohorts)
     merged, total_cached, total_decoded = _gather(ctx, cohorts, mine, cached_cases, run.served)
@@ -183,30 +240,57 @@ def _score(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, out_dir
 
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     counts = _counts(site_counts, total_cached, total_decoded if cache_inputs else None)
-    result = ScoreResult(predictions=predictions, failures=failures_frame(failure_rows),
-                         checkpoint_sha256=ckpt.sha256, checkpoint_format=ckpt.format, checkpoint_path=ckpt.path,
-                         device=str(run.dev), counts=counts, out_dir=out_dir)
+    result = ScoreResult(
+        predictions=predictions,
+        failures=failures_frame(failure_rows),
+        checkpoint_sha256=ckpt.sha256,
+        checkpoint_format=ckpt.format,
+        checkpoint_path=ckpt.path,
+        device=str(run.dev),
+        counts=counts,
+        out_dir=out_dir,
+    )
     if ctx.is_main:
         result.files = _write(result, out_dir, strict=strict, summary=_summary(run, counts, started))
     if strict and counts["failed"]:
         first = failure_rows[0]
-        raise InputError(f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-                         f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
-                         field="--strict")
+        raise InputError(
+            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
+            f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
+            field="--strict",
+        )
     return result
 
 
-def _prepare(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, device: str, batch_size: int,
-             workers: Optional[int], amp: str, cache_dir: Path, shard_size: int, progress: Optional[bool],
-             cache_inputs: bool, hash_inputs: bool) -> _Scoring:
+def _prepare(
+    protocol: Any,
+    ckpt: Checkpoint,
+    ctx: distributed.Context,
+    *,
+    device: str,
+    batch_size: int,
+    workers: int | None,
+    amp: str,
+    cache_dir: Path,
+    shard_size: int,
+    progress: bool | None,
+    cache_inputs: bool,
+    hash_inputs: bool,
+) -> _Scoring:
     """The device, the preprocessing and the output reading of the run; the checkpoint prepared on the
     device; the cache key of the run's shards."""
     dev = resolve_device(device, local_rank=ctx.local_rank if ctx.active else None)
     spec = Preprocessing.from_protocol(protocol.input)
     columns = logit_columns(protocol.task, protocol.classes, protocol.labels)
     positive_index = protocol.classes.index(protocol.positive) if protocol.task == "binary" else 1
-    to_logits = make_to_logits(task=protocol.task, n_columns=len(columns), output=protocol.model.output,
-                               positive_index=positive_index, checkpoint=ckpt.path, fmt=ckpt.format)
+    to_logits = make_to_logits(
+        task=protocol.task,
+        n_columns=len(columns),
+        output=protocol.model.output,
+        positive_index=positive_index,
+        checkpoint=ckpt.path,
+        fmt=ckpt.format,
+    )
     channels_last = dev.type == "cuda" and spec.kind != "tabular"
     if channels_last:
         # every batch has the protocol's input shape: let cuDNN pick its fastest kernels once
@@ -214,13 +298,37 @@ def _prepare(protocol: Any, ckpt: Checkpoint, ctx: distributed.Context, *, devic
     ckpt.prepare(dev, channels_last=channels_last)
     if progress is None:
         progress = sys.stderr.isatty() and ctx.is_main
-    key = run_key(checkpoint_sha256=ckpt.sha256, preprocessing=spec.key(),
-                  output={"task": protocol.task, "columns": columns, "output": protocol.model.output,
-                          "positive_index": positive_index}, amp=amp, shard_size=shard_size)
-    return _Scoring(protocol=protocol, ckpt=ckpt, ctx=ctx, dev=dev, spec=spec, columns=columns, to_logits=to_logits,
-                    channels_last=channels_last, key=key, progress=bool(progress), batch_size=batch_size,
-                    workers=workers, amp=amp, shard_size=shard_size, cache_dir=cache_dir,
-                    cache_inputs=cache_inputs, hash_inputs=hash_inputs)
+    key = run_key(
+        checkpoint_sha256=ckpt.sha256,
+        preprocessing=spec.key(),
+        output={
+            "task": protocol.task,
+            "columns": columns,
+            "output": protocol.model.output,
+            "positive_index": positive_index,
+        },
+        amp=amp,
+        shard_size=shard_size,
+    )
+    return _Scoring(
+        protocol=protocol,
+        ckpt=ckpt,
+        ctx=ctx,
+        dev=dev,
+        spec=spec,
+        columns=columns,
+        to_logits=to_logits,
+        channels_last=channels_last,
+        key=key,
+        progress=bool(progress),
+        batch_size=batch_size,
+        workers=workers,
+        amp=amp,
+        shard_size=shard_size,
+        cache_dir=cache_dir,
+        cache_inputs=cache_inputs,
+        hash_inputs=hash_inputs,
+    )
 
 
 def _score_my_shards(run: _Scoring, cohorts: list) -> tuple[dict[str, dict[int, ShardResult]], int]:
@@ -228,7 +336,7 @@ def _score_my_shards(run: _Scoring, cohorts: list) -> tuple[dict[str, dict[int, 
     found in the cache)``. Every rank learns whether one failed; the failure is raised on each."""
     mine: dict[str, dict[int, ShardResult]] = {}
     cached_cases = 0
-    error: Optional[BaseException] = None
+    error: BaseException | None = None
     try:
         for cohort in cohorts:
             mine[cohort.site.id], cached = _score_site(run, cohort)
@@ -250,11 +358,13 @@ def _site_dataset(run: _Scoring, cases: Any, ids: list[str]) -> tuple[Any, Any]:
 
         def rows_key(s: int, lo: int, hi: int) -> str:
             return tabular_rows_key(ids[lo:hi], feats[lo:hi], {k: v for k, v in bad.items() if lo <= k < hi}, lo)
+
         return TabularCases(feats, bad), rows_key
     paths = cases["image_path"].astype(str).tolist()
 
     def image_key(s: int, lo: int, hi: int) -> str:
         return image_rows_key(ids[lo:hi], paths[lo:hi], content=run.hash_inputs)
+
     return ImageCases(paths, run.spec), image_key
 
 
@@ -295,30 +405,42 @@ def _score_site(run: _Scoring, cohort: Any) -> tuple[dict[int, ShardResult], int
                 run.served += len(res.positions)
         res.decoded = None  # the pixels are not needed once saved
 
-    done.update(_score_shards(run, site, dataset, todo, n, sum(bounds[s][1] - bounds[s][0] for s in todo),
-                              on_shard))
+    done.update(_score_shards(run, site, dataset, todo, n, sum(bounds[s][1] - bounds[s][0] for s in todo), on_shard))
     return done, cached_cases
 
 
-def _score_shards(run: _Scoring, site: str, dataset: Any, todo: list[int], n: int, n_todo: int,
-                  on_shard: Any) -> dict[int, ShardResult]:
+def _score_shards(
+    run: _Scoring, site: str, dataset: Any, todo: list[int], n: int, n_todo: int, on_shard: Any
+) -> dict[int, ShardResult]:
     """The evaluator on the shards ``todo`` of one site (``n`` cases, ``n_todo`` of them in ``todo``),
     with a progress bar."""
     workers = run.workers if run.workers is not None else default_workers(run.spec, run.dev, n_todo)
-    options = EngineOptions(device=run.dev, batch_size=run.batch_size, amp=run.amp,
-                            channels_last=run.channels_last, workers=workers)
+    options = EngineOptions(
+        device=run.dev, batch_size=run.batch_size, amp=run.amp, channels_last=run.channels_last, workers=workers
+    )
     bar = Progress(site, n_todo, run.progress)
     try:
-        return score_shards(run.ckpt, dataset, todo, n_cases=n, shard_size=run.shard_size,
-                            n_outputs=len(run.columns), spec=run.spec, options=options,
-                            input_device=run.ckpt.input_device, to_logits=run.to_logits, progress=bar,
-                            on_shard=on_shard)
+        return score_shards(
+            run.ckpt,
+            dataset,
+            todo,
+            n_cases=n,
+            shard_size=run.shard_size,
+            n_outputs=len(run.columns),
+            spec=run.spec,
+            options=options,
+            input_device=run.ckpt.input_device,
+            to_logits=run.to_logits,
+            progress=bar,
+            on_shard=on_shard,
+        )
     finally:
         bar.close()
 
 
-def _gather(ctx: distributed.Context, cohorts: list, mine: dict[str, dict[int, ShardResult]], cached_cases: int,
-            served: int) -> tuple[dict[str, dict[int, ShardResult]], int, int]:
+def _gather(
+    ctx: distributed.Context, cohorts: list, mine: dict[str, dict[int, ShardResult]], cached_cases: int, served: int
+) -> tuple[dict[str, dict[int, ShardResult]], int, int]:
     """Every rank's shards merged per site, with the cases found in the shard cache and in the input
     cache summed over ranks."""
     merged: dict[str, dict[int, ShardResult]] = {c.site.id: {} for c in cohorts}
@@ -356,22 +478,33 @@ def _assemble_site(run: _Scoring, cohort: Any, shards: dict[int, ShardResult]) -
     failed_pos = {p for p, _, _ in failures}
     ok = np.array([i not in failed_pos for i in range(n)], dtype=bool) & np.isfinite(logits).all(axis=1)
     protocol = run.protocol
-    frame = predictions_frame(cases, logits, run.columns, ok, task=protocol.task, labels=protocol.labels,
-                              attributes=list(protocol.attributes),
-                              features=list(run.spec.features) if not image else None,
-                              image_stats=stats, equipment=equipment)
+    frame = predictions_frame(
+        cases,
+        logits,
+        run.columns,
+        ok,
+        task=protocol.task,
+        labels=protocol.labels,
+        attributes=list(protocol.attributes),
+        features=list(run.spec.features) if not image else None,
+        image_stats=stats,
+        equipment=equipment,
+    )
     ids = cases["case_id"].astype(str).tolist()
     rows = [(site, ids[p], reason, stage) for p, reason, stage in sorted(failures)]
     return frame, rows, {"cases": n, "scored": int(ok.sum()), "failed": int(n - ok.sum())}
 
 
-def _counts(site_counts: dict, cached: int, inputs_cached: Optional[int]) -> dict:
+def _counts(site_counts: dict, cached: int, inputs_cached: int | None) -> dict:
     """The run's counts: cases, scored and failed summed over sites, cases from the shard cache, per
     site counts, and (with the input cache) cases whose decoded inputs came from it."""
-    counts = {"cases": sum(c["cases"] for c in site_counts.values()),
-              "scored": sum(c["scored"] for c in site_counts.values()),
-              "failed": sum(c["failed"] for c in site_counts.values()),
-              "cached": cached, "sites": site_counts}
+    counts = {
+        "cases": sum(c["cases"] for c in site_counts.values()),
+        "scored": sum(c["scored"] for c in site_counts.values()),
+        "failed": sum(c["failed"] for c in site_counts.values()),
+        "cached": cached,
+        "sites": site_counts,
+    }
     if inputs_cached is not None:
         counts["inputs_cached"] = inputs_cached
     return counts
@@ -380,12 +513,25 @@ def _counts(site_counts: dict, cached: int, inputs_cached: Optional[int]) -> dic
 def _summary(run: _Scoring, counts: dict, started: float) -> dict:
     """The contents of scoring.json besides the files written."""
     protocol, ckpt = run.protocol, run.ckpt
-    return {"protocol": protocol.name, "protocol_sha256": protocol.sha256, "checkpoint": str(ckpt.path),
-            "task": protocol.task, "classes": protocol.classes, "labels": protocol.labels,
-            "checkpoint_sha256": ckpt.sha256, "checkpoint_format": ckpt.format, "device": str(run.dev),
-            "world_size": run.ctx.world, "amp": run.amp, "batch_size": run.batch_size, "shard_size": run.shard_size,
-            "cache_keys": "file content (sha256)" if run.hash_inputs else "file size and modification time",
-            "counts": counts, "started": started, "finished": time.time()}
+    return {
+        "protocol": protocol.name,
+        "protocol_sha256": protocol.sha256,
+        "checkpoint": str(ckpt.path),
+        "task": protocol.task,
+        "classes": protocol.classes,
+        "labels": protocol.labels,
+        "checkpoint_sha256": ckpt.sha256,
+        "checkpoint_format": ckpt.format,
+        "device": str(run.dev),
+        "world_size": run.ctx.world,
+        "amp": run.amp,
+        "batch_size": run.batch_size,
+        "shard_size": run.shard_size,
+        "cache_keys": "file content (sha256)" if run.hash_inputs else "file size and modification time",
+        "counts": counts,
+        "started": started,
+        "finished": time.time(),
+    }
 
 
 def _scrub_failures(res: ShardResult, cases: Any, spec: Preprocessing, protocol: Any) -> None:
@@ -403,8 +549,10 @@ def _scrub_failures(res: ShardResult, cases: Any, spec: Preprocessing, protocol:
         root = protocol.resolve(site.image_root) if site.image_root else None
         if root is not None:
             hide += [str(root), str(Path(root).resolve())]
-    res.failures = [(p, scrub_paths(r, *(hide + ([paths[p]] if paths is not None and 0 <= p < len(paths) else []))), st)
-                    for p, r, st in res.failures]
+    res.failures = [
+        (p, scrub_paths(r, *(hide + ([paths[p]] if paths is not None and 0 <= p < len(paths) else []))), st)
+        for p, r, st in res.failures
+    ]
 
 
 def _write(result: ScoreResult, out_dir: Path, *, strict: bool, summary: dict) -> dict:
@@ -413,8 +561,13 @@ def _write(result: ScoreResult, out_dir: Path, *, strict: bool, summary: dict) -
     write_failures(result.failures, files["failures"])
     if not (strict and result.counts["failed"]):
         files["predictions"] = out_dir / "predictions.parquet"
-        write_predictions(result.predictions, files["predictions"], task=summary.get("task"),
-                          classes=summary.get("classes"), labels=summary.get("labels"))
+        write_predictions(
+            result.predictions,
+            files["predictions"],
+            task=summary.get("task"),
+            classes=summary.get("classes"),
+            labels=summary.get("labels"),
+        )
     atomic_write_json(files["summary"], summary)
     return files
 
@@ -426,11 +579,29 @@ def _from_predictions_file(protocol: Any, ckpt: Checkpoint, out_dir: Path, stric
     if "site" in df.columns:
         sites = {str(s): {"cases": int(n), "scored": int(n), "failed": 0} for s, n in df["site"].value_counts().items()}
     counts = {"cases": len(df), "scored": len(df), "failed": 0, "cached": 0, "sites": sites}
-    result = ScoreResult(predictions=df, failures=failures_frame([]), checkpoint_sha256=ckpt.sha256,
-                         checkpoint_format="predictions", checkpoint_path=ckpt.path, device="none", counts=counts,
-                         out_dir=out_dir)
-    result.files = _write(result, out_dir, strict=strict, summary={
-        "protocol": protocol.name, "protocol_sha256": protocol.sha256, "checkpoint": str(ckpt.path),
-        "checkpoint_sha256": ckpt.sha256, "checkpoint_format": "predictions", "device": "none",
-        "counts": counts, "scoring": "skipped: the checkpoint is a predictions file"})
+    result = ScoreResult(
+        predictions=df,
+        failures=failures_frame([]),
+        checkpoint_sha256=ckpt.sha256,
+        checkpoint_format="predictions",
+        checkpoint_path=ckpt.path,
+        device="none",
+        counts=counts,
+        out_dir=out_dir,
+    )
+    result.files = _write(
+        result,
+        out_dir,
+        strict=strict,
+        summary={
+            "protocol": protocol.name,
+            "protocol_sha256": protocol.sha256,
+            "checkpoint": str(ckpt.path),
+            "checkpoint_sha256": ckpt.sha256,
+            "checkpoint_format": "predictions",
+            "device": "none",
+            "counts": counts,
+            "scoring": "skipped: the checkpoint is a predictions file",
+        },
+    )
     return result
