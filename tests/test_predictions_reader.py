@@ -138,7 +138,7 @@ def test_analyses_read_a_table_and_a_frame_alike():
     a, _ = confident_errors(t, task="binary", per_site=3)
     b, _ = confident_errors(df, task="binary", per_site=3)
     pd.testing.assert_frame_equal(a, b)
-    assert np.allclose(a["p"], special.expit(t.frame.set_index("case_id").loc[a["case_id"], "logit"]))
+    assert np.allclose(a["probability"], special.expit(t.frame.set_index("case_id").loc[a["case_id"], "logit"]))
 
 
 def test_shift_multiclass_uses_the_table_class_order():

@@ -64,7 +64,7 @@ def confident_errors(
 
     ``pred``: a :class:`~validate.predictions.PredictionsTable`, or a predictions DataFrame (the
     bundle's ``predictions.parquet``) read through :func:`~validate.predictions.as_table`.
-    First frame: ``site``, ``case_id``, ``true``, ``called``, ``confidence``, ``p`` (binary: P(positive)),
+    First frame: ``site``, ``case_id``, ``true``, ``called``, ``confidence``, ``probability`` (binary: P(positive)),
     ``image`` (when recorded), then the attributes. Second: ``site``, ``cases``, ``errors``.
     """
     table = as_table(pred, task=task, class_names=list(classes) if task == "multiclass" and classes else None)
@@ -110,7 +110,7 @@ def confident_errors(
         }
     )
     if p_col is not None:
-        out["p"] = p_col
+        out["probability"] = p_col  # not "p": this frame is not a predictions table
     if image_column in pred.columns:  # the image's path under the site's image root, when the bundle records it
         out["image"] = pred[image_column].to_numpy()
     for a in attributes:
@@ -213,8 +213,8 @@ def _case_row(
         "called": str(row["called"]),
         "confidence": float(row["confidence"]),
     }
-    if "p" in row.index:
-        out["p"] = float(row["p"])
+    if "probability" in row.index:
+        out["p"] = float(row["probability"])
     if name is not None and (site, name) in thumbnails:
         out["thumbnail"] = thumbnails[(site, name)]
     if "image" in row.index and isinstance(row["image"], str) and row["image"]:
