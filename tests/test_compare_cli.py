@@ -240,14 +240,14 @@ def test_compare_refuses_heart_against_chest(runs, repo, tmp_path):
 # ---- the verdict of a comparison gate on hand-made comparison blocks -------------------------------------
 
 
-def _comparison(lo: float, hi: float, *, insufficient: bool = False) -> dict:
+def _comparison(lo: float, hi: float, *, insufficient: bool = False, metric: str = "auroc") -> dict:
     block = {
         "n": 100,
         "n_events": 40,
         "insufficient": insufficient,
         "reason": "too few events" if insufficient else None,
         "metrics": {
-            "auroc": {
+            metric: {
                 "new": 0.8,
                 "baseline": 0.8 - (lo + hi) / 2,
                 "delta": (lo + hi) / 2,
@@ -270,17 +270,24 @@ def _comparison(lo: float, hi: float, *, insufficient: bool = False) -> dict:
         ({"min": -0.02, "on": "ci_low"}, -0.02, 0.03, "pass", "non-inferior (margin 0.02)"),  # the bound itself
         ({"min": -0.02, "on": "ci_low"}, -0.05, -0.03, "fail", "inferior"),
         ({"min": -0.02, "on": "ci_low"}, -0.05, 0.01, "fail", "non-inferiority not shown (margin 0.02)"),
-        ({"max": 0.01, "on": "ci_high"}, -0.05, -0.01, "pass", "superior"),
-        ({"max": 0.01, "on": "ci_high"}, -0.02, 0.005, "pass", "non-inferior (margin 0.01)"),
-        ({"max": 0.01, "on": "ci_high"}, 0.02, 0.05, "fail", "inferior"),
-        ({"max": 0.01, "on": "ci_high"}, -0.01, 0.03, "fail", "non-inferiority not shown (margin 0.01)"),
+        ({"max": 0.01, "on": "ci_high", "metric": "brier"}, -0.05, -0.01, "pass", "superior"),
+        ({"max": 0.01, "on": "ci_high", "metric": "brier"}, -0.02, 0.005, "pass", "non-inferior (margin 0.01)"),
+        ({"max": 0.01, "on": "ci_high", "metric": "brier"}, 0.02, 0.05, "fail", "inferior"),
+        (
+            {"max": 0.01, "on": "ci_high", "metric": "brier"},
+            -0.01,
+            0.03,
+            "fail",
+            "non-inferiority not shown (margin 0.01)",
+        ),
     ],
 )
 def test_comparison_gate_verdict_words(bound, lo, hi, verdict, words):
     from validate.gates import judge_gates
 
     gate = {"metric": "auroc", "compare": "baseline", "scope": "overall", **bound}
-    report = judge_gates([gate], {"overall": {"n": 100}, "sites": {"a": {"n": 100}}}, comparison=_comparison(lo, hi))
+    comparison = _comparison(lo, hi, metric=gate["metric"])
+    report = judge_gates([gate], {"overall": {"n": 100}, "sites": {"a": {"n": 100}}}, comparison=comparison)
     (row,) = report.rows
     assert row.verdict == verdict and row.reason.endswith(": " + words), row.reason
     assert (row.ci_low, row.ci_high, row.compare) == (lo, hi, "baseline")
@@ -307,3 +314,45 @@ def test_comparison_gate_insufficient_block_follows_the_policy_and_missing_compa
     assert by_item["site b"].verdict == "fail" and "both models" in by_item["site b"].reason
     with pytest.raises(InputError, match="no comparison with a baseline"):
         judge_gates([gate], metrics, comparison=None)
+
+
+@pytest.mark.parametrize(
+    "metric,bound,field,words",
+    [
+        # lower ECE is better: `min: -0.02` would pass a new model whose ECE is far worse
+        ("ece", {"min": -0.02, "on": "ci_low"}, "min", "would pass a worse new model"),
+        ("auroc", {"max": 0.02, "on": "ci_high"}, "max", "would pass a worse new model"),
+        # the lenient end of the interval shows no non-inferiority
+        ("auroc", {"min": -0.02, "on": "ci_high"}, "on", "lenient end"),
+        ("brier", {"max": 0.01, "on": "ci_low"}, "on", "lenient end"),
+        # slope is best at 1: its difference has no better side
+        ("calibration_slope", {"min": -0.1, "on": "ci_low"}, "metric", "no better side"),
+    ],
+)
+def test_comparison_gate_bound_that_could_pass_a_worse_model_is_refused(metric, bound, field, words):
+    """Found trying the feature as a user would: `{metric: ece, compare: baseline, min: -0.02}` read as
+    "non-inferior" while the new model's ECE was worse (a false PASS). Refused before judging."""
+    from validate.errors import InputError
+    from validate.gates import judge_gates
+
+    gate = {"metric": metric, "compare": "baseline", "scope": "overall", **bound}
+    # Δ far on the bad side: were the gate judged, it would pass
+    bad = (0.2, 0.3) if metric in ("ece", "brier") else (-0.3, -0.2)
+    with pytest.raises(InputError, match=words) as caught:
+        judge_gates(
+            [gate], {"overall": {"n": 100}, "sites": {"a": {"n": 100}}}, comparison=_comparison(*bad, metric=metric)
+        )
+    assert f"gates[0].{field}" in str(caught.value)
+
+
+def test_comparison_gate_on_the_estimate_claims_no_non_inferiority():
+    from validate.gates import judge_gates
+
+    gate = {"metric": "auroc", "compare": "baseline", "scope": "overall", "min": -0.02, "on": "estimate"}
+    # estimate -0.01 within the margin, but the interval reaches -0.05: not shown non-inferior
+    report = judge_gates(
+        [gate], {"overall": {"n": 100}, "sites": {"a": {"n": 100}}}, comparison=_comparison(-0.05, 0.03)
+    )
+    (row,) = report.rows
+    assert row.verdict == "pass"
+    assert "not a non-inferiority test" in row.reason and "non-inferior (" not in row.reason

@@ -474,6 +474,51 @@ def check_gates(
     problems.raise_if_any()
 
 
+def comparison_bound_problem(metric: str, direction: str, on: str) -> tuple[str, str, str] | None:
+    """Why a comparison gate's bound cannot mean what its verdict says, as ``(field, message,
+    expected)``, or None.
+
+    The verdict of a comparison gate reads "non-inferior" or "superior", which is a claim about the
+    whole interval of Δ = new − baseline on the metric's *better* side. A bound on the wrong side
+    (``min`` for a metric where lower is better: ``{metric: ece, min: -0.02}`` passes whenever the new
+    model's ECE is not much *better*, however much worse it is) or judged on the lenient end of the
+    interval (``min`` on ``ci_high``) would read as non-inferiority it does not show — a false PASS
+    from a slip of the pen. So: higher-is-better metrics take ``min`` on ``ci_low`` (or the estimate),
+    lower-is-better ones ``max`` on ``ci_high`` (or the estimate); a metric best at a target value
+    (calibration slope, intercept) has no better side for its difference and is gated on its own value.
+    """
+    from validate.metrics import registry
+
+    m = registry.get(metric, "binary")
+    if m is None or m.direction is None:
+        return None  # an unknown metric is reported by the metric check
+    if m.direction == "target":
+        return (
+            "metric",
+            f"the difference in `{metric}` has no better side (the metric is best at {m.target:g}, "
+            "not at its highest or lowest)",
+            "a metric where higher or lower is better; gate this one on its own value (no `compare`)",
+        )
+    want = "min" if m.direction == "higher" else "max"
+    conservative = "ci_low" if want == "min" else "ci_high"
+    if direction != want:
+        margin = "min: -0.02" if want == "min" else "max: 0.02"
+        return (
+            direction,
+            f"{m.direction} {metric} is better, so a `{direction}` bound on Δ = new − baseline would pass a "
+            "worse new model",
+            f"`{want}` (e.g. {margin} on {conservative}: non-inferior with margin 0.02)",
+        )
+    if on not in ("estimate", conservative):
+        return (
+            "on",
+            f"`{want}` on `{on}` judges the lenient end of Δ's interval: it would call a model non-inferior "
+            "that the interval does not show to be",
+            f"on: {conservative} (or on: estimate)",
+        )
+    return None
+
+
 def _check_comparison_gate(spec: GateSpec, comparison: Mapping | None, err: Callable[..., None]) -> None:
     """The problems of one comparison gate (``compare: baseline``) against ``comparison.json``."""
     if spec.compare != "baseline":
@@ -489,6 +534,10 @@ def _check_comparison_gate(spec: GateSpec, comparison: Mapping | None, err: Call
         return
     if spec.calibration is not None:
         err(spec, "calibration", "a comparison gate compares the models as scored", "no `calibration`")
+    bound = comparison_bound_problem(spec.metric, spec.direction, spec.on)
+    if bound is not None:
+        err(spec, *bound)
+        return
     if not comparison or "overall" not in comparison:
         err(
             spec,
@@ -937,6 +986,14 @@ def comparison_verdict(
 
 def _compare_delta(spec: GateSpec, row: GateRow) -> GateRow:
     row = _compare(spec, row, what=f"Δ {spec.metric}")
+    if spec.on == "estimate":
+        # a point estimate shows neither non-inferiority nor superiority: say only where it lies
+        side = "within" if row.verdict == "pass" else "beyond"
+        margin = _thr(-spec.threshold if spec.direction == "min" else spec.threshold)
+        row.reason = (
+            f"{row.reason}: estimate {side} the margin ({margin}; judged on the estimate, not a non-inferiority test)"
+        )
+        return row
     words = comparison_verdict(
         spec.direction, spec.threshold, row.verdict == "pass", row.value, row.ci_low, row.ci_high
     )

@@ -134,7 +134,7 @@ def _method_problems(protocol) -> list[InputError]:
 
 def _gate_problems(protocol) -> list[InputError]:
     from validate.analysis.subgroups import gap_metrics
-    from validate.gates import SHIFT_METRICS, gateable_metrics
+    from validate.gates import SHIFT_METRICS, comparison_bound_problem, gateable_metrics
 
     problems: list[InputError] = []
     task = protocol.task
@@ -166,6 +166,9 @@ def _gate_problems(protocol) -> list[InputError]:
                     f"the paired comparison has no difference in `{gate.metric}`" + _nearest(gate.metric, valid),
                     f"one of {', '.join(valid)}",
                 )
+            elif (bound := comparison_bound_problem(gate.metric, gate.direction, gate.on)) is not None:
+                key, message, expected = bound
+                err(i, gate, key, message, expected)
             elif gate.on != "estimate" and _without_paired_interval(gate.metric):
                 err(
                     i,

@@ -75,3 +75,16 @@ def test_comparison_of_a_multiclass_task_is_refused(tmp_path):
         res = run_cli("run", proto, "--baseline", proto, "--out", tmp_path / "out")
     assert res.code == 2, res.text
     assert "paired comparison supports binary tasks" in res.err
+
+
+def test_comparison_gate_bound_on_the_wrong_side_is_refused_by_check(tmp_path):
+    """`min` on Δ ECE (lower is better) would pass a worse model and read "non-inferior": exit 2,
+    naming the line of the bound and what to write instead."""
+    gate = COMPARE_GATE.replace("metric: auroc", "metric: ece")
+    text = TABULAR + gate
+    proto = workspace(tmp_path, text)
+    with Unchanged(tmp_path):
+        res = run_cli("check", proto)
+    assert res.code == 2, res.text
+    assert f"line {line_of(text, 'min: -0.02')}" in res.err
+    assert "would pass a worse new model" in res.err and "max" in res.err
