@@ -356,3 +356,23 @@ def test_comparison_gate_on_the_estimate_claims_no_non_inferiority():
     (row,) = report.rows
     assert row.verdict == "pass"
     assert "not a non-inferiority test" in row.reason and "non-inferior (" not in row.reason
+
+
+def test_comparison_subgroup_group_without_compared_cases_fails_rather_than_vanishes():
+    """metrics.json has sex=female, the comparison only sex=male (no female case scored by both
+    models): the female row fails; before, it was silently absent and the gate passed."""
+    from validate.gates import judge_gates
+
+    comparison = _comparison(0.01, 0.05)
+    comparison["subgroups"] = {"sex": {"male": {"overall": comparison["overall"], "sites": {}}}}
+    metrics = {
+        "overall": {"n": 100},
+        "sites": {"a": {"n": 100}},
+        "subgroups": {"sex": {"female": {"n": 40}, "male": {"n": 60}}},
+    }
+    gate = {"metric": "auroc", "compare": "baseline", "scope": "each_subgroup:sex", "min": -0.02, "on": "ci_low"}
+    report = judge_gates([gate], metrics, comparison=comparison)
+    by_item = {r.item: r for r in report.rows}
+    assert by_item["sex=male"].verdict == "pass"
+    assert by_item["sex=female"].verdict == "fail" and "both models" in by_item["sex=female"].reason
+    assert report.exit_code == 1

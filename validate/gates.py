@@ -895,9 +895,9 @@ def _judge_block(
 
 
 def _judge_comparison(spec: GateSpec, metrics: Mapping, comparison: Mapping) -> list[GateRow]:
-    """The rows of a comparison gate: one per block of ``comparison.json`` in its scope. A site of
-    ``metrics.json`` that the comparison has no block for (no case scored by both models) fails, as a
-    missing site does: it was not compared, which is not "too little data"."""
+    """The rows of a comparison gate: one per block of ``comparison.json`` in its scope. A site or a
+    subgroup group of ``metrics.json`` that the comparison has no block for (no case scored by both
+    models) fails, as a missing site does: it was not compared, which is not "too little data"."""
     base = dict(
         gate=spec.label,
         metric=spec.metric,
@@ -929,10 +929,26 @@ def _judge_comparison(spec: GateSpec, metrics: Mapping, comparison: Mapping) -> 
         return rows
     attr = spec.attribute
     groups = (comparison.get("subgroups") or {}).get(attr) or {}
-    return [
+    rows = [
         _judge_delta(spec, (groups[g] or {}).get("overall") or {}, base, item=f"{attr}={g}", subgroup=attr, group=g)
         for g in sorted(groups)
     ]
+    # a group the new model's metrics hold but the comparison does not (none of its cases scored by
+    # both models) was not compared: it fails, as a site does, rather than vanish from the verdict
+    for g in sorted(set((metrics.get("subgroups") or {}).get(attr) or {}) - set(groups)):
+        rows.append(
+            GateRow(
+                **base,
+                item=f"{attr}={g}",
+                verdict="fail",
+                subgroup=attr,
+                group=g,
+                n=0,
+                insufficient=True,
+                reason=f"no case of {attr}={g} was scored by both models: the baseline was not compared there",
+            )
+        )
+    return rows
 
 
 def _judge_delta(spec: GateSpec, block: Mapping, base: dict, *, item: str, **where) -> GateRow:
