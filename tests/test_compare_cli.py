@@ -174,6 +174,14 @@ def test_gate_rejudges_comparison_gates_from_the_bundle(runs, tmp_path):
     assert again["rows"] == written["rows"]
 
 
+def test_compare_with_a_protocol_without_comparison_gates_is_not_a_pass(runs):
+    """`validate compare` is a release gate: with no `compare: baseline` gate it judges nothing, and
+    that must not exit 0 (it printed "Verdict: PASS" before)."""
+    res = run_cli("compare", runs["root"] / "keyed_new", runs["root"] / "keyed_base")  # their protocol: no gate
+    assert res.code == 2, res.text
+    assert "declares no comparison gate" in res.err and "compare: baseline" in res.err
+
+
 def test_compare_pairs_bundles_of_one_key_as_the_run_did(runs, tmp_path):
     assert runs["keyed_new"].code == 0 and runs["keyed_base"].code == 0
     junit = tmp_path / "compare.xml"

@@ -75,6 +75,15 @@ def run(args) -> int:
     comparison = compare_bundles(args.new, args.baseline, protocol_path=args.protocol)
     new = read_bundle(args.new)
     protocol = load_protocol(args.protocol) if args.protocol else new.load_protocol()
+    if not protocol.comparison_gates:
+        # a release job that judges nothing must not read as PASS
+        raise InputError(
+            f"protocol `{protocol.name}` declares no comparison gate: nothing to judge",
+            file=args.protocol or Path(args.new) / "protocol.yaml",
+            field="gates",
+            expected="a gate with `compare: baseline` (e.g. {metric: auroc, compare: baseline, scope: each_site, "
+            "min: -0.02, on: ci_low}); the differences alone are in the dashboard or validate.compare_bundles",
+        )
     # only the comparison gates: the others judge one model, which `validate gate` does on each bundle
     report = judge_gates(protocol.comparison_gates, new.metrics, protocol=protocol, sites=[], comparison=comparison)
     level = comparison.get("level")
@@ -97,10 +106,7 @@ def run(args) -> int:
         return report.exit_code
     print(f"{new.path.name} (new) vs {Path(args.baseline).name} (baseline)")
     print("\n".join(comparison_lines(comparison, protocol.task)))
-    if report.rows:
-        print()
-        print(report.to_markdown(ci_level=level), end="")
-    else:
-        print("No comparison gate (compare: baseline) is declared in the protocol.")
+    print()
+    print(report.to_markdown(ci_level=level), end="")
     print(f"Verdict: {report.verdict.upper()} (exit {report.exit_code})")
     return report.exit_code
