@@ -264,7 +264,11 @@ def _oe_criterion(block: dict, n: int, phi: float, target: float, level: float) 
 
 
 def _snb_criteria(block: dict, y, p, n: int, phi: float, thresholds, target: float, level: float) -> list[dict]:
-    by_t = {round(float(d.get("threshold")), 9): d for d in block.get("decision") or [] if isinstance(d, dict)}
+    by_t = {
+        round(float(d["threshold"]), 9): d
+        for d in block.get("decision") or []
+        if isinstance(d, dict) and d.get("threshold") is not None
+    }
     out = []
     for t in thresholds:
         sens, spec = sens_spec_at(y, p, t)
