@@ -39,6 +39,7 @@ def protocol(tmp_path: Path) -> Path:
     doc["model"]["checkpoint"] = str((HEART.parent / doc["model"]["checkpoint"]).resolve())
     doc["metrics"]["precision"] = {"oe_ratio": 1.0}
     doc["gates"] = []  # a YAML dump writes the key `on:` bare, which reads back as true
+    doc.pop("decision", None)  # the worked example has no net-benefit criterion
     out = tmp_path / "heart-plan.yaml"
     out.write_text(yaml.safe_dump(doc))
     return out
@@ -119,6 +120,17 @@ def test_from_development_predictions(tmp_path, protocol):
     i00, i01, i11 = v.mean(), (v * lp).mean(), (v * lp * lp).mean()
     se = 0.2 / (2 * 1.959963984540054)
     assert _needs(site)["calibration_slope"] == math.ceil(i00 / (se * se * (i00 * i11 - i01 * i01)))
+
+
+def test_decision_thresholds_add_net_benefit_criteria(tmp_path, protocol):
+    doc = yaml.safe_load(protocol.read_text())
+    doc["decision"] = {"thresholds": [0.1, 0.2]}
+    protocol.write_text(yaml.safe_dump(doc))
+    result = _plan(tmp_path, protocol, "--prevalence", "0.4", "--cstatistic", "0.8", "--lp-normal=-0.5,1.5")
+    assert result["decision_thresholds"] == [0.1, 0.2]
+    snb = [c for c in result["sites"][0]["criteria"] if c["metric"] == "standardized_net_benefit"]
+    assert [c["threshold"] for c in snb] == [0.1, 0.2]
+    assert all(c["needed_n"] > 0 for c in snb)
 
 
 def test_net_benefit_criterion_from_a_normal_linear_predictor():
