@@ -85,6 +85,9 @@ class Metric:
     digits: decimals shown.
     shown: ``{list name: position}``: the lists of :data:`LISTS` it belongs to, and where.
     in_block: False for quantities computed elsewhere only (``mean_score`` of the drift windows).
+    synthesis: the scale the metric is pooled on across sites (``"logit"``, ``"log"`` or ``"identity"``;
+        :mod:`validate.analysis.synthesis`), or None when it is not poolable (it needs a standard error
+        per site and a meaningful between-site average).
     """
 
     name: str
@@ -105,12 +108,15 @@ class Metric:
     digits: int = 3
     shown: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
     in_block: bool = True
+    synthesis: str | None = None
 
     def __post_init__(self):
         if self.direction not in (None, "higher", "lower", "target"):
             raise ValueError(f"metric {self.name}: direction {self.direction!r}")
         if (self.direction == "target") != (self.target is not None):
             raise ValueError(f"metric {self.name}: a target value goes with direction 'target'")
+        if self.synthesis not in (None, "logit", "log", "identity"):
+            raise ValueError(f"metric {self.name}: synthesis scale {self.synthesis!r}")
         if self.interval not in ("delong", "wald", "bootstrap", "test", "none"):
             raise ValueError(f"metric {self.name}: interval {self.interval!r}")
         unknown = set(self.shown) - set(LISTS)
@@ -186,6 +192,7 @@ METRICS: tuple[Metric, ...] = (
         weighted=R.auroc_weighted,
         ranking=True,
         one_class="",
+        synthesis="logit",
         shown=dict(
             cli=1,
             run_summary=1,
@@ -254,6 +261,7 @@ METRICS: tuple[Metric, ...] = (
         interval="wald",
         point=_intercept,
         one_class="no finite maximum likelihood",
+        synthesis="identity",
         shown=dict(cli=2, overview=4, report_calibration=1, report_methods=5, subgroup_worst=11),
     ),
     Metric(
@@ -267,6 +275,7 @@ METRICS: tuple[Metric, ...] = (
         point=_slope,
         one_class="no finite maximum likelihood",
         why_undefined="logistic fit did not converge (perfect separation or constant p)",
+        synthesis="identity",
         shown=dict(
             cli=3,
             run_summary=3,
