@@ -29,7 +29,12 @@ pytestmark = pytest.mark.r
 TOL = dict(rel=1e-6, abs=1e-8)
 EXTERNAL = ("hungary", "switzerland", "va")
 DESIGNS = {"REML_hksj": ("REML", "hksj"), "REML_z": ("REML", "z"), "DL_z": ("DL", "z"), "DL_hksj": ("DL", "hksj")}
-BACK = {"auroc": lambda x: 1 / (1 + math.exp(-x)), "calibration_slope": float, "calibration_intercept": float}
+BACK = {
+    "auroc": lambda x: 1 / (1 + math.exp(-x)),
+    "calibration_slope": float,
+    "calibration_intercept": float,
+    "oe_ratio": math.exp,
+}
 
 
 def _metafor_installed() -> bool:

@@ -1,7 +1,8 @@
 # Reference values for the random-effects synthesis in tests/test_synthesis_r.py, computed by metafor.
 # Usage: Rscript synthesis.R sites.csv   (columns site, y, lp = the model's logit; one row per case)
 # Per site: pROC's AUROC and DeLong variance (logit scale by the delta method), and the glm Wald fits of
-# the calibration slope (y ~ lp) and calibration-in-the-large (y ~ offset(lp)). Then, for each metric and
+# the calibration slope (y ~ lp) and calibration-in-the-large (y ~ offset(lp)); ln(O/E) with Debray et al.'s
+# se sqrt((1 - O/n) / O). Then, for each metric and
 # for metafor's dat.bcg (log relative risks by escalc), rma() with REML + knha, REML + z and DL + z, and
 # predict(). The prediction interval is also given with t_{k-2} (Higgins et al. 2009) from metafor's
 # tau2 and se, since metafor 3.8's predict() uses t_{k-1} under knha.
@@ -17,7 +18,10 @@ for (s in unique(d$site)) {
   auc <- as.numeric(auc(r))
   slope <- summary(glm(y ~ lp, family = binomial, data = x, control = glm.control(epsilon = 1e-14, maxit = 100)))$coefficients["lp", ]
   cil <- summary(glm(y ~ 1 + offset(lp), family = binomial, data = x, control = glm.control(epsilon = 1e-14, maxit = 100)))$coefficients["(Intercept)", ]
+  o <- sum(x$y)
+  e <- sum(plogis(x$lp))
   inputs[[s]] <- data.frame(site = s,
+    oe_ratio_yi = log(o / e), oe_ratio_sei = sqrt((1 - o / nrow(x)) / o),
     auroc_yi = qlogis(auc), auroc_sei = sqrt(var(r, method = "delong")) / (auc * (1 - auc)),
     calibration_slope_yi = slope[["Estimate"]], calibration_slope_sei = slope[["Std. Error"]],
     calibration_intercept_yi = cil[["Estimate"]], calibration_intercept_sei = cil[["Std. Error"]])
@@ -36,7 +40,7 @@ fit <- function(yi, sei, method, test) {
 }
 designs <- list(REML_hksj = c("REML", "knha"), REML_z = c("REML", "z"), DL_z = c("DL", "z"), DL_hksj = c("DL", "knha"))
 out <- list(inputs = inputs, heart = list(), bcg = list())
-for (m in c("auroc", "calibration_slope", "calibration_intercept")) {
+for (m in c("auroc", "calibration_slope", "calibration_intercept", "oe_ratio")) {
   out$heart[[m]] <- lapply(designs, function(dz) fit(inputs[[paste0(m, "_yi")]], inputs[[paste0(m, "_sei")]], dz[1], dz[2]))
 }
 bcg <- escalc(measure = "RR", ai = tpos, bi = tneg, ci = cpos, di = cneg, data = dat.bcg)
