@@ -8,6 +8,7 @@ mu = -0.7141); small examples by hand (naive loops). R metafor to 1e-6: tests/te
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -223,3 +224,90 @@ def test_pi_quantities_need_scope_across_sites_and_a_synthesis():
         judge_gates([GATE], without)
     with pytest.raises(InputError, match="not pooled"):
         judge_gates([{**GATE, "metric": "brier"}], m)
+
+
+# ---- the protocol and `validate check` refuse what a run could not judge ------------------------------
+
+
+def _checked(tmp_path, capsys, gates: str, synthesis: str = ""):
+    from test_check import TABULAR, run_check, write_tabular
+
+    text = TABULAR[: TABULAR.index("gates:")] + synthesis + "gates:\n" + gates
+    return text, run_check(capsys, write_tabular(tmp_path, text))
+
+
+def test_check_refuses_a_prediction_interval_outside_across_sites(tmp_path, capsys):
+    text, (code, out) = _checked(tmp_path, capsys, "  - {metric: auroc, scope: each_site, min: 0.7, on: pi_low}\n")
+    assert code == 2
+    assert "on: pi_low (the prediction interval for a new site) needs scope across_sites" in out
+
+
+def test_check_refuses_too_few_sites_and_unpooled_metrics(tmp_path, capsys):
+    from test_check import line_of
+
+    gates = (
+        "  - {metric: auroc, scope: across_sites, min: 0.7, on: pi_low}\n"
+        "  - {metric: brier, scope: across_sites, max: 0.2}\n"
+    )
+    text, (code, out) = _checked(tmp_path, capsys, gates, "synthesis: {sites: all}\n")
+    assert code == 2
+    assert f"line {line_of(text, 'on: pi_low')}: gates[0].scope" in out
+    assert "a prediction interval needs at least 3 sites; the synthesis pools 2" in out
+    assert "`brier` is not pooled across sites" in out and "oe_ratio" in out
+
+
+def test_check_accepts_a_pooled_estimate_gate_over_two_sites_and_refuses_an_unknown_site(tmp_path, capsys):
+    gates = "  - {metric: calibration_slope, scope: across_sites, min: 0.8, on: ci_low}\n"
+    _, (code, out) = _checked(tmp_path, capsys, gates, "synthesis: {sites: all, method: DL, interval: z}\n")
+    assert code == 0, out
+    _, (code, out) = _checked(tmp_path, capsys, gates, "synthesis: {sites: [dev, elsewhere]}\n")
+    assert code == 2 and "synthesis.sites[1]" in out and "unknown site `elsewhere`" in out
+
+
+# ---- end to end: `validate run` writes the synthesis and judges it --------------------------------------
+
+HEART_PROTOCOL = """\
+name: heart-synthesis
+task: binary
+classes: [absent, present]
+positive_class: present
+input: {{kind: tabular, features: [age]}}
+sites:
+  - {{id: cleveland, manifest: {heart}/cleveland.csv, role: development}}
+  - {{id: hungary, manifest: {heart}/hungary.csv, role: external}}
+  - {{id: switzerland, manifest: {heart}/switzerland.csv, role: external}}
+  - {{id: va, manifest: {heart}/va.csv, role: external}}
+metrics: {{n_bootstrap: 20}}
+calibration: {{designs: [held-out], methods: [temperature], fit_on: [cleveland]}}
+synthesis: {{sites: external}}
+gates:
+  - {{name: mean, metric: auroc, scope: across_sites, min: 0.7, on: estimate}}
+  - {{name: next, metric: auroc, scope: across_sites, min: 0.7, on: pi_low}}
+"""
+
+
+def test_a_run_writes_the_synthesis_of_its_site_blocks_and_judges_it(tmp_path):
+    import validate
+
+    from conftest import REPO
+    from test_comparison import heart_frames
+
+    heart = REPO / "sample_sites" / "heart"
+    path = tmp_path / "p.yaml"
+    path.write_text(HEART_PROTOCOL.format(heart=heart))
+    new, _ = heart_frames()
+    new.drop(columns=["sex"]).to_csv(tmp_path / "pred.csv", index=False, float_format="%.17g")
+    result = validate.run_protocol(path, out=tmp_path / "run", predictions=tmp_path / "pred.csv")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    syn = metrics["synthesis"]
+    assert syn["sites"] == ["hungary", "switzerland", "va"] and syn["method"] == "REML" and syn["interval"] == "hksj"
+    # the numbers are those of the site BLOCKs as written (what a coordinator with site bundles has)
+    again = synthesize(metrics, sites=syn["sites"], roles={s: "external" for s in syn["sites"]})
+    assert syn["metrics"] == json.loads(json.dumps(again["metrics"]))
+    ses = [metrics["sites"][s]["calibration_slope"]["se"] for s in syn["sites"]]
+    assert all(se > 0 for se in ses)
+    rows = {r.gate: r for r in result.gates.rows}
+    auroc = syn["metrics"]["auroc"]
+    assert rows["mean"].verdict == "pass" and rows["mean"].value == auroc["estimate"]
+    assert rows["next"].verdict == "fail" and rows["next"].value == auroc["pi_low"] < 0.7
+    assert result.exit_code == 1
