@@ -311,3 +311,11 @@ def test_a_run_writes_the_synthesis_of_its_site_blocks_and_judges_it(tmp_path):
     assert rows["mean"].verdict == "pass" and rows["mean"].value == auroc["estimate"]
     assert rows["next"].verdict == "fail" and rows["next"].value == auroc["pi_low"] < 0.7
     assert result.exit_code == 1
+
+
+def test_a_threshold_written_another_way_names_the_same_pooled_metric():
+    m = _metrics([0.86, 0.85, 0.87], [0.02, 0.02, 0.02])
+    m["synthesis"]["metrics"]["net_benefit@0.2"] = {**m["synthesis"]["metrics"]["auroc"], "estimate": 0.05}
+    gate = {"metric": "net_benefit@0.20", "scope": "across_sites", "min": 0.0, "on": "estimate"}
+    (row,) = judge_gates([gate], m).rows
+    assert row.verdict == "pass" and row.value == 0.05

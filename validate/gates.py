@@ -502,8 +502,10 @@ def _check_synthesis_gate(spec: GateSpec, metrics: Mapping, err: Callable[..., N
     if spec.compare is not None or spec.calibration is not None:
         err(spec, "scope", "scope across_sites judges the synthesis as scored", "no `compare` or `calibration`")
         return
+    from validate.analysis.synthesis import canonical_metric
+
     pooled = ((metrics.get("synthesis") or {}).get("metrics")) or {}
-    if spec.metric not in pooled:
+    if canonical_metric(spec.metric) not in pooled:
         err(
             spec,
             "metric",
@@ -961,7 +963,9 @@ def judge_synthesis(spec: GateSpec, synthesis: Mapping) -> GateRow:
     site) from ``metrics.json`` ``synthesis``. A missing number (k < 3 for the prediction interval,
     k < 2 for the HKSJ interval, no site) follows the insufficient policy with the synthesis's reason;
     sites below the insufficient rule are pooled and named in the reason."""
-    pooled = synthesis["metrics"][spec.metric]
+    from validate.analysis.synthesis import canonical_metric
+
+    pooled = synthesis["metrics"][canonical_metric(spec.metric)]
     k = int(pooled.get("k") or 0)
     row = GateRow(
         gate=spec.label,

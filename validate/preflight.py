@@ -251,13 +251,13 @@ def synthesis_gate_problems(protocol, gate) -> list[tuple[str, str, str]]:
     task other than binary, a metric the synthesis does not pool
     (:func:`validate.analysis.synthesis.poolable_metrics`), or fewer chosen sites than the quantity
     needs (2 for the pooled estimate and its interval, 3 for the prediction interval)."""
-    from validate.analysis.synthesis import chosen_sites, poolable_metrics
+    from validate.analysis.synthesis import canonical_metric, chosen_sites, poolable_metrics
 
     if protocol.task != "binary":
         return [("scope", f"the synthesis across sites pools binary metrics, not {protocol.task}", "a binary task")]
     thresholds = tuple(getattr(getattr(protocol, "decision", None), "thresholds", None) or ())
     valid = list(poolable_metrics(thresholds))
-    if gate.metric not in valid:
+    if canonical_metric(gate.metric) not in valid:
         return [
             (
                 "metric",

@@ -265,6 +265,18 @@ def poolable_metrics(decision_thresholds: Sequence[float] = ()) -> dict[str, str
     return out
 
 
+def canonical_metric(name: str) -> str:
+    """A metric name as the synthesis keys it: ``net_benefit@0.20`` → ``net_benefit@0.2`` (a threshold
+    written as its shortest float repr); other names unchanged, and so is a threshold that is no number."""
+    head, at, t = name.partition("@")
+    if not at:
+        return name
+    try:
+        return f"{head}@{format_threshold(float(t))}"
+    except ValueError:
+        return name
+
+
 def format_threshold(t: float) -> str:
     """A decision threshold as written in a metric name (``net_benefit@0.2``): the shortest repr."""
     return repr(float(t))
