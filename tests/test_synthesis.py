@@ -311,6 +311,8 @@ def test_a_run_writes_the_synthesis_of_its_site_blocks_and_judges_it(tmp_path):
     assert rows["mean"].verdict == "pass" and rows["mean"].value == auroc["estimate"]
     assert rows["next"].verdict == "fail" and rows["next"].value == auroc["pi_low"] < 0.7
     assert result.exit_code == 1
+    _, again = validate.regate(tmp_path / "run")  # `validate gate`: judged again from the bundle alone
+    assert [r.to_dict() for r in again.rows] == [r.to_dict() for r in result.gates.rows]
 
 
 def test_a_threshold_written_another_way_names_the_same_pooled_metric():
