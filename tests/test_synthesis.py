@@ -321,3 +321,15 @@ def test_a_threshold_written_another_way_names_the_same_pooled_metric():
     gate = {"metric": "net_benefit@0.20", "scope": "across_sites", "min": 0.0, "on": "estimate"}
     (row,) = judge_gates([gate], m).rows
     assert row.verdict == "pass" and row.value == 0.05
+
+
+def test_a_synthesis_section_of_a_task_that_is_not_binary_is_refused(tmp_path):
+    from validate.errors import InputErrors
+    from validate.protocol import load_protocol
+
+    from test_check import TABULAR, write_tabular
+
+    text = TABULAR.replace("task: binary\nclasses: [absent, present]\npositive_class: present\n", "")
+    text = "task: multiclass\nclasses: [a, b, c]\n" + text[: text.index("gates:")] + "synthesis: {sites: all}\n"
+    with pytest.raises(InputErrors, match="pools binary metrics; this task is multiclass"):
+        load_protocol(write_tabular(tmp_path, text))

@@ -841,9 +841,20 @@ def _check_references(p: Protocol) -> None:
 
 
 def _synthesis_site_problems(p: Protocol, site_ids: set[str]) -> list[InputError]:
-    """A site listed under ``synthesis.sites`` that the protocol does not declare."""
+    """A ``synthesis`` section of a task that is not binary, and a site listed under ``synthesis.sites``
+    that the protocol does not declare."""
     listed = p.synthesis.sites if p.synthesis is not None and isinstance(p.synthesis.sites, list) else []
     problems = []
+    if p.synthesis is not None and p.task != "binary":
+        problems.append(
+            InputError(
+                f"the synthesis across sites pools binary metrics; this task is {p.task}",
+                file=p.path,
+                line=p.line_of("synthesis"),
+                field="synthesis",
+                expected="no synthesis section, or task: binary",
+            )
+        )
     for i, site in enumerate(listed):
         if site not in site_ids:
             near = difflib.get_close_matches(site, sorted(site_ids), n=1)
