@@ -365,7 +365,9 @@ def _wald_entry(m, fit: dict) -> tuple[dict | None, str | None]:
     why (the slope; the intercept's one-parameter fit is kept as it is)."""
     if not fit.get("converged", True) and m.why_undefined:
         return None, m.why_undefined
-    return entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald"), None
+    e = entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald")
+    e["se"] = _num(fit.get("se")) if e["estimate"] is not None else None  # the synthesis pools with it
+    return e, None
 
 
 def _test_entry(m, result: dict) -> tuple[dict | None, str | None]:

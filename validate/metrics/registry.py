@@ -99,6 +99,9 @@ class Metric:
     digits: decimals shown.
     shown: ``{list name: position}``: the lists of :data:`LISTS` it belongs to, and where.
     in_block: False for quantities computed elsewhere only (``mean_score`` of the drift windows).
+    synthesis: the scale the metric is pooled on across sites (``"logit"``, ``"log"`` or ``"identity"``;
+        :mod:`validate.analysis.synthesis`), or None when it is not poolable (it needs a standard error
+        per site and a meaningful between-site average).
     """
 
     name: str
@@ -120,12 +123,15 @@ class Metric:
     digits: int = 3
     shown: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
     in_block: bool = True
+    synthesis: str | None = None
 
     def __post_init__(self):
         if self.direction not in (None, "higher", "lower", "target"):
             raise ValueError(f"metric {self.name}: direction {self.direction!r}")
         if (self.direction == "target") != (self.target is not None):
             raise ValueError(f"metric {self.name}: a target value goes with direction 'target'")
+        if self.synthesis not in (None, "logit", "log", "identity"):
+            raise ValueError(f"metric {self.name}: synthesis scale {self.synthesis!r}")
         if self.interval not in ("delong", "wald", "bootstrap", "test", "none"):
             raise ValueError(f"metric {self.name}: interval {self.interval!r}")
         unknown = set(self.shown) - set(LISTS)
@@ -201,6 +207,7 @@ METRICS: tuple[Metric, ...] = (
         weighted=R.auroc_weighted,
         ranking=True,
         one_class="",
+        synthesis="logit",
         shown=dict(
             cli=1,
             run_summary=1,
@@ -269,6 +276,7 @@ METRICS: tuple[Metric, ...] = (
         interval="wald",
         point=_intercept,
         one_class="no finite maximum likelihood",
+        synthesis="identity",
         shown=dict(cli=2, overview=4, report_calibration=1, report_methods=5, subgroup_worst=11),
     ),
     Metric(
@@ -282,6 +290,7 @@ METRICS: tuple[Metric, ...] = (
         point=_slope,
         one_class="no finite maximum likelihood",
         why_undefined="logistic fit did not converge (perfect separation or constant p)",
+        synthesis="identity",
         shown=dict(
             cli=3,
             run_summary=3,
@@ -303,6 +312,7 @@ METRICS: tuple[Metric, ...] = (
         replicate=R.oe_ratio_kernel,
         weighted=R.oe_ratio_weighted,
         why_undefined="no risk predicted (Σp = 0)",
+        synthesis="log",
     ),
     # ---- binary: smoothed calibration
     _smooth("eavg", "Eavg", f"mean {_LOWESS}", shown=dict(report_calibration=4, subgroup_worst=9)),
@@ -427,6 +437,7 @@ METRICS: tuple[Metric, ...] = (
         direction="higher",
         at_decision=True,
         replicate=R.net_benefit_kernel,
+        synthesis="identity",
     ),
     Metric(
         "net_benefit_treat_all",
@@ -444,6 +455,7 @@ METRICS: tuple[Metric, ...] = (
         direction="higher",
         at_decision=True,
         replicate=R.net_benefit_vs_treat_all_kernel,
+        synthesis="identity",
     ),
     Metric(
         "interventions_avoided",
@@ -453,6 +465,7 @@ METRICS: tuple[Metric, ...] = (
         direction="higher",
         at_decision=True,
         replicate=R.interventions_avoided_kernel,
+        synthesis="identity",
         digits=1,
     ),
     Metric(
@@ -463,6 +476,7 @@ METRICS: tuple[Metric, ...] = (
         direction="higher",
         at_decision=True,
         replicate=R.standardized_net_benefit_kernel,
+        synthesis="identity",
         why_undefined="no events: standardised net benefit divides by the prevalence",
     ),
     Metric(
