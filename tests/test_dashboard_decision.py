@@ -1,0 +1,132 @@
+"""The dashboard's Clinical utility page under Streamlit's AppTest, on the fixture bundle with net benefit
+and precision added by hand (tests/decision_fixture.py): the decision curve drawn for the selected site is
+the one stored in curves.json, the tables show the bundle's numbers with n and intervals, and a run
+without net benefit or precision does not list the page."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+
+import pytest
+from decision_fixture import DECISION_THRESHOLDS, UNDEFINED, add_decision_and_precision
+
+from test_dashboard_app import APP, figures, frame_with
+from test_dashboard_data import write_fixture_run
+
+PAGE = "views/decision.py"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("dash-decision") / "runs"
+    add_decision_and_precision(write_fixture_run(runs / "with-decision"))
+    write_fixture_run(runs / "plain")
+    old = time.time() - 3600  # the plain run is older: the decision run opens first
+    for f in (runs / "plain").iterdir():
+        os.utime(f, (old, old))
+    return runs
+
+
+@pytest.fixture
+def page(runs, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(runs))
+
+    def open_page(run: str, site: str | None = None):
+        at = AppTest.from_file(APP, default_timeout=60)
+        at.session_state["run"] = run
+        at.switch_page(PAGE)
+        at.run()
+        if site is not None:
+            at.selectbox(key="decision-site").set_value(site).run()
+        assert not at.exception, [e.message for e in at.exception]
+        return at
+
+    return open_page
+
+
+def load(runs, file):
+    return json.loads((runs / "with-decision" / file).read_text())
+
+
+def trace(fig: dict, name: str) -> dict:
+    found = [t for t in fig["data"] if t.get("name") == name]
+    assert len(found) == 1, [t.get("name") for t in fig["data"]]
+    return found[0]
+
+
+def test_site_selector_lists_the_sites_and_the_pooled_curve(page):
+    at = page("with-decision")
+    assert at.title[0].value == "Clinical utility and precision"
+    assert at.selectbox(key="decision-site").options == ["alpha", "beta", "gamma", "all sites (pooled)"]
+
+
+@pytest.mark.parametrize("site", ["beta", "gamma", "overall"])
+def test_the_drawn_curve_is_the_stored_one(page, runs, site):
+    at = page("with-decision", site)
+    decision = load(runs, "curves.json")["decision"]
+    stored = decision["blocks"]["overall"] if site == "overall" else decision["blocks"]["sites"][site]
+    (fig,) = figures(at)
+    model = trace(fig, "model")
+    assert model["x"] == decision["thresholds"]
+    assert model["y"] == pytest.approx(stored["net_benefit"], abs=1e-12)
+    assert trace(fig, "treat all")["y"] == pytest.approx(stored["treat_all"], abs=1e-12)
+    band = trace(fig, "model: 95% interval")
+    k = len(decision["thresholds"])
+    assert band["y"][:k] == pytest.approx(stored["net_benefit_ci_high"], abs=1e-12)
+    assert band["y"][k:] == pytest.approx(stored["net_benefit_ci_low"][::-1], abs=1e-12)
+    assert f"n={stored['n']}, {stored['n_events']} events" in fig["layout"]["title"]["text"]
+    caption = " ".join(c.value for c in at.caption).lower()
+    assert ("mixes the sites' prevalences" if site == "overall" else "each site at its own prevalence") in caption
+    assert "not a significance test" in caption
+
+
+def test_net_benefit_table_of_the_selected_site(page, runs):
+    site, metric, t, why = UNDEFINED
+    at = page("with-decision", site)
+    block = load(runs, "metrics.json")["sites"][site]
+    table = frame_with(at, "Beats both defaults")
+    assert list(table["Site"]) == [site] * len(DECISION_THRESHOLDS)
+    assert list(table["n"]) == [block["n"]] * len(DECISION_THRESHOLDS)
+    assert list(table["Events"]) == [block["n_events"]] * len(DECISION_THRESHOLDS)
+    for item, (_, row) in zip(block["decision"], table.iterrows(), strict=True):
+        e = item["net_benefit"]
+        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f} to {e['ci_high']:.3f})"
+        a = item["interventions_avoided"]
+        assert row["Interventions avoided per 100"] == f"{a['estimate']:.1f} ({a['ci_low']:.1f} to {a['ci_high']:.1f})"
+        assert row["Beats both defaults"] == f"{100 * item['beats_defaults']:.0f}%"
+        assert row["Insufficient"] == "insufficient"  # gamma is below the fixture's count floor
+    undefined = table[table["Threshold"] == f"{t:.2f}"].iloc[0]
+    assert undefined["Standardised NB"] == f"undefined ({why})"
+
+
+def test_precision_table_shows_every_criterion(page, runs):
+    at = page("with-decision")
+    metrics = load(runs, "metrics.json")
+    table = frame_with(at, "Target width")
+    expected = [
+        (s, c)
+        for s, b in [*metrics["sites"].items(), ("all sites (pooled)", metrics["overall"])]
+        for c in b["precision"]["criteria"]
+    ]
+    assert len(table) == len(expected)
+    for (site, c), (_, row) in zip(expected, table.iterrows(), strict=True):
+        assert row["Site"] == site
+        assert row["CI width"] == f"{c['width']:.2f}" and row["Target width"] == f"{c['target']:.2f}"
+        assert row["Precision"] == ("adequate" if c["adequate"] else "too wide")
+        assert row["Has n"] == f"{c['n']:,}"
+        if c["needed_n"] is not None:
+            assert row["Needed n"] == f"{c['needed_n']:,} ({c['needed_events']:,} events)"
+    reasons = html.unescape(" ".join(m.value for m in at.markdown))  # markdown text escapes < > &
+    assert metrics["sites"]["gamma"]["precision"]["reason"] in reasons
+
+
+def test_a_run_without_net_benefit_or_precision_does_not_list_the_page(page):
+    at = page("plain")
+    # the page is not registered for this run: navigation falls back to the default page
+    assert at.title[0].value == "Overview"
+    assert not any("Decision curve" in json.dumps(f) for f in figures(at))
