@@ -118,6 +118,33 @@ class OperatingPoint(_Part):
     threshold: Number
 
 
+class PrecisionCriterion(_Part):
+    """One precision criterion of a binary BLOCK (Riley et al. 2021): the achieved interval width of
+    ``metric`` (at ``threshold`` for the net benefit) against the protocol's target, and the n the target
+    needs given the block's own prevalence, C, logits and sensitivity/specificity."""
+
+    metric: str
+    threshold: Number = None
+    width: Number = None
+    target: float
+    adequate: bool
+    needed_n: int | None = None
+    needed_events: int | None = None
+    n: int
+    basis: str
+
+
+class Precision(_Part):
+    """A binary BLOCK's precision adequacy: ``adequate`` when every criterion reaches its target;
+    ``reason`` the shortfalls; ``insufficient`` the protocol's gate strictness
+    (``metrics.precision.insufficient``)."""
+
+    adequate: bool
+    criteria: list[PrecisionCriterion] = []
+    reason: str | None = None
+    insufficient: bool = False
+
+
 class Block(_Part):
     """A metric BLOCK (DESIGN.md, Metrics JSON): ``n`` and one entry per metric as extra keys.
 
@@ -133,6 +160,7 @@ class Block(_Part):
     undefined: dict[str, Any] = {}
     operating_points: list[OperatingPoint] = []
     target_sensitivity: dict[str, Any] | None = None
+    precision: Precision | None = None
     classes: dict[str, Block] | None = None
     labels: dict[str, Block] | None = None
 

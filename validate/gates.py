@@ -46,6 +46,13 @@ by both models) fails.
 A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
 ``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
 
+Precision (a binary block's ``precision``, :mod:`validate.metrics.precision`): a row that would pass at
+a block whose criterion for the gate's metric is not adequate (auroc; calibration_slope; oe_ratio and
+calibration_intercept: the O/E criterion; the net-benefit family at t: the sNB criterion at t) takes the
+gate's insufficient policy with the reason when the protocol sets ``metrics.precision.insufficient:
+true``; by default the shortfall is noted in the row's reason and the verdict stands. A failing row is
+never made more lenient.
+
 Declared sites with no scored case. A site the protocol declares but whose every case failed to read
 or score (or that the predictions do not hold) has no block in ``metrics.json``; it must not vanish
 from the verdict. When the declared sites are known (``sites=``, or the protocol's ``sites``):
@@ -888,7 +895,27 @@ def _judge_block(
     if value is None:
         why = _undefined_reason(entry, spec, block)
         return _apply_policy(spec, row, why)
-    return (judge or _compare)(spec, row)
+    return _precision_check(spec, (judge or _compare)(spec, row), block)
+
+
+def _precision_check(spec: GateSpec, row: GateRow, block: Mapping) -> GateRow:
+    """A row that passes at a block whose precision criterion for the gate's metric is not adequate
+    (:func:`validate.metrics.precision.gate_criterion`): with the protocol's
+    ``metrics.precision.insufficient: true`` (carried in the block's ``precision``) it takes the gate's
+    insufficient policy, with the reason; otherwise the shortfall is noted and the verdict stands. A row
+    that does not pass is left as it is: precision never makes a verdict more lenient."""
+    from validate.metrics.precision import criterion_reason, gate_criterion
+
+    precision = block.get("precision")
+    crit = gate_criterion(precision, spec.metric) if row.verdict == "pass" else None
+    if crit is None or not isinstance(precision, Mapping):
+        return row
+    note = f"imprecise: {criterion_reason(crit)}"
+    if precision.get("insufficient"):
+        row.insufficient = True
+        return _apply_policy(spec, row, f"{row.reason}, but {note}")
+    row.reason = f"{row.reason} (note: {note})"
+    return row
 
 
 # ---- comparison gates (compare: baseline) ---------------------------------------------------------

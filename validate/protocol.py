@@ -181,6 +181,22 @@ class Subgroup(_Strict):
         return self
 
 
+class PrecisionSpec(_Strict):
+    """Target widths of the intervals (Riley et al. 2021/2024 defaults) and the gate strictness."""
+
+    oe_ratio: float = Field(0.2, gt=0, description="target width of the O/E interval (O/E scale)")
+    calibration_slope: float = Field(0.2, gt=0, description="target width of the calibration slope's Wald interval")
+    auroc: float = Field(0.1, gt=0, lt=1, description="target width of the C-statistic's (AUROC) interval")
+    standardized_net_benefit: float = Field(
+        0.2, gt=0, description="target width of the standardised net benefit's interval at each decision threshold"
+    )
+    insufficient: bool = Field(
+        False,
+        description="true: a gate row that would pass at a block whose criterion for the gate's metric is not "
+        "adequate takes the gate's insufficient policy; false: the shortfall is noted, the verdict unchanged",
+    )
+
+
 class MetricsSpec(_Strict):
     bins: int = Field(15, ge=2, le=1000)
     n_bootstrap: int = Field(1000, ge=0, le=100000)
@@ -191,6 +207,7 @@ class MetricsSpec(_Strict):
     target_sensitivity: float | None = Field(0.9, gt=0, lt=1)
     min_events: int = Field(10, ge=0)
     min_cases: int = Field(30, ge=0)
+    precision: PrecisionSpec = Field(default_factory=PrecisionSpec)
 
     @field_validator("thresholds")
     @classmethod

@@ -47,7 +47,16 @@ LISTS = {
 
 #: Keys of a BLOCK that are not metrics: counts, per-class or per-label blocks, notes.
 BLOCK_FIELDS = {
-    "binary": ("n", "n_events", "insufficient", "reason", "undefined", "operating_points", "target_sensitivity"),
+    "binary": (
+        "n",
+        "n_events",
+        "insufficient",
+        "reason",
+        "undefined",
+        "operating_points",
+        "target_sensitivity",
+        "precision",
+    ),
     "multiclass": ("n", "n_events", "insufficient", "reason", "undefined", "class_counts", "classes"),
     "multilabel": ("n", "n_events", "insufficient", "reason", "undefined", "label_counts", "labels", "macro"),
 }
@@ -276,6 +285,18 @@ METRICS: tuple[Metric, ...] = (
             report_methods=4,
             subgroup_worst=12,
         ),
+    ),
+    Metric(
+        "oe_ratio",
+        "O/E ratio",
+        BINARY,
+        "observed / expected events Σy / Σp (calibration-in-the-large as a ratio; Debray et al. 2017, "
+        "Riley et al. 2021); bootstrap percentile interval",
+        direction="target",
+        target=1.0,
+        replicate=R.oe_ratio_kernel,
+        weighted=R.oe_ratio_weighted,
+        why_undefined="no risk predicted (Σp = 0)",
     ),
     # ---- binary: smoothed calibration
     _smooth("eavg", "Eavg", f"mean {_LOWESS}", shown=dict(report_calibration=4, subgroup_worst=9)),
