@@ -144,8 +144,9 @@ def precision_summary(n: int, events: int, site: str) -> dict:
     return {"adequate": False, "criteria": criteria, "reason": reason}
 
 
-def add_decision_and_precision(folder: Path) -> Path:
-    """Add ``decision`` (curves and block items) and ``precision`` to the fixture bundle in ``folder``."""
+def add_decision_and_precision(folder: Path, *, decision: bool = True) -> Path:
+    """Add ``decision`` (curves and block items; unless ``decision`` is false) and ``precision`` to the
+    fixture bundle in ``folder``."""
     folder = Path(folder)
     pred = pd.read_parquet(folder / "predictions.parquet")
     pred["p"] = expit(pred["logit"])
@@ -167,6 +168,11 @@ def add_decision_and_precision(folder: Path) -> Path:
     item[metric] = None
     metrics["sites"][site].setdefault("undefined", {})[f"{metric}@{t}"] = why
     curves["decision"] = {"thresholds": GRID, "ci_level": 0.95, "blocks": blocks}
+    if not decision:  # a protocol without a decision section: precision alone
+        for block in [metrics["overall"], *metrics["sites"].values()]:
+            del block["decision"]
+            block["undefined"] = {k: v for k, v in (block.get("undefined") or {}).items() if "@" not in k}
+        del curves["decision"]
     (folder / "metrics.json").write_text(json.dumps(metrics))
     (folder / "curves.json").write_text(json.dumps(curves))
     return folder

@@ -24,8 +24,9 @@ def runs(tmp_path_factory):
     runs = tmp_path_factory.mktemp("dash-decision") / "runs"
     add_decision_and_precision(write_fixture_run(runs / "with-decision"))
     write_fixture_run(runs / "plain")
+    add_decision_and_precision(write_fixture_run(runs / "precision-only"), decision=False)
     old = time.time() - 3600  # the plain run is older: the decision run opens first
-    for f in (runs / "plain").iterdir():
+    for f in [*(runs / "plain").iterdir(), *(runs / "precision-only").iterdir()]:
         os.utime(f, (old, old))
     return runs
 
@@ -130,3 +131,11 @@ def test_a_run_without_net_benefit_or_precision_does_not_list_the_page(page):
     # the page is not registered for this run: navigation falls back to the default page
     assert at.title[0].value == "Overview"
     assert not any("Decision curve" in json.dumps(f) for f in figures(at))
+
+
+def test_a_run_with_precision_alone_shows_its_table_and_says_how_to_add_net_benefit(page, runs):
+    at = page("precision-only")
+    assert at.title[0].value == "Clinical utility and precision"
+    assert not figures(at)
+    assert "Target width" in frame_with(at, "Target width").columns
+    assert any("decision" in i.value and "thresholds" in i.value for i in at.info)

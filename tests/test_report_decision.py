@@ -168,3 +168,10 @@ def test_decision_curves_render_in_chromium_offline(report, bundle):
     assert {"model", "treat all", "treat none", "decision thresholds (protocol)"} <= set(legend)
     assert errors == []
     assert [u for u in requests if not u.startswith("file://")] == []
+
+
+def test_precision_alone_shows_its_section_and_no_net_benefit(tmp_path):
+    folder = add_decision_and_precision(write_fixture_run(tmp_path / "precision-only"), decision=False)
+    text = render_report(Bundle(path=folder))
+    assert '<section id="precision">' in text
+    assert '<section id="utility">' not in text and "Decision curve" not in text

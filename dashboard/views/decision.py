@@ -52,8 +52,12 @@ if sites:
         "replicates in which the model beats both defaults — not a significance test. Interventions avoided: "
         "net, per 100 patients, compared with treating all.",
     )
-elif utility.has_decision(run):
-    st.info("The bundle declares net benefit but no site has decision thresholds or a curve.")
+else:
+    ui.missing(
+        "Net benefit",
+        "the protocol declares no decision thresholds (`decision: {thresholds: [0.1, 0.2]}` adds net benefit "
+        "and the decision curve)",
+    )
 
 if utility.has_precision(run):
     st.subheader("Sample size and precision")
