@@ -139,3 +139,68 @@ def test_a_run_with_precision_alone_shows_its_table_and_says_how_to_add_net_bene
     assert not figures(at)
     assert "Target width" in frame_with(at, "Target width").columns
     assert any("decision" in i.value and "thresholds" in i.value for i in at.info)
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """A bundle written by `validate run` (the synthetic three-site protocol of tests/test_run_helpers.py)
+    with two decision thresholds: the engine's net benefit, decision curves and precision."""
+    from validate.cli import main
+
+    from test_run_helpers import make_protocol
+
+    root = tmp_path_factory.mktemp("real-decision")
+    protocol = make_protocol(root / "protocol")
+    protocol.write_text(protocol.read_text() + "decision: {thresholds: [0.1, 0.3], range: [0.05, 0.5], step: 0.05}\n")
+    assert main(["run", str(protocol), "--out", str(root / "runs" / "synthetic"), "--quiet"]) in (0, 1)
+    return root / "runs"
+
+
+def counted_net_benefit(y, p, t: float) -> float:
+    """NB(t) = TP/n − FP/n · t/(1−t), treat = p ≥ t, by counting (Vickers & Elkin 2006)."""
+    tp = sum(1 for yi, pi in zip(y, p, strict=True) if pi >= t and yi == 1)
+    fp = sum(1 for yi, pi in zip(y, p, strict=True) if pi >= t and yi == 0)
+    return tp / len(y) - fp / len(y) * t / (1 - t)
+
+
+@pytest.mark.slow
+def test_a_real_bundle_shows_the_counted_net_benefit(real_runs, monkeypatch):
+    import pandas as pd
+    from scipy.special import expit
+    from streamlit.testing.v1 import AppTest
+
+    from validate.bundle import Bundle
+    from validate.report.render import render_report
+
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(real_runs))
+    bundle = real_runs / "synthetic"
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    decision = json.loads((bundle / "curves.json").read_text())["decision"]
+    pred = pd.read_parquet(bundle / "predictions.parquet")
+    site = "ext_flat"
+    y = pred.loc[pred.site == site, "y"].to_numpy()
+    p = expit(pred.loc[pred.site == site, "logit"].to_numpy())
+    # what is drawn: the curve of the bundle, which is the counted net benefit at every threshold
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page(PAGE)
+    at.run()
+    at.selectbox(key="decision-site").set_value(site).run()
+    assert not at.exception, [e.message for e in at.exception]
+    (fig,) = figures(at)
+    drawn = trace(fig, "model")["y"]
+    assert drawn == pytest.approx([counted_net_benefit(y, p, t) for t in decision["thresholds"]], abs=1e-12)
+    assert drawn == pytest.approx(decision["blocks"]["sites"][site]["net_benefit"], abs=1e-15)
+    # what is tabulated: the block's entries at the decision thresholds, with n and interval
+    table = frame_with(at, "Beats both defaults")
+    items = metrics["sites"][site]["decision"]
+    assert [float(t) for t in table["Threshold"]] == [0.1, 0.3] == [d["threshold"] for d in items]
+    for item, (_, row) in zip(items, table.iterrows(), strict=True):
+        e = item["net_benefit"]
+        assert e["estimate"] == pytest.approx(counted_net_benefit(y, p, item["threshold"]), abs=1e-12)
+        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f} to {e['ci_high']:.3f})"
+        assert row["n"] == len(y)
+    assert not frame_with(at, "Target width").empty  # the engine's precision criteria
+    # the report shows the same section from the same bundle
+    text = render_report(Bundle(path=bundle))
+    assert '<section id="utility">' in text and '<section id="precision">' in text
+    assert text.count("Decision curve at ") == len(metrics["sites"])

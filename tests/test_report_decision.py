@@ -105,7 +105,7 @@ def test_captions_say_prevalence_and_not_significance(report):
     assert "mixes the sites' prevalences" in text
     # one decision curve per site and one pooled
     assert part.count('class="figure validate-figure"') == 4
-    for title in ("Decision curve at alpha", "Decision curve at gamma", "Decision curve, all sites pooled"):
+    for title in ("Decision curve at alpha", "Decision curve at gamma", "Decision curve, pooled"):
         assert title in part
 
 

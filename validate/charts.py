@@ -1614,7 +1614,7 @@ def decision_curve_figure(
     _decision_markers(fig, decision or (), color, counts)
     fig.update_xaxes(title_text="Threshold probability (treat if predicted risk ≥ threshold)", range=[x[0], x[-1]])
     fig.update_yaxes(title_text="Net benefit", range=_decision_y_range(curve))
-    head = f"Decision curve at {where}" if site != "overall" else "Decision curve, all sites pooled"
+    head = f"Decision curve at {where}" if site != "overall" else "Decision curve, pooled"
     prev = curve.get("prevalence")
     text = f"{head} ({counts}, prevalence {fmt(prev, 2)})"
     return _layout(fig, title or text, height=440, legend=dict(orientation="h", y=-0.22))
