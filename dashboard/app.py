@@ -15,7 +15,7 @@ if str(_REPO) not in sys.path:  # `streamlit run` puts dashboard/ on the path, n
 
 import streamlit as st  # noqa: E402
 
-from dashboard import data, ui  # noqa: E402
+from dashboard import data, ui, utility  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PAGES = [
@@ -29,6 +29,7 @@ PAGES = [
 ]
 SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_up:")
 COMPARISON_PAGE = ("views/comparison.py", "Model comparison", "comparison", ":material/balance:")
+DECISION_PAGE = ("views/decision.py", "Clinical utility", "decision", ":material/medical_services:")
 
 # the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
 # it from a public font host on every page load (no request may leave the machine)
@@ -42,6 +43,8 @@ st.session_state["_current_run"] = run
 pages = list(PAGES)
 if run is not None and run.shift:
     pages.insert(5, SHIFT_PAGE)
+if run is not None and utility.available(run):  # net benefit or precision: after Discrimination
+    pages.insert(pages.index(PAGES[4]) + 1, DECISION_PAGE)
 if run is not None and run.comparison:  # the run had a baseline model: shown before "Compare runs"
     pages.insert(len(pages) - 1, COMPARISON_PAGE)
 nav = st.navigation(

@@ -15,7 +15,8 @@ Inputs by file:
 - ``calibration.json``: :func:`calibration_methods_figure`, :func:`sample_size_figure`,
   :func:`transfer_matrix_figure`;
 - ``shift.json``: :func:`shift_summary_figure`, :func:`drift_figure`;
-- ``comparison.json`` (a paired model comparison): :func:`comparison_forest` over :func:`comparison_blocks`.
+- ``comparison.json`` (a paired model comparison): :func:`comparison_forest` over :func:`comparison_blocks`;
+- ``curves.json``'s ``decision`` with the BLOCKs' ``decision`` items: :func:`decision_curve_figure`.
 
 Every number shown carries its n and interval (in the legend, the hover text or a text column).
 Cells and points with too little data are drawn hollow or grey and labelled, never hidden.
@@ -1443,3 +1444,177 @@ def drift_figure(
         title or "Metrics per window (shaded: reference windows; red: flagged)",
         height=max(300, 170 * len(metrics)),
     )
+
+
+# ---- decision curves (net benefit) --------------------------------------------------------------------
+
+# the two defaults a model must beat (Vickers & Elkin 2006): treat everyone, treat no one
+TREAT_ALL_COLOR = "#555555"
+
+
+def decision_curve_block(curves_decision: Mapping | None, site: str) -> Mapping | None:
+    """The CURVE of ``site`` in ``curves.json``'s ``decision`` (``"overall"``: pooled over sites)."""
+    blocks = (curves_decision or {}).get("blocks") or {}
+    if site == "overall":
+        return blocks.get("overall")
+    return (blocks.get("sites") or {}).get(site)
+
+
+def _segments(x: Sequence, lo: Sequence, hi: Sequence) -> tuple[list, list]:
+    """The closed outline of a band, one polygon per run of thresholds where both bounds exist (a band
+    is not drawn across an undefined threshold); polygons separated by ``None``, as plotly's ``toself``
+    fill takes them."""
+    xs: list = []
+    ys: list = []
+    run: list[int] = []
+    for i in [*range(len(x)), None]:
+        if i is not None and lo[i] is not None and hi[i] is not None:
+            run.append(i)
+            continue
+        if len(run) > 1:
+            if xs:
+                xs.append(None)
+                ys.append(None)
+            xs += [x[j] for j in run] + [x[j] for j in reversed(run)]
+            ys += [hi[j] for j in run] + [lo[j] for j in reversed(run)]
+        run = []
+    return xs, ys
+
+
+def _decision_line(
+    fig: go.Figure, curve: Mapping, x: Sequence, key: str, name: str, color: str, ci_level: float, **line
+) -> None:
+    """One net-benefit curve (``net_benefit`` or ``treat_all``) with its interval band; the hover text
+    of every point carries the estimate, its interval and n."""
+    y = list(curve.get(key) or [None] * len(x))
+    lo = list(curve.get(f"{key}_ci_low") or [None] * len(x))
+    hi = list(curve.get(f"{key}_ci_high") or [None] * len(x))
+    bx, by = _segments(x, lo, hi)
+    if bx:
+        fig.add_trace(
+            go.Scatter(
+                x=bx,
+                y=by,
+                mode="lines",
+                fill="toself",
+                fillcolor=_rgba(color, 0.16),
+                line=dict(width=0),
+                name=f"{name}: {ci_level:.0%} interval",
+                hoverinfo="skip",
+            )
+        )
+    counts = n_text(curve.get("n"), curve.get("n_events"))
+    text = [
+        f"threshold {fmt(t, 2)}<br>{name}: {entry_text({'estimate': v, 'ci_low': a, 'ci_high': b})}<br>{counts}"
+        for t, v, a, b in zip(x, y, lo, hi, strict=True)
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines",
+            name=name,
+            line=dict(color=color, width=2, **line),
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+
+
+def _decision_markers(fig: go.Figure, items: Sequence[Mapping], color: str, counts: str) -> None:
+    """The protocol's decision thresholds: the model's net benefit there, with its interval as error bars
+    and the share of replicates in which it beats both defaults in the hover text."""
+    pts = [(d, d.get("net_benefit") or {}) for d in items if isinstance(d, Mapping)]
+    pts = [(d, e) for d, e in pts if e.get("estimate") is not None]
+    if not pts:
+        return
+    x = [d.get("threshold") for d, _ in pts]
+    y = [e["estimate"] for _, e in pts]
+    up = [None if e.get("ci_high") is None else e["ci_high"] - e["estimate"] for _, e in pts]
+    down = [None if e.get("ci_low") is None else e["estimate"] - e["ci_low"] for _, e in pts]
+    text = [
+        f"decision threshold {fmt(d.get('threshold'), 2)}<br>net benefit {entry_text(e)}"
+        f"<br>treat all {entry_text(d.get('net_benefit_treat_all'))}"
+        f"<br>beats both defaults in {_share(d.get('beats_defaults'))} of bootstrap replicates<br>{counts}"
+        for d, e in pts
+    ]
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="markers",
+            name="decision thresholds (protocol)",
+            marker=dict(symbol="diamond", size=11, color=color, line=dict(color="white", width=1)),
+            error_y=dict(type="data", symmetric=False, array=up, arrayminus=down, color=color, thickness=1.5),
+            text=text,
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+
+
+def _share(x: Any) -> str:
+    """A share of bootstrap replicates as a percentage; — without replicates."""
+    return "—" if x is None else f"{100 * float(x):.0f}%"
+
+
+def _decision_y_range(curve: Mapping) -> list[float]:
+    """Net benefit cannot exceed the prevalence; treat all falls without bound as the threshold rises,
+    so the axis stops a little below 0 (as dcurves' and rmda's plots do) instead of following it down."""
+    tops = [curve.get("prevalence")]
+    for key in ("net_benefit", "net_benefit_ci_high", "treat_all_ci_high"):
+        tops += list(curve.get(key) or [])
+    top = max([float(v) for v in tops if v is not None] or [0.1])
+    top = max(top, 0.02)
+    return [-0.2 * top, 1.08 * top]
+
+
+def decision_curve_figure(
+    curves_decision: Mapping | None,
+    site: str,
+    *,
+    decision: Sequence[Mapping] | None = None,
+    color: str | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The decision curve of one site (or ``"overall"``: pooled) from ``curves.json``'s ``decision``.
+
+    Net benefit NB(t) = TP/n − FP/n · t/(1−t) of treating the patients with p ≥ t, against the threshold
+    probability t (Vickers & Elkin, Med Decis Making 2006;26:565–74), with its bootstrap percentile band;
+    the two defaults: treat all (NB = prev − (1 − prev) · t/(1−t), with its band) and treat none (NB = 0).
+    A site's curve is at that site's own prevalence (what the site would get); the pooled curve mixes the
+    sites' prevalences. ``decision`` (the BLOCK's ``decision`` items) marks the protocol's decision
+    thresholds with the model's net benefit and interval there; without it, the thresholds are not
+    marked. The bands are pointwise, and the markers are estimates with intervals, not significance tests
+    (Vickers et al., Diagn Progn Res 2023).
+    """
+    curve = decision_curve_block(curves_decision, site)
+    where = "all sites (pooled)" if site == "overall" else site
+    if not curve or not (curves_decision or {}).get("thresholds"):
+        return _empty(title, f"No decision curve stored for {where}.")
+    x = list(curves_decision["thresholds"])
+    ci = float(curves_decision.get("ci_level") or 0.95)
+    color = color or PALETTE[0]
+    fig = go.Figure()
+    _decision_line(fig, curve, x, "treat_all", "treat all", TREAT_ALL_COLOR, ci, dash="dash")
+    fig.add_trace(
+        go.Scatter(
+            x=[x[0], x[-1]],
+            y=[0, 0],
+            mode="lines",
+            name="treat none",
+            line=dict(color="#000000", width=1.5, dash="dot"),
+            hovertemplate="treat none: net benefit 0<extra></extra>",
+        )
+    )
+    _decision_line(fig, curve, x, "net_benefit", "model", color, ci)
+    counts = n_text(curve.get("n"), curve.get("n_events"))
+    for d in decision or ():
+        if isinstance(d, Mapping) and d.get("threshold") is not None:
+            fig.add_vline(x=d["threshold"], line=dict(color=GREY, width=1, dash="dot"))
+    _decision_markers(fig, decision or (), color, counts)
+    fig.update_xaxes(title_text="Threshold probability (treat if predicted risk ≥ threshold)", range=[x[0], x[-1]])
+    fig.update_yaxes(title_text="Net benefit", range=_decision_y_range(curve))
+    head = f"Decision curve at {where}" if site != "overall" else "Decision curve, pooled"
+    prev = curve.get("prevalence")
+    text = f"{head} ({counts}, prevalence {fmt(prev, 2)})"
+    return _layout(fig, title or text, height=440, legend=dict(orientation="h", y=-0.22))

@@ -2,8 +2,10 @@
 
 plotly.js is embedded once, inline (``plotly.offline.get_plotlyjs()``); figures come from
 :mod:`validate.charts` and the data from the bundle files (nothing is recomputed from predictions).
-Sections follow the order a reviewer reads: verdict; protocol and provenance; cohorts; discrimination;
-calibration; subgroups; calibration methods; shift and drift; limitations. Every number is shown with
+Sections follow the order a reviewer reads: verdict; protocol and provenance; cohorts (and, when the
+bundle has it, sample size and precision); discrimination; calibration (and clinical utility: net
+benefit, when the protocol declares ``decision``); subgroups; calibration methods; shift and drift;
+limitations. Every number is shown with
 its n and its interval.
 """
 
@@ -19,6 +21,7 @@ from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile
 from validate.groups import group_sort_key
 from validate.metrics import registry
+from validate.report import utility
 
 
 def _shown(table: str, task) -> tuple[str, ...]:
@@ -866,6 +869,119 @@ def _limitations(bundle, figs: _Figures) -> str:
     return _section("limitations", "9. Limitations", "".join(out))
 
 
+def _entry_cell(entry: Any, why: str | None, digits: int = 3) -> tuple:
+    if entry is None:
+        return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
+    return _num(entry_text(entry, digits))
+
+
+def _rows_n_cell(row: Mapping) -> tuple:
+    text = f"{row['n']}" + (f" ({row['n_events']})" if row.get("n_events") is not None else "")
+    if row.get("insufficient"):
+        return (f'{esc(text)} <span class="insufficient">insufficient</span>', "num")
+    return _num(text)
+
+
+def _utility(bundle, figs: _Figures) -> str:
+    """Net benefit at the protocol's decision thresholds per site and pooled (each with n and interval),
+    the share of replicates beating both defaults, and a decision curve per site; empty (no section)
+    when the protocol declared no ``decision``."""
+    metrics, curves = bundle.metrics or {}, (bundle.curves or {}).get("decision")
+    if not utility.has_decision(metrics, bundle.curves):
+        return ""
+    order = _site_order(bundle)
+    ci = bundle.typed.metrics.ci_level
+    rows = [
+        [esc(r["site"]), _rows_n_cell(r), _num(fmt(r["prevalence"], 2)), _num(fmt(r["threshold"], 2))]
+        + [_entry_cell(r[m], r["undefined"].get(m), utility.DIGITS.get(m, 3)) for m in utility.DECISION_METRICS]
+        + [_num(utility.share_text(r["beats_defaults"]))]
+        for r in utility.decision_rows(metrics, order)
+    ]
+    out = [
+        '<p class="note">Net benefit NB = TP/n − FP/n · t/(1−t) of treating the patients whose predicted risk is '
+        "at least the threshold t (Vickers &amp; Elkin 2006): true positives per patient, net of the false "
+        "positives weighted by the odds of the threshold. Defaults: treat all, treat none (NB = 0). Each site "
+        "at its own prevalence (what that site would get); the pooled row mixes the sites' prevalences. "
+        f"Intervals: {ci:.0%} bootstrap percentile (patients resampled within sites). “Beats both defaults”: "
+        "the share of bootstrap replicates in which the model beats both defaults — not a significance test.</p>"
+    ]
+    if rows:
+        heads = [f"{utility.DECISION_LABELS[m]} ({ci:.0%} CI)" for m in utility.DECISION_METRICS]
+        out.append(
+            _table(
+                ["Site", "n (events)", "Prevalence", "Threshold", *heads, "Beats both defaults"],
+                rows,
+                raw=True,
+            )
+        )
+    grid = []
+    colors = charts.site_colors(order)
+    for key in [*order, "overall"] if curves else []:
+        if charts.decision_curve_block(curves, key) is None:
+            continue
+        items = ((metrics.get("sites") or {}).get(key) if key != "overall" else metrics.get("overall")) or {}
+        fig = charts.decision_curve_figure(curves, key, decision=items.get("decision"), color=colors.get(key))
+        grid.append(figs.html(fig, _utility_caption(key)))
+    if grid:
+        out.append('<h3>Decision curves</h3><div class="grid2">' + "".join(grid) + "</div>")
+    return _section("utility", "5.1 Clinical utility (net benefit)", "".join(out))
+
+
+def _utility_caption(key: str) -> str:
+    where = (
+        "All sites pooled: the curve mixes the sites' prevalences."
+        if key == "overall"
+        else "Each site at its own prevalence (what this site would get)."
+    )
+    return (
+        f"{where} Solid: the model; dashed: treat all; dotted: treat none; shaded: pointwise bootstrap "
+        "intervals. Diamonds: the protocol's decision thresholds with their intervals (the hover text gives "
+        "the share of bootstrap replicates in which the model beats both defaults — not a significance test)."
+    )
+
+
+def _has_n(row: Mapping) -> str:
+    events = row.get("n_events")
+    return utility.count_text(row["n"]) + (f" ({utility.count_text(events)})" if isinstance(events, int) else "")
+
+
+def _precision(bundle, figs: _Figures) -> str:
+    """Per site and criterion: the achieved interval width against the protocol's target, and the sample
+    size the target would need against the site's n (Riley et al. 2021/2024); empty (no section) when the
+    bundle carries no ``precision``."""
+    metrics = bundle.metrics or {}
+    if not utility.has_precision(metrics):
+        return ""
+    rows, reasons = [], {}
+    for r in utility.precision_rows(metrics, _site_order(bundle)):
+        verdict = {True: ("adequate", "pass"), False: ("too wide", "fail")}.get(r["adequate"], ("—", ""))
+        needed = utility.count_text(r["needed_n"])
+        if r["needed_events"] is not None:
+            needed += f" ({utility.count_text(r['needed_events'])} events)"
+        rows.append(
+            [esc(r["site"]), esc(r["criterion"]), _num(f"{fmt(r['width'], 2)} vs {fmt(r['target'], 2)}")]
+            + [(f'<span class="tag {verdict[1]}">{esc(verdict[0])}</span>', "") if verdict[1] else "—"]
+            + [_num(needed), _num(_has_n(r)), esc(r["basis"] or "")]
+        )
+        if r["block_reason"] and r["block_adequate"] is False:
+            reasons[r["site"]] = r["block_reason"]
+    out = [
+        '<p class="note">Is each site large enough to trust its numbers? For each criterion, the width of the '
+        "interval the site achieved against the protocol's target width, and the sample size that target "
+        "would need at the site's observed prevalence, C-statistic and linear-predictor distribution (Riley "
+        "et al., Stat Med 2021;40:4230–51; BMJ 2024;384:e074821). The count floor (min_cases, min_events) "
+        "still marks a block insufficient.</p>",
+        _table(
+            ["Site", "Criterion", "CI width vs target", "Precision", "Needed n (events)", "Has n (events)", "Basis"],
+            rows,
+            raw=True,
+        ),
+    ]
+    if reasons:
+        out.append("<ul>" + "".join(f"<li><b>{esc(s)}</b>: {esc(why)}</li>" for s, why in reasons.items()) + "</ul>")
+    return _section("precision", "3.1 Sample size and precision", "".join(out))
+
+
 def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
 
@@ -875,8 +991,10 @@ SECTIONS = (
     ("comparison", "Model comparison", _comparison),
     ("provenance", "Provenance", _provenance),
     ("cohorts", "Cohorts", _cohorts),
+    ("precision", "Sample size", _precision),
     ("discrimination", "Discrimination", _discrimination),
     ("calibration", "Calibration", _calibration),
+    ("utility", "Net benefit", _utility),
     ("subgroups", "Subgroups", _subgroups),
     ("methods", "Calibration methods", _methods),
     ("shift", "Shift & drift", _shift),
