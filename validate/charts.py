@@ -1498,12 +1498,15 @@ def prediction_interval_text(entry: Mapping, digits: int = 3) -> str:
     return f"{fmt(lo, digits)} to {fmt(hi, digits)}"
 
 
+def tau2_text(tau2: Any) -> str:
+    """τ² in three significant digits (it is often tiny: 0.0004 must not read 0.000)."""
+    return "—" if tau2 is None else f"{float(tau2):.3g}"
+
+
 def synthesis_stats_text(entry: Mapping) -> str:
     """k, tau² (on the pooling scale), I² and Cochran's Q with its p-value, for titles and captions."""
     scale = entry.get("scale") or "identity"
-    tau2 = entry.get("tau2")
-    tau2_text = "—" if tau2 is None else f"{float(tau2):.3g}"  # significant digits: tau² is often tiny
-    parts = [f"k = {entry.get('k', '—')}", f"τ² = {tau2_text} ({scale} scale)"]
+    parts = [f"k = {entry.get('k', '—')}", f"τ² = {tau2_text(entry.get('tau2'))} ({scale} scale)"]
     i2 = entry.get("i2")
     parts.append(f"I² = {'—' if i2 is None else f'{float(i2):.0%}'}")
     if entry.get("q") is not None:
