@@ -54,7 +54,7 @@ def site_frames(metrics: Mapping, metric: str, roles: Mapping[str, str]) -> tupl
                 "n (events)": charts.n_text(r.get("n"), r.get("n_events")),
                 "Estimate (interval)": charts.entry_text(r) if r.get("estimate") is not None else "undefined",
                 "Pooled": "yes" if pooled else "no",
-                "Note": "below the minimum cases/events (pooled, flagged)" if r.get("insufficient") and pooled else "",
+                "Note": _note(r),
             }
         )
         numeric.append(
@@ -62,3 +62,9 @@ def site_frames(metrics: Mapping, metric: str, roles: Mapping[str, str]) -> tupl
             | {"pooled": pooled}
         )
     return pd.DataFrame(display), pd.DataFrame(numeric)
+
+
+def _note(row: dict) -> str:
+    if row["kind"] == "unpooled":
+        return f"not pooled: {row['not_pooled']}" if row.get("not_pooled") else "not in the synthesis"
+    return "below the minimum cases/events (pooled, flagged)" if row.get("insufficient") else ""

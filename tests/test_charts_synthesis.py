@@ -151,3 +151,30 @@ def test_nothing_is_drawn_without_a_synthesis():
         "oe_ratio",
         "net_benefit_vs_treat_all@0.2",
     ]
+
+
+def test_a_chosen_site_left_out_says_why_and_roles_come_from_the_inputs():
+    synthesis = fx.all_sites()
+    slope = synthesis["metrics"]["calibration_slope"]
+    slope["inputs"] = [dict(i, role="external") for i in slope["inputs"] if i["site"] != "gamma"]
+    slope["excluded"] = [{"site": "gamma", "reason": "calibration slope undefined at gamma (no se)"}]
+    slope["k"] = 2
+    # no roles argument: the roles recorded with the inputs order and label the rows
+    fig = charts.synthesis_forest_figure(_metrics(synthesis), "calibration_slope")
+    ticks, text = _ticks(fig), _text_column(fig)
+    assert ticks[0] == "alpha · external" and ticks[1] == "beta · external"
+    assert ticks[2] == "gamma (not pooled)"
+    assert text[2].endswith("not pooled: calibration slope undefined at gamma (no se)")
+
+
+def test_one_site_gives_a_point_without_a_diamond_and_the_reason():
+    synthesis = fx.external()
+    auroc = synthesis["metrics"]["auroc"]
+    auroc["inputs"] = auroc["inputs"][:1]
+    reason = "k = 1 site: no between-site interval (HKSJ has k − 1 = 0 degrees of freedom)"
+    auroc.update(k=1, estimate=0.743, ci_low=None, ci_high=None, reason=reason)
+    fig = charts.synthesis_forest_figure(_metrics(synthesis), "auroc", roles=ROLES)
+    assert not [t for t in fig.data if t.fill == "toself"]
+    (point,) = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "diamond-open"]
+    assert list(point.x) == [0.743]
+    assert _text_column(fig)[point.y[0]] == f"0.743 (no CI: {reason})  k=1"

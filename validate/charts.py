@@ -1599,14 +1599,30 @@ def synthesis_site_rows(metrics: Mapping, metric: str, roles: Mapping[str, str] 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     scale = entry.get("scale") or "identity"
     inputs = {str(i.get("site")): i for i in entry.get("inputs") or [] if isinstance(i, Mapping)}
+    # a chosen site left out of this metric's synthesis (metric undefined there, no se), and why
+    excluded = {str(x.get("site")): x.get("reason") for x in entry.get("excluded") or [] if isinstance(x, Mapping)}
+    for site, inp in inputs.items():  # the role recorded with the input where the caller gave none
+        if inp.get("role") and not roles.get(site):
+            roles[site] = str(inp["role"])
     site_blocks = metrics.get("sites") or {}
     rows = []
     for site in _synthesis_site_order(synthesis, metrics, roles):
         if site in inputs and scale in _BACK_TRANSFORM:
             rows.append(_pooled_site_row(inputs[site], scale, z, roles.get(site)))
-        elif site in site_blocks:
-            rows.append(_unpooled_site_row(site, site_blocks[site], metric, roles.get(site)))
+        elif site in site_blocks or site in excluded:
+            row = _unpooled_site_row(site, site_blocks.get(site), metric, roles.get(site))
+            if site in excluded:
+                row["not_pooled"] = excluded[site] or "left out of the synthesis"
+            rows.append(row)
     return rows
+
+
+def synthesis_row_text(row: Mapping) -> str:
+    """A site row's text column: estimate (interval), n (events), flags, and why it is not pooled."""
+    text = _forest_text(row)
+    if row.get("kind") == "unpooled":
+        text += f" not pooled: {row['not_pooled']}" if row.get("not_pooled") else " not pooled"
+    return text
 
 
 def synthesis_forest_figure(
@@ -1645,7 +1661,7 @@ def synthesis_forest_figure(
         fig.add_vline(x=reference, line=dict(color="#666", dash="dash", width=1))
     fig.add_hline(y=len(rows) - 0.25, line=dict(color="#C9D0DC", width=1))
     ys = [*range(len(rows)), pooled_y, pi_y]
-    texts = [_forest_text(r) + (" not pooled" if r["kind"] == "unpooled" else "") for r in rows]
+    texts = [synthesis_row_text(r) for r in rows]
     texts += [_pooled_text(entry), f"PI {prediction_interval_text(entry)}"]
     fig.add_trace(
         go.Scatter(
@@ -1678,12 +1694,15 @@ def synthesis_forest_figure(
 
 
 def _pooled_text(entry: Mapping) -> str:
-    est = entry_text(
+    """The pooled estimate (CI) and k; the reason where the estimate or its interval is missing."""
+    if entry.get("estimate") is None:
+        return f"not estimable: {entry.get('reason') or 'no site to pool'}"
+    text = entry_text(
         {"estimate": entry.get("estimate"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high")}
     )
-    if entry.get("estimate") is None and entry.get("reason"):
-        return f"not estimable: {entry['reason']}"
-    return f"{est}  k={entry.get('k', '—')}"
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        text += f" (no CI: {entry.get('reason') or 'not computed'})"
+    return f"{text}  k={entry.get('k', '—')}"
 
 
 _SITE_STYLE = {
@@ -1726,8 +1745,20 @@ def _diamond_trace(fig: go.Figure, entry: Mapping, y: float, level: float) -> No
     est, lo, hi = entry.get("estimate"), entry.get("ci_low"), entry.get("ci_high")
     if est is None:
         return
-    lo, hi = (est if lo is None else lo), (est if hi is None else hi)
     text = f"random-effects estimate {_pooled_text(entry)}<br>{synthesis_stats_text(entry)}"
+    if lo is None or hi is None:  # k = 1 under HKSJ: an estimate without an interval is a point, not a diamond
+        fig.add_trace(
+            go.Scatter(
+                x=[est],
+                y=[y],
+                mode="markers",
+                marker=dict(symbol="diamond-open", size=14, color=DIAMOND_COLOR),
+                name="random-effects estimate (no CI)",
+                text=[text],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        return
     fig.add_trace(
         go.Scatter(
             x=[lo, est, hi, est, lo],
