@@ -30,6 +30,7 @@ PAGES = [
 SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_up:")
 COMPARISON_PAGE = ("views/comparison.py", "Model comparison", "comparison", ":material/balance:")
 DECISION_PAGE = ("views/decision.py", "Clinical utility", "decision", ":material/medical_services:")
+SYNTHESIS_PAGE = ("views/synthesis.py", "Across hospitals", "synthesis", ":material/hub:")
 
 # the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
 # it from a public font host on every page load (no request may leave the machine)
@@ -47,6 +48,8 @@ if run is not None and utility.available(run):  # net benefit or precision: afte
     pages.insert(pages.index(PAGES[4]) + 1, DECISION_PAGE)
 if run is not None and run.comparison:  # the run had a baseline model: shown before "Compare runs"
     pages.insert(len(pages) - 1, COMPARISON_PAGE)
+if run is not None and run.metrics.get("synthesis"):  # a random-effects synthesis: right after Overview
+    pages.insert(1, SYNTHESIS_PAGE)
 nav = st.navigation(
     [st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview")) for f, t, u, i in pages]
 )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
+from statistics import NormalDist
 from typing import Any
 
 import plotly.graph_objects as go
@@ -1618,3 +1619,350 @@ def decision_curve_figure(
     prev = curve.get("prevalence")
     text = f"{head} ({counts}, prevalence {fmt(prev, 2)})"
     return _layout(fig, title or text, height=440, legend=dict(orientation="h", y=-0.22))
+# ---- across hospitals: the random-effects synthesis --------------------------------------------------
+# ``metrics.json["synthesis"]`` (validate.analysis.synthesis): per pooled metric the random-effects
+# estimate with its CI, tau², I², Q, the prediction interval for a new hospital, and the per-site inputs
+# (theta, se on the pooling scale). Drawn as a meta-analysis forest plot (Debray et al. BMJ 2017; Riley
+# et al. BMJ 2016): one row per site, the diamond, and the prediction interval as a separate bar.
+
+ROLE_ORDER = ("development", "calibration", "external")
+PI_COLOR = PALETTE[5]  # vermillion: the prediction interval never looks like a site's or the pooled CI
+DIAMOND_COLOR = "#1d2330"
+# reference lines of the net-benefit family (no registry target: 0 is "no better than the default")
+_SYNTHESIS_REFERENCE = {"net_benefit_vs_treat_all": 0.0, "interventions_avoided": 0.0}
+# back to the metric's scale from the scale it was pooled on (validate.metrics.registry: Metric.synthesis)
+_BACK_TRANSFORM = {
+    "logit": lambda x: 1.0 / (1.0 + math.exp(-x)),
+    "log": math.exp,
+    "identity": lambda x: x,
+}
+
+
+def split_decision_metric(metric: str) -> tuple[str, float | None]:
+    """``"net_benefit@0.2"`` -> ``("net_benefit", 0.2)``; a plain metric -> ``(metric, None)``."""
+    base, sep, tail = metric.partition("@")
+    if not sep:
+        return metric, None
+    try:
+        return base, float(tail)
+    except ValueError:
+        return metric, None
+
+
+def synthesis_metric_label(metric: str) -> str:
+    """The display name of a pooled metric: ``"Net benefit at threshold 0.2"`` for ``net_benefit@0.2``."""
+    base, t = split_decision_metric(metric)
+    return metric_label(base) if t is None else f"{metric_label(base)} at threshold {t:g}"
+
+
+def synthesis_metrics(metrics: Mapping | None) -> list[str]:
+    """The pooled metrics of ``metrics.json["synthesis"]`` in the file's order (empty without one)."""
+    synthesis = (metrics or {}).get("synthesis")
+    if not isinstance(synthesis, Mapping):
+        return []
+    return [m for m, e in (synthesis.get("metrics") or {}).items() if isinstance(e, Mapping)]
+
+
+def prediction_interval_text(entry: Mapping, digits: int = 3) -> str:
+    """``0.612 to 0.904``, or why there is none (k < 3: the t distribution has k − 2 degrees of freedom)."""
+    lo, hi = entry.get("pi_low"), entry.get("pi_high")
+    if lo is None or hi is None:
+        return f"none: {entry.get('pi_reason') or 'not computed'}"
+    return f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+
+
+def tau2_text(tau2: Any) -> str:
+    """τ² in three significant digits (it is often tiny: 0.0004 must not read 0.000)."""
+    return "—" if tau2 is None else f"{float(tau2):.3g}"
+
+
+def synthesis_stats_text(entry: Mapping) -> str:
+    """k, tau² (on the pooling scale), I² and Cochran's Q with its p-value, for titles and captions."""
+    scale = entry.get("scale") or "identity"
+    parts = [f"k = {entry.get('k', '—')}", f"τ² = {tau2_text(entry.get('tau2'))} ({scale} scale)"]
+    i2 = entry.get("i2")
+    parts.append(f"I² = {'—' if i2 is None else f'{float(i2):.0%}'}")
+    if entry.get("q") is not None:
+        parts.append(f"Q = {fmt(entry.get('q'), 2)} (p = {fmt(entry.get('q_p_value'), 3)})")
+    return " · ".join(parts)
+
+
+def synthesis_caption(synthesis: Mapping, metric: str) -> str:
+    """The plain-language caption of :func:`synthesis_forest_figure` (report and dashboard alike)."""
+    entry = (synthesis.get("metrics") or {}).get(metric) or {}
+    level = float(synthesis.get("ci_level") or 0.95)
+    method, interval = synthesis.get("method", "REML"), synthesis.get("interval", "hksj")
+    ci_how = "Hartung–Knapp–Sidik–Jonkman" if interval == "hksj" else "normal (z)"
+    scale = entry.get("scale") or "identity"
+    pi = (
+        f"Bar below it: the {level:.0%} prediction interval — where the next hospital's value is expected to "
+        f"lie, {level:.0%} (Higgins et al. 2009: t with k − 2 degrees of freedom, so wider than the CI "
+        "whenever sites differ). "
+        if entry.get("pi_low") is not None
+        else f"No prediction interval: {entry.get('pi_reason') or 'not computed'}. "
+    )
+    return (
+        f"Random-effects synthesis ({method}, {ci_how} {level:.0%} CI) of "
+        f"{synthesis.get('role_rule') or 'the chosen sites'}: {synthesis_stats_text(entry)}. "
+        f"Diamond: the pooled estimate and its {level:.0%} confidence interval (the average site). {pi}"
+        f"Site rows: each site's input to the synthesis, its estimate with a {level:.0%} Wald interval on "
+        f"the {scale} scale transformed back (it can differ slightly from the site tables' intervals). "
+        "Hollow grey squares: sites below the protocol's minimum cases or events, pooled but flagged; "
+        "open circles: sites not in the synthesis (their own interval), shown for comparison."
+    )
+
+
+def _synthesis_site_order(synthesis: Mapping, metrics: Mapping, roles: Mapping[str, str]) -> list[str]:
+    """Every site, ordered by role (development, calibration, external, other), then in file order."""
+    listed = list(dict.fromkeys(str(s) for s in [*(synthesis.get("sites") or []), *(metrics.get("sites") or {})]))
+    rank = {r: i for i, r in enumerate(ROLE_ORDER)}
+    return sorted(listed, key=lambda s: rank.get(roles.get(s, ""), len(ROLE_ORDER)))
+
+
+def _site_label(site: str, role: str | None, pooled: bool) -> str:
+    label = f"{site} · {role}" if role else site
+    return label if pooled else f"{label} (not pooled)"
+
+
+def _pooled_site_row(inp: Mapping, scale: str, z: float, role: str | None) -> dict:
+    """A site's input to the synthesis on the metric's scale: back(theta), back(theta ± z·se)."""
+    back = _BACK_TRANSFORM[scale]
+    theta, se = inp.get("theta"), inp.get("se")
+    lo = hi = None
+    if theta is not None and se is not None:
+        lo, hi = back(theta - z * se), back(theta + z * se)
+    return dict(
+        label=_site_label(str(inp.get("site")), role, True),
+        estimate=None if theta is None else back(theta),
+        ci_low=lo,
+        ci_high=hi,
+        n=inp.get("n"),
+        n_events=inp.get("n_events"),
+        insufficient=bool(inp.get("insufficient")),
+        kind="small" if inp.get("insufficient") else "site",
+    )
+
+
+def _decision_entry(block: Mapping | None, metric: str) -> Mapping | None:
+    """A block's entry of a metric, the net-benefit family at a decision threshold included."""
+    base, t = split_decision_metric(metric)
+    if t is None:
+        return _entry(block, metric)
+    for item in (block or {}).get("decision") or []:
+        if isinstance(item, Mapping) and abs(float(item.get("threshold", math.nan)) - t) < 1e-9:
+            e = item.get(base)
+            return e if isinstance(e, Mapping) else None
+    return None
+
+
+def _unpooled_site_row(site: str, block: Mapping | None, metric: str, role: str | None) -> dict:
+    row = _row(_site_label(site, role, False), block, metric)
+    e = _decision_entry(block, metric) or {}
+    row.update(estimate=e.get("estimate"), ci_low=e.get("ci_low"), ci_high=e.get("ci_high"), kind="unpooled")
+    return row
+
+
+def synthesis_site_rows(metrics: Mapping, metric: str, roles: Mapping[str, str] | None = None) -> list[dict]:
+    """The site rows of the forest plot of ``metric``: pooled sites (their inputs, back-transformed) and
+    the other sites of ``metrics.json`` (their own block entry), ordered by role."""
+    synthesis = metrics.get("synthesis") or {}
+    entry = (synthesis.get("metrics") or {}).get(metric) or {}
+    roles = dict(roles or {})
+    level = float(synthesis.get("ci_level") or 0.95)
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    scale = entry.get("scale") or "identity"
+    inputs = {str(i.get("site")): i for i in entry.get("inputs") or [] if isinstance(i, Mapping)}
+    # a chosen site left out of this metric's synthesis (metric undefined there, no se), and why
+    excluded = {str(x.get("site")): x.get("reason") for x in entry.get("excluded") or [] if isinstance(x, Mapping)}
+    for site, inp in inputs.items():  # the role recorded with the input where the caller gave none
+        if inp.get("role") and not roles.get(site):
+            roles[site] = str(inp["role"])
+    site_blocks = metrics.get("sites") or {}
+    rows = []
+    for site in _synthesis_site_order(synthesis, metrics, roles):
+        if site in inputs and scale in _BACK_TRANSFORM:
+            rows.append(_pooled_site_row(inputs[site], scale, z, roles.get(site)))
+        elif site in site_blocks or site in excluded:
+            row = _unpooled_site_row(site, site_blocks.get(site), metric, roles.get(site))
+            if site in excluded:
+                row["not_pooled"] = excluded[site] or "left out of the synthesis"
+            rows.append(row)
+    return rows
+
+
+def synthesis_row_text(row: Mapping) -> str:
+    """A site row's text column: estimate (interval), n (events), flags, and why it is not pooled."""
+    text = _forest_text(row)
+    if row.get("kind") == "unpooled":
+        text += f" not pooled: {row['not_pooled']}" if row.get("not_pooled") else " not pooled"
+    return text
+
+
+def synthesis_forest_figure(
+    metrics: Mapping,
+    metric: str,
+    *,
+    roles: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The forest plot of one pooled metric of ``metrics.json["synthesis"]``.
+
+    One row per site ordered by role (label with n and events; insufficient sites hollow grey; sites
+    outside the synthesis as open circles with their own interval), then the random-effects diamond
+    (estimate and CI) and, on its own row in its own colour, the prediction interval for a new hospital
+    (Higgins, Thompson & Spiegelhalter 2009); k, τ² and I² in the title. ``roles``: site -> protocol role.
+    """
+    synthesis = metrics.get("synthesis") if isinstance(metrics, Mapping) else None
+    label = synthesis_metric_label(metric)
+    if not isinstance(synthesis, Mapping):
+        return _empty(title, "No synthesis across sites in this bundle")
+    entry = (synthesis.get("metrics") or {}).get(metric)
+    if not isinstance(entry, Mapping):
+        return _empty(title, f"{label} was not pooled across sites")
+    if (entry.get("scale") or "identity") not in _BACK_TRANSFORM:
+        return _empty(title, f"{label}: unknown pooling scale {entry.get('scale')!r}")
+    level = float(synthesis.get("ci_level") or 0.95)
+    rows = synthesis_site_rows(metrics, metric, roles)
+    pooled_y, pi_y = len(rows) + 0.5, len(rows) + 1.5
+    fig = go.Figure()
+    _synthesis_site_traces(fig, rows, level)
+    _diamond_trace(fig, entry, pooled_y, level)
+    _prediction_trace(fig, entry, pi_y, level)
+    base, _ = split_decision_metric(metric)
+    reference = REFERENCE.get(base, _SYNTHESIS_REFERENCE.get(base))
+    if reference is not None:
+        fig.add_vline(x=reference, line=dict(color="#666", dash="dash", width=1))
+    fig.add_hline(y=len(rows) - 0.25, line=dict(color="#C9D0DC", width=1))
+    ys = [*range(len(rows)), pooled_y, pi_y]
+    texts = [synthesis_row_text(r) for r in rows]
+    texts += [_pooled_text(entry), f"PI {prediction_interval_text(entry)}"]
+    fig.add_trace(
+        go.Scatter(
+            x=[1.02] * len(ys),
+            y=ys,
+            xaxis="x2",
+            mode="text",
+            showlegend=False,
+            text=texts,
+            textposition="middle right",
+            textfont=dict(size=11, color="#333"),
+            hoverinfo="skip",
+        )
+    )
+    ticks = [r["label"] for r in rows] + [
+        f"<b>random-effects estimate (k = {entry.get('k', '—')})</b>",
+        f"{level:.0%} prediction interval (next hospital)",
+    ]
+    heading = title or f"{label} across hospitals"
+    fig.update_layout(
+        xaxis=dict(domain=[0, 0.55], title_text=label, zeroline=False),
+        xaxis2=dict(domain=[0.57, 1.0], range=[1, 2], visible=False),
+        yaxis=dict(autorange="reversed", tickmode="array", tickvals=ys, ticktext=ticks, zeroline=False, showgrid=False),
+        # the legend below the axis title, at a fixed distance whatever the number of rows
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.01, x=0),
+    )
+    fig = _layout(fig, f"{heading}<br><sup>{synthesis_stats_text(entry)}</sup>", height=max(320, 190 + 32 * len(ys)))
+    fig.update_layout(margin=dict(b=110))
+    return fig
+
+
+def _pooled_text(entry: Mapping) -> str:
+    """The pooled estimate (CI) and k; the reason where the estimate or its interval is missing."""
+    if entry.get("estimate") is None:
+        return f"not estimable: {entry.get('reason') or 'no site to pool'}"
+    text = entry_text(
+        {"estimate": entry.get("estimate"), "ci_low": entry.get("ci_low"), "ci_high": entry.get("ci_high")}
+    )
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        text += f" (no CI: {entry.get('reason') or 'not computed'})"
+    return f"{text}  k={entry.get('k', '—')}"
+
+
+_SITE_STYLE = {
+    # kind: (legend name, marker symbol, colour); the CI level is filled in
+    "site": ("site ({level} CI)", "square", PALETTE[0]),
+    "small": ("site below the minimum cases/events (pooled, flagged)", "square-open", GREY),
+    "unpooled": ("site not in the synthesis ({level} CI)", "circle-open", GREY),
+}
+
+
+def _synthesis_site_traces(fig: go.Figure, rows: Sequence[Mapping], level: float) -> None:
+    for kind, (name, symbol, color) in _SITE_STYLE.items():
+        sel = [(y, r) for y, r in enumerate(rows) if r["kind"] == kind and r.get("estimate") is not None]
+        if not sel:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=[r["estimate"] for _, r in sel],
+                y=[y for y, _ in sel],
+                mode="markers",
+                name=name.format(level=f"{level:.0%}"),
+                marker=dict(size=10, symbol=symbol, color=color, line=dict(width=1.5, color=color)),
+                error_x=dict(
+                    type="data",
+                    symmetric=False,
+                    array=[(r["ci_high"] - r["estimate"]) if r.get("ci_high") is not None else 0 for _, r in sel],
+                    arrayminus=[(r["estimate"] - r["ci_low"]) if r.get("ci_low") is not None else 0 for _, r in sel],
+                    thickness=1.5,
+                    width=4,
+                    color="#444" if kind == "site" else GREY,
+                ),
+                text=[f"{r['label']}<br>{_forest_text(r)}" for _, r in sel],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+
+
+def _diamond_trace(fig: go.Figure, entry: Mapping, y: float, level: float) -> None:
+    """The pooled estimate as a diamond spanning its CI (the meta-analysis convention)."""
+    est, lo, hi = entry.get("estimate"), entry.get("ci_low"), entry.get("ci_high")
+    if est is None:
+        return
+    text = f"random-effects estimate {_pooled_text(entry)}<br>{synthesis_stats_text(entry)}"
+    if lo is None or hi is None:  # k = 1 under HKSJ: an estimate without an interval is a point, not a diamond
+        fig.add_trace(
+            go.Scatter(
+                x=[est],
+                y=[y],
+                mode="markers",
+                marker=dict(symbol="diamond-open", size=14, color=DIAMOND_COLOR),
+                name="random-effects estimate (no CI)",
+                text=[text],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, est, hi, est, lo],
+            y=[y, y - 0.3, y, y + 0.3, y],
+            mode="lines",
+            fill="toself",
+            fillcolor=DIAMOND_COLOR,
+            line=dict(color=DIAMOND_COLOR, width=1),
+            name=f"random-effects estimate ({level:.0%} CI)",
+            text=[text] * 5,
+            hoveron="fills+points",
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+
+
+def _prediction_trace(fig: go.Figure, entry: Mapping, y: float, level: float) -> None:
+    """The prediction interval on its own row: a thick bar with end caps, never a diamond or a CI bar."""
+    est, lo, hi = entry.get("estimate"), entry.get("pi_low"), entry.get("pi_high")
+    if est is None or lo is None or hi is None:
+        return
+    text = f"{level:.0%} prediction interval {fmt(lo)} to {fmt(hi)}: where the next hospital's value is expected to lie"
+    fig.add_trace(
+        go.Scatter(
+            x=[lo, hi],
+            y=[y, y],
+            mode="lines+markers",
+            line=dict(color=PI_COLOR, width=6),
+            marker=dict(symbol="line-ns", size=16, line=dict(width=3, color=PI_COLOR), color=PI_COLOR),
+            name=f"{level:.0%} prediction interval (next hospital)",
+            text=[text, text],
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )

@@ -586,6 +586,88 @@ def _calibration(bundle, figs: _Figures) -> str:
     return _section("calibration", "5. Calibration", "".join(out))
 
 
+def _site_roles(bundle) -> dict[str, str]:
+    """Each site's protocol role: from sites.json, else from the bundle's protocol copy."""
+    cohorts = bundle.typed.sites
+    if cohorts:
+        return {s: str(info.role or "") for s, info in cohorts.sites.items()}
+    try:
+        import yaml
+
+        sites = (yaml.safe_load(bundle.protocol_text) or {}).get("sites") or []
+    except Exception:  # the roles only order the rows; a protocol copy that does not parse is shown raw above
+        return {}
+    return {str(s.get("id")): str(s.get("role") or "") for s in sites if isinstance(s, Mapping)}
+
+
+def _synthesis(bundle, figs: _Figures) -> str:
+    """Across hospitals: the random-effects synthesis of metrics.json (a table and a forest plot per
+    pooled metric); nothing without a synthesis."""
+    metrics = bundle.metrics  # the figures of validate.charts read the JSON itself
+    pooled = charts.synthesis_metrics(metrics)
+    if not pooled:
+        return ""
+    synthesis = metrics["synthesis"]
+    level = float(synthesis.get("ci_level") or 0.95)
+    roles = _site_roles(bundle)
+    sites = ", ".join(str(s) for s in synthesis.get("sites") or []) or "none"
+    out = [
+        f"<p>What will the next hospital see? Each site's result, pooled by a random-effects meta-analysis "
+        f"({esc(synthesis.get('method', 'REML'))}; {esc(_interval_name(synthesis))} {level:.0%} CI) over "
+        f"{esc(synthesis.get('role_rule') or 'the chosen sites')}: {esc(sites)}. The pooled estimate is the "
+        f"average site; the {level:.0%} prediction interval is where the next hospital's value is expected "
+        f"to lie, {level:.0%} (Higgins et al. 2009; it needs at least 3 sites). τ² is the between-site "
+        "variance on the pooling scale, I² the share of the variation not due to chance. Sites below the "
+        "protocol's minimum cases or events are pooled but flagged.</p>",
+        _synthesis_table(synthesis, pooled, level),
+    ]
+    for m in pooled:
+        fig = charts.synthesis_forest_figure(metrics, m, roles=roles)
+        out.append(figs.html(fig, charts.synthesis_caption(synthesis, m)))
+    return _section("synthesis", "5.1 Across hospitals", "".join(out))
+
+
+def _interval_name(synthesis: Mapping) -> str:
+    return "Hartung–Knapp–Sidik–Jonkman" if synthesis.get("interval", "hksj") == "hksj" else "normal (z)"
+
+
+def _synthesis_table(synthesis: Mapping, pooled: Sequence[str], level: float) -> str:
+    rows = []
+    for m in pooled:
+        e = synthesis["metrics"][m]
+        i2 = e.get("i2")
+        inputs = [
+            f"{i.get('site')} n={i.get('n')} ({i.get('n_events')})" + (" insufficient" if i.get("insufficient") else "")
+            for i in e.get("inputs") or []
+        ]
+        rows.append(
+            [
+                esc(charts.synthesis_metric_label(m)),
+                _num(str(e.get("k", "—"))),
+                _num(entry_text(e)),
+                _num(charts.prediction_interval_text(e)),
+                _num(f"{charts.tau2_text(e.get('tau2'))} ({e.get('scale') or 'identity'})"),
+                _num("—" if i2 is None else f"{float(i2):.0%}"),
+                _num(f"{fmt(e.get('q'), 2)} (p {fmt(e.get('q_p_value'))})"),
+                esc("; ".join(inputs)),
+            ]
+        )
+    return _table(
+        [
+            "Metric",
+            "k",
+            f"Pooled ({level:.0%} CI)",
+            f"{level:.0%} prediction interval",
+            "τ² (scale)",
+            "I²",
+            "Q (p)",
+            "Sites pooled: n (events)",
+        ],
+        rows,
+        raw=True,
+    )
+
+
 def _subgroups(bundle, figs: _Figures) -> str:
     typed = bundle.typed.subgroups
     analysis = bundle.subgroups  # the figures of validate.charts read the JSON itself
@@ -995,6 +1077,7 @@ SECTIONS = (
     ("discrimination", "Discrimination", _discrimination),
     ("calibration", "Calibration", _calibration),
     ("utility", "Net benefit", _utility),
+    ("synthesis", "Across hospitals", _synthesis),
     ("subgroups", "Subgroups", _subgroups),
     ("methods", "Calibration methods", _methods),
     ("shift", "Shift & drift", _shift),

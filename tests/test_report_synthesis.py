@@ -1,0 +1,79 @@
+"""The report's "Across hospitals" section: a table and a forest plot per pooled metric of
+metrics.json["synthesis"] (hand-made, tests/synthesis_fixture.py, on the dashboard fixture bundle), the
+prediction interval explained, none for k < 3 with the reason, and no section without a synthesis."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import synthesis_fixture as fx
+
+from validate.bundle import Bundle
+from validate.report.render import render_report
+
+from test_dashboard_data import write_fixture_run
+
+
+def _report(tmp_path, synthesis: dict | None) -> str:
+    folder = write_fixture_run(tmp_path / "run")
+    if synthesis is not None:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps(fx.with_synthesis(metrics, synthesis)))
+    return render_report(Bundle(path=folder))
+
+
+def _section(html: str, anchor: str) -> str:
+    m = re.search(rf'<section id="{anchor}">(.*?)</section>', html, re.S)
+    assert m, f"no section {anchor}"
+    return m.group(1)
+
+
+def _figures(html: str) -> int:
+    return int(re.search(r'<meta name="validate-figures" content="(\d+)">', html).group(1))
+
+
+def _rows(section: str) -> list[list[str]]:
+    rows = []
+    for tr in re.findall(r"<tr>(.*?)</tr>", section, re.S):
+        rows.append([re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)])
+    return [r for r in rows if r]
+
+
+def test_across_hospitals_section_shows_each_pooled_metric_with_its_prediction_interval(tmp_path):
+    without = _report(tmp_path / "a", None)
+    html = _report(tmp_path / "b", fx.all_sites())
+    section = _section(html, "synthesis")
+    assert "<h2>5.1 Across hospitals</h2>" in html
+    # after the per-site calibration, before the subgroups
+    assert html.index('id="calibration"') < html.index('id="synthesis"') < html.index('id="subgroups"')
+    assert '<a href="#synthesis">Across hospitals</a>' in html
+    rows = {r[0]: r for r in _rows(section)}
+    assert rows["AUROC"][1:7] == [
+        "3",
+        "0.801 (0.612 to 0.911)",
+        "0.203 to 0.986",
+        "0.052 (logit)",
+        "27%",
+        "2.74 (p 0.254)",
+    ]
+    assert "gamma n=20 (6) insufficient" in rows["AUROC"][7] and "alpha n=40 (20)" in rows["AUROC"][7]
+    assert rows["net benefit vs treat all at threshold 0.2"][4] == "0.0004 (identity)"
+    # one forest plot per pooled metric, each captioned with what the prediction interval means
+    assert _figures(html) - _figures(without) == 4
+    assert section.count('class="figure validate-figure"') == 4
+    assert section.count("where the next hospital&#x27;s value is expected to lie, 95%") == 4
+
+
+def test_fewer_than_three_sites_give_no_prediction_interval_and_the_reason(tmp_path):
+    section = _section(_report(tmp_path, fx.external()), "synthesis")
+    rows = {r[0]: r for r in _rows(section)}
+    assert rows["AUROC"][1] == "2"
+    assert rows["AUROC"][3] == "none: k = 2 &lt; 3 sites: no prediction interval"
+    assert "No prediction interval: k = 2 &lt; 3 sites" in section
+    assert "Bar below it" not in section  # no caption describes a prediction interval that is not drawn
+
+
+def test_no_section_without_a_synthesis(tmp_path):
+    html = _report(tmp_path, None)
+    assert 'id="synthesis"' not in html and "Across hospitals" not in html
