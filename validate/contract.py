@@ -632,8 +632,7 @@ class ProvenanceFile(_File):
     )
     combined_from: list[dict[str, Any]] | None = Field(
         None,
-        description="a combined bundle's site bundles: {site, bundle (folder name), provenance_sha256, "
-        "finished_at}",
+        description="a combined bundle's site bundles: {site, bundle (folder name), provenance_sha256, finished_at}",
     )
 
 
@@ -879,7 +878,8 @@ def json_schema(name: str) -> dict:
             "type": "object",
             "additionalProperties": False,
             "description": "The analysis did not run (calibration.json: no comparison in the protocol; "
-            "shift.json: no development and external site pair).",
+            "shift.json: no development and external site pair; both in a site or combined bundle, with "
+            "the reason).",
             "properties": {
                 k: ({"type": "string"} if k == "reason" else props["schema"]) for k in sorted(NOT_COMPUTED_KEYS[name])
             },

@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from validate.errors import InputError
+from validate.site_gates import CALIBRATION_ABSENT, SHIFT_ABSENT, bundle_kind, judge_federated, name_absent_sites
 
-BUNDLE_KINDS = ("central", "site", "combined")
 POOLED_ABSENT_SITE = (
     "a site bundle holds one site's results: pooling patients across sites needs every site's cases, "
     "which stay at their sites"
@@ -54,22 +54,6 @@ POOLED_ABSENT_COMBINED = (
     "no pooled patient-level block in a combined bundle: each site's cases stayed at the site; "
     "see the synthesis across sites"
 )
-CALIBRATION_ABSENT = (
-    "the calibration comparison fits each method on the fit sites' cases and evaluates it on the other "
-    "sites' cases: not computed where the cases stay at their sites"
-)
-SHIFT_ABSENT = (
-    "dataset shift compares a site's cases with the development site's cases: not computed where the "
-    "cases stay at their sites"
-)
-# gate scopes that read a pooled patient-level block (gates.py); see judge_federated
-POOLED_SCOPES = ("overall", "each_subgroup", "worst_subgroup")
-GATE_POOLED_REASON = "no pooled patient-level block in a combined bundle"
-
-
-def bundle_kind(provenance: dict | None) -> str:
-    """``central``, ``site`` or ``combined`` (absent: central, every bundle made before site bundles)."""
-    return str((provenance or {}).get("bundle_kind") or "central")
 
 
 def pooled_absent(kind: str) -> dict:
@@ -177,9 +161,7 @@ def site_frame(frame, site: str, source: str):
     return rows.reset_index(drop=True)
 
 
-def site_parts(
-    protocol, frame, failures, *, site: str, development: str | None, threshold_carry: float | None
-) -> dict:
+def site_parts(protocol, frame, failures, *, site: str, development: str | None, threshold_carry: float | None) -> dict:
     """Every JSON part of a site bundle from the site's predictions frame (original identifiers; none is
     output): the parts of :func:`validate.pipeline.analyse` restricted to what the site can compute.
     ``protocol`` declares the site alone (:func:`site_protocol`); ``development``: the full protocol's
@@ -376,65 +358,6 @@ def run_site(
 # ---- gates -----------------------------------------------------------------------------------------
 
 
-def _unjudgeable(spec, kind: str) -> str | None:
-    """Why a gate has nothing to be judged on in a site or combined bundle, None when it has."""
-    from validate.gates import SHIFT_METRICS
-
-    if spec.compare is not None:
-        return "no paired comparison with a baseline model in a site or combined bundle"
-    if spec.metric in SHIFT_METRICS:
-        return SHIFT_ABSENT
-    if spec.calibration is not None:
-        return CALIBRATION_ABSENT
-    if spec.kind in POOLED_SCOPES:
-        return GATE_POOLED_REASON if kind == "combined" else "no pooled patient-level block in a site bundle"
-    return None
-
-
-def judge_federated(protocol, parts: dict, *, kind: str, sites=None):
-    """The :class:`validate.gates.GateReport` of a site or combined bundle: gates judged per site and on
-    the synthesis as in a central run; a gate with nothing to judge (module docstring) gets one FAIL row
-    with the reason, whatever its insufficient policy."""
-    from validate.gates import GateReport, GateRow, gate_specs, judge_gates
-
-    specs = gate_specs(protocol.gates)
-    failed, judged = [], []
-    for spec in specs:
-        why = _unjudgeable(spec, kind)
-        if why is None:
-            judged.append(spec)
-            continue
-        failed.append(
-            GateRow(
-                gate=spec.label,
-                metric=spec.metric,
-                scope=spec.scope,
-                item=spec.scope,
-                on=spec.on,
-                direction=spec.direction,
-                threshold=spec.threshold,
-                calibration=spec.calibration,
-                verdict="fail",
-                reason=f"{why}; a gate with nothing to judge fails",
-                subgroup=spec.attribute,
-            )
-        )
-    metrics = parts["metrics"]
-    blocks = list((metrics.get("sites") or {}).values())
-    # the gate checks read the metric names from a block: every site block has the pooled block's keys
-    view = {**metrics, "overall": blocks[0] if blocks else {}}
-    report = judge_gates(
-        judged,
-        view,
-        subgroups=parts.get("subgroups"),
-        protocol=protocol,
-        sites=sites,
-        cohort=parts.get("sites"),
-    )
-    rows = [r for r in report.rows if not r.builtin] + failed + [r for r in report.rows if r.builtin]
-    return GateReport(gates=specs, rows=rows, name=report.name)
-
-
 # ---- combine ---------------------------------------------------------------------------------------
 
 
@@ -486,7 +409,7 @@ def _read_site_bundle(path: Path):
                 field=f"files.{name}",
                 expected="the site bundle as `validate run --site` wrote it",
             )
-    sites = list((bundle.metrics.get("sites") or {}))
+    sites = list(bundle.metrics.get("sites") or {})
     if sites != [prov.get("site")]:
         raise InputError(
             f"provenance names site {prov.get('site')!r} but metrics.json holds site(s) {sites}",
@@ -593,7 +516,7 @@ def combine_parts(protocol, bundles) -> dict:
         "order": present,
     }
     parts["gates"] = judge_federated(protocol, parts, kind="combined")
-    _name_absent_sites(parts["gates"], [s for s in order if s not in by_site])
+    name_absent_sites(parts["gates"], [s for s in order if s not in by_site])
     return parts
 
 
@@ -626,13 +549,6 @@ def _group_union(present: list[str], by_site: dict, part: str, sort_key) -> dict
         for attr, values in groups.items():
             union.setdefault(attr, set()).update(values)
     return {attr: sorted(values, key=sort_key) for attr, values in union.items()}
-
-
-def _name_absent_sites(report, absent: list[str]) -> None:
-    """A declared site with no site bundle among those combined: its failing rows say so."""
-    for row in report.rows:
-        if row.site in absent and row.verdict == "fail":
-            row.reason = f"no site bundle of declared site {row.site} among those combined"
 
 
 def combine_bundles(paths, *, out) -> tuple[Path, Any, dict]:
@@ -674,17 +590,3 @@ def _source(bundle) -> dict:
         "finished_at": prov.get("finished_at"),
         "predictions_source_sha256": (prov.get("predictions_source") or {}).get("sha256"),
     }
-
-
-def regate_federated(bundle, protocol):
-    """The gates of a site or combined bundle judged again (``validate gate``), on its own parts."""
-    parts = {
-        "metrics": bundle.metrics,
-        "subgroups": bundle.subgroups,
-        "sites": bundle.sites,
-    }
-    report = judge_federated(protocol, parts, kind=bundle_kind(bundle.provenance))
-    if bundle_kind(bundle.provenance) == "combined":
-        declared = [s.id for s in protocol.sites]
-        _name_absent_sites(report, [s for s in declared if s not in (bundle.metrics.get("sites") or {})])
-    return report

@@ -433,40 +433,15 @@ def run_protocol(
     cache_inputs=False,
     hash_inputs=None,
     baseline=None,
-    site=None,
-    development_bundle=None,
 ) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary.
 
-    ``site``: run at one site and write its site bundle instead (no case rows; ``development_bundle``:
-    the development site's site bundle, whose target-sensitivity threshold is carried):
-    :func:`validate.federation.run_site`.
+    A site's run (its site bundle, no case rows) is :func:`validate.federation.run_site`.
 
     ``baseline``: the model the new one is compared with (a checkpoint, or a ``.parquet``/``.csv``
     predictions table); it wins over the protocol's ``model.baseline``. The baseline is scored on the
     same cases through the same scoring cache, and the bundle gains ``comparison.json`` and
     ``baseline_predictions.parquet``."""
-    if site is not None:
-        from validate.federation import run_site
-
-        scoring = dict(device=device, batch_size=batch_size, workers=workers, cache_inputs=cache_inputs)
-        return run_site(
-            protocol_path,
-            site=site,
-            development_bundle=development_bundle,
-            checkpoint=checkpoint,
-            predictions=predictions,
-            out=out,
-            runs_dir=runs_dir,
-            cache_dir=cache_dir,
-            hash_inputs=hash_inputs,
-            baseline=baseline,
-            **scoring,
-        )
-    if development_bundle is not None:
-        raise InputError(
-            "--development-bundle is for a site's run", field="--development-bundle", expected="--site ID with it"
-        )
     from validate.bundle import BundleWriter, default_bundle_dir, now_iso
     from validate.preflight import check_protocol_gates
     from validate.protocol import load_protocol
@@ -520,7 +495,7 @@ def regate(bundle_path, protocol_path=None):
     bundle = read_bundle(bundle_path)
     protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
     if (bundle.provenance.get("bundle_kind") or "central") != "central":
-        from validate.federation import regate_federated
+        from validate.site_gates import regate_federated
 
         return bundle, regate_federated(bundle, protocol)
     return bundle, judge_gates(

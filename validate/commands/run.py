@@ -87,7 +87,19 @@ def register(parser) -> None:
 
 
 def run(args) -> int:
-    result = run_protocol(
+    from validate.errors import InputError
+
+    call = run_protocol
+    extra = {}
+    if args.site is not None:
+        from validate.federation import run_site
+
+        call, extra = run_site, {"site": args.site, "development_bundle": args.development_bundle}
+    elif args.development_bundle is not None:
+        raise InputError(
+            "--development-bundle is for a site's run", field="--development-bundle", expected="--site ID with it"
+        )
+    result = call(
         args.protocol,
         checkpoint=args.checkpoint,
         predictions=args.predictions,
@@ -100,8 +112,7 @@ def run(args) -> int:
         cache_inputs=args.cache_inputs,
         hash_inputs=args.hash_inputs,
         baseline=args.baseline,
-        site=args.site,
-        development_bundle=args.development_bundle,
+        **extra,
     )
     if args.quiet:
         print(result.summary.splitlines()[-1])
