@@ -280,7 +280,7 @@ def _stored_curve(curves: contract.CurvesFile, site: str, method: str, group: Gr
     if method != "none":
         entry = curves.calibrated.get(method)
         return entry.sites.get(site) if entry else None
-    curve = curves.overall if site == "overall" else curves.sites.get(site)
+    curve = contract.pooled_block(curves) if site == "overall" else curves.sites.get(site)
     return curve.top_label if curve is not None and curves.task == "multiclass" else curve
 
 

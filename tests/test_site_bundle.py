@@ -220,3 +220,21 @@ def test_regate_of_a_combined_bundle_judges_the_same_rows(heart):
 
     _, report = regate(heart["combined"].path)
     assert json.loads(json.dumps(report.to_json()))["rows"] == [_no_schema(r) for r in heart["combined"].gates["rows"]]
+
+
+@pytest.mark.parametrize("run", ["combined", "s_va"])
+def test_every_dashboard_page_opens_a_site_or_combined_bundle(heart, run, monkeypatch):
+    """No page crashes on a bundle without pooled blocks, and each says why they are absent."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("VALIDATE_DASHBOARD_RUNS", str(heart["root"]))
+    pages = sorted(p.name for p in (REPO / "dashboard" / "views").glob("*.py"))
+    for page in pages:
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+        at.session_state["run"] = run
+        at.switch_page(f"views/{page}")
+        at.run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        if page in ("overview.py", "discrimination.py", "calibration.py", "subgroups.py"):
+            notes = " ".join(str(i.value) for i in at.info)
+            assert "no pooled 'all sites' block" in notes, page

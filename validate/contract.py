@@ -184,9 +184,9 @@ def pooled_block(metrics: Any) -> Any:
 def pooled_absent_reason(metrics: Any) -> str | None:
     """The reason a site or combined bundle gives for its absent pooled block, else None."""
     value = metrics.get("overall") if isinstance(metrics, dict) else getattr(metrics, "overall", None)
-    if not is_pooled_absent(value):
-        return None
-    return value.get("reason") if isinstance(value, dict) else value.reason
+    if isinstance(value, PooledAbsent):
+        return value.reason
+    return value.get("reason") if isinstance(value, dict) and is_pooled_absent(value) else None
 
 
 # ---- metrics.json -------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def development_threshold(protocol, site: str, development_bundle=None, *, check
     return {"site": dev, "threshold": threshold, "bundle_sha256": _file_sha256(path / "provenance.json")}
 
 
-def _development_problem(prov: dict, protocol, dev: str, checkpoint_sha256) -> str | None:
+def _development_problem(prov: dict, protocol, dev: str | None, checkpoint_sha256) -> str | None:
     """Why a development bundle cannot lend its threshold, None when it can."""
     if bundle_kind(prov) != "site":
         return f"it is a {bundle_kind(prov)} bundle, not a site bundle"

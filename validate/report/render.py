@@ -453,7 +453,7 @@ def _cohorts(bundle, figs: _Figures) -> str:
     return _section("cohorts", "3. Cohorts per site", "".join(out))
 
 
-def _pooled_row(typed: MetricsFile, keys: Sequence[str]) -> list[list[str]]:
+def _pooled_row(typed: MetricsFile, keys: Sequence[str]) -> list[list[Any]]:
     """The table row of the pooled block; in a site or combined bundle, which has none, a row saying why."""
     block = pooled_block(typed)
     if block is None:
