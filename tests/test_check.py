@@ -105,7 +105,7 @@ def test_wrong_type_and_value(tmp_path, capsys):
     code, out = run_check(capsys, path)
     assert code == 2
     assert f"line {line_of(text, 'on: lower')}: gates[0].on: invalid value 'lower'" in out
-    assert "'estimate', 'ci_low' or 'ci_high'" in out
+    assert "'estimate', 'ci_low', 'ci_high', 'pi_low' or 'pi_high'" in out
     assert f"line {line_of(text, 'n_bootstrap')}: metrics.n_bootstrap" in out and "integer" in out
 
 

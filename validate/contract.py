@@ -123,6 +123,33 @@ class OperatingPoint(_Part):
     threshold: Number
 
 
+class PrecisionCriterion(_Part):
+    """One precision criterion of a binary BLOCK (Riley et al. 2021): the achieved interval width of
+    ``metric`` (at ``threshold`` for the net benefit) against the protocol's target, and the n the target
+    needs given the block's own prevalence, C, logits and sensitivity/specificity."""
+
+    metric: str
+    threshold: Number = None
+    width: Number = None
+    target: float
+    adequate: bool
+    needed_n: int | None = None
+    needed_events: int | None = None
+    n: int
+    basis: str
+
+
+class Precision(_Part):
+    """A binary BLOCK's precision adequacy: ``adequate`` when every criterion reaches its target;
+    ``reason`` the shortfalls; ``insufficient`` the protocol's gate strictness
+    (``metrics.precision.insufficient``)."""
+
+    adequate: bool
+    criteria: list[PrecisionCriterion] = []
+    reason: str | None = None
+    insufficient: bool = False
+
+
 class Block(_Part):
     """A metric BLOCK (DESIGN.md, Metrics JSON): ``n`` and one entry per metric as extra keys.
 
@@ -138,6 +165,7 @@ class Block(_Part):
     undefined: dict[str, Any] = {}
     operating_points: list[OperatingPoint] = []
     target_sensitivity: dict[str, Any] | None = None
+    precision: Precision | None = None
     classes: dict[str, Block] | None = None
     labels: dict[str, Block] | None = None
 
@@ -192,6 +220,59 @@ def pooled_absent_reason(metrics: Any) -> str | None:
 # ---- metrics.json -------------------------------------------------------------------------------------
 
 
+class SynthesisInput(_Part):
+    """One site's input to a synthesis, on the pooling scale (θ, se), with its counts and flag."""
+
+    site: str
+    role: str | None = None
+    theta: float
+    se: float
+    n: int | None = None
+    n_events: Any = None
+    insufficient: bool = False
+
+
+class SynthesisExcluded(_Part):
+    """A chosen site that could not enter a metric's synthesis, and why (metric undefined, no se)."""
+
+    site: str
+    reason: str
+
+
+class SynthesisMetric(_Part):
+    """One metric pooled across sites (validate.analysis.synthesis): estimate, interval and prediction
+    interval on the metric's scale; ``se``, ``tau2``, ``i2`` (a share 0..1), ``q`` on the pooling
+    ``scale``; ``reason``/``pi_reason`` say why a number is missing (k too small)."""
+
+    scale: Literal["logit", "log", "identity"]
+    k: int
+    estimate: Number = None
+    ci_low: Number = None
+    ci_high: Number = None
+    pi_low: Number = None
+    pi_high: Number = None
+    se: Number = None
+    tau2: Number = None
+    i2: Number = None
+    q: Number = None
+    q_p_value: Number = None
+    pi_reason: str | None = None
+    reason: str | None = None
+    inputs: list[SynthesisInput]
+    excluded: list[SynthesisExcluded] = []
+
+
+class Synthesis(_Part):
+    """``metrics.json`` ``synthesis``: the random-effects synthesis of per-site performance."""
+
+    method: Literal["REML", "DL"]
+    interval: Literal["hksj", "z"]
+    ci_level: float
+    sites: list[str]
+    role_rule: str
+    metrics: dict[str, SynthesisMetric]
+
+
 class MetricsFile(_File):
     """``metrics.json``: blocks pooled over sites, per site, and per subgroup value (pooled over sites)."""
 
@@ -205,6 +286,7 @@ class MetricsFile(_File):
     ] = Field(description="the pooled block; in a site or combined bundle a PooledAbsent saying why not")
     sites: dict[str, Block]
     subgroups: dict[str, dict[str, Block]] = {}
+    synthesis: Synthesis | None = None
 
 
 # ---- calibration.json ---------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ Scopes (definitions used here):
   ``estimate`` = ``|d|``; ``ci_high`` = ``max(|lo|, |hi|)`` (the largest gap the data allow);
   ``ci_low`` = ``0`` if the interval covers 0, else ``min(|lo|, |hi|)``.
 
+- ``across_sites``: one row, the random-effects synthesis of the metric over the chosen sites
+  (``metrics.json`` ``synthesis``, :mod:`validate.analysis.synthesis`); ``on`` may also be ``pi_low`` or
+  ``pi_high``, the 95% prediction interval for the metric at a new site (Higgins et al. 2009), and only
+  with this scope. ``{metric: auroc, scope: across_sites, min: 0.70, on: pi_low}`` reads "at the next
+  hospital, the AUROC is above 0.70 with 95% prediction". With k < 3 sites there is no prediction
+  interval (k < 2: no HKSJ interval): the insufficient policy decides, with the reason.
+
 Shift and drift (``shift.json``): three counts can be gated at scope ``each_site`` or ``overall``
 (the sum over sites), e.g. ``{metric: drift_windows_flagged, scope: each_site, max: 0}``:
 ``drift_windows_flagged`` (time windows flagged by the drift detector chosen in ``shift.json``),
@@ -45,6 +52,13 @@ by both models) fails.
 
 A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
 ``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
+
+Precision (a binary block's ``precision``, :mod:`validate.metrics.precision`): a row that would pass at
+a block whose criterion for the gate's metric is not adequate (auroc; calibration_slope; oe_ratio and
+calibration_intercept: the O/E criterion; the net-benefit family at t: the sNB criterion at t) takes the
+gate's insufficient policy with the reason when the protocol sets ``metrics.precision.insufficient:
+true``; by default the shortfall is noted in the row's reason and the verdict stands. A failing row is
+never made more lenient.
 
 Declared sites with no scored case. A site the protocol declares but whose every case failed to read
 or score (or that the predictions do not hold) has no block in ``metrics.json``; it must not vanish
@@ -83,8 +97,10 @@ from validate.escape import markdown_text, xml_text
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
-SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
-ON = ("estimate", "ci_low", "ci_high")
+SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "across_sites")
+PLAIN_SCOPE_KINDS = ("overall", "each_site", "across_sites")  # scopes without a :<attribute>
+ON = ("estimate", "ci_low", "ci_high", "pi_low", "pi_high")
+PI_ON = ("pi_low", "pi_high")  # the prediction interval for a new site: scope across_sites only
 POLICIES = ("fail", "warn", "pass")
 _SYMBOL = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
 SHIFT_METRICS = ("drift_windows_flagged", "shift_material_findings", "shift_flagged_findings")
@@ -380,16 +396,19 @@ def check_gates(
     for blk in (metrics.get("sites") or {}).values():
         known_metrics |= _metric_paths(blk)
     for spec in specs:
-        if spec.kind not in SCOPE_KINDS or (spec.kind in ("overall", "each_site")) == bool(spec.attribute):
+        if spec.kind not in SCOPE_KINDS or (spec.kind in PLAIN_SCOPE_KINDS) == bool(spec.attribute):
             err(
                 spec,
                 "scope",
                 f"unknown scope `{spec.scope}`",
-                "overall, each_site, each_subgroup:<attr>, worst_subgroup:<attr> or subgroup_gap:<attr>",
+                "overall, each_site, across_sites, each_subgroup:<attr>, worst_subgroup:<attr> or subgroup_gap:<attr>",
             )
             continue
         if spec.on not in ON:
-            err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
+            err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low, ci_high, pi_low or pi_high")
+        if spec.kind == "across_sites" or spec.on in PI_ON:
+            _check_synthesis_gate(spec, metrics, err)
+            continue
         if spec.insufficient not in POLICIES:
             err(spec, "insufficient", f"unknown policy `{spec.insufficient}`", "fail, warn or pass")
         if spec.compare is not None:
@@ -472,6 +491,28 @@ def check_gates(
                     "scope each_site with `calibration`",
                 )
     problems.raise_if_any()
+
+
+def _check_synthesis_gate(spec: GateSpec, metrics: Mapping, err: Callable[..., None]) -> None:
+    """A gate on the synthesis (scope ``across_sites``) names a pooled metric of ``metrics.json``
+    ``synthesis``; ``pi_low``/``pi_high`` go with that scope only."""
+    if spec.kind != "across_sites":
+        err(spec, "on", f"on: {spec.on} is the prediction interval for a new site", "scope across_sites")
+        return
+    if spec.compare is not None or spec.calibration is not None:
+        err(spec, "scope", "scope across_sites judges the synthesis as scored", "no `compare` or `calibration`")
+        return
+    from validate.analysis.synthesis import canonical_metric
+
+    pooled = ((metrics.get("synthesis") or {}).get("metrics")) or {}
+    if canonical_metric(spec.metric) not in pooled:
+        err(
+            spec,
+            "metric",
+            f"`{spec.metric}` is not pooled in metrics.json synthesis"
+            + ("" if pooled else " (no synthesis in metrics.json)"),
+            f"one of {', '.join(sorted(pooled))}" if pooled else "a binary run with a synthesis",
+        )
 
 
 def comparison_bound_problem(metric: str, direction: str, on: str) -> tuple[str, str, str] | None:
@@ -612,6 +653,8 @@ def judge_gates(
     for spec in specs:
         if spec.compare is not None:
             judged = _judge_comparison(spec, metrics, comparison or {})
+        elif spec.kind == "across_sites":
+            judged = [judge_synthesis(spec, metrics["synthesis"])]
         elif spec.metric in SHIFT_METRICS:
             judged = _judge_shift(spec, metrics, shift or {})
         else:
@@ -888,7 +931,67 @@ def _judge_block(
     if value is None:
         why = _undefined_reason(entry, spec, block)
         return _apply_policy(spec, row, why)
-    return (judge or _compare)(spec, row)
+    return _precision_check(spec, (judge or _compare)(spec, row), block)
+
+
+def _precision_check(spec: GateSpec, row: GateRow, block: Mapping) -> GateRow:
+    """A row that passes at a block whose precision criterion for the gate's metric is not adequate
+    (:func:`validate.metrics.precision.gate_criterion`): with the protocol's
+    ``metrics.precision.insufficient: true`` (carried in the block's ``precision``) it takes the gate's
+    insufficient policy, with the reason; otherwise the shortfall is noted and the verdict stands. A row
+    that does not pass is left as it is: precision never makes a verdict more lenient."""
+    from validate.metrics.precision import criterion_reason, gate_criterion
+
+    precision = block.get("precision")
+    crit = gate_criterion(precision, spec.metric) if row.verdict == "pass" else None
+    if crit is None or not isinstance(precision, Mapping):
+        return row
+    note = f"imprecise: {criterion_reason(crit)}"
+    if precision.get("insufficient"):
+        row.insufficient = True
+        return _apply_policy(spec, row, f"{row.reason}, but {note}")
+    row.reason = f"{row.reason} (note: {note})"
+    return row
+
+
+# ---- gates on the synthesis across sites (scope across_sites) -------------------------------------
+
+
+def judge_synthesis(spec: GateSpec, synthesis: Mapping) -> GateRow:
+    """The one row of an ``across_sites`` gate: the pooled metric's ``estimate``, ``ci_low``/``ci_high``
+    (interval of the random-effects mean) or ``pi_low``/``pi_high`` (the prediction interval for a new
+    site) from ``metrics.json`` ``synthesis``. A missing number (k < 3 for the prediction interval,
+    k < 2 for the HKSJ interval, no site) follows the insufficient policy with the synthesis's reason;
+    sites below the insufficient rule are pooled and named in the reason."""
+    from validate.analysis.synthesis import canonical_metric
+
+    pooled = synthesis["metrics"][canonical_metric(spec.metric)]
+    k = int(pooled.get("k") or 0)
+    row = GateRow(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        item=f"across {k} site(s): {', '.join(i['site'] for i in pooled.get('inputs') or []) or 'none'}",
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        verdict="pass",
+        reason="",
+        value=_num(pooled.get(spec.on)),
+        estimate=_num(pooled.get("estimate")),
+        ci_low=_num(pooled.get("ci_low")),
+        ci_high=_num(pooled.get("ci_high")),
+        n=sum(_int(i.get("n")) or 0 for i in pooled.get("inputs") or []),
+    )
+    if row.value is None:
+        why = pooled.get("pi_reason") if spec.on in PI_ON else None
+        row.insufficient = True
+        return _apply_policy(spec, row, why or pooled.get("reason") or f"{spec.on} of the synthesis is undefined")
+    row = _compare(spec, row, f"{spec.metric} (random-effects, {synthesis.get('method')}/{synthesis.get('interval')})")
+    thin = [i["site"] for i in pooled.get("inputs") or [] if i.get("insufficient")]
+    if thin:
+        row.reason += f"; pooled with site(s) below the insufficient rule: {', '.join(thin)}"
+    return row
 
 
 # ---- comparison gates (compare: baseline) ---------------------------------------------------------

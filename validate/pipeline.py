@@ -252,6 +252,16 @@ def compare(protocol, table, settings) -> dict | None:
     return compare_calibration(table, protocol=protocol, settings=settings)
 
 
+def _add_synthesis(metrics: dict, protocol) -> None:
+    """The random-effects synthesis across sites under ``metrics["synthesis"]`` when the protocol asks
+    for one (:func:`validate.analysis.synthesis.synthesis_for_protocol`); from the site BLOCKs only."""
+    from validate.analysis.synthesis import synthesis_for_protocol
+
+    synthesis = synthesis_for_protocol(metrics, protocol)
+    if synthesis is not None:
+        metrics["synthesis"] = synthesis
+
+
 def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
     """Every JSON part of the bundle from the predictions frame (original identifiers; none is output);
     with ``baseline_frame`` (the baseline model's predictions) the paired comparison too, whose
@@ -281,6 +291,7 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
         development_site=dev[0] if dev else None,
         **names,
     )
+    _add_synthesis(metrics, protocol)
     calibration = compare(protocol, table, settings)
     shift = None
     external = [s for s in order if s not in dev]

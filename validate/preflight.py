@@ -156,6 +156,9 @@ def _gate_problems(protocol) -> list[InputError]:
     for i, gate in enumerate(protocol.gates):
         kind = gate.scope.partition(":")[0]
         after = gate.calibration is not None
+        if kind == "across_sites":
+            problems += [_problem(protocol, i, gate, *p) for p in synthesis_gate_problems(protocol, gate)]
+            continue
         if gate.compares:
             valid = comparison_metrics(task)
             if valid and gate.metric not in valid:
@@ -241,6 +244,51 @@ def _gate_problems(protocol) -> list[InputError]:
                 "on: estimate",
             )
     return problems
+
+
+def synthesis_gate_problems(protocol, gate) -> list[tuple[str, str, str]]:
+    """Why an ``across_sites`` gate could never be judged, as ``(field, message, expected)`` tuples: a
+    task other than binary, a metric the synthesis does not pool
+    (:func:`validate.analysis.synthesis.poolable_metrics`), or fewer chosen sites than the quantity
+    needs (2 for the pooled estimate and its interval, 3 for the prediction interval)."""
+    from validate.analysis.synthesis import canonical_metric, chosen_sites, poolable_metrics
+
+    if protocol.task != "binary":
+        return [("scope", f"the synthesis across sites pools binary metrics, not {protocol.task}", "a binary task")]
+    thresholds = tuple(getattr(getattr(protocol, "decision", None), "thresholds", None) or ())
+    valid = list(poolable_metrics(thresholds))
+    if canonical_metric(gate.metric) not in valid:
+        return [
+            (
+                "metric",
+                f"`{gate.metric}` is not pooled across sites" + _nearest(gate.metric, valid),
+                f"one of {', '.join(valid)}",
+            )
+        ]
+    rule = protocol.synthesis.sites if protocol.synthesis is not None else "external"
+    sites, words = chosen_sites(rule, {s.id: s.role for s in protocol.sites})
+    need = 3 if gate.on in ("pi_low", "pi_high") else 2
+    if len(sites) < need:
+        what = "a prediction interval" if need == 3 else "a pooled estimate"
+        return [
+            (
+                "scope",
+                f"{what} needs at least {need} sites; the synthesis pools {len(sites)} "
+                f"({words}: {', '.join(sites) or 'none'})",
+                f"at least {need} sites chosen by synthesis.sites",
+            )
+        ]
+    return []
+
+
+def _problem(protocol, i: int, gate, key: str, message: str, expected: str) -> InputError:
+    return InputError(
+        f"gate `{gate.label}`: {message}",
+        file=protocol.path,
+        line=protocol.line_of("gates", i, key),
+        field=f"gates[{i}].{key}",
+        expected=expected,
+    )
 
 
 def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:

@@ -29,7 +29,9 @@ Task = Literal["binary", "multiclass", "multilabel"]
 InputKind = Literal["image", "dicom", "array", "tabular"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
-GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
+GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "across_sites")
+#: Scopes that take no attribute (the others name a subgroup: kind:<attribute>).
+PLAIN_SCOPES = ("overall", "each_site", "across_sites")
 #: Scopes of a gate that compares with the baseline model (``compare: baseline``): comparison.json holds
 #: the pooled block, one per site and one per subgroup value (pooled over sites).
 COMPARISON_SCOPES = ("overall", "each_site", "each_subgroup")
@@ -181,6 +183,22 @@ class Subgroup(_Strict):
         return self
 
 
+class PrecisionSpec(_Strict):
+    """Target widths of the intervals (Riley et al. 2021/2024 defaults) and the gate strictness."""
+
+    oe_ratio: float = Field(0.2, gt=0, description="target width of the O/E interval (O/E scale)")
+    calibration_slope: float = Field(0.2, gt=0, description="target width of the calibration slope's Wald interval")
+    auroc: float = Field(0.1, gt=0, lt=1, description="target width of the C-statistic's (AUROC) interval")
+    standardized_net_benefit: float = Field(
+        0.2, gt=0, description="target width of the standardised net benefit's interval at each decision threshold"
+    )
+    insufficient: bool = Field(
+        False,
+        description="true: a gate row that would pass at a block whose criterion for the gate's metric is not "
+        "adequate takes the gate's insufficient policy; false: the shortfall is noted, the verdict unchanged",
+    )
+
+
 class MetricsSpec(_Strict):
     bins: int = Field(15, ge=2, le=1000)
     n_bootstrap: int = Field(1000, ge=0, le=100000)
@@ -191,6 +209,7 @@ class MetricsSpec(_Strict):
     target_sensitivity: float | None = Field(0.9, gt=0, lt=1)
     min_events: int = Field(10, ge=0)
     min_cases: int = Field(30, ge=0)
+    precision: PrecisionSpec = Field(default_factory=PrecisionSpec)
 
     @field_validator("thresholds")
     @classmethod
@@ -210,13 +229,27 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
+class SynthesisSpec(_Strict):
+    """The random-effects synthesis across sites (validate.analysis.synthesis)."""
+
+    sites: Literal["external", "all"] | list[str] = Field(
+        "external", description="the sites pooled: external (role external; default), all, or a list of site ids"
+    )
+    method: Literal["REML", "DL"] = Field("REML", description="τ² estimator: REML (default) or DerSimonian-Laird")
+    interval: Literal["hksj", "z"] = Field(
+        "hksj", description="interval of the pooled estimate: Hartung-Knapp-Sidik-Jonkman (default) or normal"
+    )
+
+
 class Gate(_Strict):
     name: str | None = None
     metric: str
     scope: str = "overall"
     min: float | None = None
     max: float | None = None
-    on: Literal["estimate", "ci_low", "ci_high"] = "estimate"
+    on: Literal["estimate", "ci_low", "ci_high", "pi_low", "pi_high"] = Field(
+        "estimate", description="pi_low/pi_high: the prediction interval for a new site (scope across_sites only)"
+    )
     calibration: str | None = None
     insufficient: Literal["fail", "warn", "pass"] = "warn"
     compare: Literal["baseline"] | None = Field(
@@ -239,9 +272,9 @@ class Gate(_Strict):
         kind, _, attr = v.partition(":")
         if kind not in GATE_SCOPES:
             raise ValueError(f"scope must be one of {', '.join(GATE_SCOPES)} (subgroup scopes as kind:<attribute>)")
-        if kind in ("overall", "each_site") and attr:
+        if kind in PLAIN_SCOPES and attr:
             raise ValueError(f"scope {kind} takes no attribute")
-        if kind not in ("overall", "each_site") and not attr:
+        if kind not in PLAIN_SCOPES and not attr:
             raise ValueError(f"scope {kind} needs an attribute: {kind}:<subgroup name>")
         return v
 
@@ -249,6 +282,17 @@ class Gate(_Strict):
     def _one_bound(self) -> Gate:
         if (self.min is None) == (self.max is None):
             raise ValueError("a gate needs exactly one of `min` or `max`")
+        return self
+
+    @model_validator(mode="after")
+    def _prediction_interval_scope(self) -> Gate:
+        across = self.scope == "across_sites"
+        if self.on in ("pi_low", "pi_high") and not across:
+            raise ValueError(f"on: {self.on} (the prediction interval for a new site) needs scope across_sites")
+        if across and (self.calibration is not None or self.compare is not None):
+            raise ValueError(
+                "a gate with scope across_sites judges the synthesis as scored: no `calibration` or `compare`"
+            )
         return self
 
     @model_validator(mode="after")
@@ -305,6 +349,9 @@ class Protocol(_Strict):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     gates: list[Gate] = Field(default_factory=list)
+    synthesis: SynthesisSpec | None = Field(
+        None, description="random-effects synthesis across sites (binary); also made for an across_sites gate"
+    )
     keep_case_ids: bool = False
 
     _path: Path | None = PrivateAttr(None)
@@ -760,6 +807,7 @@ def _check_references(p: Protocol) -> None:
             )
         )
     problems += _attribute_problems(p)
+    problems += _synthesis_site_problems(p, site_ids)
     for i, gate in enumerate(p.gates):
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
@@ -790,6 +838,36 @@ def _check_references(p: Protocol) -> None:
             )
     if problems:
         raise InputErrors(problems)
+
+
+def _synthesis_site_problems(p: Protocol, site_ids: set[str]) -> list[InputError]:
+    """A ``synthesis`` section of a task that is not binary, and a site listed under ``synthesis.sites``
+    that the protocol does not declare."""
+    listed = p.synthesis.sites if p.synthesis is not None and isinstance(p.synthesis.sites, list) else []
+    problems = []
+    if p.synthesis is not None and p.task != "binary":
+        problems.append(
+            InputError(
+                f"the synthesis across sites pools binary metrics; this task is {p.task}",
+                file=p.path,
+                line=p.line_of("synthesis"),
+                field="synthesis",
+                expected="no synthesis section, or task: binary",
+            )
+        )
+    for i, site in enumerate(listed):
+        if site not in site_ids:
+            near = difflib.get_close_matches(site, sorted(site_ids), n=1)
+            problems.append(
+                InputError(
+                    f"unknown site `{site}`" + (f"; did you mean `{near[0]}`?" if near else ""),
+                    file=p.path,
+                    line=p.line_of("synthesis", "sites", i),
+                    field=f"synthesis.sites[{i}]",
+                    expected=f"one of {sorted(site_ids)}",
+                )
+            )
+    return problems
 
 
 #: Columns of a site's standard case table (validate.cohort) that an attribute of the same name would

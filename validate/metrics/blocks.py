@@ -152,13 +152,34 @@ def binary_block(
         block["target_sensitivity"] = _target_entry(
             undefined, boot, settings.target_sensitivity, t_target, carried=threshold_carry is not None
         )
-    reason = insufficiency(n, {"events": events, "non-events": n - events}, settings)
+    reason = _precision_field(
+        block, data, settings, insufficiency(n, {"events": events, "non-events": n - events}, settings)
+    )
     if reason:
         block["insufficient"] = True
         block["reason"] = reason
     if undefined:
         block["undefined"] = undefined
     return block
+
+
+def _precision_field(block: dict, data: BinaryCases, settings: MetricSettings, count_reason: str | None) -> str | None:
+    """Adds the block's ``precision`` (:func:`validate.metrics.precision.block_precision`) and returns the
+    block's insufficiency reason: the count floor decides whether the block is insufficient; when it is,
+    the reason leads with the precision shortfall, then the counts."""
+    from validate.metrics.precision import block_precision
+
+    block["precision"] = block_precision(
+        block,
+        data.y_in,
+        data.p_in,
+        data.logits,
+        settings.precision,
+        decision_thresholds=getattr(settings, "decision_thresholds", ()),
+        level=settings.ci_level,
+    )
+    lead = block["precision"]["reason"]
+    return f"{lead}; {count_reason}" if count_reason and lead else count_reason
 
 
 def _target_threshold(
@@ -298,7 +319,9 @@ def _wald_entry(m, fit: dict) -> tuple[dict | None, str | None]:
     why (the slope; the intercept's one-parameter fit is kept as it is)."""
     if not fit.get("converged", True) and m.why_undefined:
         return None, m.why_undefined
-    return entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald"), None
+    e = entry(fit["estimate"], fit["ci_low"], fit["ci_high"], "wald")
+    e["se"] = _num(fit.get("se")) if e["estimate"] is not None else None  # the synthesis pools with it
+    return e, None
 
 
 def _test_entry(m, result: dict) -> tuple[dict | None, str | None]:

@@ -62,6 +62,21 @@ def log_loss_kernel(d: Draw) -> np.ndarray:
     return d.lin[:, 1] / d.total
 
 
+def oe_ratio_kernel(d: Draw) -> np.ndarray:
+    """Observed / expected events Σ w y / Σ w p of each replicate (NaN where no risk is predicted)."""
+    expected = d.ws @ d.cases.p
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, d.events / np.where(expected > 0, expected, 1.0), np.nan)
+
+
+def oe_ratio_weighted(c: WeightedCases, w) -> np.ndarray:
+    """Σ w y / Σ w p on the cases in their own order (``w=None``: the plain ratio)."""
+    ws = c.ones(w)
+    expected = ws @ np.asarray(c.p, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(expected > 0, (ws @ c.y_float) / np.where(expected > 0, expected, 1.0), np.nan)
+
+
 def ece_kernel(d: Draw) -> np.ndarray:
     return np.abs(d.bin_gaps).sum(axis=1) / d.total
 

@@ -47,7 +47,16 @@ LISTS = {
 
 #: Keys of a BLOCK that are not metrics: counts, per-class or per-label blocks, notes.
 BLOCK_FIELDS = {
-    "binary": ("n", "n_events", "insufficient", "reason", "undefined", "operating_points", "target_sensitivity"),
+    "binary": (
+        "n",
+        "n_events",
+        "insufficient",
+        "reason",
+        "undefined",
+        "operating_points",
+        "target_sensitivity",
+        "precision",
+    ),
     "multiclass": ("n", "n_events", "insufficient", "reason", "undefined", "class_counts", "classes"),
     "multilabel": ("n", "n_events", "insufficient", "reason", "undefined", "label_counts", "labels", "macro"),
 }
@@ -85,6 +94,9 @@ class Metric:
     digits: decimals shown.
     shown: ``{list name: position}``: the lists of :data:`LISTS` it belongs to, and where.
     in_block: False for quantities computed elsewhere only (``mean_score`` of the drift windows).
+    synthesis: the scale the metric is pooled on across sites (``"logit"``, ``"log"`` or ``"identity"``;
+        :mod:`validate.analysis.synthesis`), or None when it is not poolable (it needs a standard error
+        per site and a meaningful between-site average).
     """
 
     name: str
@@ -105,12 +117,15 @@ class Metric:
     digits: int = 3
     shown: dict[str, int] = field(default_factory=dict, hash=False, compare=False)
     in_block: bool = True
+    synthesis: str | None = None
 
     def __post_init__(self):
         if self.direction not in (None, "higher", "lower", "target"):
             raise ValueError(f"metric {self.name}: direction {self.direction!r}")
         if (self.direction == "target") != (self.target is not None):
             raise ValueError(f"metric {self.name}: a target value goes with direction 'target'")
+        if self.synthesis not in (None, "logit", "log", "identity"):
+            raise ValueError(f"metric {self.name}: synthesis scale {self.synthesis!r}")
         if self.interval not in ("delong", "wald", "bootstrap", "test", "none"):
             raise ValueError(f"metric {self.name}: interval {self.interval!r}")
         unknown = set(self.shown) - set(LISTS)
@@ -186,6 +201,7 @@ METRICS: tuple[Metric, ...] = (
         weighted=R.auroc_weighted,
         ranking=True,
         one_class="",
+        synthesis="logit",
         shown=dict(
             cli=1,
             run_summary=1,
@@ -254,6 +270,7 @@ METRICS: tuple[Metric, ...] = (
         interval="wald",
         point=_intercept,
         one_class="no finite maximum likelihood",
+        synthesis="identity",
         shown=dict(cli=2, overview=4, report_calibration=1, report_methods=5, subgroup_worst=11),
     ),
     Metric(
@@ -267,6 +284,7 @@ METRICS: tuple[Metric, ...] = (
         point=_slope,
         one_class="no finite maximum likelihood",
         why_undefined="logistic fit did not converge (perfect separation or constant p)",
+        synthesis="identity",
         shown=dict(
             cli=3,
             run_summary=3,
@@ -276,6 +294,19 @@ METRICS: tuple[Metric, ...] = (
             report_methods=4,
             subgroup_worst=12,
         ),
+    ),
+    Metric(
+        "oe_ratio",
+        "O/E ratio",
+        BINARY,
+        "observed / expected events Σy / Σp (calibration-in-the-large as a ratio; Debray et al. 2017, "
+        "Riley et al. 2021); bootstrap percentile interval",
+        direction="target",
+        target=1.0,
+        replicate=R.oe_ratio_kernel,
+        weighted=R.oe_ratio_weighted,
+        why_undefined="no risk predicted (Σp = 0)",
+        synthesis="log",
     ),
     # ---- binary: smoothed calibration
     _smooth("eavg", "Eavg", f"mean {_LOWESS}", shown=dict(report_calibration=4, subgroup_worst=9)),

@@ -24,6 +24,30 @@ def section_values(cls, section: Any, overrides: dict) -> dict:
 
 
 @dataclass(frozen=True)
+class PrecisionTargets:
+    """The protocol's ``metrics.precision``: target widths of the 95% (``ci_level``) intervals a block
+    should reach (defaults: Riley et al. Stat Med 2021;40:4230-51 and BMJ 2024;384:e074821), and whether
+    a gate row that would pass at a block short of its metric's target takes the gate's insufficient
+    policy (``insufficient``; default False: the shortfall is noted in the row, the verdict unchanged).
+
+    ``oe_ratio`` is the width on the O/E scale (as Riley et al. and pmvalsampsize state it).
+    """
+
+    oe_ratio: float = 0.2
+    calibration_slope: float = 0.2
+    auroc: float = 0.1
+    standardized_net_benefit: float = 0.2
+    insufficient: bool = False
+
+    @classmethod
+    def of(cls, value: Any) -> PrecisionTargets:
+        """From a protocol section (a pydantic model, a dict, an instance or ``None``)."""
+        if isinstance(value, cls):
+            return value
+        return replace(cls(), **section_values(cls, value, {}))
+
+
+@dataclass(frozen=True)
 class MetricSettings:
     """How metrics and their intervals are computed.
 
@@ -34,7 +58,8 @@ class MetricSettings:
     ``thresholds``: probability thresholds of the reported operating points.
     ``target_sensitivity``: sensitivity whose threshold is found at the development site and carried
     to the other sites. ``min_events``/``min_cases``: the insufficiency rule (see
-    :func:`validate.metrics.blocks.insufficiency`).
+    :func:`validate.metrics.blocks.insufficiency`). ``precision``: the target interval widths of the
+    precision criteria (:class:`PrecisionTargets`, :mod:`validate.metrics.precision`).
     """
 
     bins: int = 15
@@ -46,6 +71,7 @@ class MetricSettings:
     min_events: int = 10
     min_cases: int = 30
     cluster_by: str | None = "patient_id"
+    precision: PrecisionTargets = PrecisionTargets()
 
     @classmethod
     def from_protocol(cls, metrics: Any = None, **overrides: Any) -> MetricSettings:
@@ -56,4 +82,6 @@ class MetricSettings:
         values = section_values(cls, metrics, overrides)
         if "thresholds" in values and values["thresholds"] is not None:
             values["thresholds"] = tuple(float(t) for t in values["thresholds"])
+        if "precision" in values:
+            values["precision"] = PrecisionTargets.of(values["precision"])
         return replace(cls(), **values)
