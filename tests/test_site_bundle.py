@@ -33,6 +33,7 @@ gates:
   - {name: auroc-pooled, metric: auroc, scope: overall, min: 0.5, on: estimate, insufficient: pass}
   - {name: auroc-worst-sex, metric: auroc, scope: worst_subgroup:sex, min: 0.5, on: estimate, insufficient: pass}
   - {name: auroc-gap-sex, metric: auroc, scope: subgroup_gap:sex, max: 0.5, on: estimate, insufficient: warn}
+  - {name: auroc-next-hospital, metric: auroc, scope: across_sites, min: 0.6, on: pi_low, insufficient: warn}
 """
 
 
@@ -113,8 +114,9 @@ def test_combined_bundle_equals_the_central_run_per_site(heart):
     assert combined.sites["sites"] == central.sites["sites"]
     for key in ("task", "n_bootstrap", "ci_level", "seed"):
         assert combined.metrics[key] == central.metrics[key]
-    if "synthesis" in central.metrics:  # with the synthesis of issue #16: identical from the site blocks
-        assert combined.metrics["synthesis"] == central.metrics["synthesis"]
+    # the synthesis across the external sites, from the site blocks alone: the central run's
+    assert central.metrics["synthesis"]["metrics"]["auroc"]["k"] == 3
+    assert combined.metrics["synthesis"] == central.metrics["synthesis"]
 
 
 def test_per_site_gate_rows_equal_the_central_run(heart):
@@ -122,7 +124,7 @@ def test_per_site_gate_rows_equal_the_central_run(heart):
         return [_no_schema(r) for r in bundle.gates["rows"] if r["gate"] == gate]
 
     central, combined = heart["central"], heart["combined"]
-    for gate in ("auroc-each-site", "auroc-gap-sex", "sites scored"):
+    for gate in ("auroc-each-site", "auroc-gap-sex", "auroc-next-hospital", "sites scored"):
         assert rows(combined, gate) == rows(central, gate), gate
 
 
@@ -137,6 +139,10 @@ def test_pooled_gates_fail_in_site_and_combined_bundles(heart):
             (row,) = [r for r in bundle.gates["rows"] if r["gate"] == gate]
             assert row["verdict"] == "fail", s
     assert combined.gates["verdict"] == "fail" and heart["combined_gates"].exit_code == 1
+    # a site bundle has no synthesis: its across_sites gate fails too (combine judges it)
+    for s, bundle in heart["sites"].items():
+        (row,) = [r for r in bundle.gates["rows"] if r["gate"] == "auroc-next-hospital"]
+        assert row["verdict"] == "fail" and "validate combine" in row["reason"], s
 
 
 def test_absent_pooled_blocks_say_why(heart):

@@ -316,7 +316,7 @@ def run_site(
             field="--site",
             expected="a protocol without model.baseline and compare: baseline gates, and no --baseline",
         )
-    check_protocol_gates(protocol, baseline=False)
+    check_protocol_gates(full, baseline=False)  # the study's gates, as every site and the coordinator read them
     # a missing or mismatched development bundle is refused before any scoring (its checkpoint after)
     development_threshold(full, site, development_bundle)
     started = now_iso()
@@ -362,29 +362,13 @@ def run_site(
 
 
 def synthesis_of(protocol, metrics: dict) -> dict | None:
-    """The random-effects synthesis across sites of ``metrics`` (metrics.json's ``synthesis``), by
-    :func:`validate.analysis.synthesis.synthesize` from the site blocks alone, as a central run computes
-    it; None while that module is not part of this build (issue #16 items 1-2)."""
-    try:
-        from validate.analysis import synthesis  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    spec = getattr(protocol, "synthesis", None)
-    roles = {s.id: s.role for s in protocol.sites}
-    chosen = getattr(spec, "sites", "external") if spec is not None else "external"
-    if chosen == "all":
-        sites = [s for s in roles if s in metrics["sites"]]
-    elif chosen == "external":
-        sites = [s for s, r in roles.items() if r == "external" and s in metrics["sites"]]
-    else:
-        sites = [s for s in chosen if s in metrics["sites"]]
-    return synthesis.synthesize(
-        metrics,
-        sites=sites,
-        roles=roles,
-        method=getattr(spec, "method", "REML"),
-        level=metrics.get("ci_level", 0.95),
-    )
+    """The random-effects synthesis across sites of ``metrics`` (metrics.json's ``synthesis``), by the
+    function a central run calls (:func:`validate.analysis.synthesis.synthesis_for_protocol`), from the
+    site blocks alone: a combined bundle's synthesis is the central run's. None when the protocol asks
+    for none."""
+    from validate.analysis.synthesis import synthesis_for_protocol
+
+    return synthesis_for_protocol(metrics, protocol)
 
 
 def _read_site_bundle(path: Path):

@@ -41,6 +41,8 @@ def _unjudgeable(spec, kind: str) -> str | None:
         return SHIFT_ABSENT
     if spec.calibration is not None:
         return CALIBRATION_ABSENT
+    if spec.kind == "across_sites" and kind == "site":
+        return "the synthesis across sites is made by `validate combine` from the site bundles, not in a site bundle"
     if spec.kind in POOLED_SCOPES:
         return GATE_POOLED_REASON if kind == "combined" else "no pooled patient-level block in a site bundle"
     return None

@@ -39,8 +39,8 @@ def run(args) -> int:
     if not args.quiet:
         sites = ", ".join(f"{s} (n={b.get('n')})" for s, b in (metrics.get("sites") or {}).items())
         print(terminal_text(f"Combined {len(metrics.get('sites') or {})} site bundle(s): {sites}"))
-        if metrics.get("synthesis") is None:
-            print("Synthesis across sites: not computed by this build")
+        for line in _synthesis_lines(metrics.get("synthesis")):
+            print(terminal_text(line))
         c = gates.counts
         print(f"Gates: {len(gates.rows)} check(s): {c['pass']} pass, {c['warn']} warn, {c['fail']} fail")
         for r in gates.rows:
@@ -50,3 +50,24 @@ def run(args) -> int:
         print(f"Report: {bundle / 'report.html'}")
     print(f"Verdict: {gates.verdict.upper()} (exit {gates.exit_code})")
     return gates.exit_code
+
+
+def _synthesis_lines(synthesis: dict | None) -> list[str]:
+    """The synthesis across sites in short: each pooled metric, its interval and the prediction interval."""
+    if not synthesis:
+        return ["Synthesis across sites: none (the protocol asks for none)"]
+
+    def num(x) -> str:
+        return "—" if x is None else f"{x:.3f}"
+
+    lines = [
+        f"Synthesis across {', '.join(synthesis.get('sites') or [])} ({synthesis.get('method')}, "
+        f"{synthesis.get('interval')}, {synthesis.get('ci_level', 0.95):.0%}):"
+    ]
+    for name, m in (synthesis.get("metrics") or {}).items():
+        pi = f"prediction interval {num(m.get('pi_low'))} to {num(m.get('pi_high'))}"
+        lines.append(
+            f"  {name:<24} {num(m.get('estimate'))} ({num(m.get('ci_low'))} to {num(m.get('ci_high'))}), "
+            + (pi if m.get("pi_low") is not None else (m.get("pi_reason") or "no prediction interval"))
+        )
+    return lines
