@@ -266,7 +266,7 @@ def reliability_options(run) -> ReliabilityOptions:
     if curves is None:
         return ReliabilityOptions()
     sites = [s for s in run.sites if s in curves.sites]
-    if sites:
+    if sites and contract.pooled_block(curves) is not None:  # a site or combined bundle has no pooled curve
         sites.append("overall")
     methods = {s: ["none"] + [m for m, entry in curves.calibrated.items() if s in entry.sites] for s in sites}
     groups = {(s, m): _stored_groups(curves, s, m) for s in sites for m in methods[s]}
@@ -280,7 +280,7 @@ def _stored_curve(curves: contract.CurvesFile, site: str, method: str, group: Gr
     if method != "none":
         entry = curves.calibrated.get(method)
         return entry.sites.get(site) if entry else None
-    curve = curves.overall if site == "overall" else curves.sites.get(site)
+    curve = contract.pooled_block(curves) if site == "overall" else curves.sites.get(site)
     return curve.top_label if curve is not None and curves.task == "multiclass" else curve
 
 
@@ -313,7 +313,7 @@ def reliability_block(run, site: str, method: str, group: Group = None) -> dict 
         cell = (((level or {}).get("subgroups") or {}).get(group[0]) or {}).get(group[1]) or {}
         return cell.get("block")
     if method == "none":
-        return run.metrics.get("overall") if site == "overall" else (run.metrics.get("sites") or {}).get(site)
+        return contract.pooled_block(run.metrics) if site == "overall" else (run.metrics.get("sites") or {}).get(site)
     return ((((run.calibration or {}).get("methods") or {}).get(method) or {}).get("sites") or {}).get(site)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from validate.contract import pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.view import (  # noqa: F401 - the bundle-view helpers, re-exported for the pages
@@ -53,7 +54,7 @@ def _counts(row: dict, data: dict, block: Mapping) -> None:
 
 
 def key_metrics(run) -> list[str]:
-    blocks = [run.metrics.get("overall") or {}, *(run.metrics.get("sites") or {}).values()]
+    blocks = [pooled_block(run.metrics) or {}, *(run.metrics.get("sites") or {}).values()]
     present = set(metric_names(blocks))
     task = run.task if run.task in registry.TASKS else "binary"
     # the Overview's columns: the registry's "overview" list, in reading order (those absent are skipped)
@@ -80,7 +81,7 @@ def site_table(run) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         for s in _declared_sites(run)
         if s not in (run.metrics.get("sites") or {})
     ]
-    if run.metrics.get("overall"):
+    if pooled_block(run.metrics):  # a site or combined bundle has none (the page says why)
         items.append(("All sites", run.metrics["overall"]))
     for site, block in items:
         row = {"Site": site, "Name": run.site_name(site), "Role": run.site_role(site)}
@@ -340,7 +341,7 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
     sites_a = base.metrics.get("sites") or {}
     sites_b = new.metrics.get("sites") or {}
     items = [(s, sites_a[s], sites_b[s]) for s in sites_b if s in sites_a]
-    if base.metrics.get("overall") and new.metrics.get("overall"):
+    if pooled_block(base.metrics) and pooled_block(new.metrics):
         items.append(("All sites", base.metrics["overall"], new.metrics["overall"]))
     for site, a, b in items:
         for m in metrics:
@@ -554,7 +555,7 @@ def side_by_side_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame,
     rows, data = [], []
     for run in (base, new):
         blocks = [*(run.metrics.get("sites") or {}).items()]
-        if run.metrics.get("overall"):
+        if pooled_block(run.metrics):
             blocks.append(("All sites", run.metrics["overall"]))
         for site, block in blocks:
             row = {"Run": run.name, "Protocol": run.title, "Site": site}

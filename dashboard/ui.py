@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from validate.contract import pooled_absent_reason
 from validate.errors import InputError
 from validate.escape import csv_safe, markdown_text as md  # noqa: F401 (md: for the pages)
 
@@ -77,6 +78,10 @@ def page_header(title: str, run: data.Run, intro: str) -> None:
     # a bundle's texts are data: inert Markdown (no image, link or HTML from a hostile bundle)
     st.caption(f"Run **{md(run.name)}** · protocol {md(run.title)} · task {md(run.task)}")
     st.markdown(intro)
+    absent = pooled_absent_reason(run.metrics)
+    if absent:  # a site or combined bundle (validate run --site, validate combine)
+        kind = run.provenance.get("bundle_kind") or "central"
+        st.info(f"**{md(kind.capitalize())} bundle: no pooled 'all sites' block.** {md(absent)}.")
 
 
 def slug(text: str) -> str:

@@ -33,6 +33,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate.contract import pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
 
@@ -595,7 +596,7 @@ def _site_blocks(metrics: Mapping | None) -> dict:
     if not metrics:
         return {}
     out = dict(metrics.get("sites") or {})
-    if metrics.get("overall"):
+    if pooled_block(metrics):  # a site or combined bundle has none
         out.setdefault("overall", metrics["overall"])
     return out
 
@@ -733,7 +734,7 @@ def metric_forest(
     sites = list(sites) if sites is not None else list(site_blocks)
     colors = dict(colors or site_colors(sites))
     rows = [_row(s, site_blocks.get(s), metric, color=colors.get(s)) for s in sites]
-    if include_overall and metrics.get("overall"):
+    if include_overall and pooled_block(metrics):
         rows.append(_row("all sites (pooled)", metrics["overall"], metric, color="#333"))
     return forest_figure(
         rows,
@@ -757,7 +758,7 @@ def calibration_forest(
     sites = list(sites) if sites is not None else list(site_blocks)
     colors = dict(colors or site_colors(sites))
     items = [(s, site_blocks.get(s), colors.get(s)) for s in sites]
-    if metrics.get("overall"):
+    if pooled_block(metrics):
         items.append(("all sites (pooled)", metrics["overall"], "#333"))
     fig = make_subplots(
         rows=1,
@@ -834,7 +835,7 @@ def subgroup_forest(
         if ref is None and isinstance(gap, Mapping):
             ref = gap.get("reference")
     if ref is None and metrics:
-        blk = metrics.get("overall") if site in ("overall", None) else (metrics.get("sites") or {}).get(site)
+        blk = pooled_block(metrics) if site in ("overall", None) else (metrics.get("sites") or {}).get(site)
         ref = _est(_entry(blk, metric))
     where = "all sites" if site in ("overall", None) else f"site {site}"
     return forest_figure(

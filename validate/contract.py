@@ -43,16 +43,21 @@ Rules a reader relies on:
   exactly as before.
 - **Not computed.** ``calibration.json`` is ``{}`` when the protocol runs no calibration comparison
   and ``shift.json`` is ``{"reason": ...}`` when there is no development/external pair; these read as
-  :class:`NotComputed` (``computed`` is False, ``reason`` says why).
+  :class:`NotComputed` (``computed`` is False, ``reason`` says why) A site or combined
+  bundle (provenance ``bundle_kind``) writes ``calibration.json`` as ``{"reason": ...}`` too.
+- **Pooled blocks absent.** A site bundle (one site's results, made where the data stays) and a
+  combined bundle (site bundles merged by ``validate combine``) hold no patient-level pooled block:
+  ``overall`` of metrics.json and curves.json is ``{"not_computed": true, "reason": ...}``
+  (:class:`PooledAbsent`; :func:`pooled_block` gives None for it). Central bundles never hold one.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from validate.errors import InputError
 
@@ -193,6 +198,49 @@ class Block(_Part):
         return self.extra(name)
 
 
+class PooledAbsent(_Part):
+    """Where a pooled patient-level block would be, in a site or combined bundle (``bundle_kind``
+    ``site``/``combined`` in provenance.json): pooling patients needs every site's cases, which never
+    leave their site; ``reason`` says so. Central bundles never hold one."""
+
+    not_computed: Literal[True]
+    reason: str
+
+
+def _pooled_tag(value: Any) -> str:
+    """Which model a pooled ``overall`` is: absent (``not_computed``) or the block/curves itself."""
+    if isinstance(value, dict):
+        return "absent" if "not_computed" in value else "pooled"
+    return "absent" if isinstance(value, PooledAbsent) else "pooled"
+
+
+# the tag only picks the model (the error locations drop it: see _key_path)
+_POOLED_TAGS = ("pooled", "absent")
+
+
+def is_pooled_absent(value: Any) -> bool:
+    """Whether a pooled ``overall`` (a dict or a model) is the :class:`PooledAbsent` of a site or
+    combined bundle: the readers show its reason instead of a block."""
+    if isinstance(value, PooledAbsent):
+        return True
+    return isinstance(value, dict) and value.get("not_computed") is True
+
+
+def pooled_block(metrics: Any) -> Any:
+    """The pooled ``overall`` of a metrics.json or curves.json dict (or model), None when absent (none,
+    or a :class:`PooledAbsent`)."""
+    value = metrics.get("overall") if isinstance(metrics, dict) else getattr(metrics, "overall", None)
+    return None if value is None or is_pooled_absent(value) else value
+
+
+def pooled_absent_reason(metrics: Any) -> str | None:
+    """The reason a site or combined bundle gives for its absent pooled block, else None."""
+    value = metrics.get("overall") if isinstance(metrics, dict) else getattr(metrics, "overall", None)
+    if isinstance(value, PooledAbsent):
+        return value.reason
+    return value.get("reason") if isinstance(value, dict) and is_pooled_absent(value) else None
+
+
 # ---- metrics.json -------------------------------------------------------------------------------------
 
 
@@ -257,7 +305,9 @@ class MetricsFile(_File):
     n_bootstrap: int
     ci_level: float
     seed: int | None
-    overall: Block
+    overall: Annotated[
+        Annotated[Block, Tag("pooled")] | Annotated[PooledAbsent, Tag("absent")], Discriminator(_pooled_tag)
+    ] = Field(description="the pooled block; in a site or combined bundle a PooledAbsent saying why not")
     sites: dict[str, Block]
     subgroups: dict[str, dict[str, Block]] = {}
     synthesis: Synthesis | None = None
@@ -406,7 +456,9 @@ class CurvesFile(_File):
     bins: int
     ci_level: float
     sites: dict[str, Curves]
-    overall: Curves
+    overall: Annotated[
+        Annotated[Curves, Tag("pooled")] | Annotated[PooledAbsent, Tag("absent")], Discriminator(_pooled_tag)
+    ] = Field(description="the pooled curves; in a site or combined bundle a PooledAbsent saying why not")
     calibrated: dict[str, CalibratedCurves] = {}
     subgroups: SubgroupCurves | None = None
     decision: DecisionCurves | None = None
@@ -703,6 +755,21 @@ class ProvenanceFile(_File):
         description="the baseline model of the paired comparison: checkpoint or predictions_source, "
         "device, scoring_counts",
     )
+    bundle_kind: Literal["central", "site", "combined"] | None = Field(
+        None,
+        description="central: every site's cases in one run (absent = central); site: one site's results, "
+        "no case rows (validate run --site); combined: site bundles merged (validate combine)",
+    )
+    site: str | None = Field(None, description="the site of a site bundle")
+    development_threshold: dict[str, Any] | None = Field(
+        None,
+        description="a site bundle's target-sensitivity threshold carried from the development site's "
+        "bundle: {site, threshold, bundle_sha256}",
+    )
+    combined_from: list[dict[str, Any]] | None = Field(
+        None,
+        description="a combined bundle's site bundles: {site, bundle (folder name), provenance_sha256, finished_at}",
+    )
 
 
 # ---- comparison.json ----------------------------------------------------------------------------------
@@ -807,14 +874,16 @@ MODELS: dict[str, type[_File]] = {
 # files a bundle holds only when the run was given a baseline model (absent otherwise, never implied)
 BASELINE_FILES = ("comparison.json",)
 # what an analysis that did not run writes in place of its file
-NOT_COMPUTED_KEYS = {"calibration.json": {"schema"}, "shift.json": {"schema", "reason"}}
+NOT_COMPUTED_KEYS = {"calibration.json": {"schema", "reason"}, "shift.json": {"schema", "reason"}}
 
 BundleFile = _File | NotComputed
 
 
 def _key_path(loc: tuple) -> str:
     path = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if part in _POOLED_TAGS and i and loc[i - 1] == "overall":
+            continue  # the tag of a pooled block's model (Block or PooledAbsent), not a key
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path or "(top level)"
 
@@ -945,7 +1014,8 @@ def json_schema(name: str) -> dict:
             "type": "object",
             "additionalProperties": False,
             "description": "The analysis did not run (calibration.json: no comparison in the protocol; "
-            "shift.json: no development and external site pair).",
+            "shift.json: no development and external site pair; both in a site or combined bundle, with "
+            "the reason).",
             "properties": {
                 k: ({"type": "string"} if k == "reason" else props["schema"]) for k in sorted(NOT_COMPUTED_KEYS[name])
             },

@@ -447,6 +447,8 @@ def run_protocol(
 ) -> RunResult:
     """Run a protocol end to end; returns the bundle path, the gate report and the printed summary.
 
+    A site's run (its site bundle, no case rows) is :func:`validate.federation.run_site`.
+
     ``baseline``: the model the new one is compared with (a checkpoint, or a ``.parquet``/``.csv``
     predictions table); it wins over the protocol's ``model.baseline``. The baseline is scored on the
     same cases through the same scoring cache, and the bundle gains ``comparison.json`` and
@@ -503,6 +505,10 @@ def regate(bundle_path, protocol_path=None):
 
     bundle = read_bundle(bundle_path)
     protocol = load_protocol(protocol_path) if protocol_path else bundle.load_protocol()
+    if (bundle.provenance.get("bundle_kind") or "central") != "central":
+        from validate.site_gates import regate_federated
+
+        return bundle, regate_federated(bundle, protocol)
     return bundle, judge_gates(
         protocol.gates,
         bundle.metrics,

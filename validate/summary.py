@@ -17,9 +17,11 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     gates = parts["gates"]
     failures = loaded["failures"]
     ci = parts["settings"].ci_level
+    # a site bundle has no pooled block: its cases are its site's
+    n = metrics["overall"].get("n", sum((b.get("n") or 0) for b in metrics["sites"].values()))
     lines = [
         f"{protocol.name} v{protocol.version}: {len(parts['order'])} of {len(protocol.sites)} site(s), "
-        f"{metrics['overall'].get('n')} case(s) "
+        f"{n} case(s) "
         f"scored, {len(failures)} excluded, device {loaded.get('device')}, {seconds:.0f} s"
     ]
     from validate.metrics import registry

@@ -29,7 +29,8 @@ metric = c2.selectbox(
     key="subgroups-metric",
 )
 
-levels = ["overall"] + [s for s in run.sites if s in ((run.subgroups or {}).get("sites") or {})]
+levels = ["overall"] if (run.subgroups or {}).get("overall") else []  # none in a site or combined bundle
+levels += [s for s in run.sites if s in ((run.subgroups or {}).get("sites") or {})]
 where = st.selectbox(
     "Where", levels, format_func=lambda s: "all sites pooled" if s == "overall" else f"site {s}", key="subgroups-where"
 )

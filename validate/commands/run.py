@@ -71,11 +71,35 @@ def register(parser) -> None:
         help="key the scoring cache by each image file's content (sha256), not its size and "
         "modification time (default on when the environment variable CI is true or 1)",
     )
+    parser.add_argument(
+        "--site",
+        metavar="ID",
+        help="run at one site and write a site bundle: that site's results with no case rows, ids or "
+        "image paths (for `validate combine`); the data never leaves the site",
+    )
+    parser.add_argument(
+        "--development-bundle",
+        metavar="DIR",
+        help="with --site: the development site's site bundle, whose target-sensitivity threshold this "
+        "site's blocks carry (required at a non-development site when the protocol sets one)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
 
 
 def run(args) -> int:
-    result = run_protocol(
+    from validate.errors import InputError
+
+    call = run_protocol
+    extra = {}
+    if args.site is not None:
+        from validate.federation import run_site
+
+        call, extra = run_site, {"site": args.site, "development_bundle": args.development_bundle}
+    elif args.development_bundle is not None:
+        raise InputError(
+            "--development-bundle is for a site's run", field="--development-bundle", expected="--site ID with it"
+        )
+    result = call(
         args.protocol,
         checkpoint=args.checkpoint,
         predictions=args.predictions,
@@ -88,6 +112,7 @@ def run(args) -> int:
         cache_inputs=args.cache_inputs,
         hash_inputs=args.hash_inputs,
         baseline=args.baseline,
+        **extra,
     )
     if args.quiet:
         print(result.summary.splitlines()[-1])

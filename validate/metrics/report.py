@@ -223,3 +223,26 @@ def _block(
         smooth_intervals=smooth_intervals,
         scores=scores,
     )
+
+
+def site_block(
+    table,
+    site: str,
+    *,
+    settings: MetricSettings = MetricSettings(),
+    development_site: str | None = None,
+    threshold_carry: float | None = None,
+    names: Sequence[str] | None = None,
+    workers: int | None = None,
+) -> dict:
+    """The BLOCK of one ``site`` exactly as :func:`metrics_report` computes it under ``sites`` of a run
+    over every site: the site's cases alone, bootstrapped without strata, with the target-sensitivity
+    threshold found at the site itself when it is ``development_site`` and otherwise
+    ``threshold_carry`` (the development site's threshold, from its own site bundle) — so a site bundle
+    (:mod:`validate.federation`) holds the numbers a central run would."""
+    frame = table.frame
+    mask = (frame["site"] == site).to_numpy()
+    jobs = _BlockJobs(table, settings, True, threshold_carry, list(names or table.names or []))
+    jobs.add(("sites", site), mask, stratified=False, own_threshold=(site == development_site))
+    sizes = [len(jobs.jobs[0]["y"])]
+    return run_blocks(_block, jobs.jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))[0]

@@ -18,7 +18,7 @@ from typing import Any
 
 from validate import charts
 from validate.charts import entry_text, fmt, metric_label
-from validate.contract import Block, GateRowFile, MetricsFile
+from validate.contract import Block, GateRowFile, MetricsFile, pooled_absent_reason, pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.report import utility
@@ -322,11 +322,26 @@ def _delta_cell(block, metric: str) -> tuple:
     )
 
 
+def _bundle_kind_text(prov) -> str:
+    """What kind of bundle this is (central, one site's, or site bundles combined), in words."""
+    kind = getattr(prov, "bundle_kind", None) or "central"
+    if kind == "site":
+        return f"site bundle of {prov.site}: this site's results only, no case rows (validate run --site)"
+    if kind == "combined":
+        sources = ", ".join(str(s.get("site")) for s in prov.combined_from or [])
+        return (
+            f"combined from site bundles ({sources}): per-site results and the synthesis across sites; "
+            "pooled patient-level blocks are not computed (each site's cases stayed at the site)"
+        )
+    return "central: every site's cases in one run"
+
+
 def _provenance(bundle, figs: _Figures) -> str:
     prov = bundle.typed.provenance
     proto, ck, src = prov.protocol, prov.checkpoint, prov.predictions_source
     metrics = bundle.typed.metrics
     rows = [
+        ("Bundle", _bundle_kind_text(prov)),
         ("Protocol", f"{proto.name} v{proto.version} ({proto.path})"),
         ("Protocol sha256", proto.sha256),
         ("Model checkpoint", f"{ck.path} (format {ck.format})" if ck else "—"),
@@ -441,6 +456,15 @@ def _cohorts(bundle, figs: _Figures) -> str:
     return _section("cohorts", "3. Cohorts per site", "".join(out))
 
 
+def _pooled_row(typed: MetricsFile, keys: Sequence[str]) -> list[list[Any]]:
+    """The table row of the pooled block; in a site or combined bundle, which has none, a row saying why."""
+    block = pooled_block(typed)
+    if block is None:
+        why = pooled_absent_reason(typed) or "no pooled block"
+        return [[esc("all sites (pooled)"), esc("not computed")] + [esc(why)] + [""] * (len(keys) - 1)]
+    return [[esc("all sites (pooled)"), _n_cell(block)] + [_block_cell(block, m) for m in keys]]
+
+
 def _discrimination(bundle, figs: _Figures) -> str:
     typed = bundle.typed.metrics
     metrics = bundle.metrics  # the figures of validate.charts read the JSON itself
@@ -453,7 +477,7 @@ def _discrimination(bundle, figs: _Figures) -> str:
     if typed.task == "binary":
         keys = _shown("discrimination", "binary")
         rows = [[esc(s), _n_cell(blocks.get(s))] + [_block_cell(blocks.get(s), m) for m in keys] for s in order]
-        rows.append([esc("all sites (pooled)"), _n_cell(typed.overall)] + [_block_cell(typed.overall, m) for m in keys])
+        rows += _pooled_row(typed, keys)
         out.append(_table(["Site", "n (events)"] + [f"{metric_label(m)} ({ci:.0%} CI)" for m in keys], rows, raw=True))
         if curves.get("sites"):
             out.append(
@@ -532,11 +556,7 @@ def _calibration(bundle, figs: _Figures) -> str:
         + [_block_cell(blocks.get(s), "hosmer_lemeshow")]
         for s in order
     ]
-    rows.append(
-        [esc("all sites (pooled)"), _n_cell(typed.overall)]
-        + [_block_cell(typed.overall, m) for m in keys]
-        + [_block_cell(typed.overall, "hosmer_lemeshow")]
-    )
+    rows += _pooled_row(typed, [*keys, "hosmer_lemeshow"])
     out.append(
         _table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True)
     )
