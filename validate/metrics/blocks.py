@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
-from validate.metrics import registry
+from validate.metrics import ece_interval, registry
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
+from validate.metrics.ece_interval import BinnedGaps
 from validate.metrics.kernels import _auprc_untied  # noqa: F401 - re-exported
 from validate.metrics.operating import threshold_for_sensitivity
 from validate.metrics.replicates import BinaryCases
@@ -140,11 +141,13 @@ def binary_block(
     thresholds = list(settings.thresholds)
     t_target = _target_threshold(y, p, settings.target_sensitivity, threshold_carry)
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
+    gaps = BinnedGaps(data)
     boot = _BinaryEntries(
         _binary_points(data, op_thresholds, settings.ci_level),
-        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals),
+        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals, gaps),
         settings,
         smooth_intervals,
+        gaps,
     )
     _metric_entries(block, undefined, data, boot, events, settings.ci_level)
     _operating_point_entries(block, undefined, boot, thresholds)
@@ -185,10 +188,17 @@ def _binary_points(data: BinaryCases, op_thresholds: list, level: float) -> dict
 
 
 def _binary_replicates(
-    data: BinaryCases, op_thresholds: list, settings: MetricSettings, clusters, strata, smooth_intervals: bool
+    data: BinaryCases,
+    op_thresholds: list,
+    settings: MetricSettings,
+    clusters,
+    strata,
+    smooth_intervals: bool,
+    gaps: BinnedGaps | None = None,
 ) -> dict[str, np.ndarray]:
     """``{name: (n_bootstrap,)}``: every kernel on the clustered, stratified bootstrap replicates, in
-    chunks; empty without replicates."""
+    chunks (with ``gaps``, the ECE error replicates of :mod:`validate.metrics.ece_interval` too); empty
+    without replicates."""
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(
@@ -201,6 +211,8 @@ def _binary_replicates(
             order=data.order,
         ):
             vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals)
+            if gaps is not None:
+                vals.update(gaps.error_replicates(w))
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in reps.items()}
@@ -211,10 +223,16 @@ class _BinaryEntries:
     replicates were drawn, else with no interval."""
 
     def __init__(
-        self, point: dict, replicates: dict[str, np.ndarray], settings: MetricSettings, smooth_intervals: bool
+        self,
+        point: dict,
+        replicates: dict[str, np.ndarray],
+        settings: MetricSettings,
+        smooth_intervals: bool,
+        gaps: BinnedGaps | None = None,
     ):
         self.point = point
         self.replicates = replicates
+        self.gaps = gaps
         self.level = settings.ci_level
         # without replicates for a key: none drawn at all, or the smoothers' skipped on purpose
         self.no_interval = "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap"
@@ -222,9 +240,16 @@ class _BinaryEntries:
     def __call__(self, name: str, key: str | None = None) -> dict:
         key = key or name
         est = self.point[key]
+        if key in ece_interval.METHODS:
+            bound = ece_interval.bound_entry(key, est, self.replicates, self.gaps, self.level)
+            if bound is not None:
+                e = entry(est, bound["ci_low"], bound["ci_high"], bound["method"])
+                if "debiased" in bound and e["estimate"] is not None:
+                    e["debiased"] = _num(bound["debiased"])
+                return e
         if key in self.replicates:
             lo, hi = percentile_interval(self.replicates[key], self.level)
-            return entry(est, lo, hi, "bootstrap")
+            return ece_interval.with_note(entry(est, lo, hi, "bootstrap"))
         return entry(est, None, None, self.no_interval)
 
 
