@@ -523,12 +523,6 @@ def smooth_errors(
             curves.lowess(r, xs[sl], ys[sl])
             for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
                 out[k][r] = v
-    for r in range(R):
-        if lplans[r] is None:
-            curves.constant("lowess", r, _dot(W[r], y) / W[r].sum())
-            e = np.abs(x - _dot(W[r], y) / W[r].sum())
-            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
-                out[k][r] = v
     # ---- loess: all vertices of all replicates at once
     orows = [r for r in range(R) if oplans[r] is not None]
     if orows:
@@ -552,12 +546,22 @@ def smooth_errors(
             sl = slice(bounds[i], bounds[i + 1])
             out["ici"][r] = _hermite_abs_error(x, W[r], q[sl], vals[sl], slopes[sl]) / W[r].sum()
             curves.loess(r, q[sl], vals[sl], slopes[sl])
-    for r in range(R):
-        if oplans[r] is None:
-            out["ici"][r] = abs(x[W[r] > 0][0] - _dot(W[r], y) / W[r].sum())
-            curves.constant("loess", r, _dot(W[r], y) / W[r].sum())
+    _constant_rows(x, y, W, P, lplans, oplans, out, curves)
     out.update(curves.arrays())
     return out
+
+
+def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
+    """Replicates whose smooth is a constant (no plan: one distinct x): the weighted mean of y."""
+    for r in range(W.shape[0]):
+        mean = _dot(W[r], y) / W[r].sum()
+        if lplans[r] is None:
+            curves.constant("lowess", r, mean)
+            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts[r], int(P.N[r])).items():
+                out[k][r] = v
+        if oplans[r] is None:
+            out["ici"][r] = abs(x[W[r] > 0][0] - mean)
+            curves.constant("loess", r, mean)
 
 
 class _GridCurves:
