@@ -131,7 +131,7 @@ def test_block_keys_follow_design():
         assert k in b, k
     assert b["auroc"]["method"] == "delong"
     assert b["calibration_slope"]["method"] == "wald" and b["calibration_intercept"]["method"] == "wald"
-    assert b["ece"]["method"] == "bootstrap"
+    assert b["ece"]["method"] == "bootstrap_bound"  # validate.metrics.ece_interval
     assert set(b["hosmer_lemeshow"]) >= {"statistic", "df", "p_value"}
     assert set(b["spiegelhalter_z"]) == {"statistic", "p_value"}
     assert b["ece"]["ci_low"] <= b["ece"]["ci_high"]

@@ -199,8 +199,15 @@ def reliability_figure(
     color: str = PALETTE[0],
     ci_level: float = 0.95,
 ) -> go.Figure:
-    """Reliability diagram with a Wilson interval band per bin, the lowess smooth, the diagonal of
-    perfect calibration, and below it a histogram of predictions by outcome.
+    """Reliability diagram with a Wilson interval band per bin, the lowess smooth with its pointwise
+    bootstrap band (and the loess smooth with its band, shown from the legend), the diagonal of perfect
+    calibration, and below it a histogram of predictions by outcome.
+
+    Per-bin intervals are Wilson score intervals (Wilson 1927): a bin's observed rate is a binomial
+    proportion, often of a few cases near 0 or 1, where the Wald interval collapses or leaves [0, 1] and
+    Clopper–Pearson is conservative; Wilson keeps close to its nominal level there. The smooths' band
+    (``reliability.smooth_band``, :mod:`validate.metrics.smooth_band`) is pointwise, not simultaneous:
+    each p's interval holds its level, the whole curve lies inside with a lower probability.
 
     ``curve``: one entry of ``curves.json`` (``sites[s]``, ``overall``), holding ``reliability`` (and
     optionally ``smooth``). ``calibrated``: ``{label: curve}`` drawn over it (e.g. after a method).
@@ -238,6 +245,8 @@ def reliability_figure(
             row=1,
             col=1,
         )
+    if rel.get("smooth_band"):
+        _smooth_band_traces(fig, rel["smooth_band"], color)
     for i, (label, other) in enumerate((calibrated or {}).items()):
         orel = (other or {}).get("reliability")
         if orel:
@@ -279,6 +288,51 @@ def reliability_figure(
     fig.update_yaxes(range=[0, 1], title_text="Observed rate", row=1, col=1)
     fig.update_yaxes(title_text="Cases", row=2, col=1)
     return _layout(fig, title, height=600, legend=dict(orientation="h", yanchor="top", y=-0.14, x=0))
+
+
+def _smooth_band_traces(fig, band: Mapping, color: str) -> None:
+    """The lowess band (filled) and the loess smooth with its band (hidden until chosen in the legend):
+    pointwise percentile bands of the bootstrap replicates' smooths, broken where a grid point has none."""
+    level = band.get("level", 0.95)
+    grid = band["grid"]
+    for key, style, visible in (("lowess", "dot", True), ("loess", "dash", "legendonly")):
+        lo, hi = band.get(f"{key}_low") or [], band.get(f"{key}_high") or []
+        ok = [i for i, (a, b) in enumerate(zip(lo, hi, strict=True)) if a is not None and b is not None]
+        if not ok:
+            continue
+        x = [grid[i] for i in ok]
+        group = f"{key}-band"
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1],
+                y=[hi[i] for i in ok] + [lo[i] for i in ok][::-1],
+                mode="lines",
+                fill="toself",
+                fillcolor=_rgba(color, 0.10 if key == "lowess" else 0.08),
+                line=dict(width=0),
+                name=f"{key} {level:.0%} band (pointwise, not simultaneous)",
+                legendgroup=group,
+                visible=visible,
+                hoverinfo="skip",
+            ),
+            row=1,
+            col=1,
+        )
+        if key == "loess" and band.get("loess"):
+            fig.add_trace(
+                go.Scatter(
+                    x=grid,
+                    y=band["loess"],
+                    mode="lines",
+                    line=dict(color=color, width=1.2, dash=style),
+                    name="loess smooth",
+                    legendgroup=group,
+                    visible=visible,
+                    hoverinfo="skip",
+                ),
+                row=1,
+                col=1,
+            )
 
 
 def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: float, *, n=None, band: bool = True):

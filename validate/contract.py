@@ -109,12 +109,19 @@ class NotComputed(_Part):
 
 
 class Entry(_Part):
-    """A number with its interval: ``{"estimate", "ci_low", "ci_high", "method"}`` (any may be null)."""
+    """A number with its interval: ``{"estimate", "ci_low", "ci_high", "method"}`` (any may be null).
+
+    ``note``: why the estimate lies outside its interval, where it does (:func:`validate.metrics.
+    ece_interval.with_note`); ``debiased``: ECE and adaptive ECE's debiased estimate (Kumar et al. 2019;
+    :mod:`validate.metrics.ece_interval`, whose ``method`` ``"bootstrap_bound"`` / ``"wilson_bonferroni"``
+    name their intervals)."""
 
     estimate: Number = None
     ci_low: Number = None
     ci_high: Number = None
     method: str | None = None
+    note: str | None = None
+    debiased: Number = None
 
 
 class OperatingPoint(_Part):
@@ -362,8 +369,26 @@ class PrecisionRecall(_Part):
     prevalence: Number = None
 
 
+class SmoothBand(_Part):
+    """Pointwise bootstrap band of the lowess and loess calibration curves on a fixed grid of p
+    (:mod:`validate.metrics.smooth_band`): pointwise, not simultaneous; null where too few replicates
+    reach a grid point."""
+
+    grid: list[Number]
+    lowess: list[Number] = []
+    loess: list[Number] = []
+    lowess_low: list[Number]
+    lowess_high: list[Number]
+    loess_low: list[Number]
+    loess_high: list[Number]
+    level: float
+    kind: Literal["pointwise"]
+    replicates: int | None = None
+
+
 class Reliability(_Part):
-    """Reliability bins: mean prediction and observed rate (Wilson interval) per bin, with counts."""
+    """Reliability bins: mean prediction and observed rate (Wilson interval) per bin, with counts; and
+    (with bootstrap replicates) the pointwise band of the smoothed calibration curves."""
 
     edges: list[Number]
     count: list[int]
@@ -372,6 +397,7 @@ class Reliability(_Part):
     observed: list[Number]
     observed_low: list[Number]
     observed_high: list[Number]
+    smooth_band: SmoothBand | None = None
 
 
 class Smooth(_Part):

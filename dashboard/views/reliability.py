@@ -35,8 +35,10 @@ else:
     ui.figure(
         fig,
         "Dots: patients grouped by predicted risk (x) against the share who actually had the disease (y); "
-        "the shaded band is the confidence interval. On the diagonal the model is honest; below it the model "
-        "over-estimates risk, above it under-estimates; the dotted curve is a smooth through all patients. The bars "
+        "the band around the dots is each group's confidence interval (Wilson). On the diagonal the model is honest; "
+        "below it the model over-estimates risk, above it under-estimates; the dotted curve is a smooth through all "
+        "patients, with its bootstrap band: pointwise, not simultaneous (each risk's interval holds on its own; "
+        "the whole curve can stray outside it in places). The bars "
         "underneath count the patients at each predicted risk (coloured: with the disease, grey: without): a "
         "curve is only trustworthy where there are many.",
         key="reliability-diagram",

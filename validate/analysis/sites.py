@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from validate.groups import group_sort_key
+from validate.metrics.smooth_band import smooth_band
 from validate.numerics import wilson_interval  # noqa: F401 - one definition (NaN where n = 0)
 from validate.predictions import PredictionsTable, as_table
 
@@ -183,9 +184,11 @@ def binary_curves(
     seed: int = 0,
     smooth: bool = True,
     score=None,
+    strata=None,
 ) -> dict:
     """Every curve of one set of binary cases (see the module docstring). ``score``: what the ROC and
-    precision-recall curves rank (the logits when given; default p)."""
+    precision-recall curves rank (the logits when given; default p). ``strata`` (the sites of pooled
+    cases) shape the replicates of the smooths' band as they shape the metrics' intervals."""
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     out: dict[str, Any] = {"n": int(y.size), "n_events": int(y.sum())}
@@ -200,16 +203,23 @@ def binary_curves(
         sm = _smooth(y, p)
         if sm:
             out["smooth"] = sm
+        sb = smooth_band(
+            y, p, n_rep=min(n_rep, BAND_REPLICATES), seed=seed, level=level, clusters=clusters, strata=strata
+        )
+        if sb:
+            out["reliability"]["smooth_band"] = sb
     return out
 
 
 # ---- tables -> curves.json ---------------------------------------------------------------------------
 
 
-def _curves_of(table: PredictionsTable, settings, cluster_col: str | None, smooth: bool) -> dict:
+def _curves_of(table: PredictionsTable, settings, cluster_col: str | None, smooth: bool, pooled: bool = False) -> dict:
     """Every curve of one set of cases: probabilities and ranking scores come from the table
-    (:meth:`~validate.predictions.PredictionsTable.probabilities`, ``.scores()``: the logits when given)."""
+    (:meth:`~validate.predictions.PredictionsTable.probabilities`, ``.scores()``: the logits when given).
+    ``pooled``: the cases of several sites, resampled within each site (as the pooled metrics block)."""
     kw = dict(
+        strata=table.site_ids if pooled else None,
         bins=settings.bins,
         level=settings.ci_level,
         n_rep=settings.n_bootstrap,
@@ -273,7 +283,7 @@ def site_curves(
     }
     for s, part in table.by_site(sites):
         out["sites"][s] = _curves_of(part, settings, cluster_col, smooth)
-    out["overall"] = _curves_of(table, settings, cluster_col, smooth)
+    out["overall"] = _curves_of(table, settings, cluster_col, smooth, pooled=True)
     if task == "binary" and getattr(settings, "decision_range", None) is not None:
         from validate.analysis.decision import decision_curves
 

@@ -22,11 +22,12 @@ import math
 
 import numpy as np
 
-from validate.metrics import registry
+from validate.metrics import ece_interval, registry
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
+from validate.metrics.ece_interval import BinnedGaps
 from validate.metrics.kernels import _auprc_untied  # noqa: F401 - re-exported
 from validate.metrics.operating import threshold_for_sensitivity
 from validate.metrics.replicates import BinaryCases
@@ -141,11 +142,13 @@ def binary_block(
     t_target = _target_threshold(y, p, settings.target_sensitivity, threshold_carry)
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
     decision = settings.decision_thresholds
+    gaps = BinnedGaps(data)
     boot = _BinaryEntries(
         _binary_points(data, op_thresholds, settings.ci_level, decision),
-        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals, decision),
+        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals, decision, gaps),
         settings,
         smooth_intervals,
+        gaps,
     )
     _metric_entries(block, undefined, data, boot, events, settings.ci_level)
     _operating_point_entries(block, undefined, boot, thresholds)
@@ -217,9 +220,11 @@ def _binary_replicates(
     strata,
     smooth_intervals: bool,
     decision=(),
+    gaps: BinnedGaps | None = None,
 ) -> dict[str, np.ndarray]:
     """``{name: (n_bootstrap,)}``: every kernel on the clustered, stratified bootstrap replicates, in
-    chunks; empty without replicates."""
+    chunks (with ``gaps``, the ECE error replicates of :mod:`validate.metrics.ece_interval` too); empty
+    without replicates."""
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(
@@ -232,6 +237,8 @@ def _binary_replicates(
             order=data.order,
         ):
             vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals, decision=decision)
+            if gaps is not None:
+                vals.update(gaps.error_replicates(w))
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in reps.items()}
@@ -242,10 +249,16 @@ class _BinaryEntries:
     replicates were drawn, else with no interval."""
 
     def __init__(
-        self, point: dict, replicates: dict[str, np.ndarray], settings: MetricSettings, smooth_intervals: bool
+        self,
+        point: dict,
+        replicates: dict[str, np.ndarray],
+        settings: MetricSettings,
+        smooth_intervals: bool,
+        gaps: BinnedGaps | None = None,
     ):
         self.point = point
         self.replicates = replicates
+        self.gaps = gaps
         self.level = settings.ci_level
         # without replicates for a key: none drawn at all, or the smoothers' skipped on purpose
         self.no_interval = "none" if settings.n_bootstrap == 0 or not smooth_intervals else "bootstrap"
@@ -253,9 +266,16 @@ class _BinaryEntries:
     def __call__(self, name: str, key: str | None = None) -> dict:
         key = key or name
         est = self.point[key]
+        if key in ece_interval.METHODS:
+            bound = ece_interval.bound_entry(key, est, self.replicates, self.gaps, self.level)
+            if bound is not None:
+                e = entry(est, bound["ci_low"], bound["ci_high"], bound["method"])
+                if "debiased" in bound and e["estimate"] is not None:
+                    e["debiased"] = _num(bound["debiased"])
+                return e
         if key in self.replicates:
             lo, hi = percentile_interval(self.replicates[key], self.level)
-            return entry(est, lo, hi, "bootstrap")
+            return ece_interval.with_note(entry(est, lo, hi, "bootstrap"))
         return entry(est, None, None, self.no_interval)
 
 

@@ -456,16 +456,27 @@ def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
 
 
 def smooth_errors(
-    sc: SortedCases, W: np.ndarray, *, f: float = 2.0 / 3.0, span: float = 0.75, cell: float = 0.2
+    sc: SortedCases,
+    W: np.ndarray,
+    *,
+    f: float = 2.0 / 3.0,
+    span: float = 0.75,
+    cell: float = 0.2,
+    grid: np.ndarray | None = None,
 ) -> dict:
     """Eavg, E50, E90, Emax (R's ``lowess(p, y, iter = 0)``) and ICI (R's ``loess(y ~ p)``) of every
     replicate in W (R, n): replicate r repeats case j W[r, j] times. Returns arrays of shape (R,).
-    Window sums of all replicates are evaluated together (see the module docstring)."""
+    Window sums of all replicates are evaluated together (see the module docstring).
+
+    With ``grid`` (sorted probabilities), also each replicate's two smooths on it: ``lowess_curve`` and
+    ``loess_curve`` of shape (R, grid), NaN outside the replicate's own range of x (for the pointwise
+    bands of :mod:`validate.metrics.smooth_band`)."""
     W = np.ascontiguousarray(np.atleast_2d(np.asarray(W, dtype=np.float64)))
     R = W.shape[0]
     x, y = sc.x, sc.y
     TM = sc.moments(W)
     out = {k: np.full(R, np.nan) for k in ("eavg", "e50", "e90", "emax", "ici")}
+    curves = _GridCurves(x, W, grid)
     P = _BatchPositions(W)
     lplans = _lowess_plans(sc, P, f)
     oplans = _loess_plans(sc, P, W, span, cell)
@@ -509,11 +520,7 @@ def smooth_errors(
         for i, r in enumerate(lrows):
             sl = slice(bounds[i], bounds[i + 1])
             e = np.abs(x - np.interp(x, xs[sl], ys[sl]))
-            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
-                out[k][r] = v
-    for r in range(R):
-        if lplans[r] is None:
-            e = np.abs(x - _dot(W[r], y) / W[r].sum())
+            curves.lowess(r, xs[sl], ys[sl])
             for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
                 out[k][r] = v
     # ---- loess: all vertices of all replicates at once
@@ -538,7 +545,57 @@ def smooth_errors(
         for i, r in enumerate(orows):
             sl = slice(bounds[i], bounds[i + 1])
             out["ici"][r] = _hermite_abs_error(x, W[r], q[sl], vals[sl], slopes[sl]) / W[r].sum()
-    for r in range(R):
-        if oplans[r] is None:
-            out["ici"][r] = abs(x[W[r] > 0][0] - _dot(W[r], y) / W[r].sum())
+            curves.loess(r, q[sl], vals[sl], slopes[sl])
+    _constant_rows(x, y, W, P, lplans, oplans, out, curves)
+    out.update(curves.arrays())
     return out
+
+
+def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
+    """Replicates whose smooth is a constant (no plan: one distinct x): the weighted mean of y."""
+    for r in range(W.shape[0]):
+        mean = _dot(W[r], y) / W[r].sum()
+        if lplans[r] is None:
+            curves.constant("lowess", r, mean)
+            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts[r], int(P.N[r])).items():
+                out[k][r] = v
+        if oplans[r] is None:
+            out["ici"][r] = abs(x[W[r] > 0][0] - mean)
+            curves.constant("loess", r, mean)
+
+
+class _GridCurves:
+    """Each replicate's lowess and loess smooths on a grid (nothing when ``grid`` is None): the fitted
+    points interpolated as the point-estimate code does (lowess linearly between its fits, loess by
+    its cubic Hermite cells), NaN outside the replicate's own range of x."""
+
+    def __init__(self, x: np.ndarray, W: np.ndarray, grid: np.ndarray | None):
+        self.grid = None if grid is None else np.asarray(grid, dtype=np.float64)
+        if self.grid is None:
+            return
+        R = W.shape[0]
+        drawn = W > 0
+        first = np.argmax(drawn, axis=1)
+        last = x.size - 1 - np.argmax(drawn[:, ::-1], axis=1)
+        self.inside = (self.grid[None, :] >= x[first][:, None]) & (self.grid[None, :] <= x[last][:, None])
+        self.inside &= drawn.any(axis=1)[:, None]
+        self.curves = {k: np.full((R, self.grid.size), np.nan) for k in ("lowess", "loess")}
+
+    def lowess(self, r: int, xs: np.ndarray, ys: np.ndarray) -> None:
+        if self.grid is not None:
+            self.curves["lowess"][r] = np.interp(self.grid, xs, ys)
+
+    def loess(self, r: int, verts: np.ndarray, vals: np.ndarray, slopes: np.ndarray) -> None:
+        if self.grid is not None:
+            from validate.metrics.smooth import _hermite
+
+            self.curves["loess"][r] = _hermite(verts, vals, slopes, self.grid)
+
+    def constant(self, name: str, r: int, value: float) -> None:
+        if self.grid is not None:
+            self.curves[name][r] = value
+
+    def arrays(self) -> dict:
+        if self.grid is None:
+            return {}
+        return {f"{k}_curve": np.where(self.inside, v, np.nan) for k, v in self.curves.items()}

@@ -561,7 +561,15 @@ def _calibration(bundle, figs: _Figures) -> str:
         _table(["Site", "n (events)"] + [metric_label(k) for k in keys] + ["Hosmer-Lemeshow χ² (p)"], rows, raw=True)
     )
     out.append(
-        f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope, bootstrap percentile for the rest.</p>'
+        f'<p class="note">Intervals at {ci:.0%}: Wald for intercept and slope; bootstrap percentile for Eavg, '
+        "E50, E90, Emax and ICI. ECE and adaptive ECE: a bootstrap bound on the estimate's error (the "
+        "percentile interval of a binned error sits above its own estimate and misses a true error of 0, "
+        "because |gap| is biased upward and more so in resamples): ECE ± c, c the "
+        f"{ci:.0%} quantile of the bootstrap L1 error of the per-bin mean gaps, which by the triangle "
+        "inequality covers the true ECE at least at that level and exactly for a perfectly calibrated model; "
+        "the debiased ECE (Kumar, Liang &amp; Ma 2019) is listed with it. MCE: the per-bin Wilson intervals, "
+        "Bonferroni-simultaneous, projected to the largest gap. An estimate outside its interval carries a "
+        "note saying why.</p>"
     )
     if typed.task == "binary":
         out.append(
@@ -599,8 +607,10 @@ def _calibration(bundle, figs: _Figures) -> str:
     if grid:
         out.append(
             '<h3>Reliability diagrams</h3><p class="note">Each point is a bin of predictions (equal width, as '
-            "ECE); the band is the Wilson interval of the observed rate; the dotted line is the lowess smooth; "
-            "below, the predictions per bin by outcome.</p>"
+            "ECE); the band around them is the Wilson interval of the observed rate (a binomial proportion, "
+            "often of few cases near 0 or 1, where Wilson keeps its level and Wald does not); the dotted line is "
+            "the lowess smooth with its bootstrap band, pointwise, not simultaneous (the loess smooth and its "
+            "band can be shown from the legend); below, the predictions per bin by outcome.</p>"
         )
         out.append('<div class="grid2">' + "".join(grid) + "</div>")
     return _section("calibration", "5. Calibration", "".join(out))
