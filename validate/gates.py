@@ -19,6 +19,9 @@ Scopes (definitions used here):
   highest for ``max``) among groups with enough data. Groups too small to judge are not candidates;
   when any exist, the row's verdict is at least the insufficient policy's verdict (``pass`` ignores
   them), and when none can be judged the policy decides alone.
+- ``each_attribute`` / ``each_attribute:<attr>``: the group fairness measures of ``fairness.json``
+  (equalised odds, demographic parity, calibration ranges), pooled over sites, one row per subgroup
+  and operating threshold (:mod:`validate.fairness_gates`).
 - ``subgroup_gap:<attr>``: every (site, group) of the subgroup analysis: the gap between the group's
   value and its site's value, ``d = group - site``, with a paired bootstrap interval ``[lo, hi]``. A
   gap gate bounds the *size* of the gap, ``|d|``, whose interval follows from that of ``d``:
@@ -83,7 +86,7 @@ from validate.escape import markdown_text, xml_text
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
-SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
+SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "each_attribute")
 ON = ("estimate", "ci_low", "ci_high")
 POLICIES = ("fail", "warn", "pass")
 _SYMBOL = {"pass": "✅", "warn": "⚠️", "fail": "❌"}
@@ -357,6 +360,7 @@ def check_gates(
     shift: Mapping | None = None,
     protocol: Any = None,
     comparison: Mapping | None = None,
+    fairness: Mapping | None = None,
 ) -> None:
     """Raise :class:`InputError` (all problems at once) for gates the results cannot answer:
     an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results;
@@ -380,6 +384,13 @@ def check_gates(
     for blk in (metrics.get("sites") or {}).values():
         known_metrics |= _metric_paths(blk)
     for spec in specs:
+        if spec.kind == "each_attribute":  # fairness.json (validate.fairness_gates)
+            from validate.fairness_gates import check_fairness_gate
+
+            if spec.on not in ON:
+                err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
+            check_fairness_gate(spec, fairness, err)
+            continue
         if spec.kind not in SCOPE_KINDS or (spec.kind in ("overall", "each_site")) == bool(spec.attribute):
             err(
                 spec,
@@ -580,6 +591,7 @@ def judge_gates(
     sites: Sequence[str] | None = None,
     cohort: Mapping | None = None,
     comparison: Mapping | None = None,
+    fairness: Mapping | None = None,
 ) -> GateReport:
     """Judge every gate; return a :class:`GateReport`.
 
@@ -603,6 +615,7 @@ def judge_gates(
         shift=shift,
         protocol=protocol,
         comparison=comparison,
+        fairness=fairness,
     )
     declared = _declared_sites(sites, protocol)
     metrics = _with_empty_bands(metrics, protocol)
@@ -612,6 +625,10 @@ def judge_gates(
     for spec in specs:
         if spec.compare is not None:
             judged = _judge_comparison(spec, metrics, comparison or {})
+        elif spec.kind == "each_attribute":
+            from validate.fairness_gates import judge_fairness
+
+            judged = judge_fairness(spec, fairness or {})
         elif spec.metric in SHIFT_METRICS:
             judged = _judge_shift(spec, metrics, shift or {})
         else:

@@ -17,6 +17,8 @@ from lists copied here:
 - calibration: every ``calibration.methods`` entry is a method of the calibrator registry valid for
   the task (:func:`validate.calibrators.registry.check_method`), and a gate judged after calibration
   has scope ``overall`` or ``each_site`` (calibration results are per site).
+- fairness gates (scope ``each_attribute``): a binary task with declared subgroups, a measure of
+  :data:`validate.analysis.fairness.GATEABLE`, no calibration;
 - comparison gates (``compare: baseline``): a baseline model to compare with (``model.baseline`` or
   ``--baseline``), a binary task (the paired comparison's only task in this version) and a metric the
   paired comparison reports (:func:`comparison_metrics`); a baseline of a non-binary task is refused too.
@@ -178,6 +180,9 @@ def _gate_problems(protocol) -> list[InputError]:
                     "on: estimate",
                 )
             continue
+        if kind == "each_attribute":
+            _fairness_gate_problems(protocol, i, gate, err)
+            continue
         if after and kind not in ("overall", "each_site"):
             err(
                 i,
@@ -241,6 +246,33 @@ def _gate_problems(protocol) -> list[InputError]:
                 "on: estimate",
             )
     return problems
+
+
+def _fairness_gate_problems(protocol, i: int, gate, err) -> None:
+    """An ``each_attribute`` gate (:mod:`validate.fairness_gates`) needs the fairness analysis: a binary
+    task, a declared subgroup, a fairness measure, and no calibration."""
+    from validate.analysis.fairness import GATEABLE
+
+    if protocol.task != "binary":
+        err(
+            i,
+            gate,
+            "scope",
+            f"the fairness analysis is computed for binary tasks, not {protocol.task}",
+            "another scope",
+        )
+    elif not protocol.subgroups:
+        err(i, gate, "scope", "each_attribute needs declared subgroups; the protocol has none", "a `subgroups` section")
+    if gate.metric not in GATEABLE:
+        err(
+            i,
+            gate,
+            "metric",
+            f"`{gate.metric}` is not a fairness measure" + _nearest(gate.metric, list(GATEABLE)),
+            f"one of {', '.join(GATEABLE)}",
+        )
+    if gate.calibration is not None:
+        err(i, gate, "calibration", "fairness measures are judged as scored, not after calibration", "no `calibration`")
 
 
 def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:

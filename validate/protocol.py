@@ -29,7 +29,7 @@ Task = Literal["binary", "multiclass", "multilabel"]
 InputKind = Literal["image", "dicom", "array", "tabular"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
-GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap")
+GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "each_attribute")
 #: Scopes of a gate that compares with the baseline model (``compare: baseline``): comparison.json holds
 #: the pooled block, one per site and one per subgroup value (pooled over sites).
 COMPARISON_SCOPES = ("overall", "each_site", "each_subgroup")
@@ -210,6 +210,16 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
+class FairnessSpec(_Strict):
+    """The fairness analysis (``fairness.json``): the reference group of each subgroup, against which
+    every group's gaps and ratios are taken (default: the largest group pooled over sites, not missing)."""
+
+    reference: dict[str, str] = Field(
+        default_factory=dict,
+        description="subgroup name -> its reference group, e.g. {sex: male}; default the largest group",
+    )
+
+
 class Gate(_Strict):
     name: str | None = None
     metric: str
@@ -241,7 +251,8 @@ class Gate(_Strict):
             raise ValueError(f"scope must be one of {', '.join(GATE_SCOPES)} (subgroup scopes as kind:<attribute>)")
         if kind in ("overall", "each_site") and attr:
             raise ValueError(f"scope {kind} takes no attribute")
-        if kind not in ("overall", "each_site") and not attr:
+        # each_attribute judges every subgroup, each_attribute:<name> one of them
+        if kind not in ("overall", "each_site", "each_attribute") and not attr:
             raise ValueError(f"scope {kind} needs an attribute: {kind}:<subgroup name>")
         return v
 
@@ -305,6 +316,7 @@ class Protocol(_Strict):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     gates: list[Gate] = Field(default_factory=list)
+    fairness: FairnessSpec = Field(default_factory=FairnessSpec)
     keep_case_ids: bool = False
 
     _path: Path | None = PrivateAttr(None)
@@ -760,6 +772,7 @@ def _check_references(p: Protocol) -> None:
             )
         )
     problems += _attribute_problems(p)
+    problems += _fairness_problems(p, known)
     for i, gate in enumerate(p.gates):
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
@@ -795,6 +808,31 @@ def _check_references(p: Protocol) -> None:
 #: Columns of a site's standard case table (validate.cohort) that an attribute of the same name would
 #: overwrite: declaring `attributes: [site]` would replace the site of every case by a manifest column.
 RESERVED_COLUMNS = ("case_id", "patient_id", "site", "y", "image_path", "acquired_at")
+
+
+def _fairness_problems(p: Protocol, known: set[str]) -> list[InputError]:
+    """``fairness.reference`` names declared subgroups, and for a banded subgroup one of its bands
+    (a categorical group is checked against the data when the analysis runs)."""
+    from validate.cohort import band_labels
+
+    problems = []
+    declared = {g.name: g for g in p.subgroups}
+    for attr, group in p.fairness.reference.items():
+        where = dict(file=p.path, line=p.line_of("fairness", "reference", attr), field=f"fairness.reference.{attr}")
+        if attr not in known:
+            problems.append(
+                InputError(
+                    f"fairness reference names subgroup `{attr}`, which is not declared",
+                    expected=f"one of {sorted(known) or 'the names under subgroups'}",
+                    **where,
+                )
+            )
+        elif declared[attr].bands is not None and group not in band_labels(list(declared[attr].bands)):
+            labels = band_labels(list(declared[attr].bands))
+            problems.append(
+                InputError(f"`{group}` is not a band of subgroup `{attr}`", expected=f"one of {labels}", **where)
+            )
+    return problems
 
 
 def _attribute_problems(p: Protocol) -> list[InputError]:
