@@ -57,45 +57,22 @@ def _threshold_item(attr: str, t: Mapping) -> str:
     return f"{attr} @ {what} {float(t['threshold']):.4g}{carried}"
 
 
-def judge_fairness(spec: Any, fairness: Mapping) -> list:
-    """The rows of an ``each_attribute`` gate (module docstring)."""
-    from validate.gates import _judge_block
-
-    base = dict(
-        gate=spec.label,
-        metric=spec.metric,
-        scope=spec.scope,
-        on=spec.on,
-        direction=spec.direction,
-        threshold=spec.threshold,
-        calibration=None,
-    )
+def fairness_items(spec: Any, fairness: Mapping) -> list[tuple[str, str, dict, list[str]]]:
+    """What an ``each_attribute`` gate judges: ``(item, attribute, block, small groups)`` per subgroup and
+    threshold (per subgroup for the calibration ranges), where ``block`` is a metrics-BLOCK-shaped dict
+    (the summary entries, the pooled ``n``/``n_events`` and ``undefined``) that
+    :func:`validate.gates.judge_fairness` judges as any block."""
     level = fairness.get("overall") or {}
     counts = {"n": level.get("n"), "n_events": level.get("n_events")}
-    rows = []
+    items = []
     for attr in [spec.attribute] if spec.attribute else list(fairness.get("attributes") or []):
         block = (level.get("attributes") or {}).get(attr) or {}
         if spec.metric in CALIBRATION_SUMMARY:
             parts = [(attr, block.get("calibration") or {})]
         else:
             parts = [(_threshold_item(attr, t), t) for t in block.get("thresholds") or []]
+        small = list(block.get("excluded_insufficient") or [])
         for item, part in parts:
             judged = {**(part.get("summary") or {}), **counts, "undefined": part.get("undefined") or {}}
-            row = _judge_block(spec, judged, base, item=item, subgroup=attr)
-            rows.append(_with_small_groups(spec, row, block.get("excluded_insufficient") or []))
-    return rows
-
-
-def _with_small_groups(spec: Any, row: Any, small: list[str]) -> Any:
-    """The row with the groups left out as too small named, its verdict at least the insufficient policy."""
-    from validate.gates import _RANK
-
-    if not small:
-        return row
-    row.insufficient = True
-    note = f"{len(small)} group(s) too small to judge, left out: {', '.join(small)}"
-    row.reason = f"{row.reason}; {note}" if row.reason else note
-    if _RANK[spec.insufficient] > _RANK[row.verdict]:
-        row.verdict = spec.insufficient
-        row.reason += f" (insufficient policy: {spec.insufficient})"
-    return row
+            items.append((item, attr, judged, small))
+    return items

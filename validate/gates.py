@@ -626,8 +626,6 @@ def judge_gates(
         if spec.compare is not None:
             judged = _judge_comparison(spec, metrics, comparison or {})
         elif spec.kind == "each_attribute":
-            from validate.fairness_gates import judge_fairness
-
             judged = judge_fairness(spec, fairness or {})
         elif spec.metric in SHIFT_METRICS:
             judged = _judge_shift(spec, metrics, shift or {})
@@ -782,6 +780,35 @@ def _judge_one(
     if kind == "worst_subgroup":
         return [_judge_worst(spec, groups, base, attr)]
     return _judge_gaps(spec, subgroups or {}, base, attr)
+
+
+def judge_fairness(spec: GateSpec, fairness: Mapping) -> list[GateRow]:
+    """The rows of an ``each_attribute`` gate (:mod:`validate.fairness_gates`): each summary judged as a
+    block; where groups were left out as too small, the verdict is at least the insufficient policy
+    (``pass`` ignores them), as for ``worst_subgroup``."""
+    from validate.fairness_gates import fairness_items
+
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=None,
+    )
+    rows = []
+    for item, attr, block, small in fairness_items(spec, fairness):
+        row = _judge_block(spec, block, base, item=item, subgroup=attr)
+        if small:
+            row.insufficient = True
+            note = f"{len(small)} group(s) too small to judge, left out: {', '.join(small)}"
+            row.reason = f"{row.reason}; {note}" if row.reason else note
+            if _RANK[spec.insufficient] > _RANK[row.verdict]:
+                row.verdict = spec.insufficient
+                row.reason += f" (insufficient policy: {spec.insufficient})"
+        rows.append(row)
+    return rows
 
 
 def _not_evaluated_after_calibration(

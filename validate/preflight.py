@@ -58,6 +58,7 @@ def check_protocol_gates(protocol, *, baseline: bool | None = None) -> None:
     without ``model.baseline`` is not refused here."""
     problems = _method_problems(protocol)
     problems += _baseline_problems(protocol, baseline)
+    problems += _fairness_reference_problems(protocol)
     if protocol.gates:
         problems += _gate_problems(protocol)
     if problems:
@@ -244,6 +245,30 @@ def _gate_problems(protocol) -> list[InputError]:
                 "on",
                 f"`{gate.metric}` has no confidence interval" + (" after calibration" if after else ""),
                 "on: estimate",
+            )
+    return problems
+
+
+def _fairness_reference_problems(protocol) -> list[InputError]:
+    """A ``fairness.reference`` group of a banded subgroup must be one of its bands."""
+    from validate.cohort import band_labels
+
+    problems = []
+    declared = {g.name: g for g in protocol.subgroups}
+    for attr, group in protocol.fairness.reference.items():
+        sub = declared.get(attr)
+        if sub is None or sub.bands is None:
+            continue
+        labels = band_labels(list(sub.bands))
+        if group not in labels:
+            problems.append(
+                InputError(
+                    f"`{group}` is not a band of subgroup `{attr}`",
+                    file=protocol.path,
+                    line=protocol.line_of("fairness", "reference", attr),
+                    field=f"fairness.reference.{attr}",
+                    expected=f"one of {labels}",
+                )
             )
     return problems
 

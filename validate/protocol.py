@@ -811,26 +811,19 @@ RESERVED_COLUMNS = ("case_id", "patient_id", "site", "y", "image_path", "acquire
 
 
 def _fairness_problems(p: Protocol, known: set[str]) -> list[InputError]:
-    """``fairness.reference`` names declared subgroups, and for a banded subgroup one of its bands
-    (a categorical group is checked against the data when the analysis runs)."""
-    from validate.cohort import band_labels
-
+    """``fairness.reference`` names declared subgroups (a banded subgroup's group is checked against its
+    bands by :mod:`validate.preflight`, a categorical one against the data when the analysis runs)."""
     problems = []
-    declared = {g.name: g for g in p.subgroups}
-    for attr, group in p.fairness.reference.items():
-        where = dict(file=p.path, line=p.line_of("fairness", "reference", attr), field=f"fairness.reference.{attr}")
+    for attr in p.fairness.reference:
         if attr not in known:
             problems.append(
                 InputError(
                     f"fairness reference names subgroup `{attr}`, which is not declared",
+                    file=p.path,
+                    line=p.line_of("fairness", "reference", attr),
+                    field=f"fairness.reference.{attr}",
                     expected=f"one of {sorted(known) or 'the names under subgroups'}",
-                    **where,
                 )
-            )
-        elif declared[attr].bands is not None and group not in band_labels(list(declared[attr].bands)):
-            labels = band_labels(list(declared[attr].bands))
-            problems.append(
-                InputError(f"`{group}` is not a band of subgroup `{attr}`", expected=f"one of {labels}", **where)
             )
     return problems
 

@@ -8,7 +8,7 @@ sites (``overall``, the bootstrap stratified by site) and at each site, and at e
 
 - per group g: ``tpr`` = TP/P (sensitivity), ``fpr`` = FP/N (1 − specificity), ``ppv`` = TP/(TP + FP)
   and ``selection_rate`` = (TP + FP)/n; beside each, the gap to the reference group r,
-  ``<rate>_difference`` = rate(g) − rate(r), and ``<rate>_ratio`` = rate(g) / rate(r).
+  ``<rate>_gap`` = rate(g) − rate(r), and ``<rate>_ratio`` = rate(g) / rate(r).
 - summary over the groups judged (``included``: every group not marked insufficient whose rates are
   defined), with fairlearn's definitions (``fairlearn.metrics``, method ``between_groups``;
   Hardt, Price & Srebro 2016 for equalised odds; Matos, Van Calster, Collins et al. 2025 for their
@@ -71,7 +71,7 @@ DEFINITIONS = {
     "fpr": "FP / N (1 - specificity) of the group",
     "ppv": "TP / (TP + FP) of the group",
     "selection_rate": "(TP + FP) / n: share of the group selected",
-    "<rate>_difference": "rate(group) - rate(reference group)",
+    "<rate>_gap": "rate(group) - rate(reference group)",
     "<rate>_ratio": "rate(group) / rate(reference group)",
     "equalized_odds_difference": "max(max-min TPR, max-min FPR) over the groups judged (fairlearn)",
     "equalized_odds_ratio": "min(min/max TPR, min/max FPR) over the groups judged (fairlearn)",
@@ -275,14 +275,14 @@ def _entry(est, reps: list, level: float, method: str = "bootstrap") -> dict:
 
 def _threshold_values(rates: Mapping[str, np.ndarray], ref: int | None, included: list[int]) -> dict[str, np.ndarray]:
     """Every per-group quantity (k, g) and summary (k,) of one threshold from the per-group ``rates``:
-    keys ``"<rate>"``, ``"<rate>_difference"``, ``"<rate>_ratio"`` (vs column ``ref``) and the summaries
+    keys ``"<rate>"``, ``"<rate>_gap"``, ``"<rate>_ratio"`` (vs column ``ref``) and the summaries
     over the ``included`` columns."""
     out: dict[str, np.ndarray] = {}
     for r, v in rates.items():
         out[r] = v
         if ref is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
-                out[f"{r}_difference"] = v - v[:, ref : ref + 1]
+                out[f"{r}_gap"] = v - v[:, ref : ref + 1]
                 out[f"{r}_ratio"] = v / v[:, ref : ref + 1]
     out.update(summaries({r: v[:, included] for r, v in rates.items()}))
     return out
@@ -314,7 +314,7 @@ def _calibration_block(level: _Level, attr: str, plan: Mapping) -> dict:
     groups, included, ci = plan["groups"], plan["included"], level.settings.ci_level
     col = level.columns[attr]
     per_group: dict[str, dict] = {}
-    points = {"calibration_in_the_large": [], "calibration_slope": []}
+    points: dict[str, list[float]] = {"calibration_in_the_large": [], "calibration_slope": []}
     for g in groups:
         m = col == g
         a = calibration_intercept(level.y[m], logits=level.z[m], level=ci)
@@ -448,11 +448,11 @@ def default_reference(col: np.ndarray) -> str | None:
     return max(values, key=lambda g: (counts[g], -values.index(g)))
 
 
-def references(groups, declared: Mapping[str, str] | None, *, file=None) -> dict[str, dict]:
+def references(groups, declared: Mapping[str, str] | None, *, file=None) -> dict[str, dict[str, str | None]]:
     """``{attr: {"group", "rule"}}``: the protocol's ``fairness.reference`` where given (checked to be a
     group of the data: :class:`InputError` otherwise), else the largest group pooled over sites."""
     declared = dict(declared or {})
-    out = {}
+    out: dict[str, dict[str, str | None]] = {}
     for attr in groups.columns:
         col = groups[attr].astype(str).to_numpy()
         if attr in declared:
