@@ -406,3 +406,15 @@ def test_gates_judged_on_the_engine_output():
     report = _judge([{**EOD_GATE, "max": 1.0}], out)
     assert len(report.rows) == 3 * len(THRESHOLDS)
     assert {r.verdict for r in report.rows} == {"pass"}
+
+
+def test_weighted_slope_converges_where_plain_newton_oscillates():
+    """A flat calibration (true slope 0.25) on widely spread logits: Newton–Raphson from (0, 1) without
+    step halving jumps between slopes of about ±2 and never converges; statsmodels is the reference."""
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(0.0, 4.0, 200)
+    y = (rng.random(200) < 1 / (1 + np.exp(-0.25 * z))).astype(float)
+    ref = sm.Logit(y, sm.add_constant(z)).fit(disp=0).params[1]
+    assert F.weighted_slopes(y, z, np.ones((1, 200)))[0] == pytest.approx(ref, abs=1e-9)

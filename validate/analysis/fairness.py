@@ -150,56 +150,86 @@ def _expit(x: np.ndarray) -> np.ndarray:
     return expit(x)
 
 
-def weighted_intercepts(y: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Calibration-in-the-large α per row of weights ``w`` (k, n): the root of Σ w (y − σ(α + z)) = 0
-    (logistic model with offset ``z`` = logit(p)), by Newton–Raphson (steps capped at 5 on the logit
-    scale, so a far start cannot overshoot) to |step| < 1e-10. NaN without events or non-events, or
-    without convergence."""
+def _loglik(w: np.ndarray, y: np.ndarray, eta: np.ndarray) -> np.ndarray:
+    """Weighted logistic log-likelihood per row: Σ w (y η − log(1 + e^η)), stable for large |η|."""
+    return (w * (y[None, :] * eta - np.logaddexp(0.0, eta))).sum(axis=1)
+
+
+def _halved(w, y, eta_of, theta: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``step`` halved, row by row, until the log-likelihood does not decrease (at most 60 halvings):
+    Newton–Raphson for the logistic model is not globally convergent (a far start oscillates)."""
+    base = _loglik(w, y, eta_of(theta))
+    step = step.copy()
+    for _ in range(60):
+        worse = _loglik(w, y, eta_of(theta + step)) < base - 1e-12 * np.abs(base)
+        if not worse.any():
+            break
+        step[worse] *= 0.5
+    return step
+
+
+def _newton(w, y, eta_of, start: np.ndarray, newton_step) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of weights ``w`` (k, n): maximum-likelihood parameters (k, d) of a logistic model with linear
+    predictor ``eta_of(theta)`` by Newton–Raphson with step halving, from ``start``, to a step below
+    1e-10; and which rows converged. Rows without events or non-events are not fitted."""
     k = w.shape[0]
     events, total = w @ y, w.sum(axis=1)
-    a = np.zeros(k)
+    theta = np.tile(start, (k, 1))
+    active = np.flatnonzero((events > 0) & (events < total))
     done = np.zeros(k, dtype=bool)
     for _ in range(NEWTON_MAX_ITER):
-        mu = _expit(a[:, None] + z[None, :])
-        grad = (w * (y[None, :] - mu)).sum(axis=1)
-        info = (w * mu * (1.0 - mu)).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.clip(grad / info, -5.0, 5.0)
-        step[done] = 0.0
-        a = a + np.nan_to_num(step)
-        done |= np.abs(step) < NEWTON_TOL
-        if done.all():
+        if active.size == 0:
             break
-    bad = ~done | (events <= 0) | (events >= total)
-    return np.where(bad, np.nan, a)
+        wa, th = w[active], theta[active]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            step = newton_step(wa, th)
+            ok = np.isfinite(step).all(axis=1)
+            step[~ok] = 0.0
+            step = _halved(wa, y, eta_of, th, step)
+        theta[active] = th + step
+        norm = np.sqrt((step**2).sum(axis=1))
+        converged = ok & (norm < NEWTON_TOL)
+        done[active[converged]] = True
+        active = active[ok & ~converged]  # a non-finite step (singular information) stops the row
+    return theta, done
+
+
+def weighted_intercepts(y: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Calibration-in-the-large α per row of weights ``w`` (k, n): maximum likelihood of logit P(y=1) =
+    α + z (offset ``z`` = logit(p)), i.e. the root of Σ w (y − σ(α + z)) = 0, by Newton–Raphson with
+    step halving to |step| < 1e-10. NaN without events or non-events, or without convergence."""
+
+    def eta_of(th):
+        return th[:, :1] + z[None, :]
+
+    def newton_step(wa, th):
+        mu = _expit(eta_of(th))
+        grad = (wa * (y[None, :] - mu)).sum(axis=1)
+        info = (wa * mu * (1.0 - mu)).sum(axis=1)
+        return (grad / info)[:, None]
+
+    theta, done = _newton(w, y, eta_of, np.array([0.0]), newton_step)
+    return np.where(done, theta[:, 0], np.nan)
 
 
 def weighted_slopes(y: np.ndarray, z: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Calibration slope β per row of weights ``w`` (k, n) of the logistic fit logit P(y=1) = a + β z,
-    by Newton–Raphson (IRLS) from (0, 1) with steps capped at 5 in norm, to a step below 1e-10. NaN
-    without events or non-events, for a singular information (constant z) or without convergence
-    (perfect separation)."""
-    k = w.shape[0]
-    events, total = w @ y, w.sum(axis=1)
-    theta = np.tile([0.0, 1.0], (k, 1))
-    done = np.zeros(k, dtype=bool)
-    for _ in range(NEWTON_MAX_ITER):
-        mu = _expit(theta[:, :1] + theta[:, 1:] * z[None, :])
-        r, v = w * (y[None, :] - mu), w * mu * (1.0 - mu)
-        g = np.stack([r.sum(axis=1), r @ z], axis=1)
+    by Newton–Raphson (IRLS) with step halving from (0, 1) to a step below 1e-10. NaN without events or
+    non-events, for a singular information (constant z) or without convergence (perfect separation)."""
+
+    def eta_of(th):
+        return th[:, :1] + th[:, 1:] * z[None, :]
+
+    def newton_step(wa, th):
+        mu = _expit(eta_of(th))
+        r, v = wa * (y[None, :] - mu), wa * mu * (1.0 - mu)
+        g0, g1 = r.sum(axis=1), r @ z
         h00, h01, h11 = v.sum(axis=1), v @ z, v @ (z * z)
         det = h00 * h11 - h01 * h01
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = np.stack([(h11 * g[:, 0] - h01 * g[:, 1]) / det, (h00 * g[:, 1] - h01 * g[:, 0]) / det], axis=1)
-            norm = np.sqrt((step**2).sum(axis=1))
-            step *= np.minimum(1.0, 5.0 / norm)[:, None]
-        step[done] = 0.0
-        theta = theta + np.nan_to_num(step)
-        done |= norm < NEWTON_TOL
-        if done.all():
-            break
-    bad = ~done | (events <= 0) | (events >= total)
-    return np.where(bad, np.nan, theta[:, 1])
+        return np.stack([(h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det], axis=1)
+
+    theta, done = _newton(w, y, eta_of, np.array([0.0, 1.0]), newton_step)
+    return np.where(done, theta[:, 1], np.nan)
 
 
 # ---- one level (pooled or one site) ----------------------------------------------------------------
