@@ -160,23 +160,26 @@ def _naive_rates(y, sel, col, groups):
     return out
 
 
-def _naive_summary(rates, groups):
-    tpr = [rates[g][0] for g in groups]
-    fpr = [rates[g][1] for g in groups]
-    sr = [rates[g][3] for g in groups]
-    if any(np.isnan(v) for v in tpr + fpr + sr):
-        return None
-    return {
-        "equalized_odds_difference": max(max(tpr) - min(tpr), max(fpr) - min(fpr)),
-        "demographic_parity_ratio": min(sr) / max(sr),
-    }
+def _naive_spread_interval(per_rep, groups, transform=lambda x: x):
+    """Per pair of groups: the type-7 percentile interval of the signed difference of the (transformed)
+    values over the replicates where both are finite, as an interval of |d| (0 when it covers 0, else
+    the nearer bound, up to the farther); the spread's bounds are the largest over pairs."""
+    lows, highs = [], []
+    for i, gi in enumerate(groups):
+        for gj in groups[i + 1 :]:
+            d = [transform(r[gi]) - transform(r[gj]) for r in per_rep]
+            d = np.array([x for x in d if np.isfinite(x)])
+            lo, hi = np.quantile(d, [0.025, 0.975])
+            lows.append(0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi)))
+            highs.append(max(abs(lo), abs(hi)))
+    return max(lows), max(highs)
 
 
 @pytest.mark.parametrize("level", ["overall", "a"])
 def test_intervals_equal_a_naive_bootstrap_loop(level):
     """Same replicate weights (patient clusters; pooled: stratified by site), cases written out one by
-    one, rates counted in a loop; percentile interval (type 7) of the replicates where every group's
-    rates are defined."""
+    one, rates counted in a loop; each pair of groups' signed difference gets its percentile interval,
+    read as an interval of the absolute difference; the spread's bounds are the largest over pairs."""
     from validate.metrics import bootstrap_weights
     from validate.predictions import cluster_keys
 
@@ -192,21 +195,51 @@ def test_intervals_equal_a_naive_bootstrap_loop(level):
         seed=11,
     )
     y, sel, col = part["y"].to_numpy(), (_p(part) >= 0.5).astype(int), part["band"].to_numpy()
-    groups = sorted(set(col))
-    reps: dict[str, list] = {"equalized_odds_difference": [], "demographic_parity_ratio": []}
+    groups = sorted(set(col), key=F.group_sort_key)
+    per_rep = []
     for r in range(n_boot):
         idx = np.repeat(np.arange(len(part)), w[r].astype(int))
-        s = _naive_summary(_naive_rates(y[idx], sel[idx], col[idx], groups), groups)
-        if s is not None:
-            for k in reps:
-                reps[k].append(s[k])
+        per_rep.append(_naive_rates(y[idx], sel[idx], col[idx], groups))
+    tpr = [{g: r[g][0] for g in groups} for r in per_rep]
+    fpr = [{g: r[g][1] for g in groups} for r in per_rep]
+    sr = [{g: r[g][3] for g in groups} for r in per_rep]
+    t_lo, t_hi = _naive_spread_interval(tpr, groups)
+    f_lo, f_hi = _naive_spread_interval(fpr, groups)
+    s_lo, s_hi = _naive_spread_interval(sr, groups, np.log)
     block = (out["overall"] if level == "overall" else out["sites"][level])["attributes"]["band"]
     summary = block["thresholds"][1]["summary"]
-    for k, values in reps.items():
-        lo, hi = np.quantile(values, [0.025, 0.975])
-        assert summary[k]["replicates"] == len(values)
-        assert summary[k]["ci_low"] == pytest.approx(lo, abs=1e-12)
-        assert summary[k]["ci_high"] == pytest.approx(hi, abs=1e-12)
+    expected = {
+        "equalized_odds_difference": (max(t_lo, f_lo), max(t_hi, f_hi)),
+        "tpr_difference": (t_lo, t_hi),
+        "demographic_parity_ratio": (np.exp(-s_hi), np.exp(-s_lo)),
+    }
+    for k, (lo, hi) in expected.items():
+        assert summary[k]["ci_low"] == pytest.approx(lo, abs=1e-12), k
+        assert summary[k]["ci_high"] == pytest.approx(hi, abs=1e-12), k
+        assert summary[k]["ci_low"] <= summary[k]["estimate"] <= summary[k]["ci_high"]
+
+
+def test_every_summary_interval_holds_its_estimate():
+    """The percentile interval of max − min over replicates leans upward and, with groups alike,
+    excludes its own estimate (the synthetic run's site dev: demographic-parity difference 0.001 with
+    interval 0.002 to 0.117); the pairwise intervals hold it."""
+    from test_run_helpers import synthetic_predictions
+
+    frame = synthetic_predictions()
+    table = table_from_frame(frame, task="binary")
+    groups = frame[["sex"]].astype(str)
+    settings = MetricSettings(n_bootstrap=200, thresholds=(0.5, 0.35))
+    out = F.fairness_analysis(table, groups, settings=settings, metrics={}, sites=["dev", "ext_flat", "ext_small"])
+    checked = 0
+    for level in [out["overall"], *out["sites"].values()]:
+        for att in level["attributes"].values():
+            entries = [e for t in att["thresholds"] for e in t["summary"].values()]
+            entries += list(att["calibration"]["summary"].values())
+            for e in entries:
+                if e["ci_low"] is not None:
+                    assert e["ci_low"] - 1e-12 <= e["estimate"] <= e["ci_high"] + 1e-12, e
+                    checked += 1
+    assert checked > 30
 
 
 def test_calibration_ranges_equal_statsmodels_on_written_out_replicates():
@@ -228,16 +261,17 @@ def test_calibration_ranges_equal_statsmodels_on_written_out_replicates():
             m = idx[col[idx] == g]
             alpha.append(sm.GLM(y[m], np.ones((m.size, 1)), family=sm.families.Binomial(), offset=z[m]).fit().params[0])
             beta.append(sm.Logit(y[m], sm.add_constant(z[m])).fit(disp=0).params[1])
-        return max(alpha) - min(alpha), max(beta) - min(beta)
+        return alpha[0] - alpha[1], beta[0] - beta[1]
 
     point = fits(np.arange(len(part)))
-    assert cal["summary"]["calibration_in_the_large_range"]["estimate"] == pytest.approx(point[0], abs=1e-9)
-    assert cal["summary"]["calibration_slope_range"]["estimate"] == pytest.approx(point[1], abs=1e-9)
+    assert cal["summary"]["calibration_in_the_large_range"]["estimate"] == pytest.approx(abs(point[0]), abs=1e-9)
+    assert cal["summary"]["calibration_slope_range"]["estimate"] == pytest.approx(abs(point[1]), abs=1e-9)
     reps = np.array([fits(np.repeat(np.arange(len(part)), w[r].astype(int))) for r in range(n_boot)])
     for j, name in enumerate(("calibration_in_the_large_range", "calibration_slope_range")):
-        lo, hi = np.quantile(reps[:, j], [0.025, 0.975])
-        assert cal["summary"][name]["ci_low"] == pytest.approx(lo, abs=1e-8)
-        assert cal["summary"][name]["ci_high"] == pytest.approx(hi, abs=1e-8)
+        lo, hi = np.quantile(reps[:, j], [0.025, 0.975])  # two groups: the signed difference female − male
+        lower = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+        assert cal["summary"][name]["ci_low"] == pytest.approx(lower, abs=1e-8)
+        assert cal["summary"][name]["ci_high"] == pytest.approx(max(abs(lo), abs(hi)), abs=1e-8)
 
 
 def test_weighted_fits_at_unit_weights_equal_the_wald_fits():

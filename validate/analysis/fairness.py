@@ -30,8 +30,14 @@ Intervals: bootstrap percentile intervals from the same replicate weights as eve
 (:func:`validate.metrics.iter_bootstrap_weights` with the protocol's seed, patients resampled as
 clusters, pooled blocks stratified by site). Every group's rate, gap and summary is evaluated on the
 *same* replicate (a paired bootstrap), so a gap's interval accounts for the correlation of its two
-terms. A replicate in which a judged group's rate is undefined (e.g. no event of the group drawn) is
-left out of that measure's interval; ``replicates`` says how many were used. The calibration ranges'
+terms. A replicate in which a group's rate is undefined (e.g. no event of the group drawn) is left
+out of that interval; ``replicates`` says how many were used. A summary over groups (a maximum of
+absolute differences, or min/max) leans upward in resamples, so the percentile interval of its own
+replicates can exclude its estimate; its interval is built from the pairs instead
+(:func:`spread`, method ``"bootstrap, pairwise"``): each pair's signed difference (of log rates for
+a ratio) gets its percentile interval, read as an interval of the absolute difference, and the
+summary's interval runs from the largest lower to the largest upper bound over pairs (it holds the
+estimate; the upper bound is conservative). The calibration ranges'
 replicates refit both logistic models per group on the replicate's weights (Newton–Raphson to
 |step| < 1e-10; a replicate whose fit does not converge is left out).
 
@@ -117,30 +123,92 @@ def group_rates(w: np.ndarray, G: np.ndarray, y: np.ndarray, selected: np.ndarra
         }
 
 
-def _spread(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(max − min, min / max) along the group axis; NaN where any group's value is NaN."""
-    hi, lo = np.max(r, axis=1), np.min(r, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return hi - lo, lo / hi
+def _abs_interval(lo: float, hi: float) -> tuple[float, float]:
+    """The interval of |d| from a signed interval [lo, hi] of d: 0 when it covers 0, else the nearer
+    bound; up to the farther bound (as the ``subgroup_gap`` gates read a gap)."""
+    lower = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
+    return lower, max(abs(lo), abs(hi))
 
 
-def summaries(rates: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The summary measures (module docstring) of per-group ``rates`` (k, g) over the groups given."""
-    if next(iter(rates.values())).shape[1] == 0:
-        k = next(iter(rates.values())).shape[0]
-        return {m: np.full(k, np.nan) for m in SUMMARY_AT_THRESHOLD}
-    tpr_d, tpr_r = _spread(rates["tpr"])
-    fpr_d, fpr_r = _spread(rates["fpr"])
-    sr_d, sr_r = _spread(rates["selection_rate"])
-    ppv_d, _ = _spread(rates["ppv"])
+def spread(point: np.ndarray, reps: np.ndarray, level: float, *, log: bool = False) -> tuple[float, float, float, int]:
+    """The spread over groups max_ij |v_i − v_j| (= max − min) of per-group values ``point`` (g,), with
+    an interval from the paired replicates ``reps`` (R, g): for every pair, the percentile interval of the
+    signed difference d_ij (its finite replicates), read as an interval of |d_ij| (:func:`_abs_interval`);
+    the spread's interval runs from the largest lower to the largest upper bound over pairs. With
+    ``log``, the differences are of log values (for ratios: the caller maps s to exp(−s)).
+
+    Why not the percentile interval of the replicates of max − min: a maximum of absolute differences
+    leans upward in resamples (as binned ECE does), and with groups alike its percentile interval
+    excludes its own estimate. The upper bound is the largest difference any pair's interval allows,
+    so P(upper ≥ true spread) is at least the pair level for the pair attaining it (conservative for a
+    ``max`` gate on ``ci_high``); the lower bound is the largest gap some pair shows as non-zero (per
+    pair, not simultaneous). Returns (estimate, lower, upper, fewest finite replicates of a pair); NaN
+    estimate when a value is undefined or fewer than two groups are given, NaN bounds without replicates."""
+    from validate.metrics import percentile_interval
+
+    nan = float("nan")
+    g = point.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.log(point) if log else point
+        r = np.log(reps) if log else reps
+    if g < 2 or not np.all(np.isfinite(v)):
+        return nan, nan, nan, 0
+    est = float(np.max(v) - np.min(v))
+    lows, highs, used = [], [], []
+    for i in range(g):
+        for j in range(i + 1, g):
+            with np.errstate(invalid="ignore"):
+                d = r[:, i] - r[:, j]
+            d = d[np.isfinite(d)]
+            used.append(int(d.size))
+            if d.size == 0:
+                return est, nan, nan, 0
+            lo, hi = percentile_interval(d, level)
+            lower, upper = _abs_interval(float(lo), float(hi))
+            lows.append(lower)
+            highs.append(upper)
+    return est, max(lows), max(highs), min(used)
+
+
+def _summary_entry(est: float, lo: float, hi: float, used: int, method: str = "bootstrap, pairwise") -> dict:
+    out: dict[str, Any] = {"estimate": _num(est), "ci_low": None, "ci_high": None, "method": method}
+    if out["estimate"] is not None and used:
+        out.update(ci_low=_num(lo), ci_high=_num(hi), replicates=used)
+    return out
+
+
+def _ratio_entry(v: np.ndarray, reps: np.ndarray, level: float) -> tuple[float, float, float, int]:
+    """min / max of the rates ``v`` (exactly fairlearn's ratio), its interval exp(−bounds) of the spread
+    of the log rates (turned over); a ratio over a zero rate is 0 with no interval."""
+    nan = float("nan")
+    if v.size < 2 or not np.all(np.isfinite(v)) or v.max() <= 0:
+        return nan, nan, nan, 0
+    est = float(v.min() / v.max())
+    s_est, s_lo, s_hi, used = spread(v, reps, level, log=True)
+    if not math.isfinite(s_est):
+        return est, nan, nan, 0
+    return est, math.exp(-s_hi), math.exp(-s_lo), used
+
+
+def threshold_summaries(point: Mapping[str, np.ndarray], reps: Mapping[str, np.ndarray], level: float) -> dict:
+    """The summary entries at one threshold from the judged groups' rates ``point`` (g,) and their
+    replicates ``reps`` (R, g) (module docstring; intervals by :func:`spread`). Equalised odds: the
+    larger TPR/FPR difference (bounds: the larger of each), the smaller TPR/FPR ratio (bounds: the
+    smaller of each)."""
+    diff = {r: spread(point[r], reps[r], level) for r in RATES}
+    ratio = {r: _ratio_entry(point[r], reps[r], level) for r in ("tpr", "fpr", "selection_rate")}
+    t, f = diff["tpr"], diff["fpr"]
+    eod = (max(t[0], f[0]), max(t[1], f[1]), max(t[2], f[2]), min(t[3], f[3]))
+    tr, fr = ratio["tpr"], ratio["fpr"]
+    eor = (min(tr[0], fr[0]), min(tr[1], fr[1]), min(tr[2], fr[2]), min(tr[3], fr[3]))
     return {
-        "equalized_odds_difference": np.maximum(tpr_d, fpr_d),
-        "equalized_odds_ratio": np.minimum(tpr_r, fpr_r),
-        "demographic_parity_difference": sr_d,
-        "demographic_parity_ratio": sr_r,
-        "tpr_difference": tpr_d,
-        "fpr_difference": fpr_d,
-        "ppv_difference": ppv_d,
+        "equalized_odds_difference": _summary_entry(*eod),
+        "equalized_odds_ratio": _summary_entry(*eor),
+        "demographic_parity_difference": _summary_entry(*diff["selection_rate"]),
+        "demographic_parity_ratio": _summary_entry(*ratio["selection_rate"]),
+        "tpr_difference": _summary_entry(*t),
+        "fpr_difference": _summary_entry(*f),
+        "ppv_difference": _summary_entry(*diff["ppv"]),
     }
 
 
@@ -303,10 +371,9 @@ def _entry(est, reps: list, level: float, method: str = "bootstrap") -> dict:
     return out
 
 
-def _threshold_values(rates: Mapping[str, np.ndarray], ref: int | None, included: list[int]) -> dict[str, np.ndarray]:
-    """Every per-group quantity (k, g) and summary (k,) of one threshold from the per-group ``rates``:
-    keys ``"<rate>"``, ``"<rate>_gap"``, ``"<rate>_ratio"`` (vs column ``ref``) and the summaries
-    over the ``included`` columns."""
+def _threshold_values(rates: Mapping[str, np.ndarray], ref: int | None) -> dict[str, np.ndarray]:
+    """Every per-group quantity (k, g) of one threshold from the per-group ``rates``: keys ``"<rate>"``,
+    ``"<rate>_gap"`` and ``"<rate>_ratio"`` (vs column ``ref``)."""
     out: dict[str, np.ndarray] = {}
     for r, v in rates.items():
         out[r] = v
@@ -314,7 +381,6 @@ def _threshold_values(rates: Mapping[str, np.ndarray], ref: int | None, included
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[f"{r}_gap"] = v - v[:, ref : ref + 1]
                 out[f"{r}_ratio"] = v / v[:, ref : ref + 1]
-    out.update(summaries({r: v[:, included] for r, v in rates.items()}))
     return out
 
 
@@ -323,16 +389,20 @@ def _threshold_block(level: _Level, attr: str, t: Mapping, plan: Mapping) -> dic
     groups, ref, included = plan["groups"], plan["ref"], plan["included"]
     G = plan["G"]
     selected = (level.p >= float(t["threshold"])).astype(np.float64)
-    point = _threshold_values(group_rates(np.ones((1, level.n)), G, level.y, selected), ref, included)
+    point = _threshold_values(group_rates(np.ones((1, level.n)), G, level.y, selected), ref)
     reps: dict[str, list] = {k: [] for k in point}
     for w in level.weights():
-        for k, v in _threshold_values(group_rates(w, G, level.y, selected), ref, included).items():
+        for k, v in _threshold_values(group_rates(w, G, level.y, selected), ref).items():
             reps[k].append(v)
     ci = level.settings.ci_level
     per_group = {}
     for j, g in enumerate(groups):
-        per_group[g] = {k: _entry(point[k][0, j], [r[:, j] for r in reps[k]], ci) for k in point if point[k].ndim == 2}
-    summary = {k: _entry(point[k][0], reps[k], ci) for k in SUMMARY_AT_THRESHOLD}
+        per_group[g] = {k: _entry(point[k][0, j], [r[:, j] for r in reps[k]], ci) for k in point}
+    width = len(groups)
+    rep_rates = {r: np.concatenate(reps[r]) if reps[r] else np.zeros((0, width)) for r in RATES}
+    summary = threshold_summaries(
+        {r: point[r][0, included] for r in RATES}, {r: rep_rates[r][:, included] for r in RATES}, ci
+    )
     return {**dict(t), "groups": per_group, "summary": summary}
 
 
@@ -359,19 +429,21 @@ def _calibration_block(level: _Level, attr: str, plan: Mapping) -> dict:
     masks = [col == groups[j] for j in included]
     reps: dict[str, list] = {"calibration_in_the_large_range": [], "calibration_slope_range": []}
     for w in level.weights():
-        a_r = np.column_stack([weighted_intercepts(level.y[m], level.z[m], w[:, m]) for m in masks]) if masks else None
-        b_r = np.column_stack([weighted_slopes(level.y[m], level.z[m], w[:, m]) for m in masks]) if masks else None
-        if a_r is not None and b_r is not None:
-            reps["calibration_in_the_large_range"].append(a_r.max(axis=1) - a_r.min(axis=1))
-            reps["calibration_slope_range"].append(b_r.max(axis=1) - b_r.min(axis=1))
+        if masks:
+            reps["calibration_in_the_large_range"].append(
+                np.column_stack([weighted_intercepts(level.y[m], level.z[m], w[:, m]) for m in masks])
+            )
+            reps["calibration_slope_range"].append(
+                np.column_stack([weighted_slopes(level.y[m], level.z[m], w[:, m]) for m in masks])
+            )
     summary = {}
     for name, key in (
         ("calibration_in_the_large_range", "calibration_in_the_large"),
         ("calibration_slope_range", "calibration_slope"),
     ):
         vals = np.asarray([points[key][j] for j in included], dtype=np.float64)
-        est = float(vals.max() - vals.min()) if vals.size else float("nan")
-        summary[name] = _entry(est, reps[name], ci)
+        rep = np.concatenate(reps[name]) if reps[name] else np.zeros((0, vals.size))
+        summary[name] = _summary_entry(*spread(vals, rep, ci))
     return {"groups": per_group, "summary": summary}
 
 
