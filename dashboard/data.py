@@ -97,7 +97,7 @@ def bundle_identity(path: str | Path) -> str:
     """Resolved path plus size and mtime of every JSON file of the bundle (the cache key)."""
     path = Path(path).resolve()
     parts = [str(path)]
-    for name in (*JSON_FILES, "sites.json", "comparison.json", "failures.csv"):
+    for name in (*JSON_FILES, "sites.json", "comparison.json", "fairness.json", "failures.csv"):
         f = path / name
         try:
             s = f.stat()
@@ -128,6 +128,7 @@ class Run:
     cohorts: dict | None = None  # sites.json: per-site make-up and exclusions
     comparison: dict | None = None  # comparison.json: the paired comparison with a baseline model
     cases: dict | None = None  # cases.json: the most confident errors per site, ranked at run time
+    fairness: dict | None = None  # fairness.json: group fairness measures (binary tasks with subgroups)
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["site", "case_id", "reason"]))
     has_report: bool = False
     has_predictions: bool = False
@@ -209,6 +210,7 @@ def _load_run(path: str, identity: str) -> Run:
         cohorts=bundle.sites,
         comparison=bundle.comparison,
         cases=bundle.cases,
+        fairness=bundle.fairness,
         failures=bundle.failures,
         has_report=(root / "report.html").is_file(),
         has_predictions=(root / "predictions.parquet").is_file(),

@@ -38,6 +38,7 @@ REQUIRED_KEYS = {
     "gates.json": ("rows", 0, "verdict"),
     "cases.json": ("rankings", 0, "sites"),
     "provenance.json": ("protocol", "sha256"),
+    "fairness.json": ("overall", "attributes", "sex", "thresholds"),
 }
 
 

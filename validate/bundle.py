@@ -92,6 +92,7 @@ BUNDLE_FILES = frozenset(
     REQUIRED_FILES
     + JSON_FILES
     + ("report.html", "junit.xml", "failures.csv", "gates.md", "comparison.json", "baseline_predictions.parquet")
+    + ("fairness.json",)
 )
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
@@ -717,6 +718,11 @@ class Bundle:
         return self._json("cases.json", False)
 
     @property
+    def fairness(self) -> dict | None:
+        """``fairness.json`` (group fairness measures), None when the run has none (not binary, no subgroups)."""
+        return self._json("fairness.json", False)
+
+    @property
     def gates_markdown(self) -> str | None:
         f = self.path / "gates.md"
         return f.read_text(encoding="utf-8") if f.exists() else None
@@ -843,6 +849,7 @@ class TypedBundle:
     sites = property(lambda self: self._bundle.model("sites.json"))
     comparison = property(lambda self: self._bundle.model("comparison.json"))
     cases = property(lambda self: self._bundle.model("cases.json"))
+    fairness = property(lambda self: self._bundle.model("fairness.json"))
 
 
 def read_bundle(path: str | Path) -> Bundle:

@@ -2020,4 +2020,70 @@ def _prediction_trace(fig: go.Figure, entry: Mapping, y: float, level: float) ->
             text=[text, text],
             hovertemplate="%{text}<extra></extra>",
         )
+# ---- fairness (fairness.json) --------------------------------------------------------------------
+
+FAIRNESS_RATE_LABELS = {
+    "tpr": "TPR (sensitivity)",
+    "fpr": "FPR (1 − specificity)",
+    "ppv": "PPV",
+    "selection_rate": "Selection rate",
+}
+
+
+def fairness_level(fairness: Mapping, site: str = "overall") -> Mapping:
+    """The pooled level of ``fairness.json`` (``site="overall"``) or one site's."""
+    return fairness.get("overall") or {} if site in ("overall", None) else (fairness.get("sites") or {}).get(site) or {}
+
+
+def fairness_threshold_label(t: Mapping) -> str:
+    """``threshold 0.5`` or ``target sensitivity 0.9: t = 0.35 (carried)``."""
+    if t.get("kind") == "target_sensitivity":
+        carried = ", carried from development" if t.get("carried") else ""
+        return f"target sensitivity {fmt(t.get('target'), 2)}: t = {fmt(t.get('threshold'), 4)}{carried}"
+    return f"threshold {fmt(t.get('threshold'), 4)}"
+
+
+def fairness_gap_figure(
+    fairness: Mapping,
+    attr: str,
+    rate: str = "tpr",
+    *,
+    site: str = "overall",
+    threshold: int = 0,
+    title: str | None = None,
+) -> go.Figure:
+    """Each group's gap to the reference group, ``rate(group) − rate(reference)``, with its paired
+    bootstrap interval (``fairness.json``), at one operating threshold (index ``threshold``); groups too
+    small to judge hollow grey; 0 (no gap) dashed."""
+    att = (fairness_level(fairness, site).get("attributes") or {}).get(attr) or {}
+    thresholds = att.get("thresholds") or []
+    if threshold >= len(thresholds):
+        return _empty(title, "No operating threshold")
+    t = thresholds[threshold]
+    info = att.get("groups") or {}
+    order = (fairness.get("groups") or {}).get(attr) or list(info)
+    rows = []
+    for g in order:
+        if g not in info:
+            continue
+        e = ((t.get("groups") or {}).get(g) or {}).get(f"{rate}_gap") or {}
+        rows.append(
+            dict(
+                label=str(g) + (" (reference)" if g == att.get("reference") else ""),
+                estimate=e.get("estimate"),
+                ci_low=e.get("ci_low"),
+                ci_high=e.get("ci_high"),
+                n=info[g].get("n"),
+                n_events=info[g].get("n_events"),
+                insufficient=bool(info[g].get("insufficient")),
+            )
+        )
+    where = "all sites" if site in ("overall", None) else f"site {site}"
+    label = FAIRNESS_RATE_LABELS.get(rate, rate)
+    return forest_figure(
+        rows,
+        title=title or f"{label} gap to {att.get('reference')} by {attr} ({where}; {fairness_threshold_label(t)})",
+        x_title=f"{label}: group − reference group",
+        reference=0.0,
+        ci_level=fairness.get("ci_level", 0.95),
     )

@@ -17,6 +17,7 @@ gates.json          ``validate.gates/1``         :class:`GatesFile`
 cases.json          ``validate.cases/1``         :class:`CasesFile`
 provenance.json     ``validate.provenance/1``    :class:`ProvenanceFile`
 comparison.json     ``validate.comparison/1``    :class:`ComparisonFile` (only with a baseline model)
+fairness.json       ``validate.fairness/1``      :class:`FairnessFile` (binary tasks with subgroups)
 ==================  ===========================  ==========================================
 
 Each file carries its id in a top-level ``schema`` field (``shift.json`` has done so since its first
@@ -883,6 +884,79 @@ class ComparisonFile(_File):
     subgroups: dict[str, dict[str, SubgroupDelta]] = {}
 
 
+# ---- fairness.json ------------------------------------------------------------------------------------
+
+
+class FairnessGroup(_Part):
+    """A group's counts and whether it is too small to judge (the metrics' insufficiency rule)."""
+
+    n: int
+    n_events: int
+    insufficient: bool
+    reason: str | None = None
+
+
+class FairnessThreshold(_Part):
+    """One operating threshold: per group its rates and gaps to the reference (entries), the summaries
+    over the groups judged, and why a null summary is null."""
+
+    threshold: float
+    kind: Literal["protocol", "target_sensitivity"]
+    carried: bool = False
+    groups: dict[str, dict[str, Entry]]
+    summary: dict[str, Entry]
+    undefined: dict[str, str] = {}
+
+
+class FairnessCalibration(_Part):
+    """Calibration within groups: per group intercept and slope (Wald), and their ranges (bootstrap)."""
+
+    groups: dict[str, dict[str, Entry]]
+    summary: dict[str, Entry]
+    undefined: dict[str, str] = {}
+
+
+class FairnessAttribute(_Part):
+    """One subgroup (attribute) at one level: its groups, reference, thresholds and calibration."""
+
+    reference: str | None
+    groups: dict[str, FairnessGroup]
+    included: list[str]
+    excluded_insufficient: list[str]
+    thresholds: list[FairnessThreshold]
+    calibration: FairnessCalibration
+
+
+class FairnessLevel(_Part):
+    """The cases pooled over sites (``overall``) or of one site."""
+
+    n: int
+    n_events: int
+    attributes: dict[str, FairnessAttribute]
+
+
+class FairnessReference(_Part):
+    group: str | None
+    rule: str
+
+
+class FairnessFile(_File):
+    """``fairness.json``: group fairness measures with paired bootstrap intervals
+    (:mod:`validate.analysis.fairness`); absent for multiclass and multilabel tasks and without subgroups."""
+
+    NAME: ClassVar[str] = "fairness"
+    task: Literal["binary"]
+    n_bootstrap: int
+    ci_level: float
+    seed: int | None = None
+    attributes: list[str]
+    groups: dict[str, list[str]]
+    references: dict[str, FairnessReference]
+    definitions: dict[str, str] = {}
+    overall: FairnessLevel
+    sites: dict[str, FairnessLevel]
+
+
 # ---- the contract -------------------------------------------------------------------------------------
 
 MODELS: dict[str, type[_File]] = {
@@ -896,6 +970,7 @@ MODELS: dict[str, type[_File]] = {
     "cases.json": CasesFile,
     "provenance.json": ProvenanceFile,
     "comparison.json": ComparisonFile,
+    "fairness.json": FairnessFile,
 }
 # files a bundle holds only when the run was given a baseline model (absent otherwise, never implied)
 BASELINE_FILES = ("comparison.json",)

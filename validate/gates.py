@@ -19,6 +19,9 @@ Scopes (definitions used here):
   highest for ``max``) among groups with enough data. Groups too small to judge are not candidates;
   when any exist, the row's verdict is at least the insufficient policy's verdict (``pass`` ignores
   them), and when none can be judged the policy decides alone.
+- ``each_attribute`` / ``each_attribute:<attr>``: the group fairness measures of ``fairness.json``
+  (equalised odds, demographic parity, calibration ranges), pooled over sites, one row per subgroup
+  and operating threshold (:mod:`validate.fairness_gates`).
 - ``subgroup_gap:<attr>``: every (site, group) of the subgroup analysis: the gap between the group's
   value and its site's value, ``d = group - site``, with a paired bootstrap interval ``[lo, hi]``. A
   gap gate bounds the *size* of the gap, ``|d|``, whose interval follows from that of ``d``:
@@ -108,7 +111,15 @@ from validate.escape import markdown_text, xml_text
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
-SCOPE_KINDS = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "across_sites")
+SCOPE_KINDS = (
+    "overall",
+    "each_site",
+    "each_subgroup",
+    "worst_subgroup",
+    "subgroup_gap",
+    "across_sites",
+    "each_attribute",
+)
 PLAIN_SCOPE_KINDS = ("overall", "each_site", "across_sites")  # scopes without a :<attribute>
 ON = ("estimate", "ci_low", "ci_high", "pi_low", "pi_high")
 PI_ON = ("pi_low", "pi_high")  # the prediction interval for a new site: scope across_sites only
@@ -384,6 +395,7 @@ def check_gates(
     shift: Mapping | None = None,
     protocol: Any = None,
     comparison: Mapping | None = None,
+    fairness: Mapping | None = None,
 ) -> None:
     """Raise :class:`InputError` (all problems at once) for gates the results cannot answer:
     an unknown metric, scope, quantity or policy; a subgroup or calibration method not in the results;
@@ -407,6 +419,13 @@ def check_gates(
     for blk in (metrics.get("sites") or {}).values():
         known_metrics |= _metric_paths(blk)
     for spec in specs:
+        if spec.kind == "each_attribute":  # fairness.json (validate.fairness_gates)
+            from validate.fairness_gates import check_fairness_gate
+
+            if spec.on not in ("estimate", "ci_low", "ci_high"):
+                err(spec, "on", f"unknown quantity `{spec.on}`", "estimate, ci_low or ci_high")
+            check_fairness_gate(spec, fairness, err)
+            continue
         if spec.kind not in SCOPE_KINDS or (spec.kind in PLAIN_SCOPE_KINDS) == bool(spec.attribute):
             err(
                 spec,
@@ -632,6 +651,7 @@ def judge_gates(
     sites: Sequence[str] | None = None,
     cohort: Mapping | None = None,
     comparison: Mapping | None = None,
+    fairness: Mapping | None = None,
 ) -> GateReport:
     """Judge every gate; return a :class:`GateReport`.
 
@@ -655,6 +675,7 @@ def judge_gates(
         shift=shift,
         protocol=protocol,
         comparison=comparison,
+        fairness=fairness,
     )
     declared = _declared_sites(sites, protocol)
     metrics = _with_empty_bands(metrics, protocol)
@@ -666,6 +687,8 @@ def judge_gates(
             judged = _judge_comparison(spec, metrics, comparison or {})
         elif spec.kind == "across_sites":
             judged = [judge_synthesis(spec, metrics["synthesis"])]
+        elif spec.kind == "each_attribute":
+            judged = judge_fairness(spec, fairness or {})
         elif spec.metric in SHIFT_METRICS:
             judged = _judge_shift(spec, metrics, shift or {})
         else:
@@ -819,6 +842,35 @@ def _judge_one(
     if kind == "worst_subgroup":
         return [_judge_worst(spec, groups, base, attr)]
     return _judge_gaps(spec, subgroups or {}, base, attr)
+
+
+def judge_fairness(spec: GateSpec, fairness: Mapping) -> list[GateRow]:
+    """The rows of an ``each_attribute`` gate (:mod:`validate.fairness_gates`): each summary judged as a
+    block; where groups were left out as too small, the verdict is at least the insufficient policy
+    (``pass`` ignores them), as for ``worst_subgroup``."""
+    from validate.fairness_gates import fairness_items
+
+    base = dict(
+        gate=spec.label,
+        metric=spec.metric,
+        scope=spec.scope,
+        on=spec.on,
+        direction=spec.direction,
+        threshold=spec.threshold,
+        calibration=None,
+    )
+    rows = []
+    for item, attr, block, small in fairness_items(spec, fairness):
+        row = _judge_block(spec, block, base, item=item, subgroup=attr)
+        if small:
+            row.insufficient = True
+            note = f"{len(small)} group(s) too small to judge, left out: {', '.join(small)}"
+            row.reason = f"{row.reason}; {note}" if row.reason else note
+            if _RANK[spec.insufficient] > _RANK[row.verdict]:
+                row.verdict = spec.insufficient
+                row.reason += f" (insufficient policy: {spec.insufficient})"
+        rows.append(row)
+    return rows
 
 
 def _not_evaluated_after_calibration(

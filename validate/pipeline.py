@@ -328,6 +328,7 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
     comparison = None
     if baseline_frame is not None:
         comparison = compare_models(protocol, table, baseline_frame, settings=settings, order=order)
+    fairness = fairness_report(protocol, table, groups, settings=settings, metrics=metrics, order=order)
     gates = judge_gates(
         protocol.gates,
         metrics,
@@ -337,6 +338,7 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
         protocol=protocol,
         cohort=sites,
         comparison=comparison,
+        fairness=fairness,
     )
     return {
         "table": table,
@@ -351,7 +353,25 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
         "order": order,
         "comparison": comparison,
         "baseline_frame": baseline_frame,
+        "fairness": fairness,
     }
+
+
+def fairness_report(protocol, table, groups, *, settings, metrics, order) -> dict | None:
+    """``fairness.json`` (:mod:`validate.analysis.fairness`): group fairness measures per subgroup, pooled
+    and per site; None for multiclass and multilabel tasks and without subgroups."""
+    from validate.analysis.fairness import fairness_analysis
+
+    sub = groups[[g.name for g in protocol.subgroups]] if protocol.subgroups else None
+    return fairness_analysis(
+        table,
+        sub,
+        settings=settings,
+        metrics=metrics,
+        sites=order,
+        reference=protocol.fairness.reference,
+        file=protocol.path,
+    )
 
 
 def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Path:
@@ -389,6 +409,8 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     w.write_json("gates.json", gates.to_json())
     w.write_text("junit.xml", gates.to_junit())
     w.write_text("gates.md", gates.to_markdown(ci_level=parts["settings"].ci_level))
+    if parts.get("fairness") is not None:
+        w.write_json("fairness.json", parts["fairness"])
     if parts.get("comparison") is not None:
         w.write_json("comparison.json", parts["comparison"])
         w.write_table("baseline_predictions.parquet", baseline_frame)
@@ -518,4 +540,5 @@ def regate(bundle_path, protocol_path=None):
         protocol=protocol,
         cohort=bundle.sites,
         comparison=bundle.comparison,
+        fairness=bundle.fairness,
     )

@@ -17,6 +17,8 @@ from lists copied here:
 - calibration: every ``calibration.methods`` entry is a method of the calibrator registry valid for
   the task (:func:`validate.calibrators.registry.check_method`), and a gate judged after calibration
   has scope ``overall`` or ``each_site`` (calibration results are per site).
+- fairness gates (scope ``each_attribute``): a binary task with declared subgroups, a measure of
+  :data:`validate.analysis.fairness.GATEABLE`, no calibration;
 - comparison gates (``compare: baseline``): a baseline model to compare with (``model.baseline`` or
   ``--baseline``), a binary task (the paired comparison's only task in this version) and a metric the
   paired comparison reports (:func:`comparison_metrics`); a baseline of a non-binary task is refused too.
@@ -56,6 +58,7 @@ def check_protocol_gates(protocol, *, baseline: bool | None = None) -> None:
     without ``model.baseline`` is not refused here."""
     problems = _method_problems(protocol)
     problems += _baseline_problems(protocol, baseline)
+    problems += _fairness_reference_problems(protocol)
     if protocol.gates:
         problems += _gate_problems(protocol)
     if problems:
@@ -180,6 +183,9 @@ def _gate_problems(protocol) -> list[InputError]:
                     f"the difference in `{gate.metric}` has no paired interval in a run (a smoothed calibration error)",
                     "on: estimate",
                 )
+            continue
+        if kind == "each_attribute":
+            _fairness_gate_problems(protocol, i, gate, err)
             continue
         if (decision := _decision_gate_problem(protocol, gate)) is not None:
             err(i, gate, *decision)
@@ -327,6 +333,57 @@ def _decision_gate_problem(protocol, gate) -> tuple[str, str, str] | None:
             ("no `calibration` on a net-benefit gate"),
         )
     return None
+
+
+def _fairness_reference_problems(protocol) -> list[InputError]:
+    """A ``fairness.reference`` group of a banded subgroup must be one of its bands."""
+    from validate.cohort import band_labels
+
+    problems = []
+    declared = {g.name: g for g in protocol.subgroups}
+    for attr, group in protocol.fairness.reference.items():
+        sub = declared.get(attr)
+        if sub is None or sub.bands is None:
+            continue
+        labels = band_labels(list(sub.bands))
+        if group not in labels:
+            problems.append(
+                InputError(
+                    f"`{group}` is not a band of subgroup `{attr}`",
+                    file=protocol.path,
+                    line=protocol.line_of("fairness", "reference", attr),
+                    field=f"fairness.reference.{attr}",
+                    expected=f"one of {labels}",
+                )
+            )
+    return problems
+
+
+def _fairness_gate_problems(protocol, i: int, gate, err) -> None:
+    """An ``each_attribute`` gate (:mod:`validate.fairness_gates`) needs the fairness analysis: a binary
+    task, a declared subgroup, a fairness measure, and no calibration."""
+    from validate.analysis.fairness import GATEABLE
+
+    if protocol.task != "binary":
+        err(
+            i,
+            gate,
+            "scope",
+            f"the fairness analysis is computed for binary tasks, not {protocol.task}",
+            "another scope",
+        )
+    elif not protocol.subgroups:
+        err(i, gate, "scope", "each_attribute needs declared subgroups; the protocol has none", "a `subgroups` section")
+    if gate.metric not in GATEABLE:
+        err(
+            i,
+            gate,
+            "metric",
+            f"`{gate.metric}` is not a fairness measure" + _nearest(gate.metric, list(GATEABLE)),
+            f"one of {', '.join(GATEABLE)}",
+        )
+    if gate.calibration is not None:
+        err(i, gate, "calibration", "fairness measures are judged as scored, not after calibration", "no `calibration`")
 
 
 def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:

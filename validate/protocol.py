@@ -29,7 +29,15 @@ Task = Literal["binary", "multiclass", "multilabel"]
 InputKind = Literal["image", "dicom", "array", "tabular"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
-GATE_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup", "subgroup_gap", "across_sites")
+GATE_SCOPES = (
+    "overall",
+    "each_site",
+    "each_subgroup",
+    "worst_subgroup",
+    "subgroup_gap",
+    "across_sites",
+    "each_attribute",
+)
 #: Scopes that take no attribute (the others name a subgroup: kind:<attribute>).
 PLAIN_SCOPES = ("overall", "each_site", "across_sites")
 #: Scopes of a gate that compares with the baseline model (``compare: baseline``): comparison.json holds
@@ -266,6 +274,16 @@ class CalibrationSpec(_Strict):
     seed: int = 0
 
 
+class FairnessSpec(_Strict):
+    """The fairness analysis (``fairness.json``): the reference group of each subgroup, against which
+    every group's gaps and ratios are taken (default: the largest group pooled over sites, not missing)."""
+
+    reference: dict[str, str] = Field(
+        default_factory=dict,
+        description="subgroup name -> its reference group, e.g. {sex: male}; default the largest group",
+    )
+
+
 class SynthesisSpec(_Strict):
     """The random-effects synthesis across sites (validate.analysis.synthesis)."""
 
@@ -311,7 +329,7 @@ class Gate(_Strict):
             raise ValueError(f"scope must be one of {', '.join(GATE_SCOPES)} (subgroup scopes as kind:<attribute>)")
         if kind in PLAIN_SCOPES and attr:
             raise ValueError(f"scope {kind} takes no attribute")
-        if kind not in PLAIN_SCOPES and not attr:
+        if kind not in PLAIN_SCOPES and kind != "each_attribute" and not attr:
             raise ValueError(f"scope {kind} needs an attribute: {kind}:<subgroup name>")
         return v
 
@@ -392,6 +410,7 @@ class Protocol(_Strict):
     synthesis: SynthesisSpec | None = Field(
         None, description="random-effects synthesis across sites (binary); also made for an across_sites gate"
     )
+    fairness: FairnessSpec = Field(default_factory=FairnessSpec)
     keep_case_ids: bool = False
 
     _path: Path | None = PrivateAttr(None)
@@ -848,6 +867,7 @@ def _check_references(p: Protocol) -> None:
         )
     problems += _attribute_problems(p)
     problems += _synthesis_site_problems(p, site_ids)
+    problems += _fairness_problems(p, known)
     for i, gate in enumerate(p.gates):
         kind, _, attr = gate.scope.partition(":")
         if attr and attr not in known:
@@ -913,6 +933,24 @@ def _synthesis_site_problems(p: Protocol, site_ids: set[str]) -> list[InputError
 #: Columns of a site's standard case table (validate.cohort) that an attribute of the same name would
 #: overwrite: declaring `attributes: [site]` would replace the site of every case by a manifest column.
 RESERVED_COLUMNS = ("case_id", "patient_id", "site", "y", "image_path", "acquired_at")
+
+
+def _fairness_problems(p: Protocol, known: set[str]) -> list[InputError]:
+    """``fairness.reference`` names declared subgroups (a banded subgroup's group is checked against its
+    bands by :mod:`validate.preflight`, a categorical one against the data when the analysis runs)."""
+    problems = []
+    for attr in p.fairness.reference:
+        if attr not in known:
+            problems.append(
+                InputError(
+                    f"fairness reference names subgroup `{attr}`, which is not declared",
+                    file=p.path,
+                    line=p.line_of("fairness", "reference", attr),
+                    field=f"fairness.reference.{attr}",
+                    expected=f"one of {sorted(known) or 'the names under subgroups'}",
+                )
+            )
+    return problems
 
 
 def _attribute_problems(p: Protocol) -> list[InputError]:

@@ -789,6 +789,119 @@ def _subgroups(bundle, figs: _Figures) -> str:
     return _section("subgroups", "6. Subgroups", "".join(out))
 
 
+FAIRNESS_SUMMARY = (
+    ("equalized_odds_difference", "Equalised-odds difference"),
+    ("equalized_odds_ratio", "Equalised-odds ratio"),
+    ("demographic_parity_difference", "Demographic-parity difference"),
+    ("demographic_parity_ratio", "Demographic-parity ratio"),
+)
+
+
+def _fairness_entry(e: Mapping | None, why: str | None = None) -> tuple:
+    if not e or e.get("estimate") is None:
+        return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
+    return _num(entry_text(e))
+
+
+def _fairness_summary_rows(fair: Mapping, order: Sequence[str], attr: str) -> list[list]:
+    """One row per level (all sites, each site) and operating threshold: the summary measures."""
+    rows = []
+    for level in ["overall", *order]:
+        att = (charts.fairness_level(fair, level).get("attributes") or {}).get(attr)
+        if not att:
+            continue
+        small = ", ".join(att.get("excluded_insufficient") or []) or "none"
+        cal = att.get("calibration") or {}
+        for t in att.get("thresholds") or []:
+            why = t.get("undefined") or {}
+            rows.append(
+                [
+                    esc("all sites" if level == "overall" else level),
+                    esc(charts.fairness_threshold_label(t)),
+                    *[_fairness_entry(t["summary"].get(m), why.get(m)) for m, _ in FAIRNESS_SUMMARY],
+                    _fairness_entry(
+                        (cal.get("summary") or {}).get("calibration_slope_range"),
+                        (cal.get("undefined") or {}).get("calibration_slope_range"),
+                    ),
+                    esc(small),
+                ]
+            )
+    return rows
+
+
+def _fairness_group_rows(fair: Mapping, attr: str) -> list[list]:
+    """Pooled over sites, at each threshold: each group's rates and TPR/FPR gaps to the reference."""
+    att = (charts.fairness_level(fair, "overall").get("attributes") or {}).get(attr) or {}
+    info, rows = att.get("groups") or {}, []
+    for t in att.get("thresholds") or []:
+        for g in (fair.get("groups") or {}).get(attr) or list(info):
+            if g not in info:
+                continue
+            cells = (t.get("groups") or {}).get(g) or {}
+            n = f"{info[g].get('n')} ({info[g].get('n_events')})"
+            if info[g].get("insufficient"):
+                n += f' <span class="insufficient" title="{esc(info[g].get("reason"))}">insufficient</span>'
+            label = esc(g) + (" (reference)" if g == att.get("reference") else "")
+            rows.append(
+                [esc(charts.fairness_threshold_label(t)), label, (n, "num")]
+                + [_fairness_entry(cells.get(r)) for r in ("tpr", "fpr", "ppv", "selection_rate")]
+                + [_fairness_entry(cells.get(r)) for r in ("tpr_gap", "fpr_gap")]
+            )
+    return rows
+
+
+def _fairness(bundle, figs: _Figures) -> str:
+    """Group fairness measures (``fairness.json``); nothing when the run has none."""
+    fair = bundle.fairness
+    if not fair:
+        return ""
+    order = _site_order(bundle)
+    ci = fair.get("ci_level", 0.95)
+    out = [
+        f'<p class="note">Per subgroup, pooled over sites and per site, at each operating threshold (a case is '
+        f"selected when p ≥ t): equalised odds and demographic parity as fairlearn defines them (max − min, "
+        f"min / max over the groups judged), and the range of calibration slopes across groups. Intervals: "
+        f"{ci:.0%} patient-clustered paired bootstrap (the same replicates for every group). Groups with too "
+        "little data are shown and marked insufficient, and left out of the summaries (their disparity is "
+        "unknown, not absent). A maximum over groups leans upward in resamples, so the upper bound is "
+        "conservative.</p>"
+    ]
+    for attr in fair.get("attributes") or []:
+        ref = ((fair.get("references") or {}).get(attr) or {}).get("group")
+        out.append(f"<h3>{esc(attr)} <small>(reference group: {esc(ref)})</small></h3>")
+        out.append(
+            _table(
+                ["Site", "Operating threshold", *[t for _, t in FAIRNESS_SUMMARY], "Slope range", "Too small"],
+                _fairness_summary_rows(fair, order, attr),
+                raw=True,
+            )
+        )
+        out.append('<div class="grid2">')
+        out.append(figs.html(charts.fairness_gap_figure(fair, attr, "tpr")))
+        out.append(figs.html(charts.fairness_gap_figure(fair, attr, "fpr")))
+        out.append("</div>")
+        out.append(
+            "<details><summary>Rates per group (all sites)</summary>"
+            + _table(
+                [
+                    "Operating threshold",
+                    "Group",
+                    "n (events)",
+                    "TPR",
+                    "FPR",
+                    "PPV",
+                    "Selection rate",
+                    "TPR gap",
+                    "FPR gap",
+                ],
+                _fairness_group_rows(fair, attr),
+                raw=True,
+            )
+            + "</details>"
+        )
+    return _section("fairness", "6.1 Fairness across groups", "".join(out))
+
+
 def _methods(bundle, figs: _Figures) -> str:
     typed = bundle.typed.calibration
     cal = bundle.calibration  # the figures and adapters read the JSON itself
@@ -1109,6 +1222,7 @@ SECTIONS = (
     ("utility", "Net benefit", _utility),
     ("synthesis", "Across hospitals", _synthesis),
     ("subgroups", "Subgroups", _subgroups),
+    ("fairness", "Fairness", _fairness),
     ("methods", "Calibration methods", _methods),
     ("shift", "Shift & drift", _shift),
     ("limitations", "Limitations", _limitations),
