@@ -1674,6 +1674,8 @@ def decision_curve_figure(
     prev = curve.get("prevalence")
     text = f"{head} ({counts}, prevalence {fmt(prev, 2)})"
     return _layout(fig, title or text, height=440, legend=dict(orientation="h", y=-0.22))
+
+
 # ---- across hospitals: the random-effects synthesis --------------------------------------------------
 # ``metrics.json["synthesis"]`` (validate.analysis.synthesis): per pooled metric the random-effects
 # estimate with its CI, tau², I², Q, the prediction interval for a new hospital, and the per-site inputs
@@ -2020,6 +2022,9 @@ def _prediction_trace(fig: go.Figure, entry: Mapping, y: float, level: float) ->
             text=[text, text],
             hovertemplate="%{text}<extra></extra>",
         )
+    )
+
+
 # ---- fairness (fairness.json) --------------------------------------------------------------------
 
 FAIRNESS_RATE_LABELS = {
