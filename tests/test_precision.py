@@ -329,3 +329,10 @@ def test_gate_on_net_benefit_reads_the_criterion_at_its_threshold():
     )  # fmt: skip
     row = judge_gates([{"metric": "net_benefit@0.2", "min": 0.0, "insufficient": "fail"}], metrics, sites=[]).rows[-1]
     assert row.verdict == "fail" and "sNB@0.2 CI width 0.50 > 0.20 target" in row.reason
+
+
+def test_constant_predictions_leave_the_slope_criterion_without_a_needed_n():
+    y = np.array([0, 1] * 20)
+    b = binary_block(y, np.full(40, 0.5), settings=MetricSettings(n_bootstrap=0))
+    slope = {c["metric"]: c for c in b["precision"]["criteria"]}["calibration_slope"]
+    assert slope["needed_n"] is None and slope["adequate"] is False
