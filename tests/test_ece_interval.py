@@ -151,3 +151,18 @@ def test_coverage_on_miscalibrated_data_is_at_least_nominal():
     new, _, true = _coverage(1.5, sims=100, n=500, n_rep=300)
     assert true > 0.1
     assert new >= 0.93, new
+
+
+def test_an_estimate_outside_its_percentile_interval_carries_a_note():
+    from validate.metrics.ece_interval import with_note
+
+    inside = with_note({"estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3, "method": "bootstrap"})
+    assert "note" not in inside
+    below = with_note({"estimate": 0.02, "ci_low": 0.03, "ci_high": 0.07, "method": "bootstrap"})
+    assert "lies below" in below["note"] and "biased upward" in below["note"]
+    # wired into the blocks: a percentile entry from replicates that all lie above the estimate
+    from validate.metrics.blocks import _BinaryEntries
+
+    entries = _BinaryEntries({"emax": 0.02}, {"emax": np.linspace(0.03, 0.07, 101)}, MetricSettings(), True)
+    e = entries("emax")
+    assert e["ci_low"] == pytest.approx(0.031) and "lies below" in e["note"]
