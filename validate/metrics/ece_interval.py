@@ -141,6 +141,9 @@ def bound_entry(name: str, estimate: float, replicates: dict, gaps: BinnedGaps |
     top = _upper_quantile(own, 0.5 + level / 2) if own is not None else float("nan")
     if name == "mce":
         lo, hi = gaps.mce_interval(level)
+        # the projection contains the estimate exactly; its gaps (Σp/n against the kernel's Σ(y − p)/n)
+        # differ from the estimate's in the last bit, which must not put the estimate outside
+        lo, hi = min(lo, estimate), max(hi, estimate)
         return {"ci_low": lo, "ci_high": _at_least(hi, top), "method": METHODS[name]}
     reps = replicates.get(ERROR.format(name))
     if reps is None:
