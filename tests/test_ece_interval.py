@@ -13,6 +13,8 @@ from scipy.stats import norm
 from validate.metrics import MetricSettings, binary_block
 from validate.metrics.bootstrap import bootstrap_weights
 
+from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
+
 BINS = 15
 
 
@@ -38,17 +40,20 @@ def test_ece_interval_equals_naive_bound_and_contains_estimate():
     b = _bins(p)
     S = np.bincount(b, weights=y - p, minlength=BINS) / y.size
     ece = np.abs(S).sum()
-    errors = []
+    errors, plugin = [], []
     for w in bootstrap_weights(200, y.size, seed=7):
         idx = np.repeat(np.arange(y.size), w.astype(int))
         Sr = np.bincount(b[idx], weights=(y - p)[idx], minlength=BINS) / idx.size
         errors.append(np.abs(Sr - S).sum())
+        plugin.append(np.abs(Sr).sum())
     c = np.quantile(errors, 0.95)
     e = block["ece"]
     assert e["method"] == "bootstrap_bound"
     assert e["estimate"] == pytest.approx(ece, rel=1e-12)
     assert e["ci_low"] == pytest.approx(max(0.0, ece - c), rel=1e-9, abs=1e-12)
-    assert e["ci_high"] == pytest.approx(ece + c, rel=1e-9)
+    # the upper end: ECE + c, never below the percentile interval's upper end (97.5% of ECE*)
+    top = np.quantile(plugin, 0.975)
+    assert e["ci_high"] == pytest.approx(max(ece + c, top), rel=1e-9)
     for k in ("ece", "ece_adaptive", "mce"):
         assert block[k]["ci_low"] <= block[k]["estimate"] <= block[k]["ci_high"], k
 
@@ -69,7 +74,8 @@ def test_adaptive_ece_bound_uses_the_sample_equal_mass_groups():
     c = np.quantile(errors, 0.95)
     e = block["ece_adaptive"]
     assert e["estimate"] == pytest.approx(np.abs(S).sum(), rel=1e-12)
-    assert e["ci_high"] == pytest.approx(e["estimate"] + c, rel=1e-9)
+    assert e["ci_low"] == pytest.approx(max(0.0, e["estimate"] - c), rel=1e-9, abs=1e-12)
+    assert e["ci_high"] >= e["estimate"] + c - 1e-12
 
 
 def test_mce_interval_is_wilson_bonferroni_projection():
@@ -92,7 +98,13 @@ def test_mce_interval_is_wilson_bonferroni_projection():
     e = block["mce"]
     assert e["method"] == "wilson_bonferroni"
     assert e["ci_low"] == pytest.approx(max(lows), rel=1e-9, abs=1e-12)
-    assert e["ci_high"] == pytest.approx(max(highs), rel=1e-9)
+    # never below the percentile interval's upper end (97.5% of the replicates' MCE, naive loop)
+    reps = []
+    for w in bootstrap_weights(50, y.size, seed=1):
+        idx = np.repeat(np.arange(y.size), w.astype(int))
+        gaps = [abs(y[idx][b[idx] == k].mean() - p[idx][b[idx] == k].mean()) for k in np.unique(b[idx])]
+        reps.append(max(gaps))
+    assert e["ci_high"] == pytest.approx(max(max(highs), np.quantile(reps, 0.975)), rel=1e-9)
 
 
 def test_debiased_ece_is_kumar_gaussian_correction():
@@ -151,3 +163,43 @@ def test_coverage_on_miscalibrated_data_is_at_least_nominal():
     new, _, true = _coverage(1.5, sims=100, n=500, n_rep=300)
     assert true > 0.1
     assert new >= 0.93, new
+
+
+def test_an_estimate_outside_its_percentile_interval_carries_a_note():
+    from validate.metrics.ece_interval import with_note
+
+    inside = with_note({"estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3, "method": "bootstrap"})
+    assert "note" not in inside
+    below = with_note({"estimate": 0.02, "ci_low": 0.03, "ci_high": 0.07, "method": "bootstrap"})
+    assert "lies below" in below["note"] and "biased upward" in below["note"]
+    # wired into the blocks: a percentile entry from replicates that all lie above the estimate
+    from validate.metrics.blocks import _BinaryEntries
+
+    entries = _BinaryEntries({"emax": 0.02}, {"emax": np.linspace(0.03, 0.07, 101)}, MetricSettings(), True)
+    e = entries("emax")
+    assert e["ci_low"] == pytest.approx(0.031) and "lies below" in e["note"]
+
+
+def test_report_marks_a_noted_entry_and_states_the_interval_methods(synthetic_bundle):  # noqa: F811
+    import json
+
+    from validate.contract import Block
+    from validate.report.render import _block_cell
+
+    note = "the estimate lies below its bootstrap percentile interval: ..."
+    block = Block.model_validate(
+        {"n": 10, "emax": {"estimate": 0.02, "ci_low": 0.03, "ci_high": 0.07, "method": "bootstrap", "note": note}}
+    )
+    html, _ = _block_cell(block, "emax")
+    assert "†" in html and note in html
+    plain = Block.model_validate({"n": 10, "eavg": {"estimate": 0.05, "ci_low": 0.03, "ci_high": 0.07}})
+    assert "†" not in _block_cell(plain, "eavg")[0]
+    # a real run: the methods text names the intervals; its ECE entries use them and contain their estimate
+    report = (synthetic_bundle["bundle"] / "report.html").read_text(encoding="utf-8")
+    assert "Kumar, Liang &amp; Ma 2019" in report and "pointwise, not simultaneous" in report
+    metrics = json.loads((synthetic_bundle["bundle"] / "metrics.json").read_text())
+    for block in [metrics["overall"], *metrics["sites"].values()]:
+        for k in ("ece", "ece_adaptive", "mce"):
+            e = block[k]
+            assert e["method"] in ("bootstrap_bound", "wilson_bonferroni"), k
+            assert e["ci_low"] <= e["estimate"] <= e["ci_high"], k

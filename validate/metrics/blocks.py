@@ -422,7 +422,7 @@ def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clus
     for k, est in point.items():
         if k in reps:
             lo, hi = percentile_interval(np.concatenate(reps[k]), settings.ci_level)
-            out[k] = entry(est, lo, hi, "bootstrap")
+            out[k] = ece_interval.with_note(entry(est, lo, hi, "bootstrap"))
         else:
             out[k] = entry(est, None, None, "none")
     return out

@@ -18,7 +18,8 @@ The remedy here: bound the error of the estimate instead of resampling the estim
   site-stratified) bootstrap approximates consistently by Δ* = Σ_b |m*_b − m_b|. With c the ``level``
   quantile of Δ*, the interval [max(0, ECE − c), ECE + c] covers the true ECE with probability at
   least ``level`` whatever it is, exactly ``level`` when the model is perfectly calibrated (then ECE = Δ),
-  and always contains its estimate. Adaptive ECE uses the sample's equal-mass groups as its bins
+  and always contains its estimate (its upper end is never below the percentile interval's: see
+  :func:`bound_entry`). Adaptive ECE uses the sample's equal-mass groups as its bins
   (the estimand is the calibration error over those groups). Conservative away from 0: where all gaps
   are far from 0 the interval is about twice as wide as needed.
 - **MCE** (``method: "wilson_bonferroni"``). max_b |gap_b| is bounded the same way by the largest
@@ -128,22 +129,36 @@ class BinnedGaps:
 
 def bound_entry(name: str, estimate: float, replicates: dict, gaps: BinnedGaps | None, level: float) -> dict | None:
     """``{"ci_low", "ci_high", "method"}`` (and ``debiased``) of ECE, adaptive ECE or MCE, or None when
-    no replicates were drawn (the block gives no interval then, as for every bootstrap metric)."""
+    no replicates were drawn (the block gives no interval then, as for every bootstrap metric).
+
+    The upper bound is never below the percentile interval's upper bound (the ``(1 + level)/2``
+    quantile of the metric's own replicates): an upper-bound gate (``max`` on ``ci_high``) is never
+    judged more leniently than the replicates themselves would judge it — MCE's Wilson intervals ignore
+    patient clustering, and no bound may read as a PASS that the bootstrap would not give."""
     if gaps is None or not replicates or not math.isfinite(estimate):
         return None
+    own = replicates.get(name)
+    top = _upper_quantile(own, 0.5 + level / 2) if own is not None else float("nan")
     if name == "mce":
         lo, hi = gaps.mce_interval(level)
-        return {"ci_low": lo, "ci_high": hi, "method": METHODS[name]}
+        # the projection contains the estimate exactly; its gaps (Σp/n against the kernel's Σ(y − p)/n)
+        # differ from the estimate's in the last bit, which must not put the estimate outside
+        lo, hi = min(lo, estimate), max(hi, estimate)
+        return {"ci_low": lo, "ci_high": _at_least(hi, top), "method": METHODS[name]}
     reps = replicates.get(ERROR.format(name))
     if reps is None:
         return None
     c = _upper_quantile(reps, level)
     return {
         "ci_low": max(0.0, estimate - c),
-        "ci_high": estimate + c,
+        "ci_high": _at_least(estimate + c, top),
         "method": METHODS[name],
         "debiased": gaps.debiased(name),
     }
+
+
+def _at_least(value: float, floor: float) -> float:
+    return max(value, floor) if math.isfinite(floor) else value
 
 
 def _upper_quantile(reps: np.ndarray, level: float) -> float:

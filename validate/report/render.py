@@ -122,6 +122,10 @@ def _block_cell(block: Block | None, metric: str) -> tuple:
         return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
     if isinstance(e, Mapping) and "statistic" in e and "estimate" not in e:
         return (esc(f"{fmt(e.get('statistic'))} (p {fmt(e.get('p_value'))})"), "num")
+    note = e.get("note") if isinstance(e, Mapping) else None
+    if note:
+        # an estimate outside its interval is explained where it is shown, not only in the bundle
+        return (f'{esc(entry_text(e))} <span class="insufficient" title="{esc(note)}">†</span>', "num")
     return (esc(entry_text(e)), "num")
 
 
@@ -567,9 +571,11 @@ def _calibration(bundle, figs: _Figures) -> str:
         "because |gap| is biased upward and more so in resamples): ECE ± c, c the "
         f"{ci:.0%} quantile of the bootstrap L1 error of the per-bin mean gaps, which by the triangle "
         "inequality covers the true ECE at least at that level and exactly for a perfectly calibrated model; "
-        "the debiased ECE (Kumar, Liang &amp; Ma 2019) is listed with it. MCE: the per-bin Wilson intervals, "
-        "Bonferroni-simultaneous, projected to the largest gap. An estimate outside its interval carries a "
-        "note saying why.</p>"
+        "the debiased ECE (Kumar, Liang &amp; Ma 2019) is in metrics.json beside it. MCE: the per-bin Wilson "
+        "intervals, "
+        "Bonferroni-simultaneous, projected to the largest gap. Their upper ends are never below the percentile "
+        "interval's (no upper-bound gate is judged more leniently). An estimate outside its interval is marked † "
+        "with a note saying why (hover; in metrics.json its entry's note).</p>"
     )
     if typed.task == "binary":
         out.append(
