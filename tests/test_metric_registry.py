@@ -15,6 +15,7 @@ import yaml
 
 from validate.metrics import MetricSettings, metrics_report, registry
 from validate.metrics.registry import Metric
+from validate.metrics.ece_interval import METHODS as ECE_INTERVAL_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = MetricSettings(n_bootstrap=20, seed=1, thresholds=(0.5,), target_sensitivity=0.9, min_events=1, min_cases=1)
@@ -84,7 +85,9 @@ def test_interval_methods_are_the_declared_ones(report):
         if m.at_decision:  # under "decision", at each decision threshold (tests/test_net_benefit.py)
             continue
         entry = rep["overall"][m.name]
-        if m.interval in ("delong", "wald", "bootstrap"):
+        if task == "binary" and m.name in ECE_INTERVAL_METHODS:  # bootstrap replicates, another construction
+            assert m.interval == "bootstrap" and entry["method"] == ECE_INTERVAL_METHODS[m.name], m.name
+        elif m.interval in ("delong", "wald", "bootstrap"):
             assert entry["method"] == m.interval, m.name
         elif m.interval == "test":
             assert {"statistic", "p_value"} <= set(entry), m.name
