@@ -29,6 +29,7 @@ PAGES = [
 ]
 SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_up:")
 COMPARISON_PAGE = ("views/comparison.py", "Model comparison", "comparison", ":material/balance:")
+FAIRNESS_PAGE = ("views/fairness.py", "Fairness", "fairness", ":material/diversity_3:")
 
 # the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
 # it from a public font host on every page load (no request may leave the machine)
@@ -44,6 +45,8 @@ if run is not None and run.shift:
     pages.insert(5, SHIFT_PAGE)
 if run is not None and run.comparison:  # the run had a baseline model: shown before "Compare runs"
     pages.insert(len(pages) - 1, COMPARISON_PAGE)
+if run is not None and run.fairness:  # binary runs with subgroups: right after Subgroups
+    pages.insert(3, FAIRNESS_PAGE)
 nav = st.navigation(
     [st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview")) for f, t, u, i in pages]
 )
