@@ -31,6 +31,7 @@ SHIFT_PAGE = ("views/shift.py", "Shift and drift", "shift", ":material/trending_
 COMPARISON_PAGE = ("views/comparison.py", "Model comparison", "comparison", ":material/balance:")
 DECISION_PAGE = ("views/decision.py", "Clinical utility", "decision", ":material/medical_services:")
 SYNTHESIS_PAGE = ("views/synthesis.py", "Across hospitals", "synthesis", ":material/hub:")
+FAIRNESS_PAGE = ("views/fairness.py", "Fairness", "fairness", ":material/diversity_3:")
 
 # the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
 # it from a public font host on every page load (no request may leave the machine)
@@ -50,6 +51,8 @@ if run is not None and run.comparison:  # the run had a baseline model: shown be
     pages.insert(len(pages) - 1, COMPARISON_PAGE)
 if run is not None and run.metrics.get("synthesis"):  # a random-effects synthesis: right after Overview
     pages.insert(1, SYNTHESIS_PAGE)
+if run is not None and run.fairness:  # binary runs with subgroups: right after Subgroups
+    pages.insert(pages.index(PAGES[2]) + 1, FAIRNESS_PAGE)
 nav = st.navigation(
     [st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview")) for f, t, u, i in pages]
 )

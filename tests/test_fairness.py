@@ -452,3 +452,48 @@ def test_weighted_slope_converges_where_plain_newton_oscillates():
     y = (rng.random(200) < 1 / (1 + np.exp(-0.25 * z))).astype(float)
     ref = sm.Logit(y, sm.add_constant(z)).fit(disp=0).params[1]
     assert F.weighted_slopes(y, z, np.ones((1, 200)))[0] == pytest.approx(ref, abs=1e-9)
+
+
+def test_net_benefit_per_group_by_hand_and_naive_loop():
+    """NB = TP/n − FP/n · t/(1−t), treat all = π − (1 − π) · t/(1−t) at each group's own prevalence
+    (Vickers & Elkin 2006), counted case by case; interval: percentile of the written-out replicates."""
+    from validate.metrics import bootstrap_weights
+
+    frame = _cases(seed=6, n=300)
+    part = frame[frame["site"] == "a"].reset_index(drop=True)
+    table = table_from_frame(frame, task="binary")
+    settings = MetricSettings(n_bootstrap=40, seed=11, cluster_by=None, decision_thresholds=(0.2, 0.4))
+    out = F.fairness_analysis(table, _groups(frame), settings=settings, metrics={}, sites=["a", "b"])
+    decision = out["sites"]["a"]["attributes"]["sex"]["decision"]
+    assert [d["threshold"] for d in decision] == [0.2, 0.4]
+    y, p, sex = part["y"].to_numpy(), _p(part), part["sex"].to_numpy()
+    w = bootstrap_weights(40, len(part), seed=11)
+
+    def nb(idx, g, t):
+        tp = fp = n = ev = 0
+        for i in idx:
+            if sex[i] != g:
+                continue
+            n += 1
+            ev += y[i]
+            tp += y[i] and p[i] >= t
+            fp += (not y[i]) and p[i] >= t
+        odds = t / (1 - t)
+        return tp / n - fp / n * odds, ev / n - (1 - ev / n) * odds
+
+    for d in decision:
+        t = d["threshold"]
+        for g in ("female", "male"):
+            model, everyone = nb(range(len(part)), g, t)
+            cell = d["groups"][g]
+            assert cell["net_benefit"]["estimate"] == pytest.approx(model, abs=1e-12)
+            assert cell["net_benefit_treat_all"]["estimate"] == pytest.approx(everyone, abs=1e-12)
+            assert cell["net_benefit_vs_treat_all"]["estimate"] == pytest.approx(model - everyone, abs=1e-12)
+            reps = [nb(np.repeat(np.arange(len(part)), w[r].astype(int)), g, t)[0] for r in range(40)]
+            lo, hi = np.quantile(reps, [0.025, 0.975])
+            assert cell["net_benefit"]["ci_low"] == pytest.approx(lo, abs=1e-12)
+            assert cell["net_benefit"]["ci_high"] == pytest.approx(hi, abs=1e-12)
+        f, m = d["groups"]["female"]["net_benefit"]["estimate"], d["groups"]["male"]["net_benefit"]["estimate"]
+        assert d["summary"]["net_benefit_difference"]["estimate"] == pytest.approx(abs(f - m), abs=1e-12)
+    # without decision thresholds: no decision key (fairness.json unchanged)
+    assert "decision" not in _run(frame)["overall"]["attributes"]["sex"]

@@ -916,6 +916,15 @@ class FairnessCalibration(_Part):
     undefined: dict[str, str] = {}
 
 
+class FairnessDecision(_Part):
+    """Net benefit per group at one decision threshold (only with the protocol's ``decision`` section)."""
+
+    threshold: float
+    groups: dict[str, dict[str, Entry]]
+    summary: dict[str, Entry]
+    undefined: dict[str, str] = {}
+
+
 class FairnessAttribute(_Part):
     """One subgroup (attribute) at one level: its groups, reference, thresholds and calibration."""
 
@@ -925,6 +934,7 @@ class FairnessAttribute(_Part):
     excluded_insufficient: list[str]
     thresholds: list[FairnessThreshold]
     calibration: FairnessCalibration
+    decision: list[FairnessDecision] = []
 
 
 class FairnessLevel(_Part):

@@ -20,6 +20,9 @@ sites (``overall``, the bootstrap stratified by site) and at each site, and at e
   - ``equalized_odds_difference``: max(TPR difference, FPR difference);
     ``equalized_odds_ratio``: min(TPR min/max, FPR min/max).
 
+- net benefit per group at the protocol's ``decision.thresholds`` (when declared): NB, treat-all NB
+  at the group's own prevalence and NB − treat all (:func:`group_net_benefit`), and the spread of NB
+  over the groups judged, ``net_benefit_difference``;
 - calibration within groups: per group the calibration-in-the-large α (logit P(y=1) = α + logit(p))
   and the calibration slope β (logit P(y=1) = a + β logit(p)), maximum likelihood with their Wald
   intervals (:func:`validate.metrics.calibration.calibration_intercept` / ``calibration_slope``, as
@@ -406,6 +409,45 @@ def _threshold_block(level: _Level, attr: str, t: Mapping, plan: Mapping) -> dic
     return {**dict(t), "groups": per_group, "summary": summary}
 
 
+NET_BENEFIT = ("net_benefit", "net_benefit_treat_all", "net_benefit_vs_treat_all")
+
+
+def group_net_benefit(w: np.ndarray, G: np.ndarray, y: np.ndarray, treated: np.ndarray, t: float) -> dict:
+    """Per group (k, g), at decision threshold ``t`` (treated = p >= t): net benefit NB = TP/n − FP/n ·
+    t/(1−t), treat-all NB_all = π − (1 − π) · t/(1−t) at the group's own prevalence π, and NB − NB_all
+    (Vickers & Elkin 2006; :mod:`validate.metrics.net_benefit`)."""
+    from validate.metrics.net_benefit import net_benefit, treat_all
+
+    n = w @ G
+    events = w @ (G * y[:, None])
+    tp = w @ (G * (y * treated)[:, None])
+    fp = w @ (G * ((1.0 - y) * treated)[:, None])
+    nb, nb_all = net_benefit(tp, fp, n, t), treat_all(events, n, t)
+    return {"net_benefit": nb, "net_benefit_treat_all": nb_all, "net_benefit_vs_treat_all": nb - nb_all}
+
+
+def _decision_block(level: _Level, t: float, plan: Mapping) -> dict:
+    """Net benefit per group at one decision threshold, with paired bootstrap intervals, and the spread
+    of NB over the groups judged (``net_benefit_difference``, :func:`spread`). Each group's NB is at its
+    own prevalence: what the model is worth to that group."""
+    groups, included, G = plan["groups"], plan["included"], plan["G"]
+    treated = (level.p >= t).astype(np.float64)
+    point = group_net_benefit(np.ones((1, level.n)), G, level.y, treated, t)
+    reps: dict[str, list] = {k: [] for k in point}
+    for w in level.weights():
+        for k, v in group_net_benefit(w, G, level.y, treated, t).items():
+            reps[k].append(v)
+    ci = level.settings.ci_level
+    per_group = {
+        g: {k: _entry(point[k][0, j], [r[:, j] for r in reps[k]], ci) for k in point} for j, g in enumerate(groups)
+    }
+    rep_nb = np.concatenate(reps["net_benefit"]) if reps["net_benefit"] else np.zeros((0, len(groups)))
+    summary = {
+        "net_benefit_difference": _summary_entry(*spread(point["net_benefit"][0, included], rep_nb[:, included], ci))
+    }
+    return {"threshold": float(t), "groups": per_group, "summary": summary}
+
+
 def _calibration_block(level: _Level, attr: str, plan: Mapping) -> dict:
     """Calibration within groups: per group α and β with Wald intervals; ranges over the groups judged
     with bootstrap intervals (each group refitted on every replicate's weights)."""
@@ -507,6 +549,13 @@ def attribute_block(level: _Level, attr: str, reference: str | None, thresholds:
     cal = _calibration_block(level, attr, plan)
     cal["undefined"] = _undefined(cal["summary"], plan["why"])
     out["calibration"] = cal
+    decision = list(getattr(level.settings, "decision_thresholds", ()) or ())
+    if decision:  # only with the protocol's decision section: outputs without it are unchanged
+        out["decision"] = []
+        for t in decision:
+            block = _decision_block(level, float(t), plan)
+            block["undefined"] = _undefined(block["summary"], plan["why"])
+            out["decision"].append(block)
     return out
 
 

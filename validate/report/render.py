@@ -856,6 +856,29 @@ def _fairness_group_rows(fair: Mapping, attr: str) -> list[list]:
     return rows
 
 
+def _fairness_decision_rows(fair: Mapping, attr: str) -> list[list]:
+    """Pooled over sites, at each decision threshold: each group's net benefit, treat all (at the group's
+    own prevalence) and NB − treat all; the spread of NB over the groups judged."""
+    att = (charts.fairness_level(fair, "overall").get("attributes") or {}).get(attr) or {}
+    info, rows = att.get("groups") or {}, []
+    for d in att.get("decision") or []:
+        spread_text = entry_text((d.get("summary") or {}).get("net_benefit_difference"))
+        for g in (fair.get("groups") or {}).get(attr) or list(info):
+            cells = (d.get("groups") or {}).get(g)
+            if cells is None:
+                continue
+            small = ' <span class="insufficient">insufficient</span>' if info.get(g, {}).get("insufficient") else ""
+            rows.append(
+                [esc(f"{d.get('threshold'):g}"), esc(g) + small]
+                + [
+                    _fairness_entry(cells.get(k))
+                    for k in ("net_benefit", "net_benefit_treat_all", "net_benefit_vs_treat_all")
+                ]
+                + [_num(spread_text)]
+            )
+    return rows
+
+
 def _fairness(bundle, figs: _Figures) -> str:
     """Group fairness measures (``fairness.json``); nothing when the run has none."""
     fair = bundle.fairness
@@ -905,6 +928,18 @@ def _fairness(bundle, figs: _Figures) -> str:
             )
             + "</details>"
         )
+        decision = _fairness_decision_rows(fair, attr)
+        if decision:
+            out.append(
+                "<details open><summary>Net benefit per group at the decision thresholds (all sites; each group "
+                "at its own prevalence)</summary>"
+                + _table(
+                    ["Decision threshold", "Group", "Net benefit", "Treat all", "NB − treat all", "NB spread"],
+                    decision,
+                    raw=True,
+                )
+                + "</details>"
+            )
     return _section("fairness", "6.1 Fairness across groups", "".join(out))
 
 
