@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from validate.metrics import MetricSettings, metrics_report, registry
-from validate.metrics.registry import Metric
 from validate.metrics.ece_interval import METHODS as ECE_INTERVAL_METHODS
+from validate.metrics.registry import Metric
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = MetricSettings(n_bootstrap=20, seed=1, thresholds=(0.5,), target_sensitivity=0.9, min_events=1, min_cases=1)
