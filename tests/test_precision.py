@@ -300,3 +300,39 @@ def test_gate_criterion_maps_the_net_benefit_family_to_its_threshold():
     assert P.gate_criterion(prec, "net_benefit@0.1") is None
     assert P.gate_criterion(prec, "calibration_intercept")["metric"] == "oe_ratio"
     assert P.gate_criterion(prec, "ece") is None
+
+
+def test_block_precision_has_a_net_benefit_criterion_per_decision_threshold():
+    y, p = _cases(400, seed=4)
+    settings = MetricSettings.from_protocol({"n_bootstrap": 100}, {"thresholds": [0.2, 0.4]})
+    b = binary_block(y, p, settings=settings)
+    snb = [c for c in b["precision"]["criteria"] if c["metric"] == "standardized_net_benefit"]
+    assert [c["threshold"] for c in snb] == [0.2, 0.4]
+    for c, item in zip(snb, b["decision"], strict=True):
+        e = item["standardized_net_benefit"]
+        assert c["width"] == pytest.approx(e["ci_high"] - e["ci_low"], abs=1e-15)
+        # sensitivity and specificity at t by a plain loop, then Riley's n
+        tp = sum(1 for yi, pi in zip(y, p, strict=True) if yi == 1 and pi >= c["threshold"])
+        tn = sum(1 for yi, pi in zip(y, p, strict=True) if yi == 0 and pi < c["threshold"])
+        sens, spec = tp / y.sum(), tn / (len(y) - y.sum())
+        assert c["needed_n"] == P.snb_needed_n(y.mean(), sens, spec, c["threshold"], 0.2)
+
+
+def test_gate_on_net_benefit_reads_the_criterion_at_its_threshold():
+    metrics = _metrics(strict=True)
+    block = metrics["overall"]
+    nb = {"estimate": 0.10, "ci_low": 0.05, "ci_high": 0.15, "method": "bootstrap", "se": 0.025}
+    block["decision"] = [{"threshold": 0.2, "prevalence": 0.33, "net_benefit": nb}]
+    block["precision"]["criteria"].append(
+        {"metric": "standardized_net_benefit", "threshold": 0.2, "width": 0.5, "target": 0.2, "adequate": False,
+         "needed_n": 2000, "needed_events": 660, "n": 300, "basis": "by hand"}
+    )  # fmt: skip
+    row = judge_gates([{"metric": "net_benefit@0.2", "min": 0.0, "insufficient": "fail"}], metrics, sites=[]).rows[-1]
+    assert row.verdict == "fail" and "sNB@0.2 CI width 0.50 > 0.20 target" in row.reason
+
+
+def test_constant_predictions_leave_the_slope_criterion_without_a_needed_n():
+    y = np.array([0, 1] * 20)
+    b = binary_block(y, np.full(40, 0.5), settings=MetricSettings(n_bootstrap=0))
+    slope = {c["metric"]: c for c in b["precision"]["criteria"]}["calibration_slope"]
+    assert slope["needed_n"] is None and slope["adequate"] is False

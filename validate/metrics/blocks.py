@@ -178,7 +178,7 @@ def _precision_field(block: dict, data: BinaryCases, settings: MetricSettings, c
         data.p_in,
         data.logits,
         settings.precision,
-        decision_thresholds=getattr(settings, "decision_thresholds", ()),
+        decision_thresholds=settings.decision_thresholds,
         level=settings.ci_level,
     )
     lead = block["precision"]["reason"]

@@ -243,7 +243,8 @@ def _auroc_criterion(block: dict, n: int, phi: float, target: float, level: floa
 
 
 def _slope_criterion(block: dict, logits, n: int, phi: float, target: float, level: float) -> dict:
-    info = slope_information_empirical(logits)
+    finite = np.isfinite(np.asarray(logits, dtype=np.float64))
+    info = slope_information_empirical(logits) if finite.any() else SlopeInformation(0.0, 0.0, 0.0)
     needed = slope_needed_n(info, target, level) if math.isfinite(info.n_var_slope) else None
     basis = (
         f"observed prevalence {phi:.3g}; the {n} cases' logits as the linear-predictor distribution, "
