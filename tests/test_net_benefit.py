@@ -358,6 +358,17 @@ def test_preflight_refuses_net_benefit_gates_it_cannot_judge(tmp_path, decision,
         assert w in text, (w, text)
 
 
+def test_preflight_refuses_a_bound_on_an_interval_that_no_bootstrap_gives(tmp_path):
+    from validate.errors import InputErrors
+    from validate.preflight import check_protocol_gates
+    from validate.protocol import load_protocol
+
+    gate = {"name": "nb-gate", "metric": "net_benefit@0.2", "scope": "overall", "min": 0, "on": "ci_low"}
+    protocol = load_protocol(_protocol_copy(tmp_path, {"thresholds": [0.2]}, [gate], n_bootstrap=0))
+    with pytest.raises(InputErrors, match="no confidence interval"):
+        check_protocol_gates(protocol)
+
+
 def test_preflight_accepts_a_declared_threshold(tmp_path):
     from validate.preflight import check_protocol_gates
     from validate.protocol import load_protocol

@@ -1206,6 +1206,12 @@ def _decision_paths(block: Mapping, prefix: str) -> set[str]:
     return out
 
 
+def metric_entry(block: Mapping, path: str) -> Any:
+    """The value a gate's metric names in a BLOCK: a dotted path, or ``<metric>@<t>`` (a net-benefit entry
+    of the ``decision`` item at t); None where absent."""
+    return _lookup(block, path)
+
+
 def _lookup(block: Mapping, path: str) -> Any:
     at = decision_metric(path)
     if at is not None:

@@ -324,6 +324,11 @@ def _null_paths(block: Mapping, prefix: str = "") -> set[str]:
 def _has_interval(block: Mapping, metric: str) -> bool:
     """Whether the metric's entry in the block carries a confidence interval (an undefined entry is
     given the benefit of the doubt)."""
+    if "@" in metric:  # a net-benefit entry at a decision threshold
+        from validate.gates import metric_entry
+
+        entry = metric_entry(block, metric)
+        return entry is None or (isinstance(entry, Mapping) and entry.get("ci_low") is not None)
     node: Any = block
     for part in metric.split("."):
         if not isinstance(node, Mapping) or part not in node:
