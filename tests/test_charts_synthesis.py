@@ -178,3 +178,36 @@ def test_one_site_gives_a_point_without_a_diamond_and_the_reason():
     (point,) = [t for t in fig.data if t.mode == "markers" and t.marker.symbol == "diamond-open"]
     assert list(point.x) == [0.743]
     assert _text_column(fig)[point.y[0]] == f"0.743 (no CI: {reason})  k=1"
+
+
+def test_the_hand_made_synthesis_is_shaped_as_the_bundle_contract():
+    from validate.contract import Synthesis
+
+    for synthesis in (fx.all_sites(), fx.external()):
+        Synthesis.model_validate(synthesis)
+
+
+def test_a_prediction_interval_far_wider_than_the_sites_runs_to_the_edge_with_an_arrow():
+    # as on the heart external sites: with k = 3 (t with 1 df) the interval spans nearly all of 0..1
+    synthesis = fx.all_sites()
+    synthesis["metrics"]["auroc"].update(pi_low=0.000431, pi_high=0.99997)
+    fig = charts.synthesis_forest_figure(_metrics(synthesis), "auroc", roles=ROLES)
+    (pi,) = _traces(fig, "prediction interval")
+    left, right = fig.layout.xaxis.range
+    # sites span 0.386 (gamma's lower bound) to 0.948 (alpha's upper): the axis keeps them readable
+    assert 0.000431 < left < 0.386 and right > 0.99997
+    assert pi.x[0] == left and list(pi.marker.symbol) == ["triangle-left", "line-ns"]
+    assert pi.x[1] == 0.99997
+    # the true interval stays in the text column
+    assert _text_column(fig)[pi.y[0]] == "PI 0.000431 to 1.000"
+
+
+def test_a_ratio_is_drawn_on_a_log_axis():
+    fig = charts.synthesis_forest_figure(_metrics(fx.all_sites()), "oe_ratio", roles=ROLES)
+    assert fig.layout.xaxis.type == "log"
+    # labelled with plain ratios inside the drawn range (the range is in log10 units)
+    left, right = (10**v for v in fig.layout.xaxis.range)
+    assert list(fig.layout.xaxis.ticktext) == [f"{t:g}" for t in fig.layout.xaxis.tickvals]
+    assert 1 in fig.layout.xaxis.tickvals and all(left <= t <= right for t in fig.layout.xaxis.tickvals)
+    (pi,) = _traces(fig, "prediction interval")
+    assert list(pi.x) == [0.29, 3.61] and list(pi.marker.symbol) == ["line-ns", "line-ns"]

@@ -1,11 +1,11 @@
 """End to end in Chromium: the "Across hospitals" page of `validate dashboard` draws the forest plot.
 
-A fixture bundle with a hand-made synthesis of three sites (tests/synthesis_fixture.py; after the
-synthesis engine lands, a real heart run is used by tests/test_synthesis_real.py) is served on
+A fixture bundle with a hand-made synthesis of three sites (tests/synthesis_fixture.py) is served on
 127.0.0.1; the page must render without an exception box, with the diamond (a filled path) and the
 prediction interval drawn in the SVG, the caption explaining the prediction interval, and the sites.
-A second run with k = 2 shows why there is no prediction interval. Screenshots go to
-test-artifacts/dashboard/.
+A second run with k = 2 shows why there is no prediction interval; a third is a real `validate run`
+of the UCI heart hospitals (the development site shown, not pooled; the three external sites pooled).
+Screenshots go to test-artifacts/dashboard/.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import synthesis_fixture as fx
 from conftest import REPO, requires_browser
 from test_dashboard_browser import CHROMIUM_ARGS, _wait_idle, free_port, stop, wait_healthy
 from test_dashboard_synthesis import write_synthesis_run
+from test_report_synthesis import heart_synthesis_run
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 
@@ -44,9 +45,11 @@ def test_across_hospitals_page_draws_diamond_and_prediction_interval(tmp_path):
     runs = tmp_path / "runs"
     write_synthesis_run(runs / "external", fx.external())
     write_synthesis_run(runs / "all-sites", fx.all_sites())
-    old = time.time() - 3600  # all-sites is the newer run: it opens first
-    for f in (runs / "external").iterdir():
-        os.utime(f, (old, old))
+    heart_synthesis_run(tmp_path / "heart-work", runs / "heart")  # a real run: the UCI heart hospitals
+    old = time.time() - 3600  # all-sites is the newest run: it opens first
+    for run in ("external", "heart"):
+        for f in (runs / run).iterdir():
+            os.utime(f, (old, old))
     port = free_port()
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
@@ -91,6 +94,16 @@ def test_across_hospitals_page_draws_diamond_and_prediction_interval(tmp_path):
                 assert "alpha · development (not pooled)" in text
                 svg = page.locator(".main-svg").first.inner_html()
                 assert "rgb(213, 94, 0)" not in svg
+
+                page.get_by_role("combobox", name="Run").click()
+                page.get_by_role("option", name="heart", exact=True).click()
+                page.wait_for_selector("text=cleveland · development (not pooled)", timeout=180_000)
+                text = _shown(page)
+                page.screenshot(path=str(ARTIFACTS / "synthesis-heart.png"), full_page=True)
+                for site in ("hungary · external", "switzerland · external", "va · external"):
+                    assert site in text, site
+                assert "random-effects estimate (k = 3)" in text
+                assert "rgb(213, 94, 0)" in page.locator(".main-svg").first.inner_html()
             finally:
                 browser.close()
     finally:

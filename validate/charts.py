@@ -1754,7 +1754,7 @@ def synthesis_caption(synthesis: Mapping, metric: str) -> str:
     pi = (
         f"Bar below it: the {level:.0%} prediction interval — where the next hospital's value is expected to "
         f"lie, {level:.0%} (Higgins et al. 2009: t with k − 2 degrees of freedom, so wider than the CI "
-        "whenever sites differ). "
+        "whenever sites differ; an arrow: it runs on beyond the axis, its ends are in the text column). "
         if entry.get("pi_low") is not None
         else f"No prediction interval: {entry.get('pi_reason') or 'not computed'}. "
     )
@@ -1881,12 +1881,14 @@ def synthesis_forest_figure(
     level = float(synthesis.get("ci_level") or 0.95)
     rows = synthesis_site_rows(metrics, metric, roles)
     pooled_y, pi_y = len(rows) + 0.5, len(rows) + 1.5
+    base, _ = split_decision_metric(metric)
+    reference = REFERENCE.get(base, _SYNTHESIS_REFERENCE.get(base))
+    log = entry.get("scale") == "log"  # a ratio: 0.5 and 2 equally far from 1
+    window = _axis_window(rows, entry, reference, log)
     fig = go.Figure()
     _synthesis_site_traces(fig, rows, level)
     _diamond_trace(fig, entry, pooled_y, level)
-    _prediction_trace(fig, entry, pi_y, level)
-    base, _ = split_decision_metric(metric)
-    reference = REFERENCE.get(base, _SYNTHESIS_REFERENCE.get(base))
+    _prediction_trace(fig, entry, pi_y, level, None if window is None else _data_units(window, log))
     if reference is not None:
         fig.add_vline(x=reference, line=dict(color="#666", dash="dash", width=1))
     fig.add_hline(y=len(rows) - 0.25, line=dict(color="#C9D0DC", width=1))
@@ -1912,7 +1914,7 @@ def synthesis_forest_figure(
     ]
     heading = title or f"{label} across hospitals"
     fig.update_layout(
-        xaxis=dict(domain=[0, 0.55], title_text=label, zeroline=False),
+        xaxis=dict(domain=[0, 0.55], title_text=label, zeroline=False, range=window, **_log_ticks(window, log)),
         xaxis2=dict(domain=[0.57, 1.0], range=[1, 2], visible=False),
         yaxis=dict(autorange="reversed", tickmode="array", tickvals=ys, ticktext=ticks, zeroline=False, showgrid=False),
         # the legend below the axis title, at a fixed distance whatever the number of rows
@@ -2005,19 +2007,68 @@ def _diamond_trace(fig: go.Figure, entry: Mapping, y: float, level: float) -> No
     )
 
 
-def _prediction_trace(fig: go.Figure, entry: Mapping, y: float, level: float) -> None:
-    """The prediction interval on its own row: a thick bar with end caps, never a diamond or a CI bar."""
+def _axis_window(rows: Sequence[Mapping], entry: Mapping, reference: float | None, log: bool) -> list[float] | None:
+    """The x range drawn, in axis units (log10 on a log axis): every site interval, the pooled CI and the
+    reference, padded; the prediction interval only up to half that span beyond it. With k = 3 the
+    interval uses t with 1 degree of freedom and can be a hundred times wider than everything else; it
+    then runs to the edge with an arrow (:func:`_prediction_trace`), its values in the text column."""
+
+    def axis(v: Any) -> float | None:
+        if v is None or not math.isfinite(float(v)) or (log and float(v) <= 0):
+            return None
+        return math.log10(float(v)) if log else float(v)
+
+    keys = ("estimate", "ci_low", "ci_high")
+    values = [axis(r.get(k)) for r in rows for k in keys] + [axis(entry.get(k)) for k in keys] + [axis(reference)]
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return None
+    lo, hi = min(finite), max(finite)
+    span = (hi - lo) or abs(hi) or 1.0
+    for v in (axis(entry.get("pi_low")), axis(entry.get("pi_high"))):
+        if v is not None:
+            lo, hi = min(lo, max(v, lo - span / 2)), max(hi, min(v, hi + span / 2))
+    pad = 0.04 * (hi - lo)
+    return [lo - pad, hi + pad]
+
+
+_LOG_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+
+
+def _log_ticks(window: Sequence[float] | None, log: bool) -> dict:
+    """A log axis labelled with plain ratios (0.5, 1, 2), not plotly's bare mantissas (3, 4, 5)."""
+    if not log:
+        return {"type": "linear"}
+    lo, hi = _data_units(window, log) if window is not None else (0.01, 100)
+    ticks = [t for t in _LOG_TICKS if lo <= t <= hi] or [1]
+    return {"type": "log", "tickmode": "array", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def _data_units(window: Sequence[float], log: bool) -> tuple[float, float]:
+    return (10 ** window[0], 10 ** window[1]) if log else (window[0], window[1])
+
+
+def _prediction_trace(
+    fig: go.Figure, entry: Mapping, y: float, level: float, window: tuple[float, float] | None
+) -> None:
+    """The prediction interval on its own row: a thick bar with end caps, never a diamond or a CI bar.
+    An end beyond the axis ``window`` is drawn at its edge as an arrow (the interval goes on)."""
     est, lo, hi = entry.get("estimate"), entry.get("pi_low"), entry.get("pi_high")
     if est is None or lo is None or hi is None:
         return
     text = f"{level:.0%} prediction interval {fmt(lo)} to {fmt(hi)}: where the next hospital's value is expected to lie"
+    left, right = window if window is not None else (lo, hi)
+    ends = [
+        (left, "triangle-left") if lo < left else (lo, "line-ns"),
+        (right, "triangle-right") if hi > right else (hi, "line-ns"),
+    ]
     fig.add_trace(
         go.Scatter(
-            x=[lo, hi],
+            x=[x for x, _ in ends],
             y=[y, y],
             mode="lines+markers",
             line=dict(color=PI_COLOR, width=6),
-            marker=dict(symbol="line-ns", size=16, line=dict(width=3, color=PI_COLOR), color=PI_COLOR),
+            marker=dict(symbol=[m for _, m in ends], size=16, line=dict(width=3, color=PI_COLOR), color=PI_COLOR),
             name=f"{level:.0%} prediction interval (next hospital)",
             text=[text, text],
             hovertemplate="%{text}<extra></extra>",
