@@ -355,9 +355,6 @@ def run_site(
     return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary)
 
 
-# ---- gates -----------------------------------------------------------------------------------------
-
-
 # ---- combine ---------------------------------------------------------------------------------------
 
 
