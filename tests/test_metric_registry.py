@@ -63,14 +63,16 @@ def _blocks(rep: dict) -> list[dict]:
 
 def test_block_keys_and_registry_are_the_same_set(report):
     task, rep = report
-    registered = {m.name for m in registry.metrics_for(task)}
+    # the net-benefit family lives in the block's decision items (tests/test_net_benefit.py)
+    registered = {m.name for m in registry.metrics_for(task) if not m.at_decision}
     for block in _blocks(rep):
         metric_keys = set(block) - set(registry.BLOCK_FIELDS[task])
         assert metric_keys == registered, (task, metric_keys ^ registered)
     nested = {"multiclass": "classes", "multilabel": "labels"}.get(task)
     if nested:  # per-class and per-label blocks are binary blocks; multilabel "macro" uses binary names
         for sub in rep["overall"][nested].values():
-            assert set(sub) - set(registry.BLOCK_FIELDS["binary"]) == {m.name for m in registry.metrics_for("binary")}
+            binary = {m.name for m in registry.metrics_for("binary") if not m.at_decision}
+            assert set(sub) - set(registry.BLOCK_FIELDS["binary"]) == binary
     if task == "multilabel":
         assert set(rep["overall"]["macro"]) <= {m.name for m in registry.metrics_for("binary")}
         assert all(f"{m}_macro" in registered for m in rep["overall"]["macro"])
@@ -79,6 +81,8 @@ def test_block_keys_and_registry_are_the_same_set(report):
 def test_interval_methods_are_the_declared_ones(report):
     task, rep = report
     for m in registry.metrics_for(task):
+        if m.at_decision:  # under "decision", at each decision threshold (tests/test_net_benefit.py)
+            continue
         entry = rep["overall"][m.name]
         if m.interval in ("delong", "wald", "bootstrap"):
             assert entry["method"] == m.interval, m.name

@@ -280,9 +280,11 @@ sites:
 metrics: {{n_bootstrap: 20}}
 calibration: {{designs: [held-out], methods: [temperature], fit_on: [cleveland]}}
 synthesis: {{sites: external}}
+decision: {{thresholds: [0.2]}}
 gates:
   - {{name: mean, metric: auroc, scope: across_sites, min: 0.7, on: estimate}}
   - {{name: next, metric: auroc, scope: across_sites, min: 0.7, on: pi_low}}
+  - {{name: useful, metric: net_benefit_vs_treat_all@0.2, scope: across_sites, min: 0, on: ci_low}}
 """
 
 
@@ -302,11 +304,22 @@ def test_a_run_writes_the_synthesis_of_its_site_blocks_and_judges_it(tmp_path):
     syn = metrics["synthesis"]
     assert syn["sites"] == ["hungary", "switzerland", "va"] and syn["method"] == "REML" and syn["interval"] == "hksj"
     # the numbers are those of the site BLOCKs as written (what a coordinator with site bundles has)
-    again = synthesize(metrics, sites=syn["sites"], roles={s: "external" for s in syn["sites"]})
+    again = synthesize(
+        metrics, sites=syn["sites"], roles=dict.fromkeys(syn["sites"], "external"), decision_thresholds=(0.2,)
+    )
     assert syn["metrics"] == json.loads(json.dumps(again["metrics"]))
     ses = [metrics["sites"][s]["calibration_slope"]["se"] for s in syn["sites"]]
     assert all(se > 0 for se in ses)
+    # net benefit at a decision threshold: each site's own entry and its bootstrap se
+    for name in ("net_benefit", "net_benefit_vs_treat_all", "standardized_net_benefit", "interventions_avoided"):
+        pooled = syn["metrics"][f"{name}@0.2"]
+        assert pooled["scale"] == "identity" and pooled["k"] == 3
+        for item in pooled["inputs"]:
+            (entry,) = [d[name] for d in metrics["sites"][item["site"]]["decision"] if d["threshold"] == 0.2]
+            assert (item["theta"], item["se"]) == (entry["estimate"], entry["se"])
+    assert not any(k.startswith(("net_benefit_treat_all", "beats_defaults")) for k in syn["metrics"])
     rows = {r.gate: r for r in result.gates.rows}
+    assert rows["useful"].value == syn["metrics"]["net_benefit_vs_treat_all@0.2"]["ci_low"]
     auroc = syn["metrics"]["auroc"]
     assert rows["mean"].verdict == "pass" and rows["mean"].value == auroc["estimate"]
     assert rows["next"].verdict == "fail" and rows["next"].value == auroc["pi_low"] < 0.7

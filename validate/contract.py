@@ -150,6 +150,29 @@ class Precision(_Part):
     insufficient: bool = False
 
 
+class DecisionEntry(Entry):
+    """A net-benefit entry: an :class:`Entry` with ``se``, the sd (ddof = 1) of its bootstrap replicates
+    (null without replicates)."""
+
+    se: Number = None
+
+
+class DecisionItem(_Part):
+    """The net-benefit family at one decision threshold (:mod:`validate.metrics.net_benefit`): entries
+    (null where undefined, the reason under the block's ``undefined`` as ``"<metric>@<t>"``), the
+    block's prevalence, and ``beats_defaults``, the share of bootstrap replicates in which NB > max(0,
+    NB_all) (a descriptive share, not a p-value; null without replicates)."""
+
+    threshold: float
+    prevalence: Number = None
+    net_benefit: DecisionEntry | None = None
+    net_benefit_treat_all: DecisionEntry | None = None
+    net_benefit_vs_treat_all: DecisionEntry | None = None
+    interventions_avoided: DecisionEntry | None = None
+    standardized_net_benefit: DecisionEntry | None = None
+    beats_defaults: Number = None
+
+
 class Block(_Part):
     """A metric BLOCK (DESIGN.md, Metrics JSON): ``n`` and one entry per metric as extra keys.
 
@@ -166,6 +189,7 @@ class Block(_Part):
     operating_points: list[OperatingPoint] = []
     target_sensitivity: dict[str, Any] | None = None
     precision: Precision | None = None
+    decision: list[DecisionItem] | None = None  # binary blocks, only with the protocol's decision thresholds
     classes: dict[str, Block] | None = None
     labels: dict[str, Block] | None = None
 
@@ -368,6 +392,35 @@ class Curves(_Part):
     classes: dict[str, Curves] | None = None
 
 
+class DecisionCurve(_Part):
+    """One set of cases' decision curve: net benefit and treat-all per threshold of the grid, each with
+    its percentile interval (null where undefined or without replicates), at the cases' own prevalence."""
+
+    n: int
+    n_events: int
+    prevalence: Number
+    net_benefit: list[Number]
+    net_benefit_ci_low: list[Number]
+    net_benefit_ci_high: list[Number]
+    treat_all: list[Number]
+    treat_all_ci_low: list[Number]
+    treat_all_ci_high: list[Number]
+
+
+class DecisionCurveBlocks(_Part):
+    overall: DecisionCurve
+    sites: dict[str, DecisionCurve]
+
+
+class DecisionCurves(_Part):
+    """``curves.json`` ``decision`` (binary, with a protocol ``decision`` section): the threshold grid and
+    the curves pooled (mixing the sites' prevalences) and per site (each at its own prevalence)."""
+
+    thresholds: list[float]
+    ci_level: float
+    blocks: DecisionCurveBlocks
+
+
 class CalibratedCurves(_Part):
     sites: dict[str, Curves]
 
@@ -408,6 +461,7 @@ class CurvesFile(_File):
     ] = Field(description="the pooled curves; in a site or combined bundle a PooledAbsent saying why not")
     calibrated: dict[str, CalibratedCurves] = {}
     subgroups: SubgroupCurves | None = None
+    decision: DecisionCurves | None = None
 
 
 # ---- subgroups.json -----------------------------------------------------------------------------------

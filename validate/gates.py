@@ -50,6 +50,17 @@ those of d; ``estimate_new``, ``estimate_baseline`` and ``margin`` come with the
 (:func:`comparison_verdict`). A site of ``metrics.json`` with no block in the comparison (no case scored
 by both models) fails.
 
+Net benefit at a decision threshold (the protocol's ``decision.thresholds``; :mod:`validate.metrics.net_benefit`)
+is named ``<metric>@<t>``: ``net_benefit@0.2``, ``net_benefit_vs_treat_all@0.2``,
+``standardized_net_benefit@0.2``, ``interventions_avoided@0.2`` (also ``net_benefit_treat_all@0.2``). It
+resolves to the item of the BLOCK's ``decision`` list whose threshold equals t (|Δ| < 1e-9); the ``@`` is
+split off before any dotted path, so the dot of ``0.2`` is part of the threshold. t must be one of the
+declared decision thresholds (the preflight refuses any other). ``{metric: net_benefit_vs_treat_all@0.2,
+min: 0, on: ci_low}`` reads: at threshold 0.2, using the model beats treating everyone, at the lower 95%
+bound — a bound on a difference in net benefit (in true positives per patient), not a significance test,
+and it says nothing about treating no one (``net_benefit@0.2`` with ``min: 0`` says that). Each site is
+judged at its own prevalence; the pooled block mixes the sites' prevalences.
+
 A value that is undefined (``null`` estimate, e.g. AUROC at a site with one class) or a block marked
 ``insufficient`` follows the gate's insufficient policy; the reason is carried into the row.
 
@@ -432,7 +443,7 @@ def check_gates(
             elif spec.on != "estimate":
                 err(spec, "on", f"{spec.metric} is a count without an interval", "on: estimate")
             continue
-        if spec.metric not in known_metrics:
+        if canonical_metric(spec.metric) not in known_metrics:
             import difflib
 
             near = difflib.get_close_matches(spec.metric, sorted(known_metrics), n=1)
@@ -1214,8 +1225,9 @@ def gateable_metrics(block: Mapping) -> set[str]:
 
 
 def _metric_paths(block: Mapping, prefix: str = "") -> set[str]:
-    """Dotted paths of the metric entries of a BLOCK (``auroc``, ``hosmer_lemeshow.p_value``, ...)."""
-    out = set()
+    """Dotted paths of the metric entries of a BLOCK (``auroc``, ``hosmer_lemeshow.p_value``, ...), and
+    ``<metric>@<t>`` for its net-benefit entries at decision thresholds."""
+    out = _decision_paths(block or {}, prefix)
     for k, v in (block or {}).items():
         path = f"{prefix}{k}"
         if isinstance(v, Mapping):
@@ -1230,7 +1242,54 @@ def _metric_paths(block: Mapping, prefix: str = "") -> set[str]:
     return out
 
 
+def decision_metric(path: str) -> tuple[str, float] | None:
+    """``(metric, t)`` of a gate metric named ``<metric>@<t>`` (a net-benefit metric at decision threshold
+    t: the ``@`` is split before any dot, the dot of ``0.2`` belonging to t), else None."""
+    name, at, rest = path.partition("@")
+    if not at:
+        return None
+    try:
+        t = float(rest)
+    except ValueError:
+        return None
+    return (name, t) if math.isfinite(t) else None
+
+
+def canonical_metric(path: str) -> str:
+    """A gate's metric as :func:`_metric_paths` names it (``net_benefit@0.20`` as ``net_benefit@0.2``)."""
+    at = decision_metric(path)
+    return f"{at[0]}@{at[1]!r}" if at is not None else path
+
+
+def decision_item(block: Mapping, t: float) -> Mapping | None:
+    """The item of a BLOCK's ``decision`` list at threshold ``t`` (|Δ| < 1e-9), or None."""
+    for item in block.get("decision") or []:
+        if isinstance(item, Mapping) and abs(float(item.get("threshold", math.nan)) - t) < 1e-9:
+            return item
+    return None
+
+
+def _decision_paths(block: Mapping, prefix: str) -> set[str]:
+    """``<metric>@<t>`` for every entry (or undefined entry) of the BLOCK's ``decision`` items."""
+    out = set()
+    for item in block.get("decision") or []:
+        if not isinstance(item, Mapping):
+            continue
+        for k, v in item.items():
+            # beats_defaults is a share of replicates, not an entry: not a gate's metric
+            if k != "beats_defaults" and (v is None or (isinstance(v, Mapping) and "estimate" in v)):
+                out.add(f"{prefix}{k}@{float(item['threshold'])!r}")
+    return out
+
+
 def _lookup(block: Mapping, path: str) -> Any:
+    at = decision_metric(path)
+    if at is not None:
+        # classes.<c>.net_benefit@0.2: the per-class block's decision item
+        where, _, name = at[0].rpartition(".")
+        holder = _lookup(block, where) if where else block
+        item = decision_item(holder, at[1]) if isinstance(holder, Mapping) else None
+        return None if item is None else item.get(name)
     node: Any = block
     for part in path.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -1262,7 +1321,14 @@ def _insufficient_reason(block: Mapping) -> str | None:
 
 def _undefined_reason(entry: Any, spec: GateSpec, block: Mapping) -> str:
     # metrics BLOCKs give the reason of a null metric under "undefined": {metric: reason}
-    reason = (block.get("undefined") or {}).get(spec.metric.split(".")[0])
+    at = decision_metric(spec.metric)
+    if at is not None and "." in at[0]:
+        where, _, name = at[0].rpartition(".")
+        holder = _lookup(block, where)
+        block = holder if isinstance(holder, Mapping) else {}
+        at = (name, at[1])
+    key = f"{at[0]}@{at[1]!r}" if at is not None else spec.metric.split(".")[0]
+    reason = (block.get("undefined") or {}).get(key)
     if isinstance(entry, Mapping):
         if entry.get("estimate") is not None and spec.on != "estimate":
             return f"{spec.metric} has no interval here, so {spec.on} cannot be judged"

@@ -278,7 +278,7 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
     frame = table.frame
     _check_sites(protocol, frame)
     order = [s.id for s in protocol.sites if (frame["site"] == s.id).any()]
-    settings = MetricSettings.from_protocol(protocol.metrics)
+    settings = MetricSettings.from_protocol(protocol.metrics, protocol.decision)
     groups = derive_subgroups(frame, protocol)
     sub_cols = [g.name for g in protocol.subgroups]
     dev = [s.id for s in protocol.sites_with_role("development") if s.id in order]

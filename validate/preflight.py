@@ -134,7 +134,7 @@ def _method_problems(protocol) -> list[InputError]:
 
 def _gate_problems(protocol) -> list[InputError]:
     from validate.analysis.subgroups import gap_metrics
-    from validate.gates import SHIFT_METRICS, comparison_bound_problem, gateable_metrics
+    from validate.gates import SHIFT_METRICS, canonical_metric, comparison_bound_problem, gateable_metrics
 
     problems: list[InputError] = []
     task = protocol.task
@@ -181,6 +181,9 @@ def _gate_problems(protocol) -> list[InputError]:
                     "on: estimate",
                 )
             continue
+        if (decision := _decision_gate_problem(protocol, gate)) is not None:
+            err(i, gate, *decision)
+            continue
         if after and kind not in ("overall", "each_site"):
             err(
                 i,
@@ -226,7 +229,7 @@ def _gate_problems(protocol) -> list[InputError]:
             blocks[after] = probe_block(protocol, smooth_intervals=False)
         block = blocks[after]
         names = gateable_metrics(block) | _null_paths(block)
-        if gate.metric not in names:
+        if canonical_metric(gate.metric) not in names:
             plain = sorted(n for n in names if "." not in n)
             err(
                 i,
@@ -291,6 +294,41 @@ def _problem(protocol, i: int, gate, key: str, message: str, expected: str) -> I
     )
 
 
+def _decision_gate_problem(protocol, gate) -> tuple[str, str, str] | None:
+    """Why a gate on a net-benefit metric at a decision threshold (``net_benefit_vs_treat_all@0.2``)
+    cannot be judged, as ``(field, message, expected)``, or None (also for any other gate): the threshold
+    must be one of the protocol's ``decision.thresholds`` (|Δ| < 1e-9), the metric one of the net-benefit
+    family, and the gate not judged after calibration (net benefit is computed before recalibration)."""
+    from validate.gates import decision_metric
+    from validate.metrics import registry
+
+    if "@" not in gate.metric:
+        return None
+    family = [m.name for m in registry.METRICS if m.at_decision and m.interval != "none"]
+    declared = list(protocol.decision.thresholds) if getattr(protocol, "decision", None) is not None else []
+    at = decision_metric(gate.metric)
+    if at is None:
+        return "metric", f"`{gate.metric}` names no decision threshold after `@`", "<metric>@<t>, e.g. net_benefit@0.2"
+    name, t = at[0].rpartition(".")[2], at[1]
+    if name not in family:
+        return "metric", f"`{name}` is not a net-benefit metric" + _nearest(name, family), f"one of {', '.join(family)}"
+    if not any(abs(t - d) < 1e-9 for d in declared):
+        listed = ", ".join(f"{d:g}" for d in declared)
+        why = f"the protocol's decision thresholds are {listed}" if declared else "the protocol declares none"
+        return (
+            "metric",
+            f"threshold {t:g} is not one of the decision thresholds ({why})",
+            f"a threshold listed under decision.thresholds (add {t:g} there to gate on it)",
+        )
+    if gate.calibration is not None:
+        return (
+            "calibration",
+            "net benefit is computed on the model's own probabilities, not after recalibration",
+            ("no `calibration` on a net-benefit gate"),
+        )
+    return None
+
+
 def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:
     """A metrics BLOCK built by the metrics engine for this protocol's task, class or label names and
     metric settings, on a small synthetic cohort where every metric is defined. Its keys are the
@@ -298,7 +336,7 @@ def probe_block(protocol, *, smooth_intervals: bool = True) -> dict:
     can hold; its values mean nothing."""
     from validate.metrics import MetricSettings, binary_block, multiclass_block, multilabel_block
 
-    settings = MetricSettings.from_protocol(protocol.metrics)
+    settings = MetricSettings.from_protocol(protocol.metrics, getattr(protocol, "decision", None))
     settings = replace(settings, n_bootstrap=min(settings.n_bootstrap, PROBE_BOOTSTRAP), min_events=0, min_cases=0)
     n = PROBE_CASES
     spread = (np.arange(n) + 0.5) / n  # probabilities spread over (0, 1)

@@ -219,6 +219,43 @@ class MetricsSpec(_Strict):
         return v
 
 
+class DecisionSpec(_Strict):
+    """Decision curve analysis (Vickers & Elkin 2006): the thresholds at which net benefit is reported
+    and gateable, and the threshold grid of the decision curve."""
+
+    thresholds: list[float] = Field(
+        default_factory=list,
+        description="decision thresholds t (0 < t < 1) reported in every binary block and gateable as "
+        "`net_benefit@t`, `net_benefit_vs_treat_all@t`, ...",
+    )
+    range: tuple[float, float] = Field(
+        (0.01, 0.5), description="the decision curve's threshold range [low, high], inclusive (0 < low <= high < 1)"
+    )
+    step: float = Field(0.01, gt=0, lt=1, description="the decision curve's threshold step")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _open_unit_interval(cls, v: list[float]) -> list[float]:
+        if any(not 0 < t < 1 for t in v):
+            raise ValueError("decision thresholds are probabilities strictly between 0 and 1")
+        if len(set(v)) != len(v):
+            raise ValueError("decision thresholds are listed once each")
+        return v
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1] < 1:
+            raise ValueError("range is [low, high] with 0 < low <= high < 1")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_size(self) -> DecisionSpec:
+        if (self.range[1] - self.range[0]) / self.step > 1000:
+            raise ValueError("the decision curve's grid would hold more than 1,000 thresholds: widen `step`")
+        return self
+
+
 class CalibrationSpec(_Strict):
     designs: list[Literal["held-out", "local", "transfer", "sample-size"]] = Field(default_factory=lambda: ["held-out"])
     methods: list[str] = Field(default_factory=lambda: ["temperature"])
@@ -348,6 +385,9 @@ class Protocol(_Strict):
     subgroups: list[Subgroup] = Field(default_factory=list)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    decision: DecisionSpec | None = Field(
+        None, description="decision curve analysis: net benefit at decision thresholds (binary blocks)"
+    )
     gates: list[Gate] = Field(default_factory=list)
     synthesis: SynthesisSpec | None = Field(
         None, description="random-effects synthesis across sites (binary); also made for an across_sites gate"

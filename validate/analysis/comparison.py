@@ -157,8 +157,9 @@ def _num(x) -> float | None:
 
 def compared_metrics() -> list[registry.Metric]:
     """The registered binary metrics a comparison gives a Δ for: those of a BLOCK with a direction
-    (better or worse is defined), i.e. not the tests, not the prevalence (the same for both models)."""
-    return [m for m in registry.metrics_for("binary") if m.direction is not None]
+    (better or worse is defined), i.e. not the tests, not the prevalence (the same for both models), nor
+    the net-benefit family at decision thresholds (a block's ``decision`` items; not compared yet)."""
+    return [m for m in registry.metrics_for("binary") if m.direction is not None and not m.at_decision]
 
 
 class _Model:

@@ -250,7 +250,8 @@ def site_curves(
     groups=None,
 ) -> dict:
     """``curves.json``: curves per site and pooled, plus reliability after each calibration method, and
-    (given ``groups``) the reliability bins per subgroup (:func:`subgroup_reliability`).
+    (given ``groups``) the reliability bins per subgroup (:func:`subgroup_reliability`), and (binary, with
+    a ``decision`` section in the settings) the decision curve (:mod:`validate.analysis.decision`).
 
     ``table``: the predictions table (a :class:`~validate.predictions.PredictionsTable`, or a DataFrame
     read through :func:`~validate.predictions.as_table`; original identifiers are not needed and not
@@ -273,6 +274,10 @@ def site_curves(
     for s, part in table.by_site(sites):
         out["sites"][s] = _curves_of(part, settings, cluster_col, smooth)
     out["overall"] = _curves_of(table, settings, cluster_col, smooth)
+    if task == "binary" and getattr(settings, "decision_range", None) is not None:
+        from validate.analysis.decision import decision_curves
+
+        out["decision"] = decision_curves(table, settings=settings, sites=sites)
     if calibration and task == "binary":
         out["calibrated"] = calibrated_reliability(table, calibration, settings=settings, sites=sites, fit_on=fit_on)
     if groups is not None and len(groups.columns) and task != "multilabel":

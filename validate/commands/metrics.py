@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     class_names = label_names = None
     subgroup_columns: list[str] = []
     development = None
-    metrics_section = None
+    metrics_section = decision_section = None
     if args.protocol:
         from validate.protocol import load_protocol
 
@@ -114,13 +114,16 @@ def run(args: argparse.Namespace) -> int:
         devs = protocol.sites_with_role("development")
         development = devs[0].id if devs else None
         metrics_section = protocol.metrics
+        decision_section = protocol.decision
     if args.workers is not None and args.workers < 1:
         raise InputError(
             f"--workers {args.workers} is not positive",
             field="--workers",
             expected="an integer >= 1 (1 = no worker processes)",
         )
-    settings = MetricSettings.from_protocol(metrics_section, n_bootstrap=args.bootstrap, seed=args.seed)
+    settings = MetricSettings.from_protocol(
+        metrics_section, decision_section, n_bootstrap=args.bootstrap, seed=args.seed
+    )
     text = categorical_columns(protocol) if protocol is not None else []
     table = read_predictions(
         args.predictions, task=task, class_names=class_names, label_names=label_names, text_columns=text

@@ -140,9 +140,10 @@ def binary_block(
     thresholds = list(settings.thresholds)
     t_target = _target_threshold(y, p, settings.target_sensitivity, threshold_carry)
     op_thresholds = thresholds + ([t_target] if t_target is not None and t_target not in thresholds else [])
+    decision = settings.decision_thresholds
     boot = _BinaryEntries(
-        _binary_points(data, op_thresholds, settings.ci_level),
-        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals),
+        _binary_points(data, op_thresholds, settings.ci_level, decision),
+        _binary_replicates(data, op_thresholds, settings, clusters, strata, smooth_intervals, decision),
         settings,
         smooth_intervals,
     )
@@ -152,6 +153,8 @@ def binary_block(
         block["target_sensitivity"] = _target_entry(
             undefined, boot, settings.target_sensitivity, t_target, carried=threshold_carry is not None
         )
+    if decision:
+        block["decision"] = _decision_entries(undefined, boot, decision, events / n)
     reason = _precision_field(
         block, data, settings, insufficiency(n, {"events": events, "non-events": n - events}, settings)
     )
@@ -193,12 +196,13 @@ def _target_threshold(
     return t if math.isfinite(t) else None
 
 
-def _binary_points(data: BinaryCases, op_thresholds: list, level: float) -> dict:
+def _binary_points(data: BinaryCases, op_thresholds: list, level: float, decision=()) -> dict:
     """Point estimates of every registered binary metric: each replicate kernel at unit weights
     (operating points as ``name@threshold``), or the metric's own point function where a bootstrap
     metric declares one (the smoothers)."""
     ones = np.ones((1, data.n))
-    point = {k: float(v[0]) for k, v in data.replicate(ones, op_thresholds, want_smooth=False).items()}
+    values = data.replicate(ones, op_thresholds, want_smooth=False, decision=decision)
+    point = {k: float(v[0]) for k, v in values.items()}
     for m in registry.metrics_for("binary"):
         if m.interval == "bootstrap" and m.point is not None:
             point[m.name] = m.point(data, level)
@@ -206,7 +210,13 @@ def _binary_points(data: BinaryCases, op_thresholds: list, level: float) -> dict
 
 
 def _binary_replicates(
-    data: BinaryCases, op_thresholds: list, settings: MetricSettings, clusters, strata, smooth_intervals: bool
+    data: BinaryCases,
+    op_thresholds: list,
+    settings: MetricSettings,
+    clusters,
+    strata,
+    smooth_intervals: bool,
+    decision=(),
 ) -> dict[str, np.ndarray]:
     """``{name: (n_bootstrap,)}``: every kernel on the clustered, stratified bootstrap replicates, in
     chunks; empty without replicates."""
@@ -221,7 +231,7 @@ def _binary_replicates(
             chunk=BOOTSTRAP_CHUNK,
             order=data.order,
         ):
-            vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals)
+            vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals, decision=decision)
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v) for k, v in reps.items()}
@@ -258,7 +268,7 @@ def _metric_entries(
     one_class = events == 0 or events == n
     single_reason = f"only one class present ({'no events' if events == 0 else 'no non-events'})"
     for m in registry.metrics_for("binary"):
-        if m.at_threshold or m.interval == "none":
+        if m.at_threshold or m.at_decision or m.interval == "none":
             continue
         if one_class and m.one_class is not None:
             block[m.name] = None
@@ -296,6 +306,42 @@ def _operating_point_entries(block: dict, undefined: dict, boot: _BinaryEntries,
             block[m] = ops[0][m]
             if block[m] is None:
                 undefined[m] = _op_reason(m, thresholds[0])
+
+
+def _decision_entries(undefined: dict, boot: _BinaryEntries, thresholds, prevalence: float) -> list[dict]:
+    """One item per decision threshold: every entry of the net-benefit family (registry ``at_decision``)
+    with its percentile interval and bootstrap standard error ``se`` (sd of the finite replicates,
+    ddof = 1; None without replicates), and ``beats_defaults`` from the same replicates. An undefined
+    entry is None with its reason under ``undefined`` as ``"<metric>@<t>"``."""
+    from validate.metrics.net_benefit import beats_defaults
+
+    items = []
+    for t in thresholds:
+        item: dict = {"threshold": float(t), "prevalence": _num(prevalence)}
+        for m in registry.metrics_for("binary"):
+            if not m.at_decision or m.replicate is None:
+                continue
+            key = f"{m.name}@{t!r}"
+            e = boot(m.name, key)
+            if e["estimate"] is None:
+                item[m.name] = None
+                undefined[key] = m.why_undefined or f"undefined at decision threshold {t}"
+                continue
+            e["se"] = _replicate_sd(boot.replicates.get(key))
+            item[m.name] = e
+        nb, ref = (boot.replicates.get(f"{name}@{t!r}") for name in ("net_benefit", "net_benefit_treat_all"))
+        item["beats_defaults"] = beats_defaults(nb, ref) if nb is not None and ref is not None else None
+        items.append(item)
+    return items
+
+
+def _replicate_sd(replicates) -> float | None:
+    """The bootstrap standard error: sd (ddof = 1) of the finite replicates; None with fewer than two."""
+    if replicates is None:
+        return None
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    return _num(np.std(r, ddof=1)) if r.size > 1 else None
 
 
 def _target_entry(undefined: dict, boot: _BinaryEntries, target: float, t_target: float | None, carried: bool) -> dict:

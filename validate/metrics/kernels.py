@@ -125,6 +125,37 @@ def npv_kernel(d: Draw, i: int) -> np.ndarray:
     return _divide(tn, tn + fn)
 
 
+def net_benefit_kernel(d: Draw, i: int) -> np.ndarray:
+    from validate.metrics.net_benefit import net_benefit
+
+    tp, fp, events, n = d.decision(i)
+    return net_benefit(tp, fp, n, d.decision_thresholds[i])
+
+
+def treat_all_kernel(d: Draw, i: int) -> np.ndarray:
+    from validate.metrics.net_benefit import treat_all
+
+    tp, fp, events, n = d.decision(i)
+    return treat_all(events, n, d.decision_thresholds[i])
+
+
+def net_benefit_vs_treat_all_kernel(d: Draw, i: int) -> np.ndarray:
+    return net_benefit_kernel(d, i) - treat_all_kernel(d, i)
+
+
+def interventions_avoided_kernel(d: Draw, i: int) -> np.ndarray:
+    from validate.metrics.net_benefit import interventions_avoided
+
+    return interventions_avoided(net_benefit_kernel(d, i), treat_all_kernel(d, i), d.decision_thresholds[i])
+
+
+def standardized_net_benefit_kernel(d: Draw, i: int) -> np.ndarray:
+    from validate.metrics.net_benefit import standardized_net_benefit
+
+    tp, fp, events, n = d.decision(i)
+    return standardized_net_benefit(net_benefit_kernel(d, i), events, n)
+
+
 # ---- weighted functions f(cases, w) -> (k,) (w None: the point estimate) ---------------------------
 
 

@@ -56,6 +56,7 @@ BLOCK_FIELDS = {
         "operating_points",
         "target_sensitivity",
         "precision",
+        "decision",
     ),
     "multiclass": ("n", "n_events", "insufficient", "reason", "undefined", "class_counts", "classes"),
     "multilabel": ("n", "n_events", "insufficient", "reason", "undefined", "label_counts", "labels", "macro"),
@@ -87,6 +88,10 @@ class Metric:
         the probability, and a monotone recalibration cannot change it.
     at_threshold: an operating-point metric, computed at every threshold; the BLOCK's own entry is the
         first threshold's.
+    at_decision: a member of the net-benefit family (:mod:`validate.metrics.net_benefit`), computed at
+        every decision threshold of the protocol's ``decision`` section (kernel ``f(draw, i)`` at decision
+        threshold ``i``); a BLOCK holds it only under ``decision`` (one item per threshold), and a gate
+        names it ``<name>@<t>``.
     smooth: needs a smoother fit per replicate (costly: its bootstrap may be skipped).
     one_class: what happens when a BLOCK has one class only: None (still defined), ``""`` (undefined)
         or a note appended to the reason it is undefined.
@@ -111,6 +116,7 @@ class Metric:
     weighted: Callable[..., Any] | None = None
     ranking: bool = False
     at_threshold: bool = False
+    at_decision: bool = False
     smooth: bool = False
     one_class: str | None = None
     why_undefined: str | None = None
@@ -420,6 +426,67 @@ METRICS: tuple[Metric, ...] = (
         at_threshold=True,
         replicate=R.npv_kernel,
         weighted=R.operating_weighted("npv"),
+    ),
+    # ---- binary: net benefit at the decision thresholds (treat = p >= t; Vickers & Elkin 2006)
+    Metric(
+        "net_benefit",
+        "Net benefit",
+        BINARY,
+        "TP/n − FP/n · t/(1−t) at decision threshold t, treated = p >= t (Vickers & Elkin 2006), at the "
+        "cases' own prevalence",
+        direction="higher",
+        at_decision=True,
+        replicate=R.net_benefit_kernel,
+        synthesis="identity",
+    ),
+    Metric(
+        "net_benefit_treat_all",
+        "Net benefit, treat all",
+        BINARY,
+        "π − (1 − π) · t/(1−t), π the prevalence: the net benefit of treating everyone (treat none: 0)",
+        at_decision=True,
+        replicate=R.treat_all_kernel,
+    ),
+    Metric(
+        "net_benefit_vs_treat_all",
+        "NB − treat all",
+        BINARY,
+        "net benefit − net benefit of treating all, paired within each bootstrap replicate",
+        direction="higher",
+        at_decision=True,
+        replicate=R.net_benefit_vs_treat_all_kernel,
+        synthesis="identity",
+    ),
+    Metric(
+        "interventions_avoided",
+        "Interventions avoided /100",
+        BINARY,
+        "(NB − NB_all) / (t/(1−t)) · 100: net interventions avoided per 100 patients (Vickers et al. 2008)",
+        direction="higher",
+        at_decision=True,
+        replicate=R.interventions_avoided_kernel,
+        synthesis="identity",
+        digits=1,
+    ),
+    Metric(
+        "standardized_net_benefit",
+        "Standardised net benefit",
+        BINARY,
+        "NB / π: net benefit as a share of the most attainable (Kerr et al. 2016)",
+        direction="higher",
+        at_decision=True,
+        replicate=R.standardized_net_benefit_kernel,
+        synthesis="identity",
+        why_undefined="no events: standardised net benefit divides by the prevalence",
+    ),
+    Metric(
+        "beats_defaults",
+        "Beats both defaults",
+        BINARY,
+        "share of bootstrap replicates with NB > max(0, NB_all): a descriptive share, not a p-value "
+        "(Vickers et al., Diagn Progn Res 2023)",
+        interval="none",
+        at_decision=True,
     ),
     # ---- every task
     Metric(

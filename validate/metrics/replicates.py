@@ -92,6 +92,21 @@ class BinaryCases:
             self._with_calls[key] = mat
         return mat
 
+    def decision_matrix(self, thresholds) -> np.ndarray:
+        """Per decision threshold t the columns [p >= t, y·(p >= t)] (treated, treated events), after a
+        first column y: one matrix product gives every replicate's events and, per threshold, its
+        treated cases and true positives (:mod:`validate.metrics.net_benefit`)."""
+        key = ("decision", *(float(t) for t in thresholds))
+        mat = self._with_calls.get(key)
+        if mat is None:
+            cols = [self.y_float[:, None]]
+            for t in key[1:]:
+                call = (self.p >= t).astype(np.float64)
+                cols.append(np.column_stack([call, self.y * call]))
+            mat = np.ascontiguousarray(np.column_stack(cols))
+            self._with_calls[key] = mat
+        return mat
+
     def lowess_point(self) -> dict:
         """Point estimates of the lowess errors (eavg, e50, e90, emax) and the loess ICI, on the cases
         in their own order (one smoother fit each, shared by the five metrics)."""
@@ -100,17 +115,21 @@ class BinaryCases:
             self._lowess["ici"] = _ici(self.y_in, self.p_in)
         return self._lowess
 
-    def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False) -> dict:
+    def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False, decision=()) -> dict:
         """Every registered binary metric with a replicate kernel, for replicate weights ``ws`` (k, n)
-        given in sorted order: ``{name: (k,)}``, operating-point metrics as ``name@threshold``. AUROC
-        (a DeLong interval in blocks) only when ``auroc``; the smoothers only when ``want_smooth``."""
-        draw = Draw(self, ws, thresholds)
+        given in sorted order: ``{name: (k,)}``, operating-point metrics as ``name@threshold``, the
+        net-benefit family as ``name@t`` at each of the ``decision`` thresholds. AUROC (a DeLong interval
+        in blocks) only when ``auroc``; the smoothers only when ``want_smooth``."""
+        draw = Draw(self, ws, thresholds, decision)
         out = {}
         for m in metrics_for("binary"):
             if (m.interval == "delong" and not auroc) or (m.smooth and not want_smooth):
                 continue
             if m.replicate is not None:
-                if m.at_threshold:
+                if m.at_decision:
+                    for i, t in enumerate(draw.decision_thresholds):
+                        out[f"{m.name}@{t!r}"] = m.replicate(draw, i)
+                elif m.at_threshold:
                     for i, t in enumerate(draw.thresholds):
                         out[f"{m.name}@{t!r}"] = m.replicate(draw, i)
                 else:
@@ -158,13 +177,24 @@ class Draw:
     """One chunk of replicate weights ``ws`` (k, n), in :class:`BinaryCases` sorted order, with the
     sums many metrics share computed once (lazily) for the chunk."""
 
-    def __init__(self, cases: BinaryCases, ws: np.ndarray, thresholds):
+    def __init__(self, cases: BinaryCases, ws: np.ndarray, thresholds, decision=()):
         self.cases = cases
         self.ws = np.ascontiguousarray(ws, dtype=np.float64)
         self.thresholds = list(thresholds)
+        self.decision_thresholds = [float(t) for t in decision]
         self.total = self.ws.sum(axis=1)
         self._lin: np.ndarray | None = None
+        self._decision: np.ndarray | None = None
         self._smooth: dict | None = None
+
+    def decision(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(TP, FP, events, n) at decision threshold ``i``, treated = p >= t, per replicate: a separate
+        product from :attr:`lin`, so that the other metrics' sums are computed exactly as without it."""
+        if self._decision is None:
+            self._decision = self.ws @ self.cases.decision_matrix(self.decision_thresholds)
+        called = self._decision[:, 1 + 2 * i]
+        tp = self._decision[:, 2 + 2 * i]
+        return tp, called - tp, self._decision[:, 0], self.total
 
     @property
     def lin(self) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -60,6 +61,9 @@ class MetricSettings:
     to the other sites. ``min_events``/``min_cases``: the insufficiency rule (see
     :func:`validate.metrics.blocks.insufficiency`). ``precision``: the target interval widths of the
     precision criteria (:class:`PrecisionTargets`, :mod:`validate.metrics.precision`).
+    ``decision_thresholds``: the decision thresholds at which a binary block reports net benefit
+    (:mod:`validate.metrics.net_benefit`); ``decision_range`` (``None``: the protocol has no ``decision``
+    section, so no decision entries and no decision curve) and ``decision_step``: the decision curve's grid.
     """
 
     bins: int = 15
@@ -72,10 +76,14 @@ class MetricSettings:
     min_cases: int = 30
     cluster_by: str | None = "patient_id"
     precision: PrecisionTargets = PrecisionTargets()
+    decision_thresholds: tuple[float, ...] = ()
+    decision_range: tuple[float, float] | None = None
+    decision_step: float = 0.01
 
     @classmethod
-    def from_protocol(cls, metrics: Any = None, **overrides: Any) -> MetricSettings:
-        """Settings from a protocol's ``metrics`` section (a pydantic model, a dict or ``None``).
+    def from_protocol(cls, metrics: Any = None, decision: Any = None, **overrides: Any) -> MetricSettings:
+        """Settings from a protocol's ``metrics`` section (a pydantic model, a dict or ``None``) and its
+        ``decision`` section (the same kinds; ``None``: no decision analysis).
 
         Keyword ``overrides`` that are not ``None`` win (e.g. ``n_bootstrap`` from the command line).
         """
@@ -84,4 +92,32 @@ class MetricSettings:
             values["thresholds"] = tuple(float(t) for t in values["thresholds"])
         if "precision" in values:
             values["precision"] = PrecisionTargets.of(values["precision"])
+        values.update(_decision_values(decision))
         return replace(cls(), **values)
+
+    @property
+    def decision_grid(self) -> tuple[float, ...]:
+        """The decision curve's thresholds: ``round(low + i·step, 10)`` for i = 0, 1, ... up to ``high``
+        inclusive (rounded so that 0.01 + 9·0.01 is 0.1, as a protocol writes it); empty without a
+        ``decision`` section."""
+        if self.decision_range is None:
+            return ()
+        low, high = self.decision_range
+        count = int(math.floor((high - low) / self.decision_step + 1e-9)) + 1
+        return tuple(round(low + i * self.decision_step, 10) for i in range(count))
+
+
+def _decision_values(decision: Any) -> dict:
+    """The ``decision_*`` settings of a protocol's ``decision`` section (none without one)."""
+    if decision is None:
+        return {}
+    if hasattr(decision, "model_dump"):
+        decision = decision.model_dump()
+    elif not isinstance(decision, dict):
+        decision = {k: getattr(decision, k) for k in ("thresholds", "range", "step") if hasattr(decision, k)}
+    low, high = decision.get("range") or (0.01, 0.5)
+    return {
+        "decision_thresholds": tuple(float(t) for t in decision.get("thresholds") or ()),
+        "decision_range": (float(low), float(high)),
+        "decision_step": float(decision.get("step") or 0.01),
+    }
