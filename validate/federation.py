@@ -205,6 +205,8 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
         table, task=protocol.task, names=names, settings=settings, sites=[site], calibration=None, groups=groups
     )
     curves["overall"] = pooled_absent("site")
+    if curves.get("decision"):  # the decision curve pooled over sites: not here either
+        curves["decision"]["blocks"]["overall"] = pooled_absent("site")
     if curves.get("subgroups"):
         curves["subgroups"]["overall"] = {}
     cohort = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
@@ -483,6 +485,8 @@ def combine_parts(protocol, bundles) -> dict:
         metrics["synthesis"] = synthesis
     curves = _merged(present, by_site, "curves", group_sort_key)
     curves["overall"] = pooled_absent("combined")
+    if curves.get("decision"):
+        curves["decision"] = _merged_decision(present, by_site)
     subgroups = _merged(present, by_site, "subgroups", group_sort_key)
     cohort = {k: v for k, v in first.sites.items() if k != "schema"}
     cohort["sites"] = {s: by_site[s].sites["sites"][s] for s in present}
@@ -520,6 +524,14 @@ def _merged(present: list[str], by_site: dict, part: str, sort_key) -> Any:
                 if s in ((by_site[s].curves.get("subgroups") or {}).get("sites") or {})
             }
     return out
+
+
+def _merged_decision(present: list[str], by_site: dict) -> dict:
+    """curves.json ``decision`` of the sites merged: each site's curve at its own prevalence; the pooled
+    curve (which mixes the sites' prevalences) needs every site's cases: absent, with the reason."""
+    first = by_site[present[0]].curves["decision"]
+    sites = {s: by_site[s].curves["decision"]["blocks"]["sites"][s] for s in present}
+    return {**first, "blocks": {"overall": pooled_absent("combined"), "sites": sites}}
 
 
 def _group_union(present: list[str], by_site: dict, part: str, sort_key) -> dict:
