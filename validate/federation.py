@@ -174,7 +174,7 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
     from validate.pipeline import predictions_table
 
     table = predictions_table(protocol, frame)
-    settings = MetricSettings.from_protocol(protocol.metrics)
+    settings = MetricSettings.from_protocol(protocol.metrics, protocol.decision)
     names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
     block = site_block(
         table,
@@ -497,7 +497,7 @@ def combine_parts(protocol, bundles) -> dict:
         "subgroups": subgroups,
         "curves": curves,
         "sites": cohort,
-        "settings": MetricSettings.from_protocol(protocol.metrics),
+        "settings": MetricSettings.from_protocol(protocol.metrics, protocol.decision),
         "order": present,
     }
     parts["gates"] = judge_federated(protocol, parts, kind="combined")
