@@ -91,6 +91,9 @@ def test_site_bundle_blocks_equal_the_central_run(heart):
         assert bundle.metrics["sites"][s] == central.metrics["sites"][s], s
         assert bundle.subgroups["sites"][s] == central.subgroups["sites"][s], s
         assert bundle.curves["sites"][s] == central.curves["sites"][s], s
+        decision = bundle.curves["decision"]["blocks"]
+        assert decision["sites"][s] == central.curves["decision"]["blocks"]["sites"][s], s
+        assert decision["overall"]["not_computed"] is True, s  # not the site's curve passed off as pooled
         assert bundle.sites["sites"][s] == central.sites["sites"][s], s
     # the carried threshold: the development site's own, at every other site
     dev_t = central.metrics["sites"]["cleveland"]["target_sensitivity"]["threshold"]
@@ -106,6 +109,10 @@ def test_combined_bundle_equals_the_central_run_per_site(heart):
     assert combined.subgroups["sites"] == central.subgroups["sites"]
     assert combined.subgroups["groups"] == central.subgroups["groups"]
     assert combined.curves["sites"] == central.curves["sites"]
+    # the decision curve of each site at its own prevalence (heart.yaml declares decision thresholds)
+    assert combined.curves["decision"]["blocks"]["sites"] == central.curves["decision"]["blocks"]["sites"]
+    assert combined.curves["decision"]["thresholds"] == central.curves["decision"]["thresholds"]
+    assert combined.curves["decision"]["blocks"]["overall"]["not_computed"] is True
     # per-site subgroup reliability as shipped ("none"); the central run adds calibrated methods there
     for s in HEART_SITES:
         for attr, cells in combined.curves["subgroups"]["sites"][s].items():

@@ -435,7 +435,9 @@ class DecisionCurve(_Part):
 
 
 class DecisionCurveBlocks(_Part):
-    overall: DecisionCurve
+    overall: Annotated[
+        Annotated[DecisionCurve, Tag("pooled")] | Annotated[PooledAbsent, Tag("absent")], Discriminator(_pooled_tag)
+    ] = Field(description="the pooled curve; in a site or combined bundle a PooledAbsent saying why not")
     sites: dict[str, DecisionCurve]
 
 

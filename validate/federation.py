@@ -174,7 +174,7 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
     from validate.pipeline import predictions_table
 
     table = predictions_table(protocol, frame)
-    settings = MetricSettings.from_protocol(protocol.metrics)
+    settings = MetricSettings.from_protocol(protocol.metrics, protocol.decision)
     names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
     block = site_block(
         table,
@@ -205,6 +205,8 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
         table, task=protocol.task, names=names, settings=settings, sites=[site], calibration=None, groups=groups
     )
     curves["overall"] = pooled_absent("site")
+    if curves.get("decision"):  # the decision curve pooled over sites: not here either
+        curves["decision"]["blocks"]["overall"] = pooled_absent("site")
     if curves.get("subgroups"):
         curves["subgroups"]["overall"] = {}
     cohort = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
@@ -355,9 +357,6 @@ def run_site(
     return RunResult(bundle=bundle, gates=parts["gates"], metrics=parts["metrics"], summary=summary)
 
 
-# ---- gates -----------------------------------------------------------------------------------------
-
-
 # ---- combine ---------------------------------------------------------------------------------------
 
 
@@ -486,6 +485,8 @@ def combine_parts(protocol, bundles) -> dict:
         metrics["synthesis"] = synthesis
     curves = _merged(present, by_site, "curves", group_sort_key)
     curves["overall"] = pooled_absent("combined")
+    if curves.get("decision"):
+        curves["decision"] = _merged_decision(present, by_site)
     subgroups = _merged(present, by_site, "subgroups", group_sort_key)
     cohort = {k: v for k, v in first.sites.items() if k != "schema"}
     cohort["sites"] = {s: by_site[s].sites["sites"][s] for s in present}
@@ -496,7 +497,7 @@ def combine_parts(protocol, bundles) -> dict:
         "subgroups": subgroups,
         "curves": curves,
         "sites": cohort,
-        "settings": MetricSettings.from_protocol(protocol.metrics),
+        "settings": MetricSettings.from_protocol(protocol.metrics, protocol.decision),
         "order": present,
     }
     parts["gates"] = judge_federated(protocol, parts, kind="combined")
@@ -523,6 +524,14 @@ def _merged(present: list[str], by_site: dict, part: str, sort_key) -> Any:
                 if s in ((by_site[s].curves.get("subgroups") or {}).get("sites") or {})
             }
     return out
+
+
+def _merged_decision(present: list[str], by_site: dict) -> dict:
+    """curves.json ``decision`` of the sites merged: each site's curve at its own prevalence; the pooled
+    curve (which mixes the sites' prevalences) needs every site's cases: absent, with the reason."""
+    first = by_site[present[0]].curves["decision"]
+    sites = {s: by_site[s].curves["decision"]["blocks"]["sites"][s] for s in present}
+    return {**first, "blocks": {"overall": pooled_absent("combined"), "sites": sites}}
 
 
 def _group_union(present: list[str], by_site: dict, part: str, sort_key) -> dict:

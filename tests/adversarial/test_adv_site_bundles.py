@@ -101,6 +101,7 @@ def test_a_central_bundle_is_not_a_site_bundle(bundles, tmp_path):
 def test_a_combined_bundle_is_not_a_site_bundle(bundles, tmp_path):
     r = run_cli("combine", bundles["cleveland"], bundles["hungary"], "--out", tmp_path / "c")
     assert r.code in (0, 1), r.text
+    assert "Combined 2 site bundle(s): cleveland (n=303), hungary (n=294)" in r.out
     with Unchanged(tmp_path):
         r2 = run_cli("combine", tmp_path / "c", "--out", tmp_path / "d")
     assert r2.code == 2 and "a combined bundle, not a site bundle" in r2.err

@@ -60,11 +60,15 @@ def _synthesis_lines(synthesis: dict | None) -> list[str]:
     def num(x) -> str:
         return "—" if x is None else f"{x:.3f}"
 
+    pooled = synthesis.get("metrics") or {}
+    # the sites pooled (those of the rule that have a block), not the rule's whole list
+    inputs = [i.get("site") for m in pooled.values() for i in m.get("inputs") or []]
+    sites = [s for s in synthesis.get("sites") or [] if s in inputs]
     lines = [
-        f"Synthesis across {', '.join(synthesis.get('sites') or [])} ({synthesis.get('method')}, "
+        f"Synthesis across {', '.join(sites) or 'no site'} ({synthesis.get('method')}, "
         f"{synthesis.get('interval')}, {synthesis.get('ci_level', 0.95):.0%}):"
     ]
-    for name, m in (synthesis.get("metrics") or {}).items():
+    for name, m in pooled.items():
         pi = f"prediction interval {num(m.get('pi_low'))} to {num(m.get('pi_high'))}"
         lines.append(
             f"  {name:<24} {num(m.get('estimate'))} ({num(m.get('ci_low'))} to {num(m.get('ci_high'))}), "
