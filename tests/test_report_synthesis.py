@@ -45,7 +45,7 @@ def test_across_hospitals_section_shows_each_pooled_metric_with_its_prediction_i
     without = _report(tmp_path / "a", None)
     html = _report(tmp_path / "b", fx.all_sites())
     section = _section(html, "synthesis")
-    assert "<h2>5.1 Across hospitals</h2>" in html
+    assert "<h2>5.2 Across hospitals</h2>" in html
     # after the per-site calibration, before the subgroups
     assert html.index('id="calibration"') < html.index('id="synthesis"') < html.index('id="subgroups"')
     assert '<a href="#synthesis">Across hospitals</a>' in html

@@ -660,7 +660,7 @@ def _synthesis(bundle, figs: _Figures) -> str:
     for m in pooled:
         fig = charts.synthesis_forest_figure(metrics, m, roles=roles)
         out.append(figs.html(fig, charts.synthesis_caption(synthesis, m)))
-    return _section("synthesis", "5.1 Across hospitals", "".join(out))
+    return _section("synthesis", "5.2 Across hospitals", "".join(out))
 
 
 def _interval_name(synthesis: Mapping) -> str:
