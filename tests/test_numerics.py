@@ -117,3 +117,13 @@ def test_one_definition_each():
     assert base.softmax is numerics.softmax and base.log_sigmoid is numerics.log_sigmoid
     assert sites.wilson_interval is two_sample.wilson_interval is numerics.wilson_interval
     assert predictions.one_vs_rest_log_odds is numerics.one_vs_rest_log_odds
+
+
+def test_wilson_bounds_at_zero_and_all_successes_are_exact():
+    # rounding left lower bounds of ~1e-19 at k = 0 (n = 303), which put the estimate 0 outside its own
+    # interval in shift.json's missingness entries
+    k = np.array([0, 0, 303, 294, 7])
+    n = np.array([303, 294, 303, 294, 10])
+    lo, hi = wilson_interval(k, n)
+    assert np.all(lo[:2] == 0.0) and np.all(hi[2:4] == 1.0)
+    assert np.all((lo <= k / n) & (k / n <= hi))

@@ -105,8 +105,9 @@ def wilson_interval(k: Any, n: Any, level: float = 0.95):
         centre = (p + z * z / (2 * n)) / denom
         half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     defined = n > 0
-    lo = np.where(defined, np.maximum(0.0, centre - half), np.nan)
-    hi = np.where(defined, np.minimum(1.0, centre + half), np.nan)
+    # at k = 0 (k = n) the bound is exactly 0 (1); rounding leaves ~1e-19 and puts the estimate outside
+    lo = np.where(defined, np.where(k == 0, 0.0, np.maximum(0.0, centre - half)), np.nan)
+    hi = np.where(defined, np.where(k == n, 1.0, np.minimum(1.0, centre + half)), np.nan)
     if scalar:
         return float(lo), float(hi)
     return lo, hi
