@@ -174,3 +174,26 @@ def test_bad_input_exits_2_with_one_line(tmp_path, protocol, flags, says):
     assert res.code == 2
     assert says in res.err
     assert res.err.count("\n") == 1
+
+
+def test_prevalence_and_c_alone_imply_a_matching_normal_linear_predictor():
+    # the normal LP of a calibrated model with prevalence 0.1 and C 0.75 (pmvalsampsize's lpcstat): checked by
+    # simulating outcomes from it and measuring prevalence and C with scikit-learn
+    from validate.plan import LinearPredictor
+
+    lp = LinearPredictor.matching(0.1, 0.75)
+    mean, sd = (float(x) for x in lp.source.split("Normal(")[1].split(")")[0].split(","))
+    rng = np.random.default_rng(7)
+    x = rng.normal(mean, sd, 1_000_000)
+    y = rng.random(x.size) < 1 / (1 + np.exp(-x))
+    assert y.mean() == pytest.approx(0.1, abs=0.002)
+    assert roc_auc_score(y, x) == pytest.approx(0.75, abs=0.003)
+    with pytest.raises(ValueError):
+        LinearPredictor.matching(0.5, 0.9999)
+
+
+def test_slope_and_net_benefit_computed_from_prevalence_and_c_alone(tmp_path, protocol):
+    site = _plan(tmp_path, protocol, "--prevalence", "0.4", "--cstatistic", "0.8")["sites"][0]
+    slope = next(c for c in site["criteria"] if c["metric"] == "calibration_slope")
+    assert slope["needed_n"] is not None and "matching prevalence 0.4 and C 0.8" in slope["basis"]
+    assert site["not_computed"] == []

@@ -10,7 +10,9 @@ site's predictions:
   the development predictions' observed prevalence);
 - the C-statistic (``--cstatistic``; else the development predictions' AUROC);
 - the linear predictor's distribution for the calibration slope and the net benefit (``--lp-normal
-  M,SD``; else the development predictions' logits as an empirical distribution).
+  M,SD``; else the development predictions' logits as an empirical distribution; else, given the
+  prevalence and C only, the normal distribution of a calibrated model that has them,
+  :meth:`LinearPredictor.matching`, as pmvalsampsize's ``lpcstat``).
 
 A criterion whose inputs are missing is reported as not computed, with what it needs; it does not
 count towards the recommendation (which says so). Sensitivity and specificity at a decision threshold t
@@ -21,11 +23,15 @@ spec = E[(1 − p)·1(p < t)]/E[1 − p]), or, from predictions, the observed on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from validate.metrics import precision as P
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,41 @@ class LinearPredictor:
         z = (edges[:-1] + edges[1:]) / 2
         w = np.exp(-z * z / 2)
         return cls(mean + sd * z, w / w.sum(), f"linear predictor Normal({mean:g}, {sd:g})")
+
+    @classmethod
+    def matching(cls, prevalence: float, cstatistic: float) -> LinearPredictor:
+        """The Normal(μ, σ) linear predictor of a calibrated model (p = expit(LP)) whose mean risk is
+        ``prevalence`` and whose C-statistic is ``cstatistic``, as pmvalsampsize's ``lpcstat`` finds it
+        by simulation (Riley et al. 2021, section 3): for each σ, μ solves E[expit(μ + σZ)] = φ; then σ
+        solves C(σ) = c, where C is P(LP of an event > LP of a non-event) with events weighted by p and
+        non-events by 1 − p. C(σ) rises from 0.5 at σ = 0, so the root is unique."""
+        from scipy.optimize import brentq
+
+        if not (0 < prevalence < 1 and 0.5 < cstatistic < 1):
+            raise ValueError(f"need 0 < prevalence < 1 and 0.5 < C < 1, got {prevalence}, {cstatistic}")
+        edges = np.linspace(-10.0, 10.0, 40_001)
+        z = (edges[:-1] + edges[1:]) / 2
+        w = np.exp(-z * z / 2)
+        w /= w.sum()
+
+        def mean_for(sd: float) -> float:
+            return brentq(lambda m: float(w @ _expit(m + sd * z)) - prevalence, -500.0, 500.0, xtol=1e-12)
+
+        def c_of(sd: float) -> float:
+            p = _expit(mean_for(sd) + sd * z)
+            w1, w0 = w * p, w * (1 - p)
+            below = np.cumsum(w0) - w0  # non-event mass strictly below each cell; ties within a cell: half
+            return float((w1 @ (below + w0 / 2)) / (w1.sum() * w0.sum()))
+
+        if c_of(15.0) < cstatistic:  # beyond what a normal linear predictor of this prevalence reaches
+            raise ValueError(f"no normal linear predictor has prevalence {prevalence:g} and C {cstatistic:g}")
+        sd = brentq(lambda s: c_of(s) - cstatistic, 1e-4, 15.0, xtol=1e-10)
+        mean = mean_for(sd)
+        lp = cls.normal(mean, sd)
+        source = (
+            f"linear predictor Normal({mean:.3g}, {sd:.3g}) matching prevalence {prevalence:.3g} and C {cstatistic:.3g}"
+        )
+        return cls(lp.points, lp.weights, source)
 
     @classmethod
     def empirical(cls, logits, source: str) -> LinearPredictor:
@@ -115,6 +156,12 @@ def _need(metric: str, target: float, n: int | None, phi: float, basis: str, **e
 
 
 def _criteria(phi: float, a: Anticipated, targets, thresholds, level: float) -> list[dict]:
+    if a.lp is None and a.cstatistic is not None and 0.5 < a.cstatistic < 1:
+        # only prevalence and C anticipated: the normal linear predictor they imply (pmvalsampsize lpcstat)
+        try:
+            a = replace(a, lp=LinearPredictor.matching(phi, a.cstatistic))
+        except ValueError:  # an extreme C: the slope and net benefit stay not computed, with what they need
+            pass
     out = [
         _need(
             "oe_ratio",
