@@ -109,7 +109,8 @@ def test_comparison_protocol_is_heart_with_v2_against_v1():
     # the same cohort, inputs and metric settings as heart.yaml; only the model (and the gates) differ
     heart = yaml.safe_load((REPO / "protocols" / "heart.yaml").read_text())
     compare = yaml.safe_load(COMPARE.read_text())
-    for key in ("task", "classes", "positive_class", "input", "columns", "sites", "attributes", "subgroups", "metrics"):
+    keys = ("task", "classes", "positive_class", "input", "columns", "sites", "attributes", "subgroups", "metrics")
+    for key in (*keys, "synthesis", "decision"):
         assert compare[key] == heart[key], key
     assert compare["model"]["checkpoint"] == "../sample_sites/heart/model_v2.pt2"
     assert compare["model"]["baseline"] == {k: heart["model"][k] for k in ("checkpoint", "format", "output")}

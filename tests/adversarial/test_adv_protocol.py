@@ -575,7 +575,10 @@ PORTED = [
         "bad-literal",
         ("    on: ci_low", "    on: lower"),
         None,
-        ["{P}, line {L:on: lower}: gates[0].on: invalid value 'lower'", "'estimate', 'ci_low' or 'ci_high'"],
+        [
+            "{P}, line {L:on: lower}: gates[0].on: invalid value 'lower'",
+            "'estimate', 'ci_low', 'ci_high', 'pi_low' or 'pi_high'",
+        ],
     ),
     (
         "bad-type",

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from validate.numerics import logit, sigmoid
+
 METHODS = ("REML", "DL")
 INTERVALS = ("hksj", "z")
 SITE_RULES = ("external", "all")
@@ -164,15 +166,7 @@ def _finite(x: Any) -> Any:
 # ---- scales ----------------------------------------------------------------------------------------
 
 
-def _logit(x: float) -> float:
-    return math.log(x / (1.0 - x))
-
-
-def _expit(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-_BACK = {"logit": _expit, "log": math.exp, "identity": lambda x: x}
+_BACK = {"logit": lambda x: float(sigmoid(x)), "log": math.exp, "identity": lambda x: x}
 
 
 def _back(scale: str, x: float | None) -> float | None:
@@ -208,7 +202,7 @@ def site_input(metric: str, scale: str, block: Mapping) -> tuple[float, float] |
     if scale == "logit":
         if not 0 < est < 1:
             return f"{metric} = {est:g}: its logit is infinite"
-        return _logit(est), se / (est * (1 - est))
+        return float(logit(est)), se / (est * (1 - est))
     if scale == "log":
         if est <= 0:
             return f"{metric} = {est:g}: its log is undefined"

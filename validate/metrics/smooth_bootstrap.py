@@ -536,10 +536,7 @@ def smooth_errors(
         S, T = _window_sums(sc, W, TM, rq, q, h, [(lo, mid, -1), (mid, hi, 1)], 4, 2, _loess_w)
         A = np.stack([S[:, 0:3], S[:, 1:4], S[:, 2:5]], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            try:
-                beta = np.linalg.solve(A, T[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:
-                beta = np.stack([np.linalg.lstsq(a_, t_, rcond=None)[0] for a_, t_ in zip(A, T, strict=True)])
+            beta = _solve_local_fits(A, T)
         vals, slopes = beta[:, 0], beta[:, 1] / h
         bounds = np.r_[0, np.cumsum(sizes)]
         for i, r in enumerate(orows):
@@ -549,6 +546,23 @@ def smooth_errors(
     _constant_rows(x, y, W, P, lplans, oplans, out, curves)
     out.update(curves.arrays())
     return out
+
+
+def _solve_local_fits(A: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """The local quadratic fits' coefficients, one system per vertex; a singular system by least squares,
+    and one that is not finite (a window of saturated, tied predictions) as NaN — that vertex's fit is
+    undefined, as R's loess would refuse it — instead of failing the whole set of replicates."""
+    try:
+        return np.linalg.solve(A, T[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        beta = np.full(T.shape, np.nan)
+        for i, (a_, t_) in enumerate(zip(A, T, strict=True)):
+            if np.all(np.isfinite(a_)) and np.all(np.isfinite(t_)):
+                try:
+                    beta[i] = np.linalg.lstsq(a_, t_, rcond=None)[0]
+                except np.linalg.LinAlgError:
+                    pass
+        return beta
 
 
 def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
