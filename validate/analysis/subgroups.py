@@ -122,6 +122,7 @@ def paired_gaps(
     """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring).
     ``score``: what AUROC and AUPRC rank (the logits when given; default p)."""
     from validate.metrics import iter_bootstrap_weights, percentile_interval
+    from validate.metrics.ece_interval import with_note
 
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -166,6 +167,7 @@ def paired_gaps(
                         replicates=int(d.size),
                         p_value=_fin(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0)))),
                     )
+                    with_note(entry)  # a gap of biased statistics (ECE, E90) can fall outside: say why
             out[g][m] = entry
     return out
 
