@@ -343,3 +343,38 @@ def test_resampling_beyond_the_voxel_limit_is_refused(files, monkeypatch):
     monkeypatch.setattr(volumes, "MAX_VOLUME_VOXELS", 10**5)
     with pytest.raises(CaseError, match="resampling would produce"):
         prepare_volume(vol, VolumeSpec(size=(8, 8, 8), spacing=(0.2, 0.2, 0.2)))
+
+
+def test_nifti_without_orientation_and_files_that_are_no_volume_are_refused(tmp_path, known):
+    voxels, _ = known
+    nib.save(nib.Nifti1Image(voxels, None), str(tmp_path / "bare.nii"))  # no affine: both codes 0
+    assert nib.load(str(tmp_path / "bare.nii")).header["sform_code"] == 0
+    with pytest.raises(CaseError, match="holds no orientation"):
+        read_volume(tmp_path / "bare.nii")
+    (tmp_path / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(CaseError, match="^not a volume: expected a NIfTI file"):
+        read_volume(tmp_path / "scan.png")
+
+
+def test_non_orthogonal_orientation_is_refused(tmp_path, known):
+    voxels, affine = known
+    skewed = affine.copy()
+    skewed[:3, 1] = [-0.1, -0.8, 0.0]  # rows not perpendicular to columns
+    with pytest.raises(CaseError, match="not orthogonal unit vectors"):
+        read_volume(write_dicom_series(tmp_path / "skew", voxels, skewed))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"size": (8, 8)},
+        {"size": (8, 8, 0)},
+        {"size": (8, 8, 8), "spacing": (1.0, 0.0, 1.0)},
+        {"size": (8, 8, 8), "orientation": "RAR"},
+        {"size": (8, 8, 8), "orientation": "RASL"},
+        {"size": (8, 8, 8), "window": (40.0, 0.0)},
+    ],
+)
+def test_volume_spec_refuses_what_cannot_be_prepared(kwargs):
+    with pytest.raises(ValueError):
+        VolumeSpec(**kwargs)

@@ -53,6 +53,19 @@ class VolumeSpec:
     channels: int = 1
     scale: float = 1.0
 
+    def __post_init__(self) -> None:
+        if len(self.size) != 3 or any(int(n) < 1 for n in self.size):
+            raise ValueError(f"volume size {self.size!r}: expected three positive voxel counts (D, H, W)")
+        if self.spacing is not None and (
+            len(self.spacing) != 3 or not all(math.isfinite(float(s)) and float(s) > 0 for s in self.spacing)
+        ):
+            raise ValueError(f"volume spacing {self.spacing!r}: expected three positive numbers of mm (D, H, W)")
+        check_orientation(self.orientation)
+        if self.window is not None and not float(self.window[1]) > 0:
+            raise ValueError(f"window width {self.window[1]!r} must be > 0")
+        if int(self.channels) < 1 or not float(self.scale) > 0:
+            raise ValueError("channels must be at least 1 and scale positive")
+
 
 @dataclass
 class Volume:
@@ -86,7 +99,15 @@ def read_volume(path: str | Path) -> Volume:
         raise CaseError("volume file not found")
     if is_nifti(path):
         return read_nifti(path)
-    return read_multiframe(path)
+    try:
+        return read_multiframe(path)
+    except CaseError as exc:
+        if exc.reason.startswith("not a DICOM file"):
+            raise CaseError(
+                "not a volume: expected a NIfTI file (.nii, .nii.gz), a folder holding one DICOM series or a "
+                "multi-frame DICOM file"
+            ) from None
+        raise
 
 
 def read_nifti(path: Path) -> Volume:
@@ -107,6 +128,15 @@ def read_nifti(path: Path) -> Volume:
     if len(shape) != 3:
         raise CaseError(f"NIfTI image of shape {img.shape} is not one 3D volume")
     check_voxel_count(shape, "NIfTI header declares")
+    header = img.header
+    if "sform_code" in header and int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+        # nibabel would fall back to an affine from the voxel sizes alone, guessing the axes' directions
+        raise CaseError(
+            "NIfTI header holds no orientation (sform_code and qform_code are 0): the directions of its "
+            "voxel axes are unknown"
+        )
+    if np.dtype(img.get_data_dtype()).kind not in "uif":
+        raise CaseError(f"NIfTI data of type {img.get_data_dtype()} is not one grey value per voxel")
     try:
         voxels = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except Exception as exc:
@@ -194,6 +224,8 @@ def _read_header(path: Path, *, pixels: bool = False) -> Any:
         syntax = str(read_file_meta_info(path).get("TransferSyntaxUID", "") or "")
     except FileNotFoundError:
         raise CaseError("DICOM file not found") from None
+    except OSError as exc:
+        raise CaseError(f"DICOM file could not be read: {exception_text(exc)}") from None
     except Exception:
         syntax = ""
     if syntax == DEFLATED:
@@ -258,8 +290,9 @@ def read_dicom_series(folder: Path) -> Volume:
     check_voxel_count((len(headers), int(first.Rows), int(first.Columns)), "DICOM series declares")
     planes = [_plane_of(ds, i) for i, (_, ds) in enumerate(headers)]
     order, affine = _stack_affine(planes, "DICOM series")
-    slices = [_slice_pixels(headers[planes[k].index][0]) for k in order]
-    voxels = np.stack(slices).astype(np.float32)
+    voxels = np.empty((len(order), planes[0].rows, planes[0].columns), dtype=np.float32)
+    for out, k in enumerate(order):
+        voxels[out] = _slice_pixels(headers[planes[k].index][0], voxels.shape[1:])
     return make_volume(voxels, affine, _acquisition(first))
 
 
@@ -267,7 +300,7 @@ def _plane_of(ds: Any, index: int) -> _Plane:
     """The geometry of one single-frame image from its Image Plane module."""
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if ds.get(keyword) is None:
-            raise CaseError(f"DICOM slice has no {keyword}: its place in the volume is unknown")
+            raise CaseError(f"DICOM image has no {keyword}: its place in a volume is unknown")
     return _Plane(
         position=_floats(ds.ImagePositionPatient, 3, "ImagePositionPatient"),
         orientation=_floats(ds.ImageOrientationPatient, 6, "ImageOrientationPatient"),
@@ -288,14 +321,14 @@ def _floats(value: Any, n: int, keyword: str) -> np.ndarray:
     return out
 
 
-def _slice_pixels(path: Path) -> np.ndarray:
+def _slice_pixels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """One slice decoded and passed through its Modality LUT (physical units), float64."""
     from pydicom.pixels import apply_modality_lut
 
     ds = _read_header(path, pixels=True)
     raw = _decoded(ds)
-    if raw.ndim != 2:
-        raise CaseError(f"DICOM slice of pixel shape {raw.shape} is not one grey frame")
+    if raw.shape != tuple(shape):
+        raise CaseError(f"DICOM slice of pixel shape {raw.shape} is not one grey {shape[0]}x{shape[1]} frame")
     try:
         return np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
     except Exception as exc:
@@ -357,10 +390,13 @@ def _stack_affine(planes: list[_Plane], what: str) -> tuple[list[int], np.ndarra
                 f"{what} mixes pixel spacings ({_mm(ref.pixel_spacing)} and {_mm(p.pixel_spacing)} mm): not one volume"
             )
     row_cos, col_cos = ref.orientation[:3], ref.orientation[3:]
+    norms = (float(np.linalg.norm(row_cos)), float(np.linalg.norm(col_cos)))
+    if min(norms) < 0.9 or max(norms) > 1.1 or abs(row_cos @ col_cos) > 0.01 * norms[0] * norms[1]:
+        raise CaseError(
+            f"{what} has an ImageOrientationPatient whose row and column cosines are not orthogonal unit vectors"
+        )
+    row_cos, col_cos = row_cos / norms[0], col_cos / norms[1]  # often written with few decimals
     normal = np.cross(row_cos, col_cos)
-    if not np.linalg.norm(normal) > 0.5:
-        raise CaseError(f"{what} has a degenerate ImageOrientationPatient (row and column cosines not orthogonal)")
-    normal = normal / np.linalg.norm(normal)
     along = np.asarray([p.position @ normal for p in planes])
     order = [int(i) for i in np.argsort(along, kind="stable")]
     step = _check_steps(along[order], what)
@@ -665,10 +701,13 @@ def _interpolate_axis(arr: np.ndarray, positions: np.ndarray, axis: int) -> np.n
     frac = positions - lo
     shape = [1, 1, 1]
     shape[axis] = len(positions)
-    w = frac.reshape(shape).astype(np.float64)
-    a = np.take(arr, lo, axis=axis).astype(np.float64)
-    b = np.take(arr, hi, axis=axis).astype(np.float64)
-    return a + w * (b - a)
+    w = frac.reshape(shape).astype(np.float32)
+    a = np.take(arr, lo, axis=axis).astype(np.float32, copy=False)
+    b = np.take(arr, hi, axis=axis)
+    b -= a
+    b *= w
+    b += a
+    return b
 
 
 def apply_window(arr: np.ndarray, window: tuple[float, float], scale: float) -> np.ndarray:
