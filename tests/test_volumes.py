@@ -244,7 +244,8 @@ def test_voxel_limit_is_checked_from_headers_before_decoding(tmp_path, known, mo
         raise AssertionError("pixels decoded before the voxel limit was checked")
 
     monkeypatch.setattr(volumes, "_decoded", no_decoding)
-    for path in (folder, enhanced):
+    nifti = write_nifti(tmp_path / "big.nii", voxels, affine)
+    for path in (folder, enhanced, nifti):
         with pytest.raises(CaseError, match="16x20x24 = 7680 voxels, above the 7679 voxel limit"):
             read_volume(path)
 
@@ -378,3 +379,65 @@ def test_non_orthogonal_orientation_is_refused(tmp_path, known):
 def test_volume_spec_refuses_what_cannot_be_prepared(kwargs):
     with pytest.raises(ValueError):
         VolumeSpec(**kwargs)
+
+
+def test_enhanced_multiframe_with_a_missing_frame_is_refused(tmp_path, known):
+    voxels, affine = known
+    order = [k for k in range(16) if k != 11]
+    path = write_enhanced_multiframe(tmp_path / "gap.dcm", voxels, affine, frame_order=order)
+    with pytest.raises(CaseError) as err:
+        read_volume(path)
+    assert err.value.reason == (
+        "multi-frame DICOM has a gap of 5 mm between slices 11 and 12 where the step is 2.5 mm: a slice is missing"
+    )
+
+
+def test_legacy_multiframe_frame_offsets(tmp_path, known, files):
+    import pydicom
+
+    voxels, affine = known
+    ds = pydicom.dcmread(files["legacy"])
+    del ds.SpacingBetweenSlices
+    ds.GridFrameOffsetVector = [2.5 * k for k in range(16)]
+    ds.save_as(tmp_path / "offsets.dcm")
+    np.testing.assert_array_equal(read_volume(tmp_path / "offsets.dcm").voxels, read_volume(files["legacy"]).voxels)
+    del ds.GridFrameOffsetVector
+    del ds.SliceThickness
+    ds.save_as(tmp_path / "no_step.dcm")
+    with pytest.raises(CaseError, match="the distance between its frames is unknown"):
+        read_volume(tmp_path / "no_step.dcm")
+
+
+def test_compressed_slices_without_a_decoder_name_the_syntax_and_the_package(tmp_path, known, monkeypatch):
+    import pydicom.pixels
+    from pydicom.uid import RLELossless
+
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "rle", voxels, affine, compress=RLELossless)
+
+    class Missing:
+        is_available = False
+        missing_dependencies = ["pylibjpeg-rle"]
+
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda syntax: Missing())
+    with pytest.raises(CaseError) as err:
+        read_volume(folder)
+    assert err.value.reason == (
+        "compressed DICOM transfer syntax RLE Lossless (1.2.840.10008.1.2.5) has no decoder installed; "
+        "install one of: pylibjpeg-rle"
+    )
+
+
+def test_broken_codestream_is_corrupt_naming_the_syntax(tmp_path, known):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "rle", voxels, affine, compress=RLELossless)
+    victim = sorted(folder.iterdir())[2]
+    ds = pydicom.dcmread(victim)
+    ds.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"\xff" * 8])
+    ds.save_as(victim)
+    with pytest.raises(CaseError, match=r"^corrupt or truncated DICOM pixel data \(RLE Lossless\)"):
+        read_volume(folder)

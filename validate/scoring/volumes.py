@@ -213,8 +213,8 @@ def _pydicom() -> Any:
     return pydicom
 
 
-def _read_header(path: Path, *, pixels: bool = False) -> Any:
-    """A DICOM data set (without its pixel data unless ``pixels``). Deflated files are refused before
+def _read_header(path: Path) -> Any:
+    """A DICOM data set without its pixel data. Deflated files are refused before
     pydicom inflates them whole (their size is only known once inflated)."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
@@ -231,7 +231,7 @@ def _read_header(path: Path, *, pixels: bool = False) -> Any:
     if syntax == DEFLATED:
         raise CaseError("deflated DICOM (1.2.840.10008.1.2.1.99) is not supported for volumes")
     try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError as exc:
         raise CaseError(f"not a DICOM file: {exc}") from None
     except Exception as exc:
@@ -292,7 +292,8 @@ def read_dicom_series(folder: Path) -> Volume:
     order, affine = _stack_affine(planes, "DICOM series")
     voxels = np.empty((len(order), planes[0].rows, planes[0].columns), dtype=np.float32)
     for out, k in enumerate(order):
-        voxels[out] = _slice_pixels(headers[planes[k].index][0], voxels.shape[1:])
+        path, ds = headers[planes[k].index]
+        voxels[out] = _slice_pixels(path, ds, voxels.shape[1:])
     return make_volume(voxels, affine, _acquisition(first))
 
 
@@ -321,12 +322,11 @@ def _floats(value: Any, n: int, keyword: str) -> np.ndarray:
     return out
 
 
-def _slice_pixels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """One slice decoded and passed through its Modality LUT (physical units), float64."""
+def _slice_pixels(path: Path, ds: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """One slice (header ``ds``) decoded and passed through its Modality LUT (physical units), float64."""
     from pydicom.pixels import apply_modality_lut
 
-    ds = _read_header(path, pixels=True)
-    raw = _decoded(ds)
+    raw = _decoded(ds, path)
     if raw.shape != tuple(shape):
         raise CaseError(f"DICOM slice of pixel shape {raw.shape} is not one grey {shape[0]}x{shape[1]} frame")
     try:
@@ -335,11 +335,13 @@ def _slice_pixels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
         raise CaseError(f"DICOM rescale could not be applied: {exception_text(exc)}", stage="preprocess") from None
 
 
-def _decoded(ds: Any) -> np.ndarray:
-    """``ds.pixel_array``; a compressed syntax without a decoder installed is named with what would
-    decode it, and only a failing decoder is called corrupt."""
-    if "PixelData" not in ds:
-        raise CaseError("DICOM holds no pixel data (PixelData element missing)")
+def _decoded(ds: Any, path: Path) -> np.ndarray:
+    """The stored pixel values of the file at ``path`` whose header ``ds`` was read: grey only; a
+    compressed syntax without a decoder installed is named with what would decode it, and only a
+    failing decoder is called corrupt. Decoded by ``pydicom.pixels.pixel_array`` from the file (which
+    parses only what the pixels need: a second full ``dcmread`` per slice cost as much again)."""
+    from pydicom.pixels import pixel_array
+
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise CaseError("DICOM volume slices must be grey (one sample per pixel), not colour")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -357,7 +359,7 @@ def _decoded(ds: Any) -> np.ndarray:
                 f"install one of: {needs}"
             )
     try:
-        return np.asarray(ds.pixel_array)
+        return np.asarray(pixel_array(path))
     except Exception as exc:
         name = f" ({syntax.name})" if syntax is not None else ""
         raise CaseError(f"corrupt or truncated DICOM pixel data{name}: {exception_text(exc)}") from None
@@ -466,7 +468,7 @@ def read_multiframe(path: Path) -> Volume:
     else:
         planes = _legacy_planes(ds, frames)
     order, affine = _stack_affine(planes, "multi-frame DICOM")
-    raw = _decoded(_read_header(path, pixels=True))
+    raw = _decoded(ds, path)
     if raw.shape != (frames, planes[0].rows, planes[0].columns):
         raise CaseError(f"multi-frame DICOM pixel array of shape {raw.shape} is not {frames} grey frames")
     voxels = np.empty(raw.shape, dtype=np.float32)
