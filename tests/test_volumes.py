@@ -441,3 +441,12 @@ def test_broken_codestream_is_corrupt_naming_the_syntax(tmp_path, known):
     ds.save_as(victim)
     with pytest.raises(CaseError, match=r"^corrupt or truncated DICOM pixel data \(RLE Lossless\)"):
         read_volume(folder)
+
+
+def test_malformed_dicom_header_fails_the_case_not_the_run(files, monkeypatch):
+    def malformed(ds, index):
+        return int("abc")  # what int(ds.Rows) raises on a header element of the wrong form
+
+    monkeypatch.setattr(volumes, "_plane_of", malformed)
+    with pytest.raises(CaseError, match="^malformed DICOM header: ValueError: invalid literal"):
+        read_volume(files["series"])

@@ -93,14 +93,12 @@ def read_volume(path: str | Path) -> Volume:
     if not path:
         raise CaseError("no volume path for this case")
     path = Path(path)
-    if path.is_dir():
-        return read_dicom_series(path)
-    if not path.exists():
+    if not path.is_dir() and not path.exists():
         raise CaseError("volume file not found")
     if is_nifti(path):
         return read_nifti(path)
     try:
-        return read_multiframe(path)
+        return read_dicom_series(path) if path.is_dir() else read_multiframe(path)
     except CaseError as exc:
         if exc.reason.startswith("not a DICOM file"):
             raise CaseError(
@@ -108,6 +106,9 @@ def read_volume(path: str | Path) -> Volume:
                 "multi-frame DICOM file"
             ) from None
         raise
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # a header element of the wrong form (Rows "abc", an empty sequence): this case fails, not the run
+        raise CaseError(f"malformed DICOM header: {exception_text(exc)}") from None
 
 
 def read_nifti(path: Path) -> Volume:
@@ -524,6 +525,7 @@ def _enhanced_planes(ds: Any, frames: int) -> list[_Plane]:
 def _legacy_planes(ds: Any, frames: int) -> list[_Plane]:
     first = _plane_of(ds, 0)
     normal = np.cross(first.orientation[:3], first.orientation[3:])
+    normal = normal / max(float(np.linalg.norm(normal)), 1e-12)  # cosines are often written with few decimals
     offsets = ds.get("GridFrameOffsetVector")
     if offsets is not None:
         along = _floats(offsets, frames, "GridFrameOffsetVector")
@@ -656,7 +658,7 @@ def reorient(voxels: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[
     new_spacing = [0.0, 0.0, 0.0]
     for src, (dst, _flip) in enumerate(transform):
         new_spacing[int(dst)] = float(spacing[src])
-    return np.ascontiguousarray(out, dtype=np.float32), tuple(new_spacing)
+    return np.ascontiguousarray(out, dtype=np.float32), tuple(new_spacing)  # np.take runs 4x faster on it
 
 
 def resample(arr: np.ndarray, spacing: tuple[float, ...], target: tuple[float, ...]) -> np.ndarray:
@@ -678,8 +680,9 @@ def resample(arr: np.ndarray, spacing: tuple[float, ...], target: tuple[float, .
         plan.append(_sample_positions(n, float(s), t))
     check_voxel_count(tuple(len(p) for p in plan), "resampling would produce")
     out = arr
-    for axis, positions in enumerate(plan):
-        out = _interpolate_axis(out, positions, axis)
+    # the axes that shrink most first: later passes then run over fewer voxels (the passes commute)
+    for axis in sorted(range(3), key=lambda a: len(plan[a]) / max(shape[a], 1)):
+        out = _interpolate_axis(out, plan[axis], axis)
     return out.astype(np.float32, copy=False)
 
 
@@ -758,3 +761,22 @@ def read_volume_case(path: str | Path, spec: VolumeSpec) -> tuple[np.ndarray, np
     out = crop_or_pad(arr, spec.size, pad)
     out = np.repeat(out[None], int(spec.channels), axis=0) if spec.channels != 1 else out[None]
     return out, stats, dict(vol.acquisition)
+
+
+__all__ = [
+    "MAX_VOLUME_VOXELS",
+    "Volume",
+    "VolumeSpec",
+    "apply_window",
+    "check_orientation",
+    "crop_or_pad",
+    "prepare_volume",
+    "read_dicom_series",
+    "read_multiframe",
+    "read_nifti",
+    "read_volume",
+    "read_volume_case",
+    "reorient",
+    "resample",
+    "windowed_volume",
+]
