@@ -231,7 +231,24 @@ def test_symlink_out_of_the_folder_and_non_dicom_files_are_refused(tmp_path, kno
         read_volume(folder)
     (folder / "notes.txt").unlink()
     (folder / ".DS_Store").write_bytes(b"\0" * 10)  # hidden files are skipped
-    assert read_volume(folder).voxels.shape == voxels.shape
+    import pydicom
+
+    index = pydicom.dcmread(next(folder.iterdir()))
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(index, keyword)
+    index.save_as(folder / "DICOMDIR")  # a DICOM file without an image is not a slice: ignored
+    np.testing.assert_array_equal(read_volume(folder).voxels, read_volume(files_series_of(folder)).voxels)
+
+
+def files_series_of(folder):
+    """The folder's slices alone, copied next to it (the reference for a folder with extra files)."""
+    import shutil
+
+    clean = folder.parent / (folder.name + "_clean")
+    clean.mkdir()
+    for f in folder.glob("IM*.dcm"):
+        shutil.copy(f, clean / f.name)
+    return clean
 
 
 def test_voxel_limit_is_checked_from_headers_before_decoding(tmp_path, known, monkeypatch):
