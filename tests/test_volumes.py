@@ -467,3 +467,36 @@ def test_malformed_dicom_header_fails_the_case_not_the_run(files, monkeypatch):
     monkeypatch.setattr(volumes, "_plane_of", malformed)
     with pytest.raises(CaseError, match="^malformed DICOM header: ValueError: invalid literal"):
         read_volume(files["series"])
+
+
+def test_real_philips_enhanced_mr_geometry_matches_nibabels_dicom_reader(tmp_path):
+    """A vendor file (Philips Achieva Enhanced MR, 176 sagittal frames, oblique; pixel values zeroed
+    by its publisher) shipped with nibabel's tests: its RAS-canonical grid must match the one nibabel's
+    independent DICOM wrapper derives (world positions to 0.01 mm). Its rows and columns share size
+    and spacing and its pixels are zero, so a row/column swap shows only in the known-volume tests."""
+    import gzip
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+
+    source = Path(nib.__file__).parent / "nicom" / "tests" / "data" / "philips_mprage.dcm.gz"
+    if not source.exists():
+        pytest.skip("nibabel's test data (philips_mprage.dcm.gz) is not installed")
+    path = tmp_path / "mprage.dcm"
+    path.write_bytes(gzip.decompress(source.read_bytes()))
+    vol = read_volume(path)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom import dicomwrappers
+
+        wrapper = dicomwrappers.wrapper_from_data(header)
+        ref_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ wrapper.affine  # its LPS to RAS
+        ref_shape = (*wrapper.image_shape[:2], int(header.NumberOfFrames))
+    ref = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(ref_shape, np.float32), ref_affine))
+    mine = nib.as_closest_canonical(nib.Nifti1Image(vol.voxels, vol.affine))
+    assert mine.shape == ref.shape == (176, 256, 256)
+    np.testing.assert_allclose(mine.affine, ref.affine, atol=0.01)
+    assert vol.acquisition["manufacturer"] == "Philips Medical Systems"
+    assert vol.acquisition["manufacturer_model"] == "Achieva"
