@@ -230,7 +230,7 @@ def test_symlink_out_of_the_folder_and_non_dicom_files_are_refused(tmp_path, kno
     with pytest.raises(CaseError, match="1 file\\(s\\) that are not DICOM"):
         read_volume(folder)
     (folder / "notes.txt").unlink()
-    (folder / ".DS_Store").write_bytes(b"\0" * 10)  # hidden files are skipped
+    (folder / ".DS_Store").write_bytes(b"\0" * 10)  # hidden files that are not DICOM are skipped
     import pydicom
 
     index = pydicom.dcmread(next(folder.iterdir()))
@@ -500,3 +500,12 @@ def test_real_philips_enhanced_mr_geometry_matches_nibabels_dicom_reader(tmp_pat
     np.testing.assert_allclose(mine.affine, ref.affine, atol=0.01)
     assert vol.acquisition["manufacturer"] == "Philips Medical Systems"
     assert vol.acquisition["manufacturer_model"] == "Achieva"
+
+
+def test_a_hidden_dicom_slice_still_counts(tmp_path, known):
+    """An end slice hidden by its name (no gap would reveal it) is read, not skipped."""
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "hidden", voxels, affine, shuffle_names=False)
+    last = sorted(folder.iterdir())[-1]
+    last.rename(folder / ".IM_last.dcm")
+    assert read_volume(folder).voxels.shape == voxels.shape

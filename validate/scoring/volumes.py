@@ -240,13 +240,11 @@ def _read_header(path: Path) -> Any:
 
 
 def _series_files(folder: Path) -> list[Path]:
-    """The regular files directly in ``folder`` (no recursion; hidden files skipped), refusing a
-    symbolic link that leads outside it (a manifest's folder must not reach the rest of the disk)."""
+    """The regular files directly in ``folder`` (no recursion), refusing a symbolic link that leads
+    outside it (a manifest's folder must not reach the rest of the disk)."""
     root = folder.resolve()
     files = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
         if entry.is_symlink():
             target = entry.resolve()
             if not target.is_relative_to(root):
@@ -260,11 +258,12 @@ def read_dicom_series(folder: Path) -> Volume:
     """One DICOM series from the files of ``folder``.
 
     Files are read without their pixels first: those without an image (Rows) are ignored (a DICOMDIR,
-    a report), files that are not DICOM are refused, the images must form one SeriesInstanceUID, one
-    frame each; then the header voxel count is checked (:data:`MAX_VOLUME_VOXELS`), the slices are
-    ordered along the normal of their planes and checked to form one regular grid
-    (:func:`_stack_affine`). Each slice is then decoded and rescaled with its own Modality LUT (Rescale
-    Slope/Intercept, or a Modality LUT Sequence)."""
+    a report), files that are not DICOM are refused, except hidden ones (``.DS_Store``: a hidden file
+    that is a DICOM image still counts, so that no end slice can drop out unseen), the images must
+    form one SeriesInstanceUID, one frame each; then the header voxel count is checked
+    (:data:`MAX_VOLUME_VOXELS`), the slices are ordered along the normal of their planes and checked
+    to form one regular grid (:func:`_stack_affine`). Each slice is then decoded and rescaled with
+    its own Modality LUT (Rescale Slope/Intercept, or a Modality LUT Sequence)."""
     headers = []
     not_dicom = 0
     for path in _series_files(folder):
@@ -272,7 +271,7 @@ def read_dicom_series(folder: Path) -> Volume:
             ds = _read_header(path)
         except CaseError as exc:
             if exc.reason.startswith("not a DICOM file"):
-                not_dicom += 1
+                not_dicom += not path.name.startswith(".")
                 continue
             raise
         if "Rows" in ds:
