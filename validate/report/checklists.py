@@ -176,7 +176,12 @@ def _dates(f: Facts) -> Evidence:
     if not spans:
         why = drift.get("reason") or "no acquisition dates"
         return Evidence("author", f"not in bundle: no acquisition dates ({why})")
-    return Evidence("filled", "Acquisition windows per site (shift.json drift): " + _join(spans) + ".", ("shift.json",))
+    dated = {s for s, d in (drift.get("sites") or {}).items() if d.get("windows")}
+    undated = [s for s in f.site_order if s not in dated]
+    text = "Acquisition windows per site (shift.json drift): " + _join(spans)
+    if undated:
+        text += f"; no acquisition dates for {_join(undated, ', ')}"
+    return Evidence("partial" if undated else "filled", text + ".", ("shift.json",))
 
 
 def _where_when(f: Facts) -> Evidence:
@@ -196,7 +201,7 @@ def _preprocessing(f: Facts) -> Evidence:
     block = _input_block(f)
     if not block:
         return Evidence("author", "not in bundle: the protocol has no input section")
-    spec = _join((f"{k}: {v}" for k, v in block.items() if k != "features"), ", ")
+    spec = _join((f"{k}: {v}" for k, v in block.items() if k != "features" and v is not None), ", ")
     feats = block.get("features")
     extra = f"; {len(feats)} feature column(s) handed to the model in order" if isinstance(feats, list) else ""
     return Evidence(
@@ -375,8 +380,10 @@ def _uncertainty(f: Facts) -> Evidence:
 
 def _updating(f: Facts) -> Evidence:
     cal = f.bundle.calibration
-    if not cal or not cal.get("methods"):
+    if cal is None:
         return _absent("calibration.json", "no recalibration was evaluated")
+    if not cal.get("methods"):
+        return Evidence("author", f"not in bundle: calibration.json holds no methods ({cal.get('reason') or 'none'})")
     methods = [m for m in cal["methods"] if m != "none"]
     text = (
         f"Recalibration methods evaluated: {_join(methods, ', ')}, fitted on {_join(cal.get('fit_on') or [], ', ')} "
