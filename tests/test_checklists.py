@@ -197,6 +197,20 @@ def test_failures_and_missing_recalibration_are_reported_as_the_files_say(synthe
         assert row.status == "author" and row.evidence.startswith("not in bundle: calibration.json is absent")
 
 
+def test_without_failures_csv_no_item_claims_every_case_was_scored(synthetic_bundle, tmp_path):
+    # a site or combined bundle holds no failures.csv: "no case failed" would be a claim it cannot make
+    folder = _copy(synthetic_bundle["bundle"], tmp_path)
+    (folder / "failures.csv").unlink()
+    bundle = read_bundle(folder)
+    tripod = _check_rows(bundle, "tripod-ai")
+    row = _row(tripod, "27a")
+    assert row.status == "author" and row.evidence.startswith("not in bundle: failures.csv is absent")
+    assert _row(_check_rows(bundle, "stard-ai"), "15").status == "author"
+    for r in tripod:
+        assert "no case failed" not in r.evidence, r
+    assert "failures.csv is not in this bundle" in _row(tripod, "11").evidence
+
+
 def _markdown_rows(text: str) -> dict[str, list[str]]:
     rows = {}
     for line in text.splitlines():

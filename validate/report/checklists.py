@@ -264,7 +264,12 @@ def _sample_size(f: Facts) -> Evidence:
     )
 
 
+_NO_FAILURES_FILE = "failures.csv is not in this bundle, so it does not say which cases could not be scored"
+
+
 def _failure_counts(f: Facts) -> str:
+    if not f.has("failures.csv"):  # site and combined bundles hold no case rows
+        return _NO_FAILURES_FILE
     fails = f.failures
     if not len(fails):
         return "no case failed to be read or scored (failures.csv is empty)"
@@ -769,6 +774,8 @@ def _limitations(f: Facts) -> Evidence:
         items.append(f"metrics at {_join(dev, ', ')} are apparent (in-sample) performance")
     if len(f.failures):
         items.append(_failure_counts(f))
+    elif not f.has("failures.csv"):
+        items.append(_NO_FAILURES_FILE)
     return Evidence(
         "filled",
         "The bundle's own limitations (report section 9): " + (_join(items) or "none noted") + ".",
@@ -777,15 +784,18 @@ def _limitations(f: Facts) -> Evidence:
 
 
 def _input_failures(f: Facts) -> Evidence:
+    if not f.has("failures.csv"):
+        return _absent("failures.csv", "a site or combined bundle holds no case rows")
     text = _failure_counts(f)
     return Evidence("filled", text[:1].upper() + text[1:] + " (failures.csv).", ("failures.csv",))
 
 
 def _indeterminate(f: Facts) -> Evidence:
+    base = _input_failures(f)
+    if base.status == "author":
+        return base
     return Evidence(
-        "filled",
-        _input_failures(f).text + " Such cases are excluded from every metric and listed with their reason.",
-        ("failures.csv",),
+        "filled", base.text + " Such cases are excluded from every metric and listed with their reason.", base.sources
     )
 
 
@@ -962,7 +972,8 @@ def checklist_html(bundle, names: Sequence[str]) -> str:
             for r in rows
         )
         out.append(
-            '<div class="scroll"><table class="checklist"><thead><tr><th>Item</th><th>Topic</th><th>Asks for</th>'
+            '<div class="scroll"><table class="checklist"><thead><tr><th>Item</th><th>Topic</th>'
+            '<th style="min-width:14em">Asks for</th>'
             f"<th>Status</th><th>Evidence in the bundle</th><th>Author to supply</th></tr></thead><tbody>{body}</tbody>"
             "</table></div>"
         )
