@@ -141,8 +141,9 @@ def _description(f: Facts) -> Evidence:
 
 def _study_kind(f: Facts) -> Evidence:
     ext, dev = f.sites_with("external"), f.sites_with("development")
+    task = f.protocol.get("task") or f.metrics.get("task")
     text = (
-        f"External validation of an existing model ({f.protocol.get('task') or f.metrics.get('task')} task): "
+        f"Evaluation of an existing model, without refitting it ({task} task): "
         f"evaluated at {len(ext)} external site(s) ({_join(ext, ', ') or 'none'})"
         + (f" and at its development site(s) {_join(dev, ', ')} (apparent performance)" if dev else "")
     )
@@ -258,7 +259,8 @@ def _sample_size(f: Facts) -> Evidence:
         )
     return Evidence(
         "filled",
-        "Achieved interval widths against the protocol's precision targets and the sample size each target "
+        "Achieved interval widths against the precision targets (protocol `metrics.precision`, else validate's "
+        "defaults) and the sample size each target "
         "needs (Riley et al. 2021/2024; metrics.json `precision`, report section 3.1): " + _join(rows) + ".",
         ("metrics.json",),
     )
