@@ -93,6 +93,8 @@ BUNDLE_FILES = frozenset(
     + JSON_FILES
     + ("report.html", "junit.xml", "failures.csv", "gates.md", "comparison.json", "baseline_predictions.parquet")
     + ("fairness.json",)
+    # `validate report --checklist NAME` writes checklist-<name>.md beside the bundle's report
+    + ("checklist-tripod-ai.md", "checklist-claim.md", "checklist-stard-ai.md")
 )
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
@@ -406,12 +408,14 @@ _SIGNATURES = {
     "junit.xml": b'<testsuites name="validate gates: ',
     "gates.md": b"### ",
     "report.html": b'<meta name="validate-verdict"',
+    "checklist": b"<!-- validate reporting checklist",
 }
 
 
 def written_by_validate(path: Path) -> bool:
-    """Whether the file at ``path`` is a gates.json, junit.xml, gates.md or report.html that validate wrote,
-    judged by its content (so that an output of validate may be refreshed, and nothing else replaced)."""
+    """Whether the file at ``path`` is a gates.json, junit.xml, gates.md, checklist-*.md or report.html that
+    validate wrote, judged by its content (so that an output of validate may be refreshed, and nothing else
+    replaced)."""
     if path.is_symlink() or not path.is_file():
         return False
     try:
@@ -427,6 +431,8 @@ def written_by_validate(path: Path) -> bool:
         return isinstance(data, dict) and {"verdict", "rows", "counts", "exit_code"} <= set(data)
     if path.suffix == ".md":
         first = head.split(b"\n", 1)[0]
+        if first.startswith(_SIGNATURES["checklist"]):
+            return True
         return first.startswith(_SIGNATURES["gates.md"]) and b"Release gates: **" in first
     if path.suffix == ".xml":
         return _SIGNATURES["junit.xml"] in head

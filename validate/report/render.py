@@ -22,6 +22,7 @@ from validate.contract import Block, GateRowFile, MetricsFile, pooled_absent_rea
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.report import utility
+from validate.report.checklists import checklist_section
 
 
 def _shown(table: str, task) -> tuple[str, ...]:
@@ -1270,8 +1271,11 @@ SECTIONS = (
 )
 
 
-def render_report(bundle) -> str:
+def render_report(bundle, checklists: Sequence[str] = ()) -> str:
     """The report of a bundle (a :class:`validate.bundle.Bundle`) as one self-contained HTML string.
+
+    ``checklists`` (names of :data:`validate.report.checklists.NAMES`) adds section 10, "Reporting
+    checklists", mapping each guideline item to the bundle's evidence; without it there is no such section.
 
     A bundle missing a file its protocol implies is refused (:class:`validate.errors.InputError`): without
     ``gates.json`` the verdict below would read PASS for a protocol whose gates failed.
@@ -1281,6 +1285,7 @@ def render_report(bundle) -> str:
     bundle.require_implied_files()
     figs = _Figures()
     parts = [(anchor, title, fn(bundle, figs)) for anchor, title, fn in SECTIONS]
+    parts.append(("checklists", "Checklists", checklist_section(bundle, checklists)))
     parts = [p for p in parts if p[2]]  # a section with nothing to say (no comparison) is left out
     body = "".join(html_part for _, _, html_part in parts)
     prov = bundle.typed.provenance
@@ -1310,12 +1315,12 @@ def render_report(bundle) -> str:
     )
 
 
-def write_report(bundle, path=None):
+def write_report(bundle, path=None, checklists: Sequence[str] = ()):
     """Render and write ``report.html`` atomically (default: into the bundle folder); returns the path."""
     from pathlib import Path
 
     from validate.io import atomic_write_text
 
     path = Path(path) if path is not None else bundle.path / "report.html"
-    atomic_write_text(path, render_report(bundle))
+    atomic_write_text(path, render_report(bundle, checklists))
     return path
