@@ -84,14 +84,16 @@ def exception_text(exc: BaseException) -> str:
 class Preprocessing:
     """What the protocol's ``input`` block asks for, as plain values (no pydantic needed)."""
 
-    kind: str  # image | dicom | array | tabular
-    size: tuple[int, int] | None = None  # (height, width)
+    kind: str  # image | dicom | array | tabular | volume
+    size: tuple[int, ...] | None = None  # (height, width); a volume's (depth, height, width)
     channels: int = 1
     scale: float = 1.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
     features: tuple[str, ...] = ()
+    spacing: tuple[float, ...] | None = None  # volume: target voxel spacing (z, y, x) mm; None = native
+    orientation: str | None = None  # volume: axis codes of (D, H, W), "RAS" when None
 
     @classmethod
     def from_protocol(cls, spec: Any) -> Preprocessing:
@@ -105,10 +107,22 @@ class Preprocessing:
             std=tuple(float(s) for s in spec.std),
             window=window,
             features=tuple(spec.features or ()),
+            spacing=tuple(float(v) for v in spec.spacing) if getattr(spec, "spacing", None) else None,
+            orientation=getattr(spec, "orientation", None),
         )
 
     def key(self) -> dict:
         """Everything that changes the model's input; part of the cache key."""
+        if self.kind == "volume":  # 2D keys stay as they were: their caches remain valid
+            return {
+                **self._image_key(),
+                "spacing": self.spacing,
+                "orientation": self.orientation or "RAS",
+                "resize": "volumes.prepare_volume",
+            }
+        return self._image_key()
+
+    def _image_key(self) -> dict:
         return {
             "kind": self.kind,
             "size": list(self.size) if self.size else None,
@@ -126,6 +140,8 @@ class Preprocessing:
         if self.kind == "tabular":
             return (len(self.features),)
         assert self.size is not None
+        if self.kind == "volume":
+            return (self.channels, *self.size)
         return (self.channels, self.size[0], self.size[1])
 
 
@@ -651,6 +667,11 @@ def read_case_with_stats(
     whose values do not fit the protocol's ``scale`` is a :class:`CaseError` (:func:`check_value_range`)."""
     if not path:
         raise CaseError("no image path for this case")
+    if spec.kind == "volume":  # a NIfTI file, a DICOM series folder or a multi-frame DICOM
+        from validate.scoring.volume_inputs import read_volume_with_stats
+
+        x, values, equip, _ = read_volume_with_stats(path, spec)
+        return x, values if stats else None, equip
     path = Path(path)
     suffix = path.suffix.lower()
     equipment = ("", "")
