@@ -667,11 +667,8 @@ def read_case_with_stats(
     whose values do not fit the protocol's ``scale`` is a :class:`CaseError` (:func:`check_value_range`)."""
     if not path:
         raise CaseError("no image path for this case")
-    if spec.kind == "volume":  # a NIfTI file, a DICOM series folder or a multi-frame DICOM
-        from validate.scoring.volume_inputs import read_volume_with_stats
-
-        x, values, equip, _ = read_volume_with_stats(path, spec)
-        return x, values if stats else None, equip
+    if spec.kind == "volume":  # the volume reader imports this module: the evaluator dispatches to it
+        raise ValueError("volume cases are read by validate.scoring.volume_inputs.read_volume_with_stats")
     path = Path(path)
     suffix = path.suffix.lower()
     equipment = ("", "")
