@@ -362,8 +362,9 @@ def test_volume_protocol_scores_nifti_series_and_multiframe_end_to_end(volume_ru
     assert failures["case_id"].tolist() == ["gap"]
     reason = failures["reason"].iloc[0]
     assert "gap" in reason and "missing" in reason
-    scoring = json.loads((volume_run["root"] / "runs" / "first" / "provenance.json").read_text())
-    assert scoring  # the bundle was written whole
+    # scoring.max_batch_bytes holds three cases of 8 x 10 x 10 float32 voxels: batches of 3, not 64
+    summaries = [json.loads(p.read_text()) for p in volume_run["root"].rglob("scoring.json")]
+    assert summaries and all(s["batch_size"] == 3 and s["max_batch_bytes"] == 9600 for s in summaries)
 
 
 def test_one_volume_in_three_formats_gets_one_logit(volume_run):
@@ -415,7 +416,7 @@ def test_a_rerun_reads_volume_scores_and_acquisition_from_the_cache(volume_run, 
     assert provenance["scoring_counts"]["cached"] == provenance["scoring_counts"]["cases"]
 
 
-def test_a_series_folder_outside_the_image_root_is_refused(volume_run, tmp_path):
+def test_a_series_folder_outside_the_image_root_is_refused(volume_run, tmp_path, capsys):
     from validate.cli import main
 
     root = volume_run["root"]
@@ -425,4 +426,5 @@ def test_a_series_folder_outside_the_image_root_is_refused(volume_run, tmp_path)
     proto = _volume_protocol(root, name="escape.yaml", manifest_dev="dev_escape.csv")
     code = main(["run", str(proto), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
     assert code == 2
+    assert "image path '../ext' points outside the image root" in capsys.readouterr().err
     assert not (tmp_path / "out" / "predictions.parquet").exists()

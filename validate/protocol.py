@@ -88,7 +88,9 @@ class InputSpec(_Strict):
         None, description="DICOM display window; for a volume, in physical units (HU) after rescale"
     )
     spacing: tuple[float, float, float] | None = Field(
-        None, description="volume: resample to this voxel spacing (z, y, x) in mm; default: keep the native spacing"
+        None,
+        description="volume: resample to this voxel spacing in mm of the output's (depth, height, width) axes; "
+        "default: keep the native spacing",
     )
     orientation: str | None = Field(
         None, description="volume: axis codes of the (depth, height, width) axes, nibabel's convention (default RAS)"

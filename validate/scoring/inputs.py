@@ -92,7 +92,7 @@ class Preprocessing:
     std: tuple[float, ...] = (1.0,)
     window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
     features: tuple[str, ...] = ()
-    spacing: tuple[float, ...] | None = None  # volume: target voxel spacing (z, y, x) mm; None = native
+    spacing: tuple[float, ...] | None = None  # volume: target spacing (D, H, W axes) mm; None = native
     orientation: str | None = None  # volume: axis codes of (D, H, W), "RAS" when None
 
     @classmethod

@@ -10,9 +10,11 @@ acquisition record onto predictions columns:
 - ``manufacturer``, ``manufacturer_model``: the equipment columns of 2D DICOM
   (:data:`validate.scoring.inputs.EQUIPMENT_COLUMNS`);
 - ``convolution_kernel`` (categorical): DICOM (0018,1210) Convolution Kernel;
-- ``acq_slice_thickness_mm`` (0018,0050), ``acq_kvp`` (0018,0060), ``acq_spacing_z_mm``,
-  ``acq_spacing_y_mm``, ``acq_spacing_x_mm`` (numeric): the native voxel spacing of the stored
-  volume (slice step, row and column spacing) before resampling.
+- ``acq_slice_thickness_mm`` (0018,0050), ``acq_kvp`` (0018,0060) (numeric);
+- ``acq_spacing_z_mm``, ``acq_spacing_y_mm``, ``acq_spacing_x_mm`` (numeric): the native voxel
+  spacing of the stored volume before resampling, along the array axis nearest the patient's S-I,
+  A-P and R-L axes (so an axial stack's slice step is ``acq_spacing_z_mm``); NIfTI files carry
+  these only.
 
 A value the file does not record is ``""`` in the string row (NaN or None in the predictions).
 """
