@@ -422,9 +422,25 @@ def test_a_series_folder_outside_the_image_root_is_refused(volume_run, tmp_path,
     root = volume_run["root"]
     rows = pd.read_csv(root / "dev.csv")
     rows.loc[len(rows)] = {"case_id": "escape", "label": 0, "image": "../ext"}
+    link = root / "dev" / "linked_series"  # a folder inside the root that is a link to one outside it
+    if not link.exists():
+        link.symlink_to(root / "ext", target_is_directory=True)
+    rows.loc[len(rows)] = {"case_id": "linked", "label": 0, "image": "linked_series"}
     rows.to_csv(root / "dev_escape.csv", index=False)
     proto = _volume_protocol(root, name="escape.yaml", manifest_dev="dev_escape.csv")
     code = main(["run", str(proto), "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
     assert code == 2
-    assert "image path '../ext' points outside the image root" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "image path '../ext' points outside the image root" in err
+    assert "image path 'linked_series' points outside the image root" in err
     assert not (tmp_path / "out" / "predictions.parquet").exists()
+
+
+def test_check_files_counts_a_series_folder_as_present(volume_run):
+    from validate.cohort import load_site_manifest
+    from validate.protocol import load_protocol
+
+    protocol = load_protocol(volume_run["protocol"])
+    cohort = load_site_manifest(protocol, "dev", check_files=True)
+    assert (cohort.cases["image_path"].map(lambda p: Path(p).is_dir())).sum() == 14  # 12 + same_series + gap
+    assert cohort.warnings == []
