@@ -444,3 +444,35 @@ def test_check_files_counts_a_series_folder_as_present(volume_run):
     cohort = load_site_manifest(protocol, "dev", check_files=True)
     assert (cohort.cases["image_path"].map(lambda p: Path(p).is_dir())).sum() == 14  # 12 + same_series + gap
     assert cohort.warnings == []
+
+
+def test_decoded_volumes_and_their_acquisition_come_back_from_the_input_cache(volume_run, tmp_path, monkeypatch):
+    import torch
+
+    from validate.scoring import evaluator, score_protocol
+
+    protocol, root = volume_run["protocol"], volume_run["root"]
+    other = root / "other_model.pt"
+    if not other.exists():
+        torch.manual_seed(1)
+        model = torch.jit.load(str(root / "model.pt"))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1)
+        model.save(str(other))
+    kw = {"cache_dir": tmp_path / "cache", "shard_size": 8, "device": "cpu"}
+    score_protocol(protocol, out_dir=tmp_path / "one", cache_inputs=True, **kw)
+    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "none")
+    reads = []
+    real = evaluator.read_volume_with_stats
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("validate.scoring.evaluator.read_volume_with_stats", counting)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_inputs=True, **kw)
+    assert reads == []  # every volume came from the input cache
+    assert warm.counts["inputs_cached"] == warm.counts["cases"] and warm.counts["cached"] == 0
+    pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
+    assert {"convolution_kernel", "acq_slice_thickness_mm", "acq_spacing_z_mm"} <= set(warm.predictions.columns)
