@@ -112,8 +112,7 @@ class Preprocessing:
         )
 
     def key(self) -> dict:
-        """Everything that changes the model's input; part of the cache key (a volume's spacing and
-        orientation join it in :func:`validate.scoring.volume_inputs.preprocessing_key`)."""
+        """Everything that changes the model's input; part of the cache key."""
         return {
             "kind": self.kind,
             "size": list(self.size) if self.size else None,
