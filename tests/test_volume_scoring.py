@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,13 @@ from validate.scoring.cache import CACHE_VERSION, ShardCache, image_rows_key
 from validate.scoring.evaluator import ShardResult
 from validate.scoring.input_cache import DecodedShard, InputCache
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing
-from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, acquisition_columns, acquisition_row, bounded_batch_size
+from validate.scoring.volume_inputs import (
+    ACQUISITION_COLUMNS,
+    acquisition_columns,
+    acquisition_row,
+    bounded_batch_size,
+    preprocessing_key,
+)
 
 # ---- protocol ------------------------------------------------------------------------------------
 
@@ -35,7 +42,10 @@ def test_volume_input_needs_three_sizes_and_checks_its_fields():
     assert spec.size == (16, 20, 24) and spec.spacing == (2.0, 1.0, 1.0) and spec.orientation == "LAS"
     pre = Preprocessing.from_protocol(spec)
     assert pre.case_shape == (1, 16, 20, 24)
-    assert pre.key()["spacing"] == (2.0, 1.0, 1.0) and pre.key()["orientation"] == "LAS"
+    key = preprocessing_key(pre)  # the cache keys: another spacing or orientation is another input
+    assert key["spacing"] == [2.0, 1.0, 1.0] and key["orientation"] == "LAS" and key["kind"] == "volume"
+    assert preprocessing_key(replace(pre, spacing=(1.0, 1.0, 1.0))) != key
+    assert preprocessing_key(replace(pre, orientation="RAS")) != key
     with pytest.raises(ValidationError, match=r"\[depth, height, width\]"):
         InputSpec(kind="volume", size=[20, 24])
     with pytest.raises(ValidationError, match="one of L/R, one of A/P and one of S/I"):
@@ -51,7 +61,8 @@ def test_volume_input_needs_three_sizes_and_checks_its_fields():
 def test_two_dimensional_cache_keys_are_unchanged_by_the_volume_fields():
     # a 2D run's preprocessing key (part of its cache key) has exactly the keys it had before volumes
     pre = Preprocessing.from_protocol(InputSpec(kind="image", size=[8, 8]))
-    assert set(pre.key()) == {"kind", "size", "channels", "scale", "mean", "std", "window", "features", "resize"}
+    assert preprocessing_key(pre) == pre.key()
+    assert "spacing" not in pre.key() and "orientation" not in pre.key()
 
 
 # ---- batching within the memory bound ----------------------------------------------------------------
