@@ -77,6 +77,19 @@ def test_batch_size_keeps_a_batch_within_the_memory_bound():
     assert bounded_batch_size(64, (2, 32, 32, 32), mib) == 4  # 2 x 32^3 x 4 bytes = 256 KiB
 
 
+def test_volumes_are_decoded_in_workers_beside_an_accelerator(monkeypatch):
+    import torch
+
+    from validate.scoring import evaluator
+
+    monkeypatch.setattr(evaluator, "available_cpus", lambda: 16)
+    volume = Preprocessing(kind="volume", size=(20, 20, 20))  # 8,000 voxels: a series of slices to decode
+    small_image = Preprocessing(kind="image", size=(20, 20))
+    assert evaluator.default_workers(volume, torch.device("cuda"), 500) == 15
+    assert evaluator.default_workers(small_image, torch.device("cuda"), 500) == 2
+    assert evaluator.default_workers(volume, torch.device("cpu"), 500) == 4
+
+
 # ---- acquisition rows and columns ----------------------------------------------------------------------
 
 
