@@ -127,7 +127,7 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
     _read_attributes(protocol, df, out)
     _read_acquisition_dates(protocol, df, out, manifest_path, problems)
     problems.raise_if_any()
-    warnings = _missing_image_files(out, manifest_path) if check_files else []
+    warnings = _missing_image_files(out, manifest_path, folders=protocol.input.kind == "volume") if check_files else []
     return SiteCohort(site=site, cases=out.reset_index(drop=True), manifest_path=manifest_path, warnings=warnings)
 
 
@@ -279,7 +279,8 @@ def _read_image_paths(
     protocol: Protocol, site: Site, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
 ) -> None:
     """``image_path``: each manifest path resolved inside the site's image root (links followed); a
-    path that is empty or leads outside the root is reported and left empty."""
+    path that is empty or leads outside the root is reported and left empty. The same rule holds for
+    a volume's folder (a DICOM series): the folder must resolve inside the root."""
     index = protocol.sites.index(site)
     if site.image_root is None:
         problems.add(
@@ -398,12 +399,13 @@ def _read_acquisition_dates(
     out["acquired_at"] = dates
 
 
-def _missing_image_files(out: pd.DataFrame, manifest_path: Path) -> list[str]:
-    """One warning per case whose resolved image file does not exist."""
+def _missing_image_files(out: pd.DataFrame, manifest_path: Path, *, folders: bool = False) -> list[str]:
+    """One warning per case whose resolved image file does not exist (with ``folders``, for volumes,
+    a folder, a DICOM series, counts as present)."""
     warnings: list[str] = []
     if "image_path" in out:
         for r, p in enumerate(out["image_path"]):
-            if p and not Path(p).is_file():
+            if p and not (Path(p).is_file() or (folders and Path(p).is_dir())):
                 warnings.append(f"{manifest_path}, row {r + 1} (line {r + 2}): image file not found: {p}")
     return warnings
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from validate.errors import InputError, InputErrors
 
 Task = Literal["binary", "multiclass", "multilabel"]
-InputKind = Literal["image", "dicom", "array", "tabular"]
+InputKind = Literal["image", "dicom", "array", "tabular", "volume"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
 GATE_SCOPES = (
@@ -77,11 +77,22 @@ class InputSpec(_Strict):
 
     kind: InputKind
     features: list[str] | None = Field(None, description="tabular: manifest columns fed to the model, in order")
-    size: tuple[int, int] | None = Field(None, description="image kinds: resize to [height, width]")
+    size: tuple[int, int] | tuple[int, int, int] | None = Field(
+        None, description="image kinds: resize to [height, width]; volume: crop/pad to [depth, height, width] voxels"
+    )
     channels: Literal[1, 3] = 1
     scale: float = Field(255.0, gt=0, description="raw pixel values are divided by this first")
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
+    spacing: tuple[float, float, float] | None = Field(
+        None,
+        description="volume: resample to this voxel spacing in mm of the output's (depth, height, width) axes; "
+        "default: keep the native spacing",
+    )
+    orientation: str | None = Field(
+        None, description="volume: axis codes of the (depth, height, width) axes, nibabel's convention (default RAS)"
+    )
+    # a volume's window is in physical units (HU for CT) after rescale, mapped onto [0, scale]
     window: Window | None = None
 
     @field_validator("std")
@@ -91,18 +102,60 @@ class InputSpec(_Strict):
             raise ValueError("every std must be > 0")
         return v
 
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every spacing must be > 0 (mm)")
+        return v
+
+    @field_validator("orientation")
+    @classmethod
+    def _axis_codes(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        code = v.strip().upper()
+        pairs = [{"L", "R"}, {"A", "P"}, {"S", "I"}]
+        if len(code) != 3 or any(sum(c in pair for c in code) != 1 for pair in pairs):
+            raise ValueError(
+                f"orientation {v!r} is not three axis codes: one of L/R, one of A/P and one of S/I (e.g. RAS, LPS)"
+            )
+        return code
+
     @model_validator(mode="after")
     def _kind_fields(self) -> InputSpec:
         if self.kind == "tabular":
             if not self.features:
                 raise ValueError("input.kind tabular needs `features`: the manifest columns fed to the model")
+        elif self.kind == "volume":
+            if self.size is None or len(self.size) != 3:
+                raise ValueError("input.kind volume needs `size`: [depth, height, width] voxels")
         else:
-            if self.size is None:
+            if self.size is None or len(self.size) != 2:
                 raise ValueError(f"input.kind {self.kind} needs `size`: [height, width]")
+            for name in ("spacing", "orientation"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}` applies to input.kind volume only")
+        if self.kind != "tabular":
             for name in ("mean", "std"):
                 if len(getattr(self, name)) not in (1, self.channels):
                     raise ValueError(f"`{name}` needs 1 or {self.channels} values (one per channel)")
         return self
+
+
+#: Default of ``scoring.max_batch_bytes``: the model inputs of one batch (float32) stay within 512 MiB.
+DEFAULT_MAX_BATCH_BYTES = 512 * 1024**2
+
+
+class ScoringSpec(_Strict):
+    """How cases are batched for the model."""
+
+    max_batch_bytes: int = Field(
+        DEFAULT_MAX_BATCH_BYTES,
+        ge=1,
+        description="memory bound of one batch's model inputs (float32 bytes): batch size = max(1, "
+        "floor(bound / bytes per case)), at most --batch-size; binds for volumes (default 512 MiB)",
+    )
 
 
 class _ModelFields(_Strict):
@@ -397,6 +450,7 @@ class Protocol(_Strict):
     labels: list[str] | None = None
     input: InputSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     columns: Columns = Field(default_factory=Columns)
     sites: list[Site] = Field(min_length=1)
     attributes: list[str] = Field(default_factory=list)

@@ -20,7 +20,13 @@ before resizing or normalisation):
 - ``img_hist_00`` … ``img_hist_NN``: the image's intensity histogram (counts or fractions; equal-width
   bins on [0, 1], the same bins for every case);
 - ``manufacturer``, ``manufacturer_model``: DICOM (0008,0070) Manufacturer and (0008,1090)
-  Manufacturer's Model Name (categorical);
+  Manufacturer's Model Name (categorical); for volumes also ``convolution_kernel`` (0018,1210)
+  (categorical), tested with the equipment;
+- ``acq_<name>`` (numeric; volumes: ``acq_slice_thickness_mm``, ``acq_kvp``, ``acq_spacing_z_mm``,
+  ``acq_spacing_y_mm``, ``acq_spacing_x_mm``): acquisition settings, each tested as a case-mix
+  attribute (group ``acquisition``), its kind decided on the whole table as for attributes
+  (:func:`attribute_kind`: a setting with at most 10 distinct values, e.g. a slice thickness that
+  each scanner protocol fixes, is compared as categories; a Welch test would have no variance);
 - ``emb_0`` … ``emb_{D-1}``: a penultimate-layer embedding of the case.
 
 Output (``shift.json``; JSON-ready: every undefined number is ``None`` beside a ``reason``)::
@@ -33,7 +39,8 @@ Output (``shift.json``; JSON-ready: every undefined number is ``None`` beside a 
       "development": {"sites": [...], "n": int, "n_events": int | null, "prevalence": float | null},
       "columns": {"attributes": {"<attr>": "numeric" | "categorical"}, "features": [...],
                   "image_stats": [...], "image_size": bool, "image_histogram": int (bins),
-                  "equipment": [...], "embedding": int (dimensions)},
+                  "equipment": [...], "acquisition": {"<acq_column>": "numeric" | "categorical"},
+                  "embedding": int (dimensions)},
       "sites": {
         "<site>": {
           "n": int, "n_events": int | {"<label>": int} | null,
@@ -47,6 +54,7 @@ Output (``shift.json``; JSON-ready: every undefined number is ``None`` beside a 
                          "histogram": {"site": [...], "reference": [...], "total_variation": x} | null}
                         | null,
           "equipment":  {"<column>": FINDING} | null,
+          "acquisition": {"<acq_column>": FINDING} | null,
           "embedding":  FINDING | null,
           "missingness": {"<feature>": FINDING} | null,
           "prior_shift": PRIOR | {"<label>": PRIOR} | null,
@@ -113,7 +121,8 @@ DEFAULT_THRESHOLDS: dict[str, float | None] = {
 IMAGE_SIZE_COLUMNS = ("img_height", "img_width")
 IMAGE_HIST_PREFIX = "img_hist_"
 IMAGE_PREFIX = "img_"
-EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model")
+EQUIPMENT_COLUMNS = ("manufacturer", "manufacturer_model", "convolution_kernel")
+ACQUISITION_PREFIX = "acq_"
 EMBEDDING_PREFIX = "emb_"
 
 #: A numeric attribute with at most this many distinct values (both sites together) is treated as
@@ -226,6 +235,7 @@ def site_shift(
         }
     out["images"] = _image_shift(findings, a, b, columns)
     out["equipment"] = _equipment_shift(findings, a, b, columns["equipment"])
+    out["acquisition"] = _acquisition_shift(findings, a, b, columns["acquisition"])
     if columns["embedding"]:
         ecols = columns["embedding_columns"]
         out["embedding"] = findings.add(
@@ -313,6 +323,25 @@ def _equipment_shift(
             res.update({"statistic": None, "p_value": None, "effect": None, "reason": reason})
         eq[c] = findings.add("equipment", c, res)
     return eq
+
+
+def _acquisition_shift(
+    findings: _Findings, site: pd.DataFrame, dev: pd.DataFrame, acquisition: Mapping[str, str]
+) -> dict | None:
+    """Acquisition settings (slice thickness, kVp, voxel spacing), each compared as a case-mix
+    attribute of the kind ``acquisition`` gives it (numeric: SMD with Welch's test; categorical:
+    Cramér's V with the chi-square test); not tested where either side records none. None without
+    such columns."""
+    if not acquisition:
+        return None
+    out = {}
+    for c, kind in acquisition.items():
+        res = _column_shift(kind, site[c], dev[c])
+        reason = _recorded_everywhere(site[c], dev[c])
+        if reason:
+            res.update({"statistic": None, "p_value": None, "effect": None, "reason": reason})
+        out[c] = findings.add("acquisition", c, res)
+    return out
 
 
 def _missingness_shift(
@@ -469,6 +498,11 @@ def _discover_columns(table: pd.DataFrame, attributes: Mapping[str, str]) -> dic
         "image_histogram": len(hist),
         "image_histogram_columns": hist,
         "equipment": [c for c in EQUIPMENT_COLUMNS if c in cols and c not in attributes],
+        "acquisition": {
+            c: attribute_kind(table[c])
+            for c in cols
+            if c.startswith(ACQUISITION_PREFIX) and c not in attributes and pd.api.types.is_numeric_dtype(table[c])
+        },
         "embedding": len(emb),
         "embedding_columns": emb,
     }
@@ -477,7 +511,8 @@ def _discover_columns(table: pd.DataFrame, attributes: Mapping[str, str]) -> dic
 def _needed_attributes(table: pd.DataFrame, kinds, features, columns) -> list[str]:
     """The attribute columns the per-site analysis reads (ids, labels and scores travel with the table)."""
     wanted = list(kinds) + list(features or []) + list(columns["image_stats"]) + list(IMAGE_SIZE_COLUMNS)
-    wanted += columns["image_histogram_columns"] + columns["equipment"] + columns["embedding_columns"]
+    wanted += columns["image_histogram_columns"] + columns["equipment"] + list(columns["acquisition"])
+    wanted += columns["embedding_columns"]
     seen: set = set()
     return [c for c in wanted if c in table.columns and not (c in seen or seen.add(c))]
 

@@ -23,8 +23,13 @@ renamed into place) and checked
 on every read: a shard that was changed, cut short or has lost its checksum is scored again, with a
 warning on stderr, never trusted.
 
-Image shards also hold each case's image statistics and DICOM equipment (see
-:class:`~validate.scoring.evaluator.ShardResult`), stored under the names of their columns, so a
+A case that is a folder (a DICOM series of ``kind: volume``) is keyed by every file in it (name, size
+and modification time, or content), not by the folder's own times, which an edited slice leaves as
+they were.
+
+Image shards also hold each case's image statistics and DICOM equipment, volume shards each case's
+acquisition row (see :class:`~validate.scoring.evaluator.ShardResult`), stored under the names of
+their columns, so a
 cached run gives the same predictions table as a fresh one. :data:`CACHE_VERSION` is part of the run
 key: raise it whenever what a shard holds, or how it is computed, changes, so that older shards are
 never read as if they were complete.
@@ -44,10 +49,12 @@ from validate.io import atomic_path
 from validate.scoring.checksums import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
 from validate.scoring.evaluator import ShardResult
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
+from validate.scoring.volume_inputs import ACQUISITION_COLUMNS
 
 # 2: shards of image sites carry per-case image statistics and DICOM equipment
 # 3: each shard has a checksum file; failure reasons hold no paths
-CACHE_VERSION = 3
+# 4: volume shards carry each case's acquisition row; a folder (DICOM series) is keyed by its files
+CACHE_VERSION = 4
 
 
 def ci_mode() -> bool:
@@ -77,7 +84,9 @@ def image_rows_key(case_ids: Sequence[str], paths: Sequence[str], *, content: bo
     h = hashlib.sha256()
     for cid, p in zip(case_ids, paths, strict=True):
         try:
-            if content:
+            if os.path.isdir(p):  # a DICOM series: its own times change only when a file is added or removed
+                ident = _folder_ident(p, content)
+            elif content:
                 ident = "sha256:" + file_sha256(p)
             else:
                 st = os.stat(p)
@@ -86,6 +95,22 @@ def image_rows_key(case_ids: Sequence[str], paths: Sequence[str], *, content: bo
             ident = "missing"
         h.update(f"{cid}\t{p}\t{ident}\n".encode())
     return h.hexdigest()
+
+
+def _folder_ident(folder: str, content: bool) -> str:
+    """A folder case's identity: every entry's name with its size and modification time (or its
+    content's SHA-256), in name order. A slice overwritten in place leaves the folder's own time as it
+    was, so the folder's stat alone would keep a stale score."""
+    h = hashlib.sha256()
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_file():  # follows links: the reader refuses those leading out of the folder
+            ident = (
+                "sha256:" + file_sha256(entry.path) if content else f"{entry.stat().st_size}:{entry.stat().st_mtime_ns}"
+            )
+        else:
+            ident = "not a file"
+        h.update(f"{entry.name}\t{ident}\n".encode())
+    return "folder:" + h.hexdigest()
 
 
 def tabular_rows_key(case_ids: Sequence[str], features: np.ndarray, bad: dict[int, str], offset: int) -> str:
@@ -126,6 +151,10 @@ class ShardCache:
                         return None  # statistics of another definition: recompute rather than mislabel
                     res.image_stats = z["image_stats"].astype(np.float64)
                     res.equipment = z["equipment"].astype(object)
+                if "acquisition" in z.files:
+                    if z["acquisition_columns"].tolist() != list(ACQUISITION_COLUMNS):
+                        return None  # other acquisition columns: read the volumes again rather than mislabel
+                    res.acquisition = z["acquisition"].astype(object)
         except Exception:
             return None  # unreadable: score it again (the rename makes this rare: only foreign damage)
         if stored_ids != [str(c) for c in case_ids]:
@@ -139,8 +168,8 @@ class ShardCache:
                 stale.unlink(missing_ok=True)
         fails = result.failures
         extras = {}
+        n = len(result.positions)
         if result.image_stats is not None:
-            n = len(result.positions)
             extras = {
                 "image_stats": np.asarray(result.image_stats, dtype=np.float64),
                 "image_stat_columns": np.asarray(IMAGE_STAT_COLUMNS, dtype=str),
@@ -148,6 +177,9 @@ class ShardCache:
                     result.equipment if result.equipment is not None else np.full((n, 2), ""), dtype=str
                 ).reshape(n, 2),
             }
+        if result.acquisition is not None:
+            extras["acquisition"] = np.asarray(result.acquisition, dtype=str).reshape(n, len(ACQUISITION_COLUMNS))
+            extras["acquisition_columns"] = np.asarray(ACQUISITION_COLUMNS, dtype=str)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(

@@ -13,6 +13,7 @@ failure row (position, reason, stage) and its logits are NaN.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from validate.scoring.inputs import (
     normalise,
     read_case_with_stats,
 )
+from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, read_volume_with_stats
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Above this many pixels per case, decoding costs about as much as a small model's forward pass and
@@ -89,12 +91,12 @@ def default_workers(spec: Preprocessing, device: torch.device, n_cases: int) -> 
     share the cores; with 2 cores or small images (<= 64x64) worker processes lose more to start-up
     and contention than they gain, so decoding stays in the main process. With an accelerator (or
     many cores and large images) decoding overlaps the forward pass in up to 16 workers, keeping one
-    core for the main process.
+    core for the main process. A volume's size is its voxel count (D x H x W).
     """
     if spec.kind == "tabular" or n_cases < 64:
         return 0
     cpus = available_cpus()
-    pixels = spec.size[0] * spec.size[1] if spec.size else 0
+    pixels = math.prod(spec.size) if spec.size else 0  # a volume's voxels: each costs a decode
     if device.type == "cpu":
         if cpus <= 2 or pixels <= SMALL_IMAGE_PIXELS:
             return 0
@@ -115,6 +117,8 @@ class ImageCases(torch.utils.data.Dataset):
     Besides the pixels, each read case gives its image statistics (``stats``: float64
     ``[n_ok, len(IMAGE_STAT_COLUMNS)]``, taken from the same decode before resizing) and its DICOM
     equipment (``equipment``: one ``(manufacturer, model)`` pair per read case, ``""`` if none).
+    Volumes (``kind: volume``) also give their ``acquisition`` row per read case
+    (:data:`validate.scoring.volume_inputs.ACQUISITION_COLUMNS`).
     """
 
     def __init__(self, paths: Sequence[str], spec: Preprocessing):
@@ -126,9 +130,13 @@ class ImageCases(torch.utils.data.Dataset):
 
     def __getitem__(self, positions: Sequence[int]) -> dict:
         ok, arrays, failed, stats, equipment = [], [], [], [], []
+        volume = self.spec.kind == "volume"
+        acquisition: list[tuple[str, ...]] = []
         for pos in positions:
             try:
-                arr, values, equip = read_case_with_stats(self.paths[pos], self.spec)
+                arr, values, equip, acq = self._read(self.paths[pos])
+                if volume:
+                    acquisition.append(acq)
                 arrays.append(arr)
                 stats.append(values)
                 equipment.append(equip)
@@ -143,7 +151,7 @@ class ImageCases(torch.utils.data.Dataset):
                 x = torch.from_numpy(np.stack(arrays))
             else:
                 x = torch.from_numpy(np.stack([a.astype(np.float32, copy=False) for a in arrays]))
-        return {
+        batch: dict[str, Any] = {
             "positions": torch.as_tensor(list(positions), dtype=torch.int64),
             "ok": torch.as_tensor(ok, dtype=torch.int64),
             "x": x,
@@ -151,6 +159,16 @@ class ImageCases(torch.utils.data.Dataset):
             "stats": torch.from_numpy(np.stack(stats)) if stats else None,
             "equipment": equipment,
         }
+        if volume:
+            batch["acquisition"] = acquisition
+        return batch
+
+    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
+        """One case: its input, image statistics, equipment and (volumes) acquisition row."""
+        if self.spec.kind == "volume":
+            return read_volume_with_stats(path, self.spec)
+        arr, values, equip = read_case_with_stats(path, self.spec)
+        return arr, values, equip, ()
 
 
 class TabularCases(torch.utils.data.Dataset):
@@ -190,6 +208,8 @@ class ShardResult:
     Image inputs also carry, row for row with ``positions``, ``image_stats`` (float64
     ``[n, len(IMAGE_STAT_COLUMNS)]``, NaN where the case could not be read) and ``equipment`` (str
     ``[n, 2]``: DICOM manufacturer and model, ``""`` where unknown); both are None for tabular inputs.
+    Volumes also carry ``acquisition`` (str ``[n, len(ACQUISITION_COLUMNS)]``, ``""`` where unknown;
+    see :mod:`validate.scoring.volume_inputs`); None for other inputs.
     """
 
     positions: np.ndarray
@@ -197,6 +217,7 @@ class ShardResult:
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (position, reason, stage)
     image_stats: np.ndarray | None = None
     equipment: np.ndarray | None = None
+    acquisition: np.ndarray | None = None
     decoded: Any = None  # the shard's decoded inputs when the dataset keeps them (input cache)
 
 
@@ -382,7 +403,13 @@ def _case_extras(batch: dict, positions: list[int], ok: list[int]) -> dict:
         if batch.get("stats") is not None:
             stats[rows] = np.asarray(batch["stats"], dtype=np.float64)
         equipment[rows] = np.asarray([list(e) for e in batch["equipment"]], dtype=object).reshape(len(ok), 2)
-    return {"image_stats": stats, "equipment": equipment}
+    extras = {"image_stats": stats, "equipment": equipment}
+    if "acquisition" in batch:  # volumes
+        acquisition = np.full((len(positions), len(ACQUISITION_COLUMNS)), "", dtype=object)
+        if ok and batch["acquisition"]:
+            acquisition[rows] = np.asarray([list(a) for a in batch["acquisition"]], dtype=object).reshape(len(ok), -1)
+        extras["acquisition"] = acquisition
+    return extras
 
 
 def score_shards(
@@ -414,7 +441,7 @@ def score_shards(
         failures = [f for _, _, fs, _ in parts for f in fs]
         extras = {
             k: np.concatenate([ex[k] for _, _, _, ex in parts])
-            for k in ("image_stats", "equipment")
+            for k in ("image_stats", "equipment", "acquisition")
             if parts and all(k in ex for _, _, _, ex in parts)
         }
         res = ShardResult(positions=positions, logits=logits, failures=sorted(failures), **extras)
@@ -422,7 +449,12 @@ def score_shards(
             from validate.scoring.input_cache import collect
 
             res.decoded = collect(
-                [ex["decoded"] for _, _, _, ex in parts], res.image_stats, res.equipment, positions, res.failures
+                [ex["decoded"] for _, _, _, ex in parts],
+                res.image_stats,
+                res.equipment,
+                positions,
+                res.failures,
+                acquisition=res.acquisition,
             )
         results[s] = res
         if on_shard is not None:
@@ -475,7 +507,7 @@ def check_declared_shapes(model: Any, spec: Preprocessing, to_logits: Callable[[
             what = (
                 f"{len(spec.features)} input.features"
                 if spec.kind == "tabular"
-                else f"{spec.kind} input of {spec.channels} channel(s) at {case_shape[-2]}x{case_shape[-1]}"
+                else f"{spec.kind} input of {spec.channels} channel(s) at {'x'.join(map(str, case_shape[1:]))}"
             )
             returns = f" and returns {_shape_text(declared_out)}" if declared_out else ""
             widths = " or ".join(f"[N, {k}]" for k in _accepted_widths(to_logits))

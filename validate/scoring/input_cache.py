@@ -35,9 +35,11 @@ import numpy as np
 from validate.io import atomic_path
 from validate.scoring.checksums import CHECKSUM_SUFFIX, checksum_ok, file_sha256, write_checksum
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS
+from validate.scoring.volume_inputs import ACQUISITION_COLUMNS
 
 # 2: checksums of the index and the inputs
-INPUT_CACHE_VERSION = 2
+# 3: volume shards carry each case's acquisition row
+INPUT_CACHE_VERSION = 3
 
 
 def input_key(*, preprocessing: dict, shard_size: int) -> str:
@@ -51,13 +53,15 @@ def input_key(*, preprocessing: dict, shard_size: int) -> str:
 class DecodedShard:
     """One shard's decoded cases: ``positions`` (site rows that were read, ascending), ``x`` their
     inputs ``[n, C, H, W]`` (uint8 or float32), ``image_stats`` and ``equipment`` row for row, and
-    ``failures`` (position, reason, stage) of the cases that could not be read."""
+    ``failures`` (position, reason, stage) of the cases that could not be read; volumes also their
+    ``acquisition`` rows (str ``[n, len(ACQUISITION_COLUMNS)]``), None for other inputs."""
 
     positions: np.ndarray
     x: np.ndarray
     image_stats: np.ndarray
     equipment: np.ndarray
     failures: list
+    acquisition: np.ndarray | None = None
 
     def batch(self, positions: Sequence[int]) -> dict:
         """The batch dict of :class:`validate.scoring.evaluator.ImageCases` for these positions (a run of
@@ -74,7 +78,7 @@ class DecodedShard:
         ok = self.positions[rows]
         wanted = set(pos.tolist()) if self.failures else set()
         failed = [f for f in self.failures if f[0] in wanted]
-        return {
+        batch = {
             "positions": torch.from_numpy(pos),
             "ok": torch.from_numpy(ok.copy()),
             "x": torch.from_numpy(self.x[rows]) if hi > lo else None,
@@ -82,6 +86,9 @@ class DecodedShard:
             "stats": torch.from_numpy(self.image_stats[rows]) if hi > lo else None,
             "equipment": [tuple(e) for e in self.equipment[rows].tolist()],
         }
+        if self.acquisition is not None:
+            batch["acquisition"] = [tuple(a) for a in self.acquisition[rows].tolist()]
+        return batch
 
 
 class InputCache:
@@ -126,6 +133,7 @@ class InputCache:
         if (
             meta.get("case_id") != [str(c) for c in case_ids]
             or meta.get("image_stat_columns") != list(IMAGE_STAT_COLUMNS)
+            or meta.get("acquisition_columns", list(ACQUISITION_COLUMNS)) != list(ACQUISITION_COLUMNS)
             or list(x.shape) != meta.get("x_shape")
             or str(x.dtype) != meta.get("x_dtype")
         ):
@@ -136,6 +144,11 @@ class InputCache:
             image_stats=table[:, 1:],
             equipment=np.asarray(meta["equipment"], dtype=object).reshape(n, 2),
             failures=[(int(p), str(r), str(s)) for p, r, s in meta["failures"]],
+            acquisition=(
+                np.asarray(meta["acquisition"], dtype=object).reshape(n, len(ACQUISITION_COLUMNS))
+                if "acquisition" in meta
+                else None
+            ),
         )
 
     def save(self, index: int, rows_key: str, case_ids: Sequence[str], shard: DecodedShard) -> Path:
@@ -166,6 +179,12 @@ class InputCache:
             "x_dtype": str(x.dtype),
             "x_sha256": file_sha256(self.inputs_path(index, rows_key)),
         }
+        if shard.acquisition is not None:
+            meta["acquisition_columns"] = list(ACQUISITION_COLUMNS)
+            meta["acquisition"] = [
+                [str(v) for v in row]
+                for row in np.asarray(shard.acquisition, dtype=object).reshape(n, len(ACQUISITION_COLUMNS))
+            ]
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, cases=table, meta=np.asarray(json.dumps(meta)))
@@ -212,6 +231,8 @@ def collect(
     equipment: np.ndarray,
     positions: np.ndarray,
     failures: list,
+    *,
+    acquisition: np.ndarray | None = None,
 ) -> DecodedShard:
     """A :class:`DecodedShard` from a scored shard: the decoded batches ``parts`` ((ok positions, x)),
     and the shard's per-case statistics and equipment (row for row with ``positions``). Only failures
@@ -227,4 +248,5 @@ def collect(
         image_stats=np.asarray(stats, dtype=np.float64)[rows][order],
         equipment=np.asarray(equipment, dtype=object)[rows][order],
         failures=sorted(f for f in failures if f[2] != "score"),
+        acquisition=np.asarray(acquisition, dtype=object)[rows][order] if acquisition is not None else None,
     )

@@ -84,12 +84,14 @@ def exception_text(exc: BaseException) -> str:
 class Preprocessing:
     """What the protocol's ``input`` block asks for, as plain values (no pydantic needed)."""
 
-    kind: str  # image | dicom | array | tabular
-    size: tuple[int, int] | None = None  # (height, width)
+    kind: str  # image | dicom | array | tabular | volume
+    size: tuple[int, ...] | None = None  # (height, width); a volume's (depth, height, width)
     channels: int = 1
     scale: float = 1.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    spacing: tuple[float, ...] | None = None  # volume: target spacing (D, H, W axes) mm; None = native
+    orientation: str | None = None  # volume: axis codes of (D, H, W), "RAS" when None
     window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
     features: tuple[str, ...] = ()
 
@@ -103,6 +105,8 @@ class Preprocessing:
             scale=float(spec.scale),
             mean=tuple(float(m) for m in spec.mean),
             std=tuple(float(s) for s in spec.std),
+            spacing=tuple(float(v) for v in spec.spacing) if getattr(spec, "spacing", None) else None,
+            orientation=getattr(spec, "orientation", None),
             window=window,
             features=tuple(spec.features or ()),
         )
@@ -126,6 +130,8 @@ class Preprocessing:
         if self.kind == "tabular":
             return (len(self.features),)
         assert self.size is not None
+        if self.kind == "volume":
+            return (self.channels, *self.size)
         return (self.channels, self.size[0], self.size[1])
 
 
@@ -651,6 +657,8 @@ def read_case_with_stats(
     whose values do not fit the protocol's ``scale`` is a :class:`CaseError` (:func:`check_value_range`)."""
     if not path:
         raise CaseError("no image path for this case")
+    if spec.kind == "volume":  # the volume reader imports this module: the evaluator dispatches to it
+        raise ValueError("volume cases are read by validate.scoring.volume_inputs.read_volume_with_stats")
     path = Path(path)
     suffix = path.suffix.lower()
     equipment = ("", "")

@@ -86,6 +86,7 @@ def predictions_frame(
     features: list[str] | None = None,
     image_stats: np.ndarray | None = None,
     equipment: np.ndarray | None = None,
+    acquisition: np.ndarray | None = None,
 ) -> Any:
     """DESIGN.md's predictions table for one site: scored cases only (failures go to failures.csv).
 
@@ -98,7 +99,10 @@ def predictions_frame(
     - ``image_stats`` (image inputs, ``[n_cases, len(IMAGE_STAT_COLUMNS)]`` in manifest order): the
       columns of :func:`validate.scoring.inputs.image_stats`;
     - ``equipment`` (str ``[n_cases, 2]``, ``""`` unknown): ``manufacturer`` and ``manufacturer_model``
-      from the DICOM tags, each added only when some case of the site has it (missing: None).
+      from the DICOM tags, each added only when some case of the site has it (missing: None);
+    - ``acquisition`` (volumes; str ``[n_cases, len(ACQUISITION_COLUMNS)]``, ``""`` unknown):
+      ``convolution_kernel`` (text, None where missing) and the numeric ``acq_*`` columns (float64,
+      NaN where missing) of :mod:`validate.scoring.volume_inputs`, each only when some case has it.
     """
     import pandas as pd
 
@@ -134,6 +138,12 @@ def predictions_frame(
         for j, name in enumerate(IMAGE_STAT_COLUMNS):
             if name not in out.columns:
                 out[name] = values[:, j]
+    if acquisition is not None:  # volumes: kernel, slice thickness, kVp, native spacing
+        from validate.scoring.volume_inputs import acquisition_columns
+
+        for name, values in acquisition_columns(acquisition, keep).items():
+            if name not in out.columns and name not in sub.columns:  # a manifest column wins, as for equipment
+                out[name] = pd.Series(values, dtype=object if isinstance(values, list) else np.float64)
     if equipment is not None:
         from validate.scoring.inputs import EQUIPMENT_COLUMNS
 

@@ -48,6 +48,7 @@ from validate.scoring.outputs import (
     write_failures,
     write_predictions,
 )
+from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, bounded_batch_size, preprocessing_key
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 512
@@ -291,7 +292,10 @@ def _prepare(
         checkpoint=ckpt.path,
         fmt=ckpt.format,
     )
-    channels_last = dev.type == "cuda" and spec.kind != "tabular"
+    # channels-last is a 4-D layout: volumes ([N, C, D, H, W]) keep the plain one
+    channels_last = dev.type == "cuda" and spec.kind not in ("tabular", "volume")
+    if dev.type == "cuda" and spec.kind == "volume":
+        torch.backends.cudnn.benchmark = True  # every batch but a site's last has one shape
     if channels_last:
         # every batch has the protocol's input shape: let cuDNN pick its fastest kernels once
         torch.backends.cudnn.benchmark = True
@@ -300,7 +304,7 @@ def _prepare(
         progress = sys.stderr.isatty() and ctx.is_main
     key = run_key(
         checkpoint_sha256=ckpt.sha256,
-        preprocessing=spec.key(),
+        preprocessing=preprocessing_key(spec),
         output={
             "task": protocol.task,
             "columns": columns,
@@ -321,7 +325,7 @@ def _prepare(
         channels_last=channels_last,
         key=key,
         progress=bool(progress),
-        batch_size=batch_size,
+        batch_size=_batch_size(protocol, spec, batch_size),
         workers=workers,
         amp=amp,
         shard_size=shard_size,
@@ -329,6 +333,19 @@ def _prepare(
         cache_inputs=cache_inputs,
         hash_inputs=hash_inputs,
     )
+
+
+def _batch_size(protocol: Any, spec: Preprocessing, requested: int) -> int:
+    """``requested`` (``--batch-size``), lowered so that one batch's float32 inputs stay within the
+    protocol's ``scoring.max_batch_bytes``
+    (:func:`~validate.scoring.volume_inputs.bounded_batch_size`); inputs without a fixed shape (tabular
+    rows, arrays without a size) are not bounded."""
+    if spec.kind == "tabular" or spec.size is None:
+        return requested
+    bound = getattr(getattr(protocol, "scoring", None), "max_batch_bytes", None)
+    if bound is None:
+        return requested
+    return bounded_batch_size(requested, spec.case_shape, int(bound))
 
 
 def _score_my_shards(run: _Scoring, cohorts: list) -> tuple[dict[str, dict[int, ShardResult]], int]:
@@ -391,7 +408,9 @@ def _score_site(run: _Scoring, cohort: Any) -> tuple[dict[int, ShardResult], int
         return done, cached_cases
     inputs = None
     if run.cache_inputs and run.image:
-        inputs = InputCache(run.cache_dir, site, input_key(preprocessing=run.spec.key(), shard_size=run.shard_size))
+        inputs = InputCache(
+            run.cache_dir, site, input_key(preprocessing=preprocessing_key(run.spec), shard_size=run.shard_size)
+        )
         found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
         dataset = DecodedCases(dataset, inputs, found, run.shard_size)
 
@@ -464,6 +483,8 @@ def _assemble_site(run: _Scoring, cohort: Any, shards: dict[int, ShardResult]) -
     image = run.image
     stats = np.full((n, len(IMAGE_STAT_COLUMNS)), np.nan) if image else None
     equipment = np.full((n, 2), "", dtype=object) if image else None
+    volume = run.spec.kind == "volume"
+    acquisition = np.full((n, len(ACQUISITION_COLUMNS)), "", dtype=object) if volume else None
     failures: list[tuple[int, str, str]] = []
     for s in sorted(shards):
         res = shards[s]
@@ -474,6 +495,8 @@ def _assemble_site(run: _Scoring, cohort: Any, shards: dict[int, ShardResult]) -
                 stats[res.positions] = res.image_stats
             if equipment is not None and res.equipment is not None:
                 equipment[res.positions] = res.equipment
+            if acquisition is not None and res.acquisition is not None:
+                acquisition[res.positions] = res.acquisition
         failures.extend(res.failures)
     failed_pos = {p for p, _, _ in failures}
     ok = np.array([i not in failed_pos for i in range(n)], dtype=bool) & np.isfinite(logits).all(axis=1)
@@ -489,6 +512,7 @@ def _assemble_site(run: _Scoring, cohort: Any, shards: dict[int, ShardResult]) -
         features=list(run.spec.features) if not image else None,
         image_stats=stats,
         equipment=equipment,
+        acquisition=acquisition,
     )
     ids = cases["case_id"].astype(str).tolist()
     rows = [(site, ids[p], reason, stage) for p, reason, stage in sorted(failures)]
@@ -526,6 +550,7 @@ def _summary(run: _Scoring, counts: dict, started: float) -> dict:
         "world_size": run.ctx.world,
         "amp": run.amp,
         "batch_size": run.batch_size,
+        "max_batch_bytes": getattr(getattr(protocol, "scoring", None), "max_batch_bytes", None),
         "shard_size": run.shard_size,
         "cache_keys": "file content (sha256)" if run.hash_inputs else "file size and modification time",
         "counts": counts,
