@@ -136,6 +136,12 @@ def test_mode_follows_the_terminal_and_ci(monkeypatch):
         os.close(slave)
 
 
+def test_counts_read_as_words():
+    assert progress._count(1, "designs") == "1 design"
+    assert progress._count(2, "designs") == "2 designs"
+    assert progress._count(12345, "cases") == "12,345 cases"
+
+
 def test_seconds_text():
     assert progress.seconds_text(0.04) == "0.0 s"
     assert progress.seconds_text(12.34) == "12.3 s"
@@ -232,7 +238,7 @@ def test_run_transcript_has_a_line_per_phase_and_quiet_has_none(tmp_path):
     # pooled + 3 sites + sex (2) + age_band (3: <50, 50-69, >=70) + sex x age_band (6 cells, every one
     # holding cases in the simulated data)
     assert lines["metrics"].startswith("metrics: 15 blocks in ")
-    assert lines["calibration"].startswith("calibration: 1 designs, 9 blocks in ")
+    assert lines["calibration"].startswith("calibration: 1 design, 9 blocks in ")
     assert "Traceback" not in res.stderr
     assert "Verdict: PASS" in res.stdout
 
@@ -306,7 +312,7 @@ def test_calibrate_reports_designs_and_quiet_silences_it(tmp_path):
     args = ["calibrate", str(preds), "--fit-on", "dev", "--methods", "platt", "--bootstrap", "5"]
     res = _validate(args)
     assert res.returncode == 0, res.stderr
-    assert re.search(r"^calibration: 1 designs, 6 blocks in \d+\.\d s$", res.stderr, re.M), res.stderr
+    assert re.search(r"^calibration: 1 design, 6 blocks in \d+\.\d s$", res.stderr, re.M), res.stderr
     quiet = _validate([*args, "--quiet"])
     assert quiet.returncode == 0 and "calibration:" not in quiet.stderr
 

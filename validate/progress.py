@@ -67,6 +67,9 @@ def seconds_text(s: float) -> str:
 
 
 def _count(n: int, unit: str) -> str:
+    """``14 blocks``, ``1 block`` (units are given in the plural), ``1,200 cases``."""
+    if n == 1 and unit.endswith("s"):
+        unit = unit[:-1]
     return f"{n:,} {unit}" if unit else f"{n:,}"
 
 

@@ -266,4 +266,6 @@ def site_block(
     jobs = _BlockJobs(table, settings, True, threshold_carry, list(names or table.names or []))
     jobs.add(("sites", site), mask, stratified=False, own_threshold=(site == development_site))
     sizes = [len(jobs.jobs[0]["y"])]
-    return run_blocks(_block, jobs.jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))[0]
+    with progress.phase("metrics", total=1, unit="blocks") as ph:
+        workers = choose_workers(workers, sizes, settings.n_bootstrap)
+        return run_blocks(_block, jobs.jobs, sizes, workers, on_done=block_progress(ph, jobs.places))[0]
