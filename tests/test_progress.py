@@ -87,9 +87,8 @@ def test_a_begun_phase_left_open_by_an_exception_closes_with_its_outer_phase():
 
 def test_heartbeat_lines_show_a_long_phase_is_alive():
     out = io.StringIO()
-    reporter = progress.Reporter("lines", out, heartbeat_s=0.0)
     with progress.reporting(mode="lines", stream=out) as installed:
-        installed.heartbeat_s = reporter.heartbeat_s
+        installed.heartbeat_s = 0.0  # every change is a heartbeat
         with progress.phase("metrics", total=2, unit="blocks") as ph:
             ph.advance(detail="sites/A")
             ph.advance(detail="sites/B")
@@ -109,6 +108,14 @@ def test_bar_mode_rewrites_one_line_and_ends_with_the_summary():
     assert "\n" not in text.rstrip("\n")  # one screen line: redrawn with \r, one newline at the end
     assert "\r\x1b[Kmetrics [##########..........] 2/4 blocks · block 1" in text
     assert re.search(r"\r\x1b\[Kmetrics: 4 blocks in \d+\.\d s\n$", text)
+
+
+def test_the_bar_never_wraps_a_narrow_terminal():
+    # a wrapped line cannot be redrawn by a carriage return: the bar is cut to the terminal's width
+    reporter = progress.Reporter("bar", io.StringIO())
+    reporter.open(progress.Phase(name="subgroups", total=40, unit="blocks", detail="sex_x_age_band/female & >=70"))
+    assert len(reporter._bar_text(40)) < 40
+    assert reporter._bar_text(200).startswith("subgroups [....................] 0/40 blocks · sex_x_age_band")
 
 
 def test_quiet_and_library_calls_write_nothing():

@@ -215,9 +215,16 @@ class Reporter:
         text = f"{top.name} {cells}{' · '.join(parts)}"
         return text if len(text) < width else text[: max(width - 2, 1)] + "…"
 
+    def _width(self) -> int:
+        # the terminal stderr is on (stdout may be a file); COLUMNS or 100 where it says nothing
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            columns = 0
+        return columns or shutil.get_terminal_size((100, 24)).columns
+
     def _draw(self) -> None:
-        width = shutil.get_terminal_size((100, 24)).columns
-        self._emit("\r\x1b[K" + self._bar_text(width))
+        self._emit("\r\x1b[K" + self._bar_text(self._width()))
         self._drawn = True
 
     def _write_line(self, text: str) -> None:
