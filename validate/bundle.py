@@ -55,6 +55,7 @@ import platform
 import re
 import secrets
 import shutil
+import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,7 +64,17 @@ from pathlib import Path
 from typing import Any
 
 from validate.errors import InputError, RunIncomplete
-from validate.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha256_file, to_json_text
+from validate.io import (
+    PRIVATE_MODE,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    current_umask,
+    sha256_file,
+    shared_mode,
+    to_json_text,
+)
 
 REQUIRED_FILES = (
     "provenance.json",
@@ -96,6 +107,18 @@ BUNDLE_FILES = frozenset(
     # `validate report --checklist NAME` writes checklist-<name>.md beside the bundle's report
     + ("checklist-tripod-ai.md", "checklist-claim.md", "checklist-stard-ai.md")
 )
+# File modes (DESIGN.md, "File permissions"): the bundle's documents are meant to be shared and follow
+# the umask like any file the user creates; what holds a row per case stays with its owner, because
+# pseudonymised rows (age, sex, site, outcome, the model's score) may still be linked to patients.
+#: Bundle files holding a row per case: owner-only (``0o600``) whatever the umask.
+PRIVATE_FILES = frozenset({"predictions.parquet", "baseline_predictions.parquet", "failures.csv", "cases.json"})
+#: Bundle folders of per-case files (a thumbnail per case): owner-only (``0o700``), their files ``0o600``.
+PRIVATE_FOLDERS = frozenset({THUMBNAIL_DIR})
+PRIVATE_FOLDER_MODE = 0o700
+#: Suffixes of the shareable documents (report, JSON of aggregates, JUnit XML, Markdown, the protocol);
+#: a file of any other kind, or any table (``.parquet``, ``.csv``: rows), is owner-only.
+SHARED_SUFFIXES = frozenset({".html", ".pdf", ".json", ".xml", ".md", ".yaml", ".yml", ".txt"})
+
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
 STAGING_NAME = re.compile(r"^\.(?P<name>.+)\.partial-[0-9a-f]{8}$")
@@ -235,6 +258,23 @@ def make_provenance(
 
 
 # ---- writing -------------------------------------------------------------------------------------
+
+
+def is_private_file(name: str) -> bool:
+    """Whether bundle file ``name`` (relative to the bundle) is owner-only: a per-case file
+    (:data:`PRIVATE_FILES`, anything under :data:`PRIVATE_FOLDERS`) or not a shareable document."""
+    path = Path(name)
+    return (
+        path.name in PRIVATE_FILES
+        or (len(path.parts) > 1 and path.parts[0] in PRIVATE_FOLDERS)
+        or path.suffix.lower() not in SHARED_SUFFIXES
+    )
+
+
+def file_mode(name: str, umask: int | None = None) -> int:
+    """The mode of bundle file ``name``: :data:`~validate.io.PRIVATE_MODE` for a private file
+    (:func:`is_private_file`), else ``0o666`` less the umask."""
+    return PRIVATE_MODE if is_private_file(name) else shared_mode(umask)
 
 
 def default_bundle_dir(runs_dir: str | Path, protocol_name: str, when: _dt.datetime | None = None) -> Path:
@@ -480,6 +520,7 @@ class BundleWriter:
 
     def __init__(self, target: str | Path):
         self.target = Path(target).resolve()
+        self.umask = current_umask()  # read once: the shareable files' mode (file_mode)
         self.committed = False
         self._marker = None
         check_target(self.target)
@@ -538,24 +579,40 @@ class BundleWriter:
     def path(self, name: str) -> Path:
         return self.staging / name
 
+    def _place(self, name: str) -> tuple[Path, int]:
+        """The staging path of ``name`` and its mode; the folders of a private folder are made
+        owner-only first (the umask cannot open them, whatever it is)."""
+        parts = Path(name).parts
+        if len(parts) > 1 and parts[0] in PRIVATE_FOLDERS:
+            folder = self.staging
+            for part in parts[:-1]:
+                folder = folder / part
+                if not folder.is_dir():
+                    folder.mkdir(mode=PRIVATE_FOLDER_MODE)
+                    os.chmod(folder, PRIVATE_FOLDER_MODE)  # mkdir's mode is masked by the umask
+        return self.path(name), file_mode(name, self.umask)
+
     def write_json(self, name: str, obj: Any) -> Path:
         """Write a bundle JSON file; a contract file gains its ``schema`` id and is checked first
         (:func:`validate.contract.for_writing`: a wrong shape is an internal error, nothing is written)."""
         from validate.contract import for_writing
 
         with self._writing():
-            atomic_write_json(self.path(name), for_writing(name, obj))
-        return self.path(name)
+            path, mode = self._place(name)
+            atomic_write_json(path, for_writing(name, obj), mode)
+        return path
 
     def write_text(self, name: str, text: str) -> Path:
         with self._writing():
-            atomic_write_text(self.path(name), text)
-        return self.path(name)
+            path, mode = self._place(name)
+            atomic_write_text(path, text, mode)
+        return path
 
     def write_bytes(self, name: str, data: bytes) -> Path:
         with self._writing():
-            atomic_write_bytes(self.path(name), data)
-        return self.path(name)
+            path, mode = self._place(name)
+            atomic_write_bytes(path, data, mode)
+        return path
 
     def copy_file(self, source: str | Path, name: str) -> Path:
         return self.write_bytes(name, Path(source).read_bytes())
@@ -564,9 +621,10 @@ class BundleWriter:
         """A pandas table as Parquet (``.parquet``) or CSV (text cells escaped against spreadsheet
         formulas, :func:`validate.escape.csv_safe`), written atomically."""
         from validate.escape import csv_safe
-        from validate.io import atomic_path
 
-        with self._writing(), atomic_path(self.path(name)) as tmp:
+        with self._writing():
+            path, mode = self._place(name)
+        with self._writing(), atomic_path(path, mode) as tmp:
             if name.endswith(".parquet"):
                 table.to_parquet(tmp, index=False)
             else:  # text cells that a spreadsheet would run as a formula are quoted (validate.escape)
@@ -590,6 +648,8 @@ class BundleWriter:
         if self.target.exists() and any(self.target.iterdir()):
             old = self.target.parent / f".{self.target.name}.old-{secrets.token_hex(4)}"
             os.replace(self.target, old)
+        elif self.target.is_dir():  # the user's empty folder: the bundle keeps the mode they gave it
+            os.chmod(self.staging, stat.S_IMODE(self.target.stat().st_mode))
         try:
             with self._writing():
                 os.replace(self.staging, self.target)  # onto a missing path or an empty folder: atomic

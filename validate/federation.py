@@ -171,7 +171,7 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
     from validate.cohort import derive_subgroups
     from validate.metrics import MetricSettings
     from validate.metrics.report import site_block
-    from validate.pipeline import predictions_table
+    from validate.pipeline import predictions_table, step
 
     table = predictions_table(protocol, frame)
     settings = MetricSettings.from_protocol(protocol.metrics, protocol.decision)
@@ -197,12 +197,28 @@ def site_parts(protocol, frame, failures, *, site: str, development: str | None,
     subgroups = None
     if protocol.subgroups:
         name_kw = _name_kw(protocol)
-        subgroups = subgroup_analysis(
-            table, groups, task=protocol.task, settings=settings, metrics=None, sites=[site], **name_kw
+        subgroups = step(
+            "subgroups",
+            subgroup_analysis,
+            table,
+            groups,
+            task=protocol.task,
+            settings=settings,
+            metrics=None,
+            sites=[site],
+            **name_kw,
         )
         subgroups["overall"] = None
-    curves = site_curves(
-        table, task=protocol.task, names=names, settings=settings, sites=[site], calibration=None, groups=groups
+    curves = step(
+        "curves",
+        site_curves,
+        table,
+        task=protocol.task,
+        names=names,
+        settings=settings,
+        sites=[site],
+        calibration=None,
+        groups=groups,
     )
     curves["overall"] = pooled_absent("site")
     if curves.get("decision"):  # the decision curve pooled over sites: not here either

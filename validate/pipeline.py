@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from validate import progress
 from validate.errors import InputError
 from validate.summary import summarise
 
@@ -97,9 +98,12 @@ def load_predictions(
                 field="--predictions",
                 expected="a Parquet or CSV predictions table",
             )
-        table = read_predictions(
-            source, task=protocol.task, text_columns=categorical_columns(protocol), **_names(protocol)
-        )
+        with progress.phase("predictions", unit="cases") as ph:
+            table = read_predictions(
+                source, task=protocol.task, text_columns=categorical_columns(protocol), **_names(protocol)
+            )
+            ph.advance(len(table.frame), detail=source.name)
+            ph.note = f"read from {source.name}"
         return {
             "frame": table.frame,
             "failures": empty_failures,
@@ -110,17 +114,21 @@ def load_predictions(
 
     from validate.scoring import score_protocol
 
-    res = score_protocol(
-        protocol,
-        checkpoint=checkpoint,
-        out_dir=scoring_dir,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        cache_dir=cache_dir,
-        cache_inputs=cache_inputs,
-        hash_inputs=hash_inputs,
-    )
+    with progress.phase("scoring", unit="cases", live=False) as ph:
+        res = score_protocol(
+            protocol,
+            checkpoint=checkpoint,
+            out_dir=scoring_dir,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            cache_dir=cache_dir,
+            cache_inputs=cache_inputs,
+            hash_inputs=hash_inputs,
+            progress=progress.scoring_bar(),
+        )
+        ph.advance(int(res.counts.get("cases", 0)))
+        ph.note = scoring_note(res.counts)
     failures = res.failures if res.failures is not None else empty_failures
     ck = {"path": str(res.checkpoint_path), "sha256": res.checkpoint_sha256, "format": res.checkpoint_format}
     if res.checkpoint_format == "predictions":
@@ -139,6 +147,18 @@ def load_predictions(
         "predictions_source": None,
         "counts": res.counts,
     }
+
+
+def scoring_note(counts: dict) -> str:
+    """``3 sites, 12 failed, 1,180 from the cache`` for the scoring phase's line, from
+    :attr:`validate.scoring.ScoreResult.counts`."""
+    sites = len(counts.get("sites") or {})
+    parts = [f"{sites} site{'' if sites == 1 else 's'}"]
+    if counts.get("failed"):
+        parts.append(f"{counts['failed']:,} failed")
+    if counts.get("cached"):
+        parts.append(f"{counts['cached']:,} from the cache")
+    return ", ".join(parts)
 
 
 #: File suffixes that make ``--baseline PATH`` a predictions table rather than a checkpoint.
@@ -262,6 +282,12 @@ def _add_synthesis(metrics: dict, protocol) -> None:
         metrics["synthesis"] = synthesis
 
 
+def step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` as the phase ``name`` of the run's progress (:mod:`validate.progress`)."""
+    with progress.phase(name):
+        return fn(*args, **kwargs)
+
+
 def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
     """Every JSON part of the bundle from the predictions frame (original identifiers; none is output);
     with ``baseline_frame`` (the baseline model's predictions) the paired comparison too, whose
@@ -300,7 +326,9 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
 
         features = [f for f in (protocol.input.features or []) if f in frame.columns]
         attributes = [a for a in protocol.attributes if a in frame.columns]
-        shift = shift_report(
+        shift = step(
+            "shift",
+            shift_report,
             table,
             dev_sites=dev,
             external_sites=external,
@@ -310,11 +338,21 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
             metric_settings=settings,
             task=protocol.task,
         )
-    subgroups = subgroup_analysis(
-        table, groups, task=protocol.task, settings=settings, metrics=metrics, sites=order, **names
+    subgroups = step(
+        "subgroups",
+        subgroup_analysis,
+        table,
+        groups,
+        task=protocol.task,
+        settings=settings,
+        metrics=metrics,
+        sites=order,
+        **names,
     )
     curve_names = list(protocol.classes or []) if protocol.task == "multiclass" else list(protocol.labels or [])
-    curves = site_curves(
+    curves = step(
+        "curves",
+        site_curves,
         table,
         task=protocol.task,
         names=curve_names,
@@ -324,12 +362,16 @@ def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
         fit_on=protocol.calibration_fit_sites,
         groups=groups,
     )
-    sites = cohort_summary(table, protocol, groups, failures, ci_level=settings.ci_level)
+    sites = step("cohort", cohort_summary, table, protocol, groups, failures, ci_level=settings.ci_level)
     comparison = None
     if baseline_frame is not None:
-        comparison = compare_models(protocol, table, baseline_frame, settings=settings, order=order)
-    fairness = fairness_report(protocol, table, groups, settings=settings, metrics=metrics, order=order)
-    gates = judge_gates(
+        comparison = step("comparison", compare_models, protocol, table, baseline_frame, settings=settings, order=order)
+    fairness = step(
+        "fairness", fairness_report, protocol, table, groups, settings=settings, metrics=metrics, order=order
+    )
+    gates = step(
+        "gates",
+        judge_gates,
         protocol.gates,
         metrics,
         calibration=calibration,
@@ -416,7 +458,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
         w.write_table("baseline_predictions.parquet", baseline_frame)
     # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
     # enters the bundle)
-    write_cases(w, original, protocol, name_of)
+    step("cases", write_cases, w, original, protocol, name_of)
     prov = make_provenance(
         protocol=protocol,
         started_at=started,
@@ -433,7 +475,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
         },
     )
     w.write_json("provenance.json", prov)
-    w.write_text("report.html", render_report(Bundle(path=w.staging, display_name=w.target.name)))
+    w.write_text("report.html", step("report", render_report, Bundle(path=w.staging, display_name=w.target.name)))
     return w.commit()
 
 
@@ -503,7 +545,10 @@ def run_protocol(
         )
         baseline_frame = None
         if request is not None:
-            loaded["baseline"] = load_baseline(request, scoring_dir=cache_root / f"{protocol.name}.baseline", **scoring)
+            with progress.phase("baseline", live=False):
+                loaded["baseline"] = load_baseline(
+                    request, scoring_dir=cache_root / f"{protocol.name}.baseline", **scoring
+                )
             baseline_frame = loaded["baseline"]["frame"]
         parts = analyse(protocol, loaded["frame"], loaded["failures"], baseline_frame=baseline_frame)
         if parts["comparison"] is not None:

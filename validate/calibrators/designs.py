@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from validate import progress
 from validate.calibrators.base import MIN_FIT_CASES, CalibrationFitError
 from validate.calibrators.binning import predicted_class_changed
 from validate.calibrators.registry import check_method, export_params, get_calibrator
@@ -317,15 +318,19 @@ def _held_out(
         out[m] = {"params": export_params(cal) if cal is not None else None, "sites": {}}
         if err:
             out[m]["error"] = err
+    n_fitted = sum(cal is not None for cal in fitted.values())
+    blocks = progress.start("held-out", total=(len(eval_sets) + bool(eval_sets)) * (1 + n_fitted), unit="blocks")
     for s, idx in eval_sets.items():
         y, z, p0 = cases.at(idx)
         out["none"]["sites"][s] = _block(cases, y, p0, idx, settings, smooth_intervals, uncalibrated=True)
+        blocks.advance(detail=f"none/{s}")
         for m in methods:
             cal = fitted[m]
             if cal is None:
                 continue
             p = cal.predict_proba(z)
             out[m]["sites"][s] = _block(cases, y, p, idx, settings, smooth_intervals)
+            blocks.advance(detail=f"{m}/{s}")
             if cases.task == "multiclass" and m in ("isotonic", "histogram"):
                 out[m].setdefault("predicted_class_changed", {})[s] = predicted_class_changed(z, p)
             change = {}
@@ -348,11 +353,14 @@ def _held_out(
         out["none"]["overall"] = _block(
             cases, y, p0, pooled, settings, smooth_intervals, stratified=True, uncalibrated=True
         )
+        blocks.advance(detail="none/overall")
         for m in methods:
             if fitted[m] is not None:
                 out[m]["overall"] = _block(
                     cases, y, fitted[m].predict_proba(z), pooled, settings, smooth_intervals, stratified=True
                 )
+                blocks.advance(detail=f"{m}/overall")
+    blocks.finish()
     rec = _recommend(
         {
             m: {s: {k: _estimate(b, k) for k in COMPARED} for s, b in out[m]["sites"].items()}
@@ -631,13 +639,18 @@ def compare_calibration(
     cases = _Cases.of(table, settings.cluster_by)
     external = _external_sites(external_sites, protocol, sites, fit_on_list)
 
-    held = _held_out(cases, methods_list, fit_on_list, external, cfg, settings, n_boot, smooth_intervals)
-    if not any(held["methods"]["none"]["sites"].values()):
-        raise InputError(
-            "no cases left to evaluate: every site is a fitting site and fit_fraction is 1",
-            field="calibration.fit_on",
-            expected="at least one site not fitted on, or fit_fraction < 1",
-        )
+    designs_run = ["held-out"] + [d for d in cfg.designs if d != "held-out"]
+    with progress.phase("calibration", total=len(designs_run), unit="designs") as ph:
+        ph.advance(0, detail="held-out")
+        held = _held_out(cases, methods_list, fit_on_list, external, cfg, settings, n_boot, smooth_intervals)
+        if not any(held["methods"]["none"]["sites"].values()):
+            raise InputError(
+                "no cases left to evaluate: every site is a fitting site and fit_fraction is 1",
+                field="calibration.fit_on",
+                expected="at least one site not fitted on, or fit_fraction < 1",
+            )
+        ph.advance()
+        extra = _other_designs(cases, methods_list, external, cfg, _metric_functions(task, settings.bins), ph)
     result = {
         "task": task,
         "design": "held-out",
@@ -651,11 +664,10 @@ def compare_calibration(
         "n_bootstrap": n_boot,
         "ci_level": settings.ci_level,
         "seed": cfg.seed,
-        "designs_run": ["held-out"] + [d for d in cfg.designs if d != "held-out"],
+        "designs_run": designs_run,
     }
     if cases.names:
         result["classes" if task == "multiclass" else "labels"] = list(cases.names)
-    extra = _other_designs(cases, methods_list, external, cfg, _metric_functions(task, settings.bins))
     if extra:
         result["designs"] = extra
     return result
@@ -762,15 +774,22 @@ def _external_sites(
     return [s for s in ext if s in sites and s not in fit_on] or [s for s in sites if s not in fit_on]
 
 
-def _other_designs(cases: _Cases, methods: list[str], external: list[str], cfg: CalibrationSettings, fns: dict) -> dict:
-    """The results of the designs besides held-out that the settings ask for, by JSON key."""
+def _other_designs(
+    cases: _Cases, methods: list[str], external: list[str], cfg: CalibrationSettings, fns: dict, ph: progress.Phase
+) -> dict:
+    """The results of the designs besides held-out that the settings ask for, by JSON key; ``ph``
+    advances once per design."""
+    runs = {
+        "local": lambda: _local(cases, methods, external, cfg, fns),
+        "transfer": lambda: _transfer(cases, methods, cfg, fns),
+        "sample-size": lambda: _sample_size(cases, methods, external, cfg, fns),
+    }
     extra = {}
-    if "local" in cfg.designs:
-        extra["local"] = _local(cases, methods, external, cfg, fns)
-    if "transfer" in cfg.designs:
-        extra["transfer"] = _transfer(cases, methods, cfg, fns)
-    if "sample-size" in cfg.designs:
-        extra["sample_size"] = _sample_size(cases, methods, external, cfg, fns)
+    for design, run in runs.items():
+        if design in cfg.designs:
+            ph.advance(0, detail=design)
+            extra[design.replace("-", "_")] = run()
+            ph.advance()
     return extra
 
 

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from validate import progress
 from validate.errors import EXIT_OK, InputError
 
 NAME = "calibrate"
@@ -67,6 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="bootstrap intervals for eavg/e50/e90/emax/ici too (slow: ~10 s per method x site)",
     )
     parser.add_argument("--json", metavar="OUT", help="write the Calibration JSON here (atomically)")
+    parser.add_argument("--quiet", "-q", action="store_true", help=progress.QUIET_HELP)
 
 
 def _positive_int(value, flag: str, minimum: int = 0):
@@ -119,10 +121,11 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
+@progress.command
 def run(args: argparse.Namespace) -> int:
     from validate.calibrators import compare_calibration
     from validate.calibrators.designs import DESIGNS, CalibrationSettings
-    from validate.io import atomic_write_json
+    from validate.io import atomic_write_json, shared_mode
     from validate.metrics import MetricSettings
     from validate.predictions import read_predictions
 
@@ -202,6 +205,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_summary(result))
     if args.json:
-        atomic_write_json(Path(args.json), result)
+        atomic_write_json(Path(args.json), result, shared_mode())  # aggregates, no case rows
         print(f"wrote {args.json}", file=sys.stderr)
     return EXIT_OK

@@ -64,7 +64,7 @@ def run(args) -> int:
     from validate.bundle import read_bundle
     from validate.contract import for_writing
     from validate.gates import judge_gates
-    from validate.io import atomic_write_text
+    from validate.io import atomic_write_text, shared_mode
     from validate.pairing import compare_bundles
     from validate.protocol import load_protocol
     from validate.summary import comparison_lines
@@ -88,9 +88,9 @@ def run(args) -> int:
     report = judge_gates(protocol.comparison_gates, new.metrics, protocol=protocol, sites=[], comparison=comparison)
     level = comparison.get("level")
     if "--junit" in outputs:
-        atomic_write_text(outputs["--junit"], report.to_junit())
+        atomic_write_text(outputs["--junit"], report.to_junit(), shared_mode())
     if "--markdown" in outputs:
-        atomic_write_text(outputs["--markdown"], report.to_markdown(ci_level=level))
+        atomic_write_text(outputs["--markdown"], report.to_markdown(ci_level=level), shared_mode())
     if args.json:
         print(
             json.dumps(

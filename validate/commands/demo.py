@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from validate import progress
 from validate.errors import EXIT_BAD_INPUT, InputError
 from validate.pipeline import run_protocol
 
@@ -40,6 +41,7 @@ def protocols_dir(given=None) -> Path:
     return Path(__file__).resolve().parents[2] / "protocols"
 
 
+@progress.command
 def run(args) -> int:
     folder = protocols_dir(args.protocols_dir)
     worst = 0

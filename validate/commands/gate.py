@@ -65,16 +65,17 @@ def check_out(out: Path, bundle_path: Path, other_protocol: bool) -> None:
 
 def run(args) -> int:
     from validate.contract import for_writing
-    from validate.io import atomic_write_json, atomic_write_text
+    from validate.io import atomic_write_json, atomic_write_text, shared_mode
 
     bundle, report = regate(args.bundle, args.protocol)
     ci = (bundle.metrics or {}).get("ci_level")
     out = Path(args.out) if args.out else (bundle.path if not args.protocol else None)
     if out is not None:
         check_out(out, bundle.path, other_protocol=bool(args.protocol))
-        atomic_write_json(out / "gates.json", for_writing("gates.json", report.to_json()))
-        atomic_write_text(out / "junit.xml", report.to_junit())
-        atomic_write_text(out / "gates.md", report.to_markdown(ci_level=ci))
+        mode = shared_mode()  # verdicts of aggregates, for CI and reviewers
+        atomic_write_json(out / "gates.json", for_writing("gates.json", report.to_json()), mode)
+        atomic_write_text(out / "junit.xml", report.to_junit(), mode)
+        atomic_write_text(out / "gates.md", report.to_markdown(ci_level=ci), mode)
     if not args.quiet:
         print(report.to_markdown(ci_level=ci), end="")
         if out is not None:

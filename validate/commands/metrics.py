@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from validate import progress
 from validate.errors import EXIT_OK, InputError
 
 NAME = "metrics"
@@ -33,6 +34,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="processes computing blocks side by side (default: one per CPU when the "
         "bootstrap is large; 1 = this process only)",
     )
+    parser.add_argument("--quiet", "-q", action="store_true", help=progress.QUIET_HELP)
 
 
 def _fmt(e) -> str:
@@ -82,8 +84,9 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+@progress.command
 def run(args: argparse.Namespace) -> int:
-    from validate.io import atomic_write_json
+    from validate.io import atomic_write_json, shared_mode
     from validate.metrics import MetricSettings, metrics_report
     from validate.predictions import categorical_columns, read_predictions
 
@@ -145,6 +148,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(report))
     if args.json:
-        atomic_write_json(Path(args.json), report)
+        atomic_write_json(Path(args.json), report, shared_mode())  # aggregates, no case rows
         print(f"wrote {args.json}", file=sys.stderr)
     return EXIT_OK

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 
+from validate import progress
 from validate.pipeline import run_protocol
 
 NAME = "run"
@@ -83,9 +84,15 @@ def register(parser) -> None:
         help="with --site: the development site's site bundle, whose target-sensitivity threshold this "
         "site's blocks carry (required at a non-development site when the protocol sets one)",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    parser.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print only the verdict line: no progress on stderr (errors still print)",
+    )
 
 
+@progress.command
 def run(args) -> int:
     from validate.errors import InputError
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from validate import progress
 from validate.metrics.blocks import binary_block, multiclass_block, multilabel_block
 from validate.metrics.operating import threshold_for_sensitivity
 from validate.metrics.settings import MetricSettings
@@ -88,12 +89,32 @@ def metrics_report(
             jobs.add(("subgroups", col, v), labels == v, stratified=True)
 
     sizes = [len(job["y"]) for job in jobs.jobs]
-    results = run_blocks(_block, jobs.jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))
+    with progress.phase("metrics", total=len(jobs.jobs), unit="blocks") as ph:
+        results = run_blocks(
+            _block,
+            jobs.jobs,
+            sizes,
+            choose_workers(workers, sizes, settings.n_bootstrap),
+            on_done=block_progress(ph, jobs.places),
+        )
     _place(report, jobs.places, results)
     if single:
         # one site: its block is the pooled block (same cases, a single stratum)
         report["sites"][sites[0]] = copy.deepcopy(report["overall"])
     return report
+
+
+def block_progress(ph: progress.Phase, places: Sequence[tuple]) -> Callable[[int], None]:
+    """The ``on_done`` of :func:`run_blocks` advancing ``ph`` once per block (a block evaluated again
+    after a worker pool broke is not counted twice), naming the block that finished."""
+    seen: set[int] = set()
+
+    def done(i: int) -> None:
+        if i not in seen:
+            seen.add(i)
+            ph.advance(detail="/".join(str(part) for part in places[i]))
+
+    return done
 
 
 def _carried_threshold(table, settings: MetricSettings, development_site: str | None) -> float | None:
@@ -245,4 +266,6 @@ def site_block(
     jobs = _BlockJobs(table, settings, True, threshold_carry, list(names or table.names or []))
     jobs.add(("sites", site), mask, stratified=False, own_threshold=(site == development_site))
     sizes = [len(jobs.jobs[0]["y"])]
-    return run_blocks(_block, jobs.jobs, sizes, choose_workers(workers, sizes, settings.n_bootstrap))[0]
+    with progress.phase("metrics", total=1, unit="blocks") as ph:
+        workers = choose_workers(workers, sizes, settings.n_bootstrap)
+        return run_blocks(_block, jobs.jobs, sizes, workers, on_done=block_progress(ph, jobs.places))[0]

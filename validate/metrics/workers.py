@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -85,22 +85,39 @@ def _context():
     return mp.get_context("spawn")
 
 
-def run_blocks(fn: Callable[..., Any], jobs: Sequence[dict], sizes: Sequence[int], workers: int) -> list:
+def run_blocks(
+    fn: Callable[..., Any],
+    jobs: Sequence[dict],
+    sizes: Sequence[int],
+    workers: int,
+    on_done: Callable[[int], None] | None = None,
+) -> list:
     """``[fn(**job) for job in jobs]``, in ``workers`` processes when ``workers`` > 1. ``fn`` must be a
     module-level function and the jobs picklable. A pool that cannot start or dies falls back to this
-    process (the same numbers, only slower); an exception raised by ``fn`` itself propagates."""
+    process (the same numbers, only slower); an exception raised by ``fn`` itself propagates.
+    ``on_done(i)`` is called in this process as job ``i`` finishes (progress), in finishing order."""
     import multiprocessing as mp
 
+    done = on_done if on_done is not None else (lambda i: None)
     # a daemonic process (itself a pool worker) may not start children: evaluate here
     if workers <= 1 or len(jobs) <= 1 or mp.current_process().daemon:
-        return [fn(**job) for job in jobs]
+        return _in_turn(fn, jobs, done)
     order = sorted(range(len(jobs)), key=lambda i: -int(sizes[i]))  # largest first
     results: list = [None] * len(jobs)
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_limit_threads) as pool:
-            futures = {i: pool.submit(fn, **jobs[i]) for i in order}
-            for i, fut in futures.items():
-                results[i] = fut.result()
+            futures = {pool.submit(fn, **jobs[i]): i for i in order}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                done(futures[fut])
     except (BrokenProcessPool, OSError):
-        return [fn(**job) for job in jobs]
+        return _in_turn(fn, jobs, done)
+    return results
+
+
+def _in_turn(fn: Callable[..., Any], jobs: Sequence[dict], done: Callable[[int], None]) -> list:
+    results = []
+    for i, job in enumerate(jobs):
+        results.append(fn(**job))
+        done(i)
     return results

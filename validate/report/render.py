@@ -1319,8 +1319,8 @@ def write_report(bundle, path=None, checklists: Sequence[str] = ()):
     """Render and write ``report.html`` atomically (default: into the bundle folder); returns the path."""
     from pathlib import Path
 
-    from validate.io import atomic_write_text
+    from validate.io import atomic_write_text, shared_mode
 
     path = Path(path) if path is not None else bundle.path / "report.html"
-    atomic_write_text(path, render_report(bundle, checklists))
+    atomic_write_text(path, render_report(bundle, checklists), shared_mode())  # a report is meant to be shared
     return path
