@@ -8,7 +8,9 @@ reliability bins, histograms: computed once so the report and the dashboard neve
 ``cases.json`` (the most confident errors per site, ranked at run time, for the dashboard's Cases page),
 ``gates.md`` (the Markdown gate summary) and, for image protocols, ``thumbnails/<site>/<case id>.png``
 (the most confident errors per site, named by the identifier ``predictions.parquet`` holds; see
-:mod:`validate.thumbnails`).
+:mod:`validate.thumbnails`). ``report.pdf`` (:mod:`validate.report.pdf`) is there when the protocol asks
+(``report: {pdf: true}``) or ``validate report --pdf`` added it; like ``report.html`` it is a rendering
+of the other files, so provenance's ``files`` hashes do not list it and adding it changes no other file.
 
 Atomicity: a bundle is assembled in a hidden staging folder beside its target and renamed into place
 when complete (each file is itself written to a temporary name and renamed), so a killed run never
@@ -93,6 +95,7 @@ BUNDLE_FILES = frozenset(
     + JSON_FILES
     + ("report.html", "junit.xml", "failures.csv", "gates.md", "comparison.json", "baseline_predictions.parquet")
     + ("fairness.json",)
+    + ("report.pdf",)  # the report printed to PDF: protocol `report: {pdf: true}` or `validate report --pdf`
 )
 BUNDLE_FORMAT = "validate-results-bundle/1"
 STAGING_MARKER = ".validate-staging"
