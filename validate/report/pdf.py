@@ -12,7 +12,9 @@ machine). The print waits until every figure the report declares (``<body data-f
 
 Paper: A4 (210 × 297 mm) or US Letter (8.5 × 11 in), 12 mm side margins and 16 mm top and bottom
 margins carrying Chromium's header (the report's title and bundle) and footer (page N of M). The page
-is laid out at the printable width before the figures are drawn, so plotly sizes them for the paper.
+is laid out at its print width before the figures are drawn, so plotly sizes them for the paper: 1.25
+times the printable width, printed at 0.8 (:data:`PRINT_SCALE`), so a figure with its legend beside it
+keeps a readable plot area; the print stylesheet's text sizes are divided by the same factor.
 A table still wider than the printable width after its cells wrap is scaled down (CSS ``zoom``) to fit,
 so no column is cut off. Headings become the PDF's outline (bookmarks); the table of contents'
 links stay links.
@@ -58,6 +60,10 @@ CSS_PX_PER_INCH = 96
 SIDE_MARGIN_MM = 12.0
 TOP_BOTTOM_MARGIN_MM = 16.0
 FIGURE_TIMEOUT_S = 180
+# the page is laid out 1/0.8 = 1.25 times wider than the paper and printed at 0.8: a figure with its
+# legend beside it keeps a plot area a reader can read; the print stylesheet divides its text sizes by
+# the same factor (--print-scale), so text is printed at the sizes it states
+PRINT_SCALE = 0.8
 PDF_MARK = "validate-report-pdf/1"
 MARK_KEY = b"/ValidateReport"
 ALLOWED_SCHEMES = ("file:", "data:", "blob:", "about:")
@@ -76,9 +82,10 @@ class Paper:
     height_mm: float
 
     @property
-    def printable_width_px(self) -> int:
-        """The width between the side margins in CSS pixels (96 per inch): the page's layout width."""
-        return int((self.width_mm - 2 * SIDE_MARGIN_MM) / MM_PER_INCH * CSS_PX_PER_INCH)
+    def layout_width_px(self) -> int:
+        """The page's layout width in CSS pixels: the width between the side margins (96 px per inch)
+        divided by :data:`PRINT_SCALE`, as Chromium lays a page out that it prints scaled."""
+        return int((self.width_mm - 2 * SIDE_MARGIN_MM) / MM_PER_INCH * CSS_PX_PER_INCH / PRINT_SCALE)
 
     @property
     def points(self) -> tuple[float, float]:
@@ -168,6 +175,15 @@ _PREPARE_PAGE = """() => {
 }"""
 
 
+# the print stylesheet's text sizes divided by the print scale, once the document is parsed (text
+# sizes do not change a figure's width, which follows the layout width set by the viewport)
+_SCALE_SCRIPT = f"""document.addEventListener('DOMContentLoaded', () => {{
+  const s = document.createElement('style');
+  s.textContent = ':root {{ --print-scale: {PRINT_SCALE} !important; }}';
+  document.head.appendChild(s);
+}});"""
+
+
 def _header_template(title: str) -> str:
     from html import escape
 
@@ -212,14 +228,16 @@ def render_pdf(html_path: Path, *, paper_name: str = "a4", header: str = "") -> 
 
 
 def _open_page(browser, size: Paper, errors: list[str]):
-    """A page as wide as the paper's printable width, in print media, that aborts non-file requests."""
+    """A page laid out for the paper (:attr:`Paper.layout_width_px`), in print media, that aborts
+    every request that is not for the report's own file."""
     context = browser.new_context(
-        viewport={"width": size.printable_width_px, "height": 1100}, device_scale_factor=2, java_script_enabled=True
+        viewport={"width": size.layout_width_px, "height": 1400}, device_scale_factor=2, java_script_enabled=True
     )
     context.route("**/*", _offline_only)
     page = context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.emulate_media(media="print")
+    page.add_init_script(_SCALE_SCRIPT)
     return page
 
 
@@ -237,6 +255,7 @@ def _print(page, size: Paper, header: str) -> bytes:
         format=size.name,
         print_background=True,
         prefer_css_page_size=False,
+        scale=PRINT_SCALE,
         display_header_footer=True,
         header_template=_header_template(header),
         footer_template=FOOTER_TEMPLATE,

@@ -11,38 +11,44 @@ Only ``@media print`` rules, so the screen report is unchanged. On paper:
 - colours are printed as on screen (verdict and tag colours carry meaning), the dark banner becomes
   ink on white, and plotly's tool bar is hidden;
 - the protocol copy and other ``<details>`` blocks print whole (no fixed height, long lines wrap).
+
+Text sizes are divided by ``--print-scale`` (1 here): :mod:`validate.report.pdf` lays the page out wider
+and prints it scaled down by that factor, so that figures get room for their legends while text keeps
+the sizes below on paper.
 """
 
 from __future__ import annotations
 
 PRINT_CSS = """
 @media print {
+  :root { --print-scale: 1; }
   * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  html, body { background: #fff; font-size: 10pt; }
+  html, body { background: #fff; font-size: calc(10pt / var(--print-scale)); }
   header { background: #fff; color: var(--ink); padding: 0 0 6pt; border-bottom: 2px solid var(--ink); }
-  header h1 { font-size: 17pt; }
+  header h1 { font-size: calc(17pt / var(--print-scale)); }
   header p { color: var(--muted); }
   nav { position: static; background: #fff; border: 0; padding: 6pt 0 0; columns: 3; column-gap: 18pt; }
-  nav::before { content: "Contents"; display: block; column-span: all; font-weight: 600; font-size: 11pt;
-                margin-bottom: 2pt; }
-  nav a { display: block; margin: 0; font-size: 9pt; line-height: 1.35; }
+  nav::before { content: "Contents"; display: block; column-span: all; font-weight: 600; margin-bottom: 2pt;
+                font-size: calc(11pt / var(--print-scale)); }
+  nav a { display: block; margin: 0; font-size: calc(9pt / var(--print-scale)); line-height: 1.35; }
   main { max-width: none; margin: 0; padding: 0; }
   section { border: 0; border-radius: 0; padding: 0; margin: 10pt 0 0; background: #fff; }
   section + section { break-before: page; }
-  h2 { font-size: 14pt; }
+  h2 { font-size: calc(14pt / var(--print-scale)); }
   h2, h3 { break-after: avoid-page; }
   .scroll { overflow: visible !important; max-width: none; }
-  table { width: 100%; font-size: 7.5pt; margin: 4pt 0 8pt; }
+  table { width: 100%; font-size: calc(7.5pt / var(--print-scale)); margin: 4pt 0 8pt; }
   thead { display: table-header-group; }
   tr { break-inside: avoid-page; }
   th, td { padding: 2pt 3pt; overflow-wrap: break-word; }
   td.num { white-space: normal; }
-  .verdict { font-size: 15pt; padding: 6pt 10pt; }
-  .tag { font-size: 7pt; padding: 0 3pt; white-space: nowrap; }
+  .verdict { font-size: calc(15pt / var(--print-scale)); padding: 6pt 10pt; }
+  .tag { font-size: calc(7pt / var(--print-scale)); padding: 0 3pt; white-space: nowrap; }
   .grid2 { display: block; }
   .figure { break-inside: avoid-page; min-height: 0; }
   .modebar-container, .modebar { display: none !important; }
-  details pre { max-height: none; overflow: visible; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 7.5pt; }
-  p.note, .muted { font-size: 8.5pt; }
+  details pre { max-height: none; overflow: visible; white-space: pre-wrap; overflow-wrap: anywhere;
+                font-size: calc(7.5pt / var(--print-scale)); }
+  p.note, .muted { font-size: calc(8.5pt / var(--print-scale)); }
 }
 """
