@@ -24,11 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, requires_browser
+from conftest import REPO, _require, requires_browser
 from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 POPPLER = shutil.which("pdftotext") is not None and shutil.which("pdftoppm") is not None
-requires_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftotext, pdftoppm) not installed")
+# with the browser tests: CI (VALIDATE_REQUIRE_BROWSER=1) fails rather than skips without poppler
+requires_poppler = _require("VALIDATE_REQUIRE_BROWSER", POPPLER, "poppler-utils (pdftotext, pdftoppm)")
 A4_PT = (210 / 25.4 * 72, 297 / 25.4 * 72)
 LETTER_PT = (8.5 * 72, 11 * 72)
 

@@ -436,9 +436,9 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     staged = Bundle(path=w.staging, display_name=w.target.name)
     w.write_text("report.html", render_report(staged))
     if protocol.report.pdf:  # printed from the report just written (not listed in files: a rendering)
-        from validate.report.pdf import write_bundle_pdf
+        from validate.report.pdf import bundle_pdf_bytes
 
-        write_bundle_pdf(staged, w.path("report.html"), w.path("report.pdf"), paper_name=protocol.report.paper)
+        w.write_bytes("report.pdf", bundle_pdf_bytes(staged, w.path("report.html"), paper_name=protocol.report.paper))
     return w.commit()
 
 

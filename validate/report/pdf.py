@@ -20,7 +20,7 @@ so no column is cut off. Headings become the PDF's outline (bookmarks); the tabl
 links stay links.
 
 Which file is ours: Chromium writes an ordinary PDF; an incremental update appended to it
-(:func:`mark_pdf`) adds the document information ``/Creator (validate <version>)`` and
+(:func:`mark_pdf`) adds the document information (title, ``/Creator`` naming validate and its version) and
 ``/ValidateReport (validate-report-pdf/1)`` in the file's last bytes, so :func:`is_validate_pdf` can tell
 a PDF validate wrote (which may be replaced) from a user's file (which never is) by reading its tail.
 
@@ -32,6 +32,7 @@ one ``playwright install chromium`` downloads. Without either, :func:`check_avai
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -321,24 +322,44 @@ def is_validate_pdf(path: Path) -> bool:
 # ---- writing -------------------------------------------------------------------------------------
 
 
+def pdf_bytes(html_path: Path, *, paper_name: str = "a4", title: str = "", bundle_name: str = "") -> bytes:
+    """``html_path`` printed (:func:`render_pdf`) and marked as ours (:func:`mark_pdf`), with the
+    title, the bundle's name and validate's version in the document information."""
+    from validate import __version__
+
+    header = f"{title} · bundle {bundle_name}" if bundle_name else title
+    data = render_pdf(html_path, paper_name=paper_name, header=header)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("D:%Y%m%d%H%M%SZ")  # PDF 32000-1 §7.9.4
+    info = {"Title": title, "Creator": f"validate {__version__} (Chromium print to PDF)", "CreationDate": now}
+    if bundle_name:
+        info["Subject"] = f"results bundle {bundle_name}"
+    return mark_pdf(data, {k: v for k, v in info.items() if v})
+
+
 def write_pdf(
     html_path: Path, pdf_path: Path, *, paper_name: str = "a4", title: str = "", bundle_name: str = ""
 ) -> Path:
     """Print ``html_path`` to ``pdf_path`` (written atomically; the caller has checked that the file
     there, if any, is ours to replace) and return ``pdf_path``."""
-    from validate import __version__
     from validate.io import atomic_write_bytes
 
-    header = f"{title} · bundle {bundle_name}" if bundle_name else title
-    data = render_pdf(html_path, paper_name=paper_name, header=header)
-    info = {"Title": title, "Subject": f"results bundle {bundle_name}", "Creator": f"validate {__version__}"}
-    atomic_write_bytes(Path(pdf_path), mark_pdf(data, {k: v for k, v in info.items() if v}))
+    atomic_write_bytes(
+        Path(pdf_path), pdf_bytes(html_path, paper_name=paper_name, title=title, bundle_name=bundle_name)
+    )
     return Path(pdf_path)
 
 
-def write_bundle_pdf(bundle, html_path: Path, pdf_path: Path, *, paper_name: str = "a4") -> Path:
-    """Print a bundle's report (``html_path``, rendered from ``bundle``) to ``pdf_path``, titled as
-    the report is and naming the bundle by its final name."""
+def bundle_pdf_bytes(bundle, html_path: Path, *, paper_name: str = "a4") -> bytes:
+    """A bundle's report (``html_path``, rendered from ``bundle``) as PDF bytes, titled as the report
+    is and naming the bundle by its final name (:attr:`validate.bundle.Bundle.name`)."""
     prov = bundle.typed.provenance
     title = f"Validation report: {prov.protocol.name} v{prov.protocol.version}"
-    return write_pdf(html_path, pdf_path, paper_name=paper_name, title=title, bundle_name=bundle.name)
+    return pdf_bytes(html_path, paper_name=paper_name, title=title, bundle_name=bundle.name)
+
+
+def write_bundle_pdf(bundle, html_path: Path, pdf_path: Path, *, paper_name: str = "a4") -> Path:
+    """:func:`bundle_pdf_bytes` written atomically to ``pdf_path``; returns ``pdf_path``."""
+    from validate.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(pdf_path), bundle_pdf_bytes(bundle, html_path, paper_name=paper_name))
+    return Path(pdf_path)
