@@ -4,7 +4,7 @@ Why Chromium (through Playwright) and not WeasyPrint: the report's figures are p
 JavaScript in the page; WeasyPrint runs no JavaScript and would print empty figure boxes. Chromium
 renders the very file a reviewer opens, with the print stylesheet of
 :mod:`validate.report.print_layout`, and prints plotly's SVG as vector graphics (heatmap cells, which
-plotly draws as an image, are rasterised at twice the CSS resolution).
+plotly draws as an image, are rasterised at three pixels per CSS pixel, about 180 dpi on paper).
 
 Offline: the page is loaded from a ``file://`` URL and every request that is not ``file:``, ``data:``
 or ``blob:`` is aborted (the report is self-contained; nothing may reach a network from a hospital's
@@ -232,7 +232,7 @@ def _open_page(browser, size: Paper, errors: list[str]):
     """A page laid out for the paper (:attr:`Paper.layout_width_px`), in print media, that aborts
     every request that is not for the report's own file."""
     context = browser.new_context(
-        viewport={"width": size.layout_width_px, "height": 1400}, device_scale_factor=2, java_script_enabled=True
+        viewport={"width": size.layout_width_px, "height": 1400}, device_scale_factor=3, java_script_enabled=True
     )
     context.route("**/*", _offline_only)
     page = context.new_page()
