@@ -3,8 +3,10 @@
 Why Chromium (through Playwright) and not WeasyPrint: the report's figures are plotly.js, drawn by
 JavaScript in the page; WeasyPrint runs no JavaScript and would print empty figure boxes. Chromium
 renders the very file a reviewer opens, with the print stylesheet of
-:mod:`validate.report.print_layout`, and prints plotly's SVG as vector graphics (heatmap cells, which
-plotly draws as an image, are rasterised at three pixels per CSS pixel, about 180 dpi on paper).
+:mod:`validate.report.print_layout`, and prints plotly's SVG as vector graphics. Heatmaps are the
+exception: plotly draws their cells as one image of one pixel per CSS pixel whatever the device's pixel
+ratio (about 120 dpi on paper); the cells are flat colours, printed without interpolation, and their
+text is vector.
 
 Offline: the page is loaded from a ``file://`` URL and every request that is not ``file:``, ``data:``
 or ``blob:`` is aborted (the report is self-contained; nothing may reach a network from a hospital's
@@ -232,7 +234,7 @@ def _open_page(browser, size: Paper, errors: list[str]):
     """A page laid out for the paper (:attr:`Paper.layout_width_px`), in print media, that aborts
     every request that is not for the report's own file."""
     context = browser.new_context(
-        viewport={"width": size.layout_width_px, "height": 1400}, device_scale_factor=3, java_script_enabled=True
+        viewport={"width": size.layout_width_px, "height": 1400}, device_scale_factor=2, java_script_enabled=True
     )
     context.route("**/*", _offline_only)
     page = context.new_page()
