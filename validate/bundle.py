@@ -8,7 +8,9 @@ reliability bins, histograms: computed once so the report and the dashboard neve
 ``cases.json`` (the most confident errors per site, ranked at run time, for the dashboard's Cases page),
 ``gates.md`` (the Markdown gate summary) and, for image protocols, ``thumbnails/<site>/<case id>.png``
 (the most confident errors per site, named by the identifier ``predictions.parquet`` holds; see
-:mod:`validate.thumbnails`).
+:mod:`validate.thumbnails`). ``report.pdf`` (:mod:`validate.report.pdf`) is there when the protocol asks
+(``report: {pdf: true}``) or ``validate report --pdf`` added it; like ``report.html`` it is a rendering
+of the other files, so provenance's ``files`` hashes do not list it and adding it changes no other file.
 
 Atomicity: a bundle is assembled in a hidden staging folder beside its target and renamed into place
 when complete (each file is itself written to a temporary name and renamed), so a killed run never
@@ -106,6 +108,7 @@ BUNDLE_FILES = frozenset(
     + ("fairness.json",)
     # `validate report --checklist NAME` writes checklist-<name>.md beside the bundle's report
     + ("checklist-tripod-ai.md", "checklist-claim.md", "checklist-stard-ai.md")
+    + ("report.pdf",)  # the report printed to PDF: protocol `report: {pdf: true}` or `validate report --pdf`
 )
 # File modes (DESIGN.md, "File permissions"): the bundle's documents are meant to be shared and follow
 # the umask like any file the user creates; what holds a row per case stays with its owner, because

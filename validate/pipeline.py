@@ -475,7 +475,13 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
         },
     )
     w.write_json("provenance.json", prov)
-    w.write_text("report.html", step("report", render_report, Bundle(path=w.staging, display_name=w.target.name)))
+    staged = Bundle(path=w.staging, display_name=w.target.name)
+    w.write_text("report.html", step("report", render_report, staged))
+    if protocol.report.pdf:  # printed from the report just written (not listed in files: a rendering)
+        from validate.report.pdf import bundle_pdf_bytes
+
+        pdf = step("pdf", bundle_pdf_bytes, staged, w.path("report.html"), paper_name=protocol.report.paper)
+        w.write_bytes("report.pdf", pdf)
     return w.commit()
 
 
@@ -525,6 +531,10 @@ def run_protocol(
     request = baseline_request(protocol, baseline)
     # every gate answerable before anything is scored
     check_protocol_gates(protocol, baseline=request is not None)
+    if protocol.report.pdf:  # Playwright and a Chromium are there before anything is scored
+        from validate.report.pdf import check_available
+
+        check_available()
     started = now_iso()
     t0 = time.perf_counter()
     target = Path(out) if out else default_bundle_dir(runs_dir, protocol.name)

@@ -337,6 +337,14 @@ class FairnessSpec(_Strict):
     )
 
 
+class ReportSpec(_Strict):
+    """What `validate run` writes beside ``report.html``: ``report.pdf`` (printed by headless Chromium,
+    :mod:`validate.report.pdf`; needs the ``pdf`` extra and a Chromium, checked before scoring)."""
+
+    pdf: bool = Field(False, description="also write report.pdf into the bundle (needs playwright and Chromium)")
+    paper: Literal["a4", "letter"] = Field("a4", description="paper size of report.pdf: a4 (default) or letter")
+
+
 class SynthesisSpec(_Strict):
     """The random-effects synthesis across sites (validate.analysis.synthesis)."""
 
@@ -465,6 +473,7 @@ class Protocol(_Strict):
         None, description="random-effects synthesis across sites (binary); also made for an across_sites gate"
     )
     fairness: FairnessSpec = Field(default_factory=FairnessSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
     keep_case_ids: bool = False
 
     _path: Path | None = PrivateAttr(None)

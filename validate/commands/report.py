@@ -4,6 +4,12 @@
 validate (judged by its content), FILE may not be a folder, and it may not lie inside another results
 bundle (a bundle holds only its own files). A bundle missing a file its protocol implies (e.g.
 ``gates.json`` when gates are declared) is refused rather than reported as having passed.
+
+``--pdf`` also prints the report to PDF (:mod:`validate.report.pdf`, headless Chromium) on ``--paper``
+(a4, the default, or letter): ``BUNDLE/report.pdf``, or beside ``--out`` with the suffix ``.pdf``
+(``--out FILE.pdf --pdf`` writes FILE.html and FILE.pdf). The PDF follows the rules of ``--out``: an
+existing PDF is replaced only if validate wrote it (:func:`validate.report.pdf.is_validate_pdf`).
+Playwright and Chromium are checked, and every target, before anything is written.
 """
 
 from __future__ import annotations
@@ -41,29 +47,77 @@ def register(parser) -> None:
         help="folder for the checklist-NAME.md files (default: the report's folder); an existing checklist "
         "file there is replaced only if validate wrote it",
     )
+    parser.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print the report to PDF with headless Chromium (needs pip install 'validate[pdf]' and a "
+        "Chromium): BUNDLE/report.pdf, or beside --out with the suffix .pdf; an existing PDF there is "
+        "replaced only if validate wrote it",
+    )
+    parser.add_argument("--paper", choices=("a4", "letter"), help="paper size of the PDF: a4 (default) or letter")
 
 
-def check_out(out: Path, bundle_path: Path) -> None:
-    """Raise :class:`InputError` when ``out`` holds, or lies in, something that is not ours to replace."""
-    from validate.bundle import ancestor_problem, written_by_validate
+def check_out(out: Path, bundle_path: Path, kind: str = "html") -> None:
+    """Raise :class:`InputError` when ``out`` holds, or lies in, something that is not ours to replace.
+
+    ``kind`` "html" (the report) or "pdf" (the printed report: an existing file must be a PDF validate
+    wrote, :func:`validate.report.pdf.is_validate_pdf`)."""
+    from validate.bundle import ancestor_problem
 
     def refuse(why: str) -> None:
         raise InputError(
-            f"will not write the report here: {why}",
+            f"will not write the {'PDF ' if kind == 'pdf' else ''}report here: {why}",
             file=out,
             field="--out",
-            expected="a new .html file name, or a report validate wrote before",
+            expected=f"a new .{kind} file name, or a report validate wrote before",
         )
 
     resolved = out.resolve()
     if resolved.is_dir():
-        refuse(f"it is a folder (give a file name, e.g. {out / 'report.html'})")
-    if resolved != bundle_path.resolve() / "report.html":  # the bundle's own report is its to refresh
+        refuse(f"it is a folder (give a file name, e.g. {out / f'report.{kind}'})")
+    if resolved != bundle_path.resolve() / f"report.{kind}":  # the bundle's own report is its to refresh
         above = ancestor_problem(resolved)
         if above:
             refuse(above)
-    if (resolved.exists() or out.is_symlink()) and not written_by_validate(resolved):
-        refuse("the file there is not a report written by validate")
+    if (resolved.exists() or out.is_symlink()) and not _ours(resolved, kind):
+        refuse(f"the file there is not a {'PDF ' if kind == 'pdf' else ''}report written by validate")
+
+
+def _ours(path: Path, kind: str) -> bool:
+    from validate.bundle import written_by_validate
+
+    if kind == "pdf":
+        from validate.report.pdf import is_validate_pdf
+
+        return is_validate_pdf(path)
+    return written_by_validate(path)
+
+
+def _targets(args, bundle_path: Path) -> tuple[Path | None, Path | None]:
+    """(HTML --out or None for the bundle's own, PDF path or None), checked; Playwright and Chromium
+    are checked too when a PDF is asked for, so nothing is written when it could not be printed."""
+    html_out = Path(args.out) if args.out else None
+    if html_out is not None and html_out.suffix.lower() == ".pdf":
+        if not args.pdf:
+            raise InputError(
+                "--out names a .pdf file but --pdf is not given",
+                file=html_out,
+                field="--out",
+                expected="--pdf to print the report to PDF, or an .html file name",
+            )
+        html_out = html_out.with_suffix(".html")
+    if args.paper and not args.pdf:
+        raise InputError("--paper sets the size of the PDF, but --pdf is not given", field="--paper", expected="--pdf")
+    if html_out is not None:
+        check_out(html_out, bundle_path)
+    if not args.pdf:
+        return html_out, None
+    from validate.report.pdf import check_available
+
+    pdf_out = html_out.with_suffix(".pdf") if html_out is not None else bundle_path / "report.pdf"
+    check_out(pdf_out, bundle_path, kind="pdf")
+    check_available()
+    return html_out, pdf_out
 
 
 def checklist_targets(names: list[str], folder: Path, bundle_path: Path) -> dict[str, Path]:
@@ -98,7 +152,7 @@ def checklist_targets(names: list[str], folder: Path, bundle_path: Path) -> dict
 
 def run(args) -> int:
     from validate.bundle import read_bundle
-    from validate.io import atomic_write_text
+    from validate.io import atomic_write_text, shared_mode
     from validate.report import write_report
 
     bundle = read_bundle(args.bundle)
@@ -107,17 +161,21 @@ def run(args) -> int:
         raise InputError(
             "--checklist-out without --checklist", field="--checklist-out", expected="--checklist NAME as well"
         )
-    if args.out:
-        check_out(Path(args.out), bundle.path)
-    report_folder = Path(args.out).parent if args.out else bundle.path
+    html_out, pdf_out = _targets(args, bundle.path)
+    report_folder = html_out.parent if html_out is not None else bundle.path
     targets = checklist_targets(names, Path(args.checklist_out or report_folder), bundle.path)
-    path = write_report(bundle, args.out, names)
+    path = write_report(bundle, html_out, names)
     print(f"Report: {path}")
     if targets:
         from validate.report.checklists import checklist_markdown
 
         next(iter(targets.values())).parent.mkdir(parents=True, exist_ok=True)
-        for name, target in targets.items():
-            atomic_write_text(target, checklist_markdown(bundle, name))
+        for name, target in targets.items():  # a checklist is a document to share, as the report
+            atomic_write_text(target, checklist_markdown(bundle, name), shared_mode())
             print(f"Checklist ({name}): {target}")
+    if pdf_out is not None:
+        from validate.report.pdf import write_bundle_pdf
+
+        paper = args.paper or "a4"
+        print(f"Report PDF ({paper}): {write_bundle_pdf(bundle, path, pdf_out, paper_name=paper)}")
     return 0

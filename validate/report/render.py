@@ -23,6 +23,7 @@ from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.report import utility
 from validate.report.checklists import checklist_section
+from validate.report.print_layout import PRINT_CSS
 
 
 def _shown(table: str, task) -> tuple[str, ...]:
@@ -1299,17 +1300,17 @@ def render_report(bundle, checklists: Sequence[str] = ()) -> str:
         desc = (yaml.safe_load(bundle.protocol_text) or {}).get("description") or ""
     except Exception:  # the description is decoration; a protocol copy that does not parse is shown raw above
         desc = ""
-    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in parts)
+    nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t, _ in parts)  # on paper: the table of contents
     plotly_js = get_plotlyjs()
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="validate-figures" content="{figs.count}">'
         f'<meta name="validate-verdict" content="{esc(verdict)}">'
-        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        f"<title>{esc(title)}</title><style>{CSS}{PRINT_CSS}</style>"
         f'<script type="text/javascript">{plotly_js}</script></head>'
         f'<body data-figures="{figs.count}"><header><h1>{esc(title)}</h1>'
-        f"<p>{esc(desc)}</p><p>Run {esc(prov.started_at)} · bundle {esc(bundle.path.name)} · "
+        f"<p>{esc(desc)}</p><p>Run {esc(prov.started_at)} · bundle {esc(bundle.name)} · "
         f"verdict {esc(verdict.upper())}</p></header><nav>{nav}</nav><main>{body}</main>"
         "</body></html>\n"
     )
