@@ -52,8 +52,8 @@ def test_across_hospitals_section_shows_each_pooled_metric_with_its_prediction_i
     rows = {r[0]: r for r in _rows(section)}
     assert rows["AUROC"][1:7] == [
         "3",
-        "0.801 (0.612 to 0.911)",
-        "0.203 to 0.986",
+        "0.801 (0.612–0.911)",
+        "0.203–0.986",
         "0.052 (logit)",
         "27%",
         "2.74 (p 0.254)",

@@ -33,6 +33,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate import formatting
 from validate.contract import pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
@@ -90,32 +91,19 @@ def _higher_is_better(metric: str) -> bool:
     return m is not None and m.direction == "higher"
 
 
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number for display: ``digits`` decimals (significant digits for very small/large values)."""
-    if x is None:
-        return "—"
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(x):
-        return "—"
-    if x != 0 and (abs(x) < 10**-digits or abs(x) >= 10**5):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}f}"
+def fmt(x: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """A number for display (:func:`validate.formatting.format_value`: ``metric``'s precision from the
+    registry, or ``digits`` decimals)."""
+    return formatting.format_value(x, metric, digits=digits)
 
 
-def entry_text(entry: Any, digits: int = 3) -> str:
-    """``0.842 (0.801–0.879)`` for a metric entry; the bare value for a number; — when undefined."""
+def entry_text(entry: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """``0.842 (0.801–0.879)`` for a metric entry; the bare value for a number; — when undefined
+    (:func:`validate.formatting.format_interval`, without the reason: tables give it elsewhere)."""
     if isinstance(entry, Mapping):
         est = entry.get("estimate", entry.get("statistic"))
-        lo, hi = entry.get("ci_low"), entry.get("ci_high")
-        if est is None:
-            return "—"
-        if lo is None or hi is None:
-            return fmt(est, digits)
-        return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
-    return fmt(entry, digits)
+        return formatting.format_interval(est, entry.get("ci_low"), entry.get("ci_high"), metric, digits=digits)
+    return fmt(entry, digits, metric=metric)
 
 
 def n_text(n: Any, events: Any = None) -> str:
@@ -1720,12 +1708,12 @@ def synthesis_metrics(metrics: Mapping | None) -> list[str]:
     return [m for m, e in (synthesis.get("metrics") or {}).items() if isinstance(e, Mapping)]
 
 
-def prediction_interval_text(entry: Mapping, digits: int = 3) -> str:
-    """``0.612 to 0.904``, or why there is none (k < 3: the t distribution has k − 2 degrees of freedom)."""
+def prediction_interval_text(entry: Mapping, digits: int | None = None) -> str:
+    """``0.612–0.904``, or why there is none (k < 3: the t distribution has k − 2 degrees of freedom)."""
     lo, hi = entry.get("pi_low"), entry.get("pi_high")
     if lo is None or hi is None:
         return f"none: {entry.get('pi_reason') or 'not computed'}"
-    return f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+    return formatting.format_range(lo, hi, entry.get("metric"), digits=digits)
 
 
 def tau2_text(tau2: Any) -> str:

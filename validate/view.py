@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from validate import formatting
 from validate.groups import group_sort_key
 
 # ---- metric entries and blocks --------------------------------------------------------------------
@@ -43,25 +44,22 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
+def fmt(x: float | None, digits: int | None = None, *, metric: str | None = None) -> str:
+    """A value for reading (:func:`validate.formatting.format_value`)."""
+    return formatting.format_value(x, metric, digits=digits)
 
 
 def p_text(p: float | None) -> str:
-    """A p-value for reading: four decimals, or ``< 0.0001``."""
-    if p is None:
-        return "—"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    """A p-value for reading: three decimals, or ``< 0.001`` (:func:`validate.formatting.format_p`)."""
+    return formatting.format_p(p)
 
 
-def interval_text(entry: Any, digits: int = 3) -> str:
-    est, lo, hi = triplet(entry)
-    if est is None:
-        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+def interval_text(entry: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """An entry with its interval, or ``— (reason)`` (:func:`validate.formatting.format_entry`)."""
+    if isinstance(entry, Mapping) and "estimate" not in entry and "statistic" not in entry:
+        reason = entry.get("reason")
         return f"— ({reason})" if reason else "—"
-    if lo is None or hi is None:
-        return fmt(est, digits)
-    return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
+    return formatting.format_entry(entry, metric, digits=digits)
 
 
 def metric_names(blocks: Iterable[Mapping]) -> list[str]:
