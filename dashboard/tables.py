@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from validate import view
 from validate.contract import pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
@@ -313,20 +314,13 @@ def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.Da
 
 
 def calibration_params_table(calibration: Mapping | None) -> pd.DataFrame:
+    """One row per fitted parameter (method, parameter, value): :func:`validate.view.parameter_rows`,
+    the rows the report shows too, not a Python dump."""
     rows = []
     for method, entry in ((calibration or {}).get("methods") or {}).items():
-        params = entry.get("params") or {}
-        text = ", ".join(f"{k} = {_param_text(v)}" for k, v in params.items()) or "—"
-        rows.append({"Method": method, "Fitted parameters": text})
+        for name, value in view.parameter_rows((entry or {}).get("params") or {}) or [("—", "none fitted")]:
+            rows.append({"Method": method, "Parameter": name, "Value": value})
     return pd.DataFrame(rows)
-
-
-def _param_text(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_param_text(x) for x in v[:6]) + (", …" if len(v) > 6 else "") + "]"
-    return str(v)
 
 
 # ---- Compare runs --------------------------------------------------------------------------------

@@ -134,9 +134,7 @@ def _is_float(x: Any) -> bool:
     return type(x).__name__.startswith("float")
 
 
-def format_interval(
-    est: Any, lo: Any, hi: Any, metric: str | None = None, *, digits: int | None = None
-) -> str:
+def format_interval(est: Any, lo: Any, hi: Any, metric: str | None = None, *, digits: int | None = None) -> str:
     """``0.812 (0.771–0.850)``: the estimate and its interval at one precision (the finest any needs), the
     bounds joined by `` to `` when one is negative; the estimate alone when a bound is missing."""
     e, a, b = number(est), number(lo), number(hi)
@@ -186,6 +184,12 @@ def format_p(p: Any) -> str:
     if v < P_FLOOR:
         return f"< {P_FLOOR:g}"
     return f"{min(v, 1.0):.3f}"
+
+
+def p_clause(p: Any) -> str:
+    """``p = 0.042``, ``p < 0.001`` or ``p = —``: a p-value inside a sentence."""
+    text = format_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def format_declared(x: Any) -> str:

@@ -364,7 +364,7 @@ class GateReport:
                         _md(row.item),
                         _md(_row_rule(row)),
                         _value_text(row),
-                        _value_text(row) if row.builtin else _interval_text(row.estimate, row.ci_low, row.ci_high, row.metric),
+                        _value_text(row) if row.builtin else _interval_text(row),
                         _n_text(row.n, row.n_events),
                         _md(row.reason),
                     ]
@@ -1258,7 +1258,8 @@ def _compare(spec: GateSpec, row: GateRow, what: str | None = None) -> GateRow:
     op = (">=" if ok else "<") if spec.direction == "min" else ("<=" if ok else ">")
     label = what or spec.metric
     row.verdict = "pass" if ok else "fail"
-    row.reason = f"{label} {spec.on} {format_beside(row.value, spec.threshold, spec.metric)} {op} {_thr(spec.threshold)}"
+    value = format_beside(row.value, spec.threshold, spec.metric)
+    row.reason = f"{label} {spec.on} {value} {op} {_thr(spec.threshold)}"
     return row
 
 
@@ -1427,8 +1428,9 @@ def _thr(x: float | None) -> str:
     return format_declared(x)
 
 
-def _interval_text(est: float | None, lo: float | None, hi: float | None, metric: str | None = None) -> str:
-    return format_interval(est, lo, hi, metric)
+def _interval_text(row: GateRow) -> str:
+    """The row's estimate with its interval, at its metric's precision."""
+    return format_interval(row.estimate, row.ci_low, row.ci_high, row.metric)
 
 
 def _n_text(n: int | None, events: int | None) -> str:
@@ -1456,10 +1458,11 @@ def _value_text(row: GateRow) -> str:
 def _row_details(row: GateRow) -> str:
     return (
         f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
-        f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high, row.metric)}\n"
+        f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row)}\n"
         f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}"
         + (
-            f"\nnew: {_fmt(row.estimate_new, row.metric)}\nbaseline: {_fmt(row.estimate_baseline, row.metric)}\nmargin: {_thr(row.margin)}"
+            f"\nnew: {_fmt(row.estimate_new, row.metric)}\nbaseline: {_fmt(row.estimate_baseline, row.metric)}"
+            f"\nmargin: {_thr(row.margin)}"
             if row.compare
             else ""
         )

@@ -99,7 +99,9 @@ def format_summary(result: dict) -> str:
             b = spec["sites"].get(s)
             if b is None:
                 continue
-            rows.append([s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k), k) for k in ("ece", "brier", "log_loss"))])
+            rows.append(
+                [s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k), k) for k in ("ece", "brier", "log_loss"))]
+            )
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = [
         f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "

@@ -55,7 +55,9 @@ def format_table(report: dict) -> str:
     body = []
     for name, b in rows:
         flag = " *" if b.get("insufficient") else ""
-        body.append([name + flag, format_count(b["n"]), format_count(b["n_events"])] + [_fmt(b.get(k), k) for k in keys])
+        body.append(
+            [name + flag, format_count(b["n"]), format_count(b["n_events"])] + [_fmt(b.get(k), k) for k in keys]
+        )
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
