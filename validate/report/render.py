@@ -990,8 +990,8 @@ def _methods(bundle, figs: _Figures) -> str:
         + _table(["Method", "Parameter", "Value"], params, raw=True)
         + "</details>"
     )
-    for _kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
-        html_part = builder(cal, figs)
+    colors = charts.site_colors(_site_order(bundle))
+    for html_part in (_sample_size(cal, figs, colors), _transfer(cal, figs)):
         if html_part:
             out.append(html_part)
     return _section("methods", "7. Calibration method comparison", "".join(out))
@@ -1002,7 +1002,7 @@ def _parameter_rows(params: Mapping | None) -> list[tuple[str, str]]:
     return view.parameter_rows(params or {}) or [("—", "none fitted")]
 
 
-def _sample_size(cal: Mapping, figs: _Figures) -> str:
+def _sample_size(cal: Mapping, figs: _Figures, colors: Mapping[str, str] | None = None) -> str:
     from validate.view import sample_size_rows
 
     rec = cal.get("recommended")
@@ -1013,7 +1013,10 @@ def _sample_size(cal: Mapping, figs: _Figures) -> str:
     shown = method or "each method"
     return "<h3>How many local cases recalibration needs</h3>" + figs.html(
         charts.sample_size_figure(
-            rows, "ece", title=f"ECE after local recalibration with {shown}, by number of local fitting cases"
+            rows,
+            "ece",
+            title=f"ECE after local recalibration with {shown}, by number of local fitting cases",
+            colors=colors,
         ),
         "Lines: mean ECE over the repeats on the site's remaining cases; band: 2.5–97.5% of the "
         "repeats; dotted: the same cases uncalibrated. Below the dotted line recalibration helps.",
