@@ -237,9 +237,12 @@ def test_heatmap_marks_small_and_empty_cells():
     assert list(main.y) == ["alpha", "beta", "all sites"] and list(main.x) == ["female", "male", "other"]
     assert main.z[0][0] == 0.8 and main.z[1][0] is None and grey.z[1][0] == 1  # small: grey with its number
     assert main.z[2][2] is None and grey.z[2][2] == 1
-    assert main.text[0][2] == "no cases" and "insufficient" in main.text[1][0]
-    assert "n=8" in main.text[1][0] and "(0.20 to 1.00)" in main.text[1][0]
-    assert len(text_layer.text) == 3  # the grey cells get their text drawn on top
+    # each cell's text once: the coloured cells' in the heatmap, the grey and the empty cells' on top
+    assert main.text[0][0].startswith("0.80") and main.text[0][2] == "" and main.text[1][0] == ""
+    layer = dict(zip(zip(text_layer.x, text_layer.y, strict=True), text_layer.text, strict=True))
+    assert layer[("other", "alpha")] == "no cases" and "insufficient" in layer[("female", "beta")]
+    assert "n=8" in layer[("female", "beta")] and "(0.20–1.00)" in layer[("female", "beta")]
+    assert len(text_layer.text) == 5  # 3 grey cells, 2 empty ones
 
 
 CALIBRATION = {

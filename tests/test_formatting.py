@@ -126,3 +126,59 @@ def test_no_scientific_notation_nor_long_zero_runs_over_a_sweep():
             back = float(text.replace(",", ""))
             decimals = len(text.split(".")[1]) if "." in text else 0
             assert math.isclose(back, x, abs_tol=max(0.5 * 10**-decimals, F.NOISE_FLOOR) + 1e-12), (x, text)
+
+
+# ---- one ECE, the same text on every surface -------------------------------------------------------
+
+SMALL_ECE = {"estimate": 0.0004, "ci_low": 0.0001, "ci_high": 0.0012}
+#: written by hand: two significant digits for a small real value, one precision for the three numbers
+SMALL_ECE_TEXT = "0.00040 (0.00010–0.00120)"
+
+
+def _metrics_json() -> dict:
+    block = {"n": 1200, "n_events": 300, "auroc": {"estimate": 0.81, "ci_low": 0.78, "ci_high": 0.84}}
+    return {
+        "task": "binary",
+        "ci_level": 0.95,
+        "n_bootstrap": 200,
+        "seed": 0,
+        "overall": dict(block, ece=SMALL_ECE),
+        "sites": {"a": dict(block, ece=SMALL_ECE)},
+    }
+
+
+def test_cli_report_dashboard_and_gates_show_the_same_small_ece_the_same_way():
+    from dashboard import data, tables
+    from validate.commands.metrics import format_table
+    from validate.contract import Block
+    from validate.gates import judge_gates
+    from validate.report.render import _block_cell
+
+    metrics = _metrics_json()
+    cli = format_table(metrics)
+    assert SMALL_ECE_TEXT in cli and "1,200" in cli
+
+    report_cell, _ = _block_cell(Block.model_validate(metrics["sites"]["a"]), "ece")
+    assert report_cell == SMALL_ECE_TEXT
+
+    run = data.Run(path=".", name="r", identity="r", provenance={}, metrics=metrics, protocol={})
+    display, _, _ = tables.site_table(run)
+    assert display.loc[display["Site"] == "a", "ECE"].iloc[0] == SMALL_ECE_TEXT
+
+    report = judge_gates([{"metric": "ece", "scope": "each_site", "max": 0.05, "on": "estimate"}], metrics)
+    row = report.rows[0]
+    assert row.reason == "ece estimate 0.00040 <= 0.05"
+    assert SMALL_ECE_TEXT in report.to_markdown(ci_level=0.95)
+
+
+def test_dashboard_tables_show_p_values_and_noise_through_the_formatter():
+    import pandas as pd
+
+    from dashboard import ui
+
+    frame = pd.DataFrame({"p_value": [1e-30, 0.0423], "effect": [-1.11e-07, 0.25], "ece_mean": [0.0004, 0.05]})
+    shown = ui.readable(frame)
+    text = shown.to_html()
+    assert "< 0.001<" in text and "0.042" in text and "0.00040" in text
+    assert "e-" not in text and "000000" not in text and "-0.000" not in text
+    assert shown.data["p_value"].iloc[0] == 1e-30  # the cells keep their numbers (sort, CSV)

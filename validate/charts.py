@@ -143,8 +143,8 @@ def _shade(hex_color: str, darken: float) -> str:
     colour is lightened instead, where darker would not differ."""
     h = hex_color.lstrip("#")
     rgb = [int(h[k : k + 2], 16) for k in (0, 2, 4)]
-    if max(rgb) < 64:  # near black: mix with white
-        rgb = [round(c + (255 - c) * darken) for c in rgb]
+    if max(rgb) < 64:  # near black: mix with white (less: 0.45 of white would be the palette's grey)
+        rgb = [round(c + (255 - c) * (darken - 0.1)) for c in rgb]
     else:
         rgb = [round(c * (1 - darken)) for c in rgb]
     return "#" + "".join(f"{c:02x}" for c in rgb)
