@@ -2108,7 +2108,10 @@ def _prediction_trace(
     est, lo, hi = entry.get("estimate"), entry.get("pi_low"), entry.get("pi_high")
     if est is None or lo is None or hi is None:
         return
-    text = f"{level:.0%} prediction interval {fmt(lo)} to {fmt(hi)}: where the next hospital's value is expected to lie"
+    text = (
+        f"{level:.0%} prediction interval {formatting.format_range(lo, hi)}: where the next hospital's value "
+        "is expected to lie"
+    )
     left, right = window if window is not None else (lo, hi)
     ends = [
         (left, "triangle-left") if lo < left else (lo, "line-ns"),
