@@ -94,9 +94,15 @@ def test_format_p(p, text):
 
 
 def test_counts_have_thousands_separators():
+    from validate import charts
+    from validate.gates import _n_text
+
     assert F.format_count(1234567) == "1,234,567"
     assert F.format_count(np.int32(40)) == "40"
     assert F.format_count(None) == "—"
+    assert F.format_count({"a": 3}) == "{'a': 3}"  # a per-class map stays as it was
+    assert charts.n_text(12345, 1234) == "n=12,345, 1,234 events"
+    assert _n_text(12345, 1234) == "12,345 (1,234)"
 
 
 def test_declared_numbers_read_as_written():

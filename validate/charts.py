@@ -109,7 +109,8 @@ def entry_text(entry: Any, digits: int | None = None, *, metric: str | None = No
 def n_text(n: Any, events: Any = None) -> str:
     if n is None:
         return "n=—"
-    return f"n={n}" if events is None else f"n={n}, {events} events"
+    n_str = formatting.format_count(n)
+    return f"n={n_str}" if events is None else f"n={n_str}, {formatting.format_count(events)} events"
 
 
 #: The pooled block's colour ("overall", "all sites (pooled)"): never a site's.

@@ -93,9 +93,12 @@ def _fixed(v: float, decimals: int) -> str:
 
 
 def format_count(n: Any) -> str:
-    """A count as an integer with thousands separators (``12,345``); ``—`` when missing."""
+    """A count as an integer with thousands separators (``12,345``); ``—`` when missing; anything else
+    (a per-class map of counts) as its text."""
     v = number(n)
-    return DASH if v is None else f"{round(v):,}"
+    if v is None:
+        return DASH if n is None or isinstance(n, (bool, float)) or _is_float(n) else str(n)
+    return f"{round(v):,}"
 
 
 def format_value(x: Any, metric: str | None = None, *, digits: int | None = None) -> str:

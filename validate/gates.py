@@ -108,7 +108,7 @@ from typing import Any
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
 from validate.escape import markdown_text, xml_text
-from validate.formatting import format_beside, format_declared, format_interval, format_value
+from validate.formatting import format_beside, format_count, format_declared, format_interval, format_value
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
@@ -1436,7 +1436,7 @@ def _interval_text(row: GateRow) -> str:
 def _n_text(n: int | None, events: int | None) -> str:
     if n is None:
         return "—"
-    return f"{n}" if events is None else f"{n} ({events})"
+    return format_count(n) if events is None else f"{format_count(n)} ({format_count(events)})"
 
 
 def _row_rule(row: GateRow) -> str:

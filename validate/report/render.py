@@ -18,7 +18,7 @@ from typing import Any
 from validate import charts, view
 from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile, pooled_absent_reason, pooled_block
-from validate.formatting import p_clause
+from validate.formatting import format_count, p_clause
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.report import utility
@@ -132,9 +132,9 @@ def _block_cell(block: Block | None, metric: str) -> tuple:
 def _n_cell(block: Block | None) -> tuple:
     if block is None:
         return ("—", "num")
-    text = f"{block.n}"
+    text = format_count(block.n)
     if block.n_events is not None:
-        text += f" ({block.n_events})"
+        text += f" ({format_count(block.n_events)})"
     if block.insufficient:
         return (f'{esc(text)} <span class="insufficient" title="{esc(block.reason)}">insufficient</span>', "num")
     return (esc(text), "num")
