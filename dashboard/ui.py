@@ -136,8 +136,8 @@ def readable(frame: pd.DataFrame):
     :class:`pandas.io.formats.style.Styler`: the cells keep their numbers (sorting stays numeric; the
     CSV download holds them unrounded), only what is shown is formatted."""
     floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
-    if not floats or frame.size > STYLED_CELLS:
-        return frame
+    if not floats or frame.size > STYLED_CELLS or not (frame.index.is_unique and frame.columns.is_unique):
+        return frame  # a Styler refuses duplicate labels
     return frame.style.format({c: column_formatter(str(c)) for c in floats}, na_rep=formatting.DASH)
 
 
