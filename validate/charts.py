@@ -1442,7 +1442,7 @@ def shift_summary_figure(
     hover = [
         f"{r.get('test')}: {r.get('effect_name') or 'effect'} {fmt(r.get('effect'))}"
         + (f" (practical threshold {fmt(r.get('threshold'))})" if r.get("threshold") is not None else "")
-        + f"<br>p {formatting.format_p(r.get('p_value'))}, adjusted p {formatting.format_p(r.get('p_adjusted'))}"
+        + f"<br>{formatting.p_clause(r.get('p_value'))}, adjusted {formatting.p_clause(r.get('p_adjusted'))}"
         for r in ranking
     ]
     fig = go.Figure(
