@@ -142,6 +142,14 @@ class Run:
         return list((self.metrics.get("sites") or {}).keys())
 
     @property
+    def site_colors(self) -> dict[str, str]:
+        """The one site → colour map of this run (:func:`validate.charts.site_colors` in the bundle's
+        site order, :func:`validate.view.site_order`): the report builds the same one."""
+        from validate import charts, view
+
+        return charts.site_colors(view.site_order(list((self.cohorts or {}).get("sites") or {}), self.sites))
+
+    @property
     def title(self) -> str:
         p = self.provenance.get("protocol") or {}
         name = p.get("name") or self.protocol.get("name") or self.name

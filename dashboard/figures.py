@@ -31,13 +31,15 @@ def site_forest(run):
     keys = tables.key_metrics(run)
     if not keys or not run.metrics.get("sites"):
         return None
-    return charts.metric_forest(run.metrics, keys[0], sites=run.sites, title=f"{charts.metric_label(keys[0])} per site")
+    return charts.metric_forest(
+        run.metrics, keys[0], sites=run.sites, colors=run.site_colors, title=f"{charts.metric_label(keys[0])} per site"
+    )
 
 
 def calibration_forest(run):
     if not any("calibration_slope" in b for b in (run.metrics.get("sites") or {}).values()):
         return None
-    return charts.calibration_forest(run.metrics, sites=run.sites)
+    return charts.calibration_forest(run.metrics, sites=run.sites, colors=run.site_colors)
 
 
 def compare_forest(numeric: pd.DataFrame, metric: str, base_name: str, new_name: str):
@@ -135,7 +137,7 @@ def sample_size_curve(
     rows = view.sample_size_rows(run.calibration or {}, metric, methods=methods, sites=sites)
     if not rows:
         return None
-    return charts.sample_size_figure(rows, metric)
+    return charts.sample_size_figure(rows, metric, colors=run.site_colors)
 
 
 def transfer_methods(run) -> list[str]:
@@ -193,7 +195,7 @@ def roc(run, sites: Sequence[str], cls: str | None = None):
         return None
     title = None if cls is None else f"{cls} against the rest"
     return charts.roc_figure(
-        curves, metrics, sites=list(sites), colors=charts.site_colors(run.sites), ci_level=run.ci_level, title=title
+        curves, metrics, sites=list(sites), colors=run.site_colors, ci_level=run.ci_level, title=title
     )
 
 
@@ -202,7 +204,7 @@ def precision_recall(run, sites: Sequence[str], cls: str | None = None):
     if not curves or not any((curves.get(s) or {}).get("pr") for s in sites):
         return None
     title = None if cls is None else f"{cls} against the rest"
-    return charts.pr_figure(curves, metrics, sites=list(sites), colors=charts.site_colors(run.sites), title=title)
+    return charts.pr_figure(curves, metrics, sites=list(sites), colors=run.site_colors, title=title)
 
 
 def operating_points(run, sites: Sequence[str]):
@@ -298,7 +300,7 @@ def reliability(run, site: str, method: str, group: Group = None):
     return charts.reliability_figure(
         curve,
         title=f"{where}{who}: {what} (n={stored.n})",
-        color=charts.site_colors(run.sites + ["overall"]).get(site, charts.PALETTE[0]),
+        color=run.site_colors.get(site, charts.PALETTE[0]),
         ci_level=run.ci_level,
     )
 
@@ -323,7 +325,7 @@ def reliability_block(run, site: str, method: str, group: Group = None) -> dict 
 def shift_ranking(run, site: str):
     if not run.shift or site not in (run.shift.get("sites") or {}):
         return None
-    return charts.shift_summary_figure(run.shift, site)
+    return charts.shift_summary_figure(run.shift, site, color=run.site_colors.get(site))
 
 
 def drift(run, site: str, metric: str | None = None):

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from validate import charts
+from validate.formatting import p_clause
 
 
 def summary_frames(synthesis: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -31,7 +32,7 @@ def summary_frames(synthesis: Mapping) -> tuple[pd.DataFrame, pd.DataFrame]:
                 f"{level:.0%} prediction interval": charts.prediction_interval_text(e),
                 "τ² (scale)": f"{charts.tau2_text(e.get('tau2'))} ({e.get('scale') or 'identity'})",
                 "I²": "—" if i2 is None else f"{float(i2):.0%}",
-                "Q (p)": f"{charts.fmt(e.get('q'), 2)} (p {charts.fmt(e.get('q_p_value'))})",
+                "Q (p)": f"{charts.fmt(e.get('q'), 2)} ({p_clause(e.get('q_p_value'))})",
             }
         )
         numeric.append(

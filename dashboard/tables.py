@@ -14,7 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from validate import view
 from validate.contract import pooled_block
+from validate.formatting import format_beside, format_interval
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.view import (  # noqa: F401 - the bundle-view helpers, re-exported for the pages
@@ -40,7 +42,7 @@ def _metric_columns(row: dict, data: dict, block: Mapping, metrics: Iterable[str
     for m in metrics:
         entry = block.get(m)
         est, lo, hi = triplet(entry)
-        row[label(m)] = interval_text(entry)
+        row[label(m)] = interval_text(entry, metric=m)
         data[m], data[f"{m}_ci_low"], data[f"{m}_ci_high"] = est, lo, hi
 
 
@@ -163,9 +165,11 @@ def gate_table(gates: Mapping | None) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "Gate": r.get("gate"),
                 "Item": r.get("item"),
                 "Rule": rule,
-                "Value": fmt(_num(r.get("value"))),
+                # as gates.json's reason and the report write it (validate.formatting)
+                "Value": format_beside(_num(r.get("value")), r.get("threshold"), r.get("metric")),
                 "Estimate (CI)": interval_text(
-                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")}
+                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")},
+                    metric=r.get("metric"),
                 ),
                 "n": r.get("n"),
                 "Reason": r.get("reason"),
@@ -224,7 +228,7 @@ def subgroup_table(run, attribute: str, metric: str) -> tuple[pd.DataFrame, pd.D
         _counts(row, d, block)
         _metric_columns(row, d, block, [metric])
         g = triplet(gap)
-        row["Gap to site"] = interval_text(gap) if gap is not None else ""
+        row["Gap to site"] = interval_text(gap, metric=metric) if gap is not None else ""
         d["gap"], d["gap_ci_low"], d["gap_ci_high"] = g
         reason = insufficient_reason(block)
         row["Insufficient"] = reason or ""
@@ -283,7 +287,7 @@ def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.Da
             continue
         for method, summ in entry["methods"].items():
             v = summ.get(metric) or {}
-            text = "—" if v.get("mean") is None else f"{fmt(v['mean'])} ({fmt(v.get('q025'))} to {fmt(v.get('q975'))})"
+            text = format_interval(v.get("mean"), v.get("q025"), v.get("q975"), metric)
             beats = summ.get("beats_none_log_loss")
             fb = summ.get("fallbacks") or {}
             rows.append(
@@ -313,20 +317,13 @@ def local_design_table(local: Mapping, metric: str) -> tuple[pd.DataFrame, pd.Da
 
 
 def calibration_params_table(calibration: Mapping | None) -> pd.DataFrame:
+    """One row per fitted parameter (method, parameter, value): :func:`validate.view.parameter_rows`,
+    the rows the report shows too, not a Python dump."""
     rows = []
     for method, entry in ((calibration or {}).get("methods") or {}).items():
-        params = entry.get("params") or {}
-        text = ", ".join(f"{k} = {_param_text(v)}" for k, v in params.items()) or "—"
-        rows.append({"Method": method, "Fitted parameters": text})
+        for name, value in view.parameter_rows((entry or {}).get("params") or {}) or [("—", "none fitted")]:
+            rows.append({"Method": method, "Parameter": name, "Value": value})
     return pd.DataFrame(rows)
-
-
-def _param_text(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_param_text(x) for x in v[:6]) + (", …" if len(v) > 6 else "") + "]"
-    return str(v)
 
 
 # ---- Compare runs --------------------------------------------------------------------------------
@@ -367,10 +364,10 @@ def compare_table(base, new, metrics: Iterable[str]) -> tuple[pd.DataFrame, pd.D
                 {
                     "Site": site,
                     "Metric": label(m),
-                    f"Baseline ({base.name})": interval_text(ea),
-                    f"New ({new.name})": interval_text(eb),
+                    f"Baseline ({base.name})": interval_text(ea, metric=m),
+                    f"New ({new.name})": interval_text(eb, metric=m),
                     "Difference (new − base)": interval_text(
-                        dict(zip(("estimate", "ci_low", "ci_high"), delta, strict=True))
+                        dict(zip(("estimate", "ci_low", "ci_high"), delta, strict=True)), metric=m
                     ),
                     "n (base → new)": f"{a.get('n')} → {b.get('n')}",
                     "Reading": better,
@@ -457,7 +454,7 @@ def comparison_table(comparison: Mapping, metrics: Iterable[str]) -> tuple[pd.Da
                 continue
             e = entry or {}
             delta, lo, hi = _num(e.get("delta")), _num(e.get("ci_low")), _num(e.get("ci_high"))
-            diff = interval_text({"estimate": delta, "ci_low": lo, "ci_high": hi}) if entry else f"— ({why})"
+            diff = interval_text({"estimate": delta, "ci_low": lo, "ci_high": hi}, metric=m) if entry else f"— ({why})"
             note = insufficient_reason(block) or ""
             rows.append(
                 {
@@ -465,8 +462,8 @@ def comparison_table(comparison: Mapping, metrics: Iterable[str]) -> tuple[pd.Da
                     "Site": site,
                     "Metric": label(m),
                     "n (events)": f"{block['n']} ({block.get('n_events')})",
-                    "New": fmt(_num(e.get("new"))),
-                    "Baseline": fmt(_num(e.get("baseline"))),
+                    "New": fmt(_num(e.get("new")), metric=m),
+                    "Baseline": fmt(_num(e.get("baseline")), metric=m),
                     "Δ new − baseline (CI)": diff,
                     "Method": METHOD_TEXT.get(str(e.get("method")), str(e.get("method") or "")),
                     "p": p_text(_num(e.get("p_value"))),
@@ -513,7 +510,8 @@ def comparison_gate_table(gates: Mapping | None) -> tuple[pd.DataFrame, pd.DataF
                 "Item": r.get("item"),
                 "Rule": f"Δ {r.get('metric')} {r.get('on')} {op} {r.get('threshold')}",
                 "Δ (CI)": interval_text(
-                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")}
+                    {"estimate": r.get("estimate"), "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")},
+                    metric=r.get("metric"),
                 ),
                 "n": r.get("n"),
                 "Reading": r.get("reason"),

@@ -10,9 +10,11 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data
+from validate import formatting
 from validate.contract import pooled_absent_reason
 from validate.errors import InputError
 from validate.escape import csv_safe, markdown_text as md  # noqa: F401 (md: for the pages)
+from validate.metrics import registry
 
 RUN_KEY = "run"
 RUNS_DIR_KEY = "_runs_dir"
@@ -105,7 +107,7 @@ def table(
     kwargs = {"hide_index": True, "width": "stretch"}
     if height:
         kwargs["height"] = height
-    st.dataframe(styler if styler is not None else display, **kwargs)
+    st.dataframe(styler if styler is not None else readable(display), **kwargs)
     if caption:
         st.caption(caption)
     frame = csv if csv is not None else display
@@ -119,6 +121,40 @@ def table(
         on_click="ignore",
         icon=":material/download:",
     )
+
+
+#: Column names read as p-values (:func:`validate.formatting.format_p`: ``< 0.001``, never 0.000000…).
+P_COLUMNS = ("p", "p_value", "p_adjusted", "q_p_value", "p_raw")
+#: Above this many cells a table is shown as it is (pandas' Styler renders every cell).
+STYLED_CELLS = 100_000
+
+
+def readable(frame: pd.DataFrame):
+    """A table whose float columns read through the one number formatter (:mod:`validate.formatting`):
+    p-value columns as ``< 0.001``, a column named after a metric (``ece``, ``ece_mean``) at the
+    metric's precision, any other float without rounding noise (0.000, never ``-1.11e-07``). A
+    :class:`pandas.io.formats.style.Styler`: the cells keep their numbers (sorting stays numeric; the
+    CSV download holds them unrounded), only what is shown is formatted."""
+    floats = [c for c in frame.columns if pd.api.types.is_float_dtype(frame[c])]
+    if not floats or frame.size > STYLED_CELLS or not (frame.index.is_unique and frame.columns.is_unique):
+        return frame  # a Styler refuses duplicate labels
+    return frame.style.format({c: column_formatter(str(c)) for c in floats}, na_rep=formatting.DASH)
+
+
+def column_formatter(column: str):
+    """The formatter of a float column, chosen by its name (see :func:`readable`)."""
+    name = column.lower()
+    if name in P_COLUMNS or name.endswith("_p_value"):
+        return formatting.format_p
+    metric = _metric_in(name)
+    return lambda x: formatting.format_value(x, metric)
+
+
+def _metric_in(column: str) -> str | None:
+    """The registered metric a column is named after (``ece``, ``ece_mean``, ``auroc_q025``), longest
+    name first; None for any other column."""
+    names = sorted({m.name for m in registry.METRICS}, key=len, reverse=True)
+    return next((m for m in names if column == m or column.startswith(m + "_")), None)
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:

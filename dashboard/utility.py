@@ -54,8 +54,9 @@ def decision_figure(run, site: str):
     if charts.decision_curve_block(curves, site) is None:
         return None
     block = run.metrics.get(POOLED_KEY) if site == POOLED_KEY else (run.metrics.get("sites") or {}).get(site)
-    colors = charts.site_colors(run.sites)
-    return charts.decision_curve_figure(curves, site, decision=(block or {}).get("decision"), color=colors.get(site))
+    return charts.decision_curve_figure(
+        curves, site, decision=(block or {}).get("decision"), color=run.site_colors.get(site)
+    )
 
 
 def _entry_columns(row: dict, data: dict, r: Mapping) -> None:

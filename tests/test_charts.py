@@ -85,10 +85,11 @@ METRICS = {
 
 
 def test_formatting():
-    assert charts.entry_text(e(0.8421, 0.8012, 0.879)) == "0.842 (0.801 to 0.879)"
+    assert charts.entry_text(e(0.8421, 0.8012, 0.879)) == "0.842 (0.801–0.879)"
     assert charts.entry_text({"estimate": None}) == "—"
     assert charts.entry_text(0.5) == "0.500"
-    assert charts.fmt(1.2e-7) == "1.2e-07"
+    assert charts.fmt(1.2e-7) == "0.000"  # rounding noise (below 1e-6) reads 0, not 1.2e-07
+    assert charts.fmt(0.00043) == "0.00043"  # small but real: two significant digits, not 0.000
     assert charts.n_text(30, 4) == "n=30, 4 events"
 
 
@@ -122,8 +123,8 @@ def test_roc_legends_carry_interval_and_n(curves):
     lines = [t for t in fig.data if t.mode == "lines" and t.name and ":" in t.name]
     ev = {s: curves[s]["n_events"] for s in curves}
     assert [t.name for t in lines] == [
-        f"alpha: AUROC 0.820 (0.760 to 0.880), n=200, {ev['alpha']} events",
-        f"beta: AUROC 0.700 (0.400 to 1.000), n=200, {ev['beta']} events (insufficient)",
+        f"alpha: AUROC 0.820 (0.760–0.880), n=200, {ev['alpha']} events",
+        f"beta: AUROC 0.700 (0.400–1.000), n=200, {ev['beta']} events (insufficient)",
     ]
     markers = [t for t in fig.data if t.mode == "markers"]
     # alpha: threshold 0.5 and its own target threshold; beta: 0.5 and the carried one
@@ -139,7 +140,7 @@ def test_roc_legends_carry_interval_and_n(curves):
 
 def test_pr_and_operating_points(curves):
     fig = charts.pr_figure(curves, METRICS)
-    assert "AUPRC 0.800 (0.700 to 0.860)" in fig.data[0].name
+    assert "AUPRC 0.800 (0.700–0.860)" in fig.data[0].name
     op = charts.operating_points_figure(METRICS)
     titles = [a.text for a in op.layout.annotations]
     assert titles[0].startswith("Threshold 0.500") and "carried" in titles[1]
@@ -160,7 +161,7 @@ def test_forest_marks_insufficient_rows():
     assert list(small.y) == ["b"] and small.marker.symbol == "square-open"
     assert small.error_x.array[0] == pytest.approx(0.3) and small.error_x.arrayminus[0] == pytest.approx(0.3)
     text = fig.data[-1].text
-    assert text[0] == "0.800 (0.700 to 0.900)  n=100 (40)"
+    assert text[0] == "0.800 (0.700–0.900)  n=100 (40)"
     assert text[1].endswith("insufficient") and text[2].startswith("undefined: one class")
     assert fig.layout.shapes[0].x0 == 0.75
 
@@ -236,9 +237,12 @@ def test_heatmap_marks_small_and_empty_cells():
     assert list(main.y) == ["alpha", "beta", "all sites"] and list(main.x) == ["female", "male", "other"]
     assert main.z[0][0] == 0.8 and main.z[1][0] is None and grey.z[1][0] == 1  # small: grey with its number
     assert main.z[2][2] is None and grey.z[2][2] == 1
-    assert main.text[0][2] == "no cases" and "insufficient" in main.text[1][0]
-    assert "n=8" in main.text[1][0] and "(0.20 to 1.00)" in main.text[1][0]
-    assert len(text_layer.text) == 3  # the grey cells get their text drawn on top
+    # each cell's text once: the coloured cells' in the heatmap, the grey and the empty cells' on top
+    assert main.text[0][0].startswith("0.80") and main.text[0][2] == "" and main.text[1][0] == ""
+    layer = dict(zip(zip(text_layer.x, text_layer.y, strict=True), text_layer.text, strict=True))
+    assert layer[("other", "alpha")] == "no cases" and "insufficient" in layer[("female", "beta")]
+    assert "n=8" in layer[("female", "beta")] and "(0.20–1.00)" in layer[("female", "beta")]
+    assert len(text_layer.text) == 5  # 3 grey cells, 2 empty ones
 
 
 CALIBRATION = {

@@ -95,7 +95,7 @@ def test_states_n_events_and_prevalence_and_every_point_carries_n():
     for name in ("model", "treat all"):
         assert all("n=294, 106 events" in t for t in trace(fig, name).text)
     # the hover text of a point gives its interval
-    assert "0.250 (0.200 to 0.300)" in trace(fig, "model").text[1]
+    assert "0.250 (0.200–0.300)" in trace(fig, "model").text[1]
     pooled = charts.decision_curve_figure(DECISION, "overall")
     assert "pooled" in pooled.layout.title.text and "n=500, 200 events" in pooled.layout.title.text
 

@@ -87,8 +87,8 @@ def test_diamond_spans_the_pooled_ci_and_the_prediction_interval_is_a_separate_b
     assert pi.line.color != diamond.line.color
     assert all(pi.line.color not in (t.marker.color, t.line.color) for t in fig.data if t is not pi)
     text = _text_column(fig)
-    assert text[pi.y[0]] == "PI 0.203 to 0.986"
-    assert text[diamond.y[0]].startswith("0.801 (0.612 to 0.911)")
+    assert text[pi.y[0]] == "PI 0.203–0.986"
+    assert text[diamond.y[0]].startswith("0.801 (0.612–0.911)")
     # k, tau² and I² in the title
     assert (
         "k = 3" in fig.layout.title.text
@@ -199,7 +199,7 @@ def test_a_prediction_interval_far_wider_than_the_sites_runs_to_the_edge_with_an
     assert pi.x[0] == left and list(pi.marker.symbol) == ["triangle-left", "line-ns"]
     assert pi.x[1] == 0.99997
     # the true interval stays in the text column
-    assert _text_column(fig)[pi.y[0]] == "PI 0.000431 to 1.000"
+    assert _text_column(fig)[pi.y[0]] == "PI 0.00043–0.99997"
 
 
 def test_a_ratio_is_drawn_on_a_log_axis():

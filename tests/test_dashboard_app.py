@@ -224,8 +224,11 @@ def test_calibration_methods_page(app, runs):
             e = block["ece"]
             assert int(row["n"]) == block["n"]
             assert numbers(row["ECE"]) == pytest.approx([e["estimate"], e["ci_low"], e["ci_high"]], abs=5e-4)
-    params = frame_with(at, "Fitted parameters")
-    assert "temperature = 1.37" in params[params["Method"] == "temperature"]["Fitted parameters"].iloc[0]
+    # fitted parameters as (method, parameter, value) rows, not a Python dump
+    params = frame_with(at, "Parameter")
+    row = params[(params["Method"] == "temperature") & (params["Parameter"] == "temperature")].iloc[0]
+    assert float(row["Value"]) == pytest.approx(cal["methods"]["temperature"]["params"]["temperature"], abs=5e-5)
+    assert not params["Value"].str.contains(r"[\[\]{}]").any()
     assert figures(at)
 
 

@@ -158,7 +158,9 @@ def test_model_comparison_page_shows_the_files_numbers(run_with_comparison, monk
     table = at.dataframe[-1].value
     va = table[(table["Block"] == "va") & (table["Metric"] == "AUROC")].iloc[0]
     e = cmp["sites"]["va"]["metrics"]["auroc"]
-    assert va["Δ new − baseline (CI)"] == f"{e['delta']:.3f} ({e['ci_low']:.3f} to {e['ci_high']:.3f})"
+    assert va["Δ new − baseline (CI)"] == (
+        f"{e['delta']:.3f} ({e['ci_low']:.3f}{' to ' if e['ci_low'] < 0 else '–'}{e['ci_high']:.3f})"
+    )
     assert va["n (events)"] == "200 (149)" and va["Method"] == "paired DeLong" and va["Reading"] == "better"
     female_va = table[(table["Block"] == "sex = female") & (table["Site"] == "va") & (table["Metric"] == "AUROC")]
     assert female_va.iloc[0]["Δ new − baseline (CI)"] == "— (one class only (no events))"

@@ -50,6 +50,11 @@ def page(runs, monkeypatch):
     return open_page
 
 
+def _sep(e) -> str:
+    """The interval convention: an en dash, " to " when a bound is negative (a dash beside a minus misreads)."""
+    return " to " if e["ci_low"] < 0 else "–"
+
+
 def load(runs, file):
     return json.loads((runs / "with-decision" / file).read_text())
 
@@ -96,9 +101,12 @@ def test_net_benefit_table_of_the_selected_site(page, runs):
     assert list(table["Events"]) == [block["n_events"]] * len(DECISION_THRESHOLDS)
     for item, (_, row) in zip(block["decision"], table.iterrows(), strict=True):
         e = item["net_benefit"]
-        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f} to {e['ci_high']:.3f})"
+        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f}{_sep(e)}{e['ci_high']:.3f})"
         a = item["interventions_avoided"]
-        assert row["Interventions avoided per 100"] == f"{a['estimate']:.1f} ({a['ci_low']:.1f} to {a['ci_high']:.1f})"
+        assert (
+            row["Interventions avoided per 100"]
+            == f"{a['estimate']:.1f} ({a['ci_low']:.1f}{_sep(a)}{a['ci_high']:.1f})"
+        )
         assert row["Beats both defaults"] == f"{100 * item['beats_defaults']:.0f}%"
         assert row["Insufficient"] == "insufficient"  # gamma is below the fixture's count floor
     undefined = table[table["Threshold"] == f"{t:.2f}"].iloc[0]
@@ -197,7 +205,7 @@ def test_a_real_bundle_shows_the_counted_net_benefit(real_runs, monkeypatch):
     for item, (_, row) in zip(items, table.iterrows(), strict=True):
         e = item["net_benefit"]
         assert e["estimate"] == pytest.approx(counted_net_benefit(y, p, item["threshold"]), abs=1e-12)
-        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f} to {e['ci_high']:.3f})"
+        assert row["Net benefit"] == f"{e['estimate']:.3f} ({e['ci_low']:.3f}{_sep(e)}{e['ci_high']:.3f})"
         assert row["n"] == len(y)
     assert not frame_with(at, "Target width").empty  # the engine's precision criteria
     # the report shows the same section from the same bundle

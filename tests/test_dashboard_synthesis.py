@@ -56,8 +56,8 @@ def test_across_hospitals_page_shows_the_synthesis_of_the_bundle(tmp_path, monke
     write_synthesis_run(runs / "all", fx.all_sites())
     at = open_page(runs, monkeypatch, "all")
     summary = _frame(at, "Metric").set_index("Metric")
-    assert summary.loc["AUROC", "Pooled (95% CI)"] == "0.801 (0.612 to 0.911)"
-    assert summary.loc["AUROC", "95% prediction interval"] == "0.203 to 0.986"
+    assert summary.loc["AUROC", "Pooled (95% CI)"] == "0.801 (0.612–0.911)"
+    assert summary.loc["AUROC", "95% prediction interval"] == "0.203–0.986"
     assert summary.loc["AUROC", "I²"] == "27%" and summary.loc["AUROC", "k"] == 3
     fig = _figure(at)
     (diamond,) = [t for t in fig["data"] if t.get("fill") == "toself"]

@@ -75,7 +75,7 @@ def test_across_hospitals_page_draws_diamond_and_prediction_interval(tmp_path):
                 for site in ("alpha · development", "beta · external", "gamma · external"):
                     assert site in text, site
                 assert "where the next hospital's value is expected to lie, 95%" in text
-                assert "PI 0.203 to 0.986" in text and "random-effects estimate (k = 3)" in text
+                assert "PI 0.203–0.986" in text and "random-effects estimate (k = 3)" in text
                 # the diamond: a filled closed path; the prediction interval: a line in its own colour
                 svg = page.locator(".main-svg").first.inner_html()
                 assert (

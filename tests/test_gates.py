@@ -282,7 +282,7 @@ def test_json_and_markdown():
     md = report.to_markdown(ci_level=0.95)
     assert "FAIL" in md and "95% CI" in md and "site beta" in md
     assert md.index("site beta") < md.index("site alpha")  # failures first
-    assert "0.090 (0.060 to 0.120)" in md and "400 (160)" in md
+    assert "0.090 (0.060–0.120)" in md and "400 (160)" in md
 
 
 def test_protocol_gate_objects(tmp_path):

@@ -65,7 +65,7 @@ def test_sections_in_reviewer_order(report_html):
 
 def test_numbers_carry_n_and_interval(report_html):
     # the verdict table and site tables show estimates with intervals and n (events)
-    assert re.search(r"\d\.\d{3} \(\d\.\d{3} to \d\.\d{3}\)", report_html)
+    assert re.search(r"\d\.\d{3} \(\d\.\d{3}–\d\.\d{3}\)", report_html)  # one interval convention
     assert "n (events)" in report_html
     assert "insufficient" in report_html  # the small site's small groups are marked, not hidden
     assert "Wilson" in report_html

@@ -98,7 +98,7 @@ def test_section_shows_the_files_deltas_with_interval_method_and_n(bundle_with_c
     # va: AUROC Δ 0.733 − 0.712 = 0.021 (0.003 to 0.039), n 200 with 149 events
     va_row = re.search(r"<tr><td>va</td>(.*?)</tr>", sec, re.S).group(1)
     assert "200 (149)" in va_row
-    assert "0.021 (0.003 to 0.039)" in va_row and "new 0.733 · baseline 0.712" in va_row
+    assert "0.021 (0.003–0.039)" in va_row and "new 0.733 · baseline 0.712" in va_row
     assert "-0.011 (-0.041 to 0.020)" in va_row  # ECE 0.083 − 0.094
     # the insufficient site is marked, the undefined metric says so
     sw_row = re.search(r"<tr><td>switzerland</td>(.*?)</tr>", sec, re.S).group(1)

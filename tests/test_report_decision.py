@@ -49,7 +49,8 @@ def rows(part: str) -> list[list[str]]:
 
 
 def interval(e: dict, digits: int = 3) -> str:
-    return f"{e['estimate']:.{digits}f} ({e['ci_low']:.{digits}f} to {e['ci_high']:.{digits}f})"
+    sep = " to " if e["ci_low"] < 0 else "–"  # an en dash; "to" beside a minus sign
+    return f"{e['estimate']:.{digits}f} ({e['ci_low']:.{digits}f}{sep}{e['ci_high']:.{digits}f})"
 
 
 def test_sections_sit_in_reading_order(report):

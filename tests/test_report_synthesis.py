@@ -52,16 +52,16 @@ def test_across_hospitals_section_shows_each_pooled_metric_with_its_prediction_i
     rows = {r[0]: r for r in _rows(section)}
     assert rows["AUROC"][1:7] == [
         "3",
-        "0.801 (0.612 to 0.911)",
-        "0.203 to 0.986",
+        "0.801 (0.612–0.911)",
+        "0.203–0.986",
         "0.052 (logit)",
         "27%",
-        "2.74 (p 0.254)",
+        "2.74 (p = 0.254)",
     ]
     assert "gamma n=20 (6) insufficient" in rows["AUROC"][7] and "alpha n=40 (20)" in rows["AUROC"][7]
     # the fourth pooled metric, net benefit minus treat all at t = 0.2: a tiny tau² keeps its digits
     nb_gain = _rows(section)[3]
-    assert nb_gain[0].endswith("at threshold 0.2") and nb_gain[4] == "0.0004 (identity)"
+    assert nb_gain[0].endswith("at threshold 0.2") and nb_gain[4] == "0.00040 (identity)"  # two significant digits
     # one forest plot per pooled metric, each captioned with what the prediction interval means
     assert _figures(html) - _figures(without) == 4
     assert section.count('class="figure validate-figure"') == 4
@@ -119,7 +119,7 @@ def test_a_real_heart_run_shows_its_synthesis_and_each_sites_auroc(tmp_path):
     rows = {r[0]: r for r in _rows(section)}
     assert rows["AUROC"][1] == "3"
     assert rows["AUROC"][2] == charts.entry_text(auroc)
-    assert rows["AUROC"][3] == f"{charts.fmt(auroc['pi_low'])} to {charts.fmt(auroc['pi_high'])}"
+    assert rows["AUROC"][3] == f"{auroc['pi_low']:.3f}–{auroc['pi_high']:.3f}"
     assert section.count('class="figure validate-figure"') == len(metrics["synthesis"]["metrics"])
     # the forest's site rows: each hospital's AUROC as scikit-learn computes it from the predictions;
     # the development site (cleveland) shown, not pooled, the external sites pooled, in role order

@@ -33,6 +33,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from validate import formatting
 from validate.contract import pooled_block
 from validate.groups import group_sort_key
 from validate.metrics import registry
@@ -90,43 +91,64 @@ def _higher_is_better(metric: str) -> bool:
     return m is not None and m.direction == "higher"
 
 
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number for display: ``digits`` decimals (significant digits for very small/large values)."""
-    if x is None:
-        return "—"
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(x):
-        return "—"
-    if x != 0 and (abs(x) < 10**-digits or abs(x) >= 10**5):
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}f}"
+def fmt(x: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """A number for display (:func:`validate.formatting.format_value`: ``metric``'s precision from the
+    registry, or ``digits`` decimals)."""
+    return formatting.format_value(x, metric, digits=digits)
 
 
-def entry_text(entry: Any, digits: int = 3) -> str:
-    """``0.842 (0.801–0.879)`` for a metric entry; the bare value for a number; — when undefined."""
+def entry_text(entry: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """``0.842 (0.801–0.879)`` for a metric entry; the bare value for a number; — when undefined
+    (:func:`validate.formatting.format_interval`, without the reason: tables give it elsewhere)."""
     if isinstance(entry, Mapping):
         est = entry.get("estimate", entry.get("statistic"))
-        lo, hi = entry.get("ci_low"), entry.get("ci_high")
-        if est is None:
-            return "—"
-        if lo is None or hi is None:
-            return fmt(est, digits)
-        return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
-    return fmt(entry, digits)
+        return formatting.format_interval(est, entry.get("ci_low"), entry.get("ci_high"), metric, digits=digits)
+    return fmt(entry, digits, metric=metric)
 
 
 def n_text(n: Any, events: Any = None) -> str:
     if n is None:
         return "n=—"
-    return f"n={n}" if events is None else f"n={n}, {events} events"
+    n_str = formatting.format_count(n)
+    return f"n={n_str}" if events is None else f"n={n_str}, {formatting.format_count(events)} events"
+
+
+#: The pooled block's colour ("overall", "all sites (pooled)"): never a site's.
+POOLED_COLOR = "#333333"
+POOLED_KEYS = ("overall", "all sites", "all sites (pooled)")
 
 
 def site_colors(sites: Iterable[str]) -> dict[str, str]:
-    """A fixed colour per site, in the given order (the same order gives the same colours everywhere)."""
-    return {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(sites)}
+    """The one site → colour map: a fixed colour per site in the bundle's site order
+    (:func:`validate.view.site_order`), and :data:`POOLED_COLOR` for the pooled block. Built once per
+    report or dashboard run and passed to every chart, so a site has one colour in all of them."""
+    colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(sites)}
+    for key in POOLED_KEYS:
+        colors.setdefault(key, POOLED_COLOR)
+    return colors
+
+
+#: Line styles of recalibrated curves drawn over a site's uncalibrated one (solid), in order.
+CALIBRATED_DASHES = ("dash", "dashdot", "longdash", "dot")
+
+
+def calibrated_style(color: str, i: int = 0) -> dict:
+    """How the ``i``-th recalibrated curve of a site reads beside the uncalibrated one (solid, in the
+    site's colour): a darker shade of the same colour, a dashed line and diamond markers, so it is told
+    apart in any site's colour (not one fixed orange that is another site's colour) and in greyscale."""
+    return {"color": _shade(color, 0.45 + 0.15 * (i % 3)), "dash": CALIBRATED_DASHES[i % len(CALIBRATED_DASHES)]}
+
+
+def _shade(hex_color: str, darken: float) -> str:
+    """``hex_color`` mixed with black (``darken`` 0 = unchanged, 1 = black); a light or black site
+    colour is lightened instead, where darker would not differ."""
+    h = hex_color.lstrip("#")
+    rgb = [int(h[k : k + 2], 16) for k in (0, 2, 4)]
+    if max(rgb) < 64:  # near black: mix with white (less: 0.45 of white would be the palette's grey)
+        rgb = [round(c + (255 - c) * (darken - 0.1)) for c in rgb]
+    else:
+        rgb = [round(c * (1 - darken)) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -250,8 +272,9 @@ def reliability_figure(
     for i, (label, other) in enumerate((calibrated or {}).items()):
         orel = (other or {}).get("reliability")
         if orel:
+            style = calibrated_style(color, i)
             _reliability_traces(
-                fig, orel, label, PALETTE[(i + 1) % len(PALETTE)], ci_level, n=other.get("n"), band=False
+                fig, orel, label, style["color"], ci_level, n=other.get("n"), band=False, dash=style["dash"]
             )
     edges = rel["edges"]
     centres = [(a + b) / 2 for a, b in pairwise(edges)]
@@ -335,7 +358,9 @@ def _smooth_band_traces(fig, band: Mapping, color: str) -> None:
             )
 
 
-def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: float, *, n=None, band: bool = True):
+def _reliability_traces(
+    fig, rel: Mapping, name: str, color: str, ci_level: float, *, n=None, band: bool = True, dash: str = "solid"
+):
     keep = [i for i, c in enumerate(rel["count"]) if c]
     x = [rel["mean_predicted"][i] for i in keep]
     y = [rel["observed"][i] for i in keep]
@@ -370,8 +395,12 @@ def _reliability_traces(fig, rel: Mapping, name: str, color: str, ci_level: floa
             y=y,
             mode="lines+markers",
             name=label,
-            line=dict(color=color, width=2),
-            marker=dict(size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts], color=color),
+            line=dict(color=color, width=2, dash=dash),
+            marker=dict(
+                size=[max(5, min(16, 4 + math.sqrt(k))) for k in counts],
+                color=color,
+                symbol="circle" if dash == "solid" else "diamond",
+            ),
             error_y=None
             if band
             else dict(
@@ -1047,6 +1076,10 @@ def comparison_forest(
     return fig
 
 
+#: Decimals in a heatmap cell (three lines of text in a small cell).
+HEATMAP_DIGITS = 2
+
+
 def subgroup_heatmap(
     analysis: Mapping,
     attr: str,
@@ -1081,11 +1114,8 @@ def subgroup_heatmap(
                 zr_small.append(None)
                 tr.append("no cases")
                 continue
-            label = (
-                f"{fmt(est, 2)}<br>({fmt(e.get('ci_low'), 2)} to {fmt(e.get('ci_high'), 2)})<br>n={blk.get('n')}"
-                if e and est is not None and e.get("ci_low") is not None
-                else f"{fmt(est, 2)}<br>n={blk.get('n')}"
-            )
+            est_text, _, ci_text = entry_text(e, HEATMAP_DIGITS, metric=metric).partition(" ")
+            label = f"{est_text}<br>{ci_text + '<br>' if ci_text else ''}n={blk.get('n')}"
             if blk.get("insufficient"):
                 zr_ok.append(None)
                 zr_small.append(0 if est is None else 1)
@@ -1132,19 +1162,30 @@ def subgroup_heatmap(
             zmax=zmax,
             xgap=2,
             ygap=2,
-            text=text,
+            # text on the coloured cells only: every other cell's text is the layer below, so no cell
+            # carries two texts (plotly draws a heatmap's texttemplate on empty cells too)
+            text=[
+                [t if v is not None else "" for t, v in zip(tr, r, strict=True)]
+                for tr, r in zip(text, z_ok, strict=True)
+            ],
             texttemplate="%{text}",
             textfont=dict(size=10),
             colorbar=dict(title=metric_label(metric)),
             hovertemplate="%{y}, " + attr + "=%{x}<br>%{text}<extra></extra>",
         )
     )
-    # the grey cells need their text too: a text-only layer over both
+    # the grey and the empty cells need their text too: a text-only layer over both
+    rest = [
+        (g, lbl, t)
+        for lbl, tr, r in zip(ylabels, text, z_ok, strict=True)
+        for g, t, v in zip(groups, tr, r, strict=True)
+        if v is None
+    ]
     fig.add_trace(
         go.Scatter(
-            x=[g for r in z_small for g, v in zip(groups, r, strict=True) if v is not None],
-            y=[lbl for lbl, r in zip(ylabels, z_small, strict=True) for v in r if v is not None],
-            text=[t for tr, r in zip(text, z_small, strict=True) for t, v in zip(tr, r, strict=True) if v is not None],
+            x=[g for g, _, _ in rest],
+            y=[lbl for _, lbl, _ in rest],
+            text=[t for _, _, t in rest],
             mode="text",
             textfont=dict(size=10, color="#555"),
             showlegend=False,
@@ -1232,13 +1273,20 @@ def calibration_methods_figure(
     return _layout(fig, title or default_title, height=440)
 
 
-def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: str | None = None) -> go.Figure:
+def sample_size_figure(
+    rows: Sequence[Mapping],
+    metric: str = "ece",
+    *,
+    title: str | None = None,
+    colors: Mapping[str, str] | None = None,
+) -> go.Figure:
     """How many local cases recalibration needs: ``metric`` after local recalibration against the number of
     fitting cases, one line per (site, method) with the spread over repetitions as a band.
 
     ``rows``: ``{"site", "method", "n_fit", "mean", "low", "high", "repeats"}`` (``low``/``high``: the
     spread reported by the sample-size design), plus optional ``"baseline"`` (the uncalibrated value on
-    the same evaluation cases, drawn dotted).
+    the same evaluation cases, drawn dotted). ``colors``: the site colour map (:func:`site_colors`),
+    used when one method is drawn (a colour per site); several methods get a colour per method.
     """
     if not rows:
         return _empty(title, "No sample-size design in this run")
@@ -1250,17 +1298,18 @@ def sample_size_figure(rows: Sequence[Mapping], metric: str = "ece", *, title: s
     methods = sorted({k[1] for k in keys})
     site_list = list(dict.fromkeys(k[0] for k in keys))
     if len(methods) == 1:  # one method: a colour per site
-        colors = {k: PALETTE[site_list.index(k[0]) % len(PALETTE)] for k in keys}
+        by_site = dict(colors or site_colors(site_list))
+        line_colors = {k: by_site.get(k[0], PALETTE[0]) for k in keys}
         dashes = {k: "solid" for k in keys}
     else:  # several: a colour per method, a dash per site
         styles = ("solid", "dash", "dot", "dashdot", "longdash")
-        colors = {k: PALETTE[methods.index(k[1]) % len(PALETTE)] for k in keys}
+        line_colors = {k: PALETTE[methods.index(k[1]) % len(PALETTE)] for k in keys}
         dashes = {k: styles[site_list.index(k[0]) % len(styles)] for k in keys}
     fig = go.Figure()
     for site, method in keys:
         sel = sorted((r for r in rows if r["site"] == site and r["method"] == method), key=lambda r: r["n_fit"])
         x = [r["n_fit"] for r in sel]
-        color = colors[(site, method)]
+        color = line_colors[(site, method)]
         if all(r.get("low") is not None and r.get("high") is not None for r in sel):
             fig.add_trace(
                 go.Scatter(
@@ -1374,10 +1423,13 @@ def transfer_matrix_figure(
 # ---- shift and drift ---------------------------------------------------------------------------------
 
 
-def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: str | None = None) -> go.Figure:
+def shift_summary_figure(
+    shift: Mapping, site: str, *, top: int = 12, title: str | None = None, color: str | None = None
+) -> go.Figure:
     """What differs most between ``site`` and the development site: the top findings of ``shift.json``'s
-    ranking, as −log10 of the multiplicity-adjusted p-value, coloured by whether the difference is
-    significant and beyond its practical threshold (material)."""
+    ranking, as −log10 of the multiplicity-adjusted p-value, filled by whether the difference is
+    significant and beyond its practical threshold (material), outlined in the site's ``color`` (its
+    colour in every other chart)."""
     info = (shift.get("sites") or {}).get(site) or {}
     ranking = [r for r in (info.get("ranking") or []) if r.get("p_adjusted") is not None][:top]
     if not ranking:
@@ -1390,7 +1442,7 @@ def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: str
     hover = [
         f"{r.get('test')}: {r.get('effect_name') or 'effect'} {fmt(r.get('effect'))}"
         + (f" (practical threshold {fmt(r.get('threshold'))})" if r.get("threshold") is not None else "")
-        + f"<br>p {fmt(r.get('p_value'))}, adjusted p {fmt(r.get('p_adjusted'))}"
+        + f"<br>{formatting.p_clause(r.get('p_value'))}, adjusted {formatting.p_clause(r.get('p_adjusted'))}"
         for r in ranking
     ]
     fig = go.Figure(
@@ -1398,7 +1450,7 @@ def shift_summary_figure(shift: Mapping, site: str, *, top: int = 12, title: str
             x=xs,
             y=labels,
             orientation="h",
-            marker_color=colors,
+            marker=dict(color=colors, line=dict(color=color or PALETTE[0], width=2)),
             text=short,
             textposition="auto",
             customdata=hover,
@@ -1720,17 +1772,18 @@ def synthesis_metrics(metrics: Mapping | None) -> list[str]:
     return [m for m, e in (synthesis.get("metrics") or {}).items() if isinstance(e, Mapping)]
 
 
-def prediction_interval_text(entry: Mapping, digits: int = 3) -> str:
-    """``0.612 to 0.904``, or why there is none (k < 3: the t distribution has k − 2 degrees of freedom)."""
+def prediction_interval_text(entry: Mapping, digits: int | None = None) -> str:
+    """``0.612–0.904``, or why there is none (k < 3: the t distribution has k − 2 degrees of freedom)."""
     lo, hi = entry.get("pi_low"), entry.get("pi_high")
     if lo is None or hi is None:
         return f"none: {entry.get('pi_reason') or 'not computed'}"
-    return f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+    return formatting.format_range(lo, hi, entry.get("metric"), digits=digits)
 
 
 def tau2_text(tau2: Any) -> str:
-    """τ² in three significant digits (it is often tiny: 0.0004 must not read 0.000)."""
-    return "—" if tau2 is None else f"{float(tau2):.3g}"
+    """τ² (it is often tiny: 0.0004 must not read 0.000; :func:`validate.formatting.format_value` gives a
+    small real value two significant digits)."""
+    return formatting.format_value(tau2)
 
 
 def synthesis_stats_text(entry: Mapping) -> str:
@@ -1740,7 +1793,7 @@ def synthesis_stats_text(entry: Mapping) -> str:
     i2 = entry.get("i2")
     parts.append(f"I² = {'—' if i2 is None else f'{float(i2):.0%}'}")
     if entry.get("q") is not None:
-        parts.append(f"Q = {fmt(entry.get('q'), 2)} (p = {fmt(entry.get('q_p_value'), 3)})")
+        parts.append(f"Q = {fmt(entry.get('q'), 2)} ({formatting.p_clause(entry.get('q_p_value'))})")
     return " · ".join(parts)
 
 
@@ -2056,7 +2109,10 @@ def _prediction_trace(
     est, lo, hi = entry.get("estimate"), entry.get("pi_low"), entry.get("pi_high")
     if est is None or lo is None or hi is None:
         return
-    text = f"{level:.0%} prediction interval {fmt(lo)} to {fmt(hi)}: where the next hospital's value is expected to lie"
+    text = (
+        f"{level:.0%} prediction interval {formatting.format_range(lo, hi)}: where the next hospital's value "
+        "is expected to lie"
+    )
     left, right = window if window is not None else (lo, hi)
     ends = [
         (left, "triangle-left") if lo < left else (lo, "line-ns"),

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from validate.errors import InputError, ProblemCollector
+from validate.formatting import format_declared
 from validate.protocol import Protocol, Site
 
 MISSING_TOKENS = {"", "NA", "N/A", "NaN", "nan", "?", "null", "None"}
@@ -468,7 +469,7 @@ def _check_subgroup_columns(protocol: Protocol, cohorts: list[SiteCohort]) -> No
 
 
 def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    return format_declared(x)
 
 
 def band_labels(cuts: list[float]) -> list[str]:

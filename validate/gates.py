@@ -108,6 +108,7 @@ from typing import Any
 
 from validate.errors import EXIT_GATE_FAILED, EXIT_OK, InputError, ProblemCollector
 from validate.escape import markdown_text, xml_text
+from validate.formatting import format_beside, format_count, format_declared, format_interval, format_value
 
 VERDICTS = ("pass", "warn", "fail")
 _RANK = {v: i for i, v in enumerate(VERDICTS)}
@@ -363,7 +364,7 @@ class GateReport:
                         _md(row.item),
                         _md(_row_rule(row)),
                         _value_text(row),
-                        _value_text(row) if row.builtin else _interval_text(row.estimate, row.ci_low, row.ci_high),
+                        _value_text(row) if row.builtin else _interval_text(row),
                         _n_text(row.n, row.n_events),
                         _md(row.reason),
                     ]
@@ -1257,7 +1258,8 @@ def _compare(spec: GateSpec, row: GateRow, what: str | None = None) -> GateRow:
     op = (">=" if ok else "<") if spec.direction == "min" else ("<=" if ok else ">")
     label = what or spec.metric
     row.verdict = "pass" if ok else "fail"
-    row.reason = f"{label} {spec.on} {_fmt(row.value)} {op} {_thr(spec.threshold)}"
+    value = format_beside(row.value, spec.threshold, spec.metric)
+    row.reason = f"{label} {spec.on} {value} {op} {_thr(spec.threshold)}"
     return row
 
 
@@ -1416,32 +1418,25 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _fmt(x: float | None) -> str:
-    """A judged value: three decimals (significant digits when tiny or huge)."""
-    if x is None:
-        return "—"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 0.001):
-        return f"{x:.3g}"
-    return f"{x:.3f}"
+def _fmt(x: float | None, metric: str | None = None) -> str:
+    """A judged value at its metric's precision (:func:`validate.formatting.format_value`)."""
+    return format_value(x, metric)
 
 
 def _thr(x: float | None) -> str:
     """A threshold as the protocol declares it (0.65, not 0.650)."""
-    return "—" if x is None else f"{x:g}"
+    return format_declared(x)
 
 
-def _interval_text(est: float | None, lo: float | None, hi: float | None) -> str:
-    if est is None:
-        return "—"
-    if lo is None or hi is None:
-        return _fmt(est)
-    return f"{_fmt(est)} ({_fmt(lo)} to {_fmt(hi)})"
+def _interval_text(row: GateRow) -> str:
+    """The row's estimate with its interval, at its metric's precision."""
+    return format_interval(row.estimate, row.ci_low, row.ci_high, row.metric)
 
 
 def _n_text(n: int | None, events: int | None) -> str:
     if n is None:
         return "—"
-    return f"{n}" if events is None else f"{n} ({events})"
+    return format_count(n) if events is None else f"{format_count(n)} ({format_count(events)})"
 
 
 def _row_rule(row: GateRow) -> str:
@@ -1457,16 +1452,17 @@ def _row_rule(row: GateRow) -> str:
 
 def _value_text(row: GateRow) -> str:
     """The judged value; the built-in check's is a count of cases."""
-    return _n_text(row.n, None) if row.builtin else _fmt(row.value)
+    return _n_text(row.n, None) if row.builtin else format_beside(row.value, row.threshold, row.metric)
 
 
 def _row_details(row: GateRow) -> str:
     return (
         f"gate: {row.gate}\nscope: {row.scope}\nitem: {row.item}\nrule: {_row_rule(row)}\n"
-        f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row.estimate, row.ci_low, row.ci_high)}\n"
+        f"value: {_value_text(row)}\nestimate (interval): {_interval_text(row)}\n"
         f"n (events): {_n_text(row.n, row.n_events)}\nverdict: {row.verdict}\nreason: {row.reason}"
         + (
-            f"\nnew: {_fmt(row.estimate_new)}\nbaseline: {_fmt(row.estimate_baseline)}\nmargin: {_thr(row.margin)}"
+            f"\nnew: {_fmt(row.estimate_new, row.metric)}\nbaseline: {_fmt(row.estimate_baseline, row.metric)}"
+            f"\nmargin: {_thr(row.margin)}"
             if row.compare
             else ""
         )

@@ -39,7 +39,7 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
             flag = "  [no scored case]"
         lines.append(
             f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get('n_events', '')):>6}  "
-            + "  ".join(f"{entry_text(b.get(k)):<24}" for k in keys)
+            + "  ".join(f"{entry_text(b.get(k), metric=k):<24}" for k in keys)
             + flag
         )
     c = gates.counts

@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from validate import formatting
 from validate.groups import group_sort_key
 
 # ---- metric entries and blocks --------------------------------------------------------------------
@@ -43,25 +44,22 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
+def fmt(x: float | None, digits: int | None = None, *, metric: str | None = None) -> str:
+    """A value for reading (:func:`validate.formatting.format_value`)."""
+    return formatting.format_value(x, metric, digits=digits)
 
 
 def p_text(p: float | None) -> str:
-    """A p-value for reading: four decimals, or ``< 0.0001``."""
-    if p is None:
-        return "—"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+    """A p-value for reading: three decimals, or ``< 0.001`` (:func:`validate.formatting.format_p`)."""
+    return formatting.format_p(p)
 
 
-def interval_text(entry: Any, digits: int = 3) -> str:
-    est, lo, hi = triplet(entry)
-    if est is None:
-        reason = entry.get("reason") if isinstance(entry, Mapping) else None
+def interval_text(entry: Any, digits: int | None = None, *, metric: str | None = None) -> str:
+    """An entry with its interval, or ``— (reason)`` (:func:`validate.formatting.format_entry`)."""
+    if isinstance(entry, Mapping) and "estimate" not in entry and "statistic" not in entry:
+        reason = entry.get("reason")
         return f"— ({reason})" if reason else "—"
-    if lo is None or hi is None:
-        return fmt(est, digits)
-    return f"{fmt(est, digits)} ({fmt(lo, digits)} to {fmt(hi, digits)})"
+    return formatting.format_entry(entry, metric, digits=digits)
 
 
 def metric_names(blocks: Iterable[Mapping]) -> list[str]:
@@ -82,6 +80,57 @@ def insufficient_reason(block: Mapping) -> str | None:
         return None
     r = block.get("insufficient_reason") or block.get("reason") or "too few cases or events"
     return str(r)
+
+
+# ---- sites ----------------------------------------------------------------------------------------
+
+
+def site_order(cohort_sites: Sequence[str], metric_sites: Sequence[str]) -> list[str]:
+    """The bundle's site order, the one the site colours follow (:func:`validate.charts.site_colors`):
+    the sites of ``sites.json`` that have a metrics block, in its (the protocol's) order, then any other
+    site of ``metrics.json``. The report and the dashboard both build their colour map from it."""
+    return [s for s in cohort_sites if s in metric_sites] + [s for s in metric_sites if s not in cohort_sites]
+
+
+# ---- fitted calibrators (calibration.json methods' params) ----------------------------------------
+
+#: Decimals of a fitted parameter (a slope, an intercept, a temperature: not a metric).
+PARAMETER_DIGITS = 4
+#: Lists up to this length are shown in full; longer ones as their length and range.
+PARAMETER_LIST_SHOWN = 6
+
+
+def parameter_rows(params: Any, name: str = "") -> list[tuple[str, str]]:
+    """A fitted calibrator's parameters as readable ``(name, value)`` rows instead of a Python dump:
+    nested keys joined with dots (``members[2].slope``), numbers at :data:`PARAMETER_DIGITS`
+    decimals, long lists (an isotonic fit's knots) as their length and range."""
+    if isinstance(params, Mapping):
+        rows: list[tuple[str, str]] = []
+        for k, v in params.items():
+            rows += parameter_rows(v, f"{name}.{k}" if name else str(k))
+        return rows
+    if isinstance(params, (list, tuple)):
+        if params and all(isinstance(v, (Mapping, list, tuple)) for v in params):
+            return [r for i, v in enumerate(params) for r in parameter_rows(v, f"{name}[{i}]")]
+        return [(name, _list_text(params))]
+    return [(name, _parameter_text(params))]
+
+
+def _parameter_text(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "—" if v is None else str(v)
+    return formatting.format_value(v, digits=PARAMETER_DIGITS)
+
+
+def _list_text(values: Sequence[Any]) -> str:
+    if len(values) <= PARAMETER_LIST_SHOWN:
+        return ", ".join(_parameter_text(v) for v in values) or "(none)"
+    nums = [formatting.number(v) for v in values]
+    finite = [v for v in nums if v is not None]
+    if len(finite) < len(values):
+        return f"{len(values)} values"
+    lo, hi = min(finite), max(finite)
+    return f"{len(values)} values from {_parameter_text(lo)} to {_parameter_text(hi)}"
 
 
 # ---- gates.json ----------------------------------------------------------------------------------

@@ -77,13 +77,13 @@ def _positive_int(value, flag: str, minimum: int = 0):
     return value
 
 
-def _fmt(entry) -> str:
-    if not isinstance(entry, dict) or entry.get("estimate") is None:
+def _fmt(entry, metric: str | None = None) -> str:
+    """A metric entry as the report and the dashboard show it (:func:`validate.formatting.format_entry`)."""
+    from validate.formatting import format_interval
+
+    if not isinstance(entry, dict):
         return "—"
-    text = f"{entry['estimate']:.3f}"
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        text += f" [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
-    return text
+    return format_interval(entry.get("estimate"), entry.get("ci_low"), entry.get("ci_high"), metric)
 
 
 def _block_value(block: dict, key: str):
@@ -101,7 +101,9 @@ def format_summary(result: dict) -> str:
             b = spec["sites"].get(s)
             if b is None:
                 continue
-            rows.append([s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k)) for k in ("ece", "brier", "log_loss"))])
+            rows.append(
+                [s, m, str(b.get("n", "")), *(_fmt(_block_value(b, k), k) for k in ("ece", "brier", "log_loss"))]
+            )
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = [
         f"calibration fitted on {', '.join(result['fit_on'])} ({result['held_out']['n_fit']} cases), "

@@ -57,8 +57,7 @@ def _synthesis_lines(synthesis: dict | None) -> list[str]:
     if not synthesis:
         return ["Synthesis across sites: none (the protocol asks for none)"]
 
-    def num(x) -> str:
-        return "—" if x is None else f"{x:.3f}"
+    from validate.formatting import format_interval, format_range
 
     pooled = synthesis.get("metrics") or {}
     # the sites pooled (those of the rule that have a block), not the rule's whole list
@@ -69,9 +68,9 @@ def _synthesis_lines(synthesis: dict | None) -> list[str]:
         f"{synthesis.get('interval')}, {synthesis.get('ci_level', 0.95):.0%}):"
     ]
     for name, m in pooled.items():
-        pi = f"prediction interval {num(m.get('pi_low'))} to {num(m.get('pi_high'))}"
+        pi = f"prediction interval {format_range(m.get('pi_low'), m.get('pi_high'), name)}"
         lines.append(
-            f"  {name:<24} {num(m.get('estimate'))} ({num(m.get('ci_low'))} to {num(m.get('ci_high'))}), "
+            f"  {name:<24} {format_interval(m.get('estimate'), m.get('ci_low'), m.get('ci_high'), name)}, "
             + (pi if m.get("pi_low") is not None else (m.get("pi_reason") or "no prediction interval"))
         )
     return lines

@@ -37,21 +37,18 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help=progress.QUIET_HELP)
 
 
-def _fmt(e) -> str:
-    if e is None:
-        return "—"
-    if isinstance(e, dict) and "estimate" in e:
-        if e["estimate"] is None:
-            return "—"
-        text = f"{e['estimate']:.3f}"
-        if e.get("ci_low") is not None and e.get("ci_high") is not None:
-            text += f" [{e['ci_low']:.3f}, {e['ci_high']:.3f}]"
-        return text
-    return str(e)
+def _fmt(e, metric: str | None = None) -> str:
+    """A metric entry as the report and the dashboard show it (:func:`validate.formatting.format_entry`)."""
+    from validate.formatting import format_entry
+
+    if isinstance(e, dict) and "estimate" in e and e["estimate"] is None:
+        return "—"  # the reason is printed under the table
+    return format_entry(e, metric)
 
 
 def format_table(report: dict) -> str:
     """A readable table: one row per block (overall, sites), key metrics with their intervals."""
+    from validate.formatting import format_count
     from validate.metrics import registry
 
     keys = list(registry.names("cli", report["task"]))  # the key metrics: the registry's "cli" list
@@ -60,7 +57,9 @@ def format_table(report: dict) -> str:
     body = []
     for name, b in rows:
         flag = " *" if b.get("insufficient") else ""
-        body.append([name + flag, str(b["n"]), str(b["n_events"])] + [_fmt(b.get(k)) for k in keys])
+        body.append(
+            [name + flag, format_count(b["n"]), format_count(b["n_events"])] + [_fmt(b.get(k), k) for k in keys]
+        )
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
@@ -79,7 +78,7 @@ def format_table(report: dict) -> str:
             flag = " *" if b.get("insufficient") else ""
             lines.append(
                 f"  {value}{flag}: n={b['n']} events={b['n_events']} "
-                + " ".join(f"{k}={_fmt(b.get(k))}" for k in keys[:2])
+                + " ".join(f"{k}={_fmt(b.get(k), k)}" for k in keys[:2])
             )
     return "\n".join(lines)
 

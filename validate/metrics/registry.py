@@ -96,7 +96,8 @@ class Metric:
     one_class: what happens when a BLOCK has one class only: None (still defined), ``""`` (undefined)
         or a note appended to the reason it is undefined.
     why_undefined: the reason given when the computation returns no value.
-    digits: decimals shown.
+    digits: decimals shown (:mod:`validate.formatting`, the one number formatter: a smaller value that
+        is not rounding noise gets two significant digits instead of reading 0).
     shown: ``{list name: position}``: the lists of :data:`LISTS` it belongs to, and where.
     in_block: False for quantities computed elsewhere only (``mean_score`` of the drift windows).
     synthesis: the scale the metric is pooled on across sites (``"logit"``, ``"log"`` or ``"identity"``;

@@ -12,13 +12,13 @@ its n and its interval.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from validate import charts
+from validate import charts, view
 from validate.charts import entry_text, fmt, metric_label
 from validate.contract import Block, GateRowFile, MetricsFile, pooled_absent_reason, pooled_block
+from validate.formatting import format_count, p_clause
 from validate.groups import group_sort_key
 from validate.metrics import registry
 from validate.report import utility
@@ -123,20 +123,20 @@ def _block_cell(block: Block | None, metric: str) -> tuple:
         why = block.undefined.get(metric)
         return (f'<span class="insufficient" title="{esc(why or "undefined")}">undefined</span>', "num")
     if isinstance(e, Mapping) and "statistic" in e and "estimate" not in e:
-        return (esc(f"{fmt(e.get('statistic'))} (p {fmt(e.get('p_value'))})"), "num")
+        return (esc(f"{fmt(e.get('statistic'))} ({p_clause(e.get('p_value'))})"), "num")
     note = e.get("note") if isinstance(e, Mapping) else None
     if note:
         # an estimate outside its interval is explained where it is shown, not only in the bundle
-        return (f'{esc(entry_text(e))} <span class="insufficient" title="{esc(note)}">†</span>', "num")
-    return (esc(entry_text(e)), "num")
+        return (f'{esc(entry_text(e, metric=metric))} <span class="insufficient" title="{esc(note)}">†</span>', "num")
+    return (esc(entry_text(e, metric=metric)), "num")
 
 
 def _n_cell(block: Block | None) -> tuple:
     if block is None:
         return ("—", "num")
-    text = f"{block.n}"
+    text = format_count(block.n)
     if block.n_events is not None:
-        text += f" ({block.n_events})"
+        text += f" ({format_count(block.n_events)})"
     if block.insufficient:
         return (f'{esc(text)} <span class="insufficient" title="{esc(block.reason)}">insufficient</span>', "num")
     return (esc(text), "num")
@@ -320,10 +320,11 @@ def _delta_cell(block, metric: str) -> tuple:
     if e is None or e.delta is None:
         why = block.undefined.get(metric) or "undefined"
         return (f'<span class="insufficient" title="{esc(why)}">undefined</span>', "num")
-    p = f", p {fmt(e.p_value)}" if e.p_value is not None else ""
+    p = f", {p_clause(e.p_value)}" if e.p_value is not None else ""
     return (
-        f"{esc(entry_text({'estimate': e.delta, 'ci_low': e.ci_low, 'ci_high': e.ci_high}))}"
-        f'<br><span class="small muted">new {esc(fmt(e.new))} · baseline {esc(fmt(e.baseline))}{esc(p)}</span>',
+        f"{esc(entry_text({'estimate': e.delta, 'ci_low': e.ci_low, 'ci_high': e.ci_high}, metric=metric))}"
+        f'<br><span class="small muted">new {esc(fmt(e.new, metric=metric))} · baseline '
+        f"{esc(fmt(e.baseline, metric=metric))}{esc(p)}</span>",
         "num",
     )
 
@@ -391,9 +392,7 @@ def _provenance(bundle, figs: _Figures) -> str:
 
 def _site_order(bundle) -> list[str]:
     cohorts = bundle.typed.sites
-    order = list(cohorts.sites) if cohorts else []
-    metrics_sites = list(bundle.typed.metrics.sites)
-    return [s for s in order if s in metrics_sites] + [s for s in metrics_sites if s not in order]
+    return view.site_order(list(cohorts.sites) if cohorts else [], list(bundle.typed.metrics.sites))
 
 
 def _cohorts(bundle, figs: _Figures) -> str:
@@ -686,7 +685,7 @@ def _synthesis_table(synthesis: Mapping, pooled: Sequence[str], level: float) ->
                 _num(charts.prediction_interval_text(e)),
                 _num(f"{charts.tau2_text(e.get('tau2'))} ({e.get('scale') or 'identity'})"),
                 _num("—" if i2 is None else f"{float(i2):.0%}"),
-                _num(f"{fmt(e.get('q'), 2)} (p {fmt(e.get('q_p_value'))})"),
+                _num(f"{fmt(e.get('q'), 2)} ({p_clause(e.get('q_p_value'))})"),
                 esc("; ".join(inputs)),
             ]
         )
@@ -987,20 +986,25 @@ def _methods(bundle, figs: _Figures) -> str:
     failed = [f"{m}: {methods[m].error}" for m in names if methods[m].error]
     if failed:
         out.append(f'<p class="note">Fits that failed (left out of the recommendation): {esc("; ".join(failed))}.</p>')
-    params = [[esc(m), f"<code>{esc(json.dumps(methods[m].params or {}, sort_keys=True)[:300])}</code>"] for m in names]
+    params = [[esc(m), esc(k), _num(v)] for m in names for k, v in _parameter_rows(methods[m].params)]
     out.append(
         "<details><summary>Fitted parameters</summary>"
-        + _table(["Method", "Parameters"], params, raw=True)
+        + _table(["Method", "Parameter", "Value"], params, raw=True)
         + "</details>"
     )
-    for _kind, builder in (("sample_size", _sample_size), ("transfer", _transfer)):
-        html_part = builder(cal, figs)
+    colors = charts.site_colors(_site_order(bundle))
+    for html_part in (_sample_size(cal, figs, colors), _transfer(cal, figs)):
         if html_part:
             out.append(html_part)
     return _section("methods", "7. Calibration method comparison", "".join(out))
 
 
-def _sample_size(cal: Mapping, figs: _Figures) -> str:
+def _parameter_rows(params: Mapping | None) -> list[tuple[str, str]]:
+    """A method's fitted parameters as (name, value) rows (:func:`validate.view.parameter_rows`)."""
+    return view.parameter_rows(params or {}) or [("—", "none fitted")]
+
+
+def _sample_size(cal: Mapping, figs: _Figures, colors: Mapping[str, str] | None = None) -> str:
     from validate.view import sample_size_rows
 
     rec = cal.get("recommended")
@@ -1011,7 +1015,10 @@ def _sample_size(cal: Mapping, figs: _Figures) -> str:
     shown = method or "each method"
     return "<h3>How many local cases recalibration needs</h3>" + figs.html(
         charts.sample_size_figure(
-            rows, "ece", title=f"ECE after local recalibration with {shown}, by number of local fitting cases"
+            rows,
+            "ece",
+            title=f"ECE after local recalibration with {shown}, by number of local fitting cases",
+            colors=colors,
         ),
         "Lines: mean ECE over the repeats on the site's remaining cases; band: 2.5–97.5% of the "
         "repeats; dotted: the same cases uncalibrated. Below the dotted line recalibration helps.",
@@ -1059,13 +1066,14 @@ def _shift(bundle, figs: _Figures) -> str:
                 esc("yes" if info.material else "no"),
                 _num(str(info.n_tests)),
                 esc(
-                    "; ".join(f"{r.id} ({r.effect_name} {fmt(r.effect)}, adj. p {fmt(r.p_adjusted)})" for r in top)
+                    "; ".join(f"{r.id} ({r.effect_name} {fmt(r.effect)}, adj. {p_clause(r.p_adjusted)})" for r in top)
                     or "—"
                 ),
             ]
         )
     out.append(_table(["Site", "n", "Flagged", "Material", "Tests", "Largest flagged differences"], rows, raw=True))
-    grid = [figs.html(charts.shift_summary_figure(shift, s)) for s in typed.sites]
+    colors = charts.site_colors(_site_order(bundle))
+    grid = [figs.html(charts.shift_summary_figure(shift, s, color=colors.get(s))) for s in typed.sites]
     if grid:
         out.append(
             '<p class="note">What differs most per site: bars are −log10 of the adjusted p-value; red: '
