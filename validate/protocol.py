@@ -83,6 +83,12 @@ class InputSpec(_Strict):
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
     window: Window | None = None
+    frames: Literal["refuse", "first", "middle", "max"] = Field(
+        "refuse",
+        description="kind image/dicom: a multi-frame 2D DICOM (cine, tomosynthesis read as 2D) is refused, "
+        "or scored by its first frame, its middle frame (N // 2, 0-based) or the per-pixel maximum over "
+        "its frames after rescale (max, grey only)",
+    )
 
     @field_validator("std")
     @classmethod
