@@ -338,3 +338,50 @@ def test_frame_policy_reaches_preprocessing_and_the_cache_key():
     # the installed decoders are part of the key: a failure cached for want of one is not reused
     assert ["pydicom", pydicom.__version__] in default.key()["decoders"]
     assert "decoders" not in Preprocessing(kind="tabular", features=("a",)).key()
+
+
+# ---- end to end ----------------------------------------------------------------------------------
+
+
+def test_a_site_of_every_8_bit_syntax_and_a_multiframe_scores_end_to_end(tmp_path):
+    """``score_protocol`` on a DICOM site holding the uncompressed source, its encoding in each syntax
+    and a 3-frame file under ``input.frames: middle``: every case scores; lossless encodings give the
+    source's logit exactly, lossy ones a logit near it, the multi-frame its middle frame's."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    from validate.scoring import score_protocol
+
+    from test_scoring_support import image_input, tiny_model, write_factory, write_protocol
+
+    folder = tmp_path / "data" / "a"
+    folder.mkdir(parents=True)
+    cases = ["grey8"] + [c for c, (src, _, _) in CASES.items() if src == "grey8"]
+    for case in cases:
+        shutil.copy(FIXTURES / f"{case}.dcm", folder / f"{case}.dcm")
+    grey8 = np.load(FIXTURES / "grey8.npy")
+    stack = np.stack([255 - grey8, grey8, grey8 // 2]).astype(np.uint16)  # middle frame = the source
+    _multiframe(folder / "cine.dcm", stack)
+    cases.append("cine")
+    rows = ["case_id,patient_id,label,image,sex"] + [f"{c},p{i},{i % 2},{c}.dcm,F" for i, c in enumerate(cases)]
+    (tmp_path / "data" / "a.csv").write_text("\n".join(rows) + "\n")
+    write_factory(tmp_path / "code")
+    torch.save(tiny_model().state_dict(), tmp_path / "model_state.pt")
+    model = {"checkpoint": str(tmp_path / "model_state.pt"), "format": "state_dict"}
+    model |= {"factory": "tiny_def:build_model", "factory_path": "code"}
+    spec = image_input(16) | {"kind": "dicom", "frames": "middle"}  # scale 255
+    sites = [{"id": "a", "manifest": "data/a.csv", "image_root": "data/a", "role": "development"}]
+    protocol = write_protocol(tmp_path / "protocol.yaml", sites=sites, input=spec, model=model)
+    assert yaml.safe_load(protocol.read_text())["input"]["frames"] == "middle"
+
+    result = score_protocol(protocol, out_dir=tmp_path / "out", batch_size=4, shard_size=8)
+    assert result.counts["failed"] == 0 and result.counts["scored"] == len(cases)
+    logit = pd.read_parquet(tmp_path / "out" / "predictions.parquet").set_index("case_id")["logit"]
+    for case in cases[1:]:
+        uid = CASES[case][1] if case in CASES else ""
+        if case == "cine" or uid.endswith((".57", ".70", ".80", ".90", "1.2.5")):
+            assert logit[case] == logit["grey8"], case
+        else:  # lossy: decoded values within a few levels of the source's
+            assert abs(logit[case] - logit["grey8"]) < 0.01, case  # observed: below 3e-4

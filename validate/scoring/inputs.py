@@ -7,8 +7,8 @@ A case is read into raw pixel values ``[C, H, W]`` (``uint8`` kept as it is, any
 
 A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame DICOM
 that ``input.frames`` refuses, an undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`:
-the evaluator records it in ``failures.csv`` and the site goes on. So does a case scored with values beyond the protocol's
-``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
+the evaluator records it in ``failures.csv`` and the site goes on. So does a case scored with values
+beyond the protocol's ``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
 (:data:`MAX_IMAGE_PIXELS`) holds for DICOM too, checked on the header's Rows x Columns x frames before
 anything is decoded, and deflated DICOM is inflated only as far as its header declares. PALETTE COLOR
 DICOM is read through its palette, as displayed. Compressed DICOM and the frame policy for multi-frame
