@@ -304,6 +304,50 @@ def test_frame_maximum_is_windowed_after_the_projection(tmp_path):
     assert np.allclose(x[0], want, atol=1e-2)
 
 
+def _functional_groups(path: Path, intercepts: list[float], window: tuple[float, float]) -> Path:
+    """``path`` rewritten as an enhanced object would carry it: a rescale per frame in the Per-Frame
+    Functional Groups (slope 2, intercept per frame) and the window in the Shared Functional Groups."""
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(path)
+    per_frame = []
+    for intercept in intercepts:
+        pvt = Dataset()
+        pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = 2.0, intercept, "US"
+        item = Dataset()
+        item.PixelValueTransformationSequence = Sequence([pvt])
+        per_frame.append(item)
+    voi = Dataset()
+    voi.WindowCenter, voi.WindowWidth = window
+    shared = Dataset()
+    shared.FrameVOILUTSequence = Sequence([voi])
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    ds.save_as(path)
+    return path
+
+
+def test_rescale_and_window_of_an_enhanced_object_come_from_its_functional_groups(tmp_path):
+    intercepts = [-1000.0, 0.0, 500.0, -200.0, 100.0]
+    center, width = 2000.0, 4000.0
+    path = _functional_groups(_multiframe(tmp_path / "enh.dcm", FRAMES), intercepts, (center, width))
+    physical = FRAMES.astype(np.float64) * 2.0 + np.asarray(intercepts)[:, None, None]
+    # the window maps onto the stored range after the frame's rescale (PS3.3 C.11.2.1.2.1, by hand)
+
+    def windowed(x, intercept):
+        lo, hi = intercept, 65535.0 * 2.0 + intercept
+        return np.clip(((x - (center - 0.5)) / (width - 1) + 0.5) * (hi - lo) + lo, lo, hi)
+
+    expected = {
+        "first": windowed(physical[0], intercepts[0]),
+        "middle": windowed(physical[2], intercepts[2]),
+        "max": windowed(physical.max(axis=0), intercepts[0]),  # the stack takes the first frame's window
+    }
+    for policy, want in expected.items():
+        x = read_case_with_stats(path, Preprocessing(kind="dicom", size=SIDE, channels=1, scale=1e6, frames=policy))[0]
+        assert np.allclose(x[0], want, atol=1e-2), policy
+
+
 def test_colour_frames_have_no_maximum_but_a_first_frame(tmp_path):
     frames = np.random.default_rng(3).integers(0, 256, (3, *SIDE, 3)).astype(np.uint8)
     path = _multiframe(tmp_path / "cine.dcm", frames)

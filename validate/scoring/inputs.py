@@ -311,7 +311,7 @@ def read_dicom_case(
         raise CaseError(
             f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame", stage="preprocess"
         )
-    return _to_channels(_grey_display(hdr, raw, window)[:, :, None], channels), equipment
+    return _to_channels(_grey_display(hdr, raw, window, index)[:, :, None], channels), equipment
 
 
 def _frame_pixels(ds: Any, hdr: _Header, frames: str) -> tuple[np.ndarray, int | None]:
@@ -338,19 +338,23 @@ def _photometric(hdr: _Header) -> str:
     return str(hdr.get("PhotometricInterpretation", "") or "").strip().upper()
 
 
-def _grey_display(hdr: _Header, raw: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """A grey frame ``[H, W]`` (or all frames ``[F, H, W]``, for ``input.frames: max``) as float32
-    display values: the Modality LUT, for a stack the per-pixel maximum over its frames (after the
-    rescale, so that frames are compared in physical units), then the VOI transform, then MONOCHROME1
-    inverted within the output range so that bright means dense."""
+def _grey_display(
+    hdr: _Header, raw: np.ndarray, window: tuple[float, float] | None, index: int | None = 0
+) -> np.ndarray:
+    """A grey frame ``[H, W]`` (frame ``index`` of the file), or all frames ``[F, H, W]`` (``index``
+    None, for ``input.frames: max``), as float32 display values: the Modality LUT, for a stack the
+    per-pixel maximum over its frames (after each frame's rescale, so that frames are compared in
+    physical units), then the VOI transform (the first frame's, for a stack), then MONOCHROME1 inverted
+    within the output range so that bright means dense. Rescale and window come from the file's top
+    level, else from its functional groups (:class:`_FrameHeader`: enhanced multi-frame objects)."""
     try:
         if raw.ndim == 3:
-            values = _modality_values(hdr, raw[0])
-            for frame in raw[1:]:  # frame by frame: one float64 frame at a time, not the whole stack
-                np.maximum(values, _modality_values(hdr, frame), out=values)
+            values = _modality_values(_FrameHeader(hdr, 0), raw[0])
+            for i in range(1, raw.shape[0]):  # frame by frame: one float64 frame at a time, not the stack
+                np.maximum(values, _modality_values(_FrameHeader(hdr, i), raw[i]), out=values)
         else:
-            values = _modality_values(hdr, raw)
-        arr, lo, hi = _voi_values(hdr, values, window)
+            values = _modality_values(_FrameHeader(hdr, index or 0), raw)
+        arr, lo, hi = _voi_values(_FrameHeader(hdr, index or 0), values, window)
     except CaseError:
         raise
     except Exception as exc:
@@ -358,6 +362,52 @@ def _grey_display(hdr: _Header, raw: np.ndarray, window: tuple[float, float] | N
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
     return arr.astype(np.float32)
+
+
+# keyword -> the functional group macro that holds it in an enhanced multi-frame object (PS3.3 C.7.6.16)
+_FUNCTIONAL_GROUPS = {
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+    "WindowCenter": "FrameVOILUTSequence",
+    "WindowWidth": "FrameVOILUTSequence",
+    "VOILUTFunction": "FrameVOILUTSequence",
+}
+
+
+class _FrameHeader:
+    """The header as seen by one frame: a keyword of :data:`_FUNCTIONAL_GROUPS` absent from the top
+    level is read from the frame's Per-Frame Functional Groups item, else from the Shared Functional
+    Groups (enhanced CT/MR/X-ray and tomosynthesis objects keep rescale and window there)."""
+
+    def __init__(self, hdr: _Header, frame: int):
+        self.hdr, self.frame, self.ds = hdr, frame, hdr.ds
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        value = self.hdr.get(keyword)
+        if value is None and keyword in _FUNCTIONAL_GROUPS:
+            value = _functional_group_value(self.hdr, self.frame, _FUNCTIONAL_GROUPS[keyword], keyword)
+        return default if value is None else value
+
+    def __getattr__(self, keyword: str) -> Any:
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        value = self.get(keyword)
+        if value is None:
+            raise AttributeError(keyword)
+        return value
+
+
+def _functional_group_value(hdr: _Header, frame: int, macro: str, keyword: str) -> Any:
+    """``keyword`` from ``macro`` in frame ``frame``'s per-frame item, else in the shared item; None if neither."""
+    per_frame, shared = hdr.get("PerFrameFunctionalGroupsSequence"), hdr.get("SharedFunctionalGroupsSequence")
+    items = ([per_frame[frame]] if per_frame is not None and frame < len(per_frame) else []) + (
+        [shared[0]] if shared else []
+    )
+    for item in items:
+        group = item.get(macro)
+        if group and keyword in group[0]:
+            return group[0][keyword].value
+    return None
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
