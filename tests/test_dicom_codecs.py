@@ -96,7 +96,13 @@ def test_lossy_8_bit_decodes_as_pillow_decodes_the_bare_codestream(case):
     with Image.open(io.BytesIO(frame)) as im:
         ref = np.asarray(im.convert("RGB" if _channels(case) == 3 else "L"), dtype=np.float32)
     got = read_dicom(FIXTURES / f"{case}.dcm", _channels(case))
-    assert np.abs(got - ref.reshape(got.shape)).max() <= 1.0
+    diff = np.abs(got - ref.reshape(got.shape))
+    if case == "rgb_jpeg_baseline":
+        # 4:2:2 chroma is upsampled by each library's own filter (libjpeg 9 here, libjpeg-turbo in
+        # Pillow): observed max 6 levels, mean 0.34
+        assert diff.max() <= 8.0 and diff.mean() <= 1.0
+    else:
+        assert diff.max() <= 1.0
 
 
 def test_twelve_bit_jpeg_extended_decodes_as_gdcm_reads_it():

@@ -58,10 +58,16 @@ DECODER_PACKAGES = {
     "1.2.840.10008.1.2.5": "pylibjpeg with pylibjpeg-rle (pydicom's own RLE decoder also serves, slower)",
 }
 
-#: Syntax UID -> the plugin tried first where installed: the fastest in benchmarks/bench_dicom_codecs.py
-#: on a 512x512 12-bit frame among the declared decoders (pyjpegls 2.3x faster than libjpeg on
-#: JPEG-LS; openjpeg 1.4x faster than gdcm on JPEG 2000; pylibjpeg-rle 17x faster than pydicom's RLE).
+#: Syntax UID -> the plugin tried first where installed. Lossy JPEG goes to the declared decoder
+#: (libjpeg) whatever else is installed: IDCT implementations differ by a level or two (GDCM and Pillow
+#: against libjpeg, on the colour fixture), and the same file should give the same input on every
+#: machine with the declared dependencies. Elsewhere the fastest declared decoder in
+#: benchmarks/bench_dicom_codecs.py on a 512x512 12-bit frame (pyjpegls 2.3x faster than libjpeg on
+#: JPEG-LS; openjpeg 1.4x faster than GDCM on JPEG 2000; pylibjpeg-rle 17x faster than pydicom's RLE).
+#: JPEG Lossless keeps pydicom's order (GDCM first where installed: 1.3-2.3x faster, identical pixels).
 PREFERRED_PLUGIN = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg",
     "1.2.840.10008.1.2.4.80": "pyjpegls",
     "1.2.840.10008.1.2.4.81": "pyjpegls",
     "1.2.840.10008.1.2.4.90": "pylibjpeg",
