@@ -94,6 +94,12 @@ class InputSpec(_Strict):
     )
     # a volume's window is in physical units (HU for CT) after rescale, mapped onto [0, scale]
     window: Window | None = None
+    frames: Literal["refuse", "first", "middle", "max"] = Field(
+        "refuse",
+        description="kind image/dicom: a multi-frame 2D DICOM (cine, tomosynthesis read as 2D) is refused, "
+        "or scored by its first frame, its middle frame (N // 2, 0-based) or the per-pixel maximum over "
+        "its frames after rescale (max, grey only)",
+    )
 
     @field_validator("std")
     @classmethod

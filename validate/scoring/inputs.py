@@ -5,13 +5,14 @@ A case is read into raw pixel values ``[C, H, W]`` (``uint8`` kept as it is, any
 ``(x - mean) / std`` happens once per batch in :func:`normalise`, on the scoring device, so that
 8-bit images travel to an accelerator at a quarter of the bytes.
 
-A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame or
-undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`: the evaluator records it in
-``failures.csv`` and the site goes on. So does a case scored with values beyond the protocol's
-``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
+A case that cannot be read (missing, not an image, corrupt, a decompression bomb, a multi-frame DICOM
+that ``input.frames`` refuses, an undecodable DICOM, a wrongly shaped array) raises :class:`CaseError`:
+the evaluator records it in ``failures.csv`` and the site goes on. So does a case scored with values
+beyond the protocol's ``scale`` (:func:`check_value_range`: a 16-bit image under ``scale: 255``). The pixel limit
 (:data:`MAX_IMAGE_PIXELS`) holds for DICOM too, checked on the header's Rows x Columns x frames before
 anything is decoded, and deflated DICOM is inflated only as far as its header declares. PALETTE COLOR
-DICOM is read through its palette, as displayed. Reasons never carry file paths (:func:`scrub_paths`).
+DICOM is read through its palette, as displayed. Compressed DICOM and the frame policy for multi-frame
+files are :mod:`validate.scoring.dicom_pixels`'. Reasons never carry file paths (:func:`scrub_paths`).
 
 This module needs numpy, Pillow and torch; pydicom is imported only when a DICOM file is read.
 """
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from validate.scoring import dicom_pixels
 
 # Pillow's own default (about 89.5 megapixels), set explicitly so that the guard does not depend on
 # another library lowering or lifting it. A larger image is refused as a possible decompression bomb.
@@ -94,6 +97,7 @@ class Preprocessing:
     orientation: str | None = None  # volume: axis codes of (D, H, W), "RAS" when None
     window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
     features: tuple[str, ...] = ()
+    frames: str = "refuse"  # multi-frame 2D DICOM: refuse | first | middle | max (see FRAME_POLICIES)
 
     @classmethod
     def from_protocol(cls, spec: Any) -> Preprocessing:
@@ -109,11 +113,15 @@ class Preprocessing:
             orientation=getattr(spec, "orientation", None),
             window=window,
             features=tuple(spec.features or ()),
+            frames=str(getattr(spec, "frames", "refuse") or "refuse"),
         )
 
     def key(self) -> dict:
-        """Everything that changes the model's input; part of the cache key."""
-        return {
+        """Everything that changes the model's input; part of the cache key. ``frames`` joins it
+        only when it is not the default ``refuse`` (which reads what earlier versions read); the
+        installed DICOM decoders join it for kinds that may read DICOM (a case that failed for want of
+        a decoder must be read again once one is installed)."""
+        key = {
             "kind": self.kind,
             "size": list(self.size) if self.size else None,
             "channels": self.channels,
@@ -124,6 +132,11 @@ class Preprocessing:
             "features": list(self.features),
             "resize": "bilinear-antialias" if self.size else None,
         }
+        if self.frames != "refuse":
+            key["frames"] = self.frames
+        if self.kind in ("image", "dicom"):  # either may read DICOM files (by extension or preamble)
+            key["decoders"] = [list(d) for d in dicom_pixels.installed_decoders()]
+        return key
 
     @property
     def case_shape(self) -> tuple[int, ...]:
@@ -241,13 +254,15 @@ def read_array(path: Path, channels: int, scale: float | None = None) -> np.ndar
     return _to_channels(arr, channels)
 
 
-def read_dicom(path: Path, channels: int, window: tuple[float, float] | None = None) -> np.ndarray:
+def read_dicom(
+    path: Path, channels: int, window: tuple[float, float] | None = None, frames: str = "refuse"
+) -> np.ndarray:
     """One DICOM frame as ``[H, W, C]`` float32 display values (see :func:`read_dicom_case`)."""
-    return read_dicom_case(path, channels, window)[0]
+    return read_dicom_case(path, channels, window, frames)[0]
 
 
 def read_dicom_case(
-    path: Path, channels: int, window: tuple[float, float] | None = None
+    path: Path, channels: int, window: tuple[float, float] | None = None, frames: str = "refuse"
 ) -> tuple[np.ndarray, tuple[str, str]]:
     """One DICOM frame as ``[H, W, C]`` float32 display values, and its equipment
     ``(Manufacturer (0008,0070), Manufacturer's Model Name (0008,1090))``, ``""`` where absent.
@@ -263,9 +278,15 @@ def read_dicom_case(
     window (their stored values are indices). Before decoding, the header's pixel count is held to
     :data:`MAX_IMAGE_PIXELS` (:func:`_check_declared_size`).
 
+    A multi-frame file is read under ``frames``, the protocol's ``input.frames``
+    (:data:`validate.scoring.dicom_pixels.FRAME_POLICIES`): refused by default; ``first`` and
+    ``middle`` decode that frame only; ``max`` (grey only) takes the per-pixel maximum of all frames
+    after the Modality LUT, then applies the VOI transform. The header guard counts every frame.
+
     Uncompressed little-endian grey frames whose stored bits fill their allocation are read straight
-    from the bytes (pydicom's general decoder costs milliseconds per small file); all else goes
-    through pydicom's ``pixel_array``.
+    from the bytes (pydicom's general decoder costs milliseconds per small file); all else is decoded
+    by pydicom's pixel-data plugins (:func:`validate.scoring.dicom_pixels.decode_pixels`), whose
+    failures name the transfer syntax and the package that would decode it.
     """
     try:
         import pydicom
@@ -286,44 +307,113 @@ def read_dicom_case(
         raise CaseError("DICOM holds no pixel data (PixelData element missing)")
     hdr = _Header(ds)
     _check_declared_size(hdr)  # before any decoder allocates the frame
-    frames = int(hdr.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        raise CaseError(f"multi-frame DICOM ({frames} frames) is not supported: give one frame per case")
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
-        from pydicom.pixels import get_decoder
-
-        decoder = get_decoder(syntax)
-        if not decoder.is_available:
-            needs = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
-            raise CaseError(
-                f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
-                f"install one of: {needs}"
-            )
-    raw = _native_pixels(hdr, syntax)
-    if raw is None:
-        try:
-            raw = ds.pixel_array
-        except Exception as exc:
-            raise CaseError(f"corrupt or truncated DICOM pixel data: {exception_text(exc)}") from None
+    raw, index = _frame_pixels(ds, hdr, frames)
     equipment = (_tag_text(hdr, "Manufacturer"), _tag_text(hdr, "ManufacturerModelName"))
     if str(hdr.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
         return _to_channels(_palette_colours(hdr, raw), channels), equipment
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4):  # colour (pydicom converts YBR to RGB by default)
+    if raw.ndim == 3 and raw.shape[-1] in (3, 4) and index is not None:  # colour (pydicom converts YBR to RGB)
         return _to_channels(raw.astype(np.float32), channels), equipment
-    if raw.ndim != 2:
+    if raw.ndim != (2 if index is not None else 3):
         raise CaseError(
             f"DICOM pixel array of shape {raw.shape} is not a single grey or colour frame", stage="preprocess"
         )
+    return _to_channels(_grey_display(hdr, raw, window, index)[:, :, None], channels), equipment
+
+
+def _frame_pixels(ds: Any, hdr: _Header, frames: str) -> tuple[np.ndarray, int | None]:
+    """The stored values of the frame ``input.frames`` picks (all frames for ``max``), and its index
+    (None for all): straight from uncompressed bytes where possible, else by pydicom's plugins."""
     try:
-        arr, lo, hi = _display_values(hdr, raw, window)
+        index = dicom_pixels.frame_index(frames, dicom_pixels.frame_count(hdr))
+        if index is None and _photometric(hdr) not in ("MONOCHROME1", "MONOCHROME2"):
+            raise CaseError(
+                "input.frames: max takes the per-pixel maximum of grey frames; this multi-frame DICOM is "
+                f"{_photometric(hdr) or 'of no photometric interpretation'}: use input.frames first or middle",
+                stage="preprocess",
+            )
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        raw = _native_pixels(hdr, syntax, index)
+        if raw is None:
+            raw = dicom_pixels.decode_pixels(ds, syntax, index)
+    except dicom_pixels.PixelDataError as exc:
+        raise CaseError(str(exc)) from None
+    return raw, index
+
+
+def _photometric(hdr: _Header) -> str:
+    return str(hdr.get("PhotometricInterpretation", "") or "").strip().upper()
+
+
+def _grey_display(
+    hdr: _Header, raw: np.ndarray, window: tuple[float, float] | None, index: int | None = 0
+) -> np.ndarray:
+    """A grey frame ``[H, W]`` (frame ``index`` of the file), or all frames ``[F, H, W]`` (``index``
+    None, for ``input.frames: max``), as float32 display values: the Modality LUT, for a stack the
+    per-pixel maximum over its frames (after each frame's rescale, so that frames are compared in
+    physical units), then the VOI transform (the first frame's, for a stack), then MONOCHROME1 inverted
+    within the output range so that bright means dense. Rescale and window come from the file's top
+    level, else from its functional groups (:class:`_FrameHeader`: enhanced multi-frame objects)."""
+    try:
+        if raw.ndim == 3:
+            values = _modality_values(_FrameHeader(hdr, 0), raw[0])
+            for i in range(1, raw.shape[0]):  # frame by frame: one float64 frame at a time, not the stack
+                np.maximum(values, _modality_values(_FrameHeader(hdr, i), raw[i]), out=values)
+        else:
+            values = _modality_values(_FrameHeader(hdr, index or 0), raw)
+        arr, lo, hi = _voi_values(_FrameHeader(hdr, index or 0), values, window)
     except CaseError:
         raise
     except Exception as exc:
         raise CaseError(f"DICOM rescale/VOI could not be applied: {exception_text(exc)}", stage="preprocess") from None
     if str(hdr.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
         arr = lo + hi - arr
-    return _to_channels(arr.astype(np.float32)[:, :, None], channels), equipment
+    return arr.astype(np.float32)
+
+
+# keyword -> the functional group macro that holds it in an enhanced multi-frame object (PS3.3 C.7.6.16)
+_FUNCTIONAL_GROUPS = {
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+    "WindowCenter": "FrameVOILUTSequence",
+    "WindowWidth": "FrameVOILUTSequence",
+    "VOILUTFunction": "FrameVOILUTSequence",
+}
+
+
+class _FrameHeader:
+    """The header as seen by one frame: a keyword of :data:`_FUNCTIONAL_GROUPS` absent from the top
+    level is read from the frame's Per-Frame Functional Groups item, else from the Shared Functional
+    Groups (enhanced CT/MR/X-ray and tomosynthesis objects keep rescale and window there)."""
+
+    def __init__(self, hdr: _Header, frame: int):
+        self.hdr, self.frame, self.ds = hdr, frame, hdr.ds
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        value = self.hdr.get(keyword)
+        if value is None and keyword in _FUNCTIONAL_GROUPS:
+            value = _functional_group_value(self.hdr, self.frame, _FUNCTIONAL_GROUPS[keyword], keyword)
+        return default if value is None else value
+
+    def __getattr__(self, keyword: str) -> Any:
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        value = self.get(keyword)
+        if value is None:
+            raise AttributeError(keyword)
+        return value
+
+
+def _functional_group_value(hdr: _Header, frame: int, macro: str, keyword: str) -> Any:
+    """``keyword`` from ``macro`` in frame ``frame``'s per-frame item, else in the shared item; None if neither."""
+    per_frame, shared = hdr.get("PerFrameFunctionalGroupsSequence"), hdr.get("SharedFunctionalGroupsSequence")
+    items = ([per_frame[frame]] if per_frame is not None and frame < len(per_frame) else []) + (
+        [shared[0]] if shared else []
+    )
+    for item in items:
+        group = item.get(macro)
+        if group and keyword in group[0]:
+            return group[0][keyword].value
+    return None
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
@@ -530,8 +620,9 @@ def _tag_text(ds: Any, keyword: str) -> str:
 _NATIVE_DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.dtype("<u2"), (16, 1): np.dtype("<i2")}
 
 
-def _native_pixels(ds: Any, syntax: Any) -> np.ndarray | None:
-    """The frame straight from uncompressed little-endian bytes, or None to let pydicom decode it."""
+def _native_pixels(ds: Any, syntax: Any, index: int | None = 0) -> np.ndarray | None:
+    """Frame ``index`` (all frames ``[F, H, W]`` for None) straight from uncompressed little-endian
+    bytes, or None to let pydicom decode it."""
     if syntax not in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1"):  # implicit / explicit VR little endian
         return None
     if int(ds.get("SamplesPerPixel", 1)) != 1:
@@ -541,24 +632,39 @@ def _native_pixels(ds: Any, syntax: Any) -> np.ndarray | None:
     if dtype is None or stored != alloc:  # packed high bits need masking / sign extension: pydicom's job
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
+    frames = max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    first, count = (0, frames) if index is None else (index, 1)
     data = ds.PixelData
-    need = rows * cols * alloc // 8
+    need = rows * cols * (first + count) * alloc // 8
     if len(data) < need:
-        raise CaseError(f"truncated DICOM pixel data: {len(data)} bytes, {rows}x{cols}x{alloc} bits need {need}")
-    return np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+        raise CaseError(
+            f"truncated DICOM pixel data: {len(data)} bytes, {rows}x{cols}x{alloc} bits x {first + count} "
+            f"frame(s) need {need}"
+        )
+    pixels = np.frombuffer(data, dtype=dtype, count=rows * cols * count, offset=rows * cols * first * alloc // 8)
+    return pixels.reshape(rows, cols) if index is not None else pixels.reshape(count, rows, cols)
 
 
 def _display_values(ds: Any, raw: np.ndarray, window: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
     """Modality LUT then VOI (PS3.3 C.11.1, C.11.2); returns the values and their output range."""
+    return _voi_values(ds, _modality_values(ds, raw), window)
+
+
+def _modality_values(ds: Any, raw: np.ndarray) -> np.ndarray:
+    """The Modality LUT (PS3.3 C.11.1): a Modality LUT Sequence, else Rescale Slope/Intercept, as float64."""
     if ds.get("ModalityLUTSequence"):
         from pydicom.pixels import apply_modality_lut
 
-        arr = np.asarray(apply_modality_lut(raw, ds.ds), dtype=np.float64)
-    else:
-        arr = raw.astype(np.float64)
-        slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-        if slope is not None and intercept is not None and (float(slope) != 1.0 or float(intercept) != 0.0):
-            arr = arr * float(slope) + float(intercept)
+        return np.asarray(apply_modality_lut(raw, ds.ds), dtype=np.float64)
+    arr = raw.astype(np.float64)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None and (float(slope) != 1.0 or float(intercept) != 0.0):
+        arr = arr * float(slope) + float(intercept)
+    return arr
+
+
+def _voi_values(ds: Any, arr: np.ndarray, window: tuple[float, float] | None) -> tuple[np.ndarray, float, float]:
+    """The VOI transform (PS3.3 C.11.2) of modality values; returns the values and their output range."""
     lo, hi = _stored_range(ds)
     if window is not None:
         return _window(arr, window[0], window[1], "LINEAR", lo, hi), lo, hi
@@ -666,7 +772,7 @@ def read_case_with_stats(
     if is_array:
         arr = read_array(path, spec.channels, scale=spec.scale if check_range else None)
     elif spec.kind == "dicom" or (suffix not in RASTER_SUFFIXES and is_dicom(path)):
-        arr, equipment = read_dicom_case(path, spec.channels, spec.window)
+        arr, equipment = read_dicom_case(path, spec.channels, spec.window, spec.frames)
     else:
         arr = read_pillow(path, spec.channels)
     if check_range and not is_array:
