@@ -10,7 +10,7 @@ The phantom (one per case, in mm relative to the centre of a 40 mm field of view
   vessel       a straight tube of radius 1.2 mm in a random direction, passing 6 mm from the
                organ's centre, 160 HU x iodine factor, drawn over the organ
   lesion       the label: a sphere of radius U(1.75, 4.5) mm inside the organ (1.5 mm from its
-               surface) and clear of the vessel by 1 mm, organ HU plus U(30, 60) HU, all x iodine
+               surface) and clear of the vessel by 1 mm, organ HU plus U(50, 90) HU, all x iodine
                factor (a hyperenhancing lesion); cases without a lesion have none
 A scanner measures each voxel as the mean of the phantom over the voxel's box (3 x 3 in plane, one
 sample per 0.5 mm of slice thickness): a box slice profile, so thick slices dilute small lesions
@@ -48,7 +48,7 @@ ORGAN_HU = 55.0
 VESSEL_HU = 160.0
 VESSEL_RADIUS_MM = 1.2
 LESION_RADIUS_MM = (1.75, 4.5)
-LESION_CONTRAST_HU = (30.0, 60.0)
+LESION_CONTRAST_HU = (50.0, 90.0)
 KERNEL_SIGMA_PX = {"STANDARD": 0.8, "BONE": 0.35}
 DICOM_OFFSET = 1024  # stored value = HU + 1024 (RescaleIntercept -1024)
 
@@ -85,8 +85,8 @@ SITES = (
             "Phantom Medical", "PM-CT 64", 101),
     Scanner("scanner_b", "Scanner B, 5 mm slices (DICOM series)", "dicom_series", 60, 24, 5.0, "STANDARD", 120.0,
             13.0, "Simulated Imaging", "SI Helix 16", 202),
-    Scanner("scanner_c", "Scanner C, 1.25 mm slices, BONE kernel, 100 kVp (enhanced DICOM)", "enhanced_dicom", 60,
-            24, 1.25, "BONE", 100.0, 34.0, "Virtual Systems", "VS Aquila 320", 303),
+    Scanner("scanner_c", "Scanner C, 1.25 mm slices, BONE kernel, 100 kVp (enhanced DICOM)", "enhanced_dicom", 50,
+            20, 1.25, "BONE", 100.0, 34.0, "Virtual Systems", "VS Aquila 320", 303),
 )  # fmt: skip
 TRAINING = Scanner("training", "training cases (not shipped)", "none", 0, 0, 2.0, "STANDARD", 120.0, 20.0, "", "", 0)
 
