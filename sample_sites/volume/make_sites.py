@@ -19,10 +19,11 @@ sample per 0.5 mm of slice thickness): a box slice profile, so thick slices dilu
 the scanner's noise SD, added, rounded to integer HU.
 
 Sites (one storage format each, to exercise every volume reader):
-  development  NIfTI (.nii.gz, int16 HU, LPS axis order), 2.0 mm slices, STANDARD, 120 kVp
+  development  enhanced multi-frame DICOM (Enhanced CT Image Storage, one file per case), 2.0 mm
+               slices, STANDARD, 120 kVp: the reference, with every acquisition attribute recorded
   scanner_b    DICOM series folders (one CT Image Storage file per slice), 5.0 mm slices
-  scanner_c    enhanced multi-frame DICOM (Enhanced CT Image Storage, one file), 1.25 mm slices,
-               BONE kernel, 100 kVp
+  scanner_c    NIfTI (.nii.gz, int16 HU, LPS axis order), 1.25 mm slices, BONE kernel, 100 kVp: an
+               export that kept the voxels and the geometry but lost the equipment headers
 Usage: .venv/bin/python sample_sites/volume/make_sites.py   (rewrites every site; deterministic)
 """
 
@@ -81,11 +82,11 @@ class Scanner:
 
 
 SITES = (
-    Scanner("development", "Development scanner (NIfTI)", "nifti", 80, 32, 2.0, "STANDARD", 120.0, 20.0,
-            "Phantom Medical", "PM-CT 64", 101),
+    Scanner("development", "Development scanner (enhanced DICOM)", "enhanced_dicom", 80, 32, 2.0, "STANDARD", 120.0,
+            20.0, "Phantom Medical", "PM-CT 64", 101),
     Scanner("scanner_b", "Scanner B, 5 mm slices (DICOM series)", "dicom_series", 60, 24, 5.0, "STANDARD", 120.0,
             13.0, "Simulated Imaging", "SI Helix 16", 202),
-    Scanner("scanner_c", "Scanner C, 1.25 mm slices, BONE kernel, 100 kVp (enhanced DICOM)", "enhanced_dicom", 50,
+    Scanner("scanner_c", "Scanner C, 1.25 mm slices, BONE kernel, 100 kVp (NIfTI)", "nifti", 50,
             20, 1.25, "BONE", 100.0, 34.0, "Virtual Systems", "VS Aquila 320", 303),
 )  # fmt: skip
 TRAINING = Scanner("training", "training cases (not shipped)", "none", 0, 0, 2.0, "STANDARD", 120.0, 20.0, "", "", 0)
