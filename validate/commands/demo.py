@@ -1,4 +1,5 @@
-"""`validate demo`: run the sample protocols (heart, heart-compare, chest, volume) on their shipped checkpoints into runs/.
+"""`validate demo`: run the sample protocols (heart, heart-compare, chest, volume) on their shipped checkpoints
+into runs/.
 
 heart-compare scores heart's model again as its baseline; running it after heart, into the same runs
 folder (hence the same scoring cache), makes that free.
