@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,13 @@ from validate.scoring.cache import CACHE_VERSION, ShardCache, image_rows_key
 from validate.scoring.evaluator import ShardResult
 from validate.scoring.input_cache import DecodedShard, InputCache
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, Preprocessing
-from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, acquisition_columns, acquisition_row, bounded_batch_size
+from validate.scoring.volume_inputs import (
+    ACQUISITION_COLUMNS,
+    acquisition_columns,
+    acquisition_row,
+    bounded_batch_size,
+    preprocessing_key,
+)
 
 # ---- protocol ------------------------------------------------------------------------------------
 
@@ -35,7 +42,10 @@ def test_volume_input_needs_three_sizes_and_checks_its_fields():
     assert spec.size == (16, 20, 24) and spec.spacing == (2.0, 1.0, 1.0) and spec.orientation == "LAS"
     pre = Preprocessing.from_protocol(spec)
     assert pre.case_shape == (1, 16, 20, 24)
-    assert pre.key()["spacing"] == (2.0, 1.0, 1.0) and pre.key()["orientation"] == "LAS"
+    key = preprocessing_key(pre)  # the cache keys: another spacing or orientation is another input
+    assert key["spacing"] == [2.0, 1.0, 1.0] and key["orientation"] == "LAS" and key["kind"] == "volume"
+    assert preprocessing_key(replace(pre, spacing=(1.0, 1.0, 1.0))) != key
+    assert preprocessing_key(replace(pre, orientation="RAS")) != key
     with pytest.raises(ValidationError, match=r"\[depth, height, width\]"):
         InputSpec(kind="volume", size=[20, 24])
     with pytest.raises(ValidationError, match="one of L/R, one of A/P and one of S/I"):
@@ -51,7 +61,8 @@ def test_volume_input_needs_three_sizes_and_checks_its_fields():
 def test_two_dimensional_cache_keys_are_unchanged_by_the_volume_fields():
     # a 2D run's preprocessing key (part of its cache key) has exactly the keys it had before volumes
     pre = Preprocessing.from_protocol(InputSpec(kind="image", size=[8, 8]))
-    assert set(pre.key()) == {"kind", "size", "channels", "scale", "mean", "std", "window", "features", "resize"}
+    assert preprocessing_key(pre) == pre.key()
+    assert "spacing" not in pre.key() and "orientation" not in pre.key()
 
 
 # ---- batching within the memory bound ----------------------------------------------------------------
@@ -64,6 +75,19 @@ def test_batch_size_keeps_a_batch_within_the_memory_bound():
     assert bounded_batch_size(2, case, 512 * mib) == 2  # never above --batch-size
     assert bounded_batch_size(64, case, mib // 2) == 1  # one case always goes
     assert bounded_batch_size(64, (2, 32, 32, 32), mib) == 4  # 2 x 32^3 x 4 bytes = 256 KiB
+
+
+def test_volumes_are_decoded_in_workers_beside_an_accelerator(monkeypatch):
+    import torch
+
+    from validate.scoring import evaluator
+
+    monkeypatch.setattr(evaluator, "available_cpus", lambda: 16)
+    volume = Preprocessing(kind="volume", size=(20, 20, 20))  # 8,000 voxels: a series of slices to decode
+    small_image = Preprocessing(kind="image", size=(20, 20))
+    assert evaluator.default_workers(volume, torch.device("cuda"), 500) == 15
+    assert evaluator.default_workers(small_image, torch.device("cuda"), 500) == 2
+    assert evaluator.default_workers(volume, torch.device("cpu"), 500) == 4
 
 
 # ---- acquisition rows and columns ----------------------------------------------------------------------
@@ -444,3 +468,35 @@ def test_check_files_counts_a_series_folder_as_present(volume_run):
     cohort = load_site_manifest(protocol, "dev", check_files=True)
     assert (cohort.cases["image_path"].map(lambda p: Path(p).is_dir())).sum() == 14  # 12 + same_series + gap
     assert cohort.warnings == []
+
+
+def test_decoded_volumes_and_their_acquisition_come_back_from_the_input_cache(volume_run, tmp_path, monkeypatch):
+    import torch
+
+    from validate.scoring import evaluator, score_protocol
+
+    protocol, root = volume_run["protocol"], volume_run["root"]
+    other = root / "other_model.pt"
+    if not other.exists():
+        torch.manual_seed(1)
+        model = torch.jit.load(str(root / "model.pt"))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.1)
+        model.save(str(other))
+    kw = {"cache_dir": tmp_path / "cache", "shard_size": 8, "device": "cpu"}
+    score_protocol(protocol, out_dir=tmp_path / "one", cache_inputs=True, **kw)
+    fresh = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "fresh", cache_dir=tmp_path / "none")
+    reads = []
+    real = evaluator.read_volume_with_stats
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("validate.scoring.evaluator.read_volume_with_stats", counting)
+    warm = score_protocol(protocol, checkpoint=other, out_dir=tmp_path / "two", cache_inputs=True, **kw)
+    assert reads == []  # every volume came from the input cache
+    assert warm.counts["inputs_cached"] == warm.counts["cases"] and warm.counts["cached"] == 0
+    pd.testing.assert_frame_equal(warm.predictions, fresh.predictions)
+    assert {"convolution_kernel", "acq_slice_thickness_mm", "acq_spacing_z_mm"} <= set(warm.predictions.columns)

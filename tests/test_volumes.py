@@ -230,8 +230,25 @@ def test_symlink_out_of_the_folder_and_non_dicom_files_are_refused(tmp_path, kno
     with pytest.raises(CaseError, match="1 file\\(s\\) that are not DICOM"):
         read_volume(folder)
     (folder / "notes.txt").unlink()
-    (folder / ".DS_Store").write_bytes(b"\0" * 10)  # hidden files are skipped
-    assert read_volume(folder).voxels.shape == voxels.shape
+    (folder / ".DS_Store").write_bytes(b"\0" * 10)  # hidden files that are not DICOM are skipped
+    import pydicom
+
+    index = pydicom.dcmread(next(folder.iterdir()))
+    for keyword in ("Rows", "Columns", "PixelData"):
+        delattr(index, keyword)
+    index.save_as(folder / "DICOMDIR")  # a DICOM file without an image is not a slice: ignored
+    np.testing.assert_array_equal(read_volume(folder).voxels, read_volume(files_series_of(folder)).voxels)
+
+
+def files_series_of(folder):
+    """The folder's slices alone, copied next to it (the reference for a folder with extra files)."""
+    import shutil
+
+    clean = folder.parent / (folder.name + "_clean")
+    clean.mkdir()
+    for f in folder.glob("IM*.dcm"):
+        shutil.copy(f, clean / f.name)
+    return clean
 
 
 def test_voxel_limit_is_checked_from_headers_before_decoding(tmp_path, known, monkeypatch):
@@ -244,7 +261,8 @@ def test_voxel_limit_is_checked_from_headers_before_decoding(tmp_path, known, mo
         raise AssertionError("pixels decoded before the voxel limit was checked")
 
     monkeypatch.setattr(volumes, "_decoded", no_decoding)
-    for path in (folder, enhanced):
+    nifti = write_nifti(tmp_path / "big.nii", voxels, affine)
+    for path in (folder, enhanced, nifti):
         with pytest.raises(CaseError, match="16x20x24 = 7680 voxels, above the 7679 voxel limit"):
             read_volume(path)
 
@@ -343,3 +361,151 @@ def test_resampling_beyond_the_voxel_limit_is_refused(files, monkeypatch):
     monkeypatch.setattr(volumes, "MAX_VOLUME_VOXELS", 10**5)
     with pytest.raises(CaseError, match="resampling would produce"):
         prepare_volume(vol, VolumeSpec(size=(8, 8, 8), spacing=(0.2, 0.2, 0.2)))
+
+
+def test_nifti_without_orientation_and_files_that_are_no_volume_are_refused(tmp_path, known):
+    voxels, _ = known
+    nib.save(nib.Nifti1Image(voxels, None), str(tmp_path / "bare.nii"))  # no affine: both codes 0
+    assert nib.load(str(tmp_path / "bare.nii")).header["sform_code"] == 0
+    with pytest.raises(CaseError, match="holds no orientation"):
+        read_volume(tmp_path / "bare.nii")
+    (tmp_path / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(CaseError, match="^not a volume: expected a NIfTI file"):
+        read_volume(tmp_path / "scan.png")
+
+
+def test_non_orthogonal_orientation_is_refused(tmp_path, known):
+    voxels, affine = known
+    skewed = affine.copy()
+    skewed[:3, 1] = [-0.1, -0.8, 0.0]  # rows not perpendicular to columns
+    with pytest.raises(CaseError, match="not orthogonal unit vectors"):
+        read_volume(write_dicom_series(tmp_path / "skew", voxels, skewed))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"size": (8, 8)},
+        {"size": (8, 8, 0)},
+        {"size": (8, 8, 8), "spacing": (1.0, 0.0, 1.0)},
+        {"size": (8, 8, 8), "orientation": "RAR"},
+        {"size": (8, 8, 8), "orientation": "RASL"},
+        {"size": (8, 8, 8), "window": (40.0, 0.0)},
+    ],
+)
+def test_volume_spec_refuses_what_cannot_be_prepared(kwargs):
+    with pytest.raises(ValueError):
+        VolumeSpec(**kwargs)
+
+
+def test_enhanced_multiframe_with_a_missing_frame_is_refused(tmp_path, known):
+    voxels, affine = known
+    order = [k for k in range(16) if k != 11]
+    path = write_enhanced_multiframe(tmp_path / "gap.dcm", voxels, affine, frame_order=order)
+    with pytest.raises(CaseError) as err:
+        read_volume(path)
+    assert err.value.reason == (
+        "multi-frame DICOM has a gap of 5 mm between slices 11 and 12 where the step is 2.5 mm: a slice is missing"
+    )
+
+
+def test_legacy_multiframe_frame_offsets(tmp_path, known, files):
+    import pydicom
+
+    voxels, affine = known
+    ds = pydicom.dcmread(files["legacy"])
+    del ds.SpacingBetweenSlices
+    ds.GridFrameOffsetVector = [2.5 * k for k in range(16)]
+    ds.save_as(tmp_path / "offsets.dcm")
+    np.testing.assert_array_equal(read_volume(tmp_path / "offsets.dcm").voxels, read_volume(files["legacy"]).voxels)
+    del ds.GridFrameOffsetVector
+    del ds.SliceThickness
+    ds.save_as(tmp_path / "no_step.dcm")
+    with pytest.raises(CaseError, match="the distance between its frames is unknown"):
+        read_volume(tmp_path / "no_step.dcm")
+
+
+def test_compressed_slices_without_a_decoder_name_the_syntax_and_the_package(tmp_path, known, monkeypatch):
+    import pydicom.pixels
+    from pydicom.uid import RLELossless
+
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "rle", voxels, affine, compress=RLELossless)
+
+    class Missing:
+        is_available = False
+        missing_dependencies = ["pylibjpeg-rle"]
+
+    monkeypatch.setattr(pydicom.pixels, "get_decoder", lambda syntax: Missing())
+    with pytest.raises(CaseError) as err:
+        read_volume(folder)
+    assert err.value.reason == (
+        "compressed DICOM transfer syntax RLE Lossless (1.2.840.10008.1.2.5) has no decoder installed; "
+        "install one of: pylibjpeg-rle"
+    )
+
+
+def test_broken_codestream_is_corrupt_naming_the_syntax(tmp_path, known):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "rle", voxels, affine, compress=RLELossless)
+    victim = sorted(folder.iterdir())[2]
+    ds = pydicom.dcmread(victim)
+    ds.PixelData = encapsulate([b"\x01\x00\x00\x00" + b"\x00" * 60 + b"\xff" * 8])
+    ds.save_as(victim)
+    with pytest.raises(CaseError, match=r"^corrupt or truncated DICOM pixel data \(RLE Lossless\)"):
+        read_volume(folder)
+
+
+def test_malformed_dicom_header_fails_the_case_not_the_run(files, monkeypatch):
+    def malformed(ds, index):
+        return int("abc")  # what int(ds.Rows) raises on a header element of the wrong form
+
+    monkeypatch.setattr(volumes, "_plane_of", malformed)
+    with pytest.raises(CaseError, match="^malformed DICOM header: ValueError: invalid literal"):
+        read_volume(files["series"])
+
+
+def test_real_philips_enhanced_mr_geometry_matches_nibabels_dicom_reader(tmp_path):
+    """A vendor file (Philips Achieva Enhanced MR, 176 sagittal frames, oblique; pixel values zeroed
+    by its publisher) shipped with nibabel's tests: its RAS-canonical grid must match the one nibabel's
+    independent DICOM wrapper derives (world positions to 0.01 mm). Its rows and columns share size
+    and spacing and its pixels are zero, so a row/column swap shows only in the known-volume tests."""
+    import gzip
+    import warnings
+    from pathlib import Path
+
+    import pydicom
+
+    source = Path(nib.__file__).parent / "nicom" / "tests" / "data" / "philips_mprage.dcm.gz"
+    if not source.exists():
+        pytest.skip("nibabel's test data (philips_mprage.dcm.gz) is not installed")
+    path = tmp_path / "mprage.dcm"
+    path.write_bytes(gzip.decompress(source.read_bytes()))
+    vol = read_volume(path)
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom import dicomwrappers
+
+        wrapper = dicomwrappers.wrapper_from_data(header)
+        ref_affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ wrapper.affine  # its LPS to RAS
+        ref_shape = (*wrapper.image_shape[:2], int(header.NumberOfFrames))
+    ref = nib.as_closest_canonical(nib.Nifti1Image(np.zeros(ref_shape, np.float32), ref_affine))
+    mine = nib.as_closest_canonical(nib.Nifti1Image(vol.voxels, vol.affine))
+    assert mine.shape == ref.shape == (176, 256, 256)
+    np.testing.assert_allclose(mine.affine, ref.affine, atol=0.01)
+    assert vol.acquisition["manufacturer"] == "Philips Medical Systems"
+    assert vol.acquisition["manufacturer_model"] == "Achieva"
+
+
+def test_a_hidden_dicom_slice_still_counts(tmp_path, known):
+    """An end slice hidden by its name (no gap would reveal it) is read, not skipped."""
+    voxels, affine = known
+    folder = write_dicom_series(tmp_path / "hidden", voxels, affine, shuffle_names=False)
+    last = sorted(folder.iterdir())[-1]
+    last.rename(folder / ".IM_last.dcm")
+    assert read_volume(folder).voxels.shape == voxels.shape

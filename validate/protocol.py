@@ -84,9 +84,6 @@ class InputSpec(_Strict):
     scale: float = Field(255.0, gt=0, description="raw pixel values are divided by this first")
     mean: list[float] = Field(default_factory=lambda: [0.0])
     std: list[float] = Field(default_factory=lambda: [1.0])
-    window: Window | None = Field(
-        None, description="DICOM display window; for a volume, in physical units (HU) after rescale"
-    )
     spacing: tuple[float, float, float] | None = Field(
         None,
         description="volume: resample to this voxel spacing in mm of the output's (depth, height, width) axes; "
@@ -95,6 +92,15 @@ class InputSpec(_Strict):
     orientation: str | None = Field(
         None, description="volume: axis codes of the (depth, height, width) axes, nibabel's convention (default RAS)"
     )
+    # a volume's window is in physical units (HU for CT) after rescale, mapped onto [0, scale]
+    window: Window | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v: list[float]) -> list[float]:
+        if any(s <= 0 for s in v):
+            raise ValueError("every std must be > 0")
+        return v
 
     @field_validator("spacing")
     @classmethod
@@ -115,13 +121,6 @@ class InputSpec(_Strict):
                 f"orientation {v!r} is not three axis codes: one of L/R, one of A/P and one of S/I (e.g. RAS, LPS)"
             )
         return code
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, v: list[float]) -> list[float]:
-        if any(s <= 0 for s in v):
-            raise ValueError("every std must be > 0")
-        return v
 
     @model_validator(mode="after")
     def _kind_fields(self) -> InputSpec:

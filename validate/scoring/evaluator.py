@@ -13,6 +13,7 @@ failure row (position, reason, stage) and its logits are NaN.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -90,12 +91,12 @@ def default_workers(spec: Preprocessing, device: torch.device, n_cases: int) -> 
     share the cores; with 2 cores or small images (<= 64x64) worker processes lose more to start-up
     and contention than they gain, so decoding stays in the main process. With an accelerator (or
     many cores and large images) decoding overlaps the forward pass in up to 16 workers, keeping one
-    core for the main process.
+    core for the main process. A volume's size is its voxel count (D x H x W).
     """
     if spec.kind == "tabular" or n_cases < 64:
         return 0
     cpus = available_cpus()
-    pixels = spec.size[0] * spec.size[1] if spec.size else 0
+    pixels = math.prod(spec.size) if spec.size else 0  # a volume's voxels: each costs a decode
     if device.type == "cpu":
         if cpus <= 2 or pixels <= SMALL_IMAGE_PIXELS:
             return 0

@@ -90,10 +90,10 @@ class Preprocessing:
     scale: float = 1.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
-    features: tuple[str, ...] = ()
     spacing: tuple[float, ...] | None = None  # volume: target spacing (D, H, W axes) mm; None = native
     orientation: str | None = None  # volume: axis codes of (D, H, W), "RAS" when None
+    window: tuple[float, float] | None = None  # (center, width), overrides the DICOM's own VOI
+    features: tuple[str, ...] = ()
 
     @classmethod
     def from_protocol(cls, spec: Any) -> Preprocessing:
@@ -105,24 +105,14 @@ class Preprocessing:
             scale=float(spec.scale),
             mean=tuple(float(m) for m in spec.mean),
             std=tuple(float(s) for s in spec.std),
-            window=window,
-            features=tuple(spec.features or ()),
             spacing=tuple(float(v) for v in spec.spacing) if getattr(spec, "spacing", None) else None,
             orientation=getattr(spec, "orientation", None),
+            window=window,
+            features=tuple(spec.features or ()),
         )
 
     def key(self) -> dict:
         """Everything that changes the model's input; part of the cache key."""
-        if self.kind == "volume":  # 2D keys stay as they were: their caches remain valid
-            return {
-                **self._image_key(),
-                "spacing": self.spacing,
-                "orientation": self.orientation or "RAS",
-                "resize": "volumes.prepare_volume",
-            }
-        return self._image_key()
-
-    def _image_key(self) -> dict:
         return {
             "kind": self.kind,
             "size": list(self.size) if self.size else None,

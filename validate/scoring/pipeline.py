@@ -48,7 +48,7 @@ from validate.scoring.outputs import (
     write_failures,
     write_predictions,
 )
-from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, bounded_batch_size
+from validate.scoring.volume_inputs import ACQUISITION_COLUMNS, bounded_batch_size, preprocessing_key
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_SIZE = 512
@@ -304,7 +304,7 @@ def _prepare(
         progress = sys.stderr.isatty() and ctx.is_main
     key = run_key(
         checkpoint_sha256=ckpt.sha256,
-        preprocessing=spec.key(),
+        preprocessing=preprocessing_key(spec),
         output={
             "task": protocol.task,
             "columns": columns,
@@ -408,7 +408,9 @@ def _score_site(run: _Scoring, cohort: Any) -> tuple[dict[int, ShardResult], int
         return done, cached_cases
     inputs = None
     if run.cache_inputs and run.image:
-        inputs = InputCache(run.cache_dir, site, input_key(preprocessing=run.spec.key(), shard_size=run.shard_size))
+        inputs = InputCache(
+            run.cache_dir, site, input_key(preprocessing=preprocessing_key(run.spec), shard_size=run.shard_size)
+        )
         found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
         dataset = DecodedCases(dataset, inputs, found, run.shard_size)
 

@@ -73,6 +73,20 @@ def volume_spec(spec: Preprocessing) -> Any:
     )
 
 
+def preprocessing_key(spec: Preprocessing) -> dict:
+    """:meth:`Preprocessing.key` (what changes the model's input, part of the score and input cache
+    keys), with a volume's target spacing, orientation and resampling added; 2D keys unchanged, so
+    their caches stay valid."""
+    key = spec.key()
+    if spec.kind == "volume":
+        key.update(
+            spacing=list(spec.spacing) if spec.spacing is not None else None,
+            orientation=spec.orientation or "RAS",
+            resize="volumes.prepare_volume (trilinear)",
+        )
+    return key
+
+
 def acquisition_row(acquisition: Mapping[str, Any]) -> tuple[str, ...]:
     """One case's acquisition record as strings in the order of :data:`ACQUISITION_COLUMNS`: text as
     it is (stripped), numbers as ``repr(float)`` (read back exactly), ``""`` where absent or not a
@@ -167,6 +181,7 @@ __all__ = [
     "bounded_batch_size",
     "bytes_per_case",
     "equipment_of",
+    "preprocessing_key",
     "read_volume_with_stats",
     "volume_spec",
 ]
