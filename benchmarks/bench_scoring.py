@@ -10,6 +10,9 @@ other processes on a shared machine disturb both sides alike.
 Parts (``--part``, default all that fit the machine):
 
 - ``chest``: the chest sample protocol (28x28 PNG sites and one DICOM site, the sample CNN).
+- ``volume``: the volume sample protocol (20x20x20 CT phantoms as NIfTI, DICOM series folders and
+  enhanced multi-frame DICOM, the sample 3D CNN): reading, reorienting, resampling and windowing a
+  volume against a bare forward pass on the same volumes preloaded as tensors.
 - ``resnet``: a ResNet-shaped plain torch.nn model (``--arch resnet18`` on 3x224x224 by default,
   ``resnet50`` for the GPU check) on ``--n`` generated 224x224 RGB PNGs, random weights.
 - ``memory``: peak resident memory of a fresh process scoring N and 10N chest-like cases end to end
@@ -249,10 +252,18 @@ def warm_pass(
     return time.perf_counter() - t, np.concatenate(logits)
 
 
+def _read_input(path: str, spec: Preprocessing) -> np.ndarray:
+    if spec.kind == "volume":
+        from validate.scoring.volume_inputs import read_volume_with_stats
+
+        return read_volume_with_stats(path, spec)[0]
+    return read_case(path, spec)
+
+
 def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.device, channels_last: bool):
     batches = []
     for ds in datasets:
-        x = torch.from_numpy(np.stack([read_case(p, spec) for p in ds.paths]))
+        x = torch.from_numpy(np.stack([_read_input(p, spec) for p in ds.paths]))
         x = normalise(x, spec).to(device)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -384,6 +395,33 @@ def part_chest(args, device: torch.device) -> dict:
     return res
 
 
+def part_volume(args, device: torch.device) -> dict:
+    """The volume sample sites, each read ``--volume-repeat`` times over (200 volumes each pass)."""
+    from validate.cohort import load_site_manifest
+    from validate.protocol import load_protocol
+    from validate.scoring.checkpoints import load_checkpoint
+
+    protocol = load_protocol(REPO / "protocols" / "volume.yaml")
+    spec = Preprocessing.from_protocol(protocol.input)
+    ckpt = load_checkpoint(protocol.resolve(protocol.model.checkpoint), format=protocol.model.format)
+    ckpt.prepare(device, channels_last=False)
+    paths = [p for s in protocol.sites for p in load_site_manifest(protocol, s).cases["image_path"].tolist()]
+    datasets = [ImageCases(paths * args.volume_repeat, spec)]
+    workers = sorted({0, 1, 2} | {default_workers(spec, device, len(paths))})
+    return compare(
+        "volume sample sites (20^3 CT phantoms: NIfTI, DICOM series, enhanced DICOM; sample 3D CNN)",
+        ckpt,
+        datasets,
+        spec,
+        device=device,
+        batch_size=args.batch_size or 64,
+        amp=args.amp,
+        workers_list=workers,
+        repeats=args.repeats,
+        warm=False,
+    )
+
+
 def part_resnet(args, device: torch.device) -> dict:
     torch.manual_seed(0)
     model = ResNet(args.arch).eval().to(device)
@@ -458,7 +496,10 @@ def part_memory(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--part", action="append", choices=["chest", "resnet", "memory"], help="which parts (repeatable; default: all)"
+        "--part",
+        action="append",
+        choices=["chest", "volume", "resnet", "memory"],
+        help="which parts (repeatable; default: all)",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet50"])
@@ -470,6 +511,7 @@ def main(argv=None) -> int:
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-n", type=int, default=1000)
+    parser.add_argument("--volume-repeat", type=int, default=1, help="passes over the 200 sample volumes")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--memory-child", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -484,11 +526,13 @@ def main(argv=None) -> int:
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
         + f", {torch.get_num_threads()} threads, {os.cpu_count()} cpus"
     )
-    parts = args.part or ["chest", "resnet", "memory"]
+    parts = args.part or ["chest", "volume", "resnet", "memory"]
     results = {"device": str(device), "torch": torch.__version__}
     for part in parts:
         if part == "chest":
             results["chest"] = part_chest(args, device)
+        elif part == "volume":
+            results["volume"] = part_volume(args, device)
         elif part == "resnet":
             results["resnet"] = part_resnet(args, device)
         elif part == "memory":

@@ -227,11 +227,11 @@ def test_analyses_that_did_not_run_read_as_not_computed(tmp_path):
 
 
 def _sample_bundles() -> list[Path]:
-    """Bundles of protocols/heart.yaml and chest.yaml: ``$VALIDATE_SAMPLE_RUNS`` (e.g. the runs/ folder of
+    """Bundles of protocols/heart.yaml, chest.yaml and volume.yaml: ``$VALIDATE_SAMPLE_RUNS`` (e.g. the runs/ folder of
     `make demo`), else the repository's runs/."""
     root = Path(os.environ.get("VALIDATE_SAMPLE_RUNS") or REPO / "runs")
     found = sorted(p.parent for p in root.glob("*/metrics.json")) if root.is_dir() else []
-    return [p for p in found if p.name.startswith(("heart", "chest"))]
+    return [p for p in found if p.name.startswith(("heart", "chest", "volume"))]
 
 
 @pytest.mark.skipif(not _sample_bundles(), reason="no sample bundles: run `make demo` or set VALIDATE_SAMPLE_RUNS")

@@ -1,4 +1,5 @@
-"""`validate demo`: run the sample protocols (heart, heart-compare, chest) on their shipped checkpoints into runs/.
+"""`validate demo`: run the sample protocols (heart, heart-compare, chest, volume) on their shipped checkpoints
+into runs/.
 
 heart-compare scores heart's model again as its baseline; running it after heart, into the same runs
 folder (hence the same scoring cache), makes that free.
@@ -17,8 +18,8 @@ from validate.errors import EXIT_BAD_INPUT, InputError
 from validate.pipeline import run_protocol
 
 NAME = "demo"
-HELP = "run the sample protocols (protocols/heart.yaml, heart-compare.yaml, chest.yaml) into runs/"
-SAMPLES = ("heart", "heart-compare", "chest")  # heart before heart-compare: its baseline comes from the cache
+HELP = "run the sample protocols (protocols/heart.yaml, heart-compare.yaml, chest.yaml, volume.yaml) into runs/"
+SAMPLES = ("heart", "heart-compare", "chest", "volume")  # heart before heart-compare: its baseline comes from the cache
 
 
 def register(parser) -> None:
@@ -26,7 +27,7 @@ def register(parser) -> None:
     parser.add_argument(
         "--protocols-dir",
         metavar="DIR",
-        help="folder holding heart.yaml, heart-compare.yaml and chest.yaml "
+        help="folder holding heart.yaml, heart-compare.yaml, chest.yaml and volume.yaml "
         "(default: ./protocols, else the source tree's)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
