@@ -15,17 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# R (rms, pROC, metafor) for the conformance tests and Debian's chromium for the browser tests.
+# R (rms, pROC, metafor) for the conformance tests, Debian's chromium for the browser tests and the PDF,
+# poppler-utils (pdftotext, pdftoppm) to read the PDF back in its tests.
 # Installed when missing and we are root; otherwise those tests skip (CI makes them required).
 sysdeps:
 	@if command -v Rscript >/dev/null && Rscript -e 'library(rms);library(pROC);library(jsonlite);library(metafor)' >/dev/null 2>&1 \
-	    && test -x /usr/bin/chromium; then :; \
+	    && test -x /usr/bin/chromium && command -v pdftotext >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing R (rms, pROC, jsonlite, metafor) and chromium with apt-get ..."; \
+	    echo "installing R (rms, pROC, jsonlite, metafor), chromium and poppler-utils with apt-get ..."; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        r-base-core r-cran-rms r-cran-proc r-cran-jsonlite r-cran-metafor chromium) >/dev/null || \
-	    echo "warning: apt-get could not install R/chromium: their tests will be skipped"; \
-	else echo "note: R/chromium missing and not root: their tests will be skipped"; fi
+	        r-base-core r-cran-rms r-cran-proc r-cran-jsonlite r-cran-metafor chromium poppler-utils) >/dev/null || \
+	    echo "warning: apt-get could not install R/chromium/poppler: their tests will be skipped"; \
+	else echo "note: R/chromium/poppler missing and not root: their tests will be skipped"; fi
 
 # Exit code 1 means "a release gate failed": the demo completed and says so (the heart model's AUROC
 # interval at VA Long Beach is below the protocol's goal). Only bad input (2) or a crash fails make.

@@ -41,7 +41,9 @@ def _exception_text(exc: BaseException) -> str:
 #: the modality rescale (a maximum intensity projection), then the VOI window as for one frame.
 FRAME_POLICIES = ("refuse", "first", "middle", "max")
 
-_LIBJPEG = "pylibjpeg with pylibjpeg-libjpeg"
+# pylibjpeg-libjpeg is GPL-3.0 (this project is Apache-2.0): it is the optional extra `jpeg`, which the
+# README's commands install (dev), never a core dependency, so a reason names the extra and its licence
+_LIBJPEG = "pylibjpeg-libjpeg (GPL-3.0; pip install 'validate[jpeg]')"
 #: Transfer syntax UID -> the pip packages that decode it (the first named is the declared one).
 DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.50": f"{_LIBJPEG} (or python-gdcm, or Pillow)",

@@ -134,7 +134,7 @@ class Preprocessing:
         }
         if self.frames != "refuse":
             key["frames"] = self.frames
-        if self.kind in ("image", "dicom"):  # either may read DICOM files (by extension or preamble)
+        if self.kind in ("image", "dicom", "volume"):  # each may read DICOM files (by extension or preamble)
             key["decoders"] = [list(d) for d in dicom_pixels.installed_decoders()]
         return key
 

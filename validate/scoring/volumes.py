@@ -346,23 +346,30 @@ def _decoded(ds: Any, path: Path) -> np.ndarray:
         raise CaseError("DICOM volume slices must be grey (one sample per pixel), not colour")
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and syntax.is_compressed:
-        from pydicom.pixels import get_decoder
-
-        try:
-            decoder = get_decoder(syntax)
-        except NotImplementedError:
-            raise CaseError(f"DICOM transfer syntax {syntax.name} ({syntax}) has no pixel-data decoder") from None
-        if not decoder.is_available:
-            needs = "; ".join(decoder.missing_dependencies) or "a pydicom pixel-data plugin"
-            raise CaseError(
-                f"compressed DICOM transfer syntax {syntax.name} ({syntax}) has no decoder installed; "
-                f"install one of: {needs}"
-            )
+        return _decoded_compressed(path, syntax)
     try:
         return np.asarray(pixel_array(path))
     except Exception as exc:
         name = f" ({syntax.name})" if syntax is not None else ""
         raise CaseError(f"corrupt or truncated DICOM pixel data{name}: {exception_text(exc)}") from None
+
+
+def _decoded_compressed(path: Path, syntax: Any) -> np.ndarray:
+    """Encapsulated pixel data decoded as the 2D path decodes it (:mod:`validate.scoring.dicom_pixels`):
+    the same plugin order, the syntax and the package named when no decoder is installed, and a cut
+    codestream refused (libjpeg fills a truncated JPEG-family frame in without an error)."""
+    import pydicom
+
+    from validate.scoring import dicom_pixels
+
+    try:
+        full = pydicom.dcmread(path)
+    except Exception as exc:
+        raise CaseError(f"corrupt or truncated DICOM: {exception_text(exc)}") from None
+    try:
+        return np.asarray(dicom_pixels.decode_pixels(full, syntax, None))
+    except dicom_pixels.PixelDataError as exc:
+        raise CaseError(str(exc)) from None
 
 
 def _stack_affine(planes: list[_Plane], what: str) -> tuple[list[int], np.ndarray]:
