@@ -175,8 +175,10 @@ class Reporter:
                 outer.inner[unit] = outer.inner.get(unit, 0) + n
             self.changed(force=True)
             return
-        if failed:
-            self._write_line(f"{phase.name}: stopped after {seconds_text(phase.elapsed())}")
+        if failed:  # the command's one error line says why; a progress line would make it two
+            if self._drawn:
+                self._emit("\r\x1b[K")
+                self._drawn = False
         else:
             self._write_line(phase.summary())
 
