@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -218,6 +219,9 @@ def test_a_table_wider_than_the_page_is_scaled_to_fit_not_cut(tmp_path):
     pdf = write_pdf(page, tmp_path / "wide.pdf", title="wide")
     text = squash(pdf_text(pdf))
     assert [w for w in words if squash(w) not in text] == []
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(pdf.stat().st_mode) == 0o666 & ~umask  # a report is meant to be shared, as the HTML
 
 
 # ---- the sample bundles printed (Chromium + poppler) ---------------------------------------------------

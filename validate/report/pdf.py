@@ -343,11 +343,10 @@ def write_pdf(
 ) -> Path:
     """Print ``html_path`` to ``pdf_path`` (written atomically; the caller has checked that the file
     there, if any, is ours to replace) and return ``pdf_path``."""
-    from validate.io import atomic_write_bytes
+    from validate.io import atomic_write_bytes, shared_mode
 
-    atomic_write_bytes(
-        Path(pdf_path), pdf_bytes(html_path, paper_name=paper_name, title=title, bundle_name=bundle_name)
-    )
+    data = pdf_bytes(html_path, paper_name=paper_name, title=title, bundle_name=bundle_name)
+    atomic_write_bytes(Path(pdf_path), data, shared_mode())  # a report is meant to be shared
     return Path(pdf_path)
 
 
@@ -361,7 +360,8 @@ def bundle_pdf_bytes(bundle, html_path: Path, *, paper_name: str = "a4") -> byte
 
 def write_bundle_pdf(bundle, html_path: Path, pdf_path: Path, *, paper_name: str = "a4") -> Path:
     """:func:`bundle_pdf_bytes` written atomically to ``pdf_path``; returns ``pdf_path``."""
-    from validate.io import atomic_write_bytes
+    from validate.io import atomic_write_bytes, shared_mode
 
-    atomic_write_bytes(Path(pdf_path), bundle_pdf_bytes(bundle, html_path, paper_name=paper_name))
+    data = bundle_pdf_bytes(bundle, html_path, paper_name=paper_name)
+    atomic_write_bytes(Path(pdf_path), data, shared_mode())  # a report is meant to be shared, as report.html
     return Path(pdf_path)
