@@ -380,7 +380,23 @@ _FUNCTIONAL_GROUPS = {
 }
 
 
-class _FrameHeader:
+class _KeywordAttributes:
+    """``header.Rows`` as ``header.get("Rows")``, an absent element an AttributeError (as pydicom's
+    datasets behave, so that pydicom's LUT helpers can read a header)."""
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def __getattr__(self, keyword: str) -> Any:
+        if keyword.startswith("_"):
+            raise AttributeError(keyword)
+        value = self.get(keyword)
+        if value is None:
+            raise AttributeError(keyword)
+        return value
+
+
+class _FrameHeader(_KeywordAttributes):
     """The header as seen by one frame: a keyword of :data:`_FUNCTIONAL_GROUPS` absent from the top
     level is read from the frame's Per-Frame Functional Groups item, else from the Shared Functional
     Groups (enhanced CT/MR/X-ray and tomosynthesis objects keep rescale and window there)."""
@@ -393,14 +409,6 @@ class _FrameHeader:
         if value is None and keyword in _FUNCTIONAL_GROUPS:
             value = _functional_group_value(self.hdr, self.frame, _FUNCTIONAL_GROUPS[keyword], keyword)
         return default if value is None else value
-
-    def __getattr__(self, keyword: str) -> Any:
-        if keyword.startswith("_"):
-            raise AttributeError(keyword)
-        value = self.get(keyword)
-        if value is None:
-            raise AttributeError(keyword)
-        return value
 
 
 def _functional_group_value(hdr: _Header, frame: int, macro: str, keyword: str) -> Any:
@@ -573,7 +581,7 @@ def _palette_colours(hdr: _Header, raw: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float32)
 
 
-class _Header:
+class _Header(_KeywordAttributes):
     """The DICOM elements a case needs, each converted once on first use and looked up by tag (a
     keyword lookup of a dataset costs tens of microseconds on first access; a small file is read in
     well under a millisecond, so the lookups were half its cost). ``ds`` is the dataset itself, for
@@ -589,14 +597,6 @@ class _Header:
             self._values[keyword] = self.ds[tag].value if tag in self.ds else None
         value = self._values[keyword]
         return default if value is None else value
-
-    def __getattr__(self, keyword: str) -> Any:
-        if keyword.startswith("_"):
-            raise AttributeError(keyword)
-        value = self.get(keyword)
-        if value is None:
-            raise AttributeError(keyword)
-        return value
 
 
 @functools.cache
