@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+#: A line of the progress log in lines mode (validate/progress.py): a finished phase with its time, or a
+#: heartbeat of a running one.
+PROGRESS_LINE = re.compile(r"^(?!validate )[a-z][\w -]*: .*\b(in [\d.]+ (s|min)\b|so far$)")
 
 
 @dataclass
@@ -31,6 +37,12 @@ class Result:
 
     def assert_no_traceback(self) -> None:
         assert "Traceback (most recent call last)" not in self.text, self.text
+
+    @property
+    def error_lines(self) -> list[str]:
+        """stderr without the progress log that comes before it (one line per finished phase, e.g.
+        ``metrics: 15 blocks in 0.1 s``, see validate/progress.py): what the command said went wrong."""
+        return [line for line in self.err.splitlines() if not PROGRESS_LINE.match(line)]
 
 
 def run_cli(
