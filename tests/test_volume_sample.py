@@ -20,6 +20,38 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 VOLUME = REPO / "sample_sites" / "volume"
+
+
+def _sample_module(name: str):
+    """``sample_sites/volume/<name>.py`` imported under a name of its own: the chest and heart samples ship
+    modules of the same names (``model_def``, ``make_sites``, ``train_model``), and whichever a test
+    imported first would otherwise stand for all of them in ``sys.modules``. While a module runs, the
+    sibling names it imports are the volume ones."""
+    import importlib.util
+
+    key = f"volume_sample_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, VOLUME / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    siblings = {} if name in _SIBLINGS else {sib: _sample_module(sib) for sib in _SIBLINGS}
+    saved = {sib: sys.modules.get(sib) for sib in siblings}
+    sys.modules.update(siblings)
+    try:
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    finally:
+        for sib, before in saved.items():
+            if before is None:
+                sys.modules.pop(sib, None)
+            else:
+                sys.modules[sib] = before
+    return module
+
+
+_SIBLINGS = ("model_def", "make_sites")  # imported by name by train_model.py; they import no sibling
+
 PROTOCOL = REPO / "protocols" / "volume.yaml"
 README = VOLUME / "README.md"
 
@@ -115,8 +147,7 @@ def _background_hu(scan: np.ndarray) -> np.ndarray:
 
 
 def test_background_level_and_noise_are_as_documented(sites):
-    sys.path.insert(0, str(VOLUME))
-    import train_model
+    train_model = _sample_module("train_model")
 
     scanners = {r["site"]: r for r in _readme_table("| site | format |")}
     for sid, (rows, root) in sites.items():
@@ -135,8 +166,7 @@ def test_background_level_and_noise_are_as_documented(sites):
 def test_the_suites_volume_reader_gives_the_independent_model_input(sites):
     """validate.scoring.volumes (reorient, trilinear resample, window, crop/pad) against
     train_model.py's reader: nibabel/pydicom, a hand-written axis flip and np.interp along z."""
-    sys.path.insert(0, str(VOLUME))
-    import train_model
+    train_model = _sample_module("train_model")
 
     from validate.scoring.volumes import VolumeSpec, read_volume_case
 
@@ -156,9 +186,8 @@ def test_exported_program_agrees_with_state_dict_and_the_readme_table():
     import torch
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
-    sys.path.insert(0, str(VOLUME))
-    import train_model
-    from model_def import build_model
+    train_model = _sample_module("train_model")
+    build_model = _sample_module("model_def").build_model
 
     model = build_model()
     model.load_state_dict(torch.load(VOLUME / "model_state.pt", weights_only=True))
