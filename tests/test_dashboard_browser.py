@@ -17,20 +17,13 @@ import urllib.request
 
 import pytest
 
+from validate.report.pdf import CHROMIUM_ARGS as CHROMIUM_FLAGS
+
 from conftest import REPO, requires_browser
 from test_dashboard_data import write_fixture_run
 
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)  # the flags the PDF printer launches Chromium with
 # url path -> whether the page must show a plotly figure with the fixture bundle
 PAGES = {
     "overview": True,

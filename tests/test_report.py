@@ -7,19 +7,12 @@ import re
 
 import pytest
 
+from validate.report.pdf import CHROMIUM_ARGS as CHROMIUM_FLAGS
+
 from conftest import requires_browser
 from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+CHROMIUM_ARGS = list(CHROMIUM_FLAGS)  # the flags the PDF printer launches Chromium with
 SECTION_ORDER = (
     "verdict",
     "provenance",
