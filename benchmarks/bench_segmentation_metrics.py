@@ -76,13 +76,12 @@ def monai_metrics(cases) -> None:
     for pred, ref in cases:
         p = torch.from_numpy(pred[None, None].astype(np.float32))
         r = torch.from_numpy(ref[None, None].astype(np.float32))
-        kw = {"include_background": True}
-        compute_dice(p, r, **kw)
-        compute_iou(p, r, **kw)
-        compute_hausdorff_distance(p, r, spacing=SPACING, **kw)
-        compute_hausdorff_distance(p, r, percentile=95, spacing=SPACING, **kw)
-        compute_average_surface_distance(p, r, symmetric=True, spacing=SPACING, **kw)
-        compute_surface_dice(p, r, [2.0], spacing=SPACING, **kw)
+        compute_dice(p, r, include_background=True)
+        compute_iou(p, r, include_background=True)
+        compute_hausdorff_distance(p, r, spacing=SPACING, include_background=True)
+        compute_hausdorff_distance(p, r, percentile=95, spacing=SPACING, include_background=True)
+        compute_average_surface_distance(p, r, symmetric=True, spacing=SPACING, include_background=True)
+        compute_surface_dice(p, r, [2.0], spacing=SPACING, include_background=True)
 
 
 def full_edt(cases) -> None:
