@@ -70,6 +70,30 @@ def test_squares_shifted_by_k_pixels_are_k_spacings_apart(k, axis):
     assert m["area_ref_mm2"] == pytest.approx(900 * 0.125) and m["area_error_mm2"] == 0.0
 
 
+@pytest.mark.parametrize(("axis", "k"), [(0, 1), (0, 2), (1, 3), (2, 2)])
+def test_cubes_shifted_by_k_voxels_with_anisotropic_spacing(axis, k):
+    """3D: a 12-voxel cube shifted by k voxels along ``axis`` is k·s_axis away (HD and HD95)."""
+    spacing = (2.5, 0.8, 0.6)
+    ref = np.zeros((20, 24, 24), dtype=bool)
+    ref[4:16, 6:18, 6:18] = True
+    m = case_metrics(np.roll(ref, k, axis=axis), ref, spacing)
+    assert m["hd_mm"] == pytest.approx(k * spacing[axis], abs=TOL_MM)
+    assert m["hd95_mm"] == pytest.approx(k * spacing[axis], abs=TOL_MM)
+    assert m["dice"] == pytest.approx((12 - k) / 12, abs=1e-15)
+
+
+def test_swapping_prediction_and_reference():
+    """Every symmetric metric is unchanged and the signed errors change sign."""
+    spacing = (0.4, 0.3)
+    a, b = _blobs((50, 60), 1, 0.3), _blobs((50, 60), 2, 0.2)
+    kw = {"nsd_tolerances_mm": [1.0], "biometry": "ellipse_circumference"}
+    ab, ba = case_metrics(a, b, spacing, **kw), case_metrics(b, a, spacing, **kw)
+    for key in ("dice", "iou", "hd_mm", "hd95_mm", "assd_mm", "nsd_1mm", "hc_abs_error_mm"):
+        assert ab[key] == pytest.approx(ba[key], abs=1e-12), key
+    assert ab["area_error_mm2"] == -ba["area_error_mm2"] != 0
+    assert ab["hc_error_mm"] == pytest.approx(-ba["hc_error_mm"])
+
+
 def _concentric_square_distances(r1, r2, sy, sx):
     """Every boundary distance of a (2r1+1)-px square centred inside a (2r2+1)-px one, written out.
 
