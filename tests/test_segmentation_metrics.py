@@ -430,6 +430,17 @@ def test_bad_inputs_are_refused(pred_shape, spacing, kwargs, match):
         case_metrics(np.zeros(pred_shape, bool), np.zeros((20, 20), bool), spacing, **kwargs)
 
 
+def test_a_probability_map_is_not_taken_for_a_mask():
+    """0/1 integers are a mask; a probability map or a label image (values 0 and 255) is refused."""
+    ref = _square((20, 20), 4, 4, 8)
+    as_int = case_metrics(ref.astype(np.uint8), ref, (1.0, 1.0))
+    assert as_int["dice"] == 1.0
+    with pytest.raises(ValueError, match="predicted mask must be boolean or 0/1"):
+        case_metrics(ref * 0.3, ref, (1.0, 1.0))
+    with pytest.raises(ValueError, match="reference mask must be boolean or 0/1"):
+        case_metrics(ref, ref.astype(np.uint8) * 255, (1.0, 1.0))
+
+
 def test_biometry_is_2d_only():
     with pytest.raises(ValueError, match="2D"):
         case_metrics(np.ones((3, 4, 4), bool), np.ones((3, 4, 4), bool), (1, 1, 1), biometry="ellipse_circumference")

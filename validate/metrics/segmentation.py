@@ -126,8 +126,7 @@ def case_metrics(
 def _checked_inputs(
     pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    p = np.asarray(pred).astype(bool, copy=False)
-    r = np.asarray(ref).astype(bool, copy=False)
+    p, r = _boolean(pred, "predicted"), _boolean(ref, "reference")
     if p.shape != r.shape:
         raise ValueError(f"predicted mask {p.shape} and reference mask {r.shape} differ in shape")
     if p.ndim not in (2, 3):
@@ -136,6 +135,17 @@ def _checked_inputs(
     if sp.size != p.ndim or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
         raise ValueError(f"spacing must give one positive length in mm per axis of {p.shape}, got {spacing!r}")
     return p, r, sp
+
+
+def _boolean(mask: np.ndarray, which: str) -> np.ndarray:
+    """The mask as booleans; a non-boolean mask must hold only 0 and 1 (a probability map or a label
+    image passed by mistake would otherwise count every non-zero pixel as foreground)."""
+    a = np.asarray(mask)
+    if a.dtype == bool:
+        return a
+    if not np.all((a == 0) | (a == 1)):
+        raise ValueError(f"the {which} mask must be boolean or 0/1, got values outside {{0, 1}} ({a.dtype})")
+    return a.astype(bool)
 
 
 def _checked_biometry(biometry: str | None, ndim: int) -> bool:
