@@ -10,7 +10,8 @@ Definitions (P = predicted mask, R = reference mask, |·| = number of pixels/vox
 - **Dice** = 2|P ∩ R| / (|P| + |R|); **IoU** (Jaccard) = |P ∩ R| / |P ∪ R|.
 - **Surface** ∂M of a mask M: the elements of M with at least one face-neighbour (4-connectivity in
   2D, 6 in 3D) outside M, the image border counting as outside — ``M XOR binary_erosion(M)`` with
-  scipy's default cross-shaped structuring element, exactly MONAI's ``get_mask_edges``.
+  scipy's default cross-shaped structuring element, exactly MONAI's ``get_mask_edges`` (computed here
+  with shifted views of the padded mask, ~10x faster than ``binary_erosion``).
 - **Surface distances**: for each element of ∂P the Euclidean distance in mm between its centre and the
   nearest element centre of ∂R (d_PR), and likewise d_RP from ∂R to ∂P. Computed exactly in float64
   with a k-d tree over the element centres scaled by ``spacing`` (MONAI's CPU algorithm; MONAI itself
@@ -20,7 +21,7 @@ Definitions (P = predicted mask, R = reference mask, |·| = number of pixels/vox
 - **HD95** = max(q95(d_PR), q95(d_RP)), q95 the 95th percentile with linear interpolation between
   order statistics (position 0.95·(n − 1) of the sorted distances: numpy's default, and the
   ``torch.quantile`` MONAI's ``compute_hausdorff_distance(percentile=95)`` uses). The maximum of the two
-  directed percentiles, as MONAI; not the percentile of the pooled distances (nnU-Net/others differ).
+  directed percentiles, as MONAI; not the percentile of the pooled distances (MedPy's ``hd95``).
 - **ASSD** (average symmetric surface distance) = (Σ d_PR + Σ d_RP) / (|∂P| + |∂R|): the mean of all
   boundary distances both ways (MONAI ``compute_average_surface_distance(symmetric=True)``).
 - **NSD@τ** (normalised surface Dice; Nikolov et al. 2021, "Clinically applicable segmentation of
