@@ -163,7 +163,9 @@ def test_histogram_is_every_pixel_in_right_closed_bins(tmp_path):
         for b in range(20):  # naive: pixel by pixel, bin (b/20, (b+1)/20], 0 in bin 0
             lo, hi = b / 20, (b + 1) / 20
             inside = [
-                (pp, yy) for pp, yy in zip(p.ravel(), (m == 255).ravel()) if (lo < pp <= hi) or (b == 0 and pp == 0)
+                (pp, yy)
+                for pp, yy in zip(p.ravel(), (m == 255).ravel(), strict=True)
+                if (lo < pp <= hi) or (b == 0 and pp == 0)
             ]
             if not inside:
                 assert b not in got.index
@@ -186,11 +188,11 @@ def test_pixel_sample_is_reproducible_and_true_to_the_pixels(tmp_path):
     for i, m in enumerate(masks(8)):
         s = a[a["case_id"] == f"c{i}"]
         assert len(s) == 40
-        for logit, y in zip(s["logit"], s["y"]):
+        for logit, y in zip(s["logit"], s["y"], strict=True):
             where = np.flatnonzero(np.abs(z.ravel() - logit) < 1e-5)
             assert len(where) >= 1
             assert {int(m.ravel()[k] == 255) for k in where} == {int(y)}
-        assert len(set(zip(s["logit"], s["y"]))) > 30  # drawn without replacement (few exact ties)
+        assert len(set(zip(s["logit"], s["y"], strict=True))) > 30  # drawn without replacement (few exact ties)
     seeds = [set(a[a["case_id"] == f"c{i}"]["logit"]) for i in range(2)]
     assert seeds[0] != seeds[1]  # each case its own draw
 
