@@ -153,6 +153,7 @@ def score_protocol(
             amp=amp,
             strict=strict,
             progress=progress,
+            result_type=ScoreResult,
         )
 
     ctx = distributed.setup(device)

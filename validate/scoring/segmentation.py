@@ -555,14 +555,15 @@ def score_segmentation(
     amp: str = "none",
     strict: bool = False,
     progress: bool | None = None,
+    result_type: Any = None,
 ) -> Any:
     """Score every site of a segmentation protocol with ``ckpt``; write predictions.parquet (one row
     per case and label), failures.csv, scoring.json and the side files (:data:`SIDE_FILES`) into
-    ``out_dir``. Returns a :class:`validate.scoring.pipeline.ScoreResult`."""
+    ``out_dir``. Returns a ``result_type`` (:class:`validate.scoring.pipeline.ScoreResult`, which the
+    caller passes: this module does not import the pipeline that dispatches to it)."""
     import sys
 
     from validate.cohort import load_site_manifest
-    from validate.scoring.pipeline import ScoreResult
 
     started = time.time()
     cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
@@ -592,7 +593,7 @@ def score_segmentation(
     finally:
         for stream in run.streams.values():
             stream.close()
-    return _finish(protocol, ckpt, run, sites, out_dir, strict, started, ScoreResult)
+    return _finish(protocol, ckpt, run, sites, out_dir, strict, started, result_type)
 
 
 def _finish(
