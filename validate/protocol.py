@@ -353,12 +353,10 @@ class ReportSpec(_Strict):
 
 def nsd_metric_key(tolerance_mm: float) -> str:
     """The metric key of the normalised surface Dice at ``tolerance_mm``: ``nsd_2mm`` for 2.0,
-    ``nsd_1p5mm`` for 1.5 (a dot cannot appear in a gate's metric name or a parquet column read by
-    attribute); the shortest decimal that reads back as the tolerance."""
-    text = repr(float(tolerance_mm))
-    if text.endswith(".0"):
-        text = text[:-2]
-    return f"nsd_{text.replace('.', 'p')}mm"
+    ``nsd_1p5mm`` for 1.5 (a dot cannot appear in a gate's metric name); the tolerance as ``{:g}``
+    writes it, the rule of :func:`validate.metrics.segmentation.nsd_key`, so the keys the protocol
+    names are the ones the metrics carry."""
+    return "nsd_" + f"{float(tolerance_mm):g}".replace(".", "p") + "mm"
 
 
 class EmptyMaskPolicy(_Strict):
