@@ -120,7 +120,10 @@ def load_site_manifest(protocol: Protocol, site: Site | str, *, check_files: boo
     problems = ProblemCollector()
     _check_columns(protocol, site, df, manifest_path, problems)
     out = _identifiers(protocol, site, df, manifest_path, problems)
-    _read_labels(protocol, df, out, manifest_path, problems)
+    if protocol.task == "segmentation":
+        _read_segmentation(protocol, site, df, out, manifest_path, problems)
+    else:
+        _read_labels(protocol, df, out, manifest_path, problems)
     if protocol.input.kind != "tabular":
         _read_image_paths(protocol, site, df, out, manifest_path, problems)
     else:
@@ -160,6 +163,8 @@ def _required_columns(protocol: Protocol) -> list[str]:
     required = [cols.case_id]
     if protocol.task == "multilabel":
         required += [f"y_{lab}" for lab in protocol.labels or []]
+    elif protocol.task == "segmentation":
+        required += segmentation_columns(protocol)
     else:
         required.append(cols.label)
     if protocol.input.kind != "tabular":
@@ -276,12 +281,61 @@ def _read_labels(
     out["y"] = y.fillna(-1).astype("int64")
 
 
-def _read_image_paths(
+def segmentation_columns(protocol: Protocol) -> list[str]:
+    """The manifest columns a segmentation task reads besides the image: the mask path and the
+    pixel-size column(s) when the protocol names them."""
+    seg = protocol.segmentation
+    if seg is None:
+        return []
+    return [seg.mask_column, *([seg.spacing_column] if seg.spacing_column else []), *(seg.spacing_columns or ())]
+
+
+def _read_segmentation(
     protocol: Protocol, site: Site, df: pd.DataFrame, out: pd.DataFrame, manifest_path: Path, problems: ProblemCollector
+) -> None:
+    """``mask_path`` (inside the site's image root, the images' rule) and ``spacing_y_mm``,
+    ``spacing_x_mm`` from the protocol's pixel-size column(s): positive finite mm, else reported; NaN
+    when no column is named (the DICOM header gives it while scoring, or the run stops)."""
+    seg = protocol.segmentation
+    assert seg is not None  # the protocol model requires the section for this task
+    if site.image_root is not None:
+        _read_image_paths(protocol, site, df, out, manifest_path, problems, column=seg.mask_column, into="mask_path")
+    names = (seg.spacing_column, seg.spacing_column) if seg.spacing_column else seg.spacing_columns
+    for axis, column in zip(("spacing_y_mm", "spacing_x_mm"), names or (None, None), strict=True):
+        if column is None:
+            out[axis] = np.nan
+            continue
+        raw = df[column].str.strip()
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = ~(np.isfinite(num.to_numpy(dtype=np.float64)) & (num.to_numpy(dtype=np.float64) > 0))
+        for r in np.flatnonzero(bad)[:20]:
+            problems.add(
+                _row_error(
+                    f"pixel size {raw.iloc[r]!r} is not a positive number of mm",
+                    file=manifest_path,
+                    row=int(r),
+                    field=column,
+                    expected="mm per pixel, a positive number",
+                )
+            )
+        out[axis] = num.astype("float64")
+
+
+def _read_image_paths(
+    protocol: Protocol,
+    site: Site,
+    df: pd.DataFrame,
+    out: pd.DataFrame,
+    manifest_path: Path,
+    problems: ProblemCollector,
+    *,
+    column: str | None = None,
+    into: str = "image_path",
 ) -> None:
     """``image_path``: each manifest path resolved inside the site's image root (links followed); a
     path that is empty or leads outside the root is reported and left empty. The same rule holds for
-    a volume's folder (a DICOM series): the folder must resolve inside the root."""
+    a volume's folder (a DICOM series): the folder must resolve inside the root, and for a
+    segmentation's mask (``column`` the mask column, ``into`` ``mask_path``)."""
     index = protocol.sites.index(site)
     if site.image_root is None:
         problems.add(
@@ -306,13 +360,14 @@ def _read_image_paths(
             )
         )
     real_root = Path(os.path.realpath(root))
-    field_name = protocol.columns.image
+    field_name = column or protocol.columns.image
+    what = "mask" if into == "mask_path" else "image"
     paths = []
     for r, rel in enumerate(df[field_name].str.strip()):
         if rel == "":
             problems.add(
                 _row_error(
-                    "empty image path",
+                    f"empty {what} path",
                     file=manifest_path,
                     row=r,
                     field=field_name,
@@ -327,7 +382,7 @@ def _read_image_paths(
         if candidate.is_absolute() or not _inside(real_root, resolved):
             problems.add(
                 _row_error(
-                    f"image path {rel!r} points outside the image root",
+                    f"{what} path {rel!r} points outside the image root",
                     file=manifest_path,
                     row=r,
                     field=field_name,
@@ -337,7 +392,7 @@ def _read_image_paths(
             paths.append("")
             continue
         paths.append(str(resolved))
-    out["image_path"] = paths
+    out[into] = paths
 
 
 def _read_features(

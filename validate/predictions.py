@@ -73,10 +73,24 @@ AGREEMENT = 1e-6
 # catch per-class sigmoids or unnormalised scores (sums like 1.5).
 ROW_SUM_TOLERANCE = 1e-3
 ID_COLUMNS = ("case_id", "site", "patient_id")
-TASKS = ("binary", "multiclass", "multilabel")
+TASKS = ("binary", "multiclass", "multilabel", "segmentation")
 DEFAULT_SITE = "all"
 RESERVED = {"case_id", "site", "patient_id", "y", "logit", "p"}
 _PREFIXED = re.compile(r"^(y|logit|p)_(.+)$")
+
+# ---- segmentation rows: one per (case, label), the per-case metrics computed while scoring (#20)
+#: The overlap and distance metrics every segmentation row holds (distances in mm).
+SEGMENTATION_METRICS = ("dice", "iou", "hd_mm", "hd95_mm", "assd_mm")
+#: The size columns of a 2D row (mm²) or of a 3D row (mm³); a table holds one set or the other.
+SEGMENTATION_SIZES = {
+    "area": ("area_ref_mm2", "area_pred_mm2", "area_error_mm2"),
+    "volume": ("volume_ref_mm3", "volume_pred_mm3", "volume_error_mm3"),
+}
+#: 0/1 flags: the reference / the predicted mask is empty.
+SEGMENTATION_FLAGS = ("ref_empty", "pred_empty")
+#: Optional metric columns: the normalised surface Dice at each tolerance (``nsd_2mm``, ``nsd_1p5mm``),
+#: the biometry (``hc_*``) and the model's expected size (Σp × pixel area or voxel volume).
+_SEGMENTATION_OPTIONAL = re.compile(r"^(nsd_[0-9pe+-]+mm|hc_(ref|pred|error|abs_error)_mm|(area|volume)_expected_mm[23])$")
 
 
 @dataclass
@@ -118,6 +132,22 @@ class PredictionsTable:
 
     def attribute_columns(self) -> list[str]:
         return attribute_columns(self.frame, self.task, self.names)
+
+    # -- segmentation rows (one per case and label)
+    def segmentation_labels(self) -> np.ndarray:
+        """Segmentation: the label of each row (text)."""
+        return self.frame["label"].to_numpy(dtype=object)
+
+    def metric_columns(self) -> list[str]:
+        """Segmentation: the per-case metric columns the table holds, in table order."""
+        return [c for c in self.frame.columns if is_segmentation_metric(c)]
+
+    def metric(self, name: str) -> np.ndarray:
+        """Segmentation: one per-case metric column as float64 (NaN where the empty-mask policy
+        excluded the case: reference and prediction both empty)."""
+        if not is_segmentation_metric(name) or name not in self.frame:
+            raise KeyError(f"{name!r} is not a segmentation metric column of this table")
+        return self._column(name)
 
     def subset(self, mask) -> PredictionsTable:
         return PredictionsTable(
@@ -287,8 +317,17 @@ def cluster_keys(frame: pd.DataFrame, column: str | None = "patient_id") -> np.n
     return (site + "\x1f" + frame[column].astype(str)).to_numpy(dtype=object)
 
 
+def is_segmentation_metric(column: str) -> bool:
+    """Whether ``column`` is a per-case metric column of a segmentation row (or its empty flags)."""
+    fixed = SEGMENTATION_METRICS + SEGMENTATION_FLAGS + sum(SEGMENTATION_SIZES.values(), ())
+    return column in fixed or bool(_SEGMENTATION_OPTIONAL.match(str(column)))
+
+
 def attribute_columns(frame: pd.DataFrame, task: str | None = None, names: Sequence[str] | None = None) -> list[str]:
-    """Columns of a predictions frame that are case attributes (not ids, labels or scores)."""
+    """Columns of a predictions frame that are case attributes (not ids, labels or scores; for
+    segmentation not the ``label`` or a metric column)."""
+    if task == "segmentation":
+        return [c for c in frame.columns if c not in ID_COLUMNS and c != "label" and not is_segmentation_metric(c)]
     scored = set(RESERVED)
     if names:
         for nm in names:
@@ -358,9 +397,12 @@ def _read_frame(path: Path, text_columns: Sequence[str] = ()) -> tuple[pd.DataFr
 
 
 def infer_task(columns: Sequence[str]) -> str:
-    """binary if ``logit``/``p`` columns, multilabel if ``y_<label>`` columns, multiclass if
+    """segmentation if ``label`` and ``dice`` columns (one row per case and label), binary if
+    ``logit``/``p`` columns, multilabel if ``y_<label>`` columns, multiclass if
     ``logit_<class>``/``p_<class>`` columns without ``y_<label>``."""
     cols = set(columns)
+    if "label" in cols and "dice" in cols:
+        return "segmentation"
     if any(str(c).startswith("y_") for c in cols):
         return "multilabel"
     if "logit" in cols or "p" in cols:
@@ -600,6 +642,8 @@ def table_from_frame(
             chk.add("missing value", row=int(np.flatnonzero(empty.to_numpy())[0]), field=col, expected="an identifier")
     blank_patient = out["patient_id"] == ""
     out.loc[blank_patient, "patient_id"] = out.loc[blank_patient, "case_id"]
+    if task == "segmentation":
+        return _segmentation_table(df, out, chk, label_names, path, text_columns)
     dupe = out.duplicated(["site", "case_id"])
     if dupe.any() and "case_id" in df:
         i = int(np.flatnonzero(dupe.to_numpy())[0])
@@ -719,6 +763,103 @@ def table_from_frame(
         if c not in out:
             out[c] = df[c].map(_category_text) if c in text else df[c]
     return PredictionsTable(out, task, names, path, given)
+
+
+def _segmentation_table(
+    df: pd.DataFrame,
+    out: pd.DataFrame,
+    chk: _Checker,
+    label_names: Sequence[str] | None,
+    path: Path | None,
+    text_columns: Sequence[str],
+) -> PredictionsTable:
+    """Segmentation rows (one per case and label): the ``label`` (a declared label when
+    ``label_names`` are given; unique per site and case), the metric columns
+    (:data:`SEGMENTATION_METRICS`, one size set of :data:`SEGMENTATION_SIZES`, the 0/1
+    :data:`SEGMENTATION_FLAGS`; any ``nsd_*``/``hc_*``/expected-size column) as float64. A metric
+    may be NaN only on a row whose reference and prediction are both empty (the empty-mask policy
+    ``exclude``): anywhere else a missing value would silently drop a case from a mean."""
+    names = _segmentation_labels(df, out, chk, label_names)
+    sizes = next((k for k, cols in SEGMENTATION_SIZES.items() if cols[0] in df), "area")
+    for col in SEGMENTATION_FLAGS:
+        if col not in df:
+            chk.add("missing column", field=col, expected="0 or 1: whether the mask is empty")
+        else:
+            flag = chk.labels01(df, col)
+            if flag is not None:
+                out[col] = flag
+    both_empty = (
+        (out["ref_empty"] == 1) & (out["pred_empty"] == 1) if all(c in out for c in SEGMENTATION_FLAGS) else None
+    )
+    required = list(SEGMENTATION_METRICS + SEGMENTATION_SIZES[sizes])
+    optional = [c for c in df.columns if _SEGMENTATION_OPTIONAL.match(str(c))]
+    for col in required + optional:
+        if col not in df:
+            chk.add("missing column", field=col, expected=f"the per-case metric `{col}` of every row")
+            continue
+        values = _metric_values(chk, df, col, both_empty)
+        if values is not None:
+            out[col] = values
+    chk.problems.raise_if_any()
+    text = set(text_columns)
+    for c in attribute_columns(df, "segmentation"):
+        if c not in out:
+            out[c] = df[c].map(_category_text) if c in text else df[c]
+    first = [*ID_COLUMNS, "label"]
+    out = out[first + [c for c in df.columns if c in out and c not in first]]  # the table's own order
+    return PredictionsTable(out, "segmentation", names, path, "metrics")
+
+
+def _segmentation_labels(
+    df: pd.DataFrame, out: pd.DataFrame, chk: _Checker, label_names: Sequence[str] | None
+) -> list[str]:
+    """The ``label`` column as text into ``out``; the label names (declared, else in order of first
+    appearance). A label not declared, or a (site, case_id, label) given twice, is reported."""
+    if "label" not in df:
+        chk.add("missing column", field="label", expected="the mask label of each row")
+        return list(label_names or [])
+    labels = _ids(df, "label", None, chk)
+    out["label"] = labels
+    names = list(label_names) if label_names else [v for v in dict.fromkeys(labels.tolist()) if v]
+    bad = ~labels.isin(names)
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        chk.add(f"label {_show(df['label'].iloc[i])} is not declared", row=i, field="label", expected=f"one of {names}")
+    dupe = out.duplicated(["site", "case_id", "label"])
+    if dupe.any():
+        i = int(np.flatnonzero(dupe.to_numpy())[0])
+        chk.add(
+            f"case_id {out['case_id'].iloc[i]!r} with label {out['label'].iloc[i]!r} repeats within site "
+            f"{out['site'].iloc[i]!r}",
+            row=i,
+            field="case_id",
+            expected="one row per case and label",
+        )
+    return names
+
+
+def _metric_values(chk: _Checker, df: pd.DataFrame, col: str, both_empty: pd.Series | None) -> np.ndarray | None:
+    """One metric column as float64: numbers, never infinite, NaN only where both masks are empty."""
+    raw = df[col]
+    num = pd.to_numeric(raw, errors="coerce")
+    text = num.isna() & raw.notna()
+    v = num.to_numpy(dtype=np.float64)
+    nan_ok = both_empty.to_numpy() if both_empty is not None else np.zeros(len(v), dtype=bool)
+    problems = [
+        (text.to_numpy(), "is not a number", "a number"),
+        (np.isinf(v), "is not finite", "a finite number"),
+        (
+            np.isnan(v) & ~text.to_numpy() & ~nan_ok,
+            "is missing on a row whose masks are not both empty",
+            "a value (NaN only where reference and prediction are both empty and the policy excludes them)",
+        ),
+    ]
+    for bad, what, expected in problems:
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            chk.add(f"{_show(raw.iloc[i])} {what} ({int(bad.sum())} such row(s))", row=i, field=col, expected=expected)
+            return None
+    return v
 
 
 def _multiclass_labels(chk: _Checker, col: pd.Series, names: list[str]) -> np.ndarray | None:

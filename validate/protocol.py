@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from validate.errors import InputError, InputErrors
 
-Task = Literal["binary", "multiclass", "multilabel"]
+Task = Literal["binary", "multiclass", "multilabel", "segmentation"]
 InputKind = Literal["image", "dicom", "array", "tabular", "volume"]
 Role = Literal["development", "calibration", "external"]
 CALIBRATION_DESIGNS = ("held-out", "local", "transfer", "sample-size")
@@ -351,6 +351,106 @@ class ReportSpec(_Strict):
     paper: Literal["a4", "letter"] = Field("a4", description="paper size of report.pdf: a4 (default) or letter")
 
 
+def nsd_metric_key(tolerance_mm: float) -> str:
+    """The metric key of the normalised surface Dice at ``tolerance_mm``: ``nsd_2mm`` for 2.0,
+    ``nsd_1p5mm`` for 1.5 (a dot cannot appear in a gate's metric name); the tolerance as ``{:g}``
+    writes it, the rule of :func:`validate.metrics.segmentation.nsd_key`, so the keys the protocol
+    names are the ones the metrics carry."""
+    return "nsd_" + f"{float(tolerance_mm):g}".replace(".", "p") + "mm"
+
+
+class EmptyMaskPolicy(_Strict):
+    """What a case whose reference and/or prediction is empty scores (Metrics Reloaded, Maier-Hein et
+    al., Nature Methods 2024). Both empty: ``perfect`` (Dice = IoU = NSD = 1, distances 0) or
+    ``exclude`` (the case is dropped from the means and counted as excluded). Exactly one empty:
+    ``worst`` (overlaps 0, every distance the image diagonal in mm), so a missed or hallucinated
+    structure never drops out of a mean."""
+
+    both: Literal["perfect", "exclude"] = "perfect"
+    one: Literal["worst"] = "worst"
+
+
+class SegmentationSpec(_Strict):
+    """How a segmentation model's output is compared with the reference mask of each case."""
+
+    mask_column: str = Field(
+        "mask", description="manifest column: the reference mask's path, relative to the site's image root"
+    )
+    label_values: dict[str, int] | None = Field(
+        None,
+        description="pixel value of each label in the mask; default label i (0-based) -> i + 1. A 0/255 "
+        "binary mask: {<label>: 255}. 0 is the background",
+    )
+    activation: Literal["sigmoid", "softmax"] = Field(
+        "sigmoid",
+        description="sigmoid: the model outputs [N, L, H, W], one logit map per label; softmax: [N, L + 1, H, W], "
+        "channel 0 the background",
+    )
+    spacing_column: str | None = Field(
+        None, description="manifest column: isotropic pixel size in mm (else spacing_columns, else DICOM PixelSpacing)"
+    )
+    spacing_columns: tuple[str, str] | None = Field(
+        None, description="manifest columns: pixel size in mm along [y, x] (rows, columns)"
+    )
+    nsd_tolerances_mm: list[float] = Field(
+        default_factory=lambda: [2.0],
+        description="tolerances (mm) of the normalised surface Dice: metric keys nsd_2mm, nsd_1p5mm, ...",
+    )
+    empty: EmptyMaskPolicy = Field(default_factory=EmptyMaskPolicy)
+    biometry: Literal["ellipse_circumference"] | None = Field(
+        None,
+        description="ellipse_circumference: an ellipse fitted to each mask (moments), its perimeter "
+        "(Ramanujan) compared: hc_ref_mm, hc_pred_mm, hc_error_mm, hc_abs_error_mm",
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="probability at or above which a pixel is predicted")
+    pixel_sample: int = Field(
+        512, ge=1, le=1_000_000, description="pixels sampled per case and label for temperature scaling"
+    )
+    worst_cases: int = Field(6, ge=0, le=100, description="per site and label: overlays kept for the lowest-Dice cases")
+
+    @field_validator("nsd_tolerances_mm")
+    @classmethod
+    def _tolerances(cls, v: list[float]) -> list[float]:
+        if any(t <= 0 for t in v):
+            raise ValueError("every NSD tolerance is a positive distance in mm")
+        keys = [nsd_metric_key(t) for t in v]
+        if len(set(keys)) != len(keys):
+            raise ValueError("NSD tolerances are listed once each")
+        return v
+
+    @field_validator("label_values")
+    @classmethod
+    def _values(cls, v: dict[str, int] | None) -> dict[str, int] | None:
+        if v is None:
+            return v
+        if any(not 1 <= x <= 65535 for x in v.values()):
+            raise ValueError("a label's pixel value is an integer in 1..65535 (0 is the background)")
+        if len(set(v.values())) != len(v):
+            raise ValueError("two labels share a pixel value")
+        return v
+
+    @model_validator(mode="after")
+    def _one_spacing_source(self) -> SegmentationSpec:
+        if self.spacing_column is not None and self.spacing_columns is not None:
+            raise ValueError("give `spacing_column` (isotropic) or `spacing_columns` ([y, x]), not both")
+        return self
+
+    @property
+    def nsd_keys(self) -> list[str]:
+        """The metric keys of the NSD tolerances, in protocol order."""
+        return [nsd_metric_key(t) for t in self.nsd_tolerances_mm]
+
+    def values_of(self, labels: list[str]) -> dict[str, int]:
+        """Each label's pixel value in the mask (the declared ones, else label i -> i + 1)."""
+        if self.label_values is not None:
+            return {lab: self.label_values[lab] for lab in labels}
+        return {lab: i + 1 for i, lab in enumerate(labels)}
+
+    def channels(self, n_labels: int) -> int:
+        """Channels of the model's output: one per label (sigmoid), plus the background (softmax)."""
+        return n_labels + (1 if self.activation == "softmax" else 0)
+
+
 class SynthesisSpec(_Strict):
     """The random-effects synthesis across sites (validate.analysis.synthesis)."""
 
@@ -463,6 +563,9 @@ class Protocol(_Strict):
     positive_class: str | None = None
     labels: list[str] | None = None
     input: InputSpec
+    segmentation: SegmentationSpec | None = Field(
+        None, description="task segmentation: how masks are read and compared (required for that task)"
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     columns: Columns = Field(default_factory=Columns)
@@ -493,7 +596,7 @@ class Protocol(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Protocol:
-        problems = []
+        problems = _segmentation_problems(self) if self.task == "segmentation" else []
         if self.task in ("binary", "multiclass"):
             if not self.classes:
                 problems.append("`classes` is required for a binary or multiclass task")
@@ -505,12 +608,14 @@ class Protocol(_Strict):
                 problems.append("a multiclass task has at least three classes (use task: binary for two)")
             if self.labels:
                 problems.append("`labels` is for multilabel tasks; use `classes`")
-        else:
+        elif self.task == "multilabel":
             if not self.labels:
                 problems.append("`labels` is required for a multilabel task")
             if self.classes:
                 problems.append("`classes` is for binary/multiclass tasks; use `labels`")
-        if self.positive_class is not None:
+        if self.segmentation is not None and self.task != "segmentation":
+            problems.append("the `segmentation` section applies to task: segmentation only")
+        if self.positive_class is not None and self.task != "segmentation":
             if self.task != "binary":
                 problems.append("`positive_class` applies to binary tasks only")
             elif self.classes and self.positive_class not in self.classes:
@@ -589,6 +694,31 @@ class Protocol(_Strict):
                 return self._lines[loc]
             loc = loc[:-1]
         return None
+
+
+def _segmentation_problems(p: Protocol) -> list[str]:
+    """What a segmentation protocol must hold: foreground labels, the segmentation section, a 2D image
+    input, and no classification keys (a mask has no classes or positive class)."""
+    problems = []
+    if not p.labels:
+        problems.append("`labels` is required for a segmentation task: the foreground labels of the masks")
+    elif len(set(p.labels)) != len(p.labels):
+        problems.append("`labels` has duplicate names")
+    for key in ("classes", "positive_class"):
+        if getattr(p, key) is not None:
+            problems.append(f"`{key}` does not apply to a segmentation task; name the mask's labels under `labels`")
+    if p.segmentation is None:
+        problems.append("a segmentation task needs the `segmentation` section (at least its `mask_column`)")
+    elif p.labels and p.segmentation.label_values is not None:
+        missing = [lab for lab in p.labels if lab not in p.segmentation.label_values]
+        extra = sorted(set(p.segmentation.label_values) - set(p.labels))
+        if missing:
+            problems.append(f"segmentation.label_values gives no pixel value for label(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"segmentation.label_values names {', '.join(extra)}, which `labels` does not list")
+    if p.input.kind not in ("image", "dicom"):
+        problems.append(f"a segmentation task reads 2D images (input.kind image or dicom), not {p.input.kind}")
+    return problems
 
 
 # ---- loading -----------------------------------------------------------------------------------

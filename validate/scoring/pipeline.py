@@ -140,6 +140,21 @@ def score_protocol(
     )
     if ckpt.format == "predictions":
         return _from_predictions_file(protocol, ckpt, out_dir, strict)
+    if protocol.task == "segmentation":  # per-case metrics and pixel summaries, scored in one process
+        from validate.scoring.segmentation import score_segmentation
+
+        return score_segmentation(
+            protocol,
+            ckpt,
+            out_dir=out_dir,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            amp=amp,
+            strict=strict,
+            progress=progress,
+            result_type=ScoreResult,
+        )
 
     ctx = distributed.setup(device)
     try:

@@ -1,0 +1,713 @@
+"""Scoring a segmentation checkpoint (``task: segmentation``, issue #20).
+
+Per batch the model gives per-pixel logits ``[N, C, h, w]`` (C = labels for ``activation: sigmoid``,
+labels + 1 with channel 0 the background for ``softmax``). For each case the logits are upsampled to
+the reference mask's native size (bilinear, ``align_corners=False``), turned into one probability map
+per label (sigmoid of the label's logit; softmax: the label's class probability, whose binary logit is
+log p − log(1 − p) = z_k − logsumexp_{j≠k} z_j), thresholded at ``segmentation.threshold`` and compared
+with the reference (mask == the label's pixel value) by ``case_metrics``. The masks are then dropped:
+what is kept per case is
+
+- one predictions row per (case, label): ids, attributes, pixel spacing, image statistics and the
+  per-case metrics, plus ``area_expected_mm2`` (Σp × pixel area: the model's expected area);
+- ``pixel_histogram.parquet``: per case and label, every pixel's probability in 20 equal-width bins,
+  right-closed (a, b] with 0 in bin 0 (as :func:`validate.metrics.calibration.ece`): ``n``, ``sum_p``,
+  ``sum_y`` of the non-empty bins — the exact pixel ECE and reliability diagram, and case-clustered
+  bootstrap by summing case histograms;
+- ``pixel_sample.parquet``: ``pixel_sample`` pixels per case (uniform without replacement, the same
+  pixels for every label; ``numpy.random.default_rng`` seeded from (``metrics.seed``, site, case id),
+  so reruns draw the same) with the label's logit (float32) and reference (int8), for temperature
+  scaling;
+- ``overlays.parquet``: the ``worst_cases`` lowest-Dice cases per site and label (a bounded heap:
+  memory flat in the number of cases), both masks downsampled (nearest) to at most 128 px on the long
+  side and bit-packed (``np.packbits`` of the row-major mask).
+
+Side files are streamed to Parquet per batch (``pyarrow.parquet.ParquetWriter``), so memory does not
+grow with the number of cases beyond the predictions rows. Case ids are written as in the manifest, as
+predictions.parquet is: the bundle writer hashes both alike.
+
+Not yet shared with the classification engine: the shard cache and torchrun distribution (a
+segmentation run is scored whole, in one process). A case whose image or mask cannot be read, whose
+mask holds a value no label declares, or whose output is not finite, is a failure (failures.csv); a
+model whose output shape does not fit the protocol, or a case without a pixel spacing, is bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import hashlib
+import heapq
+import importlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from validate.errors import InputError
+from validate.io import atomic_write_json
+from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
+from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
+
+try:  # the segmetrics slice's module; the stand-in keeps this slice runnable until it is merged
+    _metrics = importlib.import_module("validate.metrics.segmentation")
+except ImportError:  # pragma: no cover - removed with the stand-in
+    _metrics = importlib.import_module("validate.scoring.segmentation_standin")
+EmptyPolicy, case_metrics = _metrics.EmptyPolicy, _metrics.case_metrics
+
+#: Side files written next to predictions.parquet (then copied into the bundle).
+SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
+#: Bins of the pixel histogram (equal width on [0, 1], right-closed, 0 in the first bin).
+PIXEL_BINS = 20
+#: Longest side (pixels) of an overlay mask.
+OVERLAY_SIDE = 128
+#: Rows buffered per Parquet row group of a side file.
+ROW_GROUP = 16_384
+#: Probability floor for a model that outputs probabilities (their logits are taken after it).
+_FLOOR = 1e-15
+
+
+# ---- reading masks -------------------------------------------------------------------------------
+
+
+def read_mask(path: str, allowed: Sequence[int]) -> np.ndarray:
+    """A reference mask as a 2D integer array of its stored values (a PNG's grey or palette index; a
+    1-bit image as 0/255; a colour image only when its colour channels agree). A value that is neither
+    0 nor a declared label value is a :class:`CaseError`: it would otherwise count as background."""
+    from PIL import Image
+
+    if not path:
+        raise CaseError("no mask path for this case")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L") if im.mode == "1" else im)
+    except FileNotFoundError:
+        raise CaseError("mask file not found") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder fault is this case's failure
+        raise CaseError(f"mask could not be read: {exception_text(exc)}") from None
+    if arr.ndim == 3:
+        colour = arr[..., :3]
+        if not (colour == colour[..., :1]).all():
+            raise CaseError("mask is a colour image whose channels differ", stage="read")
+        arr = colour[..., 0]
+    if arr.ndim != 2 or arr.dtype.kind not in "ui":
+        raise CaseError(f"mask is not a 2D integer image (got {arr.dtype} {arr.shape})")
+    ok = np.isin(arr, np.asarray([0, *allowed]))
+    if not ok.all():
+        extra = sorted(int(v) for v in np.unique(arr[~ok])[:5])
+        raise CaseError(f"mask holds pixel value(s) {extra} that segmentation.label_values does not declare")
+    return arr
+
+
+class SegmentationCases(ImageCases):
+    """Image cases with their reference masks: each batch also gives ``masks`` (one 2D array per read
+    case, row for row with ``ok``). A case whose mask cannot be read is a failure of the batch."""
+
+    def __init__(self, paths: Sequence[str], mask_paths: Sequence[str], spec: Preprocessing, allowed: Sequence[int]):
+        super().__init__(paths, spec)
+        self.mask_paths = list(mask_paths)
+        self.allowed = list(allowed)
+
+    def __getitem__(self, positions: Sequence[int]) -> dict:
+        batch = super().__getitem__(positions)
+        keep, masks = [], []
+        for j, pos in enumerate(batch["ok"].tolist()):
+            try:
+                masks.append(read_mask(self.mask_paths[pos], self.allowed))
+                keep.append(j)
+            except CaseError as exc:
+                batch["failed"].append((int(pos), exc.reason, exc.stage))
+        if len(keep) < len(batch["ok"]):
+            index = torch.as_tensor(keep, dtype=torch.int64)
+            batch["ok"] = batch["ok"][index]
+            batch["x"] = batch["x"][index] if keep else None
+            batch["stats"] = batch["stats"][index] if keep and batch["stats"] is not None else None
+        batch["masks"] = masks
+        return batch
+
+
+# ---- one case ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Settings:
+    """What every case of a run shares."""
+
+    labels: list[str]
+    values: list[int]
+    softmax: bool
+    probabilities: bool  # the model outputs probabilities, not logits
+    threshold: float
+    nsd: list[float]
+    policy: Any
+    biometry: str | None
+    pixel_sample: int
+    seed: int
+
+
+def label_logits(out: torch.Tensor, size: tuple[int, int], s: _Settings) -> torch.Tensor:
+    """``[L, H, W]`` float32 logits of each label at the mask's size ``size`` from one case's model
+    output ``[C, h, w]``: upsampled bilinearly (align_corners=False) as logits, then per label the
+    sigmoid logit or, for softmax, z_k − logsumexp_{j≠k} z_j (the label's one-vs-rest log-odds)."""
+    z = out.float()
+    if s.probabilities:  # logits of the given probabilities (log-probabilities for softmax)
+        p = z.double().clamp(_FLOOR, 1 - _FLOOR)
+        z = (p.log() if s.softmax else torch.logit(p)).float()
+    z = torch.nn.functional.interpolate(z[None], size=size, mode="bilinear", align_corners=False)[0]
+    if not s.softmax:
+        return z
+    logp = torch.log_softmax(z, dim=0)
+    rows = []
+    for k in range(1, logp.shape[0]):
+        others = torch.cat([logp[:k], logp[k + 1 :]])
+        rows.append(logp[k] - torch.logsumexp(others, dim=0))
+    return torch.stack(rows)
+
+
+def pixel_histogram(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(bins, n, sum_p, sum_y)`` of the non-empty bins: bin = ceil(p·20) − 1, with p = 0 in bin 0
+    (right-closed equal-width bins, as :func:`validate.metrics.calibration.ece`)."""
+    b = np.clip(np.ceil(p * PIXEL_BINS).astype(np.intp) - 1, 0, PIXEL_BINS - 1).ravel()
+    n = np.bincount(b, minlength=PIXEL_BINS)
+    sum_p = np.bincount(b, weights=p.ravel(), minlength=PIXEL_BINS)
+    sum_y = np.bincount(b, weights=y.ravel().astype(np.float64), minlength=PIXEL_BINS)
+    keep = np.flatnonzero(n)
+    return keep, n[keep], sum_p[keep], sum_y[keep]
+
+
+def case_rng(seed: int, site: str, case_id: str) -> np.random.Generator:
+    """The pixel-sample generator of one case: seeded from (seed, site, case id) through SHA-256, so a
+    rerun (or another order of sites and cases) draws the same pixels."""
+    digest = hashlib.sha256(f"{seed}\x1f{site}\x1f{case_id}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def downsample(mask: np.ndarray, side: int = OVERLAY_SIDE) -> np.ndarray:
+    """Nearest-neighbour downsampling to at most ``side`` pixels on the long side (pixel centres)."""
+    h, w = mask.shape
+    f = max(h, w) / side
+    if f <= 1:
+        return mask
+    hh, ww = max(1, round(h / f)), max(1, round(w / f))
+    rows = np.minimum(((np.arange(hh) + 0.5) * h / hh).astype(np.intp), h - 1)
+    cols = np.minimum(((np.arange(ww) + 0.5) * w / ww).astype(np.intp), w - 1)
+    return mask[np.ix_(rows, cols)]
+
+
+@dataclass
+class _CaseOutput:
+    metrics: list[dict]  # one per label
+    histogram: dict[str, list]
+    sample: dict[str, list]
+    overlays: list[tuple[str, float, np.ndarray, np.ndarray]]  # (label, dice, pred, ref)
+
+
+def score_case(
+    out: torch.Tensor, mask: np.ndarray, spacing: tuple[float, float], site: str, case_id: str, s: _Settings
+) -> _CaseOutput:
+    """Every kept quantity of one case from its model output and reference mask."""
+    z = label_logits(out, (int(mask.shape[0]), int(mask.shape[1])), s)
+    if not bool(torch.isfinite(z).all()):
+        raise CaseError("model output is NaN or Inf", stage="score")
+    z64 = z.double().cpu().numpy()
+    from scipy.special import expit
+
+    n_pix = mask.size
+    k = min(s.pixel_sample, n_pix)
+    idx = case_rng(s.seed, site, case_id).choice(n_pix, size=k, replace=False)
+    res = _CaseOutput(
+        [], {k: [] for k in ("label", "bin", "n", "sum_p", "sum_y")}, {"label": [], "logit": [], "y": []}, []
+    )
+    area = float(spacing[0] * spacing[1])
+    for j, (label, value) in enumerate(zip(s.labels, s.values, strict=True)):
+        p = expit(z64[j])
+        ref = mask == value
+        pred = p >= s.threshold
+        m = case_metrics(pred, ref, spacing, nsd_tolerances_mm=s.nsd, policy=s.policy, biometry=s.biometry)
+        m["area_expected_mm2"] = float(p.sum()) * area
+        res.metrics.append(m)
+        bins, n, sp, sy = pixel_histogram(p, ref)
+        for key, v in (("bin", bins), ("n", n), ("sum_p", sp), ("sum_y", sy)):
+            res.histogram[key].append(v)
+        res.histogram["label"].append([label] * len(bins))
+        res.sample["label"].append([label] * k)
+        res.sample["logit"].append(z64[j].ravel()[idx].astype(np.float32))
+        res.sample["y"].append(ref.ravel()[idx].astype(np.int8))
+        res.overlays.append((label, float(m["dice"]), pred, ref))
+    return res
+
+
+# ---- the worst cases ------------------------------------------------------------------------------
+
+
+class WorstCases:
+    """The ``k`` lowest-Dice cases per (site, label), kept in bounded max-heaps: memory does not grow
+    with the number of cases. Ties keep the earlier case. A case the policy excluded (NaN Dice) is not
+    a worst case."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.heaps: dict[tuple[str, str], list] = {}
+        self.count = 0
+
+    def offer(self, site: str, case_id: str, label: str, dice: float, pred: np.ndarray, ref: np.ndarray) -> None:
+        if self.k <= 0 or not np.isfinite(dice):
+            return
+        heap = self.heaps.setdefault((site, label), [])
+        self.count += 1
+        key = (-dice, -self.count)  # the root is the highest Dice, the latest among equals
+        if len(heap) >= self.k and key <= heap[0][0]:
+            return
+        small_p, small_r = downsample(pred), downsample(ref)
+        entry = (key, case_id, np.packbits(small_p), np.packbits(small_r), small_p.shape)
+        if len(heap) < self.k:
+            heapq.heappush(heap, entry)
+        else:
+            heapq.heapreplace(heap, entry)
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        rows = []
+        for (site, label), heap in self.heaps.items():
+            for (neg, _), case_id, p, r, shape in sorted(heap, key=lambda e: (-e[0][0], -e[0][1])):
+                rows.append((site, case_id, label, -neg, shape[0], shape[1], p.tobytes(), r.tobytes()))
+        return pd.DataFrame(rows, columns=["site", "case_id", "label", "dice", "height", "width", "pred", "ref"])
+
+
+# ---- streaming side files -------------------------------------------------------------------------
+
+
+class _Stream:
+    """A Parquet file written in row groups of about :data:`ROW_GROUP` rows with a fixed schema: the
+    rows of a few cases are buffered (memory bounded by the row group, not the number of cases), and
+    a file read back is not thousands of one-case row groups."""
+
+    def __init__(self, path: Path, schema: Any):
+        import pyarrow.parquet as pq
+
+        self.path, self.schema = path, schema
+        self.tmp = path.with_name(path.name + ".partial")
+        self.writer = pq.ParquetWriter(self.tmp, schema)
+        self.parts: list[Any] = []
+        self.rows = 0
+
+    def write(self, columns: dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        n = len(next(iter(columns.values())))
+        if n:
+            self.parts.append(pa.table(columns, schema=self.schema))
+            self.rows += n
+        if self.rows >= ROW_GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.parts:
+            self.writer.write_table(pa.concat_tables(self.parts).combine_chunks())
+        self.parts, self.rows = [], 0
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.tmp.replace(self.path)
+
+
+def _streams(out_dir: Path) -> dict[str, _Stream]:
+    import pyarrow as pa
+
+    text = pa.dictionary(pa.int32(), pa.string())
+    return {
+        "histogram": _Stream(
+            out_dir / "pixel_histogram.parquet",
+            pa.schema(
+                [
+                    ("site", text),
+                    ("case_id", pa.string()),
+                    ("label", text),
+                    ("bin", pa.int16()),
+                    ("n", pa.int64()),
+                    ("sum_p", pa.float64()),
+                    ("sum_y", pa.float64()),
+                ]
+            ),  # fmt: skip
+        ),
+        "sample": _Stream(
+            out_dir / "pixel_sample.parquet",
+            pa.schema(
+                [("site", text), ("case_id", pa.string()), ("label", text), ("logit", pa.float32()), ("y", pa.int8())]
+            ),
+        ),
+    }
+
+
+def _write_side(streams: dict[str, _Stream], site: str, case_id: str, res: _CaseOutput) -> None:
+    import pyarrow as pa
+
+    def ids(n: int) -> dict[str, Any]:
+        return {
+            "site": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [site]),
+            "case_id": pa.array([case_id] * n, pa.string()),
+        }
+
+    h = res.histogram
+    n_h = sum(len(b) for b in h["bin"])
+    labels = np.concatenate([np.asarray(v, dtype=object) for v in h["label"]]) if n_h else np.zeros(0, object)
+    streams["histogram"].write(
+        {
+            **ids(n_h),
+            "label": pa.array(labels.tolist(), pa.string()).dictionary_encode(),
+            "bin": np.concatenate(h["bin"]).astype(np.int16),
+            "n": np.concatenate(h["n"]).astype(np.int64),
+            "sum_p": np.concatenate(h["sum_p"]),
+            "sum_y": np.concatenate(h["sum_y"]),
+        }
+    )
+    sm = res.sample
+    n_s = sum(len(v) for v in sm["logit"])
+    streams["sample"].write(
+        {
+            **ids(n_s),
+            "label": pa.array([lab for part in sm["label"] for lab in part], pa.string()).dictionary_encode(),
+            "logit": np.concatenate(sm["logit"]),
+            "y": np.concatenate(sm["y"]),
+        }
+    )
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Site:
+    """One site's outputs while it is scored."""
+
+    rows: list[dict] = field(default_factory=list)
+    failures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    scored: int = 0
+
+
+def _settings(protocol: Any) -> _Settings:
+    seg = protocol.segmentation
+    labels = list(protocol.labels)
+    values = seg.values_of(labels)
+    return _Settings(
+        labels=labels,
+        values=[values[lab] for lab in labels],
+        softmax=seg.activation == "softmax",
+        probabilities=protocol.model.output == "probabilities",
+        threshold=float(seg.threshold),
+        nsd=list(seg.nsd_tolerances_mm),
+        policy=EmptyPolicy(both=seg.empty.both, one=seg.empty.one),
+        biometry=seg.biometry,
+        pixel_sample=int(seg.pixel_sample),
+        seed=int(protocol.metrics.seed),
+    )
+
+
+def fill_dicom_spacing(protocol: Any, cohort: Any) -> None:
+    """Cases without a pixel-size column take (0028,0030) PixelSpacing [row, column] from their DICOM
+    image; a readable image without one is bad input (no metric in mm can be computed). An image that
+    cannot be read is left to fail as a case."""
+    from validate.scoring.inputs import is_dicom
+
+    cases = cohort.cases
+    missing = np.flatnonzero(~np.isfinite(cases["spacing_y_mm"].to_numpy(dtype=np.float64)))
+    for r in missing:
+        path = Path(str(cases["image_path"].iloc[r]))
+        if not path.is_file():
+            continue
+        spacing = None
+        if protocol.input.kind == "dicom" or is_dicom(path):
+            import pydicom
+
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PixelSpacing"])
+                spacing = [float(v) for v in ds.get("PixelSpacing", [])] or None
+            except Exception:  # noqa: BLE001 - an unreadable header fails the case when it is read
+                continue
+        if spacing is None or len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
+            raise InputError(
+                "no pixel spacing for this case: the protocol names no pixel-size column and the image "
+                "carries no DICOM PixelSpacing",
+                file=cohort.manifest_path,
+                row=int(r) + 1,
+                field="segmentation.spacing_column",
+                expected="segmentation.spacing_column / spacing_columns naming the mm-per-pixel column, "
+                "or DICOM images with PixelSpacing",
+            )
+        cases.loc[cases.index[r], ["spacing_y_mm", "spacing_x_mm"]] = spacing
+
+
+def _forward(ckpt: Any, x: torch.Tensor, spec: Preprocessing, dev: torch.device, amp: str) -> torch.Tensor:
+    dtype = AMP_DTYPES[amp]
+    autocast = torch.autocast(device_type=dev.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        x = normalise(x.to(ckpt.input_device, non_blocking=dev.type == "cuda"), spec)
+        return ckpt(x)
+
+
+def _check_output(out: Any, n: int, channels: int, activation: str) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != n or out.shape[1] != channels:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(
+            f"the model returned {shape} for a batch of {n} images",
+            field="model.checkpoint",
+            expected=f"[N, {channels}, H, W] per-pixel outputs (segmentation.activation {activation}: "
+            f"{'one map per label' if activation == 'sigmoid' else 'background + one map per label'})",
+        )
+    return out
+
+
+def _case_row(cases: Any, pos: int, attributes: list[str], stats: np.ndarray | None) -> dict:
+    """The predictions columns of a case shared by its labels: ids, attributes, spacing, image stats."""
+    row = {c: cases[c].iloc[pos] for c in ("case_id", "site", "patient_id")}
+    for attr in attributes:
+        if attr in cases.columns and attr not in row:
+            row[attr] = cases[attr].iloc[pos]
+    if "acquired_at" in cases.columns:
+        row["acquired_at"] = cases["acquired_at"].iloc[pos]
+    row["spacing_y_mm"] = float(cases["spacing_y_mm"].iloc[pos])
+    row["spacing_x_mm"] = float(cases["spacing_x_mm"].iloc[pos])
+    if stats is not None:
+        row.update(zip(IMAGE_STAT_COLUMNS, (float(v) for v in stats), strict=True))
+    return row
+
+
+def _score_site(run: _Run, cohort: Any) -> _Site:
+    """One site's cases, batch by batch: per-case rows, side files streamed, worst cases offered."""
+    cases = cohort.cases
+    site = cohort.site.id
+    n = len(cases)
+    out = _Site()
+    ids = cases["case_id"].astype(str).tolist()
+    dataset = SegmentationCases(
+        cases["image_path"].astype(str).tolist(), cases["mask_path"].astype(str).tolist(), run.spec, run.s.values
+    )
+    batches = [list(range(b, min(n, b + run.batch_size))) for b in range(0, n, run.batch_size)]
+    loader = make_loader(dataset, batches, workers=run.workers, pin_memory=run.dev.type == "cuda")
+    bar = Progress(site, n, run.progress)
+    try:
+        for batch in loader:
+            failed = list(batch["failed"])
+            ok = batch["ok"].tolist()
+            if ok:
+                pred = _check_output(
+                    _forward(run.ckpt, batch["x"], run.spec, run.dev, run.amp), len(ok), run.channels, run.activation
+                )
+                for j, pos in enumerate(ok):
+                    stats = batch["stats"][j].numpy() if batch["stats"] is not None else None
+                    try:
+                        _keep_case(run, out, cases, pos, pred[j], batch["masks"][j], stats)
+                    except CaseError as exc:
+                        failed.append((pos, exc.reason, exc.stage))
+            out.failures += [
+                (site, ids[p], _scrub(run, reason, cases, p), stage) for p, reason, stage in sorted(failed)
+            ]
+            bar.update(len(batch["positions"]))
+            release_freed_memory()
+    finally:
+        bar.close()
+    return out
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system after each batch. Every case allocates
+    mask-sized maps (probabilities, distance transforms: ~1 MB at 270×400) between the small
+    long-lived rows it keeps; glibc then raises its mmap threshold and serves those maps from a heap
+    that fragments, so without this the peak RSS grew by ~1 MB per case although nothing is kept
+    (benchmarks/bench_segmentation.py)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _keep_case(run: _Run, out: _Site, cases: Any, pos: int, output: torch.Tensor, mask: np.ndarray, stats: Any) -> None:
+    site, case_id = str(cases["site"].iloc[pos]), str(cases["case_id"].iloc[pos])
+    spacing = (float(cases["spacing_y_mm"].iloc[pos]), float(cases["spacing_x_mm"].iloc[pos]))
+    res = score_case(output, mask, spacing, site, case_id, run.s)
+    base = _case_row(cases, pos, run.attributes, stats)
+    for label, m in zip(run.s.labels, res.metrics, strict=True):
+        out.rows.append({**base, "label": label, **m})
+    _write_side(run.streams, site, case_id, res)
+    for label, dice, pred, ref in res.overlays:
+        run.worst.offer(site, case_id, label, dice, pred, ref)
+    out.scored += 1
+
+
+def _scrub(run: _Run, reason: str, cases: Any, pos: int) -> str:
+    """A failure reason without the case's paths or the sites' image roots."""
+    hide = [str(cases["image_path"].iloc[pos]), str(cases["mask_path"].iloc[pos])]
+    for s in run.protocol.sites:
+        root = run.protocol.resolve(s.image_root) if s.image_root else None
+        if root is not None:
+            hide += [str(root), str(Path(root).resolve())]
+    return scrub_paths(reason, *hide)
+
+
+@dataclass
+class _Run:
+    protocol: Any
+    ckpt: Any
+    dev: torch.device
+    spec: Preprocessing
+    s: _Settings
+    streams: dict[str, _Stream]
+    worst: WorstCases
+    batch_size: int
+    workers: int
+    amp: str
+    progress: bool
+    attributes: list[str]
+
+    @property
+    def channels(self) -> int:
+        return self.protocol.segmentation.channels(len(self.s.labels))
+
+    @property
+    def activation(self) -> str:
+        return str(self.protocol.segmentation.activation)
+
+
+def score_segmentation(
+    protocol: Any,
+    ckpt: Any,
+    *,
+    out_dir: Path,
+    device: str = "auto",
+    batch_size: int = 16,
+    workers: int | None = None,
+    amp: str = "none",
+    strict: bool = False,
+    progress: bool | None = None,
+    result_type: Any = None,
+) -> Any:
+    """Score every site of a segmentation protocol with ``ckpt``; write predictions.parquet (one row
+    per case and label), failures.csv, scoring.json and the side files (:data:`SIDE_FILES`) into
+    ``out_dir``. Returns a ``result_type`` (:class:`validate.scoring.pipeline.ScoreResult`, which the
+    caller passes: this module does not import the pipeline that dispatches to it)."""
+    import sys
+
+    from validate.cohort import load_site_manifest
+
+    started = time.time()
+    cohorts = [load_site_manifest(protocol, site) for site in protocol.sites]
+    for cohort in cohorts:
+        fill_dicom_spacing(protocol, cohort)
+    dev = resolve_device(device)
+    ckpt.prepare(dev, channels_last=False)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg = protocol.segmentation
+    run = _Run(
+        protocol=protocol,
+        ckpt=ckpt,
+        dev=dev,
+        spec=Preprocessing.from_protocol(protocol.input),
+        s=_settings(protocol),
+        streams=_streams(out_dir),
+        worst=WorstCases(int(seg.worst_cases)),
+        batch_size=max(1, int(batch_size)),
+        workers=int(workers or 0),
+        amp=amp,
+        progress=bool(sys.stderr.isatty() if progress is None else progress),
+        attributes=list(dict.fromkeys([*protocol.attributes, *(g.column for g in protocol.subgroups if g.column)])),
+    )
+    try:
+        sites = {c.site.id: _score_site(run, c) for c in cohorts}
+    finally:
+        for stream in run.streams.values():
+            stream.close()
+    return _finish(protocol, ckpt, run, sites, out_dir, strict, started, result_type)
+
+
+def _finish(
+    protocol: Any,
+    ckpt: Any,
+    run: _Run,
+    sites: dict[str, _Site],
+    out_dir: Path,
+    strict: bool,
+    started: float,
+    result_type: Any,
+) -> Any:
+    import pandas as pd
+
+    from validate.io import atomic_path
+    from validate.scoring.outputs import failures_frame, write_failures, write_predictions
+
+    rows = [r for s in sites.values() for r in s.rows]
+    predictions = pd.DataFrame(rows)
+    failures = failures_frame([f for s in sites.values() for f in s.failures])
+    counts = {
+        "cases": sum(s.scored + len(s.failures) for s in sites.values()),
+        "scored": sum(s.scored for s in sites.values()),
+        "failed": sum(len(s.failures) for s in sites.values()),
+        "cached": 0,
+        "sites": {
+            k: {"cases": s.scored + len(s.failures), "scored": s.scored, "failed": len(s.failures)}
+            for k, s in sites.items()
+        },
+    }
+    files = {"failures": out_dir / "failures.csv", "summary": out_dir / "scoring.json"}
+    write_failures(failures, files["failures"])
+    with atomic_path(out_dir / "overlays.parquet") as tmp:
+        run.worst.frame().to_parquet(tmp, index=False)
+    for name in SIDE_FILES:
+        files[name.removesuffix(".parquet")] = out_dir / name
+    if not (strict and counts["failed"]):
+        files["predictions"] = out_dir / "predictions.parquet"
+        write_predictions(predictions, files["predictions"], task="segmentation", labels=list(protocol.labels))
+    summary = {
+        "protocol": protocol.name,
+        "protocol_sha256": protocol.sha256,
+        "checkpoint": str(ckpt.path),
+        "task": "segmentation",
+        "labels": list(protocol.labels),
+        "checkpoint_sha256": ckpt.sha256,
+        "checkpoint_format": ckpt.format,
+        "device": str(run.dev),
+        "amp": run.amp,
+        "batch_size": run.batch_size,
+        "side_files": list(SIDE_FILES),
+        "counts": counts,
+        "started": started,
+        "finished": time.time(),
+    }
+    atomic_write_json(files["summary"], summary)
+    result = result_type(
+        predictions=predictions,
+        failures=failures,
+        checkpoint_sha256=ckpt.sha256,
+        checkpoint_format=ckpt.format,
+        checkpoint_path=ckpt.path,
+        device=str(run.dev),
+        counts=counts,
+        out_dir=out_dir,
+        files=files,
+    )
+    if strict and counts["failed"]:
+        first = failures.iloc[0]
+        raise InputError(
+            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
+            f"site {first['site']}, case {first['case_id']}: {first['reason']} (all listed in {files['failures']})",
+            field="--strict",
+        )
+    return result
