@@ -222,3 +222,21 @@ def test_block_without_bootstrap_has_no_interval():
     values = np.linspace(0.5, 1, 10).reshape(10, 1, 1)
     blk = segmentation_block(values, ["dice"], ["head"], settings=MetricSettings(n_bootstrap=0, min_cases=1))
     assert blk["dice"]["estimate"] == pytest.approx(0.75) and blk["dice"]["ci_low"] is None
+
+
+def test_block_keys_are_the_registered_segmentation_metrics():
+    from validate.metrics import registry
+
+    frame = seg_frame().assign(hc_error_mm=1.0)
+    blk = segmentation_metrics(segmentation_cases(frame, ["head"]), settings=SETTINGS, exclude_policy=True)["overall"]
+    keys = set(blk) - set(registry.BLOCK_FIELDS["segmentation"])
+    assert all(registry.get(k, "segmentation") is not None for k in keys), keys
+    expected = {m.name for m in registry.metrics_for("segmentation")} - {
+        "nsd",
+        "nsd_median",
+        "volume_abs_error_mm3",
+        "volume_abs_error_mm3_median",
+    }
+    nsd = {"nsd_1p5mm", "nsd_1p5mm_median", "nsd_2mm", "nsd_2mm_median"}
+    assert keys == expected | nsd
+    assert registry.label("nsd_1p5mm") == "NSD 1.5 mm" and registry.get("nsd_2mm_median").direction == "higher"
