@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -375,3 +375,62 @@ def case_groups(data: SegmentationCases, col: str, subgroups: pd.DataFrame | Non
         .to_numpy(dtype=object)
         .reshape(-1)
     )
+
+
+# ---- paired comparison with a baseline model -------------------------------------------------------
+
+
+def _case_keys(data: SegmentationCases) -> pd.Series:
+    return data.cases["site"].astype(str) + "\x1f" + data.cases["case_id"].astype(str)
+
+
+def paired_comparison(new: SegmentationCases, base: SegmentationCases, *, settings: MetricSettings) -> dict:
+    """The new model's per-case metrics minus the baseline's on the same (site, case, label): per site
+    and pooled (stratified by site), the mean difference of each metric with the percentile interval of
+    the patient-clustered bootstrap (both models see the same replicate weights: the interval is
+    paired). With several labels the difference is the macro mean over labels. A case one model
+    excluded (both masks empty, ``both: exclude``) is left out of that metric's difference."""
+    if list(new.labels) != list(base.labels):
+        raise InputError(
+            f"the baseline's labels {base.labels} differ from the new model's {new.labels}",
+            field="label",
+            expected="the same labels in both predictions",
+        )
+    index = pd.Series(np.arange(base.n), index=_case_keys(base).to_numpy())
+    keys = _case_keys(new)
+    matched = keys.isin(index.index).to_numpy()
+    if not matched.any():
+        raise InputError(
+            "the baseline's predictions share no (site, case_id) with the new model's",
+            field="case_id",
+            expected="both models scored on the same cases",
+        )
+    metrics = [m for m in new.metrics if m in base.metrics]
+    xn = new.values[matched][:, :, [new.metrics.index(m) for m in metrics]]
+    xb = base.values[index[keys[matched]].to_numpy()][:, :, [base.metrics.index(m) for m in metrics]]
+    diff = xn - xb
+    cases = new.cases.loc[matched].reset_index(drop=True)
+    sub = SegmentationCases(cases, new.labels, metrics, diff, np.arange(len(cases)))
+    sites = cases["site"].astype(str).to_numpy(dtype=object)
+
+    def level(mask: np.ndarray, stratified: bool) -> dict:
+        blk = segmentation_block(
+            diff[mask],
+            metrics,
+            new.labels,
+            settings=replace(settings, min_cases=0),
+            clusters=sub.clusters(settings, mask),
+            strata=sites[mask] if stratified else None,
+        )
+        out: dict = {"n_matched": int(mask.sum())}
+        for m in metrics:
+            e = blk[m]
+            out[m] = {k: e[k] for k in ("estimate", "ci_low", "ci_high", "method")}
+        return out
+
+    return {
+        "difference": "new − baseline: mean over matched cases of the per-case difference",
+        "n_unmatched": int((~matched).sum()),
+        "overall": level(np.ones(len(cases), dtype=bool), True),
+        "sites": {s: level(sites == s, False) for s in dict.fromkeys(sites)},
+    }
