@@ -1108,6 +1108,8 @@ MODELS: dict[str, type[_File]] = {
 }
 # files a bundle holds only when the run was given a baseline model (absent otherwise, never implied)
 BASELINE_FILES = ("comparison.json",)
+# files a bundle holds only for a segmentation task (validate.analysis.segmentation_run)
+SEGMENTATION_FILES = ("segmentation.json",)
 # what an analysis that did not run writes in place of its file
 NOT_COMPUTED_KEYS = {"calibration.json": {"schema", "reason"}, "shift.json": {"schema", "reason"}}
 
