@@ -65,12 +65,14 @@ class SegmentationSettings:
 def policy_text(both: str, one: str) -> str:
     """The empty-mask policy as one paragraph for the report (validate.metrics.segmentation's own text
     where that module is installed)."""
-    try:
-        from validate.metrics.segmentation import EmptyPolicy, policy_text as metrics_policy_text
+    import importlib
+
+    try:  # the metrics module's own paragraph (slice segmetrics), looked up by name
+        metrics_module = importlib.import_module("validate.metrics.segmentation")
     except ImportError:
-        pass
-    else:
-        return metrics_policy_text(EmptyPolicy(both=both, one=one))  # type: ignore[arg-type]
+        metrics_module = None
+    if metrics_module is not None and hasattr(metrics_module, "policy_text"):
+        return str(metrics_module.policy_text(metrics_module.EmptyPolicy(both=both, one=one)))
     both_text = (
         "a case whose reference and prediction are both empty counts as perfect (Dice, IoU and NSD 1, distances 0)"
         if both == "perfect"
