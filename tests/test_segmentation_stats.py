@@ -240,3 +240,15 @@ def test_block_keys_are_the_registered_segmentation_metrics():
     nsd = {"nsd_1p5mm", "nsd_1p5mm_median", "nsd_2mm", "nsd_2mm_median"}
     assert keys == expected | nsd
     assert registry.label("nsd_1p5mm") == "NSD 1.5 mm" and registry.get("nsd_2mm_median").direction == "higher"
+
+
+def test_validate_metrics_table_of_a_segmentation_report():
+    from validate.commands.metrics import _segmentation_report, format_table
+
+    frame = seg_frame()
+    report = _segmentation_report(frame, None, SETTINGS, None, [])
+    text = format_table(report)
+    assert "patients" in text and "dice" in text and "hd95_mm" in text
+    dev = frame[frame["site"] == "dev"]
+    row = next(line for line in text.splitlines() if line.startswith("site dev"))
+    assert f"{dev['dice'].mean():.3f}" in row and "patient-clustered bootstrap" in text
