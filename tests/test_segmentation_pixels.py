@@ -153,14 +153,17 @@ def test_area_agreement_is_bland_altman_and_least_squares():
     )
 
 
-def test_worst_cases_are_the_lowest_dice_of_each_site_excluded_left_out():
-    frame = seg_frame()
+def test_worst_cases_are_the_lowest_dice_of_each_site_and_label_excluded_left_out():
+    frame = seg_frame(labels=("head", "brain"))
     frame.loc[0, "dice"] = np.nan  # an excluded case is not a "worst" case
     out = worst_cases(frame, 3)
     for site in ("dev", "ext"):
-        sub = frame[(frame["site"] == site) & frame["dice"].notna()].nsmallest(3, "dice")
-        assert [c["case_id"] for c in out[site]] == sub["case_id"].tolist()
-        assert [c["dice"] for c in out[site]] == pytest.approx(sub["dice"].tolist())
+        expected = []
+        for label in ("brain", "head"):
+            sub = frame[(frame["site"] == site) & (frame["label"] == label) & frame["dice"].notna()]
+            expected += [(label, c) for c in sub.nsmallest(3, "dice")["case_id"]]
+        assert [(c["label"], c["case_id"]) for c in out[site]] == expected
+        assert all(np.isfinite(c["dice"]) for c in out[site])
 
 
 def test_paired_comparison_equals_a_naive_paired_bootstrap():
@@ -269,3 +272,13 @@ def test_segmentation_json_satisfies_its_committed_json_schema():
             (Path(__file__).parents[1] / f"schemas/bundle/{name.split('.')[0]}.schema.json").read_text()
         )
         jsonschema.validate(data, schema)
+
+
+def test_pipeline_analyse_takes_the_segmentation_branch():
+    from validate.pipeline import analyse
+
+    frame = seg_frame().assign(area_expected_mm2=lambda f: f["area_ref_mm2"])
+    parts = analyse(protocol(), frame, None, side=side_tables(frame))
+    assert parts["metrics"]["task"] == "segmentation" and parts["segmentation"]["labels"] == ["head"]
+    assert parts["calibration"] is None and parts["comparison"] is None
+    assert [r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"] == ["pass", "pass"]

@@ -290,13 +290,16 @@ def area_agreement(frame: pd.DataFrame, labels) -> dict:
 
 
 def worst_cases(frame: pd.DataFrame, k: int) -> dict:
-    """Per site the ``k`` (case, label) rows of lowest Dice (ties by case id), excluded rows last
-    and left out: ``{site: [{case_id, label, dice, hd95_mm}]}`` with the frame's own case ids."""
+    """Per site, for each label the ``k`` cases of lowest Dice (ties by case id; excluded cases, whose
+    Dice is NaN, left out): ``{site: [{case_id, label, dice, hd95_mm}]}`` with the frame's own ids,
+    as the scoring keeps their overlays (per site and label)."""
     out: dict = {}
     site = frame["site"].astype(str)
+    finite = np.isfinite(frame["dice"].to_numpy(dtype=np.float64))
     for s in dict.fromkeys(site):
-        rows = frame[(site == s) & np.isfinite(frame["dice"].to_numpy(dtype=np.float64))]
-        rows = rows.assign(_id=rows["case_id"].astype(str)).sort_values(["dice", "_id"], kind="stable").head(k)
+        rows = frame[(site == s) & finite]
+        rows = rows.assign(_id=rows["case_id"].astype(str), _label=rows["label"].astype(str))
+        rows = rows.sort_values(["_label", "dice", "_id"], kind="stable").groupby("_label", sort=True).head(k)
         out[s] = [
             {
                 "case_id": str(r.case_id),
