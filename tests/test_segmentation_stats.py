@@ -252,3 +252,10 @@ def test_validate_metrics_table_of_a_segmentation_report():
     dev = frame[frame["site"] == "dev"]
     row = next(line for line in text.splitlines() if line.startswith("site dev"))
     assert f"{dev['dice'].mean():.3f}" in row and "patient-clustered bootstrap" in text
+
+
+def test_excluded_cases_are_counted_even_when_the_protocol_says_perfect():
+    """A table made under both: exclude, read with a protocol that says perfect, still shows them."""
+    data = segmentation_cases(_excluded_frame(), ["head"])
+    report = segmentation_metrics(data, settings=SETTINGS, exclude_policy=False)
+    assert report["sites"]["ext"]["n_excluded"] == 12 and report["overall"]["n_excluded"] == 12

@@ -331,8 +331,11 @@ def segmentation_metrics(
 ) -> dict:
     """metrics.json for a segmentation task: ``overall`` (stratified by site), one block per site,
     one per value of each subgroup column (pooled over sites, stratified by site). ``subgroups`` is
-    row-aligned with the predictions frame (:func:`validate.cohort.derive_subgroups`)."""
+    row-aligned with the predictions frame (:func:`validate.cohort.derive_subgroups`). Blocks count
+    ``n_excluded`` under ``exclude_policy`` and whenever the table holds an excluded (NaN) case, so a
+    table made under ``both: exclude`` never drops cases unseen."""
     sites = data.cases["site"].astype(str).to_numpy(dtype=object)
+    exclude_policy = exclude_policy or bool(np.isnan(data.values).any())
 
     def block(mask: np.ndarray, stratified: bool) -> dict:
         return segmentation_block(

@@ -87,8 +87,6 @@ def format_table(report: dict) -> str:
 def _segmentation_report(frame, protocol, settings, subgroups, subgroup_columns) -> dict:
     """metrics.json of a segmentation predictions table (:mod:`validate.analysis.segmentation`): the
     protocol's labels and empty policy when one is given, else the table's labels."""
-    import numpy as np
-
     from validate.analysis.segmentation import segmentation_cases, segmentation_metrics
     from validate.analysis.segmentation_pixels import SegmentationSettings
 
@@ -99,8 +97,7 @@ def _segmentation_report(frame, protocol, settings, subgroups, subgroup_columns)
         settings=settings,
         subgroups=subgroups,
         subgroup_columns=subgroup_columns,
-        # without a protocol, NaN rows (checked: both masks empty) say the policy was both: exclude
-        exclude_policy=seg.both == "exclude" or bool(np.isnan(data.values).any()),
+        exclude_policy=seg.both == "exclude",
     )
 
 
