@@ -73,7 +73,10 @@ def test_biometry_and_labels_decide_what_a_gate_may_name():
     [
         ({"metric": "dice", "scope": "across_sites", "min": 0.9}, "scope"),
         ({"metric": "dice", "scope": "subgroup_gap:band", "max": 0.1}, "scope"),
-        ({"metric": "dice", "scope": "each_site", "min": 0.9, "compare": "baseline"}, "compare"),
+        ({"metric": "dice", "scope": "each_subgroup:band", "min": -0.02, "compare": "baseline"}, "scope"),
+        ({"metric": "hd95_mm", "scope": "each_site", "min": -1.0, "compare": "baseline"}, "min"),
+        ({"metric": "dice", "scope": "each_site", "min": -0.02, "on": "ci_high", "compare": "baseline"}, "on"),
+        ({"metric": "n_patients", "scope": "overall", "min": 0, "compare": "baseline"}, "metric"),
         ({"metric": "dice", "scope": "each_site", "min": 0.9, "calibration": "temperature"}, "calibration"),
         ({"metric": "shift_material_findings", "scope": "each_site", "max": 0}, "metric"),
         ({"metric": "dice", "scope": "each_site", "min": 0.9, "on": "pi_low"}, "on"),
@@ -90,3 +93,20 @@ def test_interval_bounds_need_the_bootstrap():
         protocol([{"metric": "dice", "scope": "each_site", "min": 0.9, "on": "ci_low"}], n_bootstrap=0)
     )
     assert problem.field == "gates[0].on"
+
+
+def test_comparison_gates_on_segmentation_metrics():
+    gates = [
+        {"metric": "dice", "scope": "each_site", "min": -0.02, "on": "ci_low", "compare": "baseline"},
+        {"metric": "hd95_mm", "scope": "overall", "max": 0.5, "on": "ci_high", "compare": "baseline"},
+        {"metric": "nsd_2mm", "scope": "overall", "min": -0.05, "compare": "baseline"},
+    ]
+    check_protocol_gates(protocol(gates), baseline=True)
+    problems = refused_without_baseline(protocol(gates[:1]))
+    assert problems[0].field == "gates[0].compare"
+
+
+def refused_without_baseline(proto) -> list:
+    with pytest.raises(InputErrors) as exc:
+        check_protocol_gates(proto, baseline=False)
+    return exc.value.problems

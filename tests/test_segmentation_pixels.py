@@ -282,3 +282,41 @@ def test_pipeline_analyse_takes_the_segmentation_branch():
     assert parts["metrics"]["task"] == "segmentation" and parts["segmentation"]["labels"] == ["head"]
     assert parts["calibration"] is None and parts["comparison"] is None
     assert [r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"] == ["pass", "pass"]
+
+
+@pytest.mark.parametrize(
+    ("shift", "verdict"),
+    [(0.0, "pass"), (0.3, "fail")],
+)
+def test_comparison_gate_judges_the_paired_difference(shift, verdict, tmp_path):
+    """The new model minus a baseline better by ``shift`` Dice at site ext: a non-inferiority gate
+    (margin 0.02 on ci_low) fails when the new model is worse, passes when they are equal; regate reads
+    the comparison back from segmentation.json."""
+    frame = seg_frame()
+    base = frame.copy()
+    base.loc[base["site"] == "ext", "dice"] += shift
+    proto = protocol()
+    proto.gates = [{"metric": "dice", "scope": "each_site", "min": -0.02, "on": "ci_low", "compare": "baseline"}]
+    parts = analyse_segmentation(proto, frame, None, baseline_frame=base)
+    rows = {r.site: r for r in parts["gates"].rows if r.metric == "dice"}
+    assert rows["dev"].verdict == "pass" and rows["ext"].verdict == verdict
+    assert rows["ext"].estimate == pytest.approx(-shift, abs=1e-12)
+    ext = frame[frame["site"] == "ext"]["dice"]
+    assert rows["ext"].estimate_new == pytest.approx(ext.mean()) and rows["ext"].estimate_baseline == pytest.approx(
+        ext.mean() + shift
+    )
+    from validate.analysis.segmentation import gate_comparison
+    from validate.gates import judge_gates
+
+    again = judge_gates(proto.gates, parts["metrics"], comparison=gate_comparison(parts["segmentation"]["comparison"]))
+    assert [r.verdict for r in again.rows] == [r.verdict for r in parts["gates"].rows if not r.builtin]
+
+
+def test_comparison_gate_on_a_site_without_matched_cases_fails():
+    frame = seg_frame()
+    base = frame[frame["site"] == "dev"]
+    proto = protocol()
+    proto.gates = [{"metric": "hd95_mm", "scope": "each_site", "max": 0.5, "on": "ci_high", "compare": "baseline"}]
+    parts = analyse_segmentation(proto, frame, None, baseline_frame=base)
+    rows = {r.site: r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"}
+    assert rows == {"dev": "pass", "ext": "fail"}

@@ -626,6 +626,11 @@ def regate(bundle_path, protocol_path=None):
         from validate.site_gates import regate_federated
 
         return bundle, regate_federated(bundle, protocol)
+    comparison = bundle.comparison
+    if comparison is None and bundle.segmentation is not None:  # a segmentation run's, in segmentation.json
+        from validate.analysis.segmentation import gate_comparison
+
+        comparison = gate_comparison(bundle.segmentation.get("comparison"))
     return bundle, judge_gates(
         protocol.gates,
         bundle.metrics,
@@ -634,6 +639,6 @@ def regate(bundle_path, protocol_path=None):
         shift=bundle.shift,
         protocol=protocol,
         cohort=bundle.sites,
-        comparison=bundle.comparison,
+        comparison=comparison,
         fairness=bundle.fairness,
     )

@@ -60,7 +60,7 @@ def check_protocol_gates(protocol, *, baseline: bool | None = None) -> None:
     if protocol.task == "segmentation":
         from validate.segmentation_gates import segmentation_gate_problems
 
-        seg_problems = segmentation_gate_problems(protocol)
+        seg_problems = segmentation_gate_problems(protocol, baseline)
         if seg_problems:
             raise InputErrors(seg_problems)
         return

@@ -7,8 +7,9 @@ the same code from the protocol's labels, NSD tolerances (``nsd_<τ>mm``) and bi
 ``nsd_3mm`` when the protocol declares ``nsd_tolerances_mm: [2.0]`` is refused (exit 2) — with a scope
 the segmentation analyses answer (``overall``, ``each_site``, ``each_subgroup``, ``worst_subgroup``),
 ``on`` an interval bound only when the run bootstraps, and no ``calibration``, ``compare``, shift or
-fairness quantity (those analyses are classification ones; the comparison with a baseline is reported
-in segmentation.json, not gated, in this version).
+fairness quantity (those analyses are classification ones). A ``compare: baseline`` gate judges the
+paired comparison of segmentation.json (scope ``overall`` or ``each_site``, a bound on the metric's
+better side: ``{metric: dice, compare: baseline, scope: each_site, min: -0.02, on: ci_low}``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from validate.errors import InputError
 
 SEGMENTATION_SCOPES = ("overall", "each_site", "each_subgroup", "worst_subgroup")
 PROBE_CASES = 8
+COUNTS = ("n", "n_patients", "n_excluded")  # block fields, not metrics with a difference
 
 
 def protocol_metric_columns(protocol) -> list[str]:
@@ -55,8 +57,34 @@ def probe_block(protocol) -> dict:
     return segmentation_block(values, metrics, labels, settings=settings)
 
 
-def segmentation_gate_problems(protocol) -> list[InputError]:
-    """Every gate of a segmentation protocol the run could not answer (see the module docstring)."""
+def _comparison_problem(spec, i: int, names: list[str], baseline: bool | None, err) -> None:
+    """A ``compare: baseline`` gate: a baseline to compare with, scope overall or each_site, a metric of
+    the paired comparison (per-case metric means, macro over labels), and a bound on the metric's
+    better side judged on the conservative end (:func:`validate.gates.comparison_bound_problem`)."""
+    from validate.gates import comparison_bound_problem
+
+    if spec.compare != "baseline":
+        err(i, "compare", f"unknown comparison `{spec.compare}`", "compare: baseline")
+    elif baseline is False:
+        err(
+            i,
+            "compare",
+            "the gate compares with a baseline model, but the run has none",
+            "`validate run ... --baseline PATH` or model.baseline in the protocol",
+        )
+    elif spec.kind not in ("overall", "each_site"):
+        err(i, "scope", f"scope `{spec.scope}` cannot compare segmentation models", "overall or each_site")
+    elif spec.calibration is not None:
+        err(i, "calibration", "a comparison gate compares the models as scored", "no `calibration`")
+    elif spec.metric not in (compared := [n for n in names if "." not in n and n not in COUNTS]):
+        err(i, "metric", f"the paired comparison has no difference in `{spec.metric}`", f"one of {', '.join(compared)}")
+    elif (bound := comparison_bound_problem(spec.metric, spec.direction, spec.on)) is not None:
+        err(i, *bound)
+
+
+def segmentation_gate_problems(protocol, baseline: bool | None = None) -> list[InputError]:
+    """Every gate of a segmentation protocol the run could not answer (see the module docstring);
+    ``baseline``: whether the run has a baseline model (None: not known yet)."""
     from validate.gates import SHIFT_METRICS, canonical_metric, gate_specs, gateable_metrics
 
     problems: list[InputError] = []
@@ -77,16 +105,13 @@ def segmentation_gate_problems(protocol) -> list[InputError]:
         )
 
     specs = gate_specs(protocol.gates)
+    if baseline is None and getattr(getattr(protocol, "model", None), "baseline", None) is not None:
+        baseline = True
     for i, spec in enumerate(specs):
         if spec.kind not in SEGMENTATION_SCOPES:
             err(i, "scope", f"scope {spec.scope} is not judged for segmentation", ", ".join(SEGMENTATION_SCOPES))
         elif spec.compare is not None:
-            err(
-                i,
-                "compare",
-                "the comparison of segmentation models is reported in segmentation.json, not gated",
-                "no `compare` on a segmentation gate",
-            )
+            _comparison_problem(spec, i, names, baseline, err)
         elif spec.calibration is not None:
             err(i, "calibration", "segmentation metrics are judged as scored", "no `calibration`")
         elif canonical_metric(spec.metric) not in names:
@@ -101,6 +126,6 @@ def segmentation_gate_problems(protocol) -> list[InputError]:
             )
         elif spec.on not in ("estimate", "ci_low", "ci_high"):
             err(i, "on", f"`on: {spec.on}` is not available for segmentation", "estimate, ci_low or ci_high")
-        elif spec.on != "estimate" and (not bootstrap or spec.metric in ("n", "n_patients", "n_excluded")):
+        elif spec.on != "estimate" and (not bootstrap or spec.metric in COUNTS):
             err(i, "on", f"`{spec.metric}` has no confidence interval in this run", "on: estimate")
     return problems

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -418,19 +418,28 @@ def paired_comparison(new: SegmentationCases, base: SegmentationCases, *, settin
     sub = SegmentationCases(cases, new.labels, metrics, diff, np.arange(len(cases)))
     sites = cases["site"].astype(str).to_numpy(dtype=object)
 
+    # each model's mean over the cases its difference is taken on (a case either model excluded is out)
+    both = np.where(np.isfinite(diff), 1.0, np.nan)
+
     def level(mask: np.ndarray, stratified: bool) -> dict:
         blk = segmentation_block(
             diff[mask],
             metrics,
             new.labels,
-            settings=replace(settings, min_cases=0),
+            settings=settings,
             clusters=sub.clusters(settings, mask),
             strata=sites[mask] if stratified else None,
         )
+        with np.errstate(invalid="ignore"):
+            mean_new = _point((xn * both)[mask])[:, :, 0].mean(axis=0)
+            mean_base = _point((xb * both)[mask])[:, :, 0].mean(axis=0)
         out: dict = {"n_matched": int(mask.sum())}
-        for m in metrics:
+        if blk.get("insufficient"):
+            out.update(insufficient=True, reason=blk["reason"])
+        for j, m in enumerate(metrics):
             e = blk[m]
             out[m] = {k: e[k] for k in ("estimate", "ci_low", "ci_high", "method")}
+            out[m].update(new=_finite_or_none(mean_new[j]), baseline=_finite_or_none(mean_base[j]))
         return out
 
     return {
@@ -438,4 +447,39 @@ def paired_comparison(new: SegmentationCases, base: SegmentationCases, *, settin
         "n_unmatched": int((~matched).sum()),
         "overall": level(np.ones(len(cases), dtype=bool), True),
         "sites": {s: level(sites == s, False) for s in dict.fromkeys(sites)},
+    }
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def gate_comparison(comparison: dict | None) -> dict | None:
+    """segmentation.json's ``comparison`` in the shape gates.py judges ``compare: baseline`` gates on
+    (comparison.json's DELTA blocks: ``{"n", "metrics": {m: {"delta", "ci_low", "ci_high", "new",
+    "baseline"}}}`` pooled and per site); None without a comparison."""
+    if not comparison:
+        return None
+
+    def delta_block(level: dict) -> dict:
+        out: dict = {"n": level.get("n_matched"), "metrics": {}, "undefined": {}}
+        if level.get("insufficient"):
+            out.update(insufficient=True, reason=level.get("reason"))
+        for m, e in level.items():
+            if isinstance(e, dict) and "estimate" in e:
+                out["metrics"][m] = {
+                    "delta": e["estimate"],
+                    "ci_low": e.get("ci_low"),
+                    "ci_high": e.get("ci_high"),
+                    "new": e.get("new"),
+                    "baseline": e.get("baseline"),
+                }
+                if e["estimate"] is None:
+                    out["undefined"][m] = "no case with both models' values"
+        return out
+
+    return {
+        "overall": delta_block(comparison.get("overall") or {}),
+        "sites": {s: delta_block(level) for s, level in (comparison.get("sites") or {}).items()},
     }

@@ -113,7 +113,12 @@ def segmentation_json(protocol, frame, data, side: dict, settings, comparison: d
 def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None, baseline_frame=None) -> dict:
     """The parts of the bundle for a segmentation run (the keys :func:`validate.pipeline.analyse`
     returns, plus ``segmentation``), gates judged on metrics.json."""
-    from validate.analysis.segmentation import paired_comparison, segmentation_cases, segmentation_metrics
+    from validate.analysis.segmentation import (
+        gate_comparison,
+        paired_comparison,
+        segmentation_cases,
+        segmentation_metrics,
+    )
     from validate.analysis.segmentation_pixels import SegmentationSettings
     from validate.cohort import derive_subgroups
     from validate.gates import judge_gates
@@ -145,7 +150,9 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
     first = frame.groupby(data.case_of_row, sort=True).head(1).index
     case_groups = groups.loc[first].reset_index(drop=True) if len(groups.columns) else None
     sites = segmentation_cohort(protocol, data.cases, case_groups, failures, settings.ci_level)
-    gates = judge_gates(protocol.gates, metrics, protocol=protocol, cohort=sites)
+    gates = judge_gates(
+        protocol.gates, metrics, protocol=protocol, cohort=sites, comparison=gate_comparison(comparison)
+    )
     return {
         "table": SegmentationTable(frame),
         "metrics": metrics,
