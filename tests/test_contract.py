@@ -24,8 +24,9 @@ from test_run_helpers import synthetic_bundle  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas" / "bundle"
-# files of every bundle (comparison.json is written only with a baseline: tests/test_comparison.py)
-FILES = [n for n in contract.MODELS if n not in contract.BASELINE_FILES]
+# files of every bundle (comparison.json is written only with a baseline: tests/test_comparison.py;
+# segmentation.json for segmentation tasks: tests/test_segmentation_pixels.py)
+FILES = [n for n in contract.MODELS if n not in contract.BASELINE_FILES + contract.SEGMENTATION_FILES]
 
 # per file: a key path the engine always writes and a reader needs ("*" = the first key of a map)
 REQUIRED_KEYS = {

@@ -106,6 +106,8 @@ BUNDLE_FILES = frozenset(
     + JSON_FILES
     + ("report.html", "junit.xml", "failures.csv", "gates.md", "comparison.json", "baseline_predictions.parquet")
     + ("fairness.json",)
+    # segmentation runs: segmentation.json and the scoring's pixel summaries (validate.analysis.segmentation_run)
+    + ("segmentation.json", "pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
     # `validate report --checklist NAME` writes checklist-<name>.md beside the bundle's report
     + ("checklist-tripod-ai.md", "checklist-claim.md", "checklist-stard-ai.md")
     + ("report.pdf",)  # the report printed to PDF: protocol `report: {pdf: true}` or `validate report --pdf`
@@ -792,6 +794,11 @@ class Bundle:
         return self._json("fairness.json", False)
 
     @property
+    def segmentation(self) -> dict | None:
+        """``segmentation.json`` (pixel calibration, area agreement, worst cases), None unless segmentation."""
+        return self._json("segmentation.json", False)
+
+    @property
     def gates_markdown(self) -> str | None:
         f = self.path / "gates.md"
         return f.read_text(encoding="utf-8") if f.exists() else None
@@ -919,6 +926,7 @@ class TypedBundle:
     comparison = property(lambda self: self._bundle.model("comparison.json"))
     cases = property(lambda self: self._bundle.model("cases.json"))
     fairness = property(lambda self: self._bundle.model("fairness.json"))
+    segmentation = property(lambda self: self._bundle.model("segmentation.json"))
 
 
 def read_bundle(path: str | Path) -> Bundle:

@@ -18,6 +18,7 @@ cases.json          ``validate.cases/1``         :class:`CasesFile`
 provenance.json     ``validate.provenance/1``    :class:`ProvenanceFile`
 comparison.json     ``validate.comparison/1``    :class:`ComparisonFile` (only with a baseline model)
 fairness.json       ``validate.fairness/1``      :class:`FairnessFile` (binary tasks with subgroups)
+segmentation.json   ``validate.segmentation/1``  :class:`SegmentationFile` (segmentation tasks)
 ==================  ===========================  ==========================================
 
 Each file carries its id in a top-level ``schema`` field (``shift.json`` has done so since its first
@@ -62,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from validate.errors import InputError
 
-Task = Literal["binary", "multiclass", "multilabel"]
+Task = Literal["binary", "multiclass", "multilabel", "segmentation"]
 Verdict = Literal["pass", "warn", "fail"]
 Number = float | None
 SCHEMA_ID = re.compile(r"^validate\.([a-z_]+)/(\d+)$")
@@ -191,6 +192,8 @@ class Block(_Part):
     n: int
     n_events: Any = None  # an int; per class or label a map
     prevalence: Any = None
+    n_patients: int | None = None  # segmentation: patients of the block's cases
+    n_excluded: int | None = None  # segmentation, empty policy both: exclude: cases left out of the means
     insufficient: bool = False
     reason: str | None = None
     undefined: dict[str, Any] = {}
@@ -969,6 +972,124 @@ class FairnessFile(_File):
     sites: dict[str, FairnessLevel]
 
 
+# ---- segmentation.json --------------------------------------------------------------------------------
+
+
+class EmptyPolicyText(_Part):
+    """The empty-mask policy of the run (Metrics Reloaded) and its paragraph for the report."""
+
+    both: Literal["perfect", "exclude"]
+    one: Literal["worst"]
+    text: str
+
+
+class ReliabilityBin(_Part):
+    """One non-empty bin of the pixel reliability diagram: pixels, their mean p and fraction positive."""
+
+    bin: int
+    n: int
+    mean_p: float
+    frac_pos: float
+
+
+class PixelCalibrationLabel(_Part):
+    """Pixel ECE of one site and label (exact over every pixel; patient-clustered bootstrap over cases)."""
+
+    ece: Entry
+    n_pixels: int
+    n_cases: int
+    reliability: list[ReliabilityBin]
+
+
+class PixelCalibration(_Part):
+    """Per site and label; ``reason`` when the run had no pixel histograms."""
+
+    bins: int
+    sites: dict[str, dict[str, PixelCalibrationLabel]]
+    reason: str | None = None
+
+
+class TemperatureLabel(_Part):
+    """ECE of the pixel sample (20 bins) before and after the temperature, one site and label."""
+
+    ece_before: Number
+    ece_after: Number
+    n_pixels: int | None = None
+
+
+class Temperature(_Part):
+    """One temperature fitted by NLL on the ``fit_on`` sites' pixel samples, compared at every site."""
+
+    fit_on: list[str]
+    temperature: float
+    sites: dict[str, dict[str, TemperatureLabel]]
+
+
+class Line(_Part):
+    slope: Number = None
+    intercept: Number = None
+
+
+class AreaAgreementLabel(_Part):
+    """Bland–Altman of predicted − reference area (or volume), and lines on the reference."""
+
+    n: int
+    mean_difference: Number
+    loa_low: Number
+    loa_high: Number
+    slope: Number
+    intercept: Number
+    sd_difference: Number = None
+    expected_vs_true: Line | None = None
+
+
+class AreaAgreement(_Part):
+    quantity: Literal["area", "volume"]
+    unit: str
+    sites: dict[str, dict[str, AreaAgreementLabel]]
+    reason: str | None = None
+
+
+class WorstCase(_Part):
+    """A case among the lowest Dice of its site (its id as predictions.parquet holds it)."""
+
+    case_id: str
+    label: str
+    dice: float
+    hd95_mm: Number = None
+
+
+class SegmentationDelta(_Part):
+    """Mean per-case difference new − baseline of each metric (extra keys: metric → Entry)."""
+
+    n_matched: int
+
+
+class SegmentationComparison(_Part):
+    """The paired comparison with the baseline model (matched by site, case and label)."""
+
+    difference: str
+    n_unmatched: int
+    overall: SegmentationDelta
+    sites: dict[str, SegmentationDelta]
+    baseline: str | None = None
+
+
+class SegmentationFile(_File):
+    """``segmentation.json``: what per-case means do not show — pixel calibration, temperature scaling,
+    area agreement, the worst cases, the empty-mask policy and the comparison with a baseline."""
+
+    NAME: ClassVar[str] = "segmentation"
+    labels: list[str]
+    policy: EmptyPolicyText
+    threshold: float
+    pixel_calibration: PixelCalibration
+    temperature: Temperature | None
+    area_agreement: AreaAgreement
+    worst_cases: dict[str, list[WorstCase]]
+    comparison: SegmentationComparison | None
+
+
 # ---- the contract -------------------------------------------------------------------------------------
 
 MODELS: dict[str, type[_File]] = {
@@ -983,9 +1104,12 @@ MODELS: dict[str, type[_File]] = {
     "provenance.json": ProvenanceFile,
     "comparison.json": ComparisonFile,
     "fairness.json": FairnessFile,
+    "segmentation.json": SegmentationFile,
 }
 # files a bundle holds only when the run was given a baseline model (absent otherwise, never implied)
 BASELINE_FILES = ("comparison.json",)
+# files a bundle holds only for a segmentation task (validate.analysis.segmentation_run)
+SEGMENTATION_FILES = ("segmentation.json",)
 # what an analysis that did not run writes in place of its file
 NOT_COMPUTED_KEYS = {"calibration.json": {"schema", "reason"}, "shift.json": {"schema", "reason"}}
 

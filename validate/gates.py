@@ -561,7 +561,8 @@ def comparison_bound_problem(metric: str, direction: str, on: str) -> tuple[str,
     """
     from validate.metrics import registry
 
-    m = registry.get(metric, "binary")
+    # a segmentation metric's difference has a better side too (validate.analysis.segmentation)
+    m = registry.get(metric, "binary") or registry.get(metric, "segmentation")
     if m is None or m.direction is None:
         return None  # an unknown metric is reported by the metric check
     if m.direction == "target":

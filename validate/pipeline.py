@@ -110,6 +110,7 @@ def load_predictions(
             "device": "none (predictions file)",
             "checkpoint": None,
             "predictions_source": {"path": str(source.resolve()), "sha256": sha256_file(source)},
+            "side_dir": source.parent,  # a segmentation table's pixel summaries lie beside it
         }
 
     from validate.scoring import score_protocol
@@ -146,6 +147,7 @@ def load_predictions(
         "checkpoint": ck,
         "predictions_source": None,
         "counts": res.counts,
+        "side_dir": getattr(res, "side_dir", None) or scoring_dir,
     }
 
 
@@ -288,10 +290,18 @@ def step(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any
         return fn(*args, **kwargs)
 
 
-def analyse(protocol, frame, failures, *, baseline_frame=None) -> dict:
+def analyse(protocol, frame, failures, *, baseline_frame=None, side: dict | None = None) -> dict:
     """Every JSON part of the bundle from the predictions frame (original identifiers; none is output);
     with ``baseline_frame`` (the baseline model's predictions) the paired comparison too, whose
-    ``compare: baseline`` gates are judged with the others."""
+    ``compare: baseline`` gates are judged with the others. A segmentation task has analyses of its
+    own (:func:`validate.analysis.segmentation_run.analyse_segmentation`; ``side``: its pixel summaries
+    by file name)."""
+    if protocol.task == "segmentation":
+        from validate.analysis.segmentation_run import analyse_segmentation
+
+        return step(
+            "segmentation", analyse_segmentation, protocol, frame, failures, side=side, baseline_frame=baseline_frame
+        )
     from validate.analysis.sites import cohort_summary, site_curves
     from validate.analysis.subgroups import subgroup_analysis
     from validate.cohort import derive_subgroups
@@ -427,6 +437,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     failures = loaded["failures"]
     baseline_frame = parts.get("baseline_frame")
     key_check = None
+    key: bytes | None = None
     if protocol.keep_case_ids:
         ids = "kept as in the manifests (protocol keep_case_ids: true)"
         name_of: Callable[[Any], str | None] = str
@@ -446,7 +457,7 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     w.write_json("calibration.json", parts["calibration"] or {})
     w.write_json("shift.json", parts["shift"] or {"reason": "no development and external site pair to compare"})
     w.write_json("subgroups.json", parts["subgroups"])
-    w.write_json("curves.json", parts["curves"])
+    w.write_json("curves.json", parts["curves"] or _segmentation_curves(parts))
     w.write_json("sites.json", parts["sites"])
     w.write_json("gates.json", gates.to_json())
     w.write_text("junit.xml", gates.to_junit())
@@ -456,9 +467,16 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
     if parts.get("comparison") is not None:
         w.write_json("comparison.json", parts["comparison"])
         w.write_table("baseline_predictions.parquet", baseline_frame)
-    # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
-    # enters the bundle)
-    step("cases", write_cases, w, original, protocol, name_of)
+    if parts.get("segmentation") is not None:
+        from validate.analysis.segmentation_run import write_segmentation
+
+        write_segmentation(w, parts, name_of, key)
+        if baseline_frame is not None:
+            w.write_table("baseline_predictions.parquet", baseline_frame)
+    else:
+        # the Cases page's ranking and, for image protocols, its images from the manifests' paths (no path
+        # enters the bundle)
+        step("cases", write_cases, w, original, protocol, name_of)
     prov = make_provenance(
         protocol=protocol,
         started_at=started,
@@ -483,6 +501,19 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
         pdf = step("pdf", bundle_pdf_bytes, staged, w.path("report.html"), paper_name=protocol.report.paper)
         w.write_bytes("report.pdf", pdf)
     return w.commit()
+
+
+def _segmentation_curves(parts: dict) -> dict:
+    """curves.json of a segmentation run: case counts only (its reliability diagrams are per pixel, in
+    segmentation.json)."""
+    metrics = parts["metrics"]
+    return {
+        "task": metrics["task"],
+        "bins": 20,
+        "ci_level": metrics["ci_level"],
+        "sites": {s: {"n": b["n"]} for s, b in metrics["sites"].items()},
+        "overall": {"n": metrics["overall"]["n"]},
+    }
 
 
 def _baseline_provenance(loaded: dict) -> dict:
@@ -560,7 +591,16 @@ def run_protocol(
                     request, scoring_dir=cache_root / f"{protocol.name}.baseline", **scoring
                 )
             baseline_frame = loaded["baseline"]["frame"]
-        parts = analyse(protocol, loaded["frame"], loaded["failures"], baseline_frame=baseline_frame)
+        side = None
+        if protocol.task == "segmentation":
+            from validate.analysis.segmentation_run import read_side_files
+
+            side = read_side_files(loaded.get("side_dir"))
+        parts = analyse(protocol, loaded["frame"], loaded["failures"], baseline_frame=baseline_frame, side=side)
+        parts["side"] = side
+        seg_comparison = (parts.get("segmentation") or {}).get("comparison")
+        if seg_comparison is not None:
+            seg_comparison["baseline"] = model_identity(loaded["baseline"], "baseline")["source"]
         if parts["comparison"] is not None:
             parts["comparison"].update(
                 new=model_identity(loaded, "new"), baseline=model_identity(loaded["baseline"], "baseline")
@@ -586,6 +626,11 @@ def regate(bundle_path, protocol_path=None):
         from validate.site_gates import regate_federated
 
         return bundle, regate_federated(bundle, protocol)
+    comparison = bundle.comparison
+    if comparison is None and bundle.segmentation is not None:  # a segmentation run's, in segmentation.json
+        from validate.analysis.segmentation import gate_comparison
+
+        comparison = gate_comparison(bundle.segmentation.get("comparison"))
     return bundle, judge_gates(
         protocol.gates,
         bundle.metrics,
@@ -594,6 +639,6 @@ def regate(bundle_path, protocol_path=None):
         shift=bundle.shift,
         protocol=protocol,
         cohort=bundle.sites,
-        comparison=bundle.comparison,
+        comparison=comparison,
         fairness=bundle.fairness,
     )

@@ -55,7 +55,15 @@ def check_protocol_gates(protocol, *, baseline: bool | None = None) -> None:
 
     ``baseline``: whether the run compares with a baseline model (``model.baseline`` or ``--baseline``);
     None when not known yet (``validate check``: the run's flags may give one), then a comparison gate
-    without ``model.baseline`` is not refused here."""
+    without ``model.baseline`` is not refused here. A segmentation protocol's gates are checked by
+    :func:`validate.segmentation_gates.segmentation_gate_problems` (a baseline is welcome there)."""
+    if protocol.task == "segmentation":
+        from validate.segmentation_gates import segmentation_gate_problems
+
+        seg_problems = segmentation_gate_problems(protocol, baseline)
+        if seg_problems:
+            raise InputErrors(seg_problems)
+        return
     problems = _method_problems(protocol)
     problems += _baseline_problems(protocol, baseline)
     problems += _fairness_reference_problems(protocol)

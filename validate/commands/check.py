@@ -27,6 +27,8 @@ def summarise(protocol, cohorts) -> list[str]:
             label_text = ", ".join(f"{lab} {cases[f'y_{lab}'].mean():.1%}" for lab in protocol.labels)
         elif protocol.task == "binary":
             label_text = f"prevalence {cases['y'].mean():.1%} ({protocol.positive})"
+        elif protocol.task == "segmentation":  # a mask per case, no label column
+            label_text = f"masks of {', '.join(protocol.labels or [])}"
         else:
             counts = cases["y"].value_counts().reindex(range(len(protocol.classes)), fill_value=0)
             label_text = ", ".join(f"{name} {k}" for name, k in zip(protocol.classes, counts, strict=True))

@@ -53,22 +53,23 @@ def format_table(report: dict) -> str:
 
     keys = list(registry.names("cli", report["task"]))  # the key metrics: the registry's "cli" list
     rows = [("overall", report["overall"])] + [(f"site {s}", b) for s, b in report["sites"].items()]
-    header = ["", "n", "events"] + keys
+    # a segmentation block counts cases and patients (no events)
+    seg = report["task"] == "segmentation"
+    count, count_name = ("n_patients", "patients") if seg else ("n_events", "events")
+    header = ["", "n", count_name] + keys
     body = []
     for name, b in rows:
         flag = " *" if b.get("insufficient") else ""
-        body.append(
-            [name + flag, format_count(b["n"]), format_count(b["n_events"])] + [_fmt(b.get(k), k) for k in keys]
-        )
+        body.append([name + flag, format_count(b["n"]), format_count(b.get(count))] + [_fmt(b.get(k), k) for k in keys])
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in body]
     level = int(round(report["ci_level"] * 100))
-    lines.append(
-        f"[{level}% intervals: AUROC DeLong, intercept/slope Wald, others bootstrap "
-        f"({report['n_bootstrap']} replicates, seed {report['seed']})]"
+    methods = (
+        "patient-clustered bootstrap of the mean" if seg else "AUROC DeLong, intercept/slope Wald, others bootstrap"
     )
+    lines.append(f"[{level}% intervals: {methods} ({report['n_bootstrap']} replicates, seed {report['seed']})]")
     if any(b.get("insufficient") for _, b in rows):
         lines.append("* insufficient: " + "; ".join(f"{n}: {b['reason']}" for n, b in rows if b.get("insufficient")))
     for attr, groups in report.get("subgroups", {}).items():
@@ -77,10 +78,27 @@ def format_table(report: dict) -> str:
         for value, b in groups.items():
             flag = " *" if b.get("insufficient") else ""
             lines.append(
-                f"  {value}{flag}: n={b['n']} events={b['n_events']} "
+                f"  {value}{flag}: n={b['n']} {count_name}={b.get(count)} "
                 + " ".join(f"{k}={_fmt(b.get(k), k)}" for k in keys[:2])
             )
     return "\n".join(lines)
+
+
+def _segmentation_report(frame, protocol, settings, subgroups, subgroup_columns) -> dict:
+    """metrics.json of a segmentation predictions table (:mod:`validate.analysis.segmentation`): the
+    protocol's labels and empty policy when one is given, else the table's labels."""
+    from validate.analysis.segmentation import segmentation_cases, segmentation_metrics
+    from validate.analysis.segmentation_pixels import SegmentationSettings
+
+    seg = SegmentationSettings.of(protocol) if protocol is not None else SegmentationSettings()
+    data = segmentation_cases(frame, list(seg.labels) or None)
+    return segmentation_metrics(
+        data,
+        settings=settings,
+        subgroups=subgroups,
+        subgroup_columns=subgroup_columns,
+        exclude_policy=seg.both == "exclude",
+    )
 
 
 @progress.command
@@ -135,16 +153,19 @@ def run(args: argparse.Namespace) -> int:
         from validate.cohort import derive_subgroups
 
         subgroups = derive_subgroups(table.frame, protocol)
-    report = metrics_report(
-        table,
-        settings=settings,
-        class_names=class_names,
-        label_names=label_names,
-        subgroup_columns=subgroup_columns,
-        subgroups=subgroups,
-        development_site=development,
-        workers=args.workers,
-    )
+    if table.task == "segmentation":
+        report = _segmentation_report(table.frame, protocol, settings, subgroups, subgroup_columns)
+    else:
+        report = metrics_report(
+            table,
+            settings=settings,
+            class_names=class_names,
+            label_names=label_names,
+            subgroup_columns=subgroup_columns,
+            subgroups=subgroups,
+            development_site=development,
+            workers=args.workers,
+        )
     print(format_table(report))
     if args.json:
         atomic_write_json(Path(args.json), report, shared_mode())  # aggregates, no case rows

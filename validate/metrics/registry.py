@@ -21,14 +21,19 @@ Public names: :class:`Metric`, :data:`METRICS`, :func:`get`, :func:`metrics_for`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from validate.metrics import kernels as R
 
-TASKS = ("binary", "multiclass", "multilabel")
+#: A segmentation NSD metric key: ``nsd_<τ>mm`` (a dot in τ written ``p``), optionally ``_median``.
+NSD_KEY = re.compile(r"^nsd_(\d+(?:p\d+)?)mm(_median)?$")
+
+TASKS = ("binary", "multiclass", "multilabel", "segmentation")
 BINARY, MULTICLASS, MULTILABEL = ("binary",), ("multiclass",), ("multilabel",)
+SEGMENTATION = ("segmentation",)
 
 #: Where a metric can be shown or used, by list name (a :class:`Metric`'s ``shown`` gives its position):
 LISTS = {
@@ -60,6 +65,7 @@ BLOCK_FIELDS = {
     ),
     "multiclass": ("n", "n_events", "insufficient", "reason", "undefined", "class_counts", "classes"),
     "multilabel": ("n", "n_events", "insufficient", "reason", "undefined", "label_counts", "labels", "macro"),
+    "segmentation": ("n", "n_patients", "n_excluded", "insufficient", "reason", "undefined", "labels"),
 }
 
 
@@ -192,6 +198,91 @@ _LOWESS = (
     "the range of p), as R's rms::val.prob"
 )
 _BIN15 = "15 equal-width bins, right-closed (a, b] with 0 in the first bin, weighted by counts, empty bins skipped"
+
+# ---- segmentation: means of per-case metrics (validate.analysis.segmentation), each with its median
+_SEG_MEAN = (
+    "mean over cases of the per-case value (validate.metrics.segmentation.case_metrics); percentile "
+    "interval of the patient-clustered bootstrap. "
+)
+_SEG_EMPTY = (
+    " Empty masks (Metrics Reloaded, Maier-Hein et al. Nat Methods 2024): both empty count as perfect "
+    "(or are excluded, per the protocol); exactly one empty as the worst value."
+)
+_SEG_BASE = (
+    ("dice", "Dice", "higher", "2|P∩R| / (|P| + |R|) of the predicted and reference masks (Dice 1945)", 3, 1),
+    ("iou", "IoU", "higher", "|P∩R| / |P∪R| (Jaccard index)", 3, None),
+    (
+        "nsd",
+        "NSD",
+        "higher",
+        "normalised surface Dice at tolerance τ mm, key nsd_<τ>mm (1.5 mm: nsd_1p5mm): (|∂P within τ of ∂R| "
+        "+ |∂R within τ of ∂P|) / (|∂P| + |∂R|) (Nikolov et al. 2021)",
+        3,
+        None,
+    ),
+    (
+        "hd_mm",
+        "HD (mm)",
+        "lower",
+        "Hausdorff distance: the larger of the two directed maximum boundary distances",
+        2,
+        None,
+    ),
+    (
+        "hd95_mm",
+        "HD95 (mm)",
+        "lower",
+        "the larger of the two directed 95th percentiles of boundary distances (MONAI's convention)",
+        2,
+        2,
+    ),
+    ("assd_mm", "ASSD (mm)", "lower", "mean of all boundary distances in both directions", 2, 3),
+    ("area_abs_error_mm2", "|Area error| (mm²)", "lower", "|area of P − area of R| in mm² (2D masks)", 1, None),
+    ("volume_abs_error_mm3", "|Volume error| (mm³)", "lower", "|volume of P − volume of R| in mm³ (3D masks)", 1, None),
+    (
+        "hc_abs_error_mm",
+        "|HC error| (mm)",
+        "lower",
+        "|head circumference of the ellipse fitted to P − that of R| in mm (moments ellipse, Ramanujan's "
+        "second perimeter approximation)",
+        2,
+        None,
+    ),
+)
+
+
+def _segmentation_metrics() -> tuple[Metric, ...]:
+    """The segmentation entries: each per-case metric's mean ``<m>`` and median ``<m>_median``."""
+    out = []
+    for name, label, direction, definition, digits, position in _SEG_BASE:
+        shown = {"cli": position, "run_summary": position, "overview": position} if position else {}
+        out.append(
+            Metric(
+                name,
+                label,
+                SEGMENTATION,
+                _SEG_MEAN + definition + "." + _SEG_EMPTY,
+                direction,
+                digits=digits,
+                shown=shown,
+            )
+        )
+        out.append(
+            Metric(
+                f"{name}_median",
+                f"{label}, median",
+                SEGMENTATION,
+                "median over cases (type-7) of the per-case value; percentile interval of the patient-clustered "
+                f"bootstrap. {definition}." + _SEG_EMPTY,
+                direction,
+                digits=digits,
+            )
+        )
+    return tuple(out)
+
+
+SEGMENTATION_METRICS = _segmentation_metrics()
+
 
 #: Every metric, in the order blocks compute them.
 METRICS: tuple[Metric, ...] = (
@@ -493,7 +584,7 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "prevalence",
         "Prevalence",
-        TASKS,
+        ("binary", "multiclass", "multilabel"),
         "events / n (multiclass, multilabel: of the rarest class or label)",
         interval="none",
     ),
@@ -594,6 +685,7 @@ METRICS: tuple[Metric, ...] = (
         direction="lower",
         shown=dict(cli=4, overview=2, report_calibration=1, report_subgroups=1, report_methods=1),
     ),
+    *SEGMENTATION_METRICS,
 )
 
 
@@ -603,10 +695,14 @@ def metrics_for(task: str, *, in_block: bool = True) -> list[Metric]:
 
 
 def get(name: str, task: str | None = None) -> Metric | None:
-    """The declaration of ``name`` (for ``task``, or the first declared); None when unknown."""
+    """The declaration of ``name`` (for ``task``, or the first declared); None when unknown. A
+    segmentation NSD key (``nsd_2mm``, ``nsd_1p5mm_median``) is its family's entry (``nsd``)."""
     for m in METRICS:
         if m.name == name and (task is None or task in m.tasks):
             return m
+    family = NSD_KEY.match(name)
+    if family is not None:
+        return get("nsd" + (family.group(2) or ""), task)
     return None
 
 
@@ -619,7 +715,12 @@ def names(shown_in: str, task: str) -> tuple[str, ...]:
 
 
 def label(name: str) -> str:
-    """The display name of metric ``name`` (a key with underscores as words when not registered)."""
+    """The display name of metric ``name`` (a key with underscores as words when not registered); a
+    segmentation NSD key names its tolerance (``NSD 1.5 mm``)."""
+    family = NSD_KEY.match(name)
+    if family is not None:
+        tau = family.group(1).replace("p", ".")
+        return f"NSD {tau} mm" + (", median" if family.group(2) else "")
     m = get(name)
     return m.label if m is not None else name.replace("_", " ")
 
