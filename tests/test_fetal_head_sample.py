@@ -234,7 +234,7 @@ def _predict(program, image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     with torch.no_grad():
         logits = program((x / 255.0 - 0.5) / 0.5)
     up = torch.nn.functional.interpolate(logits, size=shape, mode="bilinear", align_corners=False)
-    return up[0, 0].numpy() > 0.0
+    return up[0, 0].numpy() >= 0.0  # p >= threshold 0.5, as the protocol
 
 
 def test_checkpoints_load_and_agree_with_the_state_dict():
@@ -253,6 +253,8 @@ def test_checkpoints_load_and_agree_with_the_state_dict():
     with torch.no_grad():
         assert torch.allclose(model(x), outputs["model"], atol=1e-4)
     assert not torch.allclose(outputs["model"], outputs["baseline"], atol=1e-2)
+    # README: the degraded checkpoint is the model with every logit lowered by 5
+    assert torch.allclose(outputs["degraded"], outputs["model"] - 5.0, atol=1e-4)
 
 
 def test_readme_dice_and_hd95_table_is_what_the_checkpoints_do(sites):
