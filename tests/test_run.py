@@ -165,7 +165,7 @@ def _sample_protocol(repo, tmp_path, name: str, n_bootstrap: int = 30) -> Path:
 
 @pytest.mark.slow
 def test_demo_runs_the_sample_protocols_end_to_end(repo, tmp_path, capsys):
-    samples = ("heart", "heart-compare", "chest", "volume")
+    samples = ("heart", "heart-compare", "chest", "volume", "fetal_head")
     protocols = tmp_path / "protocols"
     protocols.mkdir()
     for name in samples:

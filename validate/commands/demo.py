@@ -1,5 +1,5 @@
-"""`validate demo`: run the sample protocols (heart, heart-compare, chest, volume) on their shipped checkpoints
-into runs/.
+"""`validate demo`: run the sample protocols (heart, heart-compare, chest, volume, fetal_head) on their shipped
+checkpoints into runs/.
 
 heart-compare scores heart's model again as its baseline; running it after heart, into the same runs
 folder (hence the same scoring cache), makes that free.
@@ -18,8 +18,12 @@ from validate.errors import EXIT_BAD_INPUT, InputError
 from validate.pipeline import run_protocol
 
 NAME = "demo"
-HELP = "run the sample protocols (protocols/heart.yaml, heart-compare.yaml, chest.yaml, volume.yaml) into runs/"
-SAMPLES = ("heart", "heart-compare", "chest", "volume")  # heart before heart-compare: its baseline comes from the cache
+HELP = (
+    "run the sample protocols (protocols/heart.yaml, heart-compare.yaml, chest.yaml, volume.yaml, fetal_head.yaml) "
+    "into runs/"
+)
+# heart before heart-compare: its baseline comes from the cache
+SAMPLES = ("heart", "heart-compare", "chest", "volume", "fetal_head")
 
 
 def register(parser) -> None:
@@ -27,7 +31,7 @@ def register(parser) -> None:
     parser.add_argument(
         "--protocols-dir",
         metavar="DIR",
-        help="folder holding heart.yaml, heart-compare.yaml, chest.yaml and volume.yaml "
+        help="folder holding heart.yaml, heart-compare.yaml, chest.yaml, volume.yaml and fetal_head.yaml "
         "(default: ./protocols, else the source tree's)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
