@@ -62,7 +62,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from validate.errors import InputError
 
-Task = Literal["binary", "multiclass", "multilabel"]
+Task = Literal["binary", "multiclass", "multilabel", "segmentation"]
 Verdict = Literal["pass", "warn", "fail"]
 Number = float | None
 SCHEMA_ID = re.compile(r"^validate\.([a-z_]+)/(\d+)$")
