@@ -35,6 +35,8 @@ REFERENCE_COLOR = "#009E73"  # bluish green: the reference mask
 PREDICTION_COLOR = "#D55E00"  # vermillion: the model's mask
 #: Segmentation metrics in the order tables and pages show them (the NSD family, ``nsd_<τ>mm``, after IoU).
 METRIC_ORDER = ("dice", "iou", "nsd", "hd95_mm", "hd_mm", "assd_mm", "area_abs_error_mm2", "hc_abs_error_mm")
+#: The headline pair drawn as forest plots on every page: overlap and boundary.
+FOREST_PAIR = ("dice", "hd95_mm")
 _FALLBACK_LABELS = {
     "dice": "Dice",
     "iou": "IoU",
@@ -334,8 +336,8 @@ def area_agreement_figure(
                 error_x=dict(
                     type="data",
                     symmetric=False,
-                    array=[(hi - md) if None not in (hi, md) else 0],
-                    arrayminus=[(md - lo) if None not in (lo, md) else 0],
+                    array=[_gap(md, hi)],
+                    arrayminus=[_gap(lo, md)],
                     thickness=1.5,
                     width=6,
                     color=colors.get(site),
@@ -351,6 +353,11 @@ def area_agreement_figure(
         yaxis=dict(autorange="reversed", type="category", categoryorder="array", categoryarray=labels),
     )
     return charts._layout(fig, title, height=max(220, 100 + 40 * len(items)))
+
+
+def _gap(low: Any, high: Any) -> float:
+    """``high - low`` for an error bar; 0 (no bar) where either end is missing."""
+    return 0.0 if low is None or high is None else float(high) - float(low)
 
 
 def comparison_metrics(segmentation: Mapping) -> list[str]:
@@ -389,7 +396,7 @@ def comparison_figure(
         reference=0.0,
     )
     # the window holds every interval and the line of no difference (autorange follows the markers)
-    ends = [0.0] + [v for r in rows for v in (r["ci_low"], r["ci_high"], r["estimate"]) if v is not None]
+    ends = [0.0] + [float(v) for r in rows for v in (r["ci_low"], r["ci_high"], r["estimate"]) if v is not None]
     pad = 0.08 * ((max(ends) - min(ends)) or 1.0)
     fig.update_layout(xaxis_range=[min(ends) - pad, max(ends) + pad])
     return fig

@@ -1280,11 +1280,11 @@ SECTIONS = (
 )
 # a segmentation run: its own sections (validate.report.segmentation) in place of the classification ones
 # (discrimination, calibration, net benefit, synthesis, subgroups, fairness, methods), whose metrics it has not
-_SHARED = {a: s for a, *s in SECTIONS}
+_SHARED = {s[0]: s for s in SECTIONS}
 SEGMENTATION_SECTIONS = (
-    *((a, *_SHARED[a]) for a in ("verdict", "provenance", "cohorts", "precision")),
+    *(_SHARED[a] for a in ("verdict", "provenance", "cohorts", "precision")),
     *segmentation.SECTIONS,
-    *((a, *_SHARED[a]) for a in ("shift", "limitations")),
+    *(_SHARED[a] for a in ("shift", "limitations")),
 )
 
 

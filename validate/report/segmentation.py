@@ -27,8 +27,7 @@ from typing import Any
 
 from validate import charts, charts_segmentation as seg, view
 
-#: The metrics drawn as forest plots (the spec's headline pair: overlap and boundary).
-FOREST_METRICS = ("dice", "hd95_mm")
+FOREST_METRICS = seg.FOREST_PAIR
 
 
 def esc(x: Any) -> str:
