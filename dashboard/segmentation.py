@@ -58,14 +58,13 @@ def overlay(run: data.Run, site: str, case_id: str, label: str = "") -> Mapping 
 
 def overlay_png(run: data.Run, site: str, case: Mapping, label: str = "") -> bytes | None:
     """The worst case's outlines (:func:`validate.charts_segmentation.overlay_png`) over the case's picture
-    (:func:`dashboard.data.thumbnail`: the bundle's own thumbnail, confined), or None without a kept overlay."""
+    (:func:`dashboard.data.thumbnail`: the bundle's own thumbnail, confined), or None without a kept (or a
+    readable) overlay."""
     row = overlay(run, site, str(case.get("case_id")), label)
     if row is None:
         return None
-    ref = seg.unpack_mask(row["ref"], row["height"], row["width"])
-    pred = seg.unpack_mask(row["pred"], row["height"], row["width"])
     picture = data.thumbnail(run, site, str(case.get("case_id")), None, size=256)
-    return seg.overlay_png(ref, pred, picture)
+    return seg.overlay_from_row(row, picture)
 
 
 def _cell(entry, metric: str) -> str:

@@ -408,9 +408,10 @@ def comparison_figure(
 def unpack_mask(packed: bytes, height: int, width: int) -> np.ndarray:
     """A boolean ``[height, width]`` mask from ``np.packbits`` of its row-major pixels (overlays.parquet)."""
     n = int(height) * int(width)
-    bits = np.unpackbits(np.frombuffer(bytes(packed), dtype=np.uint8), count=n)
-    if bits.size != n:
-        raise ValueError(f"a packed mask of {len(packed)} bytes cannot hold {height} x {width} pixels")
+    raw = bytes(packed)
+    if n <= 0 or len(raw) != (n + 7) // 8:  # unpackbits would pad a short buffer with zeros: a false mask
+        raise ValueError(f"a packed mask of {len(raw)} bytes cannot hold {height} x {width} pixels")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n)
     return bits.reshape(int(height), int(width)).astype(bool)
 
 
@@ -460,6 +461,16 @@ def overlay_png(ref: np.ndarray, pred: np.ndarray, picture: bytes | None = None,
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def overlay_from_row(row: Mapping[str, Any], picture: bytes | None = None) -> bytes | None:
+    """:func:`overlay_png` of an overlays.parquet row (``height``, ``width``, packed ``ref`` and ``pred``),
+    or None when the row's masks do not fit its size (shown as "overlay unreadable", never as a blank)."""
+    try:
+        h, w = int(row["height"]), int(row["width"])
+        return overlay_png(unpack_mask(row["ref"], h, w), unpack_mask(row["pred"], h, w), picture)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def overlay_caption(row: Mapping[str, Any]) -> str:

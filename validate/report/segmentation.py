@@ -230,18 +230,18 @@ def _picture(bundle, site: str, case_id: str) -> bytes | None:
 
 
 def overlay_tile(bundle, site: str, case: Mapping, overlay: Mapping | None) -> str:
-    """One worst case: its overlay picture (or a note that the bundle keeps none) and its caption."""
-    caption = esc(seg.overlay_caption(case))
-    if overlay is None:
-        return f'<figure class="overlay"><p class="note">no overlay kept</p><figcaption>{caption}</figcaption></figure>'
-    ref = seg.unpack_mask(overlay["ref"], overlay["height"], overlay["width"])
-    pred = seg.unpack_mask(overlay["pred"], overlay["height"], overlay["width"])
-    png = seg.overlay_png(ref, pred, _picture(bundle, site, str(case.get("case_id"))))
+    """One worst case: its overlay picture (or a note that the bundle keeps none, or an unreadable one)
+    and its caption."""
+    caption = f"<figcaption>{esc(seg.overlay_caption(case))}</figcaption>"
+    png = None if overlay is None else seg.overlay_from_row(overlay, _picture(bundle, site, str(case.get("case_id"))))
+    if png is None:
+        why = "no overlay kept" if overlay is None else "overlay unreadable"
+        return f'<figure class="overlay"><p class="note">{why}</p>{caption}</figure>'
     src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     alt = f"reference and predicted outlines of case {case.get('case_id')}"
     return (
         f'<figure class="overlay" data-case="{esc(case.get("case_id"))}"><img src="{src}" alt="{esc(alt)}">'
-        f"<figcaption>{caption}</figcaption></figure>"
+        f"{caption}</figure>"
     )
 
 
