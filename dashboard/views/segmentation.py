@@ -110,7 +110,7 @@ else:
             if png is None:
                 st.caption(f"{seg.overlay_caption(case)} (no overlay kept)")
             else:
-                st.image(png, caption=seg.overlay_caption(case))
+                st.image(png, caption=seg.overlay_caption(case), output_format="PNG")  # JPEG would smear the outlines
 
 # ---- pixel calibration -------------------------------------------------------------------------------
 st.subheader("Pixel calibration")
