@@ -97,18 +97,21 @@ def metric_frames(rows: Sequence[Mapping], first: Sequence[tuple[str, str]], lev
 
 
 def comparison_frames(segmentation: Mapping, sites: Sequence[str], level: float):
-    """Model − baseline per site and metric (segmentation.json ``comparison``)."""
-    comp = segmentation.get("comparison") or {}
+    """New − baseline per site (and pooled) and metric, with the matched cases (segmentation.json
+    ``comparison``)."""
     names = seg.comparison_metrics(segmentation)
     display, numeric = [], []
-    for s in sites:
-        per = (comp.get("sites") or {}).get(s)
-        if not per:
-            continue
-        display.append({"Site": s} | {f"Δ {seg.metric_label(m)} ({level:.0%} CI)": _cell(per.get(m), m) for m in names})
+    for site, block in seg.comparison_rows(segmentation, sites):
+        display.append(
+            {"Site": site, "Matched cases": charts.fmt(block.get("n_matched"))}
+            | {f"Δ {seg.metric_label(m)} ({level:.0%} CI)": _cell(block.get(m), m) for m in names}
+        )
         for m in names:
-            e = per.get(m) or {}
-            numeric.append({"site": s, "metric": m} | {k: e.get(k) for k in ("estimate", "ci_low", "ci_high")})
+            e = block.get(m) or {}
+            numeric.append(
+                {"site": site, "metric": m, "n_matched": block.get("n_matched")}
+                | {k: e.get(k) for k in ("estimate", "ci_low", "ci_high")}
+            )
     return pd.DataFrame(display), pd.DataFrame(numeric)
 
 
@@ -137,19 +140,22 @@ def pixel_frames(segmentation: Mapping, sites: Sequence[str], label: str, level:
 
 
 def area_frames(segmentation: Mapping, sites: Sequence[str], label: str):
-    """Per site: Bland–Altman mean difference and limits, and the regressions on the reference area."""
+    """Per site: Bland–Altman mean difference and limits, and the regressions on the reference area (volume
+    for 3D masks, in the bundle's unit)."""
+    quantity, unit = seg.area_quantity(segmentation)
     display, numeric = [], []
     for site, a in seg.area_items(segmentation, sites, label):
         ev = a.get("expected_vs_true") or {}
         limits = f"{charts.fmt(a.get('loa_low'), 1)} to {charts.fmt(a.get('loa_high'), 1)}"
         display.append(
-            {"Site": site, "Mean difference (mm²)": charts.fmt(a.get("mean_difference"), 1)}
-            | {"95% limits of agreement (mm²)": limits}
-            | {"Slope": charts.fmt(a.get("slope"), 3), "Intercept (mm²)": charts.fmt(a.get("intercept"), 1)}
-            | {"Expected-area slope": charts.fmt(ev.get("slope"), 3)}
-            | {"Expected-area intercept (mm²)": charts.fmt(ev.get("intercept"), 1)}
+            {"Site": site, "Cases": charts.fmt(a.get("n"))}
+            | {f"Mean difference ({unit})": charts.fmt(a.get("mean_difference"), 1)}
+            | {f"95% limits of agreement ({unit})": limits}
+            | {"Slope": charts.fmt(a.get("slope"), 3), f"Intercept ({unit})": charts.fmt(a.get("intercept"), 1)}
+            | {f"Expected-{quantity} slope": charts.fmt(ev.get("slope"), 3)}
+            | {f"Expected-{quantity} intercept ({unit})": charts.fmt(ev.get("intercept"), 1)}
         )
-        keys = ("mean_difference", "loa_low", "loa_high", "slope", "intercept")
+        keys = ("n", "mean_difference", "loa_low", "loa_high", "sd_difference", "slope", "intercept")
         numeric.append(
             {"site": site}
             | {k: a.get(k) for k in keys}

@@ -98,6 +98,7 @@ def block(site: str) -> dict:
 
 
 def metrics_json() -> dict:
+    """metrics.json of the run (contract validate.metrics/1, task segmentation)."""
     sites = {s: block(s) for s in SITES}
     overall = block("control") | {"n": sum(r[0] for r in RESULTS.values()), "insufficient": False}
     return {
@@ -112,6 +113,8 @@ def metrics_json() -> dict:
 
 
 def segmentation_json(comparison: bool = True) -> dict:
+    """segmentation.json (contract validate.segmentation/1 as segstats writes it); ``comparison``: the run
+    had a baseline model."""
     rel = {}
     for s, (ece, _, _) in PIXEL_ECE.items():
         bins = []
@@ -136,19 +139,23 @@ def segmentation_json(comparison: bool = True) -> dict:
             "sites": {s: {"head": {"ece_before": b, "ece_after": a}} for s, (_, b, a) in PIXEL_ECE.items()},
         },
         "area_agreement": {
+            "quantity": "area",
+            "unit": "mm²",
             "sites": {
                 s: {
                     "head": {
+                        "n": RESULTS[s][0],
                         "mean_difference": md,
                         "loa_low": lo,
                         "loa_high": hi,
+                        "sd_difference": (hi - lo) / (2 * 1.96),
                         "slope": slope,
                         "intercept": icpt,
                         "expected_vs_true": {"slope": slope + 0.01, "intercept": icpt - 5},
                     }
                 }
                 for s, (md, lo, hi, slope, icpt) in AREA.items()
-            }
+            },
         },
         "worst_cases": {
             s: [{"case_id": c, "label": "head", "dice": d, "hd95_mm": h} for c, d, h, _ in rows]
@@ -157,9 +164,13 @@ def segmentation_json(comparison: bool = True) -> dict:
         "comparison": None,
     }
     if comparison:
+        delta = {"dice": entry(0.021, 0.012, 0.030), "hd95_mm": entry(-0.41, -0.72, -0.12)}
         out["comparison"] = {
+            "difference": "new − baseline: mean over matched cases of the per-case difference",
+            "n_unmatched": 0,
+            "overall": {"n_matched": sum(r[0] for r in RESULTS.values())} | delta,
+            "sites": {s: {"n_matched": RESULTS[s][0]} | delta for s in SITES},
             "baseline": "baseline",
-            "sites": {s: {"dice": entry(0.021, 0.012, 0.030), "hd95_mm": entry(-0.41, -0.72, -0.12)} for s in SITES},
         }
     return out
 

@@ -134,10 +134,10 @@ def test_area_agreement_bars_are_the_limits_of_agreement():
 
 def test_comparison_window_holds_every_interval_and_zero():
     info = fx.segmentation_json()
-    fig = seg.comparison_figure(info, "dice", SITES, metrics=fx.metrics_json())
+    fig = seg.comparison_figure(info, "dice", SITES)
     low, high = fig.layout.xaxis.range
     assert low < 0 < 0.030 < high  # Dice differences 0.012 to 0.030: the line of no difference stays in view
-    assert "n=120" in " ".join(fig.data[-1].text)
+    assert "n=120" in " ".join(fig.data[-1].text) and "all sites (pooled)" in fig.data[-1].y  # n matched
     assert seg.comparison_metrics(info) == ["dice", "hd95_mm"]
 
 

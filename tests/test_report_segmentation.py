@@ -93,8 +93,12 @@ def test_baseline_comparison_is_shown_only_when_the_run_had_one(tmp_path):
     with_baseline = _report(tmp_path / "a")
     section = _section(with_baseline, "segmentation")
     assert "Against the baseline (baseline)" in section
-    delta = [r for r in _rows(section) if r[0] == "probe_b" and len(r) == 3]
-    assert delta == [["probe_b", "0.021 (0.012–0.030)", "-0.410 (-0.720 to -0.120)"]]
+    delta = [r for r in _rows(section) if r[0] in ("probe_b", "all sites (pooled)") and len(r) == 4]
+    assert delta == [
+        ["probe_b", "80", "0.021 (0.012–0.030)", "-0.410 (-0.720 to -0.120)"],
+        ["all sites (pooled)", "298", "0.021 (0.012–0.030)", "-0.410 (-0.720 to -0.120)"],
+    ]
+    assert "new − baseline: mean over matched cases of the per-case difference" in section
     without = _report(tmp_path / "b", comparison=False)
     assert "Against the baseline" not in _section(without, "segmentation")
     # two forests (Dice, HD95), a reliability diagram, a temperature plot, area agreement; two difference forests
@@ -143,9 +147,27 @@ def test_pixel_calibration_and_area_agreement_tables(tmp_path):
     assert "T = 1.370" in _section(html, "segmentation-calibration")
     area = {r[0]: r for r in _rows(_section(html, "segmentation-area"))}
     md, lo, hi, slope, icpt = fx.AREA["probe_b"]
-    assert area["probe_b"][1:5] == [f"{md:.1f}", f"{lo:.1f} to {hi:.1f}", f"{slope:.3f}", f"{icpt:.1f}"]
+    assert area["probe_b"][1:6] == ["80", f"{md:.1f}", f"{lo:.1f} to {hi:.1f}", f"{slope:.3f}", f"{icpt:.1f}"]
+    assert "Mean difference (mm²)" in _section(html, "segmentation-area")
 
 
 def test_classification_report_has_no_segmentation_section(tmp_path):
     html = render_report(Bundle(path=write_fixture_run(tmp_path / "run")))
     assert 'id="segmentation' not in html and 'id="discrimination"' in html
+
+
+def test_sections_say_why_a_pixel_analysis_is_missing_and_name_a_volume(tmp_path):
+    import json
+
+    folder = fx.write_segmentation_run(tmp_path / "run")
+    info = json.loads((folder / "segmentation.json").read_text())
+    why = "no pixel histograms (pixel_histogram.parquet) came with the predictions"
+    info["pixel_calibration"] = {"bins": 20, "sites": {}, "reason": why}
+    info["temperature"] = None
+    info["area_agreement"] |= {"quantity": "volume", "unit": "mm³"}
+    (folder / "segmentation.json").write_text(json.dumps(info))
+    html = render_report(Bundle(path=folder))
+    calibration = _section(html, "segmentation-calibration")
+    assert f"Pixel ECE not computed: {why}." in calibration and "No temperature scaling" in calibration
+    volume = _section(html, "segmentation-area")
+    assert "5.1 Volume agreement" in html and "Mean difference (mm³)" in volume and "(mm²)" not in volume

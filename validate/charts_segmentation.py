@@ -61,7 +61,8 @@ def nsd_tolerance(metric: str) -> str | None:
 
 
 def metric_label(metric: str) -> str:
-    """The display name of a segmentation metric (``_median`` variants: "… median")."""
+    """The display name of a segmentation metric: the registry's (``HD95 (mm)``, ``Dice, median``), NSD
+    with its tolerance (``NSD @ 1.5 mm``), else a built-in name."""
     base, median = (metric[: -len("_median")], True) if metric.endswith("_median") else (metric, False)
     tol = nsd_tolerance(base)
     if tol is not None:
@@ -70,7 +71,7 @@ def metric_label(metric: str) -> str:
         text = registry.label(base)
     else:
         text = _FALLBACK_LABELS.get(base, base.replace("_", " "))
-    return f"{text} median" if median else text
+    return f"{text}, median" if median else text
 
 
 def lower_is_better(metric: str) -> bool:
@@ -200,6 +201,14 @@ def temperature_items(segmentation: Mapping, sites: Sequence[str], label: str) -
     return _site_label_items(segmentation.get("temperature"), sites, label)
 
 
+def area_quantity(segmentation: Mapping) -> tuple[str, str]:
+    """``(quantity, unit)`` of the area agreement: ``("area", "mm²")`` for 2D masks, ``("volume",
+    "mm³")`` for 3D."""
+    section = segmentation.get("area_agreement") or {}
+    quantity = str(section.get("quantity") or "area")
+    return quantity, str(section.get("unit") or ("mm³" if quantity == "volume" else "mm²"))
+
+
 def area_items(segmentation: Mapping, sites: Sequence[str], label: str) -> list[tuple[str, Mapping]]:
     """Per site, the area agreement of ``label`` (Bland–Altman, regression, expected vs true)."""
     return _site_label_items(segmentation.get("area_agreement"), sites, label)
@@ -319,9 +328,13 @@ def area_agreement_figure(
     Bland & Altman, Lancet 1986), and the line of no difference."""
     colors = dict(colors or charts.site_colors(sites))
     items = area_items(segmentation, sites, label)
-    title = f"Area agreement (Bland–Altman){f' — {label}' if label else ''}"
+    quantity, unit = area_quantity(segmentation)
+    title = f"{quantity.capitalize()} agreement (Bland–Altman){f' — {label}' if label else ''}"
     if not items:
-        return charts._empty(title, "No area agreement in this bundle")
+        why = (segmentation.get("area_agreement") or {}).get("reason")
+        return charts._empty(
+            title, f"No {quantity} agreement: {why}" if why else f"No {quantity} agreement in this bundle"
+        )
     fig = go.Figure()
     for site, item in items:
         md, lo, hi = item.get("mean_difference"), item.get("loa_low"), item.get("loa_high")
@@ -342,14 +355,14 @@ def area_agreement_figure(
                     width=6,
                     color=colors.get(site),
                 ),
-                text=[f"mean difference {charts.fmt(md, 1)} mm², limits {charts.fmt(lo, 1)} to {charts.fmt(hi, 1)}"],
+                text=[f"mean difference {charts.fmt(md, 1)} {unit}, limits {charts.fmt(lo, 1)} to {charts.fmt(hi, 1)}"],
                 hovertemplate=f"{site}<br>%{{text}}<extra></extra>",
             )
         )
     fig.add_vline(x=0, line=dict(color="#666", dash="dash", width=1))
     labels = [s for s, _ in items]
     fig.update_layout(
-        xaxis=dict(title_text="predicted − reference area (mm²): mean and 95% limits of agreement"),
+        xaxis=dict(title_text=f"predicted − reference {quantity} ({unit}): mean and 95% limits of agreement"),
         yaxis=dict(autorange="reversed", type="category", categoryorder="array", categoryarray=labels),
     )
     return charts._layout(fig, title, height=max(220, 100 + 40 * len(items)))
@@ -361,38 +374,43 @@ def _gap(low: Any, high: Any) -> float:
 
 
 def comparison_metrics(segmentation: Mapping) -> list[str]:
-    """The metrics compared with the baseline (segmentation.json ``comparison``), in :data:`METRIC_ORDER`."""
+    """The metrics compared with the baseline (segmentation.json ``comparison``: per site ``n_matched``
+    and one entry per metric), in :data:`METRIC_ORDER`."""
     comp = segmentation.get("comparison") or {}
-    names = {m for per_site in (comp.get("sites") or {}).values() for m in (per_site or {})}
-    return sorted(names, key=lambda k: (_rank(k), k))
+    blocks = [comp.get("overall") or {}, *(comp.get("sites") or {}).values()]
+    names = {m for b in blocks for m, e in (b or {}).items() if isinstance(e, Mapping) and "estimate" in e}
+    return sorted(names, key=lambda k: (_rank(k), float(nsd_tolerance(k) or 0), k))
+
+
+def comparison_rows(segmentation: Mapping, sites: Sequence[str]) -> list[tuple[str, Mapping]]:
+    """``(site, delta block)`` per site of the comparison, then the pooled one ("all sites (pooled)")."""
+    comp = segmentation.get("comparison") or {}
+    rows = [(s, comp["sites"][s]) for s in sites if isinstance((comp.get("sites") or {}).get(s), Mapping)]
+    if isinstance(comp.get("overall"), Mapping):
+        rows.append(("all sites (pooled)", comp["overall"]))
+    return rows
 
 
 def comparison_figure(
-    segmentation: Mapping,
-    metric: str,
-    sites: Sequence[str],
-    *,
-    colors: Mapping[str, str] | None = None,
-    metrics: Mapping | None = None,
+    segmentation: Mapping, metric: str, sites: Sequence[str], *, colors: Mapping[str, str] | None = None
 ) -> go.Figure:
-    """Per site, the mean paired difference model − baseline of ``metric`` over the same cases with its
-    patient-clustered bootstrap interval, against the line of no difference (n: the site's cases in
-    ``metrics``, when given)."""
+    """Per site (and pooled), the mean paired difference new − baseline of ``metric`` over the matched
+    cases with its patient-clustered bootstrap interval and n matched, against the line of no difference."""
     colors = dict(colors or charts.site_colors(sites))
     comp = segmentation.get("comparison") or {}
     rows = []
-    for s in sites:
-        e = ((comp.get("sites") or {}).get(s) or {}).get(metric)
+    for site, block in comparison_rows(segmentation, sites):
+        e = block.get(metric)
         if isinstance(e, Mapping):
             rows.append(
-                {"label": s, "estimate": e.get("estimate"), "ci_low": e.get("ci_low"), "ci_high": e.get("ci_high")}
-                | {"color": colors.get(s), "n": (((metrics or {}).get("sites") or {}).get(s) or {}).get("n")}
+                {"label": site, "estimate": e.get("estimate"), "ci_low": e.get("ci_low"), "ci_high": e.get("ci_high")}
+                | {"color": colors.get(site, charts.POOLED_COLOR), "n": block.get("n_matched")}
             )
     better = "lower" if lower_is_better(metric) else "higher"
     fig = charts.forest_figure(
         rows,
-        title=f"{metric_label(metric)}: model − {comp.get('baseline') or 'baseline'}",
-        x_title=f"difference ({better} is better for the model)",
+        title=f"{metric_label(metric)}: new − {comp.get('baseline') or 'baseline'}",
+        x_title=f"difference ({better} is better for the new model)",
         reference=0.0,
     )
     # the window holds every interval and the line of no difference (autorange follows the markers)

@@ -85,7 +85,7 @@ if info.get("comparison"):
     if names:
         metric = st.selectbox("Compared metric", names, format_func=seg.metric_label, key="segmentation-compared")
         ui.figure(
-            seg.comparison_figure(info, metric, sites, colors=colors, metrics=run.metrics),
+            seg.comparison_figure(info, metric, sites, colors=colors),
             "Per site: the difference with its interval; dashed: no difference.",
             key="segmentation-comparison-forest",
         )
@@ -116,7 +116,8 @@ else:
 st.subheader("Pixel calibration")
 p_display, p_numeric = segmentation.pixel_frames(info, sites, label, level)
 if p_display.empty:
-    ui.missing("Pixel calibration", "segmentation.json has no pixel_calibration section")
+    why = (info.get("pixel_calibration") or {}).get("reason") or "segmentation.json has no pixel_calibration section"
+    ui.missing("Pixel calibration", why)
 else:
     temp = info.get("temperature") or {}
     ui.table(
@@ -145,18 +146,21 @@ else:
         )
 
 # ---- area agreement ----------------------------------------------------------------------------------
-st.subheader("Area agreement")
+quantity, unit = seg.area_quantity(info)
+st.subheader(f"{quantity.capitalize()} agreement")
 a_display, a_numeric = segmentation.area_frames(info, sites, label)
 if a_display.empty:
-    ui.missing("Area agreement", "segmentation.json has no area_agreement section")
+    why = (info.get("area_agreement") or {}).get("reason") or "segmentation.json has no area_agreement section"
+    ui.missing(f"{quantity.capitalize()} agreement", why)
 else:
     ui.table(
         a_display,
         f"segmentation-area-{label}",
         csv=a_numeric,
         run=run,
-        caption="Bland–Altman: mean of predicted − reference area and its 95% limits of agreement; the line "
-        "of the predicted (and of the expected, Σp) area on the reference area (slope 1, intercept 0: no bias).",
+        caption=f"Bland–Altman: mean of predicted − reference {quantity} and its 95% limits of agreement; the "
+        f"line of the predicted (and of the expected, Σp) {quantity} on the reference {quantity} (slope 1, "
+        "intercept 0: no bias).",
     )
     ui.figure(
         seg.area_agreement_figure(info, sites, label, colors=colors),

@@ -163,7 +163,7 @@ def segmentation_section(bundle, figs) -> str:
         if groups:
             out.append(f"<h3>Subgroups{esc(_label_title(label, labels))} (all sites)</h3>")
             out.append(_metric_tables(groups, [("Attribute", "attribute"), ("Value", "value")], level))
-    out.append(_comparison(metrics, segmentation, sites, colors, figs, level))
+    out.append(_comparison(segmentation, sites, colors, figs, level))
     return _section("segmentation", "4. Segmentation", "".join(out))
 
 
@@ -176,27 +176,28 @@ def _forest_caption(metric: str, level: float) -> str:
     )
 
 
-def _comparison(metrics: Mapping, segmentation: Mapping, sites: Sequence[str], colors, figs, level: float) -> str:
+def _comparison(segmentation: Mapping, sites: Sequence[str], colors, figs, level: float) -> str:
+    """The paired comparison with the baseline model: per site and pooled, new − baseline of each metric."""
     comp = segmentation.get("comparison")
     if not comp:
         return ""
     names = seg.comparison_metrics(segmentation)
     body = [
-        [esc(s)] + [_entry_cell(((comp.get("sites") or {}).get(s) or {}).get(m), m) for m in names]
-        for s in sites
-        if (comp.get("sites") or {}).get(s)
+        [esc(site), esc(charts.fmt(block.get("n_matched")))] + [_entry_cell(block.get(m), m) for m in names]
+        for site, block in seg.comparison_rows(segmentation, sites)
     ]
+    unmatched = comp.get("n_unmatched")
     out = [
         f"<h3>Against the baseline ({esc(comp.get('baseline') or 'baseline')})</h3>",
-        '<p class="note">Mean paired difference, model − baseline, over the same cases and labels, with its '
-        f"{level:.0%} patient-clustered bootstrap interval. For Dice, IoU and NSD a positive difference favours "
-        "the model; for distances and errors a negative one does.</p>",
-        _table(["Site"] + [f"Δ {seg.metric_label(m)} ({level:.0%} CI)" for m in names], body),
+        f'<p class="note">{esc(comp.get("difference") or "new − baseline")}, with its {level:.0%} '
+        "patient-clustered bootstrap interval; cases matched by site, case and label"
+        + (f" ({esc(charts.fmt(unmatched))} unmatched, left out)" if unmatched else "")
+        + ". For Dice, IoU and NSD a positive difference favours the new model; for distances and errors a "
+        "negative one does.</p>",
+        _table(["Site", "Matched cases"] + [f"Δ {seg.metric_label(m)} ({level:.0%} CI)" for m in names], body),
     ]
     grid = [
-        figs.html(seg.comparison_figure(segmentation, m, sites, colors=colors, metrics=metrics))
-        for m in FOREST_METRICS
-        if m in names
+        figs.html(seg.comparison_figure(segmentation, m, sites, colors=colors)) for m in FOREST_METRICS if m in names
     ]
     if grid:
         out.append('<div class="grid2">' + "".join(grid) + "</div>")
@@ -285,7 +286,8 @@ def worst_cases_section(bundle, figs) -> str:
 def pixel_calibration_section(bundle, figs) -> str:
     """5. Pixel calibration: pixel ECE per site, the reliability diagram, temperature scaling."""
     segmentation = segmentation_file(bundle)
-    if not segmentation.get("pixel_calibration") and not segmentation.get("temperature"):
+    pixels = segmentation.get("pixel_calibration") or {}
+    if not pixels and not segmentation.get("temperature"):
         return ""
     sites, labels = site_order(bundle), _labels(bundle)
     colors = charts.site_colors(sites)
@@ -302,6 +304,10 @@ def pixel_calibration_section(bundle, figs) -> str:
         "; ECE before and after on each site's pixel sample. A site whose ECE stays high after the "
         "development site's temperature is miscalibrated in a way one temperature does not fix.</p>",
     ]
+    if pixels.get("reason") and not pixels.get("sites"):
+        out.append(f"<p>Pixel ECE not computed: {esc(pixels['reason'])}.</p>")
+    if not temp:
+        out.append("<p>No temperature scaling in this bundle (it needs the pixel sample of a development site).</p>")
     for label in labels:
         if len(labels) > 1:
             out.append(f"<h3>Label {esc(label)}</h3>")
@@ -337,41 +343,55 @@ def pixel_calibration_section(bundle, figs) -> str:
 
 
 def area_section(bundle, figs) -> str:
-    """5.1 Area agreement: Bland–Altman and regression of the predicted (and expected) on the true area."""
+    """5.1 Area agreement: Bland–Altman and regression of the predicted (and expected) on the true area
+    (volume for 3D masks)."""
     segmentation = segmentation_file(bundle)
-    if not segmentation.get("area_agreement"):
+    section = segmentation.get("area_agreement")
+    if not section:
         return ""
     sites, labels = site_order(bundle), _labels(bundle)
     colors = charts.site_colors(sites)
+    quantity, unit = seg.area_quantity(segmentation)
     out = [
-        '<p class="note">Does the model measure the structure\'s size without bias? Bland–Altman (Lancet 1986): '
-        "the mean per-case difference of the predicted minus the reference area and its 95% limits of "
-        "agreement (mean ± 1.96 SD); the least-squares line of the predicted on the reference area (slope "
-        "1, intercept 0: no proportional or fixed bias); and the same for the expected area (the sum of "
-        "pixel probabilities × pixel area), which tells calibration of the area itself.</p>",
+        f'<p class="note">Does the model measure the structure\'s {quantity} without bias? Bland–Altman (Lancet '
+        f"1986): the mean per-case difference of the predicted minus the reference {quantity} and its 95% limits "
+        "of agreement (mean ± 1.96 SD); the least-squares line of the predicted on the reference "
+        f"{quantity} (slope 1, intercept 0: no proportional or fixed bias); and the same for the expected "
+        f"{quantity} (the sum of pixel probabilities × pixel size), which tells calibration of the {quantity} "
+        "itself.</p>",
     ]
+    if section.get("reason") and not section.get("sites"):
+        out.append(f"<p>Not computed: {esc(section['reason'])}.</p>")
     for label in labels:
+        items = seg.area_items(segmentation, sites, label)
+        if not items:
+            continue
         if len(labels) > 1:
             out.append(f"<h3>Label {esc(label)}</h3>")
-        rows = []
-        for site, a in seg.area_items(segmentation, sites, label):
-            ev = a.get("expected_vs_true") or {}
-            rows.append(
-                [esc(site), esc(charts.fmt(a.get("mean_difference"), 1))]
-                + [esc(f"{charts.fmt(a.get('loa_low'), 1)} to {charts.fmt(a.get('loa_high'), 1)}")]
-                + [esc(charts.fmt(a.get("slope"), 3)), esc(charts.fmt(a.get("intercept"), 1))]
-                + [esc(charts.fmt(ev.get("slope"), 3)), esc(charts.fmt(ev.get("intercept"), 1))]
-            )
-        heads = ["Site", "Mean difference (mm²)", "95% limits of agreement (mm²)", "Slope", "Intercept (mm²)"]
-        out.append(_table([*heads, "Expected-area slope", "Expected-area intercept (mm²)"], rows))
+        out.append(_area_table(items, quantity, unit))
         out.append(
             figs.html(
                 seg.area_agreement_figure(segmentation, sites, label, colors=colors),
-                "Per site: mean difference of the predicted minus the reference area (diamond) and the 95% "
-                "limits of agreement (bar); dashed: no difference.",
+                f"Per site: mean difference of the predicted minus the reference {quantity} (diamond) and the "
+                "95% limits of agreement (bar); dashed: no difference.",
             )
         )
-    return _section("segmentation-area", "5.1 Area agreement", "".join(out))
+    return _section("segmentation-area", f"5.1 {quantity.capitalize()} agreement", "".join(out))
+
+
+def _area_table(items: Sequence[tuple[str, Mapping]], quantity: str, unit: str) -> str:
+    rows = []
+    for site, a in items:
+        ev = a.get("expected_vs_true") or {}
+        rows.append(
+            [esc(site), esc(charts.fmt(a.get("n"))), esc(charts.fmt(a.get("mean_difference"), 1))]
+            + [esc(f"{charts.fmt(a.get('loa_low'), 1)} to {charts.fmt(a.get('loa_high'), 1)}")]
+            + [esc(charts.fmt(a.get("slope"), 3)), esc(charts.fmt(a.get("intercept"), 1))]
+            + [esc(charts.fmt(ev.get("slope"), 3)), esc(charts.fmt(ev.get("intercept"), 1))]
+        )
+    heads = ["Site", "Cases", f"Mean difference ({unit})", f"95% limits of agreement ({unit})", "Slope"]
+    heads += [f"Intercept ({unit})", f"Expected-{quantity} slope", f"Expected-{quantity} intercept ({unit})"]
+    return _table(heads, rows)
 
 
 #: The report's segmentation sections in reading order, ``(anchor, navigation title, builder)``.
