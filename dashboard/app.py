@@ -32,6 +32,7 @@ COMPARISON_PAGE = ("views/comparison.py", "Model comparison", "comparison", ":ma
 DECISION_PAGE = ("views/decision.py", "Clinical utility", "decision", ":material/medical_services:")
 SYNTHESIS_PAGE = ("views/synthesis.py", "Across hospitals", "synthesis", ":material/hub:")
 FAIRNESS_PAGE = ("views/fairness.py", "Fairness", "fairness", ":material/diversity_3:")
+SEGMENTATION_PAGE = ("views/segmentation.py", "Segmentation", "segmentation", ":material/donut_large:")
 
 # the favicon is a file served by this server: a ":material/...:" or emoji icon makes the browser fetch
 # it from a public font host on every page load (no request may leave the machine)
@@ -53,6 +54,8 @@ if run is not None and run.metrics.get("synthesis"):  # a random-effects synthes
     pages.insert(1, SYNTHESIS_PAGE)
 if run is not None and run.fairness:  # binary runs with subgroups: right after Subgroups
     pages.insert(pages.index(PAGES[2]) + 1, FAIRNESS_PAGE)
+if run is not None and run.task == "segmentation":  # per-case masks: no probability per case to rank or bin
+    pages = [PAGES[0], SEGMENTATION_PAGE, *([SHIFT_PAGE] if run.shift else []), PAGES[-1]]
 nav = st.navigation(
     [st.Page(str(HERE / f), title=t, url_path=u, icon=i, default=(u == "overview")) for f, t, u, i in pages]
 )

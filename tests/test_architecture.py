@@ -10,11 +10,12 @@ The layers (the house rule; :data:`LAYERS`):
   ``.cohort``, ``.protocol``): reads cases and predictions, computes. It imports no presentation module
   (``validate.report``, ``validate.charts``, ``validate.view``, ``dashboard``) and not the CLI
   (``validate.cli``, ``validate.commands``): a notebook can use it without either.
-- **presentation** (``dashboard``, ``validate.report``, ``validate.charts``, ``validate.view``): reads
-  bundles. It imports no engine internals: not ``validate.analysis``, ``.scoring``, ``.calibrators``,
-  ``.cohort``, nor ``validate.metrics`` other than ``validate.metrics.registry`` (the metric
-  declarations: names, labels, directions). Whatever it shows is computed at run time into the bundle;
-  images reach it through ``validate.thumbnails``, the one display decoder shared with ``validate run``.
+- **presentation** (``dashboard``, ``validate.report``, ``validate.charts``, ``validate.charts_segmentation``,
+  ``validate.view``): reads bundles. It imports no engine internals: not ``validate.analysis``,
+  ``.scoring``, ``.calibrators``, ``.cohort``, nor ``validate.metrics`` other than
+  ``validate.metrics.registry`` (the metric declarations: names, labels, directions). Whatever it shows is
+  computed at run time into the bundle; images reach it through ``validate.thumbnails``, the one display
+  decoder shared with ``validate run``.
 
 Import edges are collected with :mod:`ast` from every ``import validate...`` / ``from validate... import``
 in a module, at module level AND inside functions (a function-level import hides a cycle from Python's
@@ -228,7 +229,7 @@ ENGINE = (
     "validate.cohort",
     "validate.protocol",
 )
-PRESENTATION = ("dashboard", "validate.report", "validate.charts", "validate.view")
+PRESENTATION = ("dashboard", "validate.report", "validate.charts", "validate.charts_segmentation", "validate.view")
 CLI = ("validate.cli", "validate.commands")
 ENGINE_INTERNALS = (
     "validate.analysis",

@@ -236,11 +236,22 @@ def write_thumbnails(
     name`` (:func:`thumbnail_name`, without ``.png``) of each thumbnail written. Does nothing for
     tabular protocols.
     """
-    written: dict[tuple[str, str], str] = {}
     if protocol.input.kind not in IMAGE_KINDS or frame is None or len(frame) == 0:
-        return written
-    cases = selected_cases(frame, protocol, per_site=per_site)
-    if not cases:
+        return {}
+    return write_case_thumbnails(writer, selected_cases(frame, protocol, per_site=per_site), protocol, name_of)
+
+
+def write_case_thumbnails(
+    writer: Any, cases: Iterable[tuple[str, str]], protocol: Any, name_of: Callable[[str], str | None]
+) -> dict[tuple[str, str], str]:
+    """Write the thumbnails of the given ``(site, original case id)`` pairs into ``writer`` (e.g. a
+    segmentation run's worst cases, drawn under their outlines by the report and the dashboard). The
+    images come from the site manifests' paths, confined to each site's image root; a case whose image
+    cannot be read gets none. Returns ``(site, stored identifier) -> file name`` as
+    :func:`write_thumbnails`. Does nothing for tabular protocols."""
+    cases = list(cases)
+    written: dict[tuple[str, str], str] = {}
+    if protocol.input.kind not in IMAGE_KINDS or not cases:
         return written
     from validate.bundle import THUMBNAIL_DIR
     from validate.scoring.inputs import CaseError

@@ -21,7 +21,7 @@ from validate.contract import Block, GateRowFile, MetricsFile, pooled_absent_rea
 from validate.formatting import format_count, p_clause
 from validate.groups import group_sort_key
 from validate.metrics import registry
-from validate.report import utility
+from validate.report import segmentation, utility
 from validate.report.checklists import checklist_section
 from validate.report.print_layout import PRINT_CSS
 
@@ -1278,6 +1278,14 @@ SECTIONS = (
     ("shift", "Shift & drift", _shift),
     ("limitations", "Limitations", _limitations),
 )
+# a segmentation run: its own sections (validate.report.segmentation) in place of the classification ones
+# (discrimination, calibration, net benefit, synthesis, subgroups, fairness, methods), whose metrics it has not
+_SHARED = {s[0]: s for s in SECTIONS}
+SEGMENTATION_SECTIONS = (
+    *(_SHARED[a] for a in ("verdict", "provenance", "cohorts", "precision")),
+    *segmentation.SECTIONS,
+    *(_SHARED[a] for a in ("shift", "limitations")),
+)
 
 
 def render_report(bundle, checklists: Sequence[str] = ()) -> str:
@@ -1293,7 +1301,8 @@ def render_report(bundle, checklists: Sequence[str] = ()) -> str:
 
     bundle.require_implied_files()
     figs = _Figures()
-    parts = [(anchor, title, fn(bundle, figs)) for anchor, title, fn in SECTIONS]
+    sections = SEGMENTATION_SECTIONS if (bundle.metrics or {}).get("task") == "segmentation" else SECTIONS
+    parts = [(anchor, title, fn(bundle, figs)) for anchor, title, fn in sections]
     parts.append(("checklists", "Checklists", checklist_section(bundle, checklists)))
     parts = [p for p in parts if p[2]]  # a section with nothing to say (no comparison) is left out
     body = "".join(html_part for _, _, html_part in parts)
