@@ -185,7 +185,11 @@ LABEL, LABEL_PREFIX = {"y"}, ("y_",)
 LABELS_CHECKED = ("validate/analysis/", "dashboard/")
 # reads of a "p" that is not a predictions column: curves.json's lowess smooth ({"p": [...], "observed": [...]})
 # and the Cases table that confident_errors returns (its "p" column)
-NOT_PREDICTIONS = {"validate/charts.py", "dashboard/views/cases.py"}
+NOT_PREDICTIONS = {
+    "validate/charts.py",
+    "dashboard/views/cases.py",
+    "validate/scoring/segmentation.py",  # writes pixel_sample.parquet (pixel logits), not the predictions
+}
 
 
 def _sources():

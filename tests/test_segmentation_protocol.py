@@ -115,3 +115,9 @@ def test_volume_input_refused(tmp_path):
 def test_section_refused_for_classification(tmp_path):
     text = BASE.replace("task: segmentation\nlabels: [head]", "task: binary\nclasses: [a, b]") + "segmentation: {}\n"
     assert "applies to task: segmentation only" in messages(tmp_path, text)
+
+
+@pytest.mark.parametrize("column", ["label", "dice", "spacing_x_mm"])
+def test_attribute_named_like_a_row_column_refused(tmp_path, column):
+    text = BASE + f"segmentation: {{}}\nattributes: [{column}]\n"
+    assert f"`{column}` is the name of a standard case column" in messages(tmp_path, text)

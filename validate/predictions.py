@@ -90,7 +90,9 @@ SEGMENTATION_SIZES = {
 SEGMENTATION_FLAGS = ("ref_empty", "pred_empty")
 #: Optional metric columns: the normalised surface Dice at each tolerance (``nsd_2mm``, ``nsd_1p5mm``),
 #: the biometry (``hc_*``) and the model's expected size (Σp × pixel area or voxel volume).
-_SEGMENTATION_OPTIONAL = re.compile(r"^(nsd_[0-9pe+-]+mm|hc_(ref|pred|error|abs_error)_mm|(area|volume)_expected_mm[23])$")
+_SEGMENTATION_OPTIONAL = re.compile(
+    r"^(nsd_[0-9pe+-]+mm|hc_(ref|pred|error|abs_error)_mm|(area|volume)_expected_mm[23])$"
+)
 
 
 @dataclass

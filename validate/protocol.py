@@ -1132,6 +1132,12 @@ def _synthesis_site_problems(p: Protocol, site_ids: set[str]) -> list[InputError
 #: Columns of a site's standard case table (validate.cohort) that an attribute of the same name would
 #: overwrite: declaring `attributes: [site]` would replace the site of every case by a manifest column.
 RESERVED_COLUMNS = ("case_id", "patient_id", "site", "y", "image_path", "acquired_at")
+#: Columns of a segmentation predictions row besides the ids (validate.scoring.segmentation).
+SEGMENTATION_ROW_COLUMNS = (
+    "label", "mask_path", "spacing_y_mm", "spacing_x_mm", "dice", "iou", "hd_mm", "hd95_mm", "assd_mm",
+    "area_ref_mm2", "area_pred_mm2", "area_error_mm2", "area_expected_mm2", "ref_empty", "pred_empty",
+    "hc_ref_mm", "hc_pred_mm", "hc_error_mm", "hc_abs_error_mm",
+)  # fmt: skip
 
 
 def _fairness_problems(p: Protocol, known: set[str]) -> list[InputError]:
@@ -1159,6 +1165,8 @@ def _attribute_problems(p: Protocol) -> list[InputError]:
     problems = []
     ids = {p.columns.case_id: "columns.case_id", p.columns.patient_id: "columns.patient_id"}
     label_cols = {f"y_{lab}" for lab in p.labels or []}
+    if p.task == "segmentation":  # columns of a segmentation row that an attribute would overwrite
+        label_cols |= set(SEGMENTATION_ROW_COLUMNS)
     used = [(f"attributes[{i}]", ("attributes", i), a) for i, a in enumerate(p.attributes)]
     used += [
         (f"subgroups[{i}].column", ("subgroups", i, "column"), g.column) for i, g in enumerate(p.subgroups) if g.column
@@ -1182,7 +1190,8 @@ def _attribute_problems(p: Protocol) -> list[InputError]:
                     file=p.path,
                     line=p.line_of(*loc),
                     field=field,
-                    expected=f"another column name (not {', '.join(RESERVED_COLUMNS)} or y_<label>)",
+                    expected=f"another column name (not {', '.join(RESERVED_COLUMNS)}, y_<label> or a "
+                    "segmentation row's column)",
                 )
             )
     return problems

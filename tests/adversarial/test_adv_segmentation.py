@@ -22,7 +22,7 @@ def test_classes_refused_for_segmentation(tmp_path: Path):
 def test_model_with_the_wrong_channels_is_bad_input(tmp_path: Path):
     protocol = workspace(tmp_path)
     save_model(tmp_path / "model.pt2", logit_maps(3))  # three maps for one sigmoid label
-    r = run_cli("run", protocol, "--runs-dir", tmp_path / "runs", "--device", "cpu", cwd=tmp_path)
+    r = run_cli("score", protocol, "--out", tmp_path / "scored", "--device", "cpu", cwd=tmp_path)
     assert r.code == 2, r.text
     r.assert_no_traceback()
     assert "[N, 1, H, W]" in r.err and "model.checkpoint" in r.err

@@ -52,6 +52,7 @@ import torch
 
 from validate.errors import InputError
 from validate.io import atomic_write_json
+from validate.numerics import PROB_FLOOR
 from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
 
@@ -69,8 +70,6 @@ PIXEL_BINS = 20
 OVERLAY_SIDE = 128
 #: Rows buffered per Parquet row group of a side file.
 ROW_GROUP = 16_384
-#: Probability floor for a model that outputs probabilities (their logits are taken after it).
-_FLOOR = 1e-15
 
 
 # ---- reading masks -------------------------------------------------------------------------------
@@ -157,7 +156,7 @@ def label_logits(out: torch.Tensor, size: tuple[int, int], s: _Settings) -> torc
     sigmoid logit or, for softmax, z_k − logsumexp_{j≠k} z_j (the label's one-vs-rest log-odds)."""
     z = out.float()
     if s.probabilities:  # logits of the given probabilities (log-probabilities for softmax)
-        p = z.double().clamp(_FLOOR, 1 - _FLOOR)
+        p = z.double().clamp(PROB_FLOOR, 1 - PROB_FLOOR)  # the suite's one floor
         z = (p.log() if s.softmax else torch.logit(p)).float()
     z = torch.nn.functional.interpolate(z[None], size=size, mode="bilinear", align_corners=False)[0]
     if not s.softmax:
