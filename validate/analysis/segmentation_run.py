@@ -122,6 +122,7 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
     from validate.analysis.segmentation_pixels import SegmentationSettings
     from validate.cohort import derive_subgroups
     from validate.gates import judge_gates
+    from validate.groups import group_sort_key
     from validate.metrics import MetricSettings
 
     seg = SegmentationSettings.of(protocol)
@@ -162,7 +163,8 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
             "task": "segmentation",
             "ci_level": settings.ci_level,
             "attributes": sub_cols,
-            "groups": {},
+            # the groups in order; the per-group BLOCKs are metrics.json's (no gap analysis for segmentation)
+            "groups": {col: sorted(metrics["subgroups"][col], key=group_sort_key) for col in sub_cols},
             "sites": {},
             "overall": None,
         },
