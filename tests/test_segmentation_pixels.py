@@ -281,6 +281,7 @@ def test_pipeline_analyse_takes_the_segmentation_branch():
     parts = analyse(protocol(), frame, None, side=side_tables(frame))
     assert parts["metrics"]["task"] == "segmentation" and parts["segmentation"]["labels"] == ["head"]
     assert parts["calibration"] is None and parts["comparison"] is None
+    assert for_writing("shift.json", parts["shift"])["reason"].startswith("the shift analysis compares")
     assert [r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"] == ["pass", "pass"]
 
 

@@ -20,6 +20,10 @@ import pandas as pd
 
 from validate.errors import InputError
 
+NO_SHIFT = (
+    "the shift analysis compares classification scores and labels across sites; it is not computed for "
+    "segmentation (segmentation.json compares pixel calibration and area agreement per site)"
+)
 #: Side files of segmentation predictions (DESIGN.md, Segmentation), copied into the bundle.
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
 
@@ -158,7 +162,8 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
         "table": SegmentationTable(frame),
         "metrics": metrics,
         "calibration": None,
-        "shift": None,
+        # shift.json as an analysis that did not run, saying why (not "no development/external pair")
+        "shift": {"reason": NO_SHIFT},
         "subgroups": {
             "task": "segmentation",
             "ci_level": settings.ci_level,
