@@ -281,6 +281,7 @@ def test_pipeline_analyse_takes_the_segmentation_branch():
     parts = analyse(protocol(), frame, None, side=side_tables(frame))
     assert parts["metrics"]["task"] == "segmentation" and parts["segmentation"]["labels"] == ["head"]
     assert parts["calibration"] is None and parts["comparison"] is None
+    assert for_writing("shift.json", parts["shift"])["reason"].startswith("the shift analysis compares")
     assert [r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"] == ["pass", "pass"]
 
 
@@ -320,3 +321,14 @@ def test_comparison_gate_on_a_site_without_matched_cases_fails():
     parts = analyse_segmentation(proto, frame, None, baseline_frame=base)
     rows = {r.site: r.verdict for r in parts["gates"].rows if r.metric == "hd95_mm"}
     assert rows == {"dev": "pass", "ext": "fail"}
+
+
+def test_run_summary_of_a_segmentation_run_counts_patients():
+    from validate.summary import summarise
+
+    proto = protocol()
+    proto.version, proto.site = "1", lambda s: next(x for x in proto.sites if x.id == s)
+    parts = analyse_segmentation(proto, seg_frame(), None)
+    text = summarise(proto, parts, {"failures": pd.DataFrame(), "device": "cpu"}, Path("b"), seconds=1.0)
+    row = next(line for line in text.splitlines() if line.strip().startswith("ext"))
+    assert " pts " in text and row.split()[2:4] == ["12", "4"]

@@ -27,7 +27,9 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
     from validate.metrics import registry
 
     keys = registry.names("run_summary", protocol.task)
-    head = f"  {'site':<14} {'role':<12} {'n':>6} {'events':>6}  " + "  ".join(
+    # a segmentation block counts patients, not events
+    count, count_name = ("n_patients", "pts") if protocol.task == "segmentation" else ("n_events", "events")
+    head = f"  {'site':<14} {'role':<12} {'n':>6} {count_name:>6}  " + "  ".join(
         f"{k + f' ({ci:.0%} CI)':<24}" for k in keys
     )
     lines.append(head)
@@ -38,7 +40,7 @@ def summarise(protocol, parts: dict, loaded: dict, bundle: Path, *, seconds: flo
         if s not in metrics["sites"]:
             flag = "  [no scored case]"
         lines.append(
-            f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get('n_events', '')):>6}  "
+            f"  {s:<14} {role:<12} {b.get('n', 0):>6} {str(b.get(count, '')):>6}  "
             + "  ".join(f"{entry_text(b.get(k), metric=k):<24}" for k in keys)
             + flag
         )

@@ -20,6 +20,10 @@ import pandas as pd
 
 from validate.errors import InputError
 
+NO_SHIFT = (
+    "the shift analysis compares classification scores and labels across sites; it is not computed for "
+    "segmentation (segmentation.json compares pixel calibration and area agreement per site)"
+)
 #: Side files of segmentation predictions (DESIGN.md, Segmentation), copied into the bundle.
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
 
@@ -122,6 +126,7 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
     from validate.analysis.segmentation_pixels import SegmentationSettings
     from validate.cohort import derive_subgroups
     from validate.gates import judge_gates
+    from validate.groups import group_sort_key
     from validate.metrics import MetricSettings
 
     seg = SegmentationSettings.of(protocol)
@@ -157,12 +162,14 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
         "table": SegmentationTable(frame),
         "metrics": metrics,
         "calibration": None,
-        "shift": None,
+        # shift.json as an analysis that did not run, saying why (not "no development/external pair")
+        "shift": {"reason": NO_SHIFT},
         "subgroups": {
             "task": "segmentation",
             "ci_level": settings.ci_level,
             "attributes": sub_cols,
-            "groups": {},
+            # the groups in order; the per-group BLOCKs are metrics.json's (no gap analysis for segmentation)
+            "groups": {col: sorted(metrics["subgroups"][col], key=group_sort_key) for col in sub_cols},
             "sites": {},
             "overall": None,
         },
