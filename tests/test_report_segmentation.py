@@ -171,3 +171,28 @@ def test_sections_say_why_a_pixel_analysis_is_missing_and_name_a_volume(tmp_path
     assert f"Pixel ECE not computed: {why}." in calibration and "No temperature scaling" in calibration
     volume = _section(html, "segmentation-area")
     assert "5.1 Volume agreement" in html and "Mean difference (mm³)" in volume and "(mm²)" not in volume
+
+
+def test_several_labels_get_a_table_and_figures_each(tmp_path):
+    import json
+
+    folder = fx.write_segmentation_run(tmp_path / "run")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    for key, block in [("overall", metrics["overall"]), *metrics["sites"].items()]:
+        brain = fx.block("probe_b") | {"n": block["n"], "n_patients": block["n_patients"]}
+        labelled = {"n": block["n"], "n_patients": block["n_patients"], "labels": {"head": block, "brain": brain}}
+        if key == "overall":
+            metrics["overall"] = labelled
+        else:
+            metrics["sites"][key] = labelled
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    info = json.loads((folder / "segmentation.json").read_text())
+    info["labels"] = ["head", "brain"]
+    info["area_agreement"]["unit"] = "mm2"  # the ASCII unit segstats writes, shown as mm²
+    (folder / "segmentation.json").write_text(json.dumps(info))
+    html = render_report(Bundle(path=folder))
+    section = _section(html, "segmentation")
+    assert "<h3>Label head</h3>" in section and "<h3>Label brain</h3>" in section
+    brain_rows = _rows(section[section.index("<h3>Label brain</h3>") :])
+    assert brain_rows[0][:3] == ["development", "120 (110)", "0.873 (0.851–0.894)"]  # probe_b's numbers
+    assert "Mean difference (mm²)" in _section(html, "segmentation-area")

@@ -206,7 +206,8 @@ def area_quantity(segmentation: Mapping) -> tuple[str, str]:
     "mm³")`` for 3D."""
     section = segmentation.get("area_agreement") or {}
     quantity = str(section.get("quantity") or "area")
-    return quantity, str(section.get("unit") or ("mm³" if quantity == "volume" else "mm²"))
+    unit = str(section.get("unit") or ("mm3" if quantity == "volume" else "mm2"))
+    return quantity, unit.replace("mm2", "mm²").replace("mm3", "mm³")  # the bundle's ASCII unit, as read
 
 
 def area_items(segmentation: Mapping, sites: Sequence[str], label: str) -> list[tuple[str, Mapping]]:
