@@ -469,8 +469,12 @@ def write_bundle(w, protocol, parts: dict, loaded: dict, *, started: str) -> Pat
         w.write_table("baseline_predictions.parquet", baseline_frame)
     if parts.get("segmentation") is not None:
         from validate.analysis.segmentation_run import write_segmentation
+        from validate.thumbnails import write_case_thumbnails
 
         write_segmentation(w, parts, name_of, key)
+        # the worst cases' pictures, drawn under their outlines by the report and the dashboard
+        worst = parts["segmentation"].get("worst_cases") or {}
+        write_case_thumbnails(w, [(s, c["case_id"]) for s, cases in worst.items() for c in cases], protocol, name_of)
         if baseline_frame is not None:
             w.write_table("baseline_predictions.parquet", baseline_frame)
     else:
