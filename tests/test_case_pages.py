@@ -116,3 +116,22 @@ def test_a_site_without_cases(tmp_path):
     got = case_pages.site_errors(path, "nowhere", task="binary")
     assert got.errors == 0 and got.cases == 0 and got.pages(10) == 1
     assert case_pages.read_rows(path, got.rows).empty
+
+
+def test_a_page_lists_what_the_engine_lists(tmp_path):
+    frame = _binary(seed=7)
+    path = _write(tmp_path / "predictions.parquet", frame)
+    want, _ = confident_errors(
+        frame, task="binary", classes=["benign", "malignant"], per_site=10**6, attributes=["sex"]
+    )
+    want = want[want["site"] == "a"].reset_index(drop=True)
+    errs = case_pages.site_errors(path, "a", task="binary")
+    page = case_pages.error_rows(
+        path, errs.rows[10:20], task="binary", classes=["benign", "malignant"], attributes=["sex"]
+    )
+    ref = want.iloc[10:20].reset_index(drop=True)
+    assert page["case_id"].tolist() == ref["case_id"].tolist()
+    assert page["true"].tolist() == ref["true"].tolist() and page["called"].tolist() == ref["called"].tolist()
+    assert set(page["called"]) <= {"benign", "malignant"} and page["sex"].tolist() == ref["sex"].tolist()
+    np.testing.assert_allclose(page["confidence"], ref["confidence"], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(page["p"], ref["probability"], rtol=0, atol=1e-15)

@@ -138,3 +138,56 @@ def read_rows(path: str | Path, rows: np.ndarray, columns: Sequence[str] | None 
         order.append(take)
     frame = pa.concat_tables(pieces).to_pandas()
     return frame.iloc[np.argsort(np.concatenate(order), kind="stable")].reset_index(drop=True)
+
+
+def error_rows(
+    path: str | Path,
+    rows: np.ndarray,
+    *,
+    task: str,
+    threshold: float | None = 0.5,
+    label: str | None = None,
+    classes: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    attributes: Sequence[str] = (),
+    image_column: str = "image",
+) -> pd.DataFrame:
+    """The errors at file positions ``rows`` (one page of :func:`site_errors`), as the Cases page lists
+    them: ``case_id``, ``true``, ``called``, ``confidence``, ``p`` (binary, multilabel), ``image`` (when
+    recorded), then the ``attributes`` the file holds. Names of the calls as in ``cases.json``."""
+    from validate.predictions import as_table
+
+    frame = read_rows(path, rows)
+    out = pd.DataFrame({"case_id": frame["case_id"].astype(str) if "case_id" in frame else pd.Series(dtype=str)})
+    if frame.empty:
+        return out
+    table = as_table(
+        frame,
+        task=task,
+        class_names=list(classes) if task == "multiclass" and classes else None,
+        label_names=list(labels) if task == "multilabel" and labels else None,
+    )
+    prob = table.probabilities()
+    if task == "multiclass":
+        names = list(table.names)
+        out["true"] = [names[int(v)] for v in table.labels()]
+        out["called"] = [names[int(v)] for v in prob.argmax(axis=1)]
+        out["confidence"] = prob.max(axis=1)
+    else:
+        y = table.labels()
+        if task == "multilabel":
+            j = list(table.names).index(label)
+            prob, y = prob[:, j], y[:, j]
+        pair = (
+            [f"no {label}", str(label)]
+            if task == "multilabel"
+            else (list(classes)[:2] if len(classes) >= 2 else ["0", "1"])
+        )
+        call = (prob >= (0.5 if threshold is None else float(threshold))).astype(int)
+        out["true"] = [pair[int(v)] for v in y]
+        out["called"] = [pair[v] for v in call]
+        out["confidence"] = np.where(call == 1, prob, 1.0 - prob)
+        out["p"] = prob
+    for column in ([image_column] if image_column in frame else []) + [a for a in attributes if a in frame]:
+        out[column if column != image_column else "image"] = frame[column].to_numpy()
+    return out
