@@ -169,14 +169,14 @@ def error_rows(
     )
     prob = table.probabilities()
     if task == "multiclass":
-        names = list(table.names)
+        names = list(table.names or [])
         out["true"] = [names[int(v)] for v in table.labels()]
         out["called"] = [names[int(v)] for v in prob.argmax(axis=1)]
         out["confidence"] = prob.max(axis=1)
     else:
         y = table.labels()
         if task == "multilabel":
-            j = list(table.names).index(label)
+            j = list(table.names or []).index(str(label))
             prob, y = prob[:, j], y[:, j]
         pair = (
             [f"no {label}", str(label)]
