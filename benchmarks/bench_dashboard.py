@@ -124,7 +124,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--large", type=int, default=10_000_000)
     ap.add_argument("--small", type=int, default=1_000)
+    ap.add_argument("--pages", nargs="*", metavar="NAME", help="only these pages (overview, cases, ...)")
     args = ap.parse_args(argv)
+    pages = [p for p in PAGES if not args.pages or (p or "views/overview.py")[6:-3] in args.pages]
     os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # no "missing ScriptRunContext" notes of bare mode
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
         print(f"bundles written in {time.perf_counter() - t0:.1f} s (large predictions.parquet: {size:.0f} MB)")
         open_page(small_src.parent)  # imports and the first AppTest start-up are not part of either number
         print(f"{'page':<28}{args.small:>12,}{args.large:>14,}   ratio")
-        for page in PAGES:
+        for page in pages:
             small = _copies(small_src, tmp / f"s-{page or 'overview'}".replace("/", "-"), args.repeats)
             large = _copies(large_src, tmp / f"l-{page or 'overview'}".replace("/", "-"), args.repeats)
             ts, tl = [], []

@@ -135,3 +135,26 @@ def test_a_page_lists_what_the_engine_lists(tmp_path):
     assert set(page["called"]) <= {"benign", "malignant"} and page["sex"].tolist() == ref["sex"].tolist()
     np.testing.assert_allclose(page["confidence"], ref["confidence"], rtol=0, atol=1e-15)
     np.testing.assert_allclose(page["p"], ref["probability"], rtol=0, atol=1e-15)
+
+
+def test_a_bundle_standardised_multiclass_file(tmp_path):
+    from validate.predictions import as_table
+
+    rng = np.random.default_rng(9)
+    n = 240
+    mc = pd.DataFrame({"case_id": [f"k{i}" for i in range(n)], "site": np.repeat(["x", "y"], n // 2)})
+    mc["y"] = rng.choice(["cat", "dog", "owl"], n)
+    for c in ("cat", "dog", "owl"):
+        mc[f"p_{c}"] = rng.random(n)
+    total = mc[["p_cat", "p_dog", "p_owl"]].sum(axis=1)
+    for c in ("cat", "dog", "owl"):
+        mc[f"p_{c}"] = mc[f"p_{c}"] / total
+    standard = as_table(mc, task="multiclass", class_names=["cat", "dog", "owl"]).frame  # what a bundle holds
+    assert pd.api.types.is_numeric_dtype(standard["y"])
+    path = _write(tmp_path / "predictions.parquet", standard)
+    want, _ = confident_errors(mc, task="multiclass", classes=["cat", "dog", "owl"], per_site=10**6)
+    got = case_pages.site_errors(path, "x", task="multiclass")
+    assert case_pages.read_rows(path, got.rows)["case_id"].tolist() == want[want["site"] == "x"]["case_id"].tolist()
+    page = case_pages.error_rows(path, got.rows[:5], task="multiclass", classes=["cat", "dog", "owl"])
+    ref = want[want["site"] == "x"].head(5)
+    assert page["true"].tolist() == ref["true"].tolist() and page["called"].tolist() == ref["called"].tolist()

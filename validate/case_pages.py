@@ -76,9 +76,8 @@ def site_errors(
     """The errors of ``site`` in the predictions file ``path`` (module docstring for the rule), most
     confident first. ``label``: the multilabel label; ``threshold`` is unused for multiclass."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
-
-    from validate.predictions import as_table
 
     pf = pq.ParquetFile(path)
     columns = ["site"] + [c for c in pf.schema_arrow.names if _SCORE_COLUMN.match(c)]
@@ -86,7 +85,8 @@ def site_errors(
     parts, positions = [], []
     for g in _site_row_groups(pf, site):
         part = pf.read_row_group(g, columns=columns)
-        keep = np.flatnonzero(part.column("site").to_numpy(zero_copy_only=False).astype(str) == site)
+        same = pc.fill_null(pc.equal(part.column("site").cast(pa.string()), pa.scalar(site)), False)
+        keep = np.flatnonzero(same.to_numpy(zero_copy_only=False))
         if len(keep):
             parts.append(part.take(pa.array(keep)))
             positions.append(offsets[g] + keep)
@@ -94,15 +94,34 @@ def site_errors(
         return SiteErrors(np.zeros(0, np.int64), np.zeros(0), 0)
     frame = pa.concat_tables(parts).to_pandas()
     rows = np.concatenate(positions)
-    table = as_table(
+    wrong, confidence = _errors(_table(frame, task, classes, labels), task, threshold, label)
+    order = np.argsort(-confidence[wrong], kind="stable")  # ties keep the file's order
+    return SiteErrors(rows[wrong][order], confidence[wrong][order], len(frame))
+
+
+def _table(frame: pd.DataFrame, task: str, classes: Sequence[str], labels: Sequence[str]):
+    """``frame`` (site, labels, scores) as a :class:`~validate.predictions.PredictionsTable`. A bundle's
+    predictions were checked and standardised when the run wrote them (labels 0/1 or class indices,
+    one form of scores): they are wrapped as they are, so millions of rows cost no second check. Any
+    other file (class names as labels) goes through :func:`~validate.predictions.as_table`."""
+    from validate.predictions import PredictionsTable, as_table
+
+    if task == "multilabel":
+        names = list(labels) or [c[2:] for c in frame.columns if c.startswith("y_")]
+    elif task == "multiclass":
+        scored = [c for c in frame.columns if c.startswith(("logit_", "p_"))]
+        names = list(classes) or [c.split("_", 1)[1] for c in scored]
+    else:
+        names = None
+    labelled = frame[[c for c in frame.columns if c == "y" or c.startswith("y_")]]
+    if all(pd.api.types.is_numeric_dtype(t) for t in labelled.dtypes):
+        return PredictionsTable(frame=frame, task=task, names=names)
+    return as_table(
         frame,
         task=task,
         class_names=list(classes) if task == "multiclass" and classes else None,
         label_names=list(labels) if task == "multilabel" and labels else None,
     )
-    wrong, confidence = _errors(table, task, threshold, label)
-    order = np.argsort(-confidence[wrong], kind="stable")  # ties keep the file's order
-    return SiteErrors(rows[wrong][order], confidence[wrong][order], len(frame))
 
 
 def _errors(table, task: str, threshold: float | None, label: str | None) -> tuple[np.ndarray, np.ndarray]:
