@@ -80,6 +80,10 @@ def render_errors(run: data.Run, site: str, *, threshold: float | None, label: s
     if not run.has_predictions:
         ui.missing("predictions.parquet", "the bundle holds no case rows (a site bundle keeps them at the site)")
         return
+    # on request: the first look at a site reads its rows of predictions.parquet (seconds for millions
+    # of cases, then cached), which the page must not pay on every open
+    if not st.toggle("Page through every error at this site, past the stored few", key="cases-browse"):
+        return
     errors = site_errors(run, site, threshold=threshold, label=label)
     if errors.errors == 0:
         st.info(f"No error among the {errors.cases:,} cases of this site at this choice.")

@@ -74,13 +74,19 @@ def test_only_the_site_row_groups_are_read(tmp_path, monkeypatch):
     frame = _binary()
     path = _write(tmp_path / "predictions.parquet", frame, row_group_size=50)
     read = []
-    real = pq.ParquetFile.read_row_group
+    real_one, real_many = pq.ParquetFile.read_row_group, pq.ParquetFile.read_row_groups
 
-    def spy(self, i, *a, **k):
+    def spy_one(self, i, *a, **k):
         read.append(i)
-        return real(self, i, *a, **k)
+        return real_one(self, i, *a, **k)
 
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    def spy_many(self, groups, *a, **k):
+        read.extend(groups)
+        return real_many(self, groups, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy_one)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", spy_many)
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda *a, **k: pytest.fail("the whole file was read"))
     got = case_pages.site_errors(path, "c", task="binary")
     # site c is rows 750..999: row groups 15..19 of 20
     assert sorted(set(read)) == [15, 16, 17, 18, 19]

@@ -76,6 +76,8 @@ def at(runs, monkeypatch):
 def test_every_error_of_a_site_a_page_at_a_time(at, runs):
     want = _errors(runs, "alpha")
     assert len(want) > 60
+    assert len(_tables_with(at, "confidence")) == 1  # the browser reads predictions only when asked
+    at.toggle(key="cases-browse").set_value(True).run()
     browsed = _tables_with(at, "confidence")[1]  # the first is the stored top ten
     assert list(browsed["case_id"]) == list(want["case_id"][:25])
     assert [float(x) for x in browsed["confidence"]] == pytest.approx(list(want["conf"][:25]), abs=5e-4)

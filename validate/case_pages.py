@@ -82,18 +82,17 @@ def site_errors(
     pf = pq.ParquetFile(path)
     columns = ["site"] + [c for c in pf.schema_arrow.names if _SCORE_COLUMN.match(c)]
     offsets = _group_offsets(pf)
-    parts, positions = [], []
-    for g in _site_row_groups(pf, site):
-        part = pf.read_row_group(g, columns=columns)
-        same = pc.fill_null(pc.equal(part.column("site").cast(pa.string()), pa.scalar(site)), False)
-        keep = np.flatnonzero(same.to_numpy(zero_copy_only=False))
-        if len(keep):
-            parts.append(part.take(pa.array(keep)))
-            positions.append(offsets[g] + keep)
-    if not parts:
+    groups = _site_row_groups(pf, site)
+    if not groups:
         return SiteErrors(np.zeros(0, np.int64), np.zeros(0), 0)
-    frame = pa.concat_tables(parts).to_pandas()
-    rows = np.concatenate(positions)
+    part = pf.read_row_groups(groups, columns=columns)  # one multi-threaded read
+    positions = np.concatenate([np.arange(offsets[g], offsets[g + 1]) for g in groups])
+    same = pc.fill_null(pc.equal(part.column("site").cast(pa.string()), pa.scalar(site)), False)
+    keep = np.flatnonzero(same.to_numpy(zero_copy_only=False))
+    if not len(keep):
+        return SiteErrors(np.zeros(0, np.int64), np.zeros(0), 0)
+    frame = part.take(pa.array(keep)).to_pandas()
+    rows = positions[keep]
     wrong, confidence = _errors(_table(frame, task, classes, labels), task, threshold, label)
     order = np.argsort(-confidence[wrong], kind="stable")  # ties keep the file's order
     return SiteErrors(rows[wrong][order], confidence[wrong][order], len(frame))
