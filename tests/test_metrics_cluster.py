@@ -179,17 +179,22 @@ def test_unreachable_scheduler_is_exit_3_in_one_line(tmp_path, monkeypatch, caps
     assert not (tmp_path / "m.json").exists()
 
 
-def test_run_stops_before_scoring_when_the_scheduler_is_unreachable(monkeypatch):
+def test_run_stops_before_anything_when_the_scheduler_is_unreachable(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
     import dask
 
     dask.config.refresh()
+    address = f"tcp://127.0.0.1:{_closed_port()}"
     try:
-        with pytest.raises(RunIncomplete, match="could not reach the Dask scheduler"):
-            cluster_mod.connect(f"tcp://127.0.0.1:{_closed_port()}")
+        # the protocol does not exist: a run that read it before connecting would say so (exit 2)
+        argv = ["run", str(tmp_path / "absent.yaml"), "--out", str(tmp_path / "out"), "--scheduler", address]
+        assert main(argv) == 3
     finally:
         monkeypatch.undo()
         dask.config.refresh()
+    err = capsys.readouterr().err
+    assert f"validate run: could not complete: could not reach the Dask scheduler at {address}" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_bad_scheduler_flags_are_exit_2(tmp_path, monkeypatch, capsys):
