@@ -43,10 +43,11 @@ def _frame(n=1500, seed=3):
     )
 
 
-def _block_tasks(cluster) -> int:
-    """Block tasks the cluster's scheduler has seen finish (its prefix counts every entry into a state)."""
+def _block_tasks(cluster, state: str = "memory") -> int:
+    """Block tasks the cluster's scheduler has seen reach ``state`` (its prefix counts every entry into
+    a state): ``memory`` = finished, ``erred`` = raised."""
     prefix = cluster.scheduler.task_prefixes.get(cluster_mod.TASK_PREFIX)
-    return 0 if prefix is None else prefix.state_counts["memory"]
+    return 0 if prefix is None else prefix.state_counts[state]
 
 
 def _flatten(obj, prefix=""):
@@ -110,11 +111,13 @@ def test_cli_metrics_json_equals_the_single_machine_json(dask_cluster, tmp_path,
 def test_an_existing_client_is_used_and_left_open(dask_cluster):
     df = _frame(n=400)
     settings = MetricSettings(n_bootstrap=20, seed=2)
+    before = _block_tasks(dask_cluster)
     with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
         with cluster_mod.session(client) as used:
             assert used is client
             report = metrics_report(df, settings=settings)
         assert client.status == "running"
+    assert _block_tasks(dask_cluster) - before == 4  # overall + 3 sites
     assert json.dumps(report, sort_keys=True) == json.dumps(
         metrics_report(df, settings=settings, workers=3), sort_keys=True
     )
@@ -122,9 +125,11 @@ def test_an_existing_client_is_used_and_left_open(dask_cluster):
 
 def test_an_error_of_a_block_reaches_the_caller_as_it_is(dask_cluster):
     jobs = [{"workers": 0, "sizes": [1], "n_bootstrap": 1}, {"workers": 1, "sizes": [1], "n_bootstrap": 1}]
+    before = _block_tasks(dask_cluster, "erred")
     with cluster_mod.session(dask_cluster.scheduler_address):
         with pytest.raises(InputError, match="workers is 0"):
             run_blocks(choose_workers, jobs, [1, 1], 1)
+    assert _block_tasks(dask_cluster, "erred") - before == 1  # raised on a worker, re-raised here
 
 
 def test_a_worker_with_other_code_fails_the_run(dask_cluster, monkeypatch):
