@@ -227,3 +227,17 @@ def test_without_dask_the_scheduler_is_exit_3(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
     with pytest.raises(RunIncomplete, match="Dask is not installed"):
         cluster_mod.connect("tcp://127.0.0.1:8786")
+
+
+def test_a_scheduler_without_workers_is_exit_3_not_a_hang(monkeypatch):
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
+    import dask
+
+    dask.config.refresh()
+    try:
+        with LocalCluster(n_workers=0, processes=False, dashboard_address=None, silence_logs=50) as empty:
+            with pytest.raises(RunIncomplete, match="has no worker"):
+                cluster_mod.connect(empty.scheduler_address)
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()

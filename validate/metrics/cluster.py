@@ -107,9 +107,26 @@ def connect(address: str, *, source: str = "--scheduler") -> Any:
             expected="an address such as tcp://host:8786",
         ) from exc
     try:
-        return distributed.Client(address, set_as_default=False)
+        client = distributed.Client(address, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise RunIncomplete(f"could not reach the Dask scheduler at {address} ({source}): {_first_line(exc)}") from exc
+    _wait_for_a_worker(client, address, source)
+    return client
+
+
+def _wait_for_a_worker(client: Any, address: str, source: str) -> None:
+    """Wait (Dask's connect timeout) for the scheduler to have a worker: tasks sent to a scheduler
+    without one would wait forever, and a run must end."""
+    import dask
+    from dask.utils import parse_timedelta
+
+    if client.scheduler_info().get("workers"):
+        return
+    try:
+        client.wait_for_workers(1, timeout=parse_timedelta(dask.config.get("distributed.comm.timeouts.connect")))
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        raise RunIncomplete(f"the Dask scheduler at {address} ({source}) has no worker") from exc
 
 
 def _first_line(exc: BaseException) -> str:
