@@ -235,7 +235,7 @@ def test_a_scheduler_without_workers_is_exit_3_not_a_hang(monkeypatch):
 
     dask.config.refresh()
     try:
-        with LocalCluster(n_workers=0, processes=False, dashboard_address=None, silence_logs=50) as empty:
+        with LocalCluster(n_workers=0, processes=False, dashboard_address=":0", silence_logs=50) as empty:
             with pytest.raises(RunIncomplete, match="has no worker"):
                 cluster_mod.connect(empty.scheduler_address)
     finally:
