@@ -154,7 +154,10 @@ def pairing(new: Any, base: Any, shared_cases: Callable[[], int]) -> Pairing:
 def shared_case_count(new_predictions: Any, base_predictions: Any) -> int:
     """How many (site, case id) pairs both predictions tables hold (ids as the bundles store them)."""
 
-    def pairs(frame: Any) -> set:
-        return set(zip(frame["site"].astype(str), frame["case_id"].astype(str), strict=True))
+    import pandas as pd
 
-    return len(pairs(new_predictions) & pairs(base_predictions))
+    def pairs(frame: Any) -> pd.DataFrame:  # a hash join on the two columns: no Python tuple per case
+        keys = {"site": frame["site"].astype(str), "case_id": frame["case_id"].astype(str)}
+        return pd.DataFrame(keys).drop_duplicates()
+
+    return len(pairs(new_predictions).merge(pairs(base_predictions), on=["site", "case_id"], how="inner"))

@@ -250,6 +250,22 @@ def load_predictions(run: Run) -> pd.DataFrame:
     return _read_predictions(run.path, run.identity)
 
 
+@st.cache_data(show_spinner="Matching the two runs' cases…", max_entries=8)
+def _shared_cases(new_path: str, new_identity: str, base_path: str, base_identity: str) -> int:
+    from dashboard.compare import shared_case_count
+
+    def keys(path: str) -> pd.DataFrame:
+        return pd.read_parquet(Path(path) / "predictions.parquet", columns=["site", "case_id"])
+
+    return shared_case_count(keys(new_path), keys(base_path))
+
+
+def shared_cases(new: Run, base: Run) -> int:
+    """How many (site, case id) pairs both runs' predictions hold, reading only those two columns (a
+    count cached per pair of bundles: the Compare page of two 10-million-case runs reads them once)."""
+    return _shared_cases(new.path, new.identity, base.path, base.identity)
+
+
 def report_bytes(run: Run) -> bytes:
     """The bundle's ``report.html`` (read on demand: the download button calls this on click)."""
     return (Path(run.path) / "report.html").read_bytes()

@@ -183,3 +183,14 @@ def test_the_comparison_page_is_listed_only_for_a_run_with_comparison_json(run_w
         urls = [info.get("url_pathname") for info in at._registered_pages.values()]
         assert "compare" in urls
         assert ("comparison" in urls) == expected, urls
+
+
+def test_shared_case_count_counts_a_repeated_pair_once_and_reads_categories():
+    import pandas as pd
+
+    a = pd.DataFrame({"site": pd.Categorical(["x", "x", "x"]), "case_id": ["1", "1", "2"]})
+    b = pd.DataFrame({"site": ["x", "x", "z"], "case_id": ["1", "1", "2"]})
+    assert compare.shared_case_count(a, b) == 1  # (x, 1), however often either table holds it
+    big = pd.DataFrame({"site": ["s"] * 5000, "case_id": [str(i) for i in range(5000)]})
+    half = big.iloc[::2].assign(site=pd.Categorical(["s"] * 2500))
+    assert compare.shared_case_count(big, half) == 2500

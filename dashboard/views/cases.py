@@ -5,7 +5,7 @@ page only filters it (label, threshold, site, how many) and never re-ranks predi
 
 import streamlit as st
 
-from dashboard import data, tables, ui
+from dashboard import case_browser, data, tables, ui
 
 run = ui.current_run()
 ui.page_header(
@@ -99,6 +99,9 @@ if recorded or data.has_thumbnails(run, site):
         "Thumbnails of the cases in the table above, most confident error first. Only images inside the "
         "bundle or the site's image folder named in the protocol are shown."
     )
+
+case_browser.render_errors(run, site, threshold=threshold, label=label)
+case_browser.render_failures(run, site)
 
 overview = counts.assign(error_rate=(counts["errors"] / counts["cases"]).round(4))
 with st.expander("Errors per site"):

@@ -58,7 +58,7 @@ st.markdown(f"**New**: {ui.md(run.name)} ({ui.md(run.title)}) · **Baseline**: {
 
 
 def shared_cases(new: data.Run = run, baseline: data.Run = base) -> int:
-    return compare.shared_case_count(data.load_predictions(new), data.load_predictions(baseline))
+    return data.shared_cases(new, baseline)
 
 
 verdict = compare.pairing(run, base, shared_cases if run.has_predictions and base.has_predictions else lambda: 0)

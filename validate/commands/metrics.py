@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from validate import progress
+from validate.commands import _scheduler
 from validate.errors import EXIT_OK, InputError
 
 NAME = "metrics"
@@ -34,6 +35,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="processes computing blocks side by side (default: one per CPU when the "
         "bootstrap is large; 1 = this process only)",
     )
+    _scheduler.add_argument(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help=progress.QUIET_HELP)
 
 
@@ -141,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
             field="--workers",
             expected="an integer >= 1 (1 = no worker processes)",
         )
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError(
+            "--workers and --scheduler both say where the blocks run",
+            field="--scheduler",
+            expected="one of them (--workers: processes on this machine; --scheduler: a Dask cluster)",
+        )
     settings = MetricSettings.from_protocol(
         metrics_section, decision_section, n_bootstrap=args.bootstrap, seed=args.seed
     )
@@ -156,16 +164,17 @@ def run(args: argparse.Namespace) -> int:
     if table.task == "segmentation":
         report = _segmentation_report(table.frame, protocol, settings, subgroups, subgroup_columns)
     else:
-        report = metrics_report(
-            table,
-            settings=settings,
-            class_names=class_names,
-            label_names=label_names,
-            subgroup_columns=subgroup_columns,
-            subgroups=subgroups,
-            development_site=development,
-            workers=args.workers,
-        )
+        with _scheduler.session(args, local=args.workers is not None):
+            report = metrics_report(
+                table,
+                settings=settings,
+                class_names=class_names,
+                label_names=label_names,
+                subgroup_columns=subgroup_columns,
+                subgroups=subgroups,
+                development_site=development,
+                workers=args.workers,
+            )
     print(format_table(report))
     if args.json:
         atomic_write_json(Path(args.json), report, shared_mode())  # aggregates, no case rows

@@ -18,6 +18,7 @@ from __future__ import annotations
 import sys
 
 from validate import progress
+from validate.commands import _scheduler
 from validate.pipeline import run_protocol
 
 NAME = "run"
@@ -84,6 +85,7 @@ def register(parser) -> None:
         help="with --site: the development site's site bundle, whose target-sensitivity threshold this "
         "site's blocks carry (required at a non-development site when the protocol sets one)",
     )
+    _scheduler.add_argument(parser)
     parser.add_argument(
         "--quiet",
         "-q",
@@ -106,7 +108,18 @@ def run(args) -> int:
         raise InputError(
             "--development-bundle is for a site's run", field="--development-bundle", expected="--site ID with it"
         )
-    result = call(
+    with _scheduler.session(args):
+        result = _call(call, args, extra)
+    if args.quiet:
+        print(result.summary.splitlines()[-1])
+    else:
+        print(result.summary)
+    return result.exit_code
+
+
+def _call(call, args, extra: dict):
+    """The pipeline ``call`` (a central run or a site's run) with the command's flags."""
+    return call(
         args.protocol,
         checkpoint=args.checkpoint,
         predictions=args.predictions,
@@ -121,11 +134,6 @@ def run(args) -> int:
         baseline=args.baseline,
         **extra,
     )
-    if args.quiet:
-        print(result.summary.splitlines()[-1])
-    else:
-        print(result.summary)
-    return result.exit_code
 
 
 if __name__ == "__main__":  # pragma: no cover

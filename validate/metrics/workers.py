@@ -94,11 +94,17 @@ def run_blocks(
 ) -> list:
     """``[fn(**job) for job in jobs]``, in ``workers`` processes when ``workers`` > 1. ``fn`` must be a
     module-level function and the jobs picklable. A pool that cannot start or dies falls back to this
-    process (the same numbers, only slower); an exception raised by ``fn`` itself propagates.
+    process (the same numbers, only slower); an exception raised by ``fn`` itself propagates. Inside
+    :func:`validate.metrics.cluster.session` the jobs run on that Dask cluster instead.
     ``on_done(i)`` is called in this process as job ``i`` finishes (progress), in finishing order."""
     import multiprocessing as mp
 
     done = on_done if on_done is not None else (lambda i: None)
+    from validate.metrics.cluster import active_client, run_on_cluster
+
+    client = active_client()
+    if client is not None:  # inside cluster.session: the same jobs as Dask tasks
+        return run_on_cluster(client, fn, jobs, sizes, done)
     # a daemonic process (itself a pool worker) may not start children: evaluate here
     if workers <= 1 or len(jobs) <= 1 or mp.current_process().daemon:
         return _in_turn(fn, jobs, done)
