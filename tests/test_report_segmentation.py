@@ -95,8 +95,8 @@ def test_baseline_comparison_is_shown_only_when_the_run_had_one(tmp_path):
     assert "Against the baseline (baseline)" in section
     delta = [r for r in _rows(section) if r[0] in ("probe_b", "all sites (pooled)") and len(r) == 4]
     assert delta == [
-        ["probe_b", "80", "0.021 (0.012–0.030)", "-0.410 (-0.720 to -0.120)"],
-        ["all sites (pooled)", "298", "0.021 (0.012–0.030)", "-0.410 (-0.720 to -0.120)"],
+        ["probe_b", "80", "0.021 (0.012–0.030)", "-0.41 (-0.72 to -0.12)"],
+        ["all sites (pooled)", "298", "0.021 (0.012–0.030)", "-0.41 (-0.72 to -0.12)"],
     ]
     assert "new − baseline: mean over matched cases of the per-case difference" in section
     without = _report(tmp_path / "b", comparison=False)
