@@ -318,14 +318,19 @@ def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.
     return batches
 
 
-def _options(device: torch.device, batch_size: int, workers: int, amp: str, device_decode: bool = False):
+def _options(
+    device: torch.device, batch_size: int, workers: int | str, amp: str, device_decode: bool = False
+) -> EngineOptions:
+    """Engine options for one evaluator variant; workers ``"0-serial"`` is no workers and no read-ahead
+    thread (files read between batches: the evaluator before issue 21)."""
     return EngineOptions(
         device=device,
         batch_size=batch_size,
-        workers=workers,
+        workers=0 if workers == "0-serial" else int(workers),
         amp=amp,
         channels_last=device.type == "cuda",
         device_decode=device_decode,
+        decode_thread=workers != "0-serial",
     )
 
 
@@ -354,7 +359,8 @@ def compare(
     preload_s = time.perf_counter() - t0
     ceiling_pass(model, batches[:2], device, amp)  # warm-up (cudnn autotune, allocator)
     best = {"model": float("inf"), "decode": float("inf"), "cached": float("inf"), "device_decode": float("inf")}
-    best_eval = {w: float("inf") for w in workers_list}
+    variants: list[int | str] = [*workers_list, *(["0-serial"] if 0 in workers_list else [])]
+    best_eval = {w: float("inf") for w in variants}
     diff = 0.0
     tmp = tempfile.TemporaryDirectory()
     caches = None
@@ -366,7 +372,7 @@ def compare(
         t, want = ceiling_pass(model, batches, device, amp)
         best["model"] = min(best["model"], t)
         best["decode"] = min(best["decode"], decode_all_cores(datasets, batch_size, cores)[0])
-        for w in workers_list:
+        for w in variants:
             t, got = evaluator_pass(model, datasets, spec, _options(device, batch_size, w, amp), shard_size)
             best_eval[w] = min(best_eval[w], t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
@@ -442,14 +448,15 @@ def _print_comparison(name: str, r: dict) -> None:
         print(f"  shared-core bound (CPU)          : {r['shared_core_bound_cases_per_s']:10.1f} cases/s")
     print(f"  max |logit - ceiling logit|      : {r['max_abs_logit_diff_vs_ceiling']:.2e}")
     for w, v in r["evaluator"].items():
-        mark = "  <- default" if int(w) == r["default_workers"] else ""
+        mark = "  <- default" if w == str(r["default_workers"]) else ""
+        mark += "  (read between batches: before issue 21)" if w == "0-serial" else ""
         shared = (
             f", / shared-core bound {v['cold_over_shared_core_bound']:.3f}"
             if "cold_over_shared_core_bound" in v
             else ""
         )
         print(
-            f"  cold, workers={w:<2}                : {v['cases_per_s']:10.1f} cases/s   cold/ceiling "
+            f"  cold, workers={w:<8}          : {v['cases_per_s']:10.1f} cases/s   cold/ceiling "
             f"{v['cold_over_ceiling']:.3f}{shared}{mark}"
         )
     if "evaluator_inputs_cached" in r:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,6 +254,9 @@ class EngineOptions:
     # JPEG / JPEG 2000 decoded on the device (validate.scoring.device_decode): None on CUDA where
     # nvImageCodec is installed, True forced (on a CPU its CPU codecs), False never
     device_decode: bool | None = None
+    # with no worker processes, files are read in one background thread while the model runs (the
+    # decoders' Python holds the GIL, the model's kernels release it); False reads between batches
+    decode_thread: bool = True
 
 
 class Progress:
@@ -299,6 +304,53 @@ def make_loader(
     )
 
 
+class ReadAhead:
+    """Batches of a loader produced by one background thread, at most ``depth`` ahead, in order.
+
+    Without DataLoader workers (the default on a CPU with few cores or small images, where worker
+    processes cost more than they give), reading batch k+1 overlaps scoring batch k: decoding small
+    files is mostly Python (it holds the GIL), the model's kernels release it, so the two share the
+    cores instead of taking turns. An exception in the thread is raised in the consumer; closing the
+    iteration early stops the thread."""
+
+    def __init__(self, loader: Iterable[dict], depth: int = 2):
+        self.loader, self.depth = loader, depth
+
+    def __iter__(self) -> Iterator[dict]:
+        items: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        done = object()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self.loader:
+                    if not put(batch):
+                        return
+                put(done)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        thread = threading.Thread(target=produce, name="validate-read-ahead", daemon=True)
+        thread.start()
+        try:
+            while (item := items.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+
 def _as_is(batch: dict) -> dict:
     # the dataset already returns whole batches of tensors; the default conversion would walk every
     # case's equipment strings and failure tuples (~30 us per case, as much as a small model's forward)
@@ -336,7 +388,9 @@ def run_batches(
     # channels-last pays on CUDA convolutions; a host-side runtime (ONNX on the CPU) wants plain layout
     channels_last = (options.channels_last if options.channels_last is not None else True) and cuda
     decoder = _device_decoder(dataset, spec, options, input_device)
-    loader = make_loader(dataset, batches, workers=options.workers, pin_memory=cuda)
+    loader: Iterable[dict] = make_loader(dataset, batches, workers=options.workers, pin_memory=cuda)
+    if options.workers == 0 and options.decode_thread and _image_cases(dataset) is not None:
+        loader = ReadAhead(loader)
     keep_inputs = getattr(dataset, "keep_inputs", False)
     pending = None
     for batch in loader:
