@@ -1,11 +1,21 @@
 """Scoring throughput against its ceiling, and peak memory against the number of cases.
 
-The ceiling is a bare loop over the same inputs, preloaded as normalised float32 tensors (on the
-scoring device), through the same model with the same batch size: what the model alone allows. The
-evaluator (``validate.scoring.evaluator.score_shards``) has to read and decode every file, preprocess
-it, move it to the device and map outputs to logits; its throughput divided by the ceiling's is the
-ratio printed (target >= 0.90). Each figure is the best of ``--repeats`` interleaved runs, so that
-other processes on a shared machine disturb both sides alike.
+Two limits are measured in the same run as the evaluator, on the same inputs:
+
+- **model only**: a bare loop over the inputs preloaded as normalised float32 tensors (on the scoring
+  device), through the same model with the same batch size: what the model alone allows;
+- **decode only, all cores**: every file read and preprocessed exactly as the evaluator's dataset does
+  (``ImageCases``: decode, image statistics, resize), by one process per available core and nothing
+  else: what the machine's decoders allow.
+
+The **ceiling** is the smaller of the two (issue 21). Printed ratios: ``cold / ceiling`` (the evaluator
+reading and decoding every file; target >= 0.90) and ``cached / model only`` (the evaluator on decoded
+inputs left by ``--cache-inputs``; target >= 0.90). On a CPU device the model and the decoders share the
+same cores, so a cold run cannot exceed ``1 / (1/model + 1/decode)`` cases/s; that bound is printed too
+(``shared-core bound``) and ``cold / shared-core bound`` says how much of the attainable the pipeline
+reaches. Each figure is the best of ``--repeats`` interleaved runs, so that other processes on a shared
+machine disturb every side alike. ``--device-decode`` adds the evaluator with JPEG / JPEG 2000 decoded
+by nvImageCodec on the device (``validate.scoring.device_decode``), where installed.
 
 Parts (``--part``, default all that fit the machine):
 
@@ -42,6 +52,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from validate.machine import available_cpus  # noqa: E402
 from validate.scoring.evaluator import EngineOptions, ImageCases, default_workers, resolve_device, score_shards  # noqa: E402
 from validate.scoring.inputs import Preprocessing, normalise, read_case  # noqa: E402
 
@@ -126,12 +137,13 @@ def _write_png(args: tuple) -> None:
         [np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4) + c / 3)) for c in range(3)], -1
     )
     img = np.clip(127.5 + 80 * base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(img).save(path)
+    Image.fromarray(img).save(path, **({"quality": 90} if path.suffix == ".jpg" else {}))
 
 
-def make_pngs(folder: Path, n_unique: int, size: int = 224) -> list[Path]:
+def make_pngs(folder: Path, n_unique: int, size: int = 224, suffix: str = ".png") -> list[Path]:
+    """``n_unique`` generated RGB images (``.png``, ``.jpg`` at quality 90, or ``.jp2``) in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"img-{i:05d}.png" for i in range(n_unique)]
+    paths = [folder / f"img-{i:05d}{suffix}" for i in range(n_unique)]
     todo = [(p, i, size) for i, p in enumerate(paths) if not p.exists()]
     if todo:
         import multiprocessing as mp
@@ -166,6 +178,41 @@ def ceiling_pass(model, batches: list[torch.Tensor], device: torch.device, amp: 
         y = torch.cat(outs).float().cpu().numpy()
     _sync(device)
     return time.perf_counter() - t, y
+
+
+_DECODE_DATASETS: list = []  # set before the decoding pool forks: workers inherit the datasets
+
+
+def _quiet_decoder() -> None:
+    torch.set_num_threads(1)  # one process per core; intra-op threads would only contend
+
+
+def _decode_batch(job: tuple[int, list[int]]) -> int:
+    d, positions = job
+    return len(_DECODE_DATASETS[d][positions]["ok"])
+
+
+def decode_all_cores(datasets: list, batch_size: int, processes: int) -> tuple[float, int]:
+    """Seconds to read and preprocess every case exactly as the evaluator's dataset does (decode,
+    image statistics, resize; ``ImageCases.__getitem__`` on batches of ``batch_size``), in
+    ``processes`` worker processes doing nothing else, and the number of cases read. The pool starts
+    before the clock does; the batches are handed out dynamically, so no core idles at the end."""
+    import multiprocessing as mp
+
+    global _DECODE_DATASETS
+    _DECODE_DATASETS = list(datasets)
+    jobs = [
+        (d, list(range(b, min(len(ds), b + batch_size))))
+        for d, ds in enumerate(datasets)
+        for b in range(0, len(ds), batch_size)
+    ]
+    with mp.get_context("fork").Pool(processes, initializer=_quiet_decoder) as pool:
+        pool.map(abs, range(processes))  # every worker up before timing
+        t = time.perf_counter()
+        read = sum(pool.imap_unordered(_decode_batch, jobs))
+        seconds = time.perf_counter() - t
+    _DECODE_DATASETS = []
+    return seconds, read
 
 
 def evaluator_pass(
@@ -271,6 +318,22 @@ def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.
     return batches
 
 
+def _options(
+    device: torch.device, batch_size: int, workers: int | str, amp: str, device_decode: bool = False
+) -> EngineOptions:
+    """Engine options for one evaluator variant; workers ``"0-serial"`` is no workers and no read-ahead
+    thread (files read between batches: the evaluator before issue 21)."""
+    return EngineOptions(
+        device=device,
+        batch_size=batch_size,
+        workers=0 if workers == "0-serial" else int(workers),
+        amp=amp,
+        channels_last=device.type == "cuda",
+        device_decode=device_decode,
+        decode_thread=workers != "0-serial",
+    )
+
+
 def compare(
     name: str,
     model,
@@ -284,74 +347,130 @@ def compare(
     repeats: int,
     shard_size: int = 512,
     warm: bool = True,
+    device_decode: bool = False,
 ) -> dict:
+    """The evaluator cold (each worker count), cached and (``device_decode``) decoding on the device,
+    against the model-only and decode-only limits, all measured in the same interleaved repeats."""
     channels_last = device.type == "cuda"
     n = sum(len(d) for d in datasets)
+    cores = available_cpus()
     t0 = time.perf_counter()
     batches = preload(datasets, spec, batch_size, device, channels_last)
     preload_s = time.perf_counter() - t0
     ceiling_pass(model, batches[:2], device, amp)  # warm-up (cudnn autotune, allocator)
-    best_ceiling = float("inf")
-    best_eval = {w: float("inf") for w in workers_list}
+    best = {"model": float("inf"), "decode": float("inf"), "cached": float("inf"), "device_decode": float("inf")}
+    variants: list[int | str] = [*workers_list, *(["0-serial"] if 0 in workers_list else [])]
+    best_eval = {w: float("inf") for w in variants}
     diff = 0.0
     tmp = tempfile.TemporaryDirectory()
     caches = None
-    best_warm = float("inf")
     if warm:
         # the first scoring of the cohort, which leaves the decoded inputs behind, decodes as fast as it can
-        options = EngineOptions(
-            device=device, batch_size=batch_size, workers=max(workers_list), amp=amp, channels_last=channels_last
-        )
+        options = _options(device, batch_size, max(workers_list), amp)
         caches = fill_input_cache(model, datasets, spec, options, shard_size, Path(tmp.name))
     for _ in range(repeats):
         t, want = ceiling_pass(model, batches, device, amp)
-        best_ceiling = min(best_ceiling, t)
-        for w in workers_list:
-            options = EngineOptions(
-                device=device, batch_size=batch_size, workers=w, amp=amp, channels_last=channels_last
-            )
-            t, got = evaluator_pass(model, datasets, spec, options, shard_size)
+        best["model"] = min(best["model"], t)
+        best["decode"] = min(best["decode"], decode_all_cores(datasets, batch_size, cores)[0])
+        for w in variants:
+            t, got = evaluator_pass(model, datasets, spec, _options(device, batch_size, w, amp), shard_size)
             best_eval[w] = min(best_eval[w], t)
+            diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
+        if device_decode:
+            options = _options(device, batch_size, max(workers_list), amp, device_decode=True)
+            t, got = evaluator_pass(model, datasets, spec, options, shard_size)
+            best["device_decode"] = min(best["device_decode"], t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
         if caches is not None:
             # reading decoded (memory-mapped) shards is cheap next to decoding: the main process on a
             # CPU; on an accelerator two workers slice the next batches while the current one is scored
-            warm_workers = 0 if device.type == "cpu" else 2
-            options = EngineOptions(
-                device=device, batch_size=batch_size, workers=warm_workers, amp=amp, channels_last=channels_last
-            )
+            options = _options(device, batch_size, 0 if device.type == "cpu" else 2, amp)
             t, got = warm_pass(model, datasets, caches, spec, options, shard_size)
-            best_warm = min(best_warm, t)
+            best["cached"] = min(best["cached"], t)
             diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
     tmp.cleanup()
     del batches
-    result = {
-        "part": name,
-        "cases": n,
-        "device": str(device),
-        "batch_size": batch_size,
-        "amp": amp,
-        "ceiling_cases_per_s": n / best_ceiling,
-        "max_abs_logit_diff_vs_ceiling": diff,
-        "serial_decode_cases_per_s": n / preload_s,
-        "evaluator": {str(w): {"cases_per_s": n / t, "ratio": best_ceiling / t} for w, t in best_eval.items()},
-        "default_workers": default_workers(spec, device, n),
-    }
-    if caches is not None:
-        result["evaluator_inputs_cached"] = {"cases_per_s": n / best_warm, "ratio": best_ceiling / best_warm}
-    print(f"\n[{name}] {n} cases, batch {batch_size}, amp {amp}, on {device}")
-    print(f"  ceiling (preloaded tensors): {n / best_ceiling:10.1f} cases/s")
-    print(f"  decoding alone, 1 process  : {n / preload_s:10.1f} cases/s")
-    print(f"  max |logit - ceiling logit|: {diff:.2e}")
-    for w, t in best_eval.items():
-        mark = "  <- default" if w == result["default_workers"] else ""
-        print(f"  evaluator, workers={w:<2}     : {n / t:10.1f} cases/s   ratio {best_ceiling / t:.3f}{mark}")
-    if caches is not None:
-        print(
-            f"  evaluator, decoded inputs cached (--cache-inputs, a later checkpoint on the same cohort): "
-            f"{n / best_warm:10.1f} cases/s   ratio {best_ceiling / best_warm:.3f}"
-        )
+    result = _ratios(n, best, best_eval, device, cores)
+    result.update(
+        part=name,
+        cases=n,
+        device=str(device),
+        batch_size=batch_size,
+        amp=amp,
+        max_abs_logit_diff_vs_ceiling=diff,
+        serial_decode_cases_per_s=n / preload_s,
+        default_workers=default_workers(spec, device, n),
+    )
+    _print_comparison(name, result)
     return result
+
+
+def _ratios(n: int, best: dict, best_eval: dict, device: torch.device, cores: int) -> dict:
+    """Throughputs (cases/s) and the ratios of issue 21 from the best seconds of each side."""
+    model, decode = n / best["model"], n / best["decode"]
+    ceiling = min(model, decode)
+    out: dict = {
+        "model_only_cases_per_s": model,
+        "decode_only_cases_per_s": decode,
+        "decode_processes": cores,
+        "ceiling_cases_per_s": ceiling,
+        "ceiling_is": "model" if model <= decode else "decode",
+        "evaluator": {
+            str(w): {"cases_per_s": n / t, "cold_over_ceiling": (n / t) / ceiling} for w, t in best_eval.items()
+        },
+    }
+    if device.type == "cpu":
+        # model and decoders take turns on the same cores: per case, their times add
+        out["shared_core_bound_cases_per_s"] = 1.0 / (1.0 / model + 1.0 / decode)
+        for v in out["evaluator"].values():
+            v["cold_over_shared_core_bound"] = v["cases_per_s"] / out["shared_core_bound_cases_per_s"]
+    if best["cached"] < float("inf"):
+        out["evaluator_inputs_cached"] = {
+            "cases_per_s": n / best["cached"],
+            "cached_over_model_only": best["model"] / best["cached"],
+        }
+    if best["device_decode"] < float("inf"):
+        out["evaluator_device_decode"] = {
+            "cases_per_s": n / best["device_decode"],
+            "cold_over_ceiling": (n / best["device_decode"]) / ceiling,
+            "over_cpu_decode_only": (n / best["device_decode"]) / decode,
+        }
+    return out
+
+
+def _print_comparison(name: str, r: dict) -> None:
+    print(f"\n[{name}] {r['cases']} cases, batch {r['batch_size']}, amp {r['amp']}, on {r['device']}")
+    print(f"  model only (preloaded tensors)   : {r['model_only_cases_per_s']:10.1f} cases/s")
+    print(f"  decode only, {r['decode_processes']:>2} processes     : {r['decode_only_cases_per_s']:10.1f} cases/s")
+    print(f"  decode only, 1 process (preload) : {r['serial_decode_cases_per_s']:10.1f} cases/s")
+    print(f"  ceiling = min of the two         : {r['ceiling_cases_per_s']:10.1f} cases/s ({r['ceiling_is']})")
+    if "shared_core_bound_cases_per_s" in r:
+        print(f"  shared-core bound (CPU)          : {r['shared_core_bound_cases_per_s']:10.1f} cases/s")
+    print(f"  max |logit - ceiling logit|      : {r['max_abs_logit_diff_vs_ceiling']:.2e}")
+    for w, v in r["evaluator"].items():
+        mark = "  <- default" if w == str(r["default_workers"]) else ""
+        mark += "  (read between batches: before issue 21)" if w == "0-serial" else ""
+        shared = (
+            f", / shared-core bound {v['cold_over_shared_core_bound']:.3f}"
+            if "cold_over_shared_core_bound" in v
+            else ""
+        )
+        print(
+            f"  cold, workers={w:<8}          : {v['cases_per_s']:10.1f} cases/s   cold/ceiling "
+            f"{v['cold_over_ceiling']:.3f}{shared}{mark}"
+        )
+    if "evaluator_inputs_cached" in r:
+        v = r["evaluator_inputs_cached"]
+        print(
+            f"  cached (--cache-inputs)          : {v['cases_per_s']:10.1f} cases/s   "
+            f"cached/model-only {v['cached_over_model_only']:.3f}"
+        )
+    if "evaluator_device_decode" in r:
+        v = r["evaluator_device_decode"]
+        print(
+            f"  cold, decoded on the device      : {v['cases_per_s']:10.1f} cases/s   cold/ceiling "
+            f"{v['cold_over_ceiling']:.3f}, / CPU decode-only {v['over_cpu_decode_only']:.3f}"
+        )
 
 
 # ---- parts -----------------------------------------------------------------------------------------
@@ -428,7 +547,9 @@ def part_resnet(args, device: torch.device) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     folder = Path(args.images or (Path(tempfile.gettempdir()) / "validate-bench-png224"))
-    unique = make_pngs(folder, min(args.n, args.unique))
+    unique = make_pngs(
+        folder, min(args.n, args.unique), suffix={"png": ".png", "jpeg": ".jpg", "jpeg2000": ".jp2"}[args.format]
+    )
     paths = [str(unique[i % len(unique)]) for i in range(args.n)]  # decoded afresh every time
     spec = Preprocessing(
         kind="image", size=(224, 224), channels=3, scale=255.0, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
@@ -437,7 +558,7 @@ def part_resnet(args, device: torch.device) -> dict:
     workers = args.workers if args.workers is not None else sorted({0, default_workers(spec, device, args.n)})
     batch = args.batch_size or (32 if device.type == "cpu" else 128)
     return compare(
-        f"{args.arch}-shaped, 3x224x224 PNG, random weights",
+        f"{args.arch}-shaped, 3x224x224 {args.format.upper()}, random weights",
         model,
         [ds],
         spec,
@@ -446,6 +567,7 @@ def part_resnet(args, device: torch.device) -> dict:
         amp=args.amp,
         workers_list=list(workers),
         repeats=args.repeats,
+        device_decode=args.device_decode,
     )
 
 
@@ -506,6 +628,12 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=256, help="images for the resnet part")
     parser.add_argument("--unique", type=int, default=512, help="distinct PNG files behind the n images")
     parser.add_argument("--images", default=None, help="folder for the generated PNGs (kept between runs)")
+    parser.add_argument("--format", default="png", choices=["png", "jpeg", "jpeg2000"], help="resnet part's files")
+    parser.add_argument(
+        "--device-decode",
+        action="store_true",
+        help="resnet part: also the evaluator decoding JPEG/JPEG 2000 on the device",
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, action="append", default=None, help="evaluator workers to try")
     parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import queue
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 
 from validate.errors import InputError
 from validate.machine import available_cpus
+from validate.scoring import device_decode
 from validate.scoring.inputs import (
     IMAGE_STAT_COLUMNS,
     CaseError,
@@ -124,6 +127,9 @@ class ImageCases(torch.utils.data.Dataset):
     def __init__(self, paths: Sequence[str], spec: Preprocessing):
         self.paths = list(paths)
         self.spec = spec
+        # set by the evaluator when the device decodes JPEG / JPEG 2000: such cases are only read as
+        # bytes here, into batch["encoded"] (see validate.scoring.device_decode.complete_batch)
+        self.defer_to_device = False
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -132,7 +138,11 @@ class ImageCases(torch.utils.data.Dataset):
         ok, arrays, failed, stats, equipment = [], [], [], [], []
         volume = self.spec.kind == "volume"
         acquisition: list[tuple[str, ...]] = []
+        encoded: list[tuple[int, str, Any]] = []
         for pos in positions:
+            if self.defer_to_device and device_decode.on_device(self.paths[pos]):
+                encoded.append(self._encoded(pos))
+                continue
             try:
                 arr, values, equip, acq = self._read(self.paths[pos])
                 if volume:
@@ -161,7 +171,19 @@ class ImageCases(torch.utils.data.Dataset):
         }
         if volume:
             batch["acquisition"] = acquisition
+        if encoded:
+            batch["encoded"] = encoded
         return batch
+
+    def _encoded(self, pos: int) -> tuple[int, str, Any]:
+        """A case left to the device decoder: (position, path, its bytes or the reading failure)."""
+        path = self.paths[pos]
+        if not path:
+            return int(pos), path, CaseError("no image path for this case")
+        try:
+            return int(pos), path, device_decode.read_bytes(path)
+        except CaseError as exc:
+            return int(pos), path, exc
 
     def _read(self, path: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
         """One case: its input, image statistics, equipment and (volumes) acquisition row."""
@@ -229,6 +251,12 @@ class EngineOptions:
     amp: str = "none"
     channels_last: bool | None = None  # None: on CUDA for 4-D inputs
     progress: bool = False
+    # JPEG / JPEG 2000 decoded on the device (validate.scoring.device_decode): None on CUDA where
+    # nvImageCodec is installed, True forced (on a CPU its CPU codecs), False never
+    device_decode: bool | None = None
+    # with no worker processes, files are read in one background thread while the model runs (the
+    # decoders' Python holds the GIL, the model's kernels release it); False reads between batches
+    decode_thread: bool = True
 
 
 class Progress:
@@ -276,6 +304,53 @@ def make_loader(
     )
 
 
+class ReadAhead:
+    """Batches of a loader produced by one background thread, at most ``depth`` ahead, in order.
+
+    Without DataLoader workers (the default on a CPU with few cores or small images, where worker
+    processes cost more than they give), reading batch k+1 overlaps scoring batch k: decoding small
+    files is mostly Python (it holds the GIL), the model's kernels release it, so the two share the
+    cores instead of taking turns. An exception in the thread is raised in the consumer; closing the
+    iteration early stops the thread."""
+
+    def __init__(self, loader: Iterable[dict], depth: int = 2):
+        self.loader, self.depth = loader, depth
+
+    def __iter__(self) -> Iterator[dict]:
+        items: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        done = object()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    items.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for batch in self.loader:
+                    if not put(batch):
+                        return
+                put(done)
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+
+        thread = threading.Thread(target=produce, name="validate-read-ahead", daemon=True)
+        thread.start()
+        try:
+            while (item := items.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+
 def _as_is(batch: dict) -> dict:
     # the dataset already returns whole batches of tensors; the default conversion would walk every
     # case's equipment strings and failure tuples (~30 us per case, as much as a small model's forward)
@@ -312,14 +387,19 @@ def run_batches(
     amp_dtype = AMP_DTYPES[options.amp]
     # channels-last pays on CUDA convolutions; a host-side runtime (ONNX on the CPU) wants plain layout
     channels_last = (options.channels_last if options.channels_last is not None else True) and cuda
-    loader = make_loader(dataset, batches, workers=options.workers, pin_memory=cuda)
+    decoder = _device_decoder(dataset, spec, options, input_device)
+    loader: Iterable[dict] = make_loader(dataset, batches, workers=options.workers, pin_memory=cuda)
+    if options.workers == 0 and options.decode_thread and _image_cases(dataset) is not None:
+        loader = ReadAhead(loader)
     keep_inputs = getattr(dataset, "keep_inputs", False)
     pending = None
     for batch in loader:
         out = None
+        if decoder is not None and "encoded" in batch:
+            batch = device_decode.complete_batch(batch, decoder, decoder_reader(dataset), input_device)
         x = batch["x"]
         if keep_inputs and not batch.get("from_cache"):
-            batch["decoded"] = (batch["ok"].tolist(), x.numpy() if x is not None else None)
+            batch["decoded"] = (batch["ok"].tolist(), x.cpu().numpy() if x is not None else None)
         if x is not None and len(x):
             # contexts per batch, not around the generator: they are thread-wide and must not leak
             # into the caller's code between yields
@@ -339,6 +419,33 @@ def run_batches(
         pending = (batch, out)
     if pending is not None:
         yield _finish(*pending, to_logits, progress)
+
+
+def _image_cases(dataset: Any) -> ImageCases | None:
+    """The ImageCases that reads a dataset's files (itself, or the one an input cache falls back on)."""
+    inner = getattr(dataset, "cases", dataset)
+    return inner if isinstance(inner, ImageCases) else None
+
+
+def _device_decoder(
+    dataset: Any, spec: Preprocessing, options: EngineOptions, device: torch.device
+) -> device_decode.DeviceDecoder | None:
+    """The device decoder for this run, with the dataset told to leave JPEG / JPEG 2000 to it (before
+    the loader's workers start); None where the device does not decode."""
+    cases = _image_cases(dataset)
+    if cases is None or not device_decode.wanted(options.device_decode, device, spec):
+        if cases is not None:
+            cases.defer_to_device = False
+        return None
+    cases.defer_to_device = True
+    return device_decode.DeviceDecoder(device, spec)
+
+
+def decoder_reader(dataset: Any) -> Callable[[str], tuple]:
+    """The CPU reader for a case the device decoder does not take."""
+    cases = _image_cases(dataset)
+    assert cases is not None
+    return cases._read
 
 
 def _to_host(out: torch.Tensor) -> tuple[torch.Tensor, Any | None]:

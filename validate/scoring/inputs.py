@@ -882,26 +882,38 @@ def image_stats(arr: np.ndarray, scale: float) -> np.ndarray:
         else:
             counts, offset = _integer_counts(x)
         if counts is not None:
-            n = int(counts.sum())
-            if n == 0:
-                return out
-            counts = counts.astype(np.float64)
-            levels, level_bins = _levels(len(counts), offset, float(scale))
-            mean = counts @ levels / n
-            var = max(counts @ (levels - mean) ** 2 / n, 0.0)
-            pct = _percentiles_from_counts(counts, levels, n)
-            hist = np.bincount(level_bins, weights=counts, minlength=IMAGE_HIST_BINS)
-        else:
-            if not np.isfinite(x.min() + x.max()):  # a float image with NaN/Inf pixels: its finite ones
-                x = x[np.isfinite(x)]
-            n = x.size
-            if n == 0:
-                return out
-            mean = float(np.mean(x, dtype=np.float64)) / scale
-            var = float(np.var(x, dtype=np.float64)) / (scale * scale)
-            pct = np.percentile(x, IMAGE_PERCENTILES).astype(np.float64) / scale
-            v = x / np.asarray(scale, dtype=x.dtype)
-            hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
+            return image_stats_from_counts(counts, offset, h, w, scale)
+        if not np.isfinite(x.min() + x.max()):  # a float image with NaN/Inf pixels: its finite ones
+            x = x[np.isfinite(x)]
+        n = x.size
+        if n == 0:
+            return out
+        mean = float(np.mean(x, dtype=np.float64)) / scale
+        var = float(np.var(x, dtype=np.float64)) / (scale * scale)
+        pct = np.percentile(x, IMAGE_PERCENTILES).astype(np.float64) / scale
+        v = x / np.asarray(scale, dtype=x.dtype)
+        hist = np.bincount(_bins(v), minlength=IMAGE_HIST_BINS).astype(np.float64)
+    out[2], out[3] = mean, np.sqrt(max(var, 0.0))
+    out[4 : 4 + len(IMAGE_PERCENTILES)] = pct
+    out[4 + len(IMAGE_PERCENTILES) :] = hist / n
+    return out
+
+
+def image_stats_from_counts(counts: np.ndarray, offset: int, height: int, width: int, scale: float) -> np.ndarray:
+    """:func:`image_stats` of an image of integer values given as the count of each level
+    ``offset + i`` (``counts[i]``) and its stored size: the same definitions, read off the counts.
+    The device decoder (:mod:`validate.scoring.device_decode`) counts on the device and calls this."""
+    out = np.full(len(IMAGE_STAT_COLUMNS), np.nan, dtype=np.float64)
+    out[0], out[1] = height, width
+    n = int(counts.sum())
+    if n == 0:
+        return out
+    counts = counts.astype(np.float64)
+    levels, level_bins = _levels(len(counts), offset, float(scale))
+    mean = counts @ levels / n
+    var = max(counts @ (levels - mean) ** 2 / n, 0.0)
+    pct = _percentiles_from_counts(counts, levels, n)
+    hist = np.bincount(level_bins, weights=counts, minlength=IMAGE_HIST_BINS)
     out[2], out[3] = mean, np.sqrt(max(var, 0.0))
     out[4 : 4 + len(IMAGE_PERCENTILES)] = pct
     out[4 + len(IMAGE_PERCENTILES) :] = hist / n

@@ -23,7 +23,7 @@ import torch
 
 from validate.errors import InputError
 from validate.io import atomic_write_json
-from validate.scoring import distributed
+from validate.scoring import device_decode, distributed
 from validate.scoring.cache import ShardCache, ci_mode, image_rows_key, run_key, tabular_rows_key
 from validate.scoring.checkpoints import Checkpoint, detect_format, load_checkpoint
 from validate.scoring.evaluator import (
@@ -319,7 +319,7 @@ def _prepare(
         progress = sys.stderr.isatty() and ctx.is_main
     key = run_key(
         checkpoint_sha256=ckpt.sha256,
-        preprocessing=preprocessing_key(spec),
+        preprocessing=_decoding_key(dev, spec),
         output={
             "task": protocol.task,
             "columns": columns,
@@ -348,6 +348,16 @@ def _prepare(
         cache_inputs=cache_inputs,
         hash_inputs=hash_inputs,
     )
+
+
+def _decoding_key(dev: Any, spec: Preprocessing) -> dict:
+    """The preprocessing part of the score and input cache keys, with the device decoder where the
+    device decodes (its pixels may differ from the CPU decoders' by a few levels); CPU keys unchanged."""
+    key = preprocessing_key(spec)
+    on_device = device_decode.cache_identity(dev, spec)
+    if on_device is not None:
+        key["device_decode"] = on_device
+    return key
 
 
 def _batch_size(protocol: Any, spec: Preprocessing, requested: int) -> int:
@@ -424,7 +434,7 @@ def _score_site(run: _Scoring, cohort: Any) -> tuple[dict[int, ShardResult], int
     inputs = None
     if run.cache_inputs and run.image:
         inputs = InputCache(
-            run.cache_dir, site, input_key(preprocessing=preprocessing_key(run.spec), shard_size=run.shard_size)
+            run.cache_dir, site, input_key(preprocessing=_decoding_key(run.dev, run.spec), shard_size=run.shard_size)
         )
         found = {s: (keys[s], ids[slice(*bounds[s])]) for s in todo if inputs.path(s, keys[s]).exists()}
         dataset = DecodedCases(dataset, inputs, found, run.shard_size)
