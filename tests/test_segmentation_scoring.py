@@ -270,3 +270,26 @@ def test_mask_outside_the_image_root_is_refused(tmp_path):
     with pytest.raises(Exception) as exc:
         score_protocol(protocol, out_dir=tmp_path / "out", device="cpu")
     assert "mask path" in str(exc.value) and "outside the image root" in str(exc.value)
+
+
+class FixedProbabilities(FixedMaps):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(super().forward(x))
+
+
+def test_probability_output_is_upsampled_as_logits(tmp_path):
+    protocol = workspace(tmp_path)
+    protocol.write_text(protocol.read_text().replace("format: export}", "format: export, output: probabilities}"))
+    model = FixedProbabilities(logit_maps(1)).eval()
+    x = torch.zeros(2, 1, 12, 16)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    torch.export.save(program, str(tmp_path / "model.pt2"))
+    score_protocol(protocol, out_dir=tmp_path / "out", device="cpu")
+    df = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    _, p = expected_probability("sigmoid")  # bilinear on the logits, not on the probabilities
+    for i, ref in enumerate(m == 255 for m in masks(8)):
+        assert df["area_expected_mm2"].iloc[i] == pytest.approx(p.sum() * 0.25, rel=1e-5)
+        pred = p >= 0.5
+        assert df["area_pred_mm2"].iloc[i] == pytest.approx(pred.sum() * 0.25, abs=1e-12)
+        if ref.any():
+            assert df["dice"].iloc[i] == pytest.approx(2 * (pred & ref).sum() / (pred.sum() + ref.sum()), abs=1e-12)
