@@ -40,7 +40,6 @@ import ctypes.util
 import functools
 import hashlib
 import heapq
-import importlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,15 +51,11 @@ import torch
 
 from validate.errors import InputError
 from validate.io import atomic_write_json
+from validate.metrics.segmentation import EmptyPolicy, case_metrics
 from validate.numerics import PROB_FLOOR
 from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
 
-try:  # the segmetrics slice's module; the stand-in keeps this slice runnable until it is merged
-    _metrics = importlib.import_module("validate.metrics.segmentation")
-except ImportError:  # pragma: no cover - removed with the stand-in
-    _metrics = importlib.import_module("validate.scoring.segmentation_standin")
-EmptyPolicy, case_metrics = _metrics.EmptyPolicy, _metrics.case_metrics
 
 #: Side files written next to predictions.parquet (then copied into the bundle).
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
