@@ -56,7 +56,6 @@ from validate.numerics import PROB_FLOOR
 from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
 from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
 
-
 #: Side files written next to predictions.parquet (then copied into the bundle).
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
 #: Bins of the pixel histogram (equal width on [0, 1], right-closed, 0 in the first bin).
