@@ -201,9 +201,11 @@ def iter_bootstrap_weights(
         yield b0 * RNG_BLOCK, np.concatenate(parts, axis=0)
 
 
-#: cases × replicates per chunk of replicate weights (float64: 32 MB per (k, n) array): the block
-#: engine's replicate arrays stay this size whatever n
-CHUNK_CELLS = 1 << 22
+#: cases × replicates per chunk of replicate weights (float64: 128 MB per (k, n) array): the block
+#: engine's replicate arrays stay this size whatever n. Not smaller: each chunk streams the block's
+#: per-case matrices (~300 B a case) once, so fewer replicates per chunk cost time (at one replicate
+#: a chunk the products are bound by memory bandwidth)
+CHUNK_CELLS = 1 << 24
 
 
 def replicate_chunk(n: int, most: int = 100) -> int:
