@@ -14,6 +14,7 @@ whatever chunk size the caller uses. Percentile intervals use type-7 quantiles o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +111,8 @@ class BlockStream:
 
     def __init__(self, key: tuple[int, int], sizes):
         self.key = key
-        bg = np.random.default_rng(list(key)).bit_generator
-        self.starts: list[dict] = []  # generator state where each stratum's call begins
+        bg = np.random.PCG64(list(key))  # the bit generator of default_rng([seed, b])
+        self.starts: list[Any] = []  # generator state where each stratum's call begins
         self.row_at: list[np.ndarray] = []  # 32-bit offset of each row's start (and the end), per stratum
         for size in (int(s) for s in sizes):
             state = bg.state
