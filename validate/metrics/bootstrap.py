@@ -8,7 +8,9 @@ Resampling scheme (Davison & Hinkley 1997, §3.8): within each stratum (site) dr
 holds, with replacement; a unit is a cluster (patient) when ``clusters`` is given — all cases of a drawn
 patient enter together, as often as the patient was drawn — else a case. Replicates are generated in
 fixed blocks of 50, block b from ``numpy.random.default_rng([seed, b])``, so replicate k is the same
-whatever chunk size the caller uses. Percentile intervals use type-7 quantiles of the finite replicates.
+whatever chunk size the caller uses. A chunk smaller than a block is cut out of it row by row
+(:class:`BlockStream`), so memory follows the chunk, not the block (:func:`replicate_chunk` sizes the
+chunks of large samples). Percentile intervals use type-7 quantiles of the finite replicates.
 """
 
 from __future__ import annotations
