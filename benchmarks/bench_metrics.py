@@ -8,6 +8,10 @@
     Target: within 1.5x.
 (c) Peak memory of (a): peak resident set size while (a) runs, sampled by psutil, this process and its
     worker processes together. Target: < 2 GB.
+(d) Scale (``--scale 100000,1000000,10000000``): the same report at each size, each in a child process
+    of its own (one process, ``workers=1``, so its ``ru_maxrss`` is the whole peak), printing time and
+    peak RSS, the peak over the input table per case, and both as ratios to the first size.
+    Targets (issue #21): 10M × 1000 replicates × 5 sites ≤ 4 GB; time(10M) / time(1M) ≤ 11.
 
 "Ours" is ``metrics_report`` as users get it: by default its blocks (pooled + 5 sites) run in one
 worker process per CPU (validate/metrics/workers.py). The same run in a single process is printed
@@ -15,11 +19,16 @@ too (``--workers 1`` skips the parallel run), so the share of the vectorised eng
 the processes are both visible.
 
 Usage: .venv/bin/python benchmarks/bench_metrics.py [--n 100000] [--sites 5] [--replicates 1000]
+       .venv/bin/python benchmarks/bench_metrics.py --scale 100000,1000000,10000000 [--replicates 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import threading
 import time
 
@@ -165,6 +174,49 @@ def bench_b(n=10_000_000, repeats=5):
     return min(times["ours"]), min(times["bare"])
 
 
+def scale_child(n: int, sites: int, reps: int) -> dict:
+    """One size of (d), run in this (child) process: seconds of ``metrics_report`` and the process's
+    peak RSS (``ru_maxrss``, KiB on Linux) before and after it."""
+    from validate.metrics import MetricSettings, metrics_report
+    from validate.predictions import table_from_frame
+
+    table = table_from_frame(make_table(n, sites))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    metrics_report(table, settings=MetricSettings(n_bootstrap=reps), workers=1)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"n": n, "seconds": seconds, "peak": peak, "input": before}
+
+
+def bench_scale(sizes: list[int], sites: int, reps: int) -> list[dict]:
+    """(d): each size in a fresh child process (a peak RSS is a process's whole life)."""
+    rows = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--scale-child", str(n), "--sites", str(sites), "--replicates", str(reps)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print_scale(rows, sites, reps, header=len(rows) == 1)
+    return rows
+
+
+def print_scale(rows: list[dict], sites: int, reps: int, header: bool) -> None:
+    first = rows[0]
+    if header:
+        print(f"(d) scale: {sites} sites, {reps} replicates, full binary set, one process (workers=1)")
+        print("    cases        time s  peak GiB  input GiB  B/case over input  time ratio  peak ratio")
+    r = rows[-1]
+    print(
+        f"    {r['n']:>10,}  {r['seconds']:8.1f}  {r['peak'] / 2**30:8.2f}  {r['input'] / 2**30:9.2f}  "
+        f"{(r['peak'] - r['input']) / r['n']:17.0f}  {r['seconds'] / first['seconds']:10.2f}  "
+        f"{r['peak'] / first['peak']:10.2f}",
+        flush=True,
+    )
+    if len(rows) >= 2 and r["n"] == 10 * rows[-2]["n"]:
+        ratio = r["seconds"] / rows[-2]["seconds"]
+        print(f"    time({r['n']:,}) / time({rows[-2]['n']:,}) = {ratio:.2f}  (target <= 11)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -180,7 +232,15 @@ def main():
     ap.add_argument(
         "--skip-smooth-split", action="store_true", help="skip the extra run without the lowess/loess intervals"
     )
+    ap.add_argument("--scale", default=None, help="(d) only: comma-separated sizes, e.g. 100000,1000000,10000000")
+    ap.add_argument("--scale-child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.scale_child is not None:
+        print(json.dumps(scale_child(args.scale_child, args.sites, args.replicates)))
+        return
+    if args.scale:
+        bench_scale([int(v) for v in args.scale.split(",")], args.sites, args.replicates)
+        return
 
     from validate.metrics.workers import choose_workers
 

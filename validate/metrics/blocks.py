@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 from validate.metrics import ece_interval, registry
-from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval, replicate_chunk
 from validate.metrics.calibration import bin_index
 from validate.metrics.checks import as_labels, as_probabilities
 from validate.metrics.discrimination import ScoreOrder, weighted_auroc
@@ -233,7 +233,7 @@ def _binary_replicates(
             clusters=clusters,
             strata=strata,
             seed=settings.seed,
-            chunk=BOOTSTRAP_CHUNK,
+            chunk=replicate_chunk(data.n, BOOTSTRAP_CHUNK),
             order=data.order,
         ):
             vals = data.replicate(w, op_thresholds, want_smooth=smooth_intervals, decision=decision)
@@ -414,7 +414,12 @@ def _bootstrap_entries(point: dict, stat, n: int, settings: MetricSettings, clus
     reps: dict[str, list] = {}
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(
-            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+            settings.n_bootstrap,
+            n,
+            clusters=clusters,
+            strata=strata,
+            seed=settings.seed,
+            chunk=replicate_chunk(n, BOOTSTRAP_CHUNK),
         ):
             for k, v in stat(w).items():
                 reps.setdefault(k, []).append(np.asarray(v, dtype=np.float64))

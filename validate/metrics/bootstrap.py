@@ -8,12 +8,15 @@ Resampling scheme (Davison & Hinkley 1997, §3.8): within each stratum (site) dr
 holds, with replacement; a unit is a cluster (patient) when ``clusters`` is given — all cases of a drawn
 patient enter together, as often as the patient was drawn — else a case. Replicates are generated in
 fixed blocks of 50, block b from ``numpy.random.default_rng([seed, b])``, so replicate k is the same
-whatever chunk size the caller uses. Percentile intervals use type-7 quantiles of the finite replicates.
+whatever chunk size the caller uses. A chunk smaller than a block is cut out of it row by row
+(:class:`BlockStream`), so memory follows the chunk, not the block (:func:`replicate_chunk` sizes the
+chunks of large samples). Percentile intervals use type-7 quantiles of the finite replicates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +56,7 @@ class Resampling:
         elif not identity:
             self.unit_of_column = self.unit_of_case if order is None else self.unit_of_case[order]
         self.dtype = np.int32 if self.n_units < 2**31 else np.int64
+        self._stream: BlockStream | None = None
 
     def block(self, seed: int, b: int, k: int) -> np.ndarray:
         """Case weights of replicates b*50 .. b*50+k-1 (k <= 50), shape (k, n): within each stratum,
@@ -63,8 +67,26 @@ class Resampling:
             part = drawn[:, start : start + size]
             part[...] = rng.integers(0, size, size=(RNG_BLOCK, size), dtype=self.dtype)
             part += start
-        out = np.empty((k, self.n))
-        for r in range(k):
+        return self._counts(drawn[:k])
+
+    def rows(self, seed: int, b: int, r0: int, k: int) -> np.ndarray:
+        """Replicates b*50+r0 .. b*50+r0+k-1, shape (k, n): rows r0 .. r0+k-1 of :meth:`block`, equal to
+        them draw for draw, without the block's (50, units) draws in memory (see :class:`BlockStream`)."""
+        if self.dtype != np.int32:  # beyond 2^31 units NumPy draws 64-bit integers: whole blocks only
+            return self.block(seed, b, r0 + k)[r0:]
+        key = (int(seed), int(b))
+        if self._stream is None or self._stream.key != key:
+            self._stream = BlockStream(key, self.stratum_size)
+        drawn = np.empty((k, self.n_units), dtype=np.int64)
+        for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
+            drawn[:, start : start + size] = self._stream.draws(s, r0, k)
+            drawn[:, start : start + size] += start
+        return self._counts(drawn)
+
+    def _counts(self, drawn: np.ndarray) -> np.ndarray:
+        """Weights (k, n) from unit draws (k, units): how often each case's unit was drawn."""
+        out = np.empty((drawn.shape[0], self.n))
+        for r in range(drawn.shape[0]):
             if self.column_of_unit is not None:
                 out[r] = np.bincount(self.column_of_unit[drawn[r]], minlength=self.n)
             elif self.unit_of_column is not None:
@@ -72,6 +94,78 @@ class Resampling:
             else:
                 out[r] = np.bincount(drawn[r], minlength=self.n)
         return out
+
+
+class BlockStream:
+    """The draws of one RNG block, row by row, exactly as ``rng.integers(0, size, (50, size),
+    dtype=int32)`` makes them stratum after stratum from ``default_rng([seed, b])``, with memory
+    bounded by the rows asked for.
+
+    NumPy's bounded generator (Lemire 2019, "Fast random integer generation in an interval", ACM TOMACS
+    29:3) takes 32-bit values from the PCG64 stream, low half of each 64-bit word first; a value v
+    gives ``(v·size) >> 32`` unless ``(v·size) mod 2^32 < 2^32 mod size`` (rejected: the next value is
+    tried). Each ``integers`` call starts on a fresh 64-bit word (a half word left over is dropped),
+    and a stratum of one unit draws nothing. One counting pass per block finds where each row of each
+    stratum starts in the stream; a row range is then drawn from there (``PCG64.advance``).
+    tests/test_metrics_scale.py checks the rows against :meth:`Resampling.block`."""
+
+    PIECE = 1 << 20  # 64-bit words per pass of the counting walk
+
+    def __init__(self, key: tuple[int, int], sizes):
+        self.key = key
+        bg = np.random.PCG64(list(key))  # the bit generator of default_rng([seed, b])
+        self.starts: list[Any] = []  # generator state where each stratum's call begins
+        self.row_at: list[np.ndarray] = []  # 32-bit offset of each row's start (and the end), per stratum
+        for size in (int(s) for s in sizes):
+            state = bg.state
+            self.starts.append(state)
+            if size == 1:
+                self.row_at.append(np.zeros(RNG_BLOCK + 1, dtype=np.int64))
+                continue
+            offsets = self._row_offsets(bg, size)
+            self.row_at.append(offsets)
+            bg.state = state
+            bg.advance(int(-(-offsets[-1] // 2)))
+        self.sizes = [int(s) for s in sizes]
+
+    def _row_offsets(self, bg, size: int) -> np.ndarray:
+        """Stream offsets (32-bit values) where rows 0..50 of a stratum of ``size`` units begin."""
+        wanted = np.arange(RNG_BLOCK + 1, dtype=np.int64) * size  # accepted values before each row
+        offsets = np.zeros(RNG_BLOCK + 1, dtype=np.int64)
+        accepted = 0
+        seen = 0
+        i = 1
+        while i <= RNG_BLOCK:
+            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32), size)
+            run = np.cumsum(ok, dtype=np.int64)
+            got = accepted + int(run[-1])
+            while i <= RNG_BLOCK and wanted[i] <= got:
+                # the row ends just after its last accepted value
+                offsets[i] = seen + int(np.searchsorted(run, wanted[i] - accepted)) + 1
+                i += 1
+            accepted = got
+            seen += ok.size
+        return offsets
+
+    def draws(self, s: int, r0: int, k: int) -> np.ndarray:
+        """Rows r0 .. r0+k-1 of stratum ``s``'s draws, shape (k, size), values in [0, size)."""
+        size = self.sizes[s]
+        if size == 1:
+            return np.zeros((k, 1), dtype=np.int64)
+        first, end = int(self.row_at[s][r0]), int(self.row_at[s][r0 + k])
+        bg = np.random.PCG64()
+        bg.state = self.starts[s]
+        bg.advance(first // 2)
+        words = bg.random_raw(-(-end // 2) - first // 2)
+        v = words.view(np.uint32)[first % 2 : first % 2 + end - first]
+        m = v.astype(np.uint64) * np.uint64(size)
+        out = (m[(m & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)] >> np.uint64(32)).astype(np.int64)
+        return out.reshape(k, size)
+
+
+def _accepted(v: np.ndarray, size: int) -> np.ndarray:
+    """Which 32-bit values Lemire's method keeps for the range [0, size)."""
+    return ((v.astype(np.uint64) * np.uint64(size)) & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)
 
 
 def _codes(values, n: int, name: str) -> np.ndarray:
@@ -87,18 +181,42 @@ def _codes(values, n: int, name: str) -> np.ndarray:
 def iter_bootstrap_weights(
     n_rep: int, n: int, *, clusters=None, strata=None, seed: int = 0, chunk: int = RNG_BLOCK, order=None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_replicate, weights)`` chunks of at most ``chunk`` replicates (rounded to whole
-    RNG blocks of 50), weights of shape (k, n) float64 counts. Deterministic in ``seed``; with
-    ``order``, the same weights with columns permuted (column i is case order[i])."""
+    """Yield ``(first_replicate, weights)`` chunks of at most ``chunk`` replicates, weights of shape
+    (k, n) float64 counts. Deterministic in ``seed``; with ``order``, the same weights with columns
+    permuted (column i is case order[i]). A ``chunk`` of 50 or more is rounded to whole RNG blocks of
+    50; a smaller one cuts each block into row ranges (:class:`BlockStream`: the same draws, memory
+    bounded by ``chunk`` × n instead of 50 × n) — what :func:`replicate_chunk` chooses for large n."""
     res = Resampling(n, clusters, strata, order)
-    per = max(1, int(chunk) // RNG_BLOCK)
     nblocks = -(-int(n_rep) // RNG_BLOCK)
+    if int(chunk) < RNG_BLOCK:
+        k = max(1, int(chunk))
+        for b in range(nblocks):
+            kb = min(RNG_BLOCK, int(n_rep) - b * RNG_BLOCK)
+            for r0 in range(0, kb, k):
+                yield b * RNG_BLOCK + r0, res.rows(seed, b, r0, min(k, kb - r0))
+        return
+    per = max(1, int(chunk) // RNG_BLOCK)
     for b0 in range(0, nblocks, per):
         parts = []
         for b in range(b0, min(nblocks, b0 + per)):
             k = min(RNG_BLOCK, int(n_rep) - b * RNG_BLOCK)
             parts.append(res.block(seed, b, k))
         yield b0 * RNG_BLOCK, np.concatenate(parts, axis=0)
+
+
+#: cases × replicates per chunk of replicate weights (float64: 128 MB per (k, n) array): the block
+#: engine's replicate arrays stay this size whatever n. Not smaller: each chunk streams the block's
+#: per-case matrices (~300 B a case) once, so fewer replicates per chunk cost time (at one replicate
+#: a chunk the products are bound by memory bandwidth)
+CHUNK_CELLS = 1 << 24
+
+
+def replicate_chunk(n: int, most: int = 100) -> int:
+    """Replicates per chunk for a block of ``n`` cases: ``most`` (the former fixed chunk) while
+    ``most`` × n stays within :data:`CHUNK_CELLS`, fewer beyond (at least one), so the memory of a
+    chunk's weights and of every per-replicate array derived from them is bounded independently of n
+    and of the number of replicates."""
+    return int(max(1, min(int(most), CHUNK_CELLS // max(int(n), 1))))
 
 
 def bootstrap_weights(n_rep: int, n: int, *, clusters=None, strata=None, seed: int = 0) -> np.ndarray:

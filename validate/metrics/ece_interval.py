@@ -64,25 +64,26 @@ class BinnedGaps:
         self.cases = cases
         n, bins = cases.n, cases.bins
         resid = cases.y_float - cases.p
+        bin_matrix = cases.bin_matrix
         self.group = adaptive_membership(n, bins)
         self.gap = {
-            "ece": cases.bin_matrix.T @ resid,
+            "ece": bin_matrix.T @ resid,
             "ece_adaptive": np.bincount(self.group, weights=resid, minlength=bins),
         }
         self.count = {
-            "ece": cases.bin_matrix.sum(axis=0),
+            "ece": bin_matrix.sum(axis=0),
             "ece_adaptive": np.bincount(self.group, minlength=bins).astype(np.float64),
         }
         self.events = {
-            "ece": cases.bin_matrix.T @ cases.y_float,
+            "ece": bin_matrix.T @ cases.y_float,
             "ece_adaptive": np.bincount(self.group, weights=cases.y_float, minlength=bins),
         }
-        self.sum_p = cases.bin_matrix.T @ cases.p
+        self.sum_p = bin_matrix.T @ cases.p
         self.n = n
         adaptive = np.zeros((n, bins))
         adaptive[np.arange(n), self.group] = resid
         # per-bin residual columns (equal-width, then equal-mass): replicate sums are one product
-        self.columns = np.ascontiguousarray(np.column_stack([cases.bin_matrix * resid[:, None], adaptive]))
+        self.columns = np.ascontiguousarray(np.column_stack([bin_matrix * resid[:, None], adaptive]))
 
     def error_replicates(self, ws: np.ndarray) -> dict[str, np.ndarray]:
         """Δ* = Σ_b |S*_b / N* − S_b / N| of every replicate (rows of ``ws``, in sorted order), for ECE

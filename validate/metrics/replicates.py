@@ -61,16 +61,9 @@ class BinaryCases:
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         self.score_order = ScoreOrder(np.arange(self.n), starts)
         self.ties = starts.size < self.n
-        idx = bin_index(self.p, bins)
-        # bin indicator: per-bin sums of all replicates are one matrix product
-        self.bin_matrix = np.zeros((self.n, bins))
-        self.bin_matrix[np.arange(self.n), idx] = 1.0
-        q = clip_probability(self.p)
-        nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
-        # columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count
-        self.linear = np.column_stack(
-            [(self.p - self.y) ** 2, nll, self.y, self.bin_matrix * (self.y - self.p)[:, None], self.bin_matrix]
-        )
+        # the per-case columns of the replicate sums are built on first use (linear_with_calls), and the
+        # bin indicator only while they are: neither is kept beside the matrix the products read
+        self.bin_idx = bin_index(self.p, bins)
         self.positives = np.flatnonzero(self.y)
         self.y_float = self.y.astype(np.float64)
         self._with_calls: dict = {}
@@ -78,17 +71,40 @@ class BinaryCases:
         self._sorted_cases = None
         self._weighted: WeightedCases | None = None
 
+    @property
+    def bin_matrix(self) -> np.ndarray:
+        """Bin indicator (n, bins): per-bin sums of all replicates are one matrix product. Built anew
+        on each use (120 bytes a case at 15 bins): callers keep it only while they need it."""
+        m = np.zeros((self.n, self.bins))
+        m[np.arange(self.n), self.bin_idx] = 1.0
+        return m
+
+    def _linear_columns(self) -> np.ndarray:
+        """Columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count."""
+        bin_matrix = self.bin_matrix
+        q = clip_probability(self.p)
+        nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
+        return np.column_stack(
+            [(self.p - self.y) ** 2, nll, self.y, bin_matrix * (self.y - self.p)[:, None], bin_matrix]
+        )
+
+    @property
+    def linear(self) -> np.ndarray:
+        """Squared error, negative log-likelihood, y, per-bin (y − p), per-bin count: one row per case."""
+        return self.linear_with_calls(())
+
     def linear_with_calls(self, thresholds) -> np.ndarray:
         """:attr:`linear` followed, per threshold t, by the columns [p >= t, y·(p >= t)]: one matrix
-        product then gives every replicate's called-positive weight and true positives."""
+        product then gives every replicate's called-positive weight and true positives. Cached per set
+        of thresholds (a block asks for one)."""
         key = tuple(float(t) for t in thresholds)
         mat = self._with_calls.get(key)
         if mat is None:
-            cols = [self.linear]
+            cols = [self._with_calls[()] if () in self._with_calls else self._linear_columns()]
             for t in key:
                 call = (self.p >= t).astype(np.float64)
                 cols.append(np.column_stack([call, self.y * call]))
-            mat = np.ascontiguousarray(np.column_stack(cols)) if key else self.linear
+            mat = np.ascontiguousarray(np.column_stack(cols)) if key else cols[0]
             self._with_calls[key] = mat
         return mat
 

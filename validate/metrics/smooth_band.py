@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval, replicate_chunk
 from validate.metrics.smooth import _interp_ties_mean, clowess, loess_smooth
 
 GRID = 101
@@ -100,7 +100,8 @@ def smooth_band(
     order = np.argsort(p, kind="stable")
     low_point, loe_point = smooth_curves(p[order], y[order], grid)
     lows, loes = [], []
-    for _, W in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, strata=strata, seed=seed, chunk=100):
+    chunk = replicate_chunk(y.size)
+    for _, W in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, strata=strata, seed=seed, chunk=chunk):
         a, b = replicate_curves(y, p, W, grid)
         lows.append(a)
         loes.append(b)
