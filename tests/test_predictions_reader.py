@@ -189,6 +189,7 @@ NOT_PREDICTIONS = {
     "validate/charts.py",
     "dashboard/views/cases.py",
     "validate/scoring/segmentation.py",  # writes pixel_sample.parquet (pixel logits), not the predictions
+    "validate/analysis/segmentation_pixels.py",  # reads pixel_sample.parquet (pixel logits), not the predictions
 }
 
 

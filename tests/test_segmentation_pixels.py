@@ -332,3 +332,17 @@ def test_run_summary_of_a_segmentation_run_counts_patients():
     text = summarise(proto, parts, {"failures": pd.DataFrame(), "device": "cpu"}, Path("b"), seconds=1.0)
     row = next(line for line in text.splitlines() if line.strip().startswith("ext"))
     assert " pts " in text and row.split()[2:4] == ["12", "4"]
+
+
+def test_a_separable_pixel_sample_has_no_temperature_not_a_bound():
+    # every sampled pixel on the right side of 0: the likelihood keeps rising as T -> 0; a bounded search
+    # would report its bound as if it were a fitted temperature
+    import pandas as pd
+
+    from validate.analysis.segmentation_pixels import temperature
+
+    z = np.array([-4.0, -3.0, -2.0, 2.0, 3.0, 4.0] * 20)
+    sample = pd.DataFrame(
+        {"site": "dev", "case_id": "c1", "label": "head", "logit": z.astype(np.float32), "y": (z > 0).astype(np.int8)}
+    )
+    assert temperature(sample, ["dev"], ["head"]) is None

@@ -31,6 +31,7 @@ from validate.errors import InputError
 from validate.metrics.blocks import entry
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
 from validate.metrics.settings import MetricSettings
+from validate.numerics import sigmoid
 
 PIXEL_BINS = 20
 LOA_Z = 1.96  # Bland & Altman's 95% limits of agreement
@@ -182,24 +183,15 @@ def pixel_calibration(hist: pd.DataFrame | None, cases: pd.DataFrame, labels, se
 
 
 def fit_temperature(logit: np.ndarray, y: np.ndarray) -> float:
-    """The temperature T > 0 minimising the mean NLL of y under sigmoid(logit / T) (Guo et al. 2017);
-    searched on log T in [−6, 6] (T from 0.0025 to 403)."""
-    from scipy.optimize import minimize_scalar
+    """The temperature T > 0 minimising the mean NLL of y under sigmoid(logit / T) (Guo et al. 2017):
+    the suite's one temperature scaling (:class:`validate.calibrators.scaling.TemperatureScaling`), so a
+    separable pixel sample raises its :class:`CalibrationFitError` instead of returning a bound."""
+    from validate.calibrators.scaling import TemperatureScaling
 
-    z = np.asarray(logit, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-
-    def nll(log_t: float) -> float:
-        s = z / math.exp(log_t)
-        # log(1 + e^s) − y·s, stable for large |s|
-        return float(np.mean(np.logaddexp(0.0, s) - y * s))
-
-    res = minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded", options={"xatol": 1e-10})
-    return float(math.exp(res.x))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    scaling = TemperatureScaling()
+    scaling.fit(np.asarray(logit, dtype=np.float64), np.asarray(y).astype(np.int64))
+    assert scaling.temperature is not None
+    return float(scaling.temperature)
 
 
 def temperature(sample: pd.DataFrame | None, fit_on: Sequence[str], labels) -> dict | None:
@@ -215,7 +207,12 @@ def temperature(sample: pd.DataFrame | None, fit_on: Sequence[str], labels) -> d
     fit = sample[site.isin(list(fit_on))]
     if not len(fit) or not list(fit_on):
         return None
-    t = fit_temperature(fit["logit"].to_numpy(), fit["y"].to_numpy())
+    from validate.calibrators.base import CalibrationFitError
+
+    try:
+        t = fit_temperature(fit["logit"].to_numpy(), fit["y"].to_numpy())
+    except CalibrationFitError:
+        return None  # a separable sample has no finite temperature: shown as not computed, never a bound
     out: dict = {"fit_on": list(fit_on), "temperature": t, "bins": PIXEL_BINS, "sites": {}}
     for s in dict.fromkeys(site):
         per = {}
@@ -226,8 +223,8 @@ def temperature(sample: pd.DataFrame | None, fit_on: Sequence[str], labels) -> d
             z = rows["logit"].to_numpy(dtype=np.float64)
             y = rows["y"].to_numpy(dtype=np.float64)
             per[label] = {
-                "ece_before": float(ece(y, _sigmoid(z), bins=PIXEL_BINS)),
-                "ece_after": float(ece(y, _sigmoid(z / t), bins=PIXEL_BINS)),
+                "ece_before": float(ece(y, sigmoid(z), bins=PIXEL_BINS)),
+                "ece_after": float(ece(y, sigmoid(z / t), bins=PIXEL_BINS)),
                 "n_pixels": int(len(rows)),
             }
         out["sites"][s] = per
