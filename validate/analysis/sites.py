@@ -461,23 +461,28 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
                 lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
                 for j, lab in enumerate(table.names)
             }
-        make_up = {}
-        if groups is not None:
-            gpart = groups[mask]
-            for name in plain:
-                if name in gpart.columns:
-                    vc = gpart[name].value_counts()
-                    make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
-        entry["make_up"] = make_up
-        excluded: dict[str, int] = {}
-        if failures is not None and len(failures):
-            f = failures[failures["site"].astype(str) == site.id]
-            for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
-                excluded[reason] = int(k)
-        entry["excluded"] = excluded
-        entry["n_excluded"] = int(sum(excluded.values()))
+        entry.update(site_make_up(site.id, np.asarray(mask), plain, groups, failures))
         out["sites"][site.id] = entry
     return out
+
+
+def site_make_up(site: str, mask: np.ndarray, plain: Sequence[str], groups, failures) -> dict:
+    """A sites.json entry's ``make_up`` (cases per value of each plain subgroup, ``mask`` the site's
+    rows of ``groups``), ``excluded`` (the site's scoring failures counted by reason, never listed by
+    case) and ``n_excluded``."""
+    make_up = {}
+    if groups is not None:
+        gpart = groups[mask]
+        for name in plain:
+            if name in gpart.columns:
+                vc = gpart[name].value_counts()
+                make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
+    excluded: dict[str, int] = {}
+    if failures is not None and len(failures):
+        f = failures[failures["site"].astype(str) == site]
+        for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
+            excluded[str(reason)] = int(k)
+    return {"make_up": make_up, "excluded": excluded, "n_excluded": int(sum(excluded.values()))}
 
 
 def _reason_kind(reason: str) -> str:
