@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -54,7 +55,16 @@ from validate.io import atomic_write_json
 from validate.metrics.segmentation import EmptyPolicy, case_metrics
 from validate.numerics import PROB_FLOOR
 from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
-from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
+from validate.scoring.inputs import (
+    IMAGE_STAT_COLUMNS,
+    CaseError,
+    Preprocessing,
+    exception_text,
+    normalise,
+    read_case_with_stats,
+    resize,
+    scrub_paths,
+)
 
 #: Side files written next to predictions.parquet (then copied into the bundle).
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
@@ -98,21 +108,45 @@ def read_mask(path: str, allowed: Sequence[int]) -> np.ndarray:
     return arr
 
 
+def check_mask_size(mask: np.ndarray, image_shape: tuple[int, int]) -> None:
+    """Refuse a mask whose size differs from its image's: the pixel spacing is the image's, so metrics
+    in mm computed at another size would be silently wrong (a mask of another scan, or resized)."""
+    if tuple(mask.shape) != tuple(image_shape):
+        raise CaseError(
+            f"mask is {mask.shape[1]}x{mask.shape[0]} pixels but its image is {image_shape[1]}x{image_shape[0]} "
+            "(width x height): the pixel spacing is the image's, so the mask must have the image's size",
+            stage="read",
+        )
+
+
 class SegmentationCases(ImageCases):
     """Image cases with their reference masks: each batch also gives ``masks`` (one 2D array per read
-    case, row for row with ``ok``). A case whose mask cannot be read is a failure of the batch."""
+    case, row for row with ``ok``). A case whose mask cannot be read, or whose size is not its image's
+    native size (before the model's resizing), is a failure of the batch."""
 
     def __init__(self, paths: Sequence[str], mask_paths: Sequence[str], spec: Preprocessing, allowed: Sequence[int]):
         super().__init__(paths, spec)
         self.mask_paths = list(mask_paths)
         self.allowed = list(allowed)
+        self._native: dict[str, tuple[int, int]] = {}  # image path -> (height, width) as decoded
+
+    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
+        """The case read at its native size (recorded), then resized as :func:`read_case_with_stats` does."""
+        arr, values, equip, acq = _read_native(path, self.spec)
+        self._native[path] = (int(arr.shape[1]), int(arr.shape[2]))
+        if self.spec.size is not None and tuple(arr.shape[1:]) != tuple(self.spec.size):
+            arr = resize(arr.transpose(1, 2, 0), self.spec.size).transpose(2, 0, 1)
+        return arr, values, equip, acq
 
     def __getitem__(self, positions: Sequence[int]) -> dict:
+        self._native.clear()
         batch = super().__getitem__(positions)
         keep, masks = [], []
         for j, pos in enumerate(batch["ok"].tolist()):
             try:
-                masks.append(read_mask(self.mask_paths[pos], self.allowed))
+                mask = read_mask(self.mask_paths[pos], self.allowed)
+                check_mask_size(mask, self._native[self.paths[pos]])
+                masks.append(mask)
                 keep.append(j)
             except CaseError as exc:
                 batch["failed"].append((int(pos), exc.reason, exc.stage))
@@ -123,6 +157,14 @@ class SegmentationCases(ImageCases):
             batch["stats"] = batch["stats"][index] if keep and batch["stats"] is not None else None
         batch["masks"] = masks
         return batch
+
+
+def _read_native(
+    path: str, spec: Preprocessing
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
+    """One 2D case as decoded (``[C, H, W]``, not resized), its image statistics and equipment."""
+    arr, values, equip = read_case_with_stats(path, dataclasses.replace(spec, size=None))
+    return arr, values, equip, ()
 
 
 # ---- one case ------------------------------------------------------------------------------------
