@@ -94,17 +94,17 @@ def segmentation_json(protocol, frame, data, side: dict, settings, comparison: d
         SegmentationSettings,
         area_agreement,
         pixel_calibration,
-        policy_text,
         temperature,
         worst_cases,
     )
+    from validate.metrics.segmentation import policy_text
 
     seg = SegmentationSettings.of(protocol)
     labels = list(data.labels)
     fit_on = [s for s in protocol.calibration_fit_sites if s in set(data.cases["site"].astype(str))]
     return {
         "labels": labels,
-        "policy": {"both": seg.both, "one": seg.one, "text": policy_text(seg.both, seg.one)},
+        "policy": {"both": seg.both, "one": seg.one, "text": policy_text(seg.empty)},
         "threshold": seg.threshold,
         "pixel_calibration": pixel_calibration(side.get("pixel_histogram.parquet"), data.cases, labels, settings),
         "temperature": temperature(side.get("pixel_sample.parquet"), fit_on, labels),

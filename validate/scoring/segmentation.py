@@ -441,7 +441,7 @@ def _settings(protocol: Any) -> _Settings:
         probabilities=protocol.model.output == "probabilities",
         threshold=float(seg.threshold),
         nsd=list(seg.nsd_tolerances_mm),
-        policy=EmptyPolicy(both=seg.empty.both, one=seg.empty.one),
+        policy=EmptyPolicy.of(seg.empty),
         biometry=seg.biometry,
         pixel_sample=int(seg.pixel_sample),
         seed=int(protocol.metrics.seed),
