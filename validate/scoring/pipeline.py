@@ -140,7 +140,7 @@ def score_protocol(
     )
     if ckpt.format == "predictions":
         return _from_predictions_file(protocol, ckpt, out_dir, strict)
-    if protocol.task == "segmentation":  # per-case metrics and pixel summaries, scored in one process
+    if protocol.task == "segmentation":  # per-case metrics and pixel summaries, cached per shard, one process
         from validate.scoring.segmentation import score_segmentation
 
         return score_segmentation(
@@ -154,6 +154,9 @@ def score_protocol(
             strict=strict,
             progress=progress,
             result_type=ScoreResult,
+            cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+            shard_size=shard_size,
+            hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs),
         )
 
     ctx = distributed.setup(device)
