@@ -58,8 +58,7 @@ def read_side_files(folder: Path | str | None) -> dict[str, pd.DataFrame]:
 def segmentation_cohort(protocol, cases: pd.DataFrame, groups: pd.DataFrame | None, failures, ci_level: float) -> dict:
     """sites.json for a segmentation run: per declared site its cases, patients, subgroup make-up
     (cases) and the scoring failures counted by reason."""
-    from validate.analysis.sites import _reason_kind
-    from validate.groups import group_sort_key
+    from validate.analysis.sites import excluded_by_reason, make_up
 
     out: dict[str, Any] = {"task": "segmentation", "ci_level": ci_level, "sites": {}}
     site_col = cases["site"].astype(str)
@@ -70,18 +69,8 @@ def segmentation_cohort(protocol, cases: pd.DataFrame, groups: pd.DataFrame | No
         pid = "patient_id" if "patient_id" in sub else "case_id"
         entry: dict[str, Any] = {"name": site.display_name, "role": site.role, "n": int(mask.sum())}
         entry["patients"] = int(sub[pid].astype(str).nunique())
-        make_up = {}
-        if groups is not None:
-            for name in plain:
-                if name in groups.columns:
-                    vc = groups.loc[mask, name].value_counts()
-                    make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
-        entry["make_up"] = make_up
-        excluded: dict[str, int] = {}
-        if failures is not None and len(failures):
-            f = failures[failures["site"].astype(str) == site.id]
-            for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
-                excluded[str(reason)] = int(k)
+        entry["make_up"] = make_up(groups, mask, plain)
+        excluded = excluded_by_reason(failures, site.id)
         entry["excluded"] = excluded
         entry["n_excluded"] = int(sum(excluded.values()))
         out["sites"][site.id] = entry

@@ -461,23 +461,35 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
                 lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
                 for j, lab in enumerate(table.names)
             }
-        make_up = {}
-        if groups is not None:
-            gpart = groups[mask]
-            for name in plain:
-                if name in gpart.columns:
-                    vc = gpart[name].value_counts()
-                    make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
-        entry["make_up"] = make_up
-        excluded: dict[str, int] = {}
-        if failures is not None and len(failures):
-            f = failures[failures["site"].astype(str) == site.id]
-            for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
-                excluded[reason] = int(k)
+        entry["make_up"] = make_up(groups, mask, plain)
+        excluded = excluded_by_reason(failures, site.id)
         entry["excluded"] = excluded
         entry["n_excluded"] = int(sum(excluded.values()))
         out["sites"][site.id] = entry
     return out
+
+
+def make_up(groups: Any, mask: np.ndarray, names: list[str]) -> dict[str, dict[str, int]]:
+    """A site's subgroup make-up: per subgroup name, the cases of each group (groups in display order)."""
+    out: dict[str, dict[str, int]] = {}
+    if groups is None:
+        return out
+    part = groups[mask]
+    for name in names:
+        if name in part.columns:
+            vc = part[name].value_counts()
+            out[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
+    return out
+
+
+def excluded_by_reason(failures: Any, site_id: str) -> dict[str, int]:
+    """A site's scoring failures counted by kind of reason (:func:`_reason_kind`)."""
+    excluded: dict[str, int] = {}
+    if failures is not None and len(failures):
+        f = failures[failures["site"].astype(str) == site_id]
+        for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
+            excluded[str(reason)] = int(k)
+    return excluded
 
 
 def _reason_kind(reason: str) -> str:

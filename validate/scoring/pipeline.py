@@ -45,6 +45,7 @@ from validate.scoring.outputs import (
     make_to_logits,
     predictions_frame,
     read_predictions_file,
+    strict_failure,
     write_failures,
     write_predictions,
 )
@@ -272,12 +273,7 @@ def _score(
     if ctx.is_main:
         result.files = _write(result, out_dir, strict=strict, summary=_summary(run, counts, started))
     if strict and counts["failed"]:
-        first = failure_rows[0]
-        raise InputError(
-            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-            f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
-            field="--strict",
-        )
+        raise strict_failure(counts["failed"], failure_rows[0], out_dir / "failures.csv")
     return result
 
 

@@ -877,7 +877,7 @@ def _finish(
     import pandas as pd
 
     from validate.io import atomic_path
-    from validate.scoring.outputs import failures_frame, write_failures, write_predictions
+    from validate.scoring.outputs import failures_frame, strict_failure, write_failures, write_predictions
 
     frames = [f for s in sites.values() for f in s.frames]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -930,10 +930,6 @@ def _finish(
         files=files,
     )
     if strict and counts["failed"]:
-        first = failures.iloc[0]
-        raise InputError(
-            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-            f"site {first['site']}, case {first['case_id']}: {first['reason']} (all listed in {files['failures']})",
-            field="--strict",
-        )
+        first = next(f for s in sites.values() for f in s.failures)
+        raise strict_failure(sum(len(s.failures) for s in sites.values()), first, files["failures"])
     return result
