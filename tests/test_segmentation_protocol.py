@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from validate.errors import InputErrors
-from validate.protocol import load_protocol, nsd_metric_key
+from validate.metrics.segmentation import EmptyPolicy, case_metrics, nsd_key
+from validate.protocol import load_protocol
 
 BASE = """\
 name: seg
@@ -77,7 +78,33 @@ def test_defaults(tmp_path):
     ("tau", "key"), [(2.0, "nsd_2mm"), (1.5, "nsd_1p5mm"), (0.25, "nsd_0p25mm"), (10, "nsd_10mm"), (1.0, "nsd_1mm")]
 )
 def test_nsd_keys(tau, key):
-    assert nsd_metric_key(tau) == key
+    assert nsd_key(tau) == key
+
+
+def test_protocol_gates_and_metrics_name_an_nsd_tolerance_alike(tmp_path):
+    """A tolerance whose shortest repr and ``{:g}`` text differ (0.1234567 mm: ``{:g}`` keeps six
+    digits): the protocol's keys, the gate columns and the metrics' own row must use one name, or a
+    gate on that NSD finds no column."""
+    import numpy as np
+
+    from validate.segmentation_gates import protocol_metric_columns
+
+    p = load(tmp_path, BASE + "segmentation: {nsd_tolerances_mm: [0.1234567]}\n")
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    row = case_metrics(mask, mask, (1.0, 1.0), nsd_tolerances_mm=[0.1234567])
+    written = [k for k in row if k.startswith("nsd_")]
+    assert written == ["nsd_0p123457mm"]  # written out by hand: {:g} of 0.1234567, dot as p
+    assert p.segmentation.nsd_keys == written
+    assert set(written) <= set(protocol_metric_columns(p))
+
+
+@pytest.mark.parametrize(("both", "expected"), [("perfect", EmptyPolicy()), ("exclude", EmptyPolicy(both="exclude"))])
+def test_empty_policy_of_the_protocol_section(tmp_path, both, expected):
+    p = load(tmp_path, BASE + f"segmentation: {{empty: {{both: {both}}}}}\n")
+    assert EmptyPolicy.of(p.segmentation.empty) == expected
+    assert EmptyPolicy.of({"both": both, "one": "worst"}) == expected  # a bundle's protocol copy
+    assert EmptyPolicy.of(None) == EmptyPolicy()
 
 
 @pytest.mark.parametrize(

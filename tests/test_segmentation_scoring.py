@@ -293,3 +293,21 @@ def test_probability_output_is_upsampled_as_logits(tmp_path):
         assert df["area_pred_mm2"].iloc[i] == pytest.approx(pred.sum() * 0.25, abs=1e-12)
         if ref.any():
             assert df["dice"].iloc[i] == pytest.approx(2 * (pred & ref).sum() / (pred.sum() + ref.sum()), abs=1e-12)
+
+
+def test_mask_of_another_size_than_its_image_is_a_failure(tmp_path):
+    """The image's pixel spacing holds only at the image's size: a mask of another size (the model's
+    input size here, 16x12) must fail its case, naming both sizes, not be scored at its own size."""
+    protocol = workspace(tmp_path)
+    small = np.zeros((12, 16), np.uint8)
+    small[3:8, 4:10] = 255
+    Image.fromarray(small).save(tmp_path / "site" / "mask2.png")
+    res = score_protocol(protocol, out_dir=tmp_path / "out", device="cpu")
+    fails = res.failures.set_index("case_id")
+    assert list(fails.index) == ["c2"]
+    reason = fails.loc["c2", "reason"]
+    assert "16x12" in reason and f"{W}x{H}" in reason
+    df = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
+    assert "c2" not in set(df["case_id"]) and len(df) == 7
+    sample = pd.read_parquet(tmp_path / "out" / "pixel_sample.parquet")
+    assert "c2" not in set(sample["case_id"])

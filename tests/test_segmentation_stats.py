@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from validate.analysis.segmentation import (
-    nsd_key,
     segmentation_block,
     segmentation_cases,
     segmentation_metrics,
@@ -18,6 +17,7 @@ from validate.analysis.segmentation import (
 from validate.errors import InputError
 from validate.gates import judge_gates
 from validate.metrics.bootstrap import bootstrap_weights
+from validate.metrics.segmentation import nsd_key
 from validate.metrics.settings import MetricSettings
 from validate.predictions import cluster_keys
 

@@ -351,14 +351,6 @@ class ReportSpec(_Strict):
     paper: Literal["a4", "letter"] = Field("a4", description="paper size of report.pdf: a4 (default) or letter")
 
 
-def nsd_metric_key(tolerance_mm: float) -> str:
-    """The metric key of the normalised surface Dice at ``tolerance_mm``: ``nsd_2mm`` for 2.0,
-    ``nsd_1p5mm`` for 1.5 (a dot cannot appear in a gate's metric name); the tolerance as ``{:g}``
-    writes it, the rule of :func:`validate.metrics.segmentation.nsd_key`, so the keys the protocol
-    names are the ones the metrics carry."""
-    return "nsd_" + f"{float(tolerance_mm):g}".replace(".", "p") + "mm"
-
-
 class EmptyMaskPolicy(_Strict):
     """What a case whose reference and/or prediction is empty scores (Metrics Reloaded, Maier-Hein et
     al., Nature Methods 2024). Both empty: ``perfect`` (Dice = IoU = NSD = 1, distances 0) or
@@ -413,7 +405,9 @@ class SegmentationSpec(_Strict):
     def _tolerances(cls, v: list[float]) -> list[float]:
         if any(t <= 0 for t in v):
             raise ValueError("every NSD tolerance is a positive distance in mm")
-        keys = [nsd_metric_key(t) for t in v]
+        from validate.metrics.segmentation import nsd_key  # the metrics' own rule: the keys gates name
+
+        keys = [nsd_key(t) for t in v]
         if len(set(keys)) != len(keys):
             raise ValueError("NSD tolerances are listed once each")
         return v
@@ -438,7 +432,9 @@ class SegmentationSpec(_Strict):
     @property
     def nsd_keys(self) -> list[str]:
         """The metric keys of the NSD tolerances, in protocol order."""
-        return [nsd_metric_key(t) for t in self.nsd_tolerances_mm]
+        from validate.metrics.segmentation import nsd_key
+
+        return [nsd_key(t) for t in self.nsd_tolerances_mm]
 
     def values_of(self, labels: list[str]) -> dict[str, int]:
         """Each label's pixel value in the mask (the declared ones, else label i -> i + 1)."""

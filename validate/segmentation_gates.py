@@ -29,7 +29,8 @@ COUNTS = ("n", "n_patients", "n_excluded")  # block fields, not metrics with a d
 def protocol_metric_columns(protocol) -> list[str]:
     """The per-case metric columns a run of ``protocol`` produces (as
     :func:`validate.analysis.segmentation.metric_columns` orders them)."""
-    from validate.analysis.segmentation import metric_columns, nsd_key
+    from validate.analysis.segmentation import metric_columns
+    from validate.metrics.segmentation import nsd_key
 
     seg = getattr(protocol, "segmentation", None)
     tolerances = list(getattr(seg, "nsd_tolerances_mm", None) or [])

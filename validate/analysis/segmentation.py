@@ -51,14 +51,6 @@ NSD_COLUMN = re.compile(r"^nsd_(\d+(?:p\d+)?)mm$")
 ID_COLUMNS = ("site", "case_id", "label")
 
 
-def nsd_key(tolerance_mm: float) -> str:
-    """The metric key of NSD at tolerance τ mm: ``nsd_2mm``, ``nsd_1p5mm`` (spec: a dot written ``p``;
-    the shortest decimal that reads back as τ, as the protocol names its keys)."""
-    text = repr(float(tolerance_mm))
-    text = text[:-2] if text.endswith(".0") else text
-    return f"nsd_{text.replace('.', 'p')}mm"
-
-
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """The per-case metric columns of a segmentation predictions frame summarised in its BLOCKs:
     Dice, IoU, every NSD tolerance (ascending), the distances, then the absolute errors present."""

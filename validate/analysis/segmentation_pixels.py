@@ -30,6 +30,7 @@ import pandas as pd
 from validate.errors import InputError
 from validate.metrics.blocks import entry
 from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.segmentation import EmptyPolicy
 from validate.metrics.settings import MetricSettings
 from validate.numerics import sigmoid
 
@@ -44,47 +45,27 @@ class SegmentationSettings:
     """The protocol's ``segmentation`` section as the statistics use it (defaults of the spec)."""
 
     labels: tuple[str, ...] = ()
-    both: str = "perfect"
-    one: str = "worst"
+    empty: EmptyPolicy = EmptyPolicy()
     threshold: float = 0.5
     worst_cases: int = 6
+
+    @property
+    def both(self) -> str:
+        return self.empty.both
+
+    @property
+    def one(self) -> str:
+        return self.empty.one
 
     @classmethod
     def of(cls, protocol) -> SegmentationSettings:
         seg = getattr(protocol, "segmentation", None)
-        empty = getattr(seg, "empty", None)
-        get = (lambda o, k, d: o.get(k, d)) if isinstance(empty, dict) else (lambda o, k, d: getattr(o, k, d))
         return cls(
             labels=tuple(getattr(protocol, "labels", None) or ()),
-            both=str(get(empty, "both", "perfect")) if empty is not None else "perfect",
-            one=str(get(empty, "one", "worst")) if empty is not None else "worst",
+            empty=EmptyPolicy.of(getattr(seg, "empty", None)),
             threshold=float(getattr(seg, "threshold", 0.5) or 0.5),
             worst_cases=int(getattr(seg, "worst_cases", 6) or 6),
         )
-
-
-def policy_text(both: str, one: str) -> str:
-    """The empty-mask policy as one paragraph for the report (validate.metrics.segmentation's own text
-    where that module is installed)."""
-    import importlib
-
-    try:  # the metrics module's own paragraph (slice segmetrics), looked up by name
-        metrics_module = importlib.import_module("validate.metrics.segmentation")
-    except ImportError:
-        metrics_module = None
-    if metrics_module is not None and hasattr(metrics_module, "policy_text"):
-        return str(metrics_module.policy_text(metrics_module.EmptyPolicy(both=both, one=one)))
-    both_text = (
-        "a case whose reference and prediction are both empty counts as perfect (Dice, IoU and NSD 1, distances 0)"
-        if both == "perfect"
-        else "a case whose reference and prediction are both empty is excluded from every mean and median "
-        "(counted as n_excluded)"
-    )
-    return (
-        f"Empty masks follow Metrics Reloaded (Maier-Hein et al., Nature Methods 2024): {both_text}; a case "
-        "where exactly one of them is empty counts as the worst value (Dice, IoU and NSD 0, every distance "
-        "the image diagonal in mm), so a missed or hallucinated structure never drops out of a mean."
-    )
 
 
 # ---- pixel calibration -------------------------------------------------------------------------------

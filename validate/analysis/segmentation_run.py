@@ -58,7 +58,7 @@ def read_side_files(folder: Path | str | None) -> dict[str, pd.DataFrame]:
 def segmentation_cohort(protocol, cases: pd.DataFrame, groups: pd.DataFrame | None, failures, ci_level: float) -> dict:
     """sites.json for a segmentation run: per declared site its cases, patients, subgroup make-up
     (cases) and the scoring failures counted by reason."""
-    from validate.analysis.sites import site_make_up
+    from validate.analysis.sites import excluded_by_reason, make_up
 
     out: dict[str, Any] = {"task": "segmentation", "ci_level": ci_level, "sites": {}}
     site_col = cases["site"].astype(str)
@@ -69,7 +69,10 @@ def segmentation_cohort(protocol, cases: pd.DataFrame, groups: pd.DataFrame | No
         pid = "patient_id" if "patient_id" in sub else "case_id"
         entry: dict[str, Any] = {"name": site.display_name, "role": site.role, "n": int(mask.sum())}
         entry["patients"] = int(sub[pid].astype(str).nunique())
-        entry.update(site_make_up(site.id, mask, plain, groups, failures))
+        entry["make_up"] = make_up(groups, mask, plain)
+        excluded = excluded_by_reason(failures, site.id)
+        entry["excluded"] = excluded
+        entry["n_excluded"] = int(sum(excluded.values()))
         out["sites"][site.id] = entry
     return out
 
@@ -80,17 +83,17 @@ def segmentation_json(protocol, frame, data, side: dict, settings, comparison: d
         SegmentationSettings,
         area_agreement,
         pixel_calibration,
-        policy_text,
         temperature,
         worst_cases,
     )
+    from validate.metrics.segmentation import policy_text
 
     seg = SegmentationSettings.of(protocol)
     labels = list(data.labels)
     fit_on = [s for s in protocol.calibration_fit_sites if s in set(data.cases["site"].astype(str))]
     return {
         "labels": labels,
-        "policy": {"both": seg.both, "one": seg.one, "text": policy_text(seg.both, seg.one)},
+        "policy": {"both": seg.both, "one": seg.one, "text": policy_text(seg.empty)},
         "threshold": seg.threshold,
         "pixel_calibration": pixel_calibration(side.get("pixel_histogram.parquet"), data.cases, labels, settings),
         "temperature": temperature(side.get("pixel_sample.parquet"), fit_on, labels),

@@ -461,28 +461,35 @@ def cohort_summary(table, protocol, groups=None, failures=None, *, ci_level: flo
                 lab: {"n_events": int(y[mask, j].sum()), "prevalence": float(y[mask, j].mean())}
                 for j, lab in enumerate(table.names)
             }
-        entry.update(site_make_up(site.id, np.asarray(mask), plain, groups, failures))
+        entry["make_up"] = make_up(groups, mask, plain)
+        excluded = excluded_by_reason(failures, site.id)
+        entry["excluded"] = excluded
+        entry["n_excluded"] = int(sum(excluded.values()))
         out["sites"][site.id] = entry
     return out
 
 
-def site_make_up(site: str, mask: np.ndarray, plain: Sequence[str], groups, failures) -> dict:
-    """A sites.json entry's ``make_up`` (cases per value of each plain subgroup, ``mask`` the site's
-    rows of ``groups``), ``excluded`` (the site's scoring failures counted by reason, never listed by
-    case) and ``n_excluded``."""
-    make_up = {}
-    if groups is not None:
-        gpart = groups[mask]
-        for name in plain:
-            if name in gpart.columns:
-                vc = gpart[name].value_counts()
-                make_up[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
+def make_up(groups: Any, mask: np.ndarray, names: list[str]) -> dict[str, dict[str, int]]:
+    """A site's subgroup make-up: per subgroup name, the cases of each group (groups in display order)."""
+    out: dict[str, dict[str, int]] = {}
+    if groups is None:
+        return out
+    part = groups[mask]
+    for name in names:
+        if name in part.columns:
+            vc = part[name].value_counts()
+            out[name] = {str(k): int(vc[k]) for k in sorted(vc.index, key=group_sort_key)}
+    return out
+
+
+def excluded_by_reason(failures: Any, site_id: str) -> dict[str, int]:
+    """A site's scoring failures counted by kind of reason (:func:`_reason_kind`)."""
     excluded: dict[str, int] = {}
     if failures is not None and len(failures):
-        f = failures[failures["site"].astype(str) == site]
+        f = failures[failures["site"].astype(str) == site_id]
         for reason, k in f["reason"].astype(str).map(_reason_kind).value_counts().sort_index().items():
             excluded[str(reason)] = int(k)
-    return {"make_up": make_up, "excluded": excluded, "n_excluded": int(sum(excluded.values()))}
+    return excluded
 
 
 def _reason_kind(reason: str) -> str:

@@ -45,9 +45,9 @@ NaN there would turn a missed structure into a pass).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -74,6 +74,16 @@ class EmptyPolicy:
             raise ValueError(f"EmptyPolicy.both must be 'perfect' or 'exclude', got {self.both!r}")
         if self.one != "worst":
             raise ValueError(f"EmptyPolicy.one must be 'worst', got {self.one!r}")
+
+    @classmethod
+    def of(cls, spec: Any) -> EmptyPolicy:
+        """The policy of the protocol's ``segmentation.empty`` (its pydantic ``EmptyMaskPolicy``, the
+        mapping a bundle's protocol copy holds, or None for the defaults): the one place where the
+        YAML side becomes the metrics' policy."""
+        if spec is None:
+            return cls()
+        get = spec.get if isinstance(spec, Mapping) else lambda k, d: getattr(spec, k, d)
+        return cls(both=str(get("both", "perfect")), one=str(get("one", "worst")))  # type: ignore[arg-type]
 
 
 def nsd_key(tolerance_mm: float) -> str:

@@ -161,11 +161,15 @@ class ShardCache:
             return None
         return res
 
-    def save(self, index: int, rows_key: str, case_ids: Sequence[str], result: ShardResult) -> Path:
-        path = self.path(index, rows_key)
+    def remove_stale(self, index: int, path: Path) -> None:
+        """Remove the other versions of shard ``index`` (other rows keys): ``path`` replaces them."""
         for stale in self.dir.glob(f"shard-{index:06d}-*") if self.dir.exists() else []:
             if stale not in (path, Path(str(path) + CHECKSUM_SUFFIX)) and not stale.name.startswith("."):
                 stale.unlink(missing_ok=True)
+
+    def save(self, index: int, rows_key: str, case_ids: Sequence[str], result: ShardResult) -> Path:
+        path = self.path(index, rows_key)
+        self.remove_stale(index, path)
         fails = result.failures
         extras = {}
         n = len(result.positions)

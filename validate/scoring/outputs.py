@@ -162,6 +162,16 @@ def failures_frame(rows: list[tuple[str, str, str, str]]) -> Any:
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS).astype(str)
 
 
+def strict_failure(n_failed: int, first: tuple[str, str, str, str], listed_in: Path) -> InputError:
+    """The error of ``--strict`` when ``n_failed`` cases could not be scored; ``first`` is the first
+    failure's (site, case id, reason, stage)."""
+    return InputError(
+        f"{n_failed} case(s) could not be scored and --strict makes that fatal; first: "
+        f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {listed_in})",
+        field="--strict",
+    )
+
+
 def write_predictions(
     df: Any, path: Path, *, task: str | None = None, classes: list[str] | None = None, labels: list[str] | None = None
 ) -> None:

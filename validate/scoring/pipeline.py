@@ -45,6 +45,7 @@ from validate.scoring.outputs import (
     make_to_logits,
     predictions_frame,
     read_predictions_file,
+    strict_failure,
     write_failures,
     write_predictions,
 )
@@ -140,7 +141,7 @@ def score_protocol(
     )
     if ckpt.format == "predictions":
         return _from_predictions_file(protocol, ckpt, out_dir, strict)
-    if protocol.task == "segmentation":  # per-case metrics and pixel summaries, scored in one process
+    if protocol.task == "segmentation":  # per-case metrics and pixel summaries, cached per shard, one process
         from validate.scoring.segmentation import score_segmentation
 
         return score_segmentation(
@@ -154,6 +155,9 @@ def score_protocol(
             strict=strict,
             progress=progress,
             result_type=ScoreResult,
+            cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+            shard_size=shard_size,
+            hash_inputs=ci_mode() if hash_inputs is None else bool(hash_inputs),
         )
 
     ctx = distributed.setup(device)
@@ -269,12 +273,7 @@ def _score(
     if ctx.is_main:
         result.files = _write(result, out_dir, strict=strict, summary=_summary(run, counts, started))
     if strict and counts["failed"]:
-        first = failure_rows[0]
-        raise InputError(
-            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-            f"site {first[0]}, case {first[1]}: {first[2]} (all listed in {out_dir / 'failures.csv'})",
-            field="--strict",
-        )
+        raise strict_failure(counts["failed"], failure_rows[0], out_dir / "failures.csv")
     return result
 
 

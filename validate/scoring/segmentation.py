@@ -22,14 +22,20 @@ what is kept per case is
   memory flat in the number of cases), both masks downsampled (nearest) to at most 128 px on the long
   side and bit-packed (``np.packbits`` of the row-major mask).
 
-Side files are streamed to Parquet per batch (``pyarrow.parquet.ParquetWriter``), so memory does not
+Side files are streamed to Parquet per shard (``pyarrow.parquet.ParquetWriter``), so memory does not
 grow with the number of cases beyond the predictions rows. Case ids are written as in the manifest, as
 predictions.parquet is: the bundle writer hashes both alike.
 
-Not yet shared with the classification engine: the shard cache and torchrun distribution (a
-segmentation run is scored whole, in one process). A case whose image or mask cannot be read, whose
-mask holds a value no label declares, or whose output is not finite, is a failure (failures.csv); a
-model whose output shape does not fit the protocol, or a case without a pixel spacing, is bad input.
+Cases are scored in shards of ``shard_size`` manifest rows, each cached as it finishes
+(:mod:`validate.scoring.segmentation_cache`: its rows, side-file rows and worst-case candidates): a
+rerun with the same checkpoint, settings and files loads them and scores nothing, a killed run
+resumes, a changed image or mask rescores its shard; the worst-case heaps are rebuilt from the
+shards' candidates, so the outputs are the same cached or not. Not yet shared with the
+classification engine: torchrun distribution (a segmentation run is scored in one process).
+
+A case whose image or mask cannot be read, whose mask is not its image's size or holds a value no
+label declares, or whose output is not finite, is a failure (failures.csv); a model whose output
+shape does not fit the protocol, or a case without a pixel spacing, is bad input.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -53,8 +60,23 @@ from validate.errors import InputError
 from validate.io import atomic_write_json
 from validate.metrics.segmentation import EmptyPolicy, case_metrics
 from validate.numerics import PROB_FLOOR
-from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device
-from validate.scoring.inputs import IMAGE_STAT_COLUMNS, CaseError, Preprocessing, exception_text, normalise, scrub_paths
+from validate.scoring.evaluator import AMP_DTYPES, ImageCases, Progress, make_loader, resolve_device, shard_batches
+from validate.scoring.inputs import (
+    IMAGE_STAT_COLUMNS,
+    CaseError,
+    Preprocessing,
+    exception_text,
+    normalise,
+    read_case_with_stats,
+    resize,
+    scrub_paths,
+)
+from validate.scoring.segmentation_cache import (
+    SegmentationShard,
+    SegmentationShardCache,
+    segmentation_rows_key,
+    segmentation_run_key,
+)
 
 #: Side files written next to predictions.parquet (then copied into the bundle).
 SIDE_FILES = ("pixel_histogram.parquet", "pixel_sample.parquet", "overlays.parquet")
@@ -98,21 +120,45 @@ def read_mask(path: str, allowed: Sequence[int]) -> np.ndarray:
     return arr
 
 
+def check_mask_size(mask: np.ndarray, image_shape: tuple[int, int]) -> None:
+    """Refuse a mask whose size differs from its image's: the pixel spacing is the image's, so metrics
+    in mm computed at another size would be silently wrong (a mask of another scan, or resized)."""
+    if tuple(mask.shape) != tuple(image_shape):
+        raise CaseError(
+            f"mask is {mask.shape[1]}x{mask.shape[0]} pixels but its image is {image_shape[1]}x{image_shape[0]} "
+            "(width x height): the pixel spacing is the image's, so the mask must have the image's size",
+            stage="read",
+        )
+
+
 class SegmentationCases(ImageCases):
     """Image cases with their reference masks: each batch also gives ``masks`` (one 2D array per read
-    case, row for row with ``ok``). A case whose mask cannot be read is a failure of the batch."""
+    case, row for row with ``ok``). A case whose mask cannot be read, or whose size is not its image's
+    native size (before the model's resizing), is a failure of the batch."""
 
     def __init__(self, paths: Sequence[str], mask_paths: Sequence[str], spec: Preprocessing, allowed: Sequence[int]):
         super().__init__(paths, spec)
         self.mask_paths = list(mask_paths)
         self.allowed = list(allowed)
+        self._native: dict[str, tuple[int, int]] = {}  # image path -> (height, width) as decoded
+
+    def _read(self, path: str) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
+        """The case read at its native size (recorded), then resized as :func:`read_case_with_stats` does."""
+        arr, values, equip, acq = _read_native(path, self.spec)
+        self._native[path] = (int(arr.shape[1]), int(arr.shape[2]))
+        if self.spec.size is not None and tuple(arr.shape[1:]) != tuple(self.spec.size):
+            arr = resize(arr.transpose(1, 2, 0), self.spec.size).transpose(2, 0, 1)
+        return arr, values, equip, acq
 
     def __getitem__(self, positions: Sequence[int]) -> dict:
+        self._native.clear()
         batch = super().__getitem__(positions)
         keep, masks = [], []
         for j, pos in enumerate(batch["ok"].tolist()):
             try:
-                masks.append(read_mask(self.mask_paths[pos], self.allowed))
+                mask = read_mask(self.mask_paths[pos], self.allowed)
+                check_mask_size(mask, self._native[self.paths[pos]])
+                masks.append(mask)
                 keep.append(j)
             except CaseError as exc:
                 batch["failed"].append((int(pos), exc.reason, exc.stage))
@@ -123,6 +169,14 @@ class SegmentationCases(ImageCases):
             batch["stats"] = batch["stats"][index] if keep and batch["stats"] is not None else None
         batch["masks"] = masks
         return batch
+
+
+def _read_native(
+    path: str, spec: Preprocessing
+) -> tuple[np.ndarray, np.ndarray | None, tuple[str, str], tuple[str, ...]]:
+    """One 2D case as decoded (``[C, H, W]``, not resized), its image statistics and equipment."""
+    arr, values, equip = read_case_with_stats(path, dataclasses.replace(spec, size=None))
+    return arr, values, equip, ()
 
 
 # ---- one case ------------------------------------------------------------------------------------
@@ -242,36 +296,95 @@ def score_case(
 class WorstCases:
     """The ``k`` lowest-Dice cases per (site, label), kept in bounded max-heaps: memory does not grow
     with the number of cases. Ties keep the earlier case. A case the policy excluded (NaN Dice) is not
-    a worst case."""
+    a worst case.
+
+    Each shard keeps its own ``WorstCases`` and hands its :meth:`candidates` (in case order) to the
+    run's, through :meth:`offer_candidates`: the k lowest of a site, by (Dice, case order), are among
+    the k lowest of their shards, so the run's heaps end the same whether a shard was scored or read
+    from the cache."""
 
     def __init__(self, k: int):
         self.k = k
         self.heaps: dict[tuple[str, str], list] = {}
         self.count = 0
 
-    def offer(self, site: str, case_id: str, label: str, dice: float, pred: np.ndarray, ref: np.ndarray) -> None:
+    def _slot(self, site: str, label: str, dice: float) -> tuple[float, int] | None:
+        """The heap key of the next offer of (site, label) if it enters the heap, else None."""
         if self.k <= 0 or not np.isfinite(dice):
-            return
+            return None
         heap = self.heaps.setdefault((site, label), [])
         self.count += 1
         key = (-dice, -self.count)  # the root is the highest Dice, the latest among equals
         if len(heap) >= self.k and key <= heap[0][0]:
-            return
-        small_p, small_r = downsample(pred), downsample(ref)
-        entry = (key, case_id, np.packbits(small_p), np.packbits(small_r), small_p.shape)
+            return None
+        return key
+
+    def _push(self, site: str, label: str, entry: tuple) -> None:
+        heap = self.heaps[(site, label)]
         if len(heap) < self.k:
             heapq.heappush(heap, entry)
         else:
             heapq.heapreplace(heap, entry)
 
+    def offer(self, site: str, case_id: str, label: str, dice: float, pred: np.ndarray, ref: np.ndarray) -> None:
+        key = self._slot(site, label, dice)
+        if key is None:
+            return
+        small_p, small_r = downsample(pred), downsample(ref)
+        self._push(site, label, (key, case_id, np.packbits(small_p), np.packbits(small_r), small_p.shape))
+
+    def offer_candidates(self, candidates: Any) -> None:
+        """Offer another heap's :meth:`candidates` (a pyarrow Table), in their case order."""
+        rows = candidates.sort_by("order").to_pylist() if candidates.num_rows else []
+        for r in rows:
+            key = self._slot(r["site"], r["label"], r["dice"])
+            if key is not None:
+                pred, ref = np.frombuffer(r["pred"], np.uint8), np.frombuffer(r["ref"], np.uint8)
+                self._push(r["site"], r["label"], (key, r["case_id"], pred, ref, (r["height"], r["width"])))
+
+    def _entries(self) -> list[tuple]:
+        """(site, case_id, label, dice, height, width, pred, ref, order), lowest Dice first."""
+        rows = []
+        for (site, label), heap in self.heaps.items():
+            for (neg, order), case_id, p, r, shape in sorted(heap, key=lambda e: (-e[0][0], -e[0][1])):
+                rows.append((site, case_id, label, -neg, shape[0], shape[1], p.tobytes(), r.tobytes(), -order))
+        return rows
+
     def frame(self) -> Any:
         import pandas as pd
 
-        rows = []
-        for (site, label), heap in self.heaps.items():
-            for (neg, _), case_id, p, r, shape in sorted(heap, key=lambda e: (-e[0][0], -e[0][1])):
-                rows.append((site, case_id, label, -neg, shape[0], shape[1], p.tobytes(), r.tobytes()))
+        rows = [e[:8] for e in self._entries()]
         return pd.DataFrame(rows, columns=["site", "case_id", "label", "dice", "height", "width", "pred", "ref"])
+
+    def candidates(self) -> Any:
+        """The kept cases as a pyarrow Table with their offer ``order`` (for :meth:`offer_candidates`)."""
+        import pyarrow as pa
+
+        columns = list(zip(*self._entries(), strict=True)) or [()] * 9
+        return pa.table(
+            {
+                name: pa.array(list(values), typ)
+                for (name, typ), values in zip(candidate_schema().items(), columns, strict=True)
+            }
+        )
+
+
+@functools.cache
+def candidate_schema() -> dict[str, Any]:
+    """The columns of :meth:`WorstCases.candidates`."""
+    import pyarrow as pa
+
+    return {
+        "site": pa.string(),
+        "case_id": pa.string(),
+        "label": pa.string(),
+        "dice": pa.float64(),
+        "height": pa.int64(),
+        "width": pa.int64(),
+        "pred": pa.binary(),
+        "ref": pa.binary(),
+        "order": pa.int64(),
+    }
 
 
 # ---- streaming side files -------------------------------------------------------------------------
@@ -291,13 +404,11 @@ class _Stream:
         self.parts: list[Any] = []
         self.rows = 0
 
-    def write(self, columns: dict[str, Any]) -> None:
-        import pyarrow as pa
-
-        n = len(next(iter(columns.values())))
-        if n:
-            self.parts.append(pa.table(columns, schema=self.schema))
-            self.rows += n
+    def write(self, table: Any) -> None:
+        """Append a table of this stream's schema (a shard's rows)."""
+        if table.num_rows:
+            self.parts.append(table)
+            self.rows += table.num_rows
         if self.rows >= ROW_GROUP:
             self.flush()
 
@@ -314,35 +425,31 @@ class _Stream:
         self.tmp.replace(self.path)
 
 
-def _streams(out_dir: Path) -> dict[str, _Stream]:
+@functools.cache
+def side_schemas() -> dict[str, Any]:
+    """The Arrow schemas of the streamed side files, by stream name."""
     import pyarrow as pa
 
     text = pa.dictionary(pa.int32(), pa.string())
+    ids = [("site", text), ("case_id", pa.string()), ("label", text)]
     return {
-        "histogram": _Stream(
-            out_dir / "pixel_histogram.parquet",
-            pa.schema(
-                [
-                    ("site", text),
-                    ("case_id", pa.string()),
-                    ("label", text),
-                    ("bin", pa.int16()),
-                    ("n", pa.int64()),
-                    ("sum_p", pa.float64()),
-                    ("sum_y", pa.float64()),
-                ]
-            ),  # fmt: skip
+        "histogram": pa.schema(
+            [*ids, ("bin", pa.int16()), ("n", pa.int64()), ("sum_p", pa.float64()), ("sum_y", pa.float64())]
         ),
-        "sample": _Stream(
-            out_dir / "pixel_sample.parquet",
-            pa.schema(
-                [("site", text), ("case_id", pa.string()), ("label", text), ("logit", pa.float32()), ("y", pa.int8())]
-            ),
-        ),
+        "sample": pa.schema([*ids, ("logit", pa.float32()), ("y", pa.int8())]),
     }
 
 
-def _write_side(streams: dict[str, _Stream], site: str, case_id: str, res: _CaseOutput) -> None:
+def _streams(out_dir: Path) -> dict[str, _Stream]:
+    schemas = side_schemas()
+    return {
+        "histogram": _Stream(out_dir / "pixel_histogram.parquet", schemas["histogram"]),
+        "sample": _Stream(out_dir / "pixel_sample.parquet", schemas["sample"]),
+    }
+
+
+def _side_tables(site: str, case_id: str, res: _CaseOutput) -> dict[str, Any]:
+    """One case's rows of the side files, as Arrow tables by stream name."""
     import pyarrow as pa
 
     def ids(n: int) -> dict[str, Any]:
@@ -351,29 +458,30 @@ def _write_side(streams: dict[str, _Stream], site: str, case_id: str, res: _Case
             "case_id": pa.array([case_id] * n, pa.string()),
         }
 
+    schemas = side_schemas()
     h = res.histogram
     n_h = sum(len(b) for b in h["bin"])
     labels = np.concatenate([np.asarray(v, dtype=object) for v in h["label"]]) if n_h else np.zeros(0, object)
-    streams["histogram"].write(
-        {
-            **ids(n_h),
-            "label": pa.array(labels.tolist(), pa.string()).dictionary_encode(),
-            "bin": np.concatenate(h["bin"]).astype(np.int16),
-            "n": np.concatenate(h["n"]).astype(np.int64),
-            "sum_p": np.concatenate(h["sum_p"]),
-            "sum_y": np.concatenate(h["sum_y"]),
-        }
-    )
+    histogram = {
+        **ids(n_h),
+        "label": pa.array(labels.tolist(), pa.string()).dictionary_encode(),
+        "bin": np.concatenate(h["bin"]).astype(np.int16),
+        "n": np.concatenate(h["n"]).astype(np.int64),
+        "sum_p": np.concatenate(h["sum_p"]),
+        "sum_y": np.concatenate(h["sum_y"]),
+    }
     sm = res.sample
     n_s = sum(len(v) for v in sm["logit"])
-    streams["sample"].write(
-        {
-            **ids(n_s),
-            "label": pa.array([lab for part in sm["label"] for lab in part], pa.string()).dictionary_encode(),
-            "logit": np.concatenate(sm["logit"]),
-            "y": np.concatenate(sm["y"]),
-        }
-    )
+    sample = {
+        **ids(n_s),
+        "label": pa.array([lab for part in sm["label"] for lab in part], pa.string()).dictionary_encode(),
+        "logit": np.concatenate(sm["logit"]),
+        "y": np.concatenate(sm["y"]),
+    }
+    return {
+        "histogram": pa.table(histogram, schema=schemas["histogram"]),
+        "sample": pa.table(sample, schema=schemas["sample"]),
+    }
 
 
 # ---- the run ---------------------------------------------------------------------------------------
@@ -381,11 +489,42 @@ def _write_side(streams: dict[str, _Stream], site: str, case_id: str, res: _Case
 
 @dataclass
 class _Site:
-    """One site's outputs while it is scored."""
+    """One site's outputs while it is scored: its predictions rows as one frame per shard."""
 
-    rows: list[dict] = field(default_factory=list)
+    frames: list[Any] = field(default_factory=list)
     failures: list[tuple[str, str, str, str]] = field(default_factory=list)
     scored: int = 0
+    cached: int = 0
+
+
+@dataclass
+class _ShardBuilder:
+    """One shard's outputs while its cases are scored (memory bounded by the shard size)."""
+
+    index: int
+    worst: WorstCases
+    rows: list[dict] = field(default_factory=list)
+    side: dict[str, list] = field(default_factory=lambda: {"histogram": [], "sample": []})
+    failures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    scored: int = 0
+
+    def finish(self) -> SegmentationShard:
+        import pandas as pd
+        import pyarrow as pa
+
+        schemas = side_schemas()
+        side = {
+            name: pa.concat_tables(parts).combine_chunks() if parts else schemas[name].empty_table()
+            for name, parts in self.side.items()
+        }
+        return SegmentationShard(
+            rows=pa.Table.from_pandas(pd.DataFrame(self.rows), preserve_index=False),
+            histogram=side["histogram"],
+            sample=side["sample"],
+            candidates=self.worst.candidates(),
+            failures=self.failures,
+            scored=self.scored,
+        )
 
 
 def _settings(protocol: Any) -> _Settings:
@@ -399,7 +538,7 @@ def _settings(protocol: Any) -> _Settings:
         probabilities=protocol.model.output == "probabilities",
         threshold=float(seg.threshold),
         nsd=list(seg.nsd_tolerances_mm),
-        policy=EmptyPolicy(both=seg.empty.both, one=seg.empty.one),
+        policy=EmptyPolicy.of(seg.empty),
         biometry=seg.biometry,
         pixel_sample=int(seg.pixel_sample),
         seed=int(protocol.metrics.seed),
@@ -476,20 +615,76 @@ def _case_row(cases: Any, pos: int, attributes: list[str], stats: np.ndarray | N
 
 
 def _score_site(run: _Run, cohort: Any) -> _Site:
-    """One site's cases, batch by batch: per-case rows, side files streamed, worst cases offered."""
-    cases = cohort.cases
-    site = cohort.site.id
+    """One site's shards in order: each read from the cache where it holds them, else scored (and
+    cached); their rows kept, their side-file rows streamed, their worst cases offered."""
+    cases, site = cohort.cases, cohort.site.id
     n = len(cases)
+    ids = cases["case_id"].astype(str).tolist()
+    cache = SegmentationShardCache(run.cache_dir, site, run.key)
+    bounds = [(lo, min(n, lo + run.shard_size)) for lo in range(0, n, run.shard_size)]
+    keys = [_rows_key(run, cases, ids, lo, hi) for lo, hi in bounds]
+    todo = [s for s, (lo, hi) in enumerate(bounds) if cache.load_shard(s, keys[s], ids[lo:hi]) is None]
+    fresh = _score_shards(run, cases, site, todo, n)
     out = _Site()
+    try:
+        for s, (lo, hi) in enumerate(bounds):
+            if s in todo:
+                shard = next(fresh)
+                cache.save_shard(s, keys[s], ids[lo:hi], shard)
+            else:
+                shard = cache.load_shard(s, keys[s], ids[lo:hi])
+                if shard is None:  # it was read a moment ago: only another process can have changed it
+                    raise RuntimeError(f"cached segmentation shard {cache.path(s, keys[s])} changed while in use")
+                out.cached += hi - lo
+            _take(run, out, shard)
+    finally:
+        fresh.close()
+    return out
+
+
+def _rows_key(run: _Run, cases: Any, ids: list[str], lo: int, hi: int) -> str:
+    """The cache key of the site's rows [lo, hi): their image and mask files and the manifest columns
+    their predictions rows copy."""
+    columns = ["case_id", "site", "patient_id", *run.attributes, "acquired_at", "spacing_y_mm", "spacing_x_mm"]
+    manifest = cases.iloc[lo:hi][[c for c in dict.fromkeys(columns) if c in cases.columns]]
+    return segmentation_rows_key(
+        ids[lo:hi],
+        cases["image_path"].astype(str).tolist()[lo:hi],
+        cases["mask_path"].astype(str).tolist()[lo:hi],
+        manifest,
+        content=run.hash_inputs,
+    )
+
+
+def _take(run: _Run, out: _Site, shard: SegmentationShard) -> None:
+    """A finished shard (scored or cached) into the site's outputs and the run's side files and heaps."""
+    out.frames.append(shard.rows.to_pandas())
+    out.failures += shard.failures
+    out.scored += shard.scored
+    run.streams["histogram"].write(shard.histogram)
+    run.streams["sample"].write(shard.sample)
+    run.worst.offer_candidates(shard.candidates)
+
+
+def _score_shards(run: _Run, cases: Any, site: str, todo: list[int], n: int) -> Any:
+    """Score the shards ``todo`` of a site; yields each one's :class:`SegmentationShard` in order."""
+    if not todo:
+        return
     ids = cases["case_id"].astype(str).tolist()
     dataset = SegmentationCases(
         cases["image_path"].astype(str).tolist(), cases["mask_path"].astype(str).tolist(), run.spec, run.s.values
     )
-    batches = [list(range(b, min(n, b + run.batch_size))) for b in range(0, n, run.batch_size)]
+    batches = shard_batches(todo, n, run.shard_size, run.batch_size)
     loader = make_loader(dataset, batches, workers=run.workers, pin_memory=run.dev.type == "cuda")
-    bar = Progress(site, n, run.progress)
+    bar = Progress(site, sum(len(b) for b in batches), run.progress)
+    shard: _ShardBuilder | None = None
     try:
         for batch in loader:
+            index = int(batch["positions"][0]) // run.shard_size
+            if shard is not None and shard.index != index:
+                yield shard.finish()
+            if shard is None or shard.index != index:
+                shard = _ShardBuilder(index, WorstCases(run.worst.k))
             failed = list(batch["failed"])
             ok = batch["ok"].tolist()
             if ok:
@@ -499,17 +694,18 @@ def _score_site(run: _Run, cohort: Any) -> _Site:
                 for j, pos in enumerate(ok):
                     stats = batch["stats"][j].numpy() if batch["stats"] is not None else None
                     try:
-                        _keep_case(run, out, cases, pos, pred[j], batch["masks"][j], stats)
+                        _keep_case(run, shard, cases, pos, pred[j], batch["masks"][j], stats)
                     except CaseError as exc:
                         failed.append((pos, exc.reason, exc.stage))
-            out.failures += [
+            shard.failures += [
                 (site, ids[p], _scrub(run, reason, cases, p), stage) for p, reason, stage in sorted(failed)
             ]
             bar.update(len(batch["positions"]))
             release_freed_memory()
+        if shard is not None:
+            yield shard.finish()
     finally:
         bar.close()
-    return out
 
 
 @functools.cache
@@ -532,16 +728,19 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def _keep_case(run: _Run, out: _Site, cases: Any, pos: int, output: torch.Tensor, mask: np.ndarray, stats: Any) -> None:
+def _keep_case(
+    run: _Run, out: _ShardBuilder, cases: Any, pos: int, output: torch.Tensor, mask: np.ndarray, stats: Any
+) -> None:
     site, case_id = str(cases["site"].iloc[pos]), str(cases["case_id"].iloc[pos])
     spacing = (float(cases["spacing_y_mm"].iloc[pos]), float(cases["spacing_x_mm"].iloc[pos]))
     res = score_case(output, mask, spacing, site, case_id, run.s)
     base = _case_row(cases, pos, run.attributes, stats)
     for label, m in zip(run.s.labels, res.metrics, strict=True):
         out.rows.append({**base, "label": label, **m})
-    _write_side(run.streams, site, case_id, res)
+    for name, table in _side_tables(site, case_id, res).items():
+        out.side[name].append(table)
     for label, dice, pred, ref in res.overlays:
-        run.worst.offer(site, case_id, label, dice, pred, ref)
+        out.worst.offer(site, case_id, label, dice, pred, ref)
     out.scored += 1
 
 
@@ -569,6 +768,10 @@ class _Run:
     amp: str
     progress: bool
     attributes: list[str]
+    cache_dir: Path
+    shard_size: int
+    hash_inputs: bool
+    key: str = ""
 
     @property
     def channels(self) -> int:
@@ -591,11 +794,16 @@ def score_segmentation(
     strict: bool = False,
     progress: bool | None = None,
     result_type: Any = None,
+    cache_dir: Path | None = None,
+    shard_size: int = 512,
+    hash_inputs: bool = False,
 ) -> Any:
     """Score every site of a segmentation protocol with ``ckpt``; write predictions.parquet (one row
     per case and label), failures.csv, scoring.json and the side files (:data:`SIDE_FILES`) into
     ``out_dir``. Returns a ``result_type`` (:class:`validate.scoring.pipeline.ScoreResult`, which the
-    caller passes: this module does not import the pipeline that dispatches to it)."""
+    caller passes: this module does not import the pipeline that dispatches to it). Shards of
+    ``shard_size`` cases are cached under ``cache_dir`` (default ``out_dir/cache``; see
+    :mod:`validate.scoring.segmentation_cache`); ``hash_inputs`` keys image and mask files by content."""
     import sys
 
     from validate.cohort import load_site_manifest
@@ -622,13 +830,38 @@ def score_segmentation(
         amp=amp,
         progress=bool(sys.stderr.isatty() if progress is None else progress),
         attributes=list(dict.fromkeys([*protocol.attributes, *(g.column for g in protocol.subgroups if g.column)])),
+        cache_dir=Path(cache_dir) if cache_dir else out_dir / "cache",
+        shard_size=max(1, int(shard_size)),
+        hash_inputs=bool(hash_inputs),
     )
+    run.key = _run_key(run)
     try:
         sites = {c.site.id: _score_site(run, c) for c in cohorts}
     finally:
         for stream in run.streams.values():
             stream.close()
     return _finish(protocol, ckpt, run, sites, out_dir, strict, started, result_type)
+
+
+def _run_key(run: _Run) -> str:
+    """The key of the run's shards: what changes any number a shard keeps."""
+    from validate.scoring.volume_inputs import preprocessing_key
+
+    settings = {
+        **dataclasses.asdict(run.s),
+        "activation": run.activation,
+        "worst_cases": run.worst.k,
+        "pixel_bins": PIXEL_BINS,
+        "overlay_side": OVERLAY_SIDE,
+    }
+    return segmentation_run_key(
+        checkpoint_sha256=run.ckpt.sha256,
+        preprocessing=preprocessing_key(run.spec),
+        output={"task": "segmentation", "output": run.protocol.model.output, "channels": run.channels},
+        settings=settings,
+        amp=run.amp,
+        shard_size=run.shard_size,
+    )
 
 
 def _finish(
@@ -644,16 +877,16 @@ def _finish(
     import pandas as pd
 
     from validate.io import atomic_path
-    from validate.scoring.outputs import failures_frame, write_failures, write_predictions
+    from validate.scoring.outputs import failures_frame, strict_failure, write_failures, write_predictions
 
-    rows = [r for s in sites.values() for r in s.rows]
-    predictions = pd.DataFrame(rows)
+    frames = [f for s in sites.values() for f in s.frames]
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     failures = failures_frame([f for s in sites.values() for f in s.failures])
     counts = {
         "cases": sum(s.scored + len(s.failures) for s in sites.values()),
         "scored": sum(s.scored for s in sites.values()),
         "failed": sum(len(s.failures) for s in sites.values()),
-        "cached": 0,
+        "cached": sum(s.cached for s in sites.values()),
         "sites": {
             k: {"cases": s.scored + len(s.failures), "scored": s.scored, "failed": len(s.failures)}
             for k, s in sites.items()
@@ -697,10 +930,6 @@ def _finish(
         files=files,
     )
     if strict and counts["failed"]:
-        first = failures.iloc[0]
-        raise InputError(
-            f"{counts['failed']} case(s) could not be scored and --strict makes that fatal; first: "
-            f"site {first['site']}, case {first['case_id']}: {first['reason']} (all listed in {files['failures']})",
-            field="--strict",
-        )
+        first = next(f for s in sites.values() for f in s.failures)
+        raise strict_failure(sum(len(s.failures) for s in sites.values()), first, files["failures"])
     return result
