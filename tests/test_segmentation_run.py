@@ -1,7 +1,6 @@
 """A segmentation run end to end (`validate run` → bundle → `validate gate`): metrics.json BLOCKs,
 segmentation.json, the side files with hashed case ids, the gates (absolute and compare: baseline)
-and their exit codes. Needs the protocol's ``task: segmentation`` and the segmentation scorer (slice
-segscore): skipped until they are merged."""
+and their exit codes."""
 
 from __future__ import annotations
 
@@ -15,18 +14,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-
-def _segmentation_supported() -> bool:
-    from typing import get_args
-
-    from validate import protocol
-
-    return "segmentation" in get_args(getattr(protocol, "Task", None) or ()) and hasattr(protocol, "SegmentationSpec")
-
-
-pytestmark = pytest.mark.skipif(
-    not _segmentation_supported(), reason="waits for task: segmentation in validate.protocol (slice segscore)"
-)
 
 H, W = 24, 32
 
@@ -125,3 +112,19 @@ def test_a_degraded_model_fails_its_segmentation_gate(tmp_path):
     result = run_protocol(path, out=tmp_path / "bundle", cache_dir=tmp_path / "cache")
     assert result.exit_code == 1
     assert {r.site: r.verdict for r in result.gates.rows if r.metric == "dice"} == {"dev": "fail", "ext": "fail"}
+
+
+def test_masks_whose_values_no_label_declares_fail_every_site_never_pass(tmp_path):
+    # a typo in label_values: every case fails to read, and the run must say so as a FAIL (exit 1) with the
+    # reason, not pass on an empty table, not stop as malformed predictions, not pair an empty baseline
+    from validate.pipeline import run_protocol
+
+    path = workspace(tmp_path, "- {metric: hd95_mm, scope: each_site, max: 20}\n")
+    path.write_text(path.read_text().replace("label_values: {head: 255}", "label_values: {head: 1}"))
+    result = run_protocol(path, out=tmp_path / "bundle", cache_dir=tmp_path / "cache")
+    assert result.exit_code == 1
+    rows = [r for r in result.gates.rows if r.site in ("dev", "ext")]
+    assert rows and all(r.verdict == "fail" for r in rows)
+    assert all("does not declare" in r.reason for r in rows)
+    failures = pd.read_csv(result.bundle / "failures.csv")
+    assert len(failures) == 72 and failures["reason"].str.contains("pixel value").all()

@@ -137,7 +137,7 @@ def segmentation_cases(frame: pd.DataFrame, labels: Sequence[str] | None = None,
     cases = frame.iloc[first].drop(columns=["label", *metrics], errors="ignore").reset_index(drop=True)
     _check_values(frame, metrics, file)
     values = np.full((len(uniq), len(labels), len(metrics)), np.nan)
-    label_idx = lab.map({name: i for i, name in enumerate(labels)}).to_numpy()
+    label_idx = lab.map({name: i for i, name in enumerate(labels)}).to_numpy(dtype=np.int64)
     values[codes, label_idx] = frame[metrics].to_numpy(dtype=np.float64)
     present = np.zeros((len(uniq), len(labels)), dtype=bool)
     present[codes, label_idx] = True

@@ -138,7 +138,7 @@ def analyse_segmentation(protocol, frame, failures, *, side: dict | None = None,
     )
     metrics["sites"] = {s: metrics["sites"][s] for s in order}
     comparison = None
-    if baseline_frame is not None:
+    if baseline_frame is not None and data.n:  # no case scored: the gates fail on that, there is nothing to pair
         base = segmentation_cases(baseline_frame.reset_index(drop=True), data.labels)
         comparison = paired_comparison(data, base, settings=settings)
     first = frame.groupby(data.case_of_row, sort=True).head(1).index

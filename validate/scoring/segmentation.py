@@ -864,6 +864,19 @@ def _run_key(run: _Run) -> str:
     )
 
 
+def _no_rows(s: _Settings) -> Any:
+    """The predictions of a run that scored no case: no row, every column (a run whose every case
+    failed must reach the gates — each site with no scored case fails them — not read as a malformed
+    predictions file)."""
+    import pandas as pd
+
+    from validate.metrics.segmentation import metric_keys
+
+    columns = ["case_id", "site", "patient_id", "label", "spacing_y_mm", "spacing_x_mm"]
+    columns += [*metric_keys(2, s.nsd, s.biometry), "area_expected_mm2"]
+    return pd.DataFrame({c: pd.Series(dtype=object if c in columns[:4] else np.float64) for c in columns})
+
+
 def _finish(
     protocol: Any,
     ckpt: Any,
@@ -879,8 +892,8 @@ def _finish(
     from validate.io import atomic_path
     from validate.scoring.outputs import failures_frame, strict_failure, write_failures, write_predictions
 
-    frames = [f for s in sites.values() for f in s.frames]
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    frames = [f for s in sites.values() for f in s.frames if len(f)]  # a shard of failures has no rows
+    predictions = pd.concat(frames, ignore_index=True) if frames else _no_rows(run.s)
     failures = failures_frame([f for s in sites.values() for f in s.failures])
     counts = {
         "cases": sum(s.scored + len(s.failures) for s in sites.values()),
