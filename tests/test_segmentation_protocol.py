@@ -82,9 +82,9 @@ def test_nsd_keys(tau, key):
 
 
 def test_protocol_gates_and_metrics_name_an_nsd_tolerance_alike(tmp_path):
-    """A tolerance whose shortest repr and ``{:g}`` text differ (0.1234567 mm: ``{:g}`` keeps six
-    digits): the protocol's keys, the gate columns and the metrics' own row must use one name, or a
-    gate on that NSD finds no column."""
+    """A tolerance with seven significant digits (0.1234567 mm): the protocol's keys, the gate columns
+    and the metrics' own row must use one name, or a gate on that NSD finds no column — and the name
+    must be this tolerance's alone (``{:g}`` would have cut it to 0.123457)."""
     import numpy as np
 
     from validate.segmentation_gates import protocol_metric_columns
@@ -94,7 +94,7 @@ def test_protocol_gates_and_metrics_name_an_nsd_tolerance_alike(tmp_path):
     mask[2:6, 2:6] = True
     row = case_metrics(mask, mask, (1.0, 1.0), nsd_tolerances_mm=[0.1234567])
     written = [k for k in row if k.startswith("nsd_")]
-    assert written == ["nsd_0p123457mm"]  # written out by hand: {:g} of 0.1234567, dot as p
+    assert written == ["nsd_0p1234567mm"]  # written out by hand: the tolerance's digits, dot as p
     assert p.segmentation.nsd_keys == written
     assert set(written) <= set(protocol_metric_columns(p))
 
@@ -148,3 +148,19 @@ def test_section_refused_for_classification(tmp_path):
 def test_attribute_named_like_a_row_column_refused(tmp_path, column):
     text = BASE + f"segmentation: {{}}\nattributes: [{column}]\n"
     assert f"`{column}` is the name of a standard case column" in messages(tmp_path, text)
+
+
+@pytest.mark.parametrize("tolerance", [1e-05, 2e-7, 1e16])
+def test_a_tolerance_its_key_cannot_spell_is_refused(tolerance):
+    # nsd_1e-05mm would not be read back as an NSD column (nsd_<digits>[p<digits>]mm)
+    from validate.metrics.segmentation import nsd_key
+
+    with pytest.raises(ValueError, match="plain decimal"):
+        nsd_key(tolerance)
+
+
+def test_tolerances_that_differ_get_different_keys():
+    from validate.metrics.segmentation import nsd_key
+
+    assert nsd_key(1.5) == "nsd_1p5mm" and nsd_key(1.500001) == "nsd_1p500001mm"
+    assert nsd_key(0.1234567) == "nsd_0p1234567mm" and nsd_key(2.0) == "nsd_2mm"

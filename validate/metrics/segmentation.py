@@ -91,7 +91,10 @@ def nsd_key(tolerance_mm: float) -> str:
     tau = float(tolerance_mm)
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"an NSD tolerance must be a positive number of mm, got {tolerance_mm!r}")
-    return "nsd_" + f"{tau:g}".replace(".", "p") + "mm"
+    text = repr(tau).removesuffix(".0")  # the shortest text that reads back as tau: one key per tolerance
+    if "e" in text:
+        raise ValueError(f"an NSD tolerance is a plain decimal number of mm (no exponent), got {tolerance_mm!r}")
+    return "nsd_" + text.replace(".", "p") + "mm"
 
 
 def metric_keys(ndim: int, nsd_tolerances_mm: Sequence[float] = (), biometry: str | None = None) -> tuple[str, ...]:
