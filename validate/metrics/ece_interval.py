@@ -80,10 +80,13 @@ class BinnedGaps:
         }
         self.sum_p = bin_matrix.T @ cases.p
         self.n = n
-        adaptive = np.zeros((n, bins))
-        adaptive[np.arange(n), self.group] = resid
-        # per-bin residual columns (equal-width, then equal-mass): replicate sums are one product
-        self.columns = np.ascontiguousarray(np.column_stack([bin_matrix * resid[:, None], adaptive]))
+        # per-bin residual columns (equal-width, then equal-mass): replicate sums are one product.
+        # Written into the one matrix (the bin matrix's products, then the group's residual) rather
+        # than stacked from copies, so that building it holds no more than the matrix and the bins
+        self.columns = np.zeros((n, 2 * bins))
+        np.multiply(bin_matrix, resid[:, None], out=self.columns[:, :bins])
+        del bin_matrix
+        self.columns[np.arange(n), bins + self.group] = resid
 
     def error_replicates(self, ws: np.ndarray) -> dict[str, np.ndarray]:
         """Δ* = Σ_b |S*_b / N* − S_b / N| of every replicate (rows of ``ws``, in sorted order), for ECE
