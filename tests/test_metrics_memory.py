@@ -62,17 +62,41 @@ def test_linear_columns_are_the_stacked_definitions_bit_for_bit(n, thresholds):
     np.testing.assert_array_equal(_bits(got), _bits(expected))
 
 
-@pytest.mark.parametrize("n", [7, 1000, 30_011])
-def test_ece_residual_columns_are_the_stacked_definitions_bit_for_bit(n):
-    y, p = _cases(n, seed=1)
-    cases = BinaryCases(y, p, BINS)
+def _stacked_ece_columns(cases: BinaryCases) -> np.ndarray:
+    """Residual y − p in its equal-width bin's column, then in its equal-mass group's column."""
+    n = cases.n
     resid = cases.y_float - cases.p
     adaptive = np.zeros((n, BINS))
     adaptive[np.arange(n), adaptive_membership(n, BINS)] = resid
-    expected = np.column_stack([_bin_matrix(cases.p, BINS) * resid[:, None], adaptive])
-    got = BinnedGaps(cases).columns
-    assert got.flags["C_CONTIGUOUS"]
-    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    return np.column_stack([_bin_matrix(cases.p, BINS) * resid[:, None], adaptive])
+
+
+def _error_replicates(cases: BinaryCases, ws: np.ndarray) -> dict[str, np.ndarray]:
+    """Δ* = Σ_b |S*_b / N* − S_b / N| (ECE, adaptive ECE) from the stacked residual columns."""
+    columns = _stacked_ece_columns(cases)
+    sums = ws @ columns
+    full = columns.sum(axis=0) / cases.n
+    total = ws.sum(axis=1)[:, None]
+    return {
+        "ece~error": np.abs(sums[:, :BINS] / total - full[:BINS]).sum(axis=1),
+        "ece_adaptive~error": np.abs(sums[:, BINS:] / total - full[BINS:]).sum(axis=1),
+    }
+
+
+@pytest.mark.parametrize("n", [7, 1000, 30_011])
+@pytest.mark.parametrize("monotone", [True, False])
+def test_ece_error_replicates_equal_the_stacked_columns_product(n, monotone):
+    """By runs of sorted cases (a score monotone in p) or by the residual columns (a score that is
+    not): the bootstrap errors of ECE and adaptive ECE of the product with the stacked columns."""
+    y, p = _cases(n, seed=1)
+    score = None if monotone else np.random.default_rng(8).random(n)
+    cases = BinaryCases(y, p, BINS, score=score)
+    gaps = BinnedGaps(cases)
+    assert (gaps.columns is None) == monotone
+    ws = _replicate_weights(n, 6)
+    got = gaps.error_replicates(ws)
+    for name, expected in _error_replicates(cases, ws).items():
+        np.testing.assert_allclose(got[name], expected, rtol=1e-12, atol=1e-15, err_msg=name)
 
 
 @pytest.mark.parametrize("n", [9, 1000, 30_011])
@@ -112,12 +136,27 @@ def test_linear_matrix_is_built_without_stacked_copies():
     assert peak <= mat.nbytes + 8 * 8 * N_MEMORY
 
 
-def test_ece_columns_are_built_without_stacked_copies():
+def test_ece_sums_need_no_per_case_matrix():
     y, p = _cases(N_MEMORY)
     cases = BinaryCases(y, p, BINS)
     gaps, peak = _peak_over(lambda: BinnedGaps(cases))
-    # the columns (2 x 15) and the bin matrix (15) they are computed from, plus a few columns
-    assert peak <= gaps.columns.nbytes + 8 * BINS * N_MEMORY + 8 * 8 * N_MEMORY
+    live = tracemalloc_live(lambda: BinnedGaps(cases))
+    # while built: the bin matrix (15 columns) of the point sums and a few columns; kept: a column
+    assert peak <= 8 * BINS * N_MEMORY + 8 * 8 * N_MEMORY
+    assert live <= 3 * 8 * N_MEMORY
+
+
+def tracemalloc_live(build) -> int:
+    """Bytes of NumPy's allocations still held once ``build()`` returned, its result kept."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = build()
+        live = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    del out
+    return live
 
 
 def test_smoother_powers_are_built_without_stacked_copies():
