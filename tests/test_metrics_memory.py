@@ -201,3 +201,20 @@ def test_smoothers_of_a_chunk_hold_a_part_of_its_rows(monkeypatch):
     _, peak = _peak_over(lambda: replicates.Draw(cases, ws, [0.5]).smooth())
     # two rows at a time: ~45 bytes a case and replicate, i.e. ~90 a case (16 rows at once: ~720)
     assert peak <= 250 * N_MEMORY
+
+
+def test_replicate_rows_are_drawn_without_a_matrix_of_draws():
+    """Rows of an RNG block (the chunks of a large sample) hold their weights and one row's draws, not
+    the (k, cases) draws and the bounded generator's temporaries over all of them."""
+    from validate.metrics.bootstrap import RNG_BLOCK, Resampling
+
+    res = Resampling(N_MEMORY)
+    k = 16
+    res.rows(7, 0, 0, 1)  # the block's stream offsets (a pass of fixed size) are counted once, kept
+    weights, peak = _peak_over(lambda: res.rows(7, 0, 3, k))
+    # the row-by-row result equals NumPy's own draws of the whole block
+    drawn = np.random.default_rng([7, 0]).integers(0, N_MEMORY, size=(RNG_BLOCK, N_MEMORY), dtype=np.int32)
+    expected = np.stack([np.bincount(drawn[r], minlength=N_MEMORY) for r in range(3, 3 + k)])
+    np.testing.assert_array_equal(weights, expected)
+    # the weights and ~a dozen columns of one row's draws (all k rows at once: ~3 times the weights)
+    assert peak <= weights.nbytes + 12 * 8 * N_MEMORY
