@@ -31,9 +31,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+# this checkout's validate, not whichever one the environment installed (an editable install of
+# another worktree would otherwise be what the children measure)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_table(n: int, sites: int, seed: int = 0) -> pd.DataFrame:

@@ -241,6 +241,8 @@ def _binary_replicates(
                 vals.update(gaps.error_replicates(w))
             for k, v in vals.items():
                 reps.setdefault(k, []).append(np.asarray(v))
+            # not held while the next chunk is drawn, beside the block's per-case matrices
+            del w, vals
     return {k: np.concatenate(v) for k, v in reps.items()}
 
 

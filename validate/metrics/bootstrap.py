@@ -77,11 +77,16 @@ class Resampling:
         key = (int(seed), int(b))
         if self._stream is None or self._stream.key != key:
             self._stream = BlockStream(key, self.stratum_size)
-        drawn = np.empty((k, self.n_units), dtype=np.int64)
-        for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
-            drawn[:, start : start + size] = self._stream.draws(s, r0, k)
-            drawn[:, start : start + size] += start
-        return self._counts(drawn)
+        # one row's draws at a time: the (k, units) draws and their generation's temporaries would
+        # hold several times the weights themselves
+        out = np.empty((k, self.n))
+        drawn = np.empty((1, self.n_units), dtype=np.int64)
+        for r in range(k):
+            for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
+                drawn[:, start : start + size] = self._stream.draws(s, r0 + r, 1)
+                drawn[:, start : start + size] += start
+            out[r] = self._counts(drawn)[0]
+        return out
 
     def _counts(self, drawn: np.ndarray) -> np.ndarray:
         """Weights (k, n) from unit draws (k, units): how often each case's unit was drawn."""

@@ -80,16 +80,36 @@ class BinnedGaps:
         }
         self.sum_p = bin_matrix.T @ cases.p
         self.n = n
-        adaptive = np.zeros((n, bins))
-        adaptive[np.arange(n), self.group] = resid
-        # per-bin residual columns (equal-width, then equal-mass): replicate sums are one product
-        self.columns = np.ascontiguousarray(np.column_stack([bin_matrix * resid[:, None], adaptive]))
+        self.resid = resid
+        # sorted by p, the cases of an equal-width bin are one run, as are those of an equal-mass
+        # group: a replicate's per-bin sum is then one dot product over the run, with no per-case
+        # matrix. A score that is not monotone in p (bins not in runs) keeps the residual columns.
+        idx = cases.bin_idx
+        self.columns: np.ndarray | None = None
+        self.runs: tuple[np.ndarray, np.ndarray] | None = None  # (first, end) case of each bin's run
+        if n == 0 or bool(np.all(idx[1:] >= idx[:-1])):
+            edges = np.searchsorted(idx, np.arange(bins + 1), side="left")
+            group_edges = np.r_[0, np.cumsum(adaptive_groups(n, bins))]
+            self.runs = np.r_[edges[:-1], group_edges[:-1]], np.r_[edges[1:], group_edges[1:]]
+        else:
+            self.columns = np.zeros((n, 2 * bins))
+            np.multiply(bin_matrix, resid[:, None], out=self.columns[:, :bins])
+            del bin_matrix
+            self.columns[np.arange(n), bins + self.group] = resid
 
     def error_replicates(self, ws: np.ndarray) -> dict[str, np.ndarray]:
         """Δ* = Σ_b |S*_b / N* − S_b / N| of every replicate (rows of ``ws``, in sorted order), for ECE
-        and adaptive ECE: one product of the weights with the per-bin residual columns of both."""
+        and adaptive ECE: per bin, the weights of its run of cases times their residuals."""
         bins = self.cases.bins
-        sums = ws @ self.columns
+        if self.runs is None:
+            assert self.columns is not None
+            sums = ws @ self.columns
+        else:
+            starts, ends = self.runs
+            sums = np.zeros((ws.shape[0], 2 * bins))
+            for j, (a, b) in enumerate(zip(starts, ends, strict=True)):
+                if b > a:
+                    sums[:, j] = ws[:, a:b] @ self.resid[a:b]
         total = ws.sum(axis=1)[:, None]
         out = {}
         for name, reps in (("ece", sums[:, :bins]), ("ece_adaptive", sums[:, bins:])):

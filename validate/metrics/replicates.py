@@ -30,6 +30,11 @@ from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clo
 # below this many cases the smoothers are cheaper on the expanded sample than from segment moments
 SMOOTH_ENGINE_MIN_N = 1000
 LOWESS_METRICS = ("eavg", "e50", "e90", "emax")
+# cases x replicates per batch of the segment-moment smoothers: their window plans, positions and
+# per-replicate errors take ~45 bytes per case and replicate, so a chunk of replicate weights
+# (:data:`~validate.metrics.bootstrap.CHUNK_CELLS`, 4 times as many) is smoothed in parts to keep them
+# off the block's peak (each replicate's smooths are its own; only a BLAS sum order may change, ~1e-15)
+SMOOTH_CELLS = 1 << 22
 
 
 class BinaryCases:
@@ -79,14 +84,28 @@ class BinaryCases:
         m[np.arange(self.n), self.bin_idx] = 1.0
         return m
 
-    def _linear_columns(self) -> np.ndarray:
-        """Columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count."""
-        bin_matrix = self.bin_matrix
+    def _linear_columns(self, thresholds=()) -> np.ndarray:
+        """Columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count, then
+        [p >= t, y·(p >= t)] per threshold t. Each column is written straight into the one matrix
+        (the same elementwise products a column stack of the pieces holds) so that building it never
+        holds more than the matrix itself and one column."""
+        n, B = self.n, self.bins
+        out = np.empty((n, 3 + 2 * B + 2 * len(thresholds)))
         q = clip_probability(self.p)
-        nll = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
-        return np.column_stack(
-            [(self.p - self.y) ** 2, nll, self.y, bin_matrix * (self.y - self.p)[:, None], bin_matrix]
-        )
+        out[:, 0] = (self.p - self.y) ** 2
+        out[:, 1] = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
+        out[:, 2] = self.y
+        resid = self.y - self.p
+        for b in range(B):
+            in_bin = self.bin_idx == b
+            # the indicator times (y − p), as the bin matrix's product gives it (0.0 or −0.0 outside)
+            np.multiply(in_bin, resid, out=out[:, 3 + b])
+            out[:, 3 + B + b] = in_bin
+        for i, t in enumerate(thresholds):
+            call = out[:, 3 + 2 * B + 2 * i]
+            call[:] = self.p >= t
+            np.multiply(self.y, call, out=out[:, 4 + 2 * B + 2 * i])
+        return out
 
     @property
     def linear(self) -> np.ndarray:
@@ -100,12 +119,7 @@ class BinaryCases:
         key = tuple(float(t) for t in thresholds)
         mat = self._with_calls.get(key)
         if mat is None:
-            cols = [self._with_calls[()] if () in self._with_calls else self._linear_columns()]
-            for t in key:
-                call = (self.p >= t).astype(np.float64)
-                cols.append(np.column_stack([call, self.y * call]))
-            mat = np.ascontiguousarray(np.column_stack(cols)) if key else cols[0]
-            self._with_calls[key] = mat
+            mat = self._with_calls[key] = self._linear_columns(key)
         return mat
 
     def decision_matrix(self, thresholds) -> np.ndarray:
@@ -251,7 +265,9 @@ class Draw:
         if self._smooth is None:
             c, ws = self.cases, self.ws
             if c.n >= SMOOTH_ENGINE_MIN_N:
-                self._smooth = c.smooth_replicates_fast(ws)
+                step = max(1, SMOOTH_CELLS // c.n)
+                parts = [c.smooth_replicates_fast(ws[r0 : r0 + step]) for r0 in range(0, ws.shape[0], step)]
+                self._smooth = {m: np.concatenate([part[m] for part in parts]) for m in parts[0]}
             else:
                 sm = {m: np.empty(ws.shape[0]) for m in (*LOWESS_METRICS, "ici")}
                 for r in range(ws.shape[0]):
