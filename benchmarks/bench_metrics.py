@@ -25,6 +25,7 @@ Usage: .venv/bin/python benchmarks/bench_metrics.py [--n 100000] [--sites 5] [--
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import subprocess
@@ -179,14 +180,25 @@ def bench_b(n=10_000_000, repeats=5):
     return min(times["ours"]), min(times["bare"])
 
 
+def _current_rss() -> int:
+    """This process's resident set size now, in bytes (Linux /proc/self/statm)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def scale_child(n: int, sites: int, reps: int) -> dict:
     """One size of (d), run in this (child) process: seconds of ``metrics_report`` and the process's
-    peak RSS (``ru_maxrss``, KiB on Linux) before and after it."""
+    resident size before it (the input table) and peak RSS after it (``ru_maxrss``, KiB on Linux)."""
     from validate.metrics import MetricSettings, metrics_report
     from validate.predictions import table_from_frame
 
     table = table_from_frame(make_table(n, sites))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    gc.collect()
+    # the input's resident size now (not the peak so far: building the table may have peaked higher,
+    # and that transient belongs to neither the input nor the report)
+    before = _current_rss()
     t0 = time.perf_counter()
     metrics_report(table, settings=MetricSettings(n_bootstrap=reps), workers=1)
     seconds = time.perf_counter() - t0

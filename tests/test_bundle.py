@@ -269,6 +269,7 @@ def test_read_bundle_refuses_a_bundle_missing_a_file_its_protocol_implies(tmp_pa
     )
     assert set(implied_files(text)) == {"gates.json", "calibration.json", "subgroups.json", "shift.json"}
     assert implied_files("name: t\nsites:\n  - {id: a}\n") == {}
+    assert set(implied_files("name: t\ntask: segmentation\nsites:\n  - {id: a}\n")) == {"segmentation.json"}
     target = write_minimal(tmp_path / "b")
     (target / "protocol.yaml").write_text(text)
     for name in ("calibration.json", "subgroups.json", "shift.json"):

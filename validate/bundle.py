@@ -886,7 +886,8 @@ def implied_files(protocol_text: str) -> dict[str, str]:
 
     ``gates.json`` when gates are declared (without it a report would read "no gates declared", a
     false PASS); ``calibration.json`` when a calibration section is declared; ``subgroups.json`` when
-    subgroups are; ``shift.json`` when the sites include a development site and another site. The
+    subgroups are; ``shift.json`` when the sites include a development site and another site;
+    ``segmentation.json`` when the task is segmentation (its pixel calibration and worst cases). The
     bundle's protocol copy is read as plain YAML (its relative paths point beside the original file).
     """
     import yaml
@@ -907,6 +908,8 @@ def implied_files(protocol_text: str) -> dict[str, str]:
     sites = [s for s in data.get("sites") or [] if isinstance(s, dict)]
     if any(s.get("role") == "development" for s in sites) and len(sites) > 1:
         out["shift.json"] = "its protocol.yaml declares a development site and other sites"
+    if data.get("task") == "segmentation":
+        out["segmentation.json"] = "its protocol.yaml declares task: segmentation"
     return out
 
 

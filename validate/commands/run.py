@@ -70,7 +70,7 @@ def register(parser) -> None:
         "--hash-inputs",
         action="store_true",
         default=None,
-        help="key the scoring cache by each image file's content (sha256), not its size and "
+        help="key the scoring cache by each image (and mask) file's content (sha256), not its size and "
         "modification time (default on when the environment variable CI is true or 1)",
     )
     parser.add_argument(

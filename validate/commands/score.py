@@ -54,7 +54,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--hash-inputs",
         action="store_true",
         default=None,
-        help="key cached shards by each image file's content (sha256) instead of its size and "
+        help="key cached shards by each image (and mask) file's content (sha256) instead of its size and "
         "modification time, so a replaced image is never served a stale score; on by default "
         "when the environment variable CI is true or 1",
     )
