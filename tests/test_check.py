@@ -144,6 +144,27 @@ def test_label_outside_classes(tmp_path, capsys):
     assert "['absent', 'present']" in out
 
 
+def test_bad_number_date_and_empty_id_each_name_their_row(tmp_path, capsys):
+    ext = "case_id,label,age,chol,sex,acquired_at\ne1,1,52,high,M,2024-01-03\n,absent,39,220,F,last tuesday\n"
+    path = write_tabular(tmp_path, ext=ext)
+    code, out = run_check(capsys, path)
+    assert code == 2
+    csv = tmp_path / "ext.csv"
+    assert f"{csv}, line 2, row 1: chol: value 'high' is not a number" in out
+    assert f"{csv}, line 3, row 2: case_id: empty case_id" in out
+    assert f"{csv}, line 3, row 2: acquired_at: date 'last tuesday' is not an ISO date" in out
+
+
+def test_only_the_first_rows_of_a_bad_column_are_reported(tmp_path, capsys):
+    from validate.cohort import ROWS_REPORTED
+
+    rows = "".join(f"e{i},1,52,x{i},M\n" for i in range(ROWS_REPORTED + 5))
+    code, out = run_check(capsys, write_tabular(tmp_path, ext="case_id,label,age,chol,sex\n" + rows))
+    assert code == 2
+    assert out.count("is not a number") == ROWS_REPORTED
+    assert f"value 'x{ROWS_REPORTED - 1}'" in out and f"value 'x{ROWS_REPORTED}'" not in out
+
+
 def test_duplicate_case_id(tmp_path, capsys):
     path = write_tabular(tmp_path, ext=EXT + "e1,0,50,200,F\n")
     code, out = run_check(capsys, path)

@@ -43,6 +43,21 @@ def _row_error(message: str, *, file: Path, row: int, field: str, expected: str 
     return InputError(message, file=file, row=row + 1, line=row + 2, field=field, expected=expected)
 
 
+# a manifest with thousands of bad rows reports the first ones: enough to find the pattern
+ROWS_REPORTED = 20
+
+
+def _report_rows(
+    problems: ProblemCollector, bad, message, *, file: Path, field: str, expected: str | None = None
+) -> None:
+    """One problem per flagged row (``bad``: a boolean mask or the row indices), the first
+    :data:`ROWS_REPORTED` of them; ``message(r)`` says what is wrong with row r (0-based)."""
+    rows = np.asarray(bad)
+    rows = np.flatnonzero(rows) if rows.dtype == bool else rows
+    for r in rows[:ROWS_REPORTED]:
+        problems.add(_row_error(message(int(r)), file=file, row=int(r), field=field, expected=expected))
+
+
 def read_manifest(path: Path) -> pd.DataFrame:
     """Read a manifest CSV as strings (missing cells become ''), with a clear error if unreadable.
 
@@ -211,29 +226,28 @@ def _identifiers(
     cols = protocol.columns
     out = pd.DataFrame({"case_id": df[cols.case_id].str.strip()})
     out["site"] = site.id
-    blank_ids = np.flatnonzero(out["case_id"].eq("").to_numpy())
-    for r in blank_ids[:20]:
-        problems.add(
-            _row_error(
-                "empty case_id",
-                file=manifest_path,
-                row=int(r),
-                field=cols.case_id,
-                expected="a non-empty identifier unique within the site",
-            )
-        )
+    _report_rows(
+        problems,
+        out["case_id"].eq("").to_numpy(),
+        lambda r: "empty case_id",
+        file=manifest_path,
+        field=cols.case_id,
+        expected="a non-empty identifier unique within the site",
+    )
     dup = out["case_id"].duplicated(keep="first") & out["case_id"].ne("")
-    for r in np.flatnonzero(dup.to_numpy())[:20]:
+
+    def duplicate(r: int) -> str:
         first = int(np.flatnonzero(out["case_id"].eq(out["case_id"].iloc[r]).to_numpy())[0])
-        problems.add(
-            _row_error(
-                f"duplicate case_id {out['case_id'].iloc[r]!r} (first at row {first + 1})",
-                file=manifest_path,
-                row=int(r),
-                field=cols.case_id,
-                expected="case_id unique within the site",
-            )
-        )
+        return f"duplicate case_id {out['case_id'].iloc[r]!r} (first at row {first + 1})"
+
+    _report_rows(
+        problems,
+        dup.to_numpy(),
+        duplicate,
+        file=manifest_path,
+        field=cols.case_id,
+        expected="case_id unique within the site",
+    )
     if cols.patient_id in df.columns:
         pid = df[cols.patient_id].str.strip()
         out["patient_id"] = pid.where(pid.ne(""), out["case_id"])
@@ -252,32 +266,28 @@ def _read_labels(
             col = f"y_{lab}"
             vals = df[col].str.strip()
             bad = ~vals.isin(["0", "1"])
-            for r in np.flatnonzero(bad.to_numpy())[:20]:
-                problems.add(
-                    _row_error(
-                        f"label value {vals.iloc[r]!r} is not 0 or 1",
-                        file=manifest_path,
-                        row=int(r),
-                        field=col,
-                        expected="0 or 1",
-                    )
-                )
+            _report_rows(
+                problems,
+                bad.to_numpy(),
+                lambda r, v=vals: f"label value {v.iloc[r]!r} is not 0 or 1",
+                file=manifest_path,
+                field=col,
+                expected="0 or 1",
+            )
             out[col] = pd.to_numeric(vals.where(~bad, "0")).astype("int64")
         return
     label = protocol.columns.label
     vals = df[label].str.strip()
     y = vals.map(_label_map(protocol))
     classes = protocol.classes or []  # declared for every task with a label column
-    for r in np.flatnonzero(y.isna().to_numpy())[:20]:
-        problems.add(
-            _row_error(
-                f"label {vals.iloc[r]!r} is not a declared class",
-                file=manifest_path,
-                row=int(r),
-                field=label,
-                expected=f"one of {classes} (or their indices 0..{len(classes) - 1})",
-            )
-        )
+    _report_rows(
+        problems,
+        y.isna().to_numpy(),
+        lambda r: f"label {vals.iloc[r]!r} is not a declared class",
+        file=manifest_path,
+        field=label,
+        expected=f"one of {classes} (or their indices 0..{len(classes) - 1})",
+    )
     out["y"] = y.fillna(-1).astype("int64")
 
 
@@ -308,16 +318,14 @@ def _read_segmentation(
         raw = df[column].str.strip()
         num = pd.to_numeric(raw, errors="coerce")
         bad = ~(np.isfinite(num.to_numpy(dtype=np.float64)) & (num.to_numpy(dtype=np.float64) > 0))
-        for r in np.flatnonzero(bad)[:20]:
-            problems.add(
-                _row_error(
-                    f"pixel size {raw.iloc[r]!r} is not a positive number of mm",
-                    file=manifest_path,
-                    row=int(r),
-                    field=column,
-                    expected="mm per pixel, a positive number",
-                )
-            )
+        _report_rows(
+            problems,
+            bad,
+            lambda r, v=raw: f"pixel size {v.iloc[r]!r} is not a positive number of mm",
+            file=manifest_path,
+            field=column,
+            expected="mm per pixel, a positive number",
+        )
         out[axis] = num.astype("float64")
 
 
@@ -405,16 +413,14 @@ def _read_features(
         missing = raw.isin(MISSING_TOKENS)
         num = pd.to_numeric(raw.where(~missing), errors="coerce")
         bad = num.isna() & ~missing
-        for r in np.flatnonzero(bad.to_numpy())[:20]:
-            problems.add(
-                _row_error(
-                    f"value {raw.iloc[r]!r} is not a number",
-                    file=manifest_path,
-                    row=int(r),
-                    field=feat,
-                    expected="a number, or an empty cell for missing",
-                )
-            )
+        _report_rows(
+            problems,
+            bad.to_numpy(),
+            lambda r, v=raw: f"value {v.iloc[r]!r} is not a number",
+            file=manifest_path,
+            field=feat,
+            expected="a number, or an empty cell for missing",
+        )
         out[f"feature:{feat}"] = num.astype("float64")
 
 
@@ -442,16 +448,14 @@ def _read_acquisition_dates(
         return
     raw = df[column].str.strip()
     dates = pd.to_datetime(raw.where(raw.ne("")), errors="coerce", format="ISO8601")
-    for r in np.flatnonzero((dates.isna() & raw.ne("")).to_numpy())[:20]:
-        problems.add(
-            _row_error(
-                f"date {raw.iloc[r]!r} is not an ISO date",
-                file=manifest_path,
-                row=int(r),
-                field=column,
-                expected="YYYY-MM-DD or an ISO timestamp",
-            )
-        )
+    _report_rows(
+        problems,
+        (dates.isna() & raw.ne("")).to_numpy(),
+        lambda r: f"date {raw.iloc[r]!r} is not an ISO date",
+        file=manifest_path,
+        field=column,
+        expected="YYYY-MM-DD or an ISO timestamp",
+    )
     out["acquired_at"] = dates
 
 
