@@ -62,6 +62,7 @@ __all__ = [
     "attribute_columns",
     "categorical_columns",
     "cluster_keys",
+    "site_codes",
     "infer_task",
     "one_vs_rest_log_odds",
     "read_predictions",
@@ -132,7 +133,7 @@ class PredictionsTable:
 
     def sites(self) -> list[str]:
         """Site ids in order of first appearance."""
-        return list(dict.fromkeys(self.frame["site"].tolist()))
+        return list(pd.unique(self.frame["site"]))
 
     def attribute_columns(self) -> list[str]:
         return attribute_columns(self.frame, self.task, self.names)
@@ -331,6 +332,17 @@ def cluster_keys(frame: pd.DataFrame, column: str | None = "patient_id") -> np.n
         return _text_cluster_codes(site, values)
     n_values = int(value_rank.max()) + 1 if value_rank.size else 1
     return site_rank * n_values + value_rank
+
+
+def site_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each case's site as an int32 code ordered as the site ids sort as text (the order the
+    bootstrap numbers its strata in, :func:`validate.metrics.bootstrap._codes`): the strata of a
+    stratified bootstrap without a Python string per case."""
+    site = frame["site"] if "site" in frame else pd.Series(DEFAULT_SITE, index=frame.index, dtype="str")
+    rank, text = _text_ranks(site)
+    if text is None or pc.any(pc.match_substring(text, "\x00")).as_py():
+        _, rank = np.unique(site.astype(str).to_numpy(dtype=object).astype(str), return_inverse=True)
+    return rank.reshape(-1).astype(np.int32)
 
 
 def _text_ranks(values: pd.Series) -> tuple[np.ndarray, pa.Array | None]:
@@ -626,7 +638,7 @@ def _by_distinct_values(raw: pd.Series, fn) -> pd.Series:
     hashing equates ``True`` with ``1``, which ``fn`` writes differently."""
     codes, uniques = pd.factorize(raw, use_na_sentinel=True)
     values = list(uniques)
-    if raw.dtype == object and any(isinstance(v, (bool, np.bool_)) for v in values):
+    if raw.dtype == object and _may_hide_booleans(values) and any(_is_bool(v) for v in raw.to_numpy()):
         return raw.map(fn)
     texts = pd.Series([fn(v) for v in values] + [None], dtype=object)
     out = texts.take(codes).reset_index(drop=True)  # code -1 (missing) takes the trailing None
@@ -635,6 +647,16 @@ def _by_distinct_values(raw: pd.Series, fn) -> pd.Series:
         out.iloc[missing] = raw.iloc[missing].map(fn).to_numpy(dtype=object)
     out.index = raw.index
     return out.infer_objects()
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _may_hide_booleans(values: list) -> bool:
+    """Whether distinct values found by hashing may stand for booleans too: ``True`` hashes as ``1``
+    and ``False`` as ``0``, so a boolean is found as whichever of them came first."""
+    return any(_is_bool(v) or (isinstance(v, (int, float, np.number)) and v in (0, 1)) for v in values)
 
 
 def _arrow_text(text: pa.Array, index: pd.Index) -> pd.Series:
