@@ -195,3 +195,24 @@ def test_subgroup_labels_name_each_distinct_value_once(monkeypatch):
         assert got.tolist() == naive
         if col is not mixed:  # 1, 1.0 and True hash alike: labelled case by case
             assert len(calls) <= col.nunique() + int(col.isna().sum()) < N
+
+
+def test_valid_label_and_logit_columns_are_shared_not_copied():
+    df = pd.DataFrame({"y": RNG.integers(0, 2, N), "logit": RNG.normal(size=N)})
+    before = df.copy()
+    table = table_from_frame(df)
+    for col in ("y", "logit"):
+        assert np.shares_memory(table.frame[col].to_numpy(), df[col].to_numpy())
+    # copy-on-write: the caller changing its frame afterwards leaves the table as read
+    df.loc[0, "logit"] = 99.0
+    df.loc[1, "y"] = 1 - df.loc[1, "y"]
+    pd.testing.assert_series_equal(table.frame["logit"], before["logit"])
+    pd.testing.assert_series_equal(table.frame["y"], before["y"])
+    np.testing.assert_array_equal(table.y(), before["y"].to_numpy(dtype=float))
+
+
+def test_labels_outside_zero_one_in_an_integer_column_are_reported():
+    df = pd.DataFrame({"y": [0, 1, 2, 1, 3], "logit": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    with pytest.raises((InputError, InputErrors)) as exc:
+        table_from_frame(df)
+    assert "label 2 (2 such row(s))" in str(exc.value) and "row 3" in str(exc.value)

@@ -506,7 +506,9 @@ class _Checker:
 
     def numeric(self, df: pd.DataFrame, col: str, *, what: str) -> np.ndarray | None:
         raw = df[col]
-        num = pd.to_numeric(raw, errors="coerce")
+        # a numeric column is read as it is (pd.to_numeric would copy it)
+        numeric = isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "fiu"
+        num = raw if numeric else pd.to_numeric(raw, errors="coerce")
         bad_text = num.isna() & raw.notna()
         if bad_text.any():
             i = int(np.flatnonzero(bad_text.to_numpy())[0])
@@ -531,7 +533,11 @@ class _Checker:
         return v
 
     def labels01(self, df, col) -> np.ndarray | None:
-        v = self.numeric(df, col, what="0 or 1")
+        raw = df[col]
+        if isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "iu":
+            v = raw.to_numpy()  # integers: checked as they are, no float copy
+        else:
+            v = self.numeric(df, col, what="0 or 1")
         if v is None:
             return None
         bad = (v != 0) & (v != 1)
@@ -541,7 +547,7 @@ class _Checker:
                 f"label {_show(df[col].iloc[i])} ({int(bad.sum())} such row(s))", row=i, field=col, expected="0 or 1"
             )
             return None
-        return v.astype(np.int64)
+        return v if v.dtype == np.int64 else v.astype(np.int64)
 
     def probability(self, df, col) -> np.ndarray | None:
         v = self.numeric(df, col, what="a probability in [0, 1]")
@@ -558,6 +564,15 @@ class _Checker:
             )
             return None
         return v
+
+
+def _kept(df: pd.DataFrame, col: str, values: np.ndarray):
+    """The standardised column ``col``: the caller's own column when ``values`` are its data as they
+    are (shared copy-on-write, not copied: a million cases of a float column are 8 MB), else ``values``."""
+    raw = df[col]
+    if isinstance(raw.dtype, np.dtype) and raw.dtype == values.dtype and np.shares_memory(raw.to_numpy(), values):
+        return raw
+    return values
 
 
 def _show(v) -> str:
@@ -782,11 +797,11 @@ def table_from_frame(
         else:
             y = chk.labels01(df, "y")
             if y is not None:
-                out["y"] = y
+                out["y"] = _kept(df, "y", y)
         if "logit" in df:
             z = chk.numeric(df, "logit", what="a finite logit")
             if z is not None:
-                out["logit"] = z
+                out["logit"] = _kept(df, "logit", z)
             if "p" in df:
                 p = chk.probability(df, "p")
                 if p is not None and z is not None:
@@ -795,7 +810,7 @@ def table_from_frame(
             given = "p"
             p = chk.probability(df, "p")
             if p is not None:
-                out["p"] = p
+                out["p"] = _kept(df, "p", p)
         else:
             chk.add("missing column", field="logit", expected="binary scores `logit` (or probabilities `p`)")
     elif task == "multiclass":

@@ -188,7 +188,7 @@ class _BlockJobs:
         self.strata = site_codes(table.frame)
         if table.task == "binary":
             self.arrays = {"y": table.y(), "p": table.prob(), "logits": table.logit()}
-            self.arrays["scores"] = self.arrays["logits"] if "logit" in table.frame else table.score()
+            self.arrays["scores"] = table.score()  # the logits column itself when given (a view)
         else:
             self.arrays = {
                 "y": table.y() if table.task == "multiclass" else table.Y(),
