@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from validate.errors import InputError, ProblemCollector
 from validate.numerics import PROB_FLOOR, log_probability, logit, one_vs_rest_log_odds, sigmoid, softmax
@@ -60,6 +62,7 @@ __all__ = [
     "attribute_columns",
     "categorical_columns",
     "cluster_keys",
+    "site_codes",
     "infer_task",
     "one_vs_rest_log_odds",
     "read_predictions",
@@ -130,7 +133,7 @@ class PredictionsTable:
 
     def sites(self) -> list[str]:
         """Site ids in order of first appearance."""
-        return list(dict.fromkeys(self.frame["site"].tolist()))
+        return list(pd.unique(self.frame["site"]))
 
     def attribute_columns(self) -> list[str]:
         return attribute_columns(self.frame, self.task, self.names)
@@ -308,15 +311,71 @@ def as_table(
 
 
 def cluster_keys(frame: pd.DataFrame, column: str | None = "patient_id") -> np.ndarray | None:
-    """Bootstrap cluster of each case: the pair (site, ``column``) as one string, or None when
+    """Bootstrap cluster of each case: the pair (site, ``column``) as one int64 code, or None when
     ``column`` is None or absent. A patient id is only unique within its site (a site's ``c0`` is
     not another site's ``c0``; ``patient_id`` defaults to ``case_id``), and every bootstrap stratified
     by site resamples (site, cluster) units anyway, so qualifying by site changes nothing there and
-    keeps an unstratified pooled bootstrap from merging cases of different sites."""
+    keeps an unstratified pooled bootstrap from merging cases of different sites.
+
+    The codes order the cases as the text keys ``site + "\\x1f" + str(value)`` sort (by code
+    point), which is the order the bootstrap numbers its units in (:func:`validate.metrics.bootstrap._codes`
+    ranks whatever it is given): the same draws as from the text keys, without a Python string per
+    case. Equal codes are equal keys. A subset of the codes keeps their order, so a block may slice
+    the table's codes instead of recomputing them."""
     if not column or column not in frame:
         return None
-    site = frame["site"].astype(str) if "site" in frame else pd.Series([DEFAULT_SITE] * len(frame), index=frame.index)
-    return (site + "\x1f" + frame[column].astype(str)).to_numpy(dtype=object)
+    site = frame["site"] if "site" in frame else pd.Series(DEFAULT_SITE, index=frame.index, dtype="str")
+    values = frame[column]
+    site_rank, site_text = _text_ranks(site)
+    value_rank, value_text = _text_ranks(values)
+    if site_text is None or value_text is None or not _pair_order_is_text_order(site_text, value_text):
+        return _text_cluster_codes(site, values)
+    n_values = int(value_rank.max()) + 1 if value_rank.size else 1
+    return site_rank * n_values + value_rank
+
+
+def site_codes(frame: pd.DataFrame) -> np.ndarray:
+    """Each case's site as an int32 code ordered as the site ids sort as text (the order the
+    bootstrap numbers its strata in, :func:`validate.metrics.bootstrap._codes`): the strata of a
+    stratified bootstrap without a Python string per case."""
+    site = frame["site"] if "site" in frame else pd.Series(DEFAULT_SITE, index=frame.index, dtype="str")
+    rank, text = _text_ranks(site)
+    if text is None or pc.any(pc.match_substring(text, "\x00")).as_py():
+        _, rank = np.unique(site.astype(str).to_numpy(dtype=object).astype(str), return_inverse=True)
+    return rank.reshape(-1).astype(np.int32)
+
+
+def _text_ranks(values: pd.Series) -> tuple[np.ndarray, pa.Array | None]:
+    """Each case's dense rank (int64) among the distinct texts ``str(value)`` of the column, in code
+    point order, and those texts; texts None for a column with missing values (their text keys are
+    not site-qualified: :func:`_text_cluster_codes` keeps that)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if (codes < 0).any():
+        return codes, None
+    try:
+        texts = pa.array(pd.Series(uniques).astype(str).array)
+    except (pa.ArrowException, UnicodeEncodeError):  # text Arrow cannot hold (lone surrogates)
+        return codes, None
+    # dense: two values with one text (1 and "1" in an object column) are one key, as the text keys were
+    rank_of_unique = pc.rank(texts, sort_keys="ascending", tiebreaker="dense").to_numpy().astype(np.int64) - 1
+    return rank_of_unique[codes], texts
+
+
+def _pair_order_is_text_order(site_text: pa.Array, value_text: pa.Array) -> bool:
+    """Whether (site rank, value rank) orders the pairs as ``site + "\\x1f" + value`` does: it does
+    unless a site holds a character at or below ``\\x1f`` (then a site that is a prefix of another
+    may sort after it) or a value holds ``\\x00`` (NumPy's text comparison drops trailing NULs)."""
+    controls = pc.any(pc.match_substring_regex(site_text, "[\\x00-\\x1f]")).as_py()
+    nul = pc.any(pc.match_substring(value_text, "\x00")).as_py()
+    return not controls and not nul
+
+
+def _text_cluster_codes(site: pd.Series, values: pd.Series) -> np.ndarray:
+    """The cluster codes from the text keys themselves (the rare tables where their order is not the
+    pair order): the rank of ``site + "\\x1f" + str(value)`` as the bootstrap ranks text."""
+    keys = (site.astype(str) + "\x1f" + values.astype(str)).to_numpy(dtype=object)
+    _, codes = np.unique(keys.astype(str), return_inverse=True)
+    return codes.reshape(-1).astype(np.int64)
 
 
 def is_segmentation_metric(column: str) -> bool:
@@ -447,7 +506,9 @@ class _Checker:
 
     def numeric(self, df: pd.DataFrame, col: str, *, what: str) -> np.ndarray | None:
         raw = df[col]
-        num = pd.to_numeric(raw, errors="coerce")
+        # a numeric column is read as it is (pd.to_numeric would copy it)
+        numeric = isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "fiu"
+        num = raw if numeric else pd.to_numeric(raw, errors="coerce")
         bad_text = num.isna() & raw.notna()
         if bad_text.any():
             i = int(np.flatnonzero(bad_text.to_numpy())[0])
@@ -472,7 +533,11 @@ class _Checker:
         return v
 
     def labels01(self, df, col) -> np.ndarray | None:
-        v = self.numeric(df, col, what="0 or 1")
+        raw = df[col]
+        if isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "iu":
+            v = raw.to_numpy()  # integers: checked as they are, no float copy
+        else:
+            v = self.numeric(df, col, what="0 or 1")
         if v is None:
             return None
         bad = (v != 0) & (v != 1)
@@ -482,7 +547,7 @@ class _Checker:
                 f"label {_show(df[col].iloc[i])} ({int(bad.sum())} such row(s))", row=i, field=col, expected="0 or 1"
             )
             return None
-        return v.astype(np.int64)
+        return v if v.dtype == np.int64 else v.astype(np.int64)
 
     def probability(self, df, col) -> np.ndarray | None:
         v = self.numeric(df, col, what="a probability in [0, 1]")
@@ -499,6 +564,15 @@ class _Checker:
             )
             return None
         return v
+
+
+def _kept(df: pd.DataFrame, col: str, values: np.ndarray):
+    """The standardised column ``col``: the caller's own column when ``values`` are its data as they
+    are (shared copy-on-write, not copied: a million cases of a float column are 8 MB), else ``values``."""
+    raw = df[col]
+    if isinstance(raw.dtype, np.dtype) and raw.dtype == values.dtype and np.shares_memory(raw.to_numpy(), values):
+        return raw
+    return values
 
 
 def _show(v) -> str:
@@ -538,7 +612,7 @@ def _ids(df: pd.DataFrame, col: str, default, chk: _Checker | None = None) -> pd
     """The column ``col`` as identifier text (see :func:`_id_text`), ``default`` when absent."""
     if col not in df:
         return default
-    s = df[col].map(_id_text)
+    s = _id_column(df[col])
     bad = s.isna().to_numpy()
     if bad.any() and chk is not None:
         i = int(np.flatnonzero(bad)[0])
@@ -550,6 +624,64 @@ def _ids(df: pd.DataFrame, col: str, default, chk: _Checker | None = None) -> pd
             expected="identifiers stored as text (or integers)",
         )
     return s  # None where reported: neither "" (missing) nor an id
+
+
+def _id_column(raw: pd.Series) -> pd.Series:
+    """:func:`_id_text` of every value of ``raw`` as a text column (NA where a float is not a whole
+    number), without a Python call per case: text columns are kept as they are (missing → ``""``),
+    integer and float columns are converted in Arrow, anything else by :func:`_id_text` applied to
+    its distinct values."""
+    dtype = raw.dtype
+    if isinstance(dtype, pd.StringDtype):
+        return raw.fillna("") if raw.hasnans else raw
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        return _arrow_text(pc.cast(pa.array(raw.to_numpy()), pa.string()), raw.index)
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        v = raw.to_numpy(dtype=np.float64)
+        missing = np.isnan(v)
+        whole = ~missing & (v == np.floor(v)) & (np.abs(v) < _EXACT_FLOAT)
+        text = pc.cast(pa.array(np.where(whole, v, 0.0).astype(np.int64)), pa.string())
+        text = pc.if_else(pa.array(missing), pa.scalar("", pa.string()), text)
+        text = pc.if_else(pa.array(~missing & ~whole), pa.scalar(None, pa.string()), text)
+        return _arrow_text(text, raw.index)
+    return _by_distinct_values(raw, _id_text)
+
+
+def _by_distinct_values(raw: pd.Series, fn) -> pd.Series:
+    """``raw.map(fn)`` with ``fn`` called once per distinct value (and once per missing row, whose
+    kind of missing ``fn`` may tell apart). Columns holding booleans are mapped case by case:
+    hashing equates ``True`` with ``1``, which ``fn`` writes differently."""
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    values = list(uniques)
+    if raw.dtype == object and _may_hide_booleans(values) and any(_is_bool(v) for v in raw.to_numpy()):
+        return raw.map(fn)
+    texts = pd.Series([fn(v) for v in values] + [None], dtype=object)
+    out = texts.take(codes).reset_index(drop=True)  # code -1 (missing) takes the trailing None
+    missing = np.flatnonzero(codes < 0)
+    if missing.size:
+        out.iloc[missing] = raw.iloc[missing].map(fn).to_numpy(dtype=object)
+    out.index = raw.index
+    return out.infer_objects()
+
+
+def _is_bool(v) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _may_hide_booleans(values: list) -> bool:
+    """Whether distinct values found by hashing may stand for booleans too: ``True`` hashes as ``1``
+    and ``False`` as ``0``, so a boolean is found as whichever of them came first."""
+    return any(_is_bool(v) or (isinstance(v, (int, float, np.number)) and v in (0, 1)) for v in values)
+
+
+def _arrow_text(text: pa.Array, index: pd.Index) -> pd.Series:
+    """An Arrow string array as a text column (no per-case Python strings)."""
+    return pd.Series(pd.array(text, dtype="str"), index=index)
+
+
+def _default_case_ids(n: int, index: pd.Index) -> pd.Series:
+    """The default case ids ``"1"`` … ``"n"`` (the 1-based row numbers), built in Arrow."""
+    return _arrow_text(pc.cast(pa.array(np.arange(1, n + 1, dtype=np.int64)), pa.string()), index)
 
 
 def _rows_text(rows: np.ndarray, k: int = 5) -> str:
@@ -634,20 +766,21 @@ def table_from_frame(
         raise chk.error("no rows", expected="one row per case")
 
     out = pd.DataFrame(index=df.index)
-    rows = pd.Series([str(i + 1) for i in range(len(df))], index=df.index)
-    out["case_id"] = _ids(df, "case_id", rows, chk)
-    out["site"] = _ids(df, "site", pd.Series([DEFAULT_SITE] * len(df), index=df.index), chk)
+    out["case_id"] = _ids(df, "case_id", None, chk) if "case_id" in df else _default_case_ids(len(df), df.index)
+    out["site"] = _ids(df, "site", pd.Series(DEFAULT_SITE, index=df.index, dtype="str"), chk)
+    # without a patient_id column a case is its own patient: the case-id column is shared, not copied
     out["patient_id"] = _ids(df, "patient_id", out["case_id"], chk)
     for col in ("case_id", "site"):
         empty = out[col] == ""
         if empty.any():
             chk.add("missing value", row=int(np.flatnonzero(empty.to_numpy())[0]), field=col, expected="an identifier")
     blank_patient = out["patient_id"] == ""
-    out.loc[blank_patient, "patient_id"] = out.loc[blank_patient, "case_id"]
+    if blank_patient.any():
+        out.loc[blank_patient, "patient_id"] = out.loc[blank_patient, "case_id"]
     if task == "segmentation":
         return _segmentation_table(df, out, chk, label_names, path, text_columns)
-    dupe = out.duplicated(["site", "case_id"])
-    if dupe.any() and "case_id" in df:
+    dupe = out.duplicated(["site", "case_id"]) if "case_id" in df else None  # default ids never repeat
+    if dupe is not None and dupe.any():
         i = int(np.flatnonzero(dupe.to_numpy())[0])
         chk.add(
             f"case_id {out['case_id'].iloc[i]!r} repeats within site {out['site'].iloc[i]!r}",
@@ -664,11 +797,11 @@ def table_from_frame(
         else:
             y = chk.labels01(df, "y")
             if y is not None:
-                out["y"] = y
+                out["y"] = _kept(df, "y", y)
         if "logit" in df:
             z = chk.numeric(df, "logit", what="a finite logit")
             if z is not None:
-                out["logit"] = z
+                out["logit"] = _kept(df, "logit", z)
             if "p" in df:
                 p = chk.probability(df, "p")
                 if p is not None and z is not None:
@@ -677,7 +810,7 @@ def table_from_frame(
             given = "p"
             p = chk.probability(df, "p")
             if p is not None:
-                out["p"] = p
+                out["p"] = _kept(df, "p", p)
         else:
             chk.add("missing column", field="logit", expected="binary scores `logit` (or probabilities `p`)")
     elif task == "multiclass":

@@ -18,15 +18,57 @@ MISSING_VALUE = "missing"
 
 
 def _clusters(frame: pd.DataFrame, settings: MetricSettings) -> np.ndarray | None:
-    """Cluster ids for the bootstrap: (site, ``cluster_by``) when some pair repeats, else None. The
+    """Cluster codes for the bootstrap: (site, ``cluster_by``) when some pair repeats, else None. The
     site is part of the key: without a ``patient_id`` it defaults to ``case_id``, which is unique only
     within a site (:func:`validate.predictions.cluster_keys`)."""
     from validate.predictions import cluster_keys
 
-    v = cluster_keys(frame, settings.cluster_by)
-    if v is None:
+    return _repeating(cluster_keys(frame, settings.cluster_by))
+
+
+def _repeating(codes: np.ndarray | None) -> np.ndarray | None:
+    """``codes`` when some code repeats (clusters to resample), else None (every case its own unit)."""
+    if codes is None or codes.size < 2:
         return None
-    return v if pd.Series(v).duplicated().any() else None
+    return codes if pd.Series(codes).duplicated().any() else None
+
+
+class _Rows:
+    """The cases ``rows`` (a slice, or an index array) of a table-wide array, gathered only when the
+    block is evaluated: the blocks of a report are described before any is evaluated, and holding
+    each block's own copies (the pooled block a copy of every case) would cost as much memory as
+    the table again per block. Pickled (to a worker process or a Dask task) as the gathered array."""
+
+    __slots__ = ("full", "rows")
+
+    def __init__(self, full: np.ndarray, rows: slice | np.ndarray):
+        self.full, self.rows = full, rows
+
+    def __len__(self) -> int:
+        if isinstance(self.rows, slice):
+            return len(range(*self.rows.indices(len(self.full))))
+        return len(self.rows)
+
+    def gather(self) -> np.ndarray:
+        """The block's array: a view for a slice, a copy for an index array."""
+        return self.full[self.rows]
+
+    def __reduce__(self):
+        return (np.asarray, (self.gather(),))
+
+
+def _gathered(v):
+    """A :class:`_Rows` as its array; anything else as it is."""
+    return v.gather() if isinstance(v, _Rows) else v
+
+
+def _rows_of(mask: np.ndarray) -> slice | np.ndarray:
+    """The cases of a boolean ``mask`` as a slice when they are contiguous (every case, or one site
+    of a table sorted by site), else as an index array."""
+    idx = np.flatnonzero(mask)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 def metrics_report(
@@ -79,9 +121,9 @@ def metrics_report(
     sites = table.sites()
     single = len(sites) == 1 and carry is None
     if not single:
-        site_ids = frame["site"].to_numpy(dtype=object)
         for site in sites:
-            jobs.add(("sites", site), site_ids == site, stratified=False, own_threshold=(site == development_site))
+            mask = (frame["site"] == site).to_numpy(dtype=bool)
+            jobs.add(("sites", site), mask, stratified=False, own_threshold=(site == development_site))
     for col in subgroup_columns:
         labels = _subgroup_labels(col, frame, subgroups)
         report["subgroups"][col] = {}
@@ -134,38 +176,42 @@ class _BlockJobs:
     processes can evaluate them), with where each result goes in the report."""
 
     def __init__(self, table, settings: MetricSettings, smooth_intervals: bool, carry: float | None, names: list[str]):
+        from validate.predictions import cluster_keys, site_codes
+
         self.table, self.settings, self.smooth_intervals = table, settings, smooth_intervals
         self.carry, self.names = carry, names
         self.jobs: list[dict] = []
         self.places: list[tuple] = []
+        # table-wide, once: every block slices these (codes keep their order in a subset, so a block's
+        # bootstrap numbers its units as from its own text keys)
+        self.clusters = _repeating(cluster_keys(table.frame, settings.cluster_by))
+        self.strata = site_codes(table.frame)
+        if table.task == "binary":
+            self.arrays = {"y": table.y(), "p": table.prob(), "logits": table.logit()}
+            self.arrays["scores"] = table.score()  # the logits column itself when given (a view)
+        else:
+            self.arrays = {
+                "y": table.y() if table.task == "multiclass" else table.Y(),
+                "p": table.probs(),
+                "scores": table.scores(),
+            }
 
     def add(self, place: tuple, mask: np.ndarray, stratified: bool, own_threshold: bool = False) -> None:
         """The block of the cases in ``mask``, bootstrapped by site strata when ``stratified``; a block
         with ``own_threshold`` finds its own target-sensitivity threshold instead of the carried one."""
-        table, task = self.table, self.table.task
-        sub = table.frame.loc[mask]
+        rows = _rows_of(mask)
         job = {
-            "task": task,
+            "task": self.table.task,
             "settings": self.settings,
             "smooth_intervals": self.smooth_intervals,
-            "strata": sub["site"].to_numpy(dtype=object) if stratified else None,
-            "clusters": _clusters(sub, self.settings),
+            "strata": _Rows(self.strata, rows) if stratified else None,
+            "clusters": None if self.clusters is None else _Rows(self.clusters, rows),
         }
-        if task == "binary":
-            job.update(
-                y=table.y()[mask],
-                p=table.prob()[mask],
-                logits=table.logit()[mask],
-                scores=table.score()[mask],
-                threshold_carry=None if own_threshold else self.carry,
-            )
+        job.update({name: _Rows(full, rows) for name, full in self.arrays.items()})
+        if self.table.task == "binary":
+            job["threshold_carry"] = None if own_threshold else self.carry
         else:
-            job.update(
-                y=(table.y() if task == "multiclass" else table.Y())[mask],
-                p=table.probs()[mask],
-                scores=table.scores()[mask],
-                names=self.names or None,
-            )
+            job["names"] = self.names or None
         self.jobs.append(job)
         self.places.append(place)
 
@@ -179,8 +225,21 @@ def _subgroup_labels(col: str, frame: pd.DataFrame, subgroups: pd.DataFrame | No
         values = frame[col]
     else:
         raise ValueError(f"subgroup column {col!r} is neither derived nor a table attribute")
-    labels = values.map(lambda v: MISSING_VALUE if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    return labels.to_numpy(dtype=object)
+    # the label once per distinct value, not per case (an object column mixing numbers, where
+    # hashing equates 1, 1.0 and True, is labelled case by case)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    if values.dtype == object and not all(isinstance(v, str) for v in uniques):
+        return values.map(_group_label).to_numpy(dtype=object)
+    labels = np.array([_group_label(v) for v in uniques] + [MISSING_VALUE], dtype=object)[codes]
+    missing = np.flatnonzero(codes < 0)  # the kinds of missing are told apart as before (pd.NA is "<NA>")
+    if missing.size:
+        labels[missing] = values.iloc[missing].map(_group_label).to_numpy(dtype=object)
+    return labels
+
+
+def _group_label(v) -> str:
+    """A subgroup value as its group's label: its text, ``"missing"`` for None or NaN."""
+    return MISSING_VALUE if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
 
 
 def _place(report: dict, places: list[tuple], results: list) -> None:
@@ -210,7 +269,11 @@ def _block(
     scores=None,
 ) -> dict:
     """One BLOCK (module level, so that worker processes can run it). ``scores``: what the ranking
-    metrics rank (the table's logits when given; see :meth:`PredictionsTable.score`)."""
+    metrics rank (the table's logits when given; see :meth:`PredictionsTable.score`). Array arguments
+    may come as :class:`_Rows` of the table's arrays; a block whose cluster codes do not repeat is
+    bootstrapped case by case."""
+    y, p, logits, scores, strata = (_gathered(v) for v in (y, p, logits, scores, strata))
+    clusters = _repeating(_gathered(clusters))
     if task == "binary":
         return binary_block(
             y,
