@@ -16,10 +16,11 @@ from validate.metrics.checks import as_labels, as_scores, as_weights
 
 @dataclass(frozen=True)
 class ScoreOrder:
-    """Scores sorted once: ``order`` sorts ascending; ``starts`` are the first index of each run of tied
-    scores in sorted order. Reused by every weighted rank statistic of a bootstrap."""
+    """Scores sorted once: ``order`` sorts ascending (None: the cases are in ascending order already);
+    ``starts`` are the first index of each run of tied scores in sorted order. Reused by every weighted
+    rank statistic of a bootstrap."""
 
-    order: np.ndarray
+    order: np.ndarray | None
     starts: np.ndarray
 
     @classmethod
@@ -131,8 +132,8 @@ def delong_paired_test(y, score1, score2, *, level: float = 0.95) -> dict:
 
 def _grouped(w: np.ndarray, y: np.ndarray, so: ScoreOrder):
     """Weighted positives and negatives per run of tied scores (ascending), shape (r, groups)."""
-    ws = w[:, so.order]
-    ys = y[so.order]
+    ws = w if so.order is None else w[:, so.order]
+    ys = y if so.order is None else y[so.order]
     pos = np.add.reduceat(ws * ys, so.starts, axis=1)
     neg = np.add.reduceat(ws * (1.0 - ys), so.starts, axis=1)
     return pos, neg
