@@ -15,6 +15,7 @@ chunks of large samples). Percentile intervals use type-7 quantiles of the finit
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,21 +41,20 @@ class Resampling:
         unit_stratum = uniq // (cluster_codes.max() + 1)
         # units are sorted by stratum (np.unique sorts the pair code)
         _, self.stratum_start, self.stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
-        self.unit_of_case = unit_of_case.reshape(-1)
+        unit_of_case = unit_of_case.reshape(-1)
         self.n_units = uniq.size
         order = None if order is None else np.asarray(order, dtype=np.intp)
         if order is not None and (order.shape != (self.n,) or not np.array_equal(np.sort(order), np.arange(self.n))):
             raise ValueError(f"order must be a permutation of {self.n} cases")
         # each case its own unit in case order (no clusters, strata contiguous): counts of units are
-        # counts of cases; with an order, a unit's draws are counted straight into its column
-        identity = bool(self.n_units == self.n and np.array_equal(self.unit_of_case, np.arange(self.n)))
-        self.column_of_unit = None
-        self.unit_of_column = None
+        # counts of cases. Otherwise (or with an order) the column of case order[i] takes the count of
+        # its unit: with identity units that unit is order[i] itself, the caller's array, not a copy
+        identity = bool(self.n_units == self.n and np.array_equal(unit_of_case, np.arange(self.n)))
+        self.unit_of_column: np.ndarray | None = None
         if identity and order is not None:
-            self.column_of_unit = np.empty(self.n, dtype=np.intp)
-            self.column_of_unit[order] = np.arange(self.n)
+            self.unit_of_column = order
         elif not identity:
-            self.unit_of_column = self.unit_of_case if order is None else self.unit_of_case[order]
+            self.unit_of_column = unit_of_case if order is None else unit_of_case[order]
         self.dtype = np.int32 if self.n_units < 2**31 else np.int64
         self._stream: BlockStream | None = None
 
@@ -80,25 +80,37 @@ class Resampling:
         # one row's draws at a time: the (k, units) draws and their generation's temporaries would
         # hold several times the weights themselves
         out = np.empty((k, self.n))
-        drawn = np.empty((1, self.n_units), dtype=np.int64)
+        counts = np.empty(self.n_units, dtype=np.int64)
         for r in range(k):
+            # each stratum's draws counted on their own: its counts are a slice of the units' counts,
+            # and the bincount's scattered writes stay within the stratum's (smaller) range
             for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
-                drawn[:, start : start + size] = self._stream.draws(s, r0 + r, 1)
-                drawn[:, start : start + size] += start
-            out[r] = self._counts(drawn)[0]
+                counts[start : start + size] = np.bincount(self._stream.draws(s, r0 + r, 1)[0], minlength=size)
+            self._weights_of(counts, out[r])
         return out
 
     def _counts(self, drawn: np.ndarray) -> np.ndarray:
         """Weights (k, n) from unit draws (k, units): how often each case's unit was drawn."""
         out = np.empty((drawn.shape[0], self.n))
         for r in range(drawn.shape[0]):
-            if self.column_of_unit is not None:
-                out[r] = np.bincount(self.column_of_unit[drawn[r]], minlength=self.n)
-            elif self.unit_of_column is not None:
-                out[r] = np.bincount(drawn[r], minlength=self.n_units)[self.unit_of_column]
-            else:
-                out[r] = np.bincount(drawn[r], minlength=self.n)
+            self._count_row(drawn[r], out[r])
         return out
+
+    def _count_row(self, drawn: np.ndarray, out: np.ndarray) -> None:
+        """One replicate's weights into ``out`` (n,) from its unit draws: the units' counts (one
+        bincount), then :meth:`_weights_of`."""
+        self._weights_of(np.bincount(drawn, minlength=self.n_units), out)
+
+    def _weights_of(self, counts: np.ndarray, out: np.ndarray) -> None:
+        """Case weights into ``out`` (n,) from the units' counts: each column's unit's count, gathered
+        from a one-byte copy of the counts when every count is below 256 (a bootstrap's are, but for
+        strata of fewer than 256 units), which the gather's random reads find in cache."""
+        if self.unit_of_column is None:
+            out[:] = counts
+            return
+        if counts.max(initial=0) < 256:
+            counts = counts.astype(np.uint8)
+        out[:] = counts[self.unit_of_column]
 
 
 class BlockStream:
@@ -163,9 +175,19 @@ class BlockStream:
         bg.advance(first // 2)
         words = bg.random_raw(-(-end // 2) - first // 2)
         v = words.view(np.uint32)[first % 2 : first % 2 + end - first]
-        m = v.astype(np.uint64) * np.uint64(size)
-        out = (m[(m & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)] >> np.uint64(32)).astype(np.int64)
-        return out.reshape(k, size)
+        m = np.multiply(v, np.uint64(size), dtype=np.uint64)
+        if sys.byteorder != "little":
+            out = (m[(m & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)] >> np.uint64(32)).astype(np.int64)
+            return out.reshape(k, size)
+        # the low and high 32-bit halves of each product, read in place: no shifted or masked copies
+        halves = m.view(np.uint32)
+        low, high = halves[0::2], halves[1::2]
+        floor = (1 << 32) % size
+        if floor:
+            keep = low >= np.uint32(floor)
+            if not keep.all():
+                high = high[keep]
+        return high.astype(np.int64).reshape(k, size)
 
 
 def _accepted(v: np.ndarray, size: int) -> np.ndarray:

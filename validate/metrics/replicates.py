@@ -64,10 +64,12 @@ class BinaryCases:
         self.n = y.size
         self.bins = bins
         s = self.score
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        # the cases are in sorted order already: no permutation to keep (ScoreOrder.order None)
-        self.score_order = ScoreOrder(None, starts)
-        self.ties = starts.size < self.n
+        tied = s[1:] == s[:-1]
+        self.ties = bool(tied.any())
+        # the cases are in sorted order already: no permutation to keep (ScoreOrder.order None); the runs
+        # of tied scores only where there are ties (without, the kernels need none: n positions saved)
+        self.score_order = ScoreOrder(None, np.flatnonzero(np.r_[True, ~tied])) if self.ties else None
+        del tied
         self.positives = np.flatnonzero(self.y)
         # labels are float64 0/1 (as_labels): the float view is the labels themselves, not a copy
         self.y_float = np.asarray(self.y, dtype=np.float64)
