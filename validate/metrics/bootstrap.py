@@ -34,22 +34,20 @@ class Resampling:
     def __init__(self, n: int, clusters=None, strata=None, order=None):
         self.n = int(n)
         strata_codes = _codes(strata, self.n, "strata")
-        cluster_codes = _codes(clusters, self.n, "clusters") if clusters is not None else np.arange(self.n)
-        # a unit is a (stratum, cluster) pair: a patient seen at two sites is resampled within each
-        pair = strata_codes.astype(np.int64) * (cluster_codes.max() + 1) + cluster_codes
-        uniq, unit_of_case = np.unique(pair, return_inverse=True)
-        unit_stratum = uniq // (cluster_codes.max() + 1)
-        # units are sorted by stratum (np.unique sorts the pair code)
-        _, self.stratum_start, self.stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
-        unit_of_case = unit_of_case.reshape(-1)
-        self.n_units = uniq.size
+        if clusters is None:
+            unit_of_case, self.stratum_start, self.stratum_size = _case_units(strata_codes)
+        else:
+            unit_of_case, self.stratum_start, self.stratum_size = _cluster_units(
+                strata_codes, _codes(clusters, self.n, "clusters")
+            )
+        self.n_units = int(self.stratum_size.sum())
         order = None if order is None else np.asarray(order, dtype=np.intp)
-        if order is not None and (order.shape != (self.n,) or not np.array_equal(np.sort(order), np.arange(self.n))):
+        if order is not None and not _is_permutation(order, self.n):
             raise ValueError(f"order must be a permutation of {self.n} cases")
         # each case its own unit in case order (no clusters, strata contiguous): counts of units are
         # counts of cases. Otherwise (or with an order) the column of case order[i] takes the count of
         # its unit: with identity units that unit is order[i] itself, the caller's array, not a copy
-        identity = bool(self.n_units == self.n and np.array_equal(unit_of_case, np.arange(self.n)))
+        identity = unit_of_case is None
         self.unit_of_column: np.ndarray | None = None
         if identity and order is not None:
             self.unit_of_column = order
@@ -193,6 +191,46 @@ class BlockStream:
 def _accepted(v: np.ndarray, size: int) -> np.ndarray:
     """Which 32-bit values Lemire's method keeps for the range [0, size)."""
     return ((v.astype(np.uint64) * np.uint64(size)) & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)
+
+
+def _is_permutation(order: np.ndarray, n: int) -> bool:
+    """Whether ``order`` holds each of 0 .. n−1 once (a count of each, not a sort)."""
+    if order.shape != (n,):
+        return False
+    if n == 0:
+        return True
+    if order.min() < 0 or order.max() >= n:
+        return False
+    return bool(np.all(np.bincount(order, minlength=n) == 1))
+
+
+def _cluster_units(strata_codes: np.ndarray, cluster_codes: np.ndarray):
+    """(unit of each case or None when each case is its own unit in case order, first unit of each
+    stratum, units per stratum). A unit is a (stratum, cluster) pair — a patient seen at two sites is
+    resampled within each — numbered in the order of the pair code, so by stratum."""
+    pair = strata_codes.astype(np.int64) * (cluster_codes.max() + 1) + cluster_codes
+    uniq, unit_of_case = np.unique(pair, return_inverse=True)
+    unit_stratum = uniq // (cluster_codes.max() + 1)
+    _, start, size = np.unique(unit_stratum, return_index=True, return_counts=True)
+    unit_of_case = unit_of_case.reshape(-1)
+    if uniq.size == unit_of_case.size and np.array_equal(unit_of_case, np.arange(unit_of_case.size)):
+        return None, start, size
+    return unit_of_case, start, size
+
+
+def _case_units(strata_codes: np.ndarray):
+    """:func:`_cluster_units` when every case is its own cluster, without the pair codes' sort: the
+    units are the cases ordered by stratum, then by position (a stable sort of the stratum codes),
+    which is the order of the pair codes (stratum, case)."""
+    n = strata_codes.size
+    size = np.bincount(strata_codes)
+    size = size[size > 0]
+    start = np.r_[0, np.cumsum(size)[:-1]].astype(np.intp)
+    if n == 0 or bool(np.all(strata_codes[1:] >= strata_codes[:-1])):
+        return None, start, size
+    unit_of_case = np.empty(n, dtype=np.intp)
+    unit_of_case[np.argsort(strata_codes, kind="stable")] = np.arange(n)
+    return unit_of_case, start, size
 
 
 def _codes(values, n: int, name: str) -> np.ndarray:
