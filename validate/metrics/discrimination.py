@@ -46,6 +46,34 @@ def _placements(y: np.ndarray, s: np.ndarray):
     return v10, v01
 
 
+def _placements_unpaired(y: np.ndarray, s: np.ndarray):
+    """:func:`_placements` with each group's placements in ascending score order instead of case order
+    (what an unpaired statistic — a mean, a variance — needs): the groups' scores are sorted in place
+    (no sorted copies; none at all when ``s`` is sorted already), and each placement is
+    (lo + hi) / 2 / size, which equals lo + (hi − lo) / 2 over size exactly (integers and halves)."""
+    cases, controls = s[y == 1], s[y == 0]
+    if not bool(np.all(s[1:] >= s[:-1])):
+        cases.sort()
+        controls.sort()
+    v10 = _half_ranks(controls, cases)
+    v10 /= controls.size
+    v01 = _half_ranks(cases, controls)
+    np.subtract(cases.size, v01, out=v01)
+    v01 /= cases.size
+    return v10, v01
+
+
+def _half_ranks(ref: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per query value: # ref values below it + # equal to it / 2 (``ref`` sorted), i.e. (lo + hi) / 2
+    of its two insertion points: exact (integers and halves)."""
+    count = np.searchsorted(ref, query, side="left")
+    count += np.searchsorted(ref, query, side="right")
+    out = count.astype(np.float64)
+    del count
+    out *= 0.5
+    return out
+
+
 def auroc(y, score) -> float:
     """Area under the ROC curve: P(score of a random case > score of a random control) + 1/2 P(tie).
 
@@ -75,7 +103,7 @@ def delong_ci(y, score, *, level: float = 0.95) -> dict:
     if m == 0 or n == 0:
         nan = float("nan")
         return {"estimate": nan, "ci_low": nan, "ci_high": nan, "se": nan}
-    v10, v01 = _placements(y, s)
+    v10, v01 = _placements_unpaired(y, s)
     theta = float(v10.mean())
     if m < 2 or n < 2:
         return {"estimate": theta, "ci_low": float("nan"), "ci_high": float("nan"), "se": float("nan")}
