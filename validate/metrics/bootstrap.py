@@ -119,39 +119,45 @@ class BlockStream:
     NumPy's bounded generator (Lemire 2019, "Fast random integer generation in an interval", ACM TOMACS
     29:3) takes 32-bit values from the PCG64 stream, low half of each 64-bit word first; a value v
     gives ``(v·size) >> 32`` unless ``(v·size) mod 2^32 < 2^32 mod size`` (rejected: the next value is
-    tried). Each ``integers`` call starts on a fresh 64-bit word (a half word left over is dropped),
-    and a stratum of one unit draws nothing. One counting pass per block finds where each row of each
-    stratum starts in the stream; a row range is then drawn from there (``PCG64.advance``).
-    tests/test_metrics_scale.py checks the rows against :meth:`Resampling.block`."""
+    tried). The 32-bit values form one stream across the strata's ``integers`` calls: a half word left
+    over by one stratum is kept by the bit generator (``has_uint32``) and is the next stratum's first
+    value; a stratum of one unit draws nothing. One counting pass per block finds where each row of
+    each stratum starts in the stream; a row range is then drawn from there (``PCG64.advance``).
+    tests/test_metrics_scale.py and tests/test_metrics_blockscale.py check the rows against
+    :meth:`Resampling.block`."""
 
     PIECE = 1 << 20  # 64-bit words per pass of the counting walk
 
     def __init__(self, key: tuple[int, int], sizes):
         self.key = key
         bg = np.random.PCG64(list(key))  # the bit generator of default_rng([seed, b])
-        self.starts: list[Any] = []  # generator state where each stratum's call begins
-        self.row_at: list[np.ndarray] = []  # 32-bit offset of each row's start (and the end), per stratum
+        self.origin: Any = bg.state
+        self.begin: list[int] = []  # 32-bit offset in the block's stream where each stratum's call begins
+        self.row_at: list[np.ndarray] = []  # offset of each row's start (and the end) within its stratum
+        at = 0
         for size in (int(s) for s in sizes):
-            state = bg.state
-            self.starts.append(state)
+            self.begin.append(at)
             if size == 1:
                 self.row_at.append(np.zeros(RNG_BLOCK + 1, dtype=np.int64))
                 continue
-            offsets = self._row_offsets(bg, size)
+            bg.state = self.origin
+            bg.advance(at // 2)
+            offsets = self._row_offsets(bg, size, skip=at % 2)
             self.row_at.append(offsets)
-            bg.state = state
-            bg.advance(int(-(-offsets[-1] // 2)))
+            at += int(offsets[-1])
         self.sizes = [int(s) for s in sizes]
 
-    def _row_offsets(self, bg, size: int) -> np.ndarray:
-        """Stream offsets (32-bit values) where rows 0..50 of a stratum of ``size`` units begin."""
+    def _row_offsets(self, bg, size: int, skip: int = 0) -> np.ndarray:
+        """Stream offsets (32-bit values) where rows 0..50 of a stratum of ``size`` units begin, counted
+        from ``bg``'s next word after its first ``skip`` (0 or 1) values."""
         wanted = np.arange(RNG_BLOCK + 1, dtype=np.int64) * size  # accepted values before each row
         offsets = np.zeros(RNG_BLOCK + 1, dtype=np.int64)
         accepted = 0
         seen = 0
         i = 1
         while i <= RNG_BLOCK:
-            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32), size)
+            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32)[skip:], size)
+            skip = 0
             run = np.cumsum(ok, dtype=np.int64)
             got = accepted + int(run[-1])
             while i <= RNG_BLOCK and wanted[i] <= got:
@@ -167,9 +173,10 @@ class BlockStream:
         size = self.sizes[s]
         if size == 1:
             return np.zeros((k, 1), dtype=np.int64)
-        first, end = int(self.row_at[s][r0]), int(self.row_at[s][r0 + k])
+        first = self.begin[s] + int(self.row_at[s][r0])
+        end = self.begin[s] + int(self.row_at[s][r0 + k])
         bg = np.random.PCG64()
-        bg.state = self.starts[s]
+        bg.state = self.origin
         bg.advance(first // 2)
         words = bg.random_raw(-(-end // 2) - first // 2)
         v = words.view(np.uint32)[first % 2 : first % 2 + end - first]
