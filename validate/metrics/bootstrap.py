@@ -15,6 +15,7 @@ chunks of large samples). Percentile intervals use type-7 quantiles of the finit
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,28 +34,25 @@ class Resampling:
     def __init__(self, n: int, clusters=None, strata=None, order=None):
         self.n = int(n)
         strata_codes = _codes(strata, self.n, "strata")
-        cluster_codes = _codes(clusters, self.n, "clusters") if clusters is not None else np.arange(self.n)
-        # a unit is a (stratum, cluster) pair: a patient seen at two sites is resampled within each
-        pair = strata_codes.astype(np.int64) * (cluster_codes.max() + 1) + cluster_codes
-        uniq, unit_of_case = np.unique(pair, return_inverse=True)
-        unit_stratum = uniq // (cluster_codes.max() + 1)
-        # units are sorted by stratum (np.unique sorts the pair code)
-        _, self.stratum_start, self.stratum_size = np.unique(unit_stratum, return_index=True, return_counts=True)
-        self.unit_of_case = unit_of_case.reshape(-1)
-        self.n_units = uniq.size
+        if clusters is None:
+            unit_of_case, self.stratum_start, self.stratum_size = _case_units(strata_codes)
+        else:
+            unit_of_case, self.stratum_start, self.stratum_size = _cluster_units(
+                strata_codes, _codes(clusters, self.n, "clusters")
+            )
+        self.n_units = int(self.stratum_size.sum())
         order = None if order is None else np.asarray(order, dtype=np.intp)
-        if order is not None and (order.shape != (self.n,) or not np.array_equal(np.sort(order), np.arange(self.n))):
+        if order is not None and not _is_permutation(order, self.n):
             raise ValueError(f"order must be a permutation of {self.n} cases")
         # each case its own unit in case order (no clusters, strata contiguous): counts of units are
-        # counts of cases; with an order, a unit's draws are counted straight into its column
-        identity = bool(self.n_units == self.n and np.array_equal(self.unit_of_case, np.arange(self.n)))
-        self.column_of_unit = None
-        self.unit_of_column = None
+        # counts of cases. Otherwise (or with an order) the column of case order[i] takes the count of
+        # its unit: with identity units that unit is order[i] itself, the caller's array, not a copy
+        identity = unit_of_case is None
+        self.unit_of_column: np.ndarray | None = None
         if identity and order is not None:
-            self.column_of_unit = np.empty(self.n, dtype=np.intp)
-            self.column_of_unit[order] = np.arange(self.n)
+            self.unit_of_column = order
         elif not identity:
-            self.unit_of_column = self.unit_of_case if order is None else self.unit_of_case[order]
+            self.unit_of_column = unit_of_case if order is None else unit_of_case[order]
         self.dtype = np.int32 if self.n_units < 2**31 else np.int64
         self._stream: BlockStream | None = None
 
@@ -80,25 +78,37 @@ class Resampling:
         # one row's draws at a time: the (k, units) draws and their generation's temporaries would
         # hold several times the weights themselves
         out = np.empty((k, self.n))
-        drawn = np.empty((1, self.n_units), dtype=np.int64)
+        counts = np.empty(self.n_units, dtype=np.int64)
         for r in range(k):
+            # each stratum's draws counted on their own: its counts are a slice of the units' counts,
+            # and the bincount's scattered writes stay within the stratum's (smaller) range
             for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
-                drawn[:, start : start + size] = self._stream.draws(s, r0 + r, 1)
-                drawn[:, start : start + size] += start
-            out[r] = self._counts(drawn)[0]
+                counts[start : start + size] = np.bincount(self._stream.draws(s, r0 + r, 1)[0], minlength=size)
+            self._weights_of(counts, out[r])
         return out
 
     def _counts(self, drawn: np.ndarray) -> np.ndarray:
         """Weights (k, n) from unit draws (k, units): how often each case's unit was drawn."""
         out = np.empty((drawn.shape[0], self.n))
         for r in range(drawn.shape[0]):
-            if self.column_of_unit is not None:
-                out[r] = np.bincount(self.column_of_unit[drawn[r]], minlength=self.n)
-            elif self.unit_of_column is not None:
-                out[r] = np.bincount(drawn[r], minlength=self.n_units)[self.unit_of_column]
-            else:
-                out[r] = np.bincount(drawn[r], minlength=self.n)
+            self._count_row(drawn[r], out[r])
         return out
+
+    def _count_row(self, drawn: np.ndarray, out: np.ndarray) -> None:
+        """One replicate's weights into ``out`` (n,) from its unit draws: the units' counts (one
+        bincount), then :meth:`_weights_of`."""
+        self._weights_of(np.bincount(drawn, minlength=self.n_units), out)
+
+    def _weights_of(self, counts: np.ndarray, out: np.ndarray) -> None:
+        """Case weights into ``out`` (n,) from the units' counts: each column's unit's count, gathered
+        from a one-byte copy of the counts when every count is below 256 (a bootstrap's are, but for
+        strata of fewer than 256 units), which the gather's random reads find in cache."""
+        if self.unit_of_column is None:
+            out[:] = counts
+            return
+        if counts.max(initial=0) < 256:
+            counts = counts.astype(np.uint8)
+        out[:] = counts[self.unit_of_column]
 
 
 class BlockStream:
@@ -109,39 +119,45 @@ class BlockStream:
     NumPy's bounded generator (Lemire 2019, "Fast random integer generation in an interval", ACM TOMACS
     29:3) takes 32-bit values from the PCG64 stream, low half of each 64-bit word first; a value v
     gives ``(v·size) >> 32`` unless ``(v·size) mod 2^32 < 2^32 mod size`` (rejected: the next value is
-    tried). Each ``integers`` call starts on a fresh 64-bit word (a half word left over is dropped),
-    and a stratum of one unit draws nothing. One counting pass per block finds where each row of each
-    stratum starts in the stream; a row range is then drawn from there (``PCG64.advance``).
-    tests/test_metrics_scale.py checks the rows against :meth:`Resampling.block`."""
+    tried). The 32-bit values form one stream across the strata's ``integers`` calls: a half word left
+    over by one stratum is kept by the bit generator (``has_uint32``) and is the next stratum's first
+    value; a stratum of one unit draws nothing. One counting pass per block finds where each row of
+    each stratum starts in the stream; a row range is then drawn from there (``PCG64.advance``).
+    tests/test_metrics_scale.py and tests/test_metrics_blockscale.py check the rows against
+    :meth:`Resampling.block`."""
 
     PIECE = 1 << 20  # 64-bit words per pass of the counting walk
 
     def __init__(self, key: tuple[int, int], sizes):
         self.key = key
         bg = np.random.PCG64(list(key))  # the bit generator of default_rng([seed, b])
-        self.starts: list[Any] = []  # generator state where each stratum's call begins
-        self.row_at: list[np.ndarray] = []  # 32-bit offset of each row's start (and the end), per stratum
+        self.origin: Any = bg.state
+        self.begin: list[int] = []  # 32-bit offset in the block's stream where each stratum's call begins
+        self.row_at: list[np.ndarray] = []  # offset of each row's start (and the end) within its stratum
+        at = 0
         for size in (int(s) for s in sizes):
-            state = bg.state
-            self.starts.append(state)
+            self.begin.append(at)
             if size == 1:
                 self.row_at.append(np.zeros(RNG_BLOCK + 1, dtype=np.int64))
                 continue
-            offsets = self._row_offsets(bg, size)
+            bg.state = self.origin
+            bg.advance(at // 2)
+            offsets = self._row_offsets(bg, size, skip=at % 2)
             self.row_at.append(offsets)
-            bg.state = state
-            bg.advance(int(-(-offsets[-1] // 2)))
+            at += int(offsets[-1])
         self.sizes = [int(s) for s in sizes]
 
-    def _row_offsets(self, bg, size: int) -> np.ndarray:
-        """Stream offsets (32-bit values) where rows 0..50 of a stratum of ``size`` units begin."""
+    def _row_offsets(self, bg, size: int, skip: int = 0) -> np.ndarray:
+        """Stream offsets (32-bit values) where rows 0..50 of a stratum of ``size`` units begin, counted
+        from ``bg``'s next word after its first ``skip`` (0 or 1) values."""
         wanted = np.arange(RNG_BLOCK + 1, dtype=np.int64) * size  # accepted values before each row
         offsets = np.zeros(RNG_BLOCK + 1, dtype=np.int64)
         accepted = 0
         seen = 0
         i = 1
         while i <= RNG_BLOCK:
-            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32), size)
+            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32)[skip:], size)
+            skip = 0
             run = np.cumsum(ok, dtype=np.int64)
             got = accepted + int(run[-1])
             while i <= RNG_BLOCK and wanted[i] <= got:
@@ -157,20 +173,71 @@ class BlockStream:
         size = self.sizes[s]
         if size == 1:
             return np.zeros((k, 1), dtype=np.int64)
-        first, end = int(self.row_at[s][r0]), int(self.row_at[s][r0 + k])
+        first = self.begin[s] + int(self.row_at[s][r0])
+        end = self.begin[s] + int(self.row_at[s][r0 + k])
         bg = np.random.PCG64()
-        bg.state = self.starts[s]
+        bg.state = self.origin
         bg.advance(first // 2)
         words = bg.random_raw(-(-end // 2) - first // 2)
         v = words.view(np.uint32)[first % 2 : first % 2 + end - first]
-        m = v.astype(np.uint64) * np.uint64(size)
-        out = (m[(m & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)] >> np.uint64(32)).astype(np.int64)
-        return out.reshape(k, size)
+        m = np.multiply(v, np.uint64(size), dtype=np.uint64)
+        if sys.byteorder != "little":
+            out = (m[(m & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)] >> np.uint64(32)).astype(np.int64)
+            return out.reshape(k, size)
+        # the low and high 32-bit halves of each product, read in place: no shifted or masked copies
+        halves = m.view(np.uint32)
+        low, high = halves[0::2], halves[1::2]
+        floor = (1 << 32) % size
+        if floor:
+            keep = low >= np.uint32(floor)
+            if not keep.all():
+                high = high[keep]
+        return high.astype(np.int64).reshape(k, size)
 
 
 def _accepted(v: np.ndarray, size: int) -> np.ndarray:
     """Which 32-bit values Lemire's method keeps for the range [0, size)."""
     return ((v.astype(np.uint64) * np.uint64(size)) & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)
+
+
+def _is_permutation(order: np.ndarray, n: int) -> bool:
+    """Whether ``order`` holds each of 0 .. n−1 once (a count of each, not a sort)."""
+    if order.shape != (n,):
+        return False
+    if n == 0:
+        return True
+    if order.min() < 0 or order.max() >= n:
+        return False
+    return bool(np.all(np.bincount(order, minlength=n) == 1))
+
+
+def _cluster_units(strata_codes: np.ndarray, cluster_codes: np.ndarray):
+    """(unit of each case or None when each case is its own unit in case order, first unit of each
+    stratum, units per stratum). A unit is a (stratum, cluster) pair — a patient seen at two sites is
+    resampled within each — numbered in the order of the pair code, so by stratum."""
+    pair = strata_codes.astype(np.int64) * (cluster_codes.max() + 1) + cluster_codes
+    uniq, unit_of_case = np.unique(pair, return_inverse=True)
+    unit_stratum = uniq // (cluster_codes.max() + 1)
+    _, start, size = np.unique(unit_stratum, return_index=True, return_counts=True)
+    unit_of_case = unit_of_case.reshape(-1)
+    if uniq.size == unit_of_case.size and np.array_equal(unit_of_case, np.arange(unit_of_case.size)):
+        return None, start, size
+    return unit_of_case, start, size
+
+
+def _case_units(strata_codes: np.ndarray):
+    """:func:`_cluster_units` when every case is its own cluster, without the pair codes' sort: the
+    units are the cases ordered by stratum, then by position (a stable sort of the stratum codes),
+    which is the order of the pair codes (stratum, case)."""
+    n = strata_codes.size
+    size = np.bincount(strata_codes)
+    size = size[size > 0]
+    start = np.r_[0, np.cumsum(size)[:-1]].astype(np.intp)
+    if n == 0 or bool(np.all(strata_codes[1:] >= strata_codes[:-1])):
+        return None, start, size
+    unit_of_case = np.empty(n, dtype=np.intp)
+    unit_of_case[np.argsort(strata_codes, kind="stable")] = np.arange(n)
+    return unit_of_case, start, size
 
 
 def _codes(values, n: int, name: str) -> np.ndarray:

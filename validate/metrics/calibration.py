@@ -21,8 +21,9 @@ def _wald(est: float, se: float, level: float) -> tuple[float, float]:
 
 
 def _loglik(y, eta):
-    # log-likelihood of a logistic model, stable for large |eta|
-    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+    # log-likelihood of a logistic model, stable for large |eta|: Σ y·eta − Σ log(1 + e^eta), with one
+    # per-case temporary
+    return float(np.dot(y, eta) - np.sum(np.logaddexp(0.0, eta)))
 
 
 def calibration_intercept(y, p=None, *, logits=None, level: float = 0.95) -> dict:
@@ -96,23 +97,22 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
     }
     if y.min() == y.max() or np.ptp(z) == 0:
         return empty
-    X = np.column_stack([np.ones_like(z), z])
     beta = np.array([0.0, 1.0])
-    ll = _loglik(y, X @ beta)
+    eta = _linear_predictor(z, beta)
+    ll = _loglik(y, eta)
     converged = False
     it = 0
     for it in range(1, _MAX_ITER + 1):  # noqa: B007 (read after the loop: the iteration count)
-        mu = expit(X @ beta)
-        wts = _bernoulli_variance(X @ beta)
-        info = X.T @ (X * wts[:, None])
+        info, score = _slope_information(y, z, eta)
         try:
-            step = np.linalg.solve(info, X.T @ (y - mu))
+            step = np.linalg.solve(info, score)
         except np.linalg.LinAlgError:
             break
         t = 1.0
         while True:
             new = beta + t * step
-            new_ll = _loglik(y, X @ new)
+            eta = _linear_predictor(z, new, out=eta)
+            new_ll = _loglik(y, eta)
             if new_ll >= ll - 1e-12 * abs(ll) or t < 1e-10:
                 break
             t /= 2
@@ -120,7 +120,7 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
         if np.max(np.abs(t * step)) < 1e-12 * max(1.0, np.max(np.abs(beta))):
             converged = True
             break
-    info = X.T @ (X * _bernoulli_variance(X @ beta)[:, None])
+    info, _ = _slope_information(y, z, _linear_predictor(z, beta, out=eta))
     try:
         cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
@@ -141,6 +141,27 @@ def calibration_slope(y, p=None, *, logits=None, level: float = 0.95) -> dict:
         "converged": converged and np.isfinite(se),
         "iterations": it,
     }
+
+
+def _linear_predictor(z: np.ndarray, beta: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """α + β z into ``out`` (one per-case array, reused across iterations)."""
+    out = np.multiply(z, beta[1], out=out)
+    out += beta[0]
+    return out
+
+
+def _slope_information(y: np.ndarray, z: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Observed information X'WX and score X'(y − μ) of the logistic recalibration at ``eta``,
+    X = [1, z], W = diag(μ(1 − μ)) (:func:`_bernoulli_variance`), μ = sigmoid(eta): as sums over the
+    cases with two per-case arrays, no (n, 2) design matrix or its weighted copy."""
+    w = _bernoulli_variance(eta)
+    wz = w * z
+    info = np.array([[w.sum(), wz.sum()], [0.0, float(np.dot(wz, z))]])
+    info[1, 0] = info[0, 1]
+    del w, wz
+    resid = expit(eta)
+    np.subtract(y, resid, out=resid)
+    return info, np.array([resid.sum(), float(np.dot(z, resid))])
 
 
 def _bernoulli_variance(x: np.ndarray) -> np.ndarray:

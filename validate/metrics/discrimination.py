@@ -16,10 +16,11 @@ from validate.metrics.checks import as_labels, as_scores, as_weights
 
 @dataclass(frozen=True)
 class ScoreOrder:
-    """Scores sorted once: ``order`` sorts ascending; ``starts`` are the first index of each run of tied
-    scores in sorted order. Reused by every weighted rank statistic of a bootstrap."""
+    """Scores sorted once: ``order`` sorts ascending (None: the cases are in ascending order already);
+    ``starts`` are the first index of each run of tied scores in sorted order. Reused by every weighted
+    rank statistic of a bootstrap."""
 
-    order: np.ndarray
+    order: np.ndarray | None
     starts: np.ndarray
 
     @classmethod
@@ -43,6 +44,34 @@ def _placements(y: np.ndarray, s: np.ndarray):
     hi = np.searchsorted(sx, controls, side="right")
     v01 = (cases.size - hi + 0.5 * (hi - lo)) / cases.size
     return v10, v01
+
+
+def _placements_unpaired(y: np.ndarray, s: np.ndarray):
+    """:func:`_placements` with each group's placements in ascending score order instead of case order
+    (what an unpaired statistic — a mean, a variance — needs): the groups' scores are sorted in place
+    (no sorted copies; none at all when ``s`` is sorted already), and each placement is
+    (lo + hi) / 2 / size, which equals lo + (hi − lo) / 2 over size exactly (integers and halves)."""
+    cases, controls = s[y == 1], s[y == 0]
+    if not bool(np.all(s[1:] >= s[:-1])):
+        cases.sort()
+        controls.sort()
+    v10 = _half_ranks(controls, cases)
+    v10 /= controls.size
+    v01 = _half_ranks(cases, controls)
+    np.subtract(cases.size, v01, out=v01)
+    v01 /= cases.size
+    return v10, v01
+
+
+def _half_ranks(ref: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Per query value: # ref values below it + # equal to it / 2 (``ref`` sorted), i.e. (lo + hi) / 2
+    of its two insertion points: exact (integers and halves)."""
+    count = np.searchsorted(ref, query, side="left")
+    count += np.searchsorted(ref, query, side="right")
+    out = count.astype(np.float64)
+    del count
+    out *= 0.5
+    return out
 
 
 def auroc(y, score) -> float:
@@ -74,7 +103,7 @@ def delong_ci(y, score, *, level: float = 0.95) -> dict:
     if m == 0 or n == 0:
         nan = float("nan")
         return {"estimate": nan, "ci_low": nan, "ci_high": nan, "se": nan}
-    v10, v01 = _placements(y, s)
+    v10, v01 = _placements_unpaired(y, s)
     theta = float(v10.mean())
     if m < 2 or n < 2:
         return {"estimate": theta, "ci_low": float("nan"), "ci_high": float("nan"), "se": float("nan")}
@@ -131,8 +160,8 @@ def delong_paired_test(y, score1, score2, *, level: float = 0.95) -> dict:
 
 def _grouped(w: np.ndarray, y: np.ndarray, so: ScoreOrder):
     """Weighted positives and negatives per run of tied scores (ascending), shape (r, groups)."""
-    ws = w[:, so.order]
-    ys = y[so.order]
+    ws = w if so.order is None else w[:, so.order]
+    ys = y if so.order is None else y[so.order]
     pos = np.add.reduceat(ws * ys, so.starts, axis=1)
     neg = np.add.reduceat(ws * (1.0 - ys), so.starts, axis=1)
     return pos, neg

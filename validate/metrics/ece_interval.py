@@ -63,28 +63,27 @@ class BinnedGaps:
     def __init__(self, cases):
         self.cases = cases
         n, bins = cases.n, cases.bins
-        resid = cases.y_float - cases.p
-        bin_matrix = cases.bin_matrix
-        self.group = adaptive_membership(n, bins)
+        resid = cases.resid  # y − p of the sorted cases, kept once by the cases
+        idx = cases.bin_idx  # computed for these sums only, not kept
+        group = adaptive_membership(n, bins)
         self.gap = {
-            "ece": bin_matrix.T @ resid,
-            "ece_adaptive": np.bincount(self.group, weights=resid, minlength=bins),
+            "ece": np.bincount(idx, weights=resid, minlength=bins),
+            "ece_adaptive": np.bincount(group, weights=resid, minlength=bins),
         }
         self.count = {
-            "ece": bin_matrix.sum(axis=0),
-            "ece_adaptive": np.bincount(self.group, minlength=bins).astype(np.float64),
+            "ece": np.bincount(idx, minlength=bins).astype(np.float64),
+            "ece_adaptive": np.bincount(group, minlength=bins).astype(np.float64),
         }
         self.events = {
-            "ece": bin_matrix.T @ cases.y_float,
-            "ece_adaptive": np.bincount(self.group, weights=cases.y_float, minlength=bins),
+            "ece": np.bincount(idx, weights=cases.y_float, minlength=bins),
+            "ece_adaptive": np.bincount(group, weights=cases.y_float, minlength=bins),
         }
-        self.sum_p = bin_matrix.T @ cases.p
+        self.sum_p = np.bincount(idx, weights=cases.p, minlength=bins)
         self.n = n
         self.resid = resid
         # sorted by p, the cases of an equal-width bin are one run, as are those of an equal-mass
         # group: a replicate's per-bin sum is then one dot product over the run, with no per-case
         # matrix. A score that is not monotone in p (bins not in runs) keeps the residual columns.
-        idx = cases.bin_idx
         self.columns: np.ndarray | None = None
         self.runs: tuple[np.ndarray, np.ndarray] | None = None  # (first, end) case of each bin's run
         if n == 0 or bool(np.all(idx[1:] >= idx[:-1])):
@@ -93,9 +92,8 @@ class BinnedGaps:
             self.runs = np.r_[edges[:-1], group_edges[:-1]], np.r_[edges[1:], group_edges[1:]]
         else:
             self.columns = np.zeros((n, 2 * bins))
-            np.multiply(bin_matrix, resid[:, None], out=self.columns[:, :bins])
-            del bin_matrix
-            self.columns[np.arange(n), bins + self.group] = resid
+            self.columns[np.arange(n), idx] = resid
+            self.columns[np.arange(n), bins + group] = resid
 
     def error_replicates(self, ws: np.ndarray) -> dict[str, np.ndarray]:
         """Δ* = Σ_b |S*_b / N* − S_b / N| of every replicate (rows of ``ws``, in sorted order), for ECE

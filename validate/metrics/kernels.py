@@ -34,7 +34,9 @@ def auroc_kernel(d: Draw) -> np.ndarray:
     from validate.metrics.discrimination import weighted_auroc
 
     c = d.cases
-    return weighted_auroc(c.y, c.score, d.ws, order=c.score_order)
+    if c.ties:
+        return weighted_auroc(c.y, c.score, d.ws, order=c.score_order)
+    return _auroc_untied(c.positives, d.ws)
 
 
 def auprc_kernel(d: Draw) -> np.ndarray:
@@ -230,6 +232,35 @@ def multiclass_log_loss_weighted(c: WeightedCases, w):
     from validate.metrics.multiclass import multiclass_log_loss
 
     return multiclass_log_loss(c.y, c.p, sample_weight=w)
+
+
+def _auroc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:
+    """AUROC of replicate weights (k, n) over cases sorted by a score without ties (Mann–Whitney, as
+    :func:`~validate.metrics.discrimination.weighted_auroc`): Σ_events w_i · (negative weight scored
+    below case i) / (P · N). ``positives``: ascending positions of the events.
+
+    Only events carry terms: the weight below each event is the weight before the first event plus
+    the segment sums between consecutive events (one reduceat pass), less the events' own weight
+    below; arrays are (k, events), not (k, n). With count weights every sum is an exact integer, so
+    the value equals the grouped computation's exactly."""
+    k = ws.shape[0]
+    if positives.size == 0:
+        return np.full(k, np.nan)
+    seg = np.add.reduceat(ws, positives, axis=1)  # weight in [event m, event m+1)
+    total = ws.sum(axis=1)
+    first = ws[:, : positives[0]].sum(axis=1)
+    below = np.cumsum(seg, axis=1)  # weight before event m+1 (less the weight before event 0)
+    below -= seg
+    below += first[:, None]  # weight scored below event m, events included
+    wp = np.take(ws, positives, axis=1)
+    pos_below = np.cumsum(wp, axis=1)
+    pos = pos_below[:, -1].copy()
+    pos_below -= wp
+    below -= pos_below  # negative weight scored below event m
+    num = np.einsum("ij,ij->i", wp, below)
+    den = pos * (total - pos)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _auprc_untied(positives: np.ndarray, ws: np.ndarray) -> np.ndarray:

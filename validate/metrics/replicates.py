@@ -59,30 +59,53 @@ class BinaryCases:
         self.order = np.argsort(self.score_in, kind="stable")
         self.y = y[self.order]
         self.p = p[self.order]
-        self.score = self.score_in[self.order]
+        # one sorted copy serves both when the ranking score is p itself
+        self.score = self.p if self.score_in is p else self.score_in[self.order]
         self.n = y.size
         self.bins = bins
         s = self.score
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        self.score_order = ScoreOrder(np.arange(self.n), starts)
-        self.ties = starts.size < self.n
-        # the per-case columns of the replicate sums are built on first use (linear_with_calls), and the
-        # bin indicator only while they are: neither is kept beside the matrix the products read
-        self.bin_idx = bin_index(self.p, bins)
+        tied = s[1:] == s[:-1]
+        self.ties = bool(tied.any())
+        # the cases are in sorted order already: no permutation to keep (ScoreOrder.order None); the runs
+        # of tied scores only where there are ties (without, the kernels need none: n positions saved)
+        self.score_order = ScoreOrder(None, np.flatnonzero(np.r_[True, ~tied])) if self.ties else None
+        del tied
         self.positives = np.flatnonzero(self.y)
-        self.y_float = self.y.astype(np.float64)
+        # labels are float64 0/1 (as_labels): the float view is the labels themselves, not a copy
+        self.y_float = np.asarray(self.y, dtype=np.float64)
+        self.resid = self.y_float - self.p
+        # p non-decreasing in score order (a ranking score monotone in p, as the contract asks): each
+        # calibration bin is then one run of cases and each call p >= t a suffix, so every per-bin and
+        # per-threshold replicate sum is a sum over a range (no per-case matrix). Otherwise (a score that
+        # breaks the contract) the per-case matrix of :meth:`linear_with_calls` is used instead.
+        self.monotone = bool(np.all(self.p[1:] >= self.p[:-1]))
+        self.bin_edges = _run_edges(self.bin_idx, bins) if self.monotone else None
+        self._loss: np.ndarray | None = None
         self._with_calls: dict = {}
         self._lowess: dict | None = None
         self._sorted_cases = None
         self._weighted: WeightedCases | None = None
 
     @property
-    def bin_matrix(self) -> np.ndarray:
-        """Bin indicator (n, bins): per-bin sums of all replicates are one matrix product. Built anew
-        on each use (120 bytes a case at 15 bins): callers keep it only while they need it."""
-        m = np.zeros((self.n, self.bins))
-        m[np.arange(self.n), self.bin_idx] = 1.0
-        return m
+    def bin_idx(self) -> np.ndarray:
+        """The calibration bin of each sorted case (:func:`bin_index`), computed on each use, not kept."""
+        return bin_index(self.p, self.bins)
+
+    @property
+    def loss_terms(self) -> np.ndarray:
+        """(n, 2): squared error (p − y)² and negative log-likelihood of each sorted case, kept for
+        the replicate sums (one matrix product per chunk gives both)."""
+        if self._loss is None:
+            q = clip_probability(self.p)
+            m = np.empty((self.n, 2))
+            m[:, 0] = (self.p - self.y) ** 2
+            m[:, 1] = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
+            self._loss = m
+        return self._loss
+
+    def first_called(self, t: float) -> int:
+        """The first sorted case with p >= t (monotone cases only): the called cases are a suffix."""
+        return int(np.searchsorted(self.p, t, side="left"))
 
     def _linear_columns(self, thresholds=()) -> np.ndarray:
         """Columns: squared error, negative log-likelihood, y, per-bin (y − p), per-bin count, then
@@ -96,8 +119,9 @@ class BinaryCases:
         out[:, 1] = -(self.y * np.log(q) + (1 - self.y) * np.log1p(-q))
         out[:, 2] = self.y
         resid = self.y - self.p
+        idx = self.bin_idx
         for b in range(B):
-            in_bin = self.bin_idx == b
+            in_bin = idx == b
             # the indicator times (y − p), as the bin matrix's product gives it (0.0 or −0.0 outside)
             np.multiply(in_bin, resid, out=out[:, 3 + b])
             out[:, 3 + B + b] = in_bin
@@ -221,17 +245,56 @@ class Draw:
         """(TP, FP, events, n) at decision threshold ``i``, treated = p >= t, per replicate: a separate
         product from :attr:`lin`, so that the other metrics' sums are computed exactly as without it."""
         if self._decision is None:
-            self._decision = self.ws @ self.cases.decision_matrix(self.decision_thresholds)
+            c = self.cases
+            if c.monotone:
+                out = np.empty((self.ws.shape[0], 1 + 2 * len(self.decision_thresholds)))
+                out[:, 0] = self.ws @ c.y_float
+                self._called_sums(self.decision_thresholds, out[:, 1:])
+                self._decision = out
+            else:
+                self._decision = self.ws @ c.decision_matrix(self.decision_thresholds)
         called = self._decision[:, 1 + 2 * i]
         tp = self._decision[:, 2 + 2 * i]
         return tp, called - tp, self._decision[:, 0], self.total
 
+    def _called_sums(self, thresholds, out: np.ndarray) -> None:
+        """Per threshold t the columns [Σ w (p >= t), Σ w y (p >= t)] into ``out`` (k, 2T): sums over
+        the suffix of cases with p >= t. Integer counts times 0/1 labels: exact in any order, so equal to
+        the per-case matrix's product."""
+        c, ws = self.cases, self.ws
+        for i, t in enumerate(thresholds):
+            s = c.first_called(t)
+            out[:, 2 * i] = ws[:, s:].sum(axis=1)
+            out[:, 2 * i + 1] = ws[:, s:] @ c.y_float[s:]
+
+    def _range_sums(self) -> np.ndarray:
+        """:attr:`lin` of monotone cases from sums over runs and suffixes: the squared error and NLL
+        as one product with the kept (n, 2) terms; per bin Σ w (y − p) and Σ w over the bin's run;
+        per threshold the suffix sums of :meth:`_called_sums`."""
+        c, ws = self.cases, self.ws
+        B, k = c.bins, ws.shape[0]
+        assert c.bin_edges is not None
+        out = np.zeros((k, 3 + 2 * B + 2 * len(self.thresholds)))
+        out[:, :2] = ws @ c.loss_terms
+        out[:, 2] = ws @ c.y_float
+        for b in range(B):
+            a, e = int(c.bin_edges[b]), int(c.bin_edges[b + 1])
+            if e > a:
+                out[:, 3 + b] = ws[:, a:e] @ c.resid[a:e]
+                out[:, 3 + B + b] = ws[:, a:e].sum(axis=1)
+        self._called_sums(self.thresholds, out[:, 3 + 2 * B :])
+        return out
+
     @property
     def lin(self) -> np.ndarray:
-        """``ws @ linear_with_calls``: squared error, NLL, events, per-bin (y − p), per-bin counts,
-        then [called, true positives] per threshold, summed per replicate."""
+        """Squared error, NLL, events, per-bin (y − p), per-bin counts, then [called, true positives]
+        per threshold, summed per replicate: from ranges of the sorted cases when p is monotone in
+        their order, else ``ws @ linear_with_calls``."""
         if self._lin is None:
-            self._lin = self.ws @ self.cases.linear_with_calls(self.thresholds)
+            if self.cases.monotone:
+                self._lin = self._range_sums()
+            else:
+                self._lin = self.ws @ self.cases.linear_with_calls(self.thresholds)
         return self._lin
 
     @property
@@ -275,6 +338,11 @@ class Draw:
                         sm[m][r] = v
                 self._smooth = sm
         return self._smooth
+
+
+def _run_edges(idx: np.ndarray, bins: int) -> np.ndarray:
+    """Where each bin's run of cases begins (and the last ends), for non-decreasing bin indices."""
+    return np.searchsorted(idx, np.arange(bins + 1), side="left")
 
 
 class WeightedCases:
