@@ -22,13 +22,15 @@ from math import comb
 import numpy as np
 
 _CHUNK = 4096  # pairs per pass of the moment shift: its 14 rows stay in cache
+_LEAF_CASES = 8192  # cases per range of leaves whose powers are formed at once (1.7 MB)
 _BINOM = np.array([[comb(e, m) for m in range(14)] for e in range(14)], dtype=np.float64)
 
 
 class SortedCases:
-    """Cases sorted by x (ascending, stable), cut into leaves of ``leaf`` consecutive cases, with the
-    powers used for moments and the dyadic tree (heap layout, leaves at ``size + g``) whose nodes
-    unite consecutive leaves: any run of whole leaves is the union of at most 2 log2(G) nodes."""
+    """Cases sorted by x (ascending, stable), cut into leaves of ``leaf`` consecutive cases, and the
+    dyadic tree (heap layout, leaves at ``size + g``) whose nodes unite consecutive leaves: any run of
+    whole leaves is the union of at most 2 log2(G) nodes. Nothing per case is kept beside x and y: the
+    powers the moments need are formed leaf range by leaf range on each call of :meth:`moments`."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, leaf: int | None = None):
         self.x = np.asarray(x, dtype=np.float64)
@@ -42,10 +44,7 @@ class SortedCases:
         self.seg_start = np.arange(0, n, L)
         self.G = self.seg_start.size
         self.seg_end = np.r_[self.seg_start[1:], n]
-        self.seg_of = np.repeat(np.arange(self.G), self.seg_end - self.seg_start)
         self.center = 0.5 * (self.x[self.seg_start] + self.x[self.seg_end - 1])
-        self.VV = self._powers(self.x - self.center[self.seg_of], self.y, self.G * L).reshape(self.G, L, 26)
-        self.tie_end = np.searchsorted(self.x, self.x, side="right") - 1
         size = 1
         while size < self.G:
             size *= 2
@@ -64,12 +63,26 @@ class SortedCases:
         )
         self.node_center[size : size + self.G] = self.center
 
+    def seg_of(self, i: np.ndarray) -> np.ndarray:
+        """The leaf holding each case index (leaves are runs of L consecutive cases)."""
+        return i // self.L
+
+    def tie_end(self, i: np.ndarray) -> np.ndarray:
+        """The last index whose x equals x[i]."""
+        return np.searchsorted(self.x, self.x[i], side="right") - 1
+
+    def leaf_powers(self, g0: int, g1: int) -> np.ndarray:
+        """(g1 − g0, L, 26): the powers of :meth:`_powers` for the cases of leaves [g0, g1), v = x − the
+        leaf's centre, zero rows padding the last leaf."""
+        c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
+        v = self.x[c0:c1] - np.repeat(self.center[g0:g1], self.seg_end[g0:g1] - self.seg_start[g0:g1])
+        return self._powers(v, self.y[c0:c1], (g1 - g0) * self.L).reshape(g1 - g0, self.L, 26)
+
     @staticmethod
     def _powers(v: np.ndarray, y: np.ndarray, rows: int) -> np.ndarray:
         """(rows, 26): v^0 .. v^13 then y v^0 .. y v^11 per case, zero rows padding the last leaf.
         Written column by column into the one buffer (each power the previous one times v, the
-        products ``np.cumprod`` forms) rather than stacked from copies: 208 bytes a case at the peak
-        instead of ~530."""
+        products ``np.cumprod`` forms) rather than stacked from copies."""
         n = v.size
         out = np.empty((rows, 26))
         out[n:] = 0.0
@@ -92,14 +105,19 @@ class SortedCases:
             T = self._tree = np.empty((2 * self.size, R, 26))
         T[: self.size] = 0.0
         T[self.size + self.G :] = 0.0
-        if self.G * self.L == self.n:
-            Wr = W.reshape(R, self.G, self.L)
-        else:
-            Wp = np.zeros((R, self.G * self.L))
-            Wp[:, : self.n] = W
-            Wr = Wp.reshape(R, self.G, self.L)
-        # (R, L) blocks of the counts times (L, 26) blocks of powers
-        np.matmul(Wr.transpose(1, 0, 2), self.VV, out=T[self.size : self.size + self.G])
+        # (R, L) blocks of the counts times (L, 26) blocks of powers, a cache-sized range of leaves at a
+        # time: the powers are formed anew per range rather than kept (208 bytes a case)
+        step = max(1, _LEAF_CASES // self.L)
+        for g0 in range(0, self.G, step):
+            g1 = min(self.G, g0 + step)
+            c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
+            if c1 - c0 == (g1 - g0) * self.L:
+                Wr = W[:, c0:c1].reshape(R, g1 - g0, self.L)
+            else:  # the last leaf is short: its counts padded with zeros as its powers are
+                Wp = np.zeros((R, (g1 - g0) * self.L))
+                Wp[:, : c1 - c0] = W[:, c0:c1]
+                Wr = Wp.reshape(R, g1 - g0, self.L)
+            np.matmul(Wr.transpose(1, 0, 2), self.leaf_powers(g0, g1), out=T[self.size + g0 : self.size + g1])
         e = np.subtract.outer(np.arange(14), np.arange(14))
         low = e >= 0
         e = np.maximum(e, 0)
@@ -144,9 +162,9 @@ class SortedCases:
         """Case ranges [lo, hi) as the runs of whole leaves [g0, g1) they contain (empty where none) and
         the two ranges of cases in the leaves cut at either end."""
         lo = np.minimum(lo, hi)
-        g_lo = self.seg_of[np.minimum(lo, self.n - 1)]
+        g_lo = self.seg_of(np.minimum(lo, self.n - 1))
         g0 = np.where(self.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first leaf fully inside
-        g_hi = self.seg_of[np.maximum(hi - 1, 0)]
+        g_hi = self.seg_of(np.maximum(hi - 1, 0))
         g1 = np.where(self.seg_end[g_hi] == hi, g_hi + 1, g_hi)  # one past the last fully inside
         full = (g0 < g1) & (hi > lo)
         cut1 = np.where(full, self.seg_start[np.minimum(g0, self.G - 1)], hi)
@@ -338,7 +356,7 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
         ka = k[act]
         fr.append(ra)
         fk.append(ka)
-        last_pos = P.end[ra, sc.tie_end[ka]] - 1
+        last_pos = P.end[ra, sc.tie_end(ka)] - 1
         go = last_pos < N[ra] - 1
         ra, ka, last_pos = ra[go], ka[go], last_pos[go]
         nc = np.searchsorted(x, x[ka] + delta[ra], side="right")
