@@ -299,19 +299,46 @@ def _loess_w(r, h):
 
 class _BatchPositions:
     """Positions of the expanded samples of all replicates at once: row r's cumulative counts are
-    offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position)."""
+    offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position). Only
+    that flat array is kept (8 bytes per case and replicate): a row's cumulative counts and integer
+    counts are read back from it."""
 
     def __init__(self, W: np.ndarray):
         R, n = W.shape
         self.n = n
-        self.counts = W.astype(np.int64)  # the integer counts, converted once for every use below
-        self.end = np.cumsum(self.counts, axis=1)
-        self.N = self.end[:, -1].copy()
+        flat = np.empty((R, n), dtype=np.int64)
+        for r in range(R):  # row by row: no (R, n) integer copy of the counts beside the sums
+            np.cumsum(W[r].astype(np.int64), out=flat[r])
+        self.N = flat[:, -1].copy()
         self.off = np.arange(R, dtype=np.int64) * (int(self.N.max(initial=0)) + 1)
-        self.flat = (self.end + self.off[:, None]).ravel()
+        flat += self.off[:, None]
+        self.flat = flat.ravel()
+
+    def end(self, r, j):
+        """Cumulative count of replicate r through case j (one past the last position of case j)."""
+        return self.flat[r * self.n + j] - self.off[r]
+
+    def counts(self, r: int) -> np.ndarray:
+        """Replicate r's counts as integers."""
+        row = self.flat[r * self.n : (r + 1) * self.n]
+        return np.diff(row, prepend=self.off[r])
 
     def case_at(self, r, pos):
         return np.searchsorted(self.flat, pos + self.off[r], side="right") - r * self.n
+
+
+class _ExpandedRow:
+    """Replicate r's expanded sample (case j repeated by its count) read by position without building
+    it: ``row[i]`` is the x at position i, ``row.size`` the sample's size."""
+
+    def __init__(self, x: np.ndarray, P: _BatchPositions, r: int):
+        self.x, self.P, self.r = x, P, r
+        self.size = int(P.N[r])
+
+    def __getitem__(self, i: int) -> float:
+        if i < 0:
+            i += self.size
+        return self.x[int(self.P.case_at(self.r, i))]
 
 
 def _window_starts_batch(x, P: _BatchPositions, r, centres, width):
@@ -356,11 +383,11 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
         ka = k[act]
         fr.append(ra)
         fk.append(ka)
-        last_pos = P.end[ra, sc.tie_end(ka)] - 1
+        last_pos = P.end(ra, sc.tie_end(ka)) - 1
         go = last_pos < N[ra] - 1
         ra, ka, last_pos = ra[go], ka[go], last_pos[go]
         nc = np.searchsorted(x, x[ka] + delta[ra], side="right")
-        k[ra] = P.case_at(ra, np.maximum(last_pos + 1, P.end[ra, nc - 1] - 1))
+        k[ra] = P.case_at(ra, np.maximum(last_pos + 1, P.end(ra, nc - 1) - 1))
         act[:] = False
         act[ra] = True
     rq = np.concatenate(fr)
@@ -379,7 +406,7 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
         "xs": xs,
         "h": h,
         "kl": kl,
-        "mult": (P.end[rq, kl] - nleft).astype(np.float64),
+        "mult": (P.end(rq, kl) - nleft).astype(np.float64),
         "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
         "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
         "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
@@ -406,8 +433,7 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
         N = int(P.N[r])
         if N == 0:
             continue
-        c = P.counts[r]
-        rep = np.repeat(x, c)
+        rep = _ExpandedRow(x, P, r)  # the kd-tree reads a few dozen positions: no expanded copy
         if rep[0] == rep[-1]:
             continue
         fc = int(np.floor(N * (span * cell)))
@@ -449,7 +475,8 @@ def _error_summary(e, c, ci, N) -> dict:
         lo = int(np.floor(pos))
         ks += [lo, min(lo + 1, N - 1)]
         fr.append(pos - lo)
-    part = np.partition(rep, sorted(set(ks + [N - 1])))  # N − 1: the maximum comes with the quantiles
+    part = rep
+    part.partition(sorted(set(ks + [N - 1])))  # in place; N − 1: the maximum comes with the quantiles
     return {
         "eavg": float(_dot(c, e) / N),
         "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
@@ -547,9 +574,11 @@ def smooth_errors(
         bounds = np.r_[0, np.cumsum(sizes)]
         for i, r in enumerate(lrows):
             sl = slice(bounds[i], bounds[i + 1])
-            e = np.abs(x - np.interp(x, xs[sl], ys[sl]))
+            e = np.interp(x, xs[sl], ys[sl])
+            np.subtract(x, e, out=e)
+            np.abs(e, out=e)
             curves.lowess(r, xs[sl], ys[sl])
-            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
+            for k, v in _error_summary(e, W[r], P.counts(r), int(P.N[r])).items():
                 out[k][r] = v
     # ---- loess: all vertices of all replicates at once
     orows = [r for r in range(R) if oplans[r] is not None]
@@ -599,7 +628,7 @@ def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
         mean = _dot(W[r], y) / W[r].sum()
         if lplans[r] is None:
             curves.constant("lowess", r, mean)
-            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts[r], int(P.N[r])).items():
+            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts(r), int(P.N[r])).items():
                 out[k][r] = v
         if oplans[r] is None:
             out["ici"][r] = abs(x[W[r] > 0][0] - mean)
