@@ -120,3 +120,36 @@ def test_loess_hermite_in_pieces_is_bit_identical():
     finally:
         smooth._hermite = original
     np.testing.assert_array_equal(got, whole)
+
+
+def _weights(n: int, k: int, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(k)]).astype(np.float64)
+
+
+def test_band_curves_in_parts_equal_one_batch(monkeypatch):
+    """The band's replicate curves, smoothed a few replicates at a time, equal those of one batch."""
+    from validate.metrics import replicates
+    from validate.metrics.smooth_band import replicate_curves, smooth_grid
+
+    y, p = _cases(400, seed=8)
+    W = _weights(400, 7)
+    grid = smooth_grid(p)
+    whole = replicate_curves(y, p, W, grid, fast=True)
+    monkeypatch.setattr(replicates, "SMOOTH_CELLS", 2 * 400)
+    parts = replicate_curves(y, p, W, grid, fast=True)
+    for got, expected in zip(parts, whole, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_band_curves_hold_a_part_of_the_chunk_at_a_time():
+    from validate.metrics.smooth_band import replicate_curves, smooth_grid
+
+    n = 200_000
+    y, p = _cases(n, seed=9)
+    W = _weights(n, 60)
+    grid = smooth_grid(p)
+    peak = _peak(lambda: replicate_curves(y, p, W, grid))
+    # a part's reordered weights, positions and tree beside the chunk; the whole chunk's integer counts,
+    # cumulative counts and reordered copy held ~6.5 times the chunk's weights
+    assert peak <= 1.5 * W.nbytes
