@@ -105,11 +105,14 @@ def test_smoother_powers_are_the_cumulative_products_bit_for_bit(n):
     x = np.sort(rng.random(n))
     y = (rng.random(n) < x).astype(np.float64)
     sc = SortedCases(x, y)
-    v = sc.x - sc.center[sc.seg_of]
+    v = sc.x - sc.center[np.arange(n) // sc.L]
     powers = np.cumprod(np.column_stack([np.ones(n)] + [v] * 13), axis=1)  # v^0 .. v^13
     expected = np.zeros((sc.G * sc.L, 26))
     expected[:n] = np.concatenate([powers, y[:, None] * powers[:, :12]], axis=1)
-    np.testing.assert_array_equal(_bits(sc.VV.reshape(-1, 26)), _bits(expected))
+    # formed range by range of leaves (ranges that do not start at leaf 0 included)
+    mid = sc.G // 2
+    got = np.concatenate([sc.leaf_powers(0, mid), sc.leaf_powers(mid, sc.G)]).reshape(-1, 26)
+    np.testing.assert_array_equal(_bits(got), _bits(expected))
 
 
 def _peak_over(build) -> tuple[object, int]:
@@ -159,13 +162,20 @@ def tracemalloc_live(build) -> int:
     return live
 
 
-def test_smoother_powers_are_built_without_stacked_copies():
+def test_smoother_moments_keep_no_per_case_powers():
+    """The sorted cases keep nothing per case beside x and y, and the moments of a replicate hold the
+    tree and a cache-sized range of powers, not the 26 powers of every case (208 bytes a case)."""
     rng = np.random.default_rng(3)
     x = np.sort(rng.random(N_MEMORY))
     y = (rng.random(N_MEMORY) < x).astype(np.float64)
     sc, peak = _peak_over(lambda: SortedCases(x, y))
-    # the powers (26 columns) and a few per-case index columns; the stacks held ~2.5 times the powers
-    assert peak <= sc.VV.nbytes + 8 * 8 * N_MEMORY
+    assert peak <= 3 * N_MEMORY  # per leaf and tree node only
+    W = _replicate_weights(N_MEMORY, 1)
+    T, peak = _peak_over(lambda: sc.moments(W))
+    # beside the tree: the (14, 14) shift matrices of one level's parents (a few copies; at most 4096
+    # leaves, so bounded whatever n) and a few columns of counts
+    shifts = 3 * 8 * 14 * 14 * sc.size // 2
+    assert peak <= T.nbytes + shifts + 4 * 8 * N_MEMORY
 
 
 def _replicate_weights(n: int, k: int, seed: int = 5) -> np.ndarray:

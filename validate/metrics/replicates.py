@@ -30,8 +30,9 @@ from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clo
 # below this many cases the smoothers are cheaper on the expanded sample than from segment moments
 SMOOTH_ENGINE_MIN_N = 1000
 LOWESS_METRICS = ("eavg", "e50", "e90", "emax")
-# cases x replicates per batch of the segment-moment smoothers: their window plans, positions and
-# per-replicate errors take ~45 bytes per case and replicate, so a chunk of replicate weights
+# cases x replicates per batch of the segment-moment smoothers: their expanded-sample positions take 8
+# bytes per case and replicate, and one replicate at a time its errors ~36 bytes a case (measured by
+# tracemalloc at 1M cases: 68 bytes a case for a part of 4 replicates), so a chunk of replicate weights
 # (:data:`~validate.metrics.bootstrap.CHUNK_CELLS`, 4 times as many) is smoothed in parts to keep them
 # off the block's peak (each replicate's smooths are its own; only a BLAS sum order may change, ~1e-15)
 SMOOTH_CELLS = 1 << 22

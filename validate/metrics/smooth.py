@@ -36,44 +36,46 @@ def clowess(x, y, *, f: float = 2.0 / 3.0, delta: float | None = None) -> np.nda
     if delta is None:
         delta = 0.01 * (x[-1] - x[0])
     ns = max(2, min(n, int(f * n + 1e-7)))
-    fits, tie_end = _fit_positions(x, delta)
+    fits, ends = _fit_positions(x, delta)
     nleft = _window_starts(x, fits, ns)
     ys_fit, ok = _local_lines(x, y, fits, nleft, ns)
     ys_fit = np.where(ok, ys_fit, y[fits])
-    # fitted value at every index: fits and their ties exactly, skipped points interpolated between the
-    # previous fit's last tie and the next fit (C: alpha * ys[i] + (1 - alpha) * ys[last])
-    ys = np.empty(n)
-    ends = tie_end[fits]
-    seg = np.searchsorted(fits, np.arange(n), side="right") - 1  # last fit at or before each index
-    covered = np.arange(n) <= ends[seg]
-    ys[covered] = ys_fit[seg[covered]]
-    gap = np.flatnonzero(~covered)
-    if gap.size:
-        k = seg[gap]
-        last = ends[k]
-        nxt = fits[k + 1]
+    return _fill_between_fits(x, fits, ends, ys_fit)
+
+
+def _fill_between_fits(x, fits, ends, ys_fit, piece: int = 1 << 16) -> np.ndarray:
+    """The fitted value at every index: fits and their ties exactly, skipped points interpolated between
+    the previous fit's last tie and the next fit (C: alpha * ys[i] + (1 - alpha) * ys[last]), a run of
+    skipped points ``piece`` indices at a time (no per-case index arrays)."""
+    ys = np.empty(x.size)
+    for k in range(fits.size):
+        last = int(ends[k])
+        ys[fits[k] : last + 1] = ys_fit[k]
+        if k + 1 == fits.size:
+            break
+        nxt = int(fits[k + 1])
         denom = x[nxt] - x[last]
-        alpha = (x[gap] - x[last]) / denom
-        ys[gap] = alpha * ys_fit[k + 1] + (1.0 - alpha) * ys_fit[k]
+        for g0 in range(last + 1, nxt, piece):
+            g = slice(g0, min(nxt, g0 + piece))
+            alpha = (x[g] - x[last]) / denom
+            ys[g] = alpha * ys_fit[k + 1] + (1.0 - alpha) * ys_fit[k]
     return ys
 
 
 def _fit_positions(x: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices where clowess fits a local line, and the last tie of every index."""
+    """Indices where clowess fits a local line, and the last tie of each (found per fit: with delta
+    1% of the range there are at most ~200 fits, however many cases)."""
     n = x.size
-    tie_end = np.searchsorted(x, x, side="right") - 1
-    cut_next = np.searchsorted(x, x + delta, side="right")  # first index with x > x[i] + delta
-    fits = []
+    fits, ends = [], []
     i = 0
-    te = tie_end.tolist()
-    cn = cut_next.tolist()
     while True:
+        last = int(np.searchsorted(x, x[i], side="right")) - 1
         fits.append(i)
-        last = te[i]
+        ends.append(last)
         if last >= n - 1:
             break
-        i = max(last + 1, cn[i] - 1)
-    return np.asarray(fits, dtype=np.int64), tie_end
+        i = max(last + 1, int(np.searchsorted(x, x[i] + delta, side="right")) - 1)
+    return np.asarray(fits, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
 def _window_starts(x: np.ndarray, fits: np.ndarray, ns: int) -> np.ndarray:
@@ -93,8 +95,10 @@ def _window_starts(x: np.ndarray, fits: np.ndarray, ns: int) -> np.ndarray:
         hi = np.where(active & ~move, mid, hi)
 
 
-def _local_lines(x, y, fits, nleft, ns, max_cells: int = 4_000_000):
-    """C ``lowest`` at every fit position (vectorised over fits in chunks). Returns (ys, ok)."""
+def _local_lines(x, y, fits, nleft, ns, max_cells: int = 1 << 18):
+    """C ``lowest`` at every fit position, vectorised over fits in chunks of about ``max_cells`` window
+    cells (a few MB of temporaries whatever n; a window wider than that is summed in column blocks).
+    Returns (ys, ok)."""
     n = x.size
     rng = x[-1] - x[0]
     xs_all = x[fits]
@@ -110,38 +114,87 @@ def _local_lines(x, y, fits, nleft, ns, max_cells: int = 4_000_000):
         per = max(1, max_cells // max(width, 1))
         sl = slice(start, min(fits.size, start + per))
         start = sl.stop
-        nl, st = nleft[sl], stop_all[sl]
-        w_max = int((st - nl).max())
-        cols = nl[:, None] + np.arange(w_max)[None, :]
-        inside_cols = cols < st[:, None]
-        cols = np.minimum(cols, n - 1)
-        xw = x[cols]
-        xs = xs_all[sl][:, None]
-        h = h_all[sl][:, None]
-        r = np.abs(xw - xs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            q = r / h
-        q = q * q * q
-        t = 1.0 - q
-        w = np.where(inside_cols & (r <= 0.999 * h), np.where(r <= 0.001 * h, 1.0, t * t * t), 0.0)
-        a = w.sum(axis=1)
-        good = a > 0
-        ok[sl] = good
-        a = np.where(good, a, 1.0)
-        w = w / a[:, None]
-        ax = (w * xw).sum(axis=1)
-        c = (w * (xw - ax[:, None]) ** 2).sum(axis=1)
-        slope_ok = (h[:, 0] > 0) & (np.sqrt(c) > 0.001 * rng)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            b = np.where(slope_ok, (xs[:, 0] - ax) / np.where(slope_ok, c, 1.0), 0.0)
-        w = w * (b[:, None] * (xw - ax[:, None]) + 1.0)
-        out[sl] = (w * y[cols]).sum(axis=1)
+        win = (x, xs_all[sl][:, None], h_all[sl][:, None], nleft[sl], stop_all[sl])
+        w_max = int((stop_all[sl] - nleft[sl]).max())
+        if w_max <= max_cells:
+            out[sl], ok[sl] = _lines_one_block(win, y, w_max, rng)
+        else:
+            out[sl], ok[sl] = _lines_in_column_blocks(win, y, w_max, rng, max_cells)
     return out, ok
 
 
+def _tricube_block(win, c0: int, c1: int):
+    """Columns c0..c1 of the fits' windows: case indices, their x and C ``lowest``'s weights (1 within
+    0.001 h, tricube up to 0.999 h, 0 beyond and past the window's end)."""
+    x, xs, h, nl, st = win
+    cols = nl[:, None] + np.arange(c0, c1)[None, :]
+    inside_cols = cols < st[:, None]
+    cols = np.minimum(cols, x.size - 1)
+    xw = x[cols]
+    r = np.abs(xw - xs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = r / h
+    q = q * q * q
+    t = 1.0 - q
+    w = np.where(inside_cols & (r <= 0.999 * h), np.where(r <= 0.001 * h, 1.0, t * t * t), 0.0)
+    return cols, xw, w
+
+
+def _slope(xs, h, ax, c, rng):
+    """The local line's slope factor b of C ``lowest`` (0: the weighted mean) from the weighted mean ax
+    and weighted spread c of x."""
+    slope_ok = (h[:, 0] > 0) & (np.sqrt(c) > 0.001 * rng)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(slope_ok, (xs[:, 0] - ax) / np.where(slope_ok, c, 1.0), 0.0)
+
+
+def _lines_one_block(win, y, w_max, rng):
+    """The local lines of fits whose windows fit one block: normalised weights w, ax = Σ w x,
+    c = Σ w (x − ax)², value Σ w (b (x − ax) + 1) y."""
+    xs, h = win[1], win[2]
+    cols, xw, w = _tricube_block(win, 0, w_max)
+    a = w.sum(axis=1)
+    good = a > 0
+    a = np.where(good, a, 1.0)
+    w = w / a[:, None]
+    ax = (w * xw).sum(axis=1)
+    c = (w * (xw - ax[:, None]) ** 2).sum(axis=1)
+    b = _slope(xs, h, ax, c, rng)
+    w = w * (b[:, None] * (xw - ax[:, None]) + 1.0)
+    return (w * y[cols]).sum(axis=1), good
+
+
+def _lines_in_column_blocks(win, y, w_max, rng, block):
+    """As :func:`_lines_one_block` for windows wider than ``block`` columns, in two passes over column
+    blocks: Σ w and Σ w x first (ax), then Σ w (x − ax)², Σ w y and Σ w (x − ax) y, so that the
+    value is (Σ w y + b Σ w (x − ax) y) / Σ w. The same sums in another order (~1e-15 relative)."""
+    xs, h = win[1], win[2]
+    k = xs.shape[0]
+    a, sx, c, sy, sxy = (np.zeros(k) for _ in range(5))
+    for c0 in range(0, w_max, block):
+        _, xw, w = _tricube_block(win, c0, min(w_max, c0 + block))
+        a += w.sum(axis=1)
+        sx += (w * xw).sum(axis=1)
+    good = a > 0
+    a = np.where(good, a, 1.0)
+    ax = sx / a
+    for c0 in range(0, w_max, block):
+        cols, xw, w = _tricube_block(win, c0, min(w_max, c0 + block))
+        d = xw - ax[:, None]
+        wy = w * y[cols]
+        c += (w * d * d).sum(axis=1)
+        sy += wy.sum(axis=1)
+        sxy += (wy * d).sum(axis=1)
+    b = _slope(xs, h, ax, c / a, rng)
+    return (sy + b * sxy) / a, good
+
+
 def _interp_ties_mean(xs_sorted, fit_sorted, xout):
-    """R ``approx(x, y, xout, ties = mean)``: average the fitted values of tied x, then interpolate."""
-    ux, start = np.unique(xs_sorted, return_index=True)
+    """R ``approx(x, y, xout, ties = mean)``: average the fitted values of tied x, then interpolate.
+    ``xs_sorted`` ascending: the runs of ties start where x changes (as ``np.unique`` finds them,
+    without its sorted copies)."""
+    start = np.flatnonzero(np.r_[True, xs_sorted[1:] != xs_sorted[:-1]])
+    ux = xs_sorted[start]
     sums = np.add.reduceat(fit_sorted, start)
     counts = np.diff(np.r_[start, xs_sorted.size])
     uy = sums / counts
@@ -167,7 +220,11 @@ def _lowess_errors(y, p):
         order = np.argsort(p, kind="stable")
         xs = p[order]
         fit = clowess(xs, y[order])
-        e = np.abs(p - _interp_ties_mean(xs, fit, p))
+        del order  # each per-case array is let go once used: this runs on whole blocks
+        e = _interp_ties_mean(xs, fit, p)
+        del xs, fit
+        np.subtract(p, e, out=e)
+        np.abs(e, out=e)
     return {
         "eavg": float(e.mean()),
         "e50": float(np.quantile(e, 0.5)),
@@ -179,27 +236,79 @@ def _lowess_errors(y, p):
 # ---------------------------------------------------------------- loess (R's stats::loess, one predictor)
 
 
-def _loess_vertex_fit(x, y, q, nf, span, degree):
+def _loess_vertex_fit(xs, ys, q, nf, span, degree, piece: int = 1 << 16):
     """Local polynomial at vertex ``q`` as R's ``ehg127``: the nf nearest points (squared distance below
     the nf-th smallest gets tricube weight; ties at the radius get weight 0), weighted least squares on
     columns 1, (x − q), (x − q)² with equilibrated columns and an SVD pseudo-inverse (singular values
-    below 100·eps·σ₁ dropped). Returns (value, slope) at q."""
-    dist = (x - q) ** 2
-    rho = np.partition(dist, nf - 1)[nf - 1] * max(1.0, span)
+    below 100·eps·σ₁ dropped). Returns (value, slope) at q.
+
+    ``xs`` sorted (``ys`` alongside): the squared distances fall then rise along it, so the nf-th
+    smallest is found by bisection and the neighbours are one run of cases. The least-squares problem
+    is reduced ``piece`` rows at a time to the triangular factor R of [B | w y] (Householder QR of the
+    stacked factors; B = Q R, so B's column norms and singular values are R's): the same pseudo-inverse
+    solution as of B itself up to rounding, in memory independent of n."""
+    lo, hi = _nearest_run(xs, q, nf)
+    rho = max(_sq(xs, lo, q), _sq(xs, hi - 1, q)) * max(1.0, span)
     if not rho > 0:
         raise ValueError("loess: span too small (all neighbours at one point)")
-    near = dist < rho
-    xd = x[near] - q
-    w = np.sqrt(dist[near] / rho)
-    w = np.sqrt((1.0 - w**3) ** 3)
-    cols = [w, w * xd] + ([w * xd * xd] if degree >= 2 else [])
-    b = np.column_stack(cols)
-    scal = np.sqrt((b * b).sum(axis=0))
+    lo, hi = _closer_than(xs, q, rho, lo, hi)
+    k = 3 if degree >= 2 else 2
+    R: np.ndarray = np.zeros((0, k + 1))
+    for c0 in range(lo, hi, piece):
+        xd = xs[c0 : min(hi, c0 + piece)] - q
+        w = np.sqrt(xd * xd / rho)
+        w = np.sqrt((1.0 - w**3) ** 3)
+        cols = [w, w * xd] + ([w * xd * xd] if degree >= 2 else [])
+        block = np.column_stack([*cols, w * ys[c0 : c0 + xd.size]])
+        R = np.asarray(np.linalg.qr(np.vstack([R, block]), mode="r"))
+    scal = np.sqrt((R[:, :k] ** 2).sum(axis=0))
     scal[scal == 0] = 1.0
-    b = b / scal
-    coef, *_ = np.linalg.lstsq(b, w * y[near], rcond=100 * np.finfo(float).eps)
+    coef, *_ = np.linalg.lstsq(R[:, :k] / scal, R[:, k], rcond=100 * np.finfo(float).eps)
     coef = coef / scal
     return coef[0], (coef[1] if degree >= 1 else 0.0)
+
+
+def _sq(xs, i, q) -> float:
+    d = xs[i] - q
+    return float(d * d)
+
+
+def _nearest_run(xs, q, nf) -> tuple[int, int]:
+    """[lo, lo + nf): the nf indices of sorted ``xs`` nearest q by squared distance (its largest is the
+    nf-th smallest squared distance: below the vertex the distances fall, above they rise, so the
+    nf-th smallest of the two sorted runs is found by bisection on how many come from below)."""
+    m = int(np.searchsorted(xs, q, side="left"))
+    below, above = m, xs.size - m  # below: indices m-1, m-2, ... ; above: m, m+1, ...
+    a, b = max(0, nf - above), min(nf, below)
+    while a < b:  # the fewest taken from below with the next one below no closer than the last above
+        i = (a + b) // 2
+        if _sq(xs, m - 1 - i, q) < _sq(xs, m + nf - i - 1, q):
+            a = i + 1
+        else:
+            b = i
+    return m - a, m - a + nf
+
+
+def _closer_than(xs, q, rho, lo, hi) -> tuple[int, int]:
+    """The run of indices with (x − q)² < rho: within [lo, hi) widened by any farther equal points,
+    found by bisection on either side of the vertex (squared distance is monotone on each)."""
+    m = int(np.clip(np.searchsorted(xs, q, side="left"), lo, hi))
+    a, b = 0, m  # first index below m with distance < rho
+    while a < b:
+        i = (a + b) // 2
+        if _sq(xs, i, q) < rho:
+            b = i
+        else:
+            a = i + 1
+    start = a
+    a, b = m, xs.size  # first index at or above m with distance >= rho
+    while a < b:
+        i = (a + b) // 2
+        if _sq(xs, i, q) < rho:
+            a = i + 1
+        else:
+            b = i
+    return start, a
 
 
 def _kd_splits(xs, fc):
@@ -270,15 +379,28 @@ def loess_smooth(x, y, *, span: float = 0.75, degree: int = 2, xout=None, cell: 
     verts = np.array(sorted([lo_v, hi_v] + splits))
     vals = np.empty(verts.size)
     slopes = np.empty(verts.size)
+    ys = y[order]
+    del order
     for k, q in enumerate(verts):
-        vals[k], slopes[k] = _loess_vertex_fit(x, y, q, nf, span, degree)
+        vals[k], slopes[k] = _loess_vertex_fit(xs, ys, q, nf, span, degree)
+    del xs, ys
     z = x if xout is None else np.asarray(xout, dtype=np.float64)
     return _hermite(verts, vals, slopes, z)
 
 
-def _hermite(verts, vals, slopes, z):
+def _hermite(verts, vals, slopes, z, piece: int = 1 << 16):
     """Cubic Hermite interpolation on the leaf cell holding z (a point on a split belongs to the lower
-    cell, as R descends with z <= xi)."""
+    cell, as R descends with z <= xi), ``piece`` points at a time (its temporaries are a dozen arrays)."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.size <= piece:
+        return _hermite_piece(verts, vals, slopes, z)
+    out = np.empty(z.shape)
+    for c0 in range(0, z.size, piece):
+        out[c0 : c0 + piece] = _hermite_piece(verts, vals, slopes, z[c0 : c0 + piece])
+    return out
+
+
+def _hermite_piece(verts, vals, slopes, z):
     j = np.searchsorted(verts, z, side="left") - 1
     j = np.clip(j, 0, verts.size - 2)
     v0, v1 = verts[j], verts[j + 1]

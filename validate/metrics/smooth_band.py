@@ -63,10 +63,18 @@ def replicate_curves(
     order = np.argsort(p, kind="stable")
     ps, ys = p[order], y[order]
     if fast if fast is not None else p.size >= FAST_MIN_N:
+        from validate.metrics.replicates import SMOOTH_CELLS
         from validate.metrics.smooth_bootstrap import SortedCases, smooth_errors
 
-        out = smooth_errors(SortedCases(ps, ys), np.ascontiguousarray(W[:, order]), grid=grid)
-        return np.clip(out["lowess_curve"], 0.0, 1.0), np.clip(out["loess_curve"], 0.0, 1.0)
+        sc = SortedCases(ps, ys)
+        step = max(1, SMOOTH_CELLS // p.size)  # a few replicates at a time, as the metrics' smoothers
+        parts = [
+            smooth_errors(sc, np.ascontiguousarray(W[r0 : r0 + step, order]), grid=grid)
+            for r0 in range(0, W.shape[0], step)
+        ]
+        low = np.concatenate([part["lowess_curve"] for part in parts])
+        loe = np.concatenate([part["loess_curve"] for part in parts])
+        return np.clip(low, 0.0, 1.0), np.clip(loe, 0.0, 1.0)
     low = np.empty((W.shape[0], grid.size))
     loe = np.empty((W.shape[0], grid.size))
     for r, w in enumerate(W):

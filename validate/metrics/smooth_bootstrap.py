@@ -22,13 +22,15 @@ from math import comb
 import numpy as np
 
 _CHUNK = 4096  # pairs per pass of the moment shift: its 14 rows stay in cache
+_LEAF_CASES = 8192  # cases per range of leaves whose powers are formed at once (1.7 MB)
 _BINOM = np.array([[comb(e, m) for m in range(14)] for e in range(14)], dtype=np.float64)
 
 
 class SortedCases:
-    """Cases sorted by x (ascending, stable), cut into leaves of ``leaf`` consecutive cases, with the
-    powers used for moments and the dyadic tree (heap layout, leaves at ``size + g``) whose nodes
-    unite consecutive leaves: any run of whole leaves is the union of at most 2 log2(G) nodes."""
+    """Cases sorted by x (ascending, stable), cut into leaves of ``leaf`` consecutive cases, and the
+    dyadic tree (heap layout, leaves at ``size + g``) whose nodes unite consecutive leaves: any run of
+    whole leaves is the union of at most 2 log2(G) nodes. Nothing per case is kept beside x and y: the
+    powers the moments need are formed leaf range by leaf range on each call of :meth:`moments`."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, leaf: int | None = None):
         self.x = np.asarray(x, dtype=np.float64)
@@ -42,10 +44,7 @@ class SortedCases:
         self.seg_start = np.arange(0, n, L)
         self.G = self.seg_start.size
         self.seg_end = np.r_[self.seg_start[1:], n]
-        self.seg_of = np.repeat(np.arange(self.G), self.seg_end - self.seg_start)
         self.center = 0.5 * (self.x[self.seg_start] + self.x[self.seg_end - 1])
-        self.VV = self._powers(self.x - self.center[self.seg_of], self.y, self.G * L).reshape(self.G, L, 26)
-        self.tie_end = np.searchsorted(self.x, self.x, side="right") - 1
         size = 1
         while size < self.G:
             size *= 2
@@ -64,12 +63,26 @@ class SortedCases:
         )
         self.node_center[size : size + self.G] = self.center
 
+    def seg_of(self, i: np.ndarray) -> np.ndarray:
+        """The leaf holding each case index (leaves are runs of L consecutive cases)."""
+        return i // self.L
+
+    def tie_end(self, i: np.ndarray) -> np.ndarray:
+        """The last index whose x equals x[i]."""
+        return np.searchsorted(self.x, self.x[i], side="right") - 1
+
+    def leaf_powers(self, g0: int, g1: int) -> np.ndarray:
+        """(g1 − g0, L, 26): the powers of :meth:`_powers` for the cases of leaves [g0, g1), v = x − the
+        leaf's centre, zero rows padding the last leaf."""
+        c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
+        v = self.x[c0:c1] - np.repeat(self.center[g0:g1], self.seg_end[g0:g1] - self.seg_start[g0:g1])
+        return self._powers(v, self.y[c0:c1], (g1 - g0) * self.L).reshape(g1 - g0, self.L, 26)
+
     @staticmethod
     def _powers(v: np.ndarray, y: np.ndarray, rows: int) -> np.ndarray:
         """(rows, 26): v^0 .. v^13 then y v^0 .. y v^11 per case, zero rows padding the last leaf.
         Written column by column into the one buffer (each power the previous one times v, the
-        products ``np.cumprod`` forms) rather than stacked from copies: 208 bytes a case at the peak
-        instead of ~530."""
+        products ``np.cumprod`` forms) rather than stacked from copies."""
         n = v.size
         out = np.empty((rows, 26))
         out[n:] = 0.0
@@ -92,14 +105,19 @@ class SortedCases:
             T = self._tree = np.empty((2 * self.size, R, 26))
         T[: self.size] = 0.0
         T[self.size + self.G :] = 0.0
-        if self.G * self.L == self.n:
-            Wr = W.reshape(R, self.G, self.L)
-        else:
-            Wp = np.zeros((R, self.G * self.L))
-            Wp[:, : self.n] = W
-            Wr = Wp.reshape(R, self.G, self.L)
-        # (R, L) blocks of the counts times (L, 26) blocks of powers
-        np.matmul(Wr.transpose(1, 0, 2), self.VV, out=T[self.size : self.size + self.G])
+        # (R, L) blocks of the counts times (L, 26) blocks of powers, a cache-sized range of leaves at a
+        # time: the powers are formed anew per range rather than kept (208 bytes a case)
+        step = max(1, _LEAF_CASES // self.L)
+        for g0 in range(0, self.G, step):
+            g1 = min(self.G, g0 + step)
+            c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
+            if c1 - c0 == (g1 - g0) * self.L:
+                Wr = W[:, c0:c1].reshape(R, g1 - g0, self.L)
+            else:  # the last leaf is short: its counts padded with zeros as its powers are
+                Wp = np.zeros((R, (g1 - g0) * self.L))
+                Wp[:, : c1 - c0] = W[:, c0:c1]
+                Wr = Wp.reshape(R, g1 - g0, self.L)
+            np.matmul(Wr.transpose(1, 0, 2), self.leaf_powers(g0, g1), out=T[self.size + g0 : self.size + g1])
         e = np.subtract.outer(np.arange(14), np.arange(14))
         low = e >= 0
         e = np.maximum(e, 0)
@@ -144,9 +162,9 @@ class SortedCases:
         """Case ranges [lo, hi) as the runs of whole leaves [g0, g1) they contain (empty where none) and
         the two ranges of cases in the leaves cut at either end."""
         lo = np.minimum(lo, hi)
-        g_lo = self.seg_of[np.minimum(lo, self.n - 1)]
+        g_lo = self.seg_of(np.minimum(lo, self.n - 1))
         g0 = np.where(self.seg_start[g_lo] == lo, g_lo, g_lo + 1)  # first leaf fully inside
-        g_hi = self.seg_of[np.maximum(hi - 1, 0)]
+        g_hi = self.seg_of(np.maximum(hi - 1, 0))
         g1 = np.where(self.seg_end[g_hi] == hi, g_hi + 1, g_hi)  # one past the last fully inside
         full = (g0 < g1) & (hi > lo)
         cut1 = np.where(full, self.seg_start[np.minimum(g0, self.G - 1)], hi)
@@ -281,19 +299,46 @@ def _loess_w(r, h):
 
 class _BatchPositions:
     """Positions of the expanded samples of all replicates at once: row r's cumulative counts are
-    offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position)."""
+    offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position). Only
+    that flat array is kept (8 bytes per case and replicate): a row's cumulative counts and integer
+    counts are read back from it."""
 
     def __init__(self, W: np.ndarray):
         R, n = W.shape
         self.n = n
-        self.counts = W.astype(np.int64)  # the integer counts, converted once for every use below
-        self.end = np.cumsum(self.counts, axis=1)
-        self.N = self.end[:, -1].copy()
+        flat = np.empty((R, n), dtype=np.int64)
+        for r in range(R):  # row by row: no (R, n) integer copy of the counts beside the sums
+            np.cumsum(W[r].astype(np.int64), out=flat[r])
+        self.N = flat[:, -1].copy()
         self.off = np.arange(R, dtype=np.int64) * (int(self.N.max(initial=0)) + 1)
-        self.flat = (self.end + self.off[:, None]).ravel()
+        flat += self.off[:, None]
+        self.flat = flat.ravel()
+
+    def end(self, r, j):
+        """Cumulative count of replicate r through case j (one past the last position of case j)."""
+        return self.flat[r * self.n + j] - self.off[r]
+
+    def counts(self, r: int) -> np.ndarray:
+        """Replicate r's counts as integers."""
+        row = self.flat[r * self.n : (r + 1) * self.n]
+        return np.diff(row, prepend=self.off[r])
 
     def case_at(self, r, pos):
         return np.searchsorted(self.flat, pos + self.off[r], side="right") - r * self.n
+
+
+class _ExpandedRow:
+    """Replicate r's expanded sample (case j repeated by its count) read by position without building
+    it: ``row[i]`` is the x at position i, ``row.size`` the sample's size."""
+
+    def __init__(self, x: np.ndarray, P: _BatchPositions, r: int):
+        self.x, self.P, self.r = x, P, r
+        self.size = int(P.N[r])
+
+    def __getitem__(self, i: int) -> float:
+        if i < 0:
+            i += self.size
+        return self.x[int(self.P.case_at(self.r, i))]
 
 
 def _window_starts_batch(x, P: _BatchPositions, r, centres, width):
@@ -338,11 +383,11 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
         ka = k[act]
         fr.append(ra)
         fk.append(ka)
-        last_pos = P.end[ra, sc.tie_end[ka]] - 1
+        last_pos = P.end(ra, sc.tie_end(ka)) - 1
         go = last_pos < N[ra] - 1
         ra, ka, last_pos = ra[go], ka[go], last_pos[go]
         nc = np.searchsorted(x, x[ka] + delta[ra], side="right")
-        k[ra] = P.case_at(ra, np.maximum(last_pos + 1, P.end[ra, nc - 1] - 1))
+        k[ra] = P.case_at(ra, np.maximum(last_pos + 1, P.end(ra, nc - 1) - 1))
         act[:] = False
         act[ra] = True
     rq = np.concatenate(fr)
@@ -361,7 +406,7 @@ def _lowess_plans(sc: SortedCases, P: _BatchPositions, f: float) -> list:
         "xs": xs,
         "h": h,
         "kl": kl,
-        "mult": (P.end[rq, kl] - nleft).astype(np.float64),
+        "mult": (P.end(rq, kl) - nleft).astype(np.float64),
         "a": np.maximum(np.searchsorted(x, xs - h9, side="left"), start),
         "b": np.maximum(np.searchsorted(x, xs - h1, side="left"), start),
         "c": np.maximum(np.searchsorted(x, xs + h1, side="right"), start),
@@ -388,8 +433,7 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
         N = int(P.N[r])
         if N == 0:
             continue
-        c = P.counts[r]
-        rep = np.repeat(x, c)
+        rep = _ExpandedRow(x, P, r)  # the kd-tree reads a few dozen positions: no expanded copy
         if rep[0] == rep[-1]:
             continue
         fc = int(np.floor(N * (span * cell)))
@@ -431,7 +475,8 @@ def _error_summary(e, c, ci, N) -> dict:
         lo = int(np.floor(pos))
         ks += [lo, min(lo + 1, N - 1)]
         fr.append(pos - lo)
-    part = np.partition(rep, sorted(set(ks + [N - 1])))  # N − 1: the maximum comes with the quantiles
+    part = rep
+    part.partition(sorted(set(ks + [N - 1])))  # in place; N − 1: the maximum comes with the quantiles
     return {
         "eavg": float(_dot(c, e) / N),
         "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
@@ -529,9 +574,11 @@ def smooth_errors(
         bounds = np.r_[0, np.cumsum(sizes)]
         for i, r in enumerate(lrows):
             sl = slice(bounds[i], bounds[i + 1])
-            e = np.abs(x - np.interp(x, xs[sl], ys[sl]))
+            e = np.interp(x, xs[sl], ys[sl])
+            np.subtract(x, e, out=e)
+            np.abs(e, out=e)
             curves.lowess(r, xs[sl], ys[sl])
-            for k, v in _error_summary(e, W[r], P.counts[r], int(P.N[r])).items():
+            for k, v in _error_summary(e, W[r], P.counts(r), int(P.N[r])).items():
                 out[k][r] = v
     # ---- loess: all vertices of all replicates at once
     orows = [r for r in range(R) if oplans[r] is not None]
@@ -581,7 +628,7 @@ def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
         mean = _dot(W[r], y) / W[r].sum()
         if lplans[r] is None:
             curves.constant("lowess", r, mean)
-            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts[r], int(P.N[r])).items():
+            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts(r), int(P.N[r])).items():
                 out[k][r] = v
         if oplans[r] is None:
             out["ici"][r] = abs(x[W[r] > 0][0] - mean)
