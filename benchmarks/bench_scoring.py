@@ -13,8 +13,10 @@ reading and decoding every file; target >= 0.90) and ``cached / model only`` (th
 inputs left by ``--cache-inputs``; target >= 0.90). On a CPU device the model and the decoders share the
 same cores, so a cold run cannot exceed ``1 / (1/model + 1/decode)`` cases/s; that bound is printed too
 (``shared-core bound``) and ``cold / shared-core bound`` says how much of the attainable the pipeline
-reaches. Each figure is the best of ``--repeats`` interleaved runs, so that other processes on a shared
-machine disturb every side alike. ``--device-decode`` adds the evaluator with JPEG / JPEG 2000 decoded
+reaches. Each figure is the best of ``--repeats`` interleaved runs (every other repeat in reverse
+order), so that other processes on a shared machine disturb every side alike; the ratios are also
+printed as the median over the repeats of each repeat's own ratio (``paired``: a side against the limits
+measured within seconds of it, under the same load), the steadier figure on a busy machine. ``--device-decode`` adds the evaluator with JPEG / JPEG 2000 decoded
 by nvImageCodec on the device (``validate.scoring.device_decode``), where installed.
 
 Parts (``--part``, default all that fit the machine):
@@ -43,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -368,29 +371,40 @@ def compare(
         # the first scoring of the cohort, which leaves the decoded inputs behind, decodes as fast as it can
         options = _options(device, batch_size, max(workers_list), amp)
         caches = fill_input_cache(model, datasets, spec, options, shard_size, Path(tmp.name))
-    for _ in range(repeats):
-        t, want = ceiling_pass(model, batches, device, amp)
-        best["model"] = min(best["model"], t)
-        best["decode"] = min(best["decode"], decode_all_cores(datasets, batch_size, cores)[0])
-        for w in variants:
-            t, got = evaluator_pass(model, datasets, spec, _options(device, batch_size, w, amp), shard_size)
-            best_eval[w] = min(best_eval[w], t)
-            diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
-        if device_decode:
-            options = _options(device, batch_size, max(workers_list), amp, device_decode=True)
-            t, got = evaluator_pass(model, datasets, spec, options, shard_size)
-            best["device_decode"] = min(best["device_decode"], t)
-            diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
-        if caches is not None:
-            # reading decoded (memory-mapped) shards is cheap next to decoding: the main process on a
-            # CPU; on an accelerator two workers slice the next batches while the current one is scored
-            options = _options(device, batch_size, 0 if device.type == "cpu" else 2, amp)
-            t, got = warm_pass(model, datasets, caches, spec, options, shard_size)
-            best["cached"] = min(best["cached"], t)
-            diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
+    _, want = ceiling_pass(model, batches, device, amp)
+    sides: list[tuple[str, Callable[[], tuple[float, np.ndarray | None]]]] = [
+        ("model", lambda: ceiling_pass(model, batches, device, amp)),
+        ("decode", lambda: (decode_all_cores(datasets, batch_size, cores)[0], None)),
+    ]
+    sides += [
+        (
+            f"eval:{w}",
+            lambda w=w: evaluator_pass(model, datasets, spec, _options(device, batch_size, w, amp), shard_size),
+        )
+        for w in variants
+    ]
+    if device_decode:
+        options = _options(device, batch_size, max(workers_list), amp, device_decode=True)
+        sides.append(("device_decode", lambda o=options: evaluator_pass(model, datasets, spec, o, shard_size)))
+    if caches is not None:
+        # reading decoded (memory-mapped) shards is cheap next to decoding: the main process on a
+        # CPU; on an accelerator two workers slice the next batches while the current one is scored
+        options = _options(device, batch_size, 0 if device.type == "cpu" else 2, amp)
+        sides.append(("cached", lambda o=options: warm_pass(model, datasets, caches, spec, o, shard_size)))
+    seconds: dict[str, list[float]] = {side: [] for side, _ in sides}
+    for r in range(repeats):
+        # every other repeat in reverse order: a load that rises or falls during a repeat favours no side
+        for side, run in sides if r % 2 == 0 else sides[::-1]:
+            t, got = run()
+            seconds[side].append(t)
+            if got is not None:
+                diff = max(diff, float(np.abs(got[:, 0] - want[:, 0]).max()))
     tmp.cleanup()
-    del batches
+    batches.clear()  # the preloaded tensors go before the next part
+    best.update({side: min(ts) for side, ts in seconds.items() if not side.startswith("eval:")})
+    best_eval.update({w: min(seconds[f"eval:{w}"]) for w in variants})
     result = _ratios(n, best, best_eval, device, cores)
+    result["paired"] = _paired_ratios(seconds, variants)
     result.update(
         part=name,
         cases=n,
@@ -403,6 +417,22 @@ def compare(
     )
     _print_comparison(name, result)
     return result
+
+
+def _paired_ratios(seconds: dict[str, list[float]], variants: list) -> dict:
+    """The ratios of issue 21 within each repeat, then their median over the repeats: each side is set
+    against the limits measured seconds before or after it, under the same load, so a machine shared
+    with other work moves both alike (the best-of ratios set the luckiest run of one side against the
+    luckiest of the other)."""
+    model, decode = np.asarray(seconds["model"]), np.asarray(seconds["decode"])
+    ceiling = np.maximum(model, decode)  # seconds of the slower limit, repeat by repeat
+    out: dict = {"repeats": len(model)}
+    out["cold_over_ceiling"] = {str(w): float(np.median(ceiling / np.asarray(seconds[f"eval:{w}"]))) for w in variants}
+    if seconds.get("cached"):
+        out["cached_over_model_only"] = float(np.median(model / np.asarray(seconds["cached"])))
+    if seconds.get("device_decode"):
+        out["device_decode_cold_over_ceiling"] = float(np.median(ceiling / np.asarray(seconds["device_decode"])))
+    return out
 
 
 def _ratios(n: int, best: dict, best_eval: dict, device: torch.device, cores: int) -> dict:
@@ -471,6 +501,14 @@ def _print_comparison(name: str, r: dict) -> None:
             f"  cold, decoded on the device      : {v['cases_per_s']:10.1f} cases/s   cold/ceiling "
             f"{v['cold_over_ceiling']:.3f}, / CPU decode-only {v['over_cpu_decode_only']:.3f}"
         )
+    if "paired" in r:
+        v = r["paired"]
+        cold = ", ".join(f"workers={w} {x:.3f}" for w, x in v["cold_over_ceiling"].items())
+        print(f"  median of {v['repeats']} paired repeats      : cold/ceiling {cold}")
+        if "cached_over_model_only" in v:
+            print(f"  {'':38s}cached/model-only {v['cached_over_model_only']:.3f}")
+        if "device_decode_cold_over_ceiling" in v:
+            print(f"  {'':38s}device decode cold/ceiling {v['device_decode_cold_over_ceiling']:.3f}")
 
 
 # ---- parts -----------------------------------------------------------------------------------------

@@ -110,6 +110,9 @@ def test_automatic_choice_leaves_memory_for_the_workers(monkeypatch):
     sizes = [100_000] * 6
     monkeypatch.setattr(w, "_available_memory", lambda: 64 * 2**30)
     assert w.choose_workers(None, sizes, 1000) == 6  # blocks, not CPUs, are the limit
-    monkeypatch.setattr(w, "_available_memory", lambda: 3 * 2**30)  # 1.5 GiB usable: one 1 GB block
+    block = w.BYTES_PER_CASE * 100_000  # one worker's peak
+    monkeypatch.setattr(w, "_available_memory", lambda: 3 * block)  # half usable: room for one block
     assert w.choose_workers(None, sizes, 1000) == 1
+    monkeypatch.setattr(w, "_available_memory", lambda: 8 * block)  # half usable: four blocks
+    assert w.choose_workers(None, sizes, 1000) == 4
     assert w.choose_workers(4, sizes, 1000) == 4  # an explicit count is obeyed

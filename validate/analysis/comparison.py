@@ -47,7 +47,7 @@ import pandas as pd
 from validate.errors import InputError
 from validate.metrics import registry
 from validate.metrics.blocks import BOOTSTRAP_CHUNK, _in_order, insufficiency
-from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval, replicate_chunk
 from validate.metrics.replicates import BinaryCases
 from validate.metrics.report import MISSING_VALUE, _clusters
 from validate.metrics.settings import MetricSettings
@@ -377,7 +377,12 @@ def _delta_replicates(
         return {}
     parts: dict[str, list[np.ndarray]] = {}
     for _, w in iter_bootstrap_weights(
-        settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+        settings.n_bootstrap,
+        n,
+        clusters=clusters,
+        strata=strata,
+        seed=settings.seed,
+        chunk=replicate_chunk(n, BOOTSTRAP_CHUNK),
     ):
         new, base = (m.replicates(w, thresholds, smooth) for m in models)
         with np.errstate(invalid="ignore"):

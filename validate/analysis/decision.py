@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from validate.metrics.blocks import BOOTSTRAP_CHUNK, _num
-from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval, replicate_chunk
 from validate.metrics.net_benefit import decision_sums, net_benefit, treat_all
 
 
@@ -80,7 +80,12 @@ def _curve_replicates(y, p, t, settings, clusters, strata) -> dict[str, np.ndarr
         return None
     parts: dict[str, list] = {}
     for _, w in iter_bootstrap_weights(
-        settings.n_bootstrap, y.size, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+        settings.n_bootstrap,
+        y.size,
+        clusters=clusters,
+        strata=strata,
+        seed=settings.seed,
+        chunk=replicate_chunk(y.size, BOOTSTRAP_CHUNK),
     ):
         for name, values in _curve_values(decision_sums(y, p, t, w), t).items():
             parts.setdefault(name, []).append(values)

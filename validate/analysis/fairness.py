@@ -328,6 +328,7 @@ class _Level:
     def weights(self):
         """Replicate weight chunks (k, n) of the shared clustered, stratified bootstrap."""
         from validate.metrics import iter_bootstrap_weights
+        from validate.metrics.bootstrap import replicate_chunk
 
         s = self.settings
         if s.n_bootstrap <= 0 or self.n == 0:
@@ -335,7 +336,12 @@ class _Level:
         return (
             w
             for _, w in iter_bootstrap_weights(
-                s.n_bootstrap, self.n, clusters=self.clusters, strata=self.strata, seed=s.seed, chunk=CHUNK
+                s.n_bootstrap,
+                self.n,
+                clusters=self.clusters,
+                strata=self.strata,
+                seed=s.seed,
+                chunk=replicate_chunk(self.n, CHUNK),
             )
         )
 

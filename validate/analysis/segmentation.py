@@ -36,7 +36,7 @@ import pandas as pd
 
 from validate.errors import InputError
 from validate.metrics.blocks import BOOTSTRAP_CHUNK, entry
-from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval
+from validate.metrics.bootstrap import iter_bootstrap_weights, percentile_interval, replicate_chunk
 from validate.metrics.settings import MetricSettings
 
 #: Per-case metric columns summarised in a BLOCK, in this order (NSD columns follow Dice and IoU).
@@ -220,7 +220,12 @@ def _block_replicates(values: np.ndarray, settings: MetricSettings, clusters, st
     out = []
     if settings.n_bootstrap > 0 and n > 0:
         for _, w in iter_bootstrap_weights(
-            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=BOOTSTRAP_CHUNK
+            settings.n_bootstrap,
+            n,
+            clusters=clusters,
+            strata=strata,
+            seed=settings.seed,
+            chunk=replicate_chunk(n, BOOTSTRAP_CHUNK),
         ):
             rep = np.empty((w.shape[0], L, M, 2))
             for j in range(L):

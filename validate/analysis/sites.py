@@ -102,6 +102,7 @@ def _roc_band(
     of FPR values (the step function's upper value at each FPR); the band is the percentile interval of
     those TPRs at each grid point."""
     from validate.metrics import iter_bootstrap_weights, percentile_interval
+    from validate.metrics.bootstrap import replicate_chunk
 
     if n_rep <= 0 or y.min() == y.max():
         return None
@@ -111,7 +112,7 @@ def _roc_band(
     ys, ps = y[order], ps[order]
     ends = np.r_[np.flatnonzero(ps[1:] != ps[:-1]), ps.size - 1]
     rows = []
-    for _, w in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, seed=seed, chunk=100):
+    for _, w in iter_bootstrap_weights(n_rep, y.size, clusters=clusters, seed=seed, chunk=replicate_chunk(y.size)):
         ws = w[:, order]
         tp = np.cumsum(ws * ys, axis=1)[:, ends]
         fp = np.cumsum(ws * (1 - ys), axis=1)[:, ends]

@@ -122,6 +122,7 @@ def paired_gaps(
     """``{group: {metric: gap entry}}`` for boolean ``masks`` over one set of cases (see module docstring).
     ``score``: what AUROC and AUPRC rank (the logits when given; default p)."""
     from validate.metrics import iter_bootstrap_weights, percentile_interval
+    from validate.metrics.bootstrap import replicate_chunk
     from validate.metrics.ece_interval import with_note
 
     y = np.asarray(y, dtype=np.float64)
@@ -136,7 +137,7 @@ def paired_gaps(
     reps: dict[str, dict[str, list]] = {g: {m: [] for m in fns} for g in masks}
     if settings.n_bootstrap > 0:
         for _, w in iter_bootstrap_weights(
-            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=100
+            settings.n_bootstrap, n, clusters=clusters, strata=strata, seed=settings.seed, chunk=replicate_chunk(n)
         ):
             base = {m: _safe(f, w) for m, f in fns.items()}
             for g, mw in mask_w.items():

@@ -32,10 +32,13 @@ from validate.machine import available_cpus, available_memory as _available_memo
 # it saves
 AUTO_MIN_WORK = 5_000_000
 
-# peak memory of a binary block per case while its bootstrap runs (chunks of 100 replicates: weights,
-# integer counts and cumulative positions, the moment tree of the smoothers): measured ~0.7 GB for
-# 100,000 cases with benchmarks/bench_metrics.py; rounded up
-BYTES_PER_CASE = 10_000
+#: Peak memory a binary block adds per case while its bootstrap runs, beyond the input table (a worker
+#: holds one block at a time; forked, it shares the input). Source: /work/prof/mem1.py (RSS sampled every
+#: 2 ms) on main 9f2c40b, 1,000,000 cases x 5 sites x 20 replicates in one process: peak 1.38 GiB over a
+#: 0.22 GiB start = 1,245 B per case of the largest (pooled) block; independent of the replicates since
+#: the chunks of ``replicate_chunk``. Rounded up. Update it with the engine's measured figure (issue 21's
+#: target is ~200 B per case).
+BYTES_PER_CASE = 1_300
 
 
 def choose_workers(workers: int | None, sizes: Sequence[int], n_bootstrap: int) -> int:

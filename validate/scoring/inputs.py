@@ -978,7 +978,24 @@ def normalise(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
     Computed as one fused multiply-add, ``x * a + b`` with ``a = 1 / (scale * std)`` and
     ``b = -mean / std`` (float64 constants), which agrees with the three-step form to float32 rounding
     and passes over a large batch once instead of three times.
+
+    An 8-bit batch on the CPU is mapped through a 256-entry table per channel holding exactly what
+    the arithmetic gives for each value (:func:`_normalise_8bit`): one single-threaded gather instead
+    of three element-wise passes, which on a busy CPU cost more than a small model's forward pass.
     """
+    if (
+        spec.kind != "tabular"
+        and batch.dtype == torch.uint8
+        and batch.device.type == "cpu"
+        and batch.dim() >= 3
+        and batch.numel()
+    ):
+        return _normalise_8bit(batch, spec)
+    return _normalise_arithmetic(batch, spec)
+
+
+def _normalise_arithmetic(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """``x * a + b`` per channel in float32 (see :func:`normalise`)."""
     x = batch.to(torch.float32)
     if spec.kind == "tabular":
         return x
@@ -993,6 +1010,40 @@ def normalise(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
         return y.add_(float(b[0]))
     a_t, b_t = _channel_constants(tuple(a), tuple(b), x.dim(), str(x.device))
     return torch.addcmul(b_t, x, a_t)
+
+
+#: elements gathered per call of :func:`_normalise_8bit`: bounds the gather's index temporaries (8 B each)
+_GATHER_ELEMENTS = 1 << 20
+
+
+def _normalise_8bit(batch: torch.Tensor, spec: Preprocessing) -> torch.Tensor:
+    """:func:`_normalise_arithmetic` of an 8-bit CPU batch ``[N, C, ...]`` by table look-up: bit for bit
+    the same values, since each table entry is that arithmetic applied to the value itself (element-wise
+    float32 operations do not depend on the neighbours). NumPy's gather runs on one thread: on a CPU
+    shared with the model's intra-op threads (and other processes) a parallel element-wise pass waits
+    on every thread, several times the gather's cost for a batch of small images."""
+    x = np.ascontiguousarray(batch.numpy())
+    table = _8bit_table(spec, x.shape[1], x.ndim)  # [C, 256]
+    out = np.empty(x.shape, dtype=np.float32)
+    rows = max(1, _GATHER_ELEMENTS // max(x[0, 0].size, 1))
+    for c in range(x.shape[1]):
+        for r in range(0, x.shape[0], rows):
+            out[r : r + rows, c] = np.take(table[c], x[r : r + rows, c])
+    return torch.from_numpy(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _8bit_table(spec: Preprocessing, channels: int, dim: int) -> np.ndarray:
+    """Per channel, the normalised value of each 8-bit level ``[C, 256]``, computed by the arithmetic
+    path on a batch holding every level once in every channel."""
+    levels = (
+        torch.arange(256, dtype=torch.uint8)
+        .reshape((1, 1, 256) + (1,) * (dim - 3))
+        .expand((1, channels, 256) + (1,) * (dim - 3))
+    )
+    table = _normalise_arithmetic(levels.contiguous(), spec).numpy().reshape(channels, 256)
+    table.setflags(write=False)
+    return table
 
 
 @functools.lru_cache(maxsize=16)
