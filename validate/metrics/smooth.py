@@ -95,6 +95,11 @@ def _window_starts(x: np.ndarray, fits: np.ndarray, ns: int) -> np.ndarray:
         hi = np.where(active & ~move, mid, hi)
 
 
+# columns per block of a window wider than the chunk: its dozen temporaries stay in cache (measured at
+# 1M cases: 4.7 s for the lowess fits in blocks of 2^16 columns, 6.7 s in blocks of 2^18)
+_COLUMN_BLOCK = 1 << 16
+
+
 def _local_lines(x, y, fits, nleft, ns, max_cells: int = 1 << 18):
     """C ``lowest`` at every fit position, vectorised over fits in chunks of about ``max_cells`` window
     cells (a few MB of temporaries whatever n; a window wider than that is summed in column blocks).
@@ -119,7 +124,7 @@ def _local_lines(x, y, fits, nleft, ns, max_cells: int = 1 << 18):
         if w_max <= max_cells:
             out[sl], ok[sl] = _lines_one_block(win, y, w_max, rng)
         else:
-            out[sl], ok[sl] = _lines_in_column_blocks(win, y, w_max, rng, max_cells)
+            out[sl], ok[sl] = _lines_in_column_blocks(win, y, w_max, rng, min(max_cells, _COLUMN_BLOCK))
     return out, ok
 
 
@@ -194,10 +199,12 @@ def _interp_ties_mean(xs_sorted, fit_sorted, xout):
     ``xs_sorted`` ascending: the runs of ties start where x changes (as ``np.unique`` finds them,
     without its sorted copies)."""
     start = np.flatnonzero(np.r_[True, xs_sorted[1:] != xs_sorted[:-1]])
+    if start.size == xs_sorted.size:  # no ties: each mean is the value itself
+        return np.interp(xout, xs_sorted, fit_sorted)
     ux = xs_sorted[start]
-    sums = np.add.reduceat(fit_sorted, start)
-    counts = np.diff(np.r_[start, xs_sorted.size])
-    uy = sums / counts
+    uy = np.add.reduceat(fit_sorted, start)
+    uy /= np.diff(start, append=xs_sorted.size)
+    del start
     return np.interp(xout, ux, uy)
 
 
