@@ -153,3 +153,56 @@ def test_band_curves_hold_a_part_of_the_chunk_at_a_time():
     # a part's reordered weights, positions and tree beside the chunk; the whole chunk's integer counts,
     # cumulative counts and reordered copy held ~6.5 times the chunk's weights
     assert peak <= 1.5 * W.nbytes
+
+
+@pytest.mark.parametrize("decimals, rel", [(None, 1e-12), (2, 1e-9)])
+def test_point_smooths_from_the_engine_equal_the_direct_algorithms(decimals, rel):
+    """From SMOOTH_POINT_ENGINE_MIN_N cases a block's Eavg/E50/E90/Emax and ICI come from the moment
+    engine with unit counts; they equal R's direct algorithms on the same cases (continuous scores to
+    1e-12, scores rounded to 0.01 — heavy ties, where loess itself is ill-conditioned — to 1e-9)."""
+    from validate.metrics.replicates import SMOOTH_POINT_ENGINE_MIN_N, BinaryCases
+    from validate.metrics.smooth import _ici, _lowess_errors
+
+    y, p = _cases(SMOOTH_POINT_ENGINE_MIN_N + 7, seed=3, decimals=decimals)
+    y = y.astype(np.int64)
+    engine = BinaryCases(y, p, 15).lowess_point()
+    direct = dict(_lowess_errors(y, p), ici=_ici(y, p))
+    assert set(engine) == set(direct)
+    for m, v in direct.items():
+        assert engine[m] == pytest.approx(v, rel=rel, abs=0), m
+
+
+def test_smoother_replicates_of_scores_not_monotone_in_p_use_ps_order():
+    """A ranking score that is not monotone in p (allowed by the agreement tolerance of a table giving
+    both) leaves the score-sorted p unsorted; the smoother replicates must be those of the same cases in
+    p's order, never windows of an unsorted x."""
+    from validate.metrics.replicates import BinaryCases
+
+    rng = np.random.default_rng(5)
+    for n in (600, 5000):  # the expanded-sample path and the moment engine
+        y, p = _cases(n, seed=n)
+        y = y.astype(np.int64)
+        score = np.log(p / (1 - p)) + rng.normal(0, 0.3, n)  # ranks differ from p's
+        odd = BinaryCases(y, p, 15, score=score)
+        assert not odd.monotone
+        plain = BinaryCases(y, p, 15)
+        w = rng.multinomial(n, np.full(n, 1 / n), size=3).astype(np.float64)
+        # the same replicate multisets: weights follow the cases into each block's own order
+        w_odd, w_plain = w[:, odd.order], w[:, plain.order]
+        got = (
+            odd.smooth_replicates_fast(w_odd)
+            if n >= 1000
+            else {
+                m: np.array([odd.smooth_replicate(r)[m] for r in w_odd]) for m in ("eavg", "e50", "e90", "emax", "ici")
+            }
+        )
+        want = (
+            plain.smooth_replicates_fast(w_plain)
+            if n >= 1000
+            else {
+                m: np.array([plain.smooth_replicate(r)[m] for r in w_plain])
+                for m in ("eavg", "e50", "e90", "emax", "ici")
+            }
+        )
+        for m in ("eavg", "e50", "e90", "emax", "ici"):
+            np.testing.assert_allclose(got[m], want[m], rtol=1e-12, atol=0, err_msg=f"{m} at n={n}")

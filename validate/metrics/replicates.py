@@ -29,6 +29,9 @@ from validate.metrics.smooth import _ici, _interp_ties_mean, _lowess_errors, clo
 
 # below this many cases the smoothers are cheaper on the expanded sample than from segment moments
 SMOOTH_ENGINE_MIN_N = 1000
+# from this many cases a block's smoother point estimates come from the moment engine too (unit counts):
+# the direct lowess costs ~5 s per million cases (200 fits over 2/3 of the cases each), the engine ~0.2 s
+SMOOTH_POINT_ENGINE_MIN_N = 100_000
 LOWESS_METRICS = ("eavg", "e50", "e90", "emax")
 # cases x replicates per batch of the segment-moment smoothers: their expanded-sample positions take 8
 # bytes per case and replicate, and one replicate at a time its errors ~36 bytes a case (measured by
@@ -165,11 +168,19 @@ class BinaryCases:
         return mat
 
     def lowess_point(self) -> dict:
-        """Point estimates of the lowess errors (eavg, e50, e90, emax) and the loess ICI, on the cases
-        in their own order (one smoother fit each, shared by the five metrics)."""
+        """Point estimates of the lowess errors (eavg, e50, e90, emax) and the loess ICI (one smoother
+        fit each, shared by the five metrics). Below :data:`SMOOTH_POINT_ENGINE_MIN_N` cases R's direct
+        algorithms on the cases (:func:`~validate.metrics.smooth.clowess`, ``loess_smooth``); from there
+        on the moment engine with every count 1 — the sample itself as a replicate, the same smooths up
+        to rounding (~1e-14, tests/test_smooth_scale.py) — whose cost is a few passes over the cases
+        where the direct lowess sums ~200 windows of 2/3 of them."""
         if self._lowess is None:
-            self._lowess = dict(_lowess_errors(self.y_in, self.p_in))
-            self._lowess["ici"] = _ici(self.y_in, self.p_in)
+            if self.n >= SMOOTH_POINT_ENGINE_MIN_N:
+                sm = self.smooth_replicates_fast(np.ones((1, self.n)))
+                self._lowess = {m: float(v[0]) for m, v in sm.items()}
+            else:
+                self._lowess = dict(_lowess_errors(self.y_in, self.p_in))
+                self._lowess["ici"] = _ici(self.y_in, self.p_in)
         return self._lowess
 
     def replicate(self, ws: np.ndarray, thresholds, want_smooth: bool, auroc: bool = False, decision=()) -> dict:
@@ -208,14 +219,21 @@ class BinaryCases:
         (no expanded samples): see :mod:`validate.metrics.smooth_bootstrap`."""
         from validate.metrics.smooth_bootstrap import SortedCases, smooth_errors
 
-        if self._sorted_cases is None:
-            self._sorted_cases = SortedCases(self.p, self.y)
-        return smooth_errors(self._sorted_cases, ws)
+        if self.monotone:
+            if self._sorted_cases is None:
+                self._sorted_cases = SortedCases(self.p, self.y)
+            return smooth_errors(self._sorted_cases, ws)
+        # p not sorted in the score order: the engine needs the cases sorted by p (a wrong order would
+        # give wrong windows, not an error), so both are put in p's order for this call
+        by_p = np.argsort(self.p, kind="stable")
+        return smooth_errors(SortedCases(self.p[by_p], self.y[by_p]), np.asarray(ws)[:, by_p])
 
     def smooth_replicate(self, w: np.ndarray) -> dict:
         """Lowess and loess errors of the replicate sample (cases repeated by their counts, kept in sorted
         order): these smoothers depend on the multiset, so they are evaluated on it directly."""
-        rep = np.repeat(np.arange(self.n), w.astype(np.int64))
+        # the sample in p's order (clowess and loess need x sorted; the score order is p's when monotone)
+        order = np.arange(self.n) if self.monotone else np.argsort(self.p, kind="stable")
+        rep = np.repeat(order, w[order].astype(np.int64))
         xs, ys = self.p[rep], self.y[rep]
         if xs.size < 3 or xs[0] == xs[-1]:
             e = np.full(xs.size, abs(xs[0] - ys.mean())) if xs.size else np.full(1, np.nan)
