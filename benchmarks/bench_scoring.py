@@ -16,8 +16,9 @@ same cores, so a cold run cannot exceed ``1 / (1/model + 1/decode)`` cases/s; th
 reaches. Each figure is the best of ``--repeats`` interleaved runs (every other repeat in reverse
 order), so that other processes on a shared machine disturb every side alike; the ratios are also
 printed as the median over the repeats of each repeat's own ratio (``paired``: a side against the limits
-measured within seconds of it, under the same load), the steadier figure on a busy machine. ``--device-decode`` adds the evaluator with JPEG / JPEG 2000 decoded
-by nvImageCodec on the device (``validate.scoring.device_decode``), where installed.
+measured within seconds of it, under the same load), the steadier figure on a busy machine.
+``--device-decode`` adds the evaluator with JPEG / JPEG 2000 decoded by nvImageCodec on the device
+(``validate.scoring.device_decode``), where installed.
 
 Parts (``--part``, default all that fit the machine):
 
