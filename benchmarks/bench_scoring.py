@@ -314,7 +314,10 @@ def _read_input(path: str, spec: Preprocessing) -> np.ndarray:
 def preload(datasets: list, spec: Preprocessing, batch_size: int, device: torch.device, channels_last: bool):
     batches = []
     for ds in datasets:
-        x = torch.from_numpy(np.stack([_read_input(p, spec) for p in ds.paths]))
+        # C-contiguous as the evaluator's batches are: np.stack keeps the cases' own layout (an RGB
+        # image read as a [C, H, W] view of [H, W, C] would give channels-last batches, which a CPU
+        # convolution runs ~15% faster: a ceiling the evaluator's layout never reaches)
+        x = torch.from_numpy(np.ascontiguousarray(np.stack([_read_input(p, spec) for p in ds.paths])))
         x = normalise(x, spec).to(device)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
