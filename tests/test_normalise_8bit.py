@@ -65,3 +65,13 @@ def test_8bit_cpu_batches_take_the_table():
     assert inputs._8bit_table.cache_info().currsize == 1
     normalise(torch.zeros(shape, dtype=torch.float32), spec)  # float input: arithmetic, no new table
     assert inputs._8bit_table.cache_info().currsize == 1
+
+
+def test_large_8bit_batches_keep_the_arithmetic(monkeypatch):
+    spec, shape = CASES[1]
+    monkeypatch.setattr(inputs, "_TABLE_MOST_ELEMENTS", int(np.prod(shape)) - 1)
+    inputs._8bit_table.cache_clear()
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, shape, dtype=np.uint8))
+    got = normalise(x, spec)
+    assert inputs._8bit_table.cache_info().currsize == 0
+    np.testing.assert_allclose(got.numpy(), _reference(x.numpy(), spec), rtol=1e-6, atol=1e-6)
