@@ -34,11 +34,11 @@ AUTO_MIN_WORK = 5_000_000
 
 #: Peak memory a binary block adds per case while its bootstrap runs, beyond the input table (a worker
 #: holds one block at a time; forked, it shares the input). Source: /work/prof/mem1.py (RSS sampled every
-#: 2 ms) on main 9f2c40b, 1,000,000 cases x 5 sites x 20 replicates in one process: peak 1.38 GiB over a
-#: 0.22 GiB start = 1,245 B per case of the largest (pooled) block; independent of the replicates since
-#: the chunks of ``replicate_chunk``. Rounded up. Update it with the engine's measured figure (issue 21's
-#: target is ~200 B per case).
-BYTES_PER_CASE = 1_300
+#: 2 ms) on the session-8 engine, 1,000,000 cases x 5 sites x 20 replicates in one process: peak 0.68 GiB
+#: over a 0.22 GiB start = 501 B per case of the largest (pooled) block, most of it the replicate chunk's
+#: arrays (bounded by ``CHUNK_CELLS``, so fewer bytes a case in larger blocks: ~170 at 10,000,000 cases).
+#: Independent of the number of replicates. Rounded up.
+BYTES_PER_CASE = 520
 
 
 def choose_workers(workers: int | None, sizes: Sequence[int], n_bootstrap: int) -> int:
