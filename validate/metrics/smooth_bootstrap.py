@@ -73,24 +73,28 @@ class SortedCases:
 
     def leaf_powers(self, g0: int, g1: int) -> np.ndarray:
         """(g1 − g0, L, 26): the powers of :meth:`_powers` for the cases of leaves [g0, g1), v = x − the
-        leaf's centre, zero rows padding the last leaf."""
+        leaf's centre, zero rows padding the last leaf (a view of the power-major buffer)."""
         c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
         v = self.x[c0:c1] - np.repeat(self.center[g0:g1], self.seg_end[g0:g1] - self.seg_start[g0:g1])
-        return self._powers(v, self.y[c0:c1], (g1 - g0) * self.L).reshape(g1 - g0, self.L, 26)
+        rows = self._powers(v, self.y[c0:c1], (g1 - g0) * self.L)
+        return rows.T.reshape(26, g1 - g0, self.L).transpose(1, 2, 0)
 
     @staticmethod
     def _powers(v: np.ndarray, y: np.ndarray, rows: int) -> np.ndarray:
         """(rows, 26): v^0 .. v^13 then y v^0 .. y v^11 per case, zero rows padding the last leaf.
-        Written column by column into the one buffer (each power the previous one times v, the
-        products ``np.cumprod`` forms) rather than stacked from copies."""
+        Each power is the previous one times v (the products ``np.cumprod`` forms), written into a
+        power-major buffer of which this is the transposed view: contiguous rows of one power cost a
+        third of the strided columns of a case-major one (measured, 2442-case leaves), and BLAS reads
+        the transposed operand without a copy. The moments are formed anew for every chunk of
+        replicates, so at 10M cases (one replicate a chunk) this is on the per-replicate path."""
         n = v.size
-        out = np.empty((rows, 26))
-        out[n:] = 0.0
-        out[:n, 0] = 1.0
+        out = np.empty((26, rows))
+        out[:, n:] = 0.0
+        out[0, :n] = 1.0
         for m in range(1, 14):
-            np.multiply(out[:n, m - 1], v, out=out[:n, m])
-        np.multiply(y[:, None], out[:n, :12], out=out[:n, 14:])
-        return out
+            np.multiply(out[m - 1, :n], v, out=out[m, :n])
+        np.multiply(y, out[:12, :n], out=out[14:, :n])
+        return out.T
 
     def moments(self, W: np.ndarray) -> np.ndarray:
         """Tree of moments for replicate counts W (R, n): T[node, r] = (Σ c v^m (m ≤ 13), Σ c y v^m
