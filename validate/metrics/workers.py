@@ -33,11 +33,11 @@ from validate.machine import available_cpus, available_memory as _available_memo
 AUTO_MIN_WORK = 5_000_000
 
 #: Peak memory a binary block adds per case while its bootstrap runs, beyond the input table (a worker
-#: holds one block at a time; forked, it shares the input). Source: /work/prof/mem1.py (RSS sampled every
-#: 2 ms) on the session-8 engine, 1,000,000 cases x 5 sites x 20 replicates in one process: peak 0.68 GiB
-#: over a 0.22 GiB start = 501 B per case of the largest (pooled) block, most of it the replicate chunk's
-#: arrays (bounded by ``CHUNK_CELLS``, so fewer bytes a case in larger blocks: ~170 at 10,000,000 cases).
-#: Independent of the number of replicates. Rounded up.
+#: holds one block at a time; forked, it shares the input). Source: ``benchmarks/bench_metrics.py --scale``
+#: on the session-8 engine (5 sites, one process): 469 B per case over the input at 1,000,000 cases (501
+#: with RSS sampled every 2 ms), most of it the replicate chunk's arrays (bounded by ``CHUNK_CELLS``, so
+#: fewer bytes a case in larger blocks: 118 at 10,000,000 cases). Independent of the number of
+#: replicates. Rounded up.
 BYTES_PER_CASE = 520
 
 
