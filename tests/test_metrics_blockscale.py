@@ -211,3 +211,33 @@ def test_a_blocks_kept_arrays_and_replicate_transients_are_lean():
 
     _, _, peak = _live_and_peak(replicate)
     assert peak <= 50 * N_MEMORY
+
+
+def test_a_row_count_of_256_widens_the_row_counts():
+    """The row path counts units in one byte until a count reaches 256 (a stratum of at least 256 units
+    can, however rarely): from then on the row's counts are 64-bit, the strata counted before kept."""
+    n = 900
+    res = Resampling(n, strata=np.repeat([0, 1, 2], 300), order=np.arange(n)[::-1].copy())
+    res.rows(4, 0, 0, 1)  # opens the block's stream
+
+    class OneUnitTwice:  # stratum 1 draws its first unit 300 times (the real stream never would)
+        def __init__(self, stream):
+            self.stream = stream
+
+        def draws(self, s, r0, k):
+            return np.zeros((k, 300), dtype=np.int64) if s == 1 else self.stream.draws(s, r0, k)
+
+    real = res._stream
+    expected = np.concatenate(
+        [
+            np.bincount(real.draws(0, 0, 1)[0], minlength=300),
+            np.r_[300, np.zeros(299)],
+            np.bincount(real.draws(2, 0, 1)[0], minlength=300),
+        ]
+    )[::-1]
+    res._stream = OneUnitTwice(real)
+    counts = res._row_counts(0)
+    assert counts.dtype == np.int64
+    out = np.empty(n)
+    res._gather(counts, out)
+    np.testing.assert_array_equal(out, expected)

@@ -206,3 +206,50 @@ def test_smoother_replicates_of_scores_not_monotone_in_p_use_ps_order():
         )
         for m in ("eavg", "e50", "e90", "emax", "ici"):
             np.testing.assert_allclose(got[m], want[m], rtol=1e-12, atol=0, err_msg=f"{m} at n={n}")
+
+
+def _error_shapes(n: int, rng):
+    """Distributions of lowess errors a bracket could mistake: smooth, heavily tied, a single value,
+    monotone in case order (the subsample is systematic), mostly one value."""
+    return {
+        "smooth": np.abs(rng.normal(size=n)),
+        "tied": np.round(rng.exponential(size=n), 1),
+        "constant": np.full(n, 0.25),
+        "monotone": np.sort(rng.random(n)),
+        "spike": np.where(rng.random(n) < 0.97, 0.0, rng.random(n)),
+        "periodic": np.tile(np.linspace(0.0, 1.0, 256), n // 256 + 1)[:n],
+    }
+
+
+@pytest.mark.parametrize("shape", ["smooth", "tied", "constant", "monotone", "spike", "periodic"])
+def test_order_statistics_by_brackets_equal_the_expanded_sample(shape):
+    # beyond 4 subsamples' worth the positions are bracketed, not expanded: the values must be the very
+    # elements np.partition finds in the expanded sample, for every shape, with zero counts and ends
+    from validate.metrics.smooth_bootstrap import _SELECT_SAMPLE, order_statistics
+
+    rng = np.random.default_rng(5)
+    n = 4 * _SELECT_SAMPLE + 12_345
+    e = _error_shapes(n, rng)[shape]
+    for c in (rng.poisson(1.0, n).astype(np.float64), np.where(np.arange(n) < n // 2, 0.0, rng.poisson(2.0, n))):
+        N = int(c.sum())
+        ks = [0, 1, N // 2 - 1, N // 2, int(0.9 * (N - 1)), int(0.9 * (N - 1)) + 1, N - 2, N - 1]
+        expanded = np.repeat(e, c.astype(np.int64))
+        expanded.partition(ks)
+        assert order_statistics(e, c, ks) == [float(expanded[k]) for k in ks]
+
+
+def test_order_statistics_of_errors_holding_nan_or_inf_are_the_expanded_samples():
+    # NaN fails every comparison, so no bracket can place it: such a sample is expanded (NaN sorts last)
+    from validate.metrics.smooth_bootstrap import _SELECT_SAMPLE, order_statistics
+
+    rng = np.random.default_rng(6)
+    n = 4 * _SELECT_SAMPLE + 1
+    for bad in (np.nan, np.inf):
+        e = rng.random(n)
+        e[::1000] = bad
+        c = rng.poisson(1.0, n).astype(np.float64)
+        N = int(c.sum())
+        ks = [N // 2, N - 2, N - 1]
+        expanded = np.repeat(e, c.astype(np.int64))
+        expanded.partition(ks)
+        np.testing.assert_array_equal(order_statistics(e, c, ks), [expanded[k] for k in ks])

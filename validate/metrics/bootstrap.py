@@ -55,6 +55,7 @@ class Resampling:
             self.unit_of_column = unit_of_case if order is None else unit_of_case[order]
         self.dtype = np.int32 if self.n_units < 2**31 else np.int64
         self._stream: BlockStream | None = None
+        self._small: np.ndarray | None = None  # one-byte units' counts of the current row
 
     def block(self, seed: int, b: int, k: int) -> np.ndarray:
         """Case weights of replicates b*50 .. b*50+k-1 (k <= 50), shape (k, n): within each stratum,
@@ -78,14 +79,26 @@ class Resampling:
         # one row's draws at a time: the (k, units) draws and their generation's temporaries would
         # hold several times the weights themselves
         out = np.empty((k, self.n))
-        counts = np.empty(self.n_units, dtype=np.int64)
         for r in range(k):
-            # each stratum's draws counted on their own: its counts are a slice of the units' counts,
-            # and the bincount's scattered writes stay within the stratum's (smaller) range
-            for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
-                counts[start : start + size] = np.bincount(self._stream.draws(s, r0 + r, 1)[0], minlength=size)
-            self._weights_of(counts, out[r])
+            self._gather(self._row_counts(r0 + r), out[r])
         return out
+
+    def _row_counts(self, row: int) -> np.ndarray:
+        """The units' counts of one row of the current block: each stratum's draws counted on their own
+        (its counts are a slice of the units', and the bincount's scattered writes stay within the
+        stratum's smaller range) into a one-byte buffer kept for the next row — the gather that follows
+        reads it from cache and no units-sized array is faulted in per row — or into 64-bit counts
+        when a count reaches 256 (a stratum of fewer than 256 units can)."""
+        assert self._stream is not None
+        if self._small is None:
+            self._small = np.empty(self.n_units, dtype=np.uint8)
+        counts: np.ndarray = self._small
+        for s, (start, size) in enumerate(zip(self.stratum_start, self.stratum_size, strict=True)):
+            c = np.bincount(self._stream.draws(s, row, 1)[0], minlength=size)
+            if counts.dtype == np.uint8 and c.max(initial=0) >= 256:
+                counts = counts.astype(np.int64)  # the strata counted so far, widened
+            counts[start : start + size] = c
+        return counts
 
     def _counts(self, drawn: np.ndarray) -> np.ndarray:
         """Weights (k, n) from unit draws (k, units): how often each case's unit was drawn."""
@@ -103,12 +116,16 @@ class Resampling:
         """Case weights into ``out`` (n,) from the units' counts: each column's unit's count, gathered
         from a one-byte copy of the counts when every count is below 256 (a bootstrap's are, but for
         strata of fewer than 256 units), which the gather's random reads find in cache."""
+        if self.unit_of_column is not None and counts.max(initial=0) < 256:
+            counts = counts.astype(np.uint8)
+        self._gather(counts, out)
+
+    def _gather(self, counts: np.ndarray, out: np.ndarray) -> None:
+        """``out`` (n,) = the count of each column's unit."""
         if self.unit_of_column is None:
             out[:] = counts
-            return
-        if counts.max(initial=0) < 256:
-            counts = counts.astype(np.uint8)
-        out[:] = counts[self.unit_of_column]
+        else:
+            out[:] = counts[self.unit_of_column]
 
 
 class BlockStream:
@@ -156,16 +173,22 @@ class BlockStream:
         seen = 0
         i = 1
         while i <= RNG_BLOCK:
-            ok = _accepted(bg.random_raw(self.PIECE).view(np.uint32)[skip:], size)
+            v = bg.random_raw(self.PIECE).view(np.uint32)[skip:]
             skip = 0
-            run = np.cumsum(ok, dtype=np.int64)
-            got = accepted + int(run[-1])
-            while i <= RNG_BLOCK and wanted[i] <= got:
-                # the row ends just after its last accepted value
-                offsets[i] = seen + int(np.searchsorted(run, wanted[i] - accepted)) + 1
-                i += 1
+            # rejections are rare (a fraction (2^32 mod size) / 2^32 < size / 2^32): their positions
+            # locate every accepted value, with no running count of the piece
+            rejected = np.flatnonzero(_rejected(v, size))
+            got = accepted + v.size - rejected.size
+            if i <= RNG_BLOCK and wanted[i] <= got:
+                before = rejected - np.arange(rejected.size)  # accepted values before each rejection
+                while i <= RNG_BLOCK and wanted[i] <= got:
+                    # the row ends just after the piece's t-th accepted value, which has t − 1 accepted
+                    # and every rejection with fewer than t accepted before it ahead of it
+                    t = int(wanted[i] - accepted)
+                    offsets[i] = seen + t + int(np.searchsorted(before, t - 1, side="right"))
+                    i += 1
             accepted = got
-            seen += ok.size
+            seen += v.size
         return offsets
 
     def draws(self, s: int, r0: int, k: int) -> np.ndarray:
@@ -195,9 +218,11 @@ class BlockStream:
         return high.astype(np.int64).reshape(k, size)
 
 
-def _accepted(v: np.ndarray, size: int) -> np.ndarray:
-    """Which 32-bit values Lemire's method keeps for the range [0, size)."""
-    return ((v.astype(np.uint64) * np.uint64(size)) & np.uint64(0xFFFFFFFF)) >= np.uint64((1 << 32) % size)
+def _rejected(v: np.ndarray, size: int) -> np.ndarray:
+    """Which 32-bit values Lemire's method rejects for the range [0, size): (v·size) mod 2^32 below
+    2^32 mod size — the low half of the product, which 32-bit multiplication leaves by wrapping."""
+    low = np.multiply(v, np.uint32(size), dtype=np.uint32)
+    return low < np.uint32((1 << 32) % size)
 
 
 def _is_permutation(order: np.ndarray, n: int) -> bool:

@@ -343,6 +343,7 @@ def weighted_ece_adaptive(
 
 
 ADAPTIVE_BLOCK = 256
+ADAPTIVE_RUN = 1 << 15  # cases whose (1, y, p) rows are formed at once (768 KB)
 
 
 def ece_adaptive_sorted(
@@ -357,14 +358,25 @@ def ece_adaptive_sorted(
     r, n = ws.shape
     L = int(block)
     nb, tail = divmod(n, L)
-    M = np.column_stack([np.ones(n), ys, ps])  # (n, 3)
     parts = []
     if nb:
         s0, s1 = ws.strides
         ws3 = np.lib.stride_tricks.as_strided(ws, (r, nb, L), (s0, L * s1, s1), writeable=False)
-        parts.append(np.matmul(ws3.transpose(1, 0, 2), M[: nb * L].reshape(nb, L, 3)).transpose(1, 0, 2))
+        # (1, y, p) of a cache-sized run of blocks at a time: no (n, 3) copy of the cases per call
+        step = max(1, ADAPTIVE_RUN // L)
+        M = np.empty((min(nb, step) * L, 3))
+        M[:, 0] = 1.0
+        sums = np.empty((nb, r, 3))
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            m = M[: (b1 - b0) * L]
+            m[:, 1] = ys[b0 * L : b1 * L]
+            m[:, 2] = ps[b0 * L : b1 * L]
+            np.matmul(ws3[:, b0:b1].transpose(1, 0, 2), m.reshape(b1 - b0, L, 3), out=sums[b0:b1])
+        parts.append(sums.transpose(1, 0, 2))
     if tail:
-        parts.append((ws[:, nb * L :] @ M[nb * L :])[:, None, :])
+        M = np.column_stack([np.ones(n - nb * L), ys[nb * L :], ps[nb * L :]])
+        parts.append((ws[:, nb * L :] @ M)[:, None, :])
     S = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]  # (r, NB, 3) block sums
     NB = S.shape[1]
     ends = np.cumsum(S, axis=1)

@@ -272,6 +272,15 @@ def _block(
     metrics rank (the table's logits when given; see :meth:`PredictionsTable.score`). Array arguments
     may come as :class:`_Rows` of the table's arrays; a block whose cluster codes do not repeat is
     bootstrapped case by case."""
+    from validate.machine import freed_memory_kept
+
+    with freed_memory_kept():  # its replicates free and allocate arrays of the same sizes over and over
+        return _block_of(
+            task, y, p, settings, clusters, strata, smooth_intervals, logits, threshold_carry, names, scores
+        )
+
+
+def _block_of(task, y, p, settings, clusters, strata, smooth_intervals, logits, threshold_carry, names, scores) -> dict:
     y, p, logits, scores, strata = (_gathered(v) for v in (y, p, logits, scores, strata))
     clusters = _repeating(_gathered(clusters))
     if task == "binary":

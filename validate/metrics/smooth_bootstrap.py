@@ -23,6 +23,7 @@ import numpy as np
 
 _CHUNK = 4096  # pairs per pass of the moment shift: its 14 rows stay in cache
 _LEAF_CASES = 8192  # cases per range of leaves whose powers are formed at once (1.7 MB)
+_Y_BY_COUNTS = 4  # fewer replicates a part than this: one replicate at a time (see moments)
 _BINOM = np.array([[comb(e, m) for m in range(14)] for e in range(14)], dtype=np.float64)
 
 
@@ -71,29 +72,41 @@ class SortedCases:
         """The last index whose x equals x[i]."""
         return np.searchsorted(self.x, self.x[i], side="right") - 1
 
-    def leaf_powers(self, g0: int, g1: int) -> np.ndarray:
+    def leaf_powers(self, g0: int, g1: int, with_y: bool = True) -> np.ndarray:
         """(g1 − g0, L, 26): the powers of :meth:`_powers` for the cases of leaves [g0, g1), v = x − the
-        leaf's centre, zero rows padding the last leaf (a view of the power-major buffer)."""
+        leaf's centre, zero rows padding the last leaf (a view of the power-major buffer); (.., 14),
+        the powers of v only, without ``with_y``."""
         c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
-        v = self.x[c0:c1] - np.repeat(self.center[g0:g1], self.seg_end[g0:g1] - self.seg_start[g0:g1])
-        rows = self._powers(v, self.y[c0:c1], (g1 - g0) * self.L)
-        return rows.T.reshape(26, g1 - g0, self.L).transpose(1, 2, 0)
+        g = g1 - g0
+        v = np.empty(c1 - c0)
+        full = (c1 - c0) // self.L  # leaves of L cases: their centres broadcast, not repeated
+        np.subtract(
+            self.x[c0 : c0 + full * self.L].reshape(full, self.L),
+            self.center[g0 : g0 + full, None],
+            out=v[: full * self.L].reshape(full, self.L),
+        )
+        v[full * self.L :] = self.x[c0 + full * self.L : c1] - self.center[g1 - 1]
+        rows = self._powers(v, self.y[c0:c1] if with_y else None, g * self.L)
+        k = rows.shape[1]
+        return rows.T.reshape(k, g, self.L).transpose(1, 2, 0)
 
     @staticmethod
-    def _powers(v: np.ndarray, y: np.ndarray, rows: int) -> np.ndarray:
-        """(rows, 26): v^0 .. v^13 then y v^0 .. y v^11 per case, zero rows padding the last leaf.
-        Each power is the previous one times v (the products ``np.cumprod`` forms), written into a
-        power-major buffer of which this is the transposed view: contiguous rows of one power cost a
-        third of the strided columns of a case-major one (measured, 2442-case leaves), and BLAS reads
-        the transposed operand without a copy. The moments are formed anew for every chunk of
-        replicates, so at 10M cases (one replicate a chunk) this is on the per-replicate path."""
+    def _powers(v: np.ndarray, y: np.ndarray | None, rows: int) -> np.ndarray:
+        """(rows, 26): v^0 .. v^13 then y v^0 .. y v^11 per case ((rows, 14) without y), zero rows
+        padding the last leaf. Each power is the previous one times v (the products ``np.cumprod``
+        forms), written into a power-major buffer of which this is the transposed view: contiguous
+        rows of one power cost a third of the strided columns of a case-major one (measured,
+        2442-case leaves), and BLAS reads the transposed operand without a copy. The moments are
+        formed anew for every chunk of replicates, so at 10M cases (one replicate a chunk) this is on
+        the per-replicate path."""
         n = v.size
-        out = np.empty((26, rows))
+        out = np.empty((14 if y is None else 26, rows))
         out[:, n:] = 0.0
         out[0, :n] = 1.0
         for m in range(1, 14):
             np.multiply(out[m - 1, :n], v, out=out[m, :n])
-        np.multiply(y, out[:12, :n], out=out[14:, :n])
+        if y is not None:
+            np.multiply(y, out[:12, :n], out=out[14:, :n])
         return out.T
 
     def moments(self, W: np.ndarray) -> np.ndarray:
@@ -112,16 +125,31 @@ class SortedCases:
         # (R, L) blocks of the counts times (L, 26) blocks of powers, a cache-sized range of leaves at a
         # time: the powers are formed anew per range rather than kept (208 bytes a case)
         step = max(1, _LEAF_CASES // self.L)
+        # Σ c y v^m is Σ (c y) v^m: with few replicates the counts times y (R per case) are cheaper than
+        # the twelve powers times y (12 per case) — at 10M cases a chunk holds one replicate
+        by_counts = R < _Y_BY_COUNTS
         for g0 in range(0, self.G, step):
             g1 = min(self.G, g0 + step)
             c0, c1 = g0 * self.L, min(g1 * self.L, self.n)
-            if c1 - c0 == (g1 - g0) * self.L:
-                Wr = W[:, c0:c1].reshape(R, g1 - g0, self.L)
+            g = g1 - g0
+            if c1 - c0 == g * self.L:
+                Wr = W[:, c0:c1].reshape(R, g, self.L)
             else:  # the last leaf is short: its counts padded with zeros as its powers are
-                Wp = np.zeros((R, (g1 - g0) * self.L))
+                Wp = np.zeros((R, g * self.L))
                 Wp[:, : c1 - c0] = W[:, c0:c1]
-                Wr = Wp.reshape(R, g1 - g0, self.L)
-            np.matmul(Wr.transpose(1, 0, 2), self.leaf_powers(g0, g1), out=T[self.size + g0 : self.size + g1])
+                Wr = Wp.reshape(R, g, self.L)
+            node = T[self.size + g0 : self.size + g1]
+            if by_counts:
+                # a vector-matrix product per replicate: BLAS's matrix product costs ~5 times as much
+                # for 2 rows as for 1 (measured, 2442-case leaves)
+                P = self.leaf_powers(g0, g1, with_y=False)
+                Wy = np.zeros((g * self.L,))
+                for r in range(R):
+                    node[:, r, :14] = np.matmul(Wr[r][:, None, :], P)[:, 0]
+                    np.multiply(W[r, c0:c1], self.y[c0:c1], out=Wy[: c1 - c0])
+                    node[:, r, 14:] = np.matmul(Wy.reshape(g, 1, self.L), P[:, :, :12])[:, 0]
+            else:
+                np.matmul(Wr.transpose(1, 0, 2), self.leaf_powers(g0, g1), out=node)
         e = np.subtract.outer(np.arange(14), np.arange(14))
         low = e >= 0
         e = np.maximum(e, 0)
@@ -304,8 +332,8 @@ def _loess_w(r, h):
 class _BatchPositions:
     """Positions of the expanded samples of all replicates at once: row r's cumulative counts are
     offset by r (max N + 1) and flattened, so one searchsorted finds the case at (r, position). Only
-    that flat array is kept (8 bytes per case and replicate): a row's cumulative counts and integer
-    counts are read back from it."""
+    that flat array is kept (8 bytes per case and replicate): a row's cumulative counts are read back
+    from it."""
 
     def __init__(self, W: np.ndarray):
         R, n = W.shape
@@ -315,17 +343,12 @@ class _BatchPositions:
             np.cumsum(W[r].astype(np.int64), out=flat[r])
         self.N = flat[:, -1].copy()
         self.off = np.arange(R, dtype=np.int64) * (int(self.N.max(initial=0)) + 1)
-        flat += self.off[:, None]
+        flat[1:] += self.off[1:, None]  # row 0's offset is 0
         self.flat = flat.ravel()
 
     def end(self, r, j):
         """Cumulative count of replicate r through case j (one past the last position of case j)."""
         return self.flat[r * self.n + j] - self.off[r]
-
-    def counts(self, r: int) -> np.ndarray:
-        """Replicate r's counts as integers."""
-        row = self.flat[r * self.n : (r + 1) * self.n]
-        return np.diff(row, prepend=self.off[r])
 
     def case_at(self, r, pos):
         return np.searchsorted(self.flat, pos + self.off[r], side="right") - r * self.n
@@ -469,48 +492,137 @@ def _loess_plans(sc: SortedCases, P: _BatchPositions, W: np.ndarray, span: float
     return plans
 
 
-def _error_summary(e, c, ci, N) -> dict:
-    """Mean, type-7 median and 90th percentile, and maximum of e over the expanded sample (c the
-    counts as floats, ci as integers, N their sum)."""
-    rep = np.repeat(e, ci)
+def _error_summary(e, c, N) -> dict:
+    """Mean, type-7 median and 90th percentile, and maximum of e over the expanded sample (e[j] repeated
+    c[j] times, c integer-valued counts, N their sum)."""
     ks, fr = [], []
     for q in (0.5, 0.9):
         pos = (N - 1) * q
         lo = int(np.floor(pos))
         ks += [lo, min(lo + 1, N - 1)]
         fr.append(pos - lo)
-    part = rep
-    part.partition(sorted(set(ks + [N - 1])))  # in place; N − 1: the maximum comes with the quantiles
+    v = order_statistics(e, c, ks + [N - 1])  # N − 1: the maximum comes with the quantiles
     return {
         "eavg": float(_dot(c, e) / N),
-        "e50": float(part[ks[0]] + fr[0] * (part[ks[1]] - part[ks[0]])),
-        "e90": float(part[ks[2]] + fr[1] * (part[ks[3]] - part[ks[2]])),
-        "emax": float(part[N - 1]),
+        "e50": float(v[0] + fr[0] * (v[1] - v[0])),
+        "e90": float(v[2] + fr[1] * (v[3] - v[2])),
+        "emax": float(v[4]),
     }
+
+
+_SELECT_SAMPLE = 1 << 16  # cases in the subsample that brackets each order statistic
+_SELECT_PAD = 0.01  # half-width of a bracket, in probability: ~5 standard errors of the subsample's quantile
+
+
+def order_statistics(e: np.ndarray, c: np.ndarray, ks) -> list[float]:
+    """The values at 0-based positions ``ks`` of the expanded sample (e[j] repeated c[j] times, sorted
+    ascending), c non-negative integer-valued, without forming it.
+
+    Small samples are expanded and partitioned. Beyond 4 subsamples' worth, each position is bracketed
+    by the weighted quantiles ±1% of a systematic subsample (every step-th case); one pass counts the
+    mass below the bracket and gathers the cases inside it, which are sorted to read the position
+    off their cumulative counts. The bracket is checked to hold the position (otherwise the sample is
+    expanded after all), so the value is the same element the expansion gives: exact, not estimated.
+    At 10M cases this is a few comparisons and a dot product per bracket instead of an (N,) repeat and
+    partition (tests/test_smooth_scale.py compares the two on ties, zero counts and skewed e)."""
+    ks = [int(k) for k in ks]
+    n = e.size
+    # a NaN compares false on both sides of a bracket, so a sample holding one is expanded (NaN sorts last)
+    if n <= 4 * _SELECT_SAMPLE or not np.isfinite(e.max(initial=-np.inf)):
+        return _expanded_order_statistics(e, c, ks)
+    step = -(-n // _SELECT_SAMPLE)
+    se, sw = e[::step], c[::step]
+    o = np.argsort(se)
+    se, scum = se[o], np.cumsum(sw[o])
+    N = float(np.sum(c))
+    found: list = []  # (mass below, candidate values sorted, their cumulative counts)
+    out = []
+    for k in ks:
+        hit = next((b for b in found if b[0] <= k < b[0] + b[2][-1]), None)
+        if hit is None:
+            hit = _bracket(e, c, se, scum, (k + 0.5) / N, N)
+            if hit is None or not hit[0] <= k < hit[0] + hit[2][-1]:
+                return _expanded_order_statistics(e, c, ks)
+            found.append(hit)
+        below, vals, cum = hit
+        out.append(float(vals[np.searchsorted(cum, k - below, side="right")]))
+    return out
+
+
+def _bracket(e, c, se, scum, q, N):
+    """(mass of e below a, the values of e in [a, b] sorted, their cumulative counts) for the bracket
+    [a, b] of the subsample's weighted quantiles q ∓ pad (open-ended at the extremes); None if empty.
+    Ties keep no order: tied values are one value, whichever case they came from."""
+    tot = scum[-1]
+    lo, hi = q - _SELECT_PAD, q + _SELECT_PAD
+    a = se[min(int(np.searchsorted(scum, lo * tot, side="right")), se.size - 1)] if lo > 0 else -np.inf
+    b = se[min(int(np.searchsorted(scum, hi * tot, side="left")), se.size - 1)] if hi < 1 else np.inf
+    if b == np.inf:
+        idx = np.flatnonzero(e >= a)
+    else:
+        inside = e <= b
+        if a > -np.inf:
+            lt = e < a
+            np.greater(inside, lt, out=inside)  # e <= b and not e < a
+        idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return None
+    vals, w = e[idx], c[idx]
+    o = np.argsort(vals)
+    cum = np.cumsum(w[o])
+    if cum[-1] <= 0:
+        return None
+    if a == -np.inf:
+        below = 0.0
+    elif b == np.inf:
+        below = N - float(cum[-1])
+    else:
+        below = float(np.einsum("i,i->", c, lt))  # einsum casts the mask in cache-sized buffers
+    return below, vals[o], cum
+
+
+def _expanded_order_statistics(e, c, ks) -> list[float]:
+    rep = np.repeat(e, c.astype(np.int64))
+    rep.partition(sorted(set(ks)))  # in place
+    return [float(rep[k]) for k in ks]
+
+
+_HERMITE_RUN = 1 << 15  # cases per pass of the cell polynomial: its two buffers stay in cache
 
 
 def _hermite_abs_error(x, c, verts, vals, slopes) -> float:
     """Σ c |x − s(x)| for the cubic Hermite interpolant s of ``smooth._hermite`` (a point on a split
     belongs to the lower cell; points outside the vertices use the end cells), evaluated cell by cell
-    on the sorted x in Horner form."""
+    on the sorted x in Horner form, a cache-sized run of cases at a time (the same operations in the
+    same order as whole-cell arrays: the same bits, without a cell-sized temporary per operation)."""
     b = np.searchsorted(x, verts, side="right")
     b[0] = 0
     b[-1] = x.size
     total = 0.0
+    err = np.empty(int(np.diff(b).max(initial=0)))  # one cell's errors, summed at once as before
+    h = np.empty(min(err.size, _HERMITE_RUN))
     for j in range(verts.size - 1):
         lo, hi = b[j], b[j + 1]
-        if j == verts.size - 2:
-            hi = x.size
         if hi <= lo:
             continue
         width = verts[j + 1] - verts[j]
         s0, s1 = slopes[j] * width, slopes[j + 1] * width
         dv = vals[j + 1] - vals[j]
         a2, a3 = 3 * dv - 2 * s0 - s1, s0 + s1 - 2 * dv
-        xx = x[lo:hi]
-        h = (xx - verts[j]) / width
-        fit = vals[j] + h * (s0 + h * (a2 + h * a3))
-        total += float(_dot(c[lo:hi], np.abs(xx - fit)))
+        for r0 in range(lo, hi, _HERMITE_RUN):
+            r1 = min(hi, r0 + _HERMITE_RUN)
+            xx, hh, fit = x[r0:r1], h[: r1 - r0], err[r0 - lo : r1 - lo]
+            np.subtract(xx, verts[j], out=hh)
+            np.divide(hh, width, out=hh)  # h = (x − v_j) / width
+            np.multiply(hh, a3, out=fit)  # fit = v + h (s0 + h (a2 + h a3))
+            fit += a2
+            fit *= hh
+            fit += s0
+            fit *= hh
+            fit += vals[j]
+            np.subtract(xx, fit, out=fit)
+            np.abs(fit, out=fit)
+        total += float(_dot(c[lo:hi], err[: hi - lo]))
     return total
 
 
@@ -582,7 +694,7 @@ def smooth_errors(
             np.subtract(x, e, out=e)
             np.abs(e, out=e)
             curves.lowess(r, xs[sl], ys[sl])
-            for k, v in _error_summary(e, W[r], P.counts(r), int(P.N[r])).items():
+            for k, v in _error_summary(e, W[r], int(P.N[r])).items():
                 out[k][r] = v
     # ---- loess: all vertices of all replicates at once
     orows = [r for r in range(R) if oplans[r] is not None]
@@ -632,7 +744,7 @@ def _constant_rows(x, y, W, P, lplans, oplans, out, curves) -> None:
         mean = _dot(W[r], y) / W[r].sum()
         if lplans[r] is None:
             curves.constant("lowess", r, mean)
-            for k, v in _error_summary(np.abs(x - mean), W[r], P.counts(r), int(P.N[r])).items():
+            for k, v in _error_summary(np.abs(x - mean), W[r], int(P.N[r])).items():
                 out[k][r] = v
         if oplans[r] is None:
             out["ici"][r] = abs(x[W[r] > 0][0] - mean)
